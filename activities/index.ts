@@ -1,0 +1,10 @@
+/** Every activity partflow registers, built around one pg pool and logger. */
+import { createPartitionActivities, Deps } from './partition';
+
+export function createActivities(deps: Deps) {
+  return { ...createPartitionActivities(deps) };
+}
+
+export type Activities = ReturnType<typeof createActivities>;
+export type { Deps } from './partition';
+export type { BackfillChunkResult, CutoverResult, PreflightResult, VerifyReport } from './partition';

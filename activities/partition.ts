@@ -1,0 +1,438 @@
+/**
+ * Activities of `partitionTable`. Each is idempotent: it looks at the catalog or at partflow.runs first
+ * and does only what is missing, so Temporal can run it again after a crash at any point.
+ */
+import { Context } from '@temporalio/activity';
+import { ApplicationFailure } from '@temporalio/common';
+import type { Pool, PoolClient } from 'pg';
+import { displayName, InputError, qualified, TableRef } from '../src/ident';
+import { validatePartitionInput } from '../src/input';
+import type { Logger } from '../src/logger';
+import { buildPlan, FORWARD_TRIGGER, pagesPerBatch, Plan, STATE_SCHEMA } from '../src/plan';
+import { classify, inTransaction, isTransient, sleep, withHeartbeat, withLockRetry } from './db';
+import { readTableInfo } from './inspect';
+
+export interface Deps {
+  pool: Pool;
+  log: Logger;
+}
+
+export interface PreflightResult {
+  plan: Plan;
+  summary: string[];
+}
+
+export interface BackfillChunkInput {
+  table: TableRef;
+  /** Plan.sql.backfillBatch */
+  backfillSql: string;
+  batchSize: number;
+  sleepMs: number;
+  /** stop after this long so the workflow can react to pause/throttle/rollback */
+  maxMs: number;
+}
+
+export interface BackfillChunkResult {
+  nextPage: number;
+  totalPages: number;
+  rowsCopied: number;
+  rowsThisChunk: number;
+  pagesThisChunk: number;
+  batches: number;
+  elapsedMs: number;
+  done: boolean;
+}
+
+export interface VerifyRange {
+  partition: string;
+  sourceRows: number;
+  shadowRows: number;
+  sourceChecksum: string;
+  shadowChecksum: string;
+  match: boolean;
+}
+
+export interface VerifyReport {
+  ok: boolean;
+  rows: number;
+  ranges: VerifyRange[];
+  mismatches: string[];
+  elapsedMs: number;
+}
+
+export interface CutoverResult {
+  alreadyDone: boolean;
+  attempts: number;
+  lockWaitRetries: number;
+  /** how long the cut-over transaction held its locks, ms */
+  lockHoldMs: number;
+}
+
+const RUNS = `${STATE_SCHEMA}.runs`;
+
+function workflowIdOrNull(): string | null {
+  try {
+    return Context.current().info.workflowExecution?.workflowId ?? null;
+  } catch {
+    return null;
+  }
+}
+
+async function ensureStateSchema(pool: Pool): Promise<void> {
+  for (let i = 0; ; i++) {
+    try {
+      await inTransaction(pool, async (c) => {
+        await c.query(`CREATE SCHEMA IF NOT EXISTS ${STATE_SCHEMA}`);
+        await c.query(`CREATE TABLE IF NOT EXISTS ${RUNS} (
+          table_schema text NOT NULL, table_name text NOT NULL, workflow_id text NOT NULL, run_state text NOT NULL,
+          next_page bigint NOT NULL DEFAULT 0, total_pages bigint, rows_copied bigint NOT NULL DEFAULT 0,
+          cutover_done boolean NOT NULL DEFAULT false,
+          started_at timestamptz NOT NULL DEFAULT now(), updated_at timestamptz NOT NULL DEFAULT now(),
+          PRIMARY KEY (table_schema, table_name))`);
+      });
+      return;
+    } catch (err) {
+      // two workers creating it at once: one wins, the other sees a unique violation; look again
+      const code = (err as { code?: string }).code;
+      if ((code === '23505' || code === '42P07') && i < 3) continue;
+      throw err;
+    }
+  }
+}
+
+async function relOid(c: PoolClient, ref: TableRef): Promise<{ oid: number; relkind: string } | null> {
+  const r = await c.query(`SELECT c.oid::int AS oid, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2`, [ref.schema, ref.name]);
+  return r.rowCount ? r.rows[0] : null;
+}
+
+export function createPartitionActivities({ pool, log }: Deps) {
+  const step = (name: string, table: TableRef) => log.child({ step: name, table: displayName(table), workflowId: workflowIdOrNull() });
+
+  async function runState(table: TableRef): Promise<{ next_page: string; total_pages: string | null; rows_copied: string; cutover_done: boolean; workflow_id: string } | null> {
+    const r = await pool.query(`SELECT * FROM ${RUNS} WHERE table_schema = $1 AND table_name = $2`, [table.schema, table.name]);
+    return r.rowCount ? r.rows[0] : null;
+  }
+
+  return {
+    /** Read-only: validates the input against the catalog and returns the full plan. */
+    async preflight(rawInput: unknown): Promise<PreflightResult> {
+      try {
+        const opts = validatePartitionInput(rawInput);
+        const info = await inTransaction(pool, (c) => readTableInfo(c, opts, workflowIdOrNull()), { readOnly: true });
+        const plan = buildPlan(info, opts);
+        step('preflight', opts.table).info({ partitions: plan.partitions.length, estimatedRows: plan.estimatedRows, warnings: plan.warnings }, 'preflight passed');
+        return { plan, summary: plan.warnings };
+      } catch (err) {
+        if (err instanceof InputError) throw ApplicationFailure.nonRetryable(err.message, 'PreflightRefused');
+        classify(err, 'preflight');
+      }
+    },
+
+    /** Records this run in partflow.runs; refuses when another workflow holds the table. */
+    async claimRun(table: TableRef): Promise<void> {
+      const wf = workflowIdOrNull() ?? 'local';
+      try {
+        await ensureStateSchema(pool);
+        const r = await pool.query(
+          `INSERT INTO ${RUNS} AS r (table_schema, table_name, workflow_id, run_state) VALUES ($1, $2, $3, 'active')
+           ON CONFLICT (table_schema, table_name) DO UPDATE
+              SET workflow_id = EXCLUDED.workflow_id, run_state = 'active', updated_at = now(),
+                  next_page = 0, total_pages = NULL, rows_copied = 0, cutover_done = false, started_at = now()
+            WHERE r.run_state <> 'active'
+           RETURNING workflow_id`,
+          [table.schema, table.name, wf],
+        );
+        if (r.rowCount === 0) {
+          const cur = await runState(table);
+          if (cur && cur.workflow_id === wf) return; // our own claim, seen again after a retry
+          throw ApplicationFailure.nonRetryable(
+            `Table ${displayName(table)} already has a partflow run in progress (workflow ${cur?.workflow_id}); wait for it, or roll it back, before starting another.`,
+            'RunInProgress',
+          );
+        }
+      } catch (err) {
+        classify(err, 'claim');
+      }
+    },
+
+    async releaseRun(table: TableRef, state: 'done' | 'rolled-back' | 'failed'): Promise<void> {
+      const wf = workflowIdOrNull() ?? 'local';
+      try {
+        if ((await pool.query(`SELECT to_regclass($1) IS NOT NULL AS ok`, [RUNS])).rows[0].ok) {
+          await pool.query(`UPDATE ${RUNS} SET run_state = $4, updated_at = now() WHERE table_schema = $1 AND table_name = $2 AND workflow_id = $3`, [table.schema, table.name, wf, state]);
+        }
+      } catch (err) {
+        classify(err, 'release');
+      }
+    },
+
+    /** The partitioned copy with its partitions, keys, indexes, grants; then the outbound foreign keys. */
+    async createShadow(plan: Plan, lockTimeoutMs: number): Promise<{ created: boolean; foreignKeys: number }> {
+      const l = step('shadow', plan.table);
+      let created = false;
+      await withHeartbeat(() => ({ step: 'shadow' }), async () => {
+        const existing = await inTransaction(pool, (c) => relOid(c, plan.shadow));
+        if (!existing) {
+          await withLockRetry(pool, l, 'shadow', lockTimeoutMs, async (c) => {
+            for (const sql of plan.sql.shadow) await c.query(sql);
+          });
+          created = true;
+        } else if (existing.relkind !== 'p') {
+          throw ApplicationFailure.nonRetryable(`${displayName(plan.shadow)} exists and is not partflow's partitioned copy; drop or rename it first.`, 'NameTaken');
+        }
+        for (const [i, fk] of plan.sql.shadowForeignKeys.entries()) {
+          const name = /ADD CONSTRAINT ("(?:[^"]|"")+")/.exec(fk)![1].slice(1, -1).replace(/""/g, '"');
+          const has = await pool.query(`SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass($1) AND conname = $2`, [qualified(plan.shadow), name]);
+          if (has.rowCount) continue;
+          await withLockRetry(pool, l, `shadow foreign key ${i + 1}`, lockTimeoutMs, (c) => c.query(fk));
+        }
+      });
+      l.info({ created, partitions: plan.partitions.length + 1 }, 'shadow table ready');
+      return { created, foreignKeys: plan.sql.shadowForeignKeys.length };
+    },
+
+    /** Compensation of createShadow. Never drops the source: checks the OID first. */
+    async dropShadow(plan: Plan, lockTimeoutMs: number): Promise<void> {
+      const l = step('drop-shadow', plan.table);
+      await withLockRetry(pool, l, 'drop shadow', lockTimeoutMs, async (c) => {
+        const s = await relOid(c, plan.shadow);
+        if (!s) return;
+        if (s.oid === plan.tableOid || s.relkind !== 'p') {
+          throw ApplicationFailure.nonRetryable(`Refusing to drop ${displayName(plan.shadow)}: it is not partflow's copy.`, 'Safety');
+        }
+        for (const sql of plan.sql.dropShadow) await c.query(sql);
+      });
+      l.info('shadow table dropped');
+    },
+
+    /**
+     * Installs the forward trigger and, in the same transaction, records how many pages the backfill must
+     * cover: every row on a later page was written after the trigger existed, so the trigger copied it.
+     */
+    async installSyncTrigger(plan: Plan, lockTimeoutMs: number): Promise<{ totalPages: number; lockWaitRetries: number }> {
+      const l = step('sync', plan.table);
+      const { result, stats } = await withLockRetry(pool, l, 'sync trigger', lockTimeoutMs, async (c) => {
+        const src = await relOid(c, plan.table);
+        if (!src || src.oid !== plan.tableOid) throw ApplicationFailure.nonRetryable(`Table ${displayName(plan.table)} changed since preflight (dropped or replaced); start again.`, 'TableChanged');
+        const has = await c.query(`SELECT 1 FROM pg_trigger WHERE tgrelid = $1 AND tgname = $2`, [plan.tableOid, FORWARD_TRIGGER]);
+        if (!has.rowCount) for (const sql of plan.sql.syncTrigger) await c.query(sql);
+        const r = await c.query(
+          `UPDATE ${RUNS} SET total_pages = coalesce(total_pages, pg_relation_size($3::regclass) / current_setting('block_size')::int), updated_at = now()
+            WHERE table_schema = $1 AND table_name = $2 RETURNING total_pages`,
+          [plan.table.schema, plan.table.name, plan.tableOid],
+        );
+        return Number(r.rows[0].total_pages);
+      });
+      l.info({ totalPages: result, lockWaitRetries: stats.lockWaitRetries }, 'sync trigger installed');
+      return { totalPages: result, lockWaitRetries: stats.lockWaitRetries };
+    },
+
+    async dropSyncTrigger(plan: Plan, lockTimeoutMs: number): Promise<void> {
+      const l = step('drop-sync', plan.table);
+      await withLockRetry(pool, l, 'drop sync trigger', lockTimeoutMs, async (c) => {
+        const src = await relOid(c, plan.table);
+        if (!src || src.oid !== plan.tableOid) return; // swapped: the trigger went with the cut-over
+        for (const sql of plan.sql.dropSyncTrigger) await c.query(sql);
+      });
+      l.info('sync trigger dropped');
+    },
+
+    /**
+     * Copies page ranges until done or `maxMs` has passed. Each batch commits together with the checkpoint
+     * in partflow.runs, guarded by the checkpoint it started from: a retried or duplicated attempt copies
+     * nothing twice and skips nothing.
+     */
+    async backfillChunk(input: BackfillChunkInput): Promise<BackfillChunkResult> {
+      const plan = { table: input.table };
+      const l = step('backfill', plan.table);
+      const started = Date.now();
+      let rowsThisChunk = 0;
+      let pagesThisChunk = 0;
+      let batches = 0;
+      let ctx: Context | undefined;
+      try {
+        ctx = Context.current();
+      } catch {
+        ctx = undefined;
+      }
+      try {
+        const st = await runState(plan.table);
+        if (!st || st.total_pages === null) throw ApplicationFailure.nonRetryable(`No backfill checkpoint for ${displayName(plan.table)}: the sync step did not run.`, 'StateMissing');
+        let next = Number(st.next_page);
+        const total = Number(st.total_pages);
+        let rowsCopied = Number(st.rows_copied);
+        const dens = await pool.query(`SELECT reltuples::bigint AS t, relpages::bigint AS p FROM pg_class WHERE oid = to_regclass($1)`, [qualified(plan.table)]);
+        const per = pagesPerBatch(input.batchSize, Number(dens.rows[0]?.t ?? -1), Number(dens.rows[0]?.p ?? 0));
+        while (next < total && Date.now() - started < input.maxMs) {
+          if (ctx?.cancellationSignal.aborted) break;
+          const to = Math.min(total, next + per);
+          const from = next;
+          const n = await inTransaction(
+            pool,
+            async (c) => {
+              const r = await c.query(input.backfillSql, [`(${from},0)`, `(${to},0)`]);
+              const read = Number(r.rows[0].read);
+              const u = await c.query(
+                `UPDATE ${RUNS} SET next_page = $4, rows_copied = rows_copied + $5, updated_at = now()
+                  WHERE table_schema = $1 AND table_name = $2 AND next_page = $3`,
+                [plan.table.schema, plan.table.name, from, to, read],
+              );
+              if (u.rowCount !== 1) throw Object.assign(new Error('checkpoint moved under us'), { code: 'PF001' });
+              return read;
+            },
+            { lockTimeoutMs: 5000 },
+          ).catch(async (err) => {
+            if ((err as { code?: string }).code === 'PF001') return -1;
+            throw err;
+          });
+          if (n < 0) {
+            // another attempt of this activity advanced the checkpoint: continue from where it is now
+            const again = await runState(plan.table);
+            next = Number(again!.next_page);
+            rowsCopied = Number(again!.rows_copied);
+            continue;
+          }
+          next = to;
+          rowsCopied += n;
+          rowsThisChunk += n;
+          pagesThisChunk += to - from;
+          batches++;
+          ctx?.heartbeat({ checkpointPage: next, totalPages: total, rowsCopied });
+          if (input.sleepMs > 0) await sleep(input.sleepMs);
+        }
+        const elapsedMs = Date.now() - started;
+        l.debug({ next, total, rowsThisChunk, batches, elapsedMs }, 'backfill chunk');
+        return { nextPage: next, totalPages: total, rowsCopied, rowsThisChunk, pagesThisChunk, batches, elapsedMs, done: next >= total };
+      } catch (err) {
+        if (isTransient(err)) l.warn({ err: (err as Error).message }, 'transient error in backfill; Temporal will retry from the checkpoint');
+        classify(err, `backfill of ${displayName(plan.table)}`);
+      }
+    },
+
+    /** Row counts and content checksums per partition range, source against shadow, in one snapshot. */
+    async verify(plan: Plan): Promise<VerifyReport> {
+      const l = step('verify', plan.table);
+      const started = Date.now();
+      try {
+        const [src, dst] = await withHeartbeat(
+          () => ({ step: 'verify' }),
+          () =>
+            inTransaction(
+              pool,
+              async (c) => {
+                const a = await c.query(plan.sql.verifySource);
+                const b = await c.query(plan.sql.verifyShadow);
+                return [a.rows, b.rows];
+              },
+              { isolation: 'REPEATABLE READ', readOnly: true },
+            ),
+        );
+        const report = compareChecksums(plan, src, dst, Date.now() - started);
+        l.info({ ok: report.ok, rows: report.rows, mismatches: report.mismatches, elapsedMs: report.elapsedMs }, 'verification finished');
+        if (!report.ok) {
+          throw ApplicationFailure.nonRetryable(
+            `Verification of ${displayName(plan.table)} failed: source and copy differ in ${report.mismatches.join(', ')}.`,
+            'VerificationMismatch',
+            report,
+          );
+        }
+        return report;
+      } catch (err) {
+        classify(err, 'verify');
+      }
+    },
+
+    /** The swap: one short transaction under lock_timeout, retried with backoff. */
+    async cutover(plan: Plan, lockTimeoutMs: number): Promise<CutoverResult> {
+      const l = step('cutover', plan.table);
+      const st = await runState(plan.table);
+      if (st?.cutover_done) return { alreadyDone: true, attempts: 0, lockWaitRetries: 0, lockHoldMs: 0 };
+      let lockedAt = 0;
+      const { stats } = await withHeartbeat(
+        () => ({ step: 'cutover' }),
+        () =>
+          withLockRetry(pool, l, 'cutover', lockTimeoutMs, async (c) => {
+            await c.query(plan.sql.cutover[0]); // LOCK TABLE: the wait is bounded by lock_timeout
+            lockedAt = Date.now();
+            const src = await relOid(c, plan.table);
+            if (!src || src.oid !== plan.tableOid) throw ApplicationFailure.nonRetryable(`Table ${displayName(plan.table)} changed since preflight; not cutting over.`, 'TableChanged');
+            for (const sql of plan.sql.cutover.slice(1)) await c.query(sql);
+            await c.query(`UPDATE ${RUNS} SET cutover_done = true, updated_at = now() WHERE table_schema = $1 AND table_name = $2`, [plan.table.schema, plan.table.name]);
+          }),
+      );
+      const lockHoldMs = Date.now() - lockedAt;
+      l.info({ lockHoldMs, attempts: stats.attempts, lockWaitRetries: stats.lockWaitRetries }, 'cut over');
+      return { alreadyDone: false, attempts: stats.attempts, lockWaitRetries: stats.lockWaitRetries, lockHoldMs };
+    },
+
+    /** Compensation of cutover: the old table (kept in sync by the reverse trigger) takes the name back. */
+    async swapBack(plan: Plan, lockTimeoutMs: number): Promise<{ swapped: boolean; lockHoldMs: number }> {
+      const l = step('swap-back', plan.table);
+      const st = await runState(plan.table);
+      let swapped = false;
+      let lockedAt = Date.now();
+      if (st?.cutover_done) {
+        await withLockRetry(pool, l, 'swap back', lockTimeoutMs, async (c) => {
+          await c.query(plan.sql.swapBack[0]);
+          lockedAt = Date.now();
+          for (const sql of plan.sql.swapBack.slice(1)) await c.query(sql);
+          await c.query(`UPDATE ${RUNS} SET cutover_done = false, updated_at = now() WHERE table_schema = $1 AND table_name = $2`, [plan.table.schema, plan.table.name]);
+        });
+        swapped = true;
+      }
+      const lockHoldMs = swapped ? Date.now() - lockedAt : 0;
+      for (const sql of plan.sql.validateInbound) {
+        await withLockRetry(pool, l, 'validate re-added foreign key', lockTimeoutMs, (c) => c.query(sql));
+      }
+      l.info({ swapped, lockHoldMs }, 'swapped back to the original table');
+      return { swapped, lockHoldMs };
+    },
+
+    /** Ends the rollback window: the reverse trigger goes; the old table stays for the operator to drop. */
+    async finalize(plan: Plan, lockTimeoutMs: number): Promise<void> {
+      const l = step('finalize', plan.table);
+      await withLockRetry(pool, l, 'finalize', lockTimeoutMs, async (c) => {
+        for (const sql of plan.sql.finalize) await c.query(sql);
+      });
+      l.info({ old: displayName(plan.old) }, 'reverse trigger dropped; old table kept');
+    },
+  };
+}
+
+export function compareChecksums(
+  plan: Pick<Plan, 'partitions' | 'defaultPartition'>,
+  src: { bucket: string; n: string; checksum: string }[],
+  dst: { bucket: string; n: string; checksum: string }[],
+  elapsedMs: number,
+): VerifyReport {
+  const byPartition = new Map<string, string>();
+  for (const p of plan.partitions) byPartition.set(p.from, p.name);
+  const agg = (rows: typeof src) => {
+    const m = new Map<string, { n: bigint; sum: bigint }>();
+    for (const r of rows) {
+      const part = byPartition.get(r.bucket) ?? plan.defaultPartition;
+      const cur = m.get(part) ?? { n: 0n, sum: 0n };
+      m.set(part, { n: cur.n + BigInt(r.n), sum: cur.sum + BigInt(r.checksum) });
+    }
+    return m;
+  };
+  const a = agg(src);
+  const b = agg(dst);
+  const names = [...plan.partitions.map((p) => p.name), plan.defaultPartition];
+  const ranges: VerifyRange[] = names.map((partition) => {
+    const x = a.get(partition) ?? { n: 0n, sum: 0n };
+    const y = b.get(partition) ?? { n: 0n, sum: 0n };
+    return {
+      partition,
+      sourceRows: Number(x.n),
+      shadowRows: Number(y.n),
+      sourceChecksum: x.sum.toString(16),
+      shadowChecksum: y.sum.toString(16),
+      match: x.n === y.n && x.sum === y.sum,
+    };
+  });
+  const mismatches = ranges.filter((r) => !r.match).map((r) => `${r.partition} (source ${r.sourceRows} rows, copy ${r.shadowRows})`);
+  return { ok: mismatches.length === 0, rows: ranges.reduce((s, r) => s + r.sourceRows, 0), ranges, mismatches, elapsedMs };
+}
+
+export type PartitionActivities = ReturnType<typeof createPartitionActivities>;

@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Shared setup for the demo, the tests and CI: installs or starts what is missing, fast when all is there.
+# Source it; then call the ensure_* functions you need.
+set -euo pipefail
+
+PARTFLOW_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export PARTFLOW_HOME="${PARTFLOW_HOME:-$HOME/.cache/partflow}"
+export PARTFLOW_PG_PORT="${PARTFLOW_PG_PORT:-54329}"
+export PARTFLOW_PG_DATA="${PARTFLOW_PG_DATA:-$PARTFLOW_HOME/pgdata}"
+export TEMPORAL_CLI_VERSION="${TEMPORAL_CLI_VERSION:-v1.5.1}"
+export TEMPORAL_BIN="${TEMPORAL_BIN:-$PARTFLOW_HOME/bin/temporal}"
+mkdir -p "$PARTFLOW_HOME/bin" "$PARTFLOW_HOME/logs"
+
+say() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
+
+pg_bindir() {
+  local d
+  for d in /usr/lib/postgresql/*/bin; do [ -x "$d/postgres" ] && { echo "$d"; return 0; }; done
+  return 1
+}
+
+ensure_postgres_installed() {
+  if ! pg_bindir >/dev/null 2>&1; then
+    say "installing Debian's postgresql"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq && apt-get install -y -qq postgresql postgresql-contrib >/dev/null
+  fi
+}
+
+# A cluster that partflow's scripts own: trust auth on localhost, its own port, run as the postgres user.
+ensure_postgres() {
+  ensure_postgres_installed
+  local bin; bin="$(pg_bindir)"
+  local runas=()
+  if [ "$(id -u)" = 0 ]; then runas=(runuser -u postgres --); fi
+  if [ ! -s "$PARTFLOW_PG_DATA/PG_VERSION" ]; then
+    say "creating PostgreSQL cluster in $PARTFLOW_PG_DATA"
+    mkdir -p "$PARTFLOW_PG_DATA"
+    [ "$(id -u)" = 0 ] && chown -R postgres:postgres "$PARTFLOW_PG_DATA" && chmod 700 "$PARTFLOW_PG_DATA"
+    [ "$(id -u)" = 0 ] && chmod o+x "$HOME" "$HOME/.cache" "$PARTFLOW_HOME" 2>/dev/null || true
+    "${runas[@]}" "$bin/initdb" -D "$PARTFLOW_PG_DATA" -U postgres -A trust -E UTF8 --locale=C.UTF-8 >/dev/null
+    cat >> "$PARTFLOW_PG_DATA/postgresql.conf" <<CONF
+listen_addresses = '127.0.0.1'
+port = $PARTFLOW_PG_PORT
+unix_socket_directories = '/tmp'
+max_connections = 200
+shared_buffers = 512MB
+fsync = on
+synchronous_commit = off
+max_wal_size = 4GB
+log_min_duration_statement = -1
+CONF
+  fi
+  if ! "$bin/pg_isready" -q -h 127.0.0.1 -p "$PARTFLOW_PG_PORT"; then
+    say "starting PostgreSQL on port $PARTFLOW_PG_PORT"
+    "${runas[@]}" "$bin/pg_ctl" -D "$PARTFLOW_PG_DATA" -l "$PARTFLOW_PG_DATA/server.log" -w start >/dev/null
+  fi
+  export PGHOST=127.0.0.1 PGPORT="$PARTFLOW_PG_PORT" PGUSER=postgres
+}
+
+ensure_temporal_bin() {
+  if [ ! -x "$TEMPORAL_BIN" ]; then
+    say "building the temporal CLI $TEMPORAL_CLI_VERSION (dev server + Web UI) into $TEMPORAL_BIN; takes a few minutes once"
+    GOBIN="$(dirname "$TEMPORAL_BIN")" go install "github.com/temporalio/cli/cmd/temporal@$TEMPORAL_CLI_VERSION" \
+      || GOBIN="$(dirname "$TEMPORAL_BIN")" go install "github.com/temporalio/cli/cmd/temporal@v1.4.1"
+  fi
+}
+
+ensure_node_modules() {
+  cd "$PARTFLOW_ROOT"
+  local stamp="node_modules/.partflow-lock-hash" want
+  want="$(sha256sum package-lock.json | cut -d' ' -f1)"
+  if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    say "npm ci"
+    npm ci --no-audit --no-fund >/dev/null
+    echo "$want" > "$stamp"
+  fi
+}
+
+ensure_build() {
+  cd "$PARTFLOW_ROOT"
+  say "compiling TypeScript"
+  npx tsc -p tsconfig.json
+}
+
+# The Temporal dev server for the demo: SQLite file, gRPC 7233, Web UI 8233.
+ensure_temporal_server() {
+  ensure_temporal_bin
+  export TEMPORAL_ADDRESS="${TEMPORAL_ADDRESS:-127.0.0.1:7233}"
+  if ! (exec 3<>"/dev/tcp/${TEMPORAL_ADDRESS%:*}/${TEMPORAL_ADDRESS#*:}") 2>/dev/null; then
+    say "starting the Temporal dev server (state in $PARTFLOW_HOME/temporal.db, Web UI http://localhost:8233)"
+    nohup "$TEMPORAL_BIN" server start-dev --ip 127.0.0.1 --port "${TEMPORAL_ADDRESS#*:}" --ui-port 8233 \
+      --db-filename "$PARTFLOW_HOME/temporal.db" --log-level warn \
+      > "$PARTFLOW_HOME/logs/temporal.log" 2>&1 &
+    for _ in $(seq 1 120); do
+      (exec 3<>"/dev/tcp/${TEMPORAL_ADDRESS%:*}/${TEMPORAL_ADDRESS#*:}") 2>/dev/null && break
+      sleep 0.5
+    done
+    sleep 2
+  fi
+}

@@ -1,0 +1,138 @@
+/**
+ * The operator-facing input of `partitionTable` (see CONTRACT.md) and its validation. Pure: used by the
+ * workflow (deterministic), the activities and the CLI alike.
+ */
+import { InputError, parseColumnName, parseTableName, TableRef } from './ident';
+
+/** Input of the `partitionTable` workflow. Only `table` is required. */
+export interface PartitionTableInput {
+  /** `schema.table` or `table`, as pg_dump -t reads it. */
+  table: string;
+  /** Partition key column (timestamp, timestamptz or date). Default `created_at`. */
+  column?: string;
+  /** Only `month` is supported. */
+  interval?: 'month';
+  /** Future months to create beyond the current one. Default 3. */
+  premake?: number;
+  /** Rows per backfill batch (converted to a page range). Default 5000. */
+  batchSize?: number;
+  /** Pause between batches, ms. Default 0. */
+  sleepMs?: number;
+  /** `signal` (default) waits for `approveCutover`; `auto` cuts over when verification passes. */
+  approval?: 'signal' | 'auto';
+  /** How long the old table is kept in sync after cut-over, e.g. `24h`, `30m`, `0s`. Default `24h`. */
+  rollbackWindow?: string;
+  /** `refuse` (default) or `drop`: what to do with foreign keys of other tables that reference this one. */
+  inboundForeignKeys?: 'refuse' | 'drop';
+  /** Month boundaries for timestamptz columns are midnight in this zone. Default `UTC`. */
+  timeZone?: string;
+  /** lock_timeout for each DDL attempt, ms. Default 2000. */
+  lockTimeoutMs?: number;
+  /** Return the plan and change nothing. */
+  dryRun?: boolean;
+}
+
+export interface PartitionOptions {
+  table: TableRef;
+  column: string;
+  interval: 'month';
+  premake: number;
+  batchSize: number;
+  sleepMs: number;
+  approval: 'signal' | 'auto';
+  rollbackWindowMs: number;
+  rollbackWindow: string;
+  inboundForeignKeys: 'refuse' | 'drop';
+  timeZone: string;
+  lockTimeoutMs: number;
+  dryRun: boolean;
+}
+
+const KNOWN_FIELDS = new Set([
+  'table', 'column', 'interval', 'premake', 'batchSize', 'sleepMs', 'approval', 'rollbackWindow',
+  'inboundForeignKeys', 'timeZone', 'lockTimeoutMs', 'dryRun', 'resume',
+]);
+
+/** Parses `90s`, `30m`, `24h`, `7d`, `1500ms`; `0` and `0s` mean none. */
+export function parseDuration(text: string, field: string): number {
+  if (typeof text !== 'string') throw new InputError(`Field "${field}" must be a duration such as "24h" or "30m".`);
+  const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$/.exec(text);
+  if (!m) throw new InputError(`Field "${field}" must be a duration such as "24h" or "30m", not ${JSON.stringify(text)}.`);
+  const n = Number(m[1]);
+  const unit = m[2] ?? (n === 0 ? 's' : '');
+  if (!unit) throw new InputError(`Field "${field}" needs a unit (ms, s, m, h or d): ${JSON.stringify(text)}.`);
+  const factor = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[unit as 'ms'];
+  return Math.round(n * factor);
+}
+
+function intField(v: unknown, field: string, def: number, min: number, max: number): number {
+  if (v === undefined || v === null) return def;
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) {
+    throw new InputError(`Field "${field}" must be a whole number from ${min} to ${max}, not ${JSON.stringify(v)}.`);
+  }
+  return v;
+}
+
+function enumField<T extends string>(v: unknown, field: string, allowed: readonly T[], def: T): T {
+  if (v === undefined || v === null) return def;
+  if (!allowed.includes(v as T)) {
+    throw new InputError(`Field "${field}" must be one of ${allowed.map((a) => JSON.stringify(a)).join(', ')}, not ${JSON.stringify(v)}.`);
+  }
+  return v as T;
+}
+
+export function validatePartitionInput(raw: unknown): PartitionOptions {
+  if (!raw || typeof raw !== 'object' || Array.isArray(raw)) {
+    throw new InputError('The input must be a JSON object such as {"table": "public.generated_images"}.');
+  }
+  const input = raw as Record<string, unknown>;
+  for (const k of Object.keys(input)) {
+    if (!KNOWN_FIELDS.has(k)) throw new InputError(`Unknown field "${k}"; known fields are ${[...KNOWN_FIELDS].filter((f) => f !== 'resume').join(', ')}.`);
+  }
+  const table = parseTableName(input.table as string, 'table');
+  const column = parseColumnName((input.column as string | undefined) ?? 'created_at', 'column');
+  const interval = enumField(input.interval, 'interval', ['month'] as const, 'month');
+  const rollbackWindow = (input.rollbackWindow as string | undefined) ?? '24h';
+  const timeZone = (input.timeZone as string | undefined) ?? 'UTC';
+  if (typeof timeZone !== 'string' || !/^[A-Za-z0-9_+\-/]{1,64}$/.test(timeZone)) {
+    throw new InputError(`Field "timeZone" must be a time zone name such as "UTC" or "Europe/Berlin".`);
+  }
+  if (input.dryRun !== undefined && typeof input.dryRun !== 'boolean') throw new InputError('Field "dryRun" must be true or false.');
+  return {
+    table,
+    column,
+    interval,
+    premake: intField(input.premake, 'premake', 3, 0, 120),
+    batchSize: intField(input.batchSize, 'batchSize', 5000, 1, 1_000_000),
+    sleepMs: intField(input.sleepMs, 'sleepMs', 0, 0, 600_000),
+    approval: enumField(input.approval, 'approval', ['signal', 'auto'] as const, 'signal'),
+    rollbackWindowMs: parseDuration(rollbackWindow, 'rollbackWindow'),
+    rollbackWindow,
+    inboundForeignKeys: enumField(input.inboundForeignKeys, 'inboundForeignKeys', ['refuse', 'drop'] as const, 'refuse'),
+    timeZone,
+    lockTimeoutMs: intField(input.lockTimeoutMs, 'lockTimeoutMs', 2000, 10, 60_000),
+    dryRun: input.dryRun === true,
+  };
+}
+
+/** The `throttle` update's argument. */
+export interface ThrottleInput {
+  batchSize?: number;
+  sleepMs?: number;
+}
+
+export function validateThrottle(raw: unknown): ThrottleInput {
+  if (!raw || typeof raw !== 'object' || Array.isArray(raw)) throw new InputError('throttle takes an object such as {"batchSize": 2000, "sleepMs": 50}.');
+  const t = raw as Record<string, unknown>;
+  for (const k of Object.keys(t)) if (k !== 'batchSize' && k !== 'sleepMs') throw new InputError(`throttle: unknown field "${k}"; use batchSize and sleepMs.`);
+  if (t.batchSize === undefined && t.sleepMs === undefined) throw new InputError('throttle needs batchSize or sleepMs.');
+  const out: ThrottleInput = {};
+  if (t.batchSize !== undefined) out.batchSize = intField(t.batchSize, 'batchSize', 0, 1, 1_000_000);
+  if (t.sleepMs !== undefined) out.sleepMs = intField(t.sleepMs, 'sleepMs', 0, 0, 600_000);
+  return out;
+}
+
+/** The workflow id our CLI uses, per CONTRACT.md. */
+export function partitionWorkflowId(table: TableRef): string {
+  return `partition-${table.schema}.${table.name}`;
+}

@@ -1,0 +1,41 @@
+/**
+ * The operator interface of the workflows (CONTRACT.md): signals, queries and updates by name.
+ * Importable from the client side too.
+ */
+import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
+import type { ThrottleInput } from '../src/input';
+
+export type Phase =
+  | 'preflight' | 'shadow' | 'sync' | 'backfill' | 'verify' | 'awaiting-approval' | 'cutover'
+  | 'rollback-window' | 'rolling-back' | 'rolled-back' | 'done' | 'failed';
+
+/** What the `progress` query returns. */
+export interface Progress {
+  table: string;
+  phase: Phase;
+  paused: boolean;
+  awaitingApproval: boolean;
+  rowsCopied: number;
+  rowsEstimated: number;
+  percent: number;
+  rowsPerSecond: number;
+  etaSeconds: number | null;
+  lastError: string | null;
+  checkpointPage: number;
+  totalPages: number;
+  batchSize: number;
+  sleepMs: number;
+  lockWaitRetries: number;
+  partitions: number;
+  warnings: string[];
+  verify: { ok: boolean; rows: number; mismatches: string[]; elapsedMs: number } | null;
+  cutover: { lockHoldMs: number; attempts: number; lockWaitRetries: number } | null;
+}
+
+export const pauseSignal = defineSignal('pause');
+export const resumeSignal = defineSignal('resume');
+export const approveCutoverSignal = defineSignal('approveCutover');
+export const rollbackSignal = defineSignal('rollback');
+export const finalizeSignal = defineSignal('finalize');
+export const throttleUpdate = defineUpdate<{ batchSize: number; sleepMs: number }, [ThrottleInput]>('throttle');
+export const progressQuery = defineQuery<Progress>('progress');

@@ -1,0 +1,2 @@
+/** The workflow bundle's entry point: every workflow partflow registers. */
+export { partitionTable } from './partitionTable';

@@ -1,0 +1,278 @@
+/**
+ * `partitionTable`: preflight → shadow → sync trigger → backfill → verify → approval → cut-over →
+ * rollback window → finalize. Each forward step records its compensation before it runs (the
+ * compensations are idempotent), so a failure, a `rollback` signal or a cancellation at any point undoes
+ * exactly what was done, in reverse, in a non-cancellable scope.
+ */
+import {
+  ApplicationFailure,
+  CancellationScope,
+  condition,
+  ContinueAsNew,
+  continueAsNew,
+  isCancellation,
+  RetryPolicy,
+  log,
+  proxyActivities,
+  setHandler,
+  workflowInfo,
+} from '@temporalio/workflow';
+import type { Activities, CutoverResult, VerifyReport } from '../activities';
+import { displayName } from '../src/ident';
+import { PartitionOptions, PartitionTableInput, validatePartitionInput, validateThrottle } from '../src/input';
+import { planStatements, type Plan } from '../src/plan';
+import {
+  approveCutoverSignal,
+  finalizeSignal,
+  pauseSignal,
+  Phase,
+  Progress,
+  progressQuery,
+  resumeSignal,
+  rollbackSignal,
+  throttleUpdate,
+} from './definitions';
+
+type Step = 'claim' | 'shadow' | 'sync' | 'cutover';
+
+/** State carried across continue-as-new. */
+export interface PartitionState {
+  plan: Plan | null;
+  done: Step[];
+  phase: Phase;
+  paused: boolean;
+  approved: boolean;
+  rollbackRequested: boolean;
+  finalizeRequested: boolean;
+  batchSize: number;
+  sleepMs: number;
+  rowsCopied: number;
+  checkpointPage: number;
+  totalPages: number;
+  rowsPerSecond: number;
+  pagesPerSecond: number;
+  lockWaitRetries: number;
+  lastError: string | null;
+  verify: VerifyReport | null;
+  cutover: CutoverResult | null;
+}
+
+export interface PartitionTableResult {
+  status: 'done' | 'rolled-back' | 'dry-run';
+  table: string;
+  plan?: Plan;
+  statements?: { step: string; sql: string }[];
+  verify?: VerifyReport | null;
+  cutover?: CutoverResult | null;
+  rowsCopied?: number;
+  oldTable?: string;
+}
+
+const retry: RetryPolicy = { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s' };
+const short = proxyActivities<Activities>({ startToCloseTimeout: '5m', heartbeatTimeout: '30s', retry });
+const long = proxyActivities<Activities>({ startToCloseTimeout: '12h', heartbeatTimeout: '30s', retry });
+const chunk = proxyActivities<Activities>({ startToCloseTimeout: '5m', heartbeatTimeout: '20s', retry: { ...retry, maximumInterval: '10s' } });
+
+/** How long one backfill activity runs before the workflow looks at pause/throttle/rollback again. */
+const CHUNK_MS = 3000;
+
+class RollbackRequested extends Error {}
+
+function initialState(opts: PartitionOptions): PartitionState {
+  return {
+    plan: null, done: [], phase: 'preflight', paused: false, approved: false, rollbackRequested: false,
+    finalizeRequested: false, batchSize: opts.batchSize, sleepMs: opts.sleepMs, rowsCopied: 0, checkpointPage: 0,
+    totalPages: 0, rowsPerSecond: 0, pagesPerSecond: 0, lockWaitRetries: 0, lastError: null, verify: null, cutover: null,
+  };
+}
+
+function messageOf(err: unknown): string {
+  let e = err as { message?: string; cause?: unknown } | undefined;
+  while (e && (e as { cause?: unknown }).cause && (e as { name?: string }).name !== 'ApplicationFailure') e = e.cause as typeof e;
+  return e?.message ?? String(err);
+}
+
+export async function partitionTable(input: PartitionTableInput & { resume?: PartitionState }): Promise<PartitionTableResult> {
+  let opts: PartitionOptions;
+  try {
+    opts = validatePartitionInput(input);
+  } catch (err) {
+    throw ApplicationFailure.nonRetryable((err as Error).message, 'InvalidInput');
+  }
+  const table = displayName(opts.table);
+  const s: PartitionState = input.resume ?? initialState(opts);
+
+  setHandler(pauseSignal, () => void (s.paused = true));
+  setHandler(resumeSignal, () => void (s.paused = false));
+  setHandler(approveCutoverSignal, () => void (s.approved = true));
+  setHandler(rollbackSignal, () => void (s.rollbackRequested = true));
+  setHandler(finalizeSignal, () => void (s.finalizeRequested = true));
+  setHandler(
+    throttleUpdate,
+    (t) => {
+      const v = validateThrottle(t);
+      if (v.batchSize !== undefined) s.batchSize = v.batchSize;
+      if (v.sleepMs !== undefined) s.sleepMs = v.sleepMs;
+      return { batchSize: s.batchSize, sleepMs: s.sleepMs };
+    },
+    {
+      validator: (t) => {
+        try {
+          validateThrottle(t);
+        } catch (err) {
+          throw ApplicationFailure.nonRetryable((err as Error).message, 'InvalidInput');
+        }
+      },
+    },
+  );
+  setHandler(progressQuery, (): Progress => {
+    const afterBackfill = ['verify', 'awaiting-approval', 'cutover', 'rollback-window', 'done'].includes(s.phase);
+    const percent = s.totalPages > 0 ? Math.min(100, (s.checkpointPage / s.totalPages) * 100) : afterBackfill ? 100 : 0;
+    const remaining = Math.max(0, s.totalPages - s.checkpointPage);
+    return {
+      table,
+      phase: s.phase,
+      paused: s.paused,
+      awaitingApproval: s.phase === 'awaiting-approval',
+      rowsCopied: s.rowsCopied,
+      rowsEstimated: s.plan?.estimatedRows ?? 0,
+      percent: Math.round(percent * 10) / 10,
+      rowsPerSecond: Math.round(s.rowsPerSecond),
+      etaSeconds: s.phase === 'backfill' && s.pagesPerSecond > 0 ? Math.round(remaining / s.pagesPerSecond) : afterBackfill ? 0 : null,
+      lastError: s.lastError,
+      checkpointPage: s.checkpointPage,
+      totalPages: s.totalPages,
+      batchSize: s.batchSize,
+      sleepMs: s.sleepMs,
+      lockWaitRetries: s.lockWaitRetries,
+      partitions: s.plan ? s.plan.partitions.length + 1 : 0,
+      warnings: s.plan?.warnings ?? [],
+      verify: s.verify && { ok: s.verify.ok, rows: s.verify.rows, mismatches: s.verify.mismatches, elapsedMs: s.verify.elapsedMs },
+      cutover: s.cutover && { lockHoldMs: s.cutover.lockHoldMs, attempts: s.cutover.attempts, lockWaitRetries: s.cutover.lockWaitRetries },
+    };
+  });
+
+  const checkRollback = () => {
+    if (s.rollbackRequested) throw new RollbackRequested('rollback requested');
+  };
+  const lt = opts.lockTimeoutMs;
+
+  async function compensate(finalState: 'rolled-back' | 'failed'): Promise<void> {
+    s.phase = 'rolling-back';
+    const plan = s.plan;
+    await CancellationScope.nonCancellable(async () => {
+      while (s.done.length) {
+        const step = s.done[s.done.length - 1];
+        log.info('compensating', { table, step });
+        if (step === 'cutover') await short.swapBack(plan!, lt);
+        else if (step === 'sync') await short.dropSyncTrigger(plan!, lt);
+        else if (step === 'shadow') await short.dropShadow(plan!, lt);
+        else if (step === 'claim') await short.releaseRun(opts.table, finalState);
+        s.done.pop();
+      }
+    });
+    s.phase = finalState;
+  }
+
+  try {
+    if (!input.resume) {
+      s.phase = 'preflight';
+      const { resume: _ignored, ...raw } = input;
+      const pre = await short.preflight(raw);
+      s.plan = pre.plan;
+      if (opts.dryRun) {
+        s.phase = 'done';
+        return { status: 'dry-run', table, plan: pre.plan, statements: planStatements(pre.plan) };
+      }
+      checkRollback();
+      s.done.push('claim');
+      await short.claimRun(opts.table);
+
+      checkRollback();
+      s.phase = 'shadow';
+      s.done.push('shadow');
+      await short.createShadow(s.plan, lt);
+
+      checkRollback();
+      s.phase = 'sync';
+      s.done.push('sync');
+      const sync = await short.installSyncTrigger(s.plan, lt);
+      s.totalPages = sync.totalPages;
+      s.lockWaitRetries += sync.lockWaitRetries;
+      s.phase = 'backfill';
+    }
+    const plan = s.plan!;
+
+    if (s.phase === 'backfill') {
+      for (;;) {
+        checkRollback();
+        if (s.paused) {
+          await condition(() => !s.paused || s.rollbackRequested);
+          continue;
+        }
+        const r = await chunk.backfillChunk({ table: plan.table, backfillSql: plan.sql.backfillBatch, batchSize: s.batchSize, sleepMs: s.sleepMs, maxMs: CHUNK_MS });
+        s.rowsCopied = r.rowsCopied;
+        s.checkpointPage = r.nextPage;
+        s.totalPages = r.totalPages;
+        if (r.elapsedMs > 0 && r.batches > 0) {
+          const rps = (r.rowsThisChunk * 1000) / r.elapsedMs;
+          const pps = (r.pagesThisChunk * 1000) / r.elapsedMs;
+          s.rowsPerSecond = s.rowsPerSecond ? 0.7 * s.rowsPerSecond + 0.3 * rps : rps;
+          s.pagesPerSecond = s.pagesPerSecond ? 0.7 * s.pagesPerSecond + 0.3 * pps : pps;
+        }
+        if (r.done) break;
+        if (workflowInfo().continueAsNewSuggested) {
+          log.info('continuing as new to keep history bounded', { table, checkpointPage: s.checkpointPage });
+          await continueAsNew<typeof partitionTable>({ ...input, resume: s });
+        }
+      }
+      s.phase = 'verify';
+    }
+
+    if (s.phase === 'verify') {
+      checkRollback();
+      s.verify = await long.verify(plan);
+      s.phase = 'awaiting-approval';
+    }
+
+    if (s.phase === 'awaiting-approval') {
+      if (opts.approval === 'signal') {
+        log.info('waiting for approveCutover', { table });
+        await condition(() => s.approved || s.rollbackRequested);
+      }
+      checkRollback();
+      s.phase = 'cutover';
+    }
+
+    if (s.phase === 'cutover') {
+      s.done.push('cutover');
+      s.cutover = await long.cutover(plan, lt);
+      s.lockWaitRetries += s.cutover.lockWaitRetries;
+      s.phase = 'rollback-window';
+    }
+
+    if (s.phase === 'rollback-window') {
+      if (opts.rollbackWindowMs > 0) await condition(() => s.finalizeRequested || s.rollbackRequested, opts.rollbackWindowMs);
+      checkRollback();
+      await short.finalize(plan, lt);
+      s.done = [];
+      await short.releaseRun(opts.table, 'done');
+      s.phase = 'done';
+    }
+    return { status: 'done', table, verify: s.verify, cutover: s.cutover, rowsCopied: s.rowsCopied, oldTable: displayName(plan.old) };
+  } catch (err) {
+    if (err instanceof ContinueAsNew) throw err;
+    if (err instanceof RollbackRequested) {
+      await compensate('rolled-back');
+      return { status: 'rolled-back', table, verify: s.verify, cutover: s.cutover, rowsCopied: s.rowsCopied };
+    }
+    if (isCancellation(err)) {
+      await compensate('rolled-back');
+      throw err;
+    }
+    s.lastError = messageOf(err);
+    log.error('partitionTable failed; undoing', { table, error: s.lastError });
+    await compensate('failed');
+    throw ApplicationFailure.nonRetryable(s.lastError, 'PartitionTableFailed');
+  }
+}
