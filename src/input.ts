@@ -26,7 +26,7 @@ export interface PartitionTableInput {
   inboundForeignKeys?: 'refuse' | 'drop';
   /** Month boundaries for timestamptz columns are midnight in this zone. Default `UTC`. */
   timeZone?: string;
-  /** lock_timeout for each DDL attempt, ms. Default 2000. */
+  /** lock_timeout for each DDL attempt, ms. Default 500: the longest an application query waits behind us. */
   lockTimeoutMs?: number;
   /** Return the plan and change nothing. */
   dryRun?: boolean;
@@ -110,7 +110,7 @@ export function validatePartitionInput(raw: unknown): PartitionOptions {
     rollbackWindow,
     inboundForeignKeys: enumField(input.inboundForeignKeys, 'inboundForeignKeys', ['refuse', 'drop'] as const, 'refuse'),
     timeZone,
-    lockTimeoutMs: intField(input.lockTimeoutMs, 'lockTimeoutMs', 2000, 10, 60_000),
+    lockTimeoutMs: intField(input.lockTimeoutMs, 'lockTimeoutMs', 500, 10, 60_000),
     dryRun: input.dryRun === true,
   };
 }

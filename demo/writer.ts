@@ -1,0 +1,203 @@
+/**
+ * An application stand-in: lanes of writers that insert, update (also the partition key and the id) and
+ * delete rows while a migration runs, and keep an independent record of every committed change: the row
+ * as RETURNING showed it after commit. The record is later compared with the table's final content.
+ */
+import { createHash } from 'crypto';
+import { Client, ClientConfig } from 'pg';
+
+export interface WriterSpec {
+  /** qualified, quoted table name */
+  table: string;
+  /** quoted id column */
+  id: string;
+  /** quoted partition column */
+  ts: string;
+  /** quoted text column the updates change */
+  payload: string;
+  /** SQL expression for a new id (re-keying updates) */
+  newIdExpr: string;
+  /** `INSERT INTO <table> AS t (...) VALUES (...)`, `$1` is the timestamp; no RETURNING */
+  insertSql: string;
+}
+
+export interface WriterStats {
+  ops: number;
+  inserts: number;
+  updates: number;
+  moves: number;
+  rekeys: number;
+  deletes: number;
+  errors: number;
+  errorSamples: string[];
+  maxLatencyMs: number;
+  p99LatencyMs: number;
+}
+
+type Op = 'insert' | 'update' | 'move' | 'rekey' | 'delete';
+
+export class Writer {
+  /** id → row JSON after the last committed change; deleted ids are absent */
+  readonly record = new Map<string, string>();
+  private touched = new Set<string>();
+  private lanes: { client: Client; ids: string[] }[] = [];
+  private running = false;
+  private loops: Promise<void>[] = [];
+  private latencies: number[] = [];
+  readonly stats: WriterStats = { ops: 0, inserts: 0, updates: 0, moves: 0, rekeys: 0, deletes: 0, errors: 0, errorSamples: [], maxLatencyMs: 0, p99LatencyMs: 0 };
+
+  constructor(
+    private spec: WriterSpec,
+    private conn: ClientConfig,
+    private opts: { lanes?: number; opsPerSecondPerLane?: number; snapshot?: boolean; seed?: number } = {},
+  ) {}
+
+  /** Loads the starting ids (and, with `snapshot`, every row) so the record starts complete. */
+  async start(): Promise<void> {
+    const laneCount = this.opts.lanes ?? 4;
+    for (let i = 0; i < laneCount; i++) {
+      const client = new Client({ ...this.conn, application_name: 'partflow-demo-writer' });
+      await client.connect();
+      this.lanes.push({ client, ids: [] });
+    }
+    const s = this.spec;
+    const sel = this.opts.snapshot ? `SELECT ${s.id}::text AS k, row_to_json(t)::text AS r FROM ${s.table} t` : `SELECT ${s.id}::text AS k FROM ${s.table}`;
+    const rows = (await this.lanes[0].client.query(sel)).rows;
+    rows.forEach((row, i) => {
+      this.lanes[i % laneCount].ids.push(row.k);
+      if (this.opts.snapshot) this.record.set(row.k, row.r);
+    });
+    this.running = true;
+    this.loops = this.lanes.map((lane, i) => this.loop(lane, i));
+  }
+
+  async stop(): Promise<WriterStats> {
+    this.running = false;
+    await Promise.all(this.loops);
+    for (const l of this.lanes) await l.client.end();
+    const sorted = [...this.latencies].sort((a, b) => a - b);
+    this.stats.p99LatencyMs = sorted.length ? sorted[Math.floor(sorted.length * 0.99)] : 0;
+    return this.stats;
+  }
+
+  private pick(rnd: () => number): Op {
+    const r = rnd();
+    if (r < 0.4) return 'insert';
+    if (r < 0.62) return 'update';
+    if (r < 0.75) return 'move';
+    if (r < 0.8) return 'rekey';
+    return 'delete';
+  }
+
+  private async loop(lane: { client: Client; ids: string[] }, laneNo: number): Promise<void> {
+    let seed = (this.opts.seed ?? 42) * 1000 + laneNo;
+    const rnd = () => {
+      seed = (seed * 1103515245 + 12345) % 2147483648;
+      return seed / 2147483648;
+    };
+    const s = this.spec;
+    const ret = `RETURNING ${s.id}::text AS k, row_to_json(t)::text AS r`;
+    const pause = 1000 / (this.opts.opsPerSecondPerLane ?? 25);
+    while (this.running) {
+      const op: Op = lane.ids.length === 0 ? 'insert' : this.pick(rnd);
+      const idx = Math.floor(rnd() * lane.ids.length);
+      const id = lane.ids[idx];
+      const t0 = Date.now();
+      try {
+        if (op === 'insert') {
+          // timestamps from 13 months ago to 2 months ahead: old partitions, current, future and the default
+          const ts = new Date(Date.now() - Math.floor(rnd() * 400 * 86400_000) + 60 * 86400_000);
+          const r = await lane.client.query(`${s.insertSql} ${ret}`, [ts]);
+          this.apply(lane, r.rows[0], true);
+          this.stats.inserts++;
+        } else if (op === 'update') {
+          const r = await lane.client.query(`UPDATE ${s.table} AS t SET ${s.payload} = md5(random()::text) WHERE ${s.id} = $1 ${ret}`, [id]);
+          if (r.rowCount) {
+            this.apply(lane, r.rows[0], false);
+            this.stats.updates++;
+          }
+        } else if (op === 'move') {
+          const days = rnd() < 0.5 ? -35 : 33;
+          const r = await lane.client.query(`UPDATE ${s.table} AS t SET ${s.ts} = ${s.ts} + interval '${days} days' WHERE ${s.id} = $1 ${ret}`, [id]);
+          if (r.rowCount) {
+            this.apply(lane, r.rows[0], false);
+            this.stats.moves++;
+          }
+        } else if (op === 'rekey') {
+          const r = await lane.client.query(`UPDATE ${s.table} AS t SET ${s.id} = ${s.newIdExpr} WHERE ${s.id} = $1 ${ret}`, [id]);
+          if (r.rowCount) {
+            this.forget(lane, idx, id);
+            this.apply(lane, r.rows[0], true);
+            this.stats.rekeys++;
+          }
+        } else {
+          const r = await lane.client.query(`DELETE FROM ${s.table} WHERE ${s.id} = $1`, [id]);
+          if (r.rowCount) {
+            this.forget(lane, idx, id);
+            this.stats.deletes++;
+          }
+        }
+        this.stats.ops++;
+      } catch (err) {
+        this.stats.errors++;
+        if (this.stats.errorSamples.length < 5) this.stats.errorSamples.push(`${op}: ${(err as Error).message}`);
+      }
+      const took = Date.now() - t0;
+      this.latencies.push(took);
+      if (took > this.stats.maxLatencyMs) this.stats.maxLatencyMs = took;
+      await new Promise((r) => setTimeout(r, Math.max(0, pause - took)));
+    }
+  }
+
+  private apply(lane: { ids: string[] }, row: { k: string; r: string }, isNew: boolean): void {
+    if (isNew) lane.ids.push(row.k);
+    this.record.set(row.k, row.r);
+    this.touched.add(row.k);
+  }
+
+  private forget(lane: { ids: string[] }, idx: number, id: string): void {
+    lane.ids[idx] = lane.ids[lane.ids.length - 1];
+    lane.ids.pop();
+    this.record.delete(id);
+    this.touched.add(id);
+  }
+
+  /** Ids whose rows the writer changed (including deleted ones). */
+  touchedIds(): string[] {
+    return [...this.touched];
+  }
+}
+
+/** Compares a table's content with a record; returns mismatch counts and order-independent checksums. */
+export async function compareWithRecord(
+  client: Client,
+  spec: Pick<WriterSpec, 'table' | 'id'>,
+  record: Map<string, string>,
+  onlyIds?: string[],
+): Promise<{ missing: number; extra: number; different: number; tableChecksum: string; recordChecksum: string; rows: number }> {
+  const rows = onlyIds
+    ? (await client.query(`SELECT ${spec.id}::text AS k, row_to_json(t)::text AS r FROM ${spec.table} t WHERE ${spec.id}::text = ANY($1::text[])`, [onlyIds])).rows
+    : (await client.query(`SELECT ${spec.id}::text AS k, row_to_json(t)::text AS r FROM ${spec.table} t`)).rows;
+  const actual = new Map<string, string>();
+  let duplicates = 0;
+  for (const r of rows) {
+    if (actual.has(r.k)) duplicates++;
+    actual.set(r.k, r.r);
+  }
+  const expected = onlyIds ? new Map(onlyIds.filter((k) => record.has(k)).map((k) => [k, record.get(k)!])) : record;
+  let missing = 0;
+  let different = 0;
+  for (const [k, v] of expected) {
+    const a = actual.get(k);
+    if (a === undefined) missing++;
+    else if (a !== v) different++;
+  }
+  const extra = duplicates + [...actual.keys()].filter((k) => !expected.has(k)).length;
+  return { missing, extra, different, tableChecksum: checksum(rows.map((r) => `${r.k}\t${r.r}`)), recordChecksum: checksum([...expected].map(([k, v]) => `${k}\t${v}`)), rows: rows.length };
+}
+
+function checksum(lines: string[]): string {
+  const h = createHash('sha256');
+  for (const l of [...lines].sort()) h.update(l + '\n');
+  return h.digest('hex').slice(0, 16);
+}
