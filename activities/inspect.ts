@@ -34,7 +34,7 @@ export async function readTableInfo(c: PoolClient, opts: PartitionOptions, workf
   const pcRow = cols.rows.find((r) => r.name === opts.column);
 
   const pk = await c.query(
-    `SELECT con.conname, array_agg(a.attname ORDER BY k.ord) AS cols
+    `SELECT con.conname, array_agg(a.attname::text ORDER BY k.ord) AS cols
        FROM pg_constraint con, unnest(con.conkey) WITH ORDINALITY k(attnum, ord)
        JOIN pg_attribute a ON a.attrelid = $1 AND a.attnum = k.attnum
       WHERE con.conrelid = $1 AND con.contype = 'p' GROUP BY con.conname`,
@@ -44,7 +44,7 @@ export async function readTableInfo(c: PoolClient, opts: PartitionOptions, workf
   const idx = await c.query(
     `SELECT ic.relname AS name, pg_get_indexdef(i.indexrelid) AS def, i.indisprimary AS "isPrimary",
             i.indisunique AS "isUnique", i.indpred IS NOT NULL AS "hasPredicate",
-            (SELECT array_agg(a.attname ORDER BY k.ord) FROM unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, ord)
+            (SELECT array_agg(a.attname::text ORDER BY k.ord) FROM unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, ord)
                LEFT JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum) AS columns,
             con.conname AS "constraintName",
             CASE WHEN starts_with(pg_get_indexdef(i.indexrelid),

@@ -9,7 +9,7 @@ import * as path from 'path';
 import { parseArgs } from 'util';
 import { Client as PgClient, Pool } from 'pg';
 import { WorkflowHandle } from '@temporalio/client';
-import { connectClient, hasWorker, startPartition } from '../src/client';
+import { connectClient, startPartition } from '../src/client';
 import { loadConfig } from '../src/config';
 import { fillDemoData, schemaSql } from './schema';
 import { compareWithRecord, Writer, WriterSpec } from './writer';
@@ -77,25 +77,36 @@ async function main(): Promise<void> {
 
   const conn = { host: process.env.PGHOST, port: Number(process.env.PGPORT), user: process.env.PGUSER, database: db };
   const dbUrl = `postgres://${conn.user}@${conn.host}:${conn.port}/${db}`;
-  let workerProc: ReturnType<typeof spawn> | null = null;
-  if (!(await hasWorker(client, config.taskQueue))) {
+  // One demo worker, left running afterwards so the CLI and the Web UI can be tried on the demo database.
+  const pidFile = path.join(process.env.PARTFLOW_HOME ?? '.', 'demo-worker.pid');
+  const alive = (pid: number) => {
+    try {
+      process.kill(pid, 0);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  const oldPid = fs.existsSync(pidFile) ? Number(fs.readFileSync(pidFile, 'utf8')) : 0;
+  if (oldPid && alive(oldPid)) {
+    line(`using the running demo worker (pid ${oldPid})`);
+  } else {
     const logFile = path.join(process.env.PARTFLOW_HOME ?? '.', 'logs', 'demo-worker.log');
     fs.mkdirSync(path.dirname(logFile), { recursive: true });
-    const out = fs.openSync(logFile, 'w');
-    workerProc = spawn(process.execPath, [path.join(__dirname, '..', 'worker', 'main.js')], {
+    const out = fs.openSync(logFile, 'a');
+    const workerProc = spawn(process.execPath, [path.join(__dirname, '..', 'worker', 'main.js')], {
       env: { ...process.env, DATABASE_URL: dbUrl },
       stdio: ['ignore', out, out],
+      detached: true,
     });
-    line(`started a worker (pid ${workerProc.pid}, log ${logFile})`);
-    for (let i = 0; i < 60 && !(await hasWorker(client, config.taskQueue)); i++) await new Promise((r) => setTimeout(r, 500));
-  } else {
-    line(`a worker already polls task queue ${config.taskQueue}; using it (it must point at database ${db})`);
+    workerProc.unref();
+    fs.writeFileSync(pidFile, String(workerProc.pid));
+    line(`started a worker (pid ${workerProc.pid}, log ${logFile}); it keeps running after the demo: kill ${workerProc.pid} to stop it`);
   }
-
   const opsPerLane = Number(args['ops-per-second']) / 4 / Object.keys(SPECS).length;
   const writers = Object.fromEntries(Object.entries(SPECS).map(([t, spec]) => [t, new Writer(spec, conn, { lanes: 2, opsPerSecondPerLane: opsPerLane * 2 })]));
-  for (const w of Object.values(writers)) await w.start();
   const before = Object.fromEntries(await Promise.all(Object.keys(SPECS).map(async (t) => [t, Number((await pool.query(`SELECT count(*) FROM ${t}`)).rows[0].count)] as const)));
+  for (const w of Object.values(writers)) await w.start();
   line(`writers running: ${args['ops-per-second']} ops/s of inserts, updates (also moving rows across months and changing ids) and deletes`);
 
   const handles: Record<string, WorkflowHandle> = {};
@@ -115,12 +126,10 @@ async function main(): Promise<void> {
       let p: Progress;
       try {
         p = await h.query<Progress>('progress');
-      } catch {
+      } catch (err) {
         const d = await h.describe();
-        if (d.status.name !== 'RUNNING') {
-          done.add(t);
-          continue;
-        }
+        if (d.status.name !== 'RUNNING') done.add(t);
+        else line(`${t.padEnd(20)} waiting for a worker to answer (${(err as Error).message})`);
         continue;
       }
       (phaseTimes[t] ??= {})[p.phase] ??= Date.now();
@@ -173,7 +182,6 @@ async function main(): Promise<void> {
   }
   await check.end();
   await pool.end();
-  if (workerProc) workerProc.kill('SIGTERM');
   line('');
   line(ok ? 'demo finished: every table partitioned, nothing lost, nothing duplicated, no writer error.' : 'demo finished with problems (see above).');
   process.exit(ok ? 0 : 1);

@@ -68,7 +68,7 @@ export async function fillDemoData(pool: Pool, images: number, months: number, o
       INSERT INTO generated_images (user_id, industry_id, category_id, product_type_id, product_pose_id, product_theme_id,
                                     product_background_id, ai_face_id, generation_type, generation_status, prompt, image_url,
                                     credits_used, expires_at, created_at, updated_at)
-      SELECT CASE WHEN g % 50 = 0 THEN NULL ELSE u.ids[1 + (g * 7919) % ${users}] END,
+      SELECT CASE WHEN g % 50 = 0 THEN NULL ELSE u.ids[(1 + (g::bigint * 7919) % ${users})::int] END,
              1 + g % 20, 1 + (g / 3) % 20, 1 + (g / 7) % 20, 1 + (g / 11) % 20, 1 + (g / 13) % 20, 1 + (g / 17) % 20, 1 + (g / 19) % 20,
              (ARRAY['product', 'lifestyle', 'model', 'background'])[1 + g % 4],
              (ARRAY['completed', 'completed', 'completed', 'failed', 'pending'])[1 + g % 5],
@@ -79,7 +79,7 @@ export async function fillDemoData(pool: Pool, images: number, months: number, o
     await pool.query(`
       WITH u AS (SELECT array_agg(id) AS ids FROM users)
       INSERT INTO credit_transactions (user_id, amount, balance_after, operation_type, description, created_at)
-      SELECT u.ids[1 + (g * 104729) % ${users}], CASE WHEN g % 4 = 0 THEN 50 ELSE -1 END, (g % 500),
+      SELECT u.ids[(1 + (g::bigint * 104729) % ${users})::int], CASE WHEN g % 4 = 0 THEN 50 ELSE -1 END, (g % 500),
              (ARRAY['purchase', 'generation', 'refund', 'bonus'])[1 + g % 4], 'op ' || g, now() - random() * ${span}
         FROM u, generate_series(${done + 1}, ${done + n}) g`);
     onProgress(`generated ${done + n} of ${images} images and credit transactions`);
