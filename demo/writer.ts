@@ -57,6 +57,7 @@ export class Writer {
     const laneCount = this.opts.lanes ?? 4;
     for (let i = 0; i < laneCount; i++) {
       const client = new Client({ ...this.conn, application_name: 'partflow-demo-writer' });
+      client.on('error', () => undefined); // a dropped connection shows up as failed queries, counted as errors
       await client.connect();
       this.lanes.push({ client, ids: [] });
     }
@@ -72,9 +73,10 @@ export class Writer {
   }
 
   async stop(): Promise<WriterStats> {
+    if (!this.running && this.lanes.length === 0) return this.stats;
     this.running = false;
     await Promise.all(this.loops);
-    for (const l of this.lanes) await l.client.end();
+    for (const l of this.lanes.splice(0)) await l.client.end().catch(() => undefined);
     const sorted = [...this.latencies].sort((a, b) => a - b);
     this.stats.p99LatencyMs = sorted.length ? sorted[Math.floor(sorted.length * 0.99)] : 0;
     return this.stats;

@@ -1,0 +1,14 @@
+/** The real Temporal dev server (the temporal CLI built by scripts/env.sh), started per test file. */
+import { TestWorkflowEnvironment } from '@temporalio/testing';
+import * as os from 'os';
+import * as path from 'path';
+
+export function temporalBin(): string {
+  return process.env.TEMPORAL_BIN ?? path.join(os.homedir(), '.cache', 'partflow', 'bin', 'temporal');
+}
+
+export async function startDevServer(extraArgs: string[] = []): Promise<TestWorkflowEnvironment> {
+  return TestWorkflowEnvironment.createLocal({
+    server: { executable: { type: 'existing-path', path: temporalBin() }, extraArgs: ['--log-level', 'error', ...extraArgs] },
+  });
+}

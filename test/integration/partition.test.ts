@@ -1,0 +1,295 @@
+/**
+ * partitionTable against a real PostgreSQL and the real Temporal dev server, with writers inserting,
+ * updating (also the partition key and the id) and deleting throughout; final content compared with the
+ * writers' own record of what they committed.
+ */
+import { WorkflowFailedError, WorkflowHandle } from '@temporalio/client';
+import type { TestWorkflowEnvironment } from '@temporalio/testing';
+import { Worker } from '@temporalio/worker';
+import { Client } from 'pg';
+import { createActivities } from '../../activities';
+import { createPool } from '../../activities/db';
+import { compareWithRecord, Writer } from '../../demo/writer';
+import { createLogger } from '../../src/logger';
+import type { PartitionTableInput } from '../../src/input';
+import { catalogSnapshot, createTestDb, TestDb } from '../helpers/pg';
+import { createTable, TestTable } from '../helpers/tables';
+import { startDevServer } from '../helpers/temporal';
+import { progress, sleep, waitFor } from '../helpers/workflow';
+
+const TQ = 'partflow-it';
+let env: TestWorkflowEnvironment;
+let db: TestDb;
+let worker: Worker;
+let running: Promise<void>;
+let seq = 0;
+
+beforeAll(async () => {
+  db = await createTestDb('it');
+  env = await startDevServer();
+  const pool = createPool(db.url);
+  worker = await Worker.create({
+    connection: env.nativeConnection,
+    taskQueue: TQ,
+    workflowsPath: require.resolve('../../workflows'),
+    activities: createActivities({ pool, log: createLogger({ test: 'integration' }).child({}, { level: 'warn' }) }),
+  });
+  running = worker.run().finally(() => pool.end());
+});
+
+afterAll(async () => {
+  worker?.shutdown();
+  await running;
+  await env?.teardown();
+  await db?.drop();
+});
+
+function start(input: PartitionTableInput, workflowId = `it-${++seq}-${Date.now()}`): Promise<WorkflowHandle> {
+  return env.client.workflow.start('partitionTable', { taskQueue: TQ, workflowId, args: [input] });
+}
+
+async function withClient<T>(fn: (c: Client) => Promise<T>): Promise<T> {
+  const c = new Client(db.conn);
+  await c.connect();
+  try {
+    return await fn(c);
+  } finally {
+    await c.end();
+  }
+}
+
+async function expectMatchesRecord(t: TestTable, w: Writer): Promise<void> {
+  const cmp = await withClient((c) => compareWithRecord(c, t.spec, w.record));
+  expect({ missing: cmp.missing, extra: cmp.extra, different: cmp.different }).toEqual({ missing: 0, extra: 0, different: 0 });
+  expect(cmp.tableChecksum).toBe(cmp.recordChecksum);
+  expect(cmp.rows).toBe(w.record.size);
+}
+
+async function relkind(ref: { schema: string; name: string }): Promise<string | undefined> {
+  const r = await db.pool.query(`SELECT c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2`, [ref.schema, ref.name]);
+  return r.rows[0]?.relkind;
+}
+
+const writers: Writer[] = [];
+function writerFor(t: TestTable): Writer {
+  const w = new Writer(t.spec, db.conn, { lanes: 4, opsPerSecondPerLane: 40, snapshot: true, seed: ++seq });
+  writers.push(w);
+  return w;
+}
+afterEach(async () => {
+  // a failed test must not leave writers running into the next one
+  for (const w of writers.splice(0)) await w.stop().catch(() => undefined);
+});
+
+test('partitions a live table: nothing lost, nothing duplicated, writers never fail', async () => {
+  const t = await createTable(db.pool, { schema: 'public', name: 'images' }, 20_000, 'uuid');
+  const w = writerFor(t);
+  await w.start();
+  const h = await start({ table: 'public.images', batchSize: 500, sleepMs: 20, approval: 'signal', rollbackWindow: '1h' });
+  const during = await waitFor(h, (p) => p.rowsCopied > 0, 'backfill progress');
+  expect(during.totalPages).toBeGreaterThan(0);
+  expect(during.rowsEstimated).toBeGreaterThan(15_000);
+  const gate = await waitFor(h, (p) => p.awaitingApproval, 'approval gate');
+  expect(gate.verify?.ok).toBe(true);
+  expect(gate.percent).toBe(100);
+  await sleep(1000); // writes keep flowing through the trigger while we wait at the gate
+  expect((await progress(h)).phase).toBe('awaiting-approval');
+  await h.signal('approveCutover');
+  await waitFor(h, (p) => p.phase === 'rollback-window', 'cut-over');
+  expect(await relkind({ schema: 'public', name: 'images' })).toBe('p');
+  await sleep(1000); // writes after cut-over reach the old table through the reverse trigger
+  await h.signal('finalize');
+  const result = await h.result();
+  const stats = await w.stop();
+  expect(result.status).toBe('done');
+  expect(stats.errors).toBe(0);
+  expect(stats.moves + stats.rekeys + stats.deletes).toBeGreaterThan(10);
+  await expectMatchesRecord(t, w);
+
+  const cat = await db.pool.query(
+    `SELECT (SELECT array_agg(a.attname::text ORDER BY array_position(con.conkey, a.attnum)) FROM pg_constraint con
+               JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = ANY (con.conkey) WHERE con.conrelid = 'public.images'::regclass AND con.contype = 'p') AS pk,
+            (SELECT array_agg(relname::text ORDER BY relname) FROM pg_class WHERE oid IN (SELECT indexrelid FROM pg_index WHERE indrelid = 'public.images'::regclass)) AS idx,
+            (SELECT count(*) FROM pg_inherits WHERE inhparent = 'public.images'::regclass)::int AS parts,
+            (SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'partflow%')::int AS triggers,
+            has_table_privilege('pf_reader', 'public.images', 'SELECT') AS reader,
+            (SELECT relkind FROM pg_class WHERE oid = 'public.images_old'::regclass) AS old`,
+  );
+  expect(cat.rows[0]).toEqual({
+    pk: ['id', 'created_at'],
+    idx: ['images_lower_payload', 'images_pkey', 'images_ts', 'images_user_status'],
+    parts: during.partitions, // from the oldest row's month to 3 months ahead, plus the default
+    triggers: 0,
+    reader: true,
+    old: 'r',
+  });
+});
+
+test('rollback after cut-over restores the plain table with every row written since, and the exact catalog', async () => {
+  const t = await createTable(db.pool, { schema: 'public', name: 'credits' }, 10_000, 'bigserial');
+  const before = await catalogSnapshot(db.pool, ['public']);
+  const w = writerFor(t);
+  await w.start();
+  const h = await start({ table: 'credits', batchSize: 1000, approval: 'auto', rollbackWindow: '1h' });
+  await waitFor(h, (p) => p.phase === 'rollback-window', 'cut-over');
+  await sleep(1500); // inserts, updates, moves and deletes on the partitioned table
+  const rowsAfterCutover = w.stats.ops;
+  await h.signal('rollback');
+  const result = await h.result();
+  await sleep(500);
+  const stats = await w.stop();
+  expect(result.status).toBe('rolled-back');
+  expect(stats.errors).toBe(0);
+  expect(stats.ops).toBeGreaterThan(rowsAfterCutover);
+  expect(await relkind({ schema: 'public', name: 'credits' })).toBe('r');
+  await expectMatchesRecord(t, w);
+  // same relations, columns, indexes (names too), constraints, sequence ownership, grants; no partflow triggers
+  const after = await catalogSnapshot(db.pool, ['public']);
+  expect(after).toEqual(before);
+  const run = await db.pool.query(`SELECT run_state FROM partflow.runs WHERE table_name = 'credits'`);
+  expect(run.rows[0].run_state).toBe('rolled-back');
+});
+
+test('a long transaction holding the table at cut-over: the cut-over retries and writers wait at most the lock timeout', async () => {
+  const t = await createTable(db.pool, { schema: 'public', name: 'locked' }, 5_000, 'uuid');
+  const w = writerFor(t);
+  const h = await start({ table: 'locked', batchSize: 2000, approval: 'signal', rollbackWindow: '0s', lockTimeoutMs: 300 });
+  await waitFor(h, (p) => p.awaitingApproval, 'approval gate');
+  await w.start();
+  const holder = new Client(db.conn);
+  await holder.connect();
+  await holder.query('BEGIN');
+  await holder.query('SELECT count(*) FROM public.locked'); // ACCESS SHARE until COMMIT
+  await h.signal('approveCutover');
+  await sleep(3000);
+  expect((await progress(h)).phase).toBe('cutover'); // still trying, not through
+  expect(await relkind({ schema: 'public', name: 'locked' })).toBe('r');
+  await holder.query('COMMIT');
+  await holder.end();
+  const result = await h.result();
+  const stats = await w.stop();
+  expect(result.status).toBe('done');
+  expect(result.cutover!.lockWaitRetries).toBeGreaterThan(0);
+  expect(stats.errors).toBe(0);
+  // an application statement queued behind our lock request waits at most lock_timeout (300 ms) plus a margin
+  expect(stats.maxLatencyMs).toBeLessThan(300 + 400);
+  await expectMatchesRecord(t, w);
+});
+
+test('pause holds no locks and stops the copy; throttle is validated; resume finishes', async () => {
+  const t = await createTable(db.pool, { schema: 'public', name: 'paused' }, 20_000, 'uuid');
+  const h = await start({ table: 'paused', batchSize: 100, sleepMs: 50, approval: 'auto', rollbackWindow: '0s' });
+  await waitFor(h, (p) => p.phase === 'backfill' && p.checkpointPage > 0, 'backfill progress');
+  await h.signal('pause');
+  await waitFor(h, (p) => p.paused, 'paused flag');
+  await sleep(4000); // the running chunk ends within CHUNK_MS
+  const a = await db.pool.query(`SELECT next_page FROM partflow.runs WHERE table_name = 'paused'`);
+  await sleep(2000);
+  const b = await db.pool.query(`SELECT next_page FROM partflow.runs WHERE table_name = 'paused'`);
+  expect(b.rows[0].next_page).toBe(a.rows[0].next_page);
+  expect(Number(a.rows[0].next_page)).toBeLessThan((await progress(h)).totalPages);
+  const locks = await db.pool.query(
+    `SELECT count(*)::int AS n FROM pg_locks l JOIN pg_stat_activity s ON s.pid = l.pid WHERE s.application_name = 'partflow' AND l.relation = 'public.paused'::regclass`,
+  );
+  expect(locks.rows[0].n).toBe(0);
+  await expect(h.executeUpdate('throttle', { args: [{ batchSize: -1 }] })).rejects.toMatchObject({ cause: { message: expect.stringMatching(/"batchSize" must be a whole number/) } });
+  await expect(h.executeUpdate('throttle', { args: [{ batchSize: 5000, sleepMs: 0 }] })).resolves.toEqual({ batchSize: 5000, sleepMs: 0 });
+  expect((await progress(h)).batchSize).toBe(5000);
+  await h.signal('resume');
+  const result = await h.result();
+  expect(result.status).toBe('done');
+  const n = await db.pool.query(`SELECT count(*)::int AS n FROM public.paused`);
+  expect(n.rows[0].n).toBe(20_000);
+  void t;
+});
+
+test('cancelling mid-backfill undoes every step and leaves the catalog as it was', async () => {
+  await createTable(db.pool, { schema: 'public', name: 'cancelled' }, 20_000, 'uuid');
+  const before = await catalogSnapshot(db.pool, ['public']);
+  const h = await start({ table: 'cancelled', batchSize: 100, sleepMs: 50 });
+  await waitFor(h, (p) => p.phase === 'backfill' && p.checkpointPage > 0, 'backfill progress');
+  await h.cancel();
+  await expect(h.result()).rejects.toThrow(WorkflowFailedError);
+  expect(await catalogSnapshot(db.pool, ['public'])).toEqual(before);
+  const run = await db.pool.query(`SELECT run_state FROM partflow.runs WHERE table_name = 'cancelled'`);
+  expect(run.rows[0].run_state).toBe('rolled-back');
+});
+
+test('awkward identifiers: a non-public schema, spaces, capitals, an ALWAYS identity key', async () => {
+  const ref = { schema: 'App Schema', name: 'Credit "Tx"' };
+  const t = await createTable(db.pool, ref, 8_000, 'identity', 'Created At');
+  const w = writerFor(t);
+  await w.start();
+  const h = await start({ table: '"App Schema"."Credit ""Tx"""', column: '"Created At"', batchSize: 700, approval: 'auto', rollbackWindow: '0s' });
+  const result = await h.result();
+  const stats = await w.stop();
+  expect(result.status).toBe('done');
+  expect(stats.errors).toBe(0);
+  expect(await relkind(ref)).toBe('p');
+  await expectMatchesRecord(t, w);
+  // the new identity sequence continues past every id the old one handed out
+  const r = await db.pool.query(`INSERT INTO "App Schema"."Credit ""Tx""" ("Created At") VALUES (now()) RETURNING id`);
+  const max = await db.pool.query(`SELECT max(id) AS m FROM "App Schema"."Credit ""Tx""_old"`);
+  expect(Number(r.rows[0].id)).toBeGreaterThan(Number(max.rows[0].m));
+});
+
+describe('bad input: one clear sentence, nothing changed', () => {
+  beforeAll(async () => {
+    await db.pool.query(`CREATE TABLE public.nopk (created_at timestamptz NOT NULL, v text)`);
+    await db.pool.query(`CREATE TABLE public.textcol (id int PRIMARY KEY, created_at text NOT NULL)`);
+    await db.pool.query(`CREATE TABLE public.nullable (id int PRIMARY KEY, created_at timestamptz)`);
+    await db.pool.query(`CREATE TABLE public.parted (id int, created_at timestamptz NOT NULL, PRIMARY KEY (id, created_at)) PARTITION BY RANGE (created_at)`);
+    await db.pool.query(`CREATE TABLE public.parent (id int PRIMARY KEY, created_at timestamptz NOT NULL)`);
+    await db.pool.query(`CREATE TABLE public.child (id int PRIMARY KEY, parent_id int REFERENCES public.parent (id))`);
+    await db.pool.query(`CREATE TABLE public.viewed (id int PRIMARY KEY, created_at timestamptz NOT NULL)`);
+    await db.pool.query(`CREATE VIEW public.recent AS SELECT * FROM public.viewed`);
+    await db.pool.query(`CREATE TABLE public.dry (id int PRIMARY KEY, created_at timestamptz NOT NULL)`);
+    await db.pool.query(`CREATE TABLE public.${'l'.repeat(55)} (id int PRIMARY KEY, created_at timestamptz NOT NULL)`);
+  });
+
+  it.each<[string, PartitionTableInput, RegExp]>([
+    ['missing table', { table: 'public.nope' }, /Table public\.nope does not exist/],
+    ['missing column', { table: 'parent', column: 'made_at' }, /has no column "made_at"/],
+    ['wrong column type', { table: 'textcol' }, /is text; the partition column must be timestamp, timestamptz or date/],
+    ['no primary key', { table: 'nopk' }, /has no primary key/],
+    ['nullable partition column', { table: 'nullable' }, /allows NULL/],
+    ['already partitioned', { table: 'parted' }, /already partitioned/],
+    ['referenced by a foreign key', { table: 'parent' }, /Other tables reference public\.parent by foreign key \(public\.child\.child_parent_id_fkey\)/],
+    ['a dependent view', { table: 'viewed' }, /Views depend on public\.viewed \(recent\)/],
+    ['generated names too long', { table: 'l'.repeat(55) }, /would be \d+ bytes, over PostgreSQL's 63/],
+    ['invalid field', { table: 'parent', premake: 'three' as unknown as number }, /"premake" must be a whole number/],
+  ])('%s', async (_label, input, message) => {
+    const before = await catalogSnapshot(db.pool, ['public', 'partflow']);
+    const h = await start(input);
+    const err = await h.result().then(
+      () => null,
+      (e: WorkflowFailedError) => e,
+    );
+    expect(err).toBeInstanceOf(WorkflowFailedError);
+    expect(err!.cause?.message).toMatch(message);
+    expect(err!.cause?.message.split('. ').length).toBeLessThanOrEqual(2); // one sentence
+    expect(await catalogSnapshot(db.pool, ['public', 'partflow'])).toEqual(before);
+  });
+
+  it('dryRun returns every statement and touches nothing', async () => {
+    const before = await catalogSnapshot(db.pool, ['public', 'partflow']);
+    const result = await (await start({ table: 'dry', dryRun: true })).result();
+    expect(result.status).toBe('dry-run');
+    expect(result.statements.map((s: { step: string }) => s.step)).toContain('cutover');
+    expect(result.plan.partitions.length).toBeGreaterThan(0);
+    expect(await catalogSnapshot(db.pool, ['public', 'partflow'])).toEqual(before);
+  });
+
+  it('a second run on a table that has one in progress is refused', async () => {
+    await createTable(db.pool, { schema: 'public', name: 'busy' }, 20_000, 'uuid');
+    const first = await start({ table: 'busy', batchSize: 100, sleepMs: 50 });
+    await waitFor(first, (p) => p.phase === 'backfill', 'first run in backfill');
+    const second = await start({ table: 'busy' }, 'someone-else');
+    await expect(second.result()).rejects.toThrow(WorkflowFailedError);
+    const err = await second.result().catch((e: WorkflowFailedError) => e);
+    expect((err as WorkflowFailedError).cause?.message).toMatch(/already has a partflow run in progress/);
+    expect((await progress(first)).phase).toBe('backfill');
+    await first.signal('rollback');
+    expect((await first.result()).status).toBe('rolled-back');
+  });
+});
