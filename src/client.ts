@@ -1,5 +1,5 @@
 /** Temporal client helpers shared by the CLI, the demo and the tests. */
-import { Client, Connection, WorkflowHandle } from '@temporalio/client';
+import { Client, Connection, WorkflowHandle, WorkflowHandleWithFirstExecutionRunId } from '@temporalio/client';
 import { loadConfig, PartflowConfig } from './config';
 import { parseTableName } from './ident';
 import { PartitionTableInput, partitionWorkflowId } from './input';
@@ -10,7 +10,7 @@ export async function connectClient(config: PartflowConfig = loadConfig()): Prom
 }
 
 /** Starts `partitionTable` with the CLI's workflow id, `partition-<schema>.<table>`. */
-export async function startPartition(client: Client, input: PartitionTableInput, taskQueue = loadConfig().taskQueue): Promise<WorkflowHandle> {
+export async function startPartition(client: Client, input: PartitionTableInput, taskQueue = loadConfig().taskQueue): Promise<WorkflowHandleWithFirstExecutionRunId> {
   const ref = parseTableName(input.table);
   return client.workflow.start('partitionTable', { taskQueue, workflowId: partitionWorkflowId(ref), args: [input] });
 }

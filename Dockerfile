@@ -1,0 +1,23 @@
+# The partflow worker: compiled TypeScript, production dependencies only.
+FROM node:20-bookworm-slim AS build
+WORKDIR /app
+COPY package.json package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY tsconfig.json ./
+COPY src src
+COPY activities activities
+COPY workflows workflows
+COPY worker worker
+COPY demo demo
+COPY test test
+RUN npx tsc -p tsconfig.json && npm prune --omit=dev
+
+FROM node:20-bookworm-slim
+WORKDIR /app
+ENV NODE_ENV=production
+COPY --from=build /app/node_modules node_modules
+COPY --from=build /app/dist dist
+COPY --from=build /app/package.json package.json
+COPY bin bin
+USER node
+CMD ["node", "dist/worker/main.js"]

