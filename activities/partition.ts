@@ -24,8 +24,8 @@ export interface PreflightResult {
 
 export interface BackfillChunkInput {
   table: TableRef;
-  /** Plan.sql.backfillBatch */
-  backfillSql: string;
+  copyMode: Plan['copyMode'];
+  sql: Pick<Plan['sql'], 'backfillBatch' | 'keyBound' | 'keyBoundFirst' | 'keyCopy' | 'keyCopyFirst'>;
   batchSize: number;
   sleepMs: number;
   /** stop after this long so the workflow can react to pause/throttle/rollback */
@@ -41,6 +41,10 @@ export interface BackfillChunkResult {
   batches: number;
   elapsedMs: number;
   done: boolean;
+  /** share of the walk done, 0..100 */
+  percent: number;
+  /** the checkpoint, readable: a page number or the last key */
+  checkpoint: string;
 }
 
 export interface VerifyRange {
@@ -89,6 +93,7 @@ async function ensureStateSchema(pool: Pool): Promise<void> {
           cutover_done boolean NOT NULL DEFAULT false,
           started_at timestamptz NOT NULL DEFAULT now(), updated_at timestamptz NOT NULL DEFAULT now(),
           PRIMARY KEY (table_schema, table_name))`);
+        await c.query(`ALTER TABLE ${RUNS} ADD COLUMN IF NOT EXISTS last_key text[], ADD COLUMN IF NOT EXISTS max_key text[]`);
       });
       return;
     } catch (err) {
@@ -108,9 +113,81 @@ async function relOid(c: PoolClient, ref: TableRef): Promise<{ oid: number; relk
 export function createPartitionActivities({ pool, log }: Deps) {
   const step = (name: string, table: TableRef) => log.child({ step: name, table: displayName(table), workflowId: workflowIdOrNull() });
 
-  async function runState(table: TableRef): Promise<{ next_page: string; total_pages: string | null; rows_copied: string; cutover_done: boolean; workflow_id: string } | null> {
+  async function runState(table: TableRef): Promise<{ next_page: string; total_pages: string | null; rows_copied: string; cutover_done: boolean; workflow_id: string; last_key: string[] | null; max_key: string[] | null } | null> {
     const r = await pool.query(`SELECT * FROM ${RUNS} WHERE table_schema = $1 AND table_name = $2`, [table.schema, table.name]);
     return r.rowCount ? r.rows[0] : null;
+  }
+
+  /**
+   * Key-range walk (PostgreSQL 13, or copyMode "keys"): find the bound `batchSize` keys ahead without
+   * locks, then copy exactly (last, bound] under FOR SHARE and commit the bound as the checkpoint.
+   */
+  async function backfillKeys(input: BackfillChunkInput): Promise<BackfillChunkResult> {
+    const l = step('backfill', input.table);
+    const started = Date.now();
+    let ctx: Context | undefined;
+    try {
+      ctx = Context.current();
+    } catch {
+      ctx = undefined;
+    }
+    let rowsThisChunk = 0;
+    let batches = 0;
+    try {
+      const st = await runState(input.table);
+      if (!st) throw ApplicationFailure.nonRetryable(`No backfill checkpoint for ${displayName(input.table)}: the sync step did not run.`, 'StateMissing');
+      let last = st.last_key;
+      const max = st.max_key;
+      let rowsCopied = Number(st.rows_copied);
+      const same = (a: string[] | null, b: string[] | null) => !!a && !!b && a.length === b.length && a.every((x, i) => x === b[i]);
+      while (max && !same(last, max) && Date.now() - started < input.maxMs) {
+        if (ctx?.cancellationSignal.aborted) break;
+        const b = last
+          ? await pool.query(input.sql.keyBound, [...last, ...max, input.batchSize])
+          : await pool.query(input.sql.keyBoundFirst, [...max, input.batchSize]);
+        const hi: string[] = b.rows[0]?.k ?? max;
+        const from = last;
+        const read = await inTransaction(
+          pool,
+          async (c) => {
+            const r = from ? await c.query(input.sql.keyCopy, [...from, ...hi]) : await c.query(input.sql.keyCopyFirst, [...hi]);
+            const u = await c.query(
+              `UPDATE ${RUNS} SET last_key = $4::text[], rows_copied = rows_copied + $5, updated_at = now()
+                WHERE table_schema = $1 AND table_name = $2 AND last_key IS NOT DISTINCT FROM $3::text[]`,
+              [input.table.schema, input.table.name, from, hi, Number(r.rows[0].read)],
+            );
+            if (u.rowCount !== 1) throw Object.assign(new Error('checkpoint moved under us'), { code: 'PF001' });
+            return Number(r.rows[0].read);
+          },
+          { lockTimeoutMs: 5000 },
+        ).catch((err) => {
+          if ((err as { code?: string }).code === 'PF001') return -1;
+          throw err;
+        });
+        if (read < 0) {
+          const again = await runState(input.table);
+          last = again!.last_key;
+          rowsCopied = Number(again!.rows_copied);
+          continue;
+        }
+        last = hi;
+        rowsCopied += read;
+        rowsThisChunk += read;
+        batches++;
+        ctx?.heartbeat({ checkpointKey: last, rowsCopied });
+        if (input.sleepMs > 0) await sleep(input.sleepMs);
+      }
+      const done = !max || same(last, max);
+      const est = Number((await pool.query(`SELECT greatest(reltuples, 0)::bigint AS t FROM pg_class WHERE oid = to_regclass($1)`, [qualified(input.table)])).rows[0]?.t ?? 0);
+      return {
+        nextPage: done ? 1 : 0, totalPages: 1, rowsCopied, rowsThisChunk, pagesThisChunk: 0, batches, elapsedMs: Date.now() - started, done,
+        percent: done ? 100 : est > 0 ? Math.min(99.9, (rowsCopied / est) * 100) : 0,
+        checkpoint: last ? `key (${last.join(', ')})` : 'start',
+      };
+    } catch (err) {
+      if (isTransient(err)) l.warn({ err: (err as Error).message }, 'transient error in backfill; Temporal will retry from the checkpoint');
+      classify(err, `backfill of ${displayName(input.table)}`);
+    }
   }
 
   return {
@@ -137,7 +214,8 @@ export function createPartitionActivities({ pool, log }: Deps) {
           `INSERT INTO ${RUNS} AS r (table_schema, table_name, workflow_id, run_state) VALUES ($1, $2, $3, 'active')
            ON CONFLICT (table_schema, table_name) DO UPDATE
               SET workflow_id = EXCLUDED.workflow_id, run_state = 'active', updated_at = now(),
-                  next_page = 0, total_pages = NULL, rows_copied = 0, cutover_done = false, started_at = now()
+                  next_page = 0, total_pages = NULL, rows_copied = 0, cutover_done = false, started_at = now(),
+                  last_key = NULL, max_key = NULL
             WHERE r.run_state <> 'active'
            RETURNING workflow_id`,
           [table.schema, table.name, wf],
@@ -221,6 +299,10 @@ export function createPartitionActivities({ pool, log }: Deps) {
             WHERE table_schema = $1 AND table_name = $2 RETURNING total_pages`,
           [plan.table.schema, plan.table.name, plan.tableOid],
         );
+        if (plan.copyMode === 'keys') {
+          const mk = await c.query(plan.sql.maxKey);
+          await c.query(`UPDATE ${RUNS} SET max_key = coalesce(max_key, $3::text[]) WHERE table_schema = $1 AND table_name = $2`, [plan.table.schema, plan.table.name, mk.rows[0]?.k ?? null]);
+        }
         return Number(r.rows[0].total_pages);
       });
       l.info({ totalPages: result, lockWaitRetries: stats.lockWaitRetries }, 'sync trigger installed');
@@ -243,6 +325,7 @@ export function createPartitionActivities({ pool, log }: Deps) {
      * nothing twice and skips nothing.
      */
     async backfillChunk(input: BackfillChunkInput): Promise<BackfillChunkResult> {
+      if (input.copyMode === 'keys') return backfillKeys(input);
       const plan = { table: input.table };
       const l = step('backfill', plan.table);
       const started = Date.now();
@@ -270,7 +353,7 @@ export function createPartitionActivities({ pool, log }: Deps) {
           const n = await inTransaction(
             pool,
             async (c) => {
-              const r = await c.query(input.backfillSql, [`(${from},0)`, `(${to},0)`]);
+              const r = await c.query(input.sql.backfillBatch, [`(${from},0)`, `(${to},0)`]);
               const read = Number(r.rows[0].read);
               const u = await c.query(
                 `UPDATE ${RUNS} SET next_page = $4, rows_copied = rows_copied + $5, updated_at = now()
@@ -302,7 +385,10 @@ export function createPartitionActivities({ pool, log }: Deps) {
         }
         const elapsedMs = Date.now() - started;
         l.debug({ next, total, rowsThisChunk, batches, elapsedMs }, 'backfill chunk');
-        return { nextPage: next, totalPages: total, rowsCopied, rowsThisChunk, pagesThisChunk, batches, elapsedMs, done: next >= total };
+        return {
+          nextPage: next, totalPages: total, rowsCopied, rowsThisChunk, pagesThisChunk, batches, elapsedMs, done: next >= total,
+          percent: total > 0 ? Math.min(100, (next / total) * 100) : 100, checkpoint: `page ${next} of ${total}`,
+        };
       } catch (err) {
         if (isTransient(err)) l.warn({ err: (err as Error).message }, 'transient error in backfill; Temporal will retry from the checkpoint');
         classify(err, `backfill of ${displayName(plan.table)}`);

@@ -30,6 +30,11 @@ export interface PartitionTableInput {
   lockTimeoutMs?: number;
   /** Return the plan and change nothing. */
   dryRun?: boolean;
+  /**
+   * How the backfill walks the table: `pages` (TID ranges, PostgreSQL 14+, the fastest), `keys` (primary-key
+   * ranges), or `auto` (default: pages where the server has TID range scans).
+   */
+  copyMode?: 'auto' | 'pages' | 'keys';
 }
 
 export interface PartitionOptions {
@@ -46,11 +51,12 @@ export interface PartitionOptions {
   timeZone: string;
   lockTimeoutMs: number;
   dryRun: boolean;
+  copyMode: 'auto' | 'pages' | 'keys';
 }
 
 const KNOWN_FIELDS = new Set([
   'table', 'column', 'interval', 'premake', 'batchSize', 'sleepMs', 'approval', 'rollbackWindow',
-  'inboundForeignKeys', 'timeZone', 'lockTimeoutMs', 'dryRun', 'resume',
+  'inboundForeignKeys', 'timeZone', 'lockTimeoutMs', 'dryRun', 'copyMode', 'resume',
 ]);
 
 /** Parses `90s`, `30m`, `24h`, `7d`, `1500ms`; `0` and `0s` mean none. */
@@ -112,6 +118,7 @@ export function validatePartitionInput(raw: unknown): PartitionOptions {
     timeZone,
     lockTimeoutMs: intField(input.lockTimeoutMs, 'lockTimeoutMs', 500, 10, 60_000),
     dryRun: input.dryRun === true,
+    copyMode: enumField(input.copyMode, 'copyMode', ['auto', 'pages', 'keys'] as const, 'auto'),
   };
 }
 

@@ -35,6 +35,8 @@ export interface Plan {
   old: TableRef;
   partitionColumn: string;
   columnType: PartitionColumnType;
+  /** pages: TID ranges (PostgreSQL 14+); keys: primary-key ranges */
+  copyMode: 'pages' | 'keys';
   timeZone: string;
   partitions: PlannedPartition[];
   defaultPartition: string;
@@ -59,6 +61,14 @@ export interface Plan {
     dropSyncTrigger: string[];
     /** $1, $2: tid bounds [from, to) */
     backfillBatch: string;
+    /** key mode: the largest key when the trigger is installed (the end of the walk) */
+    maxKey: string;
+    /** key mode: the key `batch` rows after $lo (or from the start), capped by $max; params in the plan's key types */
+    keyBound: string;
+    keyBoundFirst: string;
+    /** key mode: copy the rows with lo < key <= hi (or key <= hi) */
+    keyCopy: string;
+    keyCopyFirst: string;
     /** month bucket, row count, checksum per bucket, for the source and the shadow */
     verifySource: string;
     verifyShadow: string;
@@ -86,8 +96,11 @@ function sibling(ref: TableRef, name: string): TableRef {
 /** Checks every refusal reason that the catalog can show; the first one found is thrown as one sentence. */
 export function checkPreflight(info: TableInfo, opts: PartitionOptions): void {
   const t = displayName(info.table);
-  if (info.serverVersionNum < 140000) {
-    refuse(`PostgreSQL ${Math.floor(info.serverVersionNum / 10000)} is too old: partflow needs PostgreSQL 14 or newer (TID range scans).`);
+  if (info.serverVersionNum < 130000) {
+    refuse(`PostgreSQL ${Math.floor(info.serverVersionNum / 10000)} is too old: partflow needs PostgreSQL 13 or newer.`);
+  }
+  if (info.serverVersionNum < 140000 && opts.copyMode === 'pages') {
+    refuse(`PostgreSQL ${Math.floor(info.serverVersionNum / 10000)} has no TID range scans; use "copyMode": "keys" or "auto".`);
   }
   if (info.relkind === 'p') refuse(`Table ${t} is already partitioned; use maintainPartitions to manage its partitions.`);
   if (info.relkind !== 'r') refuse(`${t} is not an ordinary table (relkind ${info.relkind}); only tables can be partitioned.`);
@@ -265,6 +278,25 @@ export function buildPlan(info: TableInfo, opts: PartitionOptions): Plan {
 ins AS (INSERT INTO ${st} (${colList})${overriding ? ' OVERRIDING SYSTEM VALUE' : ''} SELECT ${colList} FROM src ON CONFLICT DO NOTHING RETURNING 1)
 SELECT (SELECT count(*) FROM src)::bigint AS read, (SELECT count(*) FROM ins)::bigint AS inserted`;
 
+  // Key ranges: bounds first (no locks, index order), then the copy of exactly that range under FOR SHARE.
+  // The checkpoint is the bound, never a key read under the lock: a row re-keyed while we waited cannot move it.
+  const keyTypes = sourceKey.map((k) => info.columns.find((c) => c.name === k)!.type);
+  const tuple = `(${sourceKey.map(q).join(', ')})`;
+  const params = (from: number) => `(${keyTypes.map((t, i) => `$${from + i}::${t}`).join(', ')})`;
+  const n = keyTypes.length;
+  const keyText = `ARRAY[${sourceKey.map((k) => `${q(k)}::text`).join(', ')}]`;
+  const order = sourceKey.map(q).join(', ');
+  const limitParam = `$${2 * n + 1}`;
+  const maxKey = `SELECT ${keyText} AS k FROM ${qualified(table)} ORDER BY ${sourceKey.map((k) => `${q(k)} DESC`).join(', ')} LIMIT 1`;
+  const keyBound = `SELECT ${keyText} AS k FROM ${qualified(table)} WHERE ${tuple} > ${params(1)} AND ${tuple} <= ${params(n + 1)} ORDER BY ${order} OFFSET ${limitParam}::int - 1 LIMIT 1`;
+  const keyBoundFirst = `SELECT ${keyText} AS k FROM ${qualified(table)} WHERE ${tuple} <= ${params(1)} ORDER BY ${order} OFFSET $${n + 1}::int - 1 LIMIT 1`;
+  const keyCopyTpl = (where: string) => `WITH src AS (SELECT ${colList} FROM ${qualified(table)} WHERE ${where} FOR SHARE),
+ins AS (INSERT INTO ${st} (${colList})${overriding ? ' OVERRIDING SYSTEM VALUE' : ''} SELECT ${colList} FROM src ON CONFLICT DO NOTHING RETURNING 1)
+SELECT (SELECT count(*) FROM src)::bigint AS read, (SELECT count(*) FROM ins)::bigint AS inserted`;
+  const keyCopy = keyCopyTpl(`${tuple} > ${params(1)} AND ${tuple} <= ${params(n + 1)}`);
+  const keyCopyFirst = keyCopyTpl(`${tuple} <= ${params(1)}`);
+  const copyMode = opts.copyMode === 'auto' ? (info.serverVersionNum >= 140000 ? 'pages' : 'keys') : opts.copyMode;
+
   const bucket = monthBucketExpr(pc.name, type, opts.timeZone);
   const verifySource = checksumQuery(table, columns, bucket);
   const verifyShadow = checksumQuery(shadow, columns, bucket);
@@ -312,6 +344,7 @@ SELECT (SELECT count(*) FROM src)::bigint AS read, (SELECT count(*) FROM ins)::b
     old,
     partitionColumn: pc.name,
     columnType: type,
+    copyMode,
     timeZone: opts.timeZone,
     partitions,
     defaultPartition,
@@ -330,6 +363,11 @@ SELECT (SELECT count(*) FROM src)::bigint AS read, (SELECT count(*) FROM ins)::b
       syncTrigger,
       dropSyncTrigger,
       backfillBatch,
+      maxKey,
+      keyBound,
+      keyBoundFirst,
+      keyCopy,
+      keyCopyFirst,
       verifySource,
       verifyShadow,
       cutover,
@@ -364,7 +402,7 @@ export function planStatements(plan: Plan): { step: string; sql: string }[] {
     ...s.shadow.map((sql) => ({ step: 'shadow', sql })),
     ...s.shadowForeignKeys.map((sql) => ({ step: 'shadow', sql })),
     ...s.syncTrigger.map((sql) => ({ step: 'sync', sql })),
-    { step: 'backfill', sql: s.backfillBatch },
+    ...(plan.copyMode === 'pages' ? [{ step: 'backfill', sql: s.backfillBatch }] : [{ step: 'backfill', sql: s.keyBound }, { step: 'backfill', sql: s.keyCopy }]),
     { step: 'verify', sql: s.verifySource },
     { step: 'verify', sql: s.verifyShadow },
     ...s.cutover.map((sql) => ({ step: 'cutover', sql })),

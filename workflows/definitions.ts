@@ -23,6 +23,8 @@ export interface Progress {
   lastError: string | null;
   checkpointPage: number;
   totalPages: number;
+  /** the backfill checkpoint, readable: `page 120 of 9000` or `key (…)` */
+  checkpoint: string;
   batchSize: number;
   sleepMs: number;
   lockWaitRetries: number;

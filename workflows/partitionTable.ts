@@ -50,8 +50,10 @@ export interface PartitionState {
   checkpointPage: number;
   totalPages: number;
   rowsPerSecond: number;
-  pagesPerSecond: number;
+  percentPerSecond: number;
   lockWaitRetries: number;
+  percent: number;
+  checkpoint: string;
   lastError: string | null;
   verify: VerifyReport | null;
   cutover: CutoverResult | null;
@@ -82,7 +84,7 @@ function initialState(opts: PartitionOptions): PartitionState {
   return {
     plan: null, done: [], phase: 'preflight', paused: false, approved: false, rollbackRequested: false,
     finalizeRequested: false, batchSize: opts.batchSize, sleepMs: opts.sleepMs, rowsCopied: 0, checkpointPage: 0,
-    totalPages: 0, rowsPerSecond: 0, pagesPerSecond: 0, lockWaitRetries: 0, lastError: null, verify: null, cutover: null,
+    totalPages: 0, rowsPerSecond: 0, percentPerSecond: 0, lockWaitRetries: 0, percent: 0, checkpoint: 'start', lastError: null, verify: null, cutover: null,
   };
 }
 
@@ -127,8 +129,7 @@ export async function partitionTable(input: PartitionTableInput & { resume?: Par
   );
   setHandler(progressQuery, (): Progress => {
     const afterBackfill = ['verify', 'awaiting-approval', 'cutover', 'rollback-window', 'done'].includes(s.phase);
-    const percent = s.totalPages > 0 ? Math.min(100, (s.checkpointPage / s.totalPages) * 100) : afterBackfill ? 100 : 0;
-    const remaining = Math.max(0, s.totalPages - s.checkpointPage);
+    const percent = afterBackfill ? 100 : s.percent;
     return {
       table,
       phase: s.phase,
@@ -138,10 +139,11 @@ export async function partitionTable(input: PartitionTableInput & { resume?: Par
       rowsEstimated: s.plan?.estimatedRows ?? 0,
       percent: Math.round(percent * 10) / 10,
       rowsPerSecond: Math.round(s.rowsPerSecond),
-      etaSeconds: s.phase === 'backfill' && s.pagesPerSecond > 0 ? Math.round(remaining / s.pagesPerSecond) : afterBackfill ? 0 : null,
+      etaSeconds: s.phase === 'backfill' && s.percentPerSecond > 0 ? Math.round((100 - s.percent) / s.percentPerSecond) : afterBackfill ? 0 : null,
       lastError: s.lastError,
       checkpointPage: s.checkpointPage,
       totalPages: s.totalPages,
+      checkpoint: s.checkpoint,
       batchSize: s.batchSize,
       sleepMs: s.sleepMs,
       lockWaitRetries: s.lockWaitRetries,
@@ -210,15 +212,22 @@ export async function partitionTable(input: PartitionTableInput & { resume?: Par
           await condition(() => !s.paused || s.rollbackRequested);
           continue;
         }
-        const r = await chunk.backfillChunk({ table: plan.table, backfillSql: plan.sql.backfillBatch, batchSize: s.batchSize, sleepMs: s.sleepMs, maxMs: CHUNK_MS });
+        const { backfillBatch, keyBound, keyBoundFirst, keyCopy, keyCopyFirst } = plan.sql;
+        const r = await chunk.backfillChunk({
+          table: plan.table, copyMode: plan.copyMode, sql: { backfillBatch, keyBound, keyBoundFirst, keyCopy, keyCopyFirst },
+          batchSize: s.batchSize, sleepMs: s.sleepMs, maxMs: CHUNK_MS,
+        });
+        const gained = r.percent - s.percent;
         s.rowsCopied = r.rowsCopied;
+        s.percent = r.percent;
+        s.checkpoint = r.checkpoint;
         s.checkpointPage = r.nextPage;
         s.totalPages = r.totalPages;
         if (r.elapsedMs > 0 && r.batches > 0) {
           const rps = (r.rowsThisChunk * 1000) / r.elapsedMs;
-          const pps = (r.pagesThisChunk * 1000) / r.elapsedMs;
+          const pps = (Math.max(0, gained) * 1000) / r.elapsedMs;
           s.rowsPerSecond = s.rowsPerSecond ? 0.7 * s.rowsPerSecond + 0.3 * rps : rps;
-          s.pagesPerSecond = s.pagesPerSecond ? 0.7 * s.pagesPerSecond + 0.3 * pps : pps;
+          s.percentPerSecond = s.percentPerSecond ? 0.7 * s.percentPerSecond + 0.3 * pps : pps;
         }
         if (r.done) break;
         if (workflowInfo().continueAsNewSuggested) {

@@ -233,6 +233,55 @@ test('awkward identifiers: a non-public schema, spaces, capitals, an ALWAYS iden
   expect(Number(r.rows[0].id)).toBeGreaterThan(Number(max.rows[0].m));
 });
 
+test('key-range backfill (PostgreSQL 13 path, forced here) is exact under the same writers', async () => {
+  const t = await createTable(db.pool, { schema: 'public', name: 'keyed' }, 15_000, 'uuid');
+  const w = writerFor(t);
+  await w.start();
+  const h = await start({ table: 'keyed', copyMode: 'keys', batchSize: 100, sleepMs: 30, approval: 'auto', rollbackWindow: '0s' });
+  const mid = await waitFor(h, (p) => p.phase === 'backfill' && p.rowsCopied > 0, 'key backfill progress');
+  expect(mid.checkpoint).toMatch(/^key \(/);
+  const result = await h.result();
+  const stats = await w.stop();
+  expect(result.status).toBe('done');
+  expect(stats.errors).toBe(0);
+  await expectMatchesRecord(t, w);
+});
+
+test('date partition column and month edges in a non-UTC time zone', async () => {
+  await db.pool.query(`CREATE TABLE public.days (id int PRIMARY KEY, d date NOT NULL)`);
+  await db.pool.query(`INSERT INTO public.days SELECT g, date '2025-01-31' + g FROM generate_series(0, 2) g`); // Jan 31, Feb 1, Feb 2
+  await db.pool.query(`CREATE TABLE public.zoned (id int PRIMARY KEY, ts timestamptz NOT NULL)`);
+  // 03:00 UTC on Feb 1 is still January 31 in New York
+  await db.pool.query(`INSERT INTO public.zoned VALUES (1, '2025-02-01 03:00:00+00'), (2, '2025-02-01 06:00:00+00')`);
+  expect((await (await start({ table: 'days', column: 'd', approval: 'auto', rollbackWindow: '0s' })).result()).status).toBe('done');
+  expect((await (await start({ table: 'zoned', column: 'ts', timeZone: 'America/New_York', approval: 'auto', rollbackWindow: '0s' })).result()).status).toBe('done');
+  const where = await db.pool.query(
+    `SELECT tableoid::regclass::text AS part, id FROM public.days UNION ALL SELECT tableoid::regclass::text, id FROM public.zoned ORDER BY 1, 2`,
+  );
+  expect(where.rows).toEqual([
+    { part: 'days_2025_01', id: 0 },
+    { part: 'days_2025_02', id: 1 },
+    { part: 'days_2025_02', id: 2 },
+    { part: 'zoned_2025_01', id: 1 },
+    { part: 'zoned_2025_02', id: 2 },
+  ]);
+});
+
+test('inboundForeignKeys "drop": dropped at cut-over, restored and validated by rollback', async () => {
+  await db.pool.query(`CREATE TABLE public.accounts (id bigint PRIMARY KEY, created_at timestamptz NOT NULL DEFAULT now())`);
+  await db.pool.query(`INSERT INTO public.accounts SELECT g, now() - g * interval '1 day' FROM generate_series(1, 500) g`);
+  await db.pool.query(`CREATE TABLE public.logins (id serial PRIMARY KEY, account_id bigint CONSTRAINT logins_account_fk REFERENCES public.accounts (id))`);
+  await db.pool.query(`INSERT INTO public.logins (account_id) SELECT 1 + g % 500 FROM generate_series(1, 1000) g`);
+  const fk = () => db.pool.query(`SELECT convalidated, confrelid::regclass::text AS target FROM pg_constraint WHERE conname = 'logins_account_fk'`);
+  const h = await start({ table: 'accounts', inboundForeignKeys: 'drop', approval: 'auto', rollbackWindow: '1h' });
+  const p = await waitFor(h, (x) => x.phase === 'rollback-window', 'cut-over');
+  expect(p.warnings.join(' ')).toMatch(/public\.logins\.logins_account_fk/);
+  expect((await fk()).rowCount).toBe(0);
+  await h.signal('rollback');
+  expect((await h.result()).status).toBe('rolled-back');
+  expect((await fk()).rows).toEqual([{ convalidated: true, target: 'accounts' }]);
+});
+
 describe('bad input: one clear sentence, nothing changed', () => {
   beforeAll(async () => {
     await db.pool.query(`CREATE TABLE public.nopk (created_at timestamptz NOT NULL, v text)`);

@@ -110,6 +110,20 @@ describe('buildPlan', () => {
   });
 });
 
+describe('key-range mode', () => {
+  it('is chosen on PostgreSQL 13 and walks bounds first, then copies exactly the range under FOR SHARE', () => {
+    const p = buildPlan(fixture({ serverVersionNum: 130011 }), opts);
+    expect(p.copyMode).toBe('keys');
+    expect(p.sql.keyBound).toBe('SELECT ARRAY["id"::text] AS k FROM "public"."gi" WHERE ("id") > ($1::bigint) AND ("id") <= ($2::bigint) ORDER BY "id" OFFSET $3::int - 1 LIMIT 1');
+    expect(p.sql.keyCopy).toMatch(/WHERE \("id"\) > \(\$1::bigint\) AND \("id"\) <= \(\$2::bigint\) FOR SHARE/);
+    expect(p.sql.maxKey).toBe('SELECT ARRAY["id"::text] AS k FROM "public"."gi" ORDER BY "id" DESC LIMIT 1');
+    expect(planStatements(p).filter((s) => s.step === 'backfill')).toHaveLength(2);
+  });
+  it('refuses page mode where there are no TID range scans', () => {
+    expect(() => buildPlan(fixture({ serverVersionNum: 130011 }), { ...opts, copyMode: 'pages' })).toThrow(/no TID range scans/);
+  });
+});
+
 describe('the mirror trigger', () => {
   const sql = mirrorFunctionSql({ schema: 'partflow', name: 'f' }, { schema: 's', name: 't' }, ['id', 'ts', 'v'], ['id', 'ts'], false, []);
   it('deletes the old key on DELETE and on an UPDATE that changes the key', () => {
@@ -134,7 +148,7 @@ describe('preflight refusals', () => {
     ['no primary key', { primaryKey: null }, /no primary key/],
     ['nullable key', { partitionColumn: { name: 'created_at', type: 'timestamptz', notNull: false } }, /allows NULL/],
     ['inbound foreign keys', { inboundForeignKeys: [{ name: 'fk_x', def: 'FOREIGN KEY (gi_id) REFERENCES gi(id)', table: { schema: 'public', name: 'likes' } }] }, /public\.likes\.fk_x.*"inboundForeignKeys": "drop"/],
-    ['old server', { serverVersionNum: 130011 }, /PostgreSQL 13 is too old/],
+    ['old server', { serverVersionNum: 120011 }, /PostgreSQL 12 is too old/],
     ['an active run', { activeRun: { workflowId: 'wf-1', state: 'active' } }, /already has a partflow run in progress \(workflow wf-1\)/],
     ['dependent views', { dependentViews: ['v_recent'] }, /Views depend on .*v_recent/],
     ['taken names', { takenNames: ['gi_old'] }, /already taken .*gi_old/],

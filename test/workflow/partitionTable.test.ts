@@ -44,7 +44,7 @@ function mocks(calls: Calls, opts: { failAt?: keyof Activities; chunks?: number 
     dropSyncTrigger: rec('dropSyncTrigger'),
     backfillChunk: rec('backfillChunk', () => {
       page += 10;
-      return { nextPage: page, totalPages: chunks * 10, rowsCopied: page * 10, rowsThisChunk: 100, pagesThisChunk: 10, batches: 1, elapsedMs: 100, done: page >= chunks * 10 };
+      return { nextPage: page, totalPages: chunks * 10, rowsCopied: page * 10, rowsThisChunk: 100, pagesThisChunk: 10, batches: 1, elapsedMs: 100, done: page >= chunks * 10, percent: (100 * page) / (chunks * 10), checkpoint: `page ${page}` };
     }),
     verify: rec('verify', { ok: true, rows: 1000, ranges: [], mismatches: [], elapsedMs: 5 }),
     cutover: rec('cutover', { alreadyDone: false, attempts: 1, lockWaitRetries: 0, lockHoldMs: 3 }),
