@@ -1,8 +1,9 @@
 /** Every activity partflow registers, built around one pg pool and logger. */
+import { createConstraintActivities } from './constraints';
 import { createPartitionActivities, Deps } from './partition';
 
 export function createActivities(deps: Deps) {
-  return { ...createPartitionActivities(deps) };
+  return { ...createPartitionActivities(deps), ...createConstraintActivities(deps) };
 }
 
 export type Activities = ReturnType<typeof createActivities>;

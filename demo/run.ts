@@ -171,7 +171,12 @@ async function main(): Promise<void> {
     line('');
     line(`== ${t}: ${good ? 'OK' : 'PROBLEM'}`);
     line(`   workflow: ${r.status}${r.error ? ` (${r.error})` : ''}; now relkind '${relkind}' with ${parts} partitions; ${fmt(count)} rows (started with ${fmt(before[t])})`);
-    if (r.verify) line(`   verification: ${fmt(r.verify.rows)} rows, per-partition counts and checksums equal, ${r.verify.elapsedMs} ms in one snapshot`);
+    if (r.verify) {
+      line(`   verification: ${fmt(r.verify.rows)} rows, per-partition counts and checksums equal, ${r.verify.elapsedMs} ms in one snapshot`);
+      for (const v of r.verify.ranges as { partition: string; sourceRows: number; shadowRows: number; sourceChecksum: string; match: boolean }[]) {
+        line(`     ${v.partition.padEnd(32)} source ${fmt(v.sourceRows).padStart(9)}  copy ${fmt(v.shadowRows).padStart(9)}  checksum ${v.sourceChecksum.slice(-12).padStart(12)}  ${v.match ? 'equal' : 'DIFFERENT'}`);
+      }
+    }
     if (r.cutover) line(`   cut-over: ${r.cutover.lockHoldMs} ms holding the lock, ${r.cutover.attempts} attempt(s)`);
     line(`   backfill: ${fmt(r.rowsCopied ?? 0)} rows copied; whole workflow ${elapsed.toFixed(1)} s`);
     line(`   writers: ${fmt(s.ops)} ops (${s.inserts} inserts, ${s.updates} updates, ${s.moves} month moves, ${s.rekeys} id changes, ${s.deletes} deletes), ${s.errors} errors, max latency ${s.maxLatencyMs} ms, p99 ${s.p99LatencyMs} ms`);

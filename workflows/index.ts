@@ -1,2 +1,3 @@
 /** The workflow bundle's entry point: every workflow partflow registers. */
 export { partitionTable } from './partitionTable';
+export { fixConstraints } from './fixConstraints';

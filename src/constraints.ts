@@ -1,0 +1,248 @@
+/**
+ * `fixConstraints`: input, the seed preset, and the SQL of each safe step. Pure.
+ *
+ * Foreign key: [supporting index CONCURRENTLY] → ADD ... NOT VALID (brief lock, new writes checked from here
+ * on) → repair existing orphans in batches, each change recorded → VALIDATE (SHARE UPDATE EXCLUSIVE: writes
+ * go on). On a partitioned table (PostgreSQL ≤ 17 refuses NOT VALID there): per partition NOT VALID +
+ * VALIDATE, then the parent's constraint, which adopts the validated ones without a rescan.
+ * NOT NULL: CHECK (col IS NOT NULL) NOT VALID → fill NULLs → VALIDATE → SET NOT NULL (no scan: the check
+ * proves it) → DROP the check in its own statement.
+ */
+import { byteLength, InputError, MAX_IDENT_BYTES, parseColumnName, parseTableName, qualified, quoteIdent as q, quoteLiteral, TableRef } from './ident';
+
+export type FkAction = 'NO ACTION' | 'RESTRICT' | 'CASCADE' | 'SET NULL' | 'SET DEFAULT';
+
+export interface ForeignKeyFixInput {
+  kind: 'foreignKey';
+  table: string;
+  columns: string[];
+  references: { table: string; columns: string[] };
+  onDelete?: FkAction;
+  onUpdate?: FkAction;
+  /** `fail` (default): report and change nothing; `set-null` / `delete`: repair in batches, recorded for undo */
+  orphans?: 'fail' | 'set-null' | 'delete';
+  name?: string;
+}
+
+export interface NotNullFixInput {
+  kind: 'notNull';
+  table: string;
+  column: string;
+  /** `fail` (default) or `{ "fill": value }` */
+  nulls?: 'fail' | { fill: string | number | boolean };
+  name?: string;
+}
+
+export type FixInput = ForeignKeyFixInput | NotNullFixInput;
+
+/** Input of the `fixConstraints` workflow. */
+export interface FixConstraintsInput {
+  fixes?: FixInput[];
+  preset?: 'seed-critical-fixes';
+  /** audit and return the SQL; change nothing */
+  dryRun?: boolean;
+  /** rows per repair batch, default 1000 */
+  batchSize?: number;
+  lockTimeoutMs?: number;
+}
+
+export interface ForeignKeyFix {
+  kind: 'foreignKey';
+  table: TableRef;
+  columns: string[];
+  references: { table: TableRef; columns: string[] };
+  onDelete: FkAction;
+  onUpdate: FkAction;
+  orphans: 'fail' | 'set-null' | 'delete';
+  name: string;
+}
+
+export interface NotNullFix {
+  kind: 'notNull';
+  table: TableRef;
+  column: string;
+  nulls: 'fail' | { fill: string | number | boolean };
+  /** the helper CHECK's name */
+  name: string;
+}
+
+export type Fix = ForeignKeyFix | NotNullFix;
+
+export interface FixOptions {
+  fixes: Fix[];
+  dryRun: boolean;
+  batchSize: number;
+  lockTimeoutMs: number;
+}
+
+const ACTIONS: FkAction[] = ['NO ACTION', 'RESTRICT', 'CASCADE', 'SET NULL', 'SET DEFAULT'];
+
+/** Sections 2 and 3 of the seed plan, with the ON DELETE / ON UPDATE it recommends. */
+export function seedCriticalFixes(): FixInput[] {
+  const admin: [string, string][] = [
+    ['industry_id', 'industries'], ['category_id', 'categories'], ['product_type_id', 'product_types'], ['product_pose_id', 'product_poses'],
+    ['product_theme_id', 'product_themes'], ['product_background_id', 'product_backgrounds'], ['ai_face_id', 'ai_faces'],
+  ];
+  return [
+    { kind: 'foreignKey', table: 'generated_images', columns: ['user_id'], references: { table: 'users', columns: ['id'] }, onDelete: 'SET NULL', onUpdate: 'CASCADE', name: 'fk_generated_images_user_id' },
+    ...admin.map(([col, ref]): FixInput => ({
+      kind: 'foreignKey', table: 'generated_images', columns: [col], references: { table: ref, columns: ['id'] }, onDelete: 'RESTRICT', onUpdate: 'CASCADE', name: `fk_generated_images_${col}`,
+    })),
+    { kind: 'foreignKey', table: 'user_businesses', columns: ['user_id'], references: { table: 'users', columns: ['id'] }, onDelete: 'CASCADE', onUpdate: 'CASCADE', name: 'fk_user_businesses_user_id' },
+    { kind: 'foreignKey', table: 'contact_forms', columns: ['read_by'], references: { table: 'users', columns: ['id'] }, onDelete: 'SET NULL', onUpdate: 'CASCADE', name: 'fk_contact_forms_read_by' },
+    { kind: 'notNull', table: 'contact_forms', column: 'email' },
+    { kind: 'notNull', table: 'user_addresses', column: 'user_id' },
+  ];
+}
+
+function checkName(name: string, field: string): string {
+  if (typeof name !== 'string' || name === '') throw new InputError(`${field} must be a constraint name.`);
+  if (byteLength(name) > MAX_IDENT_BYTES) throw new InputError(`${field} ${JSON.stringify(name)} is over PostgreSQL's 63 bytes; choose a shorter name.`);
+  return name;
+}
+
+function shortName(parts: string[], suffix: string): string {
+  let base = parts.join('_');
+  while (byteLength(`${base}_${suffix}`) > MAX_IDENT_BYTES) base = base.slice(0, -1);
+  return `${base}_${suffix}`;
+}
+
+export function validateFixInput(raw: unknown): FixOptions {
+  if (!raw || typeof raw !== 'object' || Array.isArray(raw)) throw new InputError('The input must be a JSON object with "fixes" or "preset".');
+  const input = raw as Record<string, unknown>;
+  for (const k of Object.keys(input)) {
+    if (!['fixes', 'preset', 'dryRun', 'batchSize', 'lockTimeoutMs', 'resume'].includes(k)) throw new InputError(`Unknown field "${k}"; known fields are fixes, preset, dryRun, batchSize, lockTimeoutMs.`);
+  }
+  let list: unknown[];
+  if (input.preset !== undefined) {
+    if (input.preset !== 'seed-critical-fixes') throw new InputError(`Field "preset" must be "seed-critical-fixes", not ${JSON.stringify(input.preset)}.`);
+    if (input.fixes !== undefined) throw new InputError('Give either "preset" or "fixes", not both.');
+    list = seedCriticalFixes();
+  } else {
+    if (!Array.isArray(input.fixes) || input.fixes.length === 0) throw new InputError('Field "fixes" must be a non-empty list, or use {"preset": "seed-critical-fixes"}.');
+    list = input.fixes;
+  }
+  const fixes = list.map((f, i) => validateFix(f, `fixes[${i}]`));
+  const batchSize = input.batchSize === undefined ? 1000 : Number(input.batchSize);
+  if (!Number.isInteger(batchSize) || batchSize < 1 || batchSize > 100_000) throw new InputError('Field "batchSize" must be a whole number from 1 to 100000.');
+  const lockTimeoutMs = input.lockTimeoutMs === undefined ? 500 : Number(input.lockTimeoutMs);
+  if (!Number.isInteger(lockTimeoutMs) || lockTimeoutMs < 10 || lockTimeoutMs > 60_000) throw new InputError('Field "lockTimeoutMs" must be a whole number from 10 to 60000.');
+  if (input.dryRun !== undefined && typeof input.dryRun !== 'boolean') throw new InputError('Field "dryRun" must be true or false.');
+  return { fixes, dryRun: input.dryRun === true, batchSize, lockTimeoutMs };
+}
+
+function validateFix(raw: unknown, at: string): Fix {
+  if (!raw || typeof raw !== 'object') throw new InputError(`${at} must be an object with "kind".`);
+  const f = raw as Record<string, unknown>;
+  if (f.kind === 'foreignKey') {
+    const table = parseTableName(f.table as string, `${at}.table`);
+    if (!Array.isArray(f.columns) || f.columns.length === 0) throw new InputError(`${at}.columns must list the referencing columns.`);
+    const columns = f.columns.map((c, j) => parseColumnName(c as string, `${at}.columns[${j}]`));
+    const ref = f.references as Record<string, unknown> | undefined;
+    if (!ref || typeof ref !== 'object') throw new InputError(`${at}.references must name a table and its columns.`);
+    const refTable = parseTableName(ref.table as string, `${at}.references.table`);
+    if (!Array.isArray(ref.columns) || ref.columns.length !== columns.length) {
+      throw new InputError(`${at}.references.columns must list as many columns as ${at}.columns (${columns.length}).`);
+    }
+    const refColumns = ref.columns.map((c, j) => parseColumnName(c as string, `${at}.references.columns[${j}]`));
+    const action = (v: unknown, field: string): FkAction => {
+      if (v === undefined) return 'NO ACTION';
+      const up = String(v).toUpperCase().replace(/_/g, ' ') as FkAction;
+      if (!ACTIONS.includes(up)) throw new InputError(`${at}.${field} must be one of ${ACTIONS.join(', ')}.`);
+      return up;
+    };
+    const orphans = (f.orphans ?? 'fail') as ForeignKeyFix['orphans'];
+    if (!['fail', 'set-null', 'delete'].includes(orphans)) throw new InputError(`${at}.orphans must be "fail", "set-null" or "delete".`);
+    const name = f.name === undefined ? shortName(['fk', table.name, ...columns], 'fkey').replace(/_fkey$/, '') : checkName(f.name as string, `${at}.name`);
+    return { kind: 'foreignKey', table, columns, references: { table: refTable, columns: refColumns }, onDelete: action(f.onDelete, 'onDelete'), onUpdate: action(f.onUpdate, 'onUpdate'), orphans, name };
+  }
+  if (f.kind === 'notNull') {
+    const table = parseTableName(f.table as string, `${at}.table`);
+    const column = parseColumnName(f.column as string, `${at}.column`);
+    let nulls: NotNullFix['nulls'] = 'fail';
+    if (f.nulls !== undefined && f.nulls !== 'fail') {
+      const n = f.nulls as Record<string, unknown>;
+      if (!n || typeof n !== 'object' || !('fill' in n) || !['string', 'number', 'boolean'].includes(typeof n.fill)) {
+        throw new InputError(`${at}.nulls must be "fail" or {"fill": <value>}.`);
+      }
+      nulls = { fill: n.fill as string | number | boolean };
+    }
+    const name = f.name === undefined ? shortName([table.name, column], 'pf_not_null') : checkName(f.name as string, `${at}.name`);
+    return { kind: 'notNull', table, column, nulls, name };
+  }
+  throw new InputError(`${at}.kind must be "foreignKey" or "notNull".`);
+}
+
+export function describeFix(f: Fix): string {
+  return f.kind === 'foreignKey'
+    ? `${f.table.schema}.${f.table.name}(${f.columns.join(', ')}) → ${f.references.table.schema}.${f.references.table.name}(${f.references.columns.join(', ')})`
+    : `${f.table.schema}.${f.table.name}.${f.column} NOT NULL`;
+}
+
+const cols = (c: string[]) => c.map(q).join(', ');
+
+/** The FOREIGN KEY clause, as ADD CONSTRAINT takes it. */
+export function fkClause(f: ForeignKeyFix): string {
+  return `FOREIGN KEY (${cols(f.columns)}) REFERENCES ${qualified(f.references.table)} (${cols(f.references.columns)}) ON DELETE ${f.onDelete} ON UPDATE ${f.onUpdate}`;
+}
+
+/** Rows of `child` whose key is set but has no parent: the rows VALIDATE would reject. */
+export function orphanCondition(f: ForeignKeyFix, alias = 'c'): string {
+  const set = f.columns.map((c) => `${alias}.${q(c)} IS NOT NULL`).join(' AND ');
+  const match = f.columns.map((c, i) => `p.${q(f.references.columns[i])} = ${alias}.${q(c)}`).join(' AND ');
+  return `${set} AND NOT EXISTS (SELECT 1 FROM ${qualified(f.references.table)} p WHERE ${match})`;
+}
+
+export function violationCondition(f: Fix, alias = 'c'): string {
+  return f.kind === 'foreignKey' ? orphanCondition(f, alias) : `${alias}.${q(f.column)} IS NULL`;
+}
+
+export function auditSql(f: Fix, pk: string[], sample: number): { count: string; sample: string } {
+  const t = qualified(f.table);
+  const cond = violationCondition(f);
+  const shown = f.kind === 'foreignKey' ? f.columns : [f.column];
+  const key = pk.length ? pk : ['ctid'];
+  return {
+    count: `SELECT count(*)::bigint AS n FROM ${t} c WHERE ${cond}`,
+    sample: `SELECT jsonb_build_object(${[...key, ...shown].map((c) => `${quoteLiteral(c)}, c.${c === 'ctid' ? 'ctid::text' : q(c)}`).join(', ')}) AS row FROM ${t} c WHERE ${cond} LIMIT ${Math.floor(sample)}`,
+  };
+}
+
+/**
+ * One repair batch: up to $3 violating rows are changed and each change is recorded in partflow.repairs
+ * ($1 workflow id, $2 fix number) in the same statement. Returns the number changed.
+ */
+export function repairBatchSql(f: Fix, pk: string[], fill?: string): string {
+  const t = qualified(f.table);
+  const cond = violationCondition(f);
+  const pkList = cols(pk);
+  const pkJson = `jsonb_build_array(${pk.map((c) => `v.${q(c)}`).join(', ')})`;
+  const match = pk.map((c) => `t.${q(c)} = v.${q(c)}`).join(' AND ');
+  if (f.kind === 'foreignKey' && f.orphans === 'delete') {
+    return `WITH v AS (SELECT ${pkList}, to_jsonb(c.*) AS old FROM ${t} c WHERE ${cond} LIMIT $3 FOR UPDATE),
+a AS (INSERT INTO partflow.repairs (workflow_id, fix_no, table_name, pk, action, old_row) SELECT $1, $2, ${quoteLiteral(t)}, ${pkJson}, 'delete', v.old FROM v)
+DELETE FROM ${t} t USING v WHERE ${match}`;
+  }
+  const targets = f.kind === 'foreignKey' ? f.columns : [f.column];
+  const newValue = f.kind === 'foreignKey' ? 'NULL' : fill!;
+  return `WITH v AS (SELECT ${pkList}, jsonb_build_object(${targets.map((c) => `${quoteLiteral(c)}, c.${q(c)}`).join(', ')}) AS old FROM ${t} c WHERE ${cond} LIMIT $3 FOR UPDATE),
+a AS (INSERT INTO partflow.repairs (workflow_id, fix_no, table_name, pk, action, old_values) SELECT $1, $2, ${quoteLiteral(t)}, ${pkJson}, ${quoteLiteral(f.kind === 'foreignKey' ? 'set-null' : 'fill')}, v.old FROM v)
+UPDATE ${t} t SET ${targets.map((c) => `${q(c)} = ${newValue}`).join(', ')} FROM v WHERE ${match}`;
+}
+
+/** Undo of every repair of one fix, newest first: deleted rows come back, changed columns get their old values. */
+export function restoreSql(f: Fix, pk: string[]): string[] {
+  const t = qualified(f.table);
+  const targets = f.kind === 'foreignKey' ? f.columns : [f.column];
+  return [
+    `INSERT INTO ${t} SELECT (jsonb_populate_record(NULL::${t}, r.old_row)).* FROM partflow.repairs r WHERE r.workflow_id = $1 AND r.fix_no = $2 AND r.action = 'delete' AND r.restored_at IS NULL ORDER BY r.id DESC`,
+    `UPDATE ${t} t SET ${targets.map((c) => `${q(c)} = (jsonb_populate_record(NULL::${t}, r.old_values)).${q(c)}`).join(', ')}
+       FROM partflow.repairs r WHERE r.workflow_id = $1 AND r.fix_no = $2 AND r.action <> 'delete' AND r.restored_at IS NULL
+        AND ${pk.map((c, i) => `t.${q(c)} = (jsonb_populate_record(NULL::${t}, jsonb_build_object(${quoteLiteral(c)}, r.pk->${i}))).${q(c)}`).join(' AND ')}`,
+    `UPDATE partflow.repairs SET restored_at = now() WHERE workflow_id = $1 AND fix_no = $2 AND restored_at IS NULL`,
+  ];
+}
+
+export function supportingIndexName(f: ForeignKeyFix, table = f.table.name): string {
+  return shortName([table, ...f.columns], 'pf_fk_idx');
+}
