@@ -1,0 +1,254 @@
+/**
+ * fixConstraints against a real PostgreSQL and the Temporal dev server, with writers running.
+ */
+import { WorkflowFailedError } from '@temporalio/client';
+import type { TestWorkflowEnvironment } from '@temporalio/testing';
+import { Worker } from '@temporalio/worker';
+import { Client } from 'pg';
+import { createActivities } from '../../activities';
+import { createPool } from '../../activities/db';
+import { Writer, WriterSpec } from '../../demo/writer';
+import { fillDemoData, schemaSql } from '../../demo/schema';
+import type { FixConstraintsInput, ForeignKeyFixInput } from '../../src/constraints';
+import { createLogger } from '../../src/logger';
+import type { FixProgress, FixResult } from '../../workflows/fixConstraints';
+import { catalogSnapshot, createTestDb, TestDb } from '../helpers/pg';
+import { startDevServer } from '../helpers/temporal';
+import { sleep } from '../helpers/workflow';
+
+const TQ = 'partflow-fix';
+let env: TestWorkflowEnvironment;
+let db: TestDb;
+let worker: Worker;
+let running: Promise<void>;
+let n = 0;
+const writers: Writer[] = [];
+
+beforeAll(async () => {
+  db = await createTestDb('fix');
+  env = await startDevServer();
+  const pool = createPool(db.url);
+  worker = await Worker.create({
+    connection: env.nativeConnection,
+    taskQueue: TQ,
+    workflowsPath: require.resolve('../../workflows'),
+    activities: createActivities({ pool, log: createLogger({ test: 'constraints' }).child({}, { level: 'warn' }) }),
+  });
+  running = worker.run().finally(() => pool.end());
+  await db.pool.query(`CREATE TABLE users (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), email text NOT NULL UNIQUE, nick text)`);
+  await db.pool.query(`INSERT INTO users (email) SELECT 'u' || g || '@x' FROM generate_series(1, 200) g`);
+});
+
+afterEach(async () => {
+  for (const w of writers.splice(0)) await w.stop().catch(() => undefined);
+});
+
+afterAll(async () => {
+  worker?.shutdown();
+  await running;
+  await env?.teardown();
+  await db?.drop();
+});
+
+const run = (input: FixConstraintsInput) => env.client.workflow.start('fixConstraints', { taskQueue: TQ, workflowId: `fix-${++n}-${Date.now()}`, args: [input] });
+
+async function failure(p: Promise<unknown>): Promise<string> {
+  const err = await p.then(() => null, (e) => e);
+  expect(err).toBeInstanceOf(WorkflowFailedError);
+  return (err as WorkflowFailedError).cause!.message;
+}
+
+/** A child table with `orphans` rows whose user_id points at no user, and writers adding valid rows. */
+async function childTable(name: string, rows: number, orphans: number, partitioned = false): Promise<WriterSpec> {
+  const part = partitioned ? ' PARTITION BY RANGE (created_at)' : '';
+  await db.pool.query(`CREATE TABLE ${name} (id bigserial, user_id uuid, payload text, created_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (id, created_at))${part}`);
+  if (partitioned) {
+    for (const m of [-2, -1, 0, 1]) {
+      await db.pool.query(`CREATE TABLE ${name}_p${m + 2} PARTITION OF ${name} FOR VALUES FROM (date_trunc('month', now()) + interval '${m} month') TO (date_trunc('month', now()) + interval '${m + 1} month')`);
+    }
+    await db.pool.query(`CREATE TABLE ${name}_default PARTITION OF ${name} DEFAULT`);
+  }
+  await db.pool.query(
+    `INSERT INTO ${name} (user_id, payload, created_at)
+     SELECT CASE WHEN g % 9 = 0 THEN NULL ELSE (SELECT id FROM users ORDER BY id OFFSET g % 200 LIMIT 1) END, md5(g::text), now() - (g % 80) * interval '1 day'
+       FROM generate_series(1, $1::int) g`,
+    [rows],
+  );
+  if (orphans) await db.pool.query(`INSERT INTO ${name} (user_id, payload) SELECT gen_random_uuid(), 'orphan' FROM generate_series(1, $1::int)`, [orphans]);
+  return {
+    table: name, id: 'id', ts: 'created_at', payload: 'payload',
+    newIdExpr: `nextval(pg_get_serial_sequence('${name}', 'id'))`,
+    insertSql: `INSERT INTO ${name} AS t (user_id, payload, created_at) VALUES ((SELECT id FROM users ORDER BY random() LIMIT 1), 'w', $1)`,
+  };
+}
+
+function writer(spec: WriterSpec): Writer {
+  const w = new Writer(spec, db.conn, { lanes: 3, opsPerSecondPerLane: 40, snapshot: false });
+  writers.push(w);
+  return w;
+}
+
+const fk = (table: string, orphans: 'fail' | 'set-null' | 'delete' = 'fail'): ForeignKeyFixInput =>
+  ({ kind: 'foreignKey', table, columns: ['user_id'], references: { table: 'users', columns: ['id'] }, onDelete: 'SET NULL', onUpdate: 'CASCADE', orphans });
+
+async function constraintState(table: string): Promise<{ rel: string; convalidated: boolean }[]> {
+  const r = await db.pool.query(
+    `SELECT conrelid::regclass::text AS rel, convalidated FROM pg_constraint WHERE contype = 'f' AND conname = $1 ORDER BY 1`,
+    [`fk_${table}_user_id`],
+  );
+  return r.rows;
+}
+
+test('orphans "fail": the audit reports counts and sample keys and nothing changes', async () => {
+  await childTable('c_fail', 2000, 3);
+  const before = await catalogSnapshot(db.pool, ['public', 'partflow']);
+  const msg = await failure((await run({ fixes: [fk('c_fail')] })).result());
+  expect(msg).toMatch(/^Nothing was changed: public\.c_fail\(user_id\) → public\.users\(id\): 3 orphan row\(s\), e\.g\. \{"id":\d+,.*"user_id":"[0-9a-f-]{36}"/);
+  expect(await catalogSnapshot(db.pool, ['public', 'partflow'])).toEqual(before);
+});
+
+test('orphans "set-null" under write load: repaired in batches, recorded, validated; writers never wait past the lock timeout', async () => {
+  const spec = await childTable('c_setnull', 5000, 7);
+  const w = writer(spec);
+  await w.start();
+  const h = await run({ fixes: [fk('c_setnull', 'set-null')], batchSize: 3 });
+  const result: FixResult = await h.result();
+  const stats = await w.stop();
+  expect(result.applied).toEqual([{ fix: 'public.c_setnull(user_id) → public.users(id)', name: 'fk_c_setnull_user_id', skipped: false, rowsRepaired: 7, indexCreated: true }]);
+  expect(await constraintState('c_setnull')).toEqual([{ rel: 'c_setnull', convalidated: true }]);
+  const left = await db.pool.query(`SELECT count(*)::int AS n FROM c_setnull WHERE payload = 'orphan' AND user_id IS NOT NULL`);
+  expect(left.rows[0].n).toBe(0);
+  const rec = await db.pool.query(`SELECT count(*)::int AS n FROM partflow.repairs WHERE workflow_id = $1 AND action = 'set-null'`, [h.workflowId]);
+  expect(rec.rows[0].n).toBe(7);
+  const idx = await db.pool.query(`SELECT indisvalid FROM pg_index WHERE indexrelid = 'c_setnull_user_id_pf_fk_idx'::regclass`);
+  expect(idx.rows[0].indisvalid).toBe(true);
+  expect(stats.errors).toBe(0);
+  expect(stats.maxLatencyMs).toBeLessThan(500 + 400);
+});
+
+test('undo after a failure restores the exact prior state: deleted orphans come back, constraints and indexes go', async () => {
+  await childTable('c_undo', 1000, 5);
+  await db.pool.query(`CREATE TABLE contacts (id int PRIMARY KEY, email text CHECK (email IS NULL OR email <> 'bad'))`);
+  await db.pool.query(`INSERT INTO contacts SELECT g, CASE WHEN g % 4 = 0 THEN NULL ELSE 'e' || g END FROM generate_series(1, 40) g`);
+  const before = await catalogSnapshot(db.pool, ['public']);
+  const data = async () => (await db.pool.query(`SELECT (SELECT md5(string_agg(c::text, ',' ORDER BY id)) FROM c_undo c) AS a, (SELECT md5(string_agg(c::text, ',' ORDER BY id)) FROM contacts c) AS b`)).rows[0];
+  const dataBefore = await data();
+  // the first fix deletes 5 orphans; the second fills NULLs with a value the table's CHECK refuses, so it fails
+  const h = await run({ fixes: [fk('c_undo', 'delete'), { kind: 'notNull', table: 'contacts', column: 'email', nulls: { fill: 'bad' } }] });
+  const msg = await failure(h.result());
+  expect(msg).toMatch(/repair for contacts_email_pf_not_null failed: .*violates check constraint/);
+  expect((await h.query<FixProgress>('progress')).phase).toBe('failed');
+  expect(await catalogSnapshot(db.pool, ['public'])).toEqual(before);
+  expect(await data()).toEqual(dataBefore);
+});
+
+test('NULLs: "fail" refuses; a fill value fills, records, and makes the column NOT NULL without leaving the helper check', async () => {
+  await db.pool.query(`CREATE TABLE forms (id int PRIMARY KEY, email varchar(150), msg text)`);
+  await db.pool.query(`INSERT INTO forms SELECT g, CASE WHEN g % 10 = 0 THEN NULL ELSE 'f' || g END, 'hi' FROM generate_series(1, 500) g`);
+  expect(await failure((await run({ fixes: [{ kind: 'notNull', table: 'forms', column: 'email' }] })).result())).toMatch(/public\.forms\.email NOT NULL: 50 NULL row\(s\)/);
+  const r: FixResult = await (await run({ fixes: [{ kind: 'notNull', table: 'forms', column: 'email', nulls: { fill: 'unknown@example.invalid' } }] })).result();
+  expect(r.applied[0].rowsRepaired).toBe(50);
+  const cat = await db.pool.query(`SELECT attnotnull, (SELECT count(*)::int FROM pg_constraint WHERE conrelid = 'forms'::regclass AND contype = 'c') AS checks FROM pg_attribute WHERE attrelid = 'forms'::regclass AND attname = 'email'`);
+  expect(cat.rows[0]).toEqual({ attnotnull: true, checks: 0 });
+  expect((await db.pool.query(`SELECT count(*)::int AS n FROM forms WHERE email = 'unknown@example.invalid'`)).rows[0].n).toBe(50);
+});
+
+test('a fix already in place is recognised and skipped', async () => {
+  await childTable('c_done', 100, 0);
+  await db.pool.query(`ALTER TABLE c_done ADD CONSTRAINT existing_fk FOREIGN KEY (user_id) REFERENCES users (id)`);
+  const before = await catalogSnapshot(db.pool, ['public']);
+  const r: FixResult = await (await run({ fixes: [fk('c_done')] })).result();
+  expect(r.applied[0].skipped).toBe(true);
+  expect(r.audit[0].alreadyDone).toBe(true);
+  expect(await catalogSnapshot(db.pool, ['public'])).toEqual(before);
+});
+
+test('a partitioned referencing table: every partition and the parent end validated, index per partition, writers unharmed', async () => {
+  const spec = await childTable('c_parted', 4000, 0, true);
+  const w = writer(spec);
+  await w.start();
+  const r: FixResult = await (await run({ fixes: [fk('c_parted')] })).result();
+  const stats = await w.stop();
+  expect(r.applied[0]).toMatchObject({ skipped: false, indexCreated: true });
+  const states = await constraintState('c_parted');
+  expect(states.map((s) => s.rel)).toEqual(['c_parted', 'c_parted_default', 'c_parted_p0', 'c_parted_p1', 'c_parted_p2', 'c_parted_p3']);
+  expect(states.every((s) => s.convalidated)).toBe(true);
+  const idx = await db.pool.query(`SELECT count(*)::int AS n FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname LIKE 'c_parted%pf_fk_idx' AND i.indisvalid`);
+  expect(idx.rows[0].n).toBe(6);
+  expect(stats.errors).toBe(0);
+  expect(stats.maxLatencyMs).toBeLessThan(500 + 400);
+});
+
+test('a long transaction holding the table: the DDL retries under lock_timeout and goes through once it ends', async () => {
+  const spec = await childTable('c_locked', 1000, 0);
+  await db.pool.query(`CREATE INDEX ON c_locked (user_id)`);
+  const w = writer(spec);
+  await w.start();
+  const holder = new Client(db.conn);
+  await holder.connect();
+  await holder.query('BEGIN');
+  await holder.query('LOCK TABLE c_locked IN ROW EXCLUSIVE MODE'); // what any writing transaction holds, until COMMIT
+  const h = await run({ fixes: [fk('c_locked')], lockTimeoutMs: 200 });
+  await sleep(2500);
+  expect(await constraintState('c_locked')).toEqual([]);
+  await holder.query('COMMIT');
+  await holder.end();
+  await h.result();
+  const stats = await w.stop();
+  expect((await h.query<FixProgress>('progress')).lockWaitRetries).toBeGreaterThan(0);
+  expect(await constraintState('c_locked')).toEqual([{ rel: 'c_locked', convalidated: true }]);
+  expect(stats.errors).toBe(0);
+  expect(stats.maxLatencyMs).toBeLessThan(200 + 400);
+});
+
+describe('bad input: one sentence, nothing changed', () => {
+  beforeAll(async () => {
+    await db.pool.query(`CREATE TABLE notes (id int PRIMARY KEY, user_id text, owner_email text)`);
+  });
+  it.each<[string, FixConstraintsInput, RegExp]>([
+    ['missing table', { fixes: [fk('nope')] }, /table public\.nope does not exist/],
+    ['missing column', { fixes: [{ kind: 'notNull', table: 'notes', column: 'title' }] }, /has no column "title"/],
+    ['type mismatch', { fixes: [fk('notes')] }, /public\.notes\.user_id is text but public\.users\.id is uuid; the types must match/],
+    ['referenced columns without a unique constraint', { fixes: [{ kind: 'foreignKey', table: 'notes', columns: ['owner_email'], references: { table: 'users', columns: ['nick'] } }] }, /public\.users\(nick\) has no primary key or unique constraint/],
+    ['unknown kind', { fixes: [{ kind: 'check', table: 'notes' } as never] }, /kind must be "foreignKey" or "notNull"/],
+  ])('%s', async (_l, input, msg) => {
+    const before = await catalogSnapshot(db.pool, ['public', 'partflow']);
+    expect(await failure((await run(input)).result())).toMatch(msg);
+    expect(await catalogSnapshot(db.pool, ['public', 'partflow'])).toEqual(before);
+  });
+});
+
+test('the seed preset on the seed schema: audit and SQL as a dry run, then end to end', async () => {
+  const seed = await createTestDb('seed');
+  const seedPool = createPool(seed.url);
+  try {
+    for (const sql of schemaSql()) await seed.pool.query(sql);
+    await fillDemoData(seed.pool, 5000, 14, () => undefined);
+    // the seed's data has NULL e-mails and addresses without a user; clean them as an operator would
+    await seed.pool.query(`UPDATE contact_forms SET email = 'unknown@example.invalid' WHERE email IS NULL`);
+    await seed.pool.query(`DELETE FROM user_addresses WHERE user_id IS NULL`);
+    const w = await Worker.create({
+      connection: env.nativeConnection, taskQueue: 'seed-fix', workflowsPath: require.resolve('../../workflows'),
+      activities: createActivities({ pool: seedPool, log: createLogger().child({}, { level: 'warn' }) }),
+    });
+    await w.runUntil(async () => {
+      const start = (input: FixConstraintsInput) => env.client.workflow.start('fixConstraints', { taskQueue: 'seed-fix', workflowId: `seed-${++n}`, args: [input] });
+      const dry: FixResult = await (await start({ preset: 'seed-critical-fixes', dryRun: true })).result();
+      expect(dry.audit.map((a) => a.name)).toEqual([
+        'fk_generated_images_user_id', 'fk_generated_images_industry_id', 'fk_generated_images_category_id', 'fk_generated_images_product_type_id',
+        'fk_generated_images_product_pose_id', 'fk_generated_images_product_theme_id', 'fk_generated_images_product_background_id', 'fk_generated_images_ai_face_id',
+        'fk_user_businesses_user_id', 'fk_contact_forms_read_by', 'contact_forms_email_pf_not_null', 'user_addresses_user_id_pf_not_null',
+      ]);
+      expect(dry.audit[0].sql!.join('\n')).toMatch(/ADD CONSTRAINT "fk_generated_images_user_id" FOREIGN KEY \("user_id"\) REFERENCES "public"\."users" \("id"\) ON DELETE SET NULL ON UPDATE CASCADE NOT VALID/);
+      const r: FixResult = await (await start({ preset: 'seed-critical-fixes' })).result();
+      expect(r.applied.filter((a) => !a.skipped)).toHaveLength(12);
+    });
+    const v = await seed.pool.query(`SELECT count(*) FILTER (WHERE convalidated)::int AS ok, count(*)::int AS n FROM pg_constraint WHERE contype = 'f' AND conname LIKE 'fk\\_%'`);
+    expect(v.rows[0]).toEqual({ ok: 10, n: 10 });
+    const nn = await seed.pool.query(`SELECT count(*)::int AS n FROM pg_attribute WHERE attnotnull AND ((attrelid = 'contact_forms'::regclass AND attname = 'email') OR (attrelid = 'user_addresses'::regclass AND attname = 'user_id'))`);
+    expect(nn.rows[0].n).toBe(2);
+  } finally {
+    await seedPool.end();
+    await seed.drop();
+  }
+});
