@@ -14,6 +14,9 @@ import { loadConfig } from '../src/config';
 import { fillDemoData, schemaSql } from './schema';
 import { compareWithRecord, Writer, WriterSpec } from './writer';
 import type { Progress } from '../workflows/definitions';
+import type { FixResult } from '../workflows/fixConstraints';
+import type { FixConstraintsInput } from '../src/constraints';
+import { auditTable } from '../src/cli';
 
 const { values: args } = parseArgs({
   options: {
@@ -149,6 +152,30 @@ async function main(): Promise<void> {
     }
   }
   const elapsed = (Date.now() - started) / 1000;
+
+  // The seed plan's sections 2 and 3 on the now partitioned tables, writers still running.
+  line('');
+  line('fixConstraints, preset seed-critical-fixes: audit first (dry run, nothing changes)');
+  const fixStart = (input: FixConstraintsInput) => client.workflow.start('fixConstraints', { taskQueue: config.taskQueue, workflowId: `fix-demo-${Date.now()}`, args: [input] });
+  const dry: FixResult = await (await fixStart({ preset: 'seed-critical-fixes', dryRun: true })).result();
+  for (const l of auditTable(dry)) line(`  ${l}`);
+  const overrides = {
+    fk_generated_images_user_id: { orphans: 'set-null' as const },
+    fk_user_businesses_user_id: { orphans: 'delete' as const },
+    contact_forms_email_pf_not_null: { nulls: { fill: 'unknown@example.invalid' } },
+  };
+  line(`applying with the operator's policies for what the audit found: ${JSON.stringify(overrides)}`);
+  const fixT0 = Date.now();
+  const fixed: FixResult = await (await fixStart({ preset: 'seed-critical-fixes', overrides })).result();
+  for (const l of auditTable(fixed)) line(`  ${l}`);
+  line(`fixConstraints done in ${((Date.now() - fixT0) / 1000).toFixed(1)} s; every repaired row is recorded in partflow.repairs`);
+  // The repairs changed rows the writers may have touched: apply the recorded repairs to their record too.
+  const repaired = await pool.query(`SELECT pk->>0 AS id FROM partflow.repairs WHERE table_name = '"public"."generated_images"' AND action = 'set-null'`);
+  for (const { id } of repaired.rows) {
+    const row = writers.generated_images.record.get(id);
+    if (row) writers.generated_images.record.set(id, JSON.stringify({ ...JSON.parse(row), user_id: null }));
+  }
+
   line('');
   line('stopping writers and checking every row they touched against their own record');
   const stats = Object.fromEntries(await Promise.all(Object.entries(writers).map(async ([t, w]) => [t, await w.stop()] as const)));

@@ -57,7 +57,7 @@ export async function fillDemoData(pool: Pool, images: number, months: number, o
     SELECT 'user' || i || '@example.com', 'User ' || i, (random() * 500)::int, now() - random() * ${span} FROM generate_series(1, ${users}) i`);
   for (const t of LOOKUP_TABLES) await pool.query(`INSERT INTO ${t} (name) SELECT '${t} ' || i FROM generate_series(1, 20) i`);
   await pool.query(`INSERT INTO user_businesses (user_id, business_name) SELECT id, 'Business of ' || name FROM users WHERE random() < 0.3`);
-  await pool.query(`INSERT INTO user_addresses (user_id, line1, city, country) SELECT CASE WHEN random() < 0.02 THEN NULL ELSE id END, 'Street 1', 'Lisbon', 'PT' FROM users`);
+  await pool.query(`INSERT INTO user_addresses (user_id, line1, city, country) SELECT id, 'Street 1', 'Lisbon', 'PT' FROM users`);
   await pool.query(`INSERT INTO contact_forms (email, message, read_by) SELECT CASE WHEN random() < 0.05 THEN NULL ELSE 'c' || i || '@example.com' END, 'hello', NULL FROM generate_series(1, 200) i`);
   const step = 250_000;
   for (let done = 0; done < images; done += step) {
@@ -84,5 +84,10 @@ export async function fillDemoData(pool: Pool, images: number, months: number, o
         FROM u, generate_series(${done + 1}, ${done + n}) g`);
     onProgress(`generated ${done + n} of ${images} images and credit transactions`);
   }
+  // As in the seed's database: users deleted by hand left images and businesses pointing at nobody
+  // (there are no foreign keys yet); their credit transactions went with them.
+  const gone = (await pool.query(`SELECT id FROM users WHERE id IN (SELECT user_id FROM user_businesses) ORDER BY id LIMIT 3`)).rows.map((r) => r.id);
+  await pool.query(`DELETE FROM credit_transactions WHERE user_id = ANY($1::uuid[])`, [gone]);
+  await pool.query(`DELETE FROM users WHERE id = ANY($1::uuid[])`, [gone]);
   await pool.query('ANALYZE');
 }

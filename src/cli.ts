@@ -8,7 +8,10 @@ import type { Progress } from '../workflows/definitions';
 import { connectClient, partitionHandle, startPartition } from './client';
 import { InputError, parseTableName } from './ident';
 import { PartitionTableInput, validatePartitionInput, validateThrottle } from './input';
+import * as fs from 'fs';
 import { loadConfig } from './config';
+import { FixConstraintsInput, validateFixInput } from './constraints';
+import type { FixResult } from '../workflows/fixConstraints';
 
 const HELP: Record<string, string> = {
   '': `partflow: zero-downtime PostgreSQL partitioning on Temporal
@@ -27,6 +30,8 @@ Commands:
   rollback <table>   undo: before cut-over drops the copy; after it swaps the old table back
   finalize <table>   end the rollback window now
   cancel <table>     cancel the workflow (compensations run)
+  fix                add foreign keys and NOT NULLs online: --preset seed-critical-fixes or --file input.json;
+                     audits first and changes nothing when violations have no policy
 
 Environment: TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, PARTFLOW_TASK_QUEUE. Run 'partflow <command> --help' for options.`,
   start: `partflow start <table> [--column created_at] [--premake 3] [--batch-size 5000] [--sleep-ms 0]
@@ -36,6 +41,8 @@ Environment: TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, PARTFLOW_TASK_QUEUE. Run 'par
   status: 'partflow status <table> [--json]',
   watch: 'partflow watch <table> [--interval-ms 1000]',
   throttle: 'partflow throttle <table> [--batch-size N] [--sleep-ms N]',
+  fix: `partflow fix --preset seed-critical-fixes | --file fixes.json  [--dry-run] [--json]
+  [--set NAME.orphans=set-null|delete|fail] [--set NAME.fill=VALUE]   (policies for the preset's fixes, by constraint name)`,
 };
 
 const options = {
@@ -53,6 +60,10 @@ const options = {
   'time-zone': { type: 'string' },
   'lock-timeout-ms': { type: 'string' },
   'interval-ms': { type: 'string' },
+  preset: { type: 'string' },
+  file: { type: 'string' },
+  set: { type: 'string', multiple: true },
+  'dry-run': { type: 'boolean' },
 } as const;
 
 class UsageError extends Error {}
@@ -64,7 +75,7 @@ const num = (v: string | undefined, flag: string): number | undefined => {
   return n;
 };
 
-function inputFrom(table: string, v: Record<string, string | boolean | undefined>): PartitionTableInput {
+function inputFrom(table: string, v: Record<string, string | string[] | boolean | undefined>): PartitionTableInput {
   const input: PartitionTableInput = { table };
   if (v.column) input.column = v.column as string;
   if (v.premake) input.premake = num(v.premake as string, 'premake');
@@ -127,6 +138,10 @@ export async function main(argv: string[], out: (s: string) => void = (s) => pro
   }
   let client: Client | undefined;
   try {
+    if (command === 'fix') {
+      client = await connectClient(loadConfig());
+      return await fix(client, v as Record<string, unknown>, out);
+    }
     const needsTable = ['plan', 'start', 'status', 'watch', 'pause', 'resume', 'throttle', 'approve', 'rollback', 'finalize', 'cancel'];
     if (!needsTable.includes(command)) throw new UsageError(`Unknown command "${command}"; run partflow --help for the list.`);
     if (!table) throw new UsageError(`partflow ${command} needs a table, e.g. partflow ${command} public.generated_images.`);
@@ -187,6 +202,47 @@ export async function main(argv: string[], out: (s: string) => void = (s) => pro
   } finally {
     await client?.connection.close();
   }
+}
+
+function fixInputFrom(v: Record<string, unknown>): FixConstraintsInput {
+  let input: FixConstraintsInput;
+  if (v.file) input = JSON.parse(fs.readFileSync(v.file as string, 'utf8'));
+  else if (v.preset) input = { preset: v.preset as 'seed-critical-fixes' };
+  else throw new UsageError('partflow fix needs --preset seed-critical-fixes or --file input.json.');
+  for (const s of (v.set as string[] | undefined) ?? []) {
+    const m = /^([^.=]+)\.(orphans|fill)=(.*)$/.exec(s);
+    if (!m) throw new UsageError(`--set takes NAME.orphans=POLICY or NAME.fill=VALUE, not ${JSON.stringify(s)}.`);
+    input.overrides ??= {};
+    input.overrides[m[1]] = m[2] === 'orphans' ? { orphans: m[3] as 'set-null' } : { nulls: { fill: m[3] } };
+  }
+  if (v['dry-run']) input.dryRun = true;
+  validateFixInput(input);
+  return input;
+}
+
+/** Prints the audit as a table: fix, violations, policy, what happens. */
+export function auditTable(r: FixResult): string[] {
+  const lines = [`${'constraint'.padEnd(44)} ${'violations'.padStart(10)}  ${'policy'.padEnd(22)} result`];
+  for (const a of r.audit) {
+    const ap = r.applied.find((x) => x.name === a.name);
+    const res = a.alreadyDone ? 'already in place' : ap ? `added${ap.rowsRepaired ? `, ${ap.rowsRepaired} rows repaired` : ''}${ap.indexCreated ? ', index created' : ''}` : r.status === 'dry-run' ? 'would add' : '-';
+    lines.push(`${a.name.padEnd(44)} ${String(a.violations).padStart(10)}  ${a.policy.padEnd(22)} ${res}`);
+    if (a.violations && a.sample.length) lines.push(`${''.padEnd(44)} e.g. ${JSON.stringify(a.sample[0])}`);
+  }
+  return lines;
+}
+
+async function fix(client: Client, v: Record<string, unknown>, out: (s: string) => void): Promise<number> {
+  const input = fixInputFrom(v);
+  const h = await client.workflow.start('fixConstraints', { taskQueue: loadConfig().taskQueue, workflowId: `fix-${Date.now()}`, args: [input] });
+  out(`started ${h.workflowId}`);
+  const r: FixResult = await h.result();
+  if (v.json) out(JSON.stringify(r, null, 2));
+  else {
+    for (const l of auditTable(r)) out(l);
+    if (r.status === 'dry-run') for (const a of r.audit) for (const sql of a.sql ?? []) out(`${sql};`);
+  }
+  return 0;
 }
 
 if (require.main === module) {

@@ -39,6 +39,8 @@ export type FixInput = ForeignKeyFixInput | NotNullFixInput;
 export interface FixConstraintsInput {
   fixes?: FixInput[];
   preset?: 'seed-critical-fixes';
+  /** with `preset`: per constraint name, how to handle what the audit finds, e.g. {"fk_generated_images_user_id": {"orphans": "set-null"}} */
+  overrides?: Record<string, { orphans?: ForeignKeyFixInput['orphans']; nulls?: NotNullFixInput['nulls'] }>;
   /** audit and return the SQL; change nothing */
   dryRun?: boolean;
   /** rows per repair batch, default 1000 */
@@ -111,14 +113,22 @@ export function validateFixInput(raw: unknown): FixOptions {
   if (!raw || typeof raw !== 'object' || Array.isArray(raw)) throw new InputError('The input must be a JSON object with "fixes" or "preset".');
   const input = raw as Record<string, unknown>;
   for (const k of Object.keys(input)) {
-    if (!['fixes', 'preset', 'dryRun', 'batchSize', 'lockTimeoutMs', 'resume'].includes(k)) throw new InputError(`Unknown field "${k}"; known fields are fixes, preset, dryRun, batchSize, lockTimeoutMs.`);
+    if (!['fixes', 'preset', 'overrides', 'dryRun', 'batchSize', 'lockTimeoutMs'].includes(k)) throw new InputError(`Unknown field "${k}"; known fields are fixes, preset, overrides, dryRun, batchSize, lockTimeoutMs.`);
   }
   let list: unknown[];
   if (input.preset !== undefined) {
     if (input.preset !== 'seed-critical-fixes') throw new InputError(`Field "preset" must be "seed-critical-fixes", not ${JSON.stringify(input.preset)}.`);
     if (input.fixes !== undefined) throw new InputError('Give either "preset" or "fixes", not both.');
     list = seedCriticalFixes();
+    const overrides = (input.overrides ?? {}) as Record<string, Record<string, unknown>>;
+    if (typeof overrides !== 'object' || Array.isArray(overrides)) throw new InputError('Field "overrides" must map constraint names to {"orphans": ...} or {"nulls": ...}.');
+    for (const [name, o] of Object.entries(overrides)) {
+      const i = (list as FixInput[]).findIndex((f) => f.name === name || (f.kind === 'notNull' && `${f.table}_${f.column}_pf_not_null` === name));
+      if (i < 0) throw new InputError(`overrides: the preset has no fix named ${JSON.stringify(name)}.`);
+      list[i] = { ...(list[i] as FixInput), ...o } as FixInput;
+    }
   } else {
+    if (input.overrides !== undefined) throw new InputError('Field "overrides" goes with "preset"; set the policies on each fix instead.');
     if (!Array.isArray(input.fixes) || input.fixes.length === 0) throw new InputError('Field "fixes" must be a non-empty list, or use {"preset": "seed-critical-fixes"}.');
     list = input.fixes;
   }

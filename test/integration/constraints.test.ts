@@ -224,9 +224,6 @@ test('the seed preset on the seed schema: audit and SQL as a dry run, then end t
   try {
     for (const sql of schemaSql()) await seed.pool.query(sql);
     await fillDemoData(seed.pool, 5000, 14, () => undefined);
-    // the seed's data has NULL e-mails and addresses without a user; clean them as an operator would
-    await seed.pool.query(`UPDATE contact_forms SET email = 'unknown@example.invalid' WHERE email IS NULL`);
-    await seed.pool.query(`DELETE FROM user_addresses WHERE user_id IS NULL`);
     const w = await Worker.create({
       connection: env.nativeConnection, taskQueue: 'seed-fix', workflowsPath: require.resolve('../../workflows'),
       activities: createActivities({ pool: seedPool, log: createLogger().child({}, { level: 'warn' }) }),
@@ -240,8 +237,22 @@ test('the seed preset on the seed schema: audit and SQL as a dry run, then end t
         'fk_user_businesses_user_id', 'fk_contact_forms_read_by', 'contact_forms_email_pf_not_null', 'user_addresses_user_id_pf_not_null',
       ]);
       expect(dry.audit[0].sql!.join('\n')).toMatch(/ADD CONSTRAINT "fk_generated_images_user_id" FOREIGN KEY \("user_id"\) REFERENCES "public"\."users" \("id"\) ON DELETE SET NULL ON UPDATE CASCADE NOT VALID/);
-      const r: FixResult = await (await start({ preset: 'seed-critical-fixes' })).result();
+      // the seed's data has images and businesses of deleted users, and contact forms without an e-mail
+      const byName = Object.fromEntries(dry.audit.map((a) => [a.name, a.violations]));
+      expect(byName.fk_generated_images_user_id).toBeGreaterThan(0);
+      expect(byName.fk_user_businesses_user_id).toBe(3);
+      expect(byName.contact_forms_email_pf_not_null).toBeGreaterThan(0);
+      expect(await failure((await start({ preset: 'seed-critical-fixes' })).result())).toMatch(/^Nothing was changed: .*fk_generated_images_user_id|^Nothing was changed: public\.generated_images\(user_id\)/);
+      const r: FixResult = await (await start({
+        preset: 'seed-critical-fixes',
+        overrides: {
+          fk_generated_images_user_id: { orphans: 'set-null' },
+          fk_user_businesses_user_id: { orphans: 'delete' },
+          contact_forms_email_pf_not_null: { nulls: { fill: 'unknown@example.invalid' } },
+        },
+      })).result();
       expect(r.applied.filter((a) => !a.skipped)).toHaveLength(12);
+      expect(r.applied.find((a) => a.name === 'fk_user_businesses_user_id')!.rowsRepaired).toBe(3);
     });
     const v = await seed.pool.query(`SELECT count(*) FILTER (WHERE convalidated)::int AS ok, count(*)::int AS n FROM pg_constraint WHERE contype = 'f' AND conname LIKE 'fk\\_%'`);
     expect(v.rows[0]).toEqual({ ok: 10, n: 10 });
