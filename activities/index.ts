@@ -1,9 +1,10 @@
 /** Every activity partflow registers, built around one pg pool and logger. */
 import { createConstraintActivities } from './constraints';
+import { createMaintenanceActivities } from './maintenance';
 import { createPartitionActivities, Deps } from './partition';
 
 export function createActivities(deps: Deps) {
-  return { ...createPartitionActivities(deps), ...createConstraintActivities(deps) };
+  return { ...createPartitionActivities(deps), ...createConstraintActivities(deps), ...createMaintenanceActivities(deps) };
 }
 
 export type Activities = ReturnType<typeof createActivities>;

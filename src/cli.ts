@@ -12,6 +12,9 @@ import * as fs from 'fs';
 import { loadConfig } from './config';
 import { FixConstraintsInput, validateFixInput } from './constraints';
 import type { FixResult } from '../workflows/fixConstraints';
+import type { MaintainResult } from '../workflows/maintainPartitions';
+import { ArchiveMode, MaintainPartitionsInput, validateMaintainInput } from './maintenance';
+import { createMaintenanceSchedule, DEFAULT_SCHEDULE_ID, describeSchedule } from './schedule';
 
 const HELP: Record<string, string> = {
   '': `partflow: zero-downtime PostgreSQL partitioning on Temporal
@@ -32,6 +35,8 @@ Commands:
   cancel <table>     cancel the workflow (compensations run)
   fix                add foreign keys and NOT NULLs online: --preset seed-critical-fixes or --file input.json;
                      audits first and changes nothing when violations have no policy
+  maintain           run maintainPartitions once now: --file input.json or --tables a,b [--premake 3] [--retention "12 months"] [--archive detach]
+  schedule <verb>    create|show|pause|unpause|trigger|delete the maintenance Schedule (create takes maintain's options and --cron)
 
 Environment: TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, PARTFLOW_TASK_QUEUE. Run 'partflow <command> --help' for options.`,
   start: `partflow start <table> [--column created_at] [--premake 3] [--batch-size 5000] [--sleep-ms 0]
@@ -41,6 +46,9 @@ Environment: TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, PARTFLOW_TASK_QUEUE. Run 'par
   status: 'partflow status <table> [--json]',
   watch: 'partflow watch <table> [--interval-ms 1000]',
   throttle: 'partflow throttle <table> [--batch-size N] [--sleep-ms N]',
+  maintain: 'partflow maintain (--file input.json | --tables t1,t2 [--premake 3] [--retention "12 months"] [--archive detach|dump|drop|none]) [--json]',
+  schedule: `partflow schedule create (--file input.json | --tables t1,t2 [--premake 3] [--retention "12 months"] [--archive detach]) [--cron "0 3 1 * *"] [--id partflow-maintenance]
+partflow schedule show|pause|unpause|trigger|delete [--id partflow-maintenance]`,
   fix: `partflow fix --preset seed-critical-fixes | --file fixes.json  [--dry-run] [--json]
   [--set NAME.orphans=set-null|delete|fail] [--set NAME.fill=VALUE]   (policies for the preset's fixes, by constraint name)`,
 };
@@ -64,6 +72,11 @@ const options = {
   file: { type: 'string' },
   set: { type: 'string', multiple: true },
   'dry-run': { type: 'boolean' },
+  tables: { type: 'string' },
+  retention: { type: 'string' },
+  archive: { type: 'string' },
+  cron: { type: 'string' },
+  id: { type: 'string' },
 } as const;
 
 class UsageError extends Error {}
@@ -141,6 +154,11 @@ export async function main(argv: string[], out: (s: string) => void = (s) => pro
     if (command === 'fix') {
       client = await connectClient(loadConfig());
       return await fix(client, v as Record<string, unknown>, out);
+    }
+    if (command === 'maintain' || command === 'schedule') {
+      const config = loadConfig();
+      client = await connectClient(config);
+      return await maintenance(client, command, table, v as Record<string, unknown>, config.taskQueue, out);
     }
     const needsTable = ['plan', 'start', 'status', 'watch', 'pause', 'resume', 'throttle', 'approve', 'rollback', 'finalize', 'cancel'];
     if (!needsTable.includes(command)) throw new UsageError(`Unknown command "${command}"; run partflow --help for the list.`);
@@ -243,6 +261,77 @@ async function fix(client: Client, v: Record<string, unknown>, out: (s: string) 
     if (r.status === 'dry-run') for (const a of r.audit) for (const sql of a.sql ?? []) out(`${sql};`);
   }
   return 0;
+}
+
+function maintainInputFrom(v: Record<string, unknown>): MaintainPartitionsInput {
+  let input: MaintainPartitionsInput;
+  if (v.file) input = JSON.parse(fs.readFileSync(v.file as string, 'utf8'));
+  else if (v.tables) {
+    input = {
+      tables: String(v.tables).split(',').map((t) => ({
+        table: t.trim(),
+        ...(v.premake !== undefined ? { premake: num(v.premake as string, 'premake') } : {}),
+        ...(v.retention ? { retention: v.retention as string } : {}),
+        ...(v.archive ? { archive: v.archive as ArchiveMode } : {}),
+      })),
+    };
+  } else throw new UsageError('Name the tables: --tables generated_images,credit_transactions or --file input.json.');
+  validateMaintainInput(input);
+  return input;
+}
+
+/** The health report as a table. */
+export function maintainTable(r: MaintainResult): string[] {
+  const lines: string[] = [];
+  for (const t of r.tables) {
+    lines.push(`${t.table} (by ${t.column}): ${t.partitions.length} partitions, ${t.futurePartitions} ahead, oldest ${t.oldestPartition}, default ${t.defaultPartition ? `${t.defaultPartition.rows} rows` : 'none'}`);
+    for (const c of t.created) lines.push(`  created ${c.partition}${c.rowsMovedFromDefault ? ` (${c.rowsMovedFromDefault} rows moved out of the default)` : ''}`);
+    for (const a of t.archived) lines.push(`  archived ${a.partition} (${a.mode}${a.note ? `: ${a.note}` : ''})`);
+    for (const s of t.skipped) lines.push(`  kept ${s.partition}: ${s.reason}`);
+    for (const p of t.partitions) lines.push(`  ${p.name.padEnd(40)} ${p.from.slice(0, 10)} .. ${p.to.slice(0, 10)} ${String(p.rowsExact ?? p.rowsEstimated).padStart(10)} rows ${String(Math.round(p.bytes / 1024)).padStart(8)} kB`);
+    for (const w of t.warnings) lines.push(`  warning: ${w}`);
+  }
+  for (const f of r.failures) lines.push(`FAILED ${f.table}: ${f.error}`);
+  return lines;
+}
+
+async function maintenance(client: Client, command: string, verb: string | undefined, v: Record<string, unknown>, taskQueue: string, out: (s: string) => void): Promise<number> {
+  if (command === 'maintain') {
+    const h = await client.workflow.start('maintainPartitions', { taskQueue, workflowId: `maintain-${Date.now()}`, args: [maintainInputFrom(v)] });
+    const r: MaintainResult = await h.result();
+    if (v.json) out(JSON.stringify(r, null, 2));
+    else for (const l of maintainTable(r)) out(l);
+    return r.ok ? 0 : 1;
+  }
+  const id = (v.id as string | undefined) ?? DEFAULT_SCHEDULE_ID;
+  const handle = client.schedule.getHandle(id);
+  switch (verb) {
+    case 'create':
+      await createMaintenanceSchedule(client, maintainInputFrom(v), { scheduleId: id, taskQueue, cron: v.cron as string | undefined });
+      out(`created schedule ${id}; see it with: partflow schedule show, or in the Web UI under Schedules`);
+      return 0;
+    case 'show':
+      out(JSON.stringify(describeSchedule(await handle.describe()), null, 2));
+      return 0;
+    case 'pause':
+      await handle.pause('paused from the partflow CLI');
+      out(`paused ${id}`);
+      return 0;
+    case 'unpause':
+      await handle.unpause('resumed from the partflow CLI');
+      out(`unpaused ${id}`);
+      return 0;
+    case 'trigger':
+      await handle.trigger();
+      out(`triggered ${id}: a maintainPartitions run starts now`);
+      return 0;
+    case 'delete':
+      await handle.delete();
+      out(`deleted ${id}`);
+      return 0;
+    default:
+      throw new UsageError('partflow schedule takes create, show, pause, unpause, trigger or delete.');
+  }
 }
 
 if (require.main === module) {

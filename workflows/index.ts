@@ -1,3 +1,4 @@
 /** The workflow bundle's entry point: every workflow partflow registers. */
 export { partitionTable } from './partitionTable';
 export { fixConstraints } from './fixConstraints';
+export { maintainPartitions } from './maintainPartitions';

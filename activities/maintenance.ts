@@ -1,0 +1,354 @@
+/**
+ * `maintainTable`: one managed table's upkeep, in one activity so that one table's failure is its own:
+ * rescue rows from the default partition and premake (same path: create the month's table, move its rows
+ * out of the default, ATTACH — never CREATE ... PARTITION OF, which locks the parent exclusively),
+ * retention with archive, and the health report. Every step checks the catalog first.
+ */
+import { spawn } from 'child_process';
+import { createHash } from 'crypto';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { pipeline } from 'stream/promises';
+import * as zlib from 'zlib';
+import { ApplicationFailure } from '@temporalio/common';
+import type { Pool, PoolClient, PoolConfig } from 'pg';
+import { displayName, InputError, qualified, quoteIdent as q, TableRef } from '../src/ident';
+import { expiredPartitions, LocalRange, MaintainTableSpec, monthCoverage, monthsToPremake } from '../src/maintenance';
+import { addMonths, boundLiteral, formatMonth, Month, parseMonth, PartitionColumnType, partitionName } from '../src/partitions';
+import { classify, inTransaction, withHeartbeat, withLockRetry } from './db';
+import type { Deps } from './partition';
+
+export interface PartitionHealth {
+  name: string;
+  from: string;
+  to: string;
+  rowsEstimated: number;
+  rowsExact?: number;
+  bytes: number;
+}
+
+export interface TableReport {
+  table: string;
+  column: string;
+  created: { partition: string; rowsMovedFromDefault: number }[];
+  archived: { partition: string; mode: string; file?: string; rows?: number; note?: string }[];
+  skipped: { partition: string; reason: string }[];
+  partitions: PartitionHealth[];
+  defaultPartition: { name: string; rows: number } | null;
+  futurePartitions: number;
+  oldestPartition: string | null;
+  warnings: string[];
+}
+
+interface Parted {
+  oid: number;
+  column: string;
+  type: PartitionColumnType;
+  parts: (LocalRange & { schema: string; est: number; bytes: number })[];
+  def: TableRef | null;
+  current: Month;
+}
+
+export function archiveDir(): string {
+  return process.env.PARTFLOW_ARCHIVE_DIR ?? path.join(os.homedir(), '.cache', 'partflow', 'archive');
+}
+
+function literalInner(lit: string): string {
+  const m = /^'((?:[^']|'')*)'(::.*)?$/.exec(lit.trim());
+  return m ? m[1].replace(/''/g, "'") : lit.trim();
+}
+
+async function inspect(c: PoolClient, spec: MaintainTableSpec): Promise<Parted> {
+  const t = spec.table;
+  const h = await c.query(
+    `SELECT c.oid::int AS oid, c.relkind, pt.partstrat, pt.partnatts, a.attname,
+            CASE a.atttypid WHEN 'timestamptz'::regtype THEN 'timestamptz' WHEN 'timestamp'::regtype THEN 'timestamp'
+                            WHEN 'date'::regtype THEN 'date' ELSE format_type(a.atttypid, a.atttypmod) END AS kind
+       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+       LEFT JOIN pg_partitioned_table pt ON pt.partrelid = c.oid
+       LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = pt.partattrs[0]
+      WHERE n.nspname = $1 AND c.relname = $2`,
+    [t.schema, t.name],
+  );
+  if (!h.rowCount) throw new InputError(`Table ${displayName(t)} does not exist.`);
+  const r = h.rows[0];
+  if (r.relkind !== 'p') throw new InputError(`Table ${displayName(t)} is not partitioned; partition it with partitionTable first.`);
+  if (r.partstrat !== 'r' || r.partnatts !== 1) throw new InputError(`Table ${displayName(t)} must be range-partitioned on one column to be maintained.`);
+  if (!['timestamptz', 'timestamp', 'date'].includes(r.kind)) throw new InputError(`Table ${displayName(t)} is partitioned by ${r.attname} (${r.kind}); only timestamp, timestamptz or date columns are maintained.`);
+  const type = r.kind as PartitionColumnType;
+  const rows = (await c.query(
+    `SELECT n.nspname AS schema, c.relname AS name, pg_get_expr(c.relpartbound, c.oid) AS bound,
+            greatest(c.reltuples, 0)::bigint AS est, pg_total_relation_size(c.oid) AS bytes
+       FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE i.inhparent = $1 AND NOT i.inhdetachpending ORDER BY c.relname`,
+    [r.oid],
+  )).rows;
+  const local = (x: string) => (type === 'timestamptz' ? `(${x}::timestamptz AT TIME ZONE $1)` : `(${x}::${type})::timestamp`);
+  const ranged = rows.filter((p) => p.bound !== 'DEFAULT').map((p) => {
+    const m = /^FOR VALUES FROM \((.+)\) TO \((.+)\)$/.exec(p.bound);
+    if (!m) throw new InputError(`Partition ${p.name} of ${displayName(t)} has a bound partflow cannot read: ${p.bound}.`);
+    return { ...p, lo: m[1], hi: m[2] };
+  });
+  const texts = ranged.length
+    ? (await c.query(
+        `SELECT i, CASE WHEN lo = 'MINVALUE' THEN '0000-01-01 00:00:00' ELSE to_char(${local('lo')}, 'YYYY-MM-DD HH24:MI:SS') END AS lo,
+                   CASE WHEN hi = 'MAXVALUE' THEN '9999-12-31 23:59:59' ELSE to_char(${local('hi')}, 'YYYY-MM-DD HH24:MI:SS') END AS hi
+           FROM unnest($2::text[], $3::text[]) WITH ORDINALITY u(lo, hi, i) WHERE $1::text IS NOT NULL`,
+        [spec.timeZone, ranged.map((p) => (p.lo === 'MINVALUE' ? p.lo : literalInner(p.lo))), ranged.map((p) => (p.hi === 'MAXVALUE' ? p.hi : literalInner(p.hi)))],
+      )).rows
+    : [];
+  const parts = ranged.map((p, i) => ({ name: p.name, schema: p.schema, lo: texts[i].lo, hi: texts[i].hi, est: Number(p.est), bytes: Number(p.bytes) }));
+  const d = rows.find((p) => p.bound === 'DEFAULT');
+  const current = parseMonth((await c.query(`SELECT to_char(now() AT TIME ZONE $1, 'YYYY-MM') AS m`, [spec.timeZone])).rows[0].m);
+  return { oid: r.oid, column: r.attname, type, parts, def: d ? { schema: d.schema, name: d.name } : null, current };
+}
+
+export function createMaintenanceActivities({ pool, log }: Deps) {
+  /** Creates the month's partition; rows of that month waiting in the default move into it in the same transaction. */
+  async function ensureMonth(spec: MaintainTableSpec, p: Parted, m: Month): Promise<{ partition: string; rowsMovedFromDefault: number } | null> {
+    const t = spec.table;
+    const name = partitionName(t.name, m);
+    const lo = boundLiteral(m, p.type, spec.timeZone);
+    const hi = boundLiteral(addMonths(m, 1), p.type, spec.timeZone);
+    const col = q(p.column);
+    const { result } = await withLockRetry(pool, log.child({ table: displayName(t), month: formatMonth(m) }), 'create partition', spec.lockTimeoutMs, async (c) => {
+      const exists = await c.query(`SELECT i.inhparent = $3 AS attached FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace LEFT JOIN pg_inherits i ON i.inhrelid = c.oid WHERE n.nspname = $1 AND c.relname = $2`, [t.schema, name, p.oid]);
+      if (exists.rowCount && exists.rows[0].attached) return null;
+      if (exists.rowCount) throw ApplicationFailure.nonRetryable(`${displayName({ schema: t.schema, name })} exists but is not a partition of ${displayName(t)}; rename or drop it so the month can be created.`, 'NameTaken');
+      // The default partition is locked first: no row of this month can land there between the move and the ATTACH.
+      if (p.def) await c.query(`LOCK TABLE ${qualified(p.def)} IN ACCESS EXCLUSIVE MODE`);
+      const cols = (await c.query(`SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum) AS l FROM pg_attribute WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped AND attgenerated = ''`, [p.oid])).rows[0].l;
+      const nt = qualified({ schema: t.schema, name });
+      await c.query(`CREATE TABLE ${nt} (LIKE ${qualified(t)} INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING STORAGE INCLUDING COMMENTS INCLUDING GENERATED)`);
+      let moved = 0;
+      if (p.def) {
+        const ins = await c.query(`INSERT INTO ${nt} (${cols}) SELECT ${cols} FROM ${qualified(p.def)} WHERE ${col} >= ${lo} AND ${col} < ${hi}`);
+        const del = await c.query(`DELETE FROM ${qualified(p.def)} WHERE ${col} >= ${lo} AND ${col} < ${hi}`);
+        if (ins.rowCount !== del.rowCount) throw new Error(`moved ${ins.rowCount} rows but deleted ${del.rowCount} from the default partition`);
+        moved = ins.rowCount ?? 0;
+      }
+      await c.query(`ALTER TABLE ${qualified(t)} ATTACH PARTITION ${nt} FOR VALUES FROM (${lo}) TO (${hi})`);
+      return { partition: name, rowsMovedFromDefault: moved };
+    });
+    return result;
+  }
+
+  async function archiveLog(c: PoolClient | Pool, spec: MaintainTableSpec, partition: string, state: string, extra: Record<string, unknown> = {}): Promise<void> {
+    await c.query(
+      `INSERT INTO partflow.archive_log (table_schema, table_name, partition, mode, state, detail) VALUES ($1, $2, $3, $4, $5, $6)
+       ON CONFLICT (table_schema, partition) DO UPDATE SET state = EXCLUDED.state, detail = partflow.archive_log.detail || EXCLUDED.detail, updated_at = now()`,
+      [spec.table.schema, spec.table.name, partition, spec.archive, state, JSON.stringify(extra)],
+    );
+  }
+
+  async function ensureArchiveLog(): Promise<void> {
+    for (let i = 0; ; i++) {
+      try {
+        await inTransaction(pool, async (c) => {
+          await c.query(`CREATE SCHEMA IF NOT EXISTS partflow`);
+          await c.query(`CREATE TABLE IF NOT EXISTS partflow.archive_log (table_schema text NOT NULL, table_name text NOT NULL, partition text NOT NULL,
+            mode text NOT NULL, state text NOT NULL, detail jsonb NOT NULL DEFAULT '{}', updated_at timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (table_schema, partition))`);
+        });
+        return;
+      } catch (err) {
+        const code = (err as { code?: string }).code;
+        if ((code === '23505' || code === '42P07') && i < 3) continue;
+        throw err;
+      }
+    }
+  }
+
+  /** COPY to a gzip file, then prove the file holds exactly the table: same row count, same bytes as a fresh COPY. */
+  async function dumpPartition(part: TableRef): Promise<{ file: string; rows: number; sha256: string; checksum: string }> {
+    const db = (await pool.query(`SELECT current_database() AS d`)).rows[0].d;
+    const dir = path.join(archiveDir(), db);
+    fs.mkdirSync(dir, { recursive: true });
+    const file = path.join(dir, `${part.schema}.${part.name}.copy.gz`);
+    // psql connects the way the pool does: its connection string, or its host/port/user/database
+    const o = (pool as unknown as { options: PoolConfig }).options;
+    const copy = () => {
+      const args = ['-X', '-v', 'ON_ERROR_STOP=1', '-c', `COPY ${qualified(part)} TO STDOUT`];
+      if (o.connectionString) args.unshift(o.connectionString);
+      const env = { ...process.env };
+      for (const [k, v] of [['PGHOST', o.host], ['PGPORT', o.port], ['PGUSER', o.user], ['PGDATABASE', o.database], ['PGPASSWORD', typeof o.password === 'string' ? o.password : undefined]] as const) {
+        if (v !== undefined && v !== null) env[k] = String(v);
+      }
+      return spawn('psql', args, { stdio: ['ignore', 'pipe', 'pipe'], env });
+    };
+    const hashOf = async (stream: NodeJS.ReadableStream, sink?: NodeJS.WritableStream) => {
+      const h = createHash('sha256');
+      let lines = 0;
+      stream.on('data', (b: Buffer) => {
+        h.update(b);
+        for (const x of b) if (x === 10) lines++;
+      });
+      if (sink) await pipeline(stream, sink);
+      else await new Promise((res, rej) => stream.on('end', res).on('error', rej));
+      return { sha: h.digest('hex'), lines };
+    };
+    const run = async (sink?: NodeJS.WritableStream) => {
+      const p = copy();
+      let err = '';
+      p.stderr.on('data', (d) => (err += d));
+      const exit = new Promise<number>((res) => p.on('close', res));
+      const r = await hashOf(p.stdout, sink);
+      if ((await exit) !== 0) throw new Error(`psql COPY of ${displayName(part)} failed: ${err.trim()}`);
+      return r;
+    };
+    const tmp = `${file}.partial`;
+    const gz = zlib.createGzip();
+    const written = run(gz);
+    await Promise.all([written, pipeline(gz, fs.createWriteStream(tmp))]);
+    const first = await written;
+    const readBack = await hashOf(fs.createReadStream(tmp).pipe(zlib.createGunzip()));
+    const again = await run();
+    const count = Number((await pool.query(`SELECT count(*) AS n FROM ${qualified(part)}`)).rows[0].n);
+    if (readBack.sha !== first.sha || again.sha !== first.sha || readBack.lines !== count) {
+      throw ApplicationFailure.nonRetryable(`The archive of ${displayName(part)} does not match the table (${readBack.lines} rows in the file, ${count} in the table); the table is kept.`, 'ArchiveMismatch');
+    }
+    const checksum = (await pool.query(`SELECT coalesce(sum(hashtextextended(t::text, 0)), 0)::text AS s FROM ${qualified(part)} t`)).rows[0].s;
+    fs.renameSync(tmp, file);
+    fs.writeFileSync(`${file}.json`, JSON.stringify({ table: `${part.schema}.${part.name}`, rows: count, sha256: first.sha, checksum, format: 'COPY text, gzip', restore: `gunzip -c ${path.basename(file)} | psql -c "COPY <table> FROM STDIN"` }, null, 2));
+    return { file, rows: count, sha256: first.sha, checksum };
+  }
+
+  return {
+    /** Everything for one table; the workflow runs one such activity per table and reports failures per table. */
+    async maintainTable(spec: MaintainTableSpec): Promise<TableReport> {
+      const l = log.child({ step: 'maintain', table: displayName(spec.table) });
+      try {
+        return await withHeartbeat(() => ({ table: displayName(spec.table) }), async () => {
+          let p = await inTransaction(pool, (c) => inspect(c, spec), { readOnly: true });
+          const report: TableReport = { table: displayName(spec.table), column: p.column, created: [], archived: [], skipped: [], partitions: [], defaultPartition: null, futurePartitions: 0, oldestPartition: null, warnings: [] };
+
+          // 1. rows waiting in the default partition get their month's partition
+          if (p.def) {
+            const tzExpr = p.type === 'timestamptz' ? `${q(p.column)} AT TIME ZONE $1` : `${q(p.column)}::timestamp`;
+            const months = (await pool.query(`SELECT DISTINCT to_char(${tzExpr}, 'YYYY-MM') AS m FROM ${qualified(p.def)} ORDER BY 1`, p.type === 'timestamptz' ? [spec.timeZone] : [])).rows.map((r) => r.m as string);
+            for (const mt of months) {
+              const m = parseMonth(mt);
+              const cov = monthCoverage(p.parts, m);
+              if (cov.overlaps.length) {
+                report.warnings.push(`Rows for ${mt} wait in ${p.def.name}, but ${cov.overlaps.join(', ')} partly covers that month; partflow cannot create a monthly partition there.`);
+                continue;
+              }
+              const r = await ensureMonth(spec, p, m);
+              if (r) report.created.push(r);
+            }
+            p = await inTransaction(pool, (c) => inspect(c, spec), { readOnly: true });
+          }
+          // 2. premake: the current month and `premake` months ahead
+          for (const m of monthsToPremake(p.current, spec.premake)) {
+            const cov = monthCoverage(p.parts, m);
+            if (cov.covered) continue;
+            if (cov.overlaps.length) {
+              report.warnings.push(`${formatMonth(m)} is partly covered by ${cov.overlaps.join(', ')}; no monthly partition created.`);
+              continue;
+            }
+            const r = await ensureMonth(spec, p, m);
+            if (r) report.created.push(r);
+          }
+          if (report.created.length) p = await inTransaction(pool, (c) => inspect(c, spec), { readOnly: true });
+
+          // 3. retention
+          if (spec.retentionMonths !== null) {
+            await ensureArchiveLog();
+            const pending = (await pool.query(`SELECT partition FROM partflow.archive_log WHERE table_schema = $1 AND table_name = $2 AND state = 'detached'`, [spec.table.schema, spec.table.name])).rows.map((r) => r.partition as string);
+            const expired = expiredPartitions(p.parts, p.current, spec.retentionMonths);
+            const fks = (await pool.query(
+              `SELECT con.conrelid::regclass::text AS child, (SELECT array_agg(quote_ident(attname) ORDER BY array_position(con.conkey, attnum)) FROM pg_attribute WHERE attrelid = con.conrelid AND attnum = ANY (con.conkey)) AS cols,
+                      (SELECT array_agg(quote_ident(attname) ORDER BY array_position(con.confkey, attnum)) FROM pg_attribute WHERE attrelid = con.confrelid AND attnum = ANY (con.confkey)) AS refcols
+                 FROM pg_constraint con WHERE con.contype = 'f' AND con.confrelid = $1 AND con.conparentid = 0`,
+              [p.oid],
+            )).rows;
+            for (const part of expired) {
+              const ref = { schema: part.schema, name: part.name };
+              const needed = [];
+              for (const fk of fks) {
+                const hit = await pool.query(`SELECT 1 FROM ${fk.child} c WHERE (${fk.cols.map((x: string) => `c.${x}`).join(', ')}) IN (SELECT ${fk.refcols.join(', ')} FROM ${qualified(ref)}) LIMIT 1`);
+                if (hit.rowCount) needed.push(fk.child);
+              }
+              if (needed.length) {
+                report.skipped.push({ partition: part.name, reason: `rows in ${needed.join(', ')} still reference it` });
+                continue;
+              }
+              await archiveLog(pool, spec, part.name, 'detaching');
+              let note: string | undefined;
+              if (p.def) {
+                note = 'plain DETACH (a brief exclusive lock on the parent): DETACH CONCURRENTLY is refused while a default partition exists';
+                await withLockRetry(pool, l, 'detach', spec.lockTimeoutMs, (c) => c.query(`ALTER TABLE ${qualified(spec.table)} DETACH PARTITION ${qualified(ref)}`));
+              } else {
+                const c = await pool.connect();
+                try {
+                  await c.query(`SET lock_timeout = ${spec.lockTimeoutMs * 20}`);
+                  await c.query(`ALTER TABLE ${qualified(spec.table)} DETACH PARTITION ${qualified(ref)} CONCURRENTLY`);
+                } finally {
+                  await c.query('RESET lock_timeout').catch(() => undefined);
+                  c.release();
+                }
+                note = 'DETACH CONCURRENTLY';
+              }
+              await archiveLog(pool, spec, part.name, 'detached', { note });
+              pending.push(part.name);
+            }
+            for (const name of pending) {
+              const ref = { schema: spec.table.schema, name };
+              const exists = (await pool.query(`SELECT to_regclass($1) IS NOT NULL AS ok`, [qualified(ref)])).rows[0].ok;
+              if (!exists) {
+                await archiveLog(pool, spec, name, 'archived');
+                continue;
+              }
+              const entry: TableReport['archived'][number] = { partition: name, mode: spec.archive };
+              if (spec.archive === 'detach') {
+                await pool.query(`CREATE SCHEMA IF NOT EXISTS archive`);
+                await withLockRetry(pool, l, 'archive', spec.lockTimeoutMs, (c) => c.query(`ALTER TABLE ${qualified(ref)} SET SCHEMA archive`));
+                entry.note = `now archive.${name}`;
+              } else if (spec.archive === 'drop') {
+                await withLockRetry(pool, l, 'drop', spec.lockTimeoutMs, (c) => c.query(`DROP TABLE ${qualified(ref)}`));
+              } else if (spec.archive === 'dump') {
+                const d = await dumpPartition(ref);
+                Object.assign(entry, { file: d.file, rows: d.rows, note: `verified: ${d.rows} rows, sha256 ${d.sha256.slice(0, 12)}…` });
+                await archiveLog(pool, spec, name, 'dumped', { file: d.file, rows: d.rows, sha256: d.sha256, checksum: d.checksum });
+                await withLockRetry(pool, l, 'drop', spec.lockTimeoutMs, (c) => c.query(`DROP TABLE ${qualified(ref)}`));
+              } else {
+                entry.note = `detached, left as ${qualified(ref)}`;
+              }
+              await archiveLog(pool, spec, name, 'archived');
+              report.archived.push(entry);
+            }
+            if (report.archived.length) p = await inTransaction(pool, (c) => inspect(c, spec), { readOnly: true });
+          }
+
+          // 4. health
+          const nextMonth = `${formatMonth(addMonths(p.current, 1))}-01 00:00:00`;
+          for (const part of [...p.parts].sort((a, b) => (a.lo < b.lo ? -1 : 1))) {
+            const h: PartitionHealth = { name: part.name, from: part.lo, to: part.hi, rowsEstimated: part.est, bytes: part.bytes };
+            if (spec.exactCounts) h.rowsExact = Number((await pool.query(`SELECT count(*) AS n FROM ${qualified({ schema: part.schema, name: part.name })}`)).rows[0].n);
+            report.partitions.push(h);
+          }
+          if (p.def) report.defaultPartition = { name: p.def.name, rows: Number((await pool.query(`SELECT count(*) AS n FROM ${qualified(p.def)}`)).rows[0].n) };
+          report.futurePartitions = p.parts.filter((x) => x.lo >= nextMonth).length;
+          report.oldestPartition = report.partitions[0]?.name ?? null;
+          if (report.futurePartitions < spec.premake) report.warnings.push(`Only ${report.futurePartitions} future partition(s), fewer than premake ${spec.premake}.`);
+          if (report.defaultPartition && report.defaultPartition.rows > 0) report.warnings.push(`${report.defaultPartition.name} holds ${report.defaultPartition.rows} row(s) that no monthly partition covers.`);
+          const past = report.partitions.filter((x) => x.to <= `${formatMonth(p.current)}-01 00:00:00` && x.bytes > 0).map((x) => x.bytes).sort((a, b) => a - b);
+          if (past.length >= 3) {
+            const median = past[Math.floor(past.length / 2)];
+            for (const x of report.partitions.filter((y) => y.to <= `${formatMonth(p.current)}-01 00:00:00`)) {
+              if (x.bytes > 4 * median || x.bytes < median / 4) report.warnings.push(`${x.name} is ${x.bytes} bytes, far from the median ${median}.`);
+            }
+          }
+          l.info({ created: report.created.length, archived: report.archived.length, warnings: report.warnings }, 'maintained');
+          return report;
+        });
+      } catch (err) {
+        if (err instanceof InputError) throw ApplicationFailure.nonRetryable(err.message, 'InvalidTable');
+        classify(err, `maintenance of ${displayName(spec.table)}`);
+      }
+    },
+  };
+}
+
+export type MaintenanceActivities = ReturnType<typeof createMaintenanceActivities>;

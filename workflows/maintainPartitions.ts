@@ -1,0 +1,49 @@
+/**
+ * `maintainPartitions`: what the Temporal Schedule runs. Each table is maintained by its own activity; a
+ * table that fails is reported with its reason and the others go on.
+ */
+import { ApplicationFailure, defineQuery, proxyActivities, setHandler } from '@temporalio/workflow';
+import type { Activities } from '../activities';
+import type { TableReport } from '../activities/maintenance';
+import { displayName } from '../src/ident';
+import { MaintainPartitionsInput, MaintainTableSpec, validateMaintainInput } from '../src/maintenance';
+
+export interface MaintainResult {
+  ok: boolean;
+  tables: TableReport[];
+  failures: { table: string; error: string }[];
+}
+
+export const maintenanceProgressQuery = defineQuery<{ done: number; of: number; current: string | null; failures: number }>('progress');
+
+const act = proxyActivities<Activities>({
+  startToCloseTimeout: '6h',
+  heartbeatTimeout: '60s',
+  // a broken table is retried a few times, then reported; it never holds up the other tables for long
+  retry: { initialInterval: '2s', backoffCoefficient: 2, maximumInterval: '1m', maximumAttempts: 5 },
+});
+
+export async function maintainPartitions(input: MaintainPartitionsInput): Promise<MaintainResult> {
+  let specs: MaintainTableSpec[];
+  try {
+    specs = validateMaintainInput(input);
+  } catch (err) {
+    throw ApplicationFailure.nonRetryable((err as Error).message, 'InvalidInput');
+  }
+  const result: MaintainResult = { ok: true, tables: [], failures: [] };
+  let current: string | null = null;
+  setHandler(maintenanceProgressQuery, () => ({ done: result.tables.length + result.failures.length, of: specs.length, current, failures: result.failures.length }));
+  for (const spec of specs) {
+    current = displayName(spec.table);
+    try {
+      result.tables.push(await act.maintainTable(spec));
+    } catch (err) {
+      let e = err as { message?: string; cause?: unknown; name?: string } | undefined;
+      while (e && e.cause && e.name !== 'ApplicationFailure') e = e.cause as typeof e;
+      result.failures.push({ table: current, error: e?.message ?? String(err) });
+      result.ok = false;
+    }
+  }
+  current = null;
+  return result;
+}
