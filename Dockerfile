@@ -19,5 +19,10 @@ COPY --from=build /app/node_modules node_modules
 COPY --from=build /app/dist dist
 COPY --from=build /app/package.json package.json
 COPY bin bin
+# psql, for the "dump" archive mode of maintainPartitions
+RUN apt-get update && apt-get install -y --no-install-recommends postgresql-client && rm -rf /var/lib/apt/lists/*
+ENV PARTFLOW_ARCHIVE_DIR=/archive
+RUN mkdir -p /archive && chown node /archive
 USER node
 CMD ["node", "dist/worker/main.js"]
+

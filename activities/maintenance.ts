@@ -23,7 +23,8 @@ export interface PartitionHealth {
   name: string;
   from: string;
   to: string;
-  rowsEstimated: number;
+  /** from the planner's statistics; null when the partition was never analyzed */
+  rowsEstimated: number | null;
   rowsExact?: number;
   bytes: number;
 }
@@ -79,7 +80,7 @@ async function inspect(c: PoolClient, spec: MaintainTableSpec): Promise<Parted> 
   const type = r.kind as PartitionColumnType;
   const rows = (await c.query(
     `SELECT n.nspname AS schema, c.relname AS name, pg_get_expr(c.relpartbound, c.oid) AS bound,
-            greatest(c.reltuples, 0)::bigint AS est, pg_total_relation_size(c.oid) AS bytes
+            c.reltuples::bigint AS est, pg_total_relation_size(c.oid) AS bytes
        FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_namespace n ON n.oid = c.relnamespace
       WHERE i.inhparent = $1 AND NOT i.inhdetachpending ORDER BY c.relname`,
     [r.oid],
@@ -324,7 +325,7 @@ export function createMaintenanceActivities({ pool, log }: Deps) {
           // 4. health
           const nextMonth = `${formatMonth(addMonths(p.current, 1))}-01 00:00:00`;
           for (const part of [...p.parts].sort((a, b) => (a.lo < b.lo ? -1 : 1))) {
-            const h: PartitionHealth = { name: part.name, from: part.lo, to: part.hi, rowsEstimated: part.est, bytes: part.bytes };
+            const h: PartitionHealth = { name: part.name, from: part.lo, to: part.hi, rowsEstimated: part.est < 0 ? null : part.est, bytes: part.bytes };
             if (spec.exactCounts) h.rowsExact = Number((await pool.query(`SELECT count(*) AS n FROM ${qualified({ schema: part.schema, name: part.name })}`)).rows[0].n);
             report.partitions.push(h);
           }

@@ -16,7 +16,9 @@ import { compareWithRecord, Writer, WriterSpec } from './writer';
 import type { Progress } from '../workflows/definitions';
 import type { FixResult } from '../workflows/fixConstraints';
 import type { FixConstraintsInput } from '../src/constraints';
-import { auditTable } from '../src/cli';
+import { auditTable, maintainTable } from '../src/cli';
+import { createMaintenanceSchedule, DEFAULT_SCHEDULE_ID } from '../src/schedule';
+import type { MaintainResult } from '../workflows/maintainPartitions';
 
 const { values: args } = parseArgs({
   options: {
@@ -176,6 +178,24 @@ async function main(): Promise<void> {
     if (row) writers.generated_images.record.set(id, JSON.stringify({ ...JSON.parse(row), user_id: null }));
   }
 
+  // Partition upkeep from now on: a Temporal Schedule running maintainPartitions monthly; triggered once now.
+  line('');
+  const maintInput = { tables: Object.keys(SPECS).map((t) => ({ table: `public.${t}`, premake: 3, retention: '24 months', archive: 'detach' as const, exactCounts: true })) };
+  await client.schedule.getHandle(DEFAULT_SCHEDULE_ID).delete().catch(() => undefined);
+  await createMaintenanceSchedule(client, maintInput, { taskQueue: config.taskQueue });
+  line(`created the Temporal Schedule ${DEFAULT_SCHEDULE_ID} (monthly, overlap skip): ${JSON.stringify(maintInput)}`);
+  const sched = client.schedule.getHandle(DEFAULT_SCHEDULE_ID);
+  await sched.trigger();
+  let action;
+  for (let i = 0; i < 100 && !action; i++) {
+    action = (await sched.describe()).info.recentActions[0]?.action.workflow;
+    if (!action) await new Promise((r) => setTimeout(r, 200));
+  }
+  const maint: MaintainResult = await client.workflow.getHandle(action!.workflowId, action!.firstExecutionRunId).result();
+  line('triggered it once; the health report of that run:');
+  for (const l of maintainTable(maint)) line(`  ${l}`);
+  line(`Schedule in the Web UI: http://localhost:8233/namespaces/${config.namespace}/schedules/${DEFAULT_SCHEDULE_ID}`);
+
   line('');
   line('stopping writers and checking every row they touched against their own record');
   const stats = Object.fromEntries(await Promise.all(Object.entries(writers).map(async ([t, w]) => [t, await w.stop()] as const)));
@@ -193,7 +213,7 @@ async function main(): Promise<void> {
     const cmp = await compareWithRecord(check, SPECS[t], w.record, w.touchedIds());
     const deletedTouched = w.touchedIds().filter((k) => !w.record.has(k)).length;
     const r = result as { status: string; verify?: { rows: number; elapsedMs: number; ranges: unknown[] }; cutover?: { lockHoldMs: number; attempts: number }; rowsCopied?: number; error?: string };
-    const good = r.status === 'done' && relkind === 'p' && count === expected && cmp.missing === 0 && cmp.extra === 0 && cmp.different === 0 && s.errors === 0;
+    const good = r.status === 'done' && relkind === 'p' && count === expected && maint.ok && cmp.missing === 0 && cmp.extra === 0 && cmp.different === 0 && s.errors === 0;
     ok &&= good;
     line('');
     line(`== ${t}: ${good ? 'OK' : 'PROBLEM'}`);

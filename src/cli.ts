@@ -288,7 +288,7 @@ export function maintainTable(r: MaintainResult): string[] {
     for (const c of t.created) lines.push(`  created ${c.partition}${c.rowsMovedFromDefault ? ` (${c.rowsMovedFromDefault} rows moved out of the default)` : ''}`);
     for (const a of t.archived) lines.push(`  archived ${a.partition} (${a.mode}${a.note ? `: ${a.note}` : ''})`);
     for (const s of t.skipped) lines.push(`  kept ${s.partition}: ${s.reason}`);
-    for (const p of t.partitions) lines.push(`  ${p.name.padEnd(40)} ${p.from.slice(0, 10)} .. ${p.to.slice(0, 10)} ${String(p.rowsExact ?? p.rowsEstimated).padStart(10)} rows ${String(Math.round(p.bytes / 1024)).padStart(8)} kB`);
+    for (const p of t.partitions) lines.push(`  ${p.name.padEnd(40)} ${p.from.slice(0, 10)} .. ${p.to.slice(0, 10)} ${String(p.rowsExact ?? p.rowsEstimated ?? '?').padStart(10)} rows${p.rowsExact === undefined ? ' (est.)' : ''} ${String(Math.round(p.bytes / 1024)).padStart(8)} kB`);
     for (const w of t.warnings) lines.push(`  warning: ${w}`);
   }
   for (const f of r.failures) lines.push(`FAILED ${f.table}: ${f.error}`);

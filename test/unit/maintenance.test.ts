@@ -1,0 +1,36 @@
+import { expiredPartitions, monthCoverage, monthsToPremake, parseRetention, validateMaintainInput } from '../../src/maintenance';
+import { parseMonth } from '../../src/partitions';
+
+const r = (name: string, lo: string, hi: string) => ({ name, lo: `${lo} 00:00:00`, hi: `${hi} 00:00:00` });
+
+describe('maintenance arithmetic', () => {
+  const parts = [r('t_2024_12', '2024-12-01', '2025-01-01'), r('t_2025_01', '2025-01-01', '2025-02-01'), r('odd', '2025-03-15', '2025-04-15')];
+  it('knows which months are covered, and which are only partly covered', () => {
+    expect(monthCoverage(parts, parseMonth('2025-01'))).toEqual({ covered: true, overlaps: [] });
+    expect(monthCoverage(parts, parseMonth('2025-02'))).toEqual({ covered: false, overlaps: [] });
+    expect(monthCoverage(parts, parseMonth('2025-03'))).toEqual({ covered: false, overlaps: ['odd'] });
+  });
+  it('expires only partitions entirely before the first instant of (current - retention)', () => {
+    const cur = parseMonth('2026-01');
+    // cutoff 2025-01-01: December 2024 ends exactly there, January 2025 does not
+    expect(expiredPartitions(parts, cur, 12).map((p) => p.name)).toEqual(['t_2024_12']);
+    expect(expiredPartitions(parts, cur, 11).map((p) => p.name)).toEqual(['t_2024_12', 't_2025_01']);
+    expect(expiredPartitions(parts, cur, 13).map((p) => p.name)).toEqual([]);
+    // a range ending one second after the cutoff is not entirely older
+    expect(expiredPartitions([{ name: 'x', lo: '2024-12-01 00:00:00', hi: '2025-01-01 00:00:01' }], cur, 12)).toEqual([]);
+  });
+  it('premakes the current month and the next ones', () => {
+    expect(monthsToPremake(parseMonth('2025-11'), 2)).toEqual([parseMonth('2025-11'), parseMonth('2025-12'), parseMonth('2026-01')]);
+  });
+  it('parses retention', () => {
+    expect(parseRetention('12 months', 'r')).toBe(12);
+    expect(parseRetention('2 years', 'r')).toBe(24);
+    expect(() => parseRetention('a while', 'r')).toThrow(/"12 months"/);
+  });
+  it('validates input with one sentence naming the field', () => {
+    expect(validateMaintainInput({ tables: [{ table: 'gi' }] })[0]).toMatchObject({ premake: 3, retentionMonths: null, archive: 'detach', timeZone: 'UTC' });
+    expect(() => validateMaintainInput({ tables: [] })).toThrow(/at least one table/);
+    expect(() => validateMaintainInput({ tables: [{ table: 'gi', archive: 'burn' }] })).toThrow(/tables\[0\]\.archive must be/);
+    expect(() => validateMaintainInput({ tables: [{ table: 'gi', premake: -1 }] })).toThrow(/tables\[0\]\.premake/);
+  });
+});
