@@ -8,6 +8,7 @@ import { ApplicationFailure } from '@temporalio/common';
 import { Pool, PoolClient, PoolConfig } from 'pg';
 import { InputError } from '../src/ident';
 import type { Logger } from '../src/logger';
+import { metrics } from './metrics';
 
 export const APPLICATION_NAME = 'partflow';
 
@@ -121,6 +122,7 @@ export async function withLockRetry<T>(
       const code = (err as { code?: string }).code;
       if (code === '55P03' && attempt < maxAttempts) {
         lockWaitRetries++;
+        metrics.lockWaitRetry(step);
         const backoff = Math.min(10_000, 200 * 2 ** (attempt - 1));
         const wait = Math.round(backoff / 2 + Math.random() * backoff);
         log.warn({ step, attempt, waitMs: wait }, 'lock not available within lock_timeout; retrying');

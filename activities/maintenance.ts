@@ -17,6 +17,7 @@ import { displayName, InputError, qualified, quoteIdent as q, TableRef } from '.
 import { expiredPartitions, LocalRange, MaintainTableSpec, monthCoverage, monthsToPremake } from '../src/maintenance';
 import { addMonths, boundLiteral, formatMonth, Month, parseMonth, PartitionColumnType, partitionName } from '../src/partitions';
 import { classify, inTransaction, withHeartbeat, withLockRetry } from './db';
+import { metrics } from './metrics';
 import type { Deps } from './partition';
 
 export interface PartitionHealth {
@@ -341,6 +342,9 @@ export function createMaintenanceActivities({ pool, log }: Deps) {
               if (x.bytes > 4 * median || x.bytes < median / 4) report.warnings.push(`${x.name} is ${x.bytes} bytes, far from the median ${median}.`);
             }
           }
+          metrics.partitionsCreated(report.table, report.created.length);
+          metrics.partitionsArchived(report.table, report.archived.length);
+          if (report.defaultPartition) metrics.defaultRows(report.table, report.defaultPartition.rows);
           l.info({ created: report.created.length, archived: report.archived.length, warnings: report.warnings }, 'maintained');
           return report;
         });

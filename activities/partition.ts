@@ -11,6 +11,7 @@ import type { Logger } from '../src/logger';
 import { buildPlan, FORWARD_TRIGGER, pagesPerBatch, Plan, STATE_SCHEMA } from '../src/plan';
 import { classify, inTransaction, isTransient, sleep, withHeartbeat, withLockRetry } from './db';
 import { readTableInfo } from './inspect';
+import { metrics } from './metrics';
 
 export interface Deps {
   pool: Pool;
@@ -147,6 +148,7 @@ export function createPartitionActivities({ pool, log }: Deps) {
           : await pool.query(input.sql.keyBoundFirst, [...max, input.batchSize]);
         const hi: string[] = b.rows[0]?.k ?? max;
         const from = last;
+        const batchStarted = Date.now();
         const read = await inTransaction(
           pool,
           async (c) => {
@@ -170,6 +172,8 @@ export function createPartitionActivities({ pool, log }: Deps) {
           rowsCopied = Number(again!.rows_copied);
           continue;
         }
+        metrics.batchDuration(displayName(input.table), Date.now() - batchStarted);
+        metrics.rowsCopied(displayName(input.table), read);
         last = hi;
         rowsCopied += read;
         rowsThisChunk += read;
@@ -350,6 +354,7 @@ export function createPartitionActivities({ pool, log }: Deps) {
           if (ctx?.cancellationSignal.aborted) break;
           const to = Math.min(total, next + per);
           const from = next;
+          const batchStarted = Date.now();
           const n = await inTransaction(
             pool,
             async (c) => {
@@ -375,6 +380,8 @@ export function createPartitionActivities({ pool, log }: Deps) {
             rowsCopied = Number(again!.rows_copied);
             continue;
           }
+          metrics.batchDuration(displayName(plan.table), Date.now() - batchStarted);
+          metrics.rowsCopied(displayName(plan.table), n);
           next = to;
           rowsCopied += n;
           rowsThisChunk += n;
@@ -416,6 +423,7 @@ export function createPartitionActivities({ pool, log }: Deps) {
         const report = compareChecksums(plan, src, dst, Date.now() - started);
         l.info({ ok: report.ok, rows: report.rows, mismatches: report.mismatches, elapsedMs: report.elapsedMs }, 'verification finished');
         if (!report.ok) {
+          metrics.verifyMismatches(displayName(plan.table), report.mismatches.length);
           throw ApplicationFailure.nonRetryable(
             `Verification of ${displayName(plan.table)} failed: source and copy differ in ${report.mismatches.join(', ')}.`,
             'VerificationMismatch',

@@ -1,15 +1,15 @@
 /** `npm run worker`: one partflow worker process until SIGINT/SIGTERM. */
-import { Runtime } from '@temporalio/worker';
 import { loadConfig } from '../src/config';
 import { createLogger } from '../src/logger';
+import { installRuntime, metricsAddress } from './telemetry';
 import { createPartflowWorker } from './worker';
 
 async function main(): Promise<void> {
   const log = createLogger({ component: 'worker' });
-  Runtime.install({ shutdownSignals: ['SIGINT', 'SIGTERM'] });
+  installRuntime(log);
   const config = loadConfig();
   const { worker, pool, connection } = await createPartflowWorker({ config, log });
-  log.info({ address: config.temporalAddress, namespace: config.namespace, taskQueue: config.taskQueue, pid: process.pid }, 'partflow worker started');
+  log.info({ address: config.temporalAddress, namespace: config.namespace, taskQueue: config.taskQueue, metrics: `http://${metricsAddress()}/metrics`, pid: process.pid }, 'partflow worker started');
   try {
     await worker.run();
   } finally {

@@ -18,10 +18,20 @@ let env: TestWorkflowEnvironment;
 let db: TestDb;
 const procs: ChildProcess[] = [];
 
+const METRICS = `127.0.0.1:${19000 + (process.pid % 500)}`;
+const logLines: string[] = [];
+
 function startWorker(address: string): ChildProcess {
   const p = spawn(process.execPath, [path.join(__dirname, '..', '..', 'dist', 'worker', 'main.js')], {
-    env: { ...process.env, TEMPORAL_ADDRESS: address, PARTFLOW_TASK_QUEUE: TQ, DATABASE_URL: db.url, PARTFLOW_LOG_LEVEL: 'warn' },
-    stdio: ['ignore', 'ignore', 'inherit'],
+    env: { ...process.env, TEMPORAL_ADDRESS: address, PARTFLOW_TASK_QUEUE: TQ, DATABASE_URL: db.url, PARTFLOW_LOG_LEVEL: 'info', PARTFLOW_LOG_JSON: '1', PARTFLOW_METRICS_ADDRESS: METRICS },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  let buf = '';
+  p.stdout!.on('data', (d: Buffer) => {
+    buf += d.toString();
+    const lines = buf.split('\n');
+    buf = lines.pop()!;
+    logLines.push(...lines);
   });
   procs.push(p);
   return p;
@@ -71,4 +81,15 @@ test('SIGKILL mid-backfill: the next worker resumes from the checkpoint; nothing
   // the checkpoint reached the end exactly once: pages after the kill continued from where it stood
   const run = await db.pool.query(`SELECT next_page, total_pages FROM partflow.runs WHERE table_name = 'killed'`);
   expect(Number(run.rows[0].next_page)).toBe(Number(run.rows[0].total_pages));
+
+  // the worker's own evidence: JSON log lines that carry the workflow, table and step, and /metrics
+  const parsed = logLines.filter((l) => l.startsWith('{')).map((l) => JSON.parse(l));
+  expect(parsed.some((l) => l.step === 'cutover' && l.table === 'public.killed' && l.workflowId === h.workflowId && l.msg === 'cut over')).toBe(true);
+  expect(parsed.some((l) => l.component === 'temporal-sdk')).toBe(true);
+  const body = await (await fetch(`http://${METRICS}/metrics`)).text();
+  const copied = /^partflow_rows_copied\{[^}]*table="public\.killed"[^}]*\} (\d+)/m.exec(body);
+  expect(copied).not.toBeNull();
+  expect(Number(copied![1])).toBeGreaterThan(0); // rows this second worker copied after the kill
+  expect(body).toMatch(/^partflow_batch_duration_bucket\{/m);
+  expect(body).toMatch(/^temporal_activity_execution_latency/m);
 });

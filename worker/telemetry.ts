@@ -1,0 +1,44 @@
+/**
+ * Routes the Temporal SDK's and Core's logs into our pino logger and turns on the SDK's Prometheus
+ * exporter, which also serves partflow's own metrics (created through the activities' metric meter).
+ */
+import type { LogLevel, LogMetadata, Logger as SdkLogger } from '@temporalio/common';
+import { makeTelemetryFilterString, Runtime } from '@temporalio/worker';
+import type { Logger } from '../src/logger';
+
+class PinoSdkLogger implements SdkLogger {
+  constructor(private readonly pino: Logger) {}
+  log_(level: LogLevel, message: string, meta?: LogMetadata): void {
+    const fields = { ...(meta ?? {}) } as Record<string, unknown>;
+    const l = this.pino;
+    switch (level) {
+      case 'TRACE': return l.trace(fields, message);
+      case 'DEBUG': return l.debug(fields, message);
+      case 'WARN': return l.warn(fields, message);
+      case 'ERROR': return l.error(fields, message);
+      default: return l.info(fields, message);
+    }
+  }
+  log(level: LogLevel, message: string, meta?: LogMetadata): void { this.log_(level, message, meta); }
+  trace(message: string, meta?: LogMetadata): void { this.log_('TRACE', message, meta); }
+  debug(message: string, meta?: LogMetadata): void { this.log_('DEBUG', message, meta); }
+  info(message: string, meta?: LogMetadata): void { this.log_('INFO', message, meta); }
+  warn(message: string, meta?: LogMetadata): void { this.log_('WARN', message, meta); }
+  error(message: string, meta?: LogMetadata): void { this.log_('ERROR', message, meta); }
+}
+
+/** The address the Prometheus exporter listens on; PARTFLOW_METRICS_ADDRESS, default 0.0.0.0:9464. */
+export function metricsAddress(env: NodeJS.ProcessEnv = process.env): string {
+  return env.PARTFLOW_METRICS_ADDRESS || '0.0.0.0:9464';
+}
+
+export function installRuntime(log: Logger): void {
+  Runtime.install({
+    logger: new PinoSdkLogger(log.child({ component: 'temporal-sdk' })),
+    shutdownSignals: ['SIGINT', 'SIGTERM'],
+    telemetryOptions: {
+      logging: { forward: {}, filter: makeTelemetryFilterString({ core: 'WARN', other: 'WARN' }) },
+      metrics: { prometheus: { bindAddress: metricsAddress() } },
+    },
+  });
+}
