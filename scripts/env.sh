@@ -66,6 +66,15 @@ ensure_temporal_bin() {
   fi
 }
 
+# Debian's chromium for the Web UI browser test (playwright-core drives it; no browser download)
+ensure_chromium() {
+  if [ ! -x /usr/bin/chromium ]; then
+    say "installing Debian's chromium for the Web UI test"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq && apt-get install -y -qq chromium >/dev/null
+  fi
+}
+
 ensure_node_modules() {
   cd "$PARTFLOW_ROOT"
   local stamp="node_modules/.partflow-lock-hash" want

@@ -5,6 +5,7 @@ source "$(dirname "$0")/env.sh"
 ensure_node_modules
 ensure_postgres
 ensure_temporal_bin
+ensure_chromium
 ensure_build
 cd "$PARTFLOW_ROOT"
 mkdir -p test-artifacts

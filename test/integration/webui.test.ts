@@ -1,0 +1,119 @@
+/**
+ * The Temporal Web UI flows an operator uses, in headless Chromium (Debian's chromium driven by
+ * playwright-core; no browser download): start partitionTable from the Start Workflow form, find it in the
+ * list, run the progress query in the Queries tab, send approveCutover from the Signal form, then check
+ * the database against the writers' record. Screenshots go to test-artifacts/webui/.
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+import type { TestWorkflowEnvironment } from '@temporalio/testing';
+import { Worker } from '@temporalio/worker';
+import { Client } from 'pg';
+import { Browser, chromium, Page } from 'playwright-core';
+import { createActivities } from '../../activities';
+import { createPool } from '../../activities/db';
+import { compareWithRecord, Writer } from '../../demo/writer';
+import { createLogger } from '../../src/logger';
+import { createTestDb, TestDb } from '../helpers/pg';
+import { createTable } from '../helpers/tables';
+import { startDevServer } from '../helpers/temporal';
+import { waitFor } from '../helpers/workflow';
+
+const TQ = 'partflow-ui';
+const UI_PORT = 18233 + (process.pid % 500);
+const SHOTS = path.join(__dirname, '..', '..', 'test-artifacts', 'webui');
+let env: TestWorkflowEnvironment;
+let db: TestDb;
+let worker: Worker;
+let running: Promise<void>;
+let browser: Browser;
+
+beforeAll(async () => {
+  fs.mkdirSync(SHOTS, { recursive: true });
+  db = await createTestDb('ui');
+  env = await startDevServer([], { uiPort: UI_PORT });
+  const pool = createPool(db.url);
+  worker = await Worker.create({
+    connection: env.nativeConnection, taskQueue: TQ, workflowsPath: require.resolve('../../workflows'),
+    activities: createActivities({ pool, log: createLogger({ test: 'webui' }).child({}, { level: 'warn' }) }),
+  });
+  running = worker.run().finally(() => pool.end());
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM_PATH ?? '/usr/bin/chromium',
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--disable-quic'],
+  });
+});
+
+afterAll(async () => {
+  await browser?.close();
+  worker?.shutdown();
+  await running;
+  await env?.teardown();
+  await db?.drop();
+});
+
+const ui = (p: string) => `http://127.0.0.1:${UI_PORT}/namespaces/default${p}`;
+const shot = (page: Page, name: string) => page.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage: true });
+
+test('start from the Start Workflow form, query progress in the Queries tab, approve from the Signal form', async () => {
+  const t = await createTable(db.pool, { schema: 'public', name: 'ui_images' }, 6000, 'uuid');
+  const w = new Writer(t.spec, db.conn, { lanes: 2, opsPerSecondPerLane: 30, snapshot: true });
+  await w.start();
+  const page = await browser.newPage({ viewport: { width: 1400, height: 1100 } });
+  const workflowId = `ui-partition-${Date.now()}`;
+
+  // 1. Start Workflow form
+  await page.goto(ui('/workflows/start-workflow'), { waitUntil: 'load' });
+  await page.locator('#workflowId').fill(workflowId);
+  await page.locator('#taskQueue').fill(TQ);
+  await page.locator('#taskQueue').blur();
+  await page.locator('#workflowType').fill('partitionTable');
+  await page.locator('.cm-content').first().click();
+  await page.keyboard.insertText(JSON.stringify({ table: 'public.ui_images', approval: 'signal', rollbackWindow: '0s', batchSize: 500 }));
+  await page.getByRole('heading', { name: 'Start a Workflow' }).click(); // the editor reformats on blur and the button moves
+  await page.getByText('Task Queue is Active').waitFor();
+  await page.waitForTimeout(500);
+  await shot(page, '1-start-form');
+  await page.getByTestId('start-workflow-button').click();
+  const handle = env.client.workflow.getHandle(workflowId);
+  await waitFor(handle, () => true, 'the workflow to exist', 30_000);
+
+  // 2. it is in the list
+  await page.goto(ui('/workflows'), { waitUntil: 'load' });
+  await page.getByText(workflowId).first().waitFor({ timeout: 30_000 });
+  await shot(page, '2-workflow-list');
+
+  // 3. progress in the Queries tab, while it waits at the gate
+  await waitFor(handle, (p) => p.awaitingApproval, 'approval gate');
+  await page.goto(ui(`/workflows/${workflowId}`), { waitUntil: 'load' });
+  await page.locator('[data-testid=queries-tab]:visible').first().click();
+  await page.getByRole('button', { name: 'Run Query' }).click();
+  await page.getByText('"awaiting-approval"').first().waitFor({ timeout: 30_000 });
+  await shot(page, '3-progress-query');
+
+  // 4. approveCutover from the Signal form
+  await page.locator('button:has-text("More Actions"):visible').first().click();
+  await page.locator('[data-testid=signal-button]:visible').first().click();
+  await page.locator('[data-testid=signal-select-button]:visible').first().click();
+  await page.getByText('approveCutover', { exact: true }).locator('visible=true').first().click();
+  await page.waitForTimeout(500);
+  await shot(page, '4-signal-form');
+  await page.locator('[data-testid=confirm-modal-button]:visible').first().click();
+  const result = await handle.result();
+  await page.reload({ waitUntil: 'load' });
+  await page.getByText('Completed').first().waitFor({ timeout: 30_000 });
+  await shot(page, '5-completed');
+  await page.close();
+
+  // 5. the database
+  const stats = await w.stop();
+  expect(result.status).toBe('done');
+  expect(stats.errors).toBe(0);
+  expect((await db.pool.query(`SELECT relkind FROM pg_class WHERE oid = 'public.ui_images'::regclass`)).rows[0].relkind).toBe('p');
+  const c = new Client(db.conn);
+  await c.connect();
+  const cmp = await compareWithRecord(c, t.spec, w.record);
+  await c.end();
+  expect({ missing: cmp.missing, extra: cmp.extra, different: cmp.different }).toEqual({ missing: 0, extra: 0, different: 0 });
+  for (const f of ['1-start-form', '2-workflow-list', '3-progress-query', '4-signal-form', '5-completed']) expect(fs.statSync(path.join(SHOTS, `${f}.png`)).size).toBeGreaterThan(10_000);
+});

@@ -1,0 +1,54 @@
+/**
+ * Docker cannot run on our machines, so the compose file is checked against the code: the services exist,
+ * the worker's environment is what src/config.ts reads, and addresses and ports agree across services.
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+import { parse } from 'yaml';
+import { loadConfig } from '../../src/config';
+import { metricsAddress } from '../../worker/telemetry';
+
+const ROOT = path.join(__dirname, '..', '..');
+const compose = parse(fs.readFileSync(path.join(ROOT, 'docker-compose.yml'), 'utf8'));
+const svc = compose.services;
+
+test('has the target database, Temporal with PostgreSQL persistence, the Web UI and the worker', () => {
+  expect(Object.keys(svc).sort()).toEqual(['postgres', 'temporal', 'temporal-db', 'temporal-ui', 'worker']);
+  expect(svc.temporal.environment.DB).toBe('postgres12');
+  expect(svc.temporal.environment.POSTGRES_SEEDS).toBe('temporal-db');
+  expect(svc['temporal-db'].environment.POSTGRES_USER).toBe(svc.temporal.environment.POSTGRES_USER);
+  expect(svc['temporal-db'].environment.POSTGRES_PASSWORD).toBe(svc.temporal.environment.POSTGRES_PWD);
+});
+
+test("the worker's environment is the configuration the code reads, pointing at the other services", () => {
+  const env = svc.worker.environment as Record<string, string>;
+  const known = ['TEMPORAL_ADDRESS', 'TEMPORAL_NAMESPACE', 'PARTFLOW_TASK_QUEUE', 'DATABASE_URL', 'PARTFLOW_LOG_LEVEL', 'PARTFLOW_ARCHIVE_DIR', 'PARTFLOW_METRICS_ADDRESS'];
+  for (const k of Object.keys(env)) expect(known).toContain(k);
+  const config = loadConfig(env);
+  const [host, port] = config.temporalAddress.split(':');
+  expect(host).toBe('temporal');
+  expect(svc.temporal.ports).toContain(`${port}:${port}`);
+  expect(config.taskQueue).toBe('partflow');
+  expect(config.namespace).toBe('default');
+  const db = new URL(config.databaseUrl!);
+  expect(db.hostname).toBe('postgres');
+  expect(db.username).toBe(svc.postgres.environment.POSTGRES_USER);
+  expect(db.password).toBe(svc.postgres.environment.POSTGRES_PASSWORD);
+  expect(db.pathname.slice(1)).toBe(svc.postgres.environment.POSTGRES_DB);
+  expect(svc['temporal-ui'].environment.TEMPORAL_ADDRESS).toBe(config.temporalAddress);
+  // the metrics port the worker listens on is published
+  const metricsPort = metricsAddress(env).split(':')[1];
+  expect(svc.worker.ports).toContain(`${metricsPort}:${metricsPort}`);
+  expect(env.PARTFLOW_ARCHIVE_DIR).toBe('/archive');
+  expect(svc.worker.volumes).toContain('archive:/archive');
+});
+
+test('the Dockerfile builds and starts what npm run worker starts', () => {
+  const dockerfile = fs.readFileSync(path.join(ROOT, 'Dockerfile'), 'utf8');
+  const pkg = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8'));
+  const cmd = /^CMD \["node", "([^"]+)"\]$/m.exec(dockerfile)![1];
+  expect(pkg.scripts.worker).toBe(`node ${cmd}`);
+  expect(fs.existsSync(path.join(ROOT, cmd.replace(/^dist\//, '').replace(/\.js$/, '.ts')))).toBe(true);
+  for (const dir of ['src', 'activities', 'workflows', 'worker']) expect(dockerfile).toContain(`COPY ${dir} ${dir}`);
+  expect(dockerfile).toMatch(/postgresql-client/);
+});
