@@ -226,7 +226,7 @@ export function createMaintenanceActivities({ pool, log }: Deps) {
           const report: TableReport = { table: displayName(spec.table), column: p.column, created: [], archived: [], skipped: [], partitions: [], defaultPartition: null, futurePartitions: 0, oldestPartition: null, warnings: [] };
 
           // 1. rows waiting in the default partition get their month's partition
-          if (p.def) {
+          if (p.def && !spec.reportOnly) {
             const tzExpr = p.type === 'timestamptz' ? `${q(p.column)} AT TIME ZONE $1` : `${q(p.column)}::timestamp`;
             const months = (await pool.query(`SELECT DISTINCT to_char(${tzExpr}, 'YYYY-MM') AS m FROM ${qualified(p.def)} ORDER BY 1`, p.type === 'timestamptz' ? [spec.timeZone] : [])).rows.map((r) => r.m as string);
             for (const mt of months) {
@@ -242,7 +242,7 @@ export function createMaintenanceActivities({ pool, log }: Deps) {
             p = await inTransaction(pool, (c) => inspect(c, spec), { readOnly: true });
           }
           // 2. premake: the current month and `premake` months ahead
-          for (const m of monthsToPremake(p.current, spec.premake)) {
+          for (const m of spec.reportOnly ? [] : monthsToPremake(p.current, spec.premake)) {
             const cov = monthCoverage(p.parts, m);
             if (cov.covered) continue;
             if (cov.overlaps.length) {
@@ -255,7 +255,7 @@ export function createMaintenanceActivities({ pool, log }: Deps) {
           if (report.created.length) p = await inTransaction(pool, (c) => inspect(c, spec), { readOnly: true });
 
           // 3. retention
-          if (spec.retentionMonths !== null) {
+          if (spec.retentionMonths !== null && !spec.reportOnly) {
             await ensureArchiveLog();
             const pending = (await pool.query(`SELECT partition FROM partflow.archive_log WHERE table_schema = $1 AND table_name = $2 AND state = 'detached'`, [spec.table.schema, spec.table.name])).rows.map((r) => r.partition as string);
             const expired = expiredPartitions(p.parts, p.current, spec.retentionMonths);

@@ -35,6 +35,7 @@ Commands:
   cancel <table>     cancel the workflow (compensations run)
   fix                add foreign keys and NOT NULLs online: --preset seed-critical-fixes or --file input.json;
                      audits first and changes nothing when violations have no policy
+  report             the partition health report as a table, changing nothing: --tables a,b or --file input.json
   maintain           run maintainPartitions once now: --file input.json or --tables a,b [--premake 3] [--retention "12 months"] [--archive detach]
   schedule <verb>    create|show|pause|unpause|trigger|delete the maintenance Schedule (create takes maintain's options and --cron)
 
@@ -43,8 +44,15 @@ Environment: TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, PARTFLOW_TASK_QUEUE. Run 'par
   [--approval signal|auto] [--rollback-window 24h] [--inbound-foreign-keys refuse|drop] [--time-zone UTC]
   [--lock-timeout-ms 500] [--watch]`,
   plan: 'partflow plan <table> [--column created_at] [--premake 3] [--time-zone UTC] [--json]',
-  status: 'partflow status <table> [--json]',
-  watch: 'partflow watch <table> [--interval-ms 1000]',
+  status: 'partflow status <table> [--json]: phase, progress, rate, ETA, checkpoint, lock retries, last error',
+  watch: 'partflow watch <table> [--interval-ms 1000] [--json]: a live progress line until the run ends or waits for approval',
+  pause: 'partflow pause <table>: stop the backfill after the current batch (within seconds); no locks are held while paused',
+  resume: 'partflow resume <table>: continue the backfill from its checkpoint',
+  approve: 'partflow approve <table>: allow the cut-over (the run waits in phase awaiting-approval for this)',
+  rollback: 'partflow rollback <table>: before cut-over, drop the copy; during the rollback window, swap the old table back',
+  finalize: 'partflow finalize <table>: end the rollback window now (the old table is kept as <table>_old)',
+  cancel: 'partflow cancel <table>: cancel the workflow; its compensations run first',
+  report: 'partflow report (--file input.json | --tables t1,t2) [--json]: the health report, nothing changed',
   throttle: 'partflow throttle <table> [--batch-size N] [--sleep-ms N]',
   maintain: 'partflow maintain (--file input.json | --tables t1,t2 [--premake 3] [--retention "12 months"] [--archive detach|dump|drop|none]) [--json]',
   schedule: `partflow schedule create (--file input.json | --tables t1,t2 [--premake 3] [--retention "12 months"] [--archive detach]) [--cron "0 3 1 * *"] [--id partflow-maintenance]
@@ -109,7 +117,7 @@ export function progressLine(p: Progress): string {
   return `${p.table} ${p.phase}${p.paused ? ' (paused)' : ''} [${bar}] ${p.percent.toFixed(1)}% ${p.rowsCopied.toLocaleString('en-US')}/${p.rowsEstimated.toLocaleString('en-US')} rows ${p.rowsPerSecond.toLocaleString('en-US')} rows/s ETA ${eta} page ${p.checkpointPage}/${p.totalPages} lock retries ${p.lockWaitRetries}${p.lastError ? ` last error: ${p.lastError}` : ''}`;
 }
 
-async function watch(h: WorkflowHandle, intervalMs: number, out: (s: string) => void): Promise<number> {
+async function watch(h: WorkflowHandle, intervalMs: number, out: (s: string) => void, json = false): Promise<number> {
   const tty = process.stdout.isTTY;
   for (;;) {
     let p: Progress;
@@ -123,12 +131,12 @@ async function watch(h: WorkflowHandle, intervalMs: number, out: (s: string) => 
       }
       throw err;
     }
-    const line = progressLine(p);
-    if (tty) process.stdout.write(`\r\x1b[2K${line}`);
+    const line = json ? JSON.stringify(p) : progressLine(p);
+    if (tty && !json) process.stdout.write(`\r\x1b[2K${line}`);
     else out(line);
     if (['done', 'rolled-back', 'failed'].includes(p.phase) || p.awaitingApproval) {
-      if (tty) process.stdout.write('\n');
-      if (p.awaitingApproval) out(`verified ${p.verify?.rows ?? 0} rows; waiting for approval: partflow approve ${p.table}`);
+      if (tty && !json) process.stdout.write('\n');
+      if (p.awaitingApproval && !json) out(`verified ${p.verify?.rows ?? 0} rows; waiting for approval: partflow approve ${p.table}`);
       return p.phase === 'failed' ? 1 : 0;
     }
     await new Promise((r) => setTimeout(r, intervalMs));
@@ -155,7 +163,7 @@ export async function main(argv: string[], out: (s: string) => void = (s) => pro
       client = await connectClient(loadConfig());
       return await fix(client, v as Record<string, unknown>, out);
     }
-    if (command === 'maintain' || command === 'schedule') {
+    if (command === 'maintain' || command === 'schedule' || command === 'report') {
       const config = loadConfig();
       client = await connectClient(config);
       return await maintenance(client, command, table, v as Record<string, unknown>, config.taskQueue, out);
@@ -184,7 +192,7 @@ export async function main(argv: string[], out: (s: string) => void = (s) => pro
       case 'start': {
         const started = await startPartition(client, inputFrom(table, v), config.taskQueue);
         out(`started ${started.workflowId} (run ${started.firstExecutionRunId}); follow it with: partflow watch ${table}`);
-        return v.watch ? watch(started, 1000, out) : 0;
+        return v.watch ? await watch(started, 1000, out) : 0;
       }
       case 'status': {
         const p = await h.query<Progress>('progress');
@@ -192,7 +200,7 @@ export async function main(argv: string[], out: (s: string) => void = (s) => pro
         return 0;
       }
       case 'watch':
-        return watch(h, num(v['interval-ms'] as string | undefined, 'interval-ms') ?? 1000, out);
+        return await watch(h, num(v['interval-ms'] as string | undefined, 'interval-ms') ?? 1000, out, v.json === true);
       case 'throttle': {
         const t = validateThrottle({ batchSize: num(v['batch-size'] as string | undefined, 'batch-size'), sleepMs: num(v['sleep-ms'] as string | undefined, 'sleep-ms') });
         const r = await h.executeUpdate('throttle', { args: [t] });
@@ -296,8 +304,9 @@ export function maintainTable(r: MaintainResult): string[] {
 }
 
 async function maintenance(client: Client, command: string, verb: string | undefined, v: Record<string, unknown>, taskQueue: string, out: (s: string) => void): Promise<number> {
-  if (command === 'maintain') {
-    const h = await client.workflow.start('maintainPartitions', { taskQueue, workflowId: `maintain-${Date.now()}`, args: [maintainInputFrom(v)] });
+  if (command === 'maintain' || command === 'report') {
+    const input = { ...maintainInputFrom(v), ...(command === 'report' ? { reportOnly: true } : {}) };
+    const h = await client.workflow.start('maintainPartitions', { taskQueue, workflowId: `${command}-${Date.now()}`, args: [input] });
     const r: MaintainResult = await h.result();
     if (v.json) out(JSON.stringify(r, null, 2));
     else for (const l of maintainTable(r)) out(l);

@@ -5,7 +5,7 @@ import { parseTableName } from './ident';
 import { PartitionTableInput, partitionWorkflowId } from './input';
 
 export async function connectClient(config: PartflowConfig = loadConfig()): Promise<Client> {
-  const connection = await Connection.connect({ address: config.temporalAddress });
+  const connection = await Connection.connect({ address: config.temporalAddress, ...(config.connectionExtras as object) });
   return new Client({ connection, namespace: config.namespace });
 }
 

@@ -22,6 +22,8 @@ export interface MaintainTableInput {
 export interface MaintainPartitionsInput {
   tables: MaintainTableInput[];
   lockTimeoutMs?: number;
+  /** only the health report: create, move, detach nothing */
+  reportOnly?: boolean;
 }
 
 export interface MaintainTableSpec {
@@ -32,6 +34,7 @@ export interface MaintainTableSpec {
   exactCounts: boolean;
   timeZone: string;
   lockTimeoutMs: number;
+  reportOnly: boolean;
 }
 
 export function parseRetention(text: string, field: string): number {
@@ -47,7 +50,8 @@ export function validateMaintainInput(raw: unknown): MaintainTableSpec[] {
     throw new InputError('The input must be {"tables": [{"table": "generated_images", ...}]} with at least one table.');
   }
   const input = raw as MaintainPartitionsInput;
-  for (const k of Object.keys(input)) if (!['tables', 'lockTimeoutMs'].includes(k)) throw new InputError(`Unknown field "${k}"; known fields are tables, lockTimeoutMs.`);
+  for (const k of Object.keys(input)) if (!['tables', 'lockTimeoutMs', 'reportOnly'].includes(k)) throw new InputError(`Unknown field "${k}"; known fields are tables, lockTimeoutMs, reportOnly.`);
+  if (input.reportOnly !== undefined && typeof input.reportOnly !== 'boolean') throw new InputError('Field "reportOnly" must be true or false.');
   const lockTimeoutMs = input.lockTimeoutMs ?? 500;
   if (!Number.isInteger(lockTimeoutMs) || lockTimeoutMs < 10 || lockTimeoutMs > 60_000) throw new InputError('Field "lockTimeoutMs" must be a whole number from 10 to 60000.');
   return input.tables.map((t, i) => {
@@ -70,6 +74,7 @@ export function validateMaintainInput(raw: unknown): MaintainTableSpec[] {
       exactCounts: t.exactCounts === true,
       timeZone,
       lockTimeoutMs,
+      reportOnly: input.reportOnly === true,
     };
   });
 }

@@ -24,7 +24,7 @@ export async function createPartflowWorker(
   const log = opts.log ?? createLogger({ component: 'worker' });
   const pool = createPool(config.databaseUrl);
   const ownsConnection = !opts.connection;
-  const connection = opts.connection ?? (await NativeConnection.connect({ address: config.temporalAddress }));
+  const connection = opts.connection ?? (await NativeConnection.connect({ address: config.temporalAddress, ...(config.connectionExtras as object) }));
   const worker = await Worker.create({
     connection,
     namespace: config.namespace,
