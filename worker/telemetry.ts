@@ -34,7 +34,7 @@ export function metricsAddress(env: NodeJS.ProcessEnv = process.env): string {
 
 export function installRuntime(log: Logger): void {
   Runtime.install({
-    logger: new PinoSdkLogger(log.child({ component: 'temporal-sdk' })),
+    logger: new PinoSdkLogger(log.child({ source: 'temporal-sdk' })),
     shutdownSignals: ['SIGINT', 'SIGTERM'],
     telemetryOptions: {
       logging: { forward: {}, filter: makeTelemetryFilterString({ core: 'WARN', other: 'WARN' }) },
