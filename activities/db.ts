@@ -48,16 +48,19 @@ export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
 
+/** The running activity's context, or undefined when called outside one (scripts, tests). */
+export function activityContext(): Context | undefined {
+  try {
+    return Context.current();
+  } catch {
+    return undefined;
+  }
+}
+
 /** Heartbeats every few seconds while `work` runs, so a long statement is not mistaken for a dead worker. */
 export async function withHeartbeat<T>(details: () => unknown, work: () => Promise<T>): Promise<T> {
-  let ctx: Context | undefined;
-  try {
-    ctx = Context.current();
-  } catch {
-    ctx = undefined; // called outside an activity (scripts, tests)
-  }
-  if (!ctx) return work();
-  const c = ctx;
+  const c = activityContext();
+  if (!c) return work();
   c.heartbeat(details());
   const timer = setInterval(() => c.heartbeat(details()), 3000);
   try {
@@ -126,11 +129,7 @@ export async function withLockRetry<T>(
         const backoff = Math.min(10_000, 200 * 2 ** (attempt - 1));
         const wait = Math.round(backoff / 2 + Math.random() * backoff);
         log.warn({ step, attempt, waitMs: wait }, 'lock not available within lock_timeout; retrying');
-        try {
-          Context.current().heartbeat({ step, lockWaitRetries });
-        } catch {
-          /* not in an activity */
-        }
+        activityContext()?.heartbeat({ step, lockWaitRetries });
         await sleep(wait);
         continue;
       }

@@ -9,7 +9,7 @@ import { displayName, InputError, qualified, TableRef } from '../src/ident';
 import { validatePartitionInput } from '../src/input';
 import type { Logger } from '../src/logger';
 import { buildPlan, FORWARD_TRIGGER, pagesPerBatch, Plan, STATE_SCHEMA } from '../src/plan';
-import { classify, inTransaction, isTransient, sleep, withHeartbeat, withLockRetry } from './db';
+import { activityContext, classify, inTransaction, isTransient, sleep, withHeartbeat, withLockRetry } from './db';
 import { readTableInfo } from './inspect';
 import { metrics } from './metrics';
 
@@ -126,12 +126,7 @@ export function createPartitionActivities({ pool, log }: Deps) {
   async function backfillKeys(input: BackfillChunkInput): Promise<BackfillChunkResult> {
     const l = step('backfill', input.table);
     const started = Date.now();
-    let ctx: Context | undefined;
-    try {
-      ctx = Context.current();
-    } catch {
-      ctx = undefined;
-    }
+    const ctx = activityContext();
     let rowsThisChunk = 0;
     let batches = 0;
     try {
@@ -336,12 +331,7 @@ export function createPartitionActivities({ pool, log }: Deps) {
       let rowsThisChunk = 0;
       let pagesThisChunk = 0;
       let batches = 0;
-      let ctx: Context | undefined;
-      try {
-        ctx = Context.current();
-      } catch {
-        ctx = undefined;
-      }
+      const ctx = activityContext();
       try {
         const st = await runState(plan.table);
         if (!st || st.total_pages === null) throw ApplicationFailure.nonRetryable(`No backfill checkpoint for ${displayName(plan.table)}: the sync step did not run.`, 'StateMissing');

@@ -158,9 +158,14 @@ export async function partitionTable(input: PartitionTableInput & { resume?: Par
     if (s.rollbackRequested) throw new RollbackRequested('rollback requested');
   };
   const lt = opts.lockTimeoutMs;
+  /** Every phase change is a log line with the workflow id (added by the SDK), the table and the phase. */
+  const enter = (phase: Phase) => {
+    s.phase = phase;
+    log.info(`phase ${phase}`, { table, phase });
+  };
 
   async function compensate(finalState: 'rolled-back' | 'failed'): Promise<void> {
-    s.phase = 'rolling-back';
+    enter('rolling-back');
     const plan = s.plan;
     await CancellationScope.nonCancellable(async () => {
       while (s.done.length) {
@@ -173,17 +178,17 @@ export async function partitionTable(input: PartitionTableInput & { resume?: Par
         s.done.pop();
       }
     });
-    s.phase = finalState;
+    enter(finalState);
   }
 
   try {
     if (!input.resume) {
-      s.phase = 'preflight';
+      enter('preflight');
       const { resume: _ignored, ...raw } = input;
       const pre = await short.preflight(raw);
       s.plan = pre.plan;
       if (opts.dryRun) {
-        s.phase = 'done';
+        enter('done');
         return { status: 'dry-run', table, plan: pre.plan, statements: planStatements(pre.plan) };
       }
       checkRollback();
@@ -191,17 +196,17 @@ export async function partitionTable(input: PartitionTableInput & { resume?: Par
       await short.claimRun(opts.table);
 
       checkRollback();
-      s.phase = 'shadow';
+      enter('shadow');
       s.done.push('shadow');
       await short.createShadow(s.plan, lt);
 
       checkRollback();
-      s.phase = 'sync';
+      enter('sync');
       s.done.push('sync');
       const sync = await short.installSyncTrigger(s.plan, lt);
       s.totalPages = sync.totalPages;
       s.lockWaitRetries += sync.lockWaitRetries;
-      s.phase = 'backfill';
+      enter('backfill');
     }
     const plan = s.plan!;
 
@@ -235,13 +240,13 @@ export async function partitionTable(input: PartitionTableInput & { resume?: Par
           await continueAsNew<typeof partitionTable>({ ...input, resume: s });
         }
       }
-      s.phase = 'verify';
+      enter('verify');
     }
 
     if (s.phase === 'verify') {
       checkRollback();
       s.verify = await long.verify(plan);
-      s.phase = 'awaiting-approval';
+      enter('awaiting-approval');
     }
 
     if (s.phase === 'awaiting-approval') {
@@ -250,14 +255,14 @@ export async function partitionTable(input: PartitionTableInput & { resume?: Par
         await condition(() => s.approved || s.rollbackRequested);
       }
       checkRollback();
-      s.phase = 'cutover';
+      enter('cutover');
     }
 
     if (s.phase === 'cutover') {
       s.done.push('cutover');
       s.cutover = await long.cutover(plan, lt);
       s.lockWaitRetries += s.cutover.lockWaitRetries;
-      s.phase = 'rollback-window';
+      enter('rollback-window');
     }
 
     if (s.phase === 'rollback-window') {
@@ -266,7 +271,7 @@ export async function partitionTable(input: PartitionTableInput & { resume?: Par
       await short.finalize(plan, lt);
       s.done = [];
       await short.releaseRun(opts.table, 'done');
-      s.phase = 'done';
+      enter('done');
     }
     return { status: 'done', table, verify: s.verify, cutover: s.cutover, rowsCopied: s.rowsCopied, oldTable: displayName(plan.old) };
   } catch (err) {

@@ -4,36 +4,22 @@
 import { execFile } from 'child_process';
 import * as path from 'path';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
-import { Worker } from '@temporalio/worker';
-import { createActivities } from '../../activities';
-import { createPool } from '../../activities/db';
-import { createLogger } from '../../src/logger';
-import { createTestDb, TestDb } from '../helpers/pg';
+import type { TestDb } from '../helpers/pg';
 import { createTable } from '../helpers/tables';
-import { startDevServer } from '../helpers/temporal';
+import { startStack, Stack } from '../helpers/stack';
 
 const TQ = 'partflow-cli';
 const BIN = path.join(__dirname, '..', '..', 'bin', 'partflow.js');
+let stack: Stack;
 let env: TestWorkflowEnvironment;
 let db: TestDb;
-let worker: Worker;
-let running: Promise<void>;
 
 beforeAll(async () => {
-  db = await createTestDb('cli');
-  env = await startDevServer();
-  const pool = createPool(db.url);
-  worker = await Worker.create({
-    connection: env.nativeConnection, taskQueue: TQ, workflowsPath: require.resolve('../../workflows'),
-    activities: createActivities({ pool, log: createLogger({ test: 'cli' }).child({}, { level: 'warn' }) }),
-  });
-  running = worker.run().finally(() => pool.end());
+  stack = await startStack('cli', TQ);
+  ({ env, db } = stack);
 });
 afterAll(async () => {
-  worker?.shutdown();
-  await running;
-  await env?.teardown();
-  await db?.drop();
+  await stack?.teardown();
 });
 
 function cli(...args: string[]): Promise<{ code: number; out: string; err: string }> {

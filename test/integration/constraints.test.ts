@@ -13,28 +13,19 @@ import type { FixConstraintsInput, ForeignKeyFixInput } from '../../src/constrai
 import { createLogger } from '../../src/logger';
 import type { FixProgress, FixResult } from '../../workflows/fixConstraints';
 import { catalogSnapshot, createTestDb, TestDb } from '../helpers/pg';
-import { startDevServer } from '../helpers/temporal';
+import { startStack, Stack } from '../helpers/stack';
 import { sleep } from '../helpers/workflow';
 
 const TQ = 'partflow-fix';
+let stack: Stack;
 let env: TestWorkflowEnvironment;
 let db: TestDb;
-let worker: Worker;
-let running: Promise<void>;
 let n = 0;
 const writers: Writer[] = [];
 
 beforeAll(async () => {
-  db = await createTestDb('fix');
-  env = await startDevServer();
-  const pool = createPool(db.url);
-  worker = await Worker.create({
-    connection: env.nativeConnection,
-    taskQueue: TQ,
-    workflowsPath: require.resolve('../../workflows'),
-    activities: createActivities({ pool, log: createLogger({ test: 'constraints' }).child({}, { level: 'warn' }) }),
-  });
-  running = worker.run().finally(() => pool.end());
+  stack = await startStack('fix', TQ);
+  ({ env, db } = stack);
   await db.pool.query(`CREATE TABLE users (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), email text NOT NULL UNIQUE, nick text)`);
   await db.pool.query(`INSERT INTO users (email) SELECT 'u' || g || '@x' FROM generate_series(1, 200) g`);
 });
@@ -44,10 +35,7 @@ afterEach(async () => {
 });
 
 afterAll(async () => {
-  worker?.shutdown();
-  await running;
-  await env?.teardown();
-  await db?.drop();
+  await stack?.teardown();
 });
 
 const run = (input: FixConstraintsInput) => env.client.workflow.start('fixConstraints', { taskQueue: TQ, workflowId: `fix-${++n}-${Date.now()}`, args: [input] });

@@ -85,7 +85,7 @@ test('SIGKILL mid-backfill: the next worker resumes from the checkpoint; nothing
   // the worker's own evidence: JSON log lines that carry the workflow, table and step, and /metrics
   const parsed = logLines.filter((l) => l.startsWith('{')).map((l) => JSON.parse(l));
   expect(parsed.some((l) => l.step === 'cutover' && l.table === 'public.killed' && l.workflowId === h.workflowId && l.msg === 'cut over')).toBe(true);
-  expect(parsed.some((l) => l.source === 'temporal-sdk' && l.workflowId === h.workflowId)).toBe(true);
+  expect(parsed.some((l) => l.source === 'temporal-sdk' && l.workflowId === h.workflowId && l.table === 'public.killed' && l.phase === 'cutover')).toBe(true);
   const body = await (await fetch(`http://${METRICS}/metrics`)).text();
   const copied = /^partflow_rows_copied\{[^}]*table="public\.killed"[^}]*\} (\d+)/m.exec(body);
   expect(copied).not.toBeNull();

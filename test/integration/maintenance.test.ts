@@ -6,24 +6,19 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
-import { Worker } from '@temporalio/worker';
 import { Client } from 'pg';
-import { createActivities } from '../../activities';
-import { createPool } from '../../activities/db';
 import { compareWithRecord, Writer } from '../../demo/writer';
-import { createLogger } from '../../src/logger';
 import type { MaintainPartitionsInput } from '../../src/maintenance';
 import { createMaintenanceSchedule } from '../../src/schedule';
 import type { MaintainResult } from '../../workflows/maintainPartitions';
-import { catalogSnapshot, createTestDb, TestDb } from '../helpers/pg';
-import { startDevServer } from '../helpers/temporal';
+import { catalogSnapshot, TestDb } from '../helpers/pg';
+import { startStack, Stack } from '../helpers/stack';
 import { sleep } from '../helpers/workflow';
 
 const TQ = 'partflow-maint';
+let stack: Stack;
 let env: TestWorkflowEnvironment;
 let db: TestDb;
-let worker: Worker;
-let running: Promise<void>;
 let n = 0;
 let current: { y: number; m: number };
 const archiveDir = fs.mkdtempSync(path.join(os.tmpdir(), 'pf-archive-'));
@@ -39,25 +34,14 @@ function month(k: number): { name: string; start: string } {
 
 beforeAll(async () => {
   process.env.PARTFLOW_ARCHIVE_DIR = archiveDir;
-  db = await createTestDb('maint');
-  env = await startDevServer();
-  const pool = createPool(db.url);
-  worker = await Worker.create({
-    connection: env.nativeConnection,
-    taskQueue: TQ,
-    workflowsPath: require.resolve('../../workflows'),
-    activities: createActivities({ pool, log: createLogger({ test: 'maintenance' }).child({}, { level: 'warn' }) }),
-  });
-  running = worker.run().finally(() => pool.end());
+  stack = await startStack('maint', TQ);
+  ({ env, db } = stack);
   const r = await db.pool.query(`SELECT extract(year FROM now() AT TIME ZONE 'UTC')::int AS y, extract(month FROM now() AT TIME ZONE 'UTC')::int AS m`);
   current = { y: r.rows[0].y, m: r.rows[0].m };
 });
 
 afterAll(async () => {
-  worker?.shutdown();
-  await running;
-  await env?.teardown();
-  await db?.drop();
+  await stack?.teardown();
 });
 
 /** A partitioned table with UTC monthly partitions for months [from, to] relative to now, and a default. */

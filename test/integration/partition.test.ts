@@ -5,43 +5,27 @@
  */
 import { WorkflowFailedError, WorkflowHandle } from '@temporalio/client';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
-import { Worker } from '@temporalio/worker';
 import { Client } from 'pg';
-import { createActivities } from '../../activities';
-import { createPool } from '../../activities/db';
 import { compareWithRecord, Writer } from '../../demo/writer';
-import { createLogger } from '../../src/logger';
 import type { PartitionTableInput } from '../../src/input';
-import { catalogSnapshot, createTestDb, TestDb } from '../helpers/pg';
+import { catalogSnapshot, TestDb } from '../helpers/pg';
 import { createTable, TestTable } from '../helpers/tables';
-import { startDevServer } from '../helpers/temporal';
+import { startStack, Stack } from '../helpers/stack';
 import { progress, sleep, waitFor } from '../helpers/workflow';
 
 const TQ = 'partflow-it';
+let stack: Stack;
 let env: TestWorkflowEnvironment;
 let db: TestDb;
-let worker: Worker;
-let running: Promise<void>;
 let seq = 0;
 
 beforeAll(async () => {
-  db = await createTestDb('it');
-  env = await startDevServer();
-  const pool = createPool(db.url);
-  worker = await Worker.create({
-    connection: env.nativeConnection,
-    taskQueue: TQ,
-    workflowsPath: require.resolve('../../workflows'),
-    activities: createActivities({ pool, log: createLogger({ test: 'integration' }).child({}, { level: 'warn' }) }),
-  });
-  running = worker.run().finally(() => pool.end());
+  stack = await startStack('it', TQ);
+  ({ env, db } = stack);
 });
 
 afterAll(async () => {
-  worker?.shutdown();
-  await running;
-  await env?.teardown();
-  await db?.drop();
+  await stack?.teardown();
 });
 
 function start(input: PartitionTableInput, workflowId = `it-${++seq}-${Date.now()}`): Promise<WorkflowHandle> {

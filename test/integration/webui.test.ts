@@ -7,37 +7,26 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
-import { Worker } from '@temporalio/worker';
 import { Client } from 'pg';
 import { Browser, chromium, Page } from 'playwright-core';
-import { createActivities } from '../../activities';
-import { createPool } from '../../activities/db';
 import { compareWithRecord, Writer } from '../../demo/writer';
-import { createLogger } from '../../src/logger';
-import { createTestDb, TestDb } from '../helpers/pg';
+import type { TestDb } from '../helpers/pg';
 import { createTable } from '../helpers/tables';
-import { startDevServer } from '../helpers/temporal';
+import { startStack, Stack } from '../helpers/stack';
 import { waitFor } from '../helpers/workflow';
 
 const TQ = 'partflow-ui';
 const UI_PORT = 18233 + (process.pid % 500);
 const SHOTS = path.join(__dirname, '..', '..', 'test-artifacts', 'webui');
+let stack: Stack;
 let env: TestWorkflowEnvironment;
 let db: TestDb;
-let worker: Worker;
-let running: Promise<void>;
 let browser: Browser;
 
 beforeAll(async () => {
   fs.mkdirSync(SHOTS, { recursive: true });
-  db = await createTestDb('ui');
-  env = await startDevServer([], { uiPort: UI_PORT });
-  const pool = createPool(db.url);
-  worker = await Worker.create({
-    connection: env.nativeConnection, taskQueue: TQ, workflowsPath: require.resolve('../../workflows'),
-    activities: createActivities({ pool, log: createLogger({ test: 'webui' }).child({}, { level: 'warn' }) }),
-  });
-  running = worker.run().finally(() => pool.end());
+  stack = await startStack('ui', TQ, { uiPort: UI_PORT });
+  ({ env, db } = stack);
   browser = await chromium.launch({
     executablePath: process.env.CHROMIUM_PATH ?? '/usr/bin/chromium',
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--disable-quic'],
@@ -46,10 +35,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await browser?.close();
-  worker?.shutdown();
-  await running;
-  await env?.teardown();
-  await db?.drop();
+  await stack?.teardown();
 });
 
 const ui = (p: string) => `http://127.0.0.1:${UI_PORT}/namespaces/default${p}`;
