@@ -10,6 +10,7 @@ import { validatePartitionInput } from '../src/input';
 import type { Logger } from '../src/logger';
 import { buildPlan, FORWARD_TRIGGER, pagesPerBatch, Plan, STATE_SCHEMA } from '../src/plan';
 import { activityContext, classify, inTransaction, isTransient, sleep, withHeartbeat, withLockRetry } from './db';
+import { faultPoint } from './faults';
 import { readTableInfo } from './inspect';
 import { metrics } from './metrics';
 
@@ -263,6 +264,7 @@ export function createPartitionActivities({ pool, log }: Deps) {
           if (has.rowCount) continue;
           await withLockRetry(pool, l, `shadow foreign key ${i + 1}`, lockTimeoutMs, (c) => c.query(fk));
         }
+        await faultPoint('shadow', l);
       });
       l.info({ created, partitions: plan.partitions.length + 1 }, 'shadow table ready');
       return { created, foreignKeys: plan.sql.shadowForeignKeys.length };
@@ -293,6 +295,7 @@ export function createPartitionActivities({ pool, log }: Deps) {
         if (!src || src.oid !== plan.tableOid) throw ApplicationFailure.nonRetryable(`Table ${displayName(plan.table)} changed since preflight (dropped or replaced); start again.`, 'TableChanged');
         const has = await c.query(`SELECT 1 FROM pg_trigger WHERE tgrelid = $1 AND tgname = $2`, [plan.tableOid, FORWARD_TRIGGER]);
         if (!has.rowCount) for (const sql of plan.sql.syncTrigger) await c.query(sql);
+        await faultPoint('sync', l);
         const r = await c.query(
           `UPDATE ${RUNS} SET total_pages = coalesce(total_pages, pg_relation_size($3::regclass) / current_setting('block_size')::int), updated_at = now()
             WHERE table_schema = $1 AND table_name = $2 RETURNING total_pages`,
@@ -350,6 +353,7 @@ export function createPartitionActivities({ pool, log }: Deps) {
             async (c) => {
               const r = await c.query(input.sql.backfillBatch, [`(${from},0)`, `(${to},0)`]);
               const read = Number(r.rows[0].read);
+              if (batches === 2) await faultPoint('backfill', l); // mid-batch: copied, not committed
               const u = await c.query(
                 `UPDATE ${RUNS} SET next_page = $4, rows_copied = rows_copied + $5, updated_at = now()
                   WHERE table_schema = $1 AND table_name = $2 AND next_page = $3`,
@@ -404,6 +408,7 @@ export function createPartitionActivities({ pool, log }: Deps) {
               pool,
               async (c) => {
                 const a = await c.query(plan.sql.verifySource);
+                await faultPoint('verify', l);
                 const b = await c.query(plan.sql.verifyShadow);
                 return [a.rows, b.rows];
               },
@@ -441,6 +446,7 @@ export function createPartitionActivities({ pool, log }: Deps) {
             const src = await relOid(c, plan.table);
             if (!src || src.oid !== plan.tableOid) throw ApplicationFailure.nonRetryable(`Table ${displayName(plan.table)} changed since preflight; not cutting over.`, 'TableChanged');
             for (const sql of plan.sql.cutover.slice(1)) await c.query(sql);
+            await faultPoint('cutover', l); // renamed, not committed
             await c.query(`UPDATE ${RUNS} SET cutover_done = true, updated_at = now() WHERE table_schema = $1 AND table_name = $2`, [plan.table.schema, plan.table.name]);
           }),
       );
@@ -477,6 +483,7 @@ export function createPartitionActivities({ pool, log }: Deps) {
       const l = step('finalize', plan.table);
       await withLockRetry(pool, l, 'finalize', lockTimeoutMs, async (c) => {
         for (const sql of plan.sql.finalize) await c.query(sql);
+        await faultPoint('finalize', l);
       });
       l.info({ old: displayName(plan.old) }, 'reverse trigger dropped; old table kept');
     },

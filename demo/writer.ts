@@ -42,6 +42,8 @@ export class Writer {
   private touched = new Set<string>();
   private lanes: { client: Client; ids: string[] }[] = [];
   private running = false;
+  private holding = false;
+  private idle: boolean[] = [];
   private loops: Promise<void>[] = [];
   private latencies: number[] = [];
   readonly stats: WriterStats = { ops: 0, inserts: 0, updates: 0, moves: 0, rekeys: 0, deletes: 0, errors: 0, errorSamples: [], maxLatencyMs: 0, p99LatencyMs: 0 };
@@ -101,6 +103,12 @@ export class Writer {
     const ret = `RETURNING ${s.id}::text AS k, row_to_json(t)::text AS r`;
     const pause = 1000 / (this.opts.opsPerSecondPerLane ?? 25);
     while (this.running) {
+      if (this.holding) {
+        this.idle[laneNo] = true;
+        await new Promise((r) => setTimeout(r, 20));
+        continue;
+      }
+      this.idle[laneNo] = false;
       const op: Op = lane.ids.length === 0 ? 'insert' : this.pick(rnd);
       const idx = Math.floor(rnd() * lane.ids.length);
       const id = lane.ids[idx];
@@ -162,6 +170,25 @@ export class Writer {
     lane.ids.pop();
     this.record.delete(id);
     this.touched.add(id);
+  }
+
+  /**
+   * Stops issuing statements and waits until none is in flight: for a database restart, where a statement
+   * cut off mid-flight would leave its outcome unknown. `release` reconnects every lane and goes on.
+   */
+  async hold(): Promise<void> {
+    this.holding = true;
+    while (this.idle.filter(Boolean).length < this.lanes.length) await new Promise((r) => setTimeout(r, 20));
+  }
+
+  async release(): Promise<void> {
+    for (const lane of this.lanes) {
+      await lane.client.end().catch(() => undefined);
+      lane.client = new Client({ ...this.conn, application_name: 'partflow-demo-writer' });
+      lane.client.on('error', () => undefined);
+      await lane.client.connect();
+    }
+    this.holding = false;
   }
 
   /** Ids whose rows the writer changed (including deleted ones). */

@@ -10,6 +10,8 @@ ensure_build
 cd "$PARTFLOW_ROOT"
 mkdir -p test-artifacts
 set +e
+# no arguments: unit, workflow and integration tests; the fault suite is `npm run test:faults`
+if [ $# -eq 0 ]; then set -- --selectProjects unit workflow integration; fi
 npx jest --runInBand --forceExit --json --outputFile=test-artifacts/jest.json "$@"
 rc=$?
 set -e
