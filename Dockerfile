@@ -10,7 +10,8 @@ COPY workflows workflows
 COPY worker worker
 COPY demo demo
 COPY test test
-RUN npx tsc -p tsconfig.json && npm prune --omit=dev
+COPY bench bench
+RUN npx tsc -p tsconfig.json && node dist/worker/bundle.js dist/workflow-bundle.js && npm prune --omit=dev
 
 FROM node:20-bookworm-slim
 WORKDIR /app
@@ -22,6 +23,7 @@ COPY bin bin
 # psql, for the "dump" archive mode of maintainPartitions
 RUN apt-get update && apt-get install -y --no-install-recommends postgresql-client && rm -rf /var/lib/apt/lists/*
 ENV PARTFLOW_ARCHIVE_DIR=/archive
+ENV PARTFLOW_WORKFLOW_BUNDLE=/app/dist/workflow-bundle.js
 RUN mkdir -p /archive && chown node /archive
 USER node
 CMD ["node", "dist/worker/main.js"]

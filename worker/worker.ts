@@ -29,7 +29,8 @@ export async function createPartflowWorker(
     connection,
     namespace: config.namespace,
     taskQueue: config.taskQueue,
-    workflowsPath: workflowsPath(),
+    // a bundle built ahead of time (Dockerfile) starts faster; without one, the SDK bundles at start
+    ...(process.env.PARTFLOW_WORKFLOW_BUNDLE ? { workflowBundle: { codePath: process.env.PARTFLOW_WORKFLOW_BUNDLE } } : { workflowsPath: workflowsPath() }),
     activities: createActivities({ pool, log }),
     ...opts.worker,
   });

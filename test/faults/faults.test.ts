@@ -62,9 +62,13 @@ function startWorker(faultPoint?: string): { proc: ChildProcess; reached: Promis
 }
 
 async function kill(p: ChildProcess): Promise<void> {
-  if (p.exitCode !== null) return;
-  p.kill('SIGKILL');
-  await new Promise((r) => p.once('exit', r));
+  if (p.exitCode === null && p.signalCode === null) {
+    const exited = new Promise((r) => p.once('exit', r));
+    p.kill('SIGKILL');
+    await exited;
+  }
+  const i = workers.indexOf(p);
+  if (i >= 0) workers.splice(i, 1);
 }
 
 beforeAll(async () => {
@@ -76,7 +80,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  for (const w of workers) await kill(w);
+  for (const w of [...workers]) await kill(w);
   await connection?.close();
   if (server) await kill(server);
   await db?.drop();
@@ -122,7 +126,7 @@ async function scenario(name: string, key: KeyKind, input: Record<string, unknow
     await w.stop().catch(() => undefined);
     throw err;
   } finally {
-    for (const p of workers) await kill(p);
+    for (const p of [...workers]) await kill(p);
   }
 }
 
@@ -225,7 +229,7 @@ test('pgbench write workload for the whole run: zero failed transactions', async
   const processed = Number(/number of transactions actually processed: (\d+)/.exec(out)?.[1] ?? '0');
   const latency = /latency average = ([\d.]+) ms/.exec(out)?.[1];
   report.push({ scenario: 'pgbench -c 4 -R 100 for 25 s across the whole run', outcome: failed === 0 && result.status === 'done' ? 'pass' : 'FAIL', details: `${processed} transactions, ${failed} failed, latency average ${latency} ms; workflow ${result.status}` });
-  for (const p of workers) await kill(p);
+  for (const p of [...workers]) await kill(p);
   expect(result.status).toBe('done');
   expect(processed).toBeGreaterThan(500);
   expect(failed).toBe(0);

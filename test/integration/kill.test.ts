@@ -4,10 +4,12 @@
  * Uses the compiled worker (dist/), as an operator runs it.
  */
 import { ChildProcess, spawn } from 'child_process';
+import * as os from 'os';
 import * as path from 'path';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { Client } from 'pg';
 import { compareWithRecord, Writer } from '../../demo/writer';
+import { writeBundle } from '../../worker/bundle';
 import { createTestDb, TestDb } from '../helpers/pg';
 import { createTable } from '../helpers/tables';
 import { startDevServer } from '../helpers/temporal';
@@ -21,9 +23,9 @@ const procs: ChildProcess[] = [];
 const METRICS = `127.0.0.1:${19000 + (process.pid % 500)}`;
 const logLines: string[] = [];
 
-function startWorker(address: string): ChildProcess {
+function startWorker(address: string, bundle?: string): ChildProcess {
   const p = spawn(process.execPath, [path.join(__dirname, '..', '..', 'dist', 'worker', 'main.js')], {
-    env: { ...process.env, TEMPORAL_ADDRESS: address, PARTFLOW_TASK_QUEUE: TQ, DATABASE_URL: db.url, PARTFLOW_LOG_LEVEL: 'info', PARTFLOW_LOG_JSON: '1', PARTFLOW_METRICS_ADDRESS: METRICS },
+    env: { ...process.env, ...(bundle ? { PARTFLOW_WORKFLOW_BUNDLE: bundle } : {}), TEMPORAL_ADDRESS: address, PARTFLOW_TASK_QUEUE: TQ, DATABASE_URL: db.url, PARTFLOW_LOG_LEVEL: 'info', PARTFLOW_LOG_JSON: '1', PARTFLOW_METRICS_ADDRESS: METRICS },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   let buf = '';
@@ -67,7 +69,10 @@ test('SIGKILL mid-backfill: the next worker resumes from the checkpoint; nothing
   await new Promise((r) => setTimeout(r, 1500));
   // nothing moves while no worker runs
   expect(Number((await db.pool.query(`SELECT next_page FROM partflow.runs WHERE table_name = 'killed'`)).rows[0].next_page)).toBe(atKill);
-  startWorker(address);
+  // the second worker runs from a bundle built ahead of time, as the Docker image does
+  const bundle = path.join(os.tmpdir(), `pf-kill-bundle-${process.pid}.js`);
+  await writeBundle(bundle);
+  startWorker(address, bundle);
   const result = await h.result();
   const stats = await w.stop();
   expect(result.status).toBe('done');

@@ -49,6 +49,20 @@ test('the Dockerfile builds and starts what npm run worker starts', () => {
   const cmd = /^CMD \["node", "([^"]+)"\]$/m.exec(dockerfile)![1];
   expect(pkg.scripts.worker).toBe(`node ${cmd}`);
   expect(fs.existsSync(path.join(ROOT, cmd.replace(/^dist\//, '').replace(/\.js$/, '.ts')))).toBe(true);
-  for (const dir of ['src', 'activities', 'workflows', 'worker']) expect(dockerfile).toContain(`COPY ${dir} ${dir}`);
+  // everything tsconfig.json compiles must be in the build stage, or `tsc` fails there
+  const tsconfig = JSON.parse(fs.readFileSync(path.join(ROOT, 'tsconfig.json'), 'utf8'));
+  for (const dir of tsconfig.include as string[]) expect(dockerfile).toContain(`COPY ${dir} ${dir}`);
   expect(dockerfile).toMatch(/postgresql-client/);
+  // the workflow bundle is built in the image and the worker is pointed at it
+  const bundle = /node dist\/worker\/bundle\.js (\S+)/.exec(dockerfile)![1];
+  expect(dockerfile).toContain(`ENV PARTFLOW_WORKFLOW_BUNDLE=/app/${bundle}`);
+});
+
+test('the ahead-of-time workflow bundle holds every workflow', async () => {
+  const { writeBundle } = await import('../../worker/bundle');
+  const out = path.join(require('os').tmpdir(), `pf-bundle-${process.pid}.js`);
+  expect(await writeBundle(out)).toBeGreaterThan(100_000);
+  const code = fs.readFileSync(out, 'utf8');
+  for (const wf of ['partitionTable', 'fixConstraints', 'maintainPartitions']) expect(code).toContain(wf);
+  fs.unlinkSync(out);
 });
