@@ -99,12 +99,17 @@ async function scenario(name: string, key: KeyKind, input: Record<string, unknow
   const w = new Writer(t.spec, db.conn, { lanes: 3, opsPerSecondPerLane: 30, snapshot: true, seed: n });
   await w.start();
   let details = '';
+  const step = (m: string) => process.stderr.write(`[faults] ${name}: ${m}\n`);
   try {
+    step('start');
     const h = await client.workflow.start('partitionTable', { taskQueue: TQ, workflowId: `fault-${table}-${Date.now()}`, args: [{ table, batchSize: 300, sleepMs: 20, approval: 'auto', rollbackWindow: '0s', ...input }] });
     details = await fault(h, w);
+    step(`fault done: ${details}`);
     const result = await h.result();
+    step('workflow finished');
     await sleep(300);
     const stats = await w.stop();
+    step('writers stopped');
     const c = new Client(db.conn);
     await c.connect();
     const cmp = await compareWithRecord(c, t.spec, w.record);
@@ -168,11 +173,12 @@ test('the Temporal server killed and restarted mid-backfill', async () => {
 });
 
 test('PostgreSQL restarted (fast shutdown) mid-backfill', async () => {
+  // spawn with stdio ignored and wait for 'exit': the restarted postmaster keeps any inherited pipe open
   const pgctl = (args: string[]) => new Promise<void>((resolve, reject) => {
     const bin = fs.readdirSync('/usr/lib/postgresql').map((v) => `/usr/lib/postgresql/${v}/bin/pg_ctl`).find((p) => fs.existsSync(p))!;
-    const cmd = process.getuid && process.getuid() === 0 ? 'runuser' : bin;
-    const full = cmd === 'runuser' ? ['-u', 'postgres', '--', bin, ...args] : args;
-    execFile(cmd, full, (e) => (e ? reject(e) : resolve()));
+    const root = process.getuid && process.getuid() === 0;
+    const p = spawn(root ? 'runuser' : bin, root ? ['-u', 'postgres', '--', bin, ...args] : args, { stdio: 'ignore' });
+    p.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`pg_ctl exited ${code}`))));
   });
   const dataDir = process.env.PARTFLOW_PG_DATA ?? path.join(os.homedir(), '.cache', 'partflow', 'pgdata');
   await scenario('PostgreSQL fast restart mid-backfill', 'bigserial', { batchSize: 100, sleepMs: 30 }, async (h, writer) => {
@@ -180,7 +186,7 @@ test('PostgreSQL restarted (fast shutdown) mid-backfill', async () => {
       const before = await waitFor(h, (p) => p.phase === 'backfill' && p.checkpointPage > 3, 'backfill', 120_000);
       await writer.hold(); // a statement cut off by the shutdown would have an unknown outcome
       const t0 = Date.now();
-      await pgctl(['-D', dataDir, '-m', 'fast', '-w', 'restart']);
+      await pgctl(['-D', dataDir, '-l', path.join(dataDir, 'server.log'), '-m', 'fast', '-w', 'restart']);
       const down = Date.now() - t0;
       await writer.release();
       return `restarted at ${before.checkpoint} (${down} ms); the backfill resumed from its committed checkpoint`;
@@ -189,7 +195,7 @@ test('PostgreSQL restarted (fast shutdown) mid-backfill', async () => {
 
 test('pause held for a minute while writers go on, then resume', async () => {
   const holdMs = Number(process.env.PARTFLOW_FAULT_PAUSE_MS ?? 60_000);
-  await scenario(`pause held ${Math.round(holdMs / 1000)} s`, 'uuid', { batchSize: 100, sleepMs: 30 }, async (h) => {
+  await scenario(`pause held ${Math.round(holdMs / 1000)} s`, 'uuid', { batchSize: 50, sleepMs: 100 }, async (h) => {
     startWorker();
     await waitFor(h, (p) => p.phase === 'backfill' && p.checkpointPage > 3, 'backfill', 120_000);
     await h.signal('pause');
