@@ -3,6 +3,11 @@
 source "$(dirname "$0")/env.sh"
 ensure_node_modules
 ensure_postgres
+# the peer: pg_partman 4.7 from Debian
+if ! ls /usr/share/postgresql/*/extension/pg_partman.control >/dev/null 2>&1; then
+  say "installing Debian's pg_partman for the peer measurement"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "postgresql-$(ls /usr/lib/postgresql | sort -n | tail -1)-partman" >/dev/null || say "pg_partman not installed; the peer is skipped"
+fi
 ensure_temporal_server
 ensure_build
 cd "$PARTFLOW_ROOT"
