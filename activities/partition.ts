@@ -121,6 +121,27 @@ export function createPartitionActivities({ pool, log }: Deps) {
   }
 
   /**
+   * One backfill batch: `copy` runs in a transaction that also advances the checkpoint in partflow.runs,
+   * guarded by the checkpoint the batch started from (`where` + `params`). Returns the rows read, or -1 when
+   * another attempt of the activity moved the checkpoint first (then nothing of this batch is kept).
+   */
+  function guardedBatch(table: TableRef, set: string, where: string, params: unknown[], copy: (c: PoolClient) => Promise<number>): Promise<number> {
+    return inTransaction(
+      pool,
+      async (c) => {
+        const read = await copy(c);
+        const u = await c.query(`UPDATE ${RUNS} SET ${set}, rows_copied = rows_copied + $3, updated_at = now() WHERE table_schema = $1 AND table_name = $2 AND ${where}`, [table.schema, table.name, read, ...params]);
+        if (u.rowCount !== 1) throw Object.assign(new Error('checkpoint moved under us'), { code: 'PF001' });
+        return read;
+      },
+      { lockTimeoutMs: 5000 },
+    ).catch((err) => {
+      if ((err as { code?: string }).code === 'PF001') return -1;
+      throw err;
+    });
+  }
+
+  /**
    * Key-range walk (PostgreSQL 13, or copyMode "keys"): find the bound `batchSize` keys ahead without
    * locks, then copy exactly (last, bound] under FOR SHARE and commit the bound as the checkpoint.
    */
@@ -145,22 +166,9 @@ export function createPartitionActivities({ pool, log }: Deps) {
         const hi: string[] = b.rows[0]?.k ?? max;
         const from = last;
         const batchStarted = Date.now();
-        const read = await inTransaction(
-          pool,
-          async (c) => {
-            const r = from ? await c.query(input.sql.keyCopy, [...from, ...hi]) : await c.query(input.sql.keyCopyFirst, [...hi]);
-            const u = await c.query(
-              `UPDATE ${RUNS} SET last_key = $4::text[], rows_copied = rows_copied + $5, updated_at = now()
-                WHERE table_schema = $1 AND table_name = $2 AND last_key IS NOT DISTINCT FROM $3::text[]`,
-              [input.table.schema, input.table.name, from, hi, Number(r.rows[0].read)],
-            );
-            if (u.rowCount !== 1) throw Object.assign(new Error('checkpoint moved under us'), { code: 'PF001' });
-            return Number(r.rows[0].read);
-          },
-          { lockTimeoutMs: 5000 },
-        ).catch((err) => {
-          if ((err as { code?: string }).code === 'PF001') return -1;
-          throw err;
+        const read = await guardedBatch(input.table, 'last_key = $5::text[]', 'last_key IS NOT DISTINCT FROM $4::text[]', [from, hi], async (c) => {
+          const r = from ? await c.query(input.sql.keyCopy, [...from, ...hi]) : await c.query(input.sql.keyCopyFirst, [...hi]);
+          return Number(r.rows[0].read);
         });
         if (read < 0) {
           const again = await runState(input.table);
@@ -348,24 +356,10 @@ export function createPartitionActivities({ pool, log }: Deps) {
           const to = Math.min(total, next + per);
           const from = next;
           const batchStarted = Date.now();
-          const n = await inTransaction(
-            pool,
-            async (c) => {
-              const r = await c.query(input.sql.backfillBatch, [`(${from},0)`, `(${to},0)`]);
-              const read = Number(r.rows[0].read);
-              if (batches === 2) await faultPoint('backfill', l); // mid-batch: copied, not committed
-              const u = await c.query(
-                `UPDATE ${RUNS} SET next_page = $4, rows_copied = rows_copied + $5, updated_at = now()
-                  WHERE table_schema = $1 AND table_name = $2 AND next_page = $3`,
-                [plan.table.schema, plan.table.name, from, to, read],
-              );
-              if (u.rowCount !== 1) throw Object.assign(new Error('checkpoint moved under us'), { code: 'PF001' });
-              return read;
-            },
-            { lockTimeoutMs: 5000 },
-          ).catch(async (err) => {
-            if ((err as { code?: string }).code === 'PF001') return -1;
-            throw err;
+          const n = await guardedBatch(plan.table, 'next_page = $5', 'next_page = $4', [from, to], async (c) => {
+            const r = await c.query(input.sql.backfillBatch, [`(${from},0)`, `(${to},0)`]);
+            if (batches === 2) await faultPoint('backfill', l); // mid-batch: copied, not committed
+            return Number(r.rows[0].read);
           });
           if (n < 0) {
             // another attempt of this activity advanced the checkpoint: continue from where it is now

@@ -97,6 +97,7 @@ async function main(): Promise<void> {
       await pool.query(`DELETE FROM partman.part_config WHERE parent_table = 'public.pm_dst'`);
       await pool.query(`CREATE TABLE pm_src AS SELECT * FROM images`);
       await pool.query(`ALTER TABLE pm_src ADD PRIMARY KEY (id)`);
+      const srcRows = Number((await pool.query(`SELECT count(*) AS n FROM pm_src`)).rows[0].n);
       await pool.query(`CREATE TABLE pm_dst (LIKE images INCLUDING DEFAULTS) PARTITION BY RANGE (created_at)`);
       for (const sql of [`ALTER TABLE pm_dst ADD PRIMARY KEY (id, created_at)`, `CREATE INDEX ON pm_dst (user_id, status) WHERE user_id IS NOT NULL`, `CREATE INDEX ON pm_dst (expires_at)`,
         `CREATE INDEX ON pm_dst (generation_type, status, created_at)`, `CREATE INDEX ON pm_dst (created_at)`]) await pool.query(sql);
@@ -105,7 +106,7 @@ async function main(): Promise<void> {
       await pool.query(`CALL partman.partition_data_proc('public.pm_dst', p_wait := 0, p_source_table := 'public.pm_src', p_quiet := true)`);
       results.peer.push(Date.now() - t0);
       const moved = Number((await pool.query(`SELECT count(*) AS n FROM pm_dst`)).rows[0].n);
-      if (moved !== ROWS) throw new Error(`pg_partman moved ${moved} rows, expected ${ROWS}`);
+      if (moved !== srcRows) throw new Error(`pg_partman moved ${moved} rows, expected ${srcRows}`);
       await pool.query(`DROP TABLE pm_src, pm_dst CASCADE`);
       await pool.query(`DELETE FROM partman.part_config WHERE parent_table = 'public.pm_dst'`);
     }
