@@ -1,14 +1,13 @@
 /**
  * Activities of `fixConstraints`. Each looks at the catalog first and does only what is missing.
  */
-import { Context } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
 import type { Pool, PoolClient } from 'pg';
 import {
   auditSql, describeFix, Fix, fkClause, FixOptions, ForeignKeyFix, repairBatchSql, restoreSql, supportingIndexName,
 } from '../src/constraints';
 import { displayName, InputError, qualified, quoteIdent as q, TableRef } from '../src/ident';
-import { classify, inTransaction, withHeartbeat, withLockRetry } from './db';
+import { activityContext, classify, currentWorkflowId, ensureCatalog, inTransaction, withHeartbeat, withLockRetry } from './db';
 import type { Deps } from './partition';
 
 export interface FixInfo {
@@ -175,31 +174,16 @@ function plannedSql(fix: Fix, info: FixInfo, batchSize: number): { sql: string[]
   return { sql, notes };
 }
 
-async function ensureRepairsTable(pool: Pool): Promise<void> {
-  for (let i = 0; ; i++) {
-    try {
-      await inTransaction(pool, async (c) => {
-        await c.query(`CREATE SCHEMA IF NOT EXISTS partflow`);
-        await c.query(`CREATE TABLE IF NOT EXISTS partflow.repairs (id bigserial PRIMARY KEY, workflow_id text NOT NULL, fix_no int NOT NULL,
-          table_name text NOT NULL, pk jsonb NOT NULL, action text NOT NULL, old_values jsonb, old_row jsonb,
-          repaired_at timestamptz NOT NULL DEFAULT now(), restored_at timestamptz)`);
-      });
-      return;
-    } catch (err) {
-      const code = (err as { code?: string }).code;
-      if ((code === '23505' || code === '42P07') && i < 3) continue;
-      throw err;
-    }
-  }
+function ensureRepairsTable(pool: Pool): Promise<void> {
+  return ensureCatalog(pool, [
+    `CREATE SCHEMA IF NOT EXISTS partflow`,
+    `CREATE TABLE IF NOT EXISTS partflow.repairs (id bigserial PRIMARY KEY, workflow_id text NOT NULL, fix_no int NOT NULL,
+      table_name text NOT NULL, pk jsonb NOT NULL, action text NOT NULL, old_values jsonb, old_row jsonb,
+      repaired_at timestamptz NOT NULL DEFAULT now(), restored_at timestamptz)`,
+  ]);
 }
 
-function wfId(): string {
-  try {
-    return Context.current().info.workflowExecution?.workflowId ?? "local";
-  } catch {
-    return 'local';
-  }
-}
+const wfId = (): string => currentWorkflowId() ?? 'local';
 
 export function createConstraintActivities({ pool, log }: Deps) {
   const l = (step: string, fix: Fix) => log.child({ step, fix: describeFix(fix), workflowId: wfId() });
@@ -329,11 +313,7 @@ export function createConstraintActivities({ pool, log }: Deps) {
         for (;;) {
           const r = await inTransaction(pool, (c) => c.query(sql, [wf, fixNo, batchSize]), { lockTimeoutMs: 5000 });
           rows += r.rowCount ?? 0;
-          try {
-            Context.current().heartbeat({ fix: fix.name, rowsRepaired: rows });
-          } catch {
-            /* outside an activity */
-          }
+          activityContext()?.heartbeat({ fix: fix.name, rowsRepaired: rows });
           if (!r.rowCount) break;
         }
         log.info({ rows }, 'repaired');

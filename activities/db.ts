@@ -57,6 +57,30 @@ export function activityContext(): Context | undefined {
   }
 }
 
+/** The id of the workflow that runs the current activity, or null outside an activity. */
+export function currentWorkflowId(): string | null {
+  return activityContext()?.info.workflowExecution?.workflowId ?? null;
+}
+
+/**
+ * Creates partflow's own bookkeeping objects (`CREATE ... IF NOT EXISTS`). Two workers doing it at once
+ * race on the catalog: one wins, the other sees a unique violation and simply looks again.
+ */
+export async function ensureCatalog(pool: Pool, statements: string[]): Promise<void> {
+  for (let i = 0; ; i++) {
+    try {
+      await inTransaction(pool, async (c) => {
+        for (const sql of statements) await c.query(sql);
+      });
+      return;
+    } catch (err) {
+      const code = (err as { code?: string }).code;
+      if ((code === '23505' || code === '42P07') && i < 3) continue;
+      throw err;
+    }
+  }
+}
+
 /** Heartbeats every few seconds while `work` runs, so a long statement is not mistaken for a dead worker. */
 export async function withHeartbeat<T>(details: () => unknown, work: () => Promise<T>): Promise<T> {
   const c = activityContext();

@@ -16,7 +16,7 @@ import type { Pool, PoolClient, PoolConfig } from 'pg';
 import { displayName, InputError, qualified, quoteIdent as q, TableRef } from '../src/ident';
 import { expiredPartitions, LocalRange, MaintainTableSpec, monthCoverage, monthsToPremake } from '../src/maintenance';
 import { addMonths, boundLiteral, formatMonth, Month, parseMonth, PartitionColumnType, partitionName } from '../src/partitions';
-import { classify, inTransaction, withHeartbeat, withLockRetry } from './db';
+import { classify, ensureCatalog, inTransaction, withHeartbeat, withLockRetry } from './db';
 import { metrics } from './metrics';
 import type { Deps } from './partition';
 
@@ -144,22 +144,13 @@ export function createMaintenanceActivities({ pool, log }: Deps) {
     );
   }
 
-  async function ensureArchiveLog(): Promise<void> {
-    for (let i = 0; ; i++) {
-      try {
-        await inTransaction(pool, async (c) => {
-          await c.query(`CREATE SCHEMA IF NOT EXISTS partflow`);
-          await c.query(`CREATE TABLE IF NOT EXISTS partflow.archive_log (table_schema text NOT NULL, table_name text NOT NULL, partition text NOT NULL,
-            mode text NOT NULL, state text NOT NULL, detail jsonb NOT NULL DEFAULT '{}', updated_at timestamptz NOT NULL DEFAULT now(),
-            PRIMARY KEY (table_schema, partition))`);
-        });
-        return;
-      } catch (err) {
-        const code = (err as { code?: string }).code;
-        if ((code === '23505' || code === '42P07') && i < 3) continue;
-        throw err;
-      }
-    }
+  function ensureArchiveLog(): Promise<void> {
+    return ensureCatalog(pool, [
+      `CREATE SCHEMA IF NOT EXISTS partflow`,
+      `CREATE TABLE IF NOT EXISTS partflow.archive_log (table_schema text NOT NULL, table_name text NOT NULL, partition text NOT NULL,
+        mode text NOT NULL, state text NOT NULL, detail jsonb NOT NULL DEFAULT '{}', updated_at timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (table_schema, partition))`,
+    ]);
   }
 
   /** COPY to a gzip file, then prove the file holds exactly the table: same row count, same bytes as a fresh COPY. */

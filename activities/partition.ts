@@ -2,14 +2,13 @@
  * Activities of `partitionTable`. Each is idempotent: it looks at the catalog or at partflow.runs first
  * and does only what is missing, so Temporal can run it again after a crash at any point.
  */
-import { Context } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
 import type { Pool, PoolClient } from 'pg';
 import { displayName, InputError, qualified, TableRef } from '../src/ident';
 import { validatePartitionInput } from '../src/input';
 import type { Logger } from '../src/logger';
 import { buildPlan, FORWARD_TRIGGER, pagesPerBatch, Plan, STATE_SCHEMA } from '../src/plan';
-import { activityContext, classify, inTransaction, isTransient, sleep, withHeartbeat, withLockRetry } from './db';
+import { activityContext, classify, currentWorkflowId, ensureCatalog, inTransaction, isTransient, sleep, withHeartbeat, withLockRetry } from './db';
 import { faultPoint } from './faults';
 import { readTableInfo } from './inspect';
 import { metrics } from './metrics';
@@ -76,35 +75,19 @@ export interface CutoverResult {
 
 const RUNS = `${STATE_SCHEMA}.runs`;
 
-function workflowIdOrNull(): string | null {
-  try {
-    return Context.current().info.workflowExecution?.workflowId ?? null;
-  } catch {
-    return null;
-  }
-}
+const workflowIdOrNull = currentWorkflowId;
 
-async function ensureStateSchema(pool: Pool): Promise<void> {
-  for (let i = 0; ; i++) {
-    try {
-      await inTransaction(pool, async (c) => {
-        await c.query(`CREATE SCHEMA IF NOT EXISTS ${STATE_SCHEMA}`);
-        await c.query(`CREATE TABLE IF NOT EXISTS ${RUNS} (
-          table_schema text NOT NULL, table_name text NOT NULL, workflow_id text NOT NULL, run_state text NOT NULL,
-          next_page bigint NOT NULL DEFAULT 0, total_pages bigint, rows_copied bigint NOT NULL DEFAULT 0,
-          cutover_done boolean NOT NULL DEFAULT false,
-          started_at timestamptz NOT NULL DEFAULT now(), updated_at timestamptz NOT NULL DEFAULT now(),
-          PRIMARY KEY (table_schema, table_name))`);
-        await c.query(`ALTER TABLE ${RUNS} ADD COLUMN IF NOT EXISTS last_key text[], ADD COLUMN IF NOT EXISTS max_key text[]`);
-      });
-      return;
-    } catch (err) {
-      // two workers creating it at once: one wins, the other sees a unique violation; look again
-      const code = (err as { code?: string }).code;
-      if ((code === '23505' || code === '42P07') && i < 3) continue;
-      throw err;
-    }
-  }
+function ensureStateSchema(pool: Pool): Promise<void> {
+  return ensureCatalog(pool, [
+    `CREATE SCHEMA IF NOT EXISTS ${STATE_SCHEMA}`,
+    `CREATE TABLE IF NOT EXISTS ${RUNS} (
+      table_schema text NOT NULL, table_name text NOT NULL, workflow_id text NOT NULL, run_state text NOT NULL,
+      next_page bigint NOT NULL DEFAULT 0, total_pages bigint, rows_copied bigint NOT NULL DEFAULT 0,
+      cutover_done boolean NOT NULL DEFAULT false,
+      started_at timestamptz NOT NULL DEFAULT now(), updated_at timestamptz NOT NULL DEFAULT now(),
+      PRIMARY KEY (table_schema, table_name))`,
+    `ALTER TABLE ${RUNS} ADD COLUMN IF NOT EXISTS last_key text[], ADD COLUMN IF NOT EXISTS max_key text[]`,
+  ]);
 }
 
 async function relOid(c: PoolClient, ref: TableRef): Promise<{ oid: number; relkind: string } | null> {

@@ -10,6 +10,7 @@ import type { Activities } from '../activities';
 import type { FixAudit } from '../activities/constraints';
 import { FixConstraintsInput, FixOptions, validateFixInput } from '../src/constraints';
 import { rollbackSignal } from './definitions';
+import { rootFailure } from './failure';
 
 type Step = 'index' | 'constraint' | 'repair' | 'validate';
 
@@ -139,10 +140,9 @@ export async function fixConstraints(input: FixConstraintsInput): Promise<FixRes
       await compensate('rolled-back');
       throw err;
     }
-    let e = err as { message?: string; cause?: unknown; name?: string; details?: unknown[] } | undefined;
-    while (e && e.cause && e.name !== 'ApplicationFailure') e = e.cause as typeof e;
-    p.lastError = e?.message ?? String(err);
+    const root = rootFailure(err);
+    p.lastError = root.message;
     await compensate('failed');
-    throw ApplicationFailure.nonRetryable(p.lastError, 'FixConstraintsFailed', ...(e?.details ?? []));
+    throw ApplicationFailure.nonRetryable(root.message, 'FixConstraintsFailed', ...root.details);
   }
 }

@@ -7,6 +7,7 @@ import type { Activities } from '../activities';
 import type { TableReport } from '../activities/maintenance';
 import { displayName } from '../src/ident';
 import { MaintainPartitionsInput, MaintainTableSpec, validateMaintainInput } from '../src/maintenance';
+import { rootFailure } from './failure';
 
 export interface MaintainResult {
   ok: boolean;
@@ -38,9 +39,7 @@ export async function maintainPartitions(input: MaintainPartitionsInput): Promis
     try {
       result.tables.push(await act.maintainTable(spec));
     } catch (err) {
-      let e = err as { message?: string; cause?: unknown; name?: string } | undefined;
-      while (e && e.cause && e.name !== 'ApplicationFailure') e = e.cause as typeof e;
-      result.failures.push({ table: current, error: e?.message ?? String(err) });
+      result.failures.push({ table: current, error: rootFailure(err).message });
       result.ok = false;
     }
   }

@@ -19,6 +19,7 @@ import {
 } from '@temporalio/workflow';
 import type { Activities, CutoverResult, VerifyReport } from '../activities';
 import { displayName } from '../src/ident';
+import { rootFailure } from './failure';
 import { PartitionOptions, PartitionTableInput, validatePartitionInput, validateThrottle } from '../src/input';
 import { planStatements, type Plan } from '../src/plan';
 import {
@@ -86,12 +87,6 @@ function initialState(opts: PartitionOptions): PartitionState {
     finalizeRequested: false, batchSize: opts.batchSize, sleepMs: opts.sleepMs, rowsCopied: 0, checkpointPage: 0,
     totalPages: 0, rowsPerSecond: 0, percentPerSecond: 0, lockWaitRetries: 0, percent: 0, checkpoint: 'start', lastError: null, verify: null, cutover: null,
   };
-}
-
-function messageOf(err: unknown): string {
-  let e = err as { message?: string; cause?: unknown } | undefined;
-  while (e && (e as { cause?: unknown }).cause && (e as { name?: string }).name !== 'ApplicationFailure') e = e.cause as typeof e;
-  return e?.message ?? String(err);
 }
 
 export async function partitionTable(input: PartitionTableInput & { resume?: PartitionState }): Promise<PartitionTableResult> {
@@ -284,7 +279,7 @@ export async function partitionTable(input: PartitionTableInput & { resume?: Par
       await compensate('rolled-back');
       throw err;
     }
-    s.lastError = messageOf(err);
+    s.lastError = rootFailure(err).message;
     log.error('partitionTable failed; undoing', { table, error: s.lastError });
     await compensate('failed');
     throw ApplicationFailure.nonRetryable(s.lastError, 'PartitionTableFailed');
