@@ -15,6 +15,10 @@ export const APPLICATION_NAME = 'partflow';
 export function createPool(databaseUrl: string | undefined, extra: PoolConfig = {}): Pool {
   const pool = new Pool({ connectionString: databaseUrl, application_name: APPLICATION_NAME, max: 8, ...extra });
   pool.on('error', () => undefined); // an idle client lost its server: the next query reconnects
+  // A checked-out client has no error listener of pg-pool's: a server shutdown between two queries of a
+  // transaction would be an unhandled 'error' event and kill the worker process. The next query on that
+  // client fails instead ("Client was closed"), which is classified as transient and retried.
+  pool.on('connect', (client) => client.on('error', () => undefined));
   return pool;
 }
 
@@ -26,7 +30,7 @@ export function isTransient(err: unknown): boolean {
   const e = err as { code?: string; message?: string };
   if (!e) return false;
   if (e.code && (TRANSIENT.has(e.code) || e.code.startsWith('08') || TRANSIENT_CODES.has(e.code))) return true;
-  return /Connection terminated|connection .*closed|Client has encountered a connection error/i.test(e.message ?? '');
+  return /Connection terminated|connection .*closed|Client has encountered a connection error|Client was closed and is not queryable/i.test(e.message ?? '');
 }
 
 /**

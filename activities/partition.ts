@@ -7,7 +7,7 @@ import type { Pool, PoolClient } from 'pg';
 import { displayName, InputError, qualified, TableRef } from '../src/ident';
 import { validatePartitionInput } from '../src/input';
 import type { Logger } from '../src/logger';
-import { buildPlan, FORWARD_TRIGGER, pagesPerBatch, Plan, STATE_SCHEMA } from '../src/plan';
+import { buildPlan, FORWARD_TRIGGER, nextBatchSize, pagesPerBatch, Plan, STATE_SCHEMA } from '../src/plan';
 import { activityContext, classify, currentWorkflowId, ensureCatalog, inTransaction, isTransient, sleep, withHeartbeat, withLockRetry } from './db';
 import { faultPoint } from './faults';
 import { readTableInfo } from './inspect';
@@ -31,6 +31,8 @@ export interface BackfillChunkInput {
   sleepMs: number;
   /** stop after this long so the workflow can react to pause/throttle/rollback */
   maxMs: number;
+  /** longest a batch may hold its row locks; batches shrink below batchSize to stay under it */
+  maxBatchMs?: number;
 }
 
 export interface BackfillChunkResult {
@@ -74,6 +76,16 @@ export interface CutoverResult {
 }
 
 const RUNS = `${STATE_SCHEMA}.runs`;
+/** Longest wait of a backfill batch for a row lock; below deadlock_timeout (1 s by default). */
+const BATCH_LOCK_TIMEOUT_MS = 200;
+const BATCH_LOCK_ATTEMPTS = 30;
+
+/**
+ * Batch size (pages, or keys in key mode) learnt per table: a batch that took longer than the budget
+ * shrinks the next one in proportion; a quick one lets it grow back towards the operator's batchSize.
+ * Held in memory: another worker starts from batchSize and adapts within a batch or two.
+ */
+const learnt = new Map<string, number>();
 
 const workflowIdOrNull = currentWorkflowId;
 
@@ -107,21 +119,38 @@ export function createPartitionActivities({ pool, log }: Deps) {
    * One backfill batch: `copy` runs in a transaction that also advances the checkpoint in partflow.runs,
    * guarded by the checkpoint the batch started from (`where` + `params`). Returns the rows read, or -1 when
    * another attempt of the activity moved the checkpoint first (then nothing of this batch is kept).
+   *
+   * The batch waits at most BATCH_LOCK_TIMEOUT_MS for a row lock, well under PostgreSQL's default
+   * deadlock_timeout (1 s): when an application transaction and a batch wait for each other, the batch
+   * gives up and is retried, so the application's transaction is not the one the deadlock detector kills.
+   * synchronous_commit is off for the batch: a batch lost in a crash loses its checkpoint with it and is
+   * simply copied again.
    */
-  function guardedBatch(table: TableRef, set: string, where: string, params: unknown[], copy: (c: PoolClient) => Promise<number>): Promise<number> {
-    return inTransaction(
-      pool,
-      async (c) => {
-        const read = await copy(c);
-        const u = await c.query(`UPDATE ${RUNS} SET ${set}, rows_copied = rows_copied + $3, updated_at = now() WHERE table_schema = $1 AND table_name = $2 AND ${where}`, [table.schema, table.name, read, ...params]);
-        if (u.rowCount !== 1) throw Object.assign(new Error('checkpoint moved under us'), { code: 'PF001' });
-        return read;
-      },
-      { lockTimeoutMs: 5000 },
-    ).catch((err) => {
-      if ((err as { code?: string }).code === 'PF001') return -1;
-      throw err;
-    });
+  async function guardedBatch(table: TableRef, set: string, where: string, params: unknown[], copy: (c: PoolClient) => Promise<number>): Promise<number> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await inTransaction(
+          pool,
+          async (c) => {
+            await c.query('SET LOCAL synchronous_commit = off');
+            const read = await copy(c);
+            const u = await c.query(`UPDATE ${RUNS} SET ${set}, rows_copied = rows_copied + $3, updated_at = now() WHERE table_schema = $1 AND table_name = $2 AND ${where}`, [table.schema, table.name, read, ...params]);
+            if (u.rowCount !== 1) throw Object.assign(new Error('checkpoint moved under us'), { code: 'PF001' });
+            return read;
+          },
+          { lockTimeoutMs: BATCH_LOCK_TIMEOUT_MS },
+        );
+      } catch (err) {
+        const code = (err as { code?: string }).code;
+        if (code === 'PF001') return -1;
+        if ((code === '55P03' || code === '40P01') && attempt < BATCH_LOCK_ATTEMPTS) {
+          metrics.lockWaitRetry('backfill');
+          await sleep(20 + Math.random() * 80 * Math.min(attempt, 5));
+          continue;
+        }
+        throw err;
+      }
+    }
   }
 
   /**
@@ -141,11 +170,13 @@ export function createPartitionActivities({ pool, log }: Deps) {
       const max = st.max_key;
       let rowsCopied = Number(st.rows_copied);
       const same = (a: string[] | null, b: string[] | null) => !!a && !!b && a.length === b.length && a.every((x, i) => x === b[i]);
+      const key = `keys:${qualified(input.table)}`;
+      let size = Math.min(input.batchSize, learnt.get(key) ?? input.batchSize);
       while (max && !same(last, max) && Date.now() - started < input.maxMs) {
         if (ctx?.cancellationSignal.aborted) break;
         const b = last
-          ? await pool.query(input.sql.keyBound, [...last, ...max, input.batchSize])
-          : await pool.query(input.sql.keyBoundFirst, [...max, input.batchSize]);
+          ? await pool.query(input.sql.keyBound, [...last, ...max, size])
+          : await pool.query(input.sql.keyBoundFirst, [...max, size]);
         const hi: string[] = b.rows[0]?.k ?? max;
         const from = last;
         const batchStarted = Date.now();
@@ -159,8 +190,10 @@ export function createPartitionActivities({ pool, log }: Deps) {
           rowsCopied = Number(again!.rows_copied);
           continue;
         }
-        metrics.batchDuration(displayName(input.table), Date.now() - batchStarted);
+        const took = Date.now() - batchStarted;
+        metrics.batchDuration(displayName(input.table), took);
         metrics.rowsCopied(displayName(input.table), read);
+        if (input.maxBatchMs) learnt.set(key, (size = nextBatchSize(size, input.batchSize, took, input.maxBatchMs)));
         last = hi;
         rowsCopied += read;
         rowsThisChunk += read;
@@ -333,7 +366,9 @@ export function createPartitionActivities({ pool, log }: Deps) {
         const total = Number(st.total_pages);
         let rowsCopied = Number(st.rows_copied);
         const dens = await pool.query(`SELECT reltuples::bigint AS t, relpages::bigint AS p FROM pg_class WHERE oid = to_regclass($1)`, [qualified(plan.table)]);
-        const per = pagesPerBatch(input.batchSize, Number(dens.rows[0]?.t ?? -1), Number(dens.rows[0]?.p ?? 0));
+        const cap = pagesPerBatch(input.batchSize, Number(dens.rows[0]?.t ?? -1), Number(dens.rows[0]?.p ?? 0));
+        const key = `pages:${qualified(plan.table)}`;
+        let per = Math.min(cap, learnt.get(key) ?? cap);
         while (next < total && Date.now() - started < input.maxMs) {
           if (ctx?.cancellationSignal.aborted) break;
           const to = Math.min(total, next + per);
@@ -351,8 +386,10 @@ export function createPartitionActivities({ pool, log }: Deps) {
             rowsCopied = Number(again!.rows_copied);
             continue;
           }
-          metrics.batchDuration(displayName(plan.table), Date.now() - batchStarted);
+          const took = Date.now() - batchStarted;
+          metrics.batchDuration(displayName(plan.table), took);
           metrics.rowsCopied(displayName(plan.table), n);
+          if (input.maxBatchMs) learnt.set(key, (per = nextBatchSize(to - from, cap, took, input.maxBatchMs)));
           next = to;
           rowsCopied += n;
           rowsThisChunk += n;

@@ -1,26 +1,34 @@
 /**
- * `npm run bench [-- --rows 2000000 --runs 3]`: how fast partflow copies and what it costs the application,
+ * `npm run bench [-- --rows 2000000 --runs 3 --rate 200 --batch-size 5000 --max-batch-ms 50]`: how fast partflow copies and what it costs the application,
  * as ratios against baselines measured in the same process on the same data:
  *  - limit: one INSERT INTO <partitioned copy> SELECT * FROM <source>, the fastest a copy can go here;
  *  - loop: partflow's own batched page-range copy (the backfill activity) called in a plain loop, no Temporal;
- *  - partflow: the backfill phase of the real workflow (throttle off), timed from its progress;
- *  - application impact: a fixed-rate writer's p50/p99/max latency with no migration and during partflow.
+ *  - partflow: the backfill phase of the real workflow (throttle off), timed from its history;
+ *  - peer: pg_partman 4.7's partition_data_proc moving the same rows;
+ *  - application impact: a fixed-rate pgbench write workload (custom insert/update/delete scripts, -R, per-
+ *    transaction logs) with no migration, then for a whole partflow run with writes: p50/p99 during the
+ *    backfill, the longest stall during the cut-over, during the rollback swap and over the whole run, and
+ *    failed transactions.
+ * Every timed copy starts after a CHECKPOINT so that no contestant pays for another's dirty buffers.
  * Prints a table and writes bench-results.json. Not part of the tests; never asserts on time.
  */
+import { execFile } from 'child_process';
 import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
 import { parseArgs } from 'util';
-import { Client as TemporalClient, Connection } from '@temporalio/client';
+import { Client as TemporalClient, Connection, WorkflowHandle } from '@temporalio/client';
 import { NativeConnection, Worker } from '@temporalio/worker';
 import { Client, Pool } from 'pg';
 import { createActivities } from '../activities';
 import { createPool } from '../activities/db';
-import { Writer, WriterSpec } from '../demo/writer';
 import { createLogger } from '../src/logger';
 import type { Progress } from '../workflows/definitions';
 
-const { values: args } = parseArgs({ options: { rows: { type: 'string', default: '2000000' }, runs: { type: 'string', default: '3' }, db: { type: 'string', default: 'partflow_bench' } } });
+const { values: args } = parseArgs({ options: { rows: { type: 'string', default: '2000000' }, runs: { type: 'string', default: '3' }, rate: { type: 'string', default: '200' }, 'batch-size': { type: 'string', default: '5000' }, 'max-batch-ms': { type: 'string', default: '50' }, db: { type: 'string', default: 'partflow_bench' } } });
 const ROWS = Number(args.rows);
 const RUNS = Number(args.runs);
+const RATE = Number(args.rate);
 const TQ = 'partflow-bench';
 const line = (s: string) => process.stdout.write(s + '\n');
 const stats = (xs: number[]) => {
@@ -44,8 +52,9 @@ async function main(): Promise<void> {
   line(`generating ${ROWS.toLocaleString('en-US')} rows of a generated_images-like table (uuid key, 4 secondary indexes, 14 months)`);
   await pool.query(`CREATE TABLE images (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), user_id uuid, status varchar(20) NOT NULL DEFAULT 'done',
     generation_type varchar(30) NOT NULL DEFAULT 'product', prompt text, image_url text, expires_at timestamptz, created_at timestamptz NOT NULL DEFAULT now())`);
-  await pool.query(`INSERT INTO images (user_id, status, generation_type, prompt, image_url, expires_at, created_at)
-    SELECT gen_random_uuid(), (ARRAY['done','failed','pending'])[1 + g % 3], (ARRAY['product','model'])[1 + g % 2], 'prompt ' || g,
+  // ids are md5(g)::uuid: random-looking like gen_random_uuid(), and pgbench can address row g
+  await pool.query(`INSERT INTO images (id, user_id, status, generation_type, prompt, image_url, expires_at, created_at)
+    SELECT md5(g::text)::uuid, gen_random_uuid(), (ARRAY['done','failed','pending'])[1 + g % 3], (ARRAY['product','model'])[1 + g % 2], 'prompt ' || g,
            'https://cdn.example.com/' || md5(g::text) || '.png', ts + interval '6 hours', ts
       FROM (SELECT g, now() - random() * interval '14 months' AS ts FROM generate_series(1, ${ROWS}) g) s`);
   for (const sql of [
@@ -63,13 +72,10 @@ async function main(): Promise<void> {
   const running = worker.run();
   const connection = await Connection.connect({ address });
   const client = new TemporalClient({ connection });
-  const spec: WriterSpec = {
-    table: 'images', id: 'id', ts: 'created_at', payload: 'image_url', newIdExpr: 'gen_random_uuid()',
-    insertSql: `INSERT INTO images AS t (user_id, prompt, image_url, created_at) VALUES (gen_random_uuid(), 'bench', 'x', $1)`,
-  };
-  const input = { table: 'images', batchSize: 5000 };
+  const input = { table: 'images', batchSize: Number(args['batch-size']), maxBatchMs: Number(args['max-batch-ms']) };
+  const pgbench = new PgBench(conn, ROWS, RATE);
 
-  const results: Record<string, number[]> = { limit: [], loop: [], partflow: [], peer: [], workflowTotal: [] };
+  const results: Record<string, number[]> = { limit: [], loop: [], partflow: [], peer: [], workflowToGate: [], partflowUnderLoad: [], workflowUnderLoad: [] };
   let peerError: string | null = null;
   try {
     await pool.query(`CREATE SCHEMA IF NOT EXISTS partman`);
@@ -77,8 +83,41 @@ async function main(): Promise<void> {
   } catch (err) {
     peerError = (err as Error).message;
   }
-  const latency: Record<string, number[]> = { baseline: [], during: [] };
-  const maxLat: Record<string, number[]> = { baseline: [], during: [] };
+  const impact: Record<string, number[]> = { baseP50: [], baseP99: [], baseMax: [], fillP50: [], fillP99: [], cutoverMax: [], rollbackMax: [], runMax: [], failed: [], transactions: [] };
+  const checkpoint = () => pool.query('CHECKPOINT');
+  // Phases are timed from the workflow's own history (activity scheduled → completed), not by polling the
+  // query, which would itself load the worker; the query is polled twice a second only to know when to act.
+  const startAndWatch = async (args: Record<string, unknown>, until: (p: Progress) => boolean) => {
+    const h = await client.workflow.start('partitionTable', { taskQueue: TQ, workflowId: `bench-${Date.now()}`, args: [args] });
+    const started = Date.now();
+    for (;;) {
+      const p = await h.query<Progress>('progress').catch(() => null);
+      if (p && until(p)) break;
+      await new Promise((res) => setTimeout(res, 500));
+    }
+    return { h, started };
+  };
+  const span = async (h: WorkflowHandle, activity: string): Promise<[number, number]> => {
+    const events = (await h.fetchHistory()).events ?? [];
+    const ms = (t: { seconds?: unknown; nanos?: number | null } | null | undefined) => {
+      const sec = t?.seconds as { toNumber?: () => number } | number | undefined;
+      return (typeof sec === 'object' && sec?.toNumber ? sec.toNumber() : Number(sec ?? 0)) * 1000 + (t?.nanos ?? 0) / 1e6;
+    };
+    const scheduled = new Map<string, number>();
+    let first = NaN;
+    let last = NaN;
+    for (const e of events) {
+      const s = e.activityTaskScheduledEventAttributes;
+      if (s && s.activityType?.name === activity) {
+        scheduled.set(String(e.eventId), ms(e.eventTime));
+        if (Number.isNaN(first)) first = ms(e.eventTime);
+      }
+      const c = e.activityTaskCompletedEventAttributes;
+      if (c && scheduled.has(String(c.scheduledEventId))) last = ms(e.eventTime);
+    }
+    if (Number.isNaN(first) || Number.isNaN(last)) throw new Error(`no completed ${activity} activity in the history of ${h.workflowId}`);
+    return [first, last];
+  };
   for (let r = 1; r <= RUNS; r++) {
     line(`run ${r} of ${RUNS}`);
     // limit
@@ -86,9 +125,11 @@ async function main(): Promise<void> {
     await acts.claimRun(pre.plan.table);
     await acts.createShadow(pre.plan, 500);
     const cols = pre.plan.columns.map((c) => `"${c}"`).join(', ');
+    await checkpoint();
     let t0 = Date.now();
     await pool.query(`INSERT INTO images_pf_shadow (${cols}) SELECT ${cols} FROM images`);
     results.limit.push(Date.now() - t0);
+    line(`  limit ${Date.now() - t0} ms`);
     await acts.dropShadow(pre.plan, 500);
     // peer: pg_partman 4.7's online path, partition_data_proc moving a copy of the source into a partition set
     // with the same keys and indexes (the copy of the source is made outside the timing)
@@ -102,9 +143,11 @@ async function main(): Promise<void> {
       for (const sql of [`ALTER TABLE pm_dst ADD PRIMARY KEY (id, created_at)`, `CREATE INDEX ON pm_dst (user_id, status) WHERE user_id IS NOT NULL`, `CREATE INDEX ON pm_dst (expires_at)`,
         `CREATE INDEX ON pm_dst (generation_type, status, created_at)`, `CREATE INDEX ON pm_dst (created_at)`]) await pool.query(sql);
       await pool.query(`SELECT partman.create_parent('public.pm_dst', 'created_at', 'native', 'monthly', p_premake := 3, p_start_partition := (date_trunc('month', (SELECT min(created_at) FROM pm_src)))::text)`);
+      await checkpoint();
       t0 = Date.now();
       await pool.query(`CALL partman.partition_data_proc('public.pm_dst', p_wait := 0, p_source_table := 'public.pm_src', p_quiet := true)`);
       results.peer.push(Date.now() - t0);
+      line(`  peer ${Date.now() - t0} ms`);
       const moved = Number((await pool.query(`SELECT count(*) AS n FROM pm_dst`)).rows[0].n);
       if (moved !== srcRows) throw new Error(`pg_partman moved ${moved} rows, expected ${srcRows}`);
       await pool.query(`DROP TABLE pm_src, pm_dst CASCADE`);
@@ -113,71 +156,147 @@ async function main(): Promise<void> {
     // loop: partflow's backfill activity, no Temporal
     await acts.createShadow(pre.plan, 500);
     await acts.installSyncTrigger(pre.plan, 500);
+    await checkpoint();
     t0 = Date.now();
     for (;;) {
-      const c = await acts.backfillChunk({ table: pre.plan.table, copyMode: pre.plan.copyMode, sql: pre.plan.sql, batchSize: 5000, sleepMs: 0, maxMs: 3000 });
+      const c = await acts.backfillChunk({ table: pre.plan.table, copyMode: pre.plan.copyMode, sql: pre.plan.sql, batchSize: input.batchSize, sleepMs: 0, maxMs: 3000, maxBatchMs: input.maxBatchMs });
       if (c.done) break;
     }
     results.loop.push(Date.now() - t0);
+    line(`  loop ${Date.now() - t0} ms`);
     await acts.dropSyncTrigger(pre.plan, 500);
     await acts.dropShadow(pre.plan, 500);
     await acts.releaseRun(pre.plan.table, 'rolled-back');
-    // application baseline: the same writer, no migration, 20 s
-    const base = new Writer(spec, conn, { lanes: 4, opsPerSecondPerLane: 25, snapshot: false, seed: r });
-    await base.start();
-    await new Promise((res) => setTimeout(res, 20_000));
-    const bs = await base.stop();
-    latency.baseline.push(bs.p99LatencyMs);
-    maxLat.baseline.push(bs.maxLatencyMs);
-    // partflow, with the writer running; rolled back at the approval gate so the next run starts alike
-    const during = new Writer(spec, conn, { lanes: 4, opsPerSecondPerLane: 25, snapshot: false, seed: 100 + r });
-    await during.start();
-    const h = await client.workflow.start('partitionTable', { taskQueue: TQ, workflowId: `bench-${Date.now()}`, args: [{ ...input, approval: 'signal' }] });
-    const wStart = Date.now();
-    let bStart = 0;
-    let bEnd = 0;
-    for (;;) {
-      const p = await h.query<Progress>('progress').catch(() => null);
-      if (p?.phase === 'backfill' && !bStart) bStart = Date.now();
-      if (bStart && !bEnd && p && p.phase !== 'backfill') bEnd = Date.now();
-      if (p?.awaitingApproval) break;
-      await new Promise((res) => setTimeout(res, 50));
+    // partflow alone: the workflow with no writers, up to the approval gate, then rolled back
+    await checkpoint();
+    {
+      const w = await startAndWatch({ ...input, approval: 'signal' }, (p) => p.awaitingApproval);
+      const gate = Date.now();
+      const [a, b] = await span(w.h, 'backfillChunk');
+      results.partflow.push(b - a);
+      results.workflowToGate.push(gate - w.started);
+      line(`  partflow backfill ${Math.round(b - a)} ms, workflow to the approval gate ${gate - w.started} ms`);
+      await w.h.signal('rollback');
+      await w.h.result();
     }
-    results.partflow.push(bEnd - bStart);
-    results.workflowTotal.push(Date.now() - wStart);
-    const ds = await during.stop();
-    latency.during.push(ds.p99LatencyMs);
-    maxLat.during.push(ds.maxLatencyMs);
-    await h.signal('rollback');
-    await h.result();
+    // application impact: pgbench at a fixed rate, first with no migration, then for a whole run with
+    // cut-over and a rollback (so that the next run starts from the same table)
+    await checkpoint();
+    const base = await pgbench.run(async () => new Promise((res) => setTimeout(res, 20_000)));
+    impact.baseP50.push(pct(base.latencies, 0.5));
+    impact.baseP99.push(pct(base.latencies, 0.99));
+    impact.baseMax.push(Math.max(...base.latencies));
+    let windows = { fill: [0, 0], cutover: [0, 0], rollback: [0, 0], run: [0, 0] };
+    const load = await pgbench.run(async () => {
+      await new Promise((res) => setTimeout(res, 3000));
+      const w = await startAndWatch({ ...input, approval: 'auto', rollbackWindow: '1h' }, (p) => p.phase === 'rollback-window');
+      await new Promise((res) => setTimeout(res, 3000));
+      const rb = Date.now();
+      await w.h.signal('rollback');
+      await w.h.result();
+      const end = Date.now();
+      const fill = await span(w.h, 'backfillChunk');
+      const cut = await span(w.h, 'cutover');
+      const swap = await span(w.h, 'swapBack');
+      windows = { fill, cutover: cut, rollback: [Math.min(rb, swap[0]), swap[1]], run: [w.started, end] };
+      results.partflowUnderLoad.push(fill[1] - fill[0]);
+      results.workflowUnderLoad.push(cut[1] - w.started);
+      await new Promise((res) => setTimeout(res, 3000));
+    });
+    const within = ([a, b]: number[]) => load.tx.filter((t) => t.startMs < b && t.endMs > a).map((t) => t.latencyMs);
+    impact.fillP50.push(pct(within(windows.fill), 0.5));
+    impact.fillP99.push(pct(within(windows.fill), 0.99));
+    impact.cutoverMax.push(Math.max(0, ...within(windows.cutover)));
+    impact.rollbackMax.push(Math.max(0, ...within(windows.rollback)));
+    impact.runMax.push(Math.max(0, ...within(windows.run)));
+    impact.failed.push(base.failed + load.failed);
+    impact.transactions.push(base.latencies.length + load.tx.length);
+    line(`  pgbench: baseline p99 ${impact.baseP99.at(-1)} ms; backfill p99 ${impact.fillP99.at(-1)} ms; cut-over max ${impact.cutoverMax.at(-1)} ms; run max ${impact.runMax.at(-1)} ms; failed ${base.failed + load.failed}`);
   }
   const limit = stats(results.limit).median;
   const rps = (ms: number) => Math.round(ROWS / (ms / 1000));
   const ratio = (xs: number[]) => stats(xs.map((x) => limit / x));
+  const f2 = (x: number) => x.toFixed(2);
+  const mmm = (x: { min: number; median: number; max: number }, f: (n: number) => string = String) => `${f(x.min)}/${f(x.median)}/${f(x.max)}`;
   const table = [
-    ['limit: INSERT ... SELECT', stats(results.limit), ratio(results.limit)],
-    ['loop: partflow copy, no Temporal', stats(results.loop), ratio(results.loop)],
-    ['partflow: backfill phase of the workflow', stats(results.partflow), ratio(results.partflow)],
-    ...(results.peer.length ? [['peer: pg_partman partition_data_proc', stats(results.peer), ratio(results.peer)] as const] : []),
-  ] as const;
+    ['limit: INSERT ... SELECT', results.limit],
+    ['peer: pg_partman partition_data_proc', results.peer],
+    ['loop: partflow copy, no Temporal', results.loop],
+    ['partflow: backfill phase of the workflow', results.partflow],
+    ['partflow: backfill, pgbench writing', results.partflowUnderLoad],
+  ].filter(([, xs]) => (xs as number[]).length) as [string, number[]][];
   line('');
-  line(`${'copy'.padEnd(42)} ${'ms (min/median/max)'.padEnd(24)} ${'rows/s (median)'.padEnd(16)} speed vs limit (min/median/max)`);
-  for (const [name, ms, rt] of table) {
-    line(`${name.padEnd(42)} ${`${ms.min}/${ms.median}/${ms.max}`.padEnd(24)} ${String(rps(ms.median)).padEnd(16)} ${rt.min.toFixed(2)}/${rt.median.toFixed(2)}/${rt.max.toFixed(2)}`);
+  line(`${ROWS.toLocaleString('en-US')} rows, ${RUNS} runs, batchSize ${input.batchSize}, maxBatchMs ${input.maxBatchMs}; figures are min/median/max over the runs`);
+  line(`${'copy'.padEnd(42)} ${'ms'.padEnd(22)} ${'rows/s (median)'.padEnd(16)} speed vs limit   target`);
+  for (const [name, xs] of table) {
+    const target = name.startsWith('partflow: backfill phase') ? '>= 0.90' : '';
+    line(`${name.padEnd(42)} ${mmm(stats(xs)).padEnd(22)} ${String(rps(stats(xs).median)).padEnd(16)} ${mmm(ratio(xs), f2).padEnd(16)} ${target}`);
   }
   const overhead = stats(results.partflow.map((p, i) => p / results.loop[i] - 1));
-  line(`orchestration overhead (partflow backfill / plain loop - 1): ${(overhead.min * 100).toFixed(1)}% / ${(overhead.median * 100).toFixed(1)}% / ${(overhead.max * 100).toFixed(1)}%`);
-  const p99 = stats(latency.during.map((d, i) => d / Math.max(1, latency.baseline[i])));
-  line(`writer p99 latency during the run / without migration: ${p99.min.toFixed(2)}/${p99.median.toFixed(2)}/${p99.max.toFixed(2)} (baseline p99 ${stats(latency.baseline).median} ms, during ${stats(latency.during).median} ms)`);
-  line(`longest single write during the run: ${stats(maxLat.during).max} ms (baseline ${stats(maxLat.baseline).max} ms)`);
-  line('whole workflow to the approval gate (ms): ' + JSON.stringify(stats(results.workflowTotal)));
+  line(`orchestration overhead (partflow backfill / plain loop - 1): ${mmm(overhead, (x) => `${(x * 100).toFixed(1)}%`)}   target <= 5%`);
+  line(`whole workflow, no writers, start to approval gate (ms): ${mmm(stats(results.workflowToGate))}`);
+  line(`whole workflow, pgbench writing, start to cut-over done (ms): ${mmm(stats(results.workflowUnderLoad))}`);
+  line('');
+  line(`application impact: pgbench -c 4 -R ${RATE} (insert 5 : update 4 : delete 1), latency from the scheduled start`);
+  const rel = (a: number[], b: number[]) => stats(a.map((x, i) => x / Math.max(0.001, b[i])));
+  line(`  p50 no migration ${mmm(stats(impact.baseP50), f2)} ms; during the backfill ${mmm(stats(impact.fillP50), f2)} ms; ratio ${mmm(rel(impact.fillP50, impact.baseP50), f2)}`);
+  line(`  p99 no migration ${mmm(stats(impact.baseP99), f2)} ms; during the backfill ${mmm(stats(impact.fillP99), f2)} ms; ratio ${mmm(rel(impact.fillP99, impact.baseP99), f2)}   target <= 1.5`);
+  line(`  longest write: no migration ${mmm(stats(impact.baseMax), f2)} ms; during the cut-over ${mmm(stats(impact.cutoverMax), f2)} ms; during the rollback swap ${mmm(stats(impact.rollbackMax), f2)} ms; whole run ${mmm(stats(impact.runMax), f2)} ms   target <= 100 ms`);
+  line(`  failed transactions: ${impact.failed.join(', ')} of ${impact.transactions.join(', ')}`);
   if (peerError) line(`peer (pg_partman partition_data_proc) not measured: ${peerError}`);
-  fs.writeFileSync('bench-results.json', JSON.stringify({ rows: ROWS, runs: RUNS, results, latency, maxLatency: maxLat, peerError }, null, 2));
+  fs.writeFileSync('bench-results.json', JSON.stringify({ rows: ROWS, runs: RUNS, rate: RATE, input, results, impact, peerError }, null, 2));
   worker.shutdown();
   await running;
   await connection.close();
   await actPool.end();
   await pool.end();
+}
+
+/** pgbench at a fixed rate in back-to-back rounds while `during` runs; per-transaction latencies from its logs. */
+class PgBench {
+  private dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pf-bench-'));
+  constructor(private conn: { host?: string; port: number; user?: string; database: string }, rows: number, private rate: number) {
+    const w = (name: string, text: string) => fs.writeFileSync(path.join(this.dir, name), text + '\n');
+    w('insert.sql', `INSERT INTO images (user_id, prompt, image_url, created_at) VALUES (gen_random_uuid(), 'pgbench', 'https://cdn.example.com/new.png', now() - random() * interval '20 days');`);
+    w('update.sql', `\\set g random(1, ${rows})\nUPDATE images SET prompt = 'updated ' || :g, status = 'done' WHERE id = md5(CAST(:g AS text))::uuid;`);
+    w('delete.sql', `\\set g random(1, ${rows})\nDELETE FROM images WHERE id = md5(CAST(:g AS text))::uuid;`);
+  }
+
+  async run(during: () => Promise<void>): Promise<{ tx: { startMs: number; endMs: number; latencyMs: number }[]; latencies: number[]; failed: number }> {
+    let stop = false;
+    let round = 0;
+    let failed = 0;
+    const rounds = (async () => {
+      while (!stop) {
+        const prefix = path.join(this.dir, `r${++round}`);
+        const out = await new Promise<string>((resolve) =>
+          execFile('pgbench', ['-n', '-c', '4', '-j', '1', '-R', String(this.rate), '-T', '5', '--max-tries', '1', '-l', `--log-prefix=${prefix}`,
+            '-f', path.join(this.dir, 'insert.sql') + '@5', '-f', path.join(this.dir, 'update.sql') + '@4', '-f', path.join(this.dir, 'delete.sql') + '@1',
+            '-h', String(this.conn.host), '-p', String(this.conn.port), '-U', String(this.conn.user), this.conn.database], (_e, o, e) => resolve(o + e)));
+        failed += Number(/number of failed transactions: (\d+)/.exec(out)?.[1] ?? 0) + (/aborted/i.test(out) ? 1 : 0);
+        if (!/number of transactions actually processed/.test(out)) throw new Error(`pgbench failed: ${out.trim().split('\n').slice(-3).join(' ')}`);
+      }
+    })();
+    await during();
+    stop = true;
+    await rounds;
+    const tx: { startMs: number; endMs: number; latencyMs: number }[] = [];
+    for (const f of fs.readdirSync(this.dir).filter((n) => /^r\d+\./.test(n))) {
+      for (const l of fs.readFileSync(path.join(this.dir, f), 'utf8').split('\n')) {
+        const x = l.trim().split(/\s+/);
+        if (x.length < 6) continue;
+        if (x[2] === 'failed') {
+          failed++;
+          continue;
+        }
+        const latencyMs = Number(x[2]) / 1000; // from the scheduled start under --rate: includes any lag
+        const endMs = Number(x[4]) * 1000 + Number(x[5]) / 1000;
+        tx.push({ startMs: endMs - latencyMs, endMs, latencyMs });
+      }
+      fs.unlinkSync(path.join(this.dir, f));
+    }
+    return { tx, latencies: tx.map((t) => t.latencyMs), failed };
+  }
 }
 
 main().catch((err) => {

@@ -18,6 +18,11 @@ export interface PartitionTableInput {
   batchSize?: number;
   /** Pause between batches, ms. Default 0. */
   sleepMs?: number;
+  /**
+   * Longest a backfill batch may hold its row locks, ms (an application UPDATE or DELETE of a row in the
+   * batch waits for it). Batches shrink below `batchSize` to stay under it, and grow back. Default 50.
+   */
+  maxBatchMs?: number;
   /** `signal` (default) waits for `approveCutover`; `auto` cuts over when verification passes. */
   approval?: 'signal' | 'auto';
   /** How long the old table is kept in sync after cut-over, e.g. `24h`, `30m`, `0s`. Default `24h`. */
@@ -44,6 +49,7 @@ export interface PartitionOptions {
   premake: number;
   batchSize: number;
   sleepMs: number;
+  maxBatchMs: number;
   approval: 'signal' | 'auto';
   rollbackWindowMs: number;
   rollbackWindow: string;
@@ -55,7 +61,7 @@ export interface PartitionOptions {
 }
 
 const KNOWN_FIELDS = new Set([
-  'table', 'column', 'interval', 'premake', 'batchSize', 'sleepMs', 'approval', 'rollbackWindow',
+  'table', 'column', 'interval', 'premake', 'batchSize', 'sleepMs', 'maxBatchMs', 'approval', 'rollbackWindow',
   'inboundForeignKeys', 'timeZone', 'lockTimeoutMs', 'dryRun', 'copyMode', 'resume',
 ]);
 
@@ -111,6 +117,7 @@ export function validatePartitionInput(raw: unknown): PartitionOptions {
     premake: intField(input.premake, 'premake', 3, 0, 120),
     batchSize: intField(input.batchSize, 'batchSize', 5000, 1, 1_000_000),
     sleepMs: intField(input.sleepMs, 'sleepMs', 0, 0, 600_000),
+    maxBatchMs: intField(input.maxBatchMs, 'maxBatchMs', 50, 5, 60_000),
     approval: enumField(input.approval, 'approval', ['signal', 'auto'] as const, 'signal'),
     rollbackWindowMs: parseDuration(rollbackWindow, 'rollbackWindow'),
     rollbackWindow,

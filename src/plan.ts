@@ -385,6 +385,17 @@ export function pagesPerBatch(batchRows: number, estimatedRows: number, pages: n
   return Math.max(1, Math.min(100_000, Math.ceil(batchRows / Math.max(1, density))));
 }
 
+/**
+ * The next batch size (pages or keys) under a time budget: a batch that took longer than `budgetMs` shrinks
+ * the next one in proportion (with a 20 % margin); one that took under 60 % of it grows by a fifth, never
+ * past `cap` (the operator's batchSize).
+ */
+export function nextBatchSize(current: number, cap: number, tookMs: number, budgetMs: number): number {
+  if (tookMs > budgetMs) return Math.max(1, Math.min(cap, Math.floor((current * budgetMs * 0.8) / tookMs)));
+  if (tookMs < budgetMs * 0.6) return Math.min(cap, Math.max(current + 1, Math.ceil(current * 1.2)));
+  return Math.min(cap, current);
+}
+
 /** Human summary of a plan, for dry runs and the CLI. */
 export function planSummary(plan: Plan): string {
   const lines = [

@@ -215,7 +215,7 @@ export async function partitionTable(input: PartitionTableInput & { resume?: Par
         const { backfillBatch, keyBound, keyBoundFirst, keyCopy, keyCopyFirst } = plan.sql;
         const r = await chunk.backfillChunk({
           table: plan.table, copyMode: plan.copyMode, sql: { backfillBatch, keyBound, keyBoundFirst, keyCopy, keyCopyFirst },
-          batchSize: s.batchSize, sleepMs: s.sleepMs, maxMs: CHUNK_MS,
+          batchSize: s.batchSize, sleepMs: s.sleepMs, maxMs: CHUNK_MS, maxBatchMs: opts.maxBatchMs ?? 50,
         });
         const gained = r.percent - s.percent;
         s.rowsCopied = r.rowsCopied;

@@ -53,6 +53,8 @@ function startWorker(faultPoint?: string): { proc: ChildProcess; reached: Promis
   if (faultPoint) env.PARTFLOW_FAULT_POINT = faultPoint;
   const proc = spawn(process.execPath, [path.join(__dirname, '..', '..', 'dist', 'worker', 'main.js')], { env, stdio: ['ignore', 'pipe', 'inherit'] });
   workers.push(proc);
+  const logFile = fs.createWriteStream(path.join(STATE, `worker-${proc.pid}.log`));
+  proc.stdout!.pipe(logFile);
   const reached = new Promise<void>((resolve) => {
     proc.stdout!.on('data', (d: Buffer) => {
       if (d.toString().includes('fault point reached')) resolve();
@@ -93,7 +95,13 @@ afterAll(async () => {
 
 let n = 0;
 /** Runs one scenario: a fresh table, writers, the workflow, the fault, the check. */
-async function scenario(name: string, key: KeyKind, input: Record<string, unknown>, fault: (h: WorkflowHandle, w: Writer) => Promise<string>): Promise<void> {
+async function scenario(
+  name: string,
+  key: KeyKind,
+  input: Record<string, unknown>,
+  fault: (h: WorkflowHandle, w: Writer) => Promise<string>,
+  expected: { status: string; relkind: string; maxLatencyMs?: number } = { status: 'done', relkind: 'p' },
+): Promise<void> {
   const table = `f${++n}`;
   const t = await createTable(db.pool, { schema: 'public', name: table }, 15_000, key);
   const w = new Writer(t.spec, db.conn, { lanes: 3, opsPerSecondPerLane: 30, snapshot: true, seed: n });
@@ -115,16 +123,18 @@ async function scenario(name: string, key: KeyKind, input: Record<string, unknow
     const cmp = await compareWithRecord(c, t.spec, w.record);
     const kind = (await c.query(`SELECT relkind FROM pg_class WHERE oid = to_regclass($1)`, [table])).rows[0].relkind;
     await c.end();
-    const ok = result.status === 'done' && kind === 'p';
+    const ok = result.status === expected.status && kind === expected.relkind && (expected.maxLatencyMs === undefined || stats.maxLatencyMs < expected.maxLatencyMs);
     const exact = cmp.missing === 0 && cmp.extra === 0 && cmp.different === 0 && cmp.tableChecksum === cmp.recordChecksum;
     report.push({
       scenario: name,
       outcome: ok && exact && stats.errors === 0 ? 'pass' : 'FAIL',
-      details: `${details}; workflow ${result.status}, relkind ${kind}; ${cmp.rows} rows, ${cmp.missing} missing, ${cmp.extra} extra, ${cmp.different} different, checksum ${cmp.tableChecksum}; writers ${stats.ops} ops, ${stats.errors} errors, max ${stats.maxLatencyMs} ms`,
+      details: `${details}; workflow ${result.status}, relkind ${kind}; ${cmp.rows} rows, ${cmp.missing} missing, ${cmp.extra} extra, ${cmp.different} different, checksum ${cmp.tableChecksum}; writers ${stats.ops} ops, ${stats.errors} errors, max ${stats.maxLatencyMs} ms${expected.maxLatencyMs !== undefined ? ` (limit ${expected.maxLatencyMs} ms)` : ''}`,
     });
     expect(stats.errors).toBe(0);
     expect({ missing: cmp.missing, extra: cmp.extra, different: cmp.different }).toEqual({ missing: 0, extra: 0, different: 0 });
     expect(cmp.tableChecksum).toBe(cmp.recordChecksum);
+    expect({ status: result.status, relkind: kind }).toEqual({ status: expected.status, relkind: expected.relkind });
+    if (expected.maxLatencyMs !== undefined) expect(stats.maxLatencyMs).toBeLessThan(expected.maxLatencyMs);
     expect(ok).toBe(true);
   } catch (err) {
     if (!report.find((r) => r.scenario === name)) report.push({ scenario: name, outcome: 'FAIL', details: `${details} ${(err as Error).message.split('\n')[0]}` });
@@ -172,25 +182,93 @@ test('the Temporal server killed and restarted mid-backfill', async () => {
   });
 });
 
-test('PostgreSQL restarted (fast shutdown) mid-backfill', async () => {
-  // spawn with stdio ignored and wait for 'exit': the restarted postmaster keeps any inherited pipe open
-  const pgctl = (args: string[]) => new Promise<void>((resolve, reject) => {
+/** pg_ctl restart -m fast of the test cluster; stdio ignored: the restarted postmaster keeps inherited pipes open. */
+function pgctl(args: string[]): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
     const bin = fs.readdirSync('/usr/lib/postgresql').map((v) => `/usr/lib/postgresql/${v}/bin/pg_ctl`).find((p) => fs.existsSync(p))!;
     const root = process.getuid && process.getuid() === 0;
     const p = spawn(root ? 'runuser' : bin, root ? ['-u', 'postgres', '--', bin, ...args] : args, { stdio: 'ignore' });
     p.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`pg_ctl exited ${code}`))));
   });
-  const dataDir = process.env.PARTFLOW_PG_DATA ?? path.join(os.homedir(), '.cache', 'partflow', 'pgdata');
+}
+const dataDir = process.env.PARTFLOW_PG_DATA ?? path.join(os.homedir(), '.cache', 'partflow', 'pgdata');
+async function restartPostgres(writer: Writer): Promise<number> {
+  await writer.hold(); // a statement cut off by the shutdown would have an unknown outcome
+  const t0 = Date.now();
+  await pgctl(['-D', dataDir, '-l', path.join(dataDir, 'server.log'), '-m', 'fast', '-w', 'restart']);
+  const down = Date.now() - t0;
+  await writer.release();
+  return down;
+}
+
+test('PostgreSQL restarted (fast shutdown) mid-backfill', async () => {
   await scenario('PostgreSQL fast restart mid-backfill', 'bigserial', { batchSize: 100, sleepMs: 30 }, async (h, writer) => {
-      startWorker();
-      const before = await waitFor(h, (p) => p.phase === 'backfill' && p.checkpointPage > 3, 'backfill', 120_000);
-      await writer.hold(); // a statement cut off by the shutdown would have an unknown outcome
-      const t0 = Date.now();
-      await pgctl(['-D', dataDir, '-l', path.join(dataDir, 'server.log'), '-m', 'fast', '-w', 'restart']);
-      const down = Date.now() - t0;
-      await writer.release();
-      return `restarted at ${before.checkpoint} (${down} ms); the backfill resumed from its committed checkpoint`;
+    startWorker();
+    const before = await waitFor(h, (p) => p.phase === 'backfill' && p.checkpointPage > 3, 'backfill', 120_000);
+    const down = await restartPostgres(writer);
+    return `restarted at ${before.checkpoint} (${down} ms); the backfill resumed from its committed checkpoint`;
   });
+});
+
+test('PostgreSQL restarted (fast shutdown) mid-verify', async () => {
+  await scenario('PostgreSQL fast restart mid-verify', 'uuid', {}, async (h, writer) => {
+    // the verify fault point holds the verification transaction open (source checksummed, copy not yet) for 4 s
+    process.env.PARTFLOW_FAULT_SLEEP_MS = '4000';
+    const a = startWorker('verify');
+    delete process.env.PARTFLOW_FAULT_SLEEP_MS;
+    await a.reached;
+    const at = await progress(h);
+    const down = await restartPostgres(writer);
+    return `restarted in phase ${at.phase} inside the verification snapshot (${down} ms); verify retried in a new snapshot`;
+  });
+});
+
+test('a transaction holding the table across the cut-over', async () => {
+  const lockTimeoutMs = 300;
+  let holder: Client | null = null;
+  await scenario(
+    'lock held across the cut-over (lock_timeout 300 ms)',
+    'uuid',
+    { approval: 'signal', lockTimeoutMs },
+    async (h) => {
+      startWorker();
+      await waitFor(h, (p) => p.awaitingApproval, 'approval gate', 120_000);
+      holder = new Client(db.conn);
+      await holder.connect();
+      await holder.query('BEGIN');
+      await holder.query('SELECT count(*) FROM public.f' + n); // ACCESS SHARE until COMMIT
+      await h.signal('approveCutover');
+      await sleep(4000);
+      const p = await progress(h);
+      expect(p.phase).toBe('cutover'); // still trying, not through
+      await holder.query('COMMIT');
+      await holder.end();
+      holder = null;
+      const done = await waitFor(h, (q) => q.cutover !== null, 'cut-over', 60_000);
+      expect(done.cutover!.lockWaitRetries).toBeGreaterThan(0);
+      return `ACCESS SHARE held 4 s after approval; cut-over retried ${done.cutover!.lockWaitRetries} times, then took ${done.cutover!.lockHoldMs} ms of lock in attempt ${done.cutover!.attempts}`;
+    },
+    { status: 'done', relkind: 'p', maxLatencyMs: lockTimeoutMs + 400 },
+  ).finally(async () => {
+    await (holder as Client | null)?.end().catch(() => undefined);
+  });
+});
+
+test('rollback after the cut-over under write load', async () => {
+  await scenario(
+    'rollback after cut-over under write load',
+    'bigserial',
+    { rollbackWindow: '1h' },
+    async (h, writer) => {
+      startWorker();
+      await waitFor(h, (p) => p.phase === 'rollback-window', 'rollback window', 120_000);
+      const before = writer.stats.ops;
+      await sleep(3000); // writes land in the partitioned table and, through the reverse trigger, the old one
+      await h.signal('rollback');
+      return `rollback signalled after ${writer.stats.ops - before} writes into the partitioned table; the original table is back`;
+    },
+    { status: 'rolled-back', relkind: 'r' },
+  );
 });
 
 test('pause held for a minute while writers go on, then resume', async () => {
@@ -210,33 +288,80 @@ test('pause held for a minute while writers go on, then resume', async () => {
   });
 });
 
-test('pgbench write workload for the whole run: zero failed transactions', async () => {
+test('pgbench write workload for the whole run: zero failed transactions, content equal to its own mirror', async () => {
   const table = 'pgb';
   await createTable(db.pool, { schema: 'public', name: table }, 15_000, 'bigserial');
+  // The independent record: every pgbench transaction applies the same change, in the same transaction, to a
+  // plain mirror table that partflow never touches. At the end the two must hold the same rows.
+  await db.pool.query(`CREATE TABLE pgb_mirror AS SELECT id, user_id, status, payload, n, created_at FROM ${table}`);
+  await db.pool.query(`ALTER TABLE pgb_mirror ADD PRIMARY KEY (id)`);
   const script = path.join(STATE, 'writes.sql');
   fs.writeFileSync(script, [
     `\\set d random(-400, 60)`,
     `\\set k random(1, 15000)`,
+    `\\set r random(1, 1000000000)`,
     `BEGIN;`,
-    `INSERT INTO ${table} (user_id, payload, n, created_at) VALUES (gen_random_uuid(), 'pgbench', :k, now() + :d * interval '1 day');`,
-    `UPDATE ${table} SET payload = md5(random()::text) WHERE id = :k;`,
+    `INSERT INTO ${table} (user_id, status, payload, n, created_at) VALUES (NULL, 'new', 'pgbench', :k, now() + :d * interval '1 day') RETURNING id AS new_id \\gset`,
+    `INSERT INTO pgb_mirror (id, user_id, status, payload, n, created_at) VALUES (:new_id, NULL, 'new', 'pgbench', :k, now() + :d * interval '1 day');`,
+    `UPDATE ${table} SET payload = 'u' || :r WHERE id = :k;`,
+    `UPDATE pgb_mirror SET payload = 'u' || :r WHERE id = :k;`,
     `UPDATE ${table} SET created_at = created_at + interval '33 days' WHERE id = :k + 1;`,
+    `UPDATE pgb_mirror SET created_at = created_at + interval '33 days' WHERE id = :k + 1;`,
     `DELETE FROM ${table} WHERE id = :k + 2;`,
+    `DELETE FROM pgb_mirror WHERE id = :k + 2;`,
     `END;`,
   ].join('\n'));
+  // pgbench runs back to back in 5-second rounds from before the workflow starts until after it ended
+  const args = ['-n', '-f', script, '-c', '4', '-R', '100', '-T', '5', '--max-tries', '1', '-h', String(db.conn.host), '-p', String(db.conn.port), '-U', String(db.conn.user), String(db.conn.database)];
+  const totals = { rounds: 0, processed: 0, failed: 0, aborted: 0, latencySum: 0, exitCodes: new Set<number>() };
+  let stop = false;
+  const rounds = (async () => {
+    while (!stop) {
+      const { code, out } = await new Promise<{ code: number; out: string }>((resolve) =>
+        execFile('pgbench', args, (e, stdout, stderr) => resolve({ code: e ? Number((e as { code?: number }).code ?? 1) : 0, out: stdout + stderr })),
+      );
+      const processed = Number(/number of transactions actually processed: (\d+)/.exec(out)?.[1] ?? '0');
+      totals.rounds++;
+      totals.processed += processed;
+      totals.failed += Number(/number of failed transactions: (\d+)/.exec(out)?.[1] ?? '1');
+      totals.aborted += /aborted/i.test(out) ? 1 : 0;
+      totals.latencySum += processed * Number(/latency average = ([\d.]+) ms/.exec(out)?.[1] ?? 0);
+      totals.exitCodes.add(code);
+    }
+  })();
+  await sleep(3000); // pgbench is writing before the migration starts ...
   startWorker();
   const h = await client.workflow.start('partitionTable', { taskQueue: TQ, workflowId: `fault-pgbench-${Date.now()}`, args: [{ table, batchSize: 300, sleepMs: 20, approval: 'auto', rollbackWindow: '0s' }] });
-  const bench = new Promise<string>((resolve) => {
-    execFile('pgbench', ['-n', '-f', script, '-c', '4', '-R', '100', '-T', '25', '--max-tries', '1', '-h', String(db.conn.host), '-p', String(db.conn.port), '-U', String(db.conn.user), String(db.conn.database)], (_e, out, err) => resolve(out + err));
-  });
   const result = await h.result();
-  const out = await bench;
-  const failed = Number(/number of failed transactions: (\d+)/.exec(out)?.[1] ?? 'NaN');
-  const processed = Number(/number of transactions actually processed: (\d+)/.exec(out)?.[1] ?? '0');
-  const latency = /latency average = ([\d.]+) ms/.exec(out)?.[1];
-  report.push({ scenario: 'pgbench -c 4 -R 100 for 25 s across the whole run', outcome: failed === 0 && result.status === 'done' ? 'pass' : 'FAIL', details: `${processed} transactions, ${failed} failed, latency average ${latency} ms; workflow ${result.status}` });
+  await sleep(3000); // ... and after it ended
+  stop = true;
+  await rounds;
+  const { processed, failed } = totals;
+  const aborted = totals.aborted > 0;
+  const code = [...totals.exitCodes].join(',');
+  const latency = processed ? (totals.latencySum / processed).toFixed(3) : 'n/a';
+  const cmp = (
+    await db.pool.query(`SELECT count(*) FILTER (WHERE m.id IS NULL) AS extra, count(*) FILTER (WHERE t.id IS NULL) AS missing,
+        count(*) FILTER (WHERE t.id IS NOT NULL AND m.id IS NOT NULL AND row(t.user_id, t.status, t.payload, t.n, t.created_at) IS DISTINCT FROM row(m.user_id, m.status, m.payload, m.n, m.created_at)) AS different,
+        count(t.id) AS rows
+      FROM ${table} t FULL JOIN pgb_mirror m ON m.id = t.id`)
+  ).rows[0];
+  const sum = async (rel: string) =>
+    (await db.pool.query(`SELECT coalesce(sum(hashtextextended(row(id, user_id, status, payload, n, created_at)::text, 0)), 0)::text AS s FROM ${rel}`)).rows[0].s;
+  const [a, b] = [await sum(table), await sum('pgb_mirror')];
+  const kind = (await db.pool.query(`SELECT relkind FROM pg_class WHERE oid = to_regclass($1)`, [table])).rows[0].relkind;
+  const exact = Number(cmp.missing) === 0 && Number(cmp.extra) === 0 && Number(cmp.different) === 0 && a === b;
+  report.push({
+    scenario: 'pgbench -c 4 -R 100, multi-statement transactions, across the whole run',
+    outcome: failed === 0 && !aborted && exact && result.status === 'done' && kind === 'p' ? 'pass' : 'FAIL',
+    details: `${processed} transactions in ${totals.rounds} back-to-back 5 s rounds, ${failed} failed, ${aborted ? 'a client aborted' : 'no client aborted'}, latency average ${latency} ms (pgbench exit codes ${code}); workflow ${result.status}, relkind ${kind}; against the mirror: ${cmp.rows} rows, ${cmp.missing} missing, ${cmp.extra} extra, ${cmp.different} different, checksum ${a === b ? 'equal' : `${a} vs ${b}`}`,
+  });
   for (const p of [...workers]) await kill(p);
   expect(result.status).toBe('done');
+  expect(kind).toBe('p');
+  expect(aborted).toBe(false);
   expect(processed).toBeGreaterThan(500);
   expect(failed).toBe(0);
+  expect({ missing: Number(cmp.missing), extra: Number(cmp.extra), different: Number(cmp.different) }).toEqual({ missing: 0, extra: 0, different: 0 });
+  expect(a).toBe(b);
 });

@@ -1,14 +1,16 @@
 import { parseDuration, validatePartitionInput, validateThrottle } from '../../src/input';
+import { nextBatchSize } from '../../src/plan';
 
 describe('validatePartitionInput', () => {
   it('fills the documented defaults', () => {
     const o = validatePartitionInput({ table: 'generated_images' });
-    expect(o).toMatchObject({ table: { schema: 'public', name: 'generated_images' }, column: 'created_at', premake: 3, batchSize: 5000, approval: 'signal', rollbackWindowMs: 86_400_000, inboundForeignKeys: 'refuse', dryRun: false });
+    expect(o).toMatchObject({ table: { schema: 'public', name: 'generated_images' }, column: 'created_at', premake: 3, batchSize: 5000, maxBatchMs: 50, approval: 'signal', rollbackWindowMs: 86_400_000, inboundForeignKeys: 'refuse', dryRun: false });
   });
   it.each([
     [{}, /"table" is required/],
     [{ table: 't', premake: -1 }, /"premake"/],
     [{ table: 't', batchSize: 0 }, /"batchSize"/],
+    [{ table: 't', maxBatchMs: 1 }, /"maxBatchMs"/],
     [{ table: 't', approval: 'yes' }, /"approval" must be one of/],
     [{ table: 't', rollbackWindow: 'soon' }, /"rollbackWindow"/],
     [{ table: 't', interval: 'week' }, /"interval"/],
@@ -30,5 +32,16 @@ describe('durations and throttle', () => {
     expect(() => validateThrottle({})).toThrow(/needs batchSize or sleepMs/);
     expect(() => validateThrottle({ batchSize: -5 })).toThrow(/batchSize/);
     expect(() => validateThrottle({ speed: 1 })).toThrow(/unknown field "speed"/);
+  });
+});
+
+describe('batch size under a time budget', () => {
+  it('shrinks a slow batch in proportion, grows a quick one back, never past the cap', () => {
+    expect(nextBatchSize(100, 100, 200, 50)).toBe(20); // 100 pages took 200 ms: 100 * 50 * 0.8 / 200
+    expect(nextBatchSize(20, 100, 10, 50)).toBe(24);
+    expect(nextBatchSize(90, 100, 5, 50)).toBe(100);
+    expect(nextBatchSize(40, 100, 45, 50)).toBe(40);
+    expect(nextBatchSize(1, 100, 5000, 50)).toBe(1);
+    expect(nextBatchSize(1, 100, 1, 50)).toBe(2);
   });
 });
