@@ -26,7 +26,7 @@ export interface PreflightResult {
 export interface BackfillChunkInput {
   table: TableRef;
   copyMode: Plan['copyMode'];
-  sql: Pick<Plan['sql'], 'backfillBatch' | 'keyBound' | 'keyBoundFirst' | 'keyCopy' | 'keyCopyFirst'>;
+  sql: Pick<Plan['sql'], 'backfillBatch' | 'backfillBatchFast' | 'keyBound' | 'keyBoundFirst' | 'keyCopy' | 'keyCopyFirst'>;
   batchSize: number;
   sleepMs: number;
   /** stop after this long so the workflow can react to pause/throttle/rollback */
@@ -42,6 +42,8 @@ export interface BackfillChunkResult {
   rowsThisChunk: number;
   pagesThisChunk: number;
   batches: number;
+  /** batches that met rows the sync trigger had written and were copied again with ON CONFLICT */
+  mergedBatches?: number;
   elapsedMs: number;
   done: boolean;
   /** share of the walk done, 0..100 */
@@ -86,6 +88,10 @@ const BATCH_LOCK_ATTEMPTS = 30;
  * Held in memory: another worker starts from batchSize and adapts within a batch or two.
  */
 const learnt = new Map<string, number>();
+/** After a batch met a row the trigger had written, the next MERGE_BATCHES batches use ON CONFLICT. */
+const MERGE_BATCHES = 20;
+const mergeUntil = new Map<string, number>();
+const batchCount = new Map<string, number>();
 
 const workflowIdOrNull = currentWorkflowId;
 
@@ -369,16 +375,30 @@ export function createPartitionActivities({ pool, log }: Deps) {
         const cap = pagesPerBatch(input.batchSize, Number(dens.rows[0]?.t ?? -1), Number(dens.rows[0]?.p ?? 0));
         const key = `pages:${qualified(plan.table)}`;
         let per = Math.min(cap, learnt.get(key) ?? cap);
+        let batchNo = batchCount.get(key) ?? 0;
+        let mergedBatches = 0;
         while (next < total && Date.now() - started < input.maxMs) {
           if (ctx?.cancellationSignal.aborted) break;
           const to = Math.min(total, next + per);
           const from = next;
           const batchStarted = Date.now();
-          const n = await guardedBatch(plan.table, 'next_page = $5', 'next_page = $4', [from, to], async (c) => {
-            const r = await c.query(input.sql.backfillBatch, [`(${from},0)`, `(${to},0)`]);
-            if (batches === 2) await faultPoint('backfill', l); // mid-batch: copied, not committed
-            return Number(r.rows[0].read);
-          });
+          // the fast form unless a recent batch of this table met rows the trigger had written
+          const fast = !!input.sql.backfillBatchFast && (mergeUntil.get(key) ?? 0) <= batchNo;
+          batchNo++;
+          const copy = (sql: string) => (c: PoolClient) =>
+            c.query(sql, [`(${from},0)`, `(${to},0)`]).then(async (r) => {
+              if (batches === 2) await faultPoint('backfill', l); // mid-batch: copied, not committed
+              return r.rows[0]?.read !== undefined ? Number(r.rows[0].read) : r.rowCount ?? 0;
+            });
+          let n: number;
+          try {
+            n = await guardedBatch(plan.table, 'next_page = $5', 'next_page = $4', [from, to], copy(fast ? input.sql.backfillBatchFast! : input.sql.backfillBatch));
+          } catch (err) {
+            if (!fast || (err as { code?: string }).code !== '23505') throw err;
+            mergeUntil.set(key, batchNo + MERGE_BATCHES);
+            mergedBatches++;
+            n = await guardedBatch(plan.table, 'next_page = $5', 'next_page = $4', [from, to], copy(input.sql.backfillBatch));
+          }
           if (n < 0) {
             // another attempt of this activity advanced the checkpoint: continue from where it is now
             const again = await runState(plan.table);
@@ -395,13 +415,14 @@ export function createPartitionActivities({ pool, log }: Deps) {
           rowsThisChunk += n;
           pagesThisChunk += to - from;
           batches++;
+          batchCount.set(key, batchNo);
           ctx?.heartbeat({ checkpointPage: next, totalPages: total, rowsCopied });
           if (input.sleepMs > 0) await sleep(input.sleepMs);
         }
         const elapsedMs = Date.now() - started;
         l.debug({ next, total, rowsThisChunk, batches, elapsedMs }, 'backfill chunk');
         return {
-          nextPage: next, totalPages: total, rowsCopied, rowsThisChunk, pagesThisChunk, batches, elapsedMs, done: next >= total,
+          nextPage: next, totalPages: total, rowsCopied, rowsThisChunk, pagesThisChunk, batches, mergedBatches, elapsedMs, done: next >= total,
           percent: total > 0 ? Math.min(100, (next / total) * 100) : 100, checkpoint: `page ${next} of ${total}`,
         };
       } catch (err) {

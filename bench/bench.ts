@@ -18,14 +18,14 @@ import * as os from 'os';
 import * as path from 'path';
 import { parseArgs } from 'util';
 import { Client as TemporalClient, Connection, WorkflowHandle } from '@temporalio/client';
-import { NativeConnection, Worker } from '@temporalio/worker';
+import { DefaultLogger, NativeConnection, Runtime, Worker } from '@temporalio/worker';
 import { Client, Pool } from 'pg';
 import { createActivities } from '../activities';
 import { createPool } from '../activities/db';
 import { createLogger } from '../src/logger';
 import type { Progress } from '../workflows/definitions';
 
-const { values: args } = parseArgs({ options: { rows: { type: 'string', default: '2000000' }, runs: { type: 'string', default: '3' }, rate: { type: 'string', default: '200' }, 'batch-size': { type: 'string', default: '5000' }, 'max-batch-ms': { type: 'string', default: '50' }, db: { type: 'string', default: 'partflow_bench' } } });
+const { values: args } = parseArgs({ options: { rows: { type: 'string', default: '2000000' }, runs: { type: 'string', default: '3' }, rate: { type: 'string', default: '200' }, 'batch-size': { type: 'string', default: '5000' }, 'max-batch-ms': { type: 'string', default: '50' }, order: { type: 'string', default: 'time' }, db: { type: 'string', default: 'partflow_bench' } } });
 const ROWS = Number(args.rows);
 const RUNS = Number(args.runs);
 const RATE = Number(args.rate);
@@ -49,20 +49,23 @@ async function main(): Promise<void> {
   const conn = { host: process.env.PGHOST, port: Number(process.env.PGPORT), user: process.env.PGUSER, database: args.db };
   const url = `postgres://${conn.user}@${conn.host}:${conn.port}/${args.db}`;
   const pool = new Pool({ ...conn, max: 4 });
-  line(`generating ${ROWS.toLocaleString('en-US')} rows of a generated_images-like table (uuid key, 4 secondary indexes, 14 months)`);
+  if (args.order !== 'time' && args.order !== 'random') throw new Error('--order takes "time" (rows appended in time order, as an application writes them) or "random".');
+  line(`generating ${ROWS.toLocaleString('en-US')} rows of a generated_images-like table (uuid key, 4 secondary indexes, 14 months, ${args.order === 'time' ? 'appended in time order with a day of jitter' : 'in random time order'})`);
   await pool.query(`CREATE TABLE images (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), user_id uuid, status varchar(20) NOT NULL DEFAULT 'done',
     generation_type varchar(30) NOT NULL DEFAULT 'product', prompt text, image_url text, expires_at timestamptz, created_at timestamptz NOT NULL DEFAULT now())`);
   // ids are md5(g)::uuid: random-looking like gen_random_uuid(), and pgbench can address row g
   await pool.query(`INSERT INTO images (id, user_id, status, generation_type, prompt, image_url, expires_at, created_at)
     SELECT md5(g::text)::uuid, gen_random_uuid(), (ARRAY['done','failed','pending'])[1 + g % 3], (ARRAY['product','model'])[1 + g % 2], 'prompt ' || g,
            'https://cdn.example.com/' || md5(g::text) || '.png', ts + interval '6 hours', ts
-      FROM (SELECT g, now() - random() * interval '14 months' AS ts FROM generate_series(1, ${ROWS}) g) s`);
+      FROM (SELECT g, ${args.order === 'time' ? `now() - interval '14 months' + (g::float / ${ROWS}) * interval '14 months' - random() * interval '1 day'` : `now() - random() * interval '14 months'`} AS ts
+              FROM generate_series(1, ${ROWS}) g) s ORDER BY g`);
   for (const sql of [
     `CREATE INDEX ON images (user_id, status) WHERE user_id IS NOT NULL`, `CREATE INDEX ON images (expires_at)`,
     `CREATE INDEX ON images (generation_type, status, created_at)`, `CREATE INDEX ON images (created_at)`,
   ]) await pool.query(sql);
   await pool.query('VACUUM ANALYZE images');
 
+  Runtime.install({ logger: new DefaultLogger('WARN') });
   const log = createLogger({ component: 'bench' }).child({}, { level: 'warn' });
   const actPool = createPool(url);
   const acts = createActivities({ pool: actPool, log });
@@ -173,7 +176,7 @@ async function main(): Promise<void> {
       const w = await startAndWatch({ ...input, approval: 'signal' }, (p) => p.awaitingApproval);
       const gate = Date.now();
       const [a, b] = await span(w.h, 'backfillChunk');
-      results.partflow.push(b - a);
+      results.partflow.push(Math.round(b - a));
       results.workflowToGate.push(gate - w.started);
       line(`  partflow backfill ${Math.round(b - a)} ms, workflow to the approval gate ${gate - w.started} ms`);
       await w.h.signal('rollback');
@@ -199,8 +202,8 @@ async function main(): Promise<void> {
       const cut = await span(w.h, 'cutover');
       const swap = await span(w.h, 'swapBack');
       windows = { fill, cutover: cut, rollback: [Math.min(rb, swap[0]), swap[1]], run: [w.started, end] };
-      results.partflowUnderLoad.push(fill[1] - fill[0]);
-      results.workflowUnderLoad.push(cut[1] - w.started);
+      results.partflowUnderLoad.push(Math.round(fill[1] - fill[0]));
+      results.workflowUnderLoad.push(Math.round(cut[1] - w.started));
       await new Promise((res) => setTimeout(res, 3000));
     });
     const within = ([a, b]: number[]) => load.tx.filter((t) => t.startMs < b && t.endMs > a).map((t) => t.latencyMs);
@@ -226,7 +229,7 @@ async function main(): Promise<void> {
     ['partflow: backfill, pgbench writing', results.partflowUnderLoad],
   ].filter(([, xs]) => (xs as number[]).length) as [string, number[]][];
   line('');
-  line(`${ROWS.toLocaleString('en-US')} rows, ${RUNS} runs, batchSize ${input.batchSize}, maxBatchMs ${input.maxBatchMs}; figures are min/median/max over the runs`);
+  line(`${ROWS.toLocaleString('en-US')} rows (${args.order} order), ${RUNS} runs, batchSize ${input.batchSize}, maxBatchMs ${input.maxBatchMs}; figures are min/median/max over the runs`);
   line(`${'copy'.padEnd(42)} ${'ms'.padEnd(22)} ${'rows/s (median)'.padEnd(16)} speed vs limit   target`);
   for (const [name, xs] of table) {
     const target = name.startsWith('partflow: backfill phase') ? '>= 0.90' : '';
@@ -244,7 +247,7 @@ async function main(): Promise<void> {
   line(`  longest write: no migration ${mmm(stats(impact.baseMax), f2)} ms; during the cut-over ${mmm(stats(impact.cutoverMax), f2)} ms; during the rollback swap ${mmm(stats(impact.rollbackMax), f2)} ms; whole run ${mmm(stats(impact.runMax), f2)} ms   target <= 100 ms`);
   line(`  failed transactions: ${impact.failed.join(', ')} of ${impact.transactions.join(', ')}`);
   if (peerError) line(`peer (pg_partman partition_data_proc) not measured: ${peerError}`);
-  fs.writeFileSync('bench-results.json', JSON.stringify({ rows: ROWS, runs: RUNS, rate: RATE, input, results, impact, peerError }, null, 2));
+  fs.writeFileSync('bench-results.json', JSON.stringify({ rows: ROWS, runs: RUNS, rate: RATE, order: args.order, input, results, impact, peerError }, null, 2));
   worker.shutdown();
   await running;
   await connection.close();

@@ -28,6 +28,8 @@ export interface Progress {
   batchSize: number;
   sleepMs: number;
   lockWaitRetries: number;
+  /** backfill batches that met rows the sync trigger had written and were copied again with ON CONFLICT */
+  mergedBatches: number;
   partitions: number;
   warnings: string[];
   verify: { ok: boolean; rows: number; mismatches: string[]; elapsedMs: number } | null;

@@ -53,6 +53,7 @@ export interface PartitionState {
   rowsPerSecond: number;
   percentPerSecond: number;
   lockWaitRetries: number;
+  mergedBatches?: number;
   percent: number;
   checkpoint: string;
   lastError: string | null;
@@ -142,6 +143,7 @@ export async function partitionTable(input: PartitionTableInput & { resume?: Par
       batchSize: s.batchSize,
       sleepMs: s.sleepMs,
       lockWaitRetries: s.lockWaitRetries,
+      mergedBatches: s.mergedBatches ?? 0,
       partitions: s.plan ? s.plan.partitions.length + 1 : 0,
       warnings: s.plan?.warnings ?? [],
       verify: s.verify && { ok: s.verify.ok, rows: s.verify.rows, mismatches: s.verify.mismatches, elapsedMs: s.verify.elapsedMs },
@@ -212,13 +214,14 @@ export async function partitionTable(input: PartitionTableInput & { resume?: Par
           await condition(() => !s.paused || s.rollbackRequested);
           continue;
         }
-        const { backfillBatch, keyBound, keyBoundFirst, keyCopy, keyCopyFirst } = plan.sql;
+        const { backfillBatch, backfillBatchFast, keyBound, keyBoundFirst, keyCopy, keyCopyFirst } = plan.sql;
         const r = await chunk.backfillChunk({
-          table: plan.table, copyMode: plan.copyMode, sql: { backfillBatch, keyBound, keyBoundFirst, keyCopy, keyCopyFirst },
+          table: plan.table, copyMode: plan.copyMode, sql: { backfillBatch, backfillBatchFast, keyBound, keyBoundFirst, keyCopy, keyCopyFirst },
           batchSize: s.batchSize, sleepMs: s.sleepMs, maxMs: CHUNK_MS, maxBatchMs: opts.maxBatchMs ?? 50,
         });
         const gained = r.percent - s.percent;
         s.rowsCopied = r.rowsCopied;
+        s.mergedBatches = (s.mergedBatches ?? 0) + (r.mergedBatches ?? 0);
         s.percent = r.percent;
         s.checkpoint = r.checkpoint;
         s.checkpointPage = r.nextPage;

@@ -134,6 +134,25 @@ test('rollback after cut-over restores the plain table with every row written si
   expect(run.rows[0].run_state).toBe('rolled-back');
 });
 
+test('rows the trigger wrote ahead of the backfill: the fast copy meets them, the batch is copied again with ON CONFLICT, nothing doubled', async () => {
+  const t = await createTable(db.pool, { schema: 'public', name: 'ahead' }, 8_000, 'bigserial');
+  const h = await start({ table: 'ahead', batchSize: 100, sleepMs: 100, approval: 'signal', rollbackWindow: '0s' });
+  const p0 = await waitFor(h, (p) => p.phase === 'backfill' && p.checkpointPage > 0, 'backfill progress');
+  // update rows on every page not copied yet (HOT updates stay on their page): the trigger writes them first
+  const r = await db.pool.query(`UPDATE public.ahead SET payload = 'ahead of the copy' WHERE ctid >= $1::tid`, [`(${p0.checkpointPage + 5},0)`]);
+  expect(r.rowCount).toBeGreaterThan(100);
+  const w = writerFor(t);
+  await w.start();
+  const gate = await waitFor(h, (p) => p.awaitingApproval, 'approval gate', 180_000);
+  expect(gate.mergedBatches).toBeGreaterThan(0);
+  await h.signal('approveCutover');
+  const result = await h.result();
+  await w.stop();
+  expect(result.status).toBe('done');
+  expect((await db.pool.query(`SELECT count(*)::int AS n FROM public.ahead WHERE payload = 'ahead of the copy'`)).rows[0].n).toBeGreaterThan(0);
+  await expectMatchesRecord(t, w);
+});
+
 test('a long transaction holding the table at cut-over: the cut-over retries and writers wait at most the lock timeout', async () => {
   const t = await createTable(db.pool, { schema: 'public', name: 'locked' }, 5_000, 'uuid');
   const w = writerFor(t);
