@@ -101,13 +101,16 @@ export async function withHeartbeat<T>(details: () => unknown, work: () => Promi
 export async function inTransaction<T>(
   pool: Pool,
   fn: (client: PoolClient) => Promise<T>,
-  opts: { isolation?: 'REPEATABLE READ'; readOnly?: boolean; lockTimeoutMs?: number } = {},
+  opts: { isolation?: 'REPEATABLE READ'; readOnly?: boolean; lockTimeoutMs?: number; asyncCommit?: boolean } = {},
 ): Promise<T> {
   const client = await pool.connect();
   let broken = false;
   try {
-    await client.query(`BEGIN${opts.isolation ? ` ISOLATION LEVEL ${opts.isolation}` : ''}${opts.readOnly ? ' READ ONLY' : ''}`);
-    if (opts.lockTimeoutMs !== undefined) await client.query(`SET LOCAL lock_timeout = ${Math.floor(opts.lockTimeoutMs)}`);
+    // one round trip: BEGIN and the transaction's settings in one simple query
+    const begin = [`BEGIN${opts.isolation ? ` ISOLATION LEVEL ${opts.isolation}` : ''}${opts.readOnly ? ' READ ONLY' : ''}`];
+    if (opts.lockTimeoutMs !== undefined) begin.push(`SET LOCAL lock_timeout = ${Math.floor(opts.lockTimeoutMs)}`);
+    if (opts.asyncCommit) begin.push('SET LOCAL synchronous_commit = off');
+    await client.query(begin.join('; '));
     const out = await fn(client);
     await client.query('COMMIT');
     return out;
@@ -134,6 +137,12 @@ export interface LockRetryStats {
  * Runs DDL in one transaction with a short lock_timeout; on 55P03 rolls back, waits with jittered
  * exponential backoff and tries again, so a long-running transaction delays the step instead of queueing
  * every application query behind our lock request.
+ *
+ * With `relations`, it looks before it leaps: while a transaction older than the lock timeout holds a lock
+ * on one of them or their partitions, an attempt would only queue the application behind us for the whole lock_timeout, so it
+ * is not made; the wait counts as a retry. A plain autovacuum on them is cancelled first (PostgreSQL does
+ * the same for any lock request that waits deadlock_timeout, which our shorter lock_timeout never reaches;
+ * an anti-wraparound one is waited for). Cancelling needs the right to signal it; without it we wait.
  */
 export async function withLockRetry<T>(
   pool: Pool,
@@ -141,10 +150,40 @@ export async function withLockRetry<T>(
   step: string,
   lockTimeoutMs: number,
   fn: (client: PoolClient) => Promise<T>,
-  maxAttempts = 8,
+  opts: number | { maxAttempts?: number; relations?: string[] } = 8,
 ): Promise<{ result: T; stats: LockRetryStats }> {
+  const maxAttempts = typeof opts === 'number' ? opts : opts.maxAttempts ?? 8;
+  const relations = typeof opts === 'number' ? [] : opts.relations ?? [];
   let lockWaitRetries = 0;
+  const backOff = async (attempt: number, why: Record<string, unknown>) => {
+    lockWaitRetries++;
+    metrics.lockWaitRetry(step);
+    const backoff = Math.min(10_000, 200 * 2 ** (attempt - 1));
+    const wait = Math.round(backoff / 2 + Math.random() * backoff);
+    log.warn({ step, attempt, waitMs: wait, ...why }, 'lock not available within lock_timeout; retrying');
+    activityContext()?.heartbeat({ step, lockWaitRetries });
+    await sleep(wait);
+  };
   for (let attempt = 1; ; attempt++) {
+    if (relations.length && attempt < maxAttempts) {
+      const holders = await longLockHolders(pool, relations, lockTimeoutMs).catch(() => []);
+      const blocking = [];
+      for (const h of holders) {
+        if (h.autovacuum && !h.wraparound) {
+          const r = await pool.query('SELECT pg_cancel_backend($1) AS ok', [h.pid]).catch(() => ({ rows: [{ ok: false }] }));
+          if (r.rows[0]?.ok) {
+            log.warn({ step, pid: h.pid, query: h.query }, 'cancelled an autovacuum holding the table so that the DDL does not queue behind it');
+            continue;
+          }
+        }
+        blocking.push(h);
+      }
+      if (blocking.length) {
+        await backOff(attempt, { heldBy: blocking.map((h) => `pid ${h.pid} for ${Math.round(h.ageMs)} ms: ${h.query}`) });
+        continue;
+      }
+      if (holders.length) await sleep(50); // a cancelled autovacuum lets go of its lock
+    }
     const started = Date.now();
     try {
       const result = await inTransaction(pool, fn, { lockTimeoutMs });
@@ -152,16 +191,27 @@ export async function withLockRetry<T>(
     } catch (err) {
       const code = (err as { code?: string }).code;
       if (code === '55P03' && attempt < maxAttempts) {
-        lockWaitRetries++;
-        metrics.lockWaitRetry(step);
-        const backoff = Math.min(10_000, 200 * 2 ** (attempt - 1));
-        const wait = Math.round(backoff / 2 + Math.random() * backoff);
-        log.warn({ step, attempt, waitMs: wait }, 'lock not available within lock_timeout; retrying');
-        activityContext()?.heartbeat({ step, lockWaitRetries });
-        await sleep(wait);
+        await backOff(attempt, {});
         continue;
       }
       classify(err, step);
     }
   }
+}
+
+/**
+ * Sessions other than ours holding a granted lock on one of `relations` or their partitions (DDL on a
+ * partitioned table locks those too) for longer than `olderThanMs`, or autovacuum.
+ */
+async function longLockHolders(pool: Pool, relations: string[], olderThanMs: number): Promise<{ pid: number; ageMs: number; query: string; autovacuum: boolean; wraparound: boolean }[]> {
+  const r = await pool.query(
+    `SELECT DISTINCT a.pid, extract(epoch FROM now() - coalesce(a.xact_start, a.query_start)) * 1000 AS age_ms, left(a.query, 160) AS query,
+            a.backend_type = 'autovacuum worker' AS autovacuum, a.query LIKE '%to prevent wraparound%' AS wraparound
+       FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+      WHERE l.locktype = 'relation' AND l.granted AND l.pid <> pg_backend_pid()
+        AND l.relation IN (SELECT t.relid FROM unnest($1::text[]) x, LATERAL pg_partition_tree(to_regclass(x)) t)
+        AND (a.backend_type = 'autovacuum worker' OR coalesce(a.xact_start, a.query_start) < now() - make_interval(secs => $2::float8 / 1000))`,
+    [relations, olderThanMs],
+  );
+  return r.rows.map((x) => ({ pid: x.pid, ageMs: Number(x.age_ms), query: x.query, autovacuum: x.autovacuum, wraparound: x.wraparound }));
 }

@@ -138,13 +138,12 @@ export function createPartitionActivities({ pool, log }: Deps) {
         return await inTransaction(
           pool,
           async (c) => {
-            await c.query('SET LOCAL synchronous_commit = off');
             const read = await copy(c);
             const u = await c.query(`UPDATE ${RUNS} SET ${set}, rows_copied = rows_copied + $3, updated_at = now() WHERE table_schema = $1 AND table_name = $2 AND ${where}`, [table.schema, table.name, read, ...params]);
             if (u.rowCount !== 1) throw Object.assign(new Error('checkpoint moved under us'), { code: 'PF001' });
             return read;
           },
-          { lockTimeoutMs: BATCH_LOCK_TIMEOUT_MS },
+          { lockTimeoutMs: BATCH_LOCK_TIMEOUT_MS, asyncCommit: true },
         );
       } catch (err) {
         const code = (err as { code?: string }).code;
@@ -310,7 +309,7 @@ export function createPartitionActivities({ pool, log }: Deps) {
           throw ApplicationFailure.nonRetryable(`Refusing to drop ${displayName(plan.shadow)}: it is not partflow's copy.`, 'Safety');
         }
         for (const sql of plan.sql.dropShadow) await c.query(sql);
-      });
+      }, { relations: [qualified(plan.table), qualified(plan.shadow), qualified(plan.old)] });
       l.info('shadow table dropped');
     },
 
@@ -336,7 +335,7 @@ export function createPartitionActivities({ pool, log }: Deps) {
           await c.query(`UPDATE ${RUNS} SET max_key = coalesce(max_key, $3::text[]) WHERE table_schema = $1 AND table_name = $2`, [plan.table.schema, plan.table.name, mk.rows[0]?.k ?? null]);
         }
         return Number(r.rows[0].total_pages);
-      });
+      }, { relations: [qualified(plan.table), qualified(plan.shadow), qualified(plan.old)] });
       l.info({ totalPages: result, lockWaitRetries: stats.lockWaitRetries }, 'sync trigger installed');
       return { totalPages: result, lockWaitRetries: stats.lockWaitRetries };
     },
@@ -347,7 +346,7 @@ export function createPartitionActivities({ pool, log }: Deps) {
         const src = await relOid(c, plan.table);
         if (!src || src.oid !== plan.tableOid) return; // swapped: the trigger went with the cut-over
         for (const sql of plan.sql.dropSyncTrigger) await c.query(sql);
-      });
+      }, { relations: [qualified(plan.table), qualified(plan.shadow), qualified(plan.old)] });
       l.info('sync trigger dropped');
     },
 
@@ -483,7 +482,7 @@ export function createPartitionActivities({ pool, log }: Deps) {
             for (const sql of plan.sql.cutover.slice(1)) await c.query(sql);
             await faultPoint('cutover', l); // renamed, not committed
             await c.query(`UPDATE ${RUNS} SET cutover_done = true, updated_at = now() WHERE table_schema = $1 AND table_name = $2`, [plan.table.schema, plan.table.name]);
-          }),
+          }, { relations: [qualified(plan.table), qualified(plan.shadow), qualified(plan.old)] }),
       );
       const lockHoldMs = Date.now() - lockedAt;
       l.info({ lockHoldMs, attempts: stats.attempts, lockWaitRetries: stats.lockWaitRetries }, 'cut over');
@@ -502,7 +501,7 @@ export function createPartitionActivities({ pool, log }: Deps) {
           lockedAt = Date.now();
           for (const sql of plan.sql.swapBack.slice(1)) await c.query(sql);
           await c.query(`UPDATE ${RUNS} SET cutover_done = false, updated_at = now() WHERE table_schema = $1 AND table_name = $2`, [plan.table.schema, plan.table.name]);
-        });
+        }, { relations: [qualified(plan.table), qualified(plan.shadow), qualified(plan.old)] });
         swapped = true;
       }
       const lockHoldMs = swapped ? Date.now() - lockedAt : 0;
@@ -519,7 +518,7 @@ export function createPartitionActivities({ pool, log }: Deps) {
       await withLockRetry(pool, l, 'finalize', lockTimeoutMs, async (c) => {
         for (const sql of plan.sql.finalize) await c.query(sql);
         await faultPoint('finalize', l);
-      });
+      }, { relations: [qualified(plan.table), qualified(plan.shadow), qualified(plan.old)] });
       l.info({ old: displayName(plan.old) }, 'reverse trigger dropped; old table kept');
     },
   };

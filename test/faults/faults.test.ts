@@ -130,7 +130,7 @@ async function scenario(
       outcome: ok && exact && stats.errors === 0 ? 'pass' : 'FAIL',
       details: `${details}; workflow ${result.status}, relkind ${kind}; ${cmp.rows} rows, ${cmp.missing} missing, ${cmp.extra} extra, ${cmp.different} different, checksum ${cmp.tableChecksum}; writers ${stats.ops} ops, ${stats.errors} errors, max ${stats.maxLatencyMs} ms${expected.maxLatencyMs !== undefined ? ` (limit ${expected.maxLatencyMs} ms)` : ''}`,
     });
-    expect(stats.errors).toBe(0);
+    expect({ errors: stats.errors, samples: stats.errorSamples }).toEqual({ errors: 0, samples: [] });
     expect({ missing: cmp.missing, extra: cmp.extra, different: cmp.different }).toEqual({ missing: 0, extra: 0, different: 0 });
     expect(cmp.tableChecksum).toBe(cmp.recordChecksum);
     expect({ status: result.status, relkind: kind }).toEqual({ status: expected.status, relkind: expected.relkind });

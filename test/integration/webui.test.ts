@@ -94,7 +94,7 @@ test('start from the Start Workflow form, query progress in the Queries tab, app
   // 5. the database
   const stats = await w.stop();
   expect(result.status).toBe('done');
-  expect(stats.errors).toBe(0);
+  expect({ errors: stats.errors, samples: stats.errorSamples }).toEqual({ errors: 0, samples: [] });
   expect((await db.pool.query(`SELECT relkind FROM pg_class WHERE oid = 'public.ui_images'::regclass`)).rows[0].relkind).toBe('p');
   const c = new Client(db.conn);
   await c.connect();
