@@ -139,8 +139,8 @@ export interface LockRetryStats {
  * every application query behind our lock request.
  *
  * With `relations`, it looks before it leaps: while a transaction older than the lock timeout holds a lock
- * on one of them or their partitions, an attempt would only queue the application behind us for the whole lock_timeout, so it
- * is not made; the wait counts as a retry. A plain autovacuum on them is cancelled first (PostgreSQL does
+ * on one of them or their partitions, an attempt would only queue the application behind us for the whole
+ * lock_timeout, so it is not made; the wait counts as a retry. A plain autovacuum on them is cancelled first (PostgreSQL does
  * the same for any lock request that waits deadlock_timeout, which our shorter lock_timeout never reaches;
  * an anti-wraparound one is waited for). Cancelling needs the right to signal it; without it we wait.
  */
@@ -164,29 +164,56 @@ export async function withLockRetry<T>(
     activityContext()?.heartbeat({ step, lockWaitRetries });
     await sleep(wait);
   };
+  const cancelAutovacuum = async (pid: number, query: string) => {
+    const r = await pool.query('SELECT pg_cancel_backend($1) AS ok', [pid]).catch(() => null);
+    if (r?.rows[0]?.ok) log.warn({ step, pid, query }, 'cancelled an autovacuum holding the table so that the DDL does not queue behind it');
+    return !!r?.rows[0]?.ok;
+  };
+  // While the attempt waits for a lock, an autovacuum that started after the look above is cancelled at
+  // once instead of after deadlock_timeout, so the application queued behind us waits milliseconds.
+  const watched = async (c: PoolClient): Promise<T> => {
+    const pid = (await c.query('SELECT pg_backend_pid() AS pid')).rows[0].pid;
+    let done = false;
+    const watchdog = (async () => {
+      while (!done) {
+        await sleep(25);
+        if (done) break;
+        const r = await pool
+          .query(`SELECT pid, left(query, 160) AS query FROM pg_stat_activity WHERE pid = ANY (pg_blocking_pids($1)) AND backend_type = 'autovacuum worker' AND query NOT LIKE '%to prevent wraparound%'`, [pid])
+          .catch(() => ({ rows: [] as { pid: number; query: string }[] }));
+        for (const x of r.rows) await cancelAutovacuum(x.pid, x.query);
+      }
+    })();
+    try {
+      return await fn(c);
+    } finally {
+      done = true;
+      await watchdog;
+    }
+  };
   for (let attempt = 1; ; attempt++) {
     if (relations.length && attempt < maxAttempts) {
-      const holders = await longLockHolders(pool, relations, lockTimeoutMs).catch(() => []);
-      const blocking = [];
-      for (const h of holders) {
-        if (h.autovacuum && !h.wraparound) {
-          const r = await pool.query('SELECT pg_cancel_backend($1) AS ok', [h.pid]).catch(() => ({ rows: [{ ok: false }] }));
-          if (r.rows[0]?.ok) {
-            log.warn({ step, pid: h.pid, query: h.query }, 'cancelled an autovacuum holding the table so that the DDL does not queue behind it');
-            continue;
-          }
+      // an autovacuum worker goes on to the next partition when cancelled: look again until none is left
+      let blocking: Awaited<ReturnType<typeof longLockHolders>> = [];
+      for (let look = 0; look < 20; look++) {
+        const holders = await longLockHolders(pool, relations, lockTimeoutMs).catch(() => []);
+        blocking = [];
+        let cancelled = 0;
+        for (const h of holders) {
+          if (h.autovacuum && !h.wraparound && (await cancelAutovacuum(h.pid, h.query))) cancelled++;
+          else blocking.push(h);
         }
-        blocking.push(h);
+        if (!cancelled) break;
+        await sleep(20);
       }
       if (blocking.length) {
         await backOff(attempt, { heldBy: blocking.map((h) => `pid ${h.pid} for ${Math.round(h.ageMs)} ms: ${h.query}`) });
         continue;
       }
-      if (holders.length) await sleep(50); // a cancelled autovacuum lets go of its lock
     }
     const started = Date.now();
     try {
-      const result = await inTransaction(pool, fn, { lockTimeoutMs });
+      const result = await inTransaction(pool, relations.length ? watched : fn, { lockTimeoutMs });
       return { result, stats: { attempts: attempt, lockWaitRetries, holdMs: Date.now() - started } };
     } catch (err) {
       const code = (err as { code?: string }).code;
@@ -201,7 +228,8 @@ export async function withLockRetry<T>(
 
 /**
  * Sessions other than ours holding a granted lock on one of `relations` or their partitions (DDL on a
- * partitioned table locks those too) for longer than `olderThanMs`, or autovacuum.
+ * partitioned table locks those too) in a transaction older than `olderThanMs` or idle in transaction
+ * (it lets go only when its client acts), or autovacuum.
  */
 async function longLockHolders(pool: Pool, relations: string[], olderThanMs: number): Promise<{ pid: number; ageMs: number; query: string; autovacuum: boolean; wraparound: boolean }[]> {
   const r = await pool.query(
@@ -210,7 +238,8 @@ async function longLockHolders(pool: Pool, relations: string[], olderThanMs: num
        FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
       WHERE l.locktype = 'relation' AND l.granted AND l.pid <> pg_backend_pid()
         AND l.relation IN (SELECT t.relid FROM unnest($1::text[]) x, LATERAL pg_partition_tree(to_regclass(x)) t)
-        AND (a.backend_type = 'autovacuum worker' OR coalesce(a.xact_start, a.query_start) < now() - make_interval(secs => $2::float8 / 1000))`,
+        AND (a.backend_type = 'autovacuum worker' OR a.state LIKE 'idle in transaction%'
+             OR coalesce(a.xact_start, a.query_start) < now() - make_interval(secs => $2::float8 / 1000))`,
     [relations, olderThanMs],
   );
   return r.rows.map((x) => ({ pid: x.pid, ageMs: Number(x.age_ms), query: x.query, autovacuum: x.autovacuum, wraparound: x.wraparound }));
