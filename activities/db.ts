@@ -187,8 +187,8 @@ export async function withLockRetry<T>(
     try {
       return await fn(c);
     } finally {
-      done = true;
-      await watchdog;
+      done = true; // not awaited: the commit must not wait for the watchdog's sleep
+      void watchdog.catch(() => undefined);
     }
   };
   for (let attempt = 1; ; attempt++) {
