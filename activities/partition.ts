@@ -435,6 +435,10 @@ export function createPartitionActivities({ pool, log }: Deps) {
       const l = step('verify', plan.table);
       const started = Date.now();
       try {
+        // statistics for the copy before it becomes the table: the planner must not meet 20 empty-looking
+        // partitions right after the cut-over (SHARE UPDATE EXCLUSIVE: writes go on; idempotent on retry)
+        await withHeartbeat(() => ({ step: 'analyze' }), () => pool.query(`ANALYZE ${qualified(plan.shadow)}`));
+        l.info({ elapsedMs: Date.now() - started }, 'copy analyzed');
         const [src, dst] = await withHeartbeat(
           () => ({ step: 'verify' }),
           () =>

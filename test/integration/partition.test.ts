@@ -89,6 +89,12 @@ test('partitions a live table: nothing lost, nothing duplicated, writers never f
   expect({ errors: stats.errors, samples: stats.errorSamples }).toEqual({ errors: 0, samples: [] });
   expect(stats.moves + stats.rekeys + stats.deletes).toBeGreaterThan(10);
   await expectMatchesRecord(t, w);
+  // the copy was analyzed by partflow (last_analyze, not autovacuum's last_autoanalyze) before it became the table
+  const unanalyzed = await db.pool.query(
+    `SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
+      WHERE i.inhparent = 'public.images'::regclass AND s.last_analyze IS NULL`,
+  );
+  expect(unanalyzed.rows).toEqual([]);
 
   const cat = await db.pool.query(
     `SELECT (SELECT array_agg(a.attname::text ORDER BY array_position(con.conkey, a.attnum)) FROM pg_constraint con
