@@ -237,7 +237,8 @@ async function longLockHolders(pool: Pool, relations: string[], olderThanMs: num
             a.backend_type = 'autovacuum worker' AS autovacuum, a.query LIKE '%to prevent wraparound%' AS wraparound
        FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
       WHERE l.locktype = 'relation' AND l.granted AND l.pid <> pg_backend_pid()
-        AND l.relation IN (SELECT t.relid FROM unnest($1::text[]) x, LATERAL pg_partition_tree(to_regclass(x)) t)
+        AND l.relation IN (SELECT to_regclass(x) FROM unnest($1::text[]) x -- pg_partition_tree is empty for a plain table
+                           UNION SELECT t.relid FROM unnest($1::text[]) x, LATERAL pg_partition_tree(to_regclass(x)) t)
         AND (a.backend_type = 'autovacuum worker' OR a.state LIKE 'idle in transaction%'
              OR coalesce(a.xact_start, a.query_start) < now() - make_interval(secs => $2::float8 / 1000))`,
     [relations, olderThanMs],
