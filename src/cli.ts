@@ -40,7 +40,7 @@ Commands:
   schedule <verb>    create|show|pause|unpause|trigger|delete the maintenance Schedule (create takes maintain's options and --cron)
 
 Environment: TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, PARTFLOW_TASK_QUEUE. Run 'partflow <command> --help' for options.`,
-  start: `partflow start <table> [--column created_at] [--premake 3] [--batch-size 5000] [--sleep-ms 0]
+  start: `partflow start <table> [--column created_at] [--premake 3] [--batch-size 5000] [--sleep-ms 0] [--max-batch-ms 50]
   [--approval signal|auto] [--rollback-window 24h] [--inbound-foreign-keys refuse|drop] [--time-zone UTC]
   [--lock-timeout-ms 500] [--watch]`,
   plan: 'partflow plan <table> [--column created_at] [--premake 3] [--time-zone UTC] [--json]',
@@ -70,6 +70,7 @@ const options = {
   premake: { type: 'string' },
   'batch-size': { type: 'string' },
   'sleep-ms': { type: 'string' },
+  'max-batch-ms': { type: 'string' },
   approval: { type: 'string' },
   'rollback-window': { type: 'string' },
   'inbound-foreign-keys': { type: 'string' },
@@ -102,6 +103,7 @@ function inputFrom(table: string, v: Record<string, string | string[] | boolean 
   if (v.premake) input.premake = num(v.premake as string, 'premake');
   if (v['batch-size']) input.batchSize = num(v['batch-size'] as string, 'batch-size');
   if (v['sleep-ms']) input.sleepMs = num(v['sleep-ms'] as string, 'sleep-ms');
+  if (v['max-batch-ms']) input.maxBatchMs = num(v['max-batch-ms'] as string, 'max-batch-ms');
   if (v.approval) input.approval = v.approval as 'signal' | 'auto';
   if (v['rollback-window']) input.rollbackWindow = v['rollback-window'] as string;
   if (v['inbound-foreign-keys']) input.inboundForeignKeys = v['inbound-foreign-keys'] as 'refuse' | 'drop';
