@@ -142,7 +142,7 @@ export interface LockRetryStats {
  * on one of them or their partitions, an attempt would only queue the application behind us for the whole
  * lock_timeout, so it is not made; the wait counts as a retry. A plain autovacuum on them is cancelled first (PostgreSQL does
  * the same for any lock request that waits deadlock_timeout, which our shorter lock_timeout never reaches;
- * an anti-wraparound one is waited for). Cancelling needs the right to signal it; without it we wait.
+ * an anti-wraparound one is waited for). When cancelling is refused (privileges), we wait.
  */
 export async function withLockRetry<T>(
   pool: Pool,
