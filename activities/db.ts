@@ -133,6 +133,9 @@ export interface LockRetryStats {
   holdMs: number;
 }
 
+/** An autovacuum partflow may cancel: not one that prevents transaction-id wraparound. */
+const PLAIN_AUTOVACUUM = "backend_type = 'autovacuum worker' AND query NOT LIKE '%to prevent wraparound%'";
+
 /**
  * Runs DDL in one transaction with a short lock_timeout; on 55P03 rolls back, waits with jittered
  * exponential backoff and tries again, so a long-running transaction delays the step instead of queueing
@@ -140,9 +143,9 @@ export interface LockRetryStats {
  *
  * With `relations`, it looks before it leaps: while a transaction older than the lock timeout holds a lock
  * on one of them or their partitions, an attempt would only queue the application behind us for the whole
- * lock_timeout, so it is not made; the wait counts as a retry. A plain autovacuum on them is cancelled first (PostgreSQL does
- * the same for any lock request that waits deadlock_timeout, which our shorter lock_timeout never reaches;
- * an anti-wraparound one is waited for). When cancelling is refused (privileges), we wait.
+ * lock_timeout, so it is not made; the wait counts as a retry. A plain autovacuum on them is cancelled first
+ * (PostgreSQL does the same for any lock request that waits deadlock_timeout, which our shorter lock_timeout
+ * never reaches; an anti-wraparound one is waited for). When cancelling is refused (privileges), we wait.
  */
 export async function withLockRetry<T>(
   pool: Pool,
@@ -172,14 +175,14 @@ export async function withLockRetry<T>(
   // While the attempt waits for a lock, an autovacuum that started after the look above is cancelled at
   // once instead of after deadlock_timeout, so the application queued behind us waits milliseconds.
   const watched = async (c: PoolClient): Promise<T> => {
-    const pid = (await c.query('SELECT pg_backend_pid() AS pid')).rows[0].pid;
+    const pid = (c as unknown as { processID: number }).processID; // the backend's pid, from the connection handshake
     let done = false;
     const watchdog = (async () => {
       while (!done) {
         await sleep(25);
         if (done) break;
         const r = await pool
-          .query(`SELECT pid, left(query, 160) AS query FROM pg_stat_activity WHERE pid = ANY (pg_blocking_pids($1)) AND backend_type = 'autovacuum worker' AND query NOT LIKE '%to prevent wraparound%'`, [pid])
+          .query(`SELECT pid, left(query, 160) AS query FROM pg_stat_activity WHERE pid = ANY (pg_blocking_pids($1)) AND ${PLAIN_AUTOVACUUM}`, [pid])
           .catch(() => ({ rows: [] as { pid: number; query: string }[] }));
         for (const x of r.rows) await cancelAutovacuum(x.pid, x.query);
       }
@@ -200,7 +203,7 @@ export async function withLockRetry<T>(
         blocking = [];
         let cancelled = 0;
         for (const h of holders) {
-          if (h.autovacuum && !h.wraparound && (await cancelAutovacuum(h.pid, h.query))) cancelled++;
+          if (h.cancellable && (await cancelAutovacuum(h.pid, h.query))) cancelled++;
           else blocking.push(h);
         }
         if (!cancelled) break;
@@ -231,10 +234,10 @@ export async function withLockRetry<T>(
  * partitioned table locks those too) in a transaction older than `olderThanMs` or idle in transaction
  * (it lets go only when its client acts), or autovacuum.
  */
-async function longLockHolders(pool: Pool, relations: string[], olderThanMs: number): Promise<{ pid: number; ageMs: number; query: string; autovacuum: boolean; wraparound: boolean }[]> {
+async function longLockHolders(pool: Pool, relations: string[], olderThanMs: number): Promise<{ pid: number; ageMs: number; query: string; cancellable: boolean }[]> {
   const r = await pool.query(
     `SELECT DISTINCT a.pid, extract(epoch FROM now() - coalesce(a.xact_start, a.query_start)) * 1000 AS age_ms, left(a.query, 160) AS query,
-            a.backend_type = 'autovacuum worker' AS autovacuum, a.query LIKE '%to prevent wraparound%' AS wraparound
+            ${PLAIN_AUTOVACUUM} AS cancellable -- pg_locks has no backend_type or query column
        FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
       WHERE l.locktype = 'relation' AND l.granted AND l.pid <> pg_backend_pid()
         AND l.relation IN (SELECT to_regclass(x) FROM unnest($1::text[]) x -- pg_partition_tree is empty for a plain table
@@ -243,5 +246,5 @@ async function longLockHolders(pool: Pool, relations: string[], olderThanMs: num
              OR coalesce(a.xact_start, a.query_start) < now() - make_interval(secs => $2::float8 / 1000))`,
     [relations, olderThanMs],
   );
-  return r.rows.map((x) => ({ pid: x.pid, ageMs: Number(x.age_ms), query: x.query, autovacuum: x.autovacuum, wraparound: x.wraparound }));
+  return r.rows.map((x) => ({ pid: x.pid, ageMs: Number(x.age_ms), query: x.query, cancellable: x.cancellable }));
 }

@@ -83,17 +83,18 @@ const BATCH_LOCK_TIMEOUT_MS = 200;
 const BATCH_LOCK_ATTEMPTS = 30;
 
 /**
- * Batch size (pages, or keys in key mode) learnt per table: a batch that took longer than the budget
- * shrinks the next one in proportion; a quick one lets it grow back towards the operator's batchSize.
- * Held in memory: another worker starts from batchSize and adapts within a batch or two.
+ * What the backfill learns per table, in memory (another worker starts afresh and adapts within a batch or
+ * two): `size`, the batch size (pages, or keys in key mode) under the time budget — a batch that took
+ * longer shrinks the next one in proportion, a quick one lets it grow back towards the operator's batchSize;
+ * `mergeLeft`, how many more batches use ON CONFLICT because a recent one met rows the trigger had written.
  */
-const learnt = new Map<string, number>();
-/** After a batch met a row the trigger had written, the next MERGE_BATCHES batches use ON CONFLICT. */
+const tuning = new Map<string, { size?: number; mergeLeft: number }>();
 const MERGE_BATCHES = 20;
-const mergeUntil = new Map<string, number>();
-const batchCount = new Map<string, number>();
-
-const workflowIdOrNull = currentWorkflowId;
+function tuningOf(key: string): { size?: number; mergeLeft: number } {
+  let t = tuning.get(key);
+  if (!t) tuning.set(key, (t = { mergeLeft: 0 }));
+  return t;
+}
 
 function ensureStateSchema(pool: Pool): Promise<void> {
   return ensureCatalog(pool, [
@@ -108,13 +109,18 @@ function ensureStateSchema(pool: Pool): Promise<void> {
   ]);
 }
 
+/** What the partitioning path's DDL locks: the table, the copy, the old table (and their partitions). */
+function lockedBy(plan: Plan): { relations: string[] } {
+  return { relations: [qualified(plan.table), qualified(plan.shadow), qualified(plan.old)] };
+}
+
 async function relOid(c: PoolClient, ref: TableRef): Promise<{ oid: number; relkind: string } | null> {
   const r = await c.query(`SELECT c.oid::int AS oid, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2`, [ref.schema, ref.name]);
   return r.rowCount ? r.rows[0] : null;
 }
 
 export function createPartitionActivities({ pool, log }: Deps) {
-  const step = (name: string, table: TableRef) => log.child({ step: name, table: displayName(table), workflowId: workflowIdOrNull() });
+  const step = (name: string, table: TableRef) => log.child({ step: name, table: displayName(table), workflowId: currentWorkflowId() });
 
   async function runState(table: TableRef): Promise<{ next_page: string; total_pages: string | null; rows_copied: string; cutover_done: boolean; workflow_id: string; last_key: string[] | null; max_key: string[] | null } | null> {
     const r = await pool.query(`SELECT * FROM ${RUNS} WHERE table_schema = $1 AND table_name = $2`, [table.schema, table.name]);
@@ -175,8 +181,8 @@ export function createPartitionActivities({ pool, log }: Deps) {
       const max = st.max_key;
       let rowsCopied = Number(st.rows_copied);
       const same = (a: string[] | null, b: string[] | null) => !!a && !!b && a.length === b.length && a.every((x, i) => x === b[i]);
-      const key = `keys:${qualified(input.table)}`;
-      let size = Math.min(input.batchSize, learnt.get(key) ?? input.batchSize);
+      const tune = tuningOf(`keys:${qualified(input.table)}`);
+      let size = Math.min(input.batchSize, tune.size ?? input.batchSize);
       while (max && !same(last, max) && Date.now() - started < input.maxMs) {
         if (ctx?.cancellationSignal.aborted) break;
         const b = last
@@ -198,7 +204,7 @@ export function createPartitionActivities({ pool, log }: Deps) {
         const took = Date.now() - batchStarted;
         metrics.batchDuration(displayName(input.table), took);
         metrics.rowsCopied(displayName(input.table), read);
-        if (input.maxBatchMs) learnt.set(key, (size = nextBatchSize(size, input.batchSize, took, input.maxBatchMs)));
+        if (input.maxBatchMs) tune.size = size = nextBatchSize(size, input.batchSize, took, input.maxBatchMs);
         last = hi;
         rowsCopied += read;
         rowsThisChunk += read;
@@ -224,7 +230,7 @@ export function createPartitionActivities({ pool, log }: Deps) {
     async preflight(rawInput: unknown): Promise<PreflightResult> {
       try {
         const opts = validatePartitionInput(rawInput);
-        const info = await inTransaction(pool, (c) => readTableInfo(c, opts, workflowIdOrNull()), { readOnly: true });
+        const info = await inTransaction(pool, (c) => readTableInfo(c, opts, currentWorkflowId()), { readOnly: true });
         const plan = buildPlan(info, opts);
         step('preflight', opts.table).info({ partitions: plan.partitions.length, estimatedRows: plan.estimatedRows, warnings: plan.warnings }, 'preflight passed');
         return { plan, summary: plan.warnings };
@@ -236,7 +242,7 @@ export function createPartitionActivities({ pool, log }: Deps) {
 
     /** Records this run in partflow.runs; refuses when another workflow holds the table. */
     async claimRun(table: TableRef): Promise<void> {
-      const wf = workflowIdOrNull() ?? 'local';
+      const wf = currentWorkflowId() ?? 'local';
       try {
         await ensureStateSchema(pool);
         const r = await pool.query(
@@ -263,7 +269,7 @@ export function createPartitionActivities({ pool, log }: Deps) {
     },
 
     async releaseRun(table: TableRef, state: 'done' | 'rolled-back' | 'failed'): Promise<void> {
-      const wf = workflowIdOrNull() ?? 'local';
+      const wf = currentWorkflowId() ?? 'local';
       try {
         if ((await pool.query(`SELECT to_regclass($1) IS NOT NULL AS ok`, [RUNS])).rows[0].ok) {
           await pool.query(`UPDATE ${RUNS} SET run_state = $4, updated_at = now() WHERE table_schema = $1 AND table_name = $2 AND workflow_id = $3`, [table.schema, table.name, wf, state]);
@@ -309,7 +315,7 @@ export function createPartitionActivities({ pool, log }: Deps) {
           throw ApplicationFailure.nonRetryable(`Refusing to drop ${displayName(plan.shadow)}: it is not partflow's copy.`, 'Safety');
         }
         for (const sql of plan.sql.dropShadow) await c.query(sql);
-      }, { relations: [qualified(plan.table), qualified(plan.shadow), qualified(plan.old)] });
+      }, lockedBy(plan));
       l.info('shadow table dropped');
     },
 
@@ -335,7 +341,7 @@ export function createPartitionActivities({ pool, log }: Deps) {
           await c.query(`UPDATE ${RUNS} SET max_key = coalesce(max_key, $3::text[]) WHERE table_schema = $1 AND table_name = $2`, [plan.table.schema, plan.table.name, mk.rows[0]?.k ?? null]);
         }
         return Number(r.rows[0].total_pages);
-      }, { relations: [qualified(plan.table), qualified(plan.shadow), qualified(plan.old)] });
+      }, lockedBy(plan));
       l.info({ totalPages: result, lockWaitRetries: stats.lockWaitRetries }, 'sync trigger installed');
       return { totalPages: result, lockWaitRetries: stats.lockWaitRetries };
     },
@@ -346,7 +352,7 @@ export function createPartitionActivities({ pool, log }: Deps) {
         const src = await relOid(c, plan.table);
         if (!src || src.oid !== plan.tableOid) return; // swapped: the trigger went with the cut-over
         for (const sql of plan.sql.dropSyncTrigger) await c.query(sql);
-      }, { relations: [qualified(plan.table), qualified(plan.shadow), qualified(plan.old)] });
+      }, lockedBy(plan));
       l.info('sync trigger dropped');
     },
 
@@ -372,9 +378,8 @@ export function createPartitionActivities({ pool, log }: Deps) {
         let rowsCopied = Number(st.rows_copied);
         const dens = await pool.query(`SELECT reltuples::bigint AS t, relpages::bigint AS p FROM pg_class WHERE oid = to_regclass($1)`, [qualified(plan.table)]);
         const cap = pagesPerBatch(input.batchSize, Number(dens.rows[0]?.t ?? -1), Number(dens.rows[0]?.p ?? 0));
-        const key = `pages:${qualified(plan.table)}`;
-        let per = Math.min(cap, learnt.get(key) ?? cap);
-        let batchNo = batchCount.get(key) ?? 0;
+        const tune = tuningOf(`pages:${qualified(plan.table)}`);
+        let per = Math.min(cap, tune.size ?? cap);
         let mergedBatches = 0;
         while (next < total && Date.now() - started < input.maxMs) {
           if (ctx?.cancellationSignal.aborted) break;
@@ -382,11 +387,12 @@ export function createPartitionActivities({ pool, log }: Deps) {
           const from = next;
           const batchStarted = Date.now();
           // the fast form unless a recent batch of this table met rows the trigger had written
-          const fast = !!input.sql.backfillBatchFast && (mergeUntil.get(key) ?? 0) <= batchNo;
-          batchNo++;
+          const fast = !!input.sql.backfillBatchFast && tune.mergeLeft === 0;
+          if (tune.mergeLeft > 0) tune.mergeLeft--;
           const copy = (sql: string) => (c: PoolClient) =>
             c.query(sql, [`(${from},0)`, `(${to},0)`]).then(async (r) => {
               if (batches === 2) await faultPoint('backfill', l); // mid-batch: copied, not committed
+              // plans made before the fast form counted rows read in a CTE (`read`); now the INSERT's row count
               return r.rows[0]?.read !== undefined ? Number(r.rows[0].read) : r.rowCount ?? 0;
             });
           let n: number;
@@ -394,7 +400,7 @@ export function createPartitionActivities({ pool, log }: Deps) {
             n = await guardedBatch(plan.table, 'next_page = $5', 'next_page = $4', [from, to], copy(fast ? input.sql.backfillBatchFast! : input.sql.backfillBatch));
           } catch (err) {
             if (!fast || (err as { code?: string }).code !== '23505') throw err;
-            mergeUntil.set(key, batchNo + MERGE_BATCHES);
+            tune.mergeLeft = MERGE_BATCHES;
             mergedBatches++;
             n = await guardedBatch(plan.table, 'next_page = $5', 'next_page = $4', [from, to], copy(input.sql.backfillBatch));
           }
@@ -408,13 +414,12 @@ export function createPartitionActivities({ pool, log }: Deps) {
           const took = Date.now() - batchStarted;
           metrics.batchDuration(displayName(plan.table), took);
           metrics.rowsCopied(displayName(plan.table), n);
-          if (input.maxBatchMs) learnt.set(key, (per = nextBatchSize(to - from, cap, took, input.maxBatchMs)));
+          if (input.maxBatchMs) tune.size = per = nextBatchSize(to - from, cap, took, input.maxBatchMs);
           next = to;
           rowsCopied += n;
           rowsThisChunk += n;
           pagesThisChunk += to - from;
           batches++;
-          batchCount.set(key, batchNo);
           ctx?.heartbeat({ checkpointPage: next, totalPages: total, rowsCopied });
           if (input.sleepMs > 0) await sleep(input.sleepMs);
         }
@@ -486,7 +491,7 @@ export function createPartitionActivities({ pool, log }: Deps) {
             for (const sql of plan.sql.cutover.slice(1)) await c.query(sql);
             await faultPoint('cutover', l); // renamed, not committed
             await c.query(`UPDATE ${RUNS} SET cutover_done = true, updated_at = now() WHERE table_schema = $1 AND table_name = $2`, [plan.table.schema, plan.table.name]);
-          }, { relations: [qualified(plan.table), qualified(plan.shadow), qualified(plan.old)] }),
+          }, lockedBy(plan)),
       );
       const lockHoldMs = Date.now() - lockedAt;
       l.info({ lockHoldMs, attempts: stats.attempts, lockWaitRetries: stats.lockWaitRetries }, 'cut over');
@@ -505,7 +510,7 @@ export function createPartitionActivities({ pool, log }: Deps) {
           lockedAt = Date.now();
           for (const sql of plan.sql.swapBack.slice(1)) await c.query(sql);
           await c.query(`UPDATE ${RUNS} SET cutover_done = false, updated_at = now() WHERE table_schema = $1 AND table_name = $2`, [plan.table.schema, plan.table.name]);
-        }, { relations: [qualified(plan.table), qualified(plan.shadow), qualified(plan.old)] });
+        }, lockedBy(plan));
         swapped = true;
       }
       const lockHoldMs = swapped ? Date.now() - lockedAt : 0;
@@ -522,7 +527,7 @@ export function createPartitionActivities({ pool, log }: Deps) {
       await withLockRetry(pool, l, 'finalize', lockTimeoutMs, async (c) => {
         for (const sql of plan.sql.finalize) await c.query(sql);
         await faultPoint('finalize', l);
-      }, { relations: [qualified(plan.table), qualified(plan.shadow), qualified(plan.old)] });
+      }, lockedBy(plan));
       l.info({ old: displayName(plan.old) }, 'reverse trigger dropped; old table kept');
     },
   };

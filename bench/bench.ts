@@ -12,7 +12,6 @@
  * Every timed copy starts after a CHECKPOINT so that no contestant pays for another's dirty buffers.
  * Prints a table and writes bench-results.json. Not part of the tests; never asserts on time.
  */
-import { execFile } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -21,7 +20,8 @@ import { Client as TemporalClient, Connection, WorkflowHandle } from '@temporali
 import { DefaultLogger, NativeConnection, Runtime, Worker } from '@temporalio/worker';
 import { Client, Pool } from 'pg';
 import { createActivities } from '../activities';
-import { createPool } from '../activities/db';
+import { createPool, sleep } from '../activities/db';
+import { PgbenchOptions, PgbenchTx, pgbenchWhile } from './pgbench';
 import { createLogger } from '../src/logger';
 import type { Progress } from '../workflows/definitions';
 
@@ -30,6 +30,8 @@ const ROWS = Number(args.rows);
 const RUNS = Number(args.runs);
 const RATE = Number(args.rate);
 const TQ = 'partflow-bench';
+/** generated_images' secondary indexes, on the source and on pg_partman's partition set alike */
+const SECONDARY_INDEXES = ['(user_id, status) WHERE user_id IS NOT NULL', '(expires_at)', '(generation_type, status, created_at)', '(created_at)'];
 const line = (s: string) => process.stdout.write(s + '\n');
 const stats = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b);
@@ -59,10 +61,7 @@ async function main(): Promise<void> {
            'https://cdn.example.com/' || md5(g::text) || '.png', ts + interval '6 hours', ts
       FROM (SELECT g, ${args.order === 'time' ? `now() - interval '14 months' + (g::float / ${ROWS}) * interval '14 months' - random() * interval '1 day'` : `now() - random() * interval '14 months'`} AS ts
               FROM generate_series(1, ${ROWS}) g) s ORDER BY g`);
-  for (const sql of [
-    `CREATE INDEX ON images (user_id, status) WHERE user_id IS NOT NULL`, `CREATE INDEX ON images (expires_at)`,
-    `CREATE INDEX ON images (generation_type, status, created_at)`, `CREATE INDEX ON images (created_at)`,
-  ]) await pool.query(sql);
+  for (const idx of SECONDARY_INDEXES) await pool.query(`CREATE INDEX ON images ${idx}`);
   await pool.query('VACUUM ANALYZE images');
 
   Runtime.install({ logger: new DefaultLogger('WARN') });
@@ -96,30 +95,33 @@ async function main(): Promise<void> {
     for (;;) {
       const p = await h.query<Progress>('progress').catch(() => null);
       if (p && until(p)) break;
-      await new Promise((res) => setTimeout(res, 500));
+      await sleep(500);
     }
     return { h, started };
   };
-  const span = async (h: WorkflowHandle, activity: string): Promise<[number, number]> => {
+  /** From one fetch of the history: per activity type, first scheduled → last completed (epoch ms). */
+  const spans = async (h: WorkflowHandle): Promise<(activity: string) => [number, number]> => {
     const events = (await h.fetchHistory()).events ?? [];
     const ms = (t: { seconds?: unknown; nanos?: number | null } | null | undefined) => {
       const sec = t?.seconds as { toNumber?: () => number } | number | undefined;
       return (typeof sec === 'object' && sec?.toNumber ? sec.toNumber() : Number(sec ?? 0)) * 1000 + (t?.nanos ?? 0) / 1e6;
     };
-    const scheduled = new Map<string, number>();
-    let first = NaN;
-    let last = NaN;
+    const typeOf = new Map<string, string>();
+    const found = new Map<string, [number, number]>();
     for (const e of events) {
       const s = e.activityTaskScheduledEventAttributes;
-      if (s && s.activityType?.name === activity) {
-        scheduled.set(String(e.eventId), ms(e.eventTime));
-        if (Number.isNaN(first)) first = ms(e.eventTime);
+      if (s?.activityType?.name) {
+        typeOf.set(String(e.eventId), s.activityType.name);
+        if (!found.has(s.activityType.name)) found.set(s.activityType.name, [ms(e.eventTime), NaN]);
       }
-      const c = e.activityTaskCompletedEventAttributes;
-      if (c && scheduled.has(String(c.scheduledEventId))) last = ms(e.eventTime);
+      const name = typeOf.get(String(e.activityTaskCompletedEventAttributes?.scheduledEventId ?? ''));
+      if (name) found.get(name)![1] = ms(e.eventTime);
     }
-    if (Number.isNaN(first) || Number.isNaN(last)) throw new Error(`no completed ${activity} activity in the history of ${h.workflowId}`);
-    return [first, last];
+    return (activity) => {
+      const span = found.get(activity);
+      if (!span || Number.isNaN(span[1])) throw new Error(`no completed ${activity} activity in the history of ${h.workflowId}`);
+      return span;
+    };
   };
   for (let r = 1; r <= RUNS; r++) {
     line(`run ${r} of ${RUNS}`);
@@ -132,7 +134,7 @@ async function main(): Promise<void> {
     let t0 = Date.now();
     await pool.query(`INSERT INTO images_pf_shadow (${cols}) SELECT ${cols} FROM images`);
     results.limit.push(Date.now() - t0);
-    line(`  limit ${Date.now() - t0} ms`);
+    line(`  limit ${results.limit.at(-1)} ms`);
     await acts.dropShadow(pre.plan, 500);
     // peer: pg_partman 4.7's online path, partition_data_proc moving a copy of the source into a partition set
     // with the same keys and indexes (the copy of the source is made outside the timing)
@@ -143,14 +145,14 @@ async function main(): Promise<void> {
       await pool.query(`ALTER TABLE pm_src ADD PRIMARY KEY (id)`);
       const srcRows = Number((await pool.query(`SELECT count(*) AS n FROM pm_src`)).rows[0].n);
       await pool.query(`CREATE TABLE pm_dst (LIKE images INCLUDING DEFAULTS) PARTITION BY RANGE (created_at)`);
-      for (const sql of [`ALTER TABLE pm_dst ADD PRIMARY KEY (id, created_at)`, `CREATE INDEX ON pm_dst (user_id, status) WHERE user_id IS NOT NULL`, `CREATE INDEX ON pm_dst (expires_at)`,
-        `CREATE INDEX ON pm_dst (generation_type, status, created_at)`, `CREATE INDEX ON pm_dst (created_at)`]) await pool.query(sql);
+      await pool.query(`ALTER TABLE pm_dst ADD PRIMARY KEY (id, created_at)`);
+      for (const idx of SECONDARY_INDEXES) await pool.query(`CREATE INDEX ON pm_dst ${idx}`);
       await pool.query(`SELECT partman.create_parent('public.pm_dst', 'created_at', 'native', 'monthly', p_premake := 3, p_start_partition := (date_trunc('month', (SELECT min(created_at) FROM pm_src)))::text)`);
       await checkpoint();
       t0 = Date.now();
       await pool.query(`CALL partman.partition_data_proc('public.pm_dst', p_wait := 0, p_source_table := 'public.pm_src', p_quiet := true)`);
       results.peer.push(Date.now() - t0);
-      line(`  peer ${Date.now() - t0} ms`);
+      line(`  peer ${results.peer.at(-1)} ms`);
       const moved = Number((await pool.query(`SELECT count(*) AS n FROM pm_dst`)).rows[0].n);
       if (moved !== srcRows) throw new Error(`pg_partman moved ${moved} rows, expected ${srcRows}`);
       await pool.query(`DROP TABLE pm_src, pm_dst CASCADE`);
@@ -166,7 +168,7 @@ async function main(): Promise<void> {
       if (c.done) break;
     }
     results.loop.push(Date.now() - t0);
-    line(`  loop ${Date.now() - t0} ms`);
+    line(`  loop ${results.loop.at(-1)} ms`);
     await acts.dropSyncTrigger(pre.plan, 500);
     await acts.dropShadow(pre.plan, 500);
     await acts.releaseRun(pre.plan.table, 'rolled-back');
@@ -175,7 +177,7 @@ async function main(): Promise<void> {
     {
       const w = await startAndWatch({ ...input, approval: 'signal' }, (p) => p.awaitingApproval);
       const gate = Date.now();
-      const [a, b] = await span(w.h, 'backfillChunk');
+      const [a, b] = (await spans(w.h))('backfillChunk');
       results.partflow.push(Math.round(b - a));
       results.workflowToGate.push(gate - w.started);
       line(`  partflow backfill ${Math.round(b - a)} ms, workflow to the approval gate ${gate - w.started} ms`);
@@ -185,26 +187,25 @@ async function main(): Promise<void> {
     // application impact: pgbench at a fixed rate, first with no migration, then for a whole run with
     // cut-over and a rollback (so that the next run starts from the same table)
     await checkpoint();
-    const base = await pgbench.run(async () => new Promise((res) => setTimeout(res, 20_000)));
+    const base = await pgbench.run(() => sleep(20_000));
     impact.baseP50.push(pct(base.latencies, 0.5));
     impact.baseP99.push(pct(base.latencies, 0.99));
     impact.baseMax.push(Math.max(...base.latencies));
     let windows = { fill: [0, 0], cutover: [0, 0], rollback: [0, 0], run: [0, 0] };
     const load = await pgbench.run(async () => {
-      await new Promise((res) => setTimeout(res, 3000));
+      await sleep(3000);
       const w = await startAndWatch({ ...input, approval: 'auto', rollbackWindow: '1h' }, (p) => p.phase === 'rollback-window');
-      await new Promise((res) => setTimeout(res, 3000));
+      await sleep(3000);
       const rb = Date.now();
       await w.h.signal('rollback');
       await w.h.result();
       const end = Date.now();
-      const fill = await span(w.h, 'backfillChunk');
-      const cut = await span(w.h, 'cutover');
-      const swap = await span(w.h, 'swapBack');
+      const span = await spans(w.h);
+      const [fill, cut, swap] = [span('backfillChunk'), span('cutover'), span('swapBack')];
       windows = { fill, cutover: cut, rollback: [Math.min(rb, swap[0]), swap[1]], run: [w.started, end] };
       results.partflowUnderLoad.push(Math.round(fill[1] - fill[0]));
       results.workflowUnderLoad.push(Math.round(cut[1] - w.started));
-      await new Promise((res) => setTimeout(res, 3000));
+      await sleep(3000);
     });
     const within = ([a, b]: number[]) => load.tx.filter((t) => t.startMs < b && t.endMs > a).map((t) => t.latencyMs);
     impact.fillP50.push(pct(within(windows.fill), 0.5));
@@ -255,50 +256,25 @@ async function main(): Promise<void> {
   await pool.end();
 }
 
-/** pgbench at a fixed rate in back-to-back rounds while `during` runs; per-transaction latencies from its logs. */
+/** The benchmark's write workload on `images`: insert 5 : update 4 : delete 1, ids addressable as md5(g)::uuid. */
 class PgBench {
-  private dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pf-bench-'));
-  constructor(private conn: { host?: string; port: number; user?: string; database: string }, rows: number, private rate: number) {
-    const w = (name: string, text: string) => fs.writeFileSync(path.join(this.dir, name), text + '\n');
-    w('insert.sql', `INSERT INTO images (user_id, prompt, image_url, created_at) VALUES (gen_random_uuid(), 'pgbench', 'https://cdn.example.com/new.png', now() - random() * interval '20 days');`);
-    w('update.sql', `\\set g random(1, ${rows})\nUPDATE images SET prompt = 'updated ' || :g, status = 'done' WHERE id = md5(CAST(:g AS text))::uuid;`);
-    w('delete.sql', `\\set g random(1, ${rows})\nDELETE FROM images WHERE id = md5(CAST(:g AS text))::uuid;`);
+  private scripts: string[];
+  constructor(private conn: PgbenchOptions['conn'], rows: number, private rate: number) {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pf-bench-'));
+    const w = (name: string, weight: number, text: string) => {
+      fs.writeFileSync(path.join(dir, name), text + '\n');
+      return `${path.join(dir, name)}@${weight}`;
+    };
+    this.scripts = [
+      w('insert.sql', 5, `INSERT INTO images (user_id, prompt, image_url, created_at) VALUES (gen_random_uuid(), 'pgbench', 'https://cdn.example.com/new.png', now() - random() * interval '20 days');`),
+      w('update.sql', 4, `\\set g random(1, ${rows})\nUPDATE images SET prompt = 'updated ' || :g, status = 'done' WHERE id = md5(CAST(:g AS text))::uuid;`),
+      w('delete.sql', 1, `\\set g random(1, ${rows})\nDELETE FROM images WHERE id = md5(CAST(:g AS text))::uuid;`),
+    ];
   }
 
-  async run(during: () => Promise<void>): Promise<{ tx: { startMs: number; endMs: number; latencyMs: number }[]; latencies: number[]; failed: number }> {
-    let stop = false;
-    let round = 0;
-    let failed = 0;
-    const rounds = (async () => {
-      while (!stop) {
-        const prefix = path.join(this.dir, `r${++round}`);
-        const out = await new Promise<string>((resolve) =>
-          execFile('pgbench', ['-n', '-c', '4', '-j', '1', '-R', String(this.rate), '-T', '5', '--max-tries', '1', '-l', `--log-prefix=${prefix}`,
-            '-f', path.join(this.dir, 'insert.sql') + '@5', '-f', path.join(this.dir, 'update.sql') + '@4', '-f', path.join(this.dir, 'delete.sql') + '@1',
-            '-h', String(this.conn.host), '-p', String(this.conn.port), '-U', String(this.conn.user), this.conn.database], (_e, o, e) => resolve(o + e)));
-        failed += Number(/number of failed transactions: (\d+)/.exec(out)?.[1] ?? 0) + (/aborted/i.test(out) ? 1 : 0);
-        if (!/number of transactions actually processed/.test(out)) throw new Error(`pgbench failed: ${out.trim().split('\n').slice(-3).join(' ')}`);
-      }
-    })();
-    await during();
-    stop = true;
-    await rounds;
-    const tx: { startMs: number; endMs: number; latencyMs: number }[] = [];
-    for (const f of fs.readdirSync(this.dir).filter((n) => /^r\d+\./.test(n))) {
-      for (const l of fs.readFileSync(path.join(this.dir, f), 'utf8').split('\n')) {
-        const x = l.trim().split(/\s+/);
-        if (x.length < 6) continue;
-        if (x[2] === 'failed') {
-          failed++;
-          continue;
-        }
-        const latencyMs = Number(x[2]) / 1000; // from the scheduled start under --rate: includes any lag
-        const endMs = Number(x[4]) * 1000 + Number(x[5]) / 1000;
-        tx.push({ startMs: endMs - latencyMs, endMs, latencyMs });
-      }
-      fs.unlinkSync(path.join(this.dir, f));
-    }
-    return { tx, latencies: tx.map((t) => t.latencyMs), failed };
+  async run(during: () => Promise<void>): Promise<{ tx: PgbenchTx[]; latencies: number[]; failed: number }> {
+    const r = await pgbenchWhile({ conn: this.conn, scripts: this.scripts, clients: 4, rate: this.rate }, during);
+    return { tx: r.tx, latencies: r.tx.map((t) => t.latencyMs), failed: r.failed + r.abortedRounds };
   }
 }
 

@@ -217,7 +217,7 @@ export async function partitionTable(input: PartitionTableInput & { resume?: Par
         const { backfillBatch, backfillBatchFast, keyBound, keyBoundFirst, keyCopy, keyCopyFirst } = plan.sql;
         const r = await chunk.backfillChunk({
           table: plan.table, copyMode: plan.copyMode, sql: { backfillBatch, backfillBatchFast, keyBound, keyBoundFirst, keyCopy, keyCopyFirst },
-          batchSize: s.batchSize, sleepMs: s.sleepMs, maxMs: CHUNK_MS, maxBatchMs: opts.maxBatchMs ?? 50,
+          batchSize: s.batchSize, sleepMs: s.sleepMs, maxMs: CHUNK_MS, maxBatchMs: opts.maxBatchMs,
         });
         const gained = r.percent - s.percent;
         s.rowsCopied = r.rowsCopied;

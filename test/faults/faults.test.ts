@@ -5,12 +5,13 @@
  * Temporal dev server runs from a persistent file so that it can be killed and restarted; PostgreSQL is
  * restarted with a fast shutdown. Writes docs/fault-report.md.
  */
-import { ChildProcess, execFile, spawn } from 'child_process';
+import { ChildProcess, spawn } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { Client as TemporalClient, Connection, WorkflowHandle } from '@temporalio/client';
 import { Client } from 'pg';
+import { pgbenchWhile } from '../../bench/pgbench';
 import { compareWithRecord, Writer } from '../../demo/writer';
 import { createTestDb, TestDb } from '../helpers/pg';
 import { createTable, KeyKind } from '../helpers/tables';
@@ -312,34 +313,18 @@ test('pgbench write workload for the whole run: zero failed transactions, conten
     `END;`,
   ].join('\n'));
   // pgbench runs back to back in 5-second rounds from before the workflow starts until after it ended
-  const args = ['-n', '-f', script, '-c', '4', '-R', '100', '-T', '5', '--max-tries', '1', '-h', String(db.conn.host), '-p', String(db.conn.port), '-U', String(db.conn.user), String(db.conn.database)];
-  const totals = { rounds: 0, processed: 0, failed: 0, aborted: 0, latencySum: 0, exitCodes: new Set<number>() };
-  let stop = false;
-  const rounds = (async () => {
-    while (!stop) {
-      const { code, out } = await new Promise<{ code: number; out: string }>((resolve) =>
-        execFile('pgbench', args, (e, stdout, stderr) => resolve({ code: e ? Number((e as { code?: number }).code ?? 1) : 0, out: stdout + stderr })),
-      );
-      const processed = Number(/number of transactions actually processed: (\d+)/.exec(out)?.[1] ?? '0');
-      totals.rounds++;
-      totals.processed += processed;
-      totals.failed += Number(/number of failed transactions: (\d+)/.exec(out)?.[1] ?? '1');
-      totals.aborted += /aborted/i.test(out) ? 1 : 0;
-      totals.latencySum += processed * Number(/latency average = ([\d.]+) ms/.exec(out)?.[1] ?? 0);
-      totals.exitCodes.add(code);
-    }
-  })();
-  await sleep(3000); // pgbench is writing before the migration starts ...
-  startWorker();
-  const h = await client.workflow.start('partitionTable', { taskQueue: TQ, workflowId: `fault-pgbench-${Date.now()}`, args: [{ table, batchSize: 300, sleepMs: 20, approval: 'auto', rollbackWindow: '0s' }] });
-  const result = await h.result();
-  await sleep(3000); // ... and after it ended
-  stop = true;
-  await rounds;
-  const { processed, failed } = totals;
-  const aborted = totals.aborted > 0;
-  const code = [...totals.exitCodes].join(',');
-  const latency = processed ? (totals.latencySum / processed).toFixed(3) : 'n/a';
+  let result!: { status: string };
+  const bench = await pgbenchWhile({ conn: { host: db.conn.host, port: Number(db.conn.port), user: db.conn.user, database: String(db.conn.database) }, scripts: [script], clients: 4, rate: 100 }, async () => {
+    await sleep(3000); // pgbench is writing before the migration starts ...
+    startWorker();
+    const h = await client.workflow.start('partitionTable', { taskQueue: TQ, workflowId: `fault-pgbench-${Date.now()}`, args: [{ table, batchSize: 300, sleepMs: 20, approval: 'auto', rollbackWindow: '0s' }] });
+    result = await h.result();
+    await sleep(3000); // ... and after it ended
+  });
+  const processed = bench.tx.length;
+  const { failed } = bench;
+  const aborted = bench.abortedRounds > 0;
+  const latency = processed ? (bench.tx.reduce((a, t) => a + t.latencyMs, 0) / processed).toFixed(3) : 'n/a';
   const cmp = (
     await db.pool.query(`SELECT count(*) FILTER (WHERE m.id IS NULL) AS extra, count(*) FILTER (WHERE t.id IS NULL) AS missing,
         count(*) FILTER (WHERE t.id IS NOT NULL AND m.id IS NOT NULL AND row(t.user_id, t.status, t.payload, t.n, t.created_at) IS DISTINCT FROM row(m.user_id, m.status, m.payload, m.n, m.created_at)) AS different,
@@ -354,7 +339,7 @@ test('pgbench write workload for the whole run: zero failed transactions, conten
   report.push({
     scenario: 'pgbench -c 4 -R 100, multi-statement transactions, across the whole run',
     outcome: failed === 0 && !aborted && exact && result.status === 'done' && kind === 'p' ? 'pass' : 'FAIL',
-    details: `${processed} transactions in ${totals.rounds} back-to-back 5 s rounds, ${failed} failed, ${aborted ? 'a client aborted' : 'no client aborted'}, latency average ${latency} ms (pgbench exit codes ${code}); workflow ${result.status}, relkind ${kind}; against the mirror: ${cmp.rows} rows, ${cmp.missing} missing, ${cmp.extra} extra, ${cmp.different} different, checksum ${a === b ? 'equal' : `${a} vs ${b}`}`,
+    details: `${processed} transactions in ${bench.rounds} back-to-back 5 s rounds, ${failed} failed, ${aborted ? 'a client aborted' : 'no client aborted'}, latency average ${latency} ms; workflow ${result.status}, relkind ${kind}; against the mirror: ${cmp.rows} rows, ${cmp.missing} missing, ${cmp.extra} extra, ${cmp.different} different, checksum ${a === b ? 'equal' : `${a} vs ${b}`}`,
   });
   for (const p of [...workers]) await kill(p);
   expect(result.status).toBe('done');
