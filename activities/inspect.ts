@@ -1,10 +1,10 @@
 /** Reads the catalog facts a plan needs. Read-only. */
 import type { PoolClient } from 'pg';
 import type { TableInfo } from '../src/catalog';
-import { displayName, InputError, qualified } from '../src/ident';
+import { displayName, InputError, qualified, quoteIdent, TableRef } from '../src/ident';
 import type { PartitionOptions } from '../src/input';
-import { monthlyPartitions, parseMonth } from '../src/partitions';
-import { plannedNames, STATE_SCHEMA } from '../src/plan';
+import { boundLiteral, formatMonth, parseMonth, PartitionColumnType, partitionLayout } from '../src/partitions';
+import { plannedNames, SHAPE_SQL, STATE_SCHEMA } from '../src/plan';
 
 export async function readTableInfo(c: PoolClient, opts: PartitionOptions, workflowId: string | null): Promise<TableInfo> {
   const t = opts.table;
@@ -12,8 +12,13 @@ export async function readTableInfo(c: PoolClient, opts: PartitionOptions, workf
     `SELECT current_setting('server_version_num')::int AS v, current_user AS me,
             c.oid::int AS oid, c.relkind, pg_get_userbyid(c.relowner) AS owner, c.relrowsecurity,
             obj_description(c.oid, 'pg_class') AS comment, c.reltuples::bigint AS reltuples,
-            (pg_relation_size(c.oid) / current_setting('block_size')::int)::bigint AS pages, n.oid::int AS nsp
-       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+            (pg_relation_size(c.oid) / current_setting('block_size')::int)::bigint AS pages, n.oid::int AS nsp,
+            c.reltype::int AS reltype, t.typarray::int AS arraytype, c.relispartition, c.relpersistence, c.relreplident,
+            coalesce(c.reloptions, '{}') || coalesce((SELECT array_agg('toast.' || o) FROM pg_class tc, unnest(tc.reloptions) o
+                                                       WHERE tc.oid = c.reltoastrelid), '{}') AS reloptions,
+            (SELECT spcname FROM pg_tablespace WHERE oid = c.reltablespace) AS tablespace,
+            (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) AS superuser
+       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_type t ON t.oid = c.reltype
       WHERE n.nspname = $1 AND c.relname = $2`,
     [t.schema, t.name],
   );
@@ -25,7 +30,7 @@ export async function readTableInfo(c: PoolClient, opts: PartitionOptions, workf
 
   const cols = await c.query(
     `SELECT a.attname AS name, format_type(a.atttypid, a.atttypmod) AS type, a.attnotnull AS "notNull",
-            a.attgenerated <> '' AS generated, a.attidentity AS identity,
+            a.attgenerated <> '' AS generated, a.attidentity AS identity, a.attstattarget AS stats, a.attacl::text[] AS acl,
             CASE a.atttypid WHEN 'timestamptz'::regtype THEN 'timestamptz' WHEN 'timestamp'::regtype THEN 'timestamp'
                             WHEN 'date'::regtype THEN 'date' ELSE format_type(a.atttypid, a.atttypmod) END AS kind
        FROM pg_attribute a WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum`,
@@ -43,10 +48,13 @@ export async function readTableInfo(c: PoolClient, opts: PartitionOptions, workf
 
   const idx = await c.query(
     `SELECT ic.relname AS name, pg_get_indexdef(i.indexrelid) AS def, i.indisprimary AS "isPrimary",
-            i.indisunique AS "isUnique", i.indpred IS NOT NULL AS "hasPredicate",
+            i.indisunique AS "isUnique", i.indpred IS NOT NULL AS "hasPredicate", i.indisvalid AS "isValid", i.indisreplident AS "isReplicaIdentity",
             (SELECT array_agg(a.attname::text ORDER BY k.ord) FROM unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, ord)
                LEFT JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum) AS columns,
-            con.conname AS "constraintName",
+            (SELECT array_agg(a.attname::text ORDER BY k.ord) FROM unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, ord)
+               LEFT JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum WHERE k.ord <= i.indnkeyatts) AS "keyColumns",
+            con.conname AS "constraintName", pg_get_constraintdef(con.oid) AS "constraintDef", coalesce(con.condeferrable, false) AS deferrable,
+            obj_description(i.indexrelid, 'pg_class') AS comment, obj_description(con.oid, 'pg_constraint') AS "constraintComment",
             CASE WHEN starts_with(pg_get_indexdef(i.indexrelid),
                    format('CREATE %sINDEX %s ON %s.%s ', CASE WHEN i.indisunique THEN 'UNIQUE ' ELSE '' END,
                           quote_ident(ic.relname), quote_ident($2), quote_ident($3)))
@@ -61,6 +69,7 @@ export async function readTableInfo(c: PoolClient, opts: PartitionOptions, workf
 
   const fks = await c.query(
     `SELECT con.conname AS name, pg_get_constraintdef(con.oid) AS def, n.nspname AS schema, cl.relname AS rel,
+            obj_description(con.oid, 'pg_constraint') AS comment,
             con.conrelid = $1 AND con.confrelid <> $1 AS outbound, con.confrelid = $1 AS inbound
        FROM pg_constraint con JOIN pg_class cl ON cl.oid = con.conrelid JOIN pg_namespace n ON n.oid = cl.relnamespace
       WHERE con.contype = 'f' AND con.conparentid = 0 AND (con.conrelid = $1 OR con.confrelid = $1)
@@ -80,9 +89,37 @@ export async function readTableInfo(c: PoolClient, opts: PartitionOptions, workf
   const deps = await c.query(
     `SELECT DISTINCT v.oid::regclass::text AS name FROM pg_depend d
        JOIN pg_rewrite r ON r.oid = d.objid JOIN pg_class v ON v.oid = r.ev_class
-      WHERE d.classid = 'pg_rewrite'::regclass AND d.refobjid = $1 AND v.oid <> $1`,
+      WHERE d.classid = 'pg_rewrite'::regclass AND d.refobjid = $1 AND v.oid <> $1 AND v.relnamespace <> to_regnamespace($2)::oid`,
+    [oid, STATE_SCHEMA],
+  );
+  // Objects bound to the table's OID or row type: after the swap they would stay with the old table.
+  const bound = await c.query(
+    `SELECT DISTINCT pg_describe_object(d.classid, d.objid, d.objsubid) AS what FROM pg_depend d
+      WHERE d.deptype = 'n' AND (
+            (d.classid = 'pg_proc'::regclass AND d.refclassid = 'pg_class'::regclass AND d.refobjid = $1)
+         OR (d.classid = 'pg_policy'::regclass AND d.refclassid = 'pg_class'::regclass AND d.refobjid = $1
+             AND (SELECT polrelid FROM pg_policy WHERE oid = d.objid) <> $1)
+         OR (d.classid = 'pg_class'::regclass AND d.objsubid > 0 AND d.refclassid = 'pg_type'::regclass AND d.refobjid IN ($2, $3)))
+      ORDER BY 1`,
+    [oid, h.reltype, h.arraytype],
+  );
+  const inh = await c.query(
+    `SELECT (SELECT coalesce(array_agg(inhparent::regclass::text), '{}') FROM pg_inherits WHERE inhrelid = $1) AS parents,
+            (SELECT coalesce(array_agg(inhrelid::regclass::text), '{}') FROM pg_inherits WHERE inhparent = $1) AS children`,
     [oid],
   );
+  const implicitPubs = await c.query(
+    h.v >= 150000
+      ? `SELECT pubname FROM pg_publication WHERE puballtables
+         UNION SELECT p.pubname FROM pg_publication_namespace pn JOIN pg_publication p ON p.oid = pn.pnpubid WHERE pn.pnnspid = $1
+         ORDER BY 1`
+      : `SELECT pubname FROM pg_publication WHERE puballtables AND $1::int IS NOT NULL ORDER BY 1`,
+    [h.nsp],
+  );
+  const subs = await c.query(
+    `SELECT s.subname FROM pg_subscription_rel sr JOIN pg_subscription s ON s.oid = sr.srsubid WHERE sr.srrelid = $1 ORDER BY 1`,
+    [oid],
+  ).catch(() => ({ rows: [] as { subname: string }[] }));
   const rules = await c.query(`SELECT rulename FROM pg_rewrite WHERE ev_class = $1 AND rulename <> '_RETURN'`, [oid]);
   const pubs = await c.query(`SELECT p.pubname FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid WHERE pr.prrelid = $1`, [oid]);
   const trg = await c.query(
@@ -95,29 +132,40 @@ export async function readTableInfo(c: PoolClient, opts: PartitionOptions, workf
     [oid],
   );
 
+  let keyRange: TableInfo['keyRange'] = null;
   let oldestMonth: string | null = null;
-  let currentMonth: string;
   let nullKeyRows = 0;
   const tz = opts.timeZone;
+  let currentMonth: string;
+  try {
+    currentMonth = (await c.query(`SELECT to_char(now() AT TIME ZONE $1, 'YYYY-MM') AS m`, [tz])).rows[0].m;
+  } catch (err) {
+    if ((err as { code?: string }).code === '22023') throw new InputError(`Field "timeZone": PostgreSQL does not know the time zone ${JSON.stringify(tz)}.`);
+    throw err;
+  }
   if (pcRow && ['timestamptz', 'timestamp', 'date'].includes(pcRow.kind)) {
-    const col = `"${opts.column.replace(/"/g, '""')}"`;
-    const expr = pcRow.kind === 'timestamptz' ? `min(${col}) AT TIME ZONE $1` : `min(${col})`;
-    try {
-      const r = await c.query(
-        `SELECT to_char(${expr}, 'YYYY-MM') AS oldest, to_char(now() AT TIME ZONE $1, 'YYYY-MM') AS current FROM ${qualified(t)}`,
-        [tz],
-      );
-      oldestMonth = r.rows[0].oldest;
-      currentMonth = r.rows[0].current;
-    } catch (err) {
-      if ((err as { code?: string }).code === '22023') throw new InputError(`Field "timeZone": PostgreSQL does not know the time zone ${JSON.stringify(tz)}.`);
-      throw err;
-    }
+    const indexed = idx.rows.some((r) => r.isValid && r.keyColumns?.[0] === pcRow.name && /USING btree/.test(r.def));
+    const months = await populatedMonths(c, t, pcRow.name, pcRow.kind, tz, indexed);
+    oldestMonth = months[0] ?? null;
+    const layout = partitionLayout(t.name, months.map(parseMonth), parseMonth(currentMonth), opts.premake, opts.startMonth ? parseMonth(opts.startMonth) : null);
+    const first = layout.partitions[0];
+    const last = layout.partitions[layout.partitions.length - 1];
+    const col = quoteIdent(pcRow.name);
+    const type = pcRow.kind as PartitionColumnType;
+    const outside = `${col} < ${boundLiteral(first.from, type, tz)} OR ${col} >= ${boundLiteral(last.to, type, tz)}`;
+    const out = await c.query(
+      `SELECT (SELECT count(*) FROM ${qualified(t)} WHERE ${outside})::bigint AS n,
+              (SELECT coalesce(array_agg(v), '{}') FROM (SELECT DISTINCT ${col}::text AS v FROM ${qualified(t)} WHERE ${outside} LIMIT 5) s) AS samples`,
+    );
+    keyRange = {
+      months,
+      bodyStart: layout.bodyStart && formatMonth(layout.bodyStart),
+      outsideRows: Number(out.rows[0].n),
+      outsideSamples: out.rows[0].samples,
+    };
     if (!pcRow.notNull) {
       nullKeyRows = Number((await c.query(`SELECT count(*) AS n FROM ${qualified(t)} WHERE ${col} IS NULL`)).rows[0].n);
     }
-  } else {
-    currentMonth = (await c.query(`SELECT to_char(now(), 'YYYY-MM') AS m`)).rows[0].m;
   }
 
   let activeRun: TableInfo['activeRun'] = null;
@@ -138,10 +186,26 @@ export async function readTableInfo(c: PoolClient, opts: PartitionOptions, workf
     owner: h.owner,
     currentUser: h.me,
     columns: cols.rows.map((r) => ({ name: r.name, type: r.type, notNull: r.notNull, generated: r.generated, identity: r.identity })),
+    columnGrants: await columnGrants(c, oid),
+    isSuperuser: h.superuser === true,
+    storage: {
+      reloptions: h.reloptions ?? [],
+      tablespace: h.tablespace,
+      replicaIdentity: h.relreplident,
+      replicaIdentityIndex: idx.rows.find((r) => r.isReplicaIdentity)?.name ?? null,
+      unlogged: h.relpersistence === 'u',
+      statisticsTargets: cols.rows.filter((r) => r.stats >= 0).map((r) => ({ column: r.name, target: r.stats })),
+    },
+    inheritance: { parents: h.relispartition ? [] : inh.rows[0].parents, children: inh.rows[0].children, partitionOf: h.relispartition ? inh.rows[0].parents[0] ?? null : null },
+    implicitPublications: implicitPubs.rows.map((r) => r.pubname),
+    subscriptions: subs.rows.map((r) => r.subname),
+    oidDependents: bound.rows.map((r) => r.what),
+    keyRange,
+    shape: (await c.query(SHAPE_SQL, [oid])).rows.map((r) => r.x),
     partitionColumn: pcRow ? { name: pcRow.name, type: pcRow.kind, notNull: pcRow.notNull } : null,
     primaryKey: pk.rowCount ? { name: pk.rows[0].conname, columns: pk.rows[0].cols } : null,
-    indexes: idx.rows.map((r) => ({ ...r, columns: r.columns ?? [] })),
-    outboundForeignKeys: fks.rows.filter((r) => r.outbound).map((r) => ({ name: r.name, def: r.def, table: { schema: r.schema, name: r.rel } })),
+    indexes: idx.rows.map(({ isReplicaIdentity: _ri, ...r }) => ({ ...r, columns: r.columns ?? [], keyColumns: r.keyColumns ?? [] })),
+    outboundForeignKeys: fks.rows.filter((r) => r.outbound).map((r) => ({ name: r.name, def: r.def, comment: r.comment, table: { schema: r.schema, name: r.rel } })),
     inboundForeignKeys: fks.rows
       .filter((r) => r.inbound)
       .map((r) => ({ name: r.name, def: r.def, table: { schema: r.schema, name: r.rel } })),
@@ -163,9 +227,47 @@ export async function readTableInfo(c: PoolClient, opts: PartitionOptions, workf
   };
 
   // Which of the names the plan would create are taken already?
-  const months = monthlyPartitions(t.name, oldestMonth ? parseMonth(oldestMonth) : null, parseMonth(currentMonth), opts.premake);
-  const wanted = plannedNames(t, months.map((m) => ({ name: m.name, from: '', to: '' })), info.indexes.length + 1);
+  const layout = partitionLayout(t.name, (keyRange?.months ?? []).map(parseMonth), parseMonth(currentMonth), opts.premake, opts.startMonth ? parseMonth(opts.startMonth) : null);
+  const wanted = plannedNames(t, layout.partitions.map((m) => ({ name: m.name, from: '', to: '' })), info.indexes.length + 1);
   const taken = await c.query(`SELECT relname FROM pg_class WHERE relnamespace = $1 AND relname = ANY($2::text[])`, [h.nsp, wanted]);
   info.takenNames = taken.rows.map((r) => r.relname);
   return info;
+}
+
+async function columnGrants(c: PoolClient, oid: number): Promise<TableInfo['columnGrants']> {
+  const r = await c.query(
+    `SELECT a.attname AS column, coalesce(r.rolname, 'PUBLIC') AS grantee, x.privilege_type AS privilege, x.is_grantable AS grantable
+       FROM pg_attribute a, aclexplode(a.attacl) x LEFT JOIN pg_roles r ON r.oid = x.grantee
+      WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped AND a.attacl IS NOT NULL ORDER BY a.attnum, 2, 3`,
+    [oid],
+  );
+  return r.rows;
+}
+
+/**
+ * The months (YYYY-MM, ascending) that hold at least one finite value of the partition column from year 1
+ * on. With a btree index leading with the column: one index probe per populated month (a loose index scan);
+ * without one: one scan of the table.
+ */
+async function populatedMonths(c: PoolClient, t: TableRef, column: string, kind: string, tz: string, indexed: boolean): Promise<string[]> {
+  const col = quoteIdent(column);
+  const tzParam = kind === 'timestamptz';
+  const local = (e: string) => (tzParam ? `(${e}) AT TIME ZONE $1` : `(${e})`);
+  const finite = `${col} >= '0001-01-01' AND ${col} < 'infinity'`;
+  const next =
+    kind === 'timestamptz'
+      ? `(date_trunc('month', m.v AT TIME ZONE $1) + interval '1 month') AT TIME ZONE $1`
+      : kind === 'date'
+        ? `(date_trunc('month', m.v::timestamp) + interval '1 month')::date`
+        : `date_trunc('month', m.v) + interval '1 month'`;
+  const sql = indexed
+    ? `WITH RECURSIVE m(v) AS (
+         SELECT min(${col}) FROM ${qualified(t)} WHERE ${finite}
+         UNION ALL
+         SELECT (SELECT min(${col}) FROM ${qualified(t)} WHERE ${col} >= ${next} AND ${col} < 'infinity') FROM m WHERE m.v IS NOT NULL)
+       SELECT to_char(${local('v')}, 'YYYY-MM') AS month FROM m WHERE v IS NOT NULL`
+    : `SELECT DISTINCT to_char(${local(col)}, 'YYYY-MM') AS month FROM ${qualified(t)} WHERE ${finite}`;
+  const r = await c.query(sql, tzParam ? [tz] : []);
+  // years past 9999 print with more digits; they are outliers whatever the layout, so they are left out here
+  return r.rows.map((x) => x.month as string).filter((m) => /^\d{4}-\d{2}$/.test(m)).sort();
 }

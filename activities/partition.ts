@@ -7,7 +7,8 @@ import type { Pool, PoolClient } from 'pg';
 import { displayName, InputError, qualified, TableRef } from '../src/ident';
 import { validatePartitionInput } from '../src/input';
 import type { Logger } from '../src/logger';
-import { buildPlan, FORWARD_TRIGGER, nextBatchSize, pagesPerBatch, Plan, STATE_SCHEMA } from '../src/plan';
+import { buildPlan, FORWARD_TRIGGER, nextBatchSize, pagesPerBatch, Plan, shapeDifferences, STATE_SCHEMA } from '../src/plan';
+import { bucketMonth, compareMonths, parseMonth } from '../src/partitions';
 import { activityContext, classify, currentWorkflowId, ensureCatalog, inTransaction, isTransient, sleep, withHeartbeat, withLockRetry } from './db';
 import { faultPoint } from './faults';
 import { readTableInfo } from './inspect';
@@ -50,6 +51,8 @@ export interface BackfillChunkResult {
   percent: number;
   /** the checkpoint, readable: a page number or the last key */
   checkpoint: string;
+  /** updates that moved a row to another month since the sync trigger was installed */
+  rowMoves?: number;
 }
 
 export interface VerifyRange {
@@ -75,9 +78,13 @@ export interface CutoverResult {
   lockWaitRetries: number;
   /** how long the cut-over transaction held its locks, ms */
   lockHoldMs: number;
+  rowMoves?: number;
 }
 
 const RUNS = `${STATE_SCHEMA}.runs`;
+/** The checkpoint guard of a page batch: the checkpoint it started from, and the same table file. */
+const SAME_FILE_AT = (param: string) =>
+  `next_page = ${param} AND (filenode IS NULL OR filenode = pg_relation_filenode(to_regclass(format('%I.%I', table_schema, table_name))))`;
 /** Longest wait of a backfill batch for a row lock; below deadlock_timeout (1 s by default). */
 const BATCH_LOCK_TIMEOUT_MS = 200;
 const BATCH_LOCK_ATTEMPTS = 30;
@@ -105,7 +112,8 @@ function ensureStateSchema(pool: Pool): Promise<void> {
       cutover_done boolean NOT NULL DEFAULT false,
       started_at timestamptz NOT NULL DEFAULT now(), updated_at timestamptz NOT NULL DEFAULT now(),
       PRIMARY KEY (table_schema, table_name))`,
-    `ALTER TABLE ${RUNS} ADD COLUMN IF NOT EXISTS last_key text[], ADD COLUMN IF NOT EXISTS max_key text[]`,
+    `ALTER TABLE ${RUNS} ADD COLUMN IF NOT EXISTS last_key text[], ADD COLUMN IF NOT EXISTS max_key text[],
+       ADD COLUMN IF NOT EXISTS trigger_fence text, ADD COLUMN IF NOT EXISTS filenode bigint, ADD COLUMN IF NOT EXISTS rewrites int NOT NULL DEFAULT 0`,
   ]);
 }
 
@@ -119,12 +127,73 @@ async function relOid(c: PoolClient, ref: TableRef): Promise<{ oid: number; relk
   return r.rowCount ? r.rows[0] : null;
 }
 
+/**
+ * Under the cut-over's lock: the source still has the shape the copy was built from, and partflow's
+ * triggers were never disabled (a disabled trigger, even one enabled again, changes its catalog row: the
+ * copy may have missed writes). Either difference refuses the cut-over with the reason; nothing is swapped.
+ */
+async function checkUnchanged(c: PoolClient, plan: Plan): Promise<void> {
+  const t = displayName(plan.table);
+  if (plan.sourceShape) {
+    const now = (await c.query(plan.sql.shape, [plan.tableOid])).rows.map((r) => r.x as string);
+    const diff = shapeDifferences(plan.sourceShape, now);
+    if (diff.length) {
+      throw ApplicationFailure.nonRetryable(
+        `Table ${t} changed after the plan was made (${diff.join('; ')}), so the copy does not match it; not cutting over: the run rolls back, start it again after the change.`,
+        'TableChanged',
+      );
+    }
+  }
+  const st = await c.query(`SELECT trigger_fence FROM ${RUNS} WHERE table_schema = $1 AND table_name = $2`, [plan.table.schema, plan.table.name]);
+  const recorded: string | null = st.rows[0]?.trigger_fence ?? null;
+  if (recorded !== null) {
+    const fence = (await c.query(plan.sql.triggerFence, [plan.tableOid])).rows[0].fence;
+    if (fence !== recorded) {
+      throw ApplicationFailure.nonRetryable(
+        `partflow's sync triggers on ${t} were disabled, dropped or altered during the run (${recorded} then, ${fence || 'none'} now), so writes may have bypassed the copy; not cutting over: the run rolls back, start it again.`,
+        'CopyDiverged',
+      );
+    }
+  }
+}
+
 export function createPartitionActivities({ pool, log }: Deps) {
   const step = (name: string, table: TableRef) => log.child({ step: name, table: displayName(table), workflowId: currentWorkflowId() });
+
+  /** Updates that moved a row to another month so far (the trigger's counter); 0 when there is none. */
+  async function rowMoves(table: TableRef): Promise<number> {
+    const counter = qualified({ schema: table.schema, name: `${table.name}_pf_moves` });
+    const r = await pool.query(`SELECT to_regclass($1) IS NOT NULL AS ok`, [counter]);
+    if (!r.rows[0].ok) return 0;
+    const v = await pool.query(`SELECT CASE WHEN is_called THEN last_value ELSE 0 END::bigint AS n FROM ${counter}`).catch(() => null);
+    return Number(v?.rows[0]?.n ?? 0);
+  }
 
   async function runState(table: TableRef): Promise<{ next_page: string; total_pages: string | null; rows_copied: string; cutover_done: boolean; workflow_id: string; last_key: string[] | null; max_key: string[] | null } | null> {
     const r = await pool.query(`SELECT * FROM ${RUNS} WHERE table_schema = $1 AND table_name = $2`, [table.schema, table.name]);
     return r.rowCount ? r.rows[0] : null;
+  }
+
+  /**
+   * A VACUUM FULL, CLUSTER, pg_repack or TRUNCATE gives the table a new file in which rows sit on other
+   * pages: the page checkpoint means nothing there, and rows moved below it would never be copied. When the
+   * file changed since the sync trigger was installed, the walk starts again from page 0 over the new file
+   * (every row in it existed then or was written by the trigger since; rows copied already are skipped).
+   */
+  async function restartIfRewritten(table: TableRef, l: Logger): Promise<void> {
+    const r = await pool.query(
+      `UPDATE ${RUNS} SET next_page = 0, rewrites = rewrites + 1, updated_at = now(),
+              total_pages = pg_relation_size(to_regclass(format('%I.%I', $1::text, $2::text))) / current_setting('block_size')::int,
+              filenode = pg_relation_filenode(to_regclass(format('%I.%I', $1::text, $2::text)))
+        WHERE table_schema = $1 AND table_name = $2 AND filenode IS NOT NULL
+          AND filenode IS DISTINCT FROM pg_relation_filenode(to_regclass(format('%I.%I', $1::text, $2::text)))
+       RETURNING total_pages`,
+      [table.schema, table.name],
+    );
+    if (r.rowCount) {
+      tuningOf(`pages:${qualified(table)}`).mergeLeft = 1_000_000; // every later batch may meet rows copied already
+      l.warn({ totalPages: Number(r.rows[0].total_pages) }, 'the table was rewritten (VACUUM FULL, CLUSTER or TRUNCATE): the backfill walks its new file from page 0');
+    }
   }
 
   /**
@@ -218,6 +287,7 @@ export function createPartitionActivities({ pool, log }: Deps) {
         nextPage: done ? 1 : 0, totalPages: 1, rowsCopied, rowsThisChunk, pagesThisChunk: 0, batches, elapsedMs: Date.now() - started, done,
         percent: done ? 100 : est > 0 ? Math.min(99.9, (rowsCopied / est) * 100) : 0,
         checkpoint: last ? `key (${last.join(', ')})` : 'start',
+        rowMoves: await rowMoves(input.table),
       };
     } catch (err) {
       if (isTransient(err)) l.warn({ err: (err as Error).message }, 'transient error in backfill; Temporal will retry from the checkpoint');
@@ -230,7 +300,8 @@ export function createPartitionActivities({ pool, log }: Deps) {
     async preflight(rawInput: unknown): Promise<PreflightResult> {
       try {
         const opts = validatePartitionInput(rawInput);
-        const info = await inTransaction(pool, (c) => readTableInfo(c, opts, currentWorkflowId()), { readOnly: true });
+        // reading the partition column's months may scan the table: heartbeat meanwhile
+        const info = await withHeartbeat(() => ({ step: 'preflight' }), () => inTransaction(pool, (c) => readTableInfo(c, opts, currentWorkflowId()), { readOnly: true }));
         const plan = buildPlan(info, opts);
         step('preflight', opts.table).info({ partitions: plan.partitions.length, estimatedRows: plan.estimatedRows, warnings: plan.warnings }, 'preflight passed');
         return { plan, summary: plan.warnings };
@@ -250,7 +321,7 @@ export function createPartitionActivities({ pool, log }: Deps) {
            ON CONFLICT (table_schema, table_name) DO UPDATE
               SET workflow_id = EXCLUDED.workflow_id, run_state = 'active', updated_at = now(),
                   next_page = 0, total_pages = NULL, rows_copied = 0, cutover_done = false, started_at = now(),
-                  last_key = NULL, max_key = NULL
+                  last_key = NULL, max_key = NULL, trigger_fence = NULL, filenode = NULL, rewrites = 0
             WHERE r.run_state <> 'active'
            RETURNING workflow_id`,
           [table.schema, table.name, wf],
@@ -331,10 +402,13 @@ export function createPartitionActivities({ pool, log }: Deps) {
         const has = await c.query(`SELECT 1 FROM pg_trigger WHERE tgrelid = $1 AND tgname = $2`, [plan.tableOid, FORWARD_TRIGGER]);
         if (!has.rowCount) for (const sql of plan.sql.syncTrigger) await c.query(sql);
         await faultPoint('sync', l);
+        // the fence: partflow's triggers as committed now; the cut-over refuses if they were disabled since
+        const fence = (await c.query(plan.sql.triggerFence, [plan.tableOid])).rows[0].fence;
         const r = await c.query(
-          `UPDATE ${RUNS} SET total_pages = coalesce(total_pages, pg_relation_size($3::regclass) / current_setting('block_size')::int), updated_at = now()
+          `UPDATE ${RUNS} SET total_pages = coalesce(total_pages, pg_relation_size($3::regclass) / current_setting('block_size')::int),
+                  trigger_fence = coalesce(trigger_fence, $4), filenode = coalesce(filenode, pg_relation_filenode($3::regclass)), updated_at = now()
             WHERE table_schema = $1 AND table_name = $2 RETURNING total_pages`,
-          [plan.table.schema, plan.table.name, plan.tableOid],
+          [plan.table.schema, plan.table.name, plan.tableOid, fence],
         );
         if (plan.copyMode === 'keys') {
           const mk = await c.query(plan.sql.maxKey);
@@ -350,8 +424,9 @@ export function createPartitionActivities({ pool, log }: Deps) {
       const l = step('drop-sync', plan.table);
       await withLockRetry(pool, l, 'drop sync trigger', lockTimeoutMs, async (c) => {
         const src = await relOid(c, plan.table);
-        if (!src || src.oid !== plan.tableOid) return; // swapped: the trigger went with the cut-over
-        for (const sql of plan.sql.dropSyncTrigger) await c.query(sql);
+        if (src && src.oid === plan.tableOid) for (const sql of plan.sql.dropSyncTrigger) await c.query(sql);
+        // else swapped: the trigger went with the cut-over; the counter goes in any case
+        for (const sql of plan.sql.dropCounters ?? []) await c.query(sql);
       }, lockedBy(plan));
       l.info('sync trigger dropped');
     },
@@ -371,10 +446,11 @@ export function createPartitionActivities({ pool, log }: Deps) {
       let batches = 0;
       const ctx = activityContext();
       try {
+        await restartIfRewritten(plan.table, l);
         const st = await runState(plan.table);
         if (!st || st.total_pages === null) throw ApplicationFailure.nonRetryable(`No backfill checkpoint for ${displayName(plan.table)}: the sync step did not run.`, 'StateMissing');
         let next = Number(st.next_page);
-        const total = Number(st.total_pages);
+        let total = Number(st.total_pages);
         let rowsCopied = Number(st.rows_copied);
         const dens = await pool.query(`SELECT reltuples::bigint AS t, relpages::bigint AS p FROM pg_class WHERE oid = to_regclass($1)`, [qualified(plan.table)]);
         const cap = pagesPerBatch(input.batchSize, Number(dens.rows[0]?.t ?? -1), Number(dens.rows[0]?.p ?? 0));
@@ -397,17 +473,20 @@ export function createPartitionActivities({ pool, log }: Deps) {
             });
           let n: number;
           try {
-            n = await guardedBatch(plan.table, 'next_page = $5', 'next_page = $4', [from, to], copy(fast ? input.sql.backfillBatchFast! : input.sql.backfillBatch));
+            n = await guardedBatch(plan.table, 'next_page = $5', SAME_FILE_AT('$4'), [from, to], copy(fast ? input.sql.backfillBatchFast! : input.sql.backfillBatch));
           } catch (err) {
             if (!fast || (err as { code?: string }).code !== '23505') throw err;
             tune.mergeLeft = MERGE_BATCHES;
             mergedBatches++;
-            n = await guardedBatch(plan.table, 'next_page = $5', 'next_page = $4', [from, to], copy(input.sql.backfillBatch));
+            n = await guardedBatch(plan.table, 'next_page = $5', SAME_FILE_AT('$4'), [from, to], copy(input.sql.backfillBatch));
           }
           if (n < 0) {
-            // another attempt of this activity advanced the checkpoint: continue from where it is now
+            // another attempt of this activity advanced the checkpoint, or the table was rewritten: continue
+            // from where the checkpoint is now
+            await restartIfRewritten(plan.table, l);
             const again = await runState(plan.table);
             next = Number(again!.next_page);
+            total = Number(again!.total_pages);
             rowsCopied = Number(again!.rows_copied);
             continue;
           }
@@ -428,6 +507,7 @@ export function createPartitionActivities({ pool, log }: Deps) {
         return {
           nextPage: next, totalPages: total, rowsCopied, rowsThisChunk, pagesThisChunk, batches, mergedBatches, elapsedMs, done: next >= total,
           percent: total > 0 ? Math.min(100, (next / total) * 100) : 100, checkpoint: `page ${next} of ${total}`,
+          rowMoves: await rowMoves(plan.table),
         };
       } catch (err) {
         if (isTransient(err)) l.warn({ err: (err as Error).message }, 'transient error in backfill; Temporal will retry from the checkpoint');
@@ -488,6 +568,7 @@ export function createPartitionActivities({ pool, log }: Deps) {
             lockedAt = Date.now();
             const src = await relOid(c, plan.table);
             if (!src || src.oid !== plan.tableOid) throw ApplicationFailure.nonRetryable(`Table ${displayName(plan.table)} changed since preflight; not cutting over.`, 'TableChanged');
+            await checkUnchanged(c, plan);
             for (const sql of plan.sql.cutover.slice(1)) await c.query(sql);
             await faultPoint('cutover', l); // renamed, not committed
             await c.query(`UPDATE ${RUNS} SET cutover_done = true, updated_at = now() WHERE table_schema = $1 AND table_name = $2`, [plan.table.schema, plan.table.name]);
@@ -495,7 +576,7 @@ export function createPartitionActivities({ pool, log }: Deps) {
       );
       const lockHoldMs = Date.now() - lockedAt;
       l.info({ lockHoldMs, attempts: stats.attempts, lockWaitRetries: stats.lockWaitRetries }, 'cut over');
-      return { alreadyDone: false, attempts: stats.attempts, lockWaitRetries: stats.lockWaitRetries, lockHoldMs };
+      return { alreadyDone: false, attempts: stats.attempts, lockWaitRetries: stats.lockWaitRetries, lockHoldMs, rowMoves: await rowMoves(plan.table) };
     },
 
     /** Compensation of cutover: the old table (kept in sync by the reverse trigger) takes the name back. */
@@ -522,29 +603,36 @@ export function createPartitionActivities({ pool, log }: Deps) {
     },
 
     /** Ends the rollback window: the reverse trigger goes; the old table stays for the operator to drop. */
-    async finalize(plan: Plan, lockTimeoutMs: number): Promise<void> {
+    async finalize(plan: Plan, lockTimeoutMs: number): Promise<{ rowMoves: number }> {
       const l = step('finalize', plan.table);
+      const moves = await rowMoves(plan.table);
       await withLockRetry(pool, l, 'finalize', lockTimeoutMs, async (c) => {
         for (const sql of plan.sql.finalize) await c.query(sql);
+        for (const sql of plan.sql.dropCounters ?? []) await c.query(sql);
         await faultPoint('finalize', l);
       }, lockedBy(plan));
-      l.info({ old: displayName(plan.old) }, 'reverse trigger dropped; old table kept');
+      l.info({ old: displayName(plan.old), rowMoves: moves }, 'reverse trigger dropped; old table kept');
+      return { rowMoves: moves };
     },
   };
 }
 
 export function compareChecksums(
   plan: Pick<Plan, 'partitions' | 'defaultPartition'>,
-  src: { bucket: string; n: string; checksum: string }[],
-  dst: { bucket: string; n: string; checksum: string }[],
+  src: { bucket: string | null; n: string; checksum: string }[],
+  dst: { bucket: string | null; n: string; checksum: string }[],
   elapsedMs: number,
 ): VerifyReport {
-  const byPartition = new Map<string, string>();
-  for (const p of plan.partitions) byPartition.set(p.from, p.name);
+  const ranges = plan.partitions.map((p) => ({ name: p.name, from: parseMonth(p.from), to: parseMonth(p.to) }));
+  const partitionOf = (bucket: string | null) => {
+    const m = bucketMonth(bucket); // null for infinities: the default partition
+    const r = m && ranges.find((x) => compareMonths(x.from, m) <= 0 && compareMonths(m, x.to) < 0);
+    return r ? r.name : plan.defaultPartition;
+  };
   const agg = (rows: typeof src) => {
     const m = new Map<string, { n: bigint; sum: bigint }>();
     for (const r of rows) {
-      const part = byPartition.get(r.bucket) ?? plan.defaultPartition;
+      const part = partitionOf(r.bucket);
       const cur = m.get(part) ?? { n: 0n, sum: 0n };
       m.set(part, { n: cur.n + BigInt(r.n), sum: cur.sum + BigInt(r.checksum) });
     }
@@ -553,7 +641,7 @@ export function compareChecksums(
   const a = agg(src);
   const b = agg(dst);
   const names = [...plan.partitions.map((p) => p.name), plan.defaultPartition];
-  const ranges: VerifyRange[] = names.map((partition) => {
+  const report: VerifyRange[] = names.map((partition) => {
     const x = a.get(partition) ?? { n: 0n, sum: 0n };
     const y = b.get(partition) ?? { n: 0n, sum: 0n };
     return {
@@ -565,8 +653,8 @@ export function compareChecksums(
       match: x.n === y.n && x.sum === y.sum,
     };
   });
-  const mismatches = ranges.filter((r) => !r.match).map((r) => `${r.partition} (source ${r.sourceRows} rows, copy ${r.shadowRows})`);
-  return { ok: mismatches.length === 0, rows: ranges.reduce((s, r) => s + r.sourceRows, 0), ranges, mismatches, elapsedMs };
+  const mismatches = report.filter((r) => !r.match).map((r) => `${r.partition} (source ${r.sourceRows} rows, copy ${r.shadowRows})`);
+  return { ok: mismatches.length === 0, rows: report.reduce((s, r) => s + r.sourceRows, 0), ranges: report, mismatches, elapsedMs };
 }
 
 export type PartitionActivities = ReturnType<typeof createPartitionActivities>;

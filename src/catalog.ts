@@ -21,15 +21,27 @@ export interface IndexInfo {
   tail: string | null;
   isPrimary: boolean;
   isUnique: boolean;
-  /** plain column names of the key, null entries for expressions */
+  /** plain column names of the key and INCLUDE columns, null entries for expressions */
   columns: (string | null)[];
+  /** the key columns alone (without INCLUDE), null entries for expressions */
+  keyColumns: (string | null)[];
+  /** false for the leftover of a failed CREATE INDEX CONCURRENTLY */
+  isValid: boolean;
+  /** COMMENT ON INDEX, or on the constraint it backs */
+  comment: string | null;
+  constraintComment: string | null;
+  /** DEFERRABLE constraint (PRIMARY KEY, UNIQUE or EXCLUDE) */
+  deferrable: boolean;
   /** set when the index backs a constraint (PRIMARY KEY, UNIQUE, EXCLUDE) */
   constraintName: string | null;
+  /** pg_get_constraintdef() of that constraint */
+  constraintDef: string | null;
   hasPredicate: boolean;
 }
 
 export interface ForeignKeyInfo {
   name: string;
+  comment?: string | null;
   /** pg_get_constraintdef() */
   def: string;
   /** the table that holds the constraint */
@@ -46,6 +58,36 @@ export interface GrantInfo {
   grantee: string; // role name, or PUBLIC
   privilege: string;
   grantable: boolean;
+}
+
+/** A column privilege (GRANT SELECT (col) ...). */
+export interface ColumnGrantInfo extends GrantInfo {
+  column: string;
+}
+
+/** What preflight found about the partition column's values. */
+export interface KeyRange {
+  /** months (YYYY-MM) holding at least one finite value, ascending */
+  months: string[];
+  /** first month of the contiguous body of data (gaps of at most OUTLIER_GAP_MONTHS empty months) */
+  bodyStart: string | null;
+  /** rows the plan puts in the default partition: before the first partition, after the last, or infinite */
+  outsideRows: number;
+  /** a few of their values, as text */
+  outsideSamples: string[];
+}
+
+/** Settings of the source that `LIKE ... INCLUDING ALL` does not copy. */
+export interface StorageInfo {
+  /** pg_class.reloptions of the table, and of its TOAST table with a `toast.` prefix */
+  reloptions: string[];
+  tablespace: string | null;
+  /** d default, n nothing, f full, i index */
+  replicaIdentity: string;
+  replicaIdentityIndex: string | null;
+  unlogged: boolean;
+  /** ALTER COLUMN ... SET STATISTICS */
+  statisticsTargets: { column: string; target: number }[];
 }
 
 export interface TableInfo {
@@ -68,7 +110,21 @@ export interface TableInfo {
   rules: string[];
   rowSecurity: boolean;
   grants: GrantInfo[];
+  columnGrants: ColumnGrantInfo[];
   comment: string | null;
+  isSuperuser: boolean;
+  storage: StorageInfo;
+  /** inheritance (not partitioning) parents and children, and the parent if the table is a partition */
+  inheritance: { parents: string[]; children: string[]; partitionOf: string | null };
+  /** publications that include the table implicitly: FOR ALL TABLES, FOR TABLES IN SCHEMA */
+  implicitPublications: string[];
+  /** subscriptions that replicate into this table */
+  subscriptions: string[];
+  /** objects bound to the table's OID or row type that a rename swap would leave on the old table */
+  oidDependents: string[];
+  keyRange: KeyRange | null;
+  /** SHAPE_SQL's rows for the table: what the cut-over compares */
+  shape: string[];
   estimatedRows: number;
   pages: number;
   /** months (YYYY-MM) of the oldest row and of now(), in the requested time zone */

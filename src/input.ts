@@ -40,6 +40,17 @@ export interface PartitionTableInput {
    * ranges), or `auto` (default: pages where the server has TID range scans).
    */
   copyMode?: 'auto' | 'pages' | 'keys';
+  /**
+   * First month (`YYYY-MM`) with a partition of its own; everything older goes into one partition
+   * `<table>_older`. Needed when the data spans more than 120 months.
+   */
+  startMonth?: string;
+  /**
+   * Names of unique indexes, UNIQUE or EXCLUDE constraints that do not contain the partition column and so
+   * cannot be enforced on a partitioned table. Each is refused unless named here; named ones become plain
+   * indexes (exclusion constraints are dropped) and the plan lists them.
+   */
+  acceptLostConstraints?: string[];
 }
 
 export interface PartitionOptions {
@@ -58,11 +69,13 @@ export interface PartitionOptions {
   lockTimeoutMs: number;
   dryRun: boolean;
   copyMode: 'auto' | 'pages' | 'keys';
+  startMonth: string | null;
+  acceptLostConstraints: string[];
 }
 
 const KNOWN_FIELDS = new Set([
   'table', 'column', 'interval', 'premake', 'batchSize', 'sleepMs', 'maxBatchMs', 'approval', 'rollbackWindow',
-  'inboundForeignKeys', 'timeZone', 'lockTimeoutMs', 'dryRun', 'copyMode', 'resume',
+  'inboundForeignKeys', 'timeZone', 'lockTimeoutMs', 'dryRun', 'copyMode', 'startMonth', 'acceptLostConstraints', 'resume',
 ]);
 
 /** Parses `90s`, `30m`, `24h`, `7d`, `1500ms`; `0` and `0s` mean none. */
@@ -110,6 +123,12 @@ export function validatePartitionInput(raw: unknown): PartitionOptions {
     throw new InputError(`Field "timeZone" must be a time zone name such as "UTC" or "Europe/Berlin".`);
   }
   if (input.dryRun !== undefined && typeof input.dryRun !== 'boolean') throw new InputError('Field "dryRun" must be true or false.');
+  const startMonth = input.startMonth === undefined || input.startMonth === null ? null : String(input.startMonth);
+  if (startMonth !== null && !/^\d{4}-(0[1-9]|1[0-2])$/.test(startMonth)) throw new InputError(`Field "startMonth" must be a month such as "2024-01", not ${JSON.stringify(input.startMonth)}.`);
+  const lost = input.acceptLostConstraints ?? [];
+  if (!Array.isArray(lost) || lost.some((x) => typeof x !== 'string' || !x)) {
+    throw new InputError('Field "acceptLostConstraints" must be a list of index or constraint names, such as ["users_email_key"].');
+  }
   return {
     table,
     column,
@@ -126,6 +145,8 @@ export function validatePartitionInput(raw: unknown): PartitionOptions {
     lockTimeoutMs: intField(input.lockTimeoutMs, 'lockTimeoutMs', 500, 10, 60_000),
     dryRun: input.dryRun === true,
     copyMode: enumField(input.copyMode, 'copyMode', ['auto', 'pages', 'keys'] as const, 'auto'),
+    startMonth,
+    acceptLostConstraints: lost as string[],
   };
 }
 

@@ -78,3 +78,68 @@ export function monthlyPartitions(table: string, oldest: Month | null, current: 
   if (out.length > 1200) throw new InputError(`The table's rows span ${out.length} months; partflow creates at most 1200 partitions at once.`);
   return out;
 }
+
+/** Empty months allowed inside the body of the data; older rows beyond a longer gap are outliers. */
+export const OUTLIER_GAP_MONTHS = 12;
+/** More monthly partitions than this need `startMonth` (everything older in one partition). */
+export const MAX_MONTHLY_PARTITIONS = 120;
+
+/**
+ * The first month of the body of the data: from the newest populated month at or before `end`, walk back
+ * while the gap to the next older populated month is at most `gap` empty months. Months before that (a
+ * 1900 sentinel, a stray row from decades ago) are outliers; null when no month is at or before `end`.
+ */
+export function bodyStart(months: Month[], end: Month, gap = OUTLIER_GAP_MONTHS): Month | null {
+  const sorted = months.filter((m) => compareMonths(m, end) <= 0).sort(compareMonths);
+  if (!sorted.length) return null;
+  let start = sorted[sorted.length - 1];
+  for (let i = sorted.length - 2; i >= 0; i--) {
+    if (compareMonths(start, sorted[i]) - 1 > gap) break;
+    start = sorted[i];
+  }
+  return start;
+}
+
+export interface PartitionLayout {
+  /** the partitions in bound order: with `startMonth`, first one `<table>_older` from the oldest month */
+  partitions: PartitionSpec[];
+  /** monthly partitions only */
+  monthly: number;
+  /** first month of the data's body, before `startMonth` is applied */
+  bodyStart: Month | null;
+}
+
+/**
+ * Where the rows go. Monthly partitions from the body of the data (or `startMonth`) to `premake` months
+ * after the current one; with `startMonth`, one partition `<table>_older` from the oldest populated month
+ * up to it. Everything else (outliers, infinities, far-future rows) goes to the default partition.
+ */
+export function partitionLayout(table: string, months: Month[], current: Month, premake: number, startMonth: Month | null): PartitionLayout {
+  if (!Number.isInteger(premake) || premake < 0 || premake > 120) {
+    throw new InputError('Field "premake" must be a whole number of months from 0 to 120.');
+  }
+  const end = addMonths(current, premake);
+  const body = bodyStart(months, end);
+  const partitions: PartitionSpec[] = [];
+  let start: Month;
+  if (startMonth) {
+    if (compareMonths(startMonth, current) > 0) throw new InputError(`Field "startMonth" (${formatMonth(startMonth)}) must not be after the current month ${formatMonth(current)}.`);
+    const oldest = [...months].sort(compareMonths)[0];
+    if (oldest && compareMonths(oldest, startMonth) < 0) partitions.push({ name: `${table}_older`, from: oldest, to: startMonth });
+    start = startMonth;
+  } else {
+    start = body && compareMonths(body, current) < 0 ? body : current;
+  }
+  let monthly = 0;
+  for (let m = start; compareMonths(m, end) <= 0; m = addMonths(m, 1)) {
+    partitions.push({ name: partitionName(table, m), from: m, to: addMonths(m, 1) });
+    if (++monthly > 1200) throw new InputError(`The table's rows span more than 1200 months; set "startMonth" closer to today.`);
+  }
+  return { partitions, monthly, bodyStart: body };
+}
+
+/** A month bucket as the verification queries print it (`YYYY-MM`, years past 9999 too), or null. */
+export function bucketMonth(text: string | null): Month | null {
+  const m = text === null ? null : /^(\d{4,6})-(\d{2})$/.exec(text);
+  return m ? { year: Number(m[1]), month: Number(m[2]) } : null;
+}

@@ -10,10 +10,13 @@
 import type { ForeignKeyInfo, TableInfo } from './catalog';
 import { byteLength, displayName, InputError, MAX_IDENT_BYTES, qualified, quoteIdent, quoteLiteral, TableRef } from './ident';
 import type { PartitionOptions } from './input';
-import { boundLiteral, formatMonth, monthlyPartitions, parseMonth, PartitionColumnType } from './partitions';
+import { boundLiteral, formatMonth, MAX_MONTHLY_PARTITIONS, parseMonth, PartitionColumnType, partitionLayout } from './partitions';
 
 export const FORWARD_TRIGGER = 'partflow_sync_fwd';
 export const REVERSE_TRIGGER = 'partflow_sync_rev';
+/** statement-level AFTER TRUNCATE companions of the row triggers */
+export const FORWARD_TRUNCATE_TRIGGER = 'partflow_sync_fwd_truncate';
+export const REVERSE_TRUNCATE_TRIGGER = 'partflow_sync_rev_truncate';
 export const STATE_SCHEMA = 'partflow';
 
 export interface PlannedPartition {
@@ -51,7 +54,19 @@ export interface Plan {
   inboundForeignKeys: ForeignKeyInfo[];
   indexRenames: IndexRename[];
   functions: { forward: string; reverse: string };
+  /** the source as preflight saw it (columns, indexes, constraints, triggers): the cut-over refuses on any change */
+  sourceShape: string[];
+  /** sequence counting updates that move a row to another month (nextval per move, no row locks) */
+  movesCounter: TableRef;
   sql: {
+    /** one row per fact of the source's shape, as `sourceShape`; $1 is the table's OID */
+    shape: string;
+    /** one row (`fence`) naming partflow's triggers on $1 with their catalog row version and enabled state */
+    triggerFence: string;
+    /** one row (`n`): the moves counter's value */
+    moves: string;
+    /** after finalize or undo: the moves counter goes */
+    dropCounters: string[];
     /** one transaction: the partitioned copy, its partitions, keys, indexes, grants, comment */
     shadow: string[];
     /** one statement each, own transaction and lock timeout: they lock the referenced tables briefly */
@@ -82,7 +97,12 @@ export interface Plan {
     validateInbound: string[];
     finalize: string[];
   };
+  /** what partitioning changes for the application (informational) */
   warnings: string[];
+  /** what the operator gave up with an explicit input (acceptLostConstraints) or what is not carried */
+  givenUp: string[];
+  /** rows the layout puts in the default partition (outliers, infinities, far-future rows) */
+  outsideRows: number;
 }
 
 const q = quoteIdent;
@@ -106,10 +126,16 @@ export function checkPreflight(info: TableInfo, opts: PartitionOptions): void {
   }
   if (info.relkind === 'p') refuse(`Table ${t} is already partitioned; use maintainPartitions to manage its partitions.`);
   if (info.relkind !== 'r') refuse(`${t} is not an ordinary table (relkind ${info.relkind}); only tables can be partitioned.`);
+  if (info.inheritance.partitionOf) refuse(`Table ${t} is itself a partition of ${info.inheritance.partitionOf}; partition ${info.inheritance.partitionOf} with maintainPartitions instead, or detach ${t} first.`);
+  if (info.inheritance.parents.length) refuse(`Table ${t} inherits from ${info.inheritance.parents.join(', ')} (table inheritance); a partitioned table cannot inherit: remove the inheritance (ALTER TABLE ... NO INHERIT) first.`);
+  if (info.inheritance.children.length) refuse(`Table ${t} has inheritance children (${info.inheritance.children.join(', ')}) whose rows a swap would leave behind; remove the inheritance (ALTER TABLE child NO INHERIT ${t}) first.`);
   const pc = info.partitionColumn;
   if (!pc) refuse(`Table ${t} has no column ${JSON.stringify(opts.column)}; set "column" to its timestamp column.`);
   if (!['timestamptz', 'timestamp', 'date'].includes(pc.type)) {
     refuse(`Column ${JSON.stringify(pc.name)} of ${t} is ${pc.type}; the partition column must be timestamp, timestamptz or date.`);
+  }
+  if (info.columns.find((c) => c.name === pc.name)?.generated) {
+    refuse(`Column ${JSON.stringify(pc.name)} of ${t} is GENERATED; partition by a plain column (the one it is computed from, or a stored copy of it).`);
   }
   if (!info.primaryKey) refuse(`Table ${t} has no primary key; add one first, partflow needs it to keep the copy in sync.`);
   if (info.nullKeyRows > 0) {
@@ -126,18 +152,44 @@ export function checkPreflight(info: TableInfo, opts: PartitionOptions): void {
     refuse(`Other tables reference ${t} by foreign key (${list}); a partitioned table cannot be referenced by its id alone, so rerun with "inboundForeignKeys": "drop" to drop them at cut-over.`);
   }
   if (info.dependentViews.length) refuse(`Views depend on ${t} (${info.dependentViews.join(', ')}); they would keep pointing at the old table after the swap: drop them first and recreate them afterwards.`);
+  if (info.implicitPublications.length) refuse(`Publication(s) ${info.implicitPublications.join(', ')} publish every table of ${JSON.stringify(info.table.schema)} or of the database, so the copy and partflow's own tables would be published and break subscribers; publish an explicit table list while partflow runs.`);
+  if (info.subscriptions.length) refuse(`Table ${t} is the target of logical replication subscription(s) ${info.subscriptions.join(', ')}, which follow the table's OID and would keep writing into the old table; partition it on the publisher, or drop the table from the subscription first.`);
+  if (info.oidDependents.length) refuse(`${info.oidDependents.join(', ')} ${info.oidDependents.length > 1 ? 'are' : 'is'} bound to ${t} by OID and would keep using the old table after the swap; drop ${info.oidDependents.length > 1 ? 'them' : 'it'} first and recreate ${info.oidDependents.length > 1 ? 'them' : 'it'} afterwards.`);
   if (info.publications.length) refuse(`Table ${t} is in publication(s) ${info.publications.join(', ')}; remove it first and add the new table after cut-over.`);
   if (info.rules.length) refuse(`Table ${t} has rules (${info.rules.join(', ')}), which partflow cannot carry over; drop them first.`);
   if (info.userTriggers.length) refuse(`Table ${t} has triggers (${info.userTriggers.join(', ')}) that partflow does not copy yet; drop them first and recreate them on the new table afterwards.`);
   if (info.rowSecurity) refuse(`Table ${t} has row-level security enabled, which partflow does not copy yet; disable it first.`);
   const serial = info.sequences.filter((s) => s.kind === 'serial');
   if (serial.length > 1) refuse(`Table ${t} has more than one serial column; partflow handles at most one.`);
+  const deferrable = info.indexes.filter((i) => i.deferrable).map((i) => i.constraintName ?? i.name);
+  if (deferrable.length) {
+    refuse(`Constraint(s) ${deferrable.join(', ')} of ${t} are DEFERRABLE, which the copy's upserts cannot use as arbiters; make them NOT DEFERRABLE first (CREATE UNIQUE INDEX CONCURRENTLY on the same columns, then swap the constraint to it with ADD CONSTRAINT ... USING INDEX).`);
+  }
+  const invalid = info.indexes.filter((i) => !i.isValid).map((i) => i.name);
+  if (invalid.length) refuse(`Index(es) ${invalid.join(', ')} of ${t} are INVALID (left by a failed CREATE INDEX CONCURRENTLY); drop or REINDEX them first, a valid copy would reject writes the table accepts.`);
+  const lost = constraintsWithoutKey(info);
+  const unaccepted = lost.filter((i) => !opts.acceptLostConstraints.includes(i.name));
+  if (unaccepted.length) {
+    const list = unaccepted.map((i) => `${i.name} (${i.constraintName && !i.isUnique ? 'exclusion constraint' : i.keyColumns.includes(pc.name) ? 'unique' : `unique without ${pc.name}${i.columns.includes(pc.name) ? ' in its key, only in INCLUDE' : ''}`})`);
+    refuse(`${t} has ${list.join(', ')}, which a table partitioned by ${pc.name} cannot enforce across partitions; add ${pc.name} to ${unaccepted.length > 1 ? 'them' : 'it'} first, or list ${unaccepted.length > 1 ? 'them' : 'it'} in "acceptLostConstraints" to give the guarantee up.`);
+  }
+  const unknown = opts.acceptLostConstraints.filter((n) => !lost.some((i) => i.name === n));
+  if (unknown.length) refuse(`"acceptLostConstraints" names ${unknown.join(', ')}, which ${unknown.length > 1 ? 'are not unique indexes or constraints' : 'is not a unique index or constraint'} of ${t} that partitioning would lose; remove ${unknown.length > 1 ? 'them' : 'it'} from the list.`);
+  for (const o of info.storage.reloptions) {
+    if (!/^[a-z_.]+=[A-Za-z0-9_.-]+$/.test(o)) refuse(`Storage parameter ${JSON.stringify(o)} of ${t} is not one partflow can carry over; reset it first.`);
+  }
+}
+
+/** Unique indexes and UNIQUE / EXCLUDE constraints that a table partitioned by the column cannot keep. */
+export function constraintsWithoutKey(info: TableInfo): TableInfo['indexes'] {
+  const pc = info.partitionColumn!.name;
+  return info.indexes.filter((i) => !i.isPrimary && ((i.constraintName && !i.isUnique) || (i.isUnique && !i.keyColumns.includes(pc))));
 }
 
 /** All names the plan creates; each must fit in 63 bytes and be free. */
 export function plannedNames(table: TableRef, partitions: PlannedPartition[], indexCount: number): string[] {
   const n = table.name;
-  const names = [`${n}_pf_shadow`, `${n}_old`, `${n}_default`, ...partitions.map((p) => p.name)];
+  const names = [`${n}_pf_shadow`, `${n}_old`, `${n}_default`, `${n}_pf_moves`, ...partitions.map((p) => p.name)];
   for (let i = 0; i < indexCount; i++) names.push(`${n}_pfi_${i}`, `${n}_pfo_${i}`);
   return names;
 }
@@ -156,28 +208,107 @@ function keyMatch(cols: string[], left: string, right: string): string {
   return cols.map((c) => `${left}.${q(c)} = ${right}.${q(c)}`).join(' AND ');
 }
 
-/** The body of a row trigger that mirrors INSERT, UPDATE (also of key columns) and DELETE into `target`. */
-export function mirrorFunctionSql(fn: TableRef, target: TableRef, columns: string[], key: string[], overriding: boolean, identityAlways: string[]): string {
-  const cols = columns.map(q).join(', ');
-  const vals = columns.map((c) => `NEW.${q(c)}`).join(', ');
-  const settable = columns.filter((c) => !key.includes(c) && !identityAlways.includes(c));
+export interface MirrorSpec {
+  fn: TableRef;
+  target: TableRef;
+  /** the source's columns in attnum order, generated ones too: the trigger reads OLD and NEW by position */
+  sourceColumns: string[];
+  /** the columns written into the target */
+  columns: string[];
+  key: string[];
+  overriding: boolean;
+  identityAlways: string[];
+  /** counts updates that move a row to another month, with nextval (no row lock, no contention) */
+  moves: { column: string; type: PartitionColumnType; timeZone: string; counter: TableRef } | null;
+}
+
+/**
+ * The body of a row trigger that mirrors INSERT, UPDATE (also of key columns) and DELETE into `target`.
+ *
+ * It reads OLD and NEW by position (`(SELECT NEW.*) AS n(a1, a2, ...)`), never by column name, so a column
+ * that a deploy renames or adds during the run cannot make an application write fail; dropping or retyping
+ * a column is blocked meanwhile by partflow's guard view, and the cut-over refuses on any change of shape.
+ * SECURITY DEFINER with a pinned search_path: it runs with its owner's rights whatever rights the writing
+ * role has (an INSERT-only role, a role without DELETE whose UPDATE moves a row).
+ */
+export function mirrorFunctionSql(m: MirrorSpec): string {
+  const alias = (c: string) => {
+    const i = m.sourceColumns.indexOf(c);
+    if (i < 0) throw new Error(`column ${c} is not a source column`);
+    return `a${i + 1}`;
+  };
+  const aliases = m.sourceColumns.map((_, i) => `a${i + 1}`).join(', ');
+  const oldRow = `(SELECT OLD.*) AS o(${aliases})`;
+  const newRow = `(SELECT NEW.*) AS n(${aliases})`;
+  const cols = m.columns.map(q).join(', ');
+  const settable = m.columns.filter((c) => !m.key.includes(c) && !m.identityAlways.includes(c));
   const onConflict = settable.length
-    ? `ON CONFLICT (${key.map(q).join(', ')}) DO UPDATE SET ${settable.map((c) => `${q(c)} = EXCLUDED.${q(c)}`).join(', ')}`
+    ? `ON CONFLICT (${m.key.map(q).join(', ')}) DO UPDATE SET ${settable.map((c) => `${q(c)} = EXCLUDED.${q(c)}`).join(', ')}`
     : 'ON CONFLICT DO NOTHING';
-  const keyChanged = key.map((c) => `OLD.${q(c)} IS DISTINCT FROM NEW.${q(c)}`).join(' OR ');
-  const tgt = qualified(target);
-  return `CREATE OR REPLACE FUNCTION ${qualified(fn)}() RETURNS trigger LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $partflow$
+  const tuple = (r: string) => `(${m.key.map((c) => `${r}.${alias(c)}`).join(', ')})`;
+  const month = (r: string) => {
+    if (!m.moves) return '';
+    const v = `${r}.${alias(m.moves.column)}`;
+    return m.moves.type === 'timestamptz' ? `date_trunc('month', ${v} AT TIME ZONE ${quoteLiteral(m.moves.timeZone)})` : `date_trunc('month', ${v}::timestamp)`;
+  };
+  const tgt = qualified(m.target);
+  const moved = m.moves ? `, ${month('o')} IS DISTINCT FROM ${month('n')}` : '';
+  return `CREATE OR REPLACE FUNCTION ${qualified(m.fn)}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $partflow$
+DECLARE
+  key_changed boolean := TG_OP = 'DELETE';
+  moved boolean := false;
 BEGIN
-  IF TG_OP = 'DELETE' OR (TG_OP = 'UPDATE' AND (${keyChanged})) THEN
-    DELETE FROM ${tgt} t WHERE ${key.map((c) => `t.${q(c)} = OLD.${q(c)}`).join(' AND ')};
+  IF TG_OP = 'UPDATE' THEN
+    SELECT ${tuple('o')} IS DISTINCT FROM ${tuple('n')}${moved || ', false'} INTO key_changed, moved FROM ${oldRow}, ${newRow};${
+      m.moves ? `\n    IF moved THEN PERFORM nextval(${quoteLiteral(qualified(m.moves.counter))}::regclass); END IF;` : ''
+    }
   END IF;
-  IF TG_OP IN ('INSERT', 'UPDATE') THEN
-    INSERT INTO ${tgt} (${cols})${overriding ? ' OVERRIDING SYSTEM VALUE' : ''} VALUES (${vals})
+  IF key_changed THEN
+    DELETE FROM ${tgt} t USING ${oldRow} WHERE ${m.key.map((c) => `t.${q(c)} = o.${alias(c)}`).join(' AND ')};
+  END IF;
+  IF TG_OP <> 'DELETE' THEN
+    INSERT INTO ${tgt} (${cols})${m.overriding ? ' OVERRIDING SYSTEM VALUE' : ''} SELECT ${m.columns.map((c) => `n.${alias(c)}`).join(', ')} FROM ${newRow}
       ${onConflict};
   END IF;
   RETURN NULL;
 END
 $partflow$`;
+}
+
+/** A statement trigger's function that empties `target` when the source is truncated. */
+export function truncateFunctionSql(fn: TableRef, target: TableRef): string {
+  return `CREATE OR REPLACE FUNCTION ${qualified(fn)}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $partflow$
+BEGIN
+  TRUNCATE ${qualified(target)};
+  RETURN NULL;
+END
+$partflow$`;
+}
+
+/**
+ * The shape of a table that the copy was built from, one text row per fact: columns in order with type,
+ * NOT NULL and generation, indexes, constraints, and triggers other than partflow's. $1 is the table's OID.
+ */
+export const SHAPE_SQL = `SELECT x FROM (
+  SELECT 'column ' || a.attnum || ' ' || quote_ident(a.attname) || ' ' || format_type(a.atttypid, a.atttypmod)
+         || CASE WHEN a.attnotnull THEN ' NOT NULL' ELSE '' END || CASE WHEN a.attgenerated <> '' THEN ' GENERATED' ELSE '' END AS x
+    FROM pg_attribute a WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
+  UNION ALL SELECT 'index ' || pg_get_indexdef(i.indexrelid) || CASE WHEN i.indisvalid THEN '' ELSE ' INVALID' END FROM pg_index i WHERE i.indrelid = $1
+  UNION ALL SELECT 'constraint ' || quote_ident(c.conname) || ' ' || pg_get_constraintdef(c.oid) FROM pg_constraint c WHERE c.conrelid = $1
+  UNION ALL SELECT 'trigger ' || quote_ident(t.tgname) FROM pg_trigger t WHERE t.tgrelid = $1 AND NOT t.tgisinternal AND t.tgname NOT LIKE 'partflow\\_%'
+) s ORDER BY x`;
+
+/** partflow's triggers on $1 (an OID) with the version of their catalog rows: any ENABLE / DISABLE changes it. */
+export const TRIGGER_FENCE_SQL = `SELECT coalesce(string_agg(tgname || ':' || xmin::text || ':' || tgenabled, ',' ORDER BY tgname), '') AS fence
+  FROM pg_trigger WHERE tgrelid = $1 AND tgname LIKE 'partflow\\_%'`;
+
+/** Differences between two shapes, for the cut-over's refusal. */
+export function shapeDifferences(planned: string[], now: string[]): string[] {
+  const gone = planned.filter((x) => !now.includes(x)).map((x) => `${x} is gone`);
+  const added = now.filter((x) => !planned.includes(x)).map((x) => `${x} is new`);
+  return [...gone, ...added];
 }
 
 function monthBucketExpr(column: string, type: PartitionColumnType, timeZone: string): string {
@@ -205,51 +336,97 @@ export function buildPlan(info: TableInfo, opts: PartitionOptions): Plan {
   const type = pc.type as PartitionColumnType;
   const shadow = sibling(table, `${table.name}_pf_shadow`);
   const old = sibling(table, `${table.name}_old`);
-  const specs = monthlyPartitions(table.name, info.oldestMonth ? parseMonth(info.oldestMonth) : null, parseMonth(info.currentMonth), opts.premake);
+  const startMonth = opts.startMonth ? parseMonth(opts.startMonth) : null;
+  const layout = partitionLayout(table.name, (info.keyRange?.months ?? []).map(parseMonth), parseMonth(info.currentMonth), opts.premake, startMonth);
+  if (!startMonth && layout.monthly > MAX_MONTHLY_PARTITIONS) {
+    refuse(`The rows of ${displayName(table)} span ${layout.monthly} months from ${formatMonth(layout.partitions[0].from)}, more than ${MAX_MONTHLY_PARTITIONS} monthly partitions; set "startMonth" (e.g. "${formatMonth(layout.partitions[layout.monthly - MAX_MONTHLY_PARTITIONS].from)}") to keep everything older in one partition ${table.name}_older.`);
+  }
+  const specs = layout.partitions;
   const partitions = specs.map((s) => ({ name: s.name, from: formatMonth(s.from), to: formatMonth(s.to) }));
   const defaultPartition = `${table.name}_default`;
   const secondary = info.indexes.filter((i) => !i.isPrimary);
   checkNames(info, plannedNames(table, partitions, secondary.length + 1));
 
   const warnings: string[] = [];
+  const givenUp: string[] = [];
+  const sourceColumns = info.columns.map((c) => c.name);
   const columns = info.columns.filter((c) => !c.generated).map((c) => c.name);
   const identityAlways = info.columns.filter((c) => c.identity === 'a').map((c) => c.name);
   const overriding = info.columns.some((c) => c.identity !== '');
   const sourceKey = info.primaryKey!.columns;
   const shadowKey = sourceKey.includes(pc.name) ? [...sourceKey] : [...sourceKey, pc.name];
   if (shadowKey.length !== sourceKey.length) {
-    warnings.push(`The primary key becomes (${shadowKey.join(', ')}): PostgreSQL requires the partition key in every unique constraint of a partitioned table, so "${sourceKey.join(', ')}" alone is unique per partition only.`);
+    warnings.push(
+      `The primary key ${info.primaryKey!.name} becomes (${shadowKey.join(', ')}): PostgreSQL requires the partition key in every unique constraint of a partitioned table, so "${sourceKey.join(', ')}" alone is unique per partition only (new keys from a sequence or gen_random_uuid() stay unique). ` +
+        `Application statements with ON CONFLICT (${sourceKey.join(', ')}) fail after the cut-over ("no unique or exclusion constraint matching the ON CONFLICT specification"): change them to ON CONFLICT (${shadowKey.join(', ')}) or ON CONFLICT ON CONSTRAINT ${info.primaryKey!.name}.`,
+    );
+  }
+  warnings.push(
+    `On a partitioned table, two concurrent UPDATEs of the same row where one moves it to another month fail with SQLSTATE 40001 ("tuple to be locked was already moved to another partition"); the plain table did not: make sure the application retries 40001. The run counts such moves (progress "rowMoves").`,
+  );
+  const outsideRows = info.keyRange?.outsideRows ?? 0;
+  if (outsideRows > 0) {
+    warnings.push(
+      `${outsideRows} row(s) of ${displayName(table)} fall outside the monthly partitions ${partitions[0].from} … ${partitions[partitions.length - 1].from} (e.g. ${(info.keyRange?.outsideSamples ?? []).join(', ')}) and go to ${defaultPartition}: outliers, infinities or far-future rows.`,
+    );
+  }
+  if (layout.bodyStart && info.oldestMonth && !startMonth && info.oldestMonth < formatMonth(layout.bodyStart)) {
+    warnings.push(`Rows before ${formatMonth(layout.bodyStart)} (from ${info.oldestMonth}) are separated from the rest by more than a year without rows and count as outliers; set "startMonth" to give them a partition instead.`);
   }
 
   const st = qualified(shadow);
+  const storage = info.storage;
+  const tablespace = storage.tablespace ? ` TABLESPACE ${q(storage.tablespace)}` : '';
+  const withOptions = storage.reloptions.length ? ` WITH (${storage.reloptions.map((o) => { const i = o.indexOf('='); return `${o.slice(0, i)} = ${quoteLiteral(o.slice(i + 1))}`; }).join(', ')})` : '';
+  const unlogged = storage.unlogged ? 'UNLOGGED ' : '';
   const shadowSql: string[] = [
-    `CREATE TABLE ${st} (LIKE ${qualified(table)} INCLUDING ALL EXCLUDING INDEXES) PARTITION BY RANGE (${q(pc.name)})`,
+    `CREATE TABLE ${st} (LIKE ${qualified(table)} INCLUDING ALL EXCLUDING INDEXES) PARTITION BY RANGE (${q(pc.name)})${tablespace}`,
   ];
   for (const p of specs) {
     shadowSql.push(
-      `CREATE TABLE ${qualified(sibling(table, p.name))} PARTITION OF ${st} FOR VALUES FROM (${boundLiteral(p.from, type, opts.timeZone)}) TO (${boundLiteral(p.to, type, opts.timeZone)})`,
+      `CREATE ${unlogged}TABLE ${qualified(sibling(table, p.name))} PARTITION OF ${st} FOR VALUES FROM (${boundLiteral(p.from, type, opts.timeZone)}) TO (${boundLiteral(p.to, type, opts.timeZone)})${withOptions}${tablespace}`,
     );
   }
-  shadowSql.push(`CREATE TABLE ${qualified(sibling(table, defaultPartition))} PARTITION OF ${st} DEFAULT`);
+  shadowSql.push(`CREATE ${unlogged}TABLE ${qualified(sibling(table, defaultPartition))} PARTITION OF ${st} DEFAULT${withOptions}${tablespace}`);
+  const allPartitions = [...specs.map((s) => s.name), defaultPartition];
+  if (storage.replicaIdentity === 'f' || storage.replicaIdentity === 'n') {
+    const ri = storage.replicaIdentity === 'f' ? 'FULL' : 'NOTHING';
+    shadowSql.push(`ALTER TABLE ${st} REPLICA IDENTITY ${ri}`);
+    for (const p of allPartitions) shadowSql.push(`ALTER TABLE ${qualified(sibling(table, p))} REPLICA IDENTITY ${ri}`);
+  } else if (storage.replicaIdentity === 'i') {
+    givenUp.push(`Replica identity USING INDEX ${storage.replicaIdentityIndex} is not carried over: the new table uses its primary key (${shadowKey.join(', ')}) as replica identity.`);
+  }
+  for (const s of storage.statisticsTargets) shadowSql.push(`ALTER TABLE ${st} ALTER COLUMN ${q(s.column)} SET STATISTICS ${s.target}`);
 
   const indexRenames: IndexRename[] = [];
   const pkTemp = `${table.name}_pfi_0`;
   shadowSql.push(`ALTER TABLE ${st} ADD CONSTRAINT ${q(pkTemp)} PRIMARY KEY (${shadowKey.map(q).join(', ')})`);
   indexRenames.push({ original: info.primaryKey!.name, shadowTemp: pkTemp, oldParked: `${table.name}_pfo_0` });
+  const pkIndex = info.indexes.find((i) => i.isPrimary);
+  if (pkIndex?.constraintComment) shadowSql.push(`COMMENT ON CONSTRAINT ${q(pkTemp)} ON ${st} IS ${quoteLiteral(pkIndex.constraintComment)}`);
+  if (pkIndex?.comment) shadowSql.push(`COMMENT ON INDEX ${qualified(sibling(table, pkTemp))} IS ${quoteLiteral(pkIndex.comment)}`);
+  const lost = new Set(constraintsWithoutKey(info).map((i) => i.name));
   secondary.forEach((idx, i) => {
     const temp = `${table.name}_pfi_${i + 1}`;
     const parked = `${table.name}_pfo_${i + 1}`;
-    let unique = idx.isUnique;
     if (idx.constraintName && !idx.isUnique) {
-      warnings.push(`Constraint ${idx.constraintName} (${idx.def}) is an exclusion constraint, which partflow does not carry over; it is not on the new table.`);
+      givenUp.push(`Exclusion constraint ${idx.constraintName} (${idx.def}) is dropped: a partitioned table cannot have one (accepted in "acceptLostConstraints").`);
       return;
     }
-    if (unique && !idx.columns.includes(pc.name)) {
+    let unique = idx.isUnique;
+    if (lost.has(idx.name)) {
       unique = false;
-      warnings.push(`Unique index ${idx.name} does not contain ${pc.name}; a partitioned table cannot enforce it across partitions, so it is created as a plain index and uniqueness is no longer enforced.`);
+      givenUp.push(`Unique ${idx.constraintName ? 'constraint' : 'index'} ${idx.name} becomes a plain index: uniqueness of (${idx.keyColumns.join(', ')}) is no longer enforced (accepted in "acceptLostConstraints").`);
     }
     if (idx.tail === null) refuse(`Cannot read the definition of index ${idx.name} (${idx.def}); drop it or report this as a bug.`);
-    shadowSql.push(`CREATE ${unique ? 'UNIQUE ' : ''}INDEX ${q(temp)} ON ${st} ${idx.tail}`);
+    if (unique && idx.constraintName && idx.constraintDef) {
+      // a UNIQUE constraint stays a constraint (ON CONFLICT ON CONSTRAINT, foreign keys to it)
+      shadowSql.push(`ALTER TABLE ${st} ADD CONSTRAINT ${q(temp)} ${idx.constraintDef}`);
+      if (idx.constraintComment) shadowSql.push(`COMMENT ON CONSTRAINT ${q(temp)} ON ${st} IS ${quoteLiteral(idx.constraintComment)}`);
+    } else {
+      shadowSql.push(`CREATE ${unique ? 'UNIQUE ' : ''}INDEX ${q(temp)} ON ${st} ${idx.tail}`);
+    }
+    if (idx.comment) shadowSql.push(`COMMENT ON INDEX ${qualified(sibling(table, temp))} IS ${quoteLiteral(idx.comment)}`);
     indexRenames.push({ original: idx.name, shadowTemp: temp, oldParked: parked });
   });
   for (const g of info.grants) {
@@ -257,22 +434,63 @@ export function buildPlan(info: TableInfo, opts: PartitionOptions): Plan {
     const grantee = g.grantee === 'PUBLIC' ? 'PUBLIC' : q(g.grantee);
     shadowSql.push(`GRANT ${g.privilege} ON ${st} TO ${grantee}${g.grantable ? ' WITH GRANT OPTION' : ''}`);
   }
+  for (const g of info.columnGrants) {
+    if (g.grantee === info.owner) continue;
+    const grantee = g.grantee === 'PUBLIC' ? 'PUBLIC' : q(g.grantee);
+    shadowSql.push(`GRANT ${g.privilege} (${q(g.column)}) ON ${st} TO ${grantee}${g.grantable ? ' WITH GRANT OPTION' : ''}`);
+  }
   if (info.comment !== null) shadowSql.push(`COMMENT ON TABLE ${st} IS ${quoteLiteral(info.comment)}`);
   if (info.owner !== info.currentUser) {
     shadowSql.push(`ALTER TABLE ${st} OWNER TO ${q(info.owner)}`);
-    for (const p of [...specs.map((s) => s.name), defaultPartition]) shadowSql.push(`ALTER TABLE ${qualified(sibling(table, p))} OWNER TO ${q(info.owner)}`);
+    for (const p of allPartitions) shadowSql.push(`ALTER TABLE ${qualified(sibling(table, p))} OWNER TO ${q(info.owner)}`);
   }
   const shadowForeignKeys = info.outboundForeignKeys.map((f) => `ALTER TABLE ${st} ADD CONSTRAINT ${q(f.name)} ${f.def}`);
+  for (const f of info.outboundForeignKeys) {
+    if (f.comment) givenUp.push(`The comment on foreign key ${f.name} is not carried over.`);
+  }
+  if (info.indexes.some((i) => /\sTABLESPACE\s/.test(i.def))) givenUp.push('Index tablespaces are not carried over: the new indexes are in the table\'s tablespace.');
 
+  // The sync machinery: row triggers that fire in every session_replication_role (ENABLE ALWAYS), a TRUNCATE
+  // trigger, a guard view that blocks dropping or retyping a column while the run needs it, a moves counter.
   const fnForward = { schema: STATE_SCHEMA, name: `fwd_${info.oid}` };
   const fnReverse = { schema: STATE_SCHEMA, name: `rev_${info.oid}` };
+  const fnForwardTruncate = { schema: STATE_SCHEMA, name: `fwd_truncate_${info.oid}` };
+  const fnReverseTruncate = { schema: STATE_SCHEMA, name: `rev_truncate_${info.oid}` };
+  const guard = { schema: STATE_SCHEMA, name: `guard_${info.oid}` };
+  const movesCounter = sibling(table, `${table.name}_pf_moves`);
+  const moves = { column: pc.name, type, timeZone: opts.timeZone, counter: movesCounter };
+  const owned = (fn: TableRef) => [
+    `REVOKE ALL ON FUNCTION ${qualified(fn)}() FROM PUBLIC`,
+    // run as the table's owner where partflow may hand the function over (as a superuser); otherwise as
+    // partflow's role, which owns the table or is a member of its owner role
+    ...(info.owner !== info.currentUser && info.isSuperuser ? [`ALTER FUNCTION ${qualified(fn)}() OWNER TO ${q(info.owner)}`] : []),
+  ];
+  const triggers = (on: string, row: string, fn: TableRef, truncate: string, tfn: TableRef) => [
+    `CREATE TRIGGER ${q(row)} AFTER INSERT OR UPDATE OR DELETE ON ${on} FOR EACH ROW EXECUTE FUNCTION ${qualified(fn)}()`,
+    `ALTER TABLE ${on} ENABLE ALWAYS TRIGGER ${q(row)}`,
+    `CREATE TRIGGER ${q(truncate)} AFTER TRUNCATE ON ${on} FOR EACH STATEMENT EXECUTE FUNCTION ${qualified(tfn)}()`,
+    `ALTER TABLE ${on} ENABLE ALWAYS TRIGGER ${q(truncate)}`,
+  ];
+  const guardView = (on: string) => [
+    `CREATE VIEW ${qualified(guard)} AS SELECT ${sourceColumns.map(q).join(', ')} FROM ${on}`,
+    `COMMENT ON VIEW ${qualified(guard)} IS ${quoteLiteral(`partflow is partitioning ${displayName(table)}: its columns cannot be dropped or retyped until the run ends or is rolled back`)}`,
+  ];
   const syncTrigger = [
-    mirrorFunctionSql(fnForward, shadow, columns, shadowKey, overriding, identityAlways),
-    `CREATE TRIGGER ${q(FORWARD_TRIGGER)} AFTER INSERT OR UPDATE OR DELETE ON ${qualified(table)} FOR EACH ROW EXECUTE FUNCTION ${qualified(fnForward)}()`,
+    `CREATE SEQUENCE IF NOT EXISTS ${qualified(movesCounter)}`,
+    ...(info.owner !== info.currentUser ? [`ALTER SEQUENCE ${qualified(movesCounter)} OWNER TO ${q(info.owner)}`] : []),
+    mirrorFunctionSql({ fn: fnForward, target: shadow, sourceColumns, columns, key: shadowKey, overriding, identityAlways, moves }),
+    ...owned(fnForward),
+    truncateFunctionSql(fnForwardTruncate, shadow),
+    ...owned(fnForwardTruncate),
+    ...triggers(qualified(table), FORWARD_TRIGGER, fnForward, FORWARD_TRUNCATE_TRIGGER, fnForwardTruncate),
+    ...guardView(qualified(table)),
   ];
   const dropSyncTrigger = [
     `DROP TRIGGER IF EXISTS ${q(FORWARD_TRIGGER)} ON ${qualified(table)}`,
+    `DROP TRIGGER IF EXISTS ${q(FORWARD_TRUNCATE_TRIGGER)} ON ${qualified(table)}`,
     `DROP FUNCTION IF EXISTS ${qualified(fnForward)}()`,
+    `DROP FUNCTION IF EXISTS ${qualified(fnForwardTruncate)}()`,
+    `DROP VIEW IF EXISTS ${qualified(guard)}`,
   ];
 
   const colList = columns.map(q).join(', ');
@@ -321,10 +539,18 @@ SELECT (SELECT count(*) FROM src)::bigint AS read, (SELECT count(*) FROM ins)::b
   for (const r of indexRenames) cutover.push(renameIdx(r.shadowTemp, r.original));
   if (serial) cutover.push(`ALTER SEQUENCE ${qualified(serial.sequence)} OWNED BY ${qualified(table)}.${q(serial.column)}`);
   for (const s of identities) cutover.push(syncIdentitySql(table, old, s.column));
-  cutover.push(mirrorFunctionSql(fnReverse, old, columns, sourceKey, overriding, identityAlways));
-  cutover.push(`CREATE TRIGGER ${q(REVERSE_TRIGGER)} AFTER INSERT OR UPDATE OR DELETE ON ${qualified(table)} FOR EACH ROW EXECUTE FUNCTION ${qualified(fnReverse)}()`);
+  cutover.push(mirrorFunctionSql({ fn: fnReverse, target: old, sourceColumns, columns, key: sourceKey, overriding, identityAlways, moves }));
+  cutover.push(...owned(fnReverse), truncateFunctionSql(fnReverseTruncate, old), ...owned(fnReverseTruncate));
+  cutover.push(...triggers(qualified(table), REVERSE_TRIGGER, fnReverse, REVERSE_TRUNCATE_TRIGGER, fnReverseTruncate));
+  cutover.push(...guardView(qualified(table)));
 
-  const finalize = [`DROP TRIGGER IF EXISTS ${q(REVERSE_TRIGGER)} ON ${qualified(table)}`, `DROP FUNCTION IF EXISTS ${qualified(fnReverse)}()`];
+  const finalize = [
+    `DROP TRIGGER IF EXISTS ${q(REVERSE_TRIGGER)} ON ${qualified(table)}`,
+    `DROP TRIGGER IF EXISTS ${q(REVERSE_TRUNCATE_TRIGGER)} ON ${qualified(table)}`,
+    `DROP FUNCTION IF EXISTS ${qualified(fnReverse)}()`,
+    `DROP FUNCTION IF EXISTS ${qualified(fnReverseTruncate)}()`,
+    `DROP VIEW IF EXISTS ${qualified(guard)}`,
+  ];
 
   const swapBack: string[] = [`LOCK TABLE ${qualified(table)}, ${qualified(old)} IN ACCESS EXCLUSIVE MODE`, ...finalize];
   swapBack.push(`ALTER TABLE ${qualified(table)} RENAME TO ${q(shadow.name)}`);
@@ -363,7 +589,13 @@ SELECT (SELECT count(*) FROM src)::bigint AS read, (SELECT count(*) FROM ins)::b
     inboundForeignKeys: info.inboundForeignKeys,
     indexRenames,
     functions: { forward: qualified(fnForward), reverse: qualified(fnReverse) },
+    sourceShape: info.shape,
+    movesCounter,
     sql: {
+      shape: SHAPE_SQL,
+      triggerFence: TRIGGER_FENCE_SQL,
+      moves: `SELECT CASE WHEN is_called THEN last_value ELSE 0 END::bigint AS n FROM ${qualified(movesCounter)}`,
+      dropCounters: [`DROP SEQUENCE IF EXISTS ${qualified(movesCounter)}`],
       shadow: shadowSql,
       shadowForeignKeys,
       dropShadow: [`DROP TABLE IF EXISTS ${st}`],
@@ -384,6 +616,8 @@ SELECT (SELECT count(*) FROM src)::bigint AS read, (SELECT count(*) FROM ins)::b
       finalize,
     },
     warnings,
+    givenUp,
+    outsideRows,
   };
 }
 
@@ -408,8 +642,9 @@ export function nextBatchSize(current: number, cap: number, tookMs: number, budg
 export function planSummary(plan: Plan): string {
   const lines = [
     `table ${displayName(plan.table)} → partitioned by ${plan.partitionColumn} (${plan.columnType}), ${plan.partitions.length} monthly partitions ${plan.partitions[0]?.from} … ${plan.partitions.at(-1)?.from} + ${plan.defaultPartition}`,
-    `estimated rows ${plan.estimatedRows}, ${plan.pages} pages; primary key (${plan.shadowKey.join(', ')})`,
+    `estimated rows ${plan.estimatedRows}, ${plan.pages} pages; primary key (${plan.shadowKey.join(', ')}); ${plan.partitions.length + 1} partitions in all, ${plan.outsideRows} row(s) in the default partition`,
   ];
+  for (const g of plan.givenUp) lines.push(`given up: ${g}`);
   for (const w of plan.warnings) lines.push(`warning: ${w}`);
   return lines.join('\n');
 }

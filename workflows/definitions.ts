@@ -30,6 +30,11 @@ export interface Progress {
   lockWaitRetries: number;
   /** backfill batches that met rows the sync trigger had written and were copied again with ON CONFLICT */
   mergedBatches: number;
+  /** updates that moved a row to another month since the sync trigger was installed: on the partitioned table
+   *  such updates can fail with 40001 when they race another update of the same row */
+  rowMoves: number;
+  /** what the operator gave up for this run (acceptLostConstraints, settings not carried) */
+  givenUp: string[];
   partitions: number;
   warnings: string[];
   verify: { ok: boolean; rows: number; mismatches: string[]; elapsedMs: number } | null;

@@ -54,6 +54,8 @@ export interface PartitionState {
   percentPerSecond: number;
   lockWaitRetries: number;
   mergedBatches?: number;
+  /** updates that moved a row to another month (40001 risk on the partitioned table) */
+  rowMoves?: number;
   percent: number;
   checkpoint: string;
   lastError: string | null;
@@ -69,6 +71,8 @@ export interface PartitionTableResult {
   verify?: VerifyReport | null;
   cutover?: CutoverResult | null;
   rowsCopied?: number;
+  /** updates that moved a row to another month during the run */
+  rowMoves?: number;
   oldTable?: string;
 }
 
@@ -144,6 +148,8 @@ export async function partitionTable(input: PartitionTableInput & { resume?: Par
       sleepMs: s.sleepMs,
       lockWaitRetries: s.lockWaitRetries,
       mergedBatches: s.mergedBatches ?? 0,
+      rowMoves: s.rowMoves ?? 0,
+      givenUp: s.plan?.givenUp ?? [],
       partitions: s.plan ? s.plan.partitions.length + 1 : 0,
       warnings: s.plan?.warnings ?? [],
       verify: s.verify && { ok: s.verify.ok, rows: s.verify.rows, mismatches: s.verify.mismatches, elapsedMs: s.verify.elapsedMs },
@@ -222,6 +228,7 @@ export async function partitionTable(input: PartitionTableInput & { resume?: Par
         const gained = r.percent - s.percent;
         s.rowsCopied = r.rowsCopied;
         s.mergedBatches = (s.mergedBatches ?? 0) + (r.mergedBatches ?? 0);
+        s.rowMoves = r.rowMoves ?? s.rowMoves;
         s.percent = r.percent;
         s.checkpoint = r.checkpoint;
         s.checkpointPage = r.nextPage;
@@ -260,23 +267,25 @@ export async function partitionTable(input: PartitionTableInput & { resume?: Par
       s.done.push('cutover');
       s.cutover = await long.cutover(plan, lt);
       s.lockWaitRetries += s.cutover.lockWaitRetries;
+      s.rowMoves = s.cutover.rowMoves ?? s.rowMoves;
       enter('rollback-window');
     }
 
     if (s.phase === 'rollback-window') {
       if (opts.rollbackWindowMs > 0) await condition(() => s.finalizeRequested || s.rollbackRequested, opts.rollbackWindowMs);
       checkRollback();
-      await short.finalize(plan, lt);
+      const fin = await short.finalize(plan, lt);
+      s.rowMoves = fin?.rowMoves ?? s.rowMoves;
       s.done = [];
       await short.releaseRun(opts.table, 'done');
       enter('done');
     }
-    return { status: 'done', table, verify: s.verify, cutover: s.cutover, rowsCopied: s.rowsCopied, oldTable: displayName(plan.old) };
+    return { status: 'done', table, verify: s.verify, cutover: s.cutover, rowsCopied: s.rowsCopied, rowMoves: s.rowMoves ?? 0, oldTable: displayName(plan.old) };
   } catch (err) {
     if (err instanceof ContinueAsNew) throw err;
     if (err instanceof RollbackRequested) {
       await compensate('rolled-back');
-      return { status: 'rolled-back', table, verify: s.verify, cutover: s.cutover, rowsCopied: s.rowsCopied };
+      return { status: 'rolled-back', table, verify: s.verify, cutover: s.cutover, rowsCopied: s.rowsCopied, rowMoves: s.rowMoves ?? 0 };
     }
     if (isCancellation(err)) {
       await compensate('rolled-back');
