@@ -34,7 +34,7 @@ export interface WriterStats {
   p99LatencyMs: number;
 }
 
-type Op = 'insert' | 'update' | 'move' | 'rekey' | 'delete';
+export type Op = 'insert' | 'update' | 'move' | 'rekey' | 'delete';
 
 export class Writer {
   /** id → row JSON after the last committed change; deleted ids are absent */
@@ -51,18 +51,30 @@ export class Writer {
   constructor(
     private spec: WriterSpec,
     private conn: ClientConfig,
-    private opts: { lanes?: number; opsPerSecondPerLane?: number; snapshot?: boolean; seed?: number } = {},
+    private opts: {
+      lanes?: number;
+      opsPerSecondPerLane?: number;
+      snapshot?: boolean;
+      seed?: number;
+      /** the statements this application makes; others are replaced by inserts (e.g. an INSERT-only role) */
+      ops?: Op[];
+      /** run on every connection first, e.g. `SET session_replication_role = replica` */
+      onConnect?: string;
+    } = {},
   ) {}
+
+  private async connect(): Promise<Client> {
+    const client = new Client({ ...this.conn, application_name: 'partflow-demo-writer' });
+    client.on('error', () => undefined); // a dropped connection shows up as failed queries, counted as errors
+    await client.connect();
+    if (this.opts.onConnect) await client.query(this.opts.onConnect);
+    return client;
+  }
 
   /** Loads the starting ids (and, with `snapshot`, every row) so the record starts complete. */
   async start(): Promise<void> {
     const laneCount = this.opts.lanes ?? 4;
-    for (let i = 0; i < laneCount; i++) {
-      const client = new Client({ ...this.conn, application_name: 'partflow-demo-writer' });
-      client.on('error', () => undefined); // a dropped connection shows up as failed queries, counted as errors
-      await client.connect();
-      this.lanes.push({ client, ids: [] });
-    }
+    for (let i = 0; i < laneCount; i++) this.lanes.push({ client: await this.connect(), ids: [] });
     const s = this.spec;
     const sel = this.opts.snapshot ? `SELECT ${s.id}::text AS k, row_to_json(t)::text AS r FROM ${s.table} t` : `SELECT ${s.id}::text AS k FROM ${s.table}`;
     const rows = (await this.lanes[0].client.query(sel)).rows;
@@ -87,10 +99,14 @@ export class Writer {
   private pick(rnd: () => number): Op {
     const r = rnd();
     if (r < 0.4) return 'insert';
-    if (r < 0.62) return 'update';
-    if (r < 0.75) return 'move';
-    if (r < 0.8) return 'rekey';
-    return 'delete';
+    if (r < 0.62) return this.allowed('update');
+    if (r < 0.75) return this.allowed('move');
+    if (r < 0.8) return this.allowed('rekey');
+    return this.allowed('delete');
+  }
+
+  private allowed(op: Op): Op {
+    return !this.opts.ops || this.opts.ops.includes(op) ? op : 'insert';
   }
 
   private async loop(lane: { client: Client; ids: string[] }, laneNo: number): Promise<void> {
@@ -184,11 +200,16 @@ export class Writer {
   async release(): Promise<void> {
     for (const lane of this.lanes) {
       await lane.client.end().catch(() => undefined);
-      lane.client = new Client({ ...this.conn, application_name: 'partflow-demo-writer' });
-      lane.client.on('error', () => undefined);
-      await lane.client.connect();
+      lane.client = await this.connect();
     }
     this.holding = false;
+  }
+
+  /** After a TRUNCATE of the table made while the writer was held: every row it knew is gone. */
+  truncated(): void {
+    for (const id of this.record.keys()) this.touched.add(id);
+    this.record.clear();
+    for (const lane of this.lanes) lane.ids.length = 0;
   }
 
   /** Ids whose rows the writer changed (including deleted ones). */

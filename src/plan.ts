@@ -301,7 +301,7 @@ export const SHAPE_SQL = `SELECT x FROM (
 ) s ORDER BY x`;
 
 /** partflow's triggers on $1 (an OID) with the version of their catalog rows: any ENABLE / DISABLE changes it. */
-export const TRIGGER_FENCE_SQL = `SELECT coalesce(string_agg(tgname || ':' || xmin::text || ':' || tgenabled, ',' ORDER BY tgname), '') AS fence
+export const TRIGGER_FENCE_SQL = `SELECT coalesce(string_agg(tgname::text || ':' || xmin::text || ':' || tgenabled::text, ',' ORDER BY tgname), '') AS fence
   FROM pg_trigger WHERE tgrelid = $1 AND tgname LIKE 'partflow\\_%'`;
 
 /** Differences between two shapes, for the cut-over's refusal. */
@@ -311,15 +311,22 @@ export function shapeDifferences(planned: string[], now: string[]): string[] {
   return [...gone, ...added];
 }
 
-function monthBucketExpr(column: string, type: PartitionColumnType, timeZone: string): string {
-  return type === 'timestamptz'
-    ? `to_char(${q(column)} AT TIME ZONE ${quoteLiteral(timeZone)}, 'YYYY-MM')`
-    : `to_char(${q(column)}, 'YYYY-MM')`;
+function monthBucketExpr(value: string, type: PartitionColumnType, timeZone: string): string {
+  return type === 'timestamptz' ? `to_char(${value} AT TIME ZONE ${quoteLiteral(timeZone)}, 'YYYY-MM')` : `to_char(${value}, 'YYYY-MM')`;
 }
 
-function checksumQuery(rel: TableRef, columns: string[], bucket: string): string {
-  const row = `ROW(${columns.map(q).join(', ')})::text`;
-  return `SELECT ${bucket} AS bucket, count(*)::bigint AS n, coalesce(sum(hashtextextended(${row}, 0)), 0)::text AS checksum FROM ${qualified(rel)} GROUP BY 1`;
+/**
+ * `SELECT * FROM <rel> [where]` with its columns renamed by position to a1, a2, ...: partflow's own reads of
+ * the source name no column, so a column renamed or added during the run cannot break them.
+ */
+function positional(rel: TableRef, sourceColumns: string[], where = ''): string {
+  return `(SELECT * FROM ${qualified(rel)}${where}) AS s(${sourceColumns.map((_, i) => `a${i + 1}`).join(', ')})`;
+}
+
+function checksumQuery(rel: TableRef, sourceColumns: string[], columns: string[], bucket: (value: string) => string, partitionColumn: string): string {
+  const a = (c: string) => `s.a${sourceColumns.indexOf(c) + 1}`;
+  const row = `ROW(${columns.map(a).join(', ')})::text`;
+  return `SELECT ${bucket(a(partitionColumn))} AS bucket, count(*)::bigint AS n, coalesce(sum(hashtextextended(${row}, 0)), 0)::text AS checksum FROM ${positional(rel, sourceColumns)} GROUP BY 1`;
 }
 
 /** Sets sequence `a` (of table A's column) to at least where sequence `b` (of table B's column) is. */
@@ -498,7 +505,7 @@ export function buildPlan(info: TableInfo, opts: PartitionOptions): Plan {
   // batch instead of coming back. `backfillBatchFast` has no ON CONFLICT (speculative insertion costs about a
   // sixth of the copy's speed): when the trigger already wrote a row of the range it fails with 23505 and the
   // batch is copied again with `backfillBatch`, which skips such rows.
-  const select = `SELECT ${colList} FROM ${qualified(table)} WHERE ctid >= $1::tid AND ctid < $2::tid FOR SHARE`;
+  const select = `SELECT ${columns.map((c) => `s.a${sourceColumns.indexOf(c) + 1}`).join(', ')} FROM ${positional(table, sourceColumns, ' WHERE ctid >= $1::tid AND ctid < $2::tid FOR SHARE')}`;
   const insertInto = `INSERT INTO ${st} (${colList})${overriding ? ' OVERRIDING SYSTEM VALUE' : ''}`;
   const backfillBatch = `${insertInto} ${select} ON CONFLICT DO NOTHING`;
   const backfillBatchFast = `${insertInto} ${select}`;
@@ -522,9 +529,9 @@ SELECT (SELECT count(*) FROM src)::bigint AS read, (SELECT count(*) FROM ins)::b
   const keyCopyFirst = keyCopyTpl(`${tuple} <= ${params(1)}`);
   const copyMode = opts.copyMode === 'auto' ? (info.serverVersionNum >= 140000 ? 'pages' : 'keys') : opts.copyMode;
 
-  const bucket = monthBucketExpr(pc.name, type, opts.timeZone);
-  const verifySource = checksumQuery(table, columns, bucket);
-  const verifyShadow = checksumQuery(shadow, columns, bucket);
+  const bucket = (value: string) => monthBucketExpr(value, type, opts.timeZone);
+  const verifySource = checksumQuery(table, sourceColumns, columns, bucket, pc.name);
+  const verifyShadow = checksumQuery(shadow, sourceColumns, columns, bucket, pc.name);
 
   // Cut-over: the renames, then the reverse trigger that keeps the old table complete for rollback.
   const lockBoth = `LOCK TABLE ${qualified(table)}, ${st} IN ACCESS EXCLUSIVE MODE`;
