@@ -118,7 +118,13 @@ export function createMaintenanceActivities({ pool, log }: Deps) {
       const exists = await c.query(`SELECT i.inhparent = $3 AS attached FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace LEFT JOIN pg_inherits i ON i.inhrelid = c.oid WHERE n.nspname = $1 AND c.relname = $2`, [t.schema, name, p.oid]);
       if (exists.rowCount && exists.rows[0].attached) return null;
       if (exists.rowCount) throw ApplicationFailure.nonRetryable(`${displayName({ schema: t.schema, name })} exists but is not a partition of ${displayName(t)}; rename or drop it so the month can be created.`, 'NameTaken');
-      // The default partition is locked first: no row of this month can land there between the move and the ATTACH.
+      // ATTACH takes only SHARE UPDATE EXCLUSIVE on the parent, so an INSERT that routed its row with the
+      // parent's partition list from before the ATTACH would put it into the default partition, whose
+      // constraint the ATTACH has just narrowed: the application's insert fails. SHARE ROW EXCLUSIVE on the
+      // parent alone (ONLY: not its partitions) waits for the writes in flight and holds new ones for this short
+      // transaction; after it they see the new partition. Then the default partition: no row of this month can
+      // land there between the move and the ATTACH. Parent first, as inserts lock them.
+      await c.query(`LOCK TABLE ONLY ${qualified(t)} IN SHARE ROW EXCLUSIVE MODE`);
       if (p.def) await c.query(`LOCK TABLE ${qualified(p.def)} IN ACCESS EXCLUSIVE MODE`);
       const cols = (await c.query(`SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum) AS l FROM pg_attribute WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped AND attgenerated = ''`, [p.oid])).rows[0].l;
       const nt = qualified({ schema: t.schema, name });
@@ -132,7 +138,7 @@ export function createMaintenanceActivities({ pool, log }: Deps) {
       }
       await c.query(`ALTER TABLE ${qualified(t)} ATTACH PARTITION ${nt} FOR VALUES FROM (${lo}) TO (${hi})`);
       return { partition: name, rowsMovedFromDefault: moved };
-    });
+    }, { relations: [qualified(t)] });
     return result;
   }
 

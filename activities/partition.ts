@@ -113,7 +113,8 @@ function ensureStateSchema(pool: Pool): Promise<void> {
       started_at timestamptz NOT NULL DEFAULT now(), updated_at timestamptz NOT NULL DEFAULT now(),
       PRIMARY KEY (table_schema, table_name))`,
     `ALTER TABLE ${RUNS} ADD COLUMN IF NOT EXISTS last_key text[], ADD COLUMN IF NOT EXISTS max_key text[],
-       ADD COLUMN IF NOT EXISTS trigger_fence text, ADD COLUMN IF NOT EXISTS filenode bigint, ADD COLUMN IF NOT EXISTS rewrites int NOT NULL DEFAULT 0`,
+       ADD COLUMN IF NOT EXISTS trigger_fence text, ADD COLUMN IF NOT EXISTS filenode bigint, ADD COLUMN IF NOT EXISTS rewrites int NOT NULL DEFAULT 0,
+       ADD COLUMN IF NOT EXISTS plan text, ADD COLUMN IF NOT EXISTS cutover_columns text[]`,
   ]);
 }
 
@@ -125,6 +126,29 @@ function lockedBy(plan: Plan): { relations: string[] } {
 async function relOid(c: PoolClient, ref: TableRef): Promise<{ oid: number; relkind: string } | null> {
   const r = await c.query(`SELECT c.oid::int AS oid, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2`, [ref.schema, ref.name]);
   return r.rowCount ? r.rows[0] : null;
+}
+
+/** The columns of what is now `plan.table` (after the cut-over: the partitioned table), as names and types in order. */
+async function newTableColumns(c: PoolClient | Pool, plan: Plan): Promise<string[]> {
+  const r = await c.query(
+    `SELECT quote_ident(attname) || ' ' || format_type(atttypid, atttypmod) AS x FROM pg_attribute
+      WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped ORDER BY attnum`,
+    [qualified(plan.table)],
+  );
+  return r.rows.map((x) => x.x);
+}
+
+/**
+ * Why swapping back now would lose something, or null: a column added, renamed or retyped on the new table
+ * during the rollback window has no place in the old one.
+ */
+async function rollbackLoss(c: PoolClient | Pool, plan: Plan): Promise<string | null> {
+  const r = await c.query(`SELECT cutover_done, cutover_columns FROM ${RUNS} WHERE table_schema = $1 AND table_name = $2`, [plan.table.schema, plan.table.name]);
+  const row = r.rows[0];
+  if (!row?.cutover_done || !row.cutover_columns) return null;
+  const diff = shapeDifferences(row.cutover_columns, await newTableColumns(c, plan));
+  if (!diff.length) return null;
+  return `Rolling back ${displayName(plan.table)} now would lose what changed on it since the cut-over (column ${diff.join('; column ')}), which ${displayName(plan.old)} does not have; undo that change and signal rollback again, or finalize.`;
 }
 
 /**
@@ -172,6 +196,28 @@ export function createPartitionActivities({ pool, log }: Deps) {
   async function runState(table: TableRef): Promise<{ next_page: string; total_pages: string | null; rows_copied: string; cutover_done: boolean; workflow_id: string; last_key: string[] | null; max_key: string[] | null } | null> {
     const r = await pool.query(`SELECT * FROM ${RUNS} WHERE table_schema = $1 AND table_name = $2`, [table.schema, table.name]);
     return r.rowCount ? r.rows[0] : null;
+  }
+
+  /**
+   * The plan a step is handed must be the one partflow's preflight made and claimRun stored for this very
+   * workflow: SQL is never taken from a workflow input. `sql` checks single statements (the backfill's).
+   */
+  async function ownPlan(table: TableRef, plan: Plan | null, sql: Record<string, string | undefined> = {}): Promise<void> {
+    const wf = currentWorkflowId() ?? 'local';
+    const r = await pool.query(`SELECT to_regclass($1) IS NOT NULL AS ok`, [RUNS]);
+    const row = r.rows[0].ok ? (await pool.query(`SELECT workflow_id, plan FROM ${RUNS} WHERE table_schema = $1 AND table_name = $2`, [table.schema, table.name])).rows[0] : undefined;
+    let ok = !!row && row.workflow_id === wf && typeof row.plan === 'string';
+    if (ok && plan) ok = row.plan === JSON.stringify(plan);
+    if (ok && Object.keys(sql).length) {
+      const stored = JSON.parse(row.plan) as Plan;
+      ok = Object.entries(sql).every(([k, v]) => v === undefined || (stored.sql as unknown as Record<string, unknown>)[k] === v);
+    }
+    if (!ok) {
+      throw ApplicationFailure.nonRetryable(
+        `The plan handed to this step for ${displayName(table)} is not the one partflow made for workflow ${wf}; refusing to run its SQL.`,
+        'PlanMismatch',
+      );
+    }
   }
 
   /**
@@ -312,19 +358,19 @@ export function createPartitionActivities({ pool, log }: Deps) {
     },
 
     /** Records this run in partflow.runs; refuses when another workflow holds the table. */
-    async claimRun(table: TableRef): Promise<void> {
+    async claimRun(table: TableRef, plan: Plan): Promise<void> {
       const wf = currentWorkflowId() ?? 'local';
       try {
         await ensureStateSchema(pool);
         const r = await pool.query(
-          `INSERT INTO ${RUNS} AS r (table_schema, table_name, workflow_id, run_state) VALUES ($1, $2, $3, 'active')
+          `INSERT INTO ${RUNS} AS r (table_schema, table_name, workflow_id, run_state, plan) VALUES ($1, $2, $3, 'active', $4)
            ON CONFLICT (table_schema, table_name) DO UPDATE
-              SET workflow_id = EXCLUDED.workflow_id, run_state = 'active', updated_at = now(),
+              SET workflow_id = EXCLUDED.workflow_id, run_state = 'active', updated_at = now(), plan = EXCLUDED.plan,
                   next_page = 0, total_pages = NULL, rows_copied = 0, cutover_done = false, started_at = now(),
                   last_key = NULL, max_key = NULL, trigger_fence = NULL, filenode = NULL, rewrites = 0
             WHERE r.run_state <> 'active'
            RETURNING workflow_id`,
-          [table.schema, table.name, wf],
+          [table.schema, table.name, wf, JSON.stringify(plan)],
         );
         if (r.rowCount === 0) {
           const cur = await runState(table);
@@ -352,6 +398,7 @@ export function createPartitionActivities({ pool, log }: Deps) {
 
     /** The partitioned copy with its partitions, keys, indexes, grants; then the outbound foreign keys. */
     async createShadow(plan: Plan, lockTimeoutMs: number): Promise<{ created: boolean; foreignKeys: number }> {
+      await ownPlan(plan.table, plan);
       const l = step('shadow', plan.table);
       let created = false;
       await withHeartbeat(() => ({ step: 'shadow' }), async () => {
@@ -378,6 +425,7 @@ export function createPartitionActivities({ pool, log }: Deps) {
 
     /** Compensation of createShadow. Never drops the source: checks the OID first. */
     async dropShadow(plan: Plan, lockTimeoutMs: number): Promise<void> {
+      await ownPlan(plan.table, plan);
       const l = step('drop-shadow', plan.table);
       await withLockRetry(pool, l, 'drop shadow', lockTimeoutMs, async (c) => {
         const s = await relOid(c, plan.shadow);
@@ -395,6 +443,7 @@ export function createPartitionActivities({ pool, log }: Deps) {
      * cover: every row on a later page was written after the trigger existed, so the trigger copied it.
      */
     async installSyncTrigger(plan: Plan, lockTimeoutMs: number): Promise<{ totalPages: number; lockWaitRetries: number }> {
+      await ownPlan(plan.table, plan);
       const l = step('sync', plan.table);
       const { result, stats } = await withLockRetry(pool, l, 'sync trigger', lockTimeoutMs, async (c) => {
         const src = await relOid(c, plan.table);
@@ -421,6 +470,7 @@ export function createPartitionActivities({ pool, log }: Deps) {
     },
 
     async dropSyncTrigger(plan: Plan, lockTimeoutMs: number): Promise<void> {
+      await ownPlan(plan.table, plan);
       const l = step('drop-sync', plan.table);
       await withLockRetry(pool, l, 'drop sync trigger', lockTimeoutMs, async (c) => {
         const src = await relOid(c, plan.table);
@@ -437,6 +487,7 @@ export function createPartitionActivities({ pool, log }: Deps) {
      * nothing twice and skips nothing.
      */
     async backfillChunk(input: BackfillChunkInput): Promise<BackfillChunkResult> {
+      await ownPlan(input.table, null, { ...input.sql });
       if (input.copyMode === 'keys') return backfillKeys(input);
       const plan = { table: input.table };
       const l = step('backfill', plan.table);
@@ -517,6 +568,7 @@ export function createPartitionActivities({ pool, log }: Deps) {
 
     /** Row counts and content checksums per partition range, source against shadow, in one snapshot. */
     async verify(plan: Plan): Promise<VerifyReport> {
+      await ownPlan(plan.table, plan);
       const l = step('verify', plan.table);
       const started = Date.now();
       try {
@@ -556,6 +608,7 @@ export function createPartitionActivities({ pool, log }: Deps) {
 
     /** The swap: one short transaction under lock_timeout, retried with backoff. */
     async cutover(plan: Plan, lockTimeoutMs: number): Promise<CutoverResult> {
+      await ownPlan(plan.table, plan);
       const l = step('cutover', plan.table);
       const st = await runState(plan.table);
       if (st?.cutover_done) return { alreadyDone: true, attempts: 0, lockWaitRetries: 0, lockHoldMs: 0 };
@@ -571,7 +624,9 @@ export function createPartitionActivities({ pool, log }: Deps) {
             await checkUnchanged(c, plan);
             for (const sql of plan.sql.cutover.slice(1)) await c.query(sql);
             await faultPoint('cutover', l); // renamed, not committed
-            await c.query(`UPDATE ${RUNS} SET cutover_done = true, updated_at = now() WHERE table_schema = $1 AND table_name = $2`, [plan.table.schema, plan.table.name]);
+            // the new table's columns as of the cut-over: a rollback that would lose a later change is refused
+            const cols = await newTableColumns(c, plan);
+            await c.query(`UPDATE ${RUNS} SET cutover_done = true, cutover_columns = $3, updated_at = now() WHERE table_schema = $1 AND table_name = $2`, [plan.table.schema, plan.table.name, cols]);
           }, lockedBy(plan)),
       );
       const lockHoldMs = Date.now() - lockedAt;
@@ -581,6 +636,7 @@ export function createPartitionActivities({ pool, log }: Deps) {
 
     /** Compensation of cutover: the old table (kept in sync by the reverse trigger) takes the name back. */
     async swapBack(plan: Plan, lockTimeoutMs: number): Promise<{ swapped: boolean; lockHoldMs: number }> {
+      await ownPlan(plan.table, plan);
       const l = step('swap-back', plan.table);
       const st = await runState(plan.table);
       let swapped = false;
@@ -589,6 +645,8 @@ export function createPartitionActivities({ pool, log }: Deps) {
         await withLockRetry(pool, l, 'swap back', lockTimeoutMs, async (c) => {
           await c.query(plan.sql.swapBack[0]);
           lockedAt = Date.now();
+          const loss = await rollbackLoss(c, plan);
+          if (loss) throw ApplicationFailure.nonRetryable(loss, 'TableChanged');
           for (const sql of plan.sql.swapBack.slice(1)) await c.query(sql);
           await c.query(`UPDATE ${RUNS} SET cutover_done = false, updated_at = now() WHERE table_schema = $1 AND table_name = $2`, [plan.table.schema, plan.table.name]);
         }, lockedBy(plan));
@@ -602,8 +660,19 @@ export function createPartitionActivities({ pool, log }: Deps) {
       return { swapped, lockHoldMs };
     },
 
+    /** Read-only: why a rollback requested now would lose data, or null. */
+    async rollbackBlocker(plan: Plan): Promise<string | null> {
+      await ownPlan(plan.table, plan);
+      try {
+        return await rollbackLoss(pool, plan);
+      } catch (err) {
+        classify(err, 'rollback check');
+      }
+    },
+
     /** Ends the rollback window: the reverse trigger goes; the old table stays for the operator to drop. */
     async finalize(plan: Plan, lockTimeoutMs: number): Promise<{ rowMoves: number }> {
+      await ownPlan(plan.table, plan);
       const l = step('finalize', plan.table);
       const moves = await rowMoves(plan.table);
       await withLockRetry(pool, l, 'finalize', lockTimeoutMs, async (c) => {

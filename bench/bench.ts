@@ -127,7 +127,7 @@ async function main(): Promise<void> {
     line(`run ${r} of ${RUNS}`);
     // limit
     const pre = await acts.preflight(input);
-    await acts.claimRun(pre.plan.table);
+    await acts.claimRun(pre.plan.table, pre.plan);
     await acts.createShadow(pre.plan, 500);
     const cols = pre.plan.columns.map((c) => `"${c}"`).join(', ');
     await checkpoint();

@@ -60,6 +60,8 @@ export class Writer {
       ops?: Op[];
       /** run on every connection first, e.g. `SET session_replication_role = replica` */
       onConnect?: string;
+      /** inserted rows' timestamps, in days from now; default 13 months back to 2 months ahead */
+      insertDays?: [number, number];
     } = {},
   ) {}
 
@@ -132,7 +134,8 @@ export class Writer {
       try {
         if (op === 'insert') {
           // timestamps from 13 months ago to 2 months ahead: old partitions, current, future and the default
-          const ts = new Date(Date.now() - Math.floor(rnd() * 400 * 86400_000) + 60 * 86400_000);
+          const [lo, hi] = this.opts.insertDays ?? [-340, 60];
+          const ts = new Date(Date.now() + Math.floor((lo + rnd() * (hi - lo)) * 86400_000));
           const r = await lane.client.query(`${s.insertSql} ${ret}`, [ts]);
           this.apply(lane, r.rows[0], true);
           this.stats.inserts++;

@@ -42,8 +42,8 @@ Commands:
 Environment: TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, PARTFLOW_TASK_QUEUE. Run 'partflow <command> --help' for options.`,
   start: `partflow start <table> [--column created_at] [--premake 3] [--batch-size 5000] [--sleep-ms 0] [--max-batch-ms 50]
   [--approval signal|auto] [--rollback-window 24h] [--inbound-foreign-keys refuse|drop] [--time-zone UTC]
-  [--lock-timeout-ms 500] [--watch]`,
-  plan: 'partflow plan <table> [--column created_at] [--premake 3] [--time-zone UTC] [--json]',
+  [--lock-timeout-ms 500] [--start-month YYYY-MM] [--accept-lost-constraint NAME ...] [--watch]`,
+  plan: 'partflow plan <table> [--column created_at] [--premake 3] [--time-zone UTC] [--start-month YYYY-MM] [--accept-lost-constraint NAME ...] [--json]',
   status: 'partflow status <table> [--json]: phase, progress, rate, ETA, checkpoint, lock retries, last error',
   watch: 'partflow watch <table> [--interval-ms 1000] [--json]: a live progress line until the run ends or waits for approval',
   pause: 'partflow pause <table>: stop the backfill after the current batch (within seconds); no locks are held while paused',
@@ -76,6 +76,8 @@ const options = {
   'inbound-foreign-keys': { type: 'string' },
   'time-zone': { type: 'string' },
   'lock-timeout-ms': { type: 'string' },
+  'start-month': { type: 'string' },
+  'accept-lost-constraint': { type: 'string', multiple: true },
   'interval-ms': { type: 'string' },
   preset: { type: 'string' },
   file: { type: 'string' },
@@ -109,6 +111,8 @@ function inputFrom(table: string, v: Record<string, string | string[] | boolean 
   if (v['inbound-foreign-keys']) input.inboundForeignKeys = v['inbound-foreign-keys'] as 'refuse' | 'drop';
   if (v['time-zone']) input.timeZone = v['time-zone'] as string;
   if (v['lock-timeout-ms']) input.lockTimeoutMs = num(v['lock-timeout-ms'] as string, 'lock-timeout-ms');
+  if (v['start-month']) input.startMonth = v['start-month'] as string;
+  if (v['accept-lost-constraint']) input.acceptLostConstraints = v['accept-lost-constraint'] as string[];
   validatePartitionInput(input); // bad input stops here, before anything is started
   return input;
 }
@@ -116,7 +120,7 @@ function inputFrom(table: string, v: Record<string, string | string[] | boolean 
 export function progressLine(p: Progress): string {
   const bar = '#'.repeat(Math.round(p.percent / 5)).padEnd(20, '.');
   const eta = p.etaSeconds === null ? '?' : `${p.etaSeconds}s`;
-  return `${p.table} ${p.phase}${p.paused ? ' (paused)' : ''} [${bar}] ${p.percent.toFixed(1)}% ${p.rowsCopied.toLocaleString('en-US')}/${p.rowsEstimated.toLocaleString('en-US')} rows ${p.rowsPerSecond.toLocaleString('en-US')} rows/s ETA ${eta} page ${p.checkpointPage}/${p.totalPages} lock retries ${p.lockWaitRetries}${p.lastError ? ` last error: ${p.lastError}` : ''}`;
+  return `${p.table} ${p.phase}${p.paused ? ' (paused)' : ''} [${bar}] ${p.percent.toFixed(1)}% ${p.rowsCopied.toLocaleString('en-US')}/${p.rowsEstimated.toLocaleString('en-US')} rows ${p.rowsPerSecond.toLocaleString('en-US')} rows/s ETA ${eta} page ${p.checkpointPage}/${p.totalPages} lock retries ${p.lockWaitRetries} moves across months ${p.rowMoves ?? 0}${p.lastError ? ` last error: ${p.lastError}` : ''}`;
 }
 
 async function watch(h: WorkflowHandle, intervalMs: number, out: (s: string) => void, json = false): Promise<number> {
@@ -184,8 +188,9 @@ export async function main(argv: string[], out: (s: string) => void = (s) => pro
         const r = await ph.result();
         if (v.json) out(JSON.stringify(r, null, 2));
         else {
-          out(`partitions: ${r.plan.partitions.map((p: { name: string }) => p.name).join(', ')}, ${r.plan.defaultPartition}`);
-          out(`estimated rows: ${r.plan.estimatedRows}`);
+          out(`partitions (${r.plan.partitions.length + 1}): ${r.plan.partitions.map((p: { name: string }) => p.name).join(', ')}, ${r.plan.defaultPartition}`);
+          out(`estimated rows: ${r.plan.estimatedRows}; rows in the default partition: ${r.plan.outsideRows ?? 0}`);
+          for (const g of r.plan.givenUp ?? []) out(`given up: ${g}`);
           for (const w of r.plan.warnings) out(`warning: ${w}`);
           for (const s of r.statements) out(`-- ${s.step}\n${s.sql};`);
         }

@@ -75,7 +75,7 @@ export interface PartitionOptions {
 
 const KNOWN_FIELDS = new Set([
   'table', 'column', 'interval', 'premake', 'batchSize', 'sleepMs', 'maxBatchMs', 'approval', 'rollbackWindow',
-  'inboundForeignKeys', 'timeZone', 'lockTimeoutMs', 'dryRun', 'copyMode', 'startMonth', 'acceptLostConstraints', 'resume',
+  'inboundForeignKeys', 'timeZone', 'lockTimeoutMs', 'dryRun', 'copyMode', 'startMonth', 'acceptLostConstraints',
 ]);
 
 /** Parses `90s`, `30m`, `24h`, `7d`, `1500ms`; `0` and `0s` mean none. */
@@ -112,7 +112,7 @@ export function validatePartitionInput(raw: unknown): PartitionOptions {
   }
   const input = raw as Record<string, unknown>;
   for (const k of Object.keys(input)) {
-    if (!KNOWN_FIELDS.has(k)) throw new InputError(`Unknown field "${k}"; known fields are ${[...KNOWN_FIELDS].filter((f) => f !== 'resume').join(', ')}.`);
+    if (!KNOWN_FIELDS.has(k)) throw new InputError(`Unknown field "${k}"; known fields are ${[...KNOWN_FIELDS].join(', ')}.`);
   }
   const table = parseTableName(input.table as string, 'table');
   const column = parseColumnName((input.column as string | undefined) ?? 'created_at', 'column');

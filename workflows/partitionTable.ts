@@ -95,14 +95,20 @@ function initialState(opts: PartitionOptions): PartitionState {
 }
 
 export async function partitionTable(input: PartitionTableInput & { resume?: PartitionState }): Promise<PartitionTableResult> {
+  // `resume` is this workflow's own state, handed from one run to the next by continue-as-new; from anyone
+  // else (a Start Workflow form, a crafted input) it would steer the steps, so it is refused.
+  const { resume, ...external } = input;
+  if (resume !== undefined && !workflowInfo().continuedFromExecutionRunId) {
+    throw ApplicationFailure.nonRetryable('Field "resume" is partflow\'s internal state across continue-as-new and is never accepted in an input; start the run without it.', 'InvalidInput');
+  }
   let opts: PartitionOptions;
   try {
-    opts = validatePartitionInput(input);
+    opts = validatePartitionInput(external);
   } catch (err) {
     throw ApplicationFailure.nonRetryable((err as Error).message, 'InvalidInput');
   }
   const table = displayName(opts.table);
-  const s: PartitionState = input.resume ?? initialState(opts);
+  const s: PartitionState = resume ?? initialState(opts);
 
   setHandler(pauseSignal, () => void (s.paused = true));
   setHandler(resumeSignal, () => void (s.paused = false));
@@ -185,10 +191,9 @@ export async function partitionTable(input: PartitionTableInput & { resume?: Par
   }
 
   try {
-    if (!input.resume) {
+    if (!resume) {
       enter('preflight');
-      const { resume: _ignored, ...raw } = input;
-      const pre = await short.preflight(raw);
+      const pre = await short.preflight(external);
       s.plan = pre.plan;
       if (opts.dryRun) {
         enter('done');
@@ -196,7 +201,7 @@ export async function partitionTable(input: PartitionTableInput & { resume?: Par
       }
       checkRollback();
       s.done.push('claim');
-      await short.claimRun(opts.table);
+      await short.claimRun(opts.table, s.plan);
 
       checkRollback();
       enter('shadow');
@@ -242,7 +247,7 @@ export async function partitionTable(input: PartitionTableInput & { resume?: Par
         if (r.done) break;
         if (workflowInfo().continueAsNewSuggested) {
           log.info('continuing as new to keep history bounded', { table, checkpointPage: s.checkpointPage });
-          await continueAsNew<typeof partitionTable>({ ...input, resume: s });
+          await continueAsNew<typeof partitionTable>({ ...external, resume: s });
         }
       }
       enter('verify');
@@ -272,7 +277,18 @@ export async function partitionTable(input: PartitionTableInput & { resume?: Par
     }
 
     if (s.phase === 'rollback-window') {
-      if (opts.rollbackWindowMs > 0) await condition(() => s.finalizeRequested || s.rollbackRequested, opts.rollbackWindowMs);
+      const endsAt = Date.now() + opts.rollbackWindowMs; // workflow time: deterministic
+      for (;;) {
+        const left = endsAt - Date.now();
+        if (left > 0) await condition(() => s.finalizeRequested || s.rollbackRequested, left);
+        if (!s.rollbackRequested) break;
+        // a rollback that would lose what a deploy added to the new table is refused; the window goes on
+        const blocker = await short.rollbackBlocker(plan);
+        if (!blocker) break;
+        s.lastError = blocker;
+        s.rollbackRequested = false;
+        log.warn('rollback refused', { table, reason: blocker });
+      }
       checkRollback();
       const fin = await short.finalize(plan, lt);
       s.rowMoves = fin?.rowMoves ?? s.rowMoves;

@@ -96,6 +96,35 @@ test('default-partition rescue and premake with writers running; idempotent on t
   expect(third.tables[0].futurePartitions).toBeGreaterThanOrEqual(3);
 });
 
+test('premake and rescue eight times in a row while writers insert into exactly the months being created: no failed insert', async () => {
+  for (let i = 0; i < 8; i++) {
+    const name = `race_${i}`;
+    await db.pool.query(`CREATE TABLE ${name} (id bigserial, created_at timestamptz NOT NULL, payload text, PRIMARY KEY (id, created_at)) PARTITION BY RANGE (created_at)`);
+    await db.pool.query(`CREATE TABLE ${name}_default PARTITION OF ${name} DEFAULT`);
+    // rows for this month and the next three already wait in the default partition
+    await db.pool.query(`INSERT INTO ${name} (created_at, payload) SELECT now() + g * interval '1 day', 'waiting' FROM generate_series(0, 100) g`);
+    const w = new Writer(
+      { table: name, id: 'id', ts: 'created_at', payload: 'payload', newIdExpr: `nextval(pg_get_serial_sequence('${name}', 'id'))`, insertSql: `INSERT INTO ${name} AS t (created_at, payload) VALUES ($1, 'w')` },
+      db.conn,
+      { lanes: 4, opsPerSecondPerLane: 100, snapshot: true, seed: 100 + i, ops: ['insert', 'update'], insertDays: [-1, 110] },
+    );
+    await w.start();
+    await sleep(200);
+    const r = await maintain({ tables: [{ table: name, premake: 3 }] });
+    await sleep(200);
+    const stats = await w.stop();
+    expect(r.failures).toEqual([]);
+    expect(r.tables[0].created.length).toBeGreaterThanOrEqual(4);
+    expect({ run: i, errors: stats.errors, samples: stats.errorSamples }).toEqual({ run: i, errors: 0, samples: [] });
+    expect(stats.inserts).toBeGreaterThan(20);
+    const c = new Client(db.conn);
+    await c.connect();
+    const cmp = await compareWithRecord(c, { table: name, id: 'id' }, w.record);
+    await c.end();
+    expect({ missing: cmp.missing, extra: cmp.extra, different: cmp.different }).toEqual({ missing: 0, extra: 0, different: 0 });
+  }
+});
+
 test('retention detaches exactly the partitions entirely older than the cutoff, also across a time zone', async () => {
   await parted('ledger', -14, 1);
   await parted('ledger_tokyo', -14, 1);

@@ -351,3 +351,36 @@ describe('bad input: one clear sentence, nothing changed', () => {
     expect((await first.result()).status).toBe('rolled-back');
   });
 });
+
+describe('a run cannot be hijacked through its input', () => {
+  beforeAll(async () => {
+    await db.pool.query(`CREATE TABLE public.canary (id int PRIMARY KEY, created_at timestamptz NOT NULL DEFAULT now())`);
+    await db.pool.query(`INSERT INTO public.canary VALUES (1)`);
+  });
+
+  it('refuses an external "resume" carrying SQL, and the canary table survives', async () => {
+    const plan = (await (await start({ table: 'canary', dryRun: true })).result()).plan;
+    const crafted = { ...plan, sql: { ...plan.sql, finalize: ['DROP TABLE public.canary CASCADE'], cutover: ['DROP TABLE public.canary CASCADE'] } };
+    const input = { table: 'canary', rollbackWindow: '0s', resume: { phase: 'rollback-window', plan: crafted, done: [], paused: false } } as unknown as PartitionTableInput;
+    const err = await (await start(input)).result().then(() => null, (e: WorkflowFailedError) => e);
+    expect(err?.cause?.message).toMatch(/Field "resume" is partflow's internal state .* never accepted in an input/);
+    expect(await relkind({ schema: 'public', name: 'canary' })).toBe('r');
+    expect((await db.pool.query(`SELECT count(*)::int AS n FROM public.canary`)).rows[0].n).toBe(1);
+  });
+
+  it('an activity handed a plan other than the one its run stored refuses to run its SQL', async () => {
+    const { createActivities } = await import('../../activities');
+    const { createLogger } = await import('../../src/logger');
+    const acts = createActivities({ pool: db.pool, log: createLogger({ test: 'hijack' }).child({}, { level: 'fatal' }) });
+    const pre = await acts.preflight({ table: 'canary' });
+    await acts.claimRun(pre.plan.table, pre.plan);
+    try {
+      const tampered = { ...pre.plan, sql: { ...pre.plan.sql, finalize: ['DROP TABLE public.canary CASCADE'] } };
+      await expect(acts.finalize(tampered, 500)).rejects.toThrow(/is not the one partflow made for workflow local; refusing to run its SQL/);
+      await expect(acts.backfillChunk({ table: pre.plan.table, copyMode: 'pages', sql: { ...pre.plan.sql, backfillBatch: 'DROP TABLE public.canary CASCADE' }, batchSize: 10, sleepMs: 0, maxMs: 100 })).rejects.toThrow(/refusing to run its SQL/);
+      expect(await relkind({ schema: 'public', name: 'canary' })).toBe('r');
+    } finally {
+      await acts.releaseRun(pre.plan.table, 'rolled-back');
+    }
+  });
+});

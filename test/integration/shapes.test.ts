@@ -237,6 +237,26 @@ test('schema changes during the run: writes never fail, a column drop is blocked
   await expectMatches(t, w);
 });
 
+test('a column added during the rollback window: rollback is refused with the reason until it is undone', async () => {
+  const t = await createTable(db.pool, { schema: 'public', name: 'windowed' }, 3_000, 'uuid');
+  const w = writer(t);
+  await w.start();
+  const h = await start({ table: 'windowed', approval: 'auto', rollbackWindow: '1h' });
+  await waitFor(h, (p) => p.phase === 'rollback-window', 'cut-over');
+  await db.pool.query(`ALTER TABLE public.windowed ADD COLUMN note text`);
+  await h.signal('rollback');
+  const refused = await waitFor(h, (p) => p.lastError !== null, 'rollback refused');
+  expect(refused.phase).toBe('rollback-window');
+  expect(refused.lastError).toMatch(/Rolling back public\.windowed now would lose what changed on it since the cut-over \(column note text is new\).*undo that change and signal rollback again, or finalize/);
+  await db.pool.query(`ALTER TABLE public.windowed DROP COLUMN note`);
+  await h.signal('rollback');
+  expect((await h.result()).status).toBe('rolled-back');
+  const stats = await w.stop();
+  expectNoErrors(stats);
+  expect(await relkind('public.windowed')).toBe('r');
+  await expectMatches(t, w);
+});
+
 test('unique constraints without the partition key: refused by default, given up only when named, listed in the plan', async () => {
   await db.pool.query(`CREATE TABLE public.members (id bigserial PRIMARY KEY, email text NOT NULL CONSTRAINT members_email_key UNIQUE,
     room int NOT NULL DEFAULT 0, created_at timestamptz NOT NULL DEFAULT now(), CONSTRAINT members_room_excl EXCLUDE USING btree (room WITH =) WHERE (room > 1000))`);

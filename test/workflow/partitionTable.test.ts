@@ -50,6 +50,7 @@ function mocks(calls: Calls, opts: { failAt?: keyof Activities; chunks?: number 
     cutover: rec('cutover', { alreadyDone: false, attempts: 1, lockWaitRetries: 0, lockHoldMs: 3 }),
     swapBack: rec('swapBack', { swapped: true, lockHoldMs: 2 }),
     finalize: rec('finalize'),
+    rollbackBlocker: rec('rollbackBlocker', null),
   } as unknown as Activities;
 }
 
