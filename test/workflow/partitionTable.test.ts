@@ -122,7 +122,7 @@ test('rollback in the window swaps back and undoes the rest', async () => {
     expect((await h.result()).status).toBe('rolled-back');
     expect((await progress(h)).phase).toBe('rolled-back');
   });
-  expect(calls.slice(calls.indexOf('cutover') + 1)).toEqual(['swapBack', 'dropSyncTrigger', 'dropShadow', 'releaseRun']);
+  expect(calls.slice(calls.indexOf('cutover') + 1)).toEqual(['rollbackBlocker', 'swapBack', 'dropSyncTrigger', 'dropShadow', 'releaseRun']);
 });
 
 test('a preflight refusal fails with its sentence and compensates nothing', async () => {
