@@ -4,7 +4,7 @@
  * non-retryable ApplicationFailure that names the step.
  */
 import { Context } from '@temporalio/activity';
-import { ApplicationFailure } from '@temporalio/common';
+import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
 import { Pool, PoolClient, PoolConfig } from 'pg';
 import { InputError } from '../src/ident';
 import type { Logger } from '../src/logger';
@@ -38,7 +38,7 @@ export function isTransient(err: unknown): boolean {
  * everything else.
  */
 export function classify(err: unknown, step: string): never {
-  if (err instanceof ApplicationFailure) throw err;
+  if (err instanceof ApplicationFailure || err instanceof CancelledFailure) throw err;
   if (err instanceof InputError) throw ApplicationFailure.nonRetryable(err.message, 'InvalidInput');
   if (isTransient(err)) throw err;
   const e = err as { code?: string; message?: string };
@@ -158,14 +158,20 @@ export async function withLockRetry<T>(
   const maxAttempts = typeof opts === 'number' ? opts : opts.maxAttempts ?? 8;
   const relations = typeof opts === 'number' ? [] : opts.relations ?? [];
   let lockWaitRetries = 0;
+  const ctx = activityContext();
+  // a cancelled activity stops retrying at once: the workflow waits for it before undoing anything
+  const stopIfCancelled = () => {
+    if (ctx?.cancellationSignal.aborted) throw new CancelledFailure(`${step} cancelled while waiting for its lock`);
+  };
   const backOff = async (attempt: number, why: Record<string, unknown>) => {
     lockWaitRetries++;
     metrics.lockWaitRetry(step);
     const backoff = Math.min(10_000, 200 * 2 ** (attempt - 1));
     const wait = Math.round(backoff / 2 + Math.random() * backoff);
     log.warn({ step, attempt, waitMs: wait, ...why }, 'lock not available within lock_timeout; retrying');
-    activityContext()?.heartbeat({ step, lockWaitRetries });
-    await sleep(wait);
+    ctx?.heartbeat({ step, lockWaitRetries });
+    if (ctx) await ctx.sleep(wait); // rejects with CancelledFailure on cancellation
+    else await sleep(wait);
   };
   const cancelAutovacuum = async (pid: number, query: string) => {
     const r = await pool.query('SELECT pg_cancel_backend($1) AS ok', [pid]).catch(() => null);
@@ -195,6 +201,7 @@ export async function withLockRetry<T>(
     }
   };
   for (let attempt = 1; ; attempt++) {
+    stopIfCancelled();
     if (relations.length && attempt < maxAttempts) {
       // an autovacuum worker goes on to the next partition when cancelled: look again until none is left
       let blocking: Awaited<ReturnType<typeof longLockHolders>> = [];
@@ -216,7 +223,7 @@ export async function withLockRetry<T>(
     }
     const started = Date.now();
     try {
-      const result = await inTransaction(pool, relations.length ? watched : fn, { lockTimeoutMs });
+      const result = await withHeartbeat(() => ({ step, attempt, lockWaitRetries }), () => inTransaction(pool, relations.length ? watched : fn, { lockTimeoutMs }));
       return { result, stats: { attempts: attempt, lockWaitRetries, holdMs: Date.now() - started } };
     } catch (err) {
       const code = (err as { code?: string }).code;

@@ -172,7 +172,7 @@ export async function readTableInfo(c: PoolClient, opts: PartitionOptions, workf
   const hasState = (await c.query(`SELECT to_regclass($1) IS NOT NULL AS ok`, [`${STATE_SCHEMA}.runs`])).rows[0].ok;
   if (hasState) {
     const r = await c.query(
-      `SELECT workflow_id, run_state FROM ${STATE_SCHEMA}.runs WHERE table_schema = $1 AND table_name = $2 AND run_state = 'active'`,
+      `SELECT workflow_id, run_state FROM ${STATE_SCHEMA}.runs WHERE table_schema = $1 AND table_name = $2 AND run_state IN ('active', 'undoing')`,
       [t.schema, t.name],
     );
     if (r.rowCount && r.rows[0].workflow_id !== workflowId) activeRun = { workflowId: r.rows[0].workflow_id, state: r.rows[0].run_state };

@@ -128,6 +128,18 @@ async function relOid(c: PoolClient, ref: TableRef): Promise<{ oid: number; relk
   return r.rowCount ? r.rows[0] : null;
 }
 
+/**
+ * Inside a forward step's DDL transaction: this workflow's run is still active. beginUndo's UPDATE waits for
+ * the row lock taken here, so once the undo has begun no forward DDL of the run can commit.
+ */
+async function fence(c: PoolClient, table: TableRef): Promise<void> {
+  const wf = currentWorkflowId() ?? 'local';
+  const r = await c.query(`SELECT 1 FROM ${RUNS} WHERE table_schema = $1 AND table_name = $2 AND workflow_id = $3 AND run_state = 'active' FOR SHARE`, [table.schema, table.name, wf]);
+  if (!r.rowCount) {
+    throw ApplicationFailure.nonRetryable(`The partflow run of ${displayName(table)} (workflow ${wf}) is being undone or is over; this step does nothing.`, 'RunUndone');
+  }
+}
+
 /** The columns of what is now `plan.table` (after the cut-over: the partitioned table), as names and types in order. */
 async function newTableColumns(c: PoolClient | Pool, plan: Plan): Promise<string[]> {
   const r = await c.query(
@@ -193,7 +205,7 @@ export function createPartitionActivities({ pool, log }: Deps) {
     return Number(v?.rows[0]?.n ?? 0);
   }
 
-  async function runState(table: TableRef): Promise<{ next_page: string; total_pages: string | null; rows_copied: string; cutover_done: boolean; workflow_id: string; last_key: string[] | null; max_key: string[] | null } | null> {
+  async function runState(table: TableRef): Promise<{ run_state: string; next_page: string; total_pages: string | null; rows_copied: string; cutover_done: boolean; workflow_id: string; last_key: string[] | null; max_key: string[] | null } | null> {
     const r = await pool.query(`SELECT * FROM ${RUNS} WHERE table_schema = $1 AND table_name = $2`, [table.schema, table.name]);
     return r.rowCount ? r.rows[0] : null;
   }
@@ -260,7 +272,10 @@ export function createPartitionActivities({ pool, log }: Deps) {
           pool,
           async (c) => {
             const read = await copy(c);
-            const u = await c.query(`UPDATE ${RUNS} SET ${set}, rows_copied = rows_copied + $3, updated_at = now() WHERE table_schema = $1 AND table_name = $2 AND ${where}`, [table.schema, table.name, read, ...params]);
+            const u = await c.query(
+              `UPDATE ${RUNS} SET ${set}, rows_copied = rows_copied + $3, updated_at = now() WHERE table_schema = $1 AND table_name = $2 AND run_state = 'active' AND ${where}`,
+              [table.schema, table.name, read, ...params],
+            );
             if (u.rowCount !== 1) throw Object.assign(new Error('checkpoint moved under us'), { code: 'PF001' });
             return read;
           },
@@ -312,6 +327,7 @@ export function createPartitionActivities({ pool, log }: Deps) {
         });
         if (read < 0) {
           const again = await runState(input.table);
+          if (again?.run_state !== 'active') throw ApplicationFailure.nonRetryable(`The partflow run of ${displayName(input.table)} is being undone; the backfill stops.`, 'RunUndone');
           last = again!.last_key;
           rowsCopied = Number(again!.rows_copied);
           continue;
@@ -368,7 +384,7 @@ export function createPartitionActivities({ pool, log }: Deps) {
               SET workflow_id = EXCLUDED.workflow_id, run_state = 'active', updated_at = now(), plan = EXCLUDED.plan,
                   next_page = 0, total_pages = NULL, rows_copied = 0, cutover_done = false, started_at = now(),
                   last_key = NULL, max_key = NULL, trigger_fence = NULL, filenode = NULL, rewrites = 0
-            WHERE r.run_state <> 'active'
+            WHERE r.run_state NOT IN ('active', 'undoing')
            RETURNING workflow_id`,
           [table.schema, table.name, wf, JSON.stringify(plan)],
         );
@@ -382,6 +398,20 @@ export function createPartitionActivities({ pool, log }: Deps) {
         }
       } catch (err) {
         classify(err, 'claim');
+      }
+    },
+
+    /**
+     * The first step of every undo: marks the run `undoing`. Waits for a forward DDL transaction in flight (it
+     * holds the run's row FOR SHARE); every later one sees the state and does nothing.
+     */
+    async beginUndo(table: TableRef): Promise<void> {
+      const wf = currentWorkflowId() ?? 'local';
+      try {
+        if (!(await pool.query(`SELECT to_regclass($1) IS NOT NULL AS ok`, [RUNS])).rows[0].ok) return;
+        await pool.query(`UPDATE ${RUNS} SET run_state = 'undoing', updated_at = now() WHERE table_schema = $1 AND table_name = $2 AND workflow_id = $3 AND run_state = 'active'`, [table.schema, table.name, wf]);
+      } catch (err) {
+        classify(err, 'begin undo');
       }
     },
 
@@ -405,6 +435,7 @@ export function createPartitionActivities({ pool, log }: Deps) {
         const existing = await inTransaction(pool, (c) => relOid(c, plan.shadow));
         if (!existing) {
           await withLockRetry(pool, l, 'shadow', lockTimeoutMs, async (c) => {
+            await fence(c, plan.table);
             for (const sql of plan.sql.shadow) await c.query(sql);
           });
           created = true;
@@ -415,7 +446,10 @@ export function createPartitionActivities({ pool, log }: Deps) {
           const name = /ADD CONSTRAINT ("(?:[^"]|"")+")/.exec(fk)![1].slice(1, -1).replace(/""/g, '"');
           const has = await pool.query(`SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass($1) AND conname = $2`, [qualified(plan.shadow), name]);
           if (has.rowCount) continue;
-          await withLockRetry(pool, l, `shadow foreign key ${i + 1}`, lockTimeoutMs, (c) => c.query(fk));
+          await withLockRetry(pool, l, `shadow foreign key ${i + 1}`, lockTimeoutMs, async (c) => {
+            await fence(c, plan.table);
+            await c.query(fk);
+          });
         }
         await faultPoint('shadow', l);
       });
@@ -446,18 +480,19 @@ export function createPartitionActivities({ pool, log }: Deps) {
       await ownPlan(plan.table, plan);
       const l = step('sync', plan.table);
       const { result, stats } = await withLockRetry(pool, l, 'sync trigger', lockTimeoutMs, async (c) => {
+        await fence(c, plan.table);
         const src = await relOid(c, plan.table);
         if (!src || src.oid !== plan.tableOid) throw ApplicationFailure.nonRetryable(`Table ${displayName(plan.table)} changed since preflight (dropped or replaced); start again.`, 'TableChanged');
         const has = await c.query(`SELECT 1 FROM pg_trigger WHERE tgrelid = $1 AND tgname = $2`, [plan.tableOid, FORWARD_TRIGGER]);
         if (!has.rowCount) for (const sql of plan.sql.syncTrigger) await c.query(sql);
         await faultPoint('sync', l);
-        // the fence: partflow's triggers as committed now; the cut-over refuses if they were disabled since
-        const fence = (await c.query(plan.sql.triggerFence, [plan.tableOid])).rows[0].fence;
+        // partflow's triggers as committed now; the cut-over refuses if they were disabled since
+        const triggerFence = (await c.query(plan.sql.triggerFence, [plan.tableOid])).rows[0].fence;
         const r = await c.query(
           `UPDATE ${RUNS} SET total_pages = coalesce(total_pages, pg_relation_size($3::regclass) / current_setting('block_size')::int),
                   trigger_fence = coalesce(trigger_fence, $4), filenode = coalesce(filenode, pg_relation_filenode($3::regclass)), updated_at = now()
             WHERE table_schema = $1 AND table_name = $2 RETURNING total_pages`,
-          [plan.table.schema, plan.table.name, plan.tableOid, fence],
+          [plan.table.schema, plan.table.name, plan.tableOid, triggerFence],
         );
         if (plan.copyMode === 'keys') {
           const mk = await c.query(plan.sql.maxKey);
@@ -536,6 +571,7 @@ export function createPartitionActivities({ pool, log }: Deps) {
             // from where the checkpoint is now
             await restartIfRewritten(plan.table, l);
             const again = await runState(plan.table);
+            if (again?.run_state !== 'active') throw ApplicationFailure.nonRetryable(`The partflow run of ${displayName(plan.table)} is being undone; the backfill stops.`, 'RunUndone');
             next = Number(again!.next_page);
             total = Number(again!.total_pages);
             rowsCopied = Number(again!.rows_copied);
@@ -619,6 +655,7 @@ export function createPartitionActivities({ pool, log }: Deps) {
           withLockRetry(pool, l, 'cutover', lockTimeoutMs, async (c) => {
             await c.query(plan.sql.cutover[0]); // LOCK TABLE: the wait is bounded by lock_timeout
             lockedAt = Date.now();
+            await fence(c, plan.table);
             const src = await relOid(c, plan.table);
             if (!src || src.oid !== plan.tableOid) throw ApplicationFailure.nonRetryable(`Table ${displayName(plan.table)} changed since preflight; not cutting over.`, 'TableChanged');
             await checkUnchanged(c, plan);
@@ -676,6 +713,7 @@ export function createPartitionActivities({ pool, log }: Deps) {
       const l = step('finalize', plan.table);
       const moves = await rowMoves(plan.table);
       await withLockRetry(pool, l, 'finalize', lockTimeoutMs, async (c) => {
+        await fence(c, plan.table);
         for (const sql of plan.sql.finalize) await c.query(sql);
         for (const sql of plan.sql.dropCounters ?? []) await c.query(sql);
         await faultPoint('finalize', l);

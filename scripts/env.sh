@@ -51,6 +51,14 @@ max_wal_size = 4GB
 log_min_duration_statement = -1
 CONF
   fi
+  # prepared transactions stand in for an application's open write in the cancellation tests
+  if ! grep -q '^max_prepared_transactions' "$PARTFLOW_PG_DATA/postgresql.conf"; then
+    echo "max_prepared_transactions = 20" | "${runas[@]}" tee -a "$PARTFLOW_PG_DATA/postgresql.conf" >/dev/null
+    if "$bin/pg_isready" -q -h 127.0.0.1 -p "$PARTFLOW_PG_PORT"; then
+      say "restarting PostgreSQL for max_prepared_transactions"
+      "${runas[@]}" "$bin/pg_ctl" -D "$PARTFLOW_PG_DATA" -l "$PARTFLOW_PG_DATA/server.log" -w restart >/dev/null
+    fi
+  fi
   if ! "$bin/pg_isready" -q -h 127.0.0.1 -p "$PARTFLOW_PG_PORT"; then
     say "starting PostgreSQL on port $PARTFLOW_PG_PORT"
     "${runas[@]}" "$bin/pg_ctl" -D "$PARTFLOW_PG_DATA" -l "$PARTFLOW_PG_DATA/server.log" -w start >/dev/null

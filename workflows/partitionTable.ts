@@ -5,6 +5,7 @@
  * exactly what was done, in reverse, in a non-cancellable scope.
  */
 import {
+  ActivityCancellationType,
   ApplicationFailure,
   CancellationScope,
   condition,
@@ -77,9 +78,13 @@ export interface PartitionTableResult {
 }
 
 const retry: RetryPolicy = { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s' };
-const short = proxyActivities<Activities>({ startToCloseTimeout: '5m', heartbeatTimeout: '30s', retry });
-const long = proxyActivities<Activities>({ startToCloseTimeout: '12h', heartbeatTimeout: '30s', retry });
-const chunk = proxyActivities<Activities>({ startToCloseTimeout: '5m', heartbeatTimeout: '20s', retry: { ...retry, maximumInterval: '10s' } });
+// WAIT_CANCELLATION_COMPLETED: on a cancellation the workflow waits until the running step has stopped
+// (it notices at its next heartbeat) before any undo starts, so an undo never overlaps its own forward step.
+// Heartbeats every few seconds (withHeartbeat, withLockRetry) make that quick.
+const cancellationType = ActivityCancellationType.WAIT_CANCELLATION_COMPLETED;
+const short = proxyActivities<Activities>({ startToCloseTimeout: '5m', heartbeatTimeout: '15s', retry, cancellationType });
+const long = proxyActivities<Activities>({ startToCloseTimeout: '12h', heartbeatTimeout: '15s', retry, cancellationType });
+const chunk = proxyActivities<Activities>({ startToCloseTimeout: '5m', heartbeatTimeout: '15s', retry: { ...retry, maximumInterval: '10s' }, cancellationType });
 
 /** How long one backfill activity runs before the workflow looks at pause/throttle/rollback again. */
 const CHUNK_MS = 3000;
@@ -177,6 +182,9 @@ export async function partitionTable(input: PartitionTableInput & { resume?: Par
     enter('rolling-back');
     const plan = s.plan;
     await CancellationScope.nonCancellable(async () => {
+      // the fence: from here on no forward step of this run can commit (each checks the run's state in the
+      // same transaction as its DDL; this waits for one in flight)
+      if (s.done.includes('claim')) await short.beginUndo(opts.table);
       while (s.done.length) {
         const step = s.done[s.done.length - 1];
         log.info('compensating', { table, step });

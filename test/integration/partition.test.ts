@@ -384,3 +384,80 @@ describe('a run cannot be hijacked through its input', () => {
     }
   });
 });
+
+describe('cancelling while a step waits on a lock the look-ahead cannot see: the undo waits for it, nothing is left', () => {
+  /** An application's open write, as a prepared transaction: it holds ROW EXCLUSIVE and has no backend to see. */
+  async function holdRowExclusive(table: string, gid: string): Promise<() => Promise<void>> {
+    await withClient(async (c) => {
+      await c.query('BEGIN');
+      await c.query(`LOCK TABLE ${table} IN ROW EXCLUSIVE MODE`);
+      await c.query(`PREPARE TRANSACTION '${gid}'`);
+    });
+    return () => db.pool.query(`COMMIT PREPARED '${gid}'`).then(() => undefined);
+  }
+
+  async function leftovers(table: string): Promise<Record<string, unknown>> {
+    const r = await db.pool.query(
+      `SELECT (SELECT count(*)::int FROM pg_trigger WHERE tgname LIKE 'partflow%') AS triggers,
+              (SELECT count(*)::int FROM pg_proc WHERE pronamespace = to_regnamespace('partflow')) AS functions,
+              (SELECT count(*)::int FROM pg_class WHERE relname LIKE $1 || '\\_pf\\_%' OR relname = $1 || '_old') AS relations,
+              (SELECT run_state FROM partflow.runs WHERE table_name = $1) AS run`,
+      [table],
+    );
+    return r.rows[0];
+  }
+
+  it.each<[string, 'sync' | 'cutover']>([
+    ['the sync trigger step', 'sync'],
+    ['the cut-over', 'cutover'],
+  ])('%s', async (_label, at) => {
+    const name = `cancel_${at}`;
+    const t = await createTable(db.pool, { schema: 'public', name }, 4_000, 'uuid');
+    const w = writerFor(t);
+    await w.start();
+    let release: (() => Promise<void>) | null = null;
+    if (at === 'sync') release = await holdRowExclusive(`public.${name}`, `pf_${name}`);
+    const h = await start({ table: name, approval: 'signal', rollbackWindow: '0s', lockTimeoutMs: 100 });
+    if (at === 'cutover') {
+      await waitFor(h, (p) => p.awaitingApproval, 'approval gate');
+      release = await holdRowExclusive(`public.${name}`, `pf_${name}`);
+      await h.signal('approveCutover');
+    }
+    await waitFor(h, (p) => p.phase === at, `phase ${at}`);
+    await sleep(1500); // the step retries its lock meanwhile
+    expect((await progress(h)).phase).toBe(at);
+    await h.cancel();
+    await sleep(1000);
+    await release!(); // the lock goes; a step that had not stopped would now commit its DDL
+    await expect(h.result()).rejects.toThrow(WorkflowFailedError);
+    // in the history, the forward step closed (cancelled) before the first undo step was scheduled
+    const forward = at === 'sync' ? 'installSyncTrigger' : 'cutover';
+    const events = (await h.fetchHistory()).events ?? [];
+    const scheduled = new Map<string, string>();
+    let forwardClosed = Infinity;
+    let undoScheduled = Infinity;
+    for (const e of events) {
+      const id = Number(e.eventId);
+      const s = e.activityTaskScheduledEventAttributes;
+      if (s) {
+        scheduled.set(String(id), s.activityType?.name ?? '');
+        if (['beginUndo', 'dropSyncTrigger', 'swapBack', 'dropShadow'].includes(s.activityType?.name ?? '')) undoScheduled = Math.min(undoScheduled, id);
+      }
+      const closed = e.activityTaskCanceledEventAttributes ?? e.activityTaskCompletedEventAttributes ?? e.activityTaskFailedEventAttributes ?? e.activityTaskTimedOutEventAttributes;
+      if (closed && scheduled.get(String(closed.scheduledEventId)) === forward) forwardClosed = Math.min(forwardClosed, id);
+    }
+    expect(forwardClosed).toBeLessThan(undoScheduled);
+    expect(undoScheduled).toBeLessThan(Infinity);
+    await sleep(500);
+    const stats = await w.stop();
+    expect(await leftovers(name)).toEqual({ triggers: 0, functions: 0, relations: 0, run: 'rolled-back' });
+    expect(await relkind({ schema: 'public', name })).toBe('r');
+    expectNoWriterErrors(stats);
+    await expectMatchesRecord(t, w);
+    await db.pool.query(`INSERT INTO public.${name} (payload) VALUES ('after the cancel')`); // the application writes
+  });
+});
+
+function expectNoWriterErrors(stats: { errors: number; errorSamples: string[] }): void {
+  expect({ errors: stats.errors, samples: stats.errorSamples }).toEqual({ errors: 0, samples: [] });
+}

@@ -51,6 +51,7 @@ function mocks(calls: Calls, opts: { failAt?: keyof Activities; chunks?: number 
     swapBack: rec('swapBack', { swapped: true, lockHoldMs: 2 }),
     finalize: rec('finalize'),
     rollbackBlocker: rec('rollbackBlocker', null),
+    beginUndo: rec('beginUndo'),
   } as unknown as Activities;
 }
 
@@ -95,13 +96,13 @@ test('pause stops scheduling backfill chunks until resume', async () => {
 });
 
 test.each<[keyof Activities, string[]]>([
-  ['createShadow', ['dropShadow', 'releaseRun']],
-  ['installSyncTrigger', ['dropSyncTrigger', 'dropShadow', 'releaseRun']],
-  ['backfillChunk', ['dropSyncTrigger', 'dropShadow', 'releaseRun']],
-  ['verify', ['dropSyncTrigger', 'dropShadow', 'releaseRun']],
-  ['cutover', ['swapBack', 'dropSyncTrigger', 'dropShadow', 'releaseRun']],
-  ['finalize', ['swapBack', 'dropSyncTrigger', 'dropShadow', 'releaseRun']],
-])('a failure in %s runs the compensations in reverse order', async (failAt, compensations) => {
+  ['createShadow', ['beginUndo', 'dropShadow', 'releaseRun']],
+  ['installSyncTrigger', ['beginUndo', 'dropSyncTrigger', 'dropShadow', 'releaseRun']],
+  ['backfillChunk', ['beginUndo', 'dropSyncTrigger', 'dropShadow', 'releaseRun']],
+  ['verify', ['beginUndo', 'dropSyncTrigger', 'dropShadow', 'releaseRun']],
+  ['cutover', ['beginUndo', 'swapBack', 'dropSyncTrigger', 'dropShadow', 'releaseRun']],
+  ['finalize', ['beginUndo', 'swapBack', 'dropSyncTrigger', 'dropShadow', 'releaseRun']],
+])('a failure in %s fences the run, then runs the compensations in reverse order', async (failAt, compensations) => {
   const calls: Calls = [];
   await withWorker(mocks(calls, { failAt }), async (tq) => {
     const h = await start(tq, { approval: 'auto', rollbackWindow: '0s' });
@@ -122,7 +123,7 @@ test('rollback in the window swaps back and undoes the rest', async () => {
     expect((await h.result()).status).toBe('rolled-back');
     expect((await progress(h)).phase).toBe('rolled-back');
   });
-  expect(calls.slice(calls.indexOf('cutover') + 1)).toEqual(['rollbackBlocker', 'swapBack', 'dropSyncTrigger', 'dropShadow', 'releaseRun']);
+  expect(calls.slice(calls.indexOf('cutover') + 1)).toEqual(['rollbackBlocker', 'beginUndo', 'swapBack', 'dropSyncTrigger', 'dropShadow', 'releaseRun']);
 });
 
 test('a preflight refusal fails with its sentence and compensates nothing', async () => {
