@@ -672,7 +672,7 @@ export function createPartitionActivities({ pool, log }: Deps) {
     },
 
     /** Compensation of cutover: the old table (kept in sync by the reverse trigger) takes the name back. */
-    async swapBack(plan: Plan, lockTimeoutMs: number): Promise<{ swapped: boolean; lockHoldMs: number }> {
+    async swapBack(plan: Plan, lockTimeoutMs: number): Promise<{ swapped: boolean; lockHoldMs: number; notRestored?: string[] }> {
       await ownPlan(plan.table, plan);
       const l = step('swap-back', plan.table);
       const st = await runState(plan.table);
@@ -690,11 +690,24 @@ export function createPartitionActivities({ pool, log }: Deps) {
         swapped = true;
       }
       const lockHoldMs = swapped ? Date.now() - lockedAt : 0;
-      for (const sql of plan.sql.validateInbound) {
-        await withLockRetry(pool, l, 'validate re-added foreign key', lockTimeoutMs, (c) => c.query(sql));
+      // A re-added foreign key that rows written during the window violate stays NOT VALID (it still checks
+      // new rows): the undo goes on and reports it rather than stopping half way.
+      const notRestored: string[] = [];
+      for (const [i, sql] of plan.sql.validateInbound.entries()) {
+        try {
+          await withLockRetry(pool, l, 'validate re-added foreign key', lockTimeoutMs, (c) => c.query(sql));
+        } catch (err) {
+          const fk = plan.inboundForeignKeys[i];
+          const why = (err as Error).message;
+          if (err instanceof ApplicationFailure && err.type === 'DatabaseError') {
+            notRestored.push(`foreign key ${displayName(fk.table)}.${fk.name} is back but NOT VALID (${why}); fix the rows it names, then ALTER TABLE ${displayName(fk.table)} VALIDATE CONSTRAINT ${fk.name}`);
+            continue;
+          }
+          throw err;
+        }
       }
-      l.info({ swapped, lockHoldMs }, 'swapped back to the original table');
-      return { swapped, lockHoldMs };
+      l.info({ swapped, lockHoldMs, notRestored }, 'swapped back to the original table');
+      return { swapped, lockHoldMs, notRestored };
     },
 
     /** Read-only: why a rollback requested now would lose data, or null. */

@@ -62,6 +62,8 @@ export interface PartitionState {
   lastError: string | null;
   verify: VerifyReport | null;
   cutover: CutoverResult | null;
+  /** what the undo could not restore */
+  undoProblems?: string[];
 }
 
 export interface PartitionTableResult {
@@ -75,6 +77,8 @@ export interface PartitionTableResult {
   /** updates that moved a row to another month during the run */
   rowMoves?: number;
   oldTable?: string;
+  /** after a rollback: what could not be restored exactly */
+  undoProblems?: string[];
 }
 
 const retry: RetryPolicy = { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s' };
@@ -185,16 +189,27 @@ export async function partitionTable(input: PartitionTableInput & { resume?: Par
       // the fence: from here on no forward step of this run can commit (each checks the run's state in the
       // same transaction as its DDL; this waits for one in flight)
       if (s.done.includes('claim')) await short.beginUndo(opts.table);
+      // every step is tried, whatever the one before did: the undo goes to the end and reports what it could
+      // not restore (in the result, progress.lastError and the failure)
       while (s.done.length) {
         const step = s.done[s.done.length - 1];
         log.info('compensating', { table, step });
-        if (step === 'cutover') await short.swapBack(plan!, lt);
-        else if (step === 'sync') await short.dropSyncTrigger(plan!, lt);
-        else if (step === 'shadow') await short.dropShadow(plan!, lt);
-        else if (step === 'claim') await short.releaseRun(opts.table, finalState);
+        try {
+          if (step === 'cutover') {
+            const r = await short.swapBack(plan!, lt);
+            for (const p of r?.notRestored ?? []) s.undoProblems = [...(s.undoProblems ?? []), p];
+          } else if (step === 'sync') await short.dropSyncTrigger(plan!, lt);
+          else if (step === 'shadow') await short.dropShadow(plan!, lt);
+          else if (step === 'claim') await short.releaseRun(opts.table, finalState);
+        } catch (err) {
+          const why = `${step}: ${rootFailure(err).message}`;
+          s.undoProblems = [...(s.undoProblems ?? []), why];
+          log.error('a compensation failed; going on with the rest', { table, step, error: why });
+        }
         s.done.pop();
       }
     });
+    if (s.undoProblems?.length) s.lastError = `undone except: ${s.undoProblems.join('; ')}`;
     enter(finalState);
   }
 
@@ -309,7 +324,7 @@ export async function partitionTable(input: PartitionTableInput & { resume?: Par
     if (err instanceof ContinueAsNew) throw err;
     if (err instanceof RollbackRequested) {
       await compensate('rolled-back');
-      return { status: 'rolled-back', table, verify: s.verify, cutover: s.cutover, rowsCopied: s.rowsCopied, rowMoves: s.rowMoves ?? 0 };
+      return { status: 'rolled-back', table, verify: s.verify, cutover: s.cutover, rowsCopied: s.rowsCopied, rowMoves: s.rowMoves ?? 0, undoProblems: s.undoProblems ?? [] };
     }
     if (isCancellation(err)) {
       await compensate('rolled-back');
@@ -317,7 +332,9 @@ export async function partitionTable(input: PartitionTableInput & { resume?: Par
     }
     s.lastError = rootFailure(err).message;
     log.error('partitionTable failed; undoing', { table, error: s.lastError });
+    const cause = s.lastError;
     await compensate('failed');
-    throw ApplicationFailure.nonRetryable(s.lastError, 'PartitionTableFailed');
+    const undo = s.undoProblems?.length ? ` Undone except: ${s.undoProblems.join('; ')}` : '';
+    throw ApplicationFailure.nonRetryable(`${cause}${undo}`, 'PartitionTableFailed');
   }
 }

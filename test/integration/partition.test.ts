@@ -461,3 +461,24 @@ describe('cancelling while a step waits on a lock the look-ahead cannot see: the
 function expectNoWriterErrors(stats: { errors: number; errorSamples: string[] }): void {
   expect({ errors: stats.errors, samples: stats.errorSamples }).toEqual({ errors: 0, samples: [] });
 }
+
+test('an undo that cannot restore everything goes to the end and says what is left: a re-added foreign key rows now violate', async () => {
+  await db.pool.query(`CREATE TABLE public.owners (id bigint PRIMARY KEY, created_at timestamptz NOT NULL DEFAULT now())`);
+  await db.pool.query(`INSERT INTO public.owners SELECT g, now() - g * interval '1 day' FROM generate_series(1, 300) g`);
+  await db.pool.query(`CREATE TABLE public.pets (id serial PRIMARY KEY, owner_id bigint CONSTRAINT pets_owner_fk REFERENCES public.owners (id))`);
+  await db.pool.query(`INSERT INTO public.pets (owner_id) SELECT 1 + g % 300 FROM generate_series(1, 600) g`);
+  const h = await start({ table: 'owners', inboundForeignKeys: 'drop', approval: 'auto', rollbackWindow: '1h' });
+  await waitFor(h, (x) => x.phase === 'rollback-window', 'cut-over');
+  // written while the key is dropped: an orphan the re-added key will reject
+  await db.pool.query(`INSERT INTO public.pets (owner_id) VALUES (999999)`);
+  await h.signal('rollback');
+  const result = await h.result();
+  expect(result.status).toBe('rolled-back');
+  expect(result.undoProblems.join(' ')).toMatch(/foreign key public\.pets\.pets_owner_fk is back but NOT VALID .*VALIDATE CONSTRAINT pets_owner_fk/);
+  expect(await relkind({ schema: 'public', name: 'owners' })).toBe('r');
+  expect(await relkind({ schema: 'public', name: 'owners_pf_shadow' })).toBeUndefined();
+  const fk = await db.pool.query(`SELECT convalidated FROM pg_constraint WHERE conname = 'pets_owner_fk'`);
+  expect(fk.rows).toEqual([{ convalidated: false }]);
+  const run = await db.pool.query(`SELECT run_state FROM partflow.runs WHERE table_name = 'owners'`);
+  expect(run.rows[0].run_state).toBe('rolled-back'); // not left active: the next run may start
+});
