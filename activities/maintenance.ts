@@ -15,7 +15,7 @@ import { ApplicationFailure } from '@temporalio/common';
 import type { Pool, PoolClient, PoolConfig } from 'pg';
 import { displayName, InputError, qualified, quoteIdent as q, TableRef } from '../src/ident';
 import { expiredPartitions, LocalRange, MaintainTableSpec, monthCoverage, monthsToPremake } from '../src/maintenance';
-import { addMonths, boundLiteral, formatMonth, Month, parseMonth, PartitionColumnType, partitionName } from '../src/partitions';
+import { addMonths, boundLiteral, bucketMonth, compareMonths, formatMonth, Month, OUTLIER_GAP_MONTHS, parseMonth, PartitionColumnType, partitionName } from '../src/partitions';
 import { classify, ensureCatalog, inTransaction, withHeartbeat, withLockRetry } from './db';
 import { metrics } from './metrics';
 import type { Deps } from './partition';
@@ -41,6 +41,8 @@ export interface TableReport {
   futurePartitions: number;
   oldestPartition: string | null;
   warnings: string[];
+  /** rows left in the default partition because they are dated far outside the partitions */
+  sentinels?: { rows: number; months: string[] };
 }
 
 interface Parted {
@@ -107,6 +109,14 @@ async function inspect(c: PoolClient, spec: MaintainTableSpec): Promise<Parted> 
 }
 
 export function createMaintenanceActivities({ pool, log }: Deps) {
+  /** The workflow id of a partflow run that owns the table (active or being undone), or null. */
+  async function runOwning(t: TableRef): Promise<string | null> {
+    const has = (await pool.query(`SELECT to_regclass('partflow.runs') IS NOT NULL AS ok`)).rows[0].ok;
+    if (!has) return null;
+    const r = await pool.query(`SELECT workflow_id FROM partflow.runs WHERE table_schema = $1 AND table_name = $2 AND run_state IN ('active', 'undoing')`, [t.schema, t.name]);
+    return r.rows[0]?.workflow_id ?? null;
+  }
+
   /** Creates the month's partition; rows of that month waiting in the default move into it in the same transaction. */
   async function ensureMonth(spec: MaintainTableSpec, p: Parted, m: Month): Promise<{ partition: string; rowsMovedFromDefault: number } | null> {
     const t = spec.table;
@@ -222,12 +232,27 @@ export function createMaintenanceActivities({ pool, log }: Deps) {
           let p = await inTransaction(pool, (c) => inspect(c, spec), { readOnly: true });
           const report: TableReport = { table: displayName(spec.table), column: p.column, created: [], archived: [], skipped: [], partitions: [], defaultPartition: null, futurePartitions: 0, oldestPartition: null, warnings: [] };
 
-          // 1. rows waiting in the default partition get their month's partition
-          if (p.def && !spec.reportOnly) {
+          // A table that a partflow run owns (backfill, approval, rollback window) is left alone: a rescue's
+          // DELETE from the default partition would fire the run's reverse trigger and lose rows on rollback.
+          const owner = await runOwning(spec.table);
+          const readOnly = spec.reportOnly || owner !== null;
+          if (owner) report.warnings.push(`partflow run ${owner} owns ${displayName(spec.table)}: nothing was created, moved or archived; the next run after it ends catches up.`);
+
+          // 1. rows waiting in the default partition get their month's partition, except sentinels: infinities
+          // and months more than OUTLIER_GAP_MONTHS before the oldest partition or after the premade ones
+          if (p.def && !readOnly) {
             const tzExpr = p.type === 'timestamptz' ? `${q(p.column)} AT TIME ZONE $1` : `${q(p.column)}::timestamp`;
-            const months = (await pool.query(`SELECT DISTINCT to_char(${tzExpr}, 'YYYY-MM') AS m FROM ${qualified(p.def)} ORDER BY 1`, p.type === 'timestamptz' ? [spec.timeZone] : [])).rows.map((r) => r.m as string);
+            const months = (await pool.query(`SELECT DISTINCT to_char(${tzExpr}, 'YYYY-MM') AS m FROM ${qualified(p.def)} ORDER BY 1`, p.type === 'timestamptz' ? [spec.timeZone] : [])).rows.map((r) => r.m as string | null);
+            const firstMonths = p.parts.map((x) => bucketMonth(x.lo.slice(0, 7))).filter((x): x is Month => !!x && x.year > 0).sort(compareMonths);
+            const from = addMonths(firstMonths[0] ?? p.current, -OUTLIER_GAP_MONTHS);
+            const to = addMonths(p.current, spec.premake + OUTLIER_GAP_MONTHS);
+            const sentinels: string[] = [];
             for (const mt of months) {
-              const m = parseMonth(mt);
+              const m = bucketMonth(mt);
+              if (!m || compareMonths(m, from) < 0 || compareMonths(m, to) > 0) {
+                sentinels.push(mt ?? '±infinity');
+                continue;
+              }
               const cov = monthCoverage(p.parts, m);
               if (cov.overlaps.length) {
                 report.warnings.push(`Rows for ${mt} wait in ${p.def.name}, but ${cov.overlaps.join(', ')} partly covers that month; partflow cannot create a monthly partition there.`);
@@ -236,10 +261,17 @@ export function createMaintenanceActivities({ pool, log }: Deps) {
               const r = await ensureMonth(spec, p, m);
               if (r) report.created.push(r);
             }
+            if (sentinels.length) {
+              const lo = boundLiteral(from, p.type, spec.timeZone);
+              const hi = boundLiteral(addMonths(to, 1), p.type, spec.timeZone);
+              const n = (await pool.query(`SELECT count(*)::bigint AS n FROM ${qualified(p.def)} WHERE NOT (${q(p.column)} >= ${lo} AND ${q(p.column)} < ${hi})`)).rows[0].n;
+              report.sentinels = { rows: Number(n), months: sentinels };
+              report.warnings.push(`${n} row(s) in ${p.def.name} are dated far outside the partitions (${sentinels.join(', ')}): sentinels or outliers, they stay in the default partition and get no partition.`);
+            }
             p = await inTransaction(pool, (c) => inspect(c, spec), { readOnly: true });
           }
           // 2. premake: the current month and `premake` months ahead
-          for (const m of spec.reportOnly ? [] : monthsToPremake(p.current, spec.premake)) {
+          for (const m of readOnly ? [] : monthsToPremake(p.current, spec.premake)) {
             const cov = monthCoverage(p.parts, m);
             if (cov.covered) continue;
             if (cov.overlaps.length) {
@@ -252,7 +284,7 @@ export function createMaintenanceActivities({ pool, log }: Deps) {
           if (report.created.length) p = await inTransaction(pool, (c) => inspect(c, spec), { readOnly: true });
 
           // 3. retention
-          if (spec.retentionMonths !== null && !spec.reportOnly) {
+          if (spec.retentionMonths !== null && !readOnly) {
             await ensureArchiveLog();
             const pending = (await pool.query(`SELECT partition FROM partflow.archive_log WHERE table_schema = $1 AND table_name = $2 AND state = 'detached'`, [spec.table.schema, spec.table.name])).rows.map((r) => r.partition as string);
             const expired = expiredPartitions(p.parts, p.current, spec.retentionMonths);

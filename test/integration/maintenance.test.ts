@@ -204,3 +204,42 @@ test('the Schedule exists after create, and a trigger runs maintainPartitions', 
   expect(result.tables[0].created.map((c) => c.partition)).toEqual([`scheduled_${month(0).name}`, `scheduled_${month(1).name}`]);
   await handle.delete();
 });
+
+test('sentinel dates in the default partition (infinity, -infinity, 9999, 1900) stay there and are reported; the rest goes on', async () => {
+  await parted('sentry', -2, 0);
+  await db.pool.query(`INSERT INTO sentry (created_at, payload) VALUES ('infinity', 's1'), ('-infinity', 's2'), ('9999-12-15 UTC', 's3'), ('1900-01-01 UTC', 's4'),
+                       ('${month(2).start} UTC'::timestamptz + interval '3 days', 'ahead')`);
+  const r = await maintain({ tables: [{ table: 'sentry', premake: 3, retention: '12 months', archive: 'drop' }] });
+  expect(r.failures).toEqual([]);
+  const t = r.tables[0];
+  expect(t.created.map((c) => c.partition).sort()).toEqual([1, 2, 3].map((k) => `sentry_${month(k).name}`));
+  expect(t.sentinels?.rows).toBe(4);
+  expect(t.warnings.join(' ')).toMatch(/4 row\(s\) in sentry_default are dated far outside the partitions .*stay in the default partition/);
+  const parts = await db.pool.query(`SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'sentry'::regclass ORDER BY 1`);
+  expect(parts.rows.map((x) => x.relname).filter((n: string) => /9999|1900|10000/.test(n))).toEqual([]);
+  expect((await db.pool.query(`SELECT payload FROM sentry_default ORDER BY payload`)).rows.map((x) => x.payload)).toEqual(['s1', 's2', 's3', 's4']);
+  // a second run: nothing new, no failure
+  const again = await maintain({ tables: [{ table: 'sentry', premake: 3, retention: '12 months', archive: 'drop' }] });
+  expect(again.failures).toEqual([]);
+  expect(again.tables[0].created).toEqual([]);
+});
+
+test('a table in a partitionTable rollback window is left alone, so a rollback loses nothing', async () => {
+  await db.pool.query(`CREATE TABLE windowed (id bigserial PRIMARY KEY, created_at timestamptz NOT NULL, payload text)`);
+  await db.pool.query(`INSERT INTO windowed (created_at, payload) SELECT now() - g * interval '1 day', 'old' FROM generate_series(1, 200) g`);
+  const h = await env.client.workflow.start('partitionTable', { taskQueue: TQ, workflowId: `maint-pt-${++n}`, args: [{ table: 'windowed', approval: 'auto', rollbackWindow: '1h' }] });
+  for (let i = 0; i < 200; i++) {
+    if ((await h.query<{ phase: string }>('progress')).phase === 'rollback-window') break;
+    await sleep(150);
+  }
+  // two years ahead: the new table's default partition; the reverse trigger copies it into windowed_old
+  await db.pool.query(`INSERT INTO windowed (created_at, payload) VALUES (now() + interval '2 years', 'far ahead')`);
+  const r = await maintain({ tables: [{ table: 'windowed', premake: 3 }] });
+  expect(r.failures).toEqual([]);
+  expect(r.tables[0].created).toEqual([]);
+  expect(r.tables[0].warnings.join(' ')).toMatch(/partflow run maint-pt-\d+ owns public\.windowed: nothing was created, moved or archived/);
+  await h.signal('rollback');
+  expect((await h.result()).status).toBe('rolled-back');
+  expect((await db.pool.query(`SELECT count(*)::int AS n FROM windowed WHERE payload = 'far ahead'`)).rows[0].n).toBe(1);
+  expect((await db.pool.query(`SELECT count(*)::int AS n FROM windowed`)).rows[0].n).toBe(201);
+});
