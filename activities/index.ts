@@ -1,10 +1,11 @@
 /** Every activity partflow registers, built around one pg pool and logger. */
+import { createCleanupActivities } from './cleanup';
 import { createConstraintActivities } from './constraints';
 import { createMaintenanceActivities } from './maintenance';
 import { createPartitionActivities, Deps } from './partition';
 
 export function createActivities(deps: Deps) {
-  return { ...createPartitionActivities(deps), ...createConstraintActivities(deps), ...createMaintenanceActivities(deps) };
+  return { ...createPartitionActivities(deps), ...createConstraintActivities(deps), ...createMaintenanceActivities(deps), ...createCleanupActivities(deps) };
 }
 
 export type Activities = ReturnType<typeof createActivities>;

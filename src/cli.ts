@@ -5,7 +5,7 @@
 import { parseArgs } from 'util';
 import type { Client, WorkflowHandle } from '@temporalio/client';
 import type { Progress } from '../workflows/definitions';
-import { connectClient, partitionHandle, startPartition } from './client';
+import { cleanupLeftovers, connectClient, partitionHandle, startPartition } from './client';
 import { InputError, parseTableName } from './ident';
 import { PartitionTableInput, validatePartitionInput, validateThrottle } from './input';
 import * as fs from 'fs';
@@ -33,6 +33,7 @@ Commands:
   rollback <table>   undo: before cut-over drops the copy; after it swaps the old table back
   finalize <table>   end the rollback window now
   cancel <table>     cancel the workflow (compensations run)
+  cleanup <table>    show what a terminated run left behind; --yes removes it
   fix                add foreign keys and NOT NULLs online: --preset seed-critical-fixes or --file input.json;
                      audits first and changes nothing when violations have no policy
   report             the partition health report as a table, changing nothing: --tables a,b or --file input.json
@@ -52,6 +53,7 @@ Environment: TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, PARTFLOW_TASK_QUEUE. Run 'par
   rollback: 'partflow rollback <table>: before cut-over, drop the copy; during the rollback window, swap the old table back',
   finalize: 'partflow finalize <table>: end the rollback window now (the old table is kept as <table>_old)',
   cancel: 'partflow cancel <table>: cancel the workflow; its compensations run first',
+  cleanup: 'partflow cleanup <table> [--yes] [--json]: what a terminated run left behind (triggers, the copy); with --yes removes it. Refused while the run still runs',
   report: 'partflow report (--file input.json | --tables t1,t2) [--json]: the health report, nothing changed',
   throttle: 'partflow throttle <table> [--batch-size N] [--sleep-ms N]',
   maintain: 'partflow maintain (--file input.json | --tables t1,t2 [--premake 3] [--retention "12 months"] [--archive detach|dump|drop|none]) [--json]',
@@ -78,6 +80,7 @@ const options = {
   'lock-timeout-ms': { type: 'string' },
   'start-month': { type: 'string' },
   'accept-lost-constraint': { type: 'string', multiple: true },
+  yes: { type: 'boolean' },
   'interval-ms': { type: 'string' },
   preset: { type: 'string' },
   file: { type: 'string' },
@@ -174,7 +177,7 @@ export async function main(argv: string[], out: (s: string) => void = (s) => pro
       client = await connectClient(config);
       return await maintenance(client, command, table, v as Record<string, unknown>, config.taskQueue, out);
     }
-    const needsTable = ['plan', 'start', 'status', 'watch', 'pause', 'resume', 'throttle', 'approve', 'rollback', 'finalize', 'cancel'];
+    const needsTable = ['plan', 'start', 'status', 'watch', 'pause', 'resume', 'throttle', 'approve', 'rollback', 'finalize', 'cancel', 'cleanup'];
     if (!needsTable.includes(command)) throw new UsageError(`Unknown command "${command}"; run partflow --help for the list.`);
     if (!table) throw new UsageError(`partflow ${command} needs a table, e.g. partflow ${command} public.generated_images.`);
     parseTableName(table);
@@ -213,6 +216,23 @@ export async function main(argv: string[], out: (s: string) => void = (s) => pro
         const r = await h.executeUpdate('throttle', { args: [t] });
         out(`throttle now ${JSON.stringify(r)}`);
         return 0;
+      }
+      case 'cleanup': {
+        const r = await cleanupLeftovers(client, table, config.taskQueue, v.yes === true);
+        if (v.json) out(JSON.stringify(r, null, 2));
+        else {
+          const run = r.report.run;
+          out(run ? `run ${run.workflowId}: ${run.state}${run.cutoverDone ? ', cut over' : ''}` : `no partflow run recorded for ${table}`);
+          for (const x of r.report.leftovers) out(`  left behind: ${x}`);
+          if (r.refused) out(r.refused);
+          else if (r.report.phase === 'none') out('nothing to clean up');
+          else if (r.report.removed) out(r.report.phase === 'after-cutover' ? `removed; ${table} stays partitioned, ${table}_old is kept for you to drop` : `removed; ${table} is as it was before the run`);
+          else {
+            for (const sql of r.report.statements) out(`  would run: ${sql}`);
+            out(`nothing changed; run again with --yes to remove it`);
+          }
+        }
+        return r.refused ? 1 : 0;
       }
       case 'cancel':
         await h.cancel();

@@ -28,3 +28,34 @@ export async function hasWorker(client: Client, taskQueue: string): Promise<bool
   });
   return (r.pollers ?? []).length > 0;
 }
+
+export interface CleanupOutcome {
+  /** set when cleanup refused: one sentence */
+  refused?: string;
+  report: import('../activities/cleanup').CleanupReport;
+}
+
+/**
+ * `partflow cleanup <table>`: what a dead run left behind; with `remove`, removes it. Refuses while the
+ * workflow that partflow.runs records for the table is still running in Temporal (cancel it instead: its
+ * own undo runs then).
+ */
+export async function cleanupLeftovers(client: Client, table: string, taskQueue: string, remove: boolean): Promise<CleanupOutcome> {
+  const ref = parseTableName(table);
+  const id = (suffix: string) => `cleanup-${ref.schema}.${ref.name}-${suffix}-${Date.now()}`;
+  const report = await client.workflow.execute('cleanupTable', { taskQueue, workflowId: id('look'), args: [{ table }] });
+  const run = report.run;
+  if (run && (run.state === 'active' || run.state === 'undoing')) {
+    const status = await client.workflow
+      .getHandle(run.workflowId)
+      .describe()
+      .then((d) => d.status.name)
+      .catch(() => 'NOT_FOUND');
+    if (status === 'RUNNING') {
+      return { refused: `Workflow ${run.workflowId} still runs and owns ${table}; cancel it (its own undo then runs) or wait for it, instead of cleaning up.`, report };
+    }
+  }
+  if (!remove || report.phase === 'none' || !run) return { report };
+  const done = await client.workflow.execute('cleanupTable', { taskQueue, workflowId: id('remove'), args: [{ table, remove: true, workflowId: run.workflowId }] });
+  return { report: done };
+}

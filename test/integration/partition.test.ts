@@ -482,3 +482,52 @@ test('an undo that cannot restore everything goes to the end and says what is le
   const run = await db.pool.query(`SELECT run_state FROM partflow.runs WHERE table_name = 'owners'`);
   expect(run.rows[0].run_state).toBe('rolled-back'); // not left active: the next run may start
 });
+
+describe('partflow cleanup after a terminate', () => {
+  it('refuses while the run still runs, shows what a terminated run left, removes it with --yes', async () => {
+    const { cleanupLeftovers } = await import('../../src/client');
+    const t = await createTable(db.pool, { schema: 'public', name: 'terminated' }, 8_000, 'uuid');
+    const before = await catalogSnapshot(db.pool, ['public']);
+    const w = writerFor(t);
+    await w.start();
+    const h = await start({ table: 'terminated', batchSize: 50, sleepMs: 100, approval: 'signal' });
+    await waitFor(h, (p) => p.phase === 'backfill' && p.checkpointPage > 2, 'backfill progress');
+    const live = await cleanupLeftovers(env.client, 'public.terminated', TQ, true);
+    expect(live.refused).toMatch(new RegExp(`Workflow ${h.workflowId} still runs and owns public\\.terminated; cancel it`));
+    expect(await relkind({ schema: 'public', name: 'terminated_pf_shadow' })).toBe('p');
+    await h.terminate('operator pulled the plug');
+    await sleep(500);
+    const look = await cleanupLeftovers(env.client, 'public.terminated', TQ, false);
+    expect(look.refused).toBeUndefined();
+    expect(look.report.phase).toBe('before-cutover');
+    expect(look.report.leftovers).toEqual(expect.arrayContaining(['trigger partflow_sync_fwd on terminated', 'table terminated_pf_shadow (partitioned copy)']));
+    expect(look.report.removed).toBe(false);
+    expect(await relkind({ schema: 'public', name: 'terminated_pf_shadow' })).toBe('p'); // nothing changed yet
+    const done = await cleanupLeftovers(env.client, 'public.terminated', TQ, true);
+    expect(done.report.removed).toBe(true);
+    await sleep(300);
+    const stats = await w.stop();
+    expect({ errors: stats.errors, samples: stats.errorSamples }).toEqual({ errors: 0, samples: [] });
+    expect(await catalogSnapshot(db.pool, ['public'])).toEqual(before);
+    expect((await db.pool.query(`SELECT count(*)::int AS n FROM pg_proc WHERE pronamespace = to_regnamespace('partflow')`)).rows[0].n).toBe(0);
+    expect((await db.pool.query(`SELECT run_state FROM partflow.runs WHERE table_name = 'terminated'`)).rows[0].run_state).toBe('rolled-back');
+    await expectMatchesRecord(t, w);
+    // a new run may start
+    const again = await (await start({ table: 'terminated', dryRun: true })).result();
+    expect(again.status).toBe('dry-run');
+  });
+
+  it('after the cut-over: the reverse triggers go, the table stays partitioned and <table>_old is kept', async () => {
+    const { cleanupLeftovers } = await import('../../src/client');
+    await createTable(db.pool, { schema: 'public', name: 'terminated_late' }, 2_000, 'uuid');
+    const h = await start({ table: 'terminated_late', approval: 'auto', rollbackWindow: '1h' });
+    await waitFor(h, (p) => p.phase === 'rollback-window', 'cut-over');
+    await h.terminate();
+    const done = await cleanupLeftovers(env.client, 'public.terminated_late', TQ, true);
+    expect(done.report.phase).toBe('after-cutover');
+    expect(done.report.removed).toBe(true);
+    expect(await relkind({ schema: 'public', name: 'terminated_late' })).toBe('p');
+    expect(await relkind({ schema: 'public', name: 'terminated_late_old' })).toBe('r');
+    expect((await db.pool.query(`SELECT count(*)::int AS n FROM pg_trigger WHERE tgname LIKE 'partflow%'`)).rows[0].n).toBe(0);
+  });
+});

@@ -1,0 +1,117 @@
+/**
+ * What a dead partitionTable run (terminated, or lost with its history) leaves behind, and its safe removal.
+ * The SQL comes from the plan partflow stored in partflow.runs when the run claimed the table, never from
+ * the caller: the input names a table, nothing else.
+ */
+import { ApplicationFailure } from '@temporalio/common';
+import type { Pool } from 'pg';
+import { displayName, qualified, TableRef } from '../src/ident';
+import type { Plan } from '../src/plan';
+import { STATE_SCHEMA } from '../src/plan';
+import { classify, withLockRetry } from './db';
+import type { Deps } from './partition';
+
+const RUNS = `${STATE_SCHEMA}.runs`;
+
+export interface CleanupReport {
+  table: string;
+  /** the run partflow.runs records for the table, if any */
+  run: { workflowId: string; state: string; cutoverDone: boolean } | null;
+  /** `before-cutover`: the copy and the forward triggers go; `after-cutover`: the reverse triggers go, the
+   *  partitioned table stays and `<table>_old` is kept; `none`: nothing to do */
+  phase: 'before-cutover' | 'after-cutover' | 'none';
+  /** what is there now, one line each */
+  leftovers: string[];
+  /** the statements that remove them, in order */
+  statements: string[];
+  removed: boolean;
+}
+
+async function storedRun(pool: Pool, table: TableRef): Promise<{ workflow_id: string; run_state: string; cutover_done: boolean; plan: string | null } | null> {
+  if (!(await pool.query(`SELECT to_regclass($1) IS NOT NULL AS ok`, [RUNS])).rows[0].ok) return null;
+  const r = await pool.query(`SELECT workflow_id, run_state, cutover_done, plan FROM ${RUNS} WHERE table_schema = $1 AND table_name = $2`, [table.schema, table.name]);
+  return r.rows[0] ?? null;
+}
+
+/** Objects of the plan that exist now. */
+async function present(pool: Pool, plan: Plan): Promise<string[]> {
+  const r = await pool.query(
+    `SELECT 'trigger ' || t.tgname || ' on ' || t.tgrelid::regclass::text AS x FROM pg_trigger t
+      WHERE t.tgname LIKE 'partflow\\_%' AND t.tgrelid IN (to_regclass($1), to_regclass($2), to_regclass($3))
+     UNION ALL SELECT 'function ' || p.oid::regprocedure::text FROM pg_proc p
+      WHERE p.pronamespace = to_regnamespace($4) AND p.proname LIKE '%\\_' || $5::text
+     UNION ALL SELECT 'view ' || c.oid::regclass::text FROM pg_class c WHERE c.relnamespace = to_regnamespace($4) AND c.relname = 'guard_' || $5::text
+     UNION ALL SELECT 'table ' || c.oid::regclass::text || CASE WHEN c.relkind = 'p' THEN ' (partitioned copy)' ELSE '' END FROM pg_class c WHERE c.oid = to_regclass($2)
+     UNION ALL SELECT 'sequence ' || c.oid::regclass::text FROM pg_class c WHERE c.oid = to_regclass($6)
+     ORDER BY 1`,
+    [qualified(plan.table), qualified(plan.shadow), qualified(plan.old), STATE_SCHEMA, String(plan.tableOid), qualified(plan.movesCounter)],
+  );
+  return r.rows.map((x) => x.x);
+}
+
+export function createCleanupActivities({ pool, log }: Deps) {
+  async function report(table: TableRef): Promise<{ report: CleanupReport; plan: Plan | null }> {
+    const run = await storedRun(pool, table);
+    const base: CleanupReport = { table: displayName(table), run: null, phase: 'none', leftovers: [], statements: [], removed: false };
+    if (!run) return { report: base, plan: null };
+    base.run = { workflowId: run.workflow_id, state: run.run_state, cutoverDone: run.cutover_done };
+    if (!run.plan) return { report: base, plan: null };
+    const plan = JSON.parse(run.plan) as Plan;
+    const leftovers = await present(pool, plan);
+    if (!leftovers.length) return { report: { ...base, leftovers }, plan };
+    if (run.cutover_done) {
+      // the conversion stands: what is left is the rollback machinery on the new table
+      return { report: { ...base, leftovers, phase: 'after-cutover', statements: [...plan.sql.finalize, ...(plan.sql.dropCounters ?? [])] }, plan };
+    }
+    return { report: { ...base, leftovers, phase: 'before-cutover', statements: [...plan.sql.dropSyncTrigger, ...(plan.sql.dropCounters ?? []), ...plan.sql.dropShadow] }, plan };
+  }
+
+  return {
+    /** Read-only: what a run of `table` left behind and how cleanup would remove it. */
+    async inspectLeftovers(table: TableRef): Promise<CleanupReport> {
+      try {
+        return (await report(table)).report;
+      } catch (err) {
+        classify(err, 'cleanup inspection');
+      }
+    },
+
+    /**
+     * Removes what the run recorded for `table` left behind, if that run is still `expectedWorkflowId` (the
+     * one the operator saw was no longer running). The run's state goes to `undoing` first, in its own
+     * transaction: a forward step of a run still alive somewhere can no longer commit (it checks that state
+     * in the same transaction as its DDL).
+     */
+    async removeLeftovers(table: TableRef, expectedWorkflowId: string, lockTimeoutMs: number): Promise<CleanupReport> {
+      const l = log.child({ step: 'cleanup', table: displayName(table) });
+      try {
+        const fenced = await pool.query(
+          `UPDATE ${RUNS} SET run_state = 'undoing', updated_at = now() WHERE table_schema = $1 AND table_name = $2 AND workflow_id = $3 RETURNING cutover_done`,
+          [table.schema, table.name, expectedWorkflowId],
+        );
+        if (!fenced.rowCount) {
+          throw ApplicationFailure.nonRetryable(`partflow.runs no longer records workflow ${expectedWorkflowId} for ${displayName(table)}; look again with partflow cleanup ${displayName(table)}.`, 'RunChanged');
+        }
+        const { report: r, plan } = await report(table);
+        if (plan && r.statements.length) {
+          await withLockRetry(pool, l, 'cleanup', lockTimeoutMs, async (c) => {
+            if (r.phase === 'before-cutover') {
+              // never drop the table itself: the copy must be partflow's partitioned table, not the source
+              const s = await c.query(`SELECT oid::int AS oid, relkind FROM pg_class WHERE oid = to_regclass($1)`, [qualified(plan.shadow)]);
+              if (s.rowCount && (s.rows[0].oid === plan.tableOid || s.rows[0].relkind !== 'p')) {
+                throw ApplicationFailure.nonRetryable(`Refusing to drop ${displayName(plan.shadow)}: it is not partflow's copy.`, 'Safety');
+              }
+            }
+            for (const sql of r.statements) await c.query(sql);
+          }, { relations: [qualified(plan.table), qualified(plan.shadow), qualified(plan.old)] });
+        }
+        const final = r.phase === 'after-cutover' ? 'done' : 'rolled-back';
+        await pool.query(`UPDATE ${RUNS} SET run_state = $4, updated_at = now() WHERE table_schema = $1 AND table_name = $2 AND workflow_id = $3`, [table.schema, table.name, expectedWorkflowId, final]);
+        l.info({ removed: r.leftovers, phase: r.phase }, 'leftovers of a dead run removed');
+        return { ...r, removed: true, run: r.run && { ...r.run, state: final } };
+      } catch (err) {
+        classify(err, 'cleanup');
+      }
+    },
+  };
+}
