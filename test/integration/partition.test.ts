@@ -531,3 +531,19 @@ describe('partflow cleanup after a terminate', () => {
     expect((await db.pool.query(`SELECT count(*)::int AS n FROM pg_trigger WHERE tgname LIKE 'partflow%'`)).rows[0].n).toBe(0);
   });
 });
+
+test('a slow preflight heartbeats and completes in its first attempt (here it waits 18 s for a lock, past the 15 s heartbeat timeout)', async () => {
+  await db.pool.query(`CREATE TABLE public.slowpre (id int PRIMARY KEY, created_at timestamptz NOT NULL)`);
+  await withClient(async (c) => {
+    await c.query('BEGIN');
+    await c.query(`LOCK TABLE public.slowpre IN ACCESS EXCLUSIVE MODE`);
+    await c.query(`PREPARE TRANSACTION 'pf_slowpre'`);
+  });
+  const h = await start({ table: 'slowpre', dryRun: true });
+  await sleep(18_000);
+  await db.pool.query(`COMMIT PREPARED 'pf_slowpre'`);
+  expect((await h.result()).status).toBe('dry-run');
+  const events = (await h.fetchHistory()).events ?? [];
+  const started = events.filter((e) => e.activityTaskStartedEventAttributes).map((e) => e.activityTaskStartedEventAttributes!.attempt);
+  expect(started).toEqual([1]);
+});
