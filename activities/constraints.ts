@@ -27,7 +27,8 @@ export interface FixAudit {
   description: string;
   info: FixInfo;
   violations: number;
-  sample: unknown[];
+  /** the query that lists the violating rows (their values stay out of the workflow's history) */
+  listQuery: string;
   policy: string;
   /** what will be run, in order */
   sql: string[];
@@ -205,7 +206,7 @@ export function createConstraintActivities({ pool, log }: Deps) {
   }
 
   return {
-    /** Read-only: checks every fix, counts violations with a sample, and lists the SQL each will run. */
+    /** Read-only: checks every fix, counts violations (with the query that lists them), and the SQL each will run. */
     async auditFixes(opts: FixOptions): Promise<FixAudit[]> {
       try {
         return await withHeartbeat(() => ({ step: 'audit' }), () =>
@@ -214,15 +215,11 @@ export function createConstraintActivities({ pool, log }: Deps) {
             for (const [i, fix] of opts.fixes.entries()) {
               const info = await inspect(c, fix, i);
               let violations = 0;
-              let sample: unknown[] = [];
-              if (!info.alreadyDone) {
-                const a = auditSql(fix, info.pk, 10);
-                violations = Number((await c.query(a.count)).rows[0].n);
-                if (violations) sample = (await c.query(a.sample)).rows.map((x) => x.row);
-              }
+              const a = auditSql(fix, info.pk);
+              if (!info.alreadyDone) violations = Number((await c.query(a.count)).rows[0].n);
               const policy = fix.kind === 'foreignKey' ? `orphans: ${fix.orphans}` : `nulls: ${fix.nulls === 'fail' ? 'fail' : `fill ${JSON.stringify(fix.nulls.fill)}`}`;
               const { sql, notes } = plannedSql(fix, info, opts.batchSize);
-              out.push({ fixNo: i, fix, description: describeFix(fix), info, violations, sample, policy, sql, notes });
+              out.push({ fixNo: i, fix, description: describeFix(fix), info, violations, listQuery: a.list, policy, sql, notes });
             }
             return out;
           }, { readOnly: true, isolation: 'REPEATABLE READ' }),

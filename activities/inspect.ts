@@ -153,16 +153,8 @@ export async function readTableInfo(c: PoolClient, opts: PartitionOptions, workf
     const col = quoteIdent(pcRow.name);
     const type = pcRow.kind as PartitionColumnType;
     const outside = `${col} < ${boundLiteral(first.from, type, tz)} OR ${col} >= ${boundLiteral(last.to, type, tz)}`;
-    const out = await c.query(
-      `SELECT (SELECT count(*) FROM ${qualified(t)} WHERE ${outside})::bigint AS n,
-              (SELECT coalesce(array_agg(v), '{}') FROM (SELECT DISTINCT ${col}::text AS v FROM ${qualified(t)} WHERE ${outside} LIMIT 5) s) AS samples`,
-    );
-    keyRange = {
-      months,
-      bodyStart: layout.bodyStart && formatMonth(layout.bodyStart),
-      outsideRows: Number(out.rows[0].n),
-      outsideSamples: out.rows[0].samples,
-    };
+    const out = await c.query(`SELECT count(*)::bigint AS n FROM ${qualified(t)} WHERE ${outside}`);
+    keyRange = { months, bodyStart: layout.bodyStart && formatMonth(layout.bodyStart), outsideRows: Number(out.rows[0].n) };
     if (!pcRow.notNull) {
       nullKeyRows = Number((await c.query(`SELECT count(*) AS n FROM ${qualified(t)} WHERE ${col} IS NULL`)).rows[0].n);
     }

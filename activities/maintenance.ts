@@ -58,6 +58,19 @@ export function archiveDir(): string {
   return process.env.PARTFLOW_ARCHIVE_DIR ?? path.join(os.homedir(), '.cache', 'partflow', 'archive');
 }
 
+/** A libpq URI without its password, and the password. */
+export function withoutPassword(uri: string): { url: string; password: string | null } {
+  try {
+    const u = new URL(uri);
+    if (!u.password) return { url: uri, password: null };
+    const password = decodeURIComponent(u.password);
+    u.password = '';
+    return { url: u.toString(), password };
+  } catch {
+    return { url: uri, password: null }; // a keyword=value string: libpq's own format, passed on as it is
+  }
+}
+
 function literalInner(lit: string): string {
   const m = /^'((?:[^']|'')*)'(::.*)?$/.exec(lit.trim());
   return m ? m[1].replace(/''/g, "'") : lit.trim();
@@ -179,8 +192,13 @@ export function createMaintenanceActivities({ pool, log }: Deps) {
     const o = (pool as unknown as { options: PoolConfig }).options;
     const copy = () => {
       const args = ['-X', '-v', 'ON_ERROR_STOP=1', '-c', `COPY ${qualified(part)} TO STDOUT`];
-      if (o.connectionString) args.unshift(o.connectionString);
       const env = { ...process.env };
+      if (o.connectionString) {
+        // the password goes in the child's environment, never on its command line (ps shows argv to everyone)
+        const { url, password } = withoutPassword(o.connectionString);
+        args.unshift(url);
+        if (password !== null) env.PGPASSWORD = password;
+      }
       for (const [k, v] of [['PGHOST', o.host], ['PGPORT', o.port], ['PGUSER', o.user], ['PGDATABASE', o.database], ['PGPASSWORD', typeof o.password === 'string' ? o.password : undefined]] as const) {
         if (v !== undefined && v !== null) env[k] = String(v);
       }

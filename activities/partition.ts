@@ -340,7 +340,7 @@ export function createPartitionActivities({ pool, log }: Deps) {
         rowsCopied += read;
         rowsThisChunk += read;
         batches++;
-        ctx?.heartbeat({ checkpointKey: last, rowsCopied });
+        ctx?.heartbeat({ rowsCopied }); // the key itself stays in partflow.runs: no row values in history
         if (input.sleepMs > 0) await sleep(input.sleepMs);
       }
       const done = !max || same(last, max);
@@ -348,7 +348,7 @@ export function createPartitionActivities({ pool, log }: Deps) {
       return {
         nextPage: done ? 1 : 0, totalPages: 1, rowsCopied, rowsThisChunk, pagesThisChunk: 0, batches, elapsedMs: Date.now() - started, done,
         percent: done ? 100 : est > 0 ? Math.min(99.9, (rowsCopied / est) * 100) : 0,
-        checkpoint: last ? `key (${last.join(', ')})` : 'start',
+        checkpoint: last ? `key checkpoint after ${rowsCopied} rows (partflow.runs.last_key)` : 'start',
         rowMoves: await rowMoves(input.table),
       };
     } catch (err) {

@@ -73,8 +73,6 @@ export interface KeyRange {
   bodyStart: string | null;
   /** rows the plan puts in the default partition: before the first partition, after the last, or infinite */
   outsideRows: number;
-  /** a few of their values, as text */
-  outsideSamples: string[];
 }
 
 /** Settings of the source that `LIKE ... INCLUDING ALL` does not copy. */

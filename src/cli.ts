@@ -280,7 +280,7 @@ export function auditTable(r: FixResult): string[] {
     const ap = r.applied.find((x) => x.name === a.name);
     const res = a.alreadyDone ? 'already in place' : ap ? `added${ap.rowsRepaired ? `, ${ap.rowsRepaired} rows repaired` : ''}${ap.indexCreated ? ', index created' : ''}` : r.status === 'dry-run' ? 'would add' : '-';
     lines.push(`${a.name.padEnd(44)} ${String(a.violations).padStart(10)}  ${a.policy.padEnd(22)} ${res}`);
-    if (a.violations && a.sample.length) lines.push(`${''.padEnd(44)} e.g. ${JSON.stringify(a.sample[0])}`);
+    if (a.violations && a.listQuery) lines.push(`${''.padEnd(44)} list: ${a.listQuery}`);
   }
   return lines;
 }

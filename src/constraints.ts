@@ -207,14 +207,18 @@ export function violationCondition(f: Fix, alias = 'c'): string {
   return f.kind === 'foreignKey' ? orphanCondition(f, alias) : `${alias}.${q(f.column)} IS NULL`;
 }
 
-export function auditSql(f: Fix, pk: string[], sample: number): { count: string; sample: string } {
+/**
+ * The audit's count, and the query that lists the violating rows. The listing is for the operator to run:
+ * row values never go into a workflow's history (which many teams ship elsewhere), only counts and queries.
+ */
+export function auditSql(f: Fix, pk: string[]): { count: string; list: string } {
   const t = qualified(f.table);
   const cond = violationCondition(f);
   const shown = f.kind === 'foreignKey' ? f.columns : [f.column];
   const key = pk.length ? pk : ['ctid'];
   return {
     count: `SELECT count(*)::bigint AS n FROM ${t} c WHERE ${cond}`,
-    sample: `SELECT jsonb_build_object(${[...key, ...shown].map((c) => `${quoteLiteral(c)}, c.${c === 'ctid' ? 'ctid::text' : q(c)}`).join(', ')}) AS row FROM ${t} c WHERE ${cond} LIMIT ${Math.floor(sample)}`,
+    list: `SELECT ${[...key, ...shown].map((c) => (c === 'ctid' ? 'c.ctid' : `c.${q(c)}`)).join(', ')} FROM ${t} c WHERE ${cond}`,
   };
 }
 

@@ -374,7 +374,7 @@ export function buildPlan(info: TableInfo, opts: PartitionOptions): Plan {
   const outsideRows = info.keyRange?.outsideRows ?? 0;
   if (outsideRows > 0) {
     warnings.push(
-      `${outsideRows} row(s) of ${displayName(table)} fall outside the monthly partitions ${partitions[0].from} … ${partitions[partitions.length - 1].from} (e.g. ${(info.keyRange?.outsideSamples ?? []).join(', ')}) and go to ${defaultPartition}: outliers, infinities or far-future rows.`,
+      `${outsideRows} row(s) of ${displayName(table)} fall outside the monthly partitions ${partitions[0].from} … ${partitions[partitions.length - 1].from} and go to ${defaultPartition}: outliers, infinities or far-future rows (list them with: SELECT * FROM ${qualified(table)} WHERE ${q(pc.name)} < ${boundLiteral(specs[0].from, type, opts.timeZone)} OR ${q(pc.name)} >= ${boundLiteral(specs[specs.length - 1].to, type, opts.timeZone)}).`,
     );
   }
   if (layout.bodyStart && info.oldestMonth && !startMonth && info.oldestMonth < formatMonth(layout.bodyStart)) {

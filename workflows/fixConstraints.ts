@@ -28,7 +28,7 @@ export interface FixProgress {
 
 export interface FixResult {
   status: 'done' | 'dry-run' | 'rolled-back';
-  audit: { fix: string; name: string; policy: string; violations: number; sample: unknown[]; alreadyDone: boolean; notes: string[]; sql?: string[] }[];
+  audit: { fix: string; name: string; policy: string; violations: number; listQuery: string; alreadyDone: boolean; notes: string[]; sql?: string[] }[];
   applied: { fix: string; name: string; skipped: boolean; rowsRepaired: number; indexCreated: boolean }[];
 }
 
@@ -41,7 +41,7 @@ class RollbackRequested extends Error {}
 
 function summarize(audits: FixAudit[], withSql: boolean): FixResult['audit'] {
   return audits.map((a) => ({
-    fix: a.description, name: a.fix.name, policy: a.policy, violations: a.violations, sample: a.sample, alreadyDone: a.info.alreadyDone, notes: a.notes,
+    fix: a.description, name: a.fix.name, policy: a.policy, violations: a.violations, listQuery: a.listQuery, alreadyDone: a.info.alreadyDone, notes: a.notes,
     ...(withSql ? { sql: a.sql } : {}),
   }));
 }
@@ -88,7 +88,7 @@ export async function fixConstraints(input: FixConstraintsInput): Promise<FixRes
       return { status: 'dry-run', audit: summarize(audits, true), applied: [] };
     }
     if (blocking.length) {
-      const what = blocking.map((a) => `${a.description}: ${a.violations} ${a.fix.kind === 'foreignKey' ? 'orphan' : 'NULL'} row(s), e.g. ${JSON.stringify(a.sample[0])}`).join('; ');
+      const what = blocking.map((a) => `${a.description}: ${a.violations} ${a.fix.kind === 'foreignKey' ? 'orphan' : 'NULL'} row(s) (list them with: ${a.listQuery})`).join('; ');
       throw ApplicationFailure.nonRetryable(
         `Nothing was changed: ${what}; choose "orphans": "set-null" or "delete" (or "nulls": {"fill": ...}), or clean them up first.`,
         'ViolationsFound',

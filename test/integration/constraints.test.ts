@@ -87,11 +87,14 @@ async function constraintState(table: string): Promise<{ rel: string; convalidat
   return r.rows;
 }
 
-test('orphans "fail": the audit reports counts and sample keys and nothing changes', async () => {
+test('orphans "fail": the audit reports counts and the query that lists them, no row values, and nothing changes', async () => {
   await childTable('c_fail', 2000, 3);
   const before = await catalogSnapshot(db.pool, ['public', 'partflow']);
   const msg = await failure((await run({ fixes: [fk('c_fail')] })).result());
-  expect(msg).toMatch(/^Nothing was changed: public\.c_fail\(user_id\) → public\.users\(id\): 3 orphan row\(s\), e\.g\. \{"id":\d+,.*"user_id":"[0-9a-f-]{36}"/);
+  expect(msg).toMatch(/^Nothing was changed: public\.c_fail\(user_id\) → public\.users\(id\): 3 orphan row\(s\) \(list them with: SELECT c\."id", c\."created_at", c\."user_id" FROM "public"\."c_fail" c WHERE c\."user_id" IS NOT NULL AND NOT EXISTS/);
+  expect(msg).not.toMatch(/[0-9a-f]{8}-[0-9a-f]{4}-/); // no key values
+  const listed = await db.pool.query(/list them with: (SELECT .*?)\)(;|$)/.exec(msg)![1]);
+  expect(listed.rowCount).toBe(3);
   expect(await catalogSnapshot(db.pool, ['public', 'partflow'])).toEqual(before);
 });
 

@@ -34,3 +34,12 @@ describe('maintenance arithmetic', () => {
     expect(() => validateMaintainInput({ tables: [{ table: 'gi', premake: -1 }] })).toThrow(/tables\[0\]\.premake/);
   });
 });
+
+describe('the dump archive never puts the password on psql command line', () => {
+  it('moves it from the URI to the environment', () => {
+    const { withoutPassword } = require('../../activities/maintenance') as typeof import('../../activities/maintenance');
+    expect(withoutPassword('postgres://app:s%40cret@db.internal:5432/prod?sslmode=require')).toEqual({ url: 'postgres://app@db.internal:5432/prod?sslmode=require', password: 's@cret' });
+    expect(withoutPassword('postgres://app@db/prod')).toEqual({ url: 'postgres://app@db/prod', password: null });
+    expect(withoutPassword('host=db user=app')).toEqual({ url: 'host=db user=app', password: null });
+  });
+});
