@@ -41,6 +41,8 @@ export interface TableReport {
   futurePartitions: number;
   oldestPartition: string | null;
   warnings: string[];
+  /** partitions whose interrupted DETACH CONCURRENTLY this run finished */
+  finishedDetaches?: string[];
   /** rows left in the default partition because they are dated far outside the partitions */
   sentinels?: { rows: number; months: string[] };
 }
@@ -301,7 +303,26 @@ export function createMaintenanceActivities({ pool, log }: Deps) {
           }
           if (report.created.length) p = await inTransaction(pool, (c) => inspect(c, spec), { readOnly: true });
 
-          // 3. retention
+          // 3. a DETACH ... CONCURRENTLY interrupted after its first transaction left a partition "detach
+          // pending": every later detach of the table fails until it is finished (FINALIZE waits for older
+          // snapshots; it takes SHARE UPDATE EXCLUSIVE on the parent, writes go on)
+          if (!readOnly) {
+            const stuck = (await pool.query(
+              `SELECT n.nspname AS schema, c.relname AS name FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+                WHERE i.inhparent = $1 AND i.inhdetachpending`,
+              [p.oid],
+            )).rows as TableRef[];
+            for (const part of stuck) {
+              await withLockRetry(pool, l, 'finish detach', spec.lockTimeoutMs * 20, (c) => c.query(`ALTER TABLE ${qualified(spec.table)} DETACH PARTITION ${qualified(part)} FINALIZE`));
+              report.warnings.push(`${part.name} was left "detach pending" by an interrupted DETACH CONCURRENTLY; the detach was finished (it is now a table of its own, ${qualified(part)}).`);
+              report.finishedDetaches = [...(report.finishedDetaches ?? []), part.name];
+              // one of ours (retention was detaching it): its archiving goes on below
+              await ensureArchiveLog();
+              await pool.query(`UPDATE partflow.archive_log SET state = 'detached', updated_at = now() WHERE table_schema = $1 AND partition = $2 AND state = 'detaching'`, [spec.table.schema, part.name]);
+            }
+          }
+
+          // 4. retention
           if (spec.retentionMonths !== null && !readOnly) {
             await ensureArchiveLog();
             const pending = (await pool.query(`SELECT partition FROM partflow.archive_log WHERE table_schema = $1 AND table_name = $2 AND state = 'detached'`, [spec.table.schema, spec.table.name])).rows.map((r) => r.partition as string);
@@ -370,7 +391,7 @@ export function createMaintenanceActivities({ pool, log }: Deps) {
             if (report.archived.length) p = await inTransaction(pool, (c) => inspect(c, spec), { readOnly: true });
           }
 
-          // 4. health
+          // 5. health
           const nextMonth = `${formatMonth(addMonths(p.current, 1))}-01 00:00:00`;
           for (const part of [...p.parts].sort((a, b) => (a.lo < b.lo ? -1 : 1))) {
             const h: PartitionHealth = { name: part.name, from: part.lo, to: part.hi, rowsEstimated: part.est < 0 ? null : part.est, bytes: part.bytes };

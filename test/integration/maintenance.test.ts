@@ -243,3 +243,25 @@ test('a table in a partitionTable rollback window is left alone, so a rollback l
   expect((await db.pool.query(`SELECT count(*)::int AS n FROM windowed WHERE payload = 'far ahead'`)).rows[0].n).toBe(1);
   expect((await db.pool.query(`SELECT count(*)::int AS n FROM windowed`)).rows[0].n).toBe(201);
 });
+
+test('a partition left "detach pending" by an interrupted DETACH CONCURRENTLY is finished, and later detaches work', async () => {
+  await parted('pending', -20, -17, false);
+  const holder = new Client(db.conn);
+  await holder.connect();
+  await holder.query('BEGIN ISOLATION LEVEL REPEATABLE READ');
+  await holder.query('SELECT count(*) FROM pending'); // an old snapshot: the detach's second phase waits for it
+  const c = new Client({ ...db.conn, options: '-c statement_timeout=1000' });
+  await c.connect();
+  await expect(c.query(`ALTER TABLE pending DETACH PARTITION pending_${month(-20).name} CONCURRENTLY`)).rejects.toThrow(/statement timeout/);
+  await c.end();
+  await holder.query('COMMIT');
+  await holder.end();
+  const stuck = await db.pool.query(`SELECT inhdetachpending FROM pg_inherits WHERE inhrelid = 'pending_${month(-20).name}'::regclass`);
+  expect(stuck.rows).toEqual([{ inhdetachpending: true }]);
+  const r = await maintain({ tables: [{ table: 'pending', premake: 0, retention: '18 months', archive: 'detach' }] });
+  expect(r.failures).toEqual([]);
+  expect(r.tables[0].finishedDetaches).toEqual([`pending_${month(-20).name}`]);
+  // retention then detached the next expired ones, which failed while the detach was pending
+  expect(r.tables[0].archived.map((a) => a.partition).sort()).toEqual([`pending_${month(-19).name}`]);
+  expect((await db.pool.query(`SELECT count(*)::int AS n FROM pg_inherits WHERE inhparent = 'pending'::regclass AND inhdetachpending`)).rows[0].n).toBe(0);
+});
