@@ -13,7 +13,7 @@ import { pipeline } from 'stream/promises';
 import * as zlib from 'zlib';
 import { ApplicationFailure } from '@temporalio/common';
 import type { Pool, PoolClient, PoolConfig } from 'pg';
-import { displayName, InputError, qualified, quoteIdent as q, TableRef } from '../src/ident';
+import { byteLength, displayName, InputError, MAX_IDENT_BYTES, qualified, quoteIdent as q, quoteLiteral, TableRef } from '../src/ident';
 import { expiredPartitions, LocalRange, MaintainTableSpec, monthCoverage, monthsToPremake } from '../src/maintenance';
 import { addMonths, boundLiteral, bucketMonth, compareMonths, formatMonth, Month, OUTLIER_GAP_MONTHS, parseMonth, PartitionColumnType, partitionName } from '../src/partitions';
 import { classify, ensureCatalog, inTransaction, withHeartbeat, withLockRetry } from './db';
@@ -58,6 +58,11 @@ interface Parted {
 
 export function archiveDir(): string {
   return process.env.PARTFLOW_ARCHIVE_DIR ?? path.join(os.homedir(), '.cache', 'partflow', 'archive');
+}
+
+/** Where `archive: "detach"` puts a schema's old partitions: `archive` for public, `archive_<schema>` otherwise. */
+export function archiveSchema(schema: string): string {
+  return schema === 'public' ? 'archive' : `archive_${schema}`.slice(0, MAX_IDENT_BYTES);
 }
 
 /** A libpq URI without its password, and the password. */
@@ -136,6 +141,10 @@ export function createMaintenanceActivities({ pool, log }: Deps) {
   async function ensureMonth(spec: MaintainTableSpec, p: Parted, m: Month): Promise<{ partition: string; rowsMovedFromDefault: number } | null> {
     const t = spec.table;
     const name = partitionName(t.name, m);
+    if (byteLength(name) > MAX_IDENT_BYTES) {
+      // PostgreSQL would cut it to 63 bytes without a word, and the next month's name would collide with it
+      throw new InputError(`The partition name ${JSON.stringify(name)} would be ${byteLength(name)} bytes, over PostgreSQL's 63; partflow cannot name monthly partitions of ${displayName(t)} (rename the table to something shorter).`);
+    }
     const lo = boundLiteral(m, p.type, spec.timeZone);
     const hi = boundLiteral(addMonths(m, 1), p.type, spec.timeZone);
     const col = q(p.column);
@@ -154,6 +163,9 @@ export function createMaintenanceActivities({ pool, log }: Deps) {
       const cols = (await c.query(`SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum) AS l FROM pg_attribute WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped AND attgenerated = ''`, [p.oid])).rows[0].l;
       const nt = qualified({ schema: t.schema, name });
       await c.query(`CREATE TABLE ${nt} (LIKE ${qualified(t)} INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING STORAGE INCLUDING COMMENTS INCLUDING GENERATED)`);
+      // owned like its siblings: by the parent's owner, not by partflow's role
+      await c.query(`DO $$ BEGIN IF (SELECT relowner FROM pg_class WHERE oid = ${p.oid}) <> (SELECT relowner FROM pg_class WHERE oid = ${quoteLiteral(nt)}::regclass)
+                       THEN EXECUTE format('ALTER TABLE %s OWNER TO %I', ${quoteLiteral(nt)}, (SELECT pg_get_userbyid(relowner) FROM pg_class WHERE oid = ${p.oid})); END IF; END $$`);
       let moved = 0;
       if (p.def) {
         const ins = await c.query(`INSERT INTO ${nt} (${cols}) SELECT ${cols} FROM ${qualified(p.def)} WHERE ${col} >= ${lo} AND ${col} < ${hi}`);
@@ -372,9 +384,11 @@ export function createMaintenanceActivities({ pool, log }: Deps) {
               }
               const entry: TableReport['archived'][number] = { partition: name, mode: spec.archive };
               if (spec.archive === 'detach') {
-                await pool.query(`CREATE SCHEMA IF NOT EXISTS archive`);
-                await withLockRetry(pool, l, 'archive', spec.lockTimeoutMs, (c) => c.query(`ALTER TABLE ${qualified(ref)} SET SCHEMA archive`));
-                entry.note = `now archive.${name}`;
+                // one archive schema per source schema: partitions of same-named tables in two schemas never meet
+                const archive = archiveSchema(spec.table.schema);
+                await pool.query(`CREATE SCHEMA IF NOT EXISTS ${q(archive)}`);
+                await withLockRetry(pool, l, 'archive', spec.lockTimeoutMs, (c) => c.query(`ALTER TABLE ${qualified(ref)} SET SCHEMA ${q(archive)}`));
+                entry.note = `now ${displayName({ schema: archive, name })}`;
               } else if (spec.archive === 'drop') {
                 await withLockRetry(pool, l, 'drop', spec.lockTimeoutMs, (c) => c.query(`DROP TABLE ${qualified(ref)}`));
               } else if (spec.archive === 'dump') {

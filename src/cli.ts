@@ -54,10 +54,10 @@ Environment: TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, PARTFLOW_TASK_QUEUE. Run 'par
   finalize: 'partflow finalize <table>: end the rollback window now (the old table is kept as <table>_old)',
   cancel: 'partflow cancel <table>: cancel the workflow; its compensations run first',
   cleanup: 'partflow cleanup <table> [--yes] [--json]: what a terminated run left behind (triggers, the copy); with --yes removes it. Refused while the run still runs',
-  report: 'partflow report (--file input.json | --tables t1,t2) [--json]: the health report, nothing changed',
+  report: 'partflow report (--file input.json | --tables t1,t2 [--time-zone UTC]) [--json]: the health report, nothing changed',
   throttle: 'partflow throttle <table> [--batch-size N] [--sleep-ms N]',
-  maintain: 'partflow maintain (--file input.json | --tables t1,t2 [--premake 3] [--retention "12 months"] [--archive detach|dump|drop|none]) [--json]',
-  schedule: `partflow schedule create (--file input.json | --tables t1,t2 [--premake 3] [--retention "12 months"] [--archive detach]) [--cron "0 3 1 * *"] [--id partflow-maintenance]
+  maintain: 'partflow maintain (--file input.json | --tables t1,t2 [--premake 3] [--retention "12 months"] [--archive detach|dump|drop|none] [--time-zone UTC]) [--json]',
+  schedule: `partflow schedule create (--file input.json | --tables t1,t2 [--premake 3] [--retention "12 months"] [--archive detach] [--time-zone UTC]) [--cron "0 3 1 * *"] [--id partflow-maintenance]
 partflow schedule show|pause|unpause|trigger|delete [--id partflow-maintenance]`,
   fix: `partflow fix --preset seed-critical-fixes | --file fixes.json  [--dry-run] [--json]
   [--set NAME.orphans=set-null|delete|fail] [--set NAME.fill=VALUE]   (policies for the preset's fixes, by constraint name)`,
@@ -308,6 +308,7 @@ function maintainInputFrom(v: Record<string, unknown>): MaintainPartitionsInput 
         ...(v.premake !== undefined ? { premake: num(v.premake as string, 'premake') } : {}),
         ...(v.retention ? { retention: v.retention as string } : {}),
         ...(v.archive ? { archive: v.archive as ArchiveMode } : {}),
+        ...(v['time-zone'] ? { timeZone: v['time-zone'] as string } : {}),
       })),
     };
   } else throw new UsageError('Name the tables: --tables generated_images,credit_transactions or --file input.json.');

@@ -265,3 +265,23 @@ test('a partition left "detach pending" by an interrupted DETACH CONCURRENTLY is
   expect(r.tables[0].archived.map((a) => a.partition).sort()).toEqual([`pending_${month(-19).name}`]);
   expect((await db.pool.query(`SELECT count(*)::int AS n FROM pg_inherits WHERE inhparent = 'pending'::regclass AND inhdetachpending`)).rows[0].n).toBe(0);
 });
+
+test('new partitions belong to the parent\'s owner, archives of another schema do not collide, names over 63 bytes are refused', async () => {
+  await db.pool.query(`DO $$ BEGIN CREATE ROLE pf_owner; EXCEPTION WHEN duplicate_object THEN NULL; END $$`);
+  await db.pool.query(`CREATE SCHEMA app2`);
+  await parted('app2.ledger', -14, -12);
+  await db.pool.query(`ALTER TABLE app2.ledger OWNER TO pf_owner`);
+  for (const k of [-14, -13, -12]) await db.pool.query(`ALTER TABLE app2.ledger_${month(k).name} OWNER TO pf_owner`);
+  await db.pool.query(`ALTER TABLE app2.ledger_default OWNER TO pf_owner`);
+  const r = await maintain({ tables: [{ table: 'app2.ledger', premake: 1, retention: '13 months', archive: 'detach' }] });
+  expect(r.failures).toEqual([]);
+  const owners = await db.pool.query(
+    `SELECT DISTINCT pg_get_userbyid(c.relowner) AS o FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'app2.ledger'::regclass`,
+  );
+  expect(owners.rows).toEqual([{ o: 'pf_owner' }]);
+  expect(r.tables[0].archived[0].note).toBe(`now archive_app2.ledger_${month(-14).name}`); // public.ledger's archive is archive.ledger_*
+  const long = `l${'o'.repeat(55)}ng`;
+  await parted(long, -1, -1);
+  const f = await maintain({ tables: [{ table: long, premake: 1 }] });
+  expect(f.failures[0].error).toMatch(/would be 66 bytes, over PostgreSQL's 63/);
+});
