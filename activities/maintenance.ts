@@ -65,6 +65,31 @@ export function archiveSchema(schema: string): string {
   return schema === 'public' ? 'archive' : `archive_${schema}`.slice(0, MAX_IDENT_BYTES);
 }
 
+/** Session settings the COPY text depends on, fixed as pg_dump fixes them. */
+const DUMP_SETTINGS = '-c DateStyle=ISO,YMD -c IntervalStyle=postgres -c extra_float_digits=3 -c TimeZone=UTC -c client_encoding=UTF8';
+
+/** fsync a file or a directory (the directory makes a rename durable). */
+function fsyncFile(p: string): void {
+  const fd = fs.openSync(p, 'r');
+  try {
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/**
+ * The archive file's name: schema and partition as they are when they are plain ([A-Za-z0-9_]), otherwise
+ * with everything else replaced and a hash of the exact names, so no identifier can reach outside the
+ * archive directory or collide with another.
+ */
+export function archiveFileStem(part: TableRef): string {
+  const safe = (x: string) => x.replace(/[^A-Za-z0-9_]/g, '_');
+  const stem = `${safe(part.schema)}.${safe(part.name)}`;
+  if (stem === `${part.schema}.${part.name}`) return stem;
+  return `${stem}-${createHash('sha256').update(`${part.schema}\0${part.name}`).digest('hex').slice(0, 10)}`;
+}
+
 /** A libpq URI without its password, and the password. */
 export function withoutPassword(uri: string): { url: string; password: string | null } {
   try {
@@ -201,7 +226,7 @@ export function createMaintenanceActivities({ pool, log }: Deps) {
     const db = (await pool.query(`SELECT current_database() AS d`)).rows[0].d;
     const dir = path.join(archiveDir(), db);
     fs.mkdirSync(dir, { recursive: true });
-    const file = path.join(dir, `${part.schema}.${part.name}.copy.gz`);
+    const file = path.join(dir, `${archiveFileStem(part)}.copy.gz`);
     // psql connects the way the pool does: its connection string, or its host/port/user/database
     const o = (pool as unknown as { options: PoolConfig }).options;
     const copy = () => {
@@ -216,6 +241,9 @@ export function createMaintenanceActivities({ pool, log }: Deps) {
       for (const [k, v] of [['PGHOST', o.host], ['PGPORT', o.port], ['PGUSER', o.user], ['PGDATABASE', o.database], ['PGPASSWORD', typeof o.password === 'string' ? o.password : undefined]] as const) {
         if (v !== undefined && v !== null) env[k] = String(v);
       }
+      // the text of a COPY depends on these session settings; fixed as pg_dump fixes them, so that the file
+      // reads back the same whatever the server's or the role's defaults are
+      env.PGOPTIONS = `${env.PGOPTIONS ?? ''} ${DUMP_SETTINGS}`.trim();
       return spawn('psql', args, { stdio: ['ignore', 'pipe', 'pipe'], env });
     };
     const hashOf = async (stream: NodeJS.ReadableStream, sink?: NodeJS.WritableStream) => {
@@ -250,8 +278,20 @@ export function createMaintenanceActivities({ pool, log }: Deps) {
       throw ApplicationFailure.nonRetryable(`The archive of ${displayName(part)} does not match the table (${readBack.lines} rows in the file, ${count} in the table); the table is kept.`, 'ArchiveMismatch');
     }
     const checksum = (await pool.query(`SELECT coalesce(sum(hashtextextended(t::text, 0)), 0)::text AS s FROM ${qualified(part)} t`)).rows[0].s;
+    const columns = (await pool.query(
+      `SELECT quote_ident(attname) AS name, format_type(atttypid, atttypmod) AS type FROM pg_attribute WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped ORDER BY attnum`,
+      [qualified(part)],
+    )).rows as { name: string; type: string }[];
+    // on disk before the DROP commits: the file, its new name (the directory), the sidecar
+    fsyncFile(tmp);
     fs.renameSync(tmp, file);
-    fs.writeFileSync(`${file}.json`, JSON.stringify({ table: `${part.schema}.${part.name}`, rows: count, sha256: first.sha, checksum, format: 'COPY text, gzip', restore: `gunzip -c ${path.basename(file)} | psql -c "COPY <table> FROM STDIN"` }, null, 2));
+    const sidecar = {
+      table: `${part.schema}.${part.name}`, rows: count, sha256: first.sha, checksum, format: 'COPY text, gzip', settings: DUMP_SETTINGS,
+      columns, restore: `gunzip -c ${path.basename(file)} | PGOPTIONS='${DUMP_SETTINGS}' psql -c "COPY <table> (${columns.map((c) => c.name).join(', ')}) FROM STDIN"`,
+    };
+    fs.writeFileSync(`${file}.json`, JSON.stringify(sidecar, null, 2));
+    fsyncFile(`${file}.json`);
+    fsyncFile(dir);
     return { file, rows: count, sha256: first.sha, checksum };
   }
 

@@ -162,6 +162,8 @@ test('a dump archive is verified before the drop and restores to the same checks
   expect((await db.pool.query(`SELECT to_regclass($1) AS t`, [`audit_log_${month(-4).name}`])).rows[0].t).toBeNull();
   const side = JSON.parse(fs.readFileSync(`${a.file}.json`, 'utf8'));
   expect(side.checksum).toBe(before.rows[0].s);
+  expect(side.columns).toEqual([{ name: 'id', type: 'bigint' }, { name: 'created_at', type: 'timestamp with time zone' }, { name: 'payload', type: 'text' }]);
+  expect(side.settings).toMatch(/DateStyle=ISO,YMD .*extra_float_digits=3/);
   // restore: the file is COPY text, gzip
   await db.pool.query(`CREATE TABLE restored (LIKE audit_log)`);
   await new Promise<void>((resolve, reject) => {

@@ -43,3 +43,13 @@ describe('the dump archive never puts the password on psql command line', () => 
     expect(withoutPassword('host=db user=app')).toEqual({ url: 'host=db user=app', password: null });
   });
 });
+
+describe('dump archive file names', () => {
+  it('keep plain names and make any other identifier safe and distinct', () => {
+    const { archiveFileStem } = require('../../activities/maintenance') as typeof import('../../activities/maintenance');
+    expect(archiveFileStem({ schema: 'public', name: 'audit_log_2025_01' })).toBe('public.audit_log_2025_01');
+    const odd = archiveFileStem({ schema: '../etc', name: 'x/y z' });
+    expect(odd).toMatch(/^___etc\.x_y_z-[0-9a-f]{10}$/);
+    expect(archiveFileStem({ schema: '.._etc', name: 'x/y z' })).not.toBe(odd);
+  });
+});
