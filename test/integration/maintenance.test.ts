@@ -287,3 +287,19 @@ test('new partitions belong to the parent\'s owner, archives of another schema d
   const f = await maintain({ tables: [{ table: long, premake: 1 }] });
   expect(f.failures[0].error).toMatch(/would be 66 bytes, over PostgreSQL's 63/);
 });
+
+test('a default partition too big to move or check within the lock timeout: months are skipped with the reason, no long lock taken', async () => {
+  await parted('bigdef', -2, -2);
+  await db.pool.query(`INSERT INTO bigdef (created_at, payload) SELECT '${month(-1).start} UTC'::timestamptz + (g % 1000) * interval '1 minute', 'stuck' FROM generate_series(1, 60000) g`);
+  await db.pool.query(`ANALYZE bigdef_default`);
+  const r = await maintain({ tables: [{ table: 'bigdef', premake: 1 }], lockTimeoutMs: 20 });
+  expect(r.failures).toEqual([]);
+  expect(r.tables[0].created).toEqual([]);
+  const skipped = Object.fromEntries(r.tables[0].skipped.map((x) => [x.partition, x.reason]));
+  expect(skipped[`bigdef_${month(-1).name}`]).toMatch(/would block writes to public\.bigdef for about \d+ ms \(the ATTACH checks the 60\d{3} rows of bigdef_default, 60000 of them to move\), over lockTimeoutMs 20/);
+  expect(skipped[`bigdef_${month(0).name}`]).toMatch(/checks the 60\d{3} rows of bigdef_default\), over lockTimeoutMs 20/);
+  expect((await db.pool.query(`SELECT count(*)::int AS n FROM bigdef_default`)).rows[0].n).toBe(60000);
+  // with a lock timeout that accepts the stall, the same run moves them
+  const again = await maintain({ tables: [{ table: 'bigdef', premake: 1 }], lockTimeoutMs: 60_000 });
+  expect(again.tables[0].created.find((c) => c.partition === `bigdef_${month(-1).name}`)?.rowsMovedFromDefault).toBe(60000);
+});
