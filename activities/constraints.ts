@@ -1,7 +1,7 @@
 /**
  * Activities of `fixConstraints`. Each looks at the catalog first and does only what is missing.
  */
-import { ApplicationFailure } from '@temporalio/common';
+import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
 import type { Pool, PoolClient } from 'pg';
 import {
   auditSql, describeFix, Fix, fkClause, FixOptions, ForeignKeyFix, repairBatchSql, restoreSql, supportingIndexName,
@@ -165,6 +165,10 @@ function plannedSql(fix: Fix, info: FixInfo, batchSize: number): { sql: string[]
     notes.push(`creates index ${supportingIndexName(fix)} on (${fix.columns.join(', ')}): none supports the foreign key`);
   }
   const targets = info.relkind === 'p' ? info.partitions : [fix.table];
+  const actions = [['ON DELETE', fix.onDelete], ['ON UPDATE', fix.onUpdate]].filter(([, a]) => a && !['NO ACTION', 'RESTRICT'].includes(String(a).toUpperCase()));
+  if (actions.length) {
+    notes.push(`${actions.map(([k, a]) => `${k} ${a}`).join(' and ')} acts from the NOT VALID step on: what it changes in ${displayName(fix.table)} when rows of ${displayName(fix.references.table)} are deleted or re-keyed during the run is not recorded and stays if the run is undone`);
+  }
   for (const p of targets) sql.push(`ALTER TABLE ${qualified(p)} ADD CONSTRAINT ${q(fix.name)} ${fkClause(fix)} NOT VALID`);
   if (fix.orphans !== 'fail') sql.push(`-- in batches of ${batchSize}, recorded in partflow.repairs\n${repairBatchSql(fix, info.pk)}`);
   for (const p of targets) sql.push(`ALTER TABLE ${qualified(p)} VALIDATE CONSTRAINT ${q(fix.name)}`);
@@ -181,10 +185,18 @@ function ensureRepairsTable(pool: Pool): Promise<void> {
     `CREATE TABLE IF NOT EXISTS partflow.repairs (id bigserial PRIMARY KEY, workflow_id text NOT NULL, fix_no int NOT NULL,
       table_name text NOT NULL, pk jsonb NOT NULL, action text NOT NULL, old_values jsonb, old_row jsonb,
       repaired_at timestamptz NOT NULL DEFAULT now(), restored_at timestamptz)`,
+    `ALTER TABLE partflow.repairs ADD COLUMN IF NOT EXISTS run_id text`,
   ]);
 }
 
 const wfId = (): string => currentWorkflowId() ?? 'local';
+/** The workflow run: a workflow id reused later (fix-seed, say) must never undo this run's repairs. */
+const runId = (): string | null => activityContext()?.info.workflowExecution?.runId ?? null;
+
+/** What a fix's DDL locks, for the look-ahead: the table (and its partitions) and the referenced table. */
+function lockedByFix(fix: Fix): { relations: string[] } {
+  return { relations: [qualified(fix.table), ...(fix.kind === 'foreignKey' ? [qualified(fix.references.table)] : [])] };
+}
 
 export function createConstraintActivities({ pool, log }: Deps) {
   const l = (step: string, fix: Fix) => log.child({ step, fix: describeFix(fix), workflowId: wfId() });
@@ -198,7 +210,7 @@ export function createConstraintActivities({ pool, log }: Deps) {
     let retries = 0;
     const targets = fix.kind === 'foreignKey' && info.relkind === 'p' ? [fix.table, ...info.partitions] : [fix.table];
     for (const t of targets) {
-      const { stats } = await withLockRetry(pool, l('drop constraint', fix), `drop ${fix.name}`, lockTimeoutMs, (c) => c.query(`ALTER TABLE ${qualified(t)} DROP CONSTRAINT IF EXISTS ${q(fix.name)}`));
+      const { stats } = await withLockRetry(pool, l('drop constraint', fix), `drop ${fix.name}`, lockTimeoutMs, (c) => c.query(`ALTER TABLE ${qualified(t)} DROP CONSTRAINT IF EXISTS ${q(fix.name)}`), lockedByFix(fix));
       retries += stats.lockWaitRetries;
     }
     void fixNo;
@@ -287,7 +299,7 @@ export function createConstraintActivities({ pool, log }: Deps) {
           const sql = fix.kind === 'foreignKey'
             ? `ALTER TABLE ${qualified(t)} ADD CONSTRAINT ${q(fix.name)} ${fkClause(fix)} NOT VALID`
             : `ALTER TABLE ${qualified(t)} ADD CONSTRAINT ${q(fix.name)} CHECK (${q(fix.column)} IS NOT NULL) NOT VALID`;
-          const { stats } = await withLockRetry(pool, log, `add ${fix.name}`, lockTimeoutMs, (c) => c.query(sql));
+          const { stats } = await withLockRetry(pool, log, `add ${fix.name}`, lockTimeoutMs, (c) => c.query(sql), lockedByFix(fix));
           retries += stats.lockWaitRetries;
         }
         log.info({ lockWaitRetries: retries }, 'constraint added NOT VALID');
@@ -300,7 +312,7 @@ export function createConstraintActivities({ pool, log }: Deps) {
     dropConstraint: dropFixConstraint,
 
     /** Repairs violations in batches; each changed row's key and old value go to partflow.repairs. */
-    async repair(fixNo: number, fix: Fix, info: FixInfo, batchSize: number): Promise<StepResult> {
+    async repair(fixNo: number, fix: Fix, info: FixInfo, batchSize: number, lockTimeoutMs = 500): Promise<StepResult> {
       const log = l('repair', fix);
       let rows = 0;
       try {
@@ -308,9 +320,13 @@ export function createConstraintActivities({ pool, log }: Deps) {
         const sql = repairBatchSql(fix, info.pk, info.fill);
         const wf = wfId();
         for (;;) {
-          const r = await inTransaction(pool, (c) => c.query(sql, [wf, fixNo, batchSize]), { lockTimeoutMs: 5000 });
+          // a batch waits at most the run's lock timeout for a row the application holds, then rolls back and
+          // is retried: an application transaction never waits on a batch that waits on another
+          const { result: r } = await withLockRetry(pool, log, `repair for ${fix.name}`, lockTimeoutMs, (c) => c.query(sql, [wf, fixNo, batchSize, runId()]), { maxAttempts: 30 });
           rows += r.rowCount ?? 0;
-          activityContext()?.heartbeat({ fix: fix.name, rowsRepaired: rows });
+          const ctx = activityContext();
+          ctx?.heartbeat({ fix: fix.name, rowsRepaired: rows });
+          if (ctx?.cancellationSignal.aborted) throw new CancelledFailure(`repair of ${fix.name} cancelled after ${rows} rows`);
           if (!r.rowCount) break;
         }
         log.info({ rows }, 'repaired');
@@ -326,12 +342,22 @@ export function createConstraintActivities({ pool, log }: Deps) {
         await dropFixConstraint(fixNo, fix, info, lockTimeoutMs);
         if (fix.kind === 'notNull') {
           const nn = await pool.query(`SELECT attnotnull FROM pg_attribute WHERE attrelid = to_regclass($1) AND attname = $2`, [qualified(fix.table), fix.column]);
-          if (nn.rows[0]?.attnotnull) await withLockRetry(pool, l('restore', fix), 'drop not null', lockTimeoutMs, (c) => c.query(`ALTER TABLE ${qualified(fix.table)} ALTER COLUMN ${q(fix.column)} DROP NOT NULL`));
+          if (nn.rows[0]?.attnotnull) await withLockRetry(pool, l('restore', fix), 'drop not null', lockTimeoutMs, (c) => c.query(`ALTER TABLE ${qualified(fix.table)} ALTER COLUMN ${q(fix.column)} DROP NOT NULL`), lockedByFix(fix));
         }
         if (!(await pool.query(`SELECT to_regclass('partflow.repairs') IS NOT NULL AS ok`)).rows[0].ok) return { changed: false, lockWaitRetries: 0 };
+        const cols = (await pool.query(
+          `SELECT attname, attgenerated <> '' AS generated, attidentity <> '' AS identity FROM pg_attribute
+            WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped ORDER BY attnum`,
+          [qualified(fix.table)],
+        )).rows;
+        const insertable = cols.filter((x) => !x.generated).map((x) => x.attname as string);
+        const overriding = cols.some((x) => x.identity);
         const rows = await inTransaction(pool, async (c) => {
           let n = 0;
-          for (const sql of restoreSql(fix, info.pk)) n += (await c.query(sql, [wfId(), fixNo])).rowCount ?? 0;
+          const [lock, ...rest] = restoreSql(fix, info.pk, insertable, overriding, info.fill);
+          await c.query(lock, [wfId(), fixNo, runId()]);
+          for (const sql of rest.slice(0, -1)) n += (await c.query(sql, [wfId(), fixNo, runId()])).rowCount ?? 0;
+          await c.query(rest[rest.length - 1], [wfId(), fixNo, runId()]);
           return n;
         });
         return { changed: true, rows, lockWaitRetries: 0 };
@@ -348,7 +374,7 @@ export function createConstraintActivities({ pool, log }: Deps) {
         const { stats } = await withHeartbeat(() => ({ step: what }), () => withLockRetry(pool, log, what, lockTimeoutMs, async (c) => {
           await c.query('SET LOCAL statement_timeout = 0');
           return c.query(sql);
-        }));
+        }, lockedByFix(fix)));
         retries += stats.lockWaitRetries;
       };
       try {
@@ -384,7 +410,7 @@ export function createConstraintActivities({ pool, log }: Deps) {
     async dropNotNull(fix: Fix, lockTimeoutMs: number): Promise<StepResult> {
       if (fix.kind !== 'notNull') return { changed: false, lockWaitRetries: 0 };
       try {
-        const { stats } = await withLockRetry(pool, l('undo', fix), 'drop not null', lockTimeoutMs, (c) => c.query(`ALTER TABLE ${qualified(fix.table)} ALTER COLUMN ${q(fix.column)} DROP NOT NULL`));
+        const { stats } = await withLockRetry(pool, l('undo', fix), 'drop not null', lockTimeoutMs, (c) => c.query(`ALTER TABLE ${qualified(fix.table)} ALTER COLUMN ${q(fix.column)} DROP NOT NULL`), lockedByFix(fix));
         return { changed: true, lockWaitRetries: stats.lockWaitRetries };
       } catch (err) {
         classify(err, `undo NOT NULL on ${fix.column}`);

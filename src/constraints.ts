@@ -224,7 +224,8 @@ export function auditSql(f: Fix, pk: string[]): { count: string; list: string } 
 
 /**
  * One repair batch: up to $3 violating rows are changed and each change is recorded in partflow.repairs
- * ($1 workflow id, $2 fix number) in the same statement. Returns the number changed.
+ * ($1 workflow id, $2 fix number, $4 the workflow's run id) in the same statement, with the table's name.
+ * Returns the number changed.
  */
 export function repairBatchSql(f: Fix, pk: string[], fill?: string): string {
   const t = qualified(f.table);
@@ -234,26 +235,41 @@ export function repairBatchSql(f: Fix, pk: string[], fill?: string): string {
   const match = pk.map((c) => `t.${q(c)} = v.${q(c)}`).join(' AND ');
   if (f.kind === 'foreignKey' && f.orphans === 'delete') {
     return `WITH v AS (SELECT ${pkList}, to_jsonb(c.*) AS old FROM ${t} c WHERE ${cond} LIMIT $3 FOR UPDATE),
-a AS (INSERT INTO partflow.repairs (workflow_id, fix_no, table_name, pk, action, old_row) SELECT $1, $2, ${quoteLiteral(t)}, ${pkJson}, 'delete', v.old FROM v)
+a AS (INSERT INTO partflow.repairs (workflow_id, fix_no, run_id, table_name, pk, action, old_row) SELECT $1, $2, $4, ${quoteLiteral(t)}, ${pkJson}, 'delete', v.old FROM v)
 DELETE FROM ${t} t USING v WHERE ${match}`;
   }
   const targets = f.kind === 'foreignKey' ? f.columns : [f.column];
   const newValue = f.kind === 'foreignKey' ? 'NULL' : fill!;
   return `WITH v AS (SELECT ${pkList}, jsonb_build_object(${targets.map((c) => `${quoteLiteral(c)}, c.${q(c)}`).join(', ')}) AS old FROM ${t} c WHERE ${cond} LIMIT $3 FOR UPDATE),
-a AS (INSERT INTO partflow.repairs (workflow_id, fix_no, table_name, pk, action, old_values) SELECT $1, $2, ${quoteLiteral(t)}, ${pkJson}, ${quoteLiteral(f.kind === 'foreignKey' ? 'set-null' : 'fill')}, v.old FROM v)
+a AS (INSERT INTO partflow.repairs (workflow_id, fix_no, run_id, table_name, pk, action, old_values) SELECT $1, $2, $4, ${quoteLiteral(t)}, ${pkJson}, ${quoteLiteral(f.kind === 'foreignKey' ? 'set-null' : 'fill')}, v.old FROM v)
 UPDATE ${t} t SET ${targets.map((c) => `${q(c)} = ${newValue}`).join(', ')} FROM v WHERE ${match}`;
 }
 
-/** Undo of every repair of one fix, newest first: deleted rows come back, changed columns get their old values. */
-export function restoreSql(f: Fix, pk: string[]): string[] {
+/**
+ * Undo of every repair of one fix of this run and table ($1 workflow id, $2 fix number, $3 run id), newest
+ * first. The first statement locks the records: a second attempt running at the same time waits, then finds
+ * them restored. A deleted row comes back unless its key exists again (generated columns are recomputed,
+ * identity values kept); a changed column gets its old value only where it still holds the repaired one
+ * (the application may have fixed the row since).
+ */
+export function restoreSql(f: Fix, pk: string[], insertable: string[], overriding: boolean, fill?: string): string[] {
   const t = qualified(f.table);
   const targets = f.kind === 'foreignKey' ? f.columns : [f.column];
+  const mine = `r.workflow_id = $1 AND r.fix_no = $2 AND r.run_id IS NOT DISTINCT FROM $3 AND r.table_name = ${quoteLiteral(t)} AND r.restored_at IS NULL`;
+  const rec = (from: string) => `(jsonb_populate_record(NULL::${t}, ${from}))`;
+  const keyOf = (i: number, c: string) => `${rec(`jsonb_build_object(${quoteLiteral(c)}, r.pk->${i})`)}.${q(c)}`;
+  const repaired = f.kind === 'foreignKey' ? targets.map((c) => `t.${q(c)} IS NULL`).join(' AND ') : `t.${q(f.column)} IS NOT DISTINCT FROM ${fill}`;
   return [
-    `INSERT INTO ${t} SELECT (jsonb_populate_record(NULL::${t}, r.old_row)).* FROM partflow.repairs r WHERE r.workflow_id = $1 AND r.fix_no = $2 AND r.action = 'delete' AND r.restored_at IS NULL ORDER BY r.id DESC`,
-    `UPDATE ${t} t SET ${targets.map((c) => `${q(c)} = (jsonb_populate_record(NULL::${t}, r.old_values)).${q(c)}`).join(', ')}
-       FROM partflow.repairs r WHERE r.workflow_id = $1 AND r.fix_no = $2 AND r.action <> 'delete' AND r.restored_at IS NULL
-        AND ${pk.map((c, i) => `t.${q(c)} = (jsonb_populate_record(NULL::${t}, jsonb_build_object(${quoteLiteral(c)}, r.pk->${i}))).${q(c)}`).join(' AND ')}`,
-    `UPDATE partflow.repairs SET restored_at = now() WHERE workflow_id = $1 AND fix_no = $2 AND restored_at IS NULL`,
+    `SELECT r.id FROM partflow.repairs r WHERE ${mine} ORDER BY r.id FOR UPDATE`,
+    `INSERT INTO ${t} (${cols(insertable)})${overriding ? ' OVERRIDING SYSTEM VALUE' : ''}
+       SELECT ${insertable.map((c) => `x.${q(c)}`).join(', ')} FROM partflow.repairs r, LATERAL jsonb_populate_record(NULL::${t}, r.old_row) x
+        WHERE ${mine} AND r.action = 'delete'
+          AND NOT EXISTS (SELECT 1 FROM ${t} e WHERE ${pk.map((c) => `e.${q(c)} = x.${q(c)}`).join(' AND ')})
+        ORDER BY r.id DESC`,
+    `UPDATE ${t} t SET ${targets.map((c) => `${q(c)} = ${rec('r.old_values')}.${q(c)}`).join(', ')}
+       FROM partflow.repairs r WHERE ${mine} AND r.action <> 'delete' AND ${repaired}
+        AND ${pk.map((c, i) => `t.${q(c)} = ${keyOf(i, c)}`).join(' AND ')}`,
+    `UPDATE partflow.repairs r SET restored_at = now() WHERE ${mine}`,
   ];
 }
 

@@ -4,6 +4,7 @@
  * its undo before it runs; a failure, a `rollback` signal or a cancellation undoes them in reverse.
  */
 import {
+  ActivityCancellationType,
   ApplicationFailure, CancellationScope, defineQuery, isCancellation, log, proxyActivities, RetryPolicy, setHandler,
 } from '@temporalio/workflow';
 import type { Activities } from '../activities';
@@ -35,7 +36,8 @@ export interface FixResult {
 export const fixProgressQuery = defineQuery<FixProgress>('progress');
 
 const retry: RetryPolicy = { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s' };
-const act = proxyActivities<Activities>({ startToCloseTimeout: '12h', heartbeatTimeout: '60s', retry });
+// an undo waits until the step it undoes has stopped (see partitionTable)
+const act = proxyActivities<Activities>({ startToCloseTimeout: '12h', heartbeatTimeout: '30s', retry, cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED });
 
 class RollbackRequested extends Error {}
 
@@ -120,7 +122,7 @@ export async function fixConstraints(input: FixConstraintsInput): Promise<FixRes
       p.lockWaitRetries += c.lockWaitRetries;
       const repairs = a.fix.kind === 'foreignKey' ? a.fix.orphans !== 'fail' : a.fix.nulls !== 'fail';
       if (repairs) {
-        const r = await run('repair', () => act.repair(a.fixNo, a.fix, a.info, opts.batchSize));
+        const r = await run('repair', () => act.repair(a.fixNo, a.fix, a.info, opts.batchSize, lt));
         result.rowsRepaired = r.rows ?? 0;
         p.rowsRepaired += result.rowsRepaired;
       }

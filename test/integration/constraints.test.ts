@@ -254,3 +254,47 @@ test('the seed preset on the seed schema: audit and SQL as a dry run, then end t
     await seed.drop();
   }
 });
+
+test('an undo restores only its own run and table, only values still as repaired, and rows with GENERATED and identity ALWAYS columns', async () => {
+  // run 1 repairs c_reused's orphans and completes: its repairs are kept
+  await childTable('c_reused', 300, 4);
+  const wf = `fix-reused-${Date.now()}`;
+  const first = await env.client.workflow.start('fixConstraints', { taskQueue: TQ, workflowId: wf, args: [{ fixes: [fk('c_reused', 'set-null')] }] });
+  expect((await first.result()).status).toBe('done');
+  const kept = async () => (await db.pool.query(`SELECT count(*)::int AS n FROM c_reused WHERE payload = 'orphan' AND user_id IS NULL`)).rows[0].n;
+  expect(await kept()).toBe(4);
+  // run 2 reuses the workflow id on the same table (fix number 0 again), then fails: its undo must not touch run 1's repairs
+  await db.pool.query(`UPDATE c_reused SET payload = NULL WHERE id IN (SELECT id FROM c_reused WHERE payload <> 'orphan' LIMIT 3)`);
+  await db.pool.query(`CREATE TABLE IF NOT EXISTS contacts2 (id int PRIMARY KEY, email text CHECK (email IS NULL OR email <> 'bad'))`);
+  await db.pool.query(`INSERT INTO contacts2 VALUES (1, NULL)`);
+  const second = await env.client.workflow.start('fixConstraints', {
+    taskQueue: TQ, workflowId: wf,
+    args: [{ fixes: [{ kind: 'notNull', table: 'c_reused', column: 'payload', nulls: { fill: 'filled' } }, { kind: 'notNull', table: 'contacts2', column: 'email', nulls: { fill: 'bad' } }] }],
+  });
+  expect(await failure(second.result())).toMatch(/violates check constraint/);
+  expect(await kept()).toBe(4); // run 1's set-null repairs stay
+  expect((await db.pool.query(`SELECT count(*)::int AS n FROM c_reused WHERE payload IS NULL`)).rows[0].n).toBe(3); // run 2's fill undone
+
+  // activity level: a repaired row the application changed since keeps the application's value; deleted rows of a
+  // table with GENERATED and identity ALWAYS columns come back with their ids
+  await db.pool.query(`CREATE TABLE c_gen (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, user_id uuid, payload text, len int GENERATED ALWAYS AS (length(payload)) STORED)`);
+  await db.pool.query(`INSERT INTO c_gen (user_id, payload) SELECT (SELECT id FROM users ORDER BY id LIMIT 1), 'ok' || g FROM generate_series(1, 20) g`);
+  await db.pool.query(`INSERT INTO c_gen (user_id, payload) SELECT gen_random_uuid(), 'orphan-' || g FROM generate_series(1, 3) g`);
+  await childTable('c_app', 100, 3);
+  const genBefore = (await db.pool.query(`SELECT md5(string_agg(c::text, ',' ORDER BY id)) AS h FROM c_gen c`)).rows[0].h;
+  const acts = createActivities({ pool: db.pool, log: createLogger({ test: 'undo' }).child({}, { level: 'fatal' }) });
+  const { validateFixInput } = await import('../../src/constraints');
+  const opts = validateFixInput({ fixes: [fk('c_gen', 'delete'), fk('c_app', 'set-null')] });
+  const audits = await acts.auditFixes(opts);
+  for (const a of audits) await acts.repair(a.fixNo, a.fix, a.info, 100, 500);
+  expect((await db.pool.query(`SELECT count(*)::int AS n FROM c_gen`)).rows[0].n).toBe(20);
+  // the application fixes one repaired row itself
+  const fixed = (await db.pool.query(`UPDATE c_app SET user_id = (SELECT id FROM users ORDER BY id LIMIT 1) WHERE id = (SELECT min(id) FROM c_app WHERE payload = 'orphan') RETURNING id, user_id`)).rows[0];
+  for (const a of audits) await acts.restoreRepairs(a.fixNo, a.fix, a.info, 500);
+  expect((await db.pool.query(`SELECT md5(string_agg(c::text, ',' ORDER BY id)) AS h FROM c_gen c`)).rows[0].h).toBe(genBefore);
+  const app = await db.pool.query(`SELECT id, user_id FROM c_app WHERE payload = 'orphan' ORDER BY id`);
+  expect(app.rows[0]).toEqual(fixed); // kept the application's value
+  expect(app.rows.slice(1).every((r) => r.user_id !== null)).toBe(true); // the others have their old (orphan) values back
+  // a second undo (a retry) finds everything restored and changes nothing
+  for (const a of audits) expect((await acts.restoreRepairs(a.fixNo, a.fix, a.info, 500)).rows).toBe(0);
+});

@@ -42,6 +42,9 @@ describe('SQL', () => {
   it('records every repaired row in the same statement that changes it', () => {
     const sql = repairBatchSql(fk, ['id', 'created_at']);
     expect(sql).toMatch(/FOR UPDATE\),\na AS \(INSERT INTO partflow\.repairs .* 'set-null', v\.old FROM v\)\nUPDATE "public"\."gi" t SET "user_id" = NULL FROM v WHERE t\."id" = v\."id" AND t\."created_at" = v\."created_at"$/s);
-    expect(restoreSql(fk, ['id'])[1]).toMatch(/SET "user_id" = \(jsonb_populate_record\(NULL::"public"\."gi", r\.old_values\)\)\."user_id"/);
+    const undo = restoreSql(fk, ['id'], ['id', 'user_id'], false);
+    expect(undo[0]).toMatch(/^SELECT r\.id FROM partflow\.repairs r WHERE r\.workflow_id = \$1 AND r\.fix_no = \$2 AND r\.run_id IS NOT DISTINCT FROM \$3 AND r\.table_name = '"public"\."gi"' AND r\.restored_at IS NULL ORDER BY r\.id FOR UPDATE$/);
+    expect(undo[2]).toMatch(/SET "user_id" = \(jsonb_populate_record\(NULL::"public"\."gi", r\.old_values\)\)\."user_id"/);
+    expect(undo[2]).toMatch(/AND t\."user_id" IS NULL/); // only where the row still holds the repaired value
   });
 });
