@@ -492,13 +492,15 @@ export function buildPlan(info: TableInfo, opts: PartitionOptions): Plan {
     ...triggers(qualified(table), FORWARD_TRIGGER, fnForward, FORWARD_TRUNCATE_TRIGGER, fnForwardTruncate),
     ...guardView(qualified(table)),
   ];
-  const dropSyncTrigger = [
-    `DROP TRIGGER IF EXISTS ${q(FORWARD_TRIGGER)} ON ${qualified(table)}`,
-    `DROP TRIGGER IF EXISTS ${q(FORWARD_TRUNCATE_TRIGGER)} ON ${qualified(table)}`,
-    `DROP FUNCTION IF EXISTS ${qualified(fnForward)}()`,
-    `DROP FUNCTION IF EXISTS ${qualified(fnForwardTruncate)}()`,
+  /** the undo of `triggers` and `guardView` */
+  const dropTriggers = (on: string, row: string, fn: TableRef, truncate: string, tfn: TableRef) => [
+    `DROP TRIGGER IF EXISTS ${q(row)} ON ${on}`,
+    `DROP TRIGGER IF EXISTS ${q(truncate)} ON ${on}`,
+    `DROP FUNCTION IF EXISTS ${qualified(fn)}()`,
+    `DROP FUNCTION IF EXISTS ${qualified(tfn)}()`,
     `DROP VIEW IF EXISTS ${qualified(guard)}`,
   ];
+  const dropSyncTrigger = dropTriggers(qualified(table), FORWARD_TRIGGER, fnForward, FORWARD_TRUNCATE_TRIGGER, fnForwardTruncate);
 
   const colList = columns.map(q).join(', ');
   // The copy of one page range. FOR SHARE: a row deleted or moved by a concurrent transaction drops out of the
@@ -551,13 +553,7 @@ SELECT (SELECT count(*) FROM src)::bigint AS read, (SELECT count(*) FROM ins)::b
   cutover.push(...triggers(qualified(table), REVERSE_TRIGGER, fnReverse, REVERSE_TRUNCATE_TRIGGER, fnReverseTruncate));
   cutover.push(...guardView(qualified(table)));
 
-  const finalize = [
-    `DROP TRIGGER IF EXISTS ${q(REVERSE_TRIGGER)} ON ${qualified(table)}`,
-    `DROP TRIGGER IF EXISTS ${q(REVERSE_TRUNCATE_TRIGGER)} ON ${qualified(table)}`,
-    `DROP FUNCTION IF EXISTS ${qualified(fnReverse)}()`,
-    `DROP FUNCTION IF EXISTS ${qualified(fnReverseTruncate)}()`,
-    `DROP VIEW IF EXISTS ${qualified(guard)}`,
-  ];
+  const finalize = dropTriggers(qualified(table), REVERSE_TRIGGER, fnReverse, REVERSE_TRUNCATE_TRIGGER, fnReverseTruncate);
 
   const swapBack: string[] = [`LOCK TABLE ${qualified(table)}, ${qualified(old)} IN ACCESS EXCLUSIVE MODE`, ...finalize];
   swapBack.push(`ALTER TABLE ${qualified(table)} RENAME TO ${q(shadow.name)}`);

@@ -49,3 +49,14 @@ export async function catalogSnapshot(pool: Pool, schemas: string[]): Promise<st
   );
   return r.rows.map((x) => x.x).sort();
 }
+
+/** A client of its own for `fn` (a session the pool's reuse must not see), always closed. */
+export async function withClient<T>(conn: ClientConfig, fn: (c: Client) => Promise<T>): Promise<T> {
+  const c = new Client(conn);
+  await c.connect();
+  try {
+    return await fn(c);
+  } finally {
+    await c.end();
+  }
+}

@@ -8,7 +8,7 @@ import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { Client } from 'pg';
 import { compareWithRecord, Writer } from '../../demo/writer';
 import type { PartitionTableInput } from '../../src/input';
-import { catalogSnapshot, TestDb } from '../helpers/pg';
+import { catalogSnapshot, TestDb, withClient as withDbClient } from '../helpers/pg';
 import { createTable, TestTable } from '../helpers/tables';
 import { startStack, Stack } from '../helpers/stack';
 import { progress, sleep, waitFor } from '../helpers/workflow';
@@ -32,15 +32,7 @@ function start(input: PartitionTableInput, workflowId = `it-${++seq}-${Date.now(
   return env.client.workflow.start('partitionTable', { taskQueue: TQ, workflowId, args: [input] });
 }
 
-async function withClient<T>(fn: (c: Client) => Promise<T>): Promise<T> {
-  const c = new Client(db.conn);
-  await c.connect();
-  try {
-    return await fn(c);
-  } finally {
-    await c.end();
-  }
-}
+const withClient = <T>(fn: (c: Client) => Promise<T>): Promise<T> => withDbClient(db.conn, fn);
 
 async function expectMatchesRecord(t: TestTable, w: Writer): Promise<void> {
   const cmp = await withClient((c) => compareWithRecord(c, t.spec, w.record));

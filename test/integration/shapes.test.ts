@@ -8,7 +8,7 @@ import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { Client, ClientConfig } from 'pg';
 import { compareWithRecord, Op, Writer } from '../../demo/writer';
 import type { PartitionTableInput } from '../../src/input';
-import { catalogSnapshot, TestDb } from '../helpers/pg';
+import { catalogSnapshot, TestDb, withClient as withDbClient } from '../helpers/pg';
 import { startStack, Stack } from '../helpers/stack';
 import { createTable, TestTable } from '../helpers/tables';
 import { progress, sleep, waitFor } from '../helpers/workflow';
@@ -44,15 +44,7 @@ function writer(t: TestTable, opts: { user?: string; ops?: Op[]; onConnect?: str
   return w;
 }
 
-async function withClient<T>(fn: (c: Client) => Promise<T>): Promise<T> {
-  const c = new Client(db.conn);
-  await c.connect();
-  try {
-    return await fn(c);
-  } finally {
-    await c.end();
-  }
-}
+const withClient = <T>(fn: (c: Client) => Promise<T>): Promise<T> => withDbClient(db.conn, fn);
 
 /** The table equals the union of the writers' records (the first with the starting snapshot, the others only their own rows). */
 async function expectMatches(t: TestTable, ...ws: Writer[]): Promise<void> {
