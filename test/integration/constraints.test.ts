@@ -115,6 +115,7 @@ test('orphans "set-null" under write load: repaired in batches, recorded, valida
   expect(idx.rows[0].indisvalid).toBe(true);
   expect({ errors: stats.errors, samples: stats.errorSamples }).toEqual({ errors: 0, samples: [] });
   expect(stats.maxLatencyMs).toBeLessThan(500 + 400);
+  console.log(`[measure] fixConstraints set-null under writers: longest writer wait ${stats.maxLatencyMs} ms over ${stats.ops} ops`);
 });
 
 test('undo after a failure restores the exact prior state: deleted orphans come back, constraints and indexes go', async () => {
@@ -168,6 +169,7 @@ test('a partitioned referencing table: every partition and the parent end valida
   expect(idx.rows[0].n).toBe(6);
   expect({ errors: stats.errors, samples: stats.errorSamples }).toEqual({ errors: 0, samples: [] });
   expect(stats.maxLatencyMs).toBeLessThan(500 + 400);
+  console.log(`[measure] fixConstraints on a partitioned table (per-partition NOT VALID, VALIDATE, parent adopts) under writers: longest writer wait ${stats.maxLatencyMs} ms over ${stats.ops} ops`);
 });
 
 test('a long transaction holding the table: the DDL retries under lock_timeout and goes through once it ends', async () => {
@@ -297,4 +299,45 @@ test('an undo restores only its own run and table, only values still as repaired
   expect(app.rows.slice(1).every((r) => r.user_id !== null)).toBe(true); // the others have their old (orphan) values back
   // a second undo (a retry) finds everything restored and changes nothing
   for (const a of audits) expect((await acts.restoreRepairs(a.fixNo, a.fix, a.info, 500)).rows).toBe(0);
+});
+
+test('cancelled while adding the constraint waits on a lock: the undo waits for the step to stop, nothing is left', async () => {
+  const spec = await childTable('c_cancel', 500, 0);
+  await db.pool.query(`CREATE INDEX ON c_cancel (user_id)`);
+  const before = await catalogSnapshot(db.pool, ['public']);
+  const w = writer(spec);
+  await w.start();
+  // an application's open write, invisible to the look-ahead: ROW EXCLUSIVE held by a prepared transaction
+  const c = new Client(db.conn);
+  await c.connect();
+  await c.query('BEGIN');
+  await c.query('LOCK TABLE c_cancel IN ROW EXCLUSIVE MODE');
+  await c.query(`PREPARE TRANSACTION 'pf_fix_cancel'`);
+  await c.end();
+  const h = await run({ fixes: [fk('c_cancel')], lockTimeoutMs: 100 });
+  await sleep(2000); // ADD CONSTRAINT ... NOT VALID retries its lock meanwhile
+  await h.cancel();
+  await sleep(1000);
+  await db.pool.query(`COMMIT PREPARED 'pf_fix_cancel'`); // a step that had not stopped would now add the constraint
+  await expect(h.result()).rejects.toThrow(WorkflowFailedError);
+  const events = (await h.fetchHistory()).events ?? [];
+  const names = new Map<string, string>();
+  let forwardClosed = Infinity;
+  let undoScheduled = Infinity;
+  for (const e of events) {
+    const id = Number(e.eventId);
+    const s = e.activityTaskScheduledEventAttributes;
+    if (s) {
+      names.set(String(id), s.activityType?.name ?? '');
+      if (s.activityType?.name === 'dropConstraint') undoScheduled = Math.min(undoScheduled, id);
+    }
+    const closed = e.activityTaskCanceledEventAttributes ?? e.activityTaskCompletedEventAttributes ?? e.activityTaskFailedEventAttributes;
+    if (closed && names.get(String(closed.scheduledEventId)) === 'addConstraintNotValid') forwardClosed = Math.min(forwardClosed, id);
+  }
+  expect(forwardClosed).toBeLessThan(undoScheduled);
+  await sleep(300);
+  const stats = await w.stop();
+  expect({ errors: stats.errors, samples: stats.errorSamples }).toEqual({ errors: 0, samples: [] });
+  expect(await constraintState('c_cancel')).toEqual([]);
+  expect(await catalogSnapshot(db.pool, ['public'])).toEqual(before);
 });

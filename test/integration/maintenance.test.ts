@@ -97,6 +97,7 @@ test('default-partition rescue and premake with writers running; idempotent on t
 });
 
 test('premake and rescue eight times in a row while writers insert into exactly the months being created: no failed insert', async () => {
+  let longest = 0;
   for (let i = 0; i < 8; i++) {
     const name = `race_${i}`;
     await db.pool.query(`CREATE TABLE ${name} (id bigserial, created_at timestamptz NOT NULL, payload text, PRIMARY KEY (id, created_at)) PARTITION BY RANGE (created_at)`);
@@ -117,12 +118,14 @@ test('premake and rescue eight times in a row while writers insert into exactly 
     expect(r.tables[0].created.length).toBeGreaterThanOrEqual(4);
     expect({ run: i, errors: stats.errors, samples: stats.errorSamples }).toEqual({ run: i, errors: 0, samples: [] });
     expect(stats.inserts).toBeGreaterThan(20);
+    longest = Math.max(longest, stats.maxLatencyMs);
     const c = new Client(db.conn);
     await c.connect();
     const cmp = await compareWithRecord(c, { table: name, id: 'id' }, w.record);
     await c.end();
     expect({ missing: cmp.missing, extra: cmp.extra, different: cmp.different }).toEqual({ missing: 0, extra: 0, different: 0 });
   }
+  console.log(`[measure] maintenance premake and rescue, 8 runs under writers: longest writer wait ${longest} ms`);
 });
 
 test('retention detaches exactly the partitions entirely older than the cutoff, also across a time zone', async () => {
