@@ -92,20 +92,30 @@ async function main(): Promise<void> {
       return false;
     }
   };
-  const oldPid = fs.existsSync(pidFile) ? Number(fs.readFileSync(pidFile, 'utf8')) : 0;
-  if (oldPid && alive(oldPid)) {
+  // The running demo worker is reused only when it runs this very build: a worker left from an older
+  // checkout or build would run old code against the new demo (its pid file records what it runs).
+  const script = path.join(__dirname, '..', 'worker', 'main.js');
+  const build = `${script}@${newestMtime(path.join(__dirname, '..'))}`;
+  const old = fs.existsSync(pidFile) ? fs.readFileSync(pidFile, 'utf8').trim().split('\n') : [];
+  const oldPid = Number(old[0] ?? 0);
+  if (oldPid && alive(oldPid) && old[1] === build) {
     line(`using the running demo worker (pid ${oldPid})`);
   } else {
+    if (oldPid && alive(oldPid)) {
+      process.kill(oldPid, 'SIGTERM');
+      for (let i = 0; i < 100 && alive(oldPid); i++) await new Promise((r) => setTimeout(r, 100));
+      line(`stopped the demo worker ${oldPid}: it ran another build`);
+    }
     const logFile = path.join(process.env.PARTFLOW_HOME ?? '.', 'logs', 'demo-worker.log');
     fs.mkdirSync(path.dirname(logFile), { recursive: true });
     const out = fs.openSync(logFile, 'a');
-    const workerProc = spawn(process.execPath, [path.join(__dirname, '..', 'worker', 'main.js')], {
+    const workerProc = spawn(process.execPath, [script], {
       env: { ...process.env, DATABASE_URL: dbUrl },
       stdio: ['ignore', out, out],
       detached: true,
     });
     workerProc.unref();
-    fs.writeFileSync(pidFile, String(workerProc.pid));
+    fs.writeFileSync(pidFile, `${workerProc.pid}\n${build}\n`);
     line(`started a worker (pid ${workerProc.pid}, log ${logFile}); it keeps running after the demo: kill ${workerProc.pid} to stop it`);
   }
   const opsPerLane = Number(args['ops-per-second']) / 4 / Object.keys(SPECS).length;
@@ -243,3 +253,14 @@ main().catch((err) => {
   process.stderr.write(`demo failed: ${err?.stack ?? err}\n`);
   process.exit(1);
 });
+
+/** The newest modification time of the compiled files below `dir`: a stamp of the build. */
+function newestMtime(dir: string): number {
+  let newest = 0;
+  for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
+    const p = path.join(dir, e.name);
+    if (e.isDirectory()) newest = Math.max(newest, newestMtime(p));
+    else if (e.name.endsWith('.js')) newest = Math.max(newest, fs.statSync(p).mtimeMs);
+  }
+  return Math.round(newest);
+}
