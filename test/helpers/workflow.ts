@@ -23,3 +23,26 @@ export async function waitFor(h: WorkflowHandle, pred: (p: Progress) => boolean,
 }
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * From a workflow's history: the event id at which the first attempt of activity `forward` closed
+ * (completed, failed, cancelled or timed out), and the one at which the first of `undo` was scheduled
+ * (Infinity when none). An undo that never overlaps its forward step has forwardClosed < undoScheduled.
+ */
+export async function forwardThenUndo(h: WorkflowHandle, forward: string, undo: string[]): Promise<{ forwardClosed: number; undoScheduled: number }> {
+  const events = (await h.fetchHistory()).events ?? [];
+  const scheduled = new Map<string, string>();
+  let forwardClosed = Infinity;
+  let undoScheduled = Infinity;
+  for (const e of events) {
+    const id = Number(e.eventId);
+    const s = e.activityTaskScheduledEventAttributes;
+    if (s) {
+      scheduled.set(String(id), s.activityType?.name ?? '');
+      if (undo.includes(s.activityType?.name ?? '')) undoScheduled = Math.min(undoScheduled, id);
+    }
+    const closed = e.activityTaskCanceledEventAttributes ?? e.activityTaskCompletedEventAttributes ?? e.activityTaskFailedEventAttributes ?? e.activityTaskTimedOutEventAttributes;
+    if (closed && scheduled.get(String(closed.scheduledEventId)) === forward) forwardClosed = Math.min(forwardClosed, id);
+  }
+  return { forwardClosed, undoScheduled };
+}

@@ -14,7 +14,7 @@ import { createLogger } from '../../src/logger';
 import type { FixProgress, FixResult } from '../../workflows/fixConstraints';
 import { catalogSnapshot, createTestDb, TestDb } from '../helpers/pg';
 import { startStack, Stack } from '../helpers/stack';
-import { sleep } from '../helpers/workflow';
+import { forwardThenUndo, sleep } from '../helpers/workflow';
 
 const TQ = 'partflow-fix';
 let stack: Stack;
@@ -320,21 +320,9 @@ test('cancelled while adding the constraint waits on a lock: the undo waits for 
   await sleep(1000);
   await db.pool.query(`COMMIT PREPARED 'pf_fix_cancel'`); // a step that had not stopped would now add the constraint
   await expect(h.result()).rejects.toThrow(WorkflowFailedError);
-  const events = (await h.fetchHistory()).events ?? [];
-  const names = new Map<string, string>();
-  let forwardClosed = Infinity;
-  let undoScheduled = Infinity;
-  for (const e of events) {
-    const id = Number(e.eventId);
-    const s = e.activityTaskScheduledEventAttributes;
-    if (s) {
-      names.set(String(id), s.activityType?.name ?? '');
-      if (s.activityType?.name === 'dropConstraint') undoScheduled = Math.min(undoScheduled, id);
-    }
-    const closed = e.activityTaskCanceledEventAttributes ?? e.activityTaskCompletedEventAttributes ?? e.activityTaskFailedEventAttributes;
-    if (closed && names.get(String(closed.scheduledEventId)) === 'addConstraintNotValid') forwardClosed = Math.min(forwardClosed, id);
-  }
+  const { forwardClosed, undoScheduled } = await forwardThenUndo(h, 'addConstraintNotValid', ['dropConstraint']);
   expect(forwardClosed).toBeLessThan(undoScheduled);
+  expect(undoScheduled).toBeLessThan(Infinity);
   await sleep(300);
   const stats = await w.stop();
   expect({ errors: stats.errors, samples: stats.errorSamples }).toEqual({ errors: 0, samples: [] });

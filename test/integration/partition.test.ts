@@ -11,7 +11,7 @@ import type { PartitionTableInput } from '../../src/input';
 import { catalogSnapshot, TestDb, withClient as withDbClient } from '../helpers/pg';
 import { createTable, TestTable } from '../helpers/tables';
 import { startStack, Stack } from '../helpers/stack';
-import { progress, sleep, waitFor } from '../helpers/workflow';
+import { forwardThenUndo, progress, sleep, waitFor } from '../helpers/workflow';
 
 const TQ = 'partflow-it';
 let stack: Stack;
@@ -424,20 +424,7 @@ describe('cancelling while a step waits on a lock the look-ahead cannot see: the
     await expect(h.result()).rejects.toThrow(WorkflowFailedError);
     // in the history, the forward step closed (cancelled) before the first undo step was scheduled
     const forward = at === 'sync' ? 'installSyncTrigger' : 'cutover';
-    const events = (await h.fetchHistory()).events ?? [];
-    const scheduled = new Map<string, string>();
-    let forwardClosed = Infinity;
-    let undoScheduled = Infinity;
-    for (const e of events) {
-      const id = Number(e.eventId);
-      const s = e.activityTaskScheduledEventAttributes;
-      if (s) {
-        scheduled.set(String(id), s.activityType?.name ?? '');
-        if (['beginUndo', 'dropSyncTrigger', 'swapBack', 'dropShadow'].includes(s.activityType?.name ?? '')) undoScheduled = Math.min(undoScheduled, id);
-      }
-      const closed = e.activityTaskCanceledEventAttributes ?? e.activityTaskCompletedEventAttributes ?? e.activityTaskFailedEventAttributes ?? e.activityTaskTimedOutEventAttributes;
-      if (closed && scheduled.get(String(closed.scheduledEventId)) === forward) forwardClosed = Math.min(forwardClosed, id);
-    }
+    const { forwardClosed, undoScheduled } = await forwardThenUndo(h, forward, ['beginUndo', 'dropSyncTrigger', 'swapBack', 'dropShadow']);
     expect(forwardClosed).toBeLessThan(undoScheduled);
     expect(undoScheduled).toBeLessThan(Infinity);
     await sleep(500);
