@@ -186,12 +186,27 @@ function ensureRepairsTable(pool: Pool): Promise<void> {
       table_name text NOT NULL, pk jsonb NOT NULL, action text NOT NULL, old_values jsonb, old_row jsonb,
       repaired_at timestamptz NOT NULL DEFAULT now(), restored_at timestamptz)`,
     `ALTER TABLE partflow.repairs ADD COLUMN IF NOT EXISTS run_id text`,
+    `CREATE TABLE IF NOT EXISTS partflow.fix_runs (workflow_id text NOT NULL, run_id text NOT NULL, state text NOT NULL,
+      started_at timestamptz NOT NULL DEFAULT now(), updated_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (workflow_id, run_id))`,
   ]);
 }
 
 const wfId = (): string => currentWorkflowId() ?? 'local';
 /** The workflow run: a workflow id reused later (fix-seed, say) must never undo this run's repairs. */
 const runId = (): string | null => activityContext()?.info.workflowExecution?.runId ?? null;
+
+/**
+ * Inside a forward step's transaction: this fixConstraints run is still `active` (FOR SHARE: beginFixUndo's
+ * UPDATE waits for it). Once the undo has begun, no forward DDL or repair batch of the run can commit, even
+ * from a worker that went on after its heartbeat timed out. Outside a workflow (scripts, tests) there is no
+ * run to fence.
+ */
+async function fixFence(c: PoolClient): Promise<void> {
+  const run = runId();
+  if (!run) return;
+  const r = await c.query(`SELECT 1 FROM partflow.fix_runs WHERE workflow_id = $1 AND run_id = $2 AND state = 'active' FOR SHARE`, [wfId(), run]);
+  if (!r.rowCount) throw ApplicationFailure.nonRetryable(`fixConstraints run ${wfId()} is being undone or is over; this step does nothing.`, 'RunUndone');
+}
 
 /** What a fix's DDL locks, for the look-ahead: the table (and its partitions) and the referenced table. */
 function lockedByFix(fix: Fix): { relations: string[] } {
@@ -218,6 +233,35 @@ export function createConstraintActivities({ pool, log }: Deps) {
   }
 
   return {
+    /** Records this run as active: the fence every forward step checks. */
+    async claimFix(): Promise<void> {
+      try {
+        await ensureRepairsTable(pool);
+        if (runId()) await pool.query(`INSERT INTO partflow.fix_runs (workflow_id, run_id, state) VALUES ($1, $2, 'active') ON CONFLICT DO NOTHING`, [wfId(), runId()]);
+      } catch (err) {
+        classify(err, 'claim');
+      }
+    },
+
+    /** The first step of every undo; waits for a forward step's transaction in flight. */
+    async beginFixUndo(): Promise<void> {
+      try {
+        await ensureRepairsTable(pool);
+        await pool.query(`UPDATE partflow.fix_runs SET state = 'undoing', updated_at = now() WHERE workflow_id = $1 AND run_id = $2 AND state = 'active'`, [wfId(), runId()]);
+      } catch (err) {
+        classify(err, 'begin undo');
+      }
+    },
+
+    async releaseFix(state: 'done' | 'rolled-back' | 'failed'): Promise<void> {
+      try {
+        await ensureRepairsTable(pool);
+        await pool.query(`UPDATE partflow.fix_runs SET state = $3, updated_at = now() WHERE workflow_id = $1 AND run_id = $2`, [wfId(), runId(), state]);
+      } catch (err) {
+        classify(err, 'release');
+      }
+    },
+
     /** Read-only: checks every fix, counts violations (with the query that lists them), and the SQL each will run. */
     async auditFixes(opts: FixOptions): Promise<FixAudit[]> {
       try {
@@ -247,6 +291,7 @@ export function createConstraintActivities({ pool, log }: Deps) {
       const log = l('index', fix);
       const cols = fix.columns.map(q).join(', ');
       const conc = async (name: string, on: TableRef) => {
+        await inTransaction(pool, fixFence); // CONCURRENTLY cannot run inside the fence's transaction: checked just before
         const ex = await pool.query(`SELECT i.indisvalid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_index i ON i.indexrelid = c.oid WHERE n.nspname = $1 AND c.relname = $2`, [on.schema, name]);
         if (ex.rowCount && ex.rows[0].indisvalid === false) await pool.query(`DROP INDEX CONCURRENTLY IF EXISTS ${qualified({ schema: on.schema, name })}`);
         // waits for older transactions but never blocks writes; heartbeats keep Temporal informed
@@ -299,7 +344,10 @@ export function createConstraintActivities({ pool, log }: Deps) {
           const sql = fix.kind === 'foreignKey'
             ? `ALTER TABLE ${qualified(t)} ADD CONSTRAINT ${q(fix.name)} ${fkClause(fix)} NOT VALID`
             : `ALTER TABLE ${qualified(t)} ADD CONSTRAINT ${q(fix.name)} CHECK (${q(fix.column)} IS NOT NULL) NOT VALID`;
-          const { stats } = await withLockRetry(pool, log, `add ${fix.name}`, lockTimeoutMs, (c) => c.query(sql), lockedByFix(fix));
+          const { stats } = await withLockRetry(pool, log, `add ${fix.name}`, lockTimeoutMs, async (c) => {
+            await fixFence(c);
+            return c.query(sql);
+          }, lockedByFix(fix));
           retries += stats.lockWaitRetries;
         }
         log.info({ lockWaitRetries: retries }, 'constraint added NOT VALID');
@@ -322,7 +370,10 @@ export function createConstraintActivities({ pool, log }: Deps) {
         for (;;) {
           // a batch waits at most the run's lock timeout for a row the application holds, then rolls back and
           // is retried: an application transaction never waits on a batch that waits on another
-          const { result: r } = await withLockRetry(pool, log, `repair for ${fix.name}`, lockTimeoutMs, (c) => c.query(sql, [wf, fixNo, batchSize, runId()]), { maxAttempts: 30 });
+          const { result: r } = await withLockRetry(pool, log, `repair for ${fix.name}`, lockTimeoutMs, async (c) => {
+            await fixFence(c);
+            return c.query(sql, [wf, fixNo, batchSize, runId()]);
+          }, { maxAttempts: 30 });
           rows += r.rowCount ?? 0;
           const ctx = activityContext();
           ctx?.heartbeat({ fix: fix.name, rowsRepaired: rows });
@@ -372,6 +423,7 @@ export function createConstraintActivities({ pool, log }: Deps) {
       let retries = 0;
       const run = async (what: string, sql: string) => {
         const { stats } = await withHeartbeat(() => ({ step: what }), () => withLockRetry(pool, log, what, lockTimeoutMs, async (c) => {
+          await fixFence(c);
           await c.query('SET LOCAL statement_timeout = 0');
           return c.query(sql);
         }, lockedByFix(fix)));

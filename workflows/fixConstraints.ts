@@ -63,10 +63,12 @@ export async function fixConstraints(input: FixConstraintsInput): Promise<FixRes
   let audits: FixAudit[] = [];
   const applied: FixResult['applied'] = [];
   const lt = opts.lockTimeoutMs;
+  let claimed = false;
 
   const compensate = async (final: 'rolled-back' | 'failed') => {
     p.phase = 'rolling-back';
     await CancellationScope.nonCancellable(async () => {
+      if (claimed) await act.beginFixUndo(); // the fence: no forward step of this run commits from here on
       while (done.length) {
         const { fixNo, step } = done[done.length - 1];
         const a = audits[fixNo];
@@ -77,6 +79,7 @@ export async function fixConstraints(input: FixConstraintsInput): Promise<FixRes
         else if (step === 'index' && a.fix.kind === 'foreignKey') await act.dropSupportingIndex(a.fix, a.info);
         done.pop();
       }
+      if (claimed) await act.releaseFix(final);
     });
     p.phase = final;
   };
@@ -98,6 +101,8 @@ export async function fixConstraints(input: FixConstraintsInput): Promise<FixRes
       );
     }
     p.phase = 'applying';
+    claimed = true;
+    await act.claimFix();
     for (const a of audits) {
       p.fix = a.fixNo + 1;
       p.current = a.description;
@@ -130,6 +135,7 @@ export async function fixConstraints(input: FixConstraintsInput): Promise<FixRes
       p.lockWaitRetries += v.lockWaitRetries;
     }
     if (rollbackRequested) throw new RollbackRequested();
+    await act.releaseFix('done');
     p.phase = 'done';
     p.step = null;
     return { status: 'done', audit: summarize(audits, false), applied };
