@@ -111,6 +111,7 @@ test('orphans "set-null" under write load: repaired in batches, recorded, valida
   expect(left.rows[0].n).toBe(0);
   const rec = await db.pool.query(`SELECT count(*)::int AS n FROM partflow.repairs WHERE workflow_id = $1 AND action = 'set-null'`, [h.workflowId]);
   expect(rec.rows[0].n).toBe(7);
+  expect((await db.pool.query(`SELECT state FROM partflow.fix_runs WHERE workflow_id = $1`, [h.workflowId])).rows).toEqual([{ state: 'done' }]);
   const idx = await db.pool.query(`SELECT indisvalid FROM pg_index WHERE indexrelid = 'c_setnull_user_id_pf_fk_idx'::regclass`);
   expect(idx.rows[0].indisvalid).toBe(true);
   expect({ errors: stats.errors, samples: stats.errorSamples }).toEqual({ errors: 0, samples: [] });
@@ -328,4 +329,6 @@ test('cancelled while adding the constraint waits on a lock: the undo waits for 
   expect({ errors: stats.errors, samples: stats.errorSamples }).toEqual({ errors: 0, samples: [] });
   expect(await constraintState('c_cancel')).toEqual([]);
   expect(await catalogSnapshot(db.pool, ['public'])).toEqual(before);
+  // the run's fence went from active to undoing to rolled-back: no forward step of it can commit any more
+  expect((await db.pool.query(`SELECT state FROM partflow.fix_runs WHERE workflow_id = $1`, [h.workflowId])).rows).toEqual([{ state: 'rolled-back' }]);
 });
