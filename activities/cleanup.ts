@@ -9,9 +9,9 @@ import { displayName, qualified, TableRef } from '../src/ident';
 import type { Plan } from '../src/plan';
 import { STATE_SCHEMA } from '../src/plan';
 import { classify, withLockRetry } from './db';
+import { RUNS } from './partition';
 import type { Deps } from './partition';
 
-const RUNS = `${STATE_SCHEMA}.runs`;
 
 export interface CleanupReport {
   table: string;
@@ -86,10 +86,15 @@ export function createCleanupActivities({ pool, log }: Deps) {
       const l = log.child({ step: 'cleanup', table: displayName(table) });
       try {
         const fenced = await pool.query(
-          `UPDATE ${RUNS} SET run_state = 'undoing', updated_at = now() WHERE table_schema = $1 AND table_name = $2 AND workflow_id = $3 RETURNING cutover_done`,
+          `UPDATE ${RUNS} SET run_state = 'undoing', updated_at = now()
+            WHERE table_schema = $1 AND table_name = $2 AND workflow_id = $3 AND run_state IN ('active', 'undoing')
+            RETURNING cutover_done`,
           [table.schema, table.name, expectedWorkflowId],
         );
         if (!fenced.rowCount) {
+          // a retry after a finished removal (or a run that had already ended): report, change nothing
+          const done = await report(table);
+          if (done.report.run?.workflowId === expectedWorkflowId) return done.report;
           throw ApplicationFailure.nonRetryable(`partflow.runs no longer records workflow ${expectedWorkflowId} for ${displayName(table)}; look again with partflow cleanup ${displayName(table)}.`, 'RunChanged');
         }
         const { report: r, plan } = await report(table);

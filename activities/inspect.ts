@@ -143,11 +143,12 @@ export async function readTableInfo(c: PoolClient, opts: PartitionOptions, workf
     if ((err as { code?: string }).code === '22023') throw new InputError(`Field "timeZone": PostgreSQL does not know the time zone ${JSON.stringify(tz)}.`);
     throw err;
   }
-  if (pcRow && ['timestamptz', 'timestamp', 'date'].includes(pcRow.kind)) {
-    const indexed = idx.rows.some((r) => r.isValid && r.keyColumns?.[0] === pcRow.name && /USING btree/.test(r.def));
-    const months = await populatedMonths(c, t, pcRow.name, pcRow.kind, tz, indexed);
+  const timeKey = pcRow && ['timestamptz', 'timestamp', 'date'].includes(pcRow.kind) ? pcRow : null;
+  const indexed = idx.rows.some((r) => r.isValid && r.keyColumns?.[0] === timeKey?.name && /USING btree/.test(r.def));
+  const months = timeKey ? await populatedMonths(c, t, timeKey.name, timeKey.kind, tz, indexed) : [];
+  const layout = partitionLayout(t.name, months.map(parseMonth), parseMonth(currentMonth), opts.premake, opts.startMonth ? parseMonth(opts.startMonth) : null);
+  if (pcRow && timeKey) {
     oldestMonth = months[0] ?? null;
-    const layout = partitionLayout(t.name, months.map(parseMonth), parseMonth(currentMonth), opts.premake, opts.startMonth ? parseMonth(opts.startMonth) : null);
     const first = layout.partitions[0];
     const last = layout.partitions[layout.partitions.length - 1];
     const col = quoteIdent(pcRow.name);
@@ -219,7 +220,6 @@ export async function readTableInfo(c: PoolClient, opts: PartitionOptions, workf
   };
 
   // Which of the names the plan would create are taken already?
-  const layout = partitionLayout(t.name, (keyRange?.months ?? []).map(parseMonth), parseMonth(currentMonth), opts.premake, opts.startMonth ? parseMonth(opts.startMonth) : null);
   const wanted = plannedNames(t, layout.partitions.map((m) => ({ name: m.name, from: '', to: '' })), info.indexes.length + 1);
   const taken = await c.query(`SELECT relname FROM pg_class WHERE relnamespace = $1 AND relname = ANY($2::text[])`, [h.nsp, wanted]);
   info.takenNames = taken.rows.map((r) => r.relname);

@@ -81,7 +81,7 @@ export interface CutoverResult {
   rowMoves?: number;
 }
 
-const RUNS = `${STATE_SCHEMA}.runs`;
+export const RUNS = `${STATE_SCHEMA}.runs`;
 /** The checkpoint guard of a page batch: the checkpoint it started from, and the same table file. */
 const SAME_FILE_AT = (param: string) =>
   `next_page = ${param} AND (filenode IS NULL OR filenode = pg_relation_filenode(to_regclass(format('%I.%I', table_schema, table_name))))`;

@@ -508,6 +508,15 @@ describe('partflow cleanup after a terminate', () => {
     expect(await relkind({ schema: 'public', name: 'terminated_late' })).toBe('p');
     expect(await relkind({ schema: 'public', name: 'terminated_late_old' })).toBe('r');
     expect((await db.pool.query(`SELECT count(*)::int AS n FROM pg_trigger WHERE tgname LIKE 'partflow%'`)).rows[0].n).toBe(0);
+    // Temporal retrying the removal after it committed: reports, changes nothing (the run stays done)
+    const { createCleanupActivities } = await import('../../activities/cleanup');
+    const { createLogger } = await import('../../src/logger');
+    const acts = createCleanupActivities({ pool: db.pool, log: createLogger({ test: 'cleanup-retry' }).child({}, { level: 'fatal' }) });
+    const retry = await acts.removeLeftovers({ schema: 'public', name: 'terminated_late' }, h.workflowId, 500);
+    expect(retry.removed).toBe(false);
+    expect(retry.run?.state).toBe('done');
+    const state = await db.pool.query(`SELECT run_state FROM partflow.runs WHERE table_name = 'terminated_late'`);
+    expect(state.rows[0].run_state).toBe('done');
   });
 });
 
