@@ -12,7 +12,6 @@ import { classify, withLockRetry } from './db';
 import { RUNS } from './partition';
 import type { Deps } from './partition';
 
-
 export interface CleanupReport {
   table: string;
   /** the run partflow.runs records for the table, if any */
@@ -27,9 +26,15 @@ export interface CleanupReport {
   removed: boolean;
 }
 
-async function storedRun(pool: Pool, table: TableRef): Promise<{ workflow_id: string; run_state: string; cutover_done: boolean; plan: string | null } | null> {
+async function storedRun(
+  pool: Pool,
+  table: TableRef,
+): Promise<{ workflow_id: string; run_state: string; cutover_done: boolean; plan: string | null } | null> {
   if (!(await pool.query(`SELECT to_regclass($1) IS NOT NULL AS ok`, [RUNS])).rows[0].ok) return null;
-  const r = await pool.query(`SELECT workflow_id, run_state, cutover_done, plan FROM ${RUNS} WHERE table_schema = $1 AND table_name = $2`, [table.schema, table.name]);
+  const r = await pool.query(
+    `SELECT workflow_id, run_state, cutover_done, plan FROM ${RUNS} WHERE table_schema = $1 AND table_name = $2`,
+    [table.schema, table.name],
+  );
   return r.rows[0] ?? null;
 }
 
@@ -44,7 +49,14 @@ async function present(pool: Pool, plan: Plan): Promise<string[]> {
      UNION ALL SELECT 'table ' || c.oid::regclass::text || CASE WHEN c.relkind = 'p' THEN ' (partitioned copy)' ELSE '' END FROM pg_class c WHERE c.oid = to_regclass($2)
      UNION ALL SELECT 'sequence ' || c.oid::regclass::text FROM pg_class c WHERE c.oid = to_regclass($6)
      ORDER BY 1`,
-    [qualified(plan.table), qualified(plan.shadow), qualified(plan.old), STATE_SCHEMA, String(plan.tableOid), qualified(plan.movesCounter)],
+    [
+      qualified(plan.table),
+      qualified(plan.shadow),
+      qualified(plan.old),
+      STATE_SCHEMA,
+      String(plan.tableOid),
+      qualified(plan.movesCounter),
+    ],
   );
   return r.rows.map((x) => x.x);
 }
@@ -52,7 +64,14 @@ async function present(pool: Pool, plan: Plan): Promise<string[]> {
 export function createCleanupActivities({ pool, log }: Deps) {
   async function report(table: TableRef): Promise<{ report: CleanupReport; plan: Plan | null }> {
     const run = await storedRun(pool, table);
-    const base: CleanupReport = { table: displayName(table), run: null, phase: 'none', leftovers: [], statements: [], removed: false };
+    const base: CleanupReport = {
+      table: displayName(table),
+      run: null,
+      phase: 'none',
+      leftovers: [],
+      statements: [],
+      removed: false,
+    };
     if (!run) return { report: base, plan: null };
     base.run = { workflowId: run.workflow_id, state: run.run_state, cutoverDone: run.cutover_done };
     if (!run.plan) return { report: base, plan: null };
@@ -61,9 +80,25 @@ export function createCleanupActivities({ pool, log }: Deps) {
     if (!leftovers.length) return { report: { ...base, leftovers }, plan };
     if (run.cutover_done) {
       // the conversion stands: what is left is the rollback machinery on the new table
-      return { report: { ...base, leftovers, phase: 'after-cutover', statements: [...plan.sql.finalize, ...(plan.sql.dropCounters ?? [])] }, plan };
+      return {
+        report: {
+          ...base,
+          leftovers,
+          phase: 'after-cutover',
+          statements: [...plan.sql.finalize, ...(plan.sql.dropCounters ?? [])],
+        },
+        plan,
+      };
     }
-    return { report: { ...base, leftovers, phase: 'before-cutover', statements: [...plan.sql.dropSyncTrigger, ...(plan.sql.dropCounters ?? []), ...plan.sql.dropShadow] }, plan };
+    return {
+      report: {
+        ...base,
+        leftovers,
+        phase: 'before-cutover',
+        statements: [...plan.sql.dropSyncTrigger, ...(plan.sql.dropCounters ?? []), ...plan.sql.dropShadow],
+      },
+      plan,
+    };
   }
 
   return {
@@ -95,23 +130,41 @@ export function createCleanupActivities({ pool, log }: Deps) {
           // a retry after a finished removal (or a run that had already ended): report, change nothing
           const done = await report(table);
           if (done.report.run?.workflowId === expectedWorkflowId) return done.report;
-          throw ApplicationFailure.nonRetryable(`partflow.runs no longer records workflow ${expectedWorkflowId} for ${displayName(table)}; look again with partflow cleanup ${displayName(table)}.`, 'RunChanged');
+          throw ApplicationFailure.nonRetryable(
+            `partflow.runs no longer records workflow ${expectedWorkflowId} for ${displayName(table)}; look again with partflow cleanup ${displayName(table)}.`,
+            'RunChanged',
+          );
         }
         const { report: r, plan } = await report(table);
         if (plan && r.statements.length) {
-          await withLockRetry(pool, l, 'cleanup', lockTimeoutMs, async (c) => {
-            if (r.phase === 'before-cutover') {
-              // never drop the table itself: the copy must be partflow's partitioned table, not the source
-              const s = await c.query(`SELECT oid::int AS oid, relkind FROM pg_class WHERE oid = to_regclass($1)`, [qualified(plan.shadow)]);
-              if (s.rowCount && (s.rows[0].oid === plan.tableOid || s.rows[0].relkind !== 'p')) {
-                throw ApplicationFailure.nonRetryable(`Refusing to drop ${displayName(plan.shadow)}: it is not partflow's copy.`, 'Safety');
+          await withLockRetry(
+            pool,
+            l,
+            'cleanup',
+            lockTimeoutMs,
+            async (c) => {
+              if (r.phase === 'before-cutover') {
+                // never drop the table itself: the copy must be partflow's partitioned table, not the source
+                const s = await c.query(`SELECT oid::int AS oid, relkind FROM pg_class WHERE oid = to_regclass($1)`, [
+                  qualified(plan.shadow),
+                ]);
+                if (s.rowCount && (s.rows[0].oid === plan.tableOid || s.rows[0].relkind !== 'p')) {
+                  throw ApplicationFailure.nonRetryable(
+                    `Refusing to drop ${displayName(plan.shadow)}: it is not partflow's copy.`,
+                    'Safety',
+                  );
+                }
               }
-            }
-            for (const sql of r.statements) await c.query(sql);
-          }, { relations: [qualified(plan.table), qualified(plan.shadow), qualified(plan.old)] });
+              for (const sql of r.statements) await c.query(sql);
+            },
+            { relations: [qualified(plan.table), qualified(plan.shadow), qualified(plan.old)] },
+          );
         }
         const final = r.phase === 'after-cutover' ? 'done' : 'rolled-back';
-        await pool.query(`UPDATE ${RUNS} SET run_state = $4, updated_at = now() WHERE table_schema = $1 AND table_name = $2 AND workflow_id = $3`, [table.schema, table.name, expectedWorkflowId, final]);
+        await pool.query(
+          `UPDATE ${RUNS} SET run_state = $4, updated_at = now() WHERE table_schema = $1 AND table_name = $2 AND workflow_id = $3`,
+          [table.schema, table.name, expectedWorkflowId, final],
+        );
         l.info({ removed: r.leftovers, phase: r.phase }, 'leftovers of a dead run removed');
         return { ...r, removed: true, run: r.run && { ...r.run, state: final } };
       } catch (err) {

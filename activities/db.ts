@@ -30,7 +30,9 @@ export function isTransient(err: unknown): boolean {
   const e = err as { code?: string; message?: string };
   if (!e) return false;
   if (e.code && (TRANSIENT.has(e.code) || e.code.startsWith('08') || TRANSIENT_CODES.has(e.code))) return true;
-  return /Connection terminated|connection .*closed|Client has encountered a connection error|Client was closed and is not queryable/i.test(e.message ?? '');
+  return /Connection terminated|connection .*closed|Client has encountered a connection error|Client was closed and is not queryable/i.test(
+    e.message ?? '',
+  );
 }
 
 /**
@@ -107,7 +109,9 @@ export async function inTransaction<T>(
   let broken = false;
   try {
     // one round trip: BEGIN and the transaction's settings in one simple query
-    const begin = [`BEGIN${opts.isolation ? ` ISOLATION LEVEL ${opts.isolation}` : ''}${opts.readOnly ? ' READ ONLY' : ''}`];
+    const begin = [
+      `BEGIN${opts.isolation ? ` ISOLATION LEVEL ${opts.isolation}` : ''}${opts.readOnly ? ' READ ONLY' : ''}`,
+    ];
     if (opts.lockTimeoutMs !== undefined) begin.push(`SET LOCAL lock_timeout = ${Math.floor(opts.lockTimeoutMs)}`);
     if (opts.asyncCommit) begin.push('SET LOCAL synchronous_commit = off');
     await client.query(begin.join('; '));
@@ -155,8 +159,8 @@ export async function withLockRetry<T>(
   fn: (client: PoolClient) => Promise<T>,
   opts: number | { maxAttempts?: number; relations?: string[] } = 8,
 ): Promise<{ result: T; stats: LockRetryStats }> {
-  const maxAttempts = typeof opts === 'number' ? opts : opts.maxAttempts ?? 8;
-  const relations = typeof opts === 'number' ? [] : opts.relations ?? [];
+  const maxAttempts = typeof opts === 'number' ? opts : (opts.maxAttempts ?? 8);
+  const relations = typeof opts === 'number' ? [] : (opts.relations ?? []);
   let lockWaitRetries = 0;
   const ctx = activityContext();
   // a cancelled activity stops retrying at once: the workflow waits for it before undoing anything
@@ -170,12 +174,17 @@ export async function withLockRetry<T>(
     const wait = Math.round(backoff / 2 + Math.random() * backoff);
     log.warn({ step, attempt, waitMs: wait, ...why }, 'lock not available within lock_timeout; retrying');
     ctx?.heartbeat({ step, lockWaitRetries });
-    if (ctx) await ctx.sleep(wait); // rejects with CancelledFailure on cancellation
+    if (ctx)
+      await ctx.sleep(wait); // rejects with CancelledFailure on cancellation
     else await sleep(wait);
   };
   const cancelAutovacuum = async (pid: number, query: string) => {
     const r = await pool.query('SELECT pg_cancel_backend($1) AS ok', [pid]).catch(() => null);
-    if (r?.rows[0]?.ok) log.warn({ step, pid, query }, 'cancelled an autovacuum holding the table so that the DDL does not queue behind it');
+    if (r?.rows[0]?.ok)
+      log.warn(
+        { step, pid, query },
+        'cancelled an autovacuum holding the table so that the DDL does not queue behind it',
+      );
     return !!r?.rows[0]?.ok;
   };
   // While the attempt waits for a lock, an autovacuum that started after the look above is cancelled at
@@ -188,7 +197,10 @@ export async function withLockRetry<T>(
         await sleep(25);
         if (done) break;
         const r = await pool
-          .query(`SELECT pid, left(query, 160) AS query FROM pg_stat_activity WHERE pid = ANY (pg_blocking_pids($1)) AND ${PLAIN_AUTOVACUUM}`, [pid])
+          .query(
+            `SELECT pid, left(query, 160) AS query FROM pg_stat_activity WHERE pid = ANY (pg_blocking_pids($1)) AND ${PLAIN_AUTOVACUUM}`,
+            [pid],
+          )
           .catch(() => ({ rows: [] as { pid: number; query: string }[] }));
         for (const x of r.rows) await cancelAutovacuum(x.pid, x.query);
       }
@@ -217,13 +229,18 @@ export async function withLockRetry<T>(
         await sleep(20);
       }
       if (blocking.length) {
-        await backOff(attempt, { heldBy: blocking.map((h) => `pid ${h.pid} for ${Math.round(h.ageMs)} ms: ${h.query}`) });
+        await backOff(attempt, {
+          heldBy: blocking.map((h) => `pid ${h.pid} for ${Math.round(h.ageMs)} ms: ${h.query}`),
+        });
         continue;
       }
     }
     const started = Date.now();
     try {
-      const result = await withHeartbeat(() => ({ step, attempt, lockWaitRetries }), () => inTransaction(pool, relations.length ? watched : fn, { lockTimeoutMs }));
+      const result = await withHeartbeat(
+        () => ({ step, attempt, lockWaitRetries }),
+        () => inTransaction(pool, relations.length ? watched : fn, { lockTimeoutMs }),
+      );
       return { result, stats: { attempts: attempt, lockWaitRetries, holdMs: Date.now() - started } };
     } catch (err) {
       const code = (err as { code?: string }).code;
@@ -241,7 +258,11 @@ export async function withLockRetry<T>(
  * partitioned table locks those too) in a transaction older than `olderThanMs` or idle in transaction
  * (it lets go only when its client acts), or autovacuum.
  */
-async function longLockHolders(pool: Pool, relations: string[], olderThanMs: number): Promise<{ pid: number; ageMs: number; query: string; cancellable: boolean }[]> {
+async function longLockHolders(
+  pool: Pool,
+  relations: string[],
+  olderThanMs: number,
+): Promise<{ pid: number; ageMs: number; query: string; cancellable: boolean }[]> {
   const r = await pool.query(
     `SELECT DISTINCT a.pid, extract(epoch FROM now() - coalesce(a.xact_start, a.query_start)) * 1000 AS age_ms, left(a.query, 160) AS query,
             ${PLAIN_AUTOVACUUM} AS cancellable -- pg_locks has no backend_type or query column

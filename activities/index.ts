@@ -5,7 +5,12 @@ import { createMaintenanceActivities } from './maintenance';
 import { createPartitionActivities, Deps } from './partition';
 
 export function createActivities(deps: Deps) {
-  return { ...createPartitionActivities(deps), ...createConstraintActivities(deps), ...createMaintenanceActivities(deps), ...createCleanupActivities(deps) };
+  return {
+    ...createPartitionActivities(deps),
+    ...createConstraintActivities(deps),
+    ...createMaintenanceActivities(deps),
+    ...createCleanupActivities(deps),
+  };
 }
 
 export type Activities = ReturnType<typeof createActivities>;

@@ -6,7 +6,11 @@ import type { PartitionOptions } from '../src/input';
 import { boundLiteral, formatMonth, parseMonth, PartitionColumnType, partitionLayout } from '../src/partitions';
 import { plannedNames, SHAPE_SQL, STATE_SCHEMA } from '../src/plan';
 
-export async function readTableInfo(c: PoolClient, opts: PartitionOptions, workflowId: string | null): Promise<TableInfo> {
+export async function readTableInfo(
+  c: PoolClient,
+  opts: PartitionOptions,
+  workflowId: string | null,
+): Promise<TableInfo> {
   const t = opts.table;
   const head = await c.query(
     `SELECT current_setting('server_version_num')::int AS v, current_user AS me,
@@ -23,7 +27,9 @@ export async function readTableInfo(c: PoolClient, opts: PartitionOptions, workf
     [t.schema, t.name],
   );
   if (head.rowCount === 0) {
-    throw new InputError(`Table ${displayName(t)} does not exist; check the name (unquoted names fold to lower case, quote mixed case like app."CreditTransactions").`);
+    throw new InputError(
+      `Table ${displayName(t)} does not exist; check the name (unquoted names fold to lower case, quote mixed case like app."CreditTransactions").`,
+    );
   }
   const h = head.rows[0];
   const oid: number = h.oid;
@@ -116,12 +122,17 @@ export async function readTableInfo(c: PoolClient, opts: PartitionOptions, workf
       : `SELECT pubname FROM pg_publication WHERE puballtables AND $1::int IS NOT NULL ORDER BY 1`,
     [h.nsp],
   );
-  const subs = await c.query(
-    `SELECT s.subname FROM pg_subscription_rel sr JOIN pg_subscription s ON s.oid = sr.srsubid WHERE sr.srrelid = $1 ORDER BY 1`,
-    [oid],
-  ).catch(() => ({ rows: [] as { subname: string }[] }));
+  const subs = await c
+    .query(
+      `SELECT s.subname FROM pg_subscription_rel sr JOIN pg_subscription s ON s.oid = sr.srsubid WHERE sr.srrelid = $1 ORDER BY 1`,
+      [oid],
+    )
+    .catch(() => ({ rows: [] as { subname: string }[] }));
   const rules = await c.query(`SELECT rulename FROM pg_rewrite WHERE ev_class = $1 AND rulename <> '_RETURN'`, [oid]);
-  const pubs = await c.query(`SELECT p.pubname FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid WHERE pr.prrelid = $1`, [oid]);
+  const pubs = await c.query(
+    `SELECT p.pubname FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid WHERE pr.prrelid = $1`,
+    [oid],
+  );
   const trg = await c.query(
     `SELECT tgname FROM pg_trigger WHERE tgrelid = $1 AND NOT tgisinternal AND tgname NOT LIKE 'partflow\\_%'`,
     [oid],
@@ -140,13 +151,20 @@ export async function readTableInfo(c: PoolClient, opts: PartitionOptions, workf
   try {
     currentMonth = (await c.query(`SELECT to_char(now() AT TIME ZONE $1, 'YYYY-MM') AS m`, [tz])).rows[0].m;
   } catch (err) {
-    if ((err as { code?: string }).code === '22023') throw new InputError(`Field "timeZone": PostgreSQL does not know the time zone ${JSON.stringify(tz)}.`);
+    if ((err as { code?: string }).code === '22023')
+      throw new InputError(`Field "timeZone": PostgreSQL does not know the time zone ${JSON.stringify(tz)}.`);
     throw err;
   }
   const timeKey = pcRow && ['timestamptz', 'timestamp', 'date'].includes(pcRow.kind) ? pcRow : null;
   const indexed = idx.rows.some((r) => r.isValid && r.keyColumns?.[0] === timeKey?.name && /USING btree/.test(r.def));
   const months = timeKey ? await populatedMonths(c, t, timeKey.name, timeKey.kind, tz, indexed) : [];
-  const layout = partitionLayout(t.name, months.map(parseMonth), parseMonth(currentMonth), opts.premake, opts.startMonth ? parseMonth(opts.startMonth) : null);
+  const layout = partitionLayout(
+    t.name,
+    months.map(parseMonth),
+    parseMonth(currentMonth),
+    opts.premake,
+    opts.startMonth ? parseMonth(opts.startMonth) : null,
+  );
   if (pcRow && timeKey) {
     oldestMonth = months[0] ?? null;
     const first = layout.partitions[0];
@@ -155,7 +173,11 @@ export async function readTableInfo(c: PoolClient, opts: PartitionOptions, workf
     const type = pcRow.kind as PartitionColumnType;
     const outside = `${col} < ${boundLiteral(first.from, type, tz)} OR ${col} >= ${boundLiteral(last.to, type, tz)}`;
     const out = await c.query(`SELECT count(*)::bigint AS n FROM ${qualified(t)} WHERE ${outside}`);
-    keyRange = { months, bodyStart: layout.bodyStart && formatMonth(layout.bodyStart), outsideRows: Number(out.rows[0].n) };
+    keyRange = {
+      months,
+      bodyStart: layout.bodyStart && formatMonth(layout.bodyStart),
+      outsideRows: Number(out.rows[0].n),
+    };
     if (!pcRow.notNull) {
       nullKeyRows = Number((await c.query(`SELECT count(*) AS n FROM ${qualified(t)} WHERE ${col} IS NULL`)).rows[0].n);
     }
@@ -168,7 +190,8 @@ export async function readTableInfo(c: PoolClient, opts: PartitionOptions, workf
       `SELECT workflow_id, run_state FROM ${STATE_SCHEMA}.runs WHERE table_schema = $1 AND table_name = $2 AND run_state IN ('active', 'undoing')`,
       [t.schema, t.name],
     );
-    if (r.rowCount && r.rows[0].workflow_id !== workflowId) activeRun = { workflowId: r.rows[0].workflow_id, state: r.rows[0].run_state };
+    if (r.rowCount && r.rows[0].workflow_id !== workflowId)
+      activeRun = { workflowId: r.rows[0].workflow_id, state: r.rows[0].run_state };
   }
 
   const info: TableInfo = {
@@ -178,7 +201,13 @@ export async function readTableInfo(c: PoolClient, opts: PartitionOptions, workf
     serverVersionNum: h.v,
     owner: h.owner,
     currentUser: h.me,
-    columns: cols.rows.map((r) => ({ name: r.name, type: r.type, notNull: r.notNull, generated: r.generated, identity: r.identity })),
+    columns: cols.rows.map((r) => ({
+      name: r.name,
+      type: r.type,
+      notNull: r.notNull,
+      generated: r.generated,
+      identity: r.identity,
+    })),
     columnGrants: await columnGrants(c, oid),
     isSuperuser: h.superuser === true,
     storage: {
@@ -189,7 +218,11 @@ export async function readTableInfo(c: PoolClient, opts: PartitionOptions, workf
       unlogged: h.relpersistence === 'u',
       statisticsTargets: cols.rows.filter((r) => r.stats >= 0).map((r) => ({ column: r.name, target: r.stats })),
     },
-    inheritance: { parents: h.relispartition ? [] : inh.rows[0].parents, children: inh.rows[0].children, partitionOf: h.relispartition ? inh.rows[0].parents[0] ?? null : null },
+    inheritance: {
+      parents: h.relispartition ? [] : inh.rows[0].parents,
+      children: inh.rows[0].children,
+      partitionOf: h.relispartition ? (inh.rows[0].parents[0] ?? null) : null,
+    },
     implicitPublications: implicitPubs.rows.map((r) => r.pubname),
     subscriptions: subs.rows.map((r) => r.subname),
     oidDependents: bound.rows.map((r) => r.what),
@@ -197,12 +230,22 @@ export async function readTableInfo(c: PoolClient, opts: PartitionOptions, workf
     shape: (await c.query(SHAPE_SQL, [oid])).rows.map((r) => r.x),
     partitionColumn: pcRow ? { name: pcRow.name, type: pcRow.kind, notNull: pcRow.notNull } : null,
     primaryKey: pk.rowCount ? { name: pk.rows[0].conname, columns: pk.rows[0].cols } : null,
-    indexes: idx.rows.map(({ isReplicaIdentity: _ri, ...r }) => ({ ...r, columns: r.columns ?? [], keyColumns: r.keyColumns ?? [] })),
-    outboundForeignKeys: fks.rows.filter((r) => r.outbound).map((r) => ({ name: r.name, def: r.def, comment: r.comment, table: { schema: r.schema, name: r.rel } })),
+    indexes: idx.rows.map(({ isReplicaIdentity: _ri, ...r }) => ({
+      ...r,
+      columns: r.columns ?? [],
+      keyColumns: r.keyColumns ?? [],
+    })),
+    outboundForeignKeys: fks.rows
+      .filter((r) => r.outbound)
+      .map((r) => ({ name: r.name, def: r.def, comment: r.comment, table: { schema: r.schema, name: r.rel } })),
     inboundForeignKeys: fks.rows
       .filter((r) => r.inbound)
       .map((r) => ({ name: r.name, def: r.def, table: { schema: r.schema, name: r.rel } })),
-    sequences: seqs.rows.map((r) => ({ column: r.column, sequence: { schema: r.seq_schema, name: r.seq_name }, kind: r.identity ? 'identity' : 'serial' })),
+    sequences: seqs.rows.map((r) => ({
+      column: r.column,
+      sequence: { schema: r.seq_schema, name: r.seq_name },
+      kind: r.identity ? 'identity' : 'serial',
+    })),
     dependentViews: deps.rows.map((r) => r.name),
     publications: pubs.rows.map((r) => r.pubname),
     userTriggers: trg.rows.map((r) => r.tgname),
@@ -220,8 +263,15 @@ export async function readTableInfo(c: PoolClient, opts: PartitionOptions, workf
   };
 
   // Which of the names the plan would create are taken already?
-  const wanted = plannedNames(t, layout.partitions.map((m) => ({ name: m.name, from: '', to: '' })), info.indexes.length + 1);
-  const taken = await c.query(`SELECT relname FROM pg_class WHERE relnamespace = $1 AND relname = ANY($2::text[])`, [h.nsp, wanted]);
+  const wanted = plannedNames(
+    t,
+    layout.partitions.map((m) => ({ name: m.name, from: '', to: '' })),
+    info.indexes.length + 1,
+  );
+  const taken = await c.query(`SELECT relname FROM pg_class WHERE relnamespace = $1 AND relname = ANY($2::text[])`, [
+    h.nsp,
+    wanted,
+  ]);
   info.takenNames = taken.rows.map((r) => r.relname);
   return info;
 }
@@ -241,7 +291,14 @@ async function columnGrants(c: PoolClient, oid: number): Promise<TableInfo['colu
  * on. With a btree index leading with the column: one index probe per populated month (a loose index scan);
  * without one: one scan of the table.
  */
-async function populatedMonths(c: PoolClient, t: TableRef, column: string, kind: string, tz: string, indexed: boolean): Promise<string[]> {
+async function populatedMonths(
+  c: PoolClient,
+  t: TableRef,
+  column: string,
+  kind: string,
+  tz: string,
+  indexed: boolean,
+): Promise<string[]> {
   const col = quoteIdent(column);
   const tzParam = kind === 'timestamptz';
   const local = (e: string) => (tzParam ? `(${e}) AT TIME ZONE $1` : `(${e})`);
@@ -261,5 +318,8 @@ async function populatedMonths(c: PoolClient, t: TableRef, column: string, kind:
     : `SELECT DISTINCT to_char(${local(col)}, 'YYYY-MM') AS month FROM ${qualified(t)} WHERE ${finite}`;
   const r = await c.query(sql, tzParam ? [tz] : []);
   // years past 9999 print with more digits; they are outliers whatever the layout, so they are left out here
-  return r.rows.map((x) => x.month as string).filter((m) => /^\d{4}-\d{2}$/.test(m)).sort();
+  return r.rows
+    .map((x) => x.month as string)
+    .filter((m) => /^\d{4}-\d{2}$/.test(m))
+    .sort();
 }

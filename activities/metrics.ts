@@ -11,12 +11,38 @@ const cache = new WeakMap<MetricMeter, Instruments>();
 function instruments(m: MetricMeter) {
   return {
     rowsCopied: m.createCounter('partflow_rows_copied', 'rows', 'Rows copied by the backfill'),
-    batchDuration: m.createHistogram('partflow_batch_duration', 'int', 'ms', 'Duration of one backfill batch transaction'),
-    lockWaitRetries: m.createCounter('partflow_lock_wait_retries', 'retries', 'DDL attempts that hit lock_timeout and were retried'),
-    verifyMismatches: m.createCounter('partflow_verification_mismatches', 'ranges', 'Partition ranges whose count or checksum differed'),
-    partitionsCreated: m.createCounter('partflow_partitions_created', 'partitions', 'Partitions created by maintenance'),
-    partitionsArchived: m.createCounter('partflow_partitions_archived', 'partitions', 'Partitions archived by maintenance'),
-    defaultRows: m.createGauge('partflow_default_partition_rows', 'int', 'rows', 'Rows in the default partition at the last maintenance run'),
+    batchDuration: m.createHistogram(
+      'partflow_batch_duration',
+      'int',
+      'ms',
+      'Duration of one backfill batch transaction',
+    ),
+    lockWaitRetries: m.createCounter(
+      'partflow_lock_wait_retries',
+      'retries',
+      'DDL attempts that hit lock_timeout and were retried',
+    ),
+    verifyMismatches: m.createCounter(
+      'partflow_verification_mismatches',
+      'ranges',
+      'Partition ranges whose count or checksum differed',
+    ),
+    partitionsCreated: m.createCounter(
+      'partflow_partitions_created',
+      'partitions',
+      'Partitions created by maintenance',
+    ),
+    partitionsArchived: m.createCounter(
+      'partflow_partitions_archived',
+      'partitions',
+      'Partitions archived by maintenance',
+    ),
+    defaultRows: m.createGauge(
+      'partflow_default_partition_rows',
+      'int',
+      'rows',
+      'Rows in the default partition at the last maintenance run',
+    ),
   };
 }
 

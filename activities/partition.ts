@@ -7,9 +7,27 @@ import type { Pool, PoolClient } from 'pg';
 import { displayName, InputError, qualified, TableRef } from '../src/ident';
 import { validatePartitionInput } from '../src/input';
 import type { Logger } from '../src/logger';
-import { buildPlan, FORWARD_TRIGGER, nextBatchSize, pagesPerBatch, Plan, shapeDifferences, STATE_SCHEMA } from '../src/plan';
+import {
+  buildPlan,
+  FORWARD_TRIGGER,
+  nextBatchSize,
+  pagesPerBatch,
+  Plan,
+  shapeDifferences,
+  STATE_SCHEMA,
+} from '../src/plan';
 import { bucketMonth, compareMonths, parseMonth } from '../src/partitions';
-import { activityContext, classify, currentWorkflowId, ensureCatalog, inTransaction, isTransient, sleep, withHeartbeat, withLockRetry } from './db';
+import {
+  activityContext,
+  classify,
+  currentWorkflowId,
+  ensureCatalog,
+  inTransaction,
+  isTransient,
+  sleep,
+  withHeartbeat,
+  withLockRetry,
+} from './db';
 import { faultPoint } from './faults';
 import { readTableInfo } from './inspect';
 import { metrics } from './metrics';
@@ -27,7 +45,10 @@ export interface PreflightResult {
 export interface BackfillChunkInput {
   table: TableRef;
   copyMode: Plan['copyMode'];
-  sql: Pick<Plan['sql'], 'backfillBatch' | 'backfillBatchFast' | 'keyBound' | 'keyBoundFirst' | 'keyCopy' | 'keyCopyFirst'>;
+  sql: Pick<
+    Plan['sql'],
+    'backfillBatch' | 'backfillBatchFast' | 'keyBound' | 'keyBoundFirst' | 'keyCopy' | 'keyCopyFirst'
+  >;
   batchSize: number;
   sleepMs: number;
   /** stop after this long so the workflow can react to pause/throttle/rollback */
@@ -124,7 +145,10 @@ function lockedBy(plan: Plan): { relations: string[] } {
 }
 
 async function relOid(c: PoolClient, ref: TableRef): Promise<{ oid: number; relkind: string } | null> {
-  const r = await c.query(`SELECT c.oid::int AS oid, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2`, [ref.schema, ref.name]);
+  const r = await c.query(
+    `SELECT c.oid::int AS oid, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2`,
+    [ref.schema, ref.name],
+  );
   return r.rowCount ? r.rows[0] : null;
 }
 
@@ -134,9 +158,15 @@ async function relOid(c: PoolClient, ref: TableRef): Promise<{ oid: number; relk
  */
 async function fence(c: PoolClient, table: TableRef): Promise<void> {
   const wf = currentWorkflowId() ?? 'local';
-  const r = await c.query(`SELECT 1 FROM ${RUNS} WHERE table_schema = $1 AND table_name = $2 AND workflow_id = $3 AND run_state = 'active' FOR SHARE`, [table.schema, table.name, wf]);
+  const r = await c.query(
+    `SELECT 1 FROM ${RUNS} WHERE table_schema = $1 AND table_name = $2 AND workflow_id = $3 AND run_state = 'active' FOR SHARE`,
+    [table.schema, table.name, wf],
+  );
   if (!r.rowCount) {
-    throw ApplicationFailure.nonRetryable(`The partflow run of ${displayName(table)} (workflow ${wf}) is being undone or is over; this step does nothing.`, 'RunUndone');
+    throw ApplicationFailure.nonRetryable(
+      `The partflow run of ${displayName(table)} (workflow ${wf}) is being undone or is over; this step does nothing.`,
+      'RunUndone',
+    );
   }
 }
 
@@ -155,7 +185,10 @@ async function newTableColumns(c: PoolClient | Pool, plan: Plan): Promise<string
  * during the rollback window has no place in the old one.
  */
 async function rollbackLoss(c: PoolClient | Pool, plan: Plan): Promise<string | null> {
-  const r = await c.query(`SELECT cutover_done, cutover_columns FROM ${RUNS} WHERE table_schema = $1 AND table_name = $2`, [plan.table.schema, plan.table.name]);
+  const r = await c.query(
+    `SELECT cutover_done, cutover_columns FROM ${RUNS} WHERE table_schema = $1 AND table_name = $2`,
+    [plan.table.schema, plan.table.name],
+  );
   const row = r.rows[0];
   if (!row?.cutover_done || !row.cutover_columns) return null;
   const diff = shapeDifferences(row.cutover_columns, await newTableColumns(c, plan));
@@ -180,7 +213,10 @@ async function checkUnchanged(c: PoolClient, plan: Plan): Promise<void> {
       );
     }
   }
-  const st = await c.query(`SELECT trigger_fence FROM ${RUNS} WHERE table_schema = $1 AND table_name = $2`, [plan.table.schema, plan.table.name]);
+  const st = await c.query(`SELECT trigger_fence FROM ${RUNS} WHERE table_schema = $1 AND table_name = $2`, [
+    plan.table.schema,
+    plan.table.name,
+  ]);
   const recorded: string | null = st.rows[0]?.trigger_fence ?? null;
   if (recorded !== null) {
     const fence = (await c.query(plan.sql.triggerFence, [plan.tableOid])).rows[0].fence;
@@ -194,19 +230,36 @@ async function checkUnchanged(c: PoolClient, plan: Plan): Promise<void> {
 }
 
 export function createPartitionActivities({ pool, log }: Deps) {
-  const step = (name: string, table: TableRef) => log.child({ step: name, table: displayName(table), workflowId: currentWorkflowId() });
+  const step = (name: string, table: TableRef) =>
+    log.child({ step: name, table: displayName(table), workflowId: currentWorkflowId() });
 
   /** Updates that moved a row to another month so far (the trigger's counter); 0 when there is none. */
   async function rowMoves(table: TableRef): Promise<number> {
     const counter = qualified({ schema: table.schema, name: `${table.name}_pf_moves` });
     const r = await pool.query(`SELECT to_regclass($1) IS NOT NULL AS ok`, [counter]);
     if (!r.rows[0].ok) return 0;
-    const v = await pool.query(`SELECT CASE WHEN is_called THEN last_value ELSE 0 END::bigint AS n FROM ${counter}`).catch(() => null);
+    const v = await pool
+      .query(`SELECT CASE WHEN is_called THEN last_value ELSE 0 END::bigint AS n FROM ${counter}`)
+      .catch(() => null);
     return Number(v?.rows[0]?.n ?? 0);
   }
 
-  async function runState(table: TableRef): Promise<{ run_state: string; next_page: string; total_pages: string | null; rows_copied: string; cutover_done: boolean; workflow_id: string; last_key: string[] | null; max_key: string[] | null } | null> {
-    const r = await pool.query(`SELECT * FROM ${RUNS} WHERE table_schema = $1 AND table_name = $2`, [table.schema, table.name]);
+  async function runState(
+    table: TableRef,
+  ): Promise<{
+    run_state: string;
+    next_page: string;
+    total_pages: string | null;
+    rows_copied: string;
+    cutover_done: boolean;
+    workflow_id: string;
+    last_key: string[] | null;
+    max_key: string[] | null;
+  } | null> {
+    const r = await pool.query(`SELECT * FROM ${RUNS} WHERE table_schema = $1 AND table_name = $2`, [
+      table.schema,
+      table.name,
+    ]);
     return r.rowCount ? r.rows[0] : null;
   }
 
@@ -214,15 +267,28 @@ export function createPartitionActivities({ pool, log }: Deps) {
    * The plan a step is handed must be the one partflow's preflight made and claimRun stored for this very
    * workflow: SQL is never taken from a workflow input. `sql` checks single statements (the backfill's).
    */
-  async function ownPlan(table: TableRef, plan: Plan | null, sql: Record<string, string | undefined> = {}): Promise<void> {
+  async function ownPlan(
+    table: TableRef,
+    plan: Plan | null,
+    sql: Record<string, string | undefined> = {},
+  ): Promise<void> {
     const wf = currentWorkflowId() ?? 'local';
     const r = await pool.query(`SELECT to_regclass($1) IS NOT NULL AS ok`, [RUNS]);
-    const row = r.rows[0].ok ? (await pool.query(`SELECT workflow_id, plan FROM ${RUNS} WHERE table_schema = $1 AND table_name = $2`, [table.schema, table.name])).rows[0] : undefined;
+    const row = r.rows[0].ok
+      ? (
+          await pool.query(`SELECT workflow_id, plan FROM ${RUNS} WHERE table_schema = $1 AND table_name = $2`, [
+            table.schema,
+            table.name,
+          ])
+        ).rows[0]
+      : undefined;
     let ok = !!row && row.workflow_id === wf && typeof row.plan === 'string';
     if (ok && plan) ok = row.plan === JSON.stringify(plan);
     if (ok && Object.keys(sql).length) {
       const stored = JSON.parse(row.plan) as Plan;
-      ok = Object.entries(sql).every(([k, v]) => v === undefined || (stored.sql as unknown as Record<string, unknown>)[k] === v);
+      ok = Object.entries(sql).every(
+        ([k, v]) => v === undefined || (stored.sql as unknown as Record<string, unknown>)[k] === v,
+      );
     }
     if (!ok) {
       throw ApplicationFailure.nonRetryable(
@@ -250,7 +316,10 @@ export function createPartitionActivities({ pool, log }: Deps) {
     );
     if (r.rowCount) {
       tuningOf(`pages:${qualified(table)}`).mergeLeft = 1_000_000; // every later batch may meet rows copied already
-      l.warn({ totalPages: Number(r.rows[0].total_pages) }, 'the table was rewritten (VACUUM FULL, CLUSTER or TRUNCATE): the backfill walks its new file from page 0');
+      l.warn(
+        { totalPages: Number(r.rows[0].total_pages) },
+        'the table was rewritten (VACUUM FULL, CLUSTER or TRUNCATE): the backfill walks its new file from page 0',
+      );
     }
   }
 
@@ -265,7 +334,13 @@ export function createPartitionActivities({ pool, log }: Deps) {
    * synchronous_commit is off for the batch: a batch lost in a crash loses its checkpoint with it and is
    * simply copied again.
    */
-  async function guardedBatch(table: TableRef, set: string, where: string, params: unknown[], copy: (c: PoolClient) => Promise<number>): Promise<number> {
+  async function guardedBatch(
+    table: TableRef,
+    set: string,
+    where: string,
+    params: unknown[],
+    copy: (c: PoolClient) => Promise<number>,
+  ): Promise<number> {
     for (let attempt = 1; ; attempt++) {
       try {
         return await inTransaction(
@@ -306,11 +381,16 @@ export function createPartitionActivities({ pool, log }: Deps) {
     let batches = 0;
     try {
       const st = await runState(input.table);
-      if (!st) throw ApplicationFailure.nonRetryable(`No backfill checkpoint for ${displayName(input.table)}: the sync step did not run.`, 'StateMissing');
+      if (!st)
+        throw ApplicationFailure.nonRetryable(
+          `No backfill checkpoint for ${displayName(input.table)}: the sync step did not run.`,
+          'StateMissing',
+        );
       let last = st.last_key;
       const max = st.max_key;
       let rowsCopied = Number(st.rows_copied);
-      const same = (a: string[] | null, b: string[] | null) => !!a && !!b && a.length === b.length && a.every((x, i) => x === b[i]);
+      const same = (a: string[] | null, b: string[] | null) =>
+        !!a && !!b && a.length === b.length && a.every((x, i) => x === b[i]);
       const tune = tuningOf(`keys:${qualified(input.table)}`);
       let size = Math.min(input.batchSize, tune.size ?? input.batchSize);
       while (max && !same(last, max) && Date.now() - started < input.maxMs) {
@@ -321,13 +401,25 @@ export function createPartitionActivities({ pool, log }: Deps) {
         const hi: string[] = b.rows[0]?.k ?? max;
         const from = last;
         const batchStarted = Date.now();
-        const read = await guardedBatch(input.table, 'last_key = $5::text[]', 'last_key IS NOT DISTINCT FROM $4::text[]', [from, hi], async (c) => {
-          const r = from ? await c.query(input.sql.keyCopy, [...from, ...hi]) : await c.query(input.sql.keyCopyFirst, [...hi]);
-          return Number(r.rows[0].read);
-        });
+        const read = await guardedBatch(
+          input.table,
+          'last_key = $5::text[]',
+          'last_key IS NOT DISTINCT FROM $4::text[]',
+          [from, hi],
+          async (c) => {
+            const r = from
+              ? await c.query(input.sql.keyCopy, [...from, ...hi])
+              : await c.query(input.sql.keyCopyFirst, [...hi]);
+            return Number(r.rows[0].read);
+          },
+        );
         if (read < 0) {
           const again = await runState(input.table);
-          if (again?.run_state !== 'active') throw ApplicationFailure.nonRetryable(`The partflow run of ${displayName(input.table)} is being undone; the backfill stops.`, 'RunUndone');
+          if (again?.run_state !== 'active')
+            throw ApplicationFailure.nonRetryable(
+              `The partflow run of ${displayName(input.table)} is being undone; the backfill stops.`,
+              'RunUndone',
+            );
           last = again!.last_key;
           rowsCopied = Number(again!.rows_copied);
           continue;
@@ -344,15 +436,29 @@ export function createPartitionActivities({ pool, log }: Deps) {
         if (input.sleepMs > 0) await sleep(input.sleepMs);
       }
       const done = !max || same(last, max);
-      const est = Number((await pool.query(`SELECT greatest(reltuples, 0)::bigint AS t FROM pg_class WHERE oid = to_regclass($1)`, [qualified(input.table)])).rows[0]?.t ?? 0);
+      const est = Number(
+        (
+          await pool.query(`SELECT greatest(reltuples, 0)::bigint AS t FROM pg_class WHERE oid = to_regclass($1)`, [
+            qualified(input.table),
+          ])
+        ).rows[0]?.t ?? 0,
+      );
       return {
-        nextPage: done ? 1 : 0, totalPages: 1, rowsCopied, rowsThisChunk, pagesThisChunk: 0, batches, elapsedMs: Date.now() - started, done,
+        nextPage: done ? 1 : 0,
+        totalPages: 1,
+        rowsCopied,
+        rowsThisChunk,
+        pagesThisChunk: 0,
+        batches,
+        elapsedMs: Date.now() - started,
+        done,
         percent: done ? 100 : est > 0 ? Math.min(99.9, (rowsCopied / est) * 100) : 0,
         checkpoint: last ? `key checkpoint after ${rowsCopied} rows (partflow.runs.last_key)` : 'start',
         rowMoves: await rowMoves(input.table),
       };
     } catch (err) {
-      if (isTransient(err)) l.warn({ err: (err as Error).message }, 'transient error in backfill; Temporal will retry from the checkpoint');
+      if (isTransient(err))
+        l.warn({ err: (err as Error).message }, 'transient error in backfill; Temporal will retry from the checkpoint');
       classify(err, `backfill of ${displayName(input.table)}`);
     }
   }
@@ -363,9 +469,15 @@ export function createPartitionActivities({ pool, log }: Deps) {
       try {
         const opts = validatePartitionInput(rawInput);
         // reading the partition column's months may scan the table: heartbeat meanwhile
-        const info = await withHeartbeat(() => ({ step: 'preflight' }), () => inTransaction(pool, (c) => readTableInfo(c, opts, currentWorkflowId()), { readOnly: true }));
+        const info = await withHeartbeat(
+          () => ({ step: 'preflight' }),
+          () => inTransaction(pool, (c) => readTableInfo(c, opts, currentWorkflowId()), { readOnly: true }),
+        );
         const plan = buildPlan(info, opts);
-        step('preflight', opts.table).info({ partitions: plan.partitions.length, estimatedRows: plan.estimatedRows, warnings: plan.warnings }, 'preflight passed');
+        step('preflight', opts.table).info(
+          { partitions: plan.partitions.length, estimatedRows: plan.estimatedRows, warnings: plan.warnings },
+          'preflight passed',
+        );
         return { plan, summary: plan.warnings };
       } catch (err) {
         if (err instanceof InputError) throw ApplicationFailure.nonRetryable(err.message, 'PreflightRefused');
@@ -409,7 +521,10 @@ export function createPartitionActivities({ pool, log }: Deps) {
       const wf = currentWorkflowId() ?? 'local';
       try {
         if (!(await pool.query(`SELECT to_regclass($1) IS NOT NULL AS ok`, [RUNS])).rows[0].ok) return;
-        await pool.query(`UPDATE ${RUNS} SET run_state = 'undoing', updated_at = now() WHERE table_schema = $1 AND table_name = $2 AND workflow_id = $3 AND run_state = 'active'`, [table.schema, table.name, wf]);
+        await pool.query(
+          `UPDATE ${RUNS} SET run_state = 'undoing', updated_at = now() WHERE table_schema = $1 AND table_name = $2 AND workflow_id = $3 AND run_state = 'active'`,
+          [table.schema, table.name, wf],
+        );
       } catch (err) {
         classify(err, 'begin undo');
       }
@@ -419,7 +534,10 @@ export function createPartitionActivities({ pool, log }: Deps) {
       const wf = currentWorkflowId() ?? 'local';
       try {
         if ((await pool.query(`SELECT to_regclass($1) IS NOT NULL AS ok`, [RUNS])).rows[0].ok) {
-          await pool.query(`UPDATE ${RUNS} SET run_state = $4, updated_at = now() WHERE table_schema = $1 AND table_name = $2 AND workflow_id = $3`, [table.schema, table.name, wf, state]);
+          await pool.query(
+            `UPDATE ${RUNS} SET run_state = $4, updated_at = now() WHERE table_schema = $1 AND table_name = $2 AND workflow_id = $3`,
+            [table.schema, table.name, wf, state],
+          );
         }
       } catch (err) {
         classify(err, 'release');
@@ -431,28 +549,37 @@ export function createPartitionActivities({ pool, log }: Deps) {
       await ownPlan(plan.table, plan);
       const l = step('shadow', plan.table);
       let created = false;
-      await withHeartbeat(() => ({ step: 'shadow' }), async () => {
-        const existing = await inTransaction(pool, (c) => relOid(c, plan.shadow));
-        if (!existing) {
-          await withLockRetry(pool, l, 'shadow', lockTimeoutMs, async (c) => {
-            await fence(c, plan.table);
-            for (const sql of plan.sql.shadow) await c.query(sql);
-          });
-          created = true;
-        } else if (existing.relkind !== 'p') {
-          throw ApplicationFailure.nonRetryable(`${displayName(plan.shadow)} exists and is not partflow's partitioned copy; drop or rename it first.`, 'NameTaken');
-        }
-        for (const [i, fk] of plan.sql.shadowForeignKeys.entries()) {
-          const name = /ADD CONSTRAINT ("(?:[^"]|"")+")/.exec(fk)![1].slice(1, -1).replace(/""/g, '"');
-          const has = await pool.query(`SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass($1) AND conname = $2`, [qualified(plan.shadow), name]);
-          if (has.rowCount) continue;
-          await withLockRetry(pool, l, `shadow foreign key ${i + 1}`, lockTimeoutMs, async (c) => {
-            await fence(c, plan.table);
-            await c.query(fk);
-          });
-        }
-        await faultPoint('shadow', l);
-      });
+      await withHeartbeat(
+        () => ({ step: 'shadow' }),
+        async () => {
+          const existing = await inTransaction(pool, (c) => relOid(c, plan.shadow));
+          if (!existing) {
+            await withLockRetry(pool, l, 'shadow', lockTimeoutMs, async (c) => {
+              await fence(c, plan.table);
+              for (const sql of plan.sql.shadow) await c.query(sql);
+            });
+            created = true;
+          } else if (existing.relkind !== 'p') {
+            throw ApplicationFailure.nonRetryable(
+              `${displayName(plan.shadow)} exists and is not partflow's partitioned copy; drop or rename it first.`,
+              'NameTaken',
+            );
+          }
+          for (const [i, fk] of plan.sql.shadowForeignKeys.entries()) {
+            const name = /ADD CONSTRAINT ("(?:[^"]|"")+")/.exec(fk)![1].slice(1, -1).replace(/""/g, '"');
+            const has = await pool.query(
+              `SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass($1) AND conname = $2`,
+              [qualified(plan.shadow), name],
+            );
+            if (has.rowCount) continue;
+            await withLockRetry(pool, l, `shadow foreign key ${i + 1}`, lockTimeoutMs, async (c) => {
+              await fence(c, plan.table);
+              await c.query(fk);
+            });
+          }
+          await faultPoint('shadow', l);
+        },
+      );
       l.info({ created, partitions: plan.partitions.length + 1 }, 'shadow table ready');
       return { created, foreignKeys: plan.sql.shadowForeignKeys.length };
     },
@@ -461,14 +588,24 @@ export function createPartitionActivities({ pool, log }: Deps) {
     async dropShadow(plan: Plan, lockTimeoutMs: number): Promise<void> {
       await ownPlan(plan.table, plan);
       const l = step('drop-shadow', plan.table);
-      await withLockRetry(pool, l, 'drop shadow', lockTimeoutMs, async (c) => {
-        const s = await relOid(c, plan.shadow);
-        if (!s) return;
-        if (s.oid === plan.tableOid || s.relkind !== 'p') {
-          throw ApplicationFailure.nonRetryable(`Refusing to drop ${displayName(plan.shadow)}: it is not partflow's copy.`, 'Safety');
-        }
-        for (const sql of plan.sql.dropShadow) await c.query(sql);
-      }, lockedBy(plan));
+      await withLockRetry(
+        pool,
+        l,
+        'drop shadow',
+        lockTimeoutMs,
+        async (c) => {
+          const s = await relOid(c, plan.shadow);
+          if (!s) return;
+          if (s.oid === plan.tableOid || s.relkind !== 'p') {
+            throw ApplicationFailure.nonRetryable(
+              `Refusing to drop ${displayName(plan.shadow)}: it is not partflow's copy.`,
+              'Safety',
+            );
+          }
+          for (const sql of plan.sql.dropShadow) await c.query(sql);
+        },
+        lockedBy(plan),
+      );
       l.info('shadow table dropped');
     },
 
@@ -476,30 +613,50 @@ export function createPartitionActivities({ pool, log }: Deps) {
      * Installs the forward trigger and, in the same transaction, records how many pages the backfill must
      * cover: every row on a later page was written after the trigger existed, so the trigger copied it.
      */
-    async installSyncTrigger(plan: Plan, lockTimeoutMs: number): Promise<{ totalPages: number; lockWaitRetries: number }> {
+    async installSyncTrigger(
+      plan: Plan,
+      lockTimeoutMs: number,
+    ): Promise<{ totalPages: number; lockWaitRetries: number }> {
       await ownPlan(plan.table, plan);
       const l = step('sync', plan.table);
-      const { result, stats } = await withLockRetry(pool, l, 'sync trigger', lockTimeoutMs, async (c) => {
-        await fence(c, plan.table);
-        const src = await relOid(c, plan.table);
-        if (!src || src.oid !== plan.tableOid) throw ApplicationFailure.nonRetryable(`Table ${displayName(plan.table)} changed since preflight (dropped or replaced); start again.`, 'TableChanged');
-        const has = await c.query(`SELECT 1 FROM pg_trigger WHERE tgrelid = $1 AND tgname = $2`, [plan.tableOid, FORWARD_TRIGGER]);
-        if (!has.rowCount) for (const sql of plan.sql.syncTrigger) await c.query(sql);
-        await faultPoint('sync', l);
-        // partflow's triggers as committed now; the cut-over refuses if they were disabled since
-        const triggerFence = (await c.query(plan.sql.triggerFence, [plan.tableOid])).rows[0].fence;
-        const r = await c.query(
-          `UPDATE ${RUNS} SET total_pages = coalesce(total_pages, pg_relation_size($3::regclass) / current_setting('block_size')::int),
+      const { result, stats } = await withLockRetry(
+        pool,
+        l,
+        'sync trigger',
+        lockTimeoutMs,
+        async (c) => {
+          await fence(c, plan.table);
+          const src = await relOid(c, plan.table);
+          if (!src || src.oid !== plan.tableOid)
+            throw ApplicationFailure.nonRetryable(
+              `Table ${displayName(plan.table)} changed since preflight (dropped or replaced); start again.`,
+              'TableChanged',
+            );
+          const has = await c.query(`SELECT 1 FROM pg_trigger WHERE tgrelid = $1 AND tgname = $2`, [
+            plan.tableOid,
+            FORWARD_TRIGGER,
+          ]);
+          if (!has.rowCount) for (const sql of plan.sql.syncTrigger) await c.query(sql);
+          await faultPoint('sync', l);
+          // partflow's triggers as committed now; the cut-over refuses if they were disabled since
+          const triggerFence = (await c.query(plan.sql.triggerFence, [plan.tableOid])).rows[0].fence;
+          const r = await c.query(
+            `UPDATE ${RUNS} SET total_pages = coalesce(total_pages, pg_relation_size($3::regclass) / current_setting('block_size')::int),
                   trigger_fence = coalesce(trigger_fence, $4), filenode = coalesce(filenode, pg_relation_filenode($3::regclass)), updated_at = now()
             WHERE table_schema = $1 AND table_name = $2 RETURNING total_pages`,
-          [plan.table.schema, plan.table.name, plan.tableOid, triggerFence],
-        );
-        if (plan.copyMode === 'keys') {
-          const mk = await c.query(plan.sql.maxKey);
-          await c.query(`UPDATE ${RUNS} SET max_key = coalesce(max_key, $3::text[]) WHERE table_schema = $1 AND table_name = $2`, [plan.table.schema, plan.table.name, mk.rows[0]?.k ?? null]);
-        }
-        return Number(r.rows[0].total_pages);
-      }, lockedBy(plan));
+            [plan.table.schema, plan.table.name, plan.tableOid, triggerFence],
+          );
+          if (plan.copyMode === 'keys') {
+            const mk = await c.query(plan.sql.maxKey);
+            await c.query(
+              `UPDATE ${RUNS} SET max_key = coalesce(max_key, $3::text[]) WHERE table_schema = $1 AND table_name = $2`,
+              [plan.table.schema, plan.table.name, mk.rows[0]?.k ?? null],
+            );
+          }
+          return Number(r.rows[0].total_pages);
+        },
+        lockedBy(plan),
+      );
       l.info({ totalPages: result, lockWaitRetries: stats.lockWaitRetries }, 'sync trigger installed');
       return { totalPages: result, lockWaitRetries: stats.lockWaitRetries };
     },
@@ -507,12 +664,19 @@ export function createPartitionActivities({ pool, log }: Deps) {
     async dropSyncTrigger(plan: Plan, lockTimeoutMs: number): Promise<void> {
       await ownPlan(plan.table, plan);
       const l = step('drop-sync', plan.table);
-      await withLockRetry(pool, l, 'drop sync trigger', lockTimeoutMs, async (c) => {
-        const src = await relOid(c, plan.table);
-        if (src && src.oid === plan.tableOid) for (const sql of plan.sql.dropSyncTrigger) await c.query(sql);
-        // else swapped: the trigger went with the cut-over; the counter goes in any case
-        for (const sql of plan.sql.dropCounters ?? []) await c.query(sql);
-      }, lockedBy(plan));
+      await withLockRetry(
+        pool,
+        l,
+        'drop sync trigger',
+        lockTimeoutMs,
+        async (c) => {
+          const src = await relOid(c, plan.table);
+          if (src && src.oid === plan.tableOid) for (const sql of plan.sql.dropSyncTrigger) await c.query(sql);
+          // else swapped: the trigger went with the cut-over; the counter goes in any case
+          for (const sql of plan.sql.dropCounters ?? []) await c.query(sql);
+        },
+        lockedBy(plan),
+      );
       l.info('sync trigger dropped');
     },
 
@@ -534,11 +698,18 @@ export function createPartitionActivities({ pool, log }: Deps) {
       try {
         await restartIfRewritten(plan.table, l);
         const st = await runState(plan.table);
-        if (!st || st.total_pages === null) throw ApplicationFailure.nonRetryable(`No backfill checkpoint for ${displayName(plan.table)}: the sync step did not run.`, 'StateMissing');
+        if (!st || st.total_pages === null)
+          throw ApplicationFailure.nonRetryable(
+            `No backfill checkpoint for ${displayName(plan.table)}: the sync step did not run.`,
+            'StateMissing',
+          );
         let next = Number(st.next_page);
         let total = Number(st.total_pages);
         let rowsCopied = Number(st.rows_copied);
-        const dens = await pool.query(`SELECT reltuples::bigint AS t, relpages::bigint AS p FROM pg_class WHERE oid = to_regclass($1)`, [qualified(plan.table)]);
+        const dens = await pool.query(
+          `SELECT reltuples::bigint AS t, relpages::bigint AS p FROM pg_class WHERE oid = to_regclass($1)`,
+          [qualified(plan.table)],
+        );
         const cap = pagesPerBatch(input.batchSize, Number(dens.rows[0]?.t ?? -1), Number(dens.rows[0]?.p ?? 0));
         const tune = tuningOf(`pages:${qualified(plan.table)}`);
         let per = Math.min(cap, tune.size ?? cap);
@@ -555,23 +726,39 @@ export function createPartitionActivities({ pool, log }: Deps) {
             c.query(sql, [`(${from},0)`, `(${to},0)`]).then(async (r) => {
               if (batches === 2) await faultPoint('backfill', l); // mid-batch: copied, not committed
               // plans made before the fast form counted rows read in a CTE (`read`); now the INSERT's row count
-              return r.rows[0]?.read !== undefined ? Number(r.rows[0].read) : r.rowCount ?? 0;
+              return r.rows[0]?.read !== undefined ? Number(r.rows[0].read) : (r.rowCount ?? 0);
             });
           let n: number;
           try {
-            n = await guardedBatch(plan.table, 'next_page = $5', SAME_FILE_AT('$4'), [from, to], copy(fast ? input.sql.backfillBatchFast! : input.sql.backfillBatch));
+            n = await guardedBatch(
+              plan.table,
+              'next_page = $5',
+              SAME_FILE_AT('$4'),
+              [from, to],
+              copy(fast ? input.sql.backfillBatchFast! : input.sql.backfillBatch),
+            );
           } catch (err) {
             if (!fast || (err as { code?: string }).code !== '23505') throw err;
             tune.mergeLeft = MERGE_BATCHES;
             mergedBatches++;
-            n = await guardedBatch(plan.table, 'next_page = $5', SAME_FILE_AT('$4'), [from, to], copy(input.sql.backfillBatch));
+            n = await guardedBatch(
+              plan.table,
+              'next_page = $5',
+              SAME_FILE_AT('$4'),
+              [from, to],
+              copy(input.sql.backfillBatch),
+            );
           }
           if (n < 0) {
             // another attempt of this activity advanced the checkpoint, or the table was rewritten: continue
             // from where the checkpoint is now
             await restartIfRewritten(plan.table, l);
             const again = await runState(plan.table);
-            if (again?.run_state !== 'active') throw ApplicationFailure.nonRetryable(`The partflow run of ${displayName(plan.table)} is being undone; the backfill stops.`, 'RunUndone');
+            if (again?.run_state !== 'active')
+              throw ApplicationFailure.nonRetryable(
+                `The partflow run of ${displayName(plan.table)} is being undone; the backfill stops.`,
+                'RunUndone',
+              );
             next = Number(again!.next_page);
             total = Number(again!.total_pages);
             rowsCopied = Number(again!.rows_copied);
@@ -592,12 +779,25 @@ export function createPartitionActivities({ pool, log }: Deps) {
         const elapsedMs = Date.now() - started;
         l.debug({ next, total, rowsThisChunk, batches, elapsedMs }, 'backfill chunk');
         return {
-          nextPage: next, totalPages: total, rowsCopied, rowsThisChunk, pagesThisChunk, batches, mergedBatches, elapsedMs, done: next >= total,
-          percent: total > 0 ? Math.min(100, (next / total) * 100) : 100, checkpoint: `page ${next} of ${total}`,
+          nextPage: next,
+          totalPages: total,
+          rowsCopied,
+          rowsThisChunk,
+          pagesThisChunk,
+          batches,
+          mergedBatches,
+          elapsedMs,
+          done: next >= total,
+          percent: total > 0 ? Math.min(100, (next / total) * 100) : 100,
+          checkpoint: `page ${next} of ${total}`,
           rowMoves: await rowMoves(plan.table),
         };
       } catch (err) {
-        if (isTransient(err)) l.warn({ err: (err as Error).message }, 'transient error in backfill; Temporal will retry from the checkpoint');
+        if (isTransient(err))
+          l.warn(
+            { err: (err as Error).message },
+            'transient error in backfill; Temporal will retry from the checkpoint',
+          );
         classify(err, `backfill of ${displayName(plan.table)}`);
       }
     },
@@ -610,7 +810,10 @@ export function createPartitionActivities({ pool, log }: Deps) {
       try {
         // statistics for the copy before it becomes the table: the planner must not meet 20 empty-looking
         // partitions right after the cut-over (SHARE UPDATE EXCLUSIVE: writes go on; idempotent on retry)
-        await withHeartbeat(() => ({ step: 'analyze' }), () => pool.query(`ANALYZE ${qualified(plan.shadow)}`));
+        await withHeartbeat(
+          () => ({ step: 'analyze' }),
+          () => pool.query(`ANALYZE ${qualified(plan.shadow)}`),
+        );
         l.info({ elapsedMs: Date.now() - started }, 'copy analyzed');
         const [src, dst] = await withHeartbeat(
           () => ({ step: 'verify' }),
@@ -627,7 +830,10 @@ export function createPartitionActivities({ pool, log }: Deps) {
             ),
         );
         const report = compareChecksums(plan, src, dst, Date.now() - started);
-        l.info({ ok: report.ok, rows: report.rows, mismatches: report.mismatches, elapsedMs: report.elapsedMs }, 'verification finished');
+        l.info(
+          { ok: report.ok, rows: report.rows, mismatches: report.mismatches, elapsedMs: report.elapsedMs },
+          'verification finished',
+        );
         if (!report.ok) {
           metrics.verifyMismatches(displayName(plan.table), report.mismatches.length);
           throw ApplicationFailure.nonRetryable(
@@ -652,41 +858,74 @@ export function createPartitionActivities({ pool, log }: Deps) {
       const { stats } = await withHeartbeat(
         () => ({ step: 'cutover' }),
         () =>
-          withLockRetry(pool, l, 'cutover', lockTimeoutMs, async (c) => {
-            await c.query(plan.sql.cutover[0]); // LOCK TABLE: the wait is bounded by lock_timeout
-            lockedAt = Date.now();
-            await fence(c, plan.table);
-            const src = await relOid(c, plan.table);
-            if (!src || src.oid !== plan.tableOid) throw ApplicationFailure.nonRetryable(`Table ${displayName(plan.table)} changed since preflight; not cutting over.`, 'TableChanged');
-            await checkUnchanged(c, plan);
-            for (const sql of plan.sql.cutover.slice(1)) await c.query(sql);
-            await faultPoint('cutover', l); // renamed, not committed
-            // the new table's columns as of the cut-over: a rollback that would lose a later change is refused
-            const cols = await newTableColumns(c, plan);
-            await c.query(`UPDATE ${RUNS} SET cutover_done = true, cutover_columns = $3, updated_at = now() WHERE table_schema = $1 AND table_name = $2`, [plan.table.schema, plan.table.name, cols]);
-          }, lockedBy(plan)),
+          withLockRetry(
+            pool,
+            l,
+            'cutover',
+            lockTimeoutMs,
+            async (c) => {
+              await c.query(plan.sql.cutover[0]); // LOCK TABLE: the wait is bounded by lock_timeout
+              lockedAt = Date.now();
+              await fence(c, plan.table);
+              const src = await relOid(c, plan.table);
+              if (!src || src.oid !== plan.tableOid)
+                throw ApplicationFailure.nonRetryable(
+                  `Table ${displayName(plan.table)} changed since preflight; not cutting over.`,
+                  'TableChanged',
+                );
+              await checkUnchanged(c, plan);
+              for (const sql of plan.sql.cutover.slice(1)) await c.query(sql);
+              await faultPoint('cutover', l); // renamed, not committed
+              // the new table's columns as of the cut-over: a rollback that would lose a later change is refused
+              const cols = await newTableColumns(c, plan);
+              await c.query(
+                `UPDATE ${RUNS} SET cutover_done = true, cutover_columns = $3, updated_at = now() WHERE table_schema = $1 AND table_name = $2`,
+                [plan.table.schema, plan.table.name, cols],
+              );
+            },
+            lockedBy(plan),
+          ),
       );
       const lockHoldMs = Date.now() - lockedAt;
       l.info({ lockHoldMs, attempts: stats.attempts, lockWaitRetries: stats.lockWaitRetries }, 'cut over');
-      return { alreadyDone: false, attempts: stats.attempts, lockWaitRetries: stats.lockWaitRetries, lockHoldMs, rowMoves: await rowMoves(plan.table) };
+      return {
+        alreadyDone: false,
+        attempts: stats.attempts,
+        lockWaitRetries: stats.lockWaitRetries,
+        lockHoldMs,
+        rowMoves: await rowMoves(plan.table),
+      };
     },
 
     /** Compensation of cutover: the old table (kept in sync by the reverse trigger) takes the name back. */
-    async swapBack(plan: Plan, lockTimeoutMs: number): Promise<{ swapped: boolean; lockHoldMs: number; notRestored?: string[] }> {
+    async swapBack(
+      plan: Plan,
+      lockTimeoutMs: number,
+    ): Promise<{ swapped: boolean; lockHoldMs: number; notRestored?: string[] }> {
       await ownPlan(plan.table, plan);
       const l = step('swap-back', plan.table);
       const st = await runState(plan.table);
       let swapped = false;
       let lockedAt = Date.now();
       if (st?.cutover_done) {
-        await withLockRetry(pool, l, 'swap back', lockTimeoutMs, async (c) => {
-          await c.query(plan.sql.swapBack[0]);
-          lockedAt = Date.now();
-          const loss = await rollbackLoss(c, plan);
-          if (loss) throw ApplicationFailure.nonRetryable(loss, 'TableChanged');
-          for (const sql of plan.sql.swapBack.slice(1)) await c.query(sql);
-          await c.query(`UPDATE ${RUNS} SET cutover_done = false, updated_at = now() WHERE table_schema = $1 AND table_name = $2`, [plan.table.schema, plan.table.name]);
-        }, lockedBy(plan));
+        await withLockRetry(
+          pool,
+          l,
+          'swap back',
+          lockTimeoutMs,
+          async (c) => {
+            await c.query(plan.sql.swapBack[0]);
+            lockedAt = Date.now();
+            const loss = await rollbackLoss(c, plan);
+            if (loss) throw ApplicationFailure.nonRetryable(loss, 'TableChanged');
+            for (const sql of plan.sql.swapBack.slice(1)) await c.query(sql);
+            await c.query(
+              `UPDATE ${RUNS} SET cutover_done = false, updated_at = now() WHERE table_schema = $1 AND table_name = $2`,
+              [plan.table.schema, plan.table.name],
+            );
+          },
+          lockedBy(plan),
+        );
         swapped = true;
       }
       const lockHoldMs = swapped ? Date.now() - lockedAt : 0;
@@ -700,7 +939,9 @@ export function createPartitionActivities({ pool, log }: Deps) {
           const fk = plan.inboundForeignKeys[i];
           const why = (err as Error).message;
           if (err instanceof ApplicationFailure && err.type === 'DatabaseError') {
-            notRestored.push(`foreign key ${displayName(fk.table)}.${fk.name} is back but NOT VALID (${why}); fix the rows it names, then ALTER TABLE ${displayName(fk.table)} VALIDATE CONSTRAINT ${fk.name}`);
+            notRestored.push(
+              `foreign key ${displayName(fk.table)}.${fk.name} is back but NOT VALID (${why}); fix the rows it names, then ALTER TABLE ${displayName(fk.table)} VALIDATE CONSTRAINT ${fk.name}`,
+            );
             continue;
           }
           throw err;
@@ -725,12 +966,19 @@ export function createPartitionActivities({ pool, log }: Deps) {
       await ownPlan(plan.table, plan);
       const l = step('finalize', plan.table);
       const moves = await rowMoves(plan.table);
-      await withLockRetry(pool, l, 'finalize', lockTimeoutMs, async (c) => {
-        await fence(c, plan.table);
-        for (const sql of plan.sql.finalize) await c.query(sql);
-        for (const sql of plan.sql.dropCounters ?? []) await c.query(sql);
-        await faultPoint('finalize', l);
-      }, lockedBy(plan));
+      await withLockRetry(
+        pool,
+        l,
+        'finalize',
+        lockTimeoutMs,
+        async (c) => {
+          await fence(c, plan.table);
+          for (const sql of plan.sql.finalize) await c.query(sql);
+          for (const sql of plan.sql.dropCounters ?? []) await c.query(sql);
+          await faultPoint('finalize', l);
+        },
+        lockedBy(plan),
+      );
       l.info({ old: displayName(plan.old), rowMoves: moves }, 'reverse trigger dropped; old table kept');
       return { rowMoves: moves };
     },
@@ -773,8 +1021,16 @@ export function compareChecksums(
       match: x.n === y.n && x.sum === y.sum,
     };
   });
-  const mismatches = report.filter((r) => !r.match).map((r) => `${r.partition} (source ${r.sourceRows} rows, copy ${r.shadowRows})`);
-  return { ok: mismatches.length === 0, rows: report.reduce((s, r) => s + r.sourceRows, 0), ranges: report, mismatches, elapsedMs };
+  const mismatches = report
+    .filter((r) => !r.match)
+    .map((r) => `${r.partition} (source ${r.sourceRows} rows, copy ${r.shadowRows})`);
+  return {
+    ok: mismatches.length === 0,
+    rows: report.reduce((s, r) => s + r.sourceRows, 0),
+    ranges: report,
+    mismatches,
+    elapsedMs,
+  };
 }
 
 export type PartitionActivities = ReturnType<typeof createPartitionActivities>;

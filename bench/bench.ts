@@ -25,13 +25,28 @@ import { PgbenchOptions, PgbenchTx, pgbenchWhile } from './pgbench';
 import { createLogger } from '../src/logger';
 import type { Progress } from '../workflows/definitions';
 
-const { values: args } = parseArgs({ options: { rows: { type: 'string', default: '2000000' }, runs: { type: 'string', default: '3' }, rate: { type: 'string', default: '200' }, 'batch-size': { type: 'string', default: '5000' }, 'max-batch-ms': { type: 'string', default: '50' }, order: { type: 'string', default: 'time' }, db: { type: 'string', default: 'partflow_bench' } } });
+const { values: args } = parseArgs({
+  options: {
+    rows: { type: 'string', default: '2000000' },
+    runs: { type: 'string', default: '3' },
+    rate: { type: 'string', default: '200' },
+    'batch-size': { type: 'string', default: '5000' },
+    'max-batch-ms': { type: 'string', default: '50' },
+    order: { type: 'string', default: 'time' },
+    db: { type: 'string', default: 'partflow_bench' },
+  },
+});
 const ROWS = Number(args.rows);
 const RUNS = Number(args.runs);
 const RATE = Number(args.rate);
 const TQ = 'partflow-bench';
 /** generated_images' secondary indexes, on the source and on pg_partman's partition set alike */
-const SECONDARY_INDEXES = ['(user_id, status) WHERE user_id IS NOT NULL', '(expires_at)', '(generation_type, status, created_at)', '(created_at)'];
+const SECONDARY_INDEXES = [
+  '(user_id, status) WHERE user_id IS NOT NULL',
+  '(expires_at)',
+  '(generation_type, status, created_at)',
+  '(created_at)',
+];
 const line = (s: string) => process.stdout.write(s + '\n');
 const stats = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b);
@@ -48,11 +63,19 @@ async function main(): Promise<void> {
   await admin.query(`DROP DATABASE IF EXISTS ${args.db} WITH (FORCE)`);
   await admin.query(`CREATE DATABASE ${args.db}`);
   await admin.end();
-  const conn = { host: process.env.PGHOST, port: Number(process.env.PGPORT), user: process.env.PGUSER, database: args.db };
+  const conn = {
+    host: process.env.PGHOST,
+    port: Number(process.env.PGPORT),
+    user: process.env.PGUSER,
+    database: args.db,
+  };
   const url = `postgres://${conn.user}@${conn.host}:${conn.port}/${args.db}`;
   const pool = new Pool({ ...conn, max: 4 });
-  if (args.order !== 'time' && args.order !== 'random') throw new Error('--order takes "time" (rows appended in time order, as an application writes them) or "random".');
-  line(`generating ${ROWS.toLocaleString('en-US')} rows of a generated_images-like table (uuid key, 4 secondary indexes, 14 months, ${args.order === 'time' ? 'appended in time order with a day of jitter' : 'in random time order'})`);
+  if (args.order !== 'time' && args.order !== 'random')
+    throw new Error('--order takes "time" (rows appended in time order, as an application writes them) or "random".');
+  line(
+    `generating ${ROWS.toLocaleString('en-US')} rows of a generated_images-like table (uuid key, 4 secondary indexes, 14 months, ${args.order === 'time' ? 'appended in time order with a day of jitter' : 'in random time order'})`,
+  );
   await pool.query(`CREATE TABLE images (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), user_id uuid, status varchar(20) NOT NULL DEFAULT 'done',
     generation_type varchar(30) NOT NULL DEFAULT 'product', prompt text, image_url text, expires_at timestamptz, created_at timestamptz NOT NULL DEFAULT now())`);
   // ids are md5(g)::uuid: random-looking like gen_random_uuid(), and pgbench can address row g
@@ -70,14 +93,27 @@ async function main(): Promise<void> {
   const acts = createActivities({ pool: actPool, log });
   const address = process.env.TEMPORAL_ADDRESS ?? '127.0.0.1:7233';
   const nconn = await NativeConnection.connect({ address });
-  const worker = await Worker.create({ connection: nconn, taskQueue: TQ, workflowsPath: require.resolve('../workflows'), activities: acts });
+  const worker = await Worker.create({
+    connection: nconn,
+    taskQueue: TQ,
+    workflowsPath: require.resolve('../workflows'),
+    activities: acts,
+  });
   const running = worker.run();
   const connection = await Connection.connect({ address });
   const client = new TemporalClient({ connection });
   const input = { table: 'images', batchSize: Number(args['batch-size']), maxBatchMs: Number(args['max-batch-ms']) };
   const pgbench = new PgBench(conn, ROWS, RATE);
 
-  const results: Record<string, number[]> = { limit: [], loop: [], partflow: [], peer: [], workflowToGate: [], partflowUnderLoad: [], workflowUnderLoad: [] };
+  const results: Record<string, number[]> = {
+    limit: [],
+    loop: [],
+    partflow: [],
+    peer: [],
+    workflowToGate: [],
+    partflowUnderLoad: [],
+    workflowUnderLoad: [],
+  };
   let peerError: string | null = null;
   try {
     await pool.query(`CREATE SCHEMA IF NOT EXISTS partman`);
@@ -85,12 +121,27 @@ async function main(): Promise<void> {
   } catch (err) {
     peerError = (err as Error).message;
   }
-  const impact: Record<string, number[]> = { baseP50: [], baseP99: [], baseMax: [], fillP50: [], fillP99: [], cutoverMax: [], rollbackMax: [], runMax: [], failed: [], transactions: [] };
+  const impact: Record<string, number[]> = {
+    baseP50: [],
+    baseP99: [],
+    baseMax: [],
+    fillP50: [],
+    fillP99: [],
+    cutoverMax: [],
+    rollbackMax: [],
+    runMax: [],
+    failed: [],
+    transactions: [],
+  };
   const checkpoint = () => pool.query('CHECKPOINT');
   // Phases are timed from the workflow's own history (activity scheduled → completed), not by polling the
   // query, which would itself load the worker; the query is polled twice a second only to know when to act.
   const startAndWatch = async (args: Record<string, unknown>, until: (p: Progress) => boolean) => {
-    const h = await client.workflow.start('partitionTable', { taskQueue: TQ, workflowId: `bench-${Date.now()}`, args: [args] });
+    const h = await client.workflow.start('partitionTable', {
+      taskQueue: TQ,
+      workflowId: `bench-${Date.now()}`,
+      args: [args],
+    });
     const started = Date.now();
     for (;;) {
       const p = await h.query<Progress>('progress').catch(() => null);
@@ -104,7 +155,9 @@ async function main(): Promise<void> {
     const events = (await h.fetchHistory()).events ?? [];
     const ms = (t: { seconds?: unknown; nanos?: number | null } | null | undefined) => {
       const sec = t?.seconds as { toNumber?: () => number } | number | undefined;
-      return (typeof sec === 'object' && sec?.toNumber ? sec.toNumber() : Number(sec ?? 0)) * 1000 + (t?.nanos ?? 0) / 1e6;
+      return (
+        (typeof sec === 'object' && sec?.toNumber ? sec.toNumber() : Number(sec ?? 0)) * 1000 + (t?.nanos ?? 0) / 1e6
+      );
     };
     const typeOf = new Map<string, string>();
     const found = new Map<string, [number, number]>();
@@ -119,7 +172,8 @@ async function main(): Promise<void> {
     }
     return (activity) => {
       const span = found.get(activity);
-      if (!span || Number.isNaN(span[1])) throw new Error(`no completed ${activity} activity in the history of ${h.workflowId}`);
+      if (!span || Number.isNaN(span[1]))
+        throw new Error(`no completed ${activity} activity in the history of ${h.workflowId}`);
       return span;
     };
   };
@@ -147,10 +201,14 @@ async function main(): Promise<void> {
       await pool.query(`CREATE TABLE pm_dst (LIKE images INCLUDING DEFAULTS) PARTITION BY RANGE (created_at)`);
       await pool.query(`ALTER TABLE pm_dst ADD PRIMARY KEY (id, created_at)`);
       for (const idx of SECONDARY_INDEXES) await pool.query(`CREATE INDEX ON pm_dst ${idx}`);
-      await pool.query(`SELECT partman.create_parent('public.pm_dst', 'created_at', 'native', 'monthly', p_premake := 3, p_start_partition := (date_trunc('month', (SELECT min(created_at) FROM pm_src)))::text)`);
+      await pool.query(
+        `SELECT partman.create_parent('public.pm_dst', 'created_at', 'native', 'monthly', p_premake := 3, p_start_partition := (date_trunc('month', (SELECT min(created_at) FROM pm_src)))::text)`,
+      );
       await checkpoint();
       t0 = Date.now();
-      await pool.query(`CALL partman.partition_data_proc('public.pm_dst', p_wait := 0, p_source_table := 'public.pm_src', p_quiet := true)`);
+      await pool.query(
+        `CALL partman.partition_data_proc('public.pm_dst', p_wait := 0, p_source_table := 'public.pm_src', p_quiet := true)`,
+      );
       results.peer.push(Date.now() - t0);
       line(`  peer ${results.peer.at(-1)} ms`);
       const moved = Number((await pool.query(`SELECT count(*) AS n FROM pm_dst`)).rows[0].n);
@@ -164,7 +222,15 @@ async function main(): Promise<void> {
     await checkpoint();
     t0 = Date.now();
     for (;;) {
-      const c = await acts.backfillChunk({ table: pre.plan.table, copyMode: pre.plan.copyMode, sql: pre.plan.sql, batchSize: input.batchSize, sleepMs: 0, maxMs: 3000, maxBatchMs: input.maxBatchMs });
+      const c = await acts.backfillChunk({
+        table: pre.plan.table,
+        copyMode: pre.plan.copyMode,
+        sql: pre.plan.sql,
+        batchSize: input.batchSize,
+        sleepMs: 0,
+        maxMs: 3000,
+        maxBatchMs: input.maxBatchMs,
+      });
       if (c.done) break;
     }
     results.loop.push(Date.now() - t0);
@@ -194,7 +260,10 @@ async function main(): Promise<void> {
     let windows = { fill: [0, 0], cutover: [0, 0], rollback: [0, 0], run: [0, 0] };
     const load = await pgbench.run(async () => {
       await sleep(3000);
-      const w = await startAndWatch({ ...input, approval: 'auto', rollbackWindow: '1h' }, (p) => p.phase === 'rollback-window');
+      const w = await startAndWatch(
+        { ...input, approval: 'auto', rollbackWindow: '1h' },
+        (p) => p.phase === 'rollback-window',
+      );
       await sleep(3000);
       const rb = Date.now();
       await w.h.signal('rollback');
@@ -215,13 +284,16 @@ async function main(): Promise<void> {
     impact.runMax.push(Math.max(0, ...within(windows.run)));
     impact.failed.push(base.failed + load.failed);
     impact.transactions.push(base.latencies.length + load.tx.length);
-    line(`  pgbench: baseline p99 ${impact.baseP99.at(-1)} ms; backfill p99 ${impact.fillP99.at(-1)} ms; cut-over max ${impact.cutoverMax.at(-1)} ms; run max ${impact.runMax.at(-1)} ms; failed ${base.failed + load.failed}`);
+    line(
+      `  pgbench: baseline p99 ${impact.baseP99.at(-1)} ms; backfill p99 ${impact.fillP99.at(-1)} ms; cut-over max ${impact.cutoverMax.at(-1)} ms; run max ${impact.runMax.at(-1)} ms; failed ${base.failed + load.failed}`,
+    );
   }
   const limit = stats(results.limit).median;
   const rps = (ms: number) => Math.round(ROWS / (ms / 1000));
   const ratio = (xs: number[]) => stats(xs.map((x) => limit / x));
   const f2 = (x: number) => x.toFixed(2);
-  const mmm = (x: { min: number; median: number; max: number }, f: (n: number) => string = String) => `${f(x.min)}/${f(x.median)}/${f(x.max)}`;
+  const mmm = (x: { min: number; median: number; max: number }, f: (n: number) => string = String) =>
+    `${f(x.min)}/${f(x.median)}/${f(x.max)}`;
   const table = [
     ['limit: INSERT ... SELECT', results.limit],
     ['peer: pg_partman partition_data_proc', results.peer],
@@ -230,25 +302,46 @@ async function main(): Promise<void> {
     ['partflow: backfill, pgbench writing', results.partflowUnderLoad],
   ].filter(([, xs]) => (xs as number[]).length) as [string, number[]][];
   line('');
-  line(`${ROWS.toLocaleString('en-US')} rows (${args.order} order), ${RUNS} runs, batchSize ${input.batchSize}, maxBatchMs ${input.maxBatchMs}; figures are min/median/max over the runs`);
+  line(
+    `${ROWS.toLocaleString('en-US')} rows (${args.order} order), ${RUNS} runs, batchSize ${input.batchSize}, maxBatchMs ${input.maxBatchMs}; figures are min/median/max over the runs`,
+  );
   line(`${'copy'.padEnd(42)} ${'ms'.padEnd(22)} ${'rows/s (median)'.padEnd(16)} speed vs limit   target`);
   for (const [name, xs] of table) {
     const target = name.startsWith('partflow: backfill phase') ? '>= 0.90' : '';
-    line(`${name.padEnd(42)} ${mmm(stats(xs)).padEnd(22)} ${String(rps(stats(xs).median)).padEnd(16)} ${mmm(ratio(xs), f2).padEnd(16)} ${target}`);
+    line(
+      `${name.padEnd(42)} ${mmm(stats(xs)).padEnd(22)} ${String(rps(stats(xs).median)).padEnd(16)} ${mmm(ratio(xs), f2).padEnd(16)} ${target}`,
+    );
   }
   const overhead = stats(results.partflow.map((p, i) => p / results.loop[i] - 1));
-  line(`orchestration overhead (partflow backfill / plain loop - 1): ${mmm(overhead, (x) => `${(x * 100).toFixed(1)}%`)}   target <= 5%`);
+  line(
+    `orchestration overhead (partflow backfill / plain loop - 1): ${mmm(overhead, (x) => `${(x * 100).toFixed(1)}%`)}   target <= 5%`,
+  );
   line(`whole workflow, no writers, start to approval gate (ms): ${mmm(stats(results.workflowToGate))}`);
   line(`whole workflow, pgbench writing, start to cut-over done (ms): ${mmm(stats(results.workflowUnderLoad))}`);
   line('');
-  line(`application impact: pgbench -c 4 -R ${RATE} (insert 5 : update 4 : delete 1), latency from the scheduled start`);
+  line(
+    `application impact: pgbench -c 4 -R ${RATE} (insert 5 : update 4 : delete 1), latency from the scheduled start`,
+  );
   const rel = (a: number[], b: number[]) => stats(a.map((x, i) => x / Math.max(0.001, b[i])));
-  line(`  p50 no migration ${mmm(stats(impact.baseP50), f2)} ms; during the backfill ${mmm(stats(impact.fillP50), f2)} ms; ratio ${mmm(rel(impact.fillP50, impact.baseP50), f2)}`);
-  line(`  p99 no migration ${mmm(stats(impact.baseP99), f2)} ms; during the backfill ${mmm(stats(impact.fillP99), f2)} ms; ratio ${mmm(rel(impact.fillP99, impact.baseP99), f2)}   target <= 1.5`);
-  line(`  longest write: no migration ${mmm(stats(impact.baseMax), f2)} ms; during the cut-over ${mmm(stats(impact.cutoverMax), f2)} ms; during the rollback swap ${mmm(stats(impact.rollbackMax), f2)} ms; whole run ${mmm(stats(impact.runMax), f2)} ms   target <= 100 ms`);
+  line(
+    `  p50 no migration ${mmm(stats(impact.baseP50), f2)} ms; during the backfill ${mmm(stats(impact.fillP50), f2)} ms; ratio ${mmm(rel(impact.fillP50, impact.baseP50), f2)}`,
+  );
+  line(
+    `  p99 no migration ${mmm(stats(impact.baseP99), f2)} ms; during the backfill ${mmm(stats(impact.fillP99), f2)} ms; ratio ${mmm(rel(impact.fillP99, impact.baseP99), f2)}   target <= 1.5`,
+  );
+  line(
+    `  longest write: no migration ${mmm(stats(impact.baseMax), f2)} ms; during the cut-over ${mmm(stats(impact.cutoverMax), f2)} ms; during the rollback swap ${mmm(stats(impact.rollbackMax), f2)} ms; whole run ${mmm(stats(impact.runMax), f2)} ms   target <= 100 ms`,
+  );
   line(`  failed transactions: ${impact.failed.join(', ')} of ${impact.transactions.join(', ')}`);
   if (peerError) line(`peer (pg_partman partition_data_proc) not measured: ${peerError}`);
-  fs.writeFileSync('bench-results.json', JSON.stringify({ rows: ROWS, runs: RUNS, rate: RATE, order: args.order, input, results, impact, peerError }, null, 2));
+  fs.writeFileSync(
+    'bench-results.json',
+    JSON.stringify(
+      { rows: ROWS, runs: RUNS, rate: RATE, order: args.order, input, results, impact, peerError },
+      null,
+      2,
+    ),
+  );
   worker.shutdown();
   await running;
   await connection.close();
@@ -259,15 +352,27 @@ async function main(): Promise<void> {
 /** The benchmark's write workload on `images`: insert 5 : update 4 : delete 1, ids addressable as md5(g)::uuid. */
 class PgBench {
   private scripts: string[];
-  constructor(private conn: PgbenchOptions['conn'], rows: number, private rate: number) {
+  constructor(
+    private conn: PgbenchOptions['conn'],
+    rows: number,
+    private rate: number,
+  ) {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pf-bench-'));
     const w = (name: string, weight: number, text: string) => {
       fs.writeFileSync(path.join(dir, name), text + '\n');
       return `${path.join(dir, name)}@${weight}`;
     };
     this.scripts = [
-      w('insert.sql', 5, `INSERT INTO images (user_id, prompt, image_url, created_at) VALUES (gen_random_uuid(), 'pgbench', 'https://cdn.example.com/new.png', now() - random() * interval '20 days');`),
-      w('update.sql', 4, `\\set g random(1, ${rows})\nUPDATE images SET prompt = 'updated ' || :g, status = 'done' WHERE id = md5(CAST(:g AS text))::uuid;`),
+      w(
+        'insert.sql',
+        5,
+        `INSERT INTO images (user_id, prompt, image_url, created_at) VALUES (gen_random_uuid(), 'pgbench', 'https://cdn.example.com/new.png', now() - random() * interval '20 days');`,
+      ),
+      w(
+        'update.sql',
+        4,
+        `\\set g random(1, ${rows})\nUPDATE images SET prompt = 'updated ' || :g, status = 'done' WHERE id = md5(CAST(:g AS text))::uuid;`,
+      ),
       w('delete.sql', 1, `\\set g random(1, ${rows})\nDELETE FROM images WHERE id = md5(CAST(:g AS text))::uuid;`),
     ];
   }

@@ -40,9 +40,29 @@ export async function pgbenchWhile(opts: PgbenchOptions, during: () => Promise<v
   let stop = false;
   const rounds = (async () => {
     while (!stop) {
-      const args = ['-n', '-c', String(opts.clients), '-j', '1', '-R', String(opts.rate), '-T', String(opts.roundSeconds ?? 5), '--max-tries', '1',
-        '-l', `--log-prefix=${path.join(dir, `r${++result.rounds}`)}`, ...opts.scripts.flatMap((s) => ['-f', s]),
-        '-h', String(opts.conn.host), '-p', String(opts.conn.port), '-U', String(opts.conn.user), opts.conn.database];
+      const args = [
+        '-n',
+        '-c',
+        String(opts.clients),
+        '-j',
+        '1',
+        '-R',
+        String(opts.rate),
+        '-T',
+        String(opts.roundSeconds ?? 5),
+        '--max-tries',
+        '1',
+        '-l',
+        `--log-prefix=${path.join(dir, `r${++result.rounds}`)}`,
+        ...opts.scripts.flatMap((s) => ['-f', s]),
+        '-h',
+        String(opts.conn.host),
+        '-p',
+        String(opts.conn.port),
+        '-U',
+        String(opts.conn.user),
+        opts.conn.database,
+      ];
       const out = await new Promise<string>((resolve) => execFile('pgbench', args, (_e, o, e) => resolve(o + e)));
       const failed = /number of failed transactions: (\d+)/.exec(out);
       if (!failed) throw new Error(`pgbench printed no summary: ${out.trim().split('\n').slice(-3).join(' ')}`);

@@ -62,7 +62,9 @@ async function main(): Promise<void> {
   const config = loadConfig();
   const admin = new PgClient({ database: 'postgres' });
   await admin.connect();
-  line(`partflow demo: database ${db}, ${fmt(rows)} generated_images and as many credit_transactions over ${months} months`);
+  line(
+    `partflow demo: database ${db}, ${fmt(rows)} generated_images and as many credit_transactions over ${months} months`,
+  );
   const client = await connectClient(config);
   for (const t of Object.keys(SPECS)) {
     try {
@@ -116,18 +118,37 @@ async function main(): Promise<void> {
     });
     workerProc.unref();
     fs.writeFileSync(pidFile, `${workerProc.pid}\n${build}\n`);
-    line(`started a worker (pid ${workerProc.pid}, log ${logFile}); it keeps running after the demo: kill ${workerProc.pid} to stop it`);
+    line(
+      `started a worker (pid ${workerProc.pid}, log ${logFile}); it keeps running after the demo: kill ${workerProc.pid} to stop it`,
+    );
   }
   const opsPerLane = Number(args['ops-per-second']) / 4 / Object.keys(SPECS).length;
-  const writers = Object.fromEntries(Object.entries(SPECS).map(([t, spec]) => [t, new Writer(spec, conn, { lanes: 2, opsPerSecondPerLane: opsPerLane * 2 })]));
-  const before = Object.fromEntries(await Promise.all(Object.keys(SPECS).map(async (t) => [t, Number((await pool.query(`SELECT count(*) FROM ${t}`)).rows[0].count)] as const)));
+  const writers = Object.fromEntries(
+    Object.entries(SPECS).map(([t, spec]) => [
+      t,
+      new Writer(spec, conn, { lanes: 2, opsPerSecondPerLane: opsPerLane * 2 }),
+    ]),
+  );
+  const before = Object.fromEntries(
+    await Promise.all(
+      Object.keys(SPECS).map(
+        async (t) => [t, Number((await pool.query(`SELECT count(*) FROM ${t}`)).rows[0].count)] as const,
+      ),
+    ),
+  );
   for (const w of Object.values(writers)) await w.start();
-  line(`writers running: ${args['ops-per-second']} ops/s of inserts, updates (also moving rows across months and changing ids) and deletes`);
+  line(
+    `writers running: ${args['ops-per-second']} ops/s of inserts, updates (also moving rows across months and changing ids) and deletes`,
+  );
 
   const handles: Record<string, WorkflowHandle> = {};
   const started = Date.now();
   for (const t of Object.keys(SPECS)) {
-    handles[t] = await startPartition(client, { table: `public.${t}`, batchSize: Number(args['batch-size']), approval: 'signal', rollbackWindow: '1h' }, config.taskQueue);
+    handles[t] = await startPartition(
+      client,
+      { table: `public.${t}`, batchSize: Number(args['batch-size']), approval: 'signal', rollbackWindow: '1h' },
+      config.taskQueue,
+    );
     line(`started workflow ${handles[t].workflowId}`);
   }
   const approved = new Set<string>();
@@ -149,14 +170,20 @@ async function main(): Promise<void> {
       }
       (phaseTimes[t] ??= {})[p.phase] ??= Date.now();
       const bar = '#'.repeat(Math.round(p.percent / 5)).padEnd(20, '.');
-      line(`${t.padEnd(20)} ${p.phase.padEnd(18)} [${bar}] ${p.percent.toFixed(1).padStart(5)}%  ${fmt(p.rowsCopied).padStart(10)} rows  ${fmt(p.rowsPerSecond).padStart(8)} rows/s  ETA ${p.etaSeconds ?? '?'} s${p.lastError ? `  last error: ${p.lastError}` : ''}`);
+      line(
+        `${t.padEnd(20)} ${p.phase.padEnd(18)} [${bar}] ${p.percent.toFixed(1).padStart(5)}%  ${fmt(p.rowsCopied).padStart(10)} rows  ${fmt(p.rowsPerSecond).padStart(8)} rows/s  ETA ${p.etaSeconds ?? '?'} s${p.lastError ? `  last error: ${p.lastError}` : ''}`,
+      );
       if (p.awaitingApproval && !approved.has(t)) {
-        line(`${t}: verification passed (${fmt(p.verify!.rows)} rows, ${p.verify!.elapsedMs} ms); sending approveCutover`);
+        line(
+          `${t}: verification passed (${fmt(p.verify!.rows)} rows, ${p.verify!.elapsedMs} ms); sending approveCutover`,
+        );
         await h.signal('approveCutover');
         approved.add(t);
       }
       if (p.phase === 'rollback-window' && !finalized.has(t)) {
-        line(`${t}: cut over in ${p.cutover!.lockHoldMs} ms of lock time; checking the new table, then sending finalize`);
+        line(
+          `${t}: cut over in ${p.cutover!.lockHoldMs} ms of lock time; checking the new table, then sending finalize`,
+        );
         await h.signal('finalize');
         finalized.add(t);
       }
@@ -168,7 +195,12 @@ async function main(): Promise<void> {
   // The seed plan's sections 2 and 3 on the now partitioned tables, writers still running.
   line('');
   line('fixConstraints, preset seed-critical-fixes: audit first (dry run, nothing changes)');
-  const fixStart = (input: FixConstraintsInput) => client.workflow.start('fixConstraints', { taskQueue: config.taskQueue, workflowId: `fix-demo-${Date.now()}`, args: [input] });
+  const fixStart = (input: FixConstraintsInput) =>
+    client.workflow.start('fixConstraints', {
+      taskQueue: config.taskQueue,
+      workflowId: `fix-demo-${Date.now()}`,
+      args: [input],
+    });
   const dry: FixResult = await (await fixStart({ preset: 'seed-critical-fixes', dryRun: true })).result();
   for (const l of auditTable(dry)) line(`  ${l}`);
   const overrides = {
@@ -180,9 +212,13 @@ async function main(): Promise<void> {
   const fixT0 = Date.now();
   const fixed: FixResult = await (await fixStart({ preset: 'seed-critical-fixes', overrides })).result();
   for (const l of auditTable(fixed)) line(`  ${l}`);
-  line(`fixConstraints done in ${((Date.now() - fixT0) / 1000).toFixed(1)} s; every repaired row is recorded in partflow.repairs`);
+  line(
+    `fixConstraints done in ${((Date.now() - fixT0) / 1000).toFixed(1)} s; every repaired row is recorded in partflow.repairs`,
+  );
   // The repairs changed rows the writers may have touched: apply the recorded repairs to their record too.
-  const repaired = await pool.query(`SELECT pk->>0 AS id FROM partflow.repairs WHERE table_name = '"public"."generated_images"' AND action = 'set-null'`);
+  const repaired = await pool.query(
+    `SELECT pk->>0 AS id FROM partflow.repairs WHERE table_name = '"public"."generated_images"' AND action = 'set-null'`,
+  );
   for (const { id } of repaired.rows) {
     const row = writers.generated_images.record.get(id);
     if (row) writers.generated_images.record.set(id, JSON.stringify({ ...JSON.parse(row), user_id: null }));
@@ -190,8 +226,19 @@ async function main(): Promise<void> {
 
   // Partition upkeep from now on: a Temporal Schedule running maintainPartitions monthly; triggered once now.
   line('');
-  const maintInput = { tables: Object.keys(SPECS).map((t) => ({ table: `public.${t}`, premake: 3, retention: '24 months', archive: 'detach' as const, exactCounts: true })) };
-  await client.schedule.getHandle(DEFAULT_SCHEDULE_ID).delete().catch(() => undefined);
+  const maintInput = {
+    tables: Object.keys(SPECS).map((t) => ({
+      table: `public.${t}`,
+      premake: 3,
+      retention: '24 months',
+      archive: 'detach' as const,
+      exactCounts: true,
+    })),
+  };
+  await client.schedule
+    .getHandle(DEFAULT_SCHEDULE_ID)
+    .delete()
+    .catch(() => undefined);
   await createMaintenanceSchedule(client, maintInput, { taskQueue: config.taskQueue });
   line(`created the Temporal Schedule ${DEFAULT_SCHEDULE_ID} (monthly, overlap skip): ${JSON.stringify(maintInput)}`);
   const sched = client.schedule.getHandle(DEFAULT_SCHEDULE_ID);
@@ -201,51 +248,97 @@ async function main(): Promise<void> {
     action = (await sched.describe()).info.recentActions[0]?.action.workflow;
     if (!action) await new Promise((r) => setTimeout(r, 200));
   }
-  const maint: MaintainResult = await client.workflow.getHandle(action!.workflowId, action!.firstExecutionRunId).result();
+  const maint: MaintainResult = await client.workflow
+    .getHandle(action!.workflowId, action!.firstExecutionRunId)
+    .result();
   line('triggered it once; the health report of that run:');
   for (const l of maintainTable(maint)) line(`  ${l}`);
   line(`Schedule in the Web UI: http://localhost:8233/namespaces/${config.namespace}/schedules/${DEFAULT_SCHEDULE_ID}`);
 
   line('');
   line('stopping writers and checking every row they touched against their own record');
-  const stats = Object.fromEntries(await Promise.all(Object.entries(writers).map(async ([t, w]) => [t, await w.stop()] as const)));
+  const stats = Object.fromEntries(
+    await Promise.all(Object.entries(writers).map(async ([t, w]) => [t, await w.stop()] as const)),
+  );
   const check = new PgClient(conn);
   await check.connect();
   let ok = true;
   for (const [t, h] of Object.entries(handles)) {
-    const result = await h.result().catch((e: Error) => ({ status: 'failed', error: e.message }) as Record<string, unknown>);
+    const result = await h
+      .result()
+      .catch((e: Error) => ({ status: 'failed', error: e.message }) as Record<string, unknown>);
     const w = writers[t];
     const s = stats[t];
-    const relkind = (await check.query(`SELECT relkind FROM pg_class WHERE oid = to_regclass($1)`, [`public.${t}`])).rows[0]?.relkind;
-    const parts = Number((await check.query(`SELECT count(*) FROM pg_inherits WHERE inhparent = to_regclass($1)`, [`public.${t}`])).rows[0].count);
+    const relkind = (await check.query(`SELECT relkind FROM pg_class WHERE oid = to_regclass($1)`, [`public.${t}`]))
+      .rows[0]?.relkind;
+    const parts = Number(
+      (await check.query(`SELECT count(*) FROM pg_inherits WHERE inhparent = to_regclass($1)`, [`public.${t}`])).rows[0]
+        .count,
+    );
     const count = Number((await check.query(`SELECT count(*) FROM ${t}`)).rows[0].count);
     const expected = before[t] + s.inserts - s.deletes;
     const cmp = await compareWithRecord(check, SPECS[t], w.record, w.touchedIds());
     const deletedTouched = w.touchedIds().filter((k) => !w.record.has(k)).length;
-    const r = result as { status: string; verify?: { rows: number; elapsedMs: number; ranges: unknown[] }; cutover?: { lockHoldMs: number; attempts: number }; rowsCopied?: number; error?: string };
-    const good = r.status === 'done' && relkind === 'p' && count === expected && maint.ok && cmp.missing === 0 && cmp.extra === 0 && cmp.different === 0 && s.errors === 0;
+    const r = result as {
+      status: string;
+      verify?: { rows: number; elapsedMs: number; ranges: unknown[] };
+      cutover?: { lockHoldMs: number; attempts: number };
+      rowsCopied?: number;
+      error?: string;
+    };
+    const good =
+      r.status === 'done' &&
+      relkind === 'p' &&
+      count === expected &&
+      maint.ok &&
+      cmp.missing === 0 &&
+      cmp.extra === 0 &&
+      cmp.different === 0 &&
+      s.errors === 0;
     ok &&= good;
     line('');
     line(`== ${t}: ${good ? 'OK' : 'PROBLEM'}`);
-    line(`   workflow: ${r.status}${r.error ? ` (${r.error})` : ''}; now relkind '${relkind}' with ${parts} partitions; ${fmt(count)} rows (started with ${fmt(before[t])})`);
+    line(
+      `   workflow: ${r.status}${r.error ? ` (${r.error})` : ''}; now relkind '${relkind}' with ${parts} partitions; ${fmt(count)} rows (started with ${fmt(before[t])})`,
+    );
     if (r.verify) {
-      line(`   verification: ${fmt(r.verify.rows)} rows, per-partition counts and checksums equal, ${r.verify.elapsedMs} ms in one snapshot`);
-      for (const v of r.verify.ranges as { partition: string; sourceRows: number; shadowRows: number; sourceChecksum: string; match: boolean }[]) {
-        line(`     ${v.partition.padEnd(32)} source ${fmt(v.sourceRows).padStart(9)}  copy ${fmt(v.shadowRows).padStart(9)}  checksum ${v.sourceChecksum.slice(-12).padStart(12)}  ${v.match ? 'equal' : 'DIFFERENT'}`);
+      line(
+        `   verification: ${fmt(r.verify.rows)} rows, per-partition counts and checksums equal, ${r.verify.elapsedMs} ms in one snapshot`,
+      );
+      for (const v of r.verify.ranges as {
+        partition: string;
+        sourceRows: number;
+        shadowRows: number;
+        sourceChecksum: string;
+        match: boolean;
+      }[]) {
+        line(
+          `     ${v.partition.padEnd(32)} source ${fmt(v.sourceRows).padStart(9)}  copy ${fmt(v.shadowRows).padStart(9)}  checksum ${v.sourceChecksum.slice(-12).padStart(12)}  ${v.match ? 'equal' : 'DIFFERENT'}`,
+        );
       }
     }
     if (r.cutover) line(`   cut-over: ${r.cutover.lockHoldMs} ms holding the lock, ${r.cutover.attempts} attempt(s)`);
     line(`   backfill: ${fmt(r.rowsCopied ?? 0)} rows copied; whole workflow ${elapsed.toFixed(1)} s`);
-    line(`   writers: ${fmt(s.ops)} ops (${s.inserts} inserts, ${s.updates} updates, ${s.moves} month moves, ${s.rekeys} id changes, ${s.deletes} deletes), ${s.errors} errors, max latency ${s.maxLatencyMs} ms, p99 ${s.p99LatencyMs} ms`);
+    line(
+      `   writers: ${fmt(s.ops)} ops (${s.inserts} inserts, ${s.updates} updates, ${s.moves} month moves, ${s.rekeys} id changes, ${s.deletes} deletes), ${s.errors} errors, max latency ${s.maxLatencyMs} ms, p99 ${s.p99LatencyMs} ms`,
+    );
     if (s.errorSamples.length) line(`   writer errors: ${s.errorSamples.join(' | ')}`);
-    line(`   independent check: ${fmt(w.touchedIds().length)} touched ids (${deletedTouched} deleted): ${cmp.missing} missing, ${cmp.extra} unexpected, ${cmp.different} different`);
-    line(`   row count: ${fmt(count)} in the table, ${fmt(expected)} expected from the writers' record (start + inserts - deletes)`);
+    line(
+      `   independent check: ${fmt(w.touchedIds().length)} touched ids (${deletedTouched} deleted): ${cmp.missing} missing, ${cmp.extra} unexpected, ${cmp.different} different`,
+    );
+    line(
+      `   row count: ${fmt(count)} in the table, ${fmt(expected)} expected from the writers' record (start + inserts - deletes)`,
+    );
     line(`   Web UI: http://localhost:8233/namespaces/${config.namespace}/workflows/${h.workflowId}`);
   }
   await check.end();
   await pool.end();
   line('');
-  line(ok ? 'demo finished: every table partitioned, nothing lost, nothing duplicated, no writer error.' : 'demo finished with problems (see above).');
+  line(
+    ok
+      ? 'demo finished: every table partitioned, nothing lost, nothing duplicated, no writer error.'
+      : 'demo finished with problems (see above).',
+  );
   process.exit(ok ? 0 : 1);
 }
 

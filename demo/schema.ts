@@ -5,11 +5,20 @@
  */
 import type { Pool } from 'pg';
 
-export const LOOKUP_TABLES = ['industries', 'categories', 'product_types', 'product_poses', 'product_themes', 'product_backgrounds', 'ai_faces'];
+export const LOOKUP_TABLES = [
+  'industries',
+  'categories',
+  'product_types',
+  'product_poses',
+  'product_themes',
+  'product_backgrounds',
+  'ai_faces',
+];
 
 export function schemaSql(): string[] {
   const lookups = LOOKUP_TABLES.map(
-    (t) => `CREATE TABLE ${t} (id serial PRIMARY KEY, name varchar(100) NOT NULL, is_active boolean NOT NULL DEFAULT true, created_at timestamptz NOT NULL DEFAULT now())`,
+    (t) =>
+      `CREATE TABLE ${t} (id serial PRIMARY KEY, name varchar(100) NOT NULL, is_active boolean NOT NULL DEFAULT true, created_at timestamptz NOT NULL DEFAULT now())`,
   );
   return [
     `CREATE TABLE users (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), email varchar(150) NOT NULL UNIQUE, name varchar(100),
@@ -50,15 +59,27 @@ export function schemaSql(): string[] {
 }
 
 /** Fills the schema; `images` generated_images rows and as many credit_transactions, over `months` months. */
-export async function fillDemoData(pool: Pool, images: number, months: number, onProgress: (msg: string) => void): Promise<void> {
+export async function fillDemoData(
+  pool: Pool,
+  images: number,
+  months: number,
+  onProgress: (msg: string) => void,
+): Promise<void> {
   const users = Math.max(10, Math.round(images / 100));
   const span = `interval '${months} months'`;
   await pool.query(`INSERT INTO users (email, name, credits, created_at)
     SELECT 'user' || i || '@example.com', 'User ' || i, (random() * 500)::int, now() - random() * ${span} FROM generate_series(1, ${users}) i`);
-  for (const t of LOOKUP_TABLES) await pool.query(`INSERT INTO ${t} (name) SELECT '${t} ' || i FROM generate_series(1, 20) i`);
-  await pool.query(`INSERT INTO user_businesses (user_id, business_name) SELECT id, 'Business of ' || name FROM users WHERE random() < 0.3`);
-  await pool.query(`INSERT INTO user_addresses (user_id, line1, city, country) SELECT id, 'Street 1', 'Lisbon', 'PT' FROM users`);
-  await pool.query(`INSERT INTO contact_forms (email, message, read_by) SELECT CASE WHEN random() < 0.05 THEN NULL ELSE 'c' || i || '@example.com' END, 'hello', NULL FROM generate_series(1, 200) i`);
+  for (const t of LOOKUP_TABLES)
+    await pool.query(`INSERT INTO ${t} (name) SELECT '${t} ' || i FROM generate_series(1, 20) i`);
+  await pool.query(
+    `INSERT INTO user_businesses (user_id, business_name) SELECT id, 'Business of ' || name FROM users WHERE random() < 0.3`,
+  );
+  await pool.query(
+    `INSERT INTO user_addresses (user_id, line1, city, country) SELECT id, 'Street 1', 'Lisbon', 'PT' FROM users`,
+  );
+  await pool.query(
+    `INSERT INTO contact_forms (email, message, read_by) SELECT CASE WHEN random() < 0.05 THEN NULL ELSE 'c' || i || '@example.com' END, 'hello', NULL FROM generate_series(1, 200) i`,
+  );
   const step = 250_000;
   for (let done = 0; done < images; done += step) {
     const n = Math.min(step, images - done);
@@ -86,7 +107,9 @@ export async function fillDemoData(pool: Pool, images: number, months: number, o
   }
   // As in the seed's database: users deleted by hand left images and businesses pointing at nobody
   // (there are no foreign keys yet); their credit transactions went with them.
-  const gone = (await pool.query(`SELECT id FROM users WHERE id IN (SELECT user_id FROM user_businesses) ORDER BY id LIMIT 3`)).rows.map((r) => r.id);
+  const gone = (
+    await pool.query(`SELECT id FROM users WHERE id IN (SELECT user_id FROM user_businesses) ORDER BY id LIMIT 3`)
+  ).rows.map((r) => r.id);
   await pool.query(`DELETE FROM credit_transactions WHERE user_id = ANY($1::uuid[])`, [gone]);
   await pool.query(`DELETE FROM users WHERE id = ANY($1::uuid[])`, [gone]);
   await pool.query('ANALYZE');

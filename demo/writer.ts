@@ -46,7 +46,18 @@ export class Writer {
   private idle: boolean[] = [];
   private loops: Promise<void>[] = [];
   private latencies: number[] = [];
-  readonly stats: WriterStats = { ops: 0, inserts: 0, updates: 0, moves: 0, rekeys: 0, deletes: 0, errors: 0, errorSamples: [], maxLatencyMs: 0, p99LatencyMs: 0 };
+  readonly stats: WriterStats = {
+    ops: 0,
+    inserts: 0,
+    updates: 0,
+    moves: 0,
+    rekeys: 0,
+    deletes: 0,
+    errors: 0,
+    errorSamples: [],
+    maxLatencyMs: 0,
+    p99LatencyMs: 0,
+  };
 
   constructor(
     private spec: WriterSpec,
@@ -78,7 +89,9 @@ export class Writer {
     const laneCount = this.opts.lanes ?? 4;
     for (let i = 0; i < laneCount; i++) this.lanes.push({ client: await this.connect(), ids: [] });
     const s = this.spec;
-    const sel = this.opts.snapshot ? `SELECT ${s.id}::text AS k, row_to_json(t)::text AS r FROM ${s.table} t` : `SELECT ${s.id}::text AS k FROM ${s.table}`;
+    const sel = this.opts.snapshot
+      ? `SELECT ${s.id}::text AS k, row_to_json(t)::text AS r FROM ${s.table} t`
+      : `SELECT ${s.id}::text AS k FROM ${s.table}`;
     const rows = (await this.lanes[0].client.query(sel)).rows;
     rows.forEach((row, i) => {
       this.lanes[i % laneCount].ids.push(row.k);
@@ -140,20 +153,29 @@ export class Writer {
           this.apply(lane, r.rows[0], true);
           this.stats.inserts++;
         } else if (op === 'update') {
-          const r = await lane.client.query(`UPDATE ${s.table} AS t SET ${s.payload} = md5(random()::text) WHERE ${s.id} = $1 ${ret}`, [id]);
+          const r = await lane.client.query(
+            `UPDATE ${s.table} AS t SET ${s.payload} = md5(random()::text) WHERE ${s.id} = $1 ${ret}`,
+            [id],
+          );
           if (r.rowCount) {
             this.apply(lane, r.rows[0], false);
             this.stats.updates++;
           }
         } else if (op === 'move') {
           const days = rnd() < 0.5 ? -35 : 33;
-          const r = await lane.client.query(`UPDATE ${s.table} AS t SET ${s.ts} = ${s.ts} + interval '${days} days' WHERE ${s.id} = $1 ${ret}`, [id]);
+          const r = await lane.client.query(
+            `UPDATE ${s.table} AS t SET ${s.ts} = ${s.ts} + interval '${days} days' WHERE ${s.id} = $1 ${ret}`,
+            [id],
+          );
           if (r.rowCount) {
             this.apply(lane, r.rows[0], false);
             this.stats.moves++;
           }
         } else if (op === 'rekey') {
-          const r = await lane.client.query(`UPDATE ${s.table} AS t SET ${s.id} = ${s.newIdExpr} WHERE ${s.id} = $1 ${ret}`, [id]);
+          const r = await lane.client.query(
+            `UPDATE ${s.table} AS t SET ${s.id} = ${s.newIdExpr} WHERE ${s.id} = $1 ${ret}`,
+            [id],
+          );
           if (r.rowCount) {
             this.forget(lane, idx, id);
             this.apply(lane, r.rows[0], true);
@@ -227,9 +249,21 @@ export async function compareWithRecord(
   spec: Pick<WriterSpec, 'table' | 'id'>,
   record: Map<string, string>,
   onlyIds?: string[],
-): Promise<{ missing: number; extra: number; different: number; tableChecksum: string; recordChecksum: string; rows: number }> {
+): Promise<{
+  missing: number;
+  extra: number;
+  different: number;
+  tableChecksum: string;
+  recordChecksum: string;
+  rows: number;
+}> {
   const rows = onlyIds
-    ? (await client.query(`SELECT ${spec.id}::text AS k, row_to_json(t)::text AS r FROM ${spec.table} t WHERE ${spec.id}::text = ANY($1::text[])`, [onlyIds])).rows
+    ? (
+        await client.query(
+          `SELECT ${spec.id}::text AS k, row_to_json(t)::text AS r FROM ${spec.table} t WHERE ${spec.id}::text = ANY($1::text[])`,
+          [onlyIds],
+        )
+      ).rows
     : (await client.query(`SELECT ${spec.id}::text AS k, row_to_json(t)::text AS r FROM ${spec.table} t`)).rows;
   const actual = new Map<string, string>();
   let duplicates = 0;
@@ -246,7 +280,14 @@ export async function compareWithRecord(
     else if (a !== v) different++;
   }
   const extra = duplicates + [...actual.keys()].filter((k) => !expected.has(k)).length;
-  return { missing, extra, different, tableChecksum: checksum(rows.map((r) => `${r.k}\t${r.r}`)), recordChecksum: checksum([...expected].map(([k, v]) => `${k}\t${v}`)), rows: rows.length };
+  return {
+    missing,
+    extra,
+    different,
+    tableChecksum: checksum(rows.map((r) => `${r.k}\t${r.r}`)),
+    recordChecksum: checksum([...expected].map(([k, v]) => `${k}\t${v}`)),
+    rows: rows.length,
+  };
 }
 
 function checksum(lines: string[]): string {

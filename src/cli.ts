@@ -46,17 +46,23 @@ Environment: TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, PARTFLOW_TASK_QUEUE. Run 'par
   [--lock-timeout-ms 500] [--start-month YYYY-MM] [--accept-lost-constraint NAME ...] [--watch]`,
   plan: 'partflow plan <table> [--column created_at] [--premake 3] [--time-zone UTC] [--start-month YYYY-MM] [--accept-lost-constraint NAME ...] [--json]',
   status: 'partflow status <table> [--json]: phase, progress, rate, ETA, checkpoint, lock retries, last error',
-  watch: 'partflow watch <table> [--interval-ms 1000] [--json]: a live progress line until the run ends or waits for approval',
-  pause: 'partflow pause <table>: stop the backfill after the current batch (within seconds); no locks are held while paused',
+  watch:
+    'partflow watch <table> [--interval-ms 1000] [--json]: a live progress line until the run ends or waits for approval',
+  pause:
+    'partflow pause <table>: stop the backfill after the current batch (within seconds); no locks are held while paused',
   resume: 'partflow resume <table>: continue the backfill from its checkpoint',
   approve: 'partflow approve <table>: allow the cut-over (the run waits in phase awaiting-approval for this)',
-  rollback: 'partflow rollback <table>: before cut-over, drop the copy; during the rollback window, swap the old table back',
+  rollback:
+    'partflow rollback <table>: before cut-over, drop the copy; during the rollback window, swap the old table back',
   finalize: 'partflow finalize <table>: end the rollback window now (the old table is kept as <table>_old)',
   cancel: 'partflow cancel <table>: cancel the workflow; its compensations run first',
-  cleanup: 'partflow cleanup <table> [--yes] [--json]: what a terminated run left behind (triggers, the copy); with --yes removes it. Refused while the run still runs',
-  report: 'partflow report (--file input.json | --tables t1,t2 [--time-zone UTC]) [--json]: the health report, nothing changed',
+  cleanup:
+    'partflow cleanup <table> [--yes] [--json]: what a terminated run left behind (triggers, the copy); with --yes removes it. Refused while the run still runs',
+  report:
+    'partflow report (--file input.json | --tables t1,t2 [--time-zone UTC]) [--json]: the health report, nothing changed',
   throttle: 'partflow throttle <table> [--batch-size N] [--sleep-ms N]',
-  maintain: 'partflow maintain (--file input.json | --tables t1,t2 [--premake 3] [--retention "12 months"] [--archive detach|dump|drop|none] [--time-zone UTC]) [--json]',
+  maintain:
+    'partflow maintain (--file input.json | --tables t1,t2 [--premake 3] [--retention "12 months"] [--archive detach|dump|drop|none] [--time-zone UTC]) [--json]',
   schedule: `partflow schedule create (--file input.json | --tables t1,t2 [--premake 3] [--retention "12 months"] [--archive detach] [--time-zone UTC]) [--cron "0 3 1 * *"] [--id partflow-maintenance]
 partflow schedule show|pause|unpause|trigger|delete [--id partflow-maintenance]`,
   fix: `partflow fix --preset seed-critical-fixes | --file fixes.json  [--dry-run] [--json]
@@ -145,14 +151,18 @@ async function watch(h: WorkflowHandle, intervalMs: number, out: (s: string) => 
     else out(line);
     if (['done', 'rolled-back', 'failed'].includes(p.phase) || p.awaitingApproval) {
       if (tty && !json) process.stdout.write('\n');
-      if (p.awaitingApproval && !json) out(`verified ${p.verify?.rows ?? 0} rows; waiting for approval: partflow approve ${p.table}`);
+      if (p.awaitingApproval && !json)
+        out(`verified ${p.verify?.rows ?? 0} rows; waiting for approval: partflow approve ${p.table}`);
       return p.phase === 'failed' ? 1 : 0;
     }
     await new Promise((r) => setTimeout(r, intervalMs));
   }
 }
 
-export async function main(argv: string[], out: (s: string) => void = (s) => process.stdout.write(s + '\n')): Promise<number> {
+export async function main(
+  argv: string[],
+  out: (s: string) => void = (s) => process.stdout.write(s + '\n'),
+): Promise<number> {
   let parsed;
   try {
     parsed = parseArgs({ args: argv, options, allowPositionals: true, strict: true });
@@ -177,9 +187,24 @@ export async function main(argv: string[], out: (s: string) => void = (s) => pro
       client = await connectClient(config);
       return await maintenance(client, command, table, v as Record<string, unknown>, config.taskQueue, out);
     }
-    const needsTable = ['plan', 'start', 'status', 'watch', 'pause', 'resume', 'throttle', 'approve', 'rollback', 'finalize', 'cancel', 'cleanup'];
-    if (!needsTable.includes(command)) throw new UsageError(`Unknown command "${command}"; run partflow --help for the list.`);
-    if (!table) throw new UsageError(`partflow ${command} needs a table, e.g. partflow ${command} public.generated_images.`);
+    const needsTable = [
+      'plan',
+      'start',
+      'status',
+      'watch',
+      'pause',
+      'resume',
+      'throttle',
+      'approve',
+      'rollback',
+      'finalize',
+      'cancel',
+      'cleanup',
+    ];
+    if (!needsTable.includes(command))
+      throw new UsageError(`Unknown command "${command}"; run partflow --help for the list.`);
+    if (!table)
+      throw new UsageError(`partflow ${command} needs a table, e.g. partflow ${command} public.generated_images.`);
     parseTableName(table);
     const config = loadConfig();
     client = await connectClient(config);
@@ -187,11 +212,17 @@ export async function main(argv: string[], out: (s: string) => void = (s) => pro
     switch (command) {
       case 'plan': {
         const input = { ...inputFrom(table, v), dryRun: true };
-        const ph = await client.workflow.start('partitionTable', { taskQueue: config.taskQueue, workflowId: `plan-${h.workflowId}-${Date.now()}`, args: [input] });
+        const ph = await client.workflow.start('partitionTable', {
+          taskQueue: config.taskQueue,
+          workflowId: `plan-${h.workflowId}-${Date.now()}`,
+          args: [input],
+        });
         const r = await ph.result();
         if (v.json) out(JSON.stringify(r, null, 2));
         else {
-          out(`partitions (${r.plan.partitions.length + 1}): ${r.plan.partitions.map((p: { name: string }) => p.name).join(', ')}, ${r.plan.defaultPartition}`);
+          out(
+            `partitions (${r.plan.partitions.length + 1}): ${r.plan.partitions.map((p: { name: string }) => p.name).join(', ')}, ${r.plan.defaultPartition}`,
+          );
           out(`estimated rows: ${r.plan.estimatedRows}; rows in the default partition: ${r.plan.outsideRows ?? 0}`);
           for (const g of r.plan.givenUp ?? []) out(`given up: ${g}`);
           for (const w of r.plan.warnings) out(`warning: ${w}`);
@@ -201,7 +232,9 @@ export async function main(argv: string[], out: (s: string) => void = (s) => pro
       }
       case 'start': {
         const started = await startPartition(client, inputFrom(table, v), config.taskQueue);
-        out(`started ${started.workflowId} (run ${started.firstExecutionRunId}); follow it with: partflow watch ${table}`);
+        out(
+          `started ${started.workflowId} (run ${started.firstExecutionRunId}); follow it with: partflow watch ${table}`,
+        );
         return v.watch ? await watch(started, 1000, out) : 0;
       }
       case 'status': {
@@ -212,7 +245,10 @@ export async function main(argv: string[], out: (s: string) => void = (s) => pro
       case 'watch':
         return await watch(h, num(v['interval-ms'] as string | undefined, 'interval-ms') ?? 1000, out, v.json === true);
       case 'throttle': {
-        const t = validateThrottle({ batchSize: num(v['batch-size'] as string | undefined, 'batch-size'), sleepMs: num(v['sleep-ms'] as string | undefined, 'sleep-ms') });
+        const t = validateThrottle({
+          batchSize: num(v['batch-size'] as string | undefined, 'batch-size'),
+          sleepMs: num(v['sleep-ms'] as string | undefined, 'sleep-ms'),
+        });
         const r = await h.executeUpdate('throttle', { args: [t] });
         out(`throttle now ${JSON.stringify(r)}`);
         return 0;
@@ -222,11 +258,20 @@ export async function main(argv: string[], out: (s: string) => void = (s) => pro
         if (v.json) out(JSON.stringify(r, null, 2));
         else {
           const run = r.report.run;
-          out(run ? `run ${run.workflowId}: ${run.state}${run.cutoverDone ? ', cut over' : ''}` : `no partflow run recorded for ${table}`);
+          out(
+            run
+              ? `run ${run.workflowId}: ${run.state}${run.cutoverDone ? ', cut over' : ''}`
+              : `no partflow run recorded for ${table}`,
+          );
           for (const x of r.report.leftovers) out(`  left behind: ${x}`);
           if (r.refused) out(r.refused);
           else if (r.report.phase === 'none') out('nothing to clean up');
-          else if (r.report.removed) out(r.report.phase === 'after-cutover' ? `removed; ${table} stays partitioned, ${table}_old is kept for you to drop` : `removed; ${table} is as it was before the run`);
+          else if (r.report.removed)
+            out(
+              r.report.phase === 'after-cutover'
+                ? `removed; ${table} stays partitioned, ${table}_old is kept for you to drop`
+                : `removed; ${table} is as it was before the run`,
+            );
           else {
             for (const sql of r.report.statements) out(`  would run: ${sql}`);
             out(`nothing changed; run again with --yes to remove it`);
@@ -278,7 +323,13 @@ export function auditTable(r: FixResult): string[] {
   const lines = [`${'constraint'.padEnd(44)} ${'violations'.padStart(10)}  ${'policy'.padEnd(22)} result`];
   for (const a of r.audit) {
     const ap = r.applied.find((x) => x.name === a.name);
-    const res = a.alreadyDone ? 'already in place' : ap ? `added${ap.rowsRepaired ? `, ${ap.rowsRepaired} rows repaired` : ''}${ap.indexCreated ? ', index created' : ''}` : r.status === 'dry-run' ? 'would add' : '-';
+    const res = a.alreadyDone
+      ? 'already in place'
+      : ap
+        ? `added${ap.rowsRepaired ? `, ${ap.rowsRepaired} rows repaired` : ''}${ap.indexCreated ? ', index created' : ''}`
+        : r.status === 'dry-run'
+          ? 'would add'
+          : '-';
     lines.push(`${a.name.padEnd(44)} ${String(a.violations).padStart(10)}  ${a.policy.padEnd(22)} ${res}`);
     if (a.violations && a.listQuery) lines.push(`${''.padEnd(44)} list: ${a.listQuery}`);
   }
@@ -287,7 +338,11 @@ export function auditTable(r: FixResult): string[] {
 
 async function fix(client: Client, v: Record<string, unknown>, out: (s: string) => void): Promise<number> {
   const input = fixInputFrom(v);
-  const h = await client.workflow.start('fixConstraints', { taskQueue: loadConfig().taskQueue, workflowId: `fix-${Date.now()}`, args: [input] });
+  const h = await client.workflow.start('fixConstraints', {
+    taskQueue: loadConfig().taskQueue,
+    workflowId: `fix-${Date.now()}`,
+    args: [input],
+  });
   out(`started ${h.workflowId}`);
   const r: FixResult = await h.result();
   if (v.json) out(JSON.stringify(r, null, 2));
@@ -303,13 +358,15 @@ function maintainInputFrom(v: Record<string, unknown>): MaintainPartitionsInput 
   if (v.file) input = JSON.parse(fs.readFileSync(v.file as string, 'utf8'));
   else if (v.tables) {
     input = {
-      tables: String(v.tables).split(',').map((t) => ({
-        table: t.trim(),
-        ...(v.premake !== undefined ? { premake: num(v.premake as string, 'premake') } : {}),
-        ...(v.retention ? { retention: v.retention as string } : {}),
-        ...(v.archive ? { archive: v.archive as ArchiveMode } : {}),
-        ...(v['time-zone'] ? { timeZone: v['time-zone'] as string } : {}),
-      })),
+      tables: String(v.tables)
+        .split(',')
+        .map((t) => ({
+          table: t.trim(),
+          ...(v.premake !== undefined ? { premake: num(v.premake as string, 'premake') } : {}),
+          ...(v.retention ? { retention: v.retention as string } : {}),
+          ...(v.archive ? { archive: v.archive as ArchiveMode } : {}),
+          ...(v['time-zone'] ? { timeZone: v['time-zone'] as string } : {}),
+        })),
     };
   } else throw new UsageError('Name the tables: --tables generated_images,credit_transactions or --file input.json.');
   validateMaintainInput(input);
@@ -320,21 +377,40 @@ function maintainInputFrom(v: Record<string, unknown>): MaintainPartitionsInput 
 export function maintainTable(r: MaintainResult): string[] {
   const lines: string[] = [];
   for (const t of r.tables) {
-    lines.push(`${t.table} (by ${t.column}): ${t.partitions.length} partitions, ${t.futurePartitions} ahead, oldest ${t.oldestPartition}, default ${t.defaultPartition ? `${t.defaultPartition.rows} rows` : 'none'}`);
-    for (const c of t.created) lines.push(`  created ${c.partition}${c.rowsMovedFromDefault ? ` (${c.rowsMovedFromDefault} rows moved out of the default)` : ''}`);
+    lines.push(
+      `${t.table} (by ${t.column}): ${t.partitions.length} partitions, ${t.futurePartitions} ahead, oldest ${t.oldestPartition}, default ${t.defaultPartition ? `${t.defaultPartition.rows} rows` : 'none'}`,
+    );
+    for (const c of t.created)
+      lines.push(
+        `  created ${c.partition}${c.rowsMovedFromDefault ? ` (${c.rowsMovedFromDefault} rows moved out of the default)` : ''}`,
+      );
     for (const a of t.archived) lines.push(`  archived ${a.partition} (${a.mode}${a.note ? `: ${a.note}` : ''})`);
     for (const s of t.skipped) lines.push(`  kept ${s.partition}: ${s.reason}`);
-    for (const p of t.partitions) lines.push(`  ${p.name.padEnd(40)} ${p.from.slice(0, 10)} .. ${p.to.slice(0, 10)} ${String(p.rowsExact ?? p.rowsEstimated ?? '?').padStart(10)} rows${p.rowsExact === undefined ? ' (est.)' : ''} ${String(Math.round(p.bytes / 1024)).padStart(8)} kB`);
+    for (const p of t.partitions)
+      lines.push(
+        `  ${p.name.padEnd(40)} ${p.from.slice(0, 10)} .. ${p.to.slice(0, 10)} ${String(p.rowsExact ?? p.rowsEstimated ?? '?').padStart(10)} rows${p.rowsExact === undefined ? ' (est.)' : ''} ${String(Math.round(p.bytes / 1024)).padStart(8)} kB`,
+      );
     for (const w of t.warnings) lines.push(`  warning: ${w}`);
   }
   for (const f of r.failures) lines.push(`FAILED ${f.table}: ${f.error}`);
   return lines;
 }
 
-async function maintenance(client: Client, command: string, verb: string | undefined, v: Record<string, unknown>, taskQueue: string, out: (s: string) => void): Promise<number> {
+async function maintenance(
+  client: Client,
+  command: string,
+  verb: string | undefined,
+  v: Record<string, unknown>,
+  taskQueue: string,
+  out: (s: string) => void,
+): Promise<number> {
   if (command === 'maintain' || command === 'report') {
     const input = { ...maintainInputFrom(v), ...(command === 'report' ? { reportOnly: true } : {}) };
-    const h = await client.workflow.start('maintainPartitions', { taskQueue, workflowId: `${command}-${Date.now()}`, args: [input] });
+    const h = await client.workflow.start('maintainPartitions', {
+      taskQueue,
+      workflowId: `${command}-${Date.now()}`,
+      args: [input],
+    });
     const r: MaintainResult = await h.result();
     if (v.json) out(JSON.stringify(r, null, 2));
     else for (const l of maintainTable(r)) out(l);
@@ -344,7 +420,11 @@ async function maintenance(client: Client, command: string, verb: string | undef
   const handle = client.schedule.getHandle(id);
   switch (verb) {
     case 'create':
-      await createMaintenanceSchedule(client, maintainInputFrom(v), { scheduleId: id, taskQueue, cron: v.cron as string | undefined });
+      await createMaintenanceSchedule(client, maintainInputFrom(v), {
+        scheduleId: id,
+        taskQueue,
+        cron: v.cron as string | undefined,
+      });
       out(`created schedule ${id}; see it with: partflow schedule show, or in the Web UI under Schedules`);
       return 0;
     case 'show':

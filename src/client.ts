@@ -5,12 +5,19 @@ import { parseTableName } from './ident';
 import { PartitionTableInput, partitionWorkflowId } from './input';
 
 export async function connectClient(config: PartflowConfig = loadConfig()): Promise<Client> {
-  const connection = await Connection.connect({ address: config.temporalAddress, ...(config.connectionExtras as object) });
+  const connection = await Connection.connect({
+    address: config.temporalAddress,
+    ...(config.connectionExtras as object),
+  });
   return new Client({ connection, namespace: config.namespace });
 }
 
 /** Starts `partitionTable` with the CLI's workflow id, `partition-<schema>.<table>`. */
-export async function startPartition(client: Client, input: PartitionTableInput, taskQueue = loadConfig().taskQueue): Promise<WorkflowHandleWithFirstExecutionRunId> {
+export async function startPartition(
+  client: Client,
+  input: PartitionTableInput,
+  taskQueue = loadConfig().taskQueue,
+): Promise<WorkflowHandleWithFirstExecutionRunId> {
   const ref = parseTableName(input.table);
   return client.workflow.start('partitionTable', { taskQueue, workflowId: partitionWorkflowId(ref), args: [input] });
 }
@@ -40,10 +47,19 @@ export interface CleanupOutcome {
  * workflow that partflow.runs records for the table is still running in Temporal (cancel it instead: its
  * own undo runs then).
  */
-export async function cleanupLeftovers(client: Client, table: string, taskQueue: string, remove: boolean): Promise<CleanupOutcome> {
+export async function cleanupLeftovers(
+  client: Client,
+  table: string,
+  taskQueue: string,
+  remove: boolean,
+): Promise<CleanupOutcome> {
   const ref = parseTableName(table);
   const id = (suffix: string) => `cleanup-${ref.schema}.${ref.name}-${suffix}-${Date.now()}`;
-  const report = await client.workflow.execute('cleanupTable', { taskQueue, workflowId: id('look'), args: [{ table }] });
+  const report = await client.workflow.execute('cleanupTable', {
+    taskQueue,
+    workflowId: id('look'),
+    args: [{ table }],
+  });
   const run = report.run;
   if (run && (run.state === 'active' || run.state === 'undoing')) {
     const status = await client.workflow
@@ -52,10 +68,17 @@ export async function cleanupLeftovers(client: Client, table: string, taskQueue:
       .then((d) => d.status.name)
       .catch(() => 'NOT_FOUND');
     if (status === 'RUNNING') {
-      return { refused: `Workflow ${run.workflowId} still runs and owns ${table}; cancel it (its own undo then runs) or wait for it, instead of cleaning up.`, report };
+      return {
+        refused: `Workflow ${run.workflowId} still runs and owns ${table}; cancel it (its own undo then runs) or wait for it, instead of cleaning up.`,
+        report,
+      };
     }
   }
   if (!remove || report.phase === 'none' || !run) return { report };
-  const done = await client.workflow.execute('cleanupTable', { taskQueue, workflowId: id('remove'), args: [{ table, remove: true, workflowId: run.workflowId }] });
+  const done = await client.workflow.execute('cleanupTable', {
+    taskQueue,
+    workflowId: id('remove'),
+    args: [{ table, remove: true, workflowId: run.workflowId }],
+  });
   return { report: done };
 }

@@ -18,11 +18,20 @@ export interface PartflowConfig {
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): PartflowConfig {
   let profile: ReturnType<typeof loadClientConnectConfig> | undefined;
   try {
-    profile = loadClientConnectConfig({ overrideEnvVars: Object.fromEntries(Object.entries(env).filter((e): e is [string, string] => typeof e[1] === 'string')) });
+    profile = loadClientConnectConfig({
+      overrideEnvVars: Object.fromEntries(
+        Object.entries(env).filter((e): e is [string, string] => typeof e[1] === 'string'),
+      ),
+    });
   } catch {
     profile = undefined; // no profile file, or one we cannot read: the plain variables below still apply
   }
-  const co = (profile?.connectionOptions ?? {}) as { address?: string; tls?: unknown; apiKey?: string; metadata?: Record<string, string> };
+  const co = (profile?.connectionOptions ?? {}) as {
+    address?: string;
+    tls?: unknown;
+    apiKey?: string;
+    metadata?: Record<string, string>;
+  };
   return {
     temporalAddress: env.TEMPORAL_ADDRESS || co.address || 'localhost:7233',
     namespace: env.TEMPORAL_NAMESPACE || profile?.namespace || 'default',

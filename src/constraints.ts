@@ -8,7 +8,17 @@
  * NOT NULL: CHECK (col IS NOT NULL) NOT VALID → fill NULLs → VALIDATE → SET NOT NULL (no scan: the check
  * proves it) → DROP the check in its own statement.
  */
-import { byteLength, InputError, MAX_IDENT_BYTES, parseColumnName, parseTableName, qualified, quoteIdent as q, quoteLiteral, TableRef } from './ident';
+import {
+  byteLength,
+  InputError,
+  MAX_IDENT_BYTES,
+  parseColumnName,
+  parseTableName,
+  qualified,
+  quoteIdent as q,
+  quoteLiteral,
+  TableRef,
+} from './ident';
 
 export type FkAction = 'NO ACTION' | 'RESTRICT' | 'CASCADE' | 'SET NULL' | 'SET DEFAULT';
 
@@ -82,16 +92,51 @@ const ACTIONS: FkAction[] = ['NO ACTION', 'RESTRICT', 'CASCADE', 'SET NULL', 'SE
 /** Sections 2 and 3 of the seed plan, with the ON DELETE / ON UPDATE it recommends. */
 export function seedCriticalFixes(): FixInput[] {
   const admin: [string, string][] = [
-    ['industry_id', 'industries'], ['category_id', 'categories'], ['product_type_id', 'product_types'], ['product_pose_id', 'product_poses'],
-    ['product_theme_id', 'product_themes'], ['product_background_id', 'product_backgrounds'], ['ai_face_id', 'ai_faces'],
+    ['industry_id', 'industries'],
+    ['category_id', 'categories'],
+    ['product_type_id', 'product_types'],
+    ['product_pose_id', 'product_poses'],
+    ['product_theme_id', 'product_themes'],
+    ['product_background_id', 'product_backgrounds'],
+    ['ai_face_id', 'ai_faces'],
   ];
   return [
-    { kind: 'foreignKey', table: 'generated_images', columns: ['user_id'], references: { table: 'users', columns: ['id'] }, onDelete: 'SET NULL', onUpdate: 'CASCADE', name: 'fk_generated_images_user_id' },
+    {
+      kind: 'foreignKey',
+      table: 'generated_images',
+      columns: ['user_id'],
+      references: { table: 'users', columns: ['id'] },
+      onDelete: 'SET NULL',
+      onUpdate: 'CASCADE',
+      name: 'fk_generated_images_user_id',
+    },
     ...admin.map(([col, ref]): FixInput => ({
-      kind: 'foreignKey', table: 'generated_images', columns: [col], references: { table: ref, columns: ['id'] }, onDelete: 'RESTRICT', onUpdate: 'CASCADE', name: `fk_generated_images_${col}`,
+      kind: 'foreignKey',
+      table: 'generated_images',
+      columns: [col],
+      references: { table: ref, columns: ['id'] },
+      onDelete: 'RESTRICT',
+      onUpdate: 'CASCADE',
+      name: `fk_generated_images_${col}`,
     })),
-    { kind: 'foreignKey', table: 'user_businesses', columns: ['user_id'], references: { table: 'users', columns: ['id'] }, onDelete: 'CASCADE', onUpdate: 'CASCADE', name: 'fk_user_businesses_user_id' },
-    { kind: 'foreignKey', table: 'contact_forms', columns: ['read_by'], references: { table: 'users', columns: ['id'] }, onDelete: 'SET NULL', onUpdate: 'CASCADE', name: 'fk_contact_forms_read_by' },
+    {
+      kind: 'foreignKey',
+      table: 'user_businesses',
+      columns: ['user_id'],
+      references: { table: 'users', columns: ['id'] },
+      onDelete: 'CASCADE',
+      onUpdate: 'CASCADE',
+      name: 'fk_user_businesses_user_id',
+    },
+    {
+      kind: 'foreignKey',
+      table: 'contact_forms',
+      columns: ['read_by'],
+      references: { table: 'users', columns: ['id'] },
+      onDelete: 'SET NULL',
+      onUpdate: 'CASCADE',
+      name: 'fk_contact_forms_read_by',
+    },
     { kind: 'notNull', table: 'contact_forms', column: 'email' },
     { kind: 'notNull', table: 'user_addresses', column: 'user_id' },
   ];
@@ -99,7 +144,8 @@ export function seedCriticalFixes(): FixInput[] {
 
 function checkName(name: string, field: string): string {
   if (typeof name !== 'string' || name === '') throw new InputError(`${field} must be a constraint name.`);
-  if (byteLength(name) > MAX_IDENT_BYTES) throw new InputError(`${field} ${JSON.stringify(name)} is over PostgreSQL's 63 bytes; choose a shorter name.`);
+  if (byteLength(name) > MAX_IDENT_BYTES)
+    throw new InputError(`${field} ${JSON.stringify(name)} is over PostgreSQL's 63 bytes; choose a shorter name.`);
   return name;
 }
 
@@ -110,34 +156,47 @@ function shortName(parts: string[], suffix: string): string {
 }
 
 export function validateFixInput(raw: unknown): FixOptions {
-  if (!raw || typeof raw !== 'object' || Array.isArray(raw)) throw new InputError('The input must be a JSON object with "fixes" or "preset".');
+  if (!raw || typeof raw !== 'object' || Array.isArray(raw))
+    throw new InputError('The input must be a JSON object with "fixes" or "preset".');
   const input = raw as Record<string, unknown>;
   for (const k of Object.keys(input)) {
-    if (!['fixes', 'preset', 'overrides', 'dryRun', 'batchSize', 'lockTimeoutMs'].includes(k)) throw new InputError(`Unknown field "${k}"; known fields are fixes, preset, overrides, dryRun, batchSize, lockTimeoutMs.`);
+    if (!['fixes', 'preset', 'overrides', 'dryRun', 'batchSize', 'lockTimeoutMs'].includes(k))
+      throw new InputError(
+        `Unknown field "${k}"; known fields are fixes, preset, overrides, dryRun, batchSize, lockTimeoutMs.`,
+      );
   }
   let list: unknown[];
   if (input.preset !== undefined) {
-    if (input.preset !== 'seed-critical-fixes') throw new InputError(`Field "preset" must be "seed-critical-fixes", not ${JSON.stringify(input.preset)}.`);
+    if (input.preset !== 'seed-critical-fixes')
+      throw new InputError(`Field "preset" must be "seed-critical-fixes", not ${JSON.stringify(input.preset)}.`);
     if (input.fixes !== undefined) throw new InputError('Give either "preset" or "fixes", not both.');
     list = seedCriticalFixes();
     const overrides = (input.overrides ?? {}) as Record<string, Record<string, unknown>>;
-    if (typeof overrides !== 'object' || Array.isArray(overrides)) throw new InputError('Field "overrides" must map constraint names to {"orphans": ...} or {"nulls": ...}.');
+    if (typeof overrides !== 'object' || Array.isArray(overrides))
+      throw new InputError('Field "overrides" must map constraint names to {"orphans": ...} or {"nulls": ...}.');
     for (const [name, o] of Object.entries(overrides)) {
-      const i = (list as FixInput[]).findIndex((f) => f.name === name || (f.kind === 'notNull' && `${f.table}_${f.column}_pf_not_null` === name));
+      const i = (list as FixInput[]).findIndex(
+        (f) => f.name === name || (f.kind === 'notNull' && `${f.table}_${f.column}_pf_not_null` === name),
+      );
       if (i < 0) throw new InputError(`overrides: the preset has no fix named ${JSON.stringify(name)}.`);
       list[i] = { ...(list[i] as FixInput), ...o } as FixInput;
     }
   } else {
-    if (input.overrides !== undefined) throw new InputError('Field "overrides" goes with "preset"; set the policies on each fix instead.');
-    if (!Array.isArray(input.fixes) || input.fixes.length === 0) throw new InputError('Field "fixes" must be a non-empty list, or use {"preset": "seed-critical-fixes"}.');
+    if (input.overrides !== undefined)
+      throw new InputError('Field "overrides" goes with "preset"; set the policies on each fix instead.');
+    if (!Array.isArray(input.fixes) || input.fixes.length === 0)
+      throw new InputError('Field "fixes" must be a non-empty list, or use {"preset": "seed-critical-fixes"}.');
     list = input.fixes;
   }
   const fixes = list.map((f, i) => validateFix(f, `fixes[${i}]`));
   const batchSize = input.batchSize === undefined ? 1000 : Number(input.batchSize);
-  if (!Number.isInteger(batchSize) || batchSize < 1 || batchSize > 100_000) throw new InputError('Field "batchSize" must be a whole number from 1 to 100000.');
+  if (!Number.isInteger(batchSize) || batchSize < 1 || batchSize > 100_000)
+    throw new InputError('Field "batchSize" must be a whole number from 1 to 100000.');
   const lockTimeoutMs = input.lockTimeoutMs === undefined ? 500 : Number(input.lockTimeoutMs);
-  if (!Number.isInteger(lockTimeoutMs) || lockTimeoutMs < 10 || lockTimeoutMs > 60_000) throw new InputError('Field "lockTimeoutMs" must be a whole number from 10 to 60000.');
-  if (input.dryRun !== undefined && typeof input.dryRun !== 'boolean') throw new InputError('Field "dryRun" must be true or false.');
+  if (!Number.isInteger(lockTimeoutMs) || lockTimeoutMs < 10 || lockTimeoutMs > 60_000)
+    throw new InputError('Field "lockTimeoutMs" must be a whole number from 10 to 60000.');
+  if (input.dryRun !== undefined && typeof input.dryRun !== 'boolean')
+    throw new InputError('Field "dryRun" must be true or false.');
   return { fixes, dryRun: input.dryRun === true, batchSize, lockTimeoutMs };
 }
 
@@ -146,7 +205,8 @@ function validateFix(raw: unknown, at: string): Fix {
   const f = raw as Record<string, unknown>;
   if (f.kind === 'foreignKey') {
     const table = parseTableName(f.table as string, `${at}.table`);
-    if (!Array.isArray(f.columns) || f.columns.length === 0) throw new InputError(`${at}.columns must list the referencing columns.`);
+    if (!Array.isArray(f.columns) || f.columns.length === 0)
+      throw new InputError(`${at}.columns must list the referencing columns.`);
     const columns = f.columns.map((c, j) => parseColumnName(c as string, `${at}.columns[${j}]`));
     const ref = f.references as Record<string, unknown> | undefined;
     if (!ref || typeof ref !== 'object') throw new InputError(`${at}.references must name a table and its columns.`);
@@ -162,9 +222,22 @@ function validateFix(raw: unknown, at: string): Fix {
       return up;
     };
     const orphans = (f.orphans ?? 'fail') as ForeignKeyFix['orphans'];
-    if (!['fail', 'set-null', 'delete'].includes(orphans)) throw new InputError(`${at}.orphans must be "fail", "set-null" or "delete".`);
-    const name = f.name === undefined ? shortName(['fk', table.name, ...columns], 'fkey').replace(/_fkey$/, '') : checkName(f.name as string, `${at}.name`);
-    return { kind: 'foreignKey', table, columns, references: { table: refTable, columns: refColumns }, onDelete: action(f.onDelete, 'onDelete'), onUpdate: action(f.onUpdate, 'onUpdate'), orphans, name };
+    if (!['fail', 'set-null', 'delete'].includes(orphans))
+      throw new InputError(`${at}.orphans must be "fail", "set-null" or "delete".`);
+    const name =
+      f.name === undefined
+        ? shortName(['fk', table.name, ...columns], 'fkey').replace(/_fkey$/, '')
+        : checkName(f.name as string, `${at}.name`);
+    return {
+      kind: 'foreignKey',
+      table,
+      columns,
+      references: { table: refTable, columns: refColumns },
+      onDelete: action(f.onDelete, 'onDelete'),
+      onUpdate: action(f.onUpdate, 'onUpdate'),
+      orphans,
+      name,
+    };
   }
   if (f.kind === 'notNull') {
     const table = parseTableName(f.table as string, `${at}.table`);
@@ -177,7 +250,8 @@ function validateFix(raw: unknown, at: string): Fix {
       }
       nulls = { fill: n.fill as string | number | boolean };
     }
-    const name = f.name === undefined ? shortName([table.name, column], 'pf_not_null') : checkName(f.name as string, `${at}.name`);
+    const name =
+      f.name === undefined ? shortName([table.name, column], 'pf_not_null') : checkName(f.name as string, `${at}.name`);
     return { kind: 'notNull', table, column, nulls, name };
   }
   throw new InputError(`${at}.kind must be "foreignKey" or "notNull".`);
@@ -258,7 +332,10 @@ export function restoreSql(f: Fix, pk: string[], insertable: string[], overridin
   const mine = `r.workflow_id = $1 AND r.fix_no = $2 AND r.run_id IS NOT DISTINCT FROM $3 AND r.table_name = ${quoteLiteral(t)} AND r.restored_at IS NULL`;
   const rec = (from: string) => `(jsonb_populate_record(NULL::${t}, ${from}))`;
   const keyOf = (i: number, c: string) => `${rec(`jsonb_build_object(${quoteLiteral(c)}, r.pk->${i})`)}.${q(c)}`;
-  const repaired = f.kind === 'foreignKey' ? targets.map((c) => `t.${q(c)} IS NULL`).join(' AND ') : `t.${q(f.column)} IS NOT DISTINCT FROM ${fill}`;
+  const repaired =
+    f.kind === 'foreignKey'
+      ? targets.map((c) => `t.${q(c)} IS NULL`).join(' AND ')
+      : `t.${q(f.column)} IS NOT DISTINCT FROM ${fill}`;
   return [
     `SELECT r.id FROM partflow.repairs r WHERE ${mine} ORDER BY r.id FOR UPDATE`,
     `INSERT INTO ${t} (${cols(insertable)})${overriding ? ' OVERRIDING SYSTEM VALUE' : ''}

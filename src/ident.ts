@@ -79,7 +79,8 @@ export function parseTableName(input: string, field = 'table'): TableRef {
     } else {
       const start = i;
       while (i < s.length && s[i] !== '.') {
-        if (s[i] === '"') throw new InputError(`Field "${field}" has a quote inside an unquoted name: ${JSON.stringify(input)}.`);
+        if (s[i] === '"')
+          throw new InputError(`Field "${field}" has a quote inside an unquoted name: ${JSON.stringify(input)}.`);
         i++;
       }
       part = s.slice(start, i).trim().toLowerCase();
@@ -101,7 +102,9 @@ export function parseTableName(input: string, field = 'table'): TableRef {
   const ref = parts.length === 2 ? { schema: parts[0], name: parts[1] } : { schema: 'public', name: parts[0] };
   for (const p of [ref.schema, ref.name]) {
     if (byteLength(p) > MAX_IDENT_BYTES) {
-      throw new InputError(`Field "${field}": name ${JSON.stringify(p)} is ${byteLength(p)} bytes; PostgreSQL names are at most 63 bytes.`);
+      throw new InputError(
+        `Field "${field}": name ${JSON.stringify(p)} is ${byteLength(p)} bytes; PostgreSQL names are at most 63 bytes.`,
+      );
     }
   }
   return ref;
@@ -113,7 +116,9 @@ export function parseColumnName(input: string, field = 'column'): string {
   const s = input.trim();
   if (s.startsWith('"') && s.endsWith('"') && s.length > 2) return s.slice(1, -1).replace(/""/g, '"');
   if (!/^[A-Za-z_][A-Za-z0-9_$]*$/.test(s)) {
-    throw new InputError(`Field "${field}" is not a valid column name: ${JSON.stringify(input)}; double-quote names with spaces or capitals.`);
+    throw new InputError(
+      `Field "${field}" is not a valid column name: ${JSON.stringify(input)}; double-quote names with spaces or capitals.`,
+    );
   }
   return s.toLowerCase();
 }

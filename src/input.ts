@@ -74,15 +74,30 @@ export interface PartitionOptions {
 }
 
 const KNOWN_FIELDS = new Set([
-  'table', 'column', 'interval', 'premake', 'batchSize', 'sleepMs', 'maxBatchMs', 'approval', 'rollbackWindow',
-  'inboundForeignKeys', 'timeZone', 'lockTimeoutMs', 'dryRun', 'copyMode', 'startMonth', 'acceptLostConstraints',
+  'table',
+  'column',
+  'interval',
+  'premake',
+  'batchSize',
+  'sleepMs',
+  'maxBatchMs',
+  'approval',
+  'rollbackWindow',
+  'inboundForeignKeys',
+  'timeZone',
+  'lockTimeoutMs',
+  'dryRun',
+  'copyMode',
+  'startMonth',
+  'acceptLostConstraints',
 ]);
 
 /** Parses `90s`, `30m`, `24h`, `7d`, `1500ms`; `0` and `0s` mean none. */
 export function parseDuration(text: string, field: string): number {
   if (typeof text !== 'string') throw new InputError(`Field "${field}" must be a duration such as "24h" or "30m".`);
   const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$/.exec(text);
-  if (!m) throw new InputError(`Field "${field}" must be a duration such as "24h" or "30m", not ${JSON.stringify(text)}.`);
+  if (!m)
+    throw new InputError(`Field "${field}" must be a duration such as "24h" or "30m", not ${JSON.stringify(text)}.`);
   const n = Number(m[1]);
   const unit = m[2] ?? (n === 0 ? 's' : '');
   if (!unit) throw new InputError(`Field "${field}" needs a unit (ms, s, m, h or d): ${JSON.stringify(text)}.`);
@@ -101,7 +116,9 @@ function intField(v: unknown, field: string, def: number, min: number, max: numb
 function enumField<T extends string>(v: unknown, field: string, allowed: readonly T[], def: T): T {
   if (v === undefined || v === null) return def;
   if (!allowed.includes(v as T)) {
-    throw new InputError(`Field "${field}" must be one of ${allowed.map((a) => JSON.stringify(a)).join(', ')}, not ${JSON.stringify(v)}.`);
+    throw new InputError(
+      `Field "${field}" must be one of ${allowed.map((a) => JSON.stringify(a)).join(', ')}, not ${JSON.stringify(v)}.`,
+    );
   }
   return v as T;
 }
@@ -112,7 +129,8 @@ export function validatePartitionInput(raw: unknown): PartitionOptions {
   }
   const input = raw as Record<string, unknown>;
   for (const k of Object.keys(input)) {
-    if (!KNOWN_FIELDS.has(k)) throw new InputError(`Unknown field "${k}"; known fields are ${[...KNOWN_FIELDS].join(', ')}.`);
+    if (!KNOWN_FIELDS.has(k))
+      throw new InputError(`Unknown field "${k}"; known fields are ${[...KNOWN_FIELDS].join(', ')}.`);
   }
   const table = parseTableName(input.table as string, 'table');
   const column = parseColumnName((input.column as string | undefined) ?? 'created_at', 'column');
@@ -122,12 +140,18 @@ export function validatePartitionInput(raw: unknown): PartitionOptions {
   if (typeof timeZone !== 'string' || !/^[A-Za-z0-9_+\-/]{1,64}$/.test(timeZone)) {
     throw new InputError(`Field "timeZone" must be a time zone name such as "UTC" or "Europe/Berlin".`);
   }
-  if (input.dryRun !== undefined && typeof input.dryRun !== 'boolean') throw new InputError('Field "dryRun" must be true or false.');
+  if (input.dryRun !== undefined && typeof input.dryRun !== 'boolean')
+    throw new InputError('Field "dryRun" must be true or false.');
   const startMonth = input.startMonth === undefined || input.startMonth === null ? null : String(input.startMonth);
-  if (startMonth !== null && !/^\d{4}-(0[1-9]|1[0-2])$/.test(startMonth)) throw new InputError(`Field "startMonth" must be a month such as "2024-01", not ${JSON.stringify(input.startMonth)}.`);
+  if (startMonth !== null && !/^\d{4}-(0[1-9]|1[0-2])$/.test(startMonth))
+    throw new InputError(
+      `Field "startMonth" must be a month such as "2024-01", not ${JSON.stringify(input.startMonth)}.`,
+    );
   const lost = input.acceptLostConstraints ?? [];
   if (!Array.isArray(lost) || lost.some((x) => typeof x !== 'string' || !x)) {
-    throw new InputError('Field "acceptLostConstraints" must be a list of index or constraint names, such as ["users_email_key"].');
+    throw new InputError(
+      'Field "acceptLostConstraints" must be a list of index or constraint names, such as ["users_email_key"].',
+    );
   }
   return {
     table,
@@ -140,7 +164,12 @@ export function validatePartitionInput(raw: unknown): PartitionOptions {
     approval: enumField(input.approval, 'approval', ['signal', 'auto'] as const, 'signal'),
     rollbackWindowMs: parseDuration(rollbackWindow, 'rollbackWindow'),
     rollbackWindow,
-    inboundForeignKeys: enumField(input.inboundForeignKeys, 'inboundForeignKeys', ['refuse', 'drop'] as const, 'refuse'),
+    inboundForeignKeys: enumField(
+      input.inboundForeignKeys,
+      'inboundForeignKeys',
+      ['refuse', 'drop'] as const,
+      'refuse',
+    ),
     timeZone,
     lockTimeoutMs: intField(input.lockTimeoutMs, 'lockTimeoutMs', 500, 10, 60_000),
     dryRun: input.dryRun === true,
@@ -157,10 +186,14 @@ export interface ThrottleInput {
 }
 
 export function validateThrottle(raw: unknown): ThrottleInput {
-  if (!raw || typeof raw !== 'object' || Array.isArray(raw)) throw new InputError('throttle takes an object such as {"batchSize": 2000, "sleepMs": 50}.');
+  if (!raw || typeof raw !== 'object' || Array.isArray(raw))
+    throw new InputError('throttle takes an object such as {"batchSize": 2000, "sleepMs": 50}.');
   const t = raw as Record<string, unknown>;
-  for (const k of Object.keys(t)) if (k !== 'batchSize' && k !== 'sleepMs') throw new InputError(`throttle: unknown field "${k}"; use batchSize and sleepMs.`);
-  if (t.batchSize === undefined && t.sleepMs === undefined) throw new InputError('throttle needs batchSize or sleepMs.');
+  for (const k of Object.keys(t))
+    if (k !== 'batchSize' && k !== 'sleepMs')
+      throw new InputError(`throttle: unknown field "${k}"; use batchSize and sleepMs.`);
+  if (t.batchSize === undefined && t.sleepMs === undefined)
+    throw new InputError('throttle needs batchSize or sleepMs.');
   const out: ThrottleInput = {};
   if (t.batchSize !== undefined) out.batchSize = intField(t.batchSize, 'batchSize', 0, 1, 1_000_000);
   if (t.sleepMs !== undefined) out.sleepMs = intField(t.sleepMs, 'sleepMs', 0, 0, 600_000);

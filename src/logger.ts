@@ -7,10 +7,18 @@ import pino from 'pino';
 export type Logger = pino.Logger;
 
 export function createLogger(bindings: Record<string, unknown> = {}): Logger {
-  const pretty = process.env.PARTFLOW_LOG_JSON !== '1' && (process.env.PARTFLOW_LOG_PRETTY === '1' || process.stdout.isTTY === true);
+  const pretty =
+    process.env.PARTFLOW_LOG_JSON !== '1' && (process.env.PARTFLOW_LOG_PRETTY === '1' || process.stdout.isTTY === true);
   return pino({
     level: process.env.PARTFLOW_LOG_LEVEL ?? 'info',
     base: { app: 'partflow', ...bindings },
-    ...(pretty ? { transport: { target: 'pino-pretty', options: { colorize: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname,app' } } } : {}),
+    ...(pretty
+      ? {
+          transport: {
+            target: 'pino-pretty',
+            options: { colorize: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname,app' },
+          },
+        }
+      : {}),
   });
 }

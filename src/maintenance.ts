@@ -46,30 +46,44 @@ export function parseRetention(text: string, field: string): number {
 }
 
 export function validateMaintainInput(raw: unknown): MaintainTableSpec[] {
-  if (!raw || typeof raw !== 'object' || !Array.isArray((raw as MaintainPartitionsInput).tables) || (raw as MaintainPartitionsInput).tables.length === 0) {
+  if (
+    !raw ||
+    typeof raw !== 'object' ||
+    !Array.isArray((raw as MaintainPartitionsInput).tables) ||
+    (raw as MaintainPartitionsInput).tables.length === 0
+  ) {
     throw new InputError('The input must be {"tables": [{"table": "generated_images", ...}]} with at least one table.');
   }
   const input = raw as MaintainPartitionsInput;
-  for (const k of Object.keys(input)) if (!['tables', 'lockTimeoutMs', 'reportOnly'].includes(k)) throw new InputError(`Unknown field "${k}"; known fields are tables, lockTimeoutMs, reportOnly.`);
-  if (input.reportOnly !== undefined && typeof input.reportOnly !== 'boolean') throw new InputError('Field "reportOnly" must be true or false.');
+  for (const k of Object.keys(input))
+    if (!['tables', 'lockTimeoutMs', 'reportOnly'].includes(k))
+      throw new InputError(`Unknown field "${k}"; known fields are tables, lockTimeoutMs, reportOnly.`);
+  if (input.reportOnly !== undefined && typeof input.reportOnly !== 'boolean')
+    throw new InputError('Field "reportOnly" must be true or false.');
   const lockTimeoutMs = input.lockTimeoutMs ?? 500;
-  if (!Number.isInteger(lockTimeoutMs) || lockTimeoutMs < 10 || lockTimeoutMs > 60_000) throw new InputError('Field "lockTimeoutMs" must be a whole number from 10 to 60000.');
+  if (!Number.isInteger(lockTimeoutMs) || lockTimeoutMs < 10 || lockTimeoutMs > 60_000)
+    throw new InputError('Field "lockTimeoutMs" must be a whole number from 10 to 60000.');
   return input.tables.map((t, i) => {
     const at = `tables[${i}]`;
     if (!t || typeof t !== 'object') throw new InputError(`${at} must be an object with "table".`);
     for (const k of Object.keys(t)) {
-      if (!['table', 'premake', 'retention', 'archive', 'exactCounts', 'timeZone'].includes(k)) throw new InputError(`${at}: unknown field "${k}".`);
+      if (!['table', 'premake', 'retention', 'archive', 'exactCounts', 'timeZone'].includes(k))
+        throw new InputError(`${at}: unknown field "${k}".`);
     }
     const premake = t.premake ?? 3;
-    if (!Number.isInteger(premake) || premake < 0 || premake > 120) throw new InputError(`${at}.premake must be a whole number of months from 0 to 120.`);
+    if (!Number.isInteger(premake) || premake < 0 || premake > 120)
+      throw new InputError(`${at}.premake must be a whole number of months from 0 to 120.`);
     const archive = t.archive ?? 'detach';
-    if (!['detach', 'dump', 'drop', 'none'].includes(archive)) throw new InputError(`${at}.archive must be "detach", "dump", "drop" or "none".`);
+    if (!['detach', 'dump', 'drop', 'none'].includes(archive))
+      throw new InputError(`${at}.archive must be "detach", "dump", "drop" or "none".`);
     const timeZone = t.timeZone ?? 'UTC';
-    if (!/^[A-Za-z0-9_+\-/]{1,64}$/.test(timeZone)) throw new InputError(`${at}.timeZone must be a time zone name such as "UTC".`);
+    if (!/^[A-Za-z0-9_+\-/]{1,64}$/.test(timeZone))
+      throw new InputError(`${at}.timeZone must be a time zone name such as "UTC".`);
     return {
       table: parseTableName(t.table, `${at}.table`),
       premake,
-      retentionMonths: t.retention === undefined || t.retention === null ? null : parseRetention(t.retention, `${at}.retention`),
+      retentionMonths:
+        t.retention === undefined || t.retention === null ? null : parseRetention(t.retention, `${at}.retention`),
       archive,
       exactCounts: t.exactCounts === true,
       timeZone,

@@ -52,7 +52,8 @@ export function boundLiteral(m: Month, type: PartitionColumnType, timeZone = 'UT
     case 'timestamp':
       return `${quoteLiteral(`${day} 00:00:00`)}::timestamp`;
     case 'timestamptz':
-      if (!/^[A-Za-z0-9_+\-/]+$/.test(timeZone)) throw new InputError(`Field "timeZone" is not a time zone name: ${JSON.stringify(timeZone)}.`);
+      if (!/^[A-Za-z0-9_+\-/]+$/.test(timeZone))
+        throw new InputError(`Field "timeZone" is not a time zone name: ${JSON.stringify(timeZone)}.`);
       return `${quoteLiteral(`${day} 00:00:00 ${timeZone}`)}::timestamptz`;
   }
 }
@@ -65,7 +66,12 @@ export function partitionName(table: string, m: Month): string {
  * One partition per month from the month of the oldest row up to `premake` months after the current month
  * (the current month included). With no rows, start at the current month.
  */
-export function monthlyPartitions(table: string, oldest: Month | null, current: Month, premake: number): PartitionSpec[] {
+export function monthlyPartitions(
+  table: string,
+  oldest: Month | null,
+  current: Month,
+  premake: number,
+): PartitionSpec[] {
   if (!Number.isInteger(premake) || premake < 0 || premake > 120) {
     throw new InputError('Field "premake" must be a whole number of months from 0 to 120.');
   }
@@ -75,7 +81,10 @@ export function monthlyPartitions(table: string, oldest: Month | null, current: 
   for (let m = start; compareMonths(m, end) <= 0; m = addMonths(m, 1)) {
     out.push({ name: partitionName(table, m), from: m, to: addMonths(m, 1) });
   }
-  if (out.length > 1200) throw new InputError(`The table's rows span ${out.length} months; partflow creates at most 1200 partitions at once.`);
+  if (out.length > 1200)
+    throw new InputError(
+      `The table's rows span ${out.length} months; partflow creates at most 1200 partitions at once.`,
+    );
   return out;
 }
 
@@ -114,7 +123,13 @@ export interface PartitionLayout {
  * after the current one; with `startMonth`, one partition `<table>_older` from the oldest populated month
  * up to it. Everything else (outliers, infinities, far-future rows) goes to the default partition.
  */
-export function partitionLayout(table: string, months: Month[], current: Month, premake: number, startMonth: Month | null): PartitionLayout {
+export function partitionLayout(
+  table: string,
+  months: Month[],
+  current: Month,
+  premake: number,
+  startMonth: Month | null,
+): PartitionLayout {
   if (!Number.isInteger(premake) || premake < 0 || premake > 120) {
     throw new InputError('Field "premake" must be a whole number of months from 0 to 120.');
   }
@@ -123,9 +138,13 @@ export function partitionLayout(table: string, months: Month[], current: Month, 
   const partitions: PartitionSpec[] = [];
   let start: Month;
   if (startMonth) {
-    if (compareMonths(startMonth, current) > 0) throw new InputError(`Field "startMonth" (${formatMonth(startMonth)}) must not be after the current month ${formatMonth(current)}.`);
+    if (compareMonths(startMonth, current) > 0)
+      throw new InputError(
+        `Field "startMonth" (${formatMonth(startMonth)}) must not be after the current month ${formatMonth(current)}.`,
+      );
     const oldest = [...months].sort(compareMonths)[0];
-    if (oldest && compareMonths(oldest, startMonth) < 0) partitions.push({ name: `${table}_older`, from: oldest, to: startMonth });
+    if (oldest && compareMonths(oldest, startMonth) < 0)
+      partitions.push({ name: `${table}_older`, from: oldest, to: startMonth });
     start = startMonth;
   } else {
     start = body && compareMonths(body, current) < 0 ? body : current;
@@ -133,7 +152,8 @@ export function partitionLayout(table: string, months: Month[], current: Month, 
   let monthly = 0;
   for (let m = start; compareMonths(m, end) <= 0; m = addMonths(m, 1)) {
     partitions.push({ name: partitionName(table, m), from: m, to: addMonths(m, 1) });
-    if (++monthly > 1200) throw new InputError(`The table's rows span more than 1200 months; set "startMonth" closer to today.`);
+    if (++monthly > 1200)
+      throw new InputError(`The table's rows span more than 1200 months; set "startMonth" closer to today.`);
   }
   return { partitions, monthly, bodyStart: body };
 }

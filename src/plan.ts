@@ -8,9 +8,25 @@
  * table's indexes are parked under `<table>_pfo_<n>`.
  */
 import type { ForeignKeyInfo, TableInfo } from './catalog';
-import { byteLength, displayName, InputError, MAX_IDENT_BYTES, qualified, quoteIdent, quoteLiteral, TableRef } from './ident';
+import {
+  byteLength,
+  displayName,
+  InputError,
+  MAX_IDENT_BYTES,
+  qualified,
+  quoteIdent,
+  quoteLiteral,
+  TableRef,
+} from './ident';
 import type { PartitionOptions } from './input';
-import { boundLiteral, formatMonth, MAX_MONTHLY_PARTITIONS, parseMonth, PartitionColumnType, partitionLayout } from './partitions';
+import {
+  boundLiteral,
+  formatMonth,
+  MAX_MONTHLY_PARTITIONS,
+  parseMonth,
+  PartitionColumnType,
+  partitionLayout,
+} from './partitions';
 
 export const FORWARD_TRIGGER = 'partflow_sync_fwd';
 export const REVERSE_TRIGGER = 'partflow_sync_rev';
@@ -119,71 +135,141 @@ function sibling(ref: TableRef, name: string): TableRef {
 export function checkPreflight(info: TableInfo, opts: PartitionOptions): void {
   const t = displayName(info.table);
   if (info.serverVersionNum < 130000) {
-    refuse(`PostgreSQL ${Math.floor(info.serverVersionNum / 10000)} is too old: partflow needs PostgreSQL 13 or newer.`);
+    refuse(
+      `PostgreSQL ${Math.floor(info.serverVersionNum / 10000)} is too old: partflow needs PostgreSQL 13 or newer.`,
+    );
   }
   if (info.serverVersionNum < 140000 && opts.copyMode === 'pages') {
-    refuse(`PostgreSQL ${Math.floor(info.serverVersionNum / 10000)} has no TID range scans; use "copyMode": "keys" or "auto".`);
+    refuse(
+      `PostgreSQL ${Math.floor(info.serverVersionNum / 10000)} has no TID range scans; use "copyMode": "keys" or "auto".`,
+    );
   }
-  if (info.relkind === 'p') refuse(`Table ${t} is already partitioned; use maintainPartitions to manage its partitions.`);
-  if (info.relkind !== 'r') refuse(`${t} is not an ordinary table (relkind ${info.relkind}); only tables can be partitioned.`);
-  if (info.inheritance.partitionOf) refuse(`Table ${t} is itself a partition of ${info.inheritance.partitionOf}; partition ${info.inheritance.partitionOf} with maintainPartitions instead, or detach ${t} first.`);
-  if (info.inheritance.parents.length) refuse(`Table ${t} inherits from ${info.inheritance.parents.join(', ')} (table inheritance); a partitioned table cannot inherit: remove the inheritance (ALTER TABLE ... NO INHERIT) first.`);
-  if (info.inheritance.children.length) refuse(`Table ${t} has inheritance children (${info.inheritance.children.join(', ')}) whose rows a swap would leave behind; remove the inheritance (ALTER TABLE child NO INHERIT ${t}) first.`);
+  if (info.relkind === 'p')
+    refuse(`Table ${t} is already partitioned; use maintainPartitions to manage its partitions.`);
+  if (info.relkind !== 'r')
+    refuse(`${t} is not an ordinary table (relkind ${info.relkind}); only tables can be partitioned.`);
+  if (info.inheritance.partitionOf)
+    refuse(
+      `Table ${t} is itself a partition of ${info.inheritance.partitionOf}; partition ${info.inheritance.partitionOf} with maintainPartitions instead, or detach ${t} first.`,
+    );
+  if (info.inheritance.parents.length)
+    refuse(
+      `Table ${t} inherits from ${info.inheritance.parents.join(', ')} (table inheritance); a partitioned table cannot inherit: remove the inheritance (ALTER TABLE ... NO INHERIT) first.`,
+    );
+  if (info.inheritance.children.length)
+    refuse(
+      `Table ${t} has inheritance children (${info.inheritance.children.join(', ')}) whose rows a swap would leave behind; remove the inheritance (ALTER TABLE child NO INHERIT ${t}) first.`,
+    );
   const pc = info.partitionColumn;
   if (!pc) refuse(`Table ${t} has no column ${JSON.stringify(opts.column)}; set "column" to its timestamp column.`);
   if (!['timestamptz', 'timestamp', 'date'].includes(pc.type)) {
-    refuse(`Column ${JSON.stringify(pc.name)} of ${t} is ${pc.type}; the partition column must be timestamp, timestamptz or date.`);
+    refuse(
+      `Column ${JSON.stringify(pc.name)} of ${t} is ${pc.type}; the partition column must be timestamp, timestamptz or date.`,
+    );
   }
   if (info.columns.find((c) => c.name === pc.name)?.generated) {
-    refuse(`Column ${JSON.stringify(pc.name)} of ${t} is GENERATED; partition by a plain column (the one it is computed from, or a stored copy of it).`);
+    refuse(
+      `Column ${JSON.stringify(pc.name)} of ${t} is GENERATED; partition by a plain column (the one it is computed from, or a stored copy of it).`,
+    );
   }
-  if (!info.primaryKey) refuse(`Table ${t} has no primary key; add one first, partflow needs it to keep the copy in sync.`);
+  if (!info.primaryKey)
+    refuse(`Table ${t} has no primary key; add one first, partflow needs it to keep the copy in sync.`);
   if (info.nullKeyRows > 0) {
-    refuse(`Column ${JSON.stringify(pc.name)} of ${t} has ${info.nullKeyRows} NULL rows; fill them and make it NOT NULL first (fixConstraints can do both online).`);
+    refuse(
+      `Column ${JSON.stringify(pc.name)} of ${t} has ${info.nullKeyRows} NULL rows; fill them and make it NOT NULL first (fixConstraints can do both online).`,
+    );
   }
   if (!pc.notNull) {
-    refuse(`Column ${JSON.stringify(pc.name)} of ${t} allows NULL, which a partition key in a primary key cannot; make it NOT NULL first (fixConstraints does it online).`);
+    refuse(
+      `Column ${JSON.stringify(pc.name)} of ${t} allows NULL, which a partition key in a primary key cannot; make it NOT NULL first (fixConstraints does it online).`,
+    );
   }
-  if (info.activeRun) refuse(`Table ${t} already has a partflow run in progress (workflow ${info.activeRun.workflowId}); wait for it, or roll it back, before starting another.`);
-  const selfRefs = info.inboundForeignKeys.filter((f) => f.table.schema === info.table.schema && f.table.name === info.table.name);
-  if (selfRefs.length) refuse(`Table ${t} references itself (${selfRefs.map((f) => f.name).join(', ')}); self-referencing tables are not supported yet.`);
+  if (info.activeRun)
+    refuse(
+      `Table ${t} already has a partflow run in progress (workflow ${info.activeRun.workflowId}); wait for it, or roll it back, before starting another.`,
+    );
+  const selfRefs = info.inboundForeignKeys.filter(
+    (f) => f.table.schema === info.table.schema && f.table.name === info.table.name,
+  );
+  if (selfRefs.length)
+    refuse(
+      `Table ${t} references itself (${selfRefs.map((f) => f.name).join(', ')}); self-referencing tables are not supported yet.`,
+    );
   if (info.inboundForeignKeys.length && opts.inboundForeignKeys !== 'drop') {
     const list = info.inboundForeignKeys.map((f) => `${displayName(f.table)}.${f.name}`).join(', ');
-    refuse(`Other tables reference ${t} by foreign key (${list}); a partitioned table cannot be referenced by its id alone, so rerun with "inboundForeignKeys": "drop" to drop them at cut-over.`);
+    refuse(
+      `Other tables reference ${t} by foreign key (${list}); a partitioned table cannot be referenced by its id alone, so rerun with "inboundForeignKeys": "drop" to drop them at cut-over.`,
+    );
   }
-  if (info.dependentViews.length) refuse(`Views depend on ${t} (${info.dependentViews.join(', ')}); they would keep pointing at the old table after the swap: drop them first and recreate them afterwards.`);
-  if (info.implicitPublications.length) refuse(`Publication(s) ${info.implicitPublications.join(', ')} publish every table of ${JSON.stringify(info.table.schema)} or of the database, so the copy and partflow's own tables would be published and break subscribers; publish an explicit table list while partflow runs.`);
-  if (info.subscriptions.length) refuse(`Table ${t} is the target of logical replication subscription(s) ${info.subscriptions.join(', ')}, which follow the table's OID and would keep writing into the old table; partition it on the publisher, or drop the table from the subscription first.`);
-  if (info.oidDependents.length) refuse(`${info.oidDependents.join(', ')} ${info.oidDependents.length > 1 ? 'are' : 'is'} bound to ${t} by OID and would keep using the old table after the swap; drop ${info.oidDependents.length > 1 ? 'them' : 'it'} first and recreate ${info.oidDependents.length > 1 ? 'them' : 'it'} afterwards.`);
-  if (info.publications.length) refuse(`Table ${t} is in publication(s) ${info.publications.join(', ')}; remove it first and add the new table after cut-over.`);
-  if (info.rules.length) refuse(`Table ${t} has rules (${info.rules.join(', ')}), which partflow cannot carry over; drop them first.`);
-  if (info.userTriggers.length) refuse(`Table ${t} has triggers (${info.userTriggers.join(', ')}) that partflow does not copy yet; drop them first and recreate them on the new table afterwards.`);
-  if (info.rowSecurity) refuse(`Table ${t} has row-level security enabled, which partflow does not copy yet; disable it first.`);
+  if (info.dependentViews.length)
+    refuse(
+      `Views depend on ${t} (${info.dependentViews.join(', ')}); they would keep pointing at the old table after the swap: drop them first and recreate them afterwards.`,
+    );
+  if (info.implicitPublications.length)
+    refuse(
+      `Publication(s) ${info.implicitPublications.join(', ')} publish every table of ${JSON.stringify(info.table.schema)} or of the database, so the copy and partflow's own tables would be published and break subscribers; publish an explicit table list while partflow runs.`,
+    );
+  if (info.subscriptions.length)
+    refuse(
+      `Table ${t} is the target of logical replication subscription(s) ${info.subscriptions.join(', ')}, which follow the table's OID and would keep writing into the old table; partition it on the publisher, or drop the table from the subscription first.`,
+    );
+  if (info.oidDependents.length)
+    refuse(
+      `${info.oidDependents.join(', ')} ${info.oidDependents.length > 1 ? 'are' : 'is'} bound to ${t} by OID and would keep using the old table after the swap; drop ${info.oidDependents.length > 1 ? 'them' : 'it'} first and recreate ${info.oidDependents.length > 1 ? 'them' : 'it'} afterwards.`,
+    );
+  if (info.publications.length)
+    refuse(
+      `Table ${t} is in publication(s) ${info.publications.join(', ')}; remove it first and add the new table after cut-over.`,
+    );
+  if (info.rules.length)
+    refuse(`Table ${t} has rules (${info.rules.join(', ')}), which partflow cannot carry over; drop them first.`);
+  if (info.userTriggers.length)
+    refuse(
+      `Table ${t} has triggers (${info.userTriggers.join(', ')}) that partflow does not copy yet; drop them first and recreate them on the new table afterwards.`,
+    );
+  if (info.rowSecurity)
+    refuse(`Table ${t} has row-level security enabled, which partflow does not copy yet; disable it first.`);
   const serial = info.sequences.filter((s) => s.kind === 'serial');
   if (serial.length > 1) refuse(`Table ${t} has more than one serial column; partflow handles at most one.`);
   const deferrable = info.indexes.filter((i) => i.deferrable).map((i) => i.constraintName ?? i.name);
   if (deferrable.length) {
-    refuse(`Constraint(s) ${deferrable.join(', ')} of ${t} are DEFERRABLE, which the copy's upserts cannot use as arbiters; make them NOT DEFERRABLE first (CREATE UNIQUE INDEX CONCURRENTLY on the same columns, then swap the constraint to it with ADD CONSTRAINT ... USING INDEX).`);
+    refuse(
+      `Constraint(s) ${deferrable.join(', ')} of ${t} are DEFERRABLE, which the copy's upserts cannot use as arbiters; make them NOT DEFERRABLE first (CREATE UNIQUE INDEX CONCURRENTLY on the same columns, then swap the constraint to it with ADD CONSTRAINT ... USING INDEX).`,
+    );
   }
   const invalid = info.indexes.filter((i) => !i.isValid).map((i) => i.name);
-  if (invalid.length) refuse(`Index(es) ${invalid.join(', ')} of ${t} are INVALID (left by a failed CREATE INDEX CONCURRENTLY); drop or REINDEX them first, a valid copy would reject writes the table accepts.`);
+  if (invalid.length)
+    refuse(
+      `Index(es) ${invalid.join(', ')} of ${t} are INVALID (left by a failed CREATE INDEX CONCURRENTLY); drop or REINDEX them first, a valid copy would reject writes the table accepts.`,
+    );
   const lost = constraintsWithoutKey(info);
   const unaccepted = lost.filter((i) => !opts.acceptLostConstraints.includes(i.name));
   if (unaccepted.length) {
-    const list = unaccepted.map((i) => `${i.name} (${i.constraintName && !i.isUnique ? 'exclusion constraint' : i.keyColumns.includes(pc.name) ? 'unique' : `unique without ${pc.name}${i.columns.includes(pc.name) ? ' in its key, only in INCLUDE' : ''}`})`);
-    refuse(`${t} has ${list.join(', ')}, which a table partitioned by ${pc.name} cannot enforce across partitions; add ${pc.name} to ${unaccepted.length > 1 ? 'them' : 'it'} first, or list ${unaccepted.length > 1 ? 'them' : 'it'} in "acceptLostConstraints" to give the guarantee up.`);
+    const list = unaccepted.map(
+      (i) =>
+        `${i.name} (${i.constraintName && !i.isUnique ? 'exclusion constraint' : i.keyColumns.includes(pc.name) ? 'unique' : `unique without ${pc.name}${i.columns.includes(pc.name) ? ' in its key, only in INCLUDE' : ''}`})`,
+    );
+    refuse(
+      `${t} has ${list.join(', ')}, which a table partitioned by ${pc.name} cannot enforce across partitions; add ${pc.name} to ${unaccepted.length > 1 ? 'them' : 'it'} first, or list ${unaccepted.length > 1 ? 'them' : 'it'} in "acceptLostConstraints" to give the guarantee up.`,
+    );
   }
   const unknown = opts.acceptLostConstraints.filter((n) => !lost.some((i) => i.name === n));
-  if (unknown.length) refuse(`"acceptLostConstraints" names ${unknown.join(', ')}, which ${unknown.length > 1 ? 'are not unique indexes or constraints' : 'is not a unique index or constraint'} of ${t} that partitioning would lose; remove ${unknown.length > 1 ? 'them' : 'it'} from the list.`);
+  if (unknown.length)
+    refuse(
+      `"acceptLostConstraints" names ${unknown.join(', ')}, which ${unknown.length > 1 ? 'are not unique indexes or constraints' : 'is not a unique index or constraint'} of ${t} that partitioning would lose; remove ${unknown.length > 1 ? 'them' : 'it'} from the list.`,
+    );
   for (const o of info.storage.reloptions) {
-    if (!/^[a-z_.]+=[A-Za-z0-9_.-]+$/.test(o)) refuse(`Storage parameter ${JSON.stringify(o)} of ${t} is not one partflow can carry over; reset it first.`);
+    if (!/^[a-z_.]+=[A-Za-z0-9_.-]+$/.test(o))
+      refuse(`Storage parameter ${JSON.stringify(o)} of ${t} is not one partflow can carry over; reset it first.`);
   }
 }
 
 /** Unique indexes and UNIQUE / EXCLUDE constraints that a table partitioned by the column cannot keep. */
 export function constraintsWithoutKey(info: TableInfo): TableInfo['indexes'] {
   const pc = info.partitionColumn!.name;
-  return info.indexes.filter((i) => !i.isPrimary && ((i.constraintName && !i.isUnique) || (i.isUnique && !i.keyColumns.includes(pc))));
+  return info.indexes.filter(
+    (i) => !i.isPrimary && ((i.constraintName && !i.isUnique) || (i.isUnique && !i.keyColumns.includes(pc))),
+  );
 }
 
 /** All names the plan creates; each must fit in 63 bytes and be free. */
@@ -197,11 +283,16 @@ export function plannedNames(table: TableRef, partitions: PlannedPartition[], in
 function checkNames(info: TableInfo, names: string[]): void {
   for (const name of names) {
     if (byteLength(name) > MAX_IDENT_BYTES) {
-      refuse(`The generated name ${JSON.stringify(name)} would be ${byteLength(name)} bytes, over PostgreSQL's 63; rename the table to something shorter first.`);
+      refuse(
+        `The generated name ${JSON.stringify(name)} would be ${byteLength(name)} bytes, over PostgreSQL's 63; rename the table to something shorter first.`,
+      );
     }
   }
   const taken = names.filter((nm) => info.takenNames.includes(nm));
-  if (taken.length) refuse(`Names partflow needs are already taken in schema ${JSON.stringify(info.table.schema)}: ${taken.join(', ')}; drop or rename them first.`);
+  if (taken.length)
+    refuse(
+      `Names partflow needs are already taken in schema ${JSON.stringify(info.table.schema)}: ${taken.join(', ')}; drop or rename them first.`,
+    );
 }
 
 function keyMatch(cols: string[], left: string, right: string): string {
@@ -249,7 +340,9 @@ export function mirrorFunctionSql(m: MirrorSpec): string {
   const month = (r: string) => {
     if (!m.moves) return '';
     const v = `${r}.${alias(m.moves.column)}`;
-    return m.moves.type === 'timestamptz' ? `date_trunc('month', ${v} AT TIME ZONE ${quoteLiteral(m.moves.timeZone)})` : `date_trunc('month', ${v}::timestamp)`;
+    return m.moves.type === 'timestamptz'
+      ? `date_trunc('month', ${v} AT TIME ZONE ${quoteLiteral(m.moves.timeZone)})`
+      : `date_trunc('month', ${v}::timestamp)`;
   };
   const tgt = qualified(m.target);
   const moved = m.moves ? `, ${month('o')} IS DISTINCT FROM ${month('n')}` : '';
@@ -261,7 +354,9 @@ DECLARE
 BEGIN
   IF TG_OP = 'UPDATE' THEN
     SELECT ${tuple('o')} IS DISTINCT FROM ${tuple('n')}${moved || ', false'} INTO key_changed, moved FROM ${oldRow}, ${newRow};${
-      m.moves ? `\n    IF moved THEN PERFORM nextval(${quoteLiteral(qualified(m.moves.counter))}::regclass); END IF;` : ''
+      m.moves
+        ? `\n    IF moved THEN PERFORM nextval(${quoteLiteral(qualified(m.moves.counter))}::regclass); END IF;`
+        : ''
     }
   END IF;
   IF key_changed THEN
@@ -312,7 +407,9 @@ export function shapeDifferences(planned: string[], now: string[]): string[] {
 }
 
 function monthBucketExpr(value: string, type: PartitionColumnType, timeZone: string): string {
-  return type === 'timestamptz' ? `to_char(${value} AT TIME ZONE ${quoteLiteral(timeZone)}, 'YYYY-MM')` : `to_char(${value}, 'YYYY-MM')`;
+  return type === 'timestamptz'
+    ? `to_char(${value} AT TIME ZONE ${quoteLiteral(timeZone)}, 'YYYY-MM')`
+    : `to_char(${value}, 'YYYY-MM')`;
 }
 
 /**
@@ -323,7 +420,13 @@ function positional(rel: TableRef, sourceColumns: string[], where = ''): string 
   return `(SELECT * FROM ${qualified(rel)}${where}) AS s(${sourceColumns.map((_, i) => `a${i + 1}`).join(', ')})`;
 }
 
-function checksumQuery(rel: TableRef, sourceColumns: string[], columns: string[], bucket: (value: string) => string, partitionColumn: string): string {
+function checksumQuery(
+  rel: TableRef,
+  sourceColumns: string[],
+  columns: string[],
+  bucket: (value: string) => string,
+  partitionColumn: string,
+): string {
   const a = (c: string) => `s.a${sourceColumns.indexOf(c) + 1}`;
   const row = `ROW(${columns.map(a).join(', ')})::text`;
   return `SELECT ${bucket(a(partitionColumn))} AS bucket, count(*)::bigint AS n, coalesce(sum(hashtextextended(${row}, 0)), 0)::text AS checksum FROM ${positional(rel, sourceColumns)} GROUP BY 1`;
@@ -344,9 +447,17 @@ export function buildPlan(info: TableInfo, opts: PartitionOptions): Plan {
   const shadow = sibling(table, `${table.name}_pf_shadow`);
   const old = sibling(table, `${table.name}_old`);
   const startMonth = opts.startMonth ? parseMonth(opts.startMonth) : null;
-  const layout = partitionLayout(table.name, (info.keyRange?.months ?? []).map(parseMonth), parseMonth(info.currentMonth), opts.premake, startMonth);
+  const layout = partitionLayout(
+    table.name,
+    (info.keyRange?.months ?? []).map(parseMonth),
+    parseMonth(info.currentMonth),
+    opts.premake,
+    startMonth,
+  );
   if (!startMonth && layout.monthly > MAX_MONTHLY_PARTITIONS) {
-    refuse(`The rows of ${displayName(table)} span ${layout.monthly} months from ${formatMonth(layout.partitions[0].from)}, more than ${MAX_MONTHLY_PARTITIONS} monthly partitions; set "startMonth" (e.g. "${formatMonth(layout.partitions[layout.monthly - MAX_MONTHLY_PARTITIONS].from)}") to keep everything older in one partition ${table.name}_older.`);
+    refuse(
+      `The rows of ${displayName(table)} span ${layout.monthly} months from ${formatMonth(layout.partitions[0].from)}, more than ${MAX_MONTHLY_PARTITIONS} monthly partitions; set "startMonth" (e.g. "${formatMonth(layout.partitions[layout.monthly - MAX_MONTHLY_PARTITIONS].from)}") to keep everything older in one partition ${table.name}_older.`,
+    );
   }
   const specs = layout.partitions;
   const partitions = specs.map((s) => ({ name: s.name, from: formatMonth(s.from), to: formatMonth(s.to) }));
@@ -378,13 +489,22 @@ export function buildPlan(info: TableInfo, opts: PartitionOptions): Plan {
     );
   }
   if (layout.bodyStart && info.oldestMonth && !startMonth && info.oldestMonth < formatMonth(layout.bodyStart)) {
-    warnings.push(`Rows before ${formatMonth(layout.bodyStart)} (from ${info.oldestMonth}) are separated from the rest by more than a year without rows and count as outliers; set "startMonth" to give them a partition instead.`);
+    warnings.push(
+      `Rows before ${formatMonth(layout.bodyStart)} (from ${info.oldestMonth}) are separated from the rest by more than a year without rows and count as outliers; set "startMonth" to give them a partition instead.`,
+    );
   }
 
   const st = qualified(shadow);
   const storage = info.storage;
   const tablespace = storage.tablespace ? ` TABLESPACE ${q(storage.tablespace)}` : '';
-  const withOptions = storage.reloptions.length ? ` WITH (${storage.reloptions.map((o) => { const i = o.indexOf('='); return `${o.slice(0, i)} = ${quoteLiteral(o.slice(i + 1))}`; }).join(', ')})` : '';
+  const withOptions = storage.reloptions.length
+    ? ` WITH (${storage.reloptions
+        .map((o) => {
+          const i = o.indexOf('=');
+          return `${o.slice(0, i)} = ${quoteLiteral(o.slice(i + 1))}`;
+        })
+        .join(', ')})`
+    : '';
   const unlogged = storage.unlogged ? 'UNLOGGED ' : '';
   const shadowSql: string[] = [
     `CREATE TABLE ${st} (LIKE ${qualified(table)} INCLUDING ALL EXCLUDING INDEXES) PARTITION BY RANGE (${q(pc.name)})${tablespace}`,
@@ -394,46 +514,60 @@ export function buildPlan(info: TableInfo, opts: PartitionOptions): Plan {
       `CREATE ${unlogged}TABLE ${qualified(sibling(table, p.name))} PARTITION OF ${st} FOR VALUES FROM (${boundLiteral(p.from, type, opts.timeZone)}) TO (${boundLiteral(p.to, type, opts.timeZone)})${withOptions}${tablespace}`,
     );
   }
-  shadowSql.push(`CREATE ${unlogged}TABLE ${qualified(sibling(table, defaultPartition))} PARTITION OF ${st} DEFAULT${withOptions}${tablespace}`);
+  shadowSql.push(
+    `CREATE ${unlogged}TABLE ${qualified(sibling(table, defaultPartition))} PARTITION OF ${st} DEFAULT${withOptions}${tablespace}`,
+  );
   const allPartitions = [...specs.map((s) => s.name), defaultPartition];
   if (storage.replicaIdentity === 'f' || storage.replicaIdentity === 'n') {
     const ri = storage.replicaIdentity === 'f' ? 'FULL' : 'NOTHING';
     shadowSql.push(`ALTER TABLE ${st} REPLICA IDENTITY ${ri}`);
     for (const p of allPartitions) shadowSql.push(`ALTER TABLE ${qualified(sibling(table, p))} REPLICA IDENTITY ${ri}`);
   } else if (storage.replicaIdentity === 'i') {
-    givenUp.push(`Replica identity USING INDEX ${storage.replicaIdentityIndex} is not carried over: the new table uses its primary key (${shadowKey.join(', ')}) as replica identity.`);
+    givenUp.push(
+      `Replica identity USING INDEX ${storage.replicaIdentityIndex} is not carried over: the new table uses its primary key (${shadowKey.join(', ')}) as replica identity.`,
+    );
   }
-  for (const s of storage.statisticsTargets) shadowSql.push(`ALTER TABLE ${st} ALTER COLUMN ${q(s.column)} SET STATISTICS ${s.target}`);
+  for (const s of storage.statisticsTargets)
+    shadowSql.push(`ALTER TABLE ${st} ALTER COLUMN ${q(s.column)} SET STATISTICS ${s.target}`);
 
   const indexRenames: IndexRename[] = [];
   const pkTemp = `${table.name}_pfi_0`;
   shadowSql.push(`ALTER TABLE ${st} ADD CONSTRAINT ${q(pkTemp)} PRIMARY KEY (${shadowKey.map(q).join(', ')})`);
   indexRenames.push({ original: info.primaryKey!.name, shadowTemp: pkTemp, oldParked: `${table.name}_pfo_0` });
   const pkIndex = info.indexes.find((i) => i.isPrimary);
-  if (pkIndex?.constraintComment) shadowSql.push(`COMMENT ON CONSTRAINT ${q(pkTemp)} ON ${st} IS ${quoteLiteral(pkIndex.constraintComment)}`);
-  if (pkIndex?.comment) shadowSql.push(`COMMENT ON INDEX ${qualified(sibling(table, pkTemp))} IS ${quoteLiteral(pkIndex.comment)}`);
+  if (pkIndex?.constraintComment)
+    shadowSql.push(`COMMENT ON CONSTRAINT ${q(pkTemp)} ON ${st} IS ${quoteLiteral(pkIndex.constraintComment)}`);
+  if (pkIndex?.comment)
+    shadowSql.push(`COMMENT ON INDEX ${qualified(sibling(table, pkTemp))} IS ${quoteLiteral(pkIndex.comment)}`);
   const lost = new Set(constraintsWithoutKey(info).map((i) => i.name));
   secondary.forEach((idx, i) => {
     const temp = `${table.name}_pfi_${i + 1}`;
     const parked = `${table.name}_pfo_${i + 1}`;
     if (idx.constraintName && !idx.isUnique) {
-      givenUp.push(`Exclusion constraint ${idx.constraintName} (${idx.def}) is dropped: a partitioned table cannot have one (accepted in "acceptLostConstraints").`);
+      givenUp.push(
+        `Exclusion constraint ${idx.constraintName} (${idx.def}) is dropped: a partitioned table cannot have one (accepted in "acceptLostConstraints").`,
+      );
       return;
     }
     let unique = idx.isUnique;
     if (lost.has(idx.name)) {
       unique = false;
-      givenUp.push(`Unique ${idx.constraintName ? 'constraint' : 'index'} ${idx.name} becomes a plain index: uniqueness of (${idx.keyColumns.join(', ')}) is no longer enforced (accepted in "acceptLostConstraints").`);
+      givenUp.push(
+        `Unique ${idx.constraintName ? 'constraint' : 'index'} ${idx.name} becomes a plain index: uniqueness of (${idx.keyColumns.join(', ')}) is no longer enforced (accepted in "acceptLostConstraints").`,
+      );
     }
-    if (idx.tail === null) refuse(`Cannot read the definition of index ${idx.name} (${idx.def}); drop it or report this as a bug.`);
+    if (idx.tail === null)
+      refuse(`Cannot read the definition of index ${idx.name} (${idx.def}); drop it or report this as a bug.`);
     if (unique && idx.constraintName && idx.constraintDef) {
       // a UNIQUE constraint stays a constraint (ON CONFLICT ON CONSTRAINT, foreign keys to it)
       shadowSql.push(`ALTER TABLE ${st} ADD CONSTRAINT ${q(temp)} ${idx.constraintDef}`);
-      if (idx.constraintComment) shadowSql.push(`COMMENT ON CONSTRAINT ${q(temp)} ON ${st} IS ${quoteLiteral(idx.constraintComment)}`);
+      if (idx.constraintComment)
+        shadowSql.push(`COMMENT ON CONSTRAINT ${q(temp)} ON ${st} IS ${quoteLiteral(idx.constraintComment)}`);
     } else {
       shadowSql.push(`CREATE ${unique ? 'UNIQUE ' : ''}INDEX ${q(temp)} ON ${st} ${idx.tail}`);
     }
-    if (idx.comment) shadowSql.push(`COMMENT ON INDEX ${qualified(sibling(table, temp))} IS ${quoteLiteral(idx.comment)}`);
+    if (idx.comment)
+      shadowSql.push(`COMMENT ON INDEX ${qualified(sibling(table, temp))} IS ${quoteLiteral(idx.comment)}`);
     indexRenames.push({ original: idx.name, shadowTemp: temp, oldParked: parked });
   });
   for (const g of info.grants) {
@@ -444,18 +578,24 @@ export function buildPlan(info: TableInfo, opts: PartitionOptions): Plan {
   for (const g of info.columnGrants) {
     if (g.grantee === info.owner) continue;
     const grantee = g.grantee === 'PUBLIC' ? 'PUBLIC' : q(g.grantee);
-    shadowSql.push(`GRANT ${g.privilege} (${q(g.column)}) ON ${st} TO ${grantee}${g.grantable ? ' WITH GRANT OPTION' : ''}`);
+    shadowSql.push(
+      `GRANT ${g.privilege} (${q(g.column)}) ON ${st} TO ${grantee}${g.grantable ? ' WITH GRANT OPTION' : ''}`,
+    );
   }
   if (info.comment !== null) shadowSql.push(`COMMENT ON TABLE ${st} IS ${quoteLiteral(info.comment)}`);
   if (info.owner !== info.currentUser) {
     shadowSql.push(`ALTER TABLE ${st} OWNER TO ${q(info.owner)}`);
-    for (const p of allPartitions) shadowSql.push(`ALTER TABLE ${qualified(sibling(table, p))} OWNER TO ${q(info.owner)}`);
+    for (const p of allPartitions)
+      shadowSql.push(`ALTER TABLE ${qualified(sibling(table, p))} OWNER TO ${q(info.owner)}`);
   }
-  const shadowForeignKeys = info.outboundForeignKeys.map((f) => `ALTER TABLE ${st} ADD CONSTRAINT ${q(f.name)} ${f.def}`);
+  const shadowForeignKeys = info.outboundForeignKeys.map(
+    (f) => `ALTER TABLE ${st} ADD CONSTRAINT ${q(f.name)} ${f.def}`,
+  );
   for (const f of info.outboundForeignKeys) {
     if (f.comment) givenUp.push(`The comment on foreign key ${f.name} is not carried over.`);
   }
-  if (info.indexes.some((i) => /\sTABLESPACE\s/.test(i.def))) givenUp.push('Index tablespaces are not carried over: the new indexes are in the table\'s tablespace.');
+  if (info.indexes.some((i) => /\sTABLESPACE\s/.test(i.def)))
+    givenUp.push("Index tablespaces are not carried over: the new indexes are in the table's tablespace.");
 
   // The sync machinery: row triggers that fire in every session_replication_role (ENABLE ALWAYS), a TRUNCATE
   // trigger, a guard view that blocks dropping or retyping a column while the run needs it, a moves counter.
@@ -470,7 +610,9 @@ export function buildPlan(info: TableInfo, opts: PartitionOptions): Plan {
     `REVOKE ALL ON FUNCTION ${qualified(fn)}() FROM PUBLIC`,
     // run as the table's owner where partflow may hand the function over (as a superuser); otherwise as
     // partflow's role, which owns the table or is a member of its owner role
-    ...(info.owner !== info.currentUser && info.isSuperuser ? [`ALTER FUNCTION ${qualified(fn)}() OWNER TO ${q(info.owner)}`] : []),
+    ...(info.owner !== info.currentUser && info.isSuperuser
+      ? [`ALTER FUNCTION ${qualified(fn)}() OWNER TO ${q(info.owner)}`]
+      : []),
   ];
   const triggers = (on: string, row: string, fn: TableRef, truncate: string, tfn: TableRef) => [
     `CREATE TRIGGER ${q(row)} AFTER INSERT OR UPDATE OR DELETE ON ${on} FOR EACH ROW EXECUTE FUNCTION ${qualified(fn)}()`,
@@ -485,7 +627,16 @@ export function buildPlan(info: TableInfo, opts: PartitionOptions): Plan {
   const syncTrigger = [
     `CREATE SEQUENCE IF NOT EXISTS ${qualified(movesCounter)}`,
     ...(info.owner !== info.currentUser ? [`ALTER SEQUENCE ${qualified(movesCounter)} OWNER TO ${q(info.owner)}`] : []),
-    mirrorFunctionSql({ fn: fnForward, target: shadow, sourceColumns, columns, key: shadowKey, overriding, identityAlways, moves }),
+    mirrorFunctionSql({
+      fn: fnForward,
+      target: shadow,
+      sourceColumns,
+      columns,
+      key: shadowKey,
+      overriding,
+      identityAlways,
+      moves,
+    }),
     ...owned(fnForward),
     truncateFunctionSql(fnForwardTruncate, shadow),
     ...owned(fnForwardTruncate),
@@ -500,7 +651,13 @@ export function buildPlan(info: TableInfo, opts: PartitionOptions): Plan {
     `DROP FUNCTION IF EXISTS ${qualified(tfn)}()`,
     `DROP VIEW IF EXISTS ${qualified(guard)}`,
   ];
-  const dropSyncTrigger = dropTriggers(qualified(table), FORWARD_TRIGGER, fnForward, FORWARD_TRUNCATE_TRIGGER, fnForwardTruncate);
+  const dropSyncTrigger = dropTriggers(
+    qualified(table),
+    FORWARD_TRIGGER,
+    fnForward,
+    FORWARD_TRUNCATE_TRIGGER,
+    fnForwardTruncate,
+  );
 
   const colList = columns.map(q).join(', ');
   // The copy of one page range. FOR SHARE: a row deleted or moved by a concurrent transaction drops out of the
@@ -524,7 +681,9 @@ export function buildPlan(info: TableInfo, opts: PartitionOptions): Plan {
   const maxKey = `SELECT ${keyText} AS k FROM ${qualified(table)} ORDER BY ${sourceKey.map((k) => `${q(k)} DESC`).join(', ')} LIMIT 1`;
   const keyBound = `SELECT ${keyText} AS k FROM ${qualified(table)} WHERE ${tuple} > ${params(1)} AND ${tuple} <= ${params(n + 1)} ORDER BY ${order} OFFSET ${limitParam}::int - 1 LIMIT 1`;
   const keyBoundFirst = `SELECT ${keyText} AS k FROM ${qualified(table)} WHERE ${tuple} <= ${params(1)} ORDER BY ${order} OFFSET $${n + 1}::int - 1 LIMIT 1`;
-  const keyCopyTpl = (where: string) => `WITH src AS (SELECT ${colList} FROM ${qualified(table)} WHERE ${where} FOR SHARE),
+  const keyCopyTpl = (
+    where: string,
+  ) => `WITH src AS (SELECT ${colList} FROM ${qualified(table)} WHERE ${where} FOR SHARE),
 ins AS (INSERT INTO ${st} (${colList})${overriding ? ' OVERRIDING SYSTEM VALUE' : ''} SELECT ${colList} FROM src ON CONFLICT DO NOTHING RETURNING 1)
 SELECT (SELECT count(*) FROM src)::bigint AS read, (SELECT count(*) FROM ins)::bigint AS inserted`;
   const keyCopy = keyCopyTpl(`${tuple} > ${params(1)} AND ${tuple} <= ${params(n + 1)}`);
@@ -541,26 +700,49 @@ SELECT (SELECT count(*) FROM src)::bigint AS read, (SELECT count(*) FROM ins)::b
   const serial = info.sequences.find((s) => s.kind === 'serial');
   const identities = info.sequences.filter((s) => s.kind === 'identity');
   const cutover: string[] = [lockBoth, ...dropSyncTrigger];
-  for (const fk of info.inboundForeignKeys) cutover.push(`ALTER TABLE ${qualified(fk.table)} DROP CONSTRAINT ${q(fk.name)}`);
+  for (const fk of info.inboundForeignKeys)
+    cutover.push(`ALTER TABLE ${qualified(fk.table)} DROP CONSTRAINT ${q(fk.name)}`);
   cutover.push(`ALTER TABLE ${qualified(table)} RENAME TO ${q(old.name)}`);
   for (const r of indexRenames) cutover.push(renameIdx(r.original, r.oldParked));
   cutover.push(`ALTER TABLE ${st} RENAME TO ${q(table.name)}`);
   for (const r of indexRenames) cutover.push(renameIdx(r.shadowTemp, r.original));
-  if (serial) cutover.push(`ALTER SEQUENCE ${qualified(serial.sequence)} OWNED BY ${qualified(table)}.${q(serial.column)}`);
+  if (serial)
+    cutover.push(`ALTER SEQUENCE ${qualified(serial.sequence)} OWNED BY ${qualified(table)}.${q(serial.column)}`);
   for (const s of identities) cutover.push(syncIdentitySql(table, old, s.column));
-  cutover.push(mirrorFunctionSql({ fn: fnReverse, target: old, sourceColumns, columns, key: sourceKey, overriding, identityAlways, moves }));
+  cutover.push(
+    mirrorFunctionSql({
+      fn: fnReverse,
+      target: old,
+      sourceColumns,
+      columns,
+      key: sourceKey,
+      overriding,
+      identityAlways,
+      moves,
+    }),
+  );
   cutover.push(...owned(fnReverse), truncateFunctionSql(fnReverseTruncate, old), ...owned(fnReverseTruncate));
   cutover.push(...triggers(qualified(table), REVERSE_TRIGGER, fnReverse, REVERSE_TRUNCATE_TRIGGER, fnReverseTruncate));
   cutover.push(...guardView(qualified(table)));
 
-  const finalize = dropTriggers(qualified(table), REVERSE_TRIGGER, fnReverse, REVERSE_TRUNCATE_TRIGGER, fnReverseTruncate);
+  const finalize = dropTriggers(
+    qualified(table),
+    REVERSE_TRIGGER,
+    fnReverse,
+    REVERSE_TRUNCATE_TRIGGER,
+    fnReverseTruncate,
+  );
 
-  const swapBack: string[] = [`LOCK TABLE ${qualified(table)}, ${qualified(old)} IN ACCESS EXCLUSIVE MODE`, ...finalize];
+  const swapBack: string[] = [
+    `LOCK TABLE ${qualified(table)}, ${qualified(old)} IN ACCESS EXCLUSIVE MODE`,
+    ...finalize,
+  ];
   swapBack.push(`ALTER TABLE ${qualified(table)} RENAME TO ${q(shadow.name)}`);
   for (const r of indexRenames) swapBack.push(renameIdx(r.original, r.shadowTemp));
   swapBack.push(`ALTER TABLE ${qualified(old)} RENAME TO ${q(table.name)}`);
   for (const r of indexRenames) swapBack.push(renameIdx(r.oldParked, r.original));
-  if (serial) swapBack.push(`ALTER SEQUENCE ${qualified(serial.sequence)} OWNED BY ${qualified(table)}.${q(serial.column)}`);
+  if (serial)
+    swapBack.push(`ALTER SEQUENCE ${qualified(serial.sequence)} OWNED BY ${qualified(table)}.${q(serial.column)}`);
   for (const s of identities) swapBack.push(syncIdentitySql(table, shadow, s.column));
   const validateInbound: string[] = [];
   for (const fk of info.inboundForeignKeys) {
@@ -568,10 +750,16 @@ SELECT (SELECT count(*) FROM src)::bigint AS read, (SELECT count(*) FROM ins)::b
     validateInbound.push(`ALTER TABLE ${qualified(fk.table)} VALIDATE CONSTRAINT ${q(fk.name)}`);
   }
   if (info.inboundForeignKeys.length) {
-    warnings.push(`These foreign keys reference ${displayName(table)} and are dropped at cut-over (re-added on rollback): ${info.inboundForeignKeys.map((f) => `${displayName(f.table)}.${f.name}`).join(', ')}.`);
+    warnings.push(
+      `These foreign keys reference ${displayName(table)} and are dropped at cut-over (re-added on rollback): ${info.inboundForeignKeys.map((f) => `${displayName(f.table)}.${f.name}`).join(', ')}.`,
+    );
   }
-  if (identities.length) warnings.push(`Identity column(s) ${identities.map((s) => s.column).join(', ')} get the new table's own sequence, advanced at cut-over past the old one's last value.`);
-  if (info.estimatedRows < 0) warnings.push('The table has never been analyzed: the row estimate is unknown until the backfill reports.');
+  if (identities.length)
+    warnings.push(
+      `Identity column(s) ${identities.map((s) => s.column).join(', ')} get the new table's own sequence, advanced at cut-over past the old one's last value.`,
+    );
+  if (info.estimatedRows < 0)
+    warnings.push('The table has never been analyzed: the row estimate is unknown until the backfill reports.');
 
   return {
     table,
@@ -659,7 +847,12 @@ export function planStatements(plan: Plan): { step: string; sql: string }[] {
     ...s.shadow.map((sql) => ({ step: 'shadow', sql })),
     ...s.shadowForeignKeys.map((sql) => ({ step: 'shadow', sql })),
     ...s.syncTrigger.map((sql) => ({ step: 'sync', sql })),
-    ...(plan.copyMode === 'pages' ? [{ step: 'backfill', sql: s.backfillBatch }] : [{ step: 'backfill', sql: s.keyBound }, { step: 'backfill', sql: s.keyCopy }]),
+    ...(plan.copyMode === 'pages'
+      ? [{ step: 'backfill', sql: s.backfillBatch }]
+      : [
+          { step: 'backfill', sql: s.keyBound },
+          { step: 'backfill', sql: s.keyCopy },
+        ]),
     { step: 'verify', sql: s.verifySource },
     { step: 'verify', sql: s.verifyShadow },
     ...s.cutover.map((sql) => ({ step: 'cutover', sql })),

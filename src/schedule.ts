@@ -11,13 +11,25 @@ export interface ScheduleOptions {
   cron?: string;
 }
 
-export async function createMaintenanceSchedule(client: Client, input: MaintainPartitionsInput, opts: ScheduleOptions): Promise<string> {
+export async function createMaintenanceSchedule(
+  client: Client,
+  input: MaintainPartitionsInput,
+  opts: ScheduleOptions,
+): Promise<string> {
   validateMaintainInput(input); // refuse bad input here, not at 3 a.m. on the 1st
   const scheduleId = opts.scheduleId ?? DEFAULT_SCHEDULE_ID;
   await client.schedule.create({
     scheduleId,
-    spec: opts.cron ? { cronExpressions: [opts.cron] } : { calendars: [{ dayOfMonth: 1, hour: 3, minute: 0, comment: 'monthly, 03:00 UTC on the 1st' }] },
-    action: { type: 'startWorkflow', workflowType: 'maintainPartitions', args: [input], taskQueue: opts.taskQueue, workflowId: `${scheduleId}-run` },
+    spec: opts.cron
+      ? { cronExpressions: [opts.cron] }
+      : { calendars: [{ dayOfMonth: 1, hour: 3, minute: 0, comment: 'monthly, 03:00 UTC on the 1st' }] },
+    action: {
+      type: 'startWorkflow',
+      workflowType: 'maintainPartitions',
+      args: [input],
+      taskQueue: opts.taskQueue,
+      workflowId: `${scheduleId}-run`,
+    },
     // a run still going when the next is due is left alone; a server down over the due time catches up within a day
     policies: { overlap: ScheduleOverlapPolicy.SKIP, catchupWindow: '1 day', pauseOnFailure: false },
   });
@@ -31,7 +43,11 @@ export function describeSchedule(d: ScheduleDescription): Record<string, unknown
     note: d.state.note ?? null,
     spec: d.spec,
     nextActionTimes: d.info.nextActionTimes.slice(0, 3).map((t) => t.toISOString()),
-    recentActions: d.info.recentActions.map((a) => ({ at: a.takenAt.toISOString(), workflowId: a.action.workflow.workflowId, runId: a.action.workflow.firstExecutionRunId })),
+    recentActions: d.info.recentActions.map((a) => ({
+      at: a.takenAt.toISOString(),
+      workflowId: a.action.workflow.workflowId,
+      runId: a.action.workflow.firstExecutionRunId,
+    })),
     runningActions: d.info.runningActions.map((a) => a.workflow.workflowId),
   };
 }

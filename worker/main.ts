@@ -9,7 +9,16 @@ async function main(): Promise<void> {
   installRuntime(log);
   const config = loadConfig();
   const { worker, pool, connection } = await createPartflowWorker({ config, log });
-  log.info({ address: config.temporalAddress, namespace: config.namespace, taskQueue: config.taskQueue, metrics: `http://${metricsAddress()}/metrics`, pid: process.pid }, 'partflow worker started');
+  log.info(
+    {
+      address: config.temporalAddress,
+      namespace: config.namespace,
+      taskQueue: config.taskQueue,
+      metrics: `http://${metricsAddress()}/metrics`,
+      pid: process.pid,
+    },
+    'partflow worker started',
+  );
   try {
     await worker.run();
   } finally {

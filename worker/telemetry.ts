@@ -12,19 +12,36 @@ class PinoSdkLogger implements SdkLogger {
     const fields = { ...(meta ?? {}) } as Record<string, unknown>;
     const l = this.pino;
     switch (level) {
-      case 'TRACE': return l.trace(fields, message);
-      case 'DEBUG': return l.debug(fields, message);
-      case 'WARN': return l.warn(fields, message);
-      case 'ERROR': return l.error(fields, message);
-      default: return l.info(fields, message);
+      case 'TRACE':
+        return l.trace(fields, message);
+      case 'DEBUG':
+        return l.debug(fields, message);
+      case 'WARN':
+        return l.warn(fields, message);
+      case 'ERROR':
+        return l.error(fields, message);
+      default:
+        return l.info(fields, message);
     }
   }
-  log(level: LogLevel, message: string, meta?: LogMetadata): void { this.log_(level, message, meta); }
-  trace(message: string, meta?: LogMetadata): void { this.log_('TRACE', message, meta); }
-  debug(message: string, meta?: LogMetadata): void { this.log_('DEBUG', message, meta); }
-  info(message: string, meta?: LogMetadata): void { this.log_('INFO', message, meta); }
-  warn(message: string, meta?: LogMetadata): void { this.log_('WARN', message, meta); }
-  error(message: string, meta?: LogMetadata): void { this.log_('ERROR', message, meta); }
+  log(level: LogLevel, message: string, meta?: LogMetadata): void {
+    this.log_(level, message, meta);
+  }
+  trace(message: string, meta?: LogMetadata): void {
+    this.log_('TRACE', message, meta);
+  }
+  debug(message: string, meta?: LogMetadata): void {
+    this.log_('DEBUG', message, meta);
+  }
+  info(message: string, meta?: LogMetadata): void {
+    this.log_('INFO', message, meta);
+  }
+  warn(message: string, meta?: LogMetadata): void {
+    this.log_('WARN', message, meta);
+  }
+  error(message: string, meta?: LogMetadata): void {
+    this.log_('ERROR', message, meta);
+  }
 }
 
 /** The address the Prometheus exporter listens on; PARTFLOW_METRICS_ADDRESS, default 0.0.0.0:9464. */

@@ -18,19 +18,28 @@ export function workflowsPath(): string {
 }
 
 export async function createPartflowWorker(
-  opts: { config?: Partial<PartflowConfig>; connection?: NativeConnection; log?: Logger; worker?: Partial<WorkerOptions> } = {},
+  opts: {
+    config?: Partial<PartflowConfig>;
+    connection?: NativeConnection;
+    log?: Logger;
+    worker?: Partial<WorkerOptions>;
+  } = {},
 ): Promise<{ worker: Worker; pool: Pool; connection: NativeConnection; ownsConnection: boolean }> {
   const config = { ...loadConfig(), ...opts.config };
   const log = opts.log ?? createLogger({ component: 'worker' });
   const pool = createPool(config.databaseUrl);
   const ownsConnection = !opts.connection;
-  const connection = opts.connection ?? (await NativeConnection.connect({ address: config.temporalAddress, ...(config.connectionExtras as object) }));
+  const connection =
+    opts.connection ??
+    (await NativeConnection.connect({ address: config.temporalAddress, ...(config.connectionExtras as object) }));
   const worker = await Worker.create({
     connection,
     namespace: config.namespace,
     taskQueue: config.taskQueue,
     // a bundle built ahead of time (Dockerfile) starts faster; without one, the SDK bundles at start
-    ...(process.env.PARTFLOW_WORKFLOW_BUNDLE ? { workflowBundle: { codePath: process.env.PARTFLOW_WORKFLOW_BUNDLE } } : { workflowsPath: workflowsPath() }),
+    ...(process.env.PARTFLOW_WORKFLOW_BUNDLE
+      ? { workflowBundle: { codePath: process.env.PARTFLOW_WORKFLOW_BUNDLE } }
+      : { workflowsPath: workflowsPath() }),
     activities: createActivities({ pool, log }),
     ...opts.worker,
   });

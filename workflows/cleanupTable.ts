@@ -17,14 +17,23 @@ export interface CleanupTableInput {
   lockTimeoutMs?: number;
 }
 
-const act = proxyActivities<Activities>({ startToCloseTimeout: '10m', heartbeatTimeout: '30s', retry: { initialInterval: '1s', maximumInterval: '30s', maximumAttempts: 10 } });
+const act = proxyActivities<Activities>({
+  startToCloseTimeout: '10m',
+  heartbeatTimeout: '30s',
+  retry: { initialInterval: '1s', maximumInterval: '30s', maximumAttempts: 10 },
+});
 
 export async function cleanupTable(input: CleanupTableInput): Promise<CleanupReport> {
   let table;
   try {
     table = parseTableName(input?.table, 'table');
-    for (const k of Object.keys(input)) if (!['table', 'remove', 'workflowId', 'lockTimeoutMs'].includes(k)) throw new InputError(`Unknown field "${k}"; known fields are table, remove, workflowId, lockTimeoutMs.`);
-    if (input.remove && typeof input.workflowId !== 'string') throw new InputError('Field "workflowId" is required with "remove": the run that partflow cleanup showed as no longer running.');
+    for (const k of Object.keys(input))
+      if (!['table', 'remove', 'workflowId', 'lockTimeoutMs'].includes(k))
+        throw new InputError(`Unknown field "${k}"; known fields are table, remove, workflowId, lockTimeoutMs.`);
+    if (input.remove && typeof input.workflowId !== 'string')
+      throw new InputError(
+        'Field "workflowId" is required with "remove": the run that partflow cleanup showed as no longer running.',
+      );
   } catch (err) {
     throw ApplicationFailure.nonRetryable((err as Error).message, 'InvalidInput');
   }

@@ -6,8 +6,18 @@ import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
 import type { ThrottleInput } from '../src/input';
 
 export type Phase =
-  | 'preflight' | 'shadow' | 'sync' | 'backfill' | 'verify' | 'awaiting-approval' | 'cutover'
-  | 'rollback-window' | 'rolling-back' | 'rolled-back' | 'done' | 'failed';
+  | 'preflight'
+  | 'shadow'
+  | 'sync'
+  | 'backfill'
+  | 'verify'
+  | 'awaiting-approval'
+  | 'cutover'
+  | 'rollback-window'
+  | 'rolling-back'
+  | 'rolled-back'
+  | 'done'
+  | 'failed';
 
 /** What the `progress` query returns. */
 export interface Progress {

@@ -5,7 +5,14 @@
  */
 import {
   ActivityCancellationType,
-  ApplicationFailure, CancellationScope, defineQuery, isCancellation, log, proxyActivities, RetryPolicy, setHandler,
+  ApplicationFailure,
+  CancellationScope,
+  defineQuery,
+  isCancellation,
+  log,
+  proxyActivities,
+  RetryPolicy,
+  setHandler,
 } from '@temporalio/workflow';
 import type { Activities } from '../activities';
 import type { FixAudit } from '../activities/constraints';
@@ -29,7 +36,16 @@ export interface FixProgress {
 
 export interface FixResult {
   status: 'done' | 'dry-run' | 'rolled-back';
-  audit: { fix: string; name: string; policy: string; violations: number; listQuery: string; alreadyDone: boolean; notes: string[]; sql?: string[] }[];
+  audit: {
+    fix: string;
+    name: string;
+    policy: string;
+    violations: number;
+    listQuery: string;
+    alreadyDone: boolean;
+    notes: string[];
+    sql?: string[];
+  }[];
   applied: { fix: string; name: string; skipped: boolean; rowsRepaired: number; indexCreated: boolean }[];
 }
 
@@ -37,13 +53,24 @@ export const fixProgressQuery = defineQuery<FixProgress>('progress');
 
 const retry: RetryPolicy = { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s' };
 // an undo waits until the step it undoes has stopped (see partitionTable)
-const act = proxyActivities<Activities>({ startToCloseTimeout: '12h', heartbeatTimeout: '30s', retry, cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED });
+const act = proxyActivities<Activities>({
+  startToCloseTimeout: '12h',
+  heartbeatTimeout: '30s',
+  retry,
+  cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+});
 
 class RollbackRequested extends Error {}
 
 function summarize(audits: FixAudit[], withSql: boolean): FixResult['audit'] {
   return audits.map((a) => ({
-    fix: a.description, name: a.fix.name, policy: a.policy, violations: a.violations, listQuery: a.listQuery, alreadyDone: a.info.alreadyDone, notes: a.notes,
+    fix: a.description,
+    name: a.fix.name,
+    policy: a.policy,
+    violations: a.violations,
+    listQuery: a.listQuery,
+    alreadyDone: a.info.alreadyDone,
+    notes: a.notes,
     ...(withSql ? { sql: a.sql } : {}),
   }));
 }
@@ -55,7 +82,17 @@ export async function fixConstraints(input: FixConstraintsInput): Promise<FixRes
   } catch (err) {
     throw ApplicationFailure.nonRetryable((err as Error).message, 'InvalidInput');
   }
-  const p: FixProgress = { phase: 'audit', fix: 0, fixes: opts.fixes.length, current: null, step: null, rowsScanned: 0, rowsRepaired: 0, lockWaitRetries: 0, lastError: null };
+  const p: FixProgress = {
+    phase: 'audit',
+    fix: 0,
+    fixes: opts.fixes.length,
+    current: null,
+    step: null,
+    rowsScanned: 0,
+    rowsRepaired: 0,
+    lockWaitRetries: 0,
+    lastError: null,
+  };
   let rollbackRequested = false;
   setHandler(fixProgressQuery, () => p);
   setHandler(rollbackSignal, () => void (rollbackRequested = true));
@@ -87,13 +124,23 @@ export async function fixConstraints(input: FixConstraintsInput): Promise<FixRes
   try {
     audits = await act.auditFixes(opts);
     p.rowsScanned = audits.reduce((s, a) => s + a.violations, 0);
-    const blocking = audits.filter((a) => !a.info.alreadyDone && a.violations > 0 && (a.fix.kind === 'foreignKey' ? a.fix.orphans === 'fail' : a.fix.nulls === 'fail'));
+    const blocking = audits.filter(
+      (a) =>
+        !a.info.alreadyDone &&
+        a.violations > 0 &&
+        (a.fix.kind === 'foreignKey' ? a.fix.orphans === 'fail' : a.fix.nulls === 'fail'),
+    );
     if (opts.dryRun) {
       p.phase = 'done';
       return { status: 'dry-run', audit: summarize(audits, true), applied: [] };
     }
     if (blocking.length) {
-      const what = blocking.map((a) => `${a.description}: ${a.violations} ${a.fix.kind === 'foreignKey' ? 'orphan' : 'NULL'} row(s) (list them with: ${a.listQuery})`).join('; ');
+      const what = blocking
+        .map(
+          (a) =>
+            `${a.description}: ${a.violations} ${a.fix.kind === 'foreignKey' ? 'orphan' : 'NULL'} row(s) (list them with: ${a.listQuery})`,
+        )
+        .join('; ');
       throw ApplicationFailure.nonRetryable(
         `Nothing was changed: ${what}; choose "orphans": "set-null" or "delete" (or "nulls": {"fill": ...}), or clean them up first.`,
         'ViolationsFound',
@@ -109,7 +156,13 @@ export async function fixConstraints(input: FixConstraintsInput): Promise<FixRes
       const check = () => {
         if (rollbackRequested) throw new RollbackRequested();
       };
-      const result = { fix: a.description, name: a.fix.name, skipped: a.info.alreadyDone, rowsRepaired: 0, indexCreated: false };
+      const result = {
+        fix: a.description,
+        name: a.fix.name,
+        skipped: a.info.alreadyDone,
+        rowsRepaired: 0,
+        indexCreated: false,
+      };
       applied.push(result);
       if (a.info.alreadyDone) continue;
       const run = async <T>(step: Step, fn: () => Promise<T>): Promise<T> => {

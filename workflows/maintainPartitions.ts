@@ -15,7 +15,12 @@ export interface MaintainResult {
   failures: { table: string; error: string }[];
 }
 
-export const maintenanceProgressQuery = defineQuery<{ done: number; of: number; current: string | null; failures: number }>('progress');
+export const maintenanceProgressQuery = defineQuery<{
+  done: number;
+  of: number;
+  current: string | null;
+  failures: number;
+}>('progress');
 
 const act = proxyActivities<Activities>({
   startToCloseTimeout: '6h',
@@ -33,7 +38,12 @@ export async function maintainPartitions(input: MaintainPartitionsInput): Promis
   }
   const result: MaintainResult = { ok: true, tables: [], failures: [] };
   let current: string | null = null;
-  setHandler(maintenanceProgressQuery, () => ({ done: result.tables.length + result.failures.length, of: specs.length, current, failures: result.failures.length }));
+  setHandler(maintenanceProgressQuery, () => ({
+    done: result.tables.length + result.failures.length,
+    of: specs.length,
+    current,
+    failures: result.failures.length,
+  }));
   for (const spec of specs) {
     current = displayName(spec.table);
     try {

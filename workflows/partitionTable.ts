@@ -86,9 +86,24 @@ const retry: RetryPolicy = { initialInterval: '1s', backoffCoefficient: 2, maxim
 // (it notices at its next heartbeat) before any undo starts, so an undo never overlaps its own forward step.
 // Heartbeats every few seconds (withHeartbeat, withLockRetry) make that quick.
 const cancellationType = ActivityCancellationType.WAIT_CANCELLATION_COMPLETED;
-const short = proxyActivities<Activities>({ startToCloseTimeout: '5m', heartbeatTimeout: '15s', retry, cancellationType });
-const long = proxyActivities<Activities>({ startToCloseTimeout: '12h', heartbeatTimeout: '15s', retry, cancellationType });
-const chunk = proxyActivities<Activities>({ startToCloseTimeout: '5m', heartbeatTimeout: '15s', retry: { ...retry, maximumInterval: '10s' }, cancellationType });
+const short = proxyActivities<Activities>({
+  startToCloseTimeout: '5m',
+  heartbeatTimeout: '15s',
+  retry,
+  cancellationType,
+});
+const long = proxyActivities<Activities>({
+  startToCloseTimeout: '12h',
+  heartbeatTimeout: '15s',
+  retry,
+  cancellationType,
+});
+const chunk = proxyActivities<Activities>({
+  startToCloseTimeout: '5m',
+  heartbeatTimeout: '15s',
+  retry: { ...retry, maximumInterval: '10s' },
+  cancellationType,
+});
 
 /** How long one backfill activity runs before the workflow looks at pause/throttle/rollback again. */
 const CHUNK_MS = 3000;
@@ -97,18 +112,40 @@ class RollbackRequested extends Error {}
 
 function initialState(opts: PartitionOptions): PartitionState {
   return {
-    plan: null, done: [], phase: 'preflight', paused: false, approved: false, rollbackRequested: false,
-    finalizeRequested: false, batchSize: opts.batchSize, sleepMs: opts.sleepMs, rowsCopied: 0, checkpointPage: 0,
-    totalPages: 0, rowsPerSecond: 0, percentPerSecond: 0, lockWaitRetries: 0, percent: 0, checkpoint: 'start', lastError: null, verify: null, cutover: null,
+    plan: null,
+    done: [],
+    phase: 'preflight',
+    paused: false,
+    approved: false,
+    rollbackRequested: false,
+    finalizeRequested: false,
+    batchSize: opts.batchSize,
+    sleepMs: opts.sleepMs,
+    rowsCopied: 0,
+    checkpointPage: 0,
+    totalPages: 0,
+    rowsPerSecond: 0,
+    percentPerSecond: 0,
+    lockWaitRetries: 0,
+    percent: 0,
+    checkpoint: 'start',
+    lastError: null,
+    verify: null,
+    cutover: null,
   };
 }
 
-export async function partitionTable(input: PartitionTableInput & { resume?: PartitionState }): Promise<PartitionTableResult> {
+export async function partitionTable(
+  input: PartitionTableInput & { resume?: PartitionState },
+): Promise<PartitionTableResult> {
   // `resume` is this workflow's own state, handed from one run to the next by continue-as-new; from anyone
   // else (a Start Workflow form, a crafted input) it would steer the steps, so it is refused.
   const { resume, ...external } = input;
   if (resume !== undefined && !workflowInfo().continuedFromExecutionRunId) {
-    throw ApplicationFailure.nonRetryable('Field "resume" is partflow\'s internal state across continue-as-new and is never accepted in an input; start the run without it.', 'InvalidInput');
+    throw ApplicationFailure.nonRetryable(
+      'Field "resume" is partflow\'s internal state across continue-as-new and is never accepted in an input; start the run without it.',
+      'InvalidInput',
+    );
   }
   let opts: PartitionOptions;
   try {
@@ -154,7 +191,12 @@ export async function partitionTable(input: PartitionTableInput & { resume?: Par
       rowsEstimated: s.plan?.estimatedRows ?? 0,
       percent: Math.round(percent * 10) / 10,
       rowsPerSecond: Math.round(s.rowsPerSecond),
-      etaSeconds: s.phase === 'backfill' && s.percentPerSecond > 0 ? Math.round((100 - s.percent) / s.percentPerSecond) : afterBackfill ? 0 : null,
+      etaSeconds:
+        s.phase === 'backfill' && s.percentPerSecond > 0
+          ? Math.round((100 - s.percent) / s.percentPerSecond)
+          : afterBackfill
+            ? 0
+            : null,
       lastError: s.lastError,
       checkpointPage: s.checkpointPage,
       totalPages: s.totalPages,
@@ -167,8 +209,17 @@ export async function partitionTable(input: PartitionTableInput & { resume?: Par
       givenUp: s.plan?.givenUp ?? [],
       partitions: s.plan ? s.plan.partitions.length + 1 : 0,
       warnings: s.plan?.warnings ?? [],
-      verify: s.verify && { ok: s.verify.ok, rows: s.verify.rows, mismatches: s.verify.mismatches, elapsedMs: s.verify.elapsedMs },
-      cutover: s.cutover && { lockHoldMs: s.cutover.lockHoldMs, attempts: s.cutover.attempts, lockWaitRetries: s.cutover.lockWaitRetries },
+      verify: s.verify && {
+        ok: s.verify.ok,
+        rows: s.verify.rows,
+        mismatches: s.verify.mismatches,
+        elapsedMs: s.verify.elapsedMs,
+      },
+      cutover: s.cutover && {
+        lockHoldMs: s.cutover.lockHoldMs,
+        attempts: s.cutover.attempts,
+        lockWaitRetries: s.cutover.lockWaitRetries,
+      },
     };
   });
 
@@ -250,8 +301,13 @@ export async function partitionTable(input: PartitionTableInput & { resume?: Par
         }
         const { backfillBatch, backfillBatchFast, keyBound, keyBoundFirst, keyCopy, keyCopyFirst } = plan.sql;
         const r = await chunk.backfillChunk({
-          table: plan.table, copyMode: plan.copyMode, sql: { backfillBatch, backfillBatchFast, keyBound, keyBoundFirst, keyCopy, keyCopyFirst },
-          batchSize: s.batchSize, sleepMs: s.sleepMs, maxMs: CHUNK_MS, maxBatchMs: opts.maxBatchMs,
+          table: plan.table,
+          copyMode: plan.copyMode,
+          sql: { backfillBatch, backfillBatchFast, keyBound, keyBoundFirst, keyCopy, keyCopyFirst },
+          batchSize: s.batchSize,
+          sleepMs: s.sleepMs,
+          maxMs: CHUNK_MS,
+          maxBatchMs: opts.maxBatchMs,
         });
         const gained = r.percent - s.percent;
         s.rowsCopied = r.rowsCopied;
@@ -319,12 +375,28 @@ export async function partitionTable(input: PartitionTableInput & { resume?: Par
       await short.releaseRun(opts.table, 'done');
       enter('done');
     }
-    return { status: 'done', table, verify: s.verify, cutover: s.cutover, rowsCopied: s.rowsCopied, rowMoves: s.rowMoves ?? 0, oldTable: displayName(plan.old) };
+    return {
+      status: 'done',
+      table,
+      verify: s.verify,
+      cutover: s.cutover,
+      rowsCopied: s.rowsCopied,
+      rowMoves: s.rowMoves ?? 0,
+      oldTable: displayName(plan.old),
+    };
   } catch (err) {
     if (err instanceof ContinueAsNew) throw err;
     if (err instanceof RollbackRequested) {
       await compensate('rolled-back');
-      return { status: 'rolled-back', table, verify: s.verify, cutover: s.cutover, rowsCopied: s.rowsCopied, rowMoves: s.rowMoves ?? 0, undoProblems: s.undoProblems ?? [] };
+      return {
+        status: 'rolled-back',
+        table,
+        verify: s.verify,
+        cutover: s.cutover,
+        rowsCopied: s.rowsCopied,
+        rowMoves: s.rowMoves ?? 0,
+        undoProblems: s.undoProblems ?? [],
+      };
     }
     if (isCancellation(err)) {
       await compensate('rolled-back');

@@ -15,7 +15,12 @@ export async function createTestDb(prefix: string): Promise<TestDb> {
   await admin.connect();
   await admin.query(`CREATE DATABASE ${name}`);
   await admin.end();
-  const conn: ClientConfig = { host: process.env.PGHOST ?? '127.0.0.1', port: Number(process.env.PGPORT ?? 54329), user: process.env.PGUSER ?? 'postgres', database: name };
+  const conn: ClientConfig = {
+    host: process.env.PGHOST ?? '127.0.0.1',
+    port: Number(process.env.PGPORT ?? 54329),
+    user: process.env.PGUSER ?? 'postgres',
+    database: name,
+  };
   const pool = new Pool({ ...conn, max: 10 });
   pool.on('error', () => undefined);
   return {

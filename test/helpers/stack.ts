@@ -18,7 +18,11 @@ export interface Stack {
   teardown(): Promise<void>;
 }
 
-export async function startStack(name: string, taskQueue: string, opts: { extraArgs?: string[]; uiPort?: number } = {}): Promise<Stack> {
+export async function startStack(
+  name: string,
+  taskQueue: string,
+  opts: { extraArgs?: string[]; uiPort?: number } = {},
+): Promise<Stack> {
   const db = await createTestDb(name);
   const env = await startDevServer(opts.extraArgs ?? [], { uiPort: opts.uiPort });
   const pool = createPool(db.url);

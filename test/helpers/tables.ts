@@ -12,14 +12,28 @@ export interface TestTable {
 }
 
 /** Creates and fills a table: `rows` rows spread over 14 months back and 1 month ahead, three indexes, a grant. */
-export async function createTable(pool: Pool, ref: TableRef, rows: number, key: KeyKind = 'uuid', column = 'created_at'): Promise<TestTable> {
+export async function createTable(
+  pool: Pool,
+  ref: TableRef,
+  rows: number,
+  key: KeyKind = 'uuid',
+  column = 'created_at',
+): Promise<TestTable> {
   const t = qualified(ref);
   const c = q(column);
   await pool.query(`CREATE SCHEMA IF NOT EXISTS ${q(ref.schema)}`);
-  const idDef = key === 'uuid' ? 'uuid PRIMARY KEY DEFAULT gen_random_uuid()' : key === 'bigserial' ? 'bigserial PRIMARY KEY' : 'bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY';
+  const idDef =
+    key === 'uuid'
+      ? 'uuid PRIMARY KEY DEFAULT gen_random_uuid()'
+      : key === 'bigserial'
+        ? 'bigserial PRIMARY KEY'
+        : 'bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY';
   await pool.query(`CREATE TABLE ${t} (id ${idDef}, user_id uuid, status text NOT NULL DEFAULT 'new' CHECK (status <> ''), payload text,
     n integer NOT NULL DEFAULT 0, ${c} timestamptz NOT NULL DEFAULT now())`);
-  const base = ref.name.replace(/[^a-zA-Z0-9]/g, '').slice(0, 20).toLowerCase();
+  const base = ref.name
+    .replace(/[^a-zA-Z0-9]/g, '')
+    .slice(0, 20)
+    .toLowerCase();
   await pool.query(`CREATE INDEX ${q(`${base}_user_status`)} ON ${t} (user_id, status) WHERE user_id IS NOT NULL`);
   await pool.query(`CREATE INDEX ${q(`${base}_ts`)} ON ${t} (${c})`);
   await pool.query(`CREATE INDEX ${q(`${base}_lower_payload`)} ON ${t} (lower(payload))`);
@@ -34,7 +48,12 @@ export async function createTable(pool: Pool, ref: TableRef, rows: number, key: 
   );
   await pool.query(`ANALYZE ${t}`);
   // an ALWAYS identity can only be re-keyed to DEFAULT
-  const newId = key === 'uuid' ? 'gen_random_uuid()' : key === 'identity' ? 'DEFAULT' : `nextval(pg_get_serial_sequence(${quoteLit(t)}, 'id'))`;
+  const newId =
+    key === 'uuid'
+      ? 'gen_random_uuid()'
+      : key === 'identity'
+        ? 'DEFAULT'
+        : `nextval(pg_get_serial_sequence(${quoteLit(t)}, 'id'))`;
   return {
     ref,
     column,

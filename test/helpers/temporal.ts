@@ -7,7 +7,10 @@ export function temporalBin(): string {
   return process.env.TEMPORAL_BIN ?? path.join(os.homedir(), '.cache', 'partflow', 'bin', 'temporal');
 }
 
-export async function startDevServer(extraArgs: string[] = [], opts: { uiPort?: number } = {}): Promise<TestWorkflowEnvironment> {
+export async function startDevServer(
+  extraArgs: string[] = [],
+  opts: { uiPort?: number } = {},
+): Promise<TestWorkflowEnvironment> {
   return TestWorkflowEnvironment.createLocal({
     server: {
       executable: { type: 'existing-path', path: temporalBin() },

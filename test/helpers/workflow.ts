@@ -6,7 +6,12 @@ export async function progress(h: WorkflowHandle): Promise<Progress> {
   return h.query<Progress>('progress');
 }
 
-export async function waitFor(h: WorkflowHandle, pred: (p: Progress) => boolean, what: string, timeoutMs = 120_000): Promise<Progress> {
+export async function waitFor(
+  h: WorkflowHandle,
+  pred: (p: Progress) => boolean,
+  what: string,
+  timeoutMs = 120_000,
+): Promise<Progress> {
   const until = Date.now() + timeoutMs;
   let last: Progress | undefined;
   while (Date.now() < until) {
@@ -29,7 +34,11 @@ export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
  * (completed, failed, cancelled or timed out), and the one at which the first of `undo` was scheduled
  * (Infinity when none). An undo that never overlaps its forward step has forwardClosed < undoScheduled.
  */
-export async function forwardThenUndo(h: WorkflowHandle, forward: string, undo: string[]): Promise<{ forwardClosed: number; undoScheduled: number }> {
+export async function forwardThenUndo(
+  h: WorkflowHandle,
+  forward: string,
+  undo: string[],
+): Promise<{ forwardClosed: number; undoScheduled: number }> {
   const events = (await h.fetchHistory()).events ?? [];
   const scheduled = new Map<string, string>();
   let forwardClosed = Infinity;
@@ -41,8 +50,13 @@ export async function forwardThenUndo(h: WorkflowHandle, forward: string, undo: 
       scheduled.set(String(id), s.activityType?.name ?? '');
       if (undo.includes(s.activityType?.name ?? '')) undoScheduled = Math.min(undoScheduled, id);
     }
-    const closed = e.activityTaskCanceledEventAttributes ?? e.activityTaskCompletedEventAttributes ?? e.activityTaskFailedEventAttributes ?? e.activityTaskTimedOutEventAttributes;
-    if (closed && scheduled.get(String(closed.scheduledEventId)) === forward) forwardClosed = Math.min(forwardClosed, id);
+    const closed =
+      e.activityTaskCanceledEventAttributes ??
+      e.activityTaskCompletedEventAttributes ??
+      e.activityTaskFailedEventAttributes ??
+      e.activityTaskTimedOutEventAttributes;
+    if (closed && scheduled.get(String(closed.scheduledEventId)) === forward)
+      forwardClosed = Math.min(forwardClosed, id);
   }
   return { forwardClosed, undoScheduled };
 }

@@ -24,19 +24,44 @@ afterAll(async () => {
 
 function cli(...args: string[]): Promise<{ code: number; out: string; err: string }> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [BIN, ...args], { env: { ...process.env, TEMPORAL_ADDRESS: env.address, PARTFLOW_TASK_QUEUE: TQ }, timeout: 120_000 }, (error, stdout, stderr) => {
-      resolve({ code: error ? (typeof error.code === 'number' ? error.code : 1) : 0, out: stdout, err: stderr });
-    });
+    execFile(
+      process.execPath,
+      [BIN, ...args],
+      { env: { ...process.env, TEMPORAL_ADDRESS: env.address, PARTFLOW_TASK_QUEUE: TQ }, timeout: 120_000 },
+      (error, stdout, stderr) => {
+        resolve({ code: error ? (typeof error.code === 'number' ? error.code : 1) : 0, out: stdout, err: stderr });
+      },
+    );
   });
 }
 
 test('help, usage errors and bad input: exit 2 with one sentence and no stack trace', async () => {
   const help = await cli('--help');
   expect(help.code).toBe(0);
-  for (const c of ['plan', 'start', 'status', 'watch', 'pause', 'resume', 'throttle', 'approve', 'rollback', 'finalize', 'cancel', 'fix', 'report', 'schedule']) expect(help.out).toContain(c);
-  for (const c of ['start', 'pause', 'fix', 'schedule']) expect((await cli(c, '--help')).out).toMatch(new RegExp(`partflow ${c}`));
+  for (const c of [
+    'plan',
+    'start',
+    'status',
+    'watch',
+    'pause',
+    'resume',
+    'throttle',
+    'approve',
+    'rollback',
+    'finalize',
+    'cancel',
+    'fix',
+    'report',
+    'schedule',
+  ])
+    expect(help.out).toContain(c);
+  for (const c of ['start', 'pause', 'fix', 'schedule'])
+    expect((await cli(c, '--help')).out).toMatch(new RegExp(`partflow ${c}`));
   const unknown = await cli('explode', 't');
-  expect(unknown).toMatchObject({ code: 2, err: 'partflow: Unknown command "explode"; run partflow --help for the list.\n' });
+  expect(unknown).toMatchObject({
+    code: 2,
+    err: 'partflow: Unknown command "explode"; run partflow --help for the list.\n',
+  });
   const bad = await cli('start', 't', '--approval', 'maybe');
   expect(bad.code).toBe(2);
   expect(bad.err).toMatch(/^partflow: Field "approval" must be one of "signal", "auto", not "maybe"\.\n$/);
@@ -49,7 +74,16 @@ test('plan, start, status, pause, throttle, resume, watch, approve, report: one 
   expect(plan.code).toBe(0);
   expect(plan.out).toMatch(/^-- shadow\nCREATE TABLE "public"\."cli_images_pf_shadow"/m);
   expect(plan.out).toMatch(/^-- cutover\nLOCK TABLE/m);
-  const started = await cli('start', 'cli_images', '--batch-size', '100', '--sleep-ms', '50', '--rollback-window', '0s');
+  const started = await cli(
+    'start',
+    'cli_images',
+    '--batch-size',
+    '100',
+    '--sleep-ms',
+    '50',
+    '--rollback-window',
+    '0s',
+  );
   expect(started).toMatchObject({ code: 0 });
   expect(started.out).toMatch(/^started partition-public\.cli_images/);
   let status: { phase: string; paused: boolean; batchSize: number } = { phase: '', paused: false, batchSize: 0 };
@@ -61,13 +95,17 @@ test('plan, start, status, pause, throttle, resume, watch, approve, report: one 
   expect(status.phase).toBe('backfill');
   expect((await cli('pause', 'cli_images')).out).toBe('sent pause to partition-public.cli_images\n');
   expect(JSON.parse((await cli('status', 'cli_images', '--json')).out).paused).toBe(true);
-  expect((await cli('throttle', 'cli_images', '--batch-size', '4000', '--sleep-ms', '0')).out).toBe('throttle now {"batchSize":4000,"sleepMs":0}\n');
+  expect((await cli('throttle', 'cli_images', '--batch-size', '4000', '--sleep-ms', '0')).out).toBe(
+    'throttle now {"batchSize":4000,"sleepMs":0}\n',
+  );
   const badThrottle = await cli('throttle', 'cli_images', '--batch-size', '-3');
   expect(badThrottle.code).toBe(2);
   expect((await cli('resume', 'cli_images')).code).toBe(0);
   const watched = await cli('watch', 'cli_images', '--interval-ms', '200');
   expect({ code: watched.code, err: watched.err }).toEqual({ code: 0, err: '' });
-  expect(watched.out).toMatch(/public\.cli_images (backfill|verify|awaiting-approval) \[[#.]{20}\] \d+\.\d% [\d,]+\/[\d,]+ rows/);
+  expect(watched.out).toMatch(
+    /public\.cli_images (backfill|verify|awaiting-approval) \[[#.]{20}\] \d+\.\d% [\d,]+\/[\d,]+ rows/,
+  );
   expect(watched.out).toMatch(/waiting for approval: partflow approve public\.cli_images\n$/);
   expect((await cli('approve', 'cli_images')).code).toBe(0);
   const done = await cli('watch', 'cli_images', '--interval-ms', '200');
@@ -75,6 +113,8 @@ test('plan, start, status, pause, throttle, resume, watch, approve, report: one 
   expect(done.out).toMatch(/public\.cli_images done/);
   const report = await cli('report', '--tables', 'cli_images');
   expect(report.code).toBe(0);
-  expect(report.out).toMatch(/^public\.cli_images \(by created_at\): \d+ partitions, 3 ahead, oldest cli_images_\d{4}_\d{2}, default 0 rows$/m);
+  expect(report.out).toMatch(
+    /^public\.cli_images \(by created_at\): \d+ partitions, 3 ahead, oldest cli_images_\d{4}_\d{2}, default 0 rows$/m,
+  );
   expect(report.out).not.toMatch(/created /);
 });

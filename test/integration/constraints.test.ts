@@ -26,7 +26,9 @@ const writers: Writer[] = [];
 beforeAll(async () => {
   stack = await startStack('fix', TQ);
   ({ env, db } = stack);
-  await db.pool.query(`CREATE TABLE users (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), email text NOT NULL UNIQUE, nick text)`);
+  await db.pool.query(
+    `CREATE TABLE users (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), email text NOT NULL UNIQUE, nick text)`,
+  );
   await db.pool.query(`INSERT INTO users (email) SELECT 'u' || g || '@x' FROM generate_series(1, 200) g`);
 });
 
@@ -38,10 +40,14 @@ afterAll(async () => {
   await stack?.teardown();
 });
 
-const run = (input: FixConstraintsInput) => env.client.workflow.start('fixConstraints', { taskQueue: TQ, workflowId: `fix-${++n}-${Date.now()}`, args: [input] });
+const run = (input: FixConstraintsInput) =>
+  env.client.workflow.start('fixConstraints', { taskQueue: TQ, workflowId: `fix-${++n}-${Date.now()}`, args: [input] });
 
 async function failure(p: Promise<unknown>): Promise<string> {
-  const err = await p.then(() => null, (e) => e);
+  const err = await p.then(
+    () => null,
+    (e) => e,
+  );
   expect(err).toBeInstanceOf(WorkflowFailedError);
   return (err as WorkflowFailedError).cause!.message;
 }
@@ -49,10 +55,14 @@ async function failure(p: Promise<unknown>): Promise<string> {
 /** A child table with `orphans` rows whose user_id points at no user, and writers adding valid rows. */
 async function childTable(name: string, rows: number, orphans: number, partitioned = false): Promise<WriterSpec> {
   const part = partitioned ? ' PARTITION BY RANGE (created_at)' : '';
-  await db.pool.query(`CREATE TABLE ${name} (id bigserial, user_id uuid, payload text, created_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (id, created_at))${part}`);
+  await db.pool.query(
+    `CREATE TABLE ${name} (id bigserial, user_id uuid, payload text, created_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (id, created_at))${part}`,
+  );
   if (partitioned) {
     for (const m of [-2, -1, 0, 1]) {
-      await db.pool.query(`CREATE TABLE ${name}_p${m + 2} PARTITION OF ${name} FOR VALUES FROM (date_trunc('month', now()) + interval '${m} month') TO (date_trunc('month', now()) + interval '${m + 1} month')`);
+      await db.pool.query(
+        `CREATE TABLE ${name}_p${m + 2} PARTITION OF ${name} FOR VALUES FROM (date_trunc('month', now()) + interval '${m} month') TO (date_trunc('month', now()) + interval '${m + 1} month')`,
+      );
     }
     await db.pool.query(`CREATE TABLE ${name}_default PARTITION OF ${name} DEFAULT`);
   }
@@ -62,9 +72,16 @@ async function childTable(name: string, rows: number, orphans: number, partition
        FROM generate_series(1, $1::int) g`,
     [rows],
   );
-  if (orphans) await db.pool.query(`INSERT INTO ${name} (user_id, payload) SELECT gen_random_uuid(), 'orphan' FROM generate_series(1, $1::int)`, [orphans]);
+  if (orphans)
+    await db.pool.query(
+      `INSERT INTO ${name} (user_id, payload) SELECT gen_random_uuid(), 'orphan' FROM generate_series(1, $1::int)`,
+      [orphans],
+    );
   return {
-    table: name, id: 'id', ts: 'created_at', payload: 'payload',
+    table: name,
+    id: 'id',
+    ts: 'created_at',
+    payload: 'payload',
     newIdExpr: `nextval(pg_get_serial_sequence('${name}', 'id'))`,
     insertSql: `INSERT INTO ${name} AS t (user_id, payload, created_at) VALUES ((SELECT id FROM users ORDER BY random() LIMIT 1), 'w', $1)`,
   };
@@ -76,8 +93,15 @@ function writer(spec: WriterSpec): Writer {
   return w;
 }
 
-const fk = (table: string, orphans: 'fail' | 'set-null' | 'delete' = 'fail'): ForeignKeyFixInput =>
-  ({ kind: 'foreignKey', table, columns: ['user_id'], references: { table: 'users', columns: ['id'] }, onDelete: 'SET NULL', onUpdate: 'CASCADE', orphans });
+const fk = (table: string, orphans: 'fail' | 'set-null' | 'delete' = 'fail'): ForeignKeyFixInput => ({
+  kind: 'foreignKey',
+  table,
+  columns: ['user_id'],
+  references: { table: 'users', columns: ['id'] },
+  onDelete: 'SET NULL',
+  onUpdate: 'CASCADE',
+  orphans,
+});
 
 async function constraintState(table: string): Promise<{ rel: string; convalidated: boolean }[]> {
   const r = await db.pool.query(
@@ -91,7 +115,9 @@ test('orphans "fail": the audit reports counts and the query that lists them, no
   await childTable('c_fail', 2000, 3);
   const before = await catalogSnapshot(db.pool, ['public', 'partflow']);
   const msg = await failure((await run({ fixes: [fk('c_fail')] })).result());
-  expect(msg).toMatch(/^Nothing was changed: public\.c_fail\(user_id\) → public\.users\(id\): 3 orphan row\(s\) \(list them with: SELECT c\."id", c\."created_at", c\."user_id" FROM "public"\."c_fail" c WHERE c\."user_id" IS NOT NULL AND NOT EXISTS/);
+  expect(msg).toMatch(
+    /^Nothing was changed: public\.c_fail\(user_id\) → public\.users\(id\): 3 orphan row\(s\) \(list them with: SELECT c\."id", c\."created_at", c\."user_id" FROM "public"\."c_fail" c WHERE c\."user_id" IS NOT NULL AND NOT EXISTS/,
+  );
   expect(msg).not.toMatch(/[0-9a-f]{8}-[0-9a-f]{4}-/); // no key values
   const listed = await db.pool.query(/list them with: (SELECT .*?)\)(;|$)/.exec(msg)![1]);
   expect(listed.rowCount).toBe(3);
@@ -105,29 +131,57 @@ test('orphans "set-null" under write load: repaired in batches, recorded, valida
   const h = await run({ fixes: [fk('c_setnull', 'set-null')], batchSize: 3 });
   const result: FixResult = await h.result();
   const stats = await w.stop();
-  expect(result.applied).toEqual([{ fix: 'public.c_setnull(user_id) → public.users(id)', name: 'fk_c_setnull_user_id', skipped: false, rowsRepaired: 7, indexCreated: true }]);
+  expect(result.applied).toEqual([
+    {
+      fix: 'public.c_setnull(user_id) → public.users(id)',
+      name: 'fk_c_setnull_user_id',
+      skipped: false,
+      rowsRepaired: 7,
+      indexCreated: true,
+    },
+  ]);
   expect(await constraintState('c_setnull')).toEqual([{ rel: 'c_setnull', convalidated: true }]);
-  const left = await db.pool.query(`SELECT count(*)::int AS n FROM c_setnull WHERE payload = 'orphan' AND user_id IS NOT NULL`);
+  const left = await db.pool.query(
+    `SELECT count(*)::int AS n FROM c_setnull WHERE payload = 'orphan' AND user_id IS NOT NULL`,
+  );
   expect(left.rows[0].n).toBe(0);
-  const rec = await db.pool.query(`SELECT count(*)::int AS n FROM partflow.repairs WHERE workflow_id = $1 AND action = 'set-null'`, [h.workflowId]);
+  const rec = await db.pool.query(
+    `SELECT count(*)::int AS n FROM partflow.repairs WHERE workflow_id = $1 AND action = 'set-null'`,
+    [h.workflowId],
+  );
   expect(rec.rows[0].n).toBe(7);
-  expect((await db.pool.query(`SELECT state FROM partflow.fix_runs WHERE workflow_id = $1`, [h.workflowId])).rows).toEqual([{ state: 'done' }]);
-  const idx = await db.pool.query(`SELECT indisvalid FROM pg_index WHERE indexrelid = 'c_setnull_user_id_pf_fk_idx'::regclass`);
+  expect(
+    (await db.pool.query(`SELECT state FROM partflow.fix_runs WHERE workflow_id = $1`, [h.workflowId])).rows,
+  ).toEqual([{ state: 'done' }]);
+  const idx = await db.pool.query(
+    `SELECT indisvalid FROM pg_index WHERE indexrelid = 'c_setnull_user_id_pf_fk_idx'::regclass`,
+  );
   expect(idx.rows[0].indisvalid).toBe(true);
   expect({ errors: stats.errors, samples: stats.errorSamples }).toEqual({ errors: 0, samples: [] });
   expect(stats.maxLatencyMs).toBeLessThan(500 + 400);
-  console.log(`[measure] fixConstraints set-null under writers: longest writer wait ${stats.maxLatencyMs} ms over ${stats.ops} ops`);
+  console.log(
+    `[measure] fixConstraints set-null under writers: longest writer wait ${stats.maxLatencyMs} ms over ${stats.ops} ops`,
+  );
 });
 
 test('undo after a failure restores the exact prior state: deleted orphans come back, constraints and indexes go', async () => {
   await childTable('c_undo', 1000, 5);
   await db.pool.query(`CREATE TABLE contacts (id int PRIMARY KEY, email text CHECK (email IS NULL OR email <> 'bad'))`);
-  await db.pool.query(`INSERT INTO contacts SELECT g, CASE WHEN g % 4 = 0 THEN NULL ELSE 'e' || g END FROM generate_series(1, 40) g`);
+  await db.pool.query(
+    `INSERT INTO contacts SELECT g, CASE WHEN g % 4 = 0 THEN NULL ELSE 'e' || g END FROM generate_series(1, 40) g`,
+  );
   const before = await catalogSnapshot(db.pool, ['public']);
-  const data = async () => (await db.pool.query(`SELECT (SELECT md5(string_agg(c::text, ',' ORDER BY id)) FROM c_undo c) AS a, (SELECT md5(string_agg(c::text, ',' ORDER BY id)) FROM contacts c) AS b`)).rows[0];
+  const data = async () =>
+    (
+      await db.pool.query(
+        `SELECT (SELECT md5(string_agg(c::text, ',' ORDER BY id)) FROM c_undo c) AS a, (SELECT md5(string_agg(c::text, ',' ORDER BY id)) FROM contacts c) AS b`,
+      )
+    ).rows[0];
   const dataBefore = await data();
   // the first fix deletes 5 orphans; the second fills NULLs with a value the table's CHECK refuses, so it fails
-  const h = await run({ fixes: [fk('c_undo', 'delete'), { kind: 'notNull', table: 'contacts', column: 'email', nulls: { fill: 'bad' } }] });
+  const h = await run({
+    fixes: [fk('c_undo', 'delete'), { kind: 'notNull', table: 'contacts', column: 'email', nulls: { fill: 'bad' } }],
+  });
   const msg = await failure(h.result());
   expect(msg).toMatch(/repair for contacts_email_pf_not_null failed: .*violates check constraint/);
   expect((await h.query<FixProgress>('progress')).phase).toBe('failed');
@@ -137,13 +191,25 @@ test('undo after a failure restores the exact prior state: deleted orphans come 
 
 test('NULLs: "fail" refuses; a fill value fills, records, and makes the column NOT NULL without leaving the helper check', async () => {
   await db.pool.query(`CREATE TABLE forms (id int PRIMARY KEY, email varchar(150), msg text)`);
-  await db.pool.query(`INSERT INTO forms SELECT g, CASE WHEN g % 10 = 0 THEN NULL ELSE 'f' || g END, 'hi' FROM generate_series(1, 500) g`);
-  expect(await failure((await run({ fixes: [{ kind: 'notNull', table: 'forms', column: 'email' }] })).result())).toMatch(/public\.forms\.email NOT NULL: 50 NULL row\(s\)/);
-  const r: FixResult = await (await run({ fixes: [{ kind: 'notNull', table: 'forms', column: 'email', nulls: { fill: 'unknown@example.invalid' } }] })).result();
+  await db.pool.query(
+    `INSERT INTO forms SELECT g, CASE WHEN g % 10 = 0 THEN NULL ELSE 'f' || g END, 'hi' FROM generate_series(1, 500) g`,
+  );
+  expect(
+    await failure((await run({ fixes: [{ kind: 'notNull', table: 'forms', column: 'email' }] })).result()),
+  ).toMatch(/public\.forms\.email NOT NULL: 50 NULL row\(s\)/);
+  const r: FixResult = await (
+    await run({
+      fixes: [{ kind: 'notNull', table: 'forms', column: 'email', nulls: { fill: 'unknown@example.invalid' } }],
+    })
+  ).result();
   expect(r.applied[0].rowsRepaired).toBe(50);
-  const cat = await db.pool.query(`SELECT attnotnull, (SELECT count(*)::int FROM pg_constraint WHERE conrelid = 'forms'::regclass AND contype = 'c') AS checks FROM pg_attribute WHERE attrelid = 'forms'::regclass AND attname = 'email'`);
+  const cat = await db.pool.query(
+    `SELECT attnotnull, (SELECT count(*)::int FROM pg_constraint WHERE conrelid = 'forms'::regclass AND contype = 'c') AS checks FROM pg_attribute WHERE attrelid = 'forms'::regclass AND attname = 'email'`,
+  );
   expect(cat.rows[0]).toEqual({ attnotnull: true, checks: 0 });
-  expect((await db.pool.query(`SELECT count(*)::int AS n FROM forms WHERE email = 'unknown@example.invalid'`)).rows[0].n).toBe(50);
+  expect(
+    (await db.pool.query(`SELECT count(*)::int AS n FROM forms WHERE email = 'unknown@example.invalid'`)).rows[0].n,
+  ).toBe(50);
 });
 
 test('a fix already in place is recognised and skipped', async () => {
@@ -164,13 +230,24 @@ test('a partitioned referencing table: every partition and the parent end valida
   const stats = await w.stop();
   expect(r.applied[0]).toMatchObject({ skipped: false, indexCreated: true });
   const states = await constraintState('c_parted');
-  expect(states.map((s) => s.rel)).toEqual(['c_parted', 'c_parted_default', 'c_parted_p0', 'c_parted_p1', 'c_parted_p2', 'c_parted_p3']);
+  expect(states.map((s) => s.rel)).toEqual([
+    'c_parted',
+    'c_parted_default',
+    'c_parted_p0',
+    'c_parted_p1',
+    'c_parted_p2',
+    'c_parted_p3',
+  ]);
   expect(states.every((s) => s.convalidated)).toBe(true);
-  const idx = await db.pool.query(`SELECT count(*)::int AS n FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname LIKE 'c_parted%pf_fk_idx' AND i.indisvalid`);
+  const idx = await db.pool.query(
+    `SELECT count(*)::int AS n FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname LIKE 'c_parted%pf_fk_idx' AND i.indisvalid`,
+  );
   expect(idx.rows[0].n).toBe(6);
   expect({ errors: stats.errors, samples: stats.errorSamples }).toEqual({ errors: 0, samples: [] });
   expect(stats.maxLatencyMs).toBeLessThan(500 + 400);
-  console.log(`[measure] fixConstraints on a partitioned table (per-partition NOT VALID, VALIDATE, parent adopts) under writers: longest writer wait ${stats.maxLatencyMs} ms over ${stats.ops} ops`);
+  console.log(
+    `[measure] fixConstraints on a partitioned table (per-partition NOT VALID, VALIDATE, parent adopts) under writers: longest writer wait ${stats.maxLatencyMs} ms over ${stats.ops} ops`,
+  );
 });
 
 test('a long transaction holding the table: the DDL retries under lock_timeout and goes through once it ends', async () => {
@@ -202,8 +279,25 @@ describe('bad input: one sentence, nothing changed', () => {
   it.each<[string, FixConstraintsInput, RegExp]>([
     ['missing table', { fixes: [fk('nope')] }, /table public\.nope does not exist/],
     ['missing column', { fixes: [{ kind: 'notNull', table: 'notes', column: 'title' }] }, /has no column "title"/],
-    ['type mismatch', { fixes: [fk('notes')] }, /public\.notes\.user_id is text but public\.users\.id is uuid; the types must match/],
-    ['referenced columns without a unique constraint', { fixes: [{ kind: 'foreignKey', table: 'notes', columns: ['owner_email'], references: { table: 'users', columns: ['nick'] } }] }, /public\.users\(nick\) has no primary key or unique constraint/],
+    [
+      'type mismatch',
+      { fixes: [fk('notes')] },
+      /public\.notes\.user_id is text but public\.users\.id is uuid; the types must match/,
+    ],
+    [
+      'referenced columns without a unique constraint',
+      {
+        fixes: [
+          {
+            kind: 'foreignKey',
+            table: 'notes',
+            columns: ['owner_email'],
+            references: { table: 'users', columns: ['nick'] },
+          },
+        ],
+      },
+      /public\.users\(nick\) has no primary key or unique constraint/,
+    ],
     ['unknown kind', { fixes: [{ kind: 'check', table: 'notes' } as never] }, /kind must be "foreignKey" or "notNull"/],
   ])('%s', async (_l, input, msg) => {
     const before = await catalogSnapshot(db.pool, ['public', 'partflow']);
@@ -219,38 +313,64 @@ test('the seed preset on the seed schema: audit and SQL as a dry run, then end t
     for (const sql of schemaSql()) await seed.pool.query(sql);
     await fillDemoData(seed.pool, 5000, 14, () => undefined);
     const w = await Worker.create({
-      connection: env.nativeConnection, taskQueue: 'seed-fix', workflowsPath: require.resolve('../../workflows'),
+      connection: env.nativeConnection,
+      taskQueue: 'seed-fix',
+      workflowsPath: require.resolve('../../workflows'),
       activities: createActivities({ pool: seedPool, log: createLogger().child({}, { level: 'warn' }) }),
     });
     await w.runUntil(async () => {
-      const start = (input: FixConstraintsInput) => env.client.workflow.start('fixConstraints', { taskQueue: 'seed-fix', workflowId: `seed-${++n}`, args: [input] });
+      const start = (input: FixConstraintsInput) =>
+        env.client.workflow.start('fixConstraints', {
+          taskQueue: 'seed-fix',
+          workflowId: `seed-${++n}`,
+          args: [input],
+        });
       const dry: FixResult = await (await start({ preset: 'seed-critical-fixes', dryRun: true })).result();
       expect(dry.audit.map((a) => a.name)).toEqual([
-        'fk_generated_images_user_id', 'fk_generated_images_industry_id', 'fk_generated_images_category_id', 'fk_generated_images_product_type_id',
-        'fk_generated_images_product_pose_id', 'fk_generated_images_product_theme_id', 'fk_generated_images_product_background_id', 'fk_generated_images_ai_face_id',
-        'fk_user_businesses_user_id', 'fk_contact_forms_read_by', 'contact_forms_email_pf_not_null', 'user_addresses_user_id_pf_not_null',
+        'fk_generated_images_user_id',
+        'fk_generated_images_industry_id',
+        'fk_generated_images_category_id',
+        'fk_generated_images_product_type_id',
+        'fk_generated_images_product_pose_id',
+        'fk_generated_images_product_theme_id',
+        'fk_generated_images_product_background_id',
+        'fk_generated_images_ai_face_id',
+        'fk_user_businesses_user_id',
+        'fk_contact_forms_read_by',
+        'contact_forms_email_pf_not_null',
+        'user_addresses_user_id_pf_not_null',
       ]);
-      expect(dry.audit[0].sql!.join('\n')).toMatch(/ADD CONSTRAINT "fk_generated_images_user_id" FOREIGN KEY \("user_id"\) REFERENCES "public"\."users" \("id"\) ON DELETE SET NULL ON UPDATE CASCADE NOT VALID/);
+      expect(dry.audit[0].sql!.join('\n')).toMatch(
+        /ADD CONSTRAINT "fk_generated_images_user_id" FOREIGN KEY \("user_id"\) REFERENCES "public"\."users" \("id"\) ON DELETE SET NULL ON UPDATE CASCADE NOT VALID/,
+      );
       // the seed's data has images and businesses of deleted users, and contact forms without an e-mail
       const byName = Object.fromEntries(dry.audit.map((a) => [a.name, a.violations]));
       expect(byName.fk_generated_images_user_id).toBeGreaterThan(0);
       expect(byName.fk_user_businesses_user_id).toBe(3);
       expect(byName.contact_forms_email_pf_not_null).toBeGreaterThan(0);
-      expect(await failure((await start({ preset: 'seed-critical-fixes' })).result())).toMatch(/^Nothing was changed: .*fk_generated_images_user_id|^Nothing was changed: public\.generated_images\(user_id\)/);
-      const r: FixResult = await (await start({
-        preset: 'seed-critical-fixes',
-        overrides: {
-          fk_generated_images_user_id: { orphans: 'set-null' },
-          fk_user_businesses_user_id: { orphans: 'delete' },
-          contact_forms_email_pf_not_null: { nulls: { fill: 'unknown@example.invalid' } },
-        },
-      })).result();
+      expect(await failure((await start({ preset: 'seed-critical-fixes' })).result())).toMatch(
+        /^Nothing was changed: .*fk_generated_images_user_id|^Nothing was changed: public\.generated_images\(user_id\)/,
+      );
+      const r: FixResult = await (
+        await start({
+          preset: 'seed-critical-fixes',
+          overrides: {
+            fk_generated_images_user_id: { orphans: 'set-null' },
+            fk_user_businesses_user_id: { orphans: 'delete' },
+            contact_forms_email_pf_not_null: { nulls: { fill: 'unknown@example.invalid' } },
+          },
+        })
+      ).result();
       expect(r.applied.filter((a) => !a.skipped)).toHaveLength(12);
       expect(r.applied.find((a) => a.name === 'fk_user_businesses_user_id')!.rowsRepaired).toBe(3);
     });
-    const v = await seed.pool.query(`SELECT count(*) FILTER (WHERE convalidated)::int AS ok, count(*)::int AS n FROM pg_constraint WHERE contype = 'f' AND conname LIKE 'fk\\_%'`);
+    const v = await seed.pool.query(
+      `SELECT count(*) FILTER (WHERE convalidated)::int AS ok, count(*)::int AS n FROM pg_constraint WHERE contype = 'f' AND conname LIKE 'fk\\_%'`,
+    );
     expect(v.rows[0]).toEqual({ ok: 10, n: 10 });
-    const nn = await seed.pool.query(`SELECT count(*)::int AS n FROM pg_attribute WHERE attnotnull AND ((attrelid = 'contact_forms'::regclass AND attname = 'email') OR (attrelid = 'user_addresses'::regclass AND attname = 'user_id'))`);
+    const nn = await seed.pool.query(
+      `SELECT count(*)::int AS n FROM pg_attribute WHERE attnotnull AND ((attrelid = 'contact_forms'::regclass AND attname = 'email') OR (attrelid = 'user_addresses'::regclass AND attname = 'user_id'))`,
+    );
     expect(nn.rows[0].n).toBe(2);
   } finally {
     await seedPool.end();
@@ -262,17 +382,35 @@ test('an undo restores only its own run and table, only values still as repaired
   // run 1 repairs c_reused's orphans and completes: its repairs are kept
   await childTable('c_reused', 300, 4);
   const wf = `fix-reused-${Date.now()}`;
-  const first = await env.client.workflow.start('fixConstraints', { taskQueue: TQ, workflowId: wf, args: [{ fixes: [fk('c_reused', 'set-null')] }] });
+  const first = await env.client.workflow.start('fixConstraints', {
+    taskQueue: TQ,
+    workflowId: wf,
+    args: [{ fixes: [fk('c_reused', 'set-null')] }],
+  });
   expect((await first.result()).status).toBe('done');
-  const kept = async () => (await db.pool.query(`SELECT count(*)::int AS n FROM c_reused WHERE payload = 'orphan' AND user_id IS NULL`)).rows[0].n;
+  const kept = async () =>
+    (await db.pool.query(`SELECT count(*)::int AS n FROM c_reused WHERE payload = 'orphan' AND user_id IS NULL`))
+      .rows[0].n;
   expect(await kept()).toBe(4);
   // run 2 reuses the workflow id on the same table (fix number 0 again), then fails: its undo must not touch run 1's repairs
-  await db.pool.query(`UPDATE c_reused SET payload = NULL WHERE id IN (SELECT id FROM c_reused WHERE payload <> 'orphan' LIMIT 3)`);
-  await db.pool.query(`CREATE TABLE IF NOT EXISTS contacts2 (id int PRIMARY KEY, email text CHECK (email IS NULL OR email <> 'bad'))`);
+  await db.pool.query(
+    `UPDATE c_reused SET payload = NULL WHERE id IN (SELECT id FROM c_reused WHERE payload <> 'orphan' LIMIT 3)`,
+  );
+  await db.pool.query(
+    `CREATE TABLE IF NOT EXISTS contacts2 (id int PRIMARY KEY, email text CHECK (email IS NULL OR email <> 'bad'))`,
+  );
   await db.pool.query(`INSERT INTO contacts2 VALUES (1, NULL)`);
   const second = await env.client.workflow.start('fixConstraints', {
-    taskQueue: TQ, workflowId: wf,
-    args: [{ fixes: [{ kind: 'notNull', table: 'c_reused', column: 'payload', nulls: { fill: 'filled' } }, { kind: 'notNull', table: 'contacts2', column: 'email', nulls: { fill: 'bad' } }] }],
+    taskQueue: TQ,
+    workflowId: wf,
+    args: [
+      {
+        fixes: [
+          { kind: 'notNull', table: 'c_reused', column: 'payload', nulls: { fill: 'filled' } },
+          { kind: 'notNull', table: 'contacts2', column: 'email', nulls: { fill: 'bad' } },
+        ],
+      },
+    ],
   });
   expect(await failure(second.result())).toMatch(/violates check constraint/);
   expect(await kept()).toBe(4); // run 1's set-null repairs stay
@@ -280,11 +418,18 @@ test('an undo restores only its own run and table, only values still as repaired
 
   // activity level: a repaired row the application changed since keeps the application's value; deleted rows of a
   // table with GENERATED and identity ALWAYS columns come back with their ids
-  await db.pool.query(`CREATE TABLE c_gen (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, user_id uuid, payload text, len int GENERATED ALWAYS AS (length(payload)) STORED)`);
-  await db.pool.query(`INSERT INTO c_gen (user_id, payload) SELECT (SELECT id FROM users ORDER BY id LIMIT 1), 'ok' || g FROM generate_series(1, 20) g`);
-  await db.pool.query(`INSERT INTO c_gen (user_id, payload) SELECT gen_random_uuid(), 'orphan-' || g FROM generate_series(1, 3) g`);
+  await db.pool.query(
+    `CREATE TABLE c_gen (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, user_id uuid, payload text, len int GENERATED ALWAYS AS (length(payload)) STORED)`,
+  );
+  await db.pool.query(
+    `INSERT INTO c_gen (user_id, payload) SELECT (SELECT id FROM users ORDER BY id LIMIT 1), 'ok' || g FROM generate_series(1, 20) g`,
+  );
+  await db.pool.query(
+    `INSERT INTO c_gen (user_id, payload) SELECT gen_random_uuid(), 'orphan-' || g FROM generate_series(1, 3) g`,
+  );
   await childTable('c_app', 100, 3);
-  const genBefore = (await db.pool.query(`SELECT md5(string_agg(c::text, ',' ORDER BY id)) AS h FROM c_gen c`)).rows[0].h;
+  const genBefore = (await db.pool.query(`SELECT md5(string_agg(c::text, ',' ORDER BY id)) AS h FROM c_gen c`)).rows[0]
+    .h;
   const acts = createActivities({ pool: db.pool, log: createLogger({ test: 'undo' }).child({}, { level: 'fatal' }) });
   const { validateFixInput } = await import('../../src/constraints');
   const opts = validateFixInput({ fixes: [fk('c_gen', 'delete'), fk('c_app', 'set-null')] });
@@ -292,9 +437,15 @@ test('an undo restores only its own run and table, only values still as repaired
   for (const a of audits) await acts.repair(a.fixNo, a.fix, a.info, 100, 500);
   expect((await db.pool.query(`SELECT count(*)::int AS n FROM c_gen`)).rows[0].n).toBe(20);
   // the application fixes one repaired row itself
-  const fixed = (await db.pool.query(`UPDATE c_app SET user_id = (SELECT id FROM users ORDER BY id LIMIT 1) WHERE id = (SELECT min(id) FROM c_app WHERE payload = 'orphan') RETURNING id, user_id`)).rows[0];
+  const fixed = (
+    await db.pool.query(
+      `UPDATE c_app SET user_id = (SELECT id FROM users ORDER BY id LIMIT 1) WHERE id = (SELECT min(id) FROM c_app WHERE payload = 'orphan') RETURNING id, user_id`,
+    )
+  ).rows[0];
   for (const a of audits) await acts.restoreRepairs(a.fixNo, a.fix, a.info, 500);
-  expect((await db.pool.query(`SELECT md5(string_agg(c::text, ',' ORDER BY id)) AS h FROM c_gen c`)).rows[0].h).toBe(genBefore);
+  expect((await db.pool.query(`SELECT md5(string_agg(c::text, ',' ORDER BY id)) AS h FROM c_gen c`)).rows[0].h).toBe(
+    genBefore,
+  );
   const app = await db.pool.query(`SELECT id, user_id FROM c_app WHERE payload = 'orphan' ORDER BY id`);
   expect(app.rows[0]).toEqual(fixed); // kept the application's value
   expect(app.rows.slice(1).every((r) => r.user_id !== null)).toBe(true); // the others have their old (orphan) values back
@@ -330,5 +481,7 @@ test('cancelled while adding the constraint waits on a lock: the undo waits for 
   expect(await constraintState('c_cancel')).toEqual([]);
   expect(await catalogSnapshot(db.pool, ['public'])).toEqual(before);
   // the run's fence went from active to undoing to rolled-back: no forward step of it can commit any more
-  expect((await db.pool.query(`SELECT state FROM partflow.fix_runs WHERE workflow_id = $1`, [h.workflowId])).rows).toEqual([{ state: 'rolled-back' }]);
+  expect(
+    (await db.pool.query(`SELECT state FROM partflow.fix_runs WHERE workflow_id = $1`, [h.workflowId])).rows,
+  ).toEqual([{ state: 'rolled-back' }]);
 });

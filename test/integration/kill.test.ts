@@ -25,7 +25,16 @@ const logLines: string[] = [];
 
 function startWorker(address: string, bundle?: string): ChildProcess {
   const p = spawn(process.execPath, [path.join(__dirname, '..', '..', 'dist', 'worker', 'main.js')], {
-    env: { ...process.env, ...(bundle ? { PARTFLOW_WORKFLOW_BUNDLE: bundle } : {}), TEMPORAL_ADDRESS: address, PARTFLOW_TASK_QUEUE: TQ, DATABASE_URL: db.url, PARTFLOW_LOG_LEVEL: 'info', PARTFLOW_LOG_JSON: '1', PARTFLOW_METRICS_ADDRESS: METRICS },
+    env: {
+      ...process.env,
+      ...(bundle ? { PARTFLOW_WORKFLOW_BUNDLE: bundle } : {}),
+      TEMPORAL_ADDRESS: address,
+      PARTFLOW_TASK_QUEUE: TQ,
+      DATABASE_URL: db.url,
+      PARTFLOW_LOG_LEVEL: 'info',
+      PARTFLOW_LOG_JSON: '1',
+      PARTFLOW_METRICS_ADDRESS: METRICS,
+    },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   let buf = '';
@@ -64,11 +73,15 @@ test('SIGKILL mid-backfill: the next worker resumes from the checkpoint; nothing
   expect(p.checkpointPage).toBeLessThan(p.totalPages);
   first.kill('SIGKILL');
   await new Promise((r) => first.once('exit', r));
-  const atKill = Number((await db.pool.query(`SELECT next_page FROM partflow.runs WHERE table_name = 'killed'`)).rows[0].next_page);
+  const atKill = Number(
+    (await db.pool.query(`SELECT next_page FROM partflow.runs WHERE table_name = 'killed'`)).rows[0].next_page,
+  );
   expect(atKill).toBeGreaterThan(0);
   await new Promise((r) => setTimeout(r, 1500));
   // nothing moves while no worker runs
-  expect(Number((await db.pool.query(`SELECT next_page FROM partflow.runs WHERE table_name = 'killed'`)).rows[0].next_page)).toBe(atKill);
+  expect(
+    Number((await db.pool.query(`SELECT next_page FROM partflow.runs WHERE table_name = 'killed'`)).rows[0].next_page),
+  ).toBe(atKill);
   // the second worker runs from a bundle built ahead of time, as the Docker image does
   const bundle = path.join(os.tmpdir(), `pf-kill-bundle-${process.pid}.js`);
   await writeBundle(bundle);
@@ -81,7 +94,11 @@ test('SIGKILL mid-backfill: the next worker resumes from the checkpoint; nothing
   await c.connect();
   const cmp = await compareWithRecord(c, t.spec, w.record);
   await c.end();
-  expect({ missing: cmp.missing, extra: cmp.extra, different: cmp.different }).toEqual({ missing: 0, extra: 0, different: 0 });
+  expect({ missing: cmp.missing, extra: cmp.extra, different: cmp.different }).toEqual({
+    missing: 0,
+    extra: 0,
+    different: 0,
+  });
   expect(cmp.tableChecksum).toBe(cmp.recordChecksum);
   // the checkpoint reached the end exactly once: pages after the kill continued from where it stood
   const run = await db.pool.query(`SELECT next_page, total_pages FROM partflow.runs WHERE table_name = 'killed'`);
@@ -89,8 +106,21 @@ test('SIGKILL mid-backfill: the next worker resumes from the checkpoint; nothing
 
   // the worker's own evidence: JSON log lines that carry the workflow, table and step, and /metrics
   const parsed = logLines.filter((l) => l.startsWith('{')).map((l) => JSON.parse(l));
-  expect(parsed.some((l) => l.step === 'cutover' && l.table === 'public.killed' && l.workflowId === h.workflowId && l.msg === 'cut over')).toBe(true);
-  expect(parsed.some((l) => l.source === 'temporal-sdk' && l.workflowId === h.workflowId && l.table === 'public.killed' && l.phase === 'cutover')).toBe(true);
+  expect(
+    parsed.some(
+      (l) =>
+        l.step === 'cutover' && l.table === 'public.killed' && l.workflowId === h.workflowId && l.msg === 'cut over',
+    ),
+  ).toBe(true);
+  expect(
+    parsed.some(
+      (l) =>
+        l.source === 'temporal-sdk' &&
+        l.workflowId === h.workflowId &&
+        l.table === 'public.killed' &&
+        l.phase === 'cutover',
+    ),
+  ).toBe(true);
   const body = await (await fetch(`http://${METRICS}/metrics`)).text();
   const copied = /^partflow_rows_copied\{[^}]*table="public\.killed"[^}]*\} (\d+)/m.exec(body);
   expect(copied).not.toBeNull();

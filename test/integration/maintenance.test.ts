@@ -36,7 +36,9 @@ beforeAll(async () => {
   process.env.PARTFLOW_ARCHIVE_DIR = archiveDir;
   stack = await startStack('maint', TQ);
   ({ env, db } = stack);
-  const r = await db.pool.query(`SELECT extract(year FROM now() AT TIME ZONE 'UTC')::int AS y, extract(month FROM now() AT TIME ZONE 'UTC')::int AS m`);
+  const r = await db.pool.query(
+    `SELECT extract(year FROM now() AT TIME ZONE 'UTC')::int AS y, extract(month FROM now() AT TIME ZONE 'UTC')::int AS m`,
+  );
   current = { y: r.rows[0].y, m: r.rows[0].m };
 });
 
@@ -46,25 +48,44 @@ afterAll(async () => {
 
 /** A partitioned table with UTC monthly partitions for months [from, to] relative to now, and a default. */
 async function parted(name: string, from: number, to: number, withDefault = true, type = 'timestamptz'): Promise<void> {
-  await db.pool.query(`CREATE TABLE ${name} (id bigserial, created_at ${type} NOT NULL, payload text, PRIMARY KEY (id, created_at)) PARTITION BY RANGE (created_at)`);
+  await db.pool.query(
+    `CREATE TABLE ${name} (id bigserial, created_at ${type} NOT NULL, payload text, PRIMARY KEY (id, created_at)) PARTITION BY RANGE (created_at)`,
+  );
   const zone = type === 'timestamptz' ? ' UTC' : '';
   for (let k = from; k <= to; k++) {
-    await db.pool.query(`CREATE TABLE ${name}_${month(k).name} PARTITION OF ${name} FOR VALUES FROM ('${month(k).start}${zone}') TO ('${month(k + 1).start}${zone}')`);
-    await db.pool.query(`INSERT INTO ${name} (created_at, payload) SELECT '${month(k).start}${zone}'::${type} + g * interval '1 hour', 'p' || g FROM generate_series(0, 99) g`);
+    await db.pool.query(
+      `CREATE TABLE ${name}_${month(k).name} PARTITION OF ${name} FOR VALUES FROM ('${month(k).start}${zone}') TO ('${month(k + 1).start}${zone}')`,
+    );
+    await db.pool.query(
+      `INSERT INTO ${name} (created_at, payload) SELECT '${month(k).start}${zone}'::${type} + g * interval '1 hour', 'p' || g FROM generate_series(0, 99) g`,
+    );
   }
   if (withDefault) await db.pool.query(`CREATE TABLE ${name}_default PARTITION OF ${name} DEFAULT`);
 }
 
 const maintain = async (input: MaintainPartitionsInput): Promise<MaintainResult> =>
-  (await env.client.workflow.start('maintainPartitions', { taskQueue: TQ, workflowId: `maint-${++n}`, args: [input] })).result();
+  (
+    await env.client.workflow.start('maintainPartitions', { taskQueue: TQ, workflowId: `maint-${++n}`, args: [input] })
+  ).result();
 
 test('default-partition rescue and premake with writers running; idempotent on the next runs', async () => {
   await parted('events', -3, -1);
   // rows for this month and for six months ahead wait in the default partition
-  await db.pool.query(`INSERT INTO events (created_at, payload) SELECT now() + g * interval '1 minute', 'now' FROM generate_series(1, 50) g`);
-  await db.pool.query(`INSERT INTO events (created_at, payload) SELECT '${month(6).start} UTC'::timestamptz + g * interval '1 hour', 'ahead' FROM generate_series(1, 30) g`);
+  await db.pool.query(
+    `INSERT INTO events (created_at, payload) SELECT now() + g * interval '1 minute', 'now' FROM generate_series(1, 50) g`,
+  );
+  await db.pool.query(
+    `INSERT INTO events (created_at, payload) SELECT '${month(6).start} UTC'::timestamptz + g * interval '1 hour', 'ahead' FROM generate_series(1, 30) g`,
+  );
   const w = new Writer(
-    { table: 'events', id: 'id', ts: 'created_at', payload: 'payload', newIdExpr: `nextval(pg_get_serial_sequence('events', 'id'))`, insertSql: `INSERT INTO events AS t (created_at, payload) VALUES ($1, 'w')` },
+    {
+      table: 'events',
+      id: 'id',
+      ts: 'created_at',
+      payload: 'payload',
+      newIdExpr: `nextval(pg_get_serial_sequence('events', 'id'))`,
+      insertSql: `INSERT INTO events AS t (created_at, payload) VALUES ($1, 'w')`,
+    },
     db.conn,
     { lanes: 3, opsPerSecondPerLane: 40, snapshot: true },
   );
@@ -85,7 +106,11 @@ test('default-partition rescue and premake with writers running; idempotent on t
   await c.connect();
   const cmp = await compareWithRecord(c, { table: 'events', id: 'id' }, w.record);
   await c.end();
-  expect({ missing: cmp.missing, extra: cmp.extra, different: cmp.different }).toEqual({ missing: 0, extra: 0, different: 0 });
+  expect({ missing: cmp.missing, extra: cmp.extra, different: cmp.different }).toEqual({
+    missing: 0,
+    extra: 0,
+    different: 0,
+  });
   // later runs: the stragglers the writers left in the default get their months; then nothing changes
   await maintain({ tables: [{ table: 'events', premake: 3 }] });
   const before = await catalogSnapshot(db.pool, ['public']);
@@ -100,14 +125,32 @@ test('premake and rescue eight times in a row while writers insert into exactly 
   let longest = 0;
   for (let i = 0; i < 8; i++) {
     const name = `race_${i}`;
-    await db.pool.query(`CREATE TABLE ${name} (id bigserial, created_at timestamptz NOT NULL, payload text, PRIMARY KEY (id, created_at)) PARTITION BY RANGE (created_at)`);
+    await db.pool.query(
+      `CREATE TABLE ${name} (id bigserial, created_at timestamptz NOT NULL, payload text, PRIMARY KEY (id, created_at)) PARTITION BY RANGE (created_at)`,
+    );
     await db.pool.query(`CREATE TABLE ${name}_default PARTITION OF ${name} DEFAULT`);
     // rows for this month and the next three already wait in the default partition
-    await db.pool.query(`INSERT INTO ${name} (created_at, payload) SELECT now() + g * interval '1 day', 'waiting' FROM generate_series(0, 100) g`);
+    await db.pool.query(
+      `INSERT INTO ${name} (created_at, payload) SELECT now() + g * interval '1 day', 'waiting' FROM generate_series(0, 100) g`,
+    );
     const w = new Writer(
-      { table: name, id: 'id', ts: 'created_at', payload: 'payload', newIdExpr: `nextval(pg_get_serial_sequence('${name}', 'id'))`, insertSql: `INSERT INTO ${name} AS t (created_at, payload) VALUES ($1, 'w')` },
+      {
+        table: name,
+        id: 'id',
+        ts: 'created_at',
+        payload: 'payload',
+        newIdExpr: `nextval(pg_get_serial_sequence('${name}', 'id'))`,
+        insertSql: `INSERT INTO ${name} AS t (created_at, payload) VALUES ($1, 'w')`,
+      },
       db.conn,
-      { lanes: 4, opsPerSecondPerLane: 100, snapshot: true, seed: 100 + i, ops: ['insert', 'update'], insertDays: [-1, 110] },
+      {
+        lanes: 4,
+        opsPerSecondPerLane: 100,
+        snapshot: true,
+        seed: 100 + i,
+        ops: ['insert', 'update'],
+        insertDays: [-1, 110],
+      },
     );
     await w.start();
     await sleep(200);
@@ -123,7 +166,11 @@ test('premake and rescue eight times in a row while writers insert into exactly 
     await c.connect();
     const cmp = await compareWithRecord(c, { table: name, id: 'id' }, w.record);
     await c.end();
-    expect({ missing: cmp.missing, extra: cmp.extra, different: cmp.different }).toEqual({ missing: 0, extra: 0, different: 0 });
+    expect({ missing: cmp.missing, extra: cmp.extra, different: cmp.different }).toEqual({
+      missing: 0,
+      extra: 0,
+      different: 0,
+    });
   }
   console.log(`[measure] maintenance premake and rescue, 8 runs under writers: longest writer wait ${longest} ms`);
 });
@@ -141,22 +188,30 @@ test('retention detaches exactly the partitions entirely older than the cutoff, 
     ],
   });
   expect(r.failures).toEqual([]);
-  expect(r.tables[0].archived.map((a) => a.partition)).toEqual([`ledger_${month(-14).name}`, `ledger_${month(-13).name}`]);
+  expect(r.tables[0].archived.map((a) => a.partition)).toEqual([
+    `ledger_${month(-14).name}`,
+    `ledger_${month(-13).name}`,
+  ]);
   expect(r.tables[1].archived.map((a) => a.partition)).toEqual([`ledger_tokyo_${month(-14).name}`]);
   expect(r.tables[2].archived.map((a) => a.partition)).toEqual([`days_${month(-14).name}`, `days_${month(-13).name}`]);
-  const where = await db.pool.query(`SELECT n.nspname || '.' || c.relname AS t FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relname IN ($1, $2, $3) ORDER BY 1`, [
-    `ledger_${month(-14).name}`, `ledger_${month(-12).name}`, `days_${month(-14).name}`,
-  ]);
+  const where = await db.pool.query(
+    `SELECT n.nspname || '.' || c.relname AS t FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relname IN ($1, $2, $3) ORDER BY 1`,
+    [`ledger_${month(-14).name}`, `ledger_${month(-12).name}`, `days_${month(-14).name}`],
+  );
   expect(where.rows.map((x) => x.t)).toEqual([`archive.ledger_${month(-14).name}`, `public.ledger_${month(-12).name}`]);
   expect(r.tables[0].archived[0].note).toBe(`now archive.ledger_${month(-14).name}`);
   // the month the cutoff falls in is still attached, with its rows
-  const kept = await db.pool.query(`SELECT count(*)::int AS n FROM ledger WHERE created_at >= '${month(-12).start} UTC' AND created_at < '${month(-11).start} UTC'`);
+  const kept = await db.pool.query(
+    `SELECT count(*)::int AS n FROM ledger WHERE created_at >= '${month(-12).start} UTC' AND created_at < '${month(-11).start} UTC'`,
+  );
   expect(kept.rows[0].n).toBe(100);
 });
 
 test('a dump archive is verified before the drop and restores to the same checksum', async () => {
   await parted('audit_log', -4, 0, false);
-  const before = await db.pool.query(`SELECT coalesce(sum(hashtextextended(t::text, 0)), 0)::text AS s, count(*)::int AS n FROM audit_log_${month(-4).name} t`);
+  const before = await db.pool.query(
+    `SELECT coalesce(sum(hashtextextended(t::text, 0)), 0)::text AS s, count(*)::int AS n FROM audit_log_${month(-4).name} t`,
+  );
   const r = await maintain({ tables: [{ table: 'audit_log', retention: '3 months', archive: 'dump', premake: 0 }] });
   expect(r.failures).toEqual([]);
   const a = r.tables[0].archived.find((x) => x.partition === `audit_log_${month(-4).name}`)!;
@@ -165,22 +220,34 @@ test('a dump archive is verified before the drop and restores to the same checks
   expect((await db.pool.query(`SELECT to_regclass($1) AS t`, [`audit_log_${month(-4).name}`])).rows[0].t).toBeNull();
   const side = JSON.parse(fs.readFileSync(`${a.file}.json`, 'utf8'));
   expect(side.checksum).toBe(before.rows[0].s);
-  expect(side.columns).toEqual([{ name: 'id', type: 'bigint' }, { name: 'created_at', type: 'timestamp with time zone' }, { name: 'payload', type: 'text' }]);
+  expect(side.columns).toEqual([
+    { name: 'id', type: 'bigint' },
+    { name: 'created_at', type: 'timestamp with time zone' },
+    { name: 'payload', type: 'text' },
+  ]);
   expect(side.settings).toMatch(/DateStyle=ISO,YMD .*extra_float_digits=3/);
   // restore: the file is COPY text, gzip
   await db.pool.query(`CREATE TABLE restored (LIKE audit_log)`);
   await new Promise<void>((resolve, reject) => {
-    const p = spawn('sh', ['-c', `gunzip -c '${a.file}' | psql -X -v ON_ERROR_STOP=1 '${db.url}' -c 'COPY restored FROM STDIN'`], { stdio: 'inherit' });
+    const p = spawn(
+      'sh',
+      ['-c', `gunzip -c '${a.file}' | psql -X -v ON_ERROR_STOP=1 '${db.url}' -c 'COPY restored FROM STDIN'`],
+      { stdio: 'inherit' },
+    );
     p.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`restore exited ${code}`))));
   });
-  const after = await db.pool.query(`SELECT coalesce(sum(hashtextextended(t::text, 0)), 0)::text AS s, count(*)::int AS n FROM restored t`);
+  const after = await db.pool.query(
+    `SELECT coalesce(sum(hashtextextended(t::text, 0)), 0)::text AS s, count(*)::int AS n FROM restored t`,
+  );
   expect(after.rows[0]).toEqual(before.rows[0]);
 });
 
 test('one broken table is reported and the others are still maintained', async () => {
   await db.pool.query(`CREATE TABLE plain (id int PRIMARY KEY, created_at timestamptz NOT NULL)`);
   await parted('healthy', -1, -1);
-  const r = await maintain({ tables: [{ table: 'missing_table' }, { table: 'plain' }, { table: 'healthy', premake: 2 }] });
+  const r = await maintain({
+    tables: [{ table: 'missing_table' }, { table: 'plain' }, { table: 'healthy', premake: 2 }],
+  });
   expect(r.ok).toBe(false);
   expect(r.failures).toEqual([
     { table: 'public.missing_table', error: 'Table public.missing_table does not exist.' },
@@ -192,7 +259,11 @@ test('one broken table is reported and the others are still maintained', async (
 
 test('the Schedule exists after create, and a trigger runs maintainPartitions', async () => {
   await parted('scheduled', -1, -1);
-  const id = await createMaintenanceSchedule(env.client, { tables: [{ table: 'scheduled', premake: 1 }] }, { scheduleId: 'test-maintenance', taskQueue: TQ });
+  const id = await createMaintenanceSchedule(
+    env.client,
+    { tables: [{ table: 'scheduled', premake: 1 }] },
+    { scheduleId: 'test-maintenance', taskQueue: TQ },
+  );
   const handle = env.client.schedule.getHandle(id);
   const d = await handle.describe();
   expect(d.action.workflowType).toBe('maintainPartitions');
@@ -206,23 +277,33 @@ test('the Schedule exists after create, and a trigger runs maintainPartitions', 
   }
   const wf = (await handle.describe()).info.recentActions[0].action.workflow;
   const result: MaintainResult = await env.client.workflow.getHandle(wf.workflowId, wf.firstExecutionRunId).result();
-  expect(result.tables[0].created.map((c) => c.partition)).toEqual([`scheduled_${month(0).name}`, `scheduled_${month(1).name}`]);
+  expect(result.tables[0].created.map((c) => c.partition)).toEqual([
+    `scheduled_${month(0).name}`,
+    `scheduled_${month(1).name}`,
+  ]);
   await handle.delete();
 });
 
 test('sentinel dates in the default partition (infinity, -infinity, 9999, 1900) stay there and are reported; the rest goes on', async () => {
   await parted('sentry', -2, 0);
-  await db.pool.query(`INSERT INTO sentry (created_at, payload) VALUES ('infinity', 's1'), ('-infinity', 's2'), ('9999-12-15 UTC', 's3'), ('1900-01-01 UTC', 's4'),
+  await db.pool
+    .query(`INSERT INTO sentry (created_at, payload) VALUES ('infinity', 's1'), ('-infinity', 's2'), ('9999-12-15 UTC', 's3'), ('1900-01-01 UTC', 's4'),
                        ('${month(2).start} UTC'::timestamptz + interval '3 days', 'ahead')`);
   const r = await maintain({ tables: [{ table: 'sentry', premake: 3, retention: '12 months', archive: 'drop' }] });
   expect(r.failures).toEqual([]);
   const t = r.tables[0];
   expect(t.created.map((c) => c.partition).sort()).toEqual([1, 2, 3].map((k) => `sentry_${month(k).name}`));
   expect(t.sentinels?.rows).toBe(4);
-  expect(t.warnings.join(' ')).toMatch(/4 row\(s\) in sentry_default are dated far outside the partitions .*stay in the default partition/);
-  const parts = await db.pool.query(`SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'sentry'::regclass ORDER BY 1`);
+  expect(t.warnings.join(' ')).toMatch(
+    /4 row\(s\) in sentry_default are dated far outside the partitions .*stay in the default partition/,
+  );
+  const parts = await db.pool.query(
+    `SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'sentry'::regclass ORDER BY 1`,
+  );
   expect(parts.rows.map((x) => x.relname).filter((n: string) => /9999|1900|10000/.test(n))).toEqual([]);
-  expect((await db.pool.query(`SELECT payload FROM sentry_default ORDER BY payload`)).rows.map((x) => x.payload)).toEqual(['s1', 's2', 's3', 's4']);
+  expect(
+    (await db.pool.query(`SELECT payload FROM sentry_default ORDER BY payload`)).rows.map((x) => x.payload),
+  ).toEqual(['s1', 's2', 's3', 's4']);
   // a second run: nothing new, no failure
   const again = await maintain({ tables: [{ table: 'sentry', premake: 3, retention: '12 months', archive: 'drop' }] });
   expect(again.failures).toEqual([]);
@@ -230,9 +311,17 @@ test('sentinel dates in the default partition (infinity, -infinity, 9999, 1900) 
 });
 
 test('a table in a partitionTable rollback window is left alone, so a rollback loses nothing', async () => {
-  await db.pool.query(`CREATE TABLE windowed (id bigserial PRIMARY KEY, created_at timestamptz NOT NULL, payload text)`);
-  await db.pool.query(`INSERT INTO windowed (created_at, payload) SELECT now() - g * interval '1 day', 'old' FROM generate_series(1, 200) g`);
-  const h = await env.client.workflow.start('partitionTable', { taskQueue: TQ, workflowId: `maint-pt-${++n}`, args: [{ table: 'windowed', approval: 'auto', rollbackWindow: '1h' }] });
+  await db.pool.query(
+    `CREATE TABLE windowed (id bigserial PRIMARY KEY, created_at timestamptz NOT NULL, payload text)`,
+  );
+  await db.pool.query(
+    `INSERT INTO windowed (created_at, payload) SELECT now() - g * interval '1 day', 'old' FROM generate_series(1, 200) g`,
+  );
+  const h = await env.client.workflow.start('partitionTable', {
+    taskQueue: TQ,
+    workflowId: `maint-pt-${++n}`,
+    args: [{ table: 'windowed', approval: 'auto', rollbackWindow: '1h' }],
+  });
   for (let i = 0; i < 200; i++) {
     if ((await h.query<{ phase: string }>('progress')).phase === 'rollback-window') break;
     await sleep(150);
@@ -242,10 +331,14 @@ test('a table in a partitionTable rollback window is left alone, so a rollback l
   const r = await maintain({ tables: [{ table: 'windowed', premake: 3 }] });
   expect(r.failures).toEqual([]);
   expect(r.tables[0].created).toEqual([]);
-  expect(r.tables[0].warnings.join(' ')).toMatch(/partflow run maint-pt-\d+ owns public\.windowed: nothing was created, moved or archived/);
+  expect(r.tables[0].warnings.join(' ')).toMatch(
+    /partflow run maint-pt-\d+ owns public\.windowed: nothing was created, moved or archived/,
+  );
   await h.signal('rollback');
   expect((await h.result()).status).toBe('rolled-back');
-  expect((await db.pool.query(`SELECT count(*)::int AS n FROM windowed WHERE payload = 'far ahead'`)).rows[0].n).toBe(1);
+  expect((await db.pool.query(`SELECT count(*)::int AS n FROM windowed WHERE payload = 'far ahead'`)).rows[0].n).toBe(
+    1,
+  );
   expect((await db.pool.query(`SELECT count(*)::int AS n FROM windowed`)).rows[0].n).toBe(201);
 });
 
@@ -257,28 +350,40 @@ test('a partition left "detach pending" by an interrupted DETACH CONCURRENTLY is
   await holder.query('SELECT count(*) FROM pending'); // an old snapshot: the detach's second phase waits for it
   const c = new Client({ ...db.conn, options: '-c statement_timeout=1000' });
   await c.connect();
-  await expect(c.query(`ALTER TABLE pending DETACH PARTITION pending_${month(-20).name} CONCURRENTLY`)).rejects.toThrow(/statement timeout/);
+  await expect(c.query(`ALTER TABLE pending DETACH PARTITION pending_${month(-20).name} CONCURRENTLY`)).rejects.toThrow(
+    /statement timeout/,
+  );
   await c.end();
   await holder.query('COMMIT');
   await holder.end();
-  const stuck = await db.pool.query(`SELECT inhdetachpending FROM pg_inherits WHERE inhrelid = 'pending_${month(-20).name}'::regclass`);
+  const stuck = await db.pool.query(
+    `SELECT inhdetachpending FROM pg_inherits WHERE inhrelid = 'pending_${month(-20).name}'::regclass`,
+  );
   expect(stuck.rows).toEqual([{ inhdetachpending: true }]);
   const r = await maintain({ tables: [{ table: 'pending', premake: 0, retention: '18 months', archive: 'detach' }] });
   expect(r.failures).toEqual([]);
   expect(r.tables[0].finishedDetaches).toEqual([`pending_${month(-20).name}`]);
   // retention then detached the next expired ones, which failed while the detach was pending
   expect(r.tables[0].archived.map((a) => a.partition).sort()).toEqual([`pending_${month(-19).name}`]);
-  expect((await db.pool.query(`SELECT count(*)::int AS n FROM pg_inherits WHERE inhparent = 'pending'::regclass AND inhdetachpending`)).rows[0].n).toBe(0);
+  expect(
+    (
+      await db.pool.query(
+        `SELECT count(*)::int AS n FROM pg_inherits WHERE inhparent = 'pending'::regclass AND inhdetachpending`,
+      )
+    ).rows[0].n,
+  ).toBe(0);
 });
 
-test('new partitions belong to the parent\'s owner, archives of another schema do not collide, names over 63 bytes are refused', async () => {
+test("new partitions belong to the parent's owner, archives of another schema do not collide, names over 63 bytes are refused", async () => {
   await db.pool.query(`DO $$ BEGIN CREATE ROLE pf_owner; EXCEPTION WHEN duplicate_object THEN NULL; END $$`);
   await db.pool.query(`CREATE SCHEMA app2`);
   await parted('app2.ledger', -14, -12);
   await db.pool.query(`ALTER TABLE app2.ledger OWNER TO pf_owner`);
   for (const k of [-14, -13, -12]) await db.pool.query(`ALTER TABLE app2.ledger_${month(k).name} OWNER TO pf_owner`);
   await db.pool.query(`ALTER TABLE app2.ledger_default OWNER TO pf_owner`);
-  const r = await maintain({ tables: [{ table: 'app2.ledger', premake: 1, retention: '13 months', archive: 'detach' }] });
+  const r = await maintain({
+    tables: [{ table: 'app2.ledger', premake: 1, retention: '13 months', archive: 'detach' }],
+  });
   expect(r.failures).toEqual([]);
   const owners = await db.pool.query(
     `SELECT DISTINCT pg_get_userbyid(c.relowner) AS o FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'app2.ledger'::regclass`,
@@ -293,16 +398,24 @@ test('new partitions belong to the parent\'s owner, archives of another schema d
 
 test('a default partition too big to move or check within the lock timeout: months are skipped with the reason, no long lock taken', async () => {
   await parted('bigdef', -2, -2);
-  await db.pool.query(`INSERT INTO bigdef (created_at, payload) SELECT '${month(-1).start} UTC'::timestamptz + (g % 1000) * interval '1 minute', 'stuck' FROM generate_series(1, 60000) g`);
+  await db.pool.query(
+    `INSERT INTO bigdef (created_at, payload) SELECT '${month(-1).start} UTC'::timestamptz + (g % 1000) * interval '1 minute', 'stuck' FROM generate_series(1, 60000) g`,
+  );
   await db.pool.query(`ANALYZE bigdef_default`);
   const r = await maintain({ tables: [{ table: 'bigdef', premake: 1 }], lockTimeoutMs: 20 });
   expect(r.failures).toEqual([]);
   expect(r.tables[0].created).toEqual([]);
   const skipped = Object.fromEntries(r.tables[0].skipped.map((x) => [x.partition, x.reason]));
-  expect(skipped[`bigdef_${month(-1).name}`]).toMatch(/would block writes to public\.bigdef for about \d+ ms \(the ATTACH checks the 60\d{3} rows of bigdef_default, 60000 of them to move\), over lockTimeoutMs 20/);
-  expect(skipped[`bigdef_${month(0).name}`]).toMatch(/checks the 60\d{3} rows of bigdef_default\), over lockTimeoutMs 20/);
+  expect(skipped[`bigdef_${month(-1).name}`]).toMatch(
+    /would block writes to public\.bigdef for about \d+ ms \(the ATTACH checks the 60\d{3} rows of bigdef_default, 60000 of them to move\), over lockTimeoutMs 20/,
+  );
+  expect(skipped[`bigdef_${month(0).name}`]).toMatch(
+    /checks the 60\d{3} rows of bigdef_default\), over lockTimeoutMs 20/,
+  );
   expect((await db.pool.query(`SELECT count(*)::int AS n FROM bigdef_default`)).rows[0].n).toBe(60000);
   // with a lock timeout that accepts the stall, the same run moves them
   const again = await maintain({ tables: [{ table: 'bigdef', premake: 1 }], lockTimeoutMs: 60_000 });
-  expect(again.tables[0].created.find((c) => c.partition === `bigdef_${month(-1).name}`)?.rowsMovedFromDefault).toBe(60000);
+  expect(again.tables[0].created.find((c) => c.partition === `bigdef_${month(-1).name}`)?.rowsMovedFromDefault).toBe(
+    60000,
+  );
 });

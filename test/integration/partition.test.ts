@@ -36,13 +36,20 @@ const withClient = <T>(fn: (c: Client) => Promise<T>): Promise<T> => withDbClien
 
 async function expectMatchesRecord(t: TestTable, w: Writer): Promise<void> {
   const cmp = await withClient((c) => compareWithRecord(c, t.spec, w.record));
-  expect({ missing: cmp.missing, extra: cmp.extra, different: cmp.different }).toEqual({ missing: 0, extra: 0, different: 0 });
+  expect({ missing: cmp.missing, extra: cmp.extra, different: cmp.different }).toEqual({
+    missing: 0,
+    extra: 0,
+    different: 0,
+  });
   expect(cmp.tableChecksum).toBe(cmp.recordChecksum);
   expect(cmp.rows).toBe(w.record.size);
 }
 
 async function relkind(ref: { schema: string; name: string }): Promise<string | undefined> {
-  const r = await db.pool.query(`SELECT c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2`, [ref.schema, ref.name]);
+  const r = await db.pool.query(
+    `SELECT c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2`,
+    [ref.schema, ref.name],
+  );
   return r.rows[0]?.relkind;
 }
 
@@ -61,7 +68,13 @@ test('partitions a live table: nothing lost, nothing duplicated, writers never f
   const t = await createTable(db.pool, { schema: 'public', name: 'images' }, 20_000, 'uuid');
   const w = writerFor(t);
   await w.start();
-  const h = await start({ table: 'public.images', batchSize: 500, sleepMs: 20, approval: 'signal', rollbackWindow: '1h' });
+  const h = await start({
+    table: 'public.images',
+    batchSize: 500,
+    sleepMs: 20,
+    approval: 'signal',
+    rollbackWindow: '1h',
+  });
   const during = await waitFor(h, (p) => p.rowsCopied > 0, 'backfill progress');
   expect(during.totalPages).toBeGreaterThan(0);
   expect(during.rowsEstimated).toBeGreaterThan(15_000);
@@ -137,7 +150,9 @@ test('rows the trigger wrote ahead of the backfill: the fast copy meets them, th
   const h = await start({ table: 'ahead', batchSize: 100, sleepMs: 100, approval: 'signal', rollbackWindow: '0s' });
   const p0 = await waitFor(h, (p) => p.phase === 'backfill' && p.checkpointPage > 0, 'backfill progress');
   // update rows on every page not copied yet (HOT updates stay on their page): the trigger writes them first
-  const r = await db.pool.query(`UPDATE public.ahead SET payload = 'ahead of the copy' WHERE ctid >= $1::tid`, [`(${p0.checkpointPage + 5},0)`]);
+  const r = await db.pool.query(`UPDATE public.ahead SET payload = 'ahead of the copy' WHERE ctid >= $1::tid`, [
+    `(${p0.checkpointPage + 5},0)`,
+  ]);
   expect(r.rowCount).toBeGreaterThan(100);
   const w = writerFor(t);
   await w.start();
@@ -147,14 +162,22 @@ test('rows the trigger wrote ahead of the backfill: the fast copy meets them, th
   const result = await h.result();
   await w.stop();
   expect(result.status).toBe('done');
-  expect((await db.pool.query(`SELECT count(*)::int AS n FROM public.ahead WHERE payload = 'ahead of the copy'`)).rows[0].n).toBeGreaterThan(0);
+  expect(
+    (await db.pool.query(`SELECT count(*)::int AS n FROM public.ahead WHERE payload = 'ahead of the copy'`)).rows[0].n,
+  ).toBeGreaterThan(0);
   await expectMatchesRecord(t, w);
 });
 
 test('a long transaction holding the table at cut-over: the cut-over retries and writers wait at most the lock timeout', async () => {
   const t = await createTable(db.pool, { schema: 'public', name: 'locked' }, 5_000, 'uuid');
   const w = writerFor(t);
-  const h = await start({ table: 'locked', batchSize: 2000, approval: 'signal', rollbackWindow: '0s', lockTimeoutMs: 300 });
+  const h = await start({
+    table: 'locked',
+    batchSize: 2000,
+    approval: 'signal',
+    rollbackWindow: '0s',
+    lockTimeoutMs: 300,
+  });
   await waitFor(h, (p) => p.awaitingApproval, 'approval gate');
   await w.start();
   const holder = new Client(db.conn);
@@ -193,8 +216,13 @@ test('pause holds no locks and stops the copy; throttle is validated; resume fin
     `SELECT count(*)::int AS n FROM pg_locks l JOIN pg_stat_activity s ON s.pid = l.pid WHERE s.application_name = 'partflow' AND l.relation = 'public.paused'::regclass`,
   );
   expect(locks.rows[0].n).toBe(0);
-  await expect(h.executeUpdate('throttle', { args: [{ batchSize: -1 }] })).rejects.toMatchObject({ cause: { message: expect.stringMatching(/"batchSize" must be a whole number/) } });
-  await expect(h.executeUpdate('throttle', { args: [{ batchSize: 5000, sleepMs: 0 }] })).resolves.toEqual({ batchSize: 5000, sleepMs: 0 });
+  await expect(h.executeUpdate('throttle', { args: [{ batchSize: -1 }] })).rejects.toMatchObject({
+    cause: { message: expect.stringMatching(/"batchSize" must be a whole number/) },
+  });
+  await expect(h.executeUpdate('throttle', { args: [{ batchSize: 5000, sleepMs: 0 }] })).resolves.toEqual({
+    batchSize: 5000,
+    sleepMs: 0,
+  });
   expect((await progress(h)).batchSize).toBe(5000);
   await h.signal('resume');
   const result = await h.result();
@@ -221,7 +249,13 @@ test('awkward identifiers: a non-public schema, spaces, capitals, an ALWAYS iden
   const t = await createTable(db.pool, ref, 8_000, 'identity', 'Created At');
   const w = writerFor(t);
   await w.start();
-  const h = await start({ table: '"App Schema"."Credit ""Tx"""', column: '"Created At"', batchSize: 700, approval: 'auto', rollbackWindow: '0s' });
+  const h = await start({
+    table: '"App Schema"."Credit ""Tx"""',
+    column: '"Created At"',
+    batchSize: 700,
+    approval: 'auto',
+    rollbackWindow: '0s',
+  });
   const result = await h.result();
   const stats = await w.stop();
   expect(result.status).toBe('done');
@@ -238,7 +272,14 @@ test('key-range backfill (PostgreSQL 13 path, forced here) is exact under the sa
   const t = await createTable(db.pool, { schema: 'public', name: 'keyed' }, 15_000, 'uuid');
   const w = writerFor(t);
   await w.start();
-  const h = await start({ table: 'keyed', copyMode: 'keys', batchSize: 100, sleepMs: 30, approval: 'auto', rollbackWindow: '0s' });
+  const h = await start({
+    table: 'keyed',
+    copyMode: 'keys',
+    batchSize: 100,
+    sleepMs: 30,
+    approval: 'auto',
+    rollbackWindow: '0s',
+  });
   const mid = await waitFor(h, (p) => p.phase === 'backfill' && p.rowsCopied > 0, 'key backfill progress');
   expect(mid.checkpoint).toMatch(/^key checkpoint after \d+ rows/); // the key's values stay out of history
   const result = await h.result();
@@ -254,8 +295,22 @@ test('date partition column and month edges in a non-UTC time zone', async () =>
   await db.pool.query(`CREATE TABLE public.zoned (id int PRIMARY KEY, ts timestamptz NOT NULL)`);
   // 03:00 UTC on Feb 1 is still January 31 in New York
   await db.pool.query(`INSERT INTO public.zoned VALUES (1, '2025-02-01 03:00:00+00'), (2, '2025-02-01 06:00:00+00')`);
-  expect((await (await start({ table: 'days', column: 'd', approval: 'auto', rollbackWindow: '0s' })).result()).status).toBe('done');
-  expect((await (await start({ table: 'zoned', column: 'ts', timeZone: 'America/New_York', approval: 'auto', rollbackWindow: '0s' })).result()).status).toBe('done');
+  expect(
+    (await (await start({ table: 'days', column: 'd', approval: 'auto', rollbackWindow: '0s' })).result()).status,
+  ).toBe('done');
+  expect(
+    (
+      await (
+        await start({
+          table: 'zoned',
+          column: 'ts',
+          timeZone: 'America/New_York',
+          approval: 'auto',
+          rollbackWindow: '0s',
+        })
+      ).result()
+    ).status,
+  ).toBe('done');
   const where = await db.pool.query(
     `SELECT tableoid::regclass::text AS part, id FROM public.days UNION ALL SELECT tableoid::regclass::text, id FROM public.zoned ORDER BY 1, 2`,
   );
@@ -269,11 +324,20 @@ test('date partition column and month edges in a non-UTC time zone', async () =>
 });
 
 test('inboundForeignKeys "drop": dropped at cut-over, restored and validated by rollback', async () => {
-  await db.pool.query(`CREATE TABLE public.accounts (id bigint PRIMARY KEY, created_at timestamptz NOT NULL DEFAULT now())`);
-  await db.pool.query(`INSERT INTO public.accounts SELECT g, now() - g * interval '1 day' FROM generate_series(1, 500) g`);
-  await db.pool.query(`CREATE TABLE public.logins (id serial PRIMARY KEY, account_id bigint CONSTRAINT logins_account_fk REFERENCES public.accounts (id))`);
+  await db.pool.query(
+    `CREATE TABLE public.accounts (id bigint PRIMARY KEY, created_at timestamptz NOT NULL DEFAULT now())`,
+  );
+  await db.pool.query(
+    `INSERT INTO public.accounts SELECT g, now() - g * interval '1 day' FROM generate_series(1, 500) g`,
+  );
+  await db.pool.query(
+    `CREATE TABLE public.logins (id serial PRIMARY KEY, account_id bigint CONSTRAINT logins_account_fk REFERENCES public.accounts (id))`,
+  );
   await db.pool.query(`INSERT INTO public.logins (account_id) SELECT 1 + g % 500 FROM generate_series(1, 1000) g`);
-  const fk = () => db.pool.query(`SELECT convalidated, confrelid::regclass::text AS target FROM pg_constraint WHERE conname = 'logins_account_fk'`);
+  const fk = () =>
+    db.pool.query(
+      `SELECT convalidated, confrelid::regclass::text AS target FROM pg_constraint WHERE conname = 'logins_account_fk'`,
+    );
   const h = await start({ table: 'accounts', inboundForeignKeys: 'drop', approval: 'auto', rollbackWindow: '1h' });
   const p = await waitFor(h, (x) => x.phase === 'rollback-window', 'cut-over');
   expect(p.warnings.join(' ')).toMatch(/public\.logins\.logins_account_fk/);
@@ -288,7 +352,9 @@ describe('bad input: one clear sentence, nothing changed', () => {
     await db.pool.query(`CREATE TABLE public.nopk (created_at timestamptz NOT NULL, v text)`);
     await db.pool.query(`CREATE TABLE public.textcol (id int PRIMARY KEY, created_at text NOT NULL)`);
     await db.pool.query(`CREATE TABLE public.nullable (id int PRIMARY KEY, created_at timestamptz)`);
-    await db.pool.query(`CREATE TABLE public.parted (id int, created_at timestamptz NOT NULL, PRIMARY KEY (id, created_at)) PARTITION BY RANGE (created_at)`);
+    await db.pool.query(
+      `CREATE TABLE public.parted (id int, created_at timestamptz NOT NULL, PRIMARY KEY (id, created_at)) PARTITION BY RANGE (created_at)`,
+    );
     await db.pool.query(`CREATE TABLE public.parent (id int PRIMARY KEY, created_at timestamptz NOT NULL)`);
     await db.pool.query(`CREATE TABLE public.child (id int PRIMARY KEY, parent_id int REFERENCES public.parent (id))`);
     await db.pool.query(`CREATE TABLE public.viewed (id int PRIMARY KEY, created_at timestamptz NOT NULL)`);
@@ -304,7 +370,11 @@ describe('bad input: one clear sentence, nothing changed', () => {
     ['no primary key', { table: 'nopk' }, /has no primary key/],
     ['nullable partition column', { table: 'nullable' }, /allows NULL/],
     ['already partitioned', { table: 'parted' }, /already partitioned/],
-    ['referenced by a foreign key', { table: 'parent' }, /Other tables reference public\.parent by foreign key \(public\.child\.child_parent_id_fkey\)/],
+    [
+      'referenced by a foreign key',
+      { table: 'parent' },
+      /Other tables reference public\.parent by foreign key \(public\.child\.child_parent_id_fkey\)/,
+    ],
     ['a dependent view', { table: 'viewed' }, /Views depend on public\.viewed \(recent\)/],
     ['generated names too long', { table: 'l'.repeat(55) }, /would be \d+ bytes, over PostgreSQL's 63/],
     ['invalid field', { table: 'parent', premake: 'three' as unknown as number }, /"premake" must be a whole number/],
@@ -346,15 +416,31 @@ describe('bad input: one clear sentence, nothing changed', () => {
 
 describe('a run cannot be hijacked through its input', () => {
   beforeAll(async () => {
-    await db.pool.query(`CREATE TABLE public.canary (id int PRIMARY KEY, created_at timestamptz NOT NULL DEFAULT now())`);
+    await db.pool.query(
+      `CREATE TABLE public.canary (id int PRIMARY KEY, created_at timestamptz NOT NULL DEFAULT now())`,
+    );
     await db.pool.query(`INSERT INTO public.canary VALUES (1)`);
   });
 
   it('refuses an external "resume" carrying SQL, and the canary table survives', async () => {
     const plan = (await (await start({ table: 'canary', dryRun: true })).result()).plan;
-    const crafted = { ...plan, sql: { ...plan.sql, finalize: ['DROP TABLE public.canary CASCADE'], cutover: ['DROP TABLE public.canary CASCADE'] } };
-    const input = { table: 'canary', rollbackWindow: '0s', resume: { phase: 'rollback-window', plan: crafted, done: [], paused: false } } as unknown as PartitionTableInput;
-    const err = await (await start(input)).result().then(() => null, (e: WorkflowFailedError) => e);
+    const crafted = {
+      ...plan,
+      sql: {
+        ...plan.sql,
+        finalize: ['DROP TABLE public.canary CASCADE'],
+        cutover: ['DROP TABLE public.canary CASCADE'],
+      },
+    };
+    const input = {
+      table: 'canary',
+      rollbackWindow: '0s',
+      resume: { phase: 'rollback-window', plan: crafted, done: [], paused: false },
+    } as unknown as PartitionTableInput;
+    const err = await (await start(input)).result().then(
+      () => null,
+      (e: WorkflowFailedError) => e,
+    );
     expect(err?.cause?.message).toMatch(/Field "resume" is partflow's internal state .* never accepted in an input/);
     expect(await relkind({ schema: 'public', name: 'canary' })).toBe('r');
     expect((await db.pool.query(`SELECT count(*)::int AS n FROM public.canary`)).rows[0].n).toBe(1);
@@ -363,13 +449,27 @@ describe('a run cannot be hijacked through its input', () => {
   it('an activity handed a plan other than the one its run stored refuses to run its SQL', async () => {
     const { createActivities } = await import('../../activities');
     const { createLogger } = await import('../../src/logger');
-    const acts = createActivities({ pool: db.pool, log: createLogger({ test: 'hijack' }).child({}, { level: 'fatal' }) });
+    const acts = createActivities({
+      pool: db.pool,
+      log: createLogger({ test: 'hijack' }).child({}, { level: 'fatal' }),
+    });
     const pre = await acts.preflight({ table: 'canary' });
     await acts.claimRun(pre.plan.table, pre.plan);
     try {
       const tampered = { ...pre.plan, sql: { ...pre.plan.sql, finalize: ['DROP TABLE public.canary CASCADE'] } };
-      await expect(acts.finalize(tampered, 500)).rejects.toThrow(/is not the one partflow made for workflow local; refusing to run its SQL/);
-      await expect(acts.backfillChunk({ table: pre.plan.table, copyMode: 'pages', sql: { ...pre.plan.sql, backfillBatch: 'DROP TABLE public.canary CASCADE' }, batchSize: 10, sleepMs: 0, maxMs: 100 })).rejects.toThrow(/refusing to run its SQL/);
+      await expect(acts.finalize(tampered, 500)).rejects.toThrow(
+        /is not the one partflow made for workflow local; refusing to run its SQL/,
+      );
+      await expect(
+        acts.backfillChunk({
+          table: pre.plan.table,
+          copyMode: 'pages',
+          sql: { ...pre.plan.sql, backfillBatch: 'DROP TABLE public.canary CASCADE' },
+          batchSize: 10,
+          sleepMs: 0,
+          maxMs: 100,
+        }),
+      ).rejects.toThrow(/refusing to run its SQL/);
       expect(await relkind({ schema: 'public', name: 'canary' })).toBe('r');
     } finally {
       await acts.releaseRun(pre.plan.table, 'rolled-back');
@@ -424,7 +524,12 @@ describe('cancelling while a step waits on a lock the look-ahead cannot see: the
     await expect(h.result()).rejects.toThrow(WorkflowFailedError);
     // in the history, the forward step closed (cancelled) before the first undo step was scheduled
     const forward = at === 'sync' ? 'installSyncTrigger' : 'cutover';
-    const { forwardClosed, undoScheduled } = await forwardThenUndo(h, forward, ['beginUndo', 'dropSyncTrigger', 'swapBack', 'dropShadow']);
+    const { forwardClosed, undoScheduled } = await forwardThenUndo(h, forward, [
+      'beginUndo',
+      'dropSyncTrigger',
+      'swapBack',
+      'dropShadow',
+    ]);
     expect(forwardClosed).toBeLessThan(undoScheduled);
     expect(undoScheduled).toBeLessThan(Infinity);
     await sleep(500);
@@ -442,9 +547,15 @@ function expectNoWriterErrors(stats: { errors: number; errorSamples: string[] })
 }
 
 test('an undo that cannot restore everything goes to the end and says what is left: a re-added foreign key rows now violate', async () => {
-  await db.pool.query(`CREATE TABLE public.owners (id bigint PRIMARY KEY, created_at timestamptz NOT NULL DEFAULT now())`);
-  await db.pool.query(`INSERT INTO public.owners SELECT g, now() - g * interval '1 day' FROM generate_series(1, 300) g`);
-  await db.pool.query(`CREATE TABLE public.pets (id serial PRIMARY KEY, owner_id bigint CONSTRAINT pets_owner_fk REFERENCES public.owners (id))`);
+  await db.pool.query(
+    `CREATE TABLE public.owners (id bigint PRIMARY KEY, created_at timestamptz NOT NULL DEFAULT now())`,
+  );
+  await db.pool.query(
+    `INSERT INTO public.owners SELECT g, now() - g * interval '1 day' FROM generate_series(1, 300) g`,
+  );
+  await db.pool.query(
+    `CREATE TABLE public.pets (id serial PRIMARY KEY, owner_id bigint CONSTRAINT pets_owner_fk REFERENCES public.owners (id))`,
+  );
   await db.pool.query(`INSERT INTO public.pets (owner_id) SELECT 1 + g % 300 FROM generate_series(1, 600) g`);
   const h = await start({ table: 'owners', inboundForeignKeys: 'drop', approval: 'auto', rollbackWindow: '1h' });
   await waitFor(h, (x) => x.phase === 'rollback-window', 'cut-over');
@@ -453,7 +564,9 @@ test('an undo that cannot restore everything goes to the end and says what is le
   await h.signal('rollback');
   const result = await h.result();
   expect(result.status).toBe('rolled-back');
-  expect(result.undoProblems.join(' ')).toMatch(/foreign key public\.pets\.pets_owner_fk is back but NOT VALID .*VALIDATE CONSTRAINT pets_owner_fk/);
+  expect(result.undoProblems.join(' ')).toMatch(
+    /foreign key public\.pets\.pets_owner_fk is back but NOT VALID .*VALIDATE CONSTRAINT pets_owner_fk/,
+  );
   expect(await relkind({ schema: 'public', name: 'owners' })).toBe('r');
   expect(await relkind({ schema: 'public', name: 'owners_pf_shadow' })).toBeUndefined();
   const fk = await db.pool.query(`SELECT convalidated FROM pg_constraint WHERE conname = 'pets_owner_fk'`);
@@ -472,14 +585,21 @@ describe('partflow cleanup after a terminate', () => {
     const h = await start({ table: 'terminated', batchSize: 50, sleepMs: 100, approval: 'signal' });
     await waitFor(h, (p) => p.phase === 'backfill' && p.checkpointPage > 2, 'backfill progress');
     const live = await cleanupLeftovers(env.client, 'public.terminated', TQ, true);
-    expect(live.refused).toMatch(new RegExp(`Workflow ${h.workflowId} still runs and owns public\\.terminated; cancel it`));
+    expect(live.refused).toMatch(
+      new RegExp(`Workflow ${h.workflowId} still runs and owns public\\.terminated; cancel it`),
+    );
     expect(await relkind({ schema: 'public', name: 'terminated_pf_shadow' })).toBe('p');
     await h.terminate('operator pulled the plug');
     await sleep(500);
     const look = await cleanupLeftovers(env.client, 'public.terminated', TQ, false);
     expect(look.refused).toBeUndefined();
     expect(look.report.phase).toBe('before-cutover');
-    expect(look.report.leftovers).toEqual(expect.arrayContaining(['trigger partflow_sync_fwd on terminated', 'table terminated_pf_shadow (partitioned copy)']));
+    expect(look.report.leftovers).toEqual(
+      expect.arrayContaining([
+        'trigger partflow_sync_fwd on terminated',
+        'table terminated_pf_shadow (partitioned copy)',
+      ]),
+    );
     expect(look.report.removed).toBe(false);
     expect(await relkind({ schema: 'public', name: 'terminated_pf_shadow' })).toBe('p'); // nothing changed yet
     const done = await cleanupLeftovers(env.client, 'public.terminated', TQ, true);
@@ -488,8 +608,13 @@ describe('partflow cleanup after a terminate', () => {
     const stats = await w.stop();
     expect({ errors: stats.errors, samples: stats.errorSamples }).toEqual({ errors: 0, samples: [] });
     expect(await catalogSnapshot(db.pool, ['public'])).toEqual(before);
-    expect((await db.pool.query(`SELECT count(*)::int AS n FROM pg_proc WHERE pronamespace = to_regnamespace('partflow')`)).rows[0].n).toBe(0);
-    expect((await db.pool.query(`SELECT run_state FROM partflow.runs WHERE table_name = 'terminated'`)).rows[0].run_state).toBe('rolled-back');
+    expect(
+      (await db.pool.query(`SELECT count(*)::int AS n FROM pg_proc WHERE pronamespace = to_regnamespace('partflow')`))
+        .rows[0].n,
+    ).toBe(0);
+    expect(
+      (await db.pool.query(`SELECT run_state FROM partflow.runs WHERE table_name = 'terminated'`)).rows[0].run_state,
+    ).toBe('rolled-back');
     await expectMatchesRecord(t, w);
     // a new run may start
     const again = await (await start({ table: 'terminated', dryRun: true })).result();
@@ -507,11 +632,16 @@ describe('partflow cleanup after a terminate', () => {
     expect(done.report.removed).toBe(true);
     expect(await relkind({ schema: 'public', name: 'terminated_late' })).toBe('p');
     expect(await relkind({ schema: 'public', name: 'terminated_late_old' })).toBe('r');
-    expect((await db.pool.query(`SELECT count(*)::int AS n FROM pg_trigger WHERE tgname LIKE 'partflow%'`)).rows[0].n).toBe(0);
+    expect(
+      (await db.pool.query(`SELECT count(*)::int AS n FROM pg_trigger WHERE tgname LIKE 'partflow%'`)).rows[0].n,
+    ).toBe(0);
     // Temporal retrying the removal after it committed: reports, changes nothing (the run stays done)
     const { createCleanupActivities } = await import('../../activities/cleanup');
     const { createLogger } = await import('../../src/logger');
-    const acts = createCleanupActivities({ pool: db.pool, log: createLogger({ test: 'cleanup-retry' }).child({}, { level: 'fatal' }) });
+    const acts = createCleanupActivities({
+      pool: db.pool,
+      log: createLogger({ test: 'cleanup-retry' }).child({}, { level: 'fatal' }),
+    });
     const retry = await acts.removeLeftovers({ schema: 'public', name: 'terminated_late' }, h.workflowId, 500);
     expect(retry.removed).toBe(false);
     expect(retry.run?.state).toBe('done');
@@ -532,6 +662,8 @@ test('a slow preflight heartbeats and completes in its first attempt (here it wa
   await db.pool.query(`COMMIT PREPARED 'pf_slowpre'`);
   expect((await h.result()).status).toBe('dry-run');
   const events = (await h.fetchHistory()).events ?? [];
-  const started = events.filter((e) => e.activityTaskStartedEventAttributes).map((e) => e.activityTaskStartedEventAttributes!.attempt);
+  const started = events
+    .filter((e) => e.activityTaskStartedEventAttributes)
+    .map((e) => e.activityTaskStartedEventAttributes!.attempt);
   expect(started).toEqual([1]);
 });

@@ -34,12 +34,26 @@ afterEach(async () => {
 });
 
 function start(input: PartitionTableInput): Promise<WorkflowHandle> {
-  return env.client.workflow.start('partitionTable', { taskQueue: TQ, workflowId: `shapes-${++seq}-${Date.now()}`, args: [input] });
+  return env.client.workflow.start('partitionTable', {
+    taskQueue: TQ,
+    workflowId: `shapes-${++seq}-${Date.now()}`,
+    args: [input],
+  });
 }
 
-function writer(t: TestTable, opts: { user?: string; ops?: Op[]; onConnect?: string; snapshot?: boolean } = {}): Writer {
+function writer(
+  t: TestTable,
+  opts: { user?: string; ops?: Op[]; onConnect?: string; snapshot?: boolean } = {},
+): Writer {
   const conn: ClientConfig = { ...db.conn, ...(opts.user ? { user: opts.user } : {}) };
-  const w = new Writer(t.spec, conn, { lanes: 3, opsPerSecondPerLane: 40, snapshot: opts.snapshot ?? true, seed: ++seq, ops: opts.ops, onConnect: opts.onConnect });
+  const w = new Writer(t.spec, conn, {
+    lanes: 3,
+    opsPerSecondPerLane: 40,
+    snapshot: opts.snapshot ?? true,
+    seed: ++seq,
+    ops: opts.ops,
+    onConnect: opts.onConnect,
+  });
   writers.push(w);
   return w;
 }
@@ -51,7 +65,11 @@ async function expectMatches(t: TestTable, ...ws: Writer[]): Promise<void> {
   const record = new Map(ws[0].record);
   for (const w of ws.slice(1)) for (const [k, v] of w.record) record.set(k, v);
   const cmp = await withClient((c) => compareWithRecord(c, t.spec, record));
-  expect({ missing: cmp.missing, extra: cmp.extra, different: cmp.different }).toEqual({ missing: 0, extra: 0, different: 0 });
+  expect({ missing: cmp.missing, extra: cmp.extra, different: cmp.different }).toEqual({
+    missing: 0,
+    extra: 0,
+    different: 0,
+  });
   expect(cmp.tableChecksum).toBe(cmp.recordChecksum);
 }
 
@@ -133,7 +151,9 @@ test('least-privileged roles keep writing: INSERT-only, no DELETE, column grants
   expect(priv.rows[0]).toEqual({ sel: true, upd: true, other: false, ins: true, del: false });
   const auditor = new Client({ ...db.conn, user: 'pf_auditor' });
   await auditor.connect();
-  expect((await auditor.query(`SELECT count(id) AS n FROM public.audit WHERE payload IS NOT NULL`)).rows[0].n).not.toBe('0');
+  expect((await auditor.query(`SELECT count(id) AS n FROM public.audit WHERE payload IS NOT NULL`)).rows[0].n).not.toBe(
+    '0',
+  );
   await expect(auditor.query(`SELECT n FROM public.audit LIMIT 1`)).rejects.toThrow(/permission denied/);
   await auditor.end();
 });
@@ -199,8 +219,13 @@ test('a sync trigger disabled and enabled again at the gate: the cut-over refuse
   await db.pool.query(`ALTER TABLE public.bypassed ENABLE ALWAYS TRIGGER partflow_sync_fwd`);
   await db.pool.query(`ALTER TABLE public.bypassed ENABLE ALWAYS TRIGGER partflow_sync_fwd_truncate`);
   await h.signal('approveCutover');
-  const err = await h.result().then(() => null, (e: WorkflowFailedError) => e);
-  expect(err?.cause?.message).toMatch(/partflow's sync triggers on public\.bypassed were disabled, dropped or altered during the run .*not cutting over/);
+  const err = await h.result().then(
+    () => null,
+    (e: WorkflowFailedError) => e,
+  );
+  expect(err?.cause?.message).toMatch(
+    /partflow's sync triggers on public\.bypassed were disabled, dropped or altered during the run .*not cutting over/,
+  );
   expect(await relkind('public.bypassed')).toBe('r');
   expect((await db.pool.query(`SELECT count(*)::int AS n FROM public.bypassed`)).rows[0].n).toBe(3_001);
   expect(await catalogSnapshot(db.pool, ['public'])).toEqual(before);
@@ -216,12 +241,21 @@ test('schema changes during the run: writes never fail, a column drop is blocked
   // a deploy's migration in the middle of the backfill
   await db.pool.query(`ALTER TABLE public.migrating ADD COLUMN extra integer`);
   await db.pool.query(`ALTER TABLE public.migrating RENAME COLUMN status TO state`);
-  await expect(db.pool.query(`ALTER TABLE public.migrating DROP COLUMN n`)).rejects.toThrow(/cannot drop column n of table migrating because other objects depend on it/);
-  await expect(db.pool.query(`ALTER TABLE public.migrating ALTER COLUMN payload TYPE varchar(100)`)).rejects.toThrow(/used by a view/);
+  await expect(db.pool.query(`ALTER TABLE public.migrating DROP COLUMN n`)).rejects.toThrow(
+    /cannot drop column n of table migrating because other objects depend on it/,
+  );
+  await expect(db.pool.query(`ALTER TABLE public.migrating ALTER COLUMN payload TYPE varchar(100)`)).rejects.toThrow(
+    /used by a view/,
+  );
   await waitFor(h, (p) => p.awaitingApproval, 'approval gate', 180_000);
   await h.signal('approveCutover');
-  const err = await h.result().then(() => null, (e: WorkflowFailedError) => e);
-  expect(err?.cause?.message).toMatch(/Table public\.migrating changed after the plan was made \(.*"?status"? text NOT NULL is gone.*extra integer is new.*\).*not cutting over/);
+  const err = await h.result().then(
+    () => null,
+    (e: WorkflowFailedError) => e,
+  );
+  expect(err?.cause?.message).toMatch(
+    /Table public\.migrating changed after the plan was made \(.*"?status"? text NOT NULL is gone.*extra integer is new.*\).*not cutting over/,
+  );
   const stats = await w.stop();
   expectNoErrors(stats);
   expect(await relkind('public.migrating')).toBe('r');
@@ -244,7 +278,9 @@ test('a column added during the rollback window: rollback is refused with the re
   await h.signal('rollback');
   const refused = await waitFor(h, (p) => p.lastError !== null, 'rollback refused');
   expect(refused.phase).toBe('rollback-window');
-  expect(refused.lastError).toMatch(/Rolling back public\.windowed now would lose what changed on it since the cut-over \(column note text is new\).*undo that change and signal rollback again, or finalize/);
+  expect(refused.lastError).toMatch(
+    /Rolling back public\.windowed now would lose what changed on it since the cut-over \(column note text is new\).*undo that change and signal rollback again, or finalize/,
+  );
   await db.pool.query(`ALTER TABLE public.windowed DROP COLUMN note`);
   await h.signal('rollback');
   expect((await h.result()).status).toBe('rolled-back');
@@ -256,24 +292,45 @@ test('a column added during the rollback window: rollback is refused with the re
 });
 
 test('unique constraints without the partition key: refused by default, given up only when named, listed in the plan', async () => {
-  await db.pool.query(`CREATE TABLE public.members (id bigserial PRIMARY KEY, email text NOT NULL CONSTRAINT members_email_key UNIQUE,
+  await db.pool
+    .query(`CREATE TABLE public.members (id bigserial PRIMARY KEY, email text NOT NULL CONSTRAINT members_email_key UNIQUE,
     room int NOT NULL DEFAULT 0, created_at timestamptz NOT NULL DEFAULT now(), CONSTRAINT members_room_excl EXCLUDE USING btree (room WITH =) WHERE (room > 1000))`);
-  await db.pool.query(`INSERT INTO public.members (email, created_at) SELECT 'u' || g || '@example.com', now() - g * interval '1 day' FROM generate_series(1, 300) g`);
-  await expectRefused({ table: 'members' }, /members_email_key \(unique without created_at\), members_room_excl \(exclusion constraint\), which a table partitioned by created_at cannot enforce across partitions; .*"acceptLostConstraints"/);
-  const dry = await (await start({ table: 'members', dryRun: true, acceptLostConstraints: ['members_email_key', 'members_room_excl'] })).result();
+  await db.pool.query(
+    `INSERT INTO public.members (email, created_at) SELECT 'u' || g || '@example.com', now() - g * interval '1 day' FROM generate_series(1, 300) g`,
+  );
+  await expectRefused(
+    { table: 'members' },
+    /members_email_key \(unique without created_at\), members_room_excl \(exclusion constraint\), which a table partitioned by created_at cannot enforce across partitions; .*"acceptLostConstraints"/,
+  );
+  const dry = await (
+    await start({ table: 'members', dryRun: true, acceptLostConstraints: ['members_email_key', 'members_room_excl'] })
+  ).result();
   expect(dry.plan.givenUp.join(' ')).toMatch(/Unique constraint members_email_key becomes a plain index/);
   expect(dry.plan.givenUp.join(' ')).toMatch(/Exclusion constraint members_room_excl .* is dropped/);
-  expect(dry.plan.warnings.join(' ')).toMatch(/ON CONFLICT \(id\) fail after the cut-over .*ON CONFLICT \(id, created_at\)/);
-  const done = await (await start({ table: 'members', approval: 'auto', rollbackWindow: '0s', acceptLostConstraints: ['members_email_key', 'members_room_excl'] })).result();
+  expect(dry.plan.warnings.join(' ')).toMatch(
+    /ON CONFLICT \(id\) fail after the cut-over .*ON CONFLICT \(id, created_at\)/,
+  );
+  const done = await (
+    await start({
+      table: 'members',
+      approval: 'auto',
+      rollbackWindow: '0s',
+      acceptLostConstraints: ['members_email_key', 'members_room_excl'],
+    })
+  ).result();
   expect(done.status).toBe('done');
   // exactly what the plan said was given up: the e-mail is no longer unique
   await db.pool.query(`INSERT INTO public.members (email) VALUES ('u1@example.com')`);
-  expect((await db.pool.query(`SELECT count(*)::int AS n FROM public.members WHERE email = 'u1@example.com'`)).rows[0].n).toBe(2);
+  expect(
+    (await db.pool.query(`SELECT count(*)::int AS n FROM public.members WHERE email = 'u1@example.com'`)).rows[0].n,
+  ).toBe(2);
 });
 
 test('outliers (-infinity, infinity, a 1900 sentinel, 9999) go to the default partition; partitions cover the real data', async () => {
   const t = await createTable(db.pool, { schema: 'public', name: 'sentinels' }, 5_000, 'uuid');
-  await db.pool.query(`INSERT INTO public.sentinels (payload, created_at) VALUES ('minus', '-infinity'), ('plus', 'infinity'), ('old', '1900-01-01'), ('far', '9999-12-15')`);
+  await db.pool.query(
+    `INSERT INTO public.sentinels (payload, created_at) VALUES ('minus', '-infinity'), ('plus', 'infinity'), ('old', '1900-01-01'), ('far', '9999-12-15')`,
+  );
   const w = writer(t);
   await w.start();
   const h = await start({ table: 'sentinels', batchSize: 500, approval: 'auto', rollbackWindow: '0s' });
@@ -285,28 +342,41 @@ test('outliers (-infinity, infinity, a 1900 sentinel, 9999) go to the default pa
   await expectMatches(t, w);
   expect(p.warnings.join(' ')).toMatch(/4 row\(s\) of public\.sentinels fall outside the monthly partitions/);
   expect(p.partitions).toBeLessThan(25); // 15 months of data + 3 ahead + default, not 1,500 years
-  const inDefault = await db.pool.query(`SELECT payload FROM public.sentinels_default WHERE payload IN ('minus', 'plus', 'old', 'far') ORDER BY 1`);
+  const inDefault = await db.pool.query(
+    `SELECT payload FROM public.sentinels_default WHERE payload IN ('minus', 'plus', 'old', 'far') ORDER BY 1`,
+  );
   expect(inDefault.rows.map((r) => r.payload)).toEqual(['far', 'minus', 'old', 'plus']);
 });
 
 test('a long history: refused above 120 monthly partitions, startMonth keeps everything older in one partition', async () => {
-  await db.pool.query(`CREATE TABLE public.ledger (id bigserial PRIMARY KEY, created_at date NOT NULL, amount int NOT NULL)`);
-  await db.pool.query(`INSERT INTO public.ledger (created_at, amount) SELECT current_date - g * 7, g FROM generate_series(0, 52 * 15) g`);
-  await expectRefused({ table: 'ledger', column: 'created_at' }, /span 1\d\d months from \d{4}-\d{2}, more than 120 monthly partitions; set "startMonth"/);
-  const startMonth = (await db.pool.query(`SELECT to_char(current_date - interval '2 years', 'YYYY-MM') AS m`)).rows[0].m;
+  await db.pool.query(
+    `CREATE TABLE public.ledger (id bigserial PRIMARY KEY, created_at date NOT NULL, amount int NOT NULL)`,
+  );
+  await db.pool.query(
+    `INSERT INTO public.ledger (created_at, amount) SELECT current_date - g * 7, g FROM generate_series(0, 52 * 15) g`,
+  );
+  await expectRefused(
+    { table: 'ledger', column: 'created_at' },
+    /span 1\d\d months from \d{4}-\d{2}, more than 120 monthly partitions; set "startMonth"/,
+  );
+  const startMonth = (await db.pool.query(`SELECT to_char(current_date - interval '2 years', 'YYYY-MM') AS m`)).rows[0]
+    .m;
   const result = await (await start({ table: 'ledger', startMonth, approval: 'auto', rollbackWindow: '0s' })).result();
   expect(result.status).toBe('done');
   const parts = await db.pool.query(
     `SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) AS bound FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'public.ledger'::regclass ORDER BY 1`,
   );
   expect(parts.rowCount).toBe(1 + 24 + 1 + 3 + 1); // older, 24 months, the current one, 3 ahead, default
-  expect(parts.rows.find((r) => r.relname === 'ledger_older')?.bound).toMatch(new RegExp(`TO \\('${startMonth}-01'\\)`));
+  expect(parts.rows.find((r) => r.relname === 'ledger_older')?.bound).toMatch(
+    new RegExp(`TO \\('${startMonth}-01'\\)`),
+  );
   expect((await db.pool.query(`SELECT count(*)::int AS n FROM public.ledger`)).rows[0].n).toBe(52 * 15 + 1);
   expect((await db.pool.query(`SELECT count(*)::int AS n FROM public.ledger_default`)).rows[0].n).toBe(0);
 });
 
 test('settings LIKE does not copy are carried over: storage parameters, replica identity, statistics, comments, UNLOGGED; the parent is analyzed', async () => {
-  await db.pool.query(`CREATE TABLE public.tuned (id bigint PRIMARY KEY, created_at timestamptz NOT NULL, body text, CONSTRAINT tuned_body_ts UNIQUE (body, created_at))
+  await db.pool
+    .query(`CREATE TABLE public.tuned (id bigint PRIMARY KEY, created_at timestamptz NOT NULL, body text, CONSTRAINT tuned_body_ts UNIQUE (body, created_at))
                        WITH (fillfactor = 70, autovacuum_vacuum_scale_factor = 0.01, toast.autovacuum_enabled = false)`);
   await db.pool.query(`ALTER TABLE public.tuned REPLICA IDENTITY FULL`);
   await db.pool.query(`ALTER TABLE public.tuned ALTER COLUMN body SET STATISTICS 800`);
@@ -314,11 +384,19 @@ test('settings LIKE does not copy are carried over: storage parameters, replica 
   await db.pool.query(`COMMENT ON INDEX public.tuned_body IS 'for lookups'`);
   await db.pool.query(`COMMENT ON CONSTRAINT tuned_pkey ON public.tuned IS 'the key'`);
   await db.pool.query(`COMMENT ON CONSTRAINT tuned_body_ts ON public.tuned IS 'one per instant'`);
-  await db.pool.query(`INSERT INTO public.tuned SELECT g, now() - g * interval '1 day', md5(g::text) FROM generate_series(1, 400) g`);
-  await db.pool.query(`CREATE UNLOGGED TABLE public.scratchpad (id int PRIMARY KEY, created_at timestamptz NOT NULL DEFAULT now())`);
+  await db.pool.query(
+    `INSERT INTO public.tuned SELECT g, now() - g * interval '1 day', md5(g::text) FROM generate_series(1, 400) g`,
+  );
+  await db.pool.query(
+    `CREATE UNLOGGED TABLE public.scratchpad (id int PRIMARY KEY, created_at timestamptz NOT NULL DEFAULT now())`,
+  );
   await db.pool.query(`INSERT INTO public.scratchpad SELECT g FROM generate_series(1, 50) g`);
-  expect((await (await start({ table: 'tuned', approval: 'auto', rollbackWindow: '0s' })).result()).status).toBe('done');
-  expect((await (await start({ table: 'scratchpad', approval: 'auto', rollbackWindow: '0s' })).result()).status).toBe('done');
+  expect((await (await start({ table: 'tuned', approval: 'auto', rollbackWindow: '0s' })).result()).status).toBe(
+    'done',
+  );
+  expect((await (await start({ table: 'scratchpad', approval: 'auto', rollbackWindow: '0s' })).result()).status).toBe(
+    'done',
+  );
   const parts = await db.pool.query(
     `SELECT c.relname, c.reloptions, c.relreplident, (SELECT attstattarget FROM pg_attribute WHERE attrelid = c.oid AND attname = 'body') AS stats,
             (SELECT reloptions FROM pg_class t WHERE t.oid = c.reltoastrelid) AS toast
@@ -327,7 +405,11 @@ test('settings LIKE does not copy are carried over: storage parameters, replica 
   expect(parts.rowCount).toBeGreaterThan(10);
   for (const r of parts.rows) {
     expect({ name: r.relname, opts: r.reloptions, ri: r.relreplident, stats: r.stats, toast: r.toast }).toEqual({
-      name: r.relname, opts: ['fillfactor=70', 'autovacuum_vacuum_scale_factor=0.01'], ri: 'f', stats: 800, toast: ['autovacuum_enabled=false'],
+      name: r.relname,
+      opts: ['fillfactor=70', 'autovacuum_vacuum_scale_factor=0.01'],
+      ri: 'f',
+      stats: 800,
+      toast: ['autovacuum_enabled=false'],
     });
   }
   const cat = await db.pool.query(
@@ -338,7 +420,14 @@ test('settings LIKE does not copy are carried over: storage parameters, replica 
             (SELECT count(*)::int FROM pg_statistic WHERE starelid = 'public.tuned'::regclass AND stainherit) > 0 AS parent_analyzed,
             (SELECT array_agg(DISTINCT c.relpersistence::text) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'public.scratchpad'::regclass) AS unlogged`,
   );
-  expect(cat.rows[0]).toEqual({ parent_ri: 'f', idx_comment: 'for lookups', pk_comment: 'the key', uq: 'one per instant u', parent_analyzed: true, unlogged: ['u'] });
+  expect(cat.rows[0]).toEqual({
+    parent_ri: 'f',
+    idx_comment: 'for lookups',
+    pk_comment: 'the key',
+    uq: 'one per instant u',
+    parent_analyzed: true,
+    unlogged: ['u'],
+  });
 });
 
 describe('structures partflow refuses, with the reason and the way forward, changing nothing', () => {
@@ -347,17 +436,29 @@ describe('structures partflow refuses, with the reason and the way forward, chan
     await q(`CREATE TABLE public.inh_parent (id int PRIMARY KEY, created_at timestamptz NOT NULL)`);
     await q(`CREATE TABLE public.inh_child (extra int) INHERITS (public.inh_parent)`);
     await q(`ALTER TABLE public.inh_child ADD PRIMARY KEY (id)`);
-    await q(`CREATE TABLE public.events (id int, created_at timestamptz NOT NULL, PRIMARY KEY (id, created_at)) PARTITION BY RANGE (created_at)`);
-    await q(`CREATE TABLE public.events_2020 PARTITION OF public.events FOR VALUES FROM ('2020-01-01') TO ('2021-01-01')`);
+    await q(
+      `CREATE TABLE public.events (id int, created_at timestamptz NOT NULL, PRIMARY KEY (id, created_at)) PARTITION BY RANGE (created_at)`,
+    );
+    await q(
+      `CREATE TABLE public.events_2020 PARTITION OF public.events FOR VALUES FROM ('2020-01-01') TO ('2021-01-01')`,
+    );
     await q(`CREATE TABLE public.atomic_t (id int PRIMARY KEY, created_at timestamptz NOT NULL)`);
-    await q(`CREATE FUNCTION public.count_atomic() RETURNS bigint LANGUAGE sql BEGIN ATOMIC SELECT count(*) FROM public.atomic_t; END`);
+    await q(
+      `CREATE FUNCTION public.count_atomic() RETURNS bigint LANGUAGE sql BEGIN ATOMIC SELECT count(*) FROM public.atomic_t; END`,
+    );
     await q(`CREATE TABLE public.policed (id int PRIMARY KEY, created_at timestamptz NOT NULL)`);
     await q(`CREATE TABLE public.guarded (id int PRIMARY KEY, owner_id int)`);
-    await q(`CREATE POLICY see_own ON public.guarded USING (EXISTS (SELECT 1 FROM public.policed p WHERE p.id = owner_id))`);
+    await q(
+      `CREATE POLICY see_own ON public.guarded USING (EXISTS (SELECT 1 FROM public.policed p WHERE p.id = owner_id))`,
+    );
     await q(`CREATE TABLE public.typed (id int PRIMARY KEY, created_at timestamptz NOT NULL)`);
     await q(`CREATE TABLE public.snapshots (id int PRIMARY KEY, row_copy public.typed)`);
-    await q(`CREATE TABLE public.gen_col (id int PRIMARY KEY, ts timestamptz NOT NULL, created_at timestamp GENERATED ALWAYS AS (ts AT TIME ZONE 'UTC') STORED)`);
-    await q(`CREATE TABLE public.deferred (id int PRIMARY KEY DEFERRABLE INITIALLY IMMEDIATE, created_at timestamptz NOT NULL)`);
+    await q(
+      `CREATE TABLE public.gen_col (id int PRIMARY KEY, ts timestamptz NOT NULL, created_at timestamp GENERATED ALWAYS AS (ts AT TIME ZONE 'UTC') STORED)`,
+    );
+    await q(
+      `CREATE TABLE public.deferred (id int PRIMARY KEY DEFERRABLE INITIALLY IMMEDIATE, created_at timestamptz NOT NULL)`,
+    );
     await q(`CREATE TABLE public.broken_idx (id int PRIMARY KEY, created_at timestamptz NOT NULL, code int)`);
     await q(`INSERT INTO public.broken_idx VALUES (1, now(), 7), (2, now(), 7)`);
     await q(`CREATE UNIQUE INDEX CONCURRENTLY broken_code ON public.broken_idx (code)`).catch(() => undefined); // leaves an INVALID index
@@ -369,13 +470,33 @@ describe('structures partflow refuses, with the reason and the way forward, chan
     ['an inheritance parent', { table: 'inh_parent' }, /has inheritance children \(inh_child\).*NO INHERIT/],
     ['an inheritance child', { table: 'inh_child' }, /inherits from inh_parent \(table inheritance\)/],
     ['a partition', { table: 'events_2020' }, /is itself a partition of events/],
-    ['a BEGIN ATOMIC function body', { table: 'atomic_t' }, /function count_atomic\(\) is bound to public\.atomic_t by OID .*drop it first and recreate it afterwards/],
-    ["another table's policy", { table: 'policed' }, /policy see_own on table guarded is bound to public\.policed by OID/],
-    ["a column of the table's row type", { table: 'typed' }, /column row_copy of table snapshots is bound to public\.typed by OID/],
+    [
+      'a BEGIN ATOMIC function body',
+      { table: 'atomic_t' },
+      /function count_atomic\(\) is bound to public\.atomic_t by OID .*drop it first and recreate it afterwards/,
+    ],
+    [
+      "another table's policy",
+      { table: 'policed' },
+      /policy see_own on table guarded is bound to public\.policed by OID/,
+    ],
+    [
+      "a column of the table's row type",
+      { table: 'typed' },
+      /column row_copy of table snapshots is bound to public\.typed by OID/,
+    ],
     ['a generated partition column', { table: 'gen_col' }, /Column "created_at" of public\.gen_col is GENERATED/],
-    ['a DEFERRABLE primary key', { table: 'deferred' }, /deferred_pkey of public\.deferred are DEFERRABLE.*NOT DEFERRABLE first/],
+    [
+      'a DEFERRABLE primary key',
+      { table: 'deferred' },
+      /deferred_pkey of public\.deferred are DEFERRABLE.*NOT DEFERRABLE first/,
+    ],
     ['an INVALID index', { table: 'broken_idx' }, /broken_code of public\.broken_idx are INVALID/],
-    ['a unique index with the partition column only in INCLUDE', { table: 'included' }, /included_code \(unique without created_at in its key, only in INCLUDE\)/],
+    [
+      'a unique index with the partition column only in INCLUDE',
+      { table: 'included' },
+      /included_code \(unique without created_at in its key, only in INCLUDE\)/,
+    ],
   ])('%s', async (_label, input, message) => {
     await expectRefused(input, message);
   });
@@ -384,7 +505,10 @@ describe('structures partflow refuses, with the reason and the way forward, chan
     await db.pool.query(`CREATE TABLE public.published (id int PRIMARY KEY, created_at timestamptz NOT NULL)`);
     await db.pool.query(`CREATE PUBLICATION pf_everything FOR ALL TABLES`);
     try {
-      await expectRefused({ table: 'published' }, /Publication\(s\) pf_everything publish every table of "public" or of the database/);
+      await expectRefused(
+        { table: 'published' },
+        /Publication\(s\) pf_everything publish every table of "public" or of the database/,
+      );
     } finally {
       await db.pool.query(`DROP PUBLICATION pf_everything`);
     }

@@ -29,7 +29,16 @@ beforeAll(async () => {
   ({ env, db } = stack);
   browser = await chromium.launch({
     executablePath: process.env.CHROMIUM_PATH ?? '/usr/bin/chromium',
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--disable-quic'],
+    args: [
+      '--headless',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+      '--disable-quic',
+    ],
   });
 });
 
@@ -55,7 +64,9 @@ test('start from the Start Workflow form, query progress in the Queries tab, app
   await page.locator('#taskQueue').blur();
   await page.locator('#workflowType').fill('partitionTable');
   await page.locator('.cm-content').first().click();
-  await page.keyboard.insertText(JSON.stringify({ table: 'public.ui_images', approval: 'signal', rollbackWindow: '0s', batchSize: 500 }));
+  await page.keyboard.insertText(
+    JSON.stringify({ table: 'public.ui_images', approval: 'signal', rollbackWindow: '0s', batchSize: 500 }),
+  );
   await page.getByRole('heading', { name: 'Start a Workflow' }).click(); // the editor reformats on blur and the button moves
   await page.getByText('Task Queue is Active').waitFor();
   await page.waitForTimeout(500);
@@ -95,11 +106,18 @@ test('start from the Start Workflow form, query progress in the Queries tab, app
   const stats = await w.stop();
   expect(result.status).toBe('done');
   expect({ errors: stats.errors, samples: stats.errorSamples }).toEqual({ errors: 0, samples: [] });
-  expect((await db.pool.query(`SELECT relkind FROM pg_class WHERE oid = 'public.ui_images'::regclass`)).rows[0].relkind).toBe('p');
+  expect(
+    (await db.pool.query(`SELECT relkind FROM pg_class WHERE oid = 'public.ui_images'::regclass`)).rows[0].relkind,
+  ).toBe('p');
   const c = new Client(db.conn);
   await c.connect();
   const cmp = await compareWithRecord(c, t.spec, w.record);
   await c.end();
-  expect({ missing: cmp.missing, extra: cmp.extra, different: cmp.different }).toEqual({ missing: 0, extra: 0, different: 0 });
-  for (const f of ['1-start-form', '2-workflow-list', '3-progress-query', '4-signal-form', '5-completed']) expect(fs.statSync(path.join(SHOTS, `${f}.png`)).size).toBeGreaterThan(10_000);
+  expect({ missing: cmp.missing, extra: cmp.extra, different: cmp.different }).toEqual({
+    missing: 0,
+    extra: 0,
+    different: 0,
+  });
+  for (const f of ['1-start-form', '2-workflow-list', '3-progress-query', '4-signal-form', '5-completed'])
+    expect(fs.statSync(path.join(SHOTS, `${f}.png`)).size).toBeGreaterThan(10_000);
 });

@@ -22,7 +22,15 @@ test('has the target database, Temporal with PostgreSQL persistence, the Web UI 
 
 test("the worker's environment is the configuration the code reads, pointing at the other services", () => {
   const env = svc.worker.environment as Record<string, string>;
-  const known = ['TEMPORAL_ADDRESS', 'TEMPORAL_NAMESPACE', 'PARTFLOW_TASK_QUEUE', 'DATABASE_URL', 'PARTFLOW_LOG_LEVEL', 'PARTFLOW_ARCHIVE_DIR', 'PARTFLOW_METRICS_ADDRESS'];
+  const known = [
+    'TEMPORAL_ADDRESS',
+    'TEMPORAL_NAMESPACE',
+    'PARTFLOW_TASK_QUEUE',
+    'DATABASE_URL',
+    'PARTFLOW_LOG_LEVEL',
+    'PARTFLOW_ARCHIVE_DIR',
+    'PARTFLOW_METRICS_ADDRESS',
+  ];
   for (const k of Object.keys(env)) expect(known).toContain(k);
   const config = loadConfig(env);
   const [host, port] = config.temporalAddress.split(':');

@@ -4,7 +4,17 @@ import { nextBatchSize } from '../../src/plan';
 describe('validatePartitionInput', () => {
   it('fills the documented defaults', () => {
     const o = validatePartitionInput({ table: 'generated_images' });
-    expect(o).toMatchObject({ table: { schema: 'public', name: 'generated_images' }, column: 'created_at', premake: 3, batchSize: 5000, maxBatchMs: 50, approval: 'signal', rollbackWindowMs: 86_400_000, inboundForeignKeys: 'refuse', dryRun: false });
+    expect(o).toMatchObject({
+      table: { schema: 'public', name: 'generated_images' },
+      column: 'created_at',
+      premake: 3,
+      batchSize: 5000,
+      maxBatchMs: 50,
+      approval: 'signal',
+      rollbackWindowMs: 86_400_000,
+      inboundForeignKeys: 'refuse',
+      dryRun: false,
+    });
   });
   it.each([
     [{}, /"table" is required/],
@@ -17,7 +27,9 @@ describe('validatePartitionInput', () => {
     [{ table: 't', bogus: 1 }, /Unknown field "bogus"/],
     [{ table: 't', timeZone: "x'y" }, /timeZone/],
     [[], /JSON object/],
-  ])('refuses %j with one sentence naming the field', (input, msg) => expect(() => validatePartitionInput(input)).toThrow(msg));
+  ])('refuses %j with one sentence naming the field', (input, msg) =>
+    expect(() => validatePartitionInput(input)).toThrow(msg),
+  );
 });
 
 describe('durations and throttle', () => {

@@ -1,10 +1,20 @@
-import { expiredPartitions, monthCoverage, monthsToPremake, parseRetention, validateMaintainInput } from '../../src/maintenance';
+import {
+  expiredPartitions,
+  monthCoverage,
+  monthsToPremake,
+  parseRetention,
+  validateMaintainInput,
+} from '../../src/maintenance';
 import { parseMonth } from '../../src/partitions';
 
 const r = (name: string, lo: string, hi: string) => ({ name, lo: `${lo} 00:00:00`, hi: `${hi} 00:00:00` });
 
 describe('maintenance arithmetic', () => {
-  const parts = [r('t_2024_12', '2024-12-01', '2025-01-01'), r('t_2025_01', '2025-01-01', '2025-02-01'), r('odd', '2025-03-15', '2025-04-15')];
+  const parts = [
+    r('t_2024_12', '2024-12-01', '2025-01-01'),
+    r('t_2025_01', '2025-01-01', '2025-02-01'),
+    r('odd', '2025-03-15', '2025-04-15'),
+  ];
   it('knows which months are covered, and which are only partly covered', () => {
     expect(monthCoverage(parts, parseMonth('2025-01'))).toEqual({ covered: true, overlaps: [] });
     expect(monthCoverage(parts, parseMonth('2025-02'))).toEqual({ covered: false, overlaps: [] });
@@ -17,10 +27,16 @@ describe('maintenance arithmetic', () => {
     expect(expiredPartitions(parts, cur, 11).map((p) => p.name)).toEqual(['t_2024_12', 't_2025_01']);
     expect(expiredPartitions(parts, cur, 13).map((p) => p.name)).toEqual([]);
     // a range ending one second after the cutoff is not entirely older
-    expect(expiredPartitions([{ name: 'x', lo: '2024-12-01 00:00:00', hi: '2025-01-01 00:00:01' }], cur, 12)).toEqual([]);
+    expect(expiredPartitions([{ name: 'x', lo: '2024-12-01 00:00:00', hi: '2025-01-01 00:00:01' }], cur, 12)).toEqual(
+      [],
+    );
   });
   it('premakes the current month and the next ones', () => {
-    expect(monthsToPremake(parseMonth('2025-11'), 2)).toEqual([parseMonth('2025-11'), parseMonth('2025-12'), parseMonth('2026-01')]);
+    expect(monthsToPremake(parseMonth('2025-11'), 2)).toEqual([
+      parseMonth('2025-11'),
+      parseMonth('2025-12'),
+      parseMonth('2026-01'),
+    ]);
   });
   it('parses retention', () => {
     expect(parseRetention('12 months', 'r')).toBe(12);
@@ -28,17 +44,28 @@ describe('maintenance arithmetic', () => {
     expect(() => parseRetention('a while', 'r')).toThrow(/"12 months"/);
   });
   it('validates input with one sentence naming the field', () => {
-    expect(validateMaintainInput({ tables: [{ table: 'gi' }] })[0]).toMatchObject({ premake: 3, retentionMonths: null, archive: 'detach', timeZone: 'UTC' });
+    expect(validateMaintainInput({ tables: [{ table: 'gi' }] })[0]).toMatchObject({
+      premake: 3,
+      retentionMonths: null,
+      archive: 'detach',
+      timeZone: 'UTC',
+    });
     expect(() => validateMaintainInput({ tables: [] })).toThrow(/at least one table/);
-    expect(() => validateMaintainInput({ tables: [{ table: 'gi', archive: 'burn' }] })).toThrow(/tables\[0\]\.archive must be/);
+    expect(() => validateMaintainInput({ tables: [{ table: 'gi', archive: 'burn' }] })).toThrow(
+      /tables\[0\]\.archive must be/,
+    );
     expect(() => validateMaintainInput({ tables: [{ table: 'gi', premake: -1 }] })).toThrow(/tables\[0\]\.premake/);
   });
 });
 
 describe('the dump archive never puts the password on psql command line', () => {
   it('moves it from the URI to the environment', () => {
-    const { withoutPassword } = require('../../activities/maintenance') as typeof import('../../activities/maintenance');
-    expect(withoutPassword('postgres://app:s%40cret@db.internal:5432/prod?sslmode=require')).toEqual({ url: 'postgres://app@db.internal:5432/prod?sslmode=require', password: 's@cret' });
+    const { withoutPassword } =
+      require('../../activities/maintenance') as typeof import('../../activities/maintenance');
+    expect(withoutPassword('postgres://app:s%40cret@db.internal:5432/prod?sslmode=require')).toEqual({
+      url: 'postgres://app@db.internal:5432/prod?sslmode=require',
+      password: 's@cret',
+    });
     expect(withoutPassword('postgres://app@db/prod')).toEqual({ url: 'postgres://app@db/prod', password: null });
     expect(withoutPassword('host=db user=app')).toEqual({ url: 'host=db user=app', password: null });
   });
@@ -46,7 +73,8 @@ describe('the dump archive never puts the password on psql command line', () => 
 
 describe('dump archive file names', () => {
   it('keep plain names and make any other identifier safe and distinct', () => {
-    const { archiveFileStem } = require('../../activities/maintenance') as typeof import('../../activities/maintenance');
+    const { archiveFileStem } =
+      require('../../activities/maintenance') as typeof import('../../activities/maintenance');
     expect(archiveFileStem({ schema: 'public', name: 'audit_log_2025_01' })).toBe('public.audit_log_2025_01');
     const odd = archiveFileStem({ schema: '../etc', name: 'x/y z' });
     expect(odd).toMatch(/^___etc\.x_y_z-[0-9a-f]{10}$/);

@@ -1,7 +1,14 @@
 import { compareChecksums } from '../../activities/partition';
 import type { TableInfo } from '../../src/catalog';
 import { validatePartitionInput } from '../../src/input';
-import { buildPlan, mirrorFunctionSql, pagesPerBatch, planStatements, planSummary, shapeDifferences } from '../../src/plan';
+import {
+  buildPlan,
+  mirrorFunctionSql,
+  pagesPerBatch,
+  planStatements,
+  planSummary,
+  shapeDifferences,
+} from '../../src/plan';
 
 function fixture(over: Partial<TableInfo> = {}): TableInfo {
   return {
@@ -20,11 +27,62 @@ function fixture(over: Partial<TableInfo> = {}): TableInfo {
     partitionColumn: { name: 'created_at', type: 'timestamptz', notNull: true },
     primaryKey: { name: 'gi_pkey', columns: ['id'] },
     indexes: [
-      { name: 'gi_pkey', def: 'CREATE UNIQUE INDEX gi_pkey ON public.gi USING btree (id)', tail: 'USING btree (id)', isPrimary: true, isUnique: true, columns: ['id'], constraintName: 'gi_pkey', hasPredicate: false, keyColumns: ['id'], isValid: true, comment: null, constraintComment: null, constraintDef: 'PRIMARY KEY (id)', deferrable: false },
-      { name: 'gi_url', def: 'CREATE INDEX gi_url ON public.gi USING btree (url) WHERE (url IS NOT NULL)', tail: 'USING btree (url) WHERE (url IS NOT NULL)', isPrimary: false, isUnique: false, columns: ['url'], constraintName: null, hasPredicate: true, keyColumns: ['url'], isValid: true, comment: null, constraintComment: null, constraintDef: null, deferrable: false },
-      { name: 'gi_url_key', def: 'CREATE UNIQUE INDEX gi_url_key ON public.gi USING btree (url)', tail: 'USING btree (url)', isPrimary: false, isUnique: true, columns: ['url'], constraintName: 'gi_url_key', hasPredicate: false, keyColumns: ['url'], isValid: true, comment: null, constraintComment: null, constraintDef: 'UNIQUE (url)', deferrable: false },
+      {
+        name: 'gi_pkey',
+        def: 'CREATE UNIQUE INDEX gi_pkey ON public.gi USING btree (id)',
+        tail: 'USING btree (id)',
+        isPrimary: true,
+        isUnique: true,
+        columns: ['id'],
+        constraintName: 'gi_pkey',
+        hasPredicate: false,
+        keyColumns: ['id'],
+        isValid: true,
+        comment: null,
+        constraintComment: null,
+        constraintDef: 'PRIMARY KEY (id)',
+        deferrable: false,
+      },
+      {
+        name: 'gi_url',
+        def: 'CREATE INDEX gi_url ON public.gi USING btree (url) WHERE (url IS NOT NULL)',
+        tail: 'USING btree (url) WHERE (url IS NOT NULL)',
+        isPrimary: false,
+        isUnique: false,
+        columns: ['url'],
+        constraintName: null,
+        hasPredicate: true,
+        keyColumns: ['url'],
+        isValid: true,
+        comment: null,
+        constraintComment: null,
+        constraintDef: null,
+        deferrable: false,
+      },
+      {
+        name: 'gi_url_key',
+        def: 'CREATE UNIQUE INDEX gi_url_key ON public.gi USING btree (url)',
+        tail: 'USING btree (url)',
+        isPrimary: false,
+        isUnique: true,
+        columns: ['url'],
+        constraintName: 'gi_url_key',
+        hasPredicate: false,
+        keyColumns: ['url'],
+        isValid: true,
+        comment: null,
+        constraintComment: null,
+        constraintDef: 'UNIQUE (url)',
+        deferrable: false,
+      },
     ],
-    outboundForeignKeys: [{ name: 'gi_user_fk', def: 'FOREIGN KEY (user_id) REFERENCES users(id)', table: { schema: 'public', name: 'gi' } }],
+    outboundForeignKeys: [
+      {
+        name: 'gi_user_fk',
+        def: 'FOREIGN KEY (user_id) REFERENCES users(id)',
+        table: { schema: 'public', name: 'gi' },
+      },
+    ],
     inboundForeignKeys: [],
     sequences: [{ column: 'id', sequence: { schema: 'public', name: 'gi_id_seq' }, kind: 'serial' }],
     dependentViews: [],
@@ -36,7 +94,14 @@ function fixture(over: Partial<TableInfo> = {}): TableInfo {
     columnGrants: [{ column: 'url', grantee: 'auditor', privilege: 'SELECT', grantable: false }],
     comment: "images' table",
     isSuperuser: false,
-    storage: { reloptions: ['fillfactor=70', 'toast.autovacuum_enabled=false'], tablespace: null, replicaIdentity: 'f', replicaIdentityIndex: null, unlogged: false, statisticsTargets: [{ column: 'url', target: 500 }] },
+    storage: {
+      reloptions: ['fillfactor=70', 'toast.autovacuum_enabled=false'],
+      tablespace: null,
+      replicaIdentity: 'f',
+      replicaIdentityIndex: null,
+      unlogged: false,
+      statisticsTargets: [{ column: 'url', target: 500 }],
+    },
     inheritance: { parents: [], children: [], partitionOf: null },
     implicitPublications: [],
     subscriptions: [],
@@ -62,40 +127,81 @@ describe('buildPlan', () => {
   const plan = buildPlan(fixture(), opts);
 
   it('creates the partitioned copy, one partition per month and a default', () => {
-    expect(plan.sql.shadow[0]).toBe('CREATE TABLE "public"."gi_pf_shadow" (LIKE "public"."gi" INCLUDING ALL EXCLUDING INDEXES) PARTITION BY RANGE ("created_at")');
-    expect(plan.partitions.map((p) => p.name)).toEqual(['gi_2024_11', 'gi_2024_12', 'gi_2025_01', 'gi_2025_02', 'gi_2025_03']);
+    expect(plan.sql.shadow[0]).toBe(
+      'CREATE TABLE "public"."gi_pf_shadow" (LIKE "public"."gi" INCLUDING ALL EXCLUDING INDEXES) PARTITION BY RANGE ("created_at")',
+    );
+    expect(plan.partitions.map((p) => p.name)).toEqual([
+      'gi_2024_11',
+      'gi_2024_12',
+      'gi_2025_01',
+      'gi_2025_02',
+      'gi_2025_03',
+    ]);
     expect(plan.sql.shadow[1]).toMatch(
       /^CREATE TABLE "public"."gi_2024_11" PARTITION OF "public"."gi_pf_shadow" FOR VALUES FROM \('2024-11-01 00:00:00 UTC'::timestamptz\) TO \('2024-12-01 00:00:00 UTC'::timestamptz\)/,
     );
-    expect(plan.sql.shadow.some((x) => x.startsWith('CREATE TABLE "public"."gi_default" PARTITION OF "public"."gi_pf_shadow" DEFAULT'))).toBe(true);
+    expect(
+      plan.sql.shadow.some((x) =>
+        x.startsWith('CREATE TABLE "public"."gi_default" PARTITION OF "public"."gi_pf_shadow" DEFAULT'),
+      ),
+    ).toBe(true);
   });
 
   it('widens the primary key with the partition column and says so', () => {
     expect(plan.shadowKey).toEqual(['id', 'created_at']);
-    expect(plan.sql.shadow).toContain('ALTER TABLE "public"."gi_pf_shadow" ADD CONSTRAINT "gi_pfi_0" PRIMARY KEY ("id", "created_at")');
-    expect(plan.warnings.join(' ')).toMatch(/primary key gi_pkey becomes \(id, created_at\): .*ON CONFLICT \(id\) fail after the cut-over/);
+    expect(plan.sql.shadow).toContain(
+      'ALTER TABLE "public"."gi_pf_shadow" ADD CONSTRAINT "gi_pfi_0" PRIMARY KEY ("id", "created_at")',
+    );
+    expect(plan.warnings.join(' ')).toMatch(
+      /primary key gi_pkey becomes \(id, created_at\): .*ON CONFLICT \(id\) fail after the cut-over/,
+    );
   });
 
   it('keeps partial indexes; a unique constraint without the partition key only when accepted, and lists it', () => {
-    expect(plan.sql.shadow).toContain('CREATE INDEX "gi_pfi_1" ON "public"."gi_pf_shadow" USING btree (url) WHERE (url IS NOT NULL)');
+    expect(plan.sql.shadow).toContain(
+      'CREATE INDEX "gi_pfi_1" ON "public"."gi_pf_shadow" USING btree (url) WHERE (url IS NOT NULL)',
+    );
     expect(plan.sql.shadow).toContain('CREATE INDEX "gi_pfi_2" ON "public"."gi_pf_shadow" USING btree (url)');
-    expect(plan.givenUp.join(' ')).toMatch(/Unique constraint gi_url_key becomes a plain index: uniqueness of \(url\) is no longer enforced/);
+    expect(plan.givenUp.join(' ')).toMatch(
+      /Unique constraint gi_url_key becomes a plain index: uniqueness of \(url\) is no longer enforced/,
+    );
     expect(() => buildPlan(fixture(), { ...opts, acceptLostConstraints: [] })).toThrow(
       /gi_url_key \(unique without created_at\), which a table partitioned by created_at cannot enforce .*"acceptLostConstraints"/,
     );
-    expect(() => buildPlan(fixture(), { ...opts, acceptLostConstraints: ['gi_url_key', 'nope'] })).toThrow(/names nope, which is not a unique index/);
+    expect(() => buildPlan(fixture(), { ...opts, acceptLostConstraints: ['gi_url_key', 'nope'] })).toThrow(
+      /names nope, which is not a unique index/,
+    );
   });
 
   it('keeps a UNIQUE constraint that contains the partition key a constraint', () => {
-    const uniq = { ...fixture().indexes[2], name: 'gi_url_ts_key', constraintName: 'gi_url_ts_key', keyColumns: ['url', 'created_at'], columns: ['url', 'created_at'], constraintDef: 'UNIQUE (url, created_at)', constraintComment: 'one per month' };
+    const uniq = {
+      ...fixture().indexes[2],
+      name: 'gi_url_ts_key',
+      constraintName: 'gi_url_ts_key',
+      keyColumns: ['url', 'created_at'],
+      columns: ['url', 'created_at'],
+      constraintDef: 'UNIQUE (url, created_at)',
+      constraintComment: 'one per month',
+    };
     const p = buildPlan(fixture({ indexes: [fixture().indexes[0], uniq] }), { ...opts, acceptLostConstraints: [] });
-    expect(p.sql.shadow).toContain('ALTER TABLE "public"."gi_pf_shadow" ADD CONSTRAINT "gi_pfi_1" UNIQUE (url, created_at)');
+    expect(p.sql.shadow).toContain(
+      'ALTER TABLE "public"."gi_pf_shadow" ADD CONSTRAINT "gi_pfi_1" UNIQUE (url, created_at)',
+    );
     expect(p.sql.shadow).toContain(`COMMENT ON CONSTRAINT "gi_pfi_1" ON "public"."gi_pf_shadow" IS 'one per month'`);
   });
 
   it('refuses a unique index with the partition column only in INCLUDE', () => {
-    const inc = { ...fixture().indexes[2], name: 'gi_url_inc', constraintName: null, constraintDef: null, keyColumns: ['url'], columns: ['url', 'created_at'] };
-    expect(() => buildPlan(fixture({ indexes: [fixture().indexes[0], inc] }), { ...opts, acceptLostConstraints: [] })).toThrow(/gi_url_inc \(unique without created_at in its key, only in INCLUDE\)/);
+    const inc = {
+      ...fixture().indexes[2],
+      name: 'gi_url_inc',
+      constraintName: null,
+      constraintDef: null,
+      keyColumns: ['url'],
+      columns: ['url', 'created_at'],
+    };
+    expect(() =>
+      buildPlan(fixture({ indexes: [fixture().indexes[0], inc] }), { ...opts, acceptLostConstraints: [] }),
+    ).toThrow(/gi_url_inc \(unique without created_at in its key, only in INCLUDE\)/);
   });
 
   it('carries storage parameters, replica identity, statistics targets and column grants', () => {
@@ -107,13 +213,17 @@ describe('buildPlan', () => {
     expect(plan.sql.shadow).toContain('ALTER TABLE "public"."gi_pf_shadow" ALTER COLUMN "url" SET STATISTICS 500');
     expect(plan.sql.shadow).toContain('GRANT SELECT ("url") ON "public"."gi_pf_shadow" TO "auditor"');
     const u = buildPlan(fixture({ storage: { ...fixture().storage, unlogged: true, tablespace: 'fast' } }), opts);
-    expect(u.sql.shadow).toContain('CREATE UNLOGGED TABLE "public"."gi_default" PARTITION OF "public"."gi_pf_shadow" DEFAULT WITH (fillfactor = \'70\', toast.autovacuum_enabled = \'false\') TABLESPACE "fast"');
+    expect(u.sql.shadow).toContain(
+      'CREATE UNLOGGED TABLE "public"."gi_default" PARTITION OF "public"."gi_pf_shadow" DEFAULT WITH (fillfactor = \'70\', toast.autovacuum_enabled = \'false\') TABLESPACE "fast"',
+    );
   });
 
   it('copies grants, comment and outbound foreign keys', () => {
     expect(plan.sql.shadow).toContain('GRANT SELECT ON "public"."gi_pf_shadow" TO "reader"');
     expect(plan.sql.shadow).toContain(`COMMENT ON TABLE "public"."gi_pf_shadow" IS 'images'' table'`);
-    expect(plan.sql.shadowForeignKeys).toEqual(['ALTER TABLE "public"."gi_pf_shadow" ADD CONSTRAINT "gi_user_fk" FOREIGN KEY (user_id) REFERENCES users(id)']);
+    expect(plan.sql.shadowForeignKeys).toEqual([
+      'ALTER TABLE "public"."gi_pf_shadow" ADD CONSTRAINT "gi_user_fk" FOREIGN KEY (user_id) REFERENCES users(id)',
+    ]);
   });
 
   it('copies generated columns by recomputing them, not inserting them', () => {
@@ -133,14 +243,22 @@ describe('buildPlan', () => {
     expect(c[0]).toBe('LOCK TABLE "public"."gi", "public"."gi_pf_shadow" IN ACCESS EXCLUSIVE MODE');
     expect(c[1]).toBe('DROP TRIGGER IF EXISTS "partflow_sync_fwd" ON "public"."gi"');
     const i = (s: string) => c.indexOf(s);
-    expect(i('ALTER TABLE "public"."gi" RENAME TO "gi_old"')).toBeLessThan(i('ALTER TABLE "public"."gi_pf_shadow" RENAME TO "gi"'));
+    expect(i('ALTER TABLE "public"."gi" RENAME TO "gi_old"')).toBeLessThan(
+      i('ALTER TABLE "public"."gi_pf_shadow" RENAME TO "gi"'),
+    );
     expect(c).toContain('ALTER INDEX "public"."gi_pkey" RENAME TO "gi_pfo_0"');
     expect(c).toContain('ALTER INDEX "public"."gi_pfi_0" RENAME TO "gi_pkey"');
     expect(c).toContain('ALTER SEQUENCE "public"."gi_id_seq" OWNED BY "public"."gi"."id"');
-    expect(c).toContain('CREATE TRIGGER "partflow_sync_rev" AFTER INSERT OR UPDATE OR DELETE ON "public"."gi" FOR EACH ROW EXECUTE FUNCTION "partflow"."rev_4242"()');
+    expect(c).toContain(
+      'CREATE TRIGGER "partflow_sync_rev" AFTER INSERT OR UPDATE OR DELETE ON "public"."gi" FOR EACH ROW EXECUTE FUNCTION "partflow"."rev_4242"()',
+    );
     expect(c).toContain('ALTER TABLE "public"."gi" ENABLE ALWAYS TRIGGER "partflow_sync_rev"');
-    expect(c).toContain('CREATE TRIGGER "partflow_sync_rev_truncate" AFTER TRUNCATE ON "public"."gi" FOR EACH STATEMENT EXECUTE FUNCTION "partflow"."rev_truncate_4242"()');
-    expect(i('DROP VIEW IF EXISTS "partflow"."guard_4242"')).toBeLessThan(i('CREATE VIEW "partflow"."guard_4242" AS SELECT "id", "created_at", "url", "url_len" FROM "public"."gi"'));
+    expect(c).toContain(
+      'CREATE TRIGGER "partflow_sync_rev_truncate" AFTER TRUNCATE ON "public"."gi" FOR EACH STATEMENT EXECUTE FUNCTION "partflow"."rev_truncate_4242"()',
+    );
+    expect(i('DROP VIEW IF EXISTS "partflow"."guard_4242"')).toBeLessThan(
+      i('CREATE VIEW "partflow"."guard_4242" AS SELECT "id", "created_at", "url", "url_len" FROM "public"."gi"'),
+    );
   });
 
   it('installs row and TRUNCATE triggers that fire in every session_replication_role, and the guard view', () => {
@@ -149,7 +267,9 @@ describe('buildPlan', () => {
     expect(s).toContain('ALTER TABLE "public"."gi" ENABLE ALWAYS TRIGGER "partflow_sync_fwd_truncate"');
     expect(s).toContain('REVOKE ALL ON FUNCTION "partflow"."fwd_4242"() FROM PUBLIC');
     expect(s.join('\n')).toMatch(/TRUNCATE "public"\."gi_pf_shadow";/);
-    expect(s).toContain('CREATE VIEW "partflow"."guard_4242" AS SELECT "id", "created_at", "url", "url_len" FROM "public"."gi"');
+    expect(s).toContain(
+      'CREATE VIEW "partflow"."guard_4242" AS SELECT "id", "created_at", "url", "url_len" FROM "public"."gi"',
+    );
   });
 
   it('swaps back with the inverse renames', () => {
@@ -168,36 +288,70 @@ describe('key-range mode', () => {
   it('is chosen on PostgreSQL 13 and walks bounds first, then copies exactly the range under FOR SHARE', () => {
     const p = buildPlan(fixture({ serverVersionNum: 130011 }), opts);
     expect(p.copyMode).toBe('keys');
-    expect(p.sql.keyBound).toBe('SELECT ARRAY["id"::text] AS k FROM "public"."gi" WHERE ("id") > ($1::bigint) AND ("id") <= ($2::bigint) ORDER BY "id" OFFSET $3::int - 1 LIMIT 1');
+    expect(p.sql.keyBound).toBe(
+      'SELECT ARRAY["id"::text] AS k FROM "public"."gi" WHERE ("id") > ($1::bigint) AND ("id") <= ($2::bigint) ORDER BY "id" OFFSET $3::int - 1 LIMIT 1',
+    );
     expect(p.sql.keyCopy).toMatch(/WHERE \("id"\) > \(\$1::bigint\) AND \("id"\) <= \(\$2::bigint\) FOR SHARE/);
     expect(p.sql.maxKey).toBe('SELECT ARRAY["id"::text] AS k FROM "public"."gi" ORDER BY "id" DESC LIMIT 1');
     expect(planStatements(p).filter((s) => s.step === 'backfill')).toHaveLength(2);
   });
   it('refuses page mode where there are no TID range scans', () => {
-    expect(() => buildPlan(fixture({ serverVersionNum: 130011 }), { ...opts, copyMode: 'pages' })).toThrow(/no TID range scans/);
+    expect(() => buildPlan(fixture({ serverVersionNum: 130011 }), { ...opts, copyMode: 'pages' })).toThrow(
+      /no TID range scans/,
+    );
   });
 });
 
 describe('the mirror trigger', () => {
-  const base = { fn: { schema: 'partflow', name: 'f' }, target: { schema: 's', name: 't' }, overriding: false, identityAlways: [], moves: null };
-  const sql = mirrorFunctionSql({ ...base, sourceColumns: ['id', 'ts', 'v'], columns: ['id', 'ts', 'v'], key: ['id', 'ts'] });
+  const base = {
+    fn: { schema: 'partflow', name: 'f' },
+    target: { schema: 's', name: 't' },
+    overriding: false,
+    identityAlways: [],
+    moves: null,
+  };
+  const sql = mirrorFunctionSql({
+    ...base,
+    sourceColumns: ['id', 'ts', 'v'],
+    columns: ['id', 'ts', 'v'],
+    key: ['id', 'ts'],
+  });
   it('deletes the old key on DELETE and on an UPDATE that changes the key, reading OLD and NEW by position', () => {
     expect(sql).toMatch(/key_changed boolean := TG_OP = 'DELETE';/);
-    expect(sql).toMatch(/SELECT \(o\.a1, o\.a2\) IS DISTINCT FROM \(n\.a1, n\.a2\), false INTO key_changed, moved FROM \(SELECT OLD\.\*\) AS o\(a1, a2, a3\), \(SELECT NEW\.\*\) AS n\(a1, a2, a3\);/);
-    expect(sql).toMatch(/DELETE FROM "s"\."t" t USING \(SELECT OLD\.\*\) AS o\(a1, a2, a3\) WHERE t\."id" = o\.a1 AND t\."ts" = o\.a2;/);
+    expect(sql).toMatch(
+      /SELECT \(o\.a1, o\.a2\) IS DISTINCT FROM \(n\.a1, n\.a2\), false INTO key_changed, moved FROM \(SELECT OLD\.\*\) AS o\(a1, a2, a3\), \(SELECT NEW\.\*\) AS n\(a1, a2, a3\);/,
+    );
+    expect(sql).toMatch(
+      /DELETE FROM "s"\."t" t USING \(SELECT OLD\.\*\) AS o\(a1, a2, a3\) WHERE t\."id" = o\.a1 AND t\."ts" = o\.a2;/,
+    );
     expect(sql).not.toMatch(/NEW\."/);
     expect(sql).toMatch(/SECURITY DEFINER\s+SET search_path = pg_catalog, pg_temp/);
   });
   it('counts updates that move a row to another month', () => {
-    const m = mirrorFunctionSql({ ...base, sourceColumns: ['id', 'ts', 'v'], columns: ['id', 'ts', 'v'], key: ['id', 'ts'], moves: { column: 'ts', type: 'timestamptz', timeZone: 'UTC', counter: { schema: 's', name: 't_pf_moves' } } });
-    expect(m).toMatch(/date_trunc\('month', o\.a2 AT TIME ZONE 'UTC'\) IS DISTINCT FROM date_trunc\('month', n\.a2 AT TIME ZONE 'UTC'\) INTO key_changed, moved/);
+    const m = mirrorFunctionSql({
+      ...base,
+      sourceColumns: ['id', 'ts', 'v'],
+      columns: ['id', 'ts', 'v'],
+      key: ['id', 'ts'],
+      moves: { column: 'ts', type: 'timestamptz', timeZone: 'UTC', counter: { schema: 's', name: 't_pf_moves' } },
+    });
+    expect(m).toMatch(
+      /date_trunc\('month', o\.a2 AT TIME ZONE 'UTC'\) IS DISTINCT FROM date_trunc\('month', n\.a2 AT TIME ZONE 'UTC'\) INTO key_changed, moved/,
+    );
     expect(m).toMatch(/IF moved THEN PERFORM nextval\('"s"\."t_pf_moves"'::regclass\); END IF;/);
   });
   it('upserts the new row on INSERT and UPDATE', () => {
     expect(sql).toMatch(/ON CONFLICT \("id", "ts"\) DO UPDATE SET "v" = EXCLUDED\."v"/);
   });
   it('uses OVERRIDING SYSTEM VALUE and never updates an ALWAYS identity column', () => {
-    const s2 = mirrorFunctionSql({ ...base, sourceColumns: ['id', 'k', 'v'], columns: ['id', 'k', 'v'], key: ['k'], overriding: true, identityAlways: ['id'] });
+    const s2 = mirrorFunctionSql({
+      ...base,
+      sourceColumns: ['id', 'k', 'v'],
+      columns: ['id', 'k', 'v'],
+      key: ['k'],
+      overriding: true,
+      identityAlways: ['id'],
+    });
     expect(s2).toMatch(/OVERRIDING SYSTEM VALUE/);
     expect(s2).toMatch(/DO UPDATE SET "v" = EXCLUDED\."v";/);
   });
@@ -208,48 +362,114 @@ describe('preflight refusals', () => {
     ['already partitioned', { relkind: 'p' }, /already partitioned/],
     ['a view', { relkind: 'v' }, /not an ordinary table/],
     ['missing column', { partitionColumn: null }, /has no column "created_at"/],
-    ['wrong column type', { partitionColumn: { name: 'created_at', type: 'text', notNull: true } }, /must be timestamp, timestamptz or date/],
+    [
+      'wrong column type',
+      { partitionColumn: { name: 'created_at', type: 'text', notNull: true } },
+      /must be timestamp, timestamptz or date/,
+    ],
     ['no primary key', { primaryKey: null }, /no primary key/],
     ['nullable key', { partitionColumn: { name: 'created_at', type: 'timestamptz', notNull: false } }, /allows NULL/],
-    ['inbound foreign keys', { inboundForeignKeys: [{ name: 'fk_x', def: 'FOREIGN KEY (gi_id) REFERENCES gi(id)', table: { schema: 'public', name: 'likes' } }] }, /public\.likes\.fk_x.*"inboundForeignKeys": "drop"/],
+    [
+      'inbound foreign keys',
+      {
+        inboundForeignKeys: [
+          { name: 'fk_x', def: 'FOREIGN KEY (gi_id) REFERENCES gi(id)', table: { schema: 'public', name: 'likes' } },
+        ],
+      },
+      /public\.likes\.fk_x.*"inboundForeignKeys": "drop"/,
+    ],
     ['old server', { serverVersionNum: 120011 }, /PostgreSQL 12 is too old/],
-    ['an active run', { activeRun: { workflowId: 'wf-1', state: 'active' } }, /already has a partflow run in progress \(workflow wf-1\)/],
+    [
+      'an active run',
+      { activeRun: { workflowId: 'wf-1', state: 'active' } },
+      /already has a partflow run in progress \(workflow wf-1\)/,
+    ],
     ['dependent views', { dependentViews: ['v_recent'] }, /Views depend on .*v_recent/],
     ['taken names', { takenNames: ['gi_old'] }, /already taken .*gi_old/],
     ['long names', { table: { schema: 'public', name: 'x'.repeat(60) } }, /over PostgreSQL's 63/],
-    ['a partition', { inheritance: { parents: [], children: [], partitionOf: 'public.events' } }, /is itself a partition of public\.events/],
-    ['an inheritance child', { inheritance: { parents: ['public.base'], children: [], partitionOf: null } }, /inherits from public\.base .*NO INHERIT/],
-    ['an inheritance parent', { inheritance: { parents: [], children: ['public.gi_2019'], partitionOf: null } }, /inheritance children \(public\.gi_2019\)/],
-    ['a FOR ALL TABLES publication', { implicitPublications: ['everything'] }, /Publication\(s\) everything publish every table/],
+    [
+      'a partition',
+      { inheritance: { parents: [], children: [], partitionOf: 'public.events' } },
+      /is itself a partition of public\.events/,
+    ],
+    [
+      'an inheritance child',
+      { inheritance: { parents: ['public.base'], children: [], partitionOf: null } },
+      /inherits from public\.base .*NO INHERIT/,
+    ],
+    [
+      'an inheritance parent',
+      { inheritance: { parents: [], children: ['public.gi_2019'], partitionOf: null } },
+      /inheritance children \(public\.gi_2019\)/,
+    ],
+    [
+      'a FOR ALL TABLES publication',
+      { implicitPublications: ['everything'] },
+      /Publication\(s\) everything publish every table/,
+    ],
     ['a subscription target', { subscriptions: ['sub1'] }, /target of logical replication subscription\(s\) sub1/],
-    ['OID-bound dependents', { oidDependents: ['function count_gi()', 'column g of table other'] }, /function count_gi\(\), column g of table other are bound to public\.gi by OID/],
-    ['a generated partition column', { columns: [{ name: 'created_at', type: 'timestamptz', notNull: true, generated: true, identity: '' }] }, /is GENERATED; partition by a plain column/],
-    ['a deferrable primary key', { indexes: [{ ...fixture().indexes[0], deferrable: true }] }, /gi_pkey of public\.gi are DEFERRABLE.*NOT DEFERRABLE first/],
-    ['an invalid index', { indexes: [fixture().indexes[0], { ...fixture().indexes[1], isValid: false }] }, /gi_url of public\.gi are INVALID/],
-    ['too many months', { keyRange: { months: everyHalfYear, bodyStart: null, outsideRows: 0 } }, /span 183 months from 2010-01, more than 120 .*"startMonth" \(e\.g\. "2015-04"\)/],
+    [
+      'OID-bound dependents',
+      { oidDependents: ['function count_gi()', 'column g of table other'] },
+      /function count_gi\(\), column g of table other are bound to public\.gi by OID/,
+    ],
+    [
+      'a generated partition column',
+      { columns: [{ name: 'created_at', type: 'timestamptz', notNull: true, generated: true, identity: '' }] },
+      /is GENERATED; partition by a plain column/,
+    ],
+    [
+      'a deferrable primary key',
+      { indexes: [{ ...fixture().indexes[0], deferrable: true }] },
+      /gi_pkey of public\.gi are DEFERRABLE.*NOT DEFERRABLE first/,
+    ],
+    [
+      'an invalid index',
+      { indexes: [fixture().indexes[0], { ...fixture().indexes[1], isValid: false }] },
+      /gi_url of public\.gi are INVALID/,
+    ],
+    [
+      'too many months',
+      { keyRange: { months: everyHalfYear, bodyStart: null, outsideRows: 0 } },
+      /span 183 months from 2010-01, more than 120 .*"startMonth" \(e\.g\. "2015-04"\)/,
+    ],
   ])('%s', (_label, over, msg) => {
     expect(() => buildPlan(fixture(over), opts)).toThrow(msg);
   });
 
   it('goes on with inboundForeignKeys "drop" and plans to drop and restore them', () => {
-    const fk = { name: 'fk_x', def: 'FOREIGN KEY (gi_id) REFERENCES gi(id)', table: { schema: 'public', name: 'likes' } };
+    const fk = {
+      name: 'fk_x',
+      def: 'FOREIGN KEY (gi_id) REFERENCES gi(id)',
+      table: { schema: 'public', name: 'likes' },
+    };
     const p = buildPlan(fixture({ inboundForeignKeys: [fk] }), { ...opts, inboundForeignKeys: 'drop' });
     expect(p.sql.cutover).toContain('ALTER TABLE "public"."likes" DROP CONSTRAINT "fk_x"');
-    expect(p.sql.swapBack).toContain('ALTER TABLE "public"."likes" ADD CONSTRAINT "fk_x" FOREIGN KEY (gi_id) REFERENCES gi(id) NOT VALID');
+    expect(p.sql.swapBack).toContain(
+      'ALTER TABLE "public"."likes" ADD CONSTRAINT "fk_x" FOREIGN KEY (gi_id) REFERENCES gi(id) NOT VALID',
+    );
     expect(p.sql.validateInbound).toEqual(['ALTER TABLE "public"."likes" VALIDATE CONSTRAINT "fk_x"']);
   });
 });
 
 describe('partition layout', () => {
   it('leaves outliers (a sentinel year, decades-old strays) to the default partition and says how many', () => {
-    const p = buildPlan(fixture({ keyRange: { months: ['1900-01', '2024-12', '2025-01'], bodyStart: '2024-12', outsideRows: 3 } }), opts);
+    const p = buildPlan(
+      fixture({ keyRange: { months: ['1900-01', '2024-12', '2025-01'], bodyStart: '2024-12', outsideRows: 3 } }),
+      opts,
+    );
     expect(p.partitions[0].name).toBe('gi_2024_12');
     expect(p.outsideRows).toBe(3);
-    expect(p.warnings.join(' ')).toMatch(/3 row\(s\) of public\.gi fall outside the monthly partitions 2024-12 … 2025-03 and go to gi_default: .*list them with: SELECT \* FROM "public"\."gi" WHERE "created_at" < '2024-12-01 00:00:00 UTC'::timestamptz OR "created_at" >= '2025-04-01 00:00:00 UTC'::timestamptz/);
+    expect(p.warnings.join(' ')).toMatch(
+      /3 row\(s\) of public\.gi fall outside the monthly partitions 2024-12 … 2025-03 and go to gi_default: .*list them with: SELECT \* FROM "public"\."gi" WHERE "created_at" < '2024-12-01 00:00:00 UTC'::timestamptz OR "created_at" >= '2025-04-01 00:00:00 UTC'::timestamptz/,
+    );
     expect(p.warnings.join(' ')).not.toMatch(/1900-01-01/); // row values stay out of the plan (and so of history)
   });
   it('with startMonth keeps everything older in one partition', () => {
-    const p = buildPlan(fixture({ keyRange: { months: everyHalfYear, bodyStart: null, outsideRows: 0 } }), { ...opts, startMonth: '2024-06' });
+    const p = buildPlan(fixture({ keyRange: { months: everyHalfYear, bodyStart: null, outsideRows: 0 } }), {
+      ...opts,
+      startMonth: '2024-06',
+    });
     expect(p.partitions[0]).toEqual({ name: 'gi_older', from: '2010-01', to: '2024-06' });
     expect(p.partitions[1].name).toBe('gi_2024_06');
     expect(p.partitions).toHaveLength(1 + 10);
@@ -264,21 +484,60 @@ describe('pagesPerBatch and compareChecksums', () => {
   });
   it('maps months to partitions, out-of-range months to the default, and names differing ranges', () => {
     const plan = { partitions: [{ name: 'p1', from: '2025-01', to: '2025-02' }], defaultPartition: 'pd' };
-    const same = compareChecksums(plan, [{ bucket: '2025-01', n: '2', checksum: '10' }, { bucket: '2030-01', n: '1', checksum: '-5' }], [{ bucket: '2030-01', n: '1', checksum: '-5' }, { bucket: '2025-01', n: '2', checksum: '10' }], 1);
+    const same = compareChecksums(
+      plan,
+      [
+        { bucket: '2025-01', n: '2', checksum: '10' },
+        { bucket: '2030-01', n: '1', checksum: '-5' },
+      ],
+      [
+        { bucket: '2030-01', n: '1', checksum: '-5' },
+        { bucket: '2025-01', n: '2', checksum: '10' },
+      ],
+      1,
+    );
     expect(same.ok).toBe(true);
     expect(same.rows).toBe(3);
-    const diff = compareChecksums(plan, [{ bucket: '2025-01', n: '2', checksum: '10' }], [{ bucket: '2025-01', n: '2', checksum: '11' }], 1);
+    const diff = compareChecksums(
+      plan,
+      [{ bucket: '2025-01', n: '2', checksum: '10' }],
+      [{ bucket: '2025-01', n: '2', checksum: '11' }],
+      1,
+    );
     expect(diff.ok).toBe(false);
     expect(diff.mismatches).toEqual(['p1 (source 2 rows, copy 2)']);
   });
   it('maps a multi-month partition, infinities (null buckets) and years past 9999 by range', () => {
-    const plan = { partitions: [{ name: 'older', from: '2010-01', to: '2024-06' }, { name: 'p6', from: '2024-06', to: '2024-07' }], defaultPartition: 'pd' };
-    const r = compareChecksums(plan, [{ bucket: '2012-05', n: '1', checksum: '1' }, { bucket: null, n: '2', checksum: '3' }, { bucket: '10000-01', n: '1', checksum: '4' }, { bucket: '2024-06', n: '1', checksum: '5' }], [], 1);
-    expect(r.ranges.map((x) => [x.partition, x.sourceRows])).toEqual([['older', 1], ['p6', 1], ['pd', 3]]);
+    const plan = {
+      partitions: [
+        { name: 'older', from: '2010-01', to: '2024-06' },
+        { name: 'p6', from: '2024-06', to: '2024-07' },
+      ],
+      defaultPartition: 'pd',
+    };
+    const r = compareChecksums(
+      plan,
+      [
+        { bucket: '2012-05', n: '1', checksum: '1' },
+        { bucket: null, n: '2', checksum: '3' },
+        { bucket: '10000-01', n: '1', checksum: '4' },
+        { bucket: '2024-06', n: '1', checksum: '5' },
+      ],
+      [],
+      1,
+    );
+    expect(r.ranges.map((x) => [x.partition, x.sourceRows])).toEqual([
+      ['older', 1],
+      ['p6', 1],
+      ['pd', 3],
+    ]);
   });
   it('names what changed in a shape', () => {
-    expect(shapeDifferences(['column 1 id bigint', 'column 2 v text'], ['column 1 id bigint', 'column 2 w text', 'column 3 x integer'])).toEqual([
-      'column 2 v text is gone', 'column 2 w text is new', 'column 3 x integer is new',
-    ]);
+    expect(
+      shapeDifferences(
+        ['column 1 id bigint', 'column 2 v text'],
+        ['column 1 id bigint', 'column 2 w text', 'column 3 x integer'],
+      ),
+    ).toEqual(['column 2 v text is gone', 'column 2 w text is new', 'column 3 x integer is new']);
   });
 });

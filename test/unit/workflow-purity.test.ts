@@ -6,11 +6,14 @@ import * as fs from 'fs';
 import * as path from 'path';
 
 const ROOT = path.join(__dirname, '..', '..');
-const FORBIDDEN = /^(fs|path|os|child_process|crypto|net|http|https|pg|pino|@temporalio\/(worker|client|activity))$|^node:/;
+const FORBIDDEN =
+  /^(fs|path|os|child_process|crypto|net|http|https|pg|pino|@temporalio\/(worker|client|activity))$|^node:/;
 
 function imports(file: string): string[] {
   const src = fs.readFileSync(file, 'utf8');
-  return [...src.matchAll(/^\s*(?:import|export)\s+(type\s+)?[^'";]*from\s+'([^']+)'/gm)].filter((m) => !m[1]).map((m) => m[2]);
+  return [...src.matchAll(/^\s*(?:import|export)\s+(type\s+)?[^'";]*from\s+'([^']+)'/gm)]
+    .filter((m) => !m[1])
+    .map((m) => m[2]);
 }
 
 function resolveLocal(from: string, spec: string): string | null {

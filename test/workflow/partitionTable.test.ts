@@ -22,18 +22,27 @@ afterAll(async () => {
   await env?.teardown();
 });
 
-const fakePlan = { table: { schema: 'public', name: 't' }, estimatedRows: 1000, partitions: [{ name: 't_2025_01', from: '2025-01', to: '2025-02' }], warnings: [], old: { schema: 'public', name: 't_old' }, sql: { backfillBatch: 'x' } } as unknown as Plan;
+const fakePlan = {
+  table: { schema: 'public', name: 't' },
+  estimatedRows: 1000,
+  partitions: [{ name: 't_2025_01', from: '2025-01', to: '2025-02' }],
+  warnings: [],
+  old: { schema: 'public', name: 't_old' },
+  sql: { backfillBatch: 'x' },
+} as unknown as Plan;
 
 type Calls = string[];
 
 function mocks(calls: Calls, opts: { failAt?: keyof Activities; chunks?: number } = {}): Activities {
   const chunks = opts.chunks ?? 3;
   let page = 0;
-  const rec = (name: keyof Activities, out: unknown = undefined) => async (..._args: unknown[]) => {
-    calls.push(name);
-    if (opts.failAt === name) throw ApplicationFailure.nonRetryable(`injected failure in ${name}`, 'Injected');
-    return typeof out === 'function' ? (out as () => unknown)() : out;
-  };
+  const rec =
+    (name: keyof Activities, out: unknown = undefined) =>
+    async (..._args: unknown[]) => {
+      calls.push(name);
+      if (opts.failAt === name) throw ApplicationFailure.nonRetryable(`injected failure in ${name}`, 'Injected');
+      return typeof out === 'function' ? (out as () => unknown)() : out;
+    };
   return {
     preflight: rec('preflight', { plan: fakePlan, summary: [] }),
     claimRun: rec('claimRun'),
@@ -44,7 +53,18 @@ function mocks(calls: Calls, opts: { failAt?: keyof Activities; chunks?: number 
     dropSyncTrigger: rec('dropSyncTrigger'),
     backfillChunk: rec('backfillChunk', () => {
       page += 10;
-      return { nextPage: page, totalPages: chunks * 10, rowsCopied: page * 10, rowsThisChunk: 100, pagesThisChunk: 10, batches: 1, elapsedMs: 100, done: page >= chunks * 10, percent: (100 * page) / (chunks * 10), checkpoint: `page ${page}` };
+      return {
+        nextPage: page,
+        totalPages: chunks * 10,
+        rowsCopied: page * 10,
+        rowsThisChunk: 100,
+        pagesThisChunk: 10,
+        batches: 1,
+        elapsedMs: 100,
+        done: page >= chunks * 10,
+        percent: (100 * page) / (chunks * 10),
+        checkpoint: `page ${page}`,
+      };
     }),
     verify: rec('verify', { ok: true, rows: 1000, ranges: [], mismatches: [], elapsedMs: 5 }),
     cutover: rec('cutover', { alreadyDone: false, attempts: 1, lockWaitRetries: 0, lockHoldMs: 3 }),
@@ -57,12 +77,21 @@ function mocks(calls: Calls, opts: { failAt?: keyof Activities; chunks?: number 
 
 async function withWorker<T>(activities: Activities, fn: (taskQueue: string) => Promise<T>): Promise<T> {
   const taskQueue = `wf-${++n}`;
-  const worker = await Worker.create({ connection: env.nativeConnection, taskQueue, workflowsPath: require.resolve('../../workflows'), activities });
+  const worker = await Worker.create({
+    connection: env.nativeConnection,
+    taskQueue,
+    workflowsPath: require.resolve('../../workflows'),
+    activities,
+  });
   return worker.runUntil(fn(taskQueue));
 }
 
 const start = (taskQueue: string, input: Record<string, unknown>) =>
-  env.client.workflow.start('partitionTable', { taskQueue, workflowId: `wf-${n}-${Date.now()}`, args: [{ table: 't', ...input }] });
+  env.client.workflow.start('partitionTable', {
+    taskQueue,
+    workflowId: `wf-${n}-${Date.now()}`,
+    args: [{ table: 't', ...input }],
+  });
 
 test('runs the steps in order, waits for approval, finalizes', async () => {
   const calls: Calls = [];
@@ -76,7 +105,19 @@ test('runs the steps in order, waits for approval, finalizes', async () => {
     await h.signal('finalize');
     expect((await h.result()).status).toBe('done');
   });
-  expect(calls).toEqual(['preflight', 'claimRun', 'createShadow', 'installSyncTrigger', 'backfillChunk', 'backfillChunk', 'backfillChunk', 'verify', 'cutover', 'finalize', 'releaseRun']);
+  expect(calls).toEqual([
+    'preflight',
+    'claimRun',
+    'createShadow',
+    'installSyncTrigger',
+    'backfillChunk',
+    'backfillChunk',
+    'backfillChunk',
+    'verify',
+    'cutover',
+    'finalize',
+    'releaseRun',
+  ]);
 });
 
 test('pause stops scheduling backfill chunks until resume', async () => {
@@ -123,7 +164,14 @@ test('rollback in the window swaps back and undoes the rest', async () => {
     expect((await h.result()).status).toBe('rolled-back');
     expect((await progress(h)).phase).toBe('rolled-back');
   });
-  expect(calls.slice(calls.indexOf('cutover') + 1)).toEqual(['rollbackBlocker', 'beginUndo', 'swapBack', 'dropSyncTrigger', 'dropShadow', 'releaseRun']);
+  expect(calls.slice(calls.indexOf('cutover') + 1)).toEqual([
+    'rollbackBlocker',
+    'beginUndo',
+    'swapBack',
+    'dropSyncTrigger',
+    'dropShadow',
+    'releaseRun',
+  ]);
 });
 
 test('a preflight refusal fails with its sentence and compensates nothing', async () => {
