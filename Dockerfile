@@ -11,6 +11,7 @@ COPY worker worker
 COPY demo demo
 COPY test test
 COPY bench bench
+COPY sql sql
 RUN npx tsc -p tsconfig.json && node dist/worker/bundle.js dist/workflow-bundle.js && npm prune --omit=dev
 
 FROM node:20-bookworm-slim
@@ -20,6 +21,7 @@ COPY --from=build /app/node_modules node_modules
 COPY --from=build /app/dist dist
 COPY --from=build /app/package.json package.json
 COPY bin bin
+COPY sql sql
 # psql, for the "dump" archive mode of maintainPartitions
 RUN apt-get update && apt-get install -y --no-install-recommends postgresql-client && rm -rf /var/lib/apt/lists/*
 ENV PARTFLOW_ARCHIVE_DIR=/archive

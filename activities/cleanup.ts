@@ -11,6 +11,7 @@ import { STATE_SCHEMA } from '../src/plan';
 import { classify, withLockRetry } from './db';
 import { RUNS } from './partition';
 import type { Deps } from './partition';
+import { failure } from '../src/failures';
 
 export interface CleanupReport {
   table: string;
@@ -130,7 +131,7 @@ export function createCleanupActivities({ pool, log }: Deps) {
           // a retry after a finished removal (or a run that had already ended): report, change nothing
           const done = await report(table);
           if (done.report.run?.workflowId === expectedWorkflowId) return done.report;
-          throw ApplicationFailure.nonRetryable(
+          throw failure(
             `partflow.runs no longer records workflow ${expectedWorkflowId} for ${displayName(table)}; look again with partflow cleanup ${displayName(table)}.`,
             'RunChanged',
           );
@@ -149,10 +150,7 @@ export function createCleanupActivities({ pool, log }: Deps) {
                   qualified(plan.shadow),
                 ]);
                 if (s.rowCount && (s.rows[0].oid === plan.tableOid || s.rows[0].relkind !== 'p')) {
-                  throw ApplicationFailure.nonRetryable(
-                    `Refusing to drop ${displayName(plan.shadow)}: it is not partflow's copy.`,
-                    'Safety',
-                  );
+                  throw failure(`Refusing to drop ${displayName(plan.shadow)}: it is not partflow's copy.`, 'Safety');
                 }
               }
               for (const sql of r.statements) await c.query(sql);

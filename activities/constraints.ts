@@ -15,16 +15,10 @@ import {
   supportingIndexName,
 } from '../src/constraints';
 import { displayName, InputError, qualified, quoteIdent as q, TableRef } from '../src/ident';
-import {
-  activityContext,
-  classify,
-  currentWorkflowId,
-  ensureCatalog,
-  inTransaction,
-  withHeartbeat,
-  withLockRetry,
-} from './db';
+import { activityContext, classify, currentWorkflowId, inTransaction, withHeartbeat, withLockRetry } from './db';
 import type { Deps } from './partition';
+import { failure } from '../src/failures';
+import { migrate } from './migrate';
 
 export interface FixInfo {
   tableOid: number;
@@ -261,18 +255,6 @@ function plannedSql(fix: Fix, info: FixInfo, batchSize: number): { sql: string[]
   return { sql, notes };
 }
 
-function ensureRepairsTable(pool: Pool): Promise<void> {
-  return ensureCatalog(pool, [
-    `CREATE SCHEMA IF NOT EXISTS partflow`,
-    `CREATE TABLE IF NOT EXISTS partflow.repairs (id bigserial PRIMARY KEY, workflow_id text NOT NULL, fix_no int NOT NULL,
-      table_name text NOT NULL, pk jsonb NOT NULL, action text NOT NULL, old_values jsonb, old_row jsonb,
-      repaired_at timestamptz NOT NULL DEFAULT now(), restored_at timestamptz)`,
-    `ALTER TABLE partflow.repairs ADD COLUMN IF NOT EXISTS run_id text`,
-    `CREATE TABLE IF NOT EXISTS partflow.fix_runs (workflow_id text NOT NULL, run_id text NOT NULL, state text NOT NULL,
-      started_at timestamptz NOT NULL DEFAULT now(), updated_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (workflow_id, run_id))`,
-  ]);
-}
-
 const wfId = (): string => currentWorkflowId() ?? 'local';
 /** The workflow run: a workflow id reused later (fix-seed, say) must never undo this run's repairs. */
 const runId = (): string | null => activityContext()?.info.workflowExecution?.runId ?? null;
@@ -291,10 +273,7 @@ async function fixFence(c: PoolClient): Promise<void> {
     [wfId(), run],
   );
   if (!r.rowCount)
-    throw ApplicationFailure.nonRetryable(
-      `fixConstraints run ${wfId()} is being undone or is over; this step does nothing.`,
-      'RunUndone',
-    );
+    throw failure(`fixConstraints run ${wfId()} is being undone or is over; this step does nothing.`, 'RunUndone');
 }
 
 /** What a fix's DDL locks, for the look-ahead: the table (and its partitions) and the referenced table. */
@@ -339,7 +318,7 @@ export function createConstraintActivities({ pool, log }: Deps) {
     /** Records this run as active: the fence every forward step checks. */
     async claimFix(): Promise<void> {
       try {
-        await ensureRepairsTable(pool);
+        await migrate(pool);
         if (runId())
           await pool.query(
             `INSERT INTO partflow.fix_runs (workflow_id, run_id, state) VALUES ($1, $2, 'active') ON CONFLICT DO NOTHING`,
@@ -353,7 +332,7 @@ export function createConstraintActivities({ pool, log }: Deps) {
     /** The first step of every undo; waits for a forward step's transaction in flight. */
     async beginFixUndo(): Promise<void> {
       try {
-        await ensureRepairsTable(pool);
+        await migrate(pool);
         await pool.query(
           `UPDATE partflow.fix_runs SET state = 'undoing', updated_at = now() WHERE workflow_id = $1 AND run_id = $2 AND state = 'active'`,
           [wfId(), runId()],
@@ -365,7 +344,7 @@ export function createConstraintActivities({ pool, log }: Deps) {
 
     async releaseFix(state: 'done' | 'rolled-back' | 'failed'): Promise<void> {
       try {
-        await ensureRepairsTable(pool);
+        await migrate(pool);
         await pool.query(
           `UPDATE partflow.fix_runs SET state = $3, updated_at = now() WHERE workflow_id = $1 AND run_id = $2`,
           [wfId(), runId(), state],
@@ -413,7 +392,6 @@ export function createConstraintActivities({ pool, log }: Deps) {
             ),
         );
       } catch (err) {
-        if (err instanceof InputError) throw ApplicationFailure.nonRetryable(err.message, 'InvalidInput');
         classify(err, 'audit');
       }
     },
@@ -528,7 +506,7 @@ export function createConstraintActivities({ pool, log }: Deps) {
       const log = l('repair', fix);
       let rows = 0;
       try {
-        await ensureRepairsTable(pool);
+        await migrate(pool);
         const sql = repairBatchSql(fix, info.pk, info.fill);
         const wf = wfId();
         for (;;) {
@@ -653,7 +631,7 @@ export function createConstraintActivities({ pool, log }: Deps) {
       } catch (err) {
         const code = (err as { code?: string }).code;
         if (code === '23503' || code === '23514') {
-          throw ApplicationFailure.nonRetryable(
+          throw failure(
             `${describeFix(fix)}: rows violating it appeared during the run (${(err as Error).message}); nothing is kept.`,
             'ViolationsAppeared',
           );

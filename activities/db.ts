@@ -9,6 +9,7 @@ import { Pool, PoolClient, PoolConfig } from 'pg';
 import { InputError } from '../src/ident';
 import type { Logger } from '../src/logger';
 import { metrics } from './metrics';
+import { failure } from '../src/failures';
 
 export const APPLICATION_NAME = 'partflow';
 
@@ -41,10 +42,10 @@ export function isTransient(err: unknown): boolean {
  */
 export function classify(err: unknown, step: string): never {
   if (err instanceof ApplicationFailure || err instanceof CancelledFailure) throw err;
-  if (err instanceof InputError) throw ApplicationFailure.nonRetryable(err.message, 'InvalidInput');
+  if (err instanceof InputError) throw failure(err.message, 'InvalidInput');
   if (isTransient(err)) throw err;
   const e = err as { code?: string; message?: string };
-  throw ApplicationFailure.nonRetryable(
+  throw failure(
     `${step} failed: ${e?.message ?? String(err)}${e?.code ? ` (SQLSTATE ${e.code})` : ''}`,
     'DatabaseError',
   );
@@ -66,25 +67,6 @@ export function activityContext(): Context | undefined {
 /** The id of the workflow that runs the current activity, or null outside an activity. */
 export function currentWorkflowId(): string | null {
   return activityContext()?.info.workflowExecution?.workflowId ?? null;
-}
-
-/**
- * Creates partflow's own bookkeeping objects (`CREATE ... IF NOT EXISTS`). Two workers doing it at once
- * race on the catalog: one wins, the other sees a unique violation and simply looks again.
- */
-export async function ensureCatalog(pool: Pool, statements: string[]): Promise<void> {
-  for (let i = 0; ; i++) {
-    try {
-      await inTransaction(pool, async (c) => {
-        for (const sql of statements) await c.query(sql);
-      });
-      return;
-    } catch (err) {
-      const code = (err as { code?: string }).code;
-      if ((code === '23505' || code === '42P07') && i < 3) continue;
-      throw err;
-    }
-  }
 }
 
 /** Heartbeats every few seconds while `work` runs, so a long statement is not mistaken for a dead worker. */

@@ -36,9 +36,11 @@ import {
   PartitionColumnType,
   partitionName,
 } from '../src/partitions';
-import { classify, ensureCatalog, inTransaction, withHeartbeat, withLockRetry } from './db';
+import { migrate } from './migrate';
+import { classify, inTransaction, withHeartbeat, withLockRetry } from './db';
 import { metrics } from './metrics';
 import type { Deps } from './partition';
+import { failure } from '../src/failures';
 
 export interface PartitionHealth {
   name: string;
@@ -274,7 +276,7 @@ export function createMaintenanceActivities({ pool, log }: Deps) {
         );
         if (exists.rowCount && exists.rows[0].attached) return null;
         if (exists.rowCount)
-          throw ApplicationFailure.nonRetryable(
+          throw failure(
             `${displayName({ schema: t.schema, name })} exists but is not a partition of ${displayName(t)}; rename or drop it so the month can be created.`,
             'NameTaken',
           );
@@ -329,15 +331,6 @@ export function createMaintenanceActivities({ pool, log }: Deps) {
        ON CONFLICT (table_schema, partition) DO UPDATE SET state = EXCLUDED.state, detail = partflow.archive_log.detail || EXCLUDED.detail, updated_at = now()`,
       [spec.table.schema, spec.table.name, partition, spec.archive, state, JSON.stringify(extra)],
     );
-  }
-
-  function ensureArchiveLog(): Promise<void> {
-    return ensureCatalog(pool, [
-      `CREATE SCHEMA IF NOT EXISTS partflow`,
-      `CREATE TABLE IF NOT EXISTS partflow.archive_log (table_schema text NOT NULL, table_name text NOT NULL, partition text NOT NULL,
-        mode text NOT NULL, state text NOT NULL, detail jsonb NOT NULL DEFAULT '{}', updated_at timestamptz NOT NULL DEFAULT now(),
-        PRIMARY KEY (table_schema, partition))`,
-    ]);
   }
 
   /** COPY to a gzip file, then prove the file holds exactly the table: same row count, same bytes as a fresh COPY. */
@@ -402,7 +395,7 @@ export function createMaintenanceActivities({ pool, log }: Deps) {
     const again = await run();
     const count = Number((await pool.query(`SELECT count(*) AS n FROM ${qualified(part)}`)).rows[0].n);
     if (readBack.sha !== first.sha || again.sha !== first.sha || readBack.lines !== count) {
-      throw ApplicationFailure.nonRetryable(
+      throw failure(
         `The archive of ${displayName(part)} does not match the table (${readBack.lines} rows in the file, ${count} in the table); the table is kept.`,
         'ArchiveMismatch',
       );
@@ -553,7 +546,7 @@ export function createMaintenanceActivities({ pool, log }: Deps) {
                 );
                 report.finishedDetaches = [...(report.finishedDetaches ?? []), part.name];
                 // one of ours (retention was detaching it): its archiving goes on below
-                await ensureArchiveLog();
+                await migrate(pool);
                 await pool.query(
                   `UPDATE partflow.archive_log SET state = 'detached', updated_at = now() WHERE table_schema = $1 AND partition = $2 AND state = 'detaching'`,
                   [spec.table.schema, part.name],
@@ -563,7 +556,7 @@ export function createMaintenanceActivities({ pool, log }: Deps) {
 
             // 4. retention
             if (spec.retentionMonths !== null && !readOnly) {
-              await ensureArchiveLog();
+              await migrate(pool);
               const pending = (
                 await pool.query(
                   `SELECT partition FROM partflow.archive_log WHERE table_schema = $1 AND table_name = $2 AND state = 'detached'`,
@@ -719,7 +712,6 @@ export function createMaintenanceActivities({ pool, log }: Deps) {
           },
         );
       } catch (err) {
-        if (err instanceof InputError) throw ApplicationFailure.nonRetryable(err.message, 'InvalidTable');
         classify(err, `maintenance of ${displayName(spec.table)}`);
       }
     },

@@ -21,7 +21,6 @@ import {
   activityContext,
   classify,
   currentWorkflowId,
-  ensureCatalog,
   inTransaction,
   isTransient,
   sleep,
@@ -29,8 +28,10 @@ import {
   withLockRetry,
 } from './db';
 import { faultPoint } from './faults';
+import { migrate } from './migrate';
 import { readTableInfo } from './inspect';
 import { metrics } from './metrics';
+import { failure } from '../src/failures';
 
 export interface Deps {
   pool: Pool;
@@ -124,21 +125,6 @@ function tuningOf(key: string): { size?: number; mergeLeft: number } {
   return t;
 }
 
-function ensureStateSchema(pool: Pool): Promise<void> {
-  return ensureCatalog(pool, [
-    `CREATE SCHEMA IF NOT EXISTS ${STATE_SCHEMA}`,
-    `CREATE TABLE IF NOT EXISTS ${RUNS} (
-      table_schema text NOT NULL, table_name text NOT NULL, workflow_id text NOT NULL, run_state text NOT NULL,
-      next_page bigint NOT NULL DEFAULT 0, total_pages bigint, rows_copied bigint NOT NULL DEFAULT 0,
-      cutover_done boolean NOT NULL DEFAULT false,
-      started_at timestamptz NOT NULL DEFAULT now(), updated_at timestamptz NOT NULL DEFAULT now(),
-      PRIMARY KEY (table_schema, table_name))`,
-    `ALTER TABLE ${RUNS} ADD COLUMN IF NOT EXISTS last_key text[], ADD COLUMN IF NOT EXISTS max_key text[],
-       ADD COLUMN IF NOT EXISTS trigger_fence text, ADD COLUMN IF NOT EXISTS filenode bigint, ADD COLUMN IF NOT EXISTS rewrites int NOT NULL DEFAULT 0,
-       ADD COLUMN IF NOT EXISTS plan text, ADD COLUMN IF NOT EXISTS cutover_columns text[]`,
-  ]);
-}
-
 /** What the partitioning path's DDL locks: the table, the copy, the old table (and their partitions). */
 function lockedBy(plan: Plan): { relations: string[] } {
   return { relations: [qualified(plan.table), qualified(plan.shadow), qualified(plan.old)] };
@@ -163,7 +149,7 @@ async function fence(c: PoolClient, table: TableRef): Promise<void> {
     [table.schema, table.name, wf],
   );
   if (!r.rowCount) {
-    throw ApplicationFailure.nonRetryable(
+    throw failure(
       `The partflow run of ${displayName(table)} (workflow ${wf}) is being undone or is over; this step does nothing.`,
       'RunUndone',
     );
@@ -207,7 +193,7 @@ async function checkUnchanged(c: PoolClient, plan: Plan): Promise<void> {
     const now = (await c.query(plan.sql.shape, [plan.tableOid])).rows.map((r) => r.x as string);
     const diff = shapeDifferences(plan.sourceShape, now);
     if (diff.length) {
-      throw ApplicationFailure.nonRetryable(
+      throw failure(
         `Table ${t} changed after the plan was made (${diff.join('; ')}), so the copy does not match it; not cutting over: the run rolls back, start it again after the change.`,
         'TableChanged',
       );
@@ -221,7 +207,7 @@ async function checkUnchanged(c: PoolClient, plan: Plan): Promise<void> {
   if (recorded !== null) {
     const fence = (await c.query(plan.sql.triggerFence, [plan.tableOid])).rows[0].fence;
     if (fence !== recorded) {
-      throw ApplicationFailure.nonRetryable(
+      throw failure(
         `partflow's sync triggers on ${t} were disabled, dropped or altered during the run (${recorded} then, ${fence || 'none'} now), so writes may have bypassed the copy; not cutting over: the run rolls back, start it again.`,
         'CopyDiverged',
       );
@@ -244,9 +230,7 @@ export function createPartitionActivities({ pool, log }: Deps) {
     return Number(v?.rows[0]?.n ?? 0);
   }
 
-  async function runState(
-    table: TableRef,
-  ): Promise<{
+  async function runState(table: TableRef): Promise<{
     run_state: string;
     next_page: string;
     total_pages: string | null;
@@ -291,7 +275,7 @@ export function createPartitionActivities({ pool, log }: Deps) {
       );
     }
     if (!ok) {
-      throw ApplicationFailure.nonRetryable(
+      throw failure(
         `The plan handed to this step for ${displayName(table)} is not the one partflow made for workflow ${wf}; refusing to run its SQL.`,
         'PlanMismatch',
       );
@@ -382,7 +366,7 @@ export function createPartitionActivities({ pool, log }: Deps) {
     try {
       const st = await runState(input.table);
       if (!st)
-        throw ApplicationFailure.nonRetryable(
+        throw failure(
           `No backfill checkpoint for ${displayName(input.table)}: the sync step did not run.`,
           'StateMissing',
         );
@@ -416,7 +400,7 @@ export function createPartitionActivities({ pool, log }: Deps) {
         if (read < 0) {
           const again = await runState(input.table);
           if (again?.run_state !== 'active')
-            throw ApplicationFailure.nonRetryable(
+            throw failure(
               `The partflow run of ${displayName(input.table)} is being undone; the backfill stops.`,
               'RunUndone',
             );
@@ -480,7 +464,6 @@ export function createPartitionActivities({ pool, log }: Deps) {
         );
         return { plan, summary: plan.warnings };
       } catch (err) {
-        if (err instanceof InputError) throw ApplicationFailure.nonRetryable(err.message, 'PreflightRefused');
         classify(err, 'preflight');
       }
     },
@@ -489,7 +472,7 @@ export function createPartitionActivities({ pool, log }: Deps) {
     async claimRun(table: TableRef, plan: Plan): Promise<void> {
       const wf = currentWorkflowId() ?? 'local';
       try {
-        await ensureStateSchema(pool);
+        await migrate(pool);
         const r = await pool.query(
           `INSERT INTO ${RUNS} AS r (table_schema, table_name, workflow_id, run_state, plan) VALUES ($1, $2, $3, 'active', $4)
            ON CONFLICT (table_schema, table_name) DO UPDATE
@@ -503,7 +486,7 @@ export function createPartitionActivities({ pool, log }: Deps) {
         if (r.rowCount === 0) {
           const cur = await runState(table);
           if (cur && cur.workflow_id === wf) return; // our own claim, seen again after a retry
-          throw ApplicationFailure.nonRetryable(
+          throw failure(
             `Table ${displayName(table)} already has a partflow run in progress (workflow ${cur?.workflow_id}); wait for it, or roll it back, before starting another.`,
             'RunInProgress',
           );
@@ -560,7 +543,7 @@ export function createPartitionActivities({ pool, log }: Deps) {
             });
             created = true;
           } else if (existing.relkind !== 'p') {
-            throw ApplicationFailure.nonRetryable(
+            throw failure(
               `${displayName(plan.shadow)} exists and is not partflow's partitioned copy; drop or rename it first.`,
               'NameTaken',
             );
@@ -597,10 +580,7 @@ export function createPartitionActivities({ pool, log }: Deps) {
           const s = await relOid(c, plan.shadow);
           if (!s) return;
           if (s.oid === plan.tableOid || s.relkind !== 'p') {
-            throw ApplicationFailure.nonRetryable(
-              `Refusing to drop ${displayName(plan.shadow)}: it is not partflow's copy.`,
-              'Safety',
-            );
+            throw failure(`Refusing to drop ${displayName(plan.shadow)}: it is not partflow's copy.`, 'Safety');
           }
           for (const sql of plan.sql.dropShadow) await c.query(sql);
         },
@@ -628,7 +608,7 @@ export function createPartitionActivities({ pool, log }: Deps) {
           await fence(c, plan.table);
           const src = await relOid(c, plan.table);
           if (!src || src.oid !== plan.tableOid)
-            throw ApplicationFailure.nonRetryable(
+            throw failure(
               `Table ${displayName(plan.table)} changed since preflight (dropped or replaced); start again.`,
               'TableChanged',
             );
@@ -699,7 +679,7 @@ export function createPartitionActivities({ pool, log }: Deps) {
         await restartIfRewritten(plan.table, l);
         const st = await runState(plan.table);
         if (!st || st.total_pages === null)
-          throw ApplicationFailure.nonRetryable(
+          throw failure(
             `No backfill checkpoint for ${displayName(plan.table)}: the sync step did not run.`,
             'StateMissing',
           );
@@ -755,7 +735,7 @@ export function createPartitionActivities({ pool, log }: Deps) {
             await restartIfRewritten(plan.table, l);
             const again = await runState(plan.table);
             if (again?.run_state !== 'active')
-              throw ApplicationFailure.nonRetryable(
+              throw failure(
                 `The partflow run of ${displayName(plan.table)} is being undone; the backfill stops.`,
                 'RunUndone',
               );
@@ -836,7 +816,7 @@ export function createPartitionActivities({ pool, log }: Deps) {
         );
         if (!report.ok) {
           metrics.verifyMismatches(displayName(plan.table), report.mismatches.length);
-          throw ApplicationFailure.nonRetryable(
+          throw failure(
             `Verification of ${displayName(plan.table)} failed: source and copy differ in ${report.mismatches.join(', ')}.`,
             'VerificationMismatch',
             report,
@@ -869,7 +849,7 @@ export function createPartitionActivities({ pool, log }: Deps) {
               await fence(c, plan.table);
               const src = await relOid(c, plan.table);
               if (!src || src.oid !== plan.tableOid)
-                throw ApplicationFailure.nonRetryable(
+                throw failure(
                   `Table ${displayName(plan.table)} changed since preflight; not cutting over.`,
                   'TableChanged',
                 );
@@ -917,7 +897,7 @@ export function createPartitionActivities({ pool, log }: Deps) {
             await c.query(plan.sql.swapBack[0]);
             lockedAt = Date.now();
             const loss = await rollbackLoss(c, plan);
-            if (loss) throw ApplicationFailure.nonRetryable(loss, 'TableChanged');
+            if (loss) throw failure(loss, 'TableChanged');
             for (const sql of plan.sql.swapBack.slice(1)) await c.query(sql);
             await c.query(
               `UPDATE ${RUNS} SET cutover_done = false, updated_at = now() WHERE table_schema = $1 AND table_name = $2`,

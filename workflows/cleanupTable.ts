@@ -7,6 +7,7 @@ import { ApplicationFailure, proxyActivities } from '@temporalio/workflow';
 import type { Activities } from '../activities';
 import type { CleanupReport } from '../activities/cleanup';
 import { InputError, parseTableName } from '../src/ident';
+import { failure } from '../src/failures';
 
 export interface CleanupTableInput {
   table: string;
@@ -35,7 +36,7 @@ export async function cleanupTable(input: CleanupTableInput): Promise<CleanupRep
         'Field "workflowId" is required with "remove": the run that partflow cleanup showed as no longer running.',
       );
   } catch (err) {
-    throw ApplicationFailure.nonRetryable((err as Error).message, 'InvalidInput');
+    throw failure((err as Error).message, 'InvalidInput');
   }
   if (!input.remove) return act.inspectLeftovers(table);
   return act.removeLeftovers(table, input.workflowId!, input.lockTimeoutMs ?? 500);

@@ -19,6 +19,7 @@ import type { FixAudit } from '../activities/constraints';
 import { FixConstraintsInput, FixOptions, validateFixInput } from '../src/constraints';
 import { rollbackSignal } from './definitions';
 import { rootFailure } from './failure';
+import { failure } from '../src/failures';
 
 type Step = 'index' | 'constraint' | 'repair' | 'validate';
 
@@ -80,7 +81,7 @@ export async function fixConstraints(input: FixConstraintsInput): Promise<FixRes
   try {
     opts = validateFixInput(input);
   } catch (err) {
-    throw ApplicationFailure.nonRetryable((err as Error).message, 'InvalidInput');
+    throw failure((err as Error).message, 'InvalidInput');
   }
   const p: FixProgress = {
     phase: 'audit',
@@ -141,7 +142,7 @@ export async function fixConstraints(input: FixConstraintsInput): Promise<FixRes
             `${a.description}: ${a.violations} ${a.fix.kind === 'foreignKey' ? 'orphan' : 'NULL'} row(s) (list them with: ${a.listQuery})`,
         )
         .join('; ');
-      throw ApplicationFailure.nonRetryable(
+      throw failure(
         `Nothing was changed: ${what}; choose "orphans": "set-null" or "delete" (or "nulls": {"fill": ...}), or clean them up first.`,
         'ViolationsFound',
         summarize(audits, false),
@@ -204,6 +205,6 @@ export async function fixConstraints(input: FixConstraintsInput): Promise<FixRes
     const root = rootFailure(err);
     p.lastError = root.message;
     await compensate('failed');
-    throw ApplicationFailure.nonRetryable(root.message, 'FixConstraintsFailed', ...root.details);
+    throw failure(root.message, 'FixConstraintsFailed', ...root.details);
   }
 }

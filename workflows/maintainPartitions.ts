@@ -8,6 +8,7 @@ import type { TableReport } from '../activities/maintenance';
 import { displayName } from '../src/ident';
 import { MaintainPartitionsInput, MaintainTableSpec, validateMaintainInput } from '../src/maintenance';
 import { rootFailure } from './failure';
+import { failure } from '../src/failures';
 
 export interface MaintainResult {
   ok: boolean;
@@ -34,7 +35,7 @@ export async function maintainPartitions(input: MaintainPartitionsInput): Promis
   try {
     specs = validateMaintainInput(input);
   } catch (err) {
-    throw ApplicationFailure.nonRetryable((err as Error).message, 'InvalidInput');
+    throw failure((err as Error).message, 'InvalidInput');
   }
   const result: MaintainResult = { ok: true, tables: [], failures: [] };
   let current: string | null = null;

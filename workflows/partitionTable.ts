@@ -34,6 +34,7 @@ import {
   rollbackSignal,
   throttleUpdate,
 } from './definitions';
+import { failure } from '../src/failures';
 
 type Step = 'claim' | 'shadow' | 'sync' | 'cutover';
 
@@ -142,7 +143,7 @@ export async function partitionTable(
   // else (a Start Workflow form, a crafted input) it would steer the steps, so it is refused.
   const { resume, ...external } = input;
   if (resume !== undefined && !workflowInfo().continuedFromExecutionRunId) {
-    throw ApplicationFailure.nonRetryable(
+    throw failure(
       'Field "resume" is partflow\'s internal state across continue-as-new and is never accepted in an input; start the run without it.',
       'InvalidInput',
     );
@@ -151,7 +152,7 @@ export async function partitionTable(
   try {
     opts = validatePartitionInput(external);
   } catch (err) {
-    throw ApplicationFailure.nonRetryable((err as Error).message, 'InvalidInput');
+    throw failure((err as Error).message, 'InvalidInput');
   }
   const table = displayName(opts.table);
   const s: PartitionState = resume ?? initialState(opts);
@@ -174,7 +175,7 @@ export async function partitionTable(
         try {
           validateThrottle(t);
         } catch (err) {
-          throw ApplicationFailure.nonRetryable((err as Error).message, 'InvalidInput');
+          throw failure((err as Error).message, 'InvalidInput');
         }
       },
     },
@@ -407,6 +408,6 @@ export async function partitionTable(
     const cause = s.lastError;
     await compensate('failed');
     const undo = s.undoProblems?.length ? ` Undone except: ${s.undoProblems.join('; ')}` : '';
-    throw ApplicationFailure.nonRetryable(`${cause}${undo}`, 'PartitionTableFailed');
+    throw failure(`${cause}${undo}`, 'PartitionTableFailed');
   }
 }
