@@ -863,3 +863,31 @@ export function planStatements(plan: Plan): { step: string; sql: string }[] {
 export function partitionNames(plan: Plan): string[] {
   return [...plan.partitions.map((p) => p.name), plan.defaultPartition];
 }
+
+/**
+ * The cut-over and the swap back begin with their LOCK TABLE statement, the only one that waits: the
+ * executor runs it first, notes when the locks were held, then checks the table before the rest.
+ */
+export function splitLock(statements: string[]): { lock: string; then: string[] } {
+  const [lock, ...then] = statements;
+  if (!lock?.startsWith('LOCK TABLE ')) throw new Error(`a lock-first step begins with ${JSON.stringify(lock)}`);
+  return { lock, then };
+}
+
+/** The constraint a `shadowForeignKeys` statement adds (the executor skips one that exists). */
+export function foreignKeyName(statement: string): string {
+  const m = /ADD CONSTRAINT ("(?:[^"]|"")+")/.exec(statement);
+  if (!m) throw new Error(`not an ADD CONSTRAINT statement: ${statement.slice(0, 80)}`);
+  return m[1].slice(1, -1).replace(/""/g, '"');
+}
+
+/** The statements of the plan the backfill runs: the workflow hands these to backfillChunk, not the plan. */
+export type BackfillSql = Pick<
+  Plan['sql'],
+  'backfillBatch' | 'backfillBatchFast' | 'keyBound' | 'keyBoundFirst' | 'keyCopy' | 'keyCopyFirst'
+>;
+
+export function backfillSql(plan: Plan): BackfillSql {
+  const { backfillBatch, backfillBatchFast, keyBound, keyBoundFirst, keyCopy, keyCopyFirst } = plan.sql;
+  return { backfillBatch, backfillBatchFast, keyBound, keyBoundFirst, keyCopy, keyCopyFirst };
+}

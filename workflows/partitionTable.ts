@@ -22,7 +22,7 @@ import type { Activities, CutoverResult, VerifyReport } from '../activities';
 import { displayName } from '../src/ident';
 import { rootFailure } from './failure';
 import { PartitionOptions, PartitionTableInput, validatePartitionInput, validateThrottle } from '../src/input';
-import { planStatements, type Plan } from '../src/plan';
+import { backfillSql, planStatements, type Plan } from '../src/plan';
 import {
   approveCutoverSignal,
   finalizeSignal,
@@ -300,11 +300,10 @@ export async function partitionTable(
           await condition(() => !s.paused || s.rollbackRequested);
           continue;
         }
-        const { backfillBatch, backfillBatchFast, keyBound, keyBoundFirst, keyCopy, keyCopyFirst } = plan.sql;
         const r = await chunk.backfillChunk({
           table: plan.table,
           copyMode: plan.copyMode,
-          sql: { backfillBatch, backfillBatchFast, keyBound, keyBoundFirst, keyCopy, keyCopyFirst },
+          sql: backfillSql(plan),
           batchSize: s.batchSize,
           sleepMs: s.sleepMs,
           maxMs: CHUNK_MS,

@@ -1,0 +1,371 @@
+/**
+ * The backfill: one loop that copies batches until the walk is done or the chunk's time is up, over one of
+ * two walkers. The page walker copies TID ranges (PostgreSQL 14+); the key walker copies primary-key ranges
+ * (PostgreSQL 13, or copyMode "keys"). Each batch commits together with its checkpoint in partflow.runs,
+ * guarded by the checkpoint it started from: a retried or duplicated attempt copies nothing twice and skips
+ * nothing.
+ */
+import type { Pool, PoolClient } from 'pg';
+import { failure } from '../../src/failures';
+import { displayName, qualified, TableRef } from '../../src/ident';
+import type { Logger } from '../../src/logger';
+import { BackfillSql, nextBatchSize, pagesPerBatch, Plan } from '../../src/plan';
+import { activityContext, classify, inTransaction, isTransient, sleep } from '../db';
+import { faultPoint } from '../faults';
+import { metrics } from '../metrics';
+import { Deps, ownPlan, rowMoves, RunRow, RUNS, runState, stepLog } from './run';
+
+export interface BackfillChunkInput {
+  table: TableRef;
+  copyMode: Plan['copyMode'];
+  sql: BackfillSql;
+  batchSize: number;
+  sleepMs: number;
+  /** stop after this long so the workflow can react to pause/throttle/rollback */
+  maxMs: number;
+  /** longest a batch may hold its row locks; batches shrink below batchSize to stay under it */
+  maxBatchMs?: number;
+}
+
+export interface BackfillChunkResult {
+  nextPage: number;
+  totalPages: number;
+  rowsCopied: number;
+  rowsThisChunk: number;
+  pagesThisChunk: number;
+  batches: number;
+  /** batches that met rows the sync trigger had written and were copied again with ON CONFLICT */
+  mergedBatches?: number;
+  elapsedMs: number;
+  done: boolean;
+  /** share of the walk done, 0..100 */
+  percent: number;
+  /** the checkpoint, readable: a page number or the last key */
+  checkpoint: string;
+  /** updates that moved a row to another month since the sync trigger was installed */
+  rowMoves?: number;
+}
+
+/** Longest wait of a backfill batch for a row lock; below deadlock_timeout (1 s by default). */
+const BATCH_LOCK_TIMEOUT_MS = 200;
+const BATCH_LOCK_ATTEMPTS = 30;
+const MERGE_BATCHES = 20;
+
+/**
+ * What the backfill learns per table, in memory (another worker starts afresh and adapts within a batch or
+ * two): `size`, the batch size (pages, or keys in key mode) under the time budget — a batch that took
+ * longer shrinks the next one in proportion, a quick one lets it grow back towards the operator's batchSize;
+ * `mergeLeft`, how many more batches use ON CONFLICT because a recent one met rows the trigger had written.
+ */
+interface Tuning {
+  size?: number;
+  mergeLeft: number;
+}
+const tuning = new Map<string, Tuning>();
+function tuningOf(key: string): Tuning {
+  let t = tuning.get(key);
+  if (!t) tuning.set(key, (t = { mergeLeft: 0 }));
+  return t;
+}
+
+/** One batch as a walker plans it: its size, its copy, and the checkpoint update that commits with it. */
+interface Batch {
+  units: number;
+  /** SET clause of the checkpoint ($4.. are `params`) */
+  set: string;
+  /** the checkpoint the batch started from */
+  where: string;
+  params: unknown[];
+  copy: (c: PoolClient) => Promise<number>;
+  /** the same copy without ON CONFLICT, when the plan has one: fails with 23505 on a row the trigger wrote */
+  fastCopy?: (c: PoolClient) => Promise<number>;
+}
+
+interface Walker {
+  /** the tuning key and the largest batch */
+  tuneKey: string;
+  cap: number;
+  done(): boolean;
+  next(size: number, batchNo: number): Promise<Batch>;
+  /** the batch committed: move past it */
+  advance(): void;
+  /** another attempt moved the checkpoint: read it again */
+  reload(st: RunRow): void;
+  heartbeat(rowsCopied: number): Record<string, number>;
+  result(rowsCopied: number): Promise<Pick<BackfillChunkResult, 'nextPage' | 'totalPages' | 'percent' | 'checkpoint'>>;
+}
+
+/** Thrown inside a batch's transaction when the checkpoint it started from is gone: nothing of it is kept. */
+class CheckpointMoved extends Error {}
+
+/**
+ * One backfill batch: `copy` runs in a transaction that also advances the checkpoint in partflow.runs,
+ * guarded by the checkpoint the batch started from. Returns the rows read, or `moved` when another attempt
+ * of the activity moved the checkpoint first (then nothing of this batch is kept).
+ *
+ * The batch waits at most BATCH_LOCK_TIMEOUT_MS for a row lock, well under PostgreSQL's default
+ * deadlock_timeout (1 s): when an application transaction and a batch wait for each other, the batch
+ * gives up and is retried, so the application's transaction is not the one the deadlock detector kills.
+ * synchronous_commit is off for the batch: a batch lost in a crash loses its checkpoint with it and is
+ * simply copied again.
+ */
+async function guardedBatch(
+  pool: Pool,
+  table: TableRef,
+  b: Batch,
+  copy: (c: PoolClient) => Promise<number>,
+): Promise<number | 'moved'> {
+  const batch = async (c: PoolClient) => {
+    const read = await copy(c);
+    const u = await c.query(
+      `UPDATE ${RUNS} SET ${b.set}, rows_copied = rows_copied + $3, updated_at = now()
+        WHERE table_schema = $1 AND table_name = $2 AND run_state = 'active' AND ${b.where}`,
+      [table.schema, table.name, read, ...b.params],
+    );
+    if (u.rowCount !== 1) throw new CheckpointMoved();
+    return read;
+  };
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await inTransaction(pool, batch, { lockTimeoutMs: BATCH_LOCK_TIMEOUT_MS, asyncCommit: true });
+    } catch (err) {
+      if (err instanceof CheckpointMoved) return 'moved';
+      const code = (err as { code?: string }).code;
+      if ((code === '55P03' || code === '40P01') && attempt < BATCH_LOCK_ATTEMPTS) {
+        metrics.lockWaitRetry('backfill');
+        await sleep(20 + Math.random() * 80 * Math.min(attempt, 5));
+        continue;
+      }
+      throw err;
+    }
+  }
+}
+
+/**
+ * The fast copy unless a recent batch of this table met rows the trigger had written; a fast copy that
+ * meets one is copied again with ON CONFLICT, and so are the next MERGE_BATCHES batches.
+ */
+async function copyBatch(pool: Pool, table: TableRef, b: Batch, tune: Tuning): Promise<[number | 'moved', boolean]> {
+  const fast = !!b.fastCopy && tune.mergeLeft === 0;
+  if (tune.mergeLeft > 0) tune.mergeLeft--;
+  if (!fast) return [await guardedBatch(pool, table, b, b.copy), false];
+  try {
+    return [await guardedBatch(pool, table, b, b.fastCopy!), false];
+  } catch (err) {
+    if ((err as { code?: string }).code !== '23505') throw err;
+    tune.mergeLeft = MERGE_BATCHES;
+    return [await guardedBatch(pool, table, b, b.copy), true];
+  }
+}
+
+/** The checkpoint guard of a page batch: the checkpoint it started from, and the same table file. */
+const SAME_FILE_AT = (param: string) =>
+  `next_page = ${param} AND (filenode IS NULL OR ` +
+  `filenode = pg_relation_filenode(to_regclass(format('%I.%I', table_schema, table_name))))`;
+
+/**
+ * A VACUUM FULL, CLUSTER, pg_repack or TRUNCATE gives the table a new file in which rows sit on other
+ * pages: the page checkpoint means nothing there, and rows moved below it would never be copied. When the
+ * file changed since the sync trigger was installed, the walk starts again from page 0 over the new file
+ * (every row in it existed then or was written by the trigger since; rows copied already are skipped).
+ */
+async function restartIfRewritten(pool: Pool, table: TableRef, l: Logger): Promise<void> {
+  const file = `to_regclass(format('%I.%I', $1::text, $2::text))`;
+  const r = await pool.query(
+    `UPDATE ${RUNS} SET next_page = 0, rewrites = rewrites + 1, updated_at = now(),
+            total_pages = pg_relation_size(${file}) / current_setting('block_size')::int,
+            filenode = pg_relation_filenode(${file})
+      WHERE table_schema = $1 AND table_name = $2 AND filenode IS NOT NULL
+        AND filenode IS DISTINCT FROM pg_relation_filenode(${file})
+     RETURNING total_pages`,
+    [table.schema, table.name],
+  );
+  if (r.rowCount) {
+    tuningOf(`pages:${qualified(table)}`).mergeLeft = 1_000_000; // every later batch may meet rows copied already
+    l.warn(
+      { totalPages: Number(r.rows[0].total_pages) },
+      'the table was rewritten (VACUUM FULL, CLUSTER or TRUNCATE): the backfill walks its new file from page 0',
+    );
+  }
+}
+
+/** Page walk: TID ranges [next, next + size) of the file recorded with the sync trigger. */
+async function pageWalker(pool: Pool, input: BackfillChunkInput, l: Logger): Promise<Walker> {
+  const t = input.table;
+  await restartIfRewritten(pool, t, l);
+  const st = await runState(pool, t);
+  if (!st || st.total_pages === null) {
+    throw failure(`No backfill checkpoint for ${displayName(t)}: the sync step did not run.`, 'StateMissing');
+  }
+  let next = Number(st.next_page);
+  let total = Number(st.total_pages);
+  let to = next;
+  const dens = await pool.query(
+    `SELECT reltuples::bigint AS t, relpages::bigint AS p FROM pg_class WHERE oid = to_regclass($1)`,
+    [qualified(t)],
+  );
+  const cap = pagesPerBatch(input.batchSize, Number(dens.rows[0]?.t ?? -1), Number(dens.rows[0]?.p ?? 0));
+  const copyWith =
+    (sql: string, from: number, batchNo: number) =>
+    (c: PoolClient): Promise<number> =>
+      c.query(sql, [`(${from},0)`, `(${to},0)`]).then(async (r) => {
+        if (batchNo === 2) await faultPoint('backfill', l); // mid-batch: copied, not committed
+        // plans made before the fast form counted rows read in a CTE (`read`); now the INSERT's row count
+        return r.rows[0]?.read !== undefined ? Number(r.rows[0].read) : (r.rowCount ?? 0);
+      });
+  return {
+    tuneKey: `pages:${qualified(t)}`,
+    cap,
+    done: () => next >= total,
+    next: async (size, batchNo) => {
+      to = Math.min(total, next + size);
+      const fast = input.sql.backfillBatchFast;
+      return {
+        units: to - next,
+        set: 'next_page = $5',
+        where: SAME_FILE_AT('$4'),
+        params: [next, to],
+        copy: copyWith(input.sql.backfillBatch, next, batchNo),
+        fastCopy: fast ? copyWith(fast, next, batchNo) : undefined,
+      };
+    },
+    advance: () => {
+      next = to;
+    },
+    reload: (again) => {
+      next = Number(again.next_page);
+      total = Number(again.total_pages);
+    },
+    heartbeat: (rowsCopied) => ({ checkpointPage: next, totalPages: total, rowsCopied }),
+    result: async () => ({
+      nextPage: next,
+      totalPages: total,
+      percent: total > 0 ? Math.min(100, (next / total) * 100) : 100,
+      checkpoint: `page ${next} of ${total}`,
+    }),
+  };
+}
+
+/**
+ * Key walk: find the bound `size` keys ahead without locks, then copy exactly (last, bound] under FOR SHARE
+ * and commit the bound as the checkpoint.
+ */
+async function keyWalker(pool: Pool, input: BackfillChunkInput): Promise<Walker> {
+  const t = input.table;
+  const st = await runState(pool, t);
+  if (!st) throw failure(`No backfill checkpoint for ${displayName(t)}: the sync step did not run.`, 'StateMissing');
+  let last = st.last_key;
+  const max = st.max_key;
+  let hi: string[] | null = null;
+  const same = (a: string[] | null, b: string[] | null) =>
+    !!a && !!b && a.length === b.length && a.every((x, i) => x === b[i]);
+  const done = () => !max || same(last, max);
+  return {
+    tuneKey: `keys:${qualified(t)}`,
+    cap: input.batchSize,
+    done,
+    next: async (size) => {
+      const b = last
+        ? await pool.query(input.sql.keyBound, [...last, ...max!, size])
+        : await pool.query(input.sql.keyBoundFirst, [...max!, size]);
+      const from = last;
+      const to: string[] = b.rows[0]?.k ?? max;
+      hi = to;
+      const copy = async (c: PoolClient) => {
+        const r = from ? await c.query(input.sql.keyCopy, [...from, ...to]) : await c.query(input.sql.keyCopyFirst, to);
+        return Number(r.rows[0].read);
+      };
+      return {
+        units: size,
+        set: 'last_key = $5::text[]',
+        where: 'last_key IS NOT DISTINCT FROM $4::text[]',
+        params: [from, to],
+        copy,
+      };
+    },
+    advance: () => {
+      last = hi;
+    },
+    reload: (again) => {
+      last = again.last_key;
+    },
+    heartbeat: (rowsCopied) => ({ rowsCopied }), // the key itself stays in partflow.runs: no row values in history
+    result: async (rowsCopied) => {
+      const est = await pool.query(
+        `SELECT greatest(reltuples, 0)::bigint AS t FROM pg_class WHERE oid = to_regclass($1)`,
+        [qualified(t)],
+      );
+      const rows = Number(est.rows[0]?.t ?? 0);
+      return {
+        nextPage: done() ? 1 : 0,
+        totalPages: 1,
+        percent: done() ? 100 : rows > 0 ? Math.min(99.9, (rowsCopied / rows) * 100) : 0,
+        checkpoint: last ? `key checkpoint after ${rowsCopied} rows (partflow.runs.last_key)` : 'start',
+      };
+    },
+  };
+}
+
+/** Copies batches until the walk is done or `maxMs` has passed. */
+export async function backfillChunk({ pool, log }: Deps, input: BackfillChunkInput): Promise<BackfillChunkResult> {
+  await ownPlan(pool, input.table, null, { ...input.sql });
+  const t = input.table;
+  const l = stepLog(log, 'backfill', t);
+  const started = Date.now();
+  const ctx = activityContext();
+  const pages = input.copyMode !== 'keys';
+  const counts = { rowsThisChunk: 0, pagesThisChunk: 0, batches: 0, mergedBatches: 0 };
+  try {
+    const w = pages ? await pageWalker(pool, input, l) : await keyWalker(pool, input);
+    let rowsCopied = Number((await runState(pool, t))!.rows_copied);
+    const tune = tuningOf(w.tuneKey);
+    let size = Math.min(w.cap, tune.size ?? w.cap);
+    while (!w.done() && Date.now() - started < input.maxMs) {
+      if (ctx?.cancellationSignal.aborted) break;
+      const b = await w.next(size, counts.batches);
+      const batchStarted = Date.now();
+      const [read, merged] = await copyBatch(pool, t, b, tune);
+      if (read === 'moved') {
+        // another attempt of this activity advanced the checkpoint, or the table was rewritten: continue
+        // from where the checkpoint is now
+        if (pages) await restartIfRewritten(pool, t, l);
+        const again = await runState(pool, t);
+        if (again?.run_state !== 'active') {
+          throw failure(`The partflow run of ${displayName(t)} is being undone; the backfill stops.`, 'RunUndone');
+        }
+        w.reload(again);
+        rowsCopied = Number(again.rows_copied);
+        continue;
+      }
+      const took = Date.now() - batchStarted;
+      metrics.batchDuration(displayName(t), took);
+      metrics.rowsCopied(displayName(t), read);
+      if (input.maxBatchMs) tune.size = size = nextBatchSize(b.units, w.cap, took, input.maxBatchMs);
+      w.advance();
+      rowsCopied += read;
+      counts.rowsThisChunk += read;
+      if (pages) counts.pagesThisChunk += b.units;
+      if (merged) counts.mergedBatches++;
+      counts.batches++;
+      ctx?.heartbeat(w.heartbeat(rowsCopied));
+      if (input.sleepMs > 0) await sleep(input.sleepMs);
+    }
+    const elapsedMs = Date.now() - started;
+    l.debug({ ...counts, elapsedMs }, 'backfill chunk');
+    const { mergedBatches, ...rest } = counts;
+    return {
+      ...(await w.result(rowsCopied)),
+      rowsCopied,
+      ...rest,
+      ...(pages ? { mergedBatches } : {}),
+      elapsedMs,
+      done: w.done(),
+      rowMoves: await rowMoves(pool, t),
+    };
+  } catch (err) {
+    if (isTransient(err)) {
+      l.warn({ err: (err as Error).message }, 'transient error in backfill; Temporal will retry from the checkpoint');
+    }
+    classify(err, `backfill of ${displayName(t)}`);
+  }
+}

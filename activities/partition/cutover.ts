@@ -1,0 +1,202 @@
+/**
+ * The cut-over and what follows it: the swap (one short transaction under lock_timeout, retried with
+ * backoff), its compensation while the rollback window is open, and the finalize that ends the window.
+ */
+import { ApplicationFailure } from '@temporalio/common';
+import type { Pool, PoolClient } from 'pg';
+import { failure } from '../../src/failures';
+import { displayName, qualified } from '../../src/ident';
+import { Plan, shapeDifferences, splitLock } from '../../src/plan';
+import { classify, withHeartbeat, withLockRetry } from '../db';
+import { faultPoint } from '../faults';
+import { Deps, fence, lockedBy, ownPlan, relOid, rowMoves, RUNS, runState, stepLog } from './run';
+
+export interface CutoverResult {
+  alreadyDone: boolean;
+  attempts: number;
+  lockWaitRetries: number;
+  /** how long the cut-over transaction held its locks, ms */
+  lockHoldMs: number;
+  rowMoves?: number;
+}
+
+/** The columns of what is now `plan.table` (after the cut-over: the partitioned table), in order. */
+async function newTableColumns(c: PoolClient | Pool, plan: Plan): Promise<string[]> {
+  const r = await c.query(
+    `SELECT quote_ident(attname) || ' ' || format_type(atttypid, atttypmod) AS x FROM pg_attribute
+      WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped ORDER BY attnum`,
+    [qualified(plan.table)],
+  );
+  return r.rows.map((x) => x.x);
+}
+
+/**
+ * Why swapping back now would lose something, or null: a column added, renamed or retyped on the new table
+ * during the rollback window has no place in the old one.
+ */
+async function rollbackLoss(c: PoolClient | Pool, plan: Plan): Promise<string | null> {
+  const r = await c.query(
+    `SELECT cutover_done, cutover_columns FROM ${RUNS} WHERE table_schema = $1 AND table_name = $2`,
+    [plan.table.schema, plan.table.name],
+  );
+  const row = r.rows[0];
+  if (!row?.cutover_done || !row.cutover_columns) return null;
+  const diff = shapeDifferences(row.cutover_columns, await newTableColumns(c, plan));
+  if (!diff.length) return null;
+  return (
+    `Rolling back ${displayName(plan.table)} now would lose what changed on it since the cut-over ` +
+    `(column ${diff.join('; column ')}), which ${displayName(plan.old)} does not have; ` +
+    'undo that change and signal rollback again, or finalize.'
+  );
+}
+
+/**
+ * Under the cut-over's lock: the source still has the shape the copy was built from, and partflow's
+ * triggers were never disabled (a disabled trigger, even one enabled again, changes its catalog row: the
+ * copy may have missed writes). Either difference refuses the cut-over with the reason; nothing is swapped.
+ */
+async function checkUnchanged(c: PoolClient, plan: Plan): Promise<void> {
+  const t = displayName(plan.table);
+  const src = await relOid(c, plan.table);
+  if (!src || src.oid !== plan.tableOid) {
+    throw failure(`Table ${t} changed since preflight; not cutting over.`, 'TableChanged');
+  }
+  if (plan.sourceShape) {
+    const now = (await c.query(plan.sql.shape, [plan.tableOid])).rows.map((r) => r.x as string);
+    const diff = shapeDifferences(plan.sourceShape, now);
+    if (diff.length) {
+      throw failure(
+        `Table ${t} changed after the plan was made (${diff.join('; ')}), so the copy does not match it; ` +
+          'not cutting over: the run rolls back, start it again after the change.',
+        'TableChanged',
+      );
+    }
+  }
+  const st = await c.query(`SELECT trigger_fence FROM ${RUNS} WHERE table_schema = $1 AND table_name = $2`, [
+    plan.table.schema,
+    plan.table.name,
+  ]);
+  const recorded: string | null = st.rows[0]?.trigger_fence ?? null;
+  if (recorded === null) return;
+  const now = (await c.query(plan.sql.triggerFence, [plan.tableOid])).rows[0].fence;
+  if (now !== recorded) {
+    throw failure(
+      `partflow's sync triggers on ${t} were disabled, dropped or altered during the run ` +
+        `(${recorded} then, ${now || 'none'} now), so writes may have bypassed the copy; ` +
+        'not cutting over: the run rolls back, start it again.',
+      'CopyDiverged',
+    );
+  }
+}
+
+/** The swap: one short transaction under lock_timeout, retried with backoff. */
+export async function cutover({ pool, log }: Deps, plan: Plan, lockTimeoutMs: number): Promise<CutoverResult> {
+  await ownPlan(pool, plan.table, plan);
+  const l = stepLog(log, 'cutover', plan.table);
+  const st = await runState(pool, plan.table);
+  if (st?.cutover_done) return { alreadyDone: true, attempts: 0, lockWaitRetries: 0, lockHoldMs: 0 };
+  const { lock, then } = splitLock(plan.sql.cutover);
+  let lockedAt = 0;
+  const swap = async (c: PoolClient) => {
+    await c.query(lock); // the wait is bounded by lock_timeout
+    lockedAt = Date.now();
+    await fence(c, plan.table);
+    await checkUnchanged(c, plan);
+    for (const sql of then) await c.query(sql);
+    await faultPoint('cutover', l); // renamed, not committed
+    // the new table's columns as of the cut-over: a rollback that would lose a later change is refused
+    await c.query(
+      `UPDATE ${RUNS} SET cutover_done = true, cutover_columns = $3, updated_at = now()
+        WHERE table_schema = $1 AND table_name = $2`,
+      [plan.table.schema, plan.table.name, await newTableColumns(c, plan)],
+    );
+  };
+  const { stats } = await withHeartbeat(
+    () => ({ step: 'cutover' }),
+    () => withLockRetry(pool, l, 'cutover', lockTimeoutMs, swap, lockedBy(plan)),
+  );
+  const lockHoldMs = Date.now() - lockedAt;
+  const { attempts, lockWaitRetries } = stats;
+  l.info({ lockHoldMs, attempts, lockWaitRetries }, 'cut over');
+  return { alreadyDone: false, attempts, lockWaitRetries, lockHoldMs, rowMoves: await rowMoves(pool, plan.table) };
+}
+
+/**
+ * After swapBack: a re-added foreign key that rows written during the window violate stays NOT VALID (it
+ * still checks new rows): the undo goes on and reports it rather than stopping half way.
+ */
+async function validateInbound({ pool, log }: Deps, plan: Plan, lockTimeoutMs: number): Promise<string[]> {
+  const l = stepLog(log, 'swap-back', plan.table);
+  const notRestored: string[] = [];
+  for (const [i, sql] of plan.sql.validateInbound.entries()) {
+    try {
+      await withLockRetry(pool, l, 'validate re-added foreign key', lockTimeoutMs, (c) => c.query(sql));
+    } catch (err) {
+      if (!(err instanceof ApplicationFailure && err.type === 'DatabaseError')) throw err;
+      const fk = plan.inboundForeignKeys[i];
+      const t = displayName(fk.table);
+      notRestored.push(
+        `foreign key ${t}.${fk.name} is back but NOT VALID (${err.message}); ` +
+          `fix the rows it names, then ALTER TABLE ${t} VALIDATE CONSTRAINT ${fk.name}`,
+      );
+    }
+  }
+  return notRestored;
+}
+
+/** Compensation of cutover: the old table (kept in sync by the reverse trigger) takes the name back. */
+export async function swapBack(
+  deps: Deps,
+  plan: Plan,
+  lockTimeoutMs: number,
+): Promise<{ swapped: boolean; lockHoldMs: number; notRestored?: string[] }> {
+  const { pool, log } = deps;
+  await ownPlan(pool, plan.table, plan);
+  const l = stepLog(log, 'swap-back', plan.table);
+  const st = await runState(pool, plan.table);
+  let lockedAt = Date.now();
+  const { lock, then } = splitLock(plan.sql.swapBack);
+  const swap = async (c: PoolClient) => {
+    await c.query(lock);
+    lockedAt = Date.now();
+    const loss = await rollbackLoss(c, plan);
+    if (loss) throw failure(loss, 'TableChanged');
+    for (const sql of then) await c.query(sql);
+    await c.query(
+      `UPDATE ${RUNS} SET cutover_done = false, updated_at = now() WHERE table_schema = $1 AND table_name = $2`,
+      [plan.table.schema, plan.table.name],
+    );
+  };
+  const swapped = !!st?.cutover_done;
+  if (swapped) await withLockRetry(pool, l, 'swap back', lockTimeoutMs, swap, lockedBy(plan));
+  const lockHoldMs = swapped ? Date.now() - lockedAt : 0;
+  const notRestored = await validateInbound(deps, plan, lockTimeoutMs);
+  l.info({ swapped, lockHoldMs, notRestored }, 'swapped back to the original table');
+  return { swapped, lockHoldMs, notRestored };
+}
+
+/** Read-only: why a rollback requested now would lose data, or null. */
+export async function rollbackBlocker({ pool }: Deps, plan: Plan): Promise<string | null> {
+  await ownPlan(pool, plan.table, plan);
+  try {
+    return await rollbackLoss(pool, plan);
+  } catch (err) {
+    classify(err, 'rollback check');
+  }
+}
+
+/** Ends the rollback window: the reverse trigger goes; the old table stays for the operator to drop. */
+export async function finalize({ pool, log }: Deps, plan: Plan, lockTimeoutMs: number): Promise<{ rowMoves: number }> {
+  await ownPlan(pool, plan.table, plan);
+  const l = stepLog(log, 'finalize', plan.table);
+  const moves = await rowMoves(pool, plan.table);
+  const end = async (c: PoolClient) => {
+    await fence(c, plan.table);
+    for (const sql of plan.sql.finalize) await c.query(sql);
+    for (const sql of plan.sql.dropCounters ?? []) await c.query(sql);
+    await faultPoint('finalize', l);
+  };
+  await withLockRetry(pool, l, 'finalize', lockTimeoutMs, end, lockedBy(plan));
+  l.info({ old: displayName(plan.old), rowMoves: moves }, 'reverse trigger dropped; old table kept');
+  return { rowMoves: moves };
+}

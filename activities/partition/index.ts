@@ -1,0 +1,42 @@
+/**
+ * Activities of `partitionTable`, one module per step. Each is idempotent: it looks at the catalog or at
+ * partflow.runs first and does only what is missing, so Temporal can run it again after a crash at any point.
+ */
+import type { Plan } from '../../src/plan';
+import type { TableRef } from '../../src/ident';
+import { backfillChunk, BackfillChunkInput } from './backfill';
+import { cutover, finalize, rollbackBlocker, swapBack } from './cutover';
+import { preflight } from './preflight';
+import { beginUndo, claimRun, Deps, releaseRun, RunState } from './run';
+import { createShadow, dropShadow } from './shadow';
+import { dropSyncTrigger, installSyncTrigger } from './sync';
+import { verify } from './verify';
+
+export type { BackfillChunkInput, BackfillChunkResult } from './backfill';
+export type { CutoverResult } from './cutover';
+export type { PreflightResult } from './preflight';
+export { RUNS } from './run';
+export type { Deps } from './run';
+export { compareChecksums } from './verify';
+export type { VerifyRange, VerifyReport } from './verify';
+
+export function createPartitionActivities(deps: Deps) {
+  return {
+    preflight: (rawInput: unknown) => preflight(deps, rawInput),
+    claimRun: (table: TableRef, plan: Plan) => claimRun(deps, table, plan),
+    beginUndo: (table: TableRef) => beginUndo(deps, table),
+    releaseRun: (table: TableRef, state: RunState) => releaseRun(deps, table, state),
+    createShadow: (plan: Plan, lockTimeoutMs: number) => createShadow(deps, plan, lockTimeoutMs),
+    dropShadow: (plan: Plan, lockTimeoutMs: number) => dropShadow(deps, plan, lockTimeoutMs),
+    installSyncTrigger: (plan: Plan, lockTimeoutMs: number) => installSyncTrigger(deps, plan, lockTimeoutMs),
+    dropSyncTrigger: (plan: Plan, lockTimeoutMs: number) => dropSyncTrigger(deps, plan, lockTimeoutMs),
+    backfillChunk: (input: BackfillChunkInput) => backfillChunk(deps, input),
+    verify: (plan: Plan) => verify(deps, plan),
+    cutover: (plan: Plan, lockTimeoutMs: number) => cutover(deps, plan, lockTimeoutMs),
+    swapBack: (plan: Plan, lockTimeoutMs: number) => swapBack(deps, plan, lockTimeoutMs),
+    rollbackBlocker: (plan: Plan) => rollbackBlocker(deps, plan),
+    finalize: (plan: Plan, lockTimeoutMs: number) => finalize(deps, plan, lockTimeoutMs),
+  };
+}
+
+export type PartitionActivities = ReturnType<typeof createPartitionActivities>;

@@ -1,0 +1,31 @@
+/** The read-only first step: the input checked against the catalog, and the whole plan built from it. */
+import { validatePartitionInput } from '../../src/input';
+import { buildPlan, Plan } from '../../src/plan';
+import { classify, currentWorkflowId, inTransaction, withHeartbeat } from '../db';
+import { readTableInfo } from '../inspect';
+import { Deps, stepLog } from './run';
+
+export interface PreflightResult {
+  plan: Plan;
+  summary: string[];
+}
+
+/** Read-only: validates the input against the catalog and returns the full plan. */
+export async function preflight({ pool, log }: Deps, rawInput: unknown): Promise<PreflightResult> {
+  try {
+    const opts = validatePartitionInput(rawInput);
+    // reading the partition column's months may scan the table: heartbeat meanwhile
+    const info = await withHeartbeat(
+      () => ({ step: 'preflight' }),
+      () => inTransaction(pool, (c) => readTableInfo(c, opts, currentWorkflowId()), { readOnly: true }),
+    );
+    const plan = buildPlan(info, opts);
+    stepLog(log, 'preflight', opts.table).info(
+      { partitions: plan.partitions.length, estimatedRows: plan.estimatedRows, warnings: plan.warnings },
+      'preflight passed',
+    );
+    return { plan, summary: plan.warnings };
+  } catch (err) {
+    classify(err, 'preflight');
+  }
+}

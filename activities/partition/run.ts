@@ -1,0 +1,189 @@
+/**
+ * partflow.runs: the row that says which workflow owns a table, how far it got and which plan it runs.
+ * Every forward step checks it in the same transaction as its DDL (`fence`), every undo begins by marking
+ * it `undoing` (`beginUndo`), and no step runs SQL from a plan other than the stored one (`ownPlan`).
+ */
+import type { Pool, PoolClient } from 'pg';
+import { failure } from '../../src/failures';
+import { displayName, qualified, TableRef } from '../../src/ident';
+import type { Logger } from '../../src/logger';
+import { Plan, STATE_SCHEMA } from '../../src/plan';
+import { classify, currentWorkflowId } from '../db';
+import { migrate } from '../migrate';
+
+export interface Deps {
+  pool: Pool;
+  log: Logger;
+}
+
+export const RUNS = `${STATE_SCHEMA}.runs`;
+
+export type RunState = 'done' | 'rolled-back' | 'failed';
+
+export interface RunRow {
+  run_state: string;
+  next_page: string;
+  total_pages: string | null;
+  rows_copied: string;
+  cutover_done: boolean;
+  workflow_id: string;
+  last_key: string[] | null;
+  max_key: string[] | null;
+}
+
+const workflowId = (): string => currentWorkflowId() ?? 'local';
+
+/** The step's logger, with the table and the workflow. */
+export function stepLog(log: Logger, step: string, table: TableRef): Logger {
+  return log.child({ step, table: displayName(table), workflowId: currentWorkflowId() });
+}
+
+/** What the partitioning path's DDL locks: the table, the copy, the old table (and their partitions). */
+export function lockedBy(plan: Plan): { relations: string[] } {
+  return { relations: [qualified(plan.table), qualified(plan.shadow), qualified(plan.old)] };
+}
+
+export async function relOid(c: PoolClient, ref: TableRef): Promise<{ oid: number; relkind: string } | null> {
+  const r = await c.query(
+    `SELECT c.oid::int AS oid, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE n.nspname = $1 AND c.relname = $2`,
+    [ref.schema, ref.name],
+  );
+  return r.rowCount ? r.rows[0] : null;
+}
+
+export async function runState(pool: Pool, table: TableRef): Promise<RunRow | null> {
+  const r = await pool.query(`SELECT * FROM ${RUNS} WHERE table_schema = $1 AND table_name = $2`, [
+    table.schema,
+    table.name,
+  ]);
+  return r.rowCount ? r.rows[0] : null;
+}
+
+async function runsExist(pool: Pool): Promise<boolean> {
+  return (await pool.query(`SELECT to_regclass($1) IS NOT NULL AS ok`, [RUNS])).rows[0].ok;
+}
+
+/**
+ * Inside a forward step's DDL transaction: this workflow's run is still active. beginUndo's UPDATE waits for
+ * the row lock taken here, so once the undo has begun no forward DDL of the run can commit.
+ */
+export async function fence(c: PoolClient, table: TableRef): Promise<void> {
+  const wf = workflowId();
+  const r = await c.query(
+    `SELECT 1 FROM ${RUNS}
+      WHERE table_schema = $1 AND table_name = $2 AND workflow_id = $3 AND run_state = 'active' FOR SHARE`,
+    [table.schema, table.name, wf],
+  );
+  if (!r.rowCount) {
+    throw failure(
+      `The partflow run of ${displayName(table)} (workflow ${wf}) is being undone or is over; this step does nothing.`,
+      'RunUndone',
+    );
+  }
+}
+
+/**
+ * The plan a step is handed must be the one partflow's preflight made and claimRun stored for this very
+ * workflow: SQL is never taken from a workflow input. `sql` checks single statements (the backfill's).
+ */
+export async function ownPlan(
+  pool: Pool,
+  table: TableRef,
+  plan: Plan | null,
+  sql: Record<string, string | undefined> = {},
+): Promise<void> {
+  const wf = workflowId();
+  const row = (await runsExist(pool))
+    ? (
+        await pool.query(`SELECT workflow_id, plan FROM ${RUNS} WHERE table_schema = $1 AND table_name = $2`, [
+          table.schema,
+          table.name,
+        ])
+      ).rows[0]
+    : undefined;
+  let ok = !!row && row.workflow_id === wf && typeof row.plan === 'string';
+  if (ok && plan) ok = row.plan === JSON.stringify(plan);
+  if (ok && Object.keys(sql).length) {
+    const stored = (JSON.parse(row.plan) as Plan).sql as unknown as Record<string, unknown>;
+    ok = Object.entries(sql).every(([k, v]) => v === undefined || stored[k] === v);
+  }
+  if (!ok) {
+    throw failure(
+      `The plan handed to this step for ${displayName(table)} is not the one partflow made for workflow ${wf}; ` +
+        'refusing to run its SQL.',
+      'PlanMismatch',
+    );
+  }
+}
+
+/** Updates that moved a row to another month so far (the trigger's counter); 0 when there is none. */
+export async function rowMoves(pool: Pool, table: TableRef): Promise<number> {
+  const counter = qualified({ schema: table.schema, name: `${table.name}_pf_moves` });
+  const r = await pool.query(`SELECT to_regclass($1) IS NOT NULL AS ok`, [counter]);
+  if (!r.rows[0].ok) return 0;
+  const v = await pool
+    .query(`SELECT CASE WHEN is_called THEN last_value ELSE 0 END::bigint AS n FROM ${counter}`)
+    .catch(() => null);
+  return Number(v?.rows[0]?.n ?? 0);
+}
+
+/** Records this run in partflow.runs; refuses when another workflow holds the table. */
+export async function claimRun({ pool }: Deps, table: TableRef, plan: Plan): Promise<void> {
+  const wf = workflowId();
+  try {
+    await migrate(pool);
+    const r = await pool.query(
+      `INSERT INTO ${RUNS} AS r (table_schema, table_name, workflow_id, run_state, plan)
+       VALUES ($1, $2, $3, 'active', $4)
+       ON CONFLICT (table_schema, table_name) DO UPDATE
+          SET workflow_id = EXCLUDED.workflow_id, run_state = 'active', updated_at = now(), plan = EXCLUDED.plan,
+              next_page = 0, total_pages = NULL, rows_copied = 0, cutover_done = false, started_at = now(),
+              last_key = NULL, max_key = NULL, trigger_fence = NULL, filenode = NULL, rewrites = 0
+        WHERE r.run_state NOT IN ('active', 'undoing')
+       RETURNING workflow_id`,
+      [table.schema, table.name, wf, JSON.stringify(plan)],
+    );
+    if (r.rowCount === 0) {
+      const cur = await runState(pool, table);
+      if (cur && cur.workflow_id === wf) return; // our own claim, seen again after a retry
+      throw failure(
+        `Table ${displayName(table)} already has a partflow run in progress (workflow ${cur?.workflow_id}); ` +
+          'wait for it, or roll it back, before starting another.',
+        'RunInProgress',
+      );
+    }
+  } catch (err) {
+    classify(err, 'claim');
+  }
+}
+
+/**
+ * The first step of every undo: marks the run `undoing`. Waits for a forward DDL transaction in flight (it
+ * holds the run's row FOR SHARE); every later one sees the state and does nothing.
+ */
+export async function beginUndo({ pool }: Deps, table: TableRef): Promise<void> {
+  try {
+    if (!(await runsExist(pool))) return;
+    await pool.query(
+      `UPDATE ${RUNS} SET run_state = 'undoing', updated_at = now()
+        WHERE table_schema = $1 AND table_name = $2 AND workflow_id = $3 AND run_state = 'active'`,
+      [table.schema, table.name, workflowId()],
+    );
+  } catch (err) {
+    classify(err, 'begin undo');
+  }
+}
+
+export async function releaseRun({ pool }: Deps, table: TableRef, state: RunState): Promise<void> {
+  try {
+    if (!(await runsExist(pool))) return;
+    await pool.query(
+      `UPDATE ${RUNS} SET run_state = $4, updated_at = now()
+        WHERE table_schema = $1 AND table_name = $2 AND workflow_id = $3`,
+      [table.schema, table.name, workflowId(), state],
+    );
+  } catch (err) {
+    classify(err, 'release');
+  }
+}

@@ -1,0 +1,77 @@
+/**
+ * The sync trigger: from its commit on, every write to the table is also written to the copy. The same
+ * transaction records how many pages the backfill must cover: every row on a later page was written after
+ * the trigger existed, so the trigger copied it.
+ */
+import type { PoolClient } from 'pg';
+import { failure } from '../../src/failures';
+import { displayName } from '../../src/ident';
+import { FORWARD_TRIGGER, Plan } from '../../src/plan';
+import { withLockRetry } from '../db';
+import { faultPoint } from '../faults';
+import { Deps, fence, lockedBy, ownPlan, relOid, RUNS, stepLog } from './run';
+
+/** The backfill's end, recorded with the trigger: pages (and the file), or the largest key in key mode. */
+async function recordWalkEnd(c: PoolClient, plan: Plan, triggerFence: string): Promise<number> {
+  const r = await c.query(
+    `UPDATE ${RUNS}
+        SET total_pages = coalesce(total_pages, pg_relation_size($3::regclass) / current_setting('block_size')::int),
+            trigger_fence = coalesce(trigger_fence, $4),
+            filenode = coalesce(filenode, pg_relation_filenode($3::regclass)),
+            updated_at = now()
+      WHERE table_schema = $1 AND table_name = $2 RETURNING total_pages`,
+    [plan.table.schema, plan.table.name, plan.tableOid, triggerFence],
+  );
+  if (plan.copyMode === 'keys') {
+    const mk = await c.query(plan.sql.maxKey);
+    await c.query(
+      `UPDATE ${RUNS} SET max_key = coalesce(max_key, $3::text[]) WHERE table_schema = $1 AND table_name = $2`,
+      [plan.table.schema, plan.table.name, mk.rows[0]?.k ?? null],
+    );
+  }
+  return Number(r.rows[0].total_pages);
+}
+
+export async function installSyncTrigger(
+  { pool, log }: Deps,
+  plan: Plan,
+  lockTimeoutMs: number,
+): Promise<{ totalPages: number; lockWaitRetries: number }> {
+  await ownPlan(pool, plan.table, plan);
+  const l = stepLog(log, 'sync', plan.table);
+  const install = async (c: PoolClient) => {
+    await fence(c, plan.table);
+    const src = await relOid(c, plan.table);
+    if (!src || src.oid !== plan.tableOid) {
+      throw failure(
+        `Table ${displayName(plan.table)} changed since preflight (dropped or replaced); start again.`,
+        'TableChanged',
+      );
+    }
+    const has = await c.query(`SELECT 1 FROM pg_trigger WHERE tgrelid = $1 AND tgname = $2`, [
+      plan.tableOid,
+      FORWARD_TRIGGER,
+    ]);
+    if (!has.rowCount) for (const sql of plan.sql.syncTrigger) await c.query(sql);
+    await faultPoint('sync', l);
+    // partflow's triggers as committed now; the cut-over refuses if they were disabled since
+    const triggerFence = (await c.query(plan.sql.triggerFence, [plan.tableOid])).rows[0].fence;
+    return recordWalkEnd(c, plan, triggerFence);
+  };
+  const { result, stats } = await withLockRetry(pool, l, 'sync trigger', lockTimeoutMs, install, lockedBy(plan));
+  l.info({ totalPages: result, lockWaitRetries: stats.lockWaitRetries }, 'sync trigger installed');
+  return { totalPages: result, lockWaitRetries: stats.lockWaitRetries };
+}
+
+/** Compensation of installSyncTrigger; after a cut-over the trigger went with the swap, the counter goes here. */
+export async function dropSyncTrigger({ pool, log }: Deps, plan: Plan, lockTimeoutMs: number): Promise<void> {
+  await ownPlan(pool, plan.table, plan);
+  const l = stepLog(log, 'drop-sync', plan.table);
+  const drop = async (c: PoolClient) => {
+    const src = await relOid(c, plan.table);
+    if (src && src.oid === plan.tableOid) for (const sql of plan.sql.dropSyncTrigger) await c.query(sql);
+    for (const sql of plan.sql.dropCounters ?? []) await c.query(sql);
+  };
+  await withLockRetry(pool, l, 'drop sync trigger', lockTimeoutMs, drop, lockedBy(plan));
+  l.info('sync trigger dropped');
+}
