@@ -1,25 +1,24 @@
-/** Reads the catalog facts a plan needs. Read-only. */
+/** Reads the catalog facts a plan needs, one reader per subject. Read-only. */
 import type { PoolClient } from 'pg';
-import type { TableInfo } from '../src/catalog';
+import type { IndexInfo, TableInfo } from '../src/catalog';
 import { displayName, InputError, qualified, quoteIdent, TableRef } from '../src/ident';
 import type { PartitionOptions } from '../src/input';
 import { boundLiteral, formatMonth, parseMonth, PartitionColumnType, partitionLayout } from '../src/partitions';
 import { plannedNames, SHAPE_SQL, STATE_SCHEMA } from '../src/plan';
 
-export async function readTableInfo(
-  c: PoolClient,
-  opts: PartitionOptions,
-  workflowId: string | null,
-): Promise<TableInfo> {
-  const t = opts.table;
+type Row = Record<string, any>;
+
+/** The relation itself: kind, owner, size, storage, and who partflow runs as. */
+async function readHead(c: PoolClient, t: TableRef): Promise<Row> {
+  const toastOptions = `(SELECT array_agg('toast.' || o) FROM pg_class tc, unnest(tc.reloptions) o
+                           WHERE tc.oid = c.reltoastrelid)`;
   const head = await c.query(
     `SELECT current_setting('server_version_num')::int AS v, current_user AS me,
             c.oid::int AS oid, c.relkind, pg_get_userbyid(c.relowner) AS owner, c.relrowsecurity,
             obj_description(c.oid, 'pg_class') AS comment, c.reltuples::bigint AS reltuples,
             (pg_relation_size(c.oid) / current_setting('block_size')::int)::bigint AS pages, n.oid::int AS nsp,
-            c.reltype::int AS reltype, t.typarray::int AS arraytype, c.relispartition, c.relpersistence, c.relreplident,
-            coalesce(c.reloptions, '{}') || coalesce((SELECT array_agg('toast.' || o) FROM pg_class tc, unnest(tc.reloptions) o
-                                                       WHERE tc.oid = c.reltoastrelid), '{}') AS reloptions,
+            c.reltype::int AS reltype, t.typarray::int AS arraytype, c.relispartition, c.relpersistence,
+            c.relreplident, coalesce(c.reloptions, '{}') || coalesce(${toastOptions}, '{}') AS reloptions,
             (SELECT spcname FROM pg_tablespace WHERE oid = c.reltablespace) AS tablespace,
             (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) AS superuser
        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_type t ON t.oid = c.reltype
@@ -28,22 +27,27 @@ export async function readTableInfo(
   );
   if (head.rowCount === 0) {
     throw new InputError(
-      `Table ${displayName(t)} does not exist; check the name (unquoted names fold to lower case, quote mixed case like app."CreditTransactions").`,
+      `Table ${displayName(t)} does not exist; check the name (unquoted names fold to lower case, ` +
+        'quote mixed case like app."CreditTransactions").',
     );
   }
-  const h = head.rows[0];
-  const oid: number = h.oid;
+  return head.rows[0];
+}
 
-  const cols = await c.query(
+async function readColumns(c: PoolClient, oid: number): Promise<Row[]> {
+  const r = await c.query(
     `SELECT a.attname AS name, format_type(a.atttypid, a.atttypmod) AS type, a.attnotnull AS "notNull",
-            a.attgenerated <> '' AS generated, a.attidentity AS identity, a.attstattarget AS stats, a.attacl::text[] AS acl,
+            a.attgenerated <> '' AS generated, a.attidentity AS identity, a.attstattarget AS stats,
+            a.attacl::text[] AS acl,
             CASE a.atttypid WHEN 'timestamptz'::regtype THEN 'timestamptz' WHEN 'timestamp'::regtype THEN 'timestamp'
                             WHEN 'date'::regtype THEN 'date' ELSE format_type(a.atttypid, a.atttypmod) END AS kind
        FROM pg_attribute a WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum`,
     [oid],
   );
-  const pcRow = cols.rows.find((r) => r.name === opts.column);
+  return r.rows;
+}
 
+async function readPrimaryKey(c: PoolClient, oid: number): Promise<TableInfo['primaryKey']> {
   const pk = await c.query(
     `SELECT con.conname, array_agg(a.attname::text ORDER BY k.ord) AS cols
        FROM pg_constraint con, unnest(con.conkey) WITH ORDINALITY k(attnum, ord)
@@ -51,29 +55,38 @@ export async function readTableInfo(
       WHERE con.conrelid = $1 AND con.contype = 'p' GROUP BY con.conname`,
     [oid],
   );
+  return pk.rowCount ? { name: pk.rows[0].conname, columns: pk.rows[0].cols } : null;
+}
 
-  const idx = await c.query(
+/** Indexes with the constraints they back; `tail` is the definition after `ON <table> `. */
+async function readIndexes(c: PoolClient, oid: number, t: TableRef): Promise<(IndexInfo & Row)[]> {
+  const columns = (where: string) =>
+    `(SELECT array_agg(a.attname::text ORDER BY k.ord) FROM unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, ord)
+        LEFT JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum${where})`;
+  const prefix = `format('CREATE %sINDEX %s ON %s.%s ', CASE WHEN i.indisunique THEN 'UNIQUE ' ELSE '' END,
+                          quote_ident(ic.relname), quote_ident($2), quote_ident($3))`;
+  const r = await c.query(
     `SELECT ic.relname AS name, pg_get_indexdef(i.indexrelid) AS def, i.indisprimary AS "isPrimary",
-            i.indisunique AS "isUnique", i.indpred IS NOT NULL AS "hasPredicate", i.indisvalid AS "isValid", i.indisreplident AS "isReplicaIdentity",
-            (SELECT array_agg(a.attname::text ORDER BY k.ord) FROM unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, ord)
-               LEFT JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum) AS columns,
-            (SELECT array_agg(a.attname::text ORDER BY k.ord) FROM unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, ord)
-               LEFT JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum WHERE k.ord <= i.indnkeyatts) AS "keyColumns",
-            con.conname AS "constraintName", pg_get_constraintdef(con.oid) AS "constraintDef", coalesce(con.condeferrable, false) AS deferrable,
-            obj_description(i.indexrelid, 'pg_class') AS comment, obj_description(con.oid, 'pg_constraint') AS "constraintComment",
-            CASE WHEN starts_with(pg_get_indexdef(i.indexrelid),
-                   format('CREATE %sINDEX %s ON %s.%s ', CASE WHEN i.indisunique THEN 'UNIQUE ' ELSE '' END,
-                          quote_ident(ic.relname), quote_ident($2), quote_ident($3)))
-                 THEN substr(pg_get_indexdef(i.indexrelid),
-                   length(format('CREATE %sINDEX %s ON %s.%s ', CASE WHEN i.indisunique THEN 'UNIQUE ' ELSE '' END,
-                          quote_ident(ic.relname), quote_ident($2), quote_ident($3))) + 1) END AS tail
+            i.indisunique AS "isUnique", i.indpred IS NOT NULL AS "hasPredicate", i.indisvalid AS "isValid",
+            i.indisreplident AS "isReplicaIdentity",
+            ${columns('')} AS columns,
+            ${columns(' WHERE k.ord <= i.indnkeyatts')} AS "keyColumns",
+            con.conname AS "constraintName", pg_get_constraintdef(con.oid) AS "constraintDef",
+            coalesce(con.condeferrable, false) AS deferrable,
+            obj_description(i.indexrelid, 'pg_class') AS comment,
+            obj_description(con.oid, 'pg_constraint') AS "constraintComment",
+            CASE WHEN starts_with(pg_get_indexdef(i.indexrelid), ${prefix})
+                 THEN substr(pg_get_indexdef(i.indexrelid), length(${prefix}) + 1) END AS tail
        FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
        LEFT JOIN pg_constraint con ON con.conindid = i.indexrelid AND con.conrelid = i.indrelid
       WHERE i.indrelid = $1 ORDER BY ic.relname`,
     [oid, t.schema, t.name],
   );
+  return r.rows;
+}
 
-  const fks = await c.query(
+async function readForeignKeys(c: PoolClient, oid: number): Promise<Row[]> {
+  const r = await c.query(
     `SELECT con.conname AS name, pg_get_constraintdef(con.oid) AS def, n.nspname AS schema, cl.relname AS rel,
             obj_description(con.oid, 'pg_constraint') AS comment,
             con.conrelid = $1 AND con.confrelid <> $1 AS outbound, con.confrelid = $1 AS inbound
@@ -82,20 +95,37 @@ export async function readTableInfo(
       ORDER BY con.conname`,
     [oid],
   );
+  return r.rows;
+}
 
-  const seqs = await c.query(
-    `SELECT a.attname AS column, s.seq, a.attidentity <> '' AS identity, sn.nspname AS seq_schema, sc.relname AS seq_name
+async function readSequences(c: PoolClient, oid: number, t: TableRef): Promise<TableInfo['sequences']> {
+  const r = await c.query(
+    `SELECT a.attname AS column, s.seq, a.attidentity <> '' AS identity, sn.nspname AS seq_schema,
+            sc.relname AS seq_name
        FROM pg_attribute a
        CROSS JOIN LATERAL (SELECT pg_get_serial_sequence($2, a.attname)::regclass::oid AS seq) s
        JOIN pg_class sc ON sc.oid = s.seq JOIN pg_namespace sn ON sn.oid = sc.relnamespace
       WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped`,
     [oid, qualified(t)],
   );
+  return r.rows.map((x) => ({
+    column: x.column,
+    sequence: { schema: x.seq_schema, name: x.seq_name },
+    kind: x.identity ? 'identity' : 'serial',
+  }));
+}
 
+/** Views on the table, objects bound to its OID or row type, and inheritance. */
+async function readDependents(
+  c: PoolClient,
+  oid: number,
+  h: Row,
+): Promise<Pick<TableInfo, 'dependentViews' | 'oidDependents'> & { parents: string[]; children: string[] }> {
   const deps = await c.query(
     `SELECT DISTINCT v.oid::regclass::text AS name FROM pg_depend d
        JOIN pg_rewrite r ON r.oid = d.objid JOIN pg_class v ON v.oid = r.ev_class
-      WHERE d.classid = 'pg_rewrite'::regclass AND d.refobjid = $1 AND v.oid <> $1 AND v.relnamespace <> to_regnamespace($2)::oid`,
+      WHERE d.classid = 'pg_rewrite'::regclass AND d.refobjid = $1 AND v.oid <> $1
+        AND v.relnamespace <> to_regnamespace($2)::oid`,
     [oid, STATE_SCHEMA],
   );
   // Objects bound to the table's OID or row type: after the swap they would stay with the old table.
@@ -105,34 +135,65 @@ export async function readTableInfo(
             (d.classid = 'pg_proc'::regclass AND d.refclassid = 'pg_class'::regclass AND d.refobjid = $1)
          OR (d.classid = 'pg_policy'::regclass AND d.refclassid = 'pg_class'::regclass AND d.refobjid = $1
              AND (SELECT polrelid FROM pg_policy WHERE oid = d.objid) <> $1)
-         OR (d.classid = 'pg_class'::regclass AND d.objsubid > 0 AND d.refclassid = 'pg_type'::regclass AND d.refobjid IN ($2, $3)))
+         OR (d.classid = 'pg_class'::regclass AND d.objsubid > 0 AND d.refclassid = 'pg_type'::regclass
+             AND d.refobjid IN ($2, $3)))
       ORDER BY 1`,
     [oid, h.reltype, h.arraytype],
   );
   const inh = await c.query(
-    `SELECT (SELECT coalesce(array_agg(inhparent::regclass::text), '{}') FROM pg_inherits WHERE inhrelid = $1) AS parents,
-            (SELECT coalesce(array_agg(inhrelid::regclass::text), '{}') FROM pg_inherits WHERE inhparent = $1) AS children`,
+    `SELECT (SELECT coalesce(array_agg(inhparent::regclass::text), '{}') FROM pg_inherits WHERE inhrelid = $1)
+              AS parents,
+            (SELECT coalesce(array_agg(inhrelid::regclass::text), '{}') FROM pg_inherits WHERE inhparent = $1)
+              AS children`,
     [oid],
   );
+  return {
+    dependentViews: deps.rows.map((r) => r.name),
+    oidDependents: bound.rows.map((r) => r.what),
+    parents: inh.rows[0].parents,
+    children: inh.rows[0].children,
+  };
+}
+
+/** Publications that name the table, publish all of its schema or database, and subscriptions into it. */
+async function readReplication(
+  c: PoolClient,
+  oid: number,
+  h: Row,
+): Promise<Pick<TableInfo, 'implicitPublications' | 'subscriptions' | 'publications'>> {
   const implicitPubs = await c.query(
     h.v >= 150000
       ? `SELECT pubname FROM pg_publication WHERE puballtables
-         UNION SELECT p.pubname FROM pg_publication_namespace pn JOIN pg_publication p ON p.oid = pn.pnpubid WHERE pn.pnnspid = $1
+         UNION SELECT p.pubname FROM pg_publication_namespace pn JOIN pg_publication p ON p.oid = pn.pnpubid
+          WHERE pn.pnnspid = $1
          ORDER BY 1`
       : `SELECT pubname FROM pg_publication WHERE puballtables AND $1::int IS NOT NULL ORDER BY 1`,
     [h.nsp],
   );
   const subs = await c
     .query(
-      `SELECT s.subname FROM pg_subscription_rel sr JOIN pg_subscription s ON s.oid = sr.srsubid WHERE sr.srrelid = $1 ORDER BY 1`,
+      `SELECT s.subname FROM pg_subscription_rel sr JOIN pg_subscription s ON s.oid = sr.srsubid
+        WHERE sr.srrelid = $1 ORDER BY 1`,
       [oid],
     )
     .catch(() => ({ rows: [] as { subname: string }[] }));
-  const rules = await c.query(`SELECT rulename FROM pg_rewrite WHERE ev_class = $1 AND rulename <> '_RETURN'`, [oid]);
   const pubs = await c.query(
     `SELECT p.pubname FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid WHERE pr.prrelid = $1`,
     [oid],
   );
+  return {
+    implicitPublications: implicitPubs.rows.map((r) => r.pubname),
+    subscriptions: subs.rows.map((r) => r.subname),
+    publications: pubs.rows.map((r) => r.pubname),
+  };
+}
+
+/** Rules, triggers other than partflow's, table and column grants. */
+async function readObjects(
+  c: PoolClient,
+  oid: number,
+): Promise<Pick<TableInfo, 'rules' | 'userTriggers' | 'grants' | 'columnGrants'>> {
+  const rules = await c.query(`SELECT rulename FROM pg_rewrite WHERE ev_class = $1 AND rulename <> '_RETURN'`, [oid]);
   const trg = await c.query(
     `SELECT tgname FROM pg_trigger WHERE tgrelid = $1 AND NOT tgisinternal AND tgname NOT LIKE 'partflow\\_%'`,
     [oid],
@@ -142,58 +203,136 @@ export async function readTableInfo(
        FROM pg_class c, aclexplode(c.relacl) a LEFT JOIN pg_roles r ON r.oid = a.grantee WHERE c.oid = $1`,
     [oid],
   );
+  return {
+    rules: rules.rows.map((r) => r.rulename),
+    userTriggers: trg.rows.map((r) => r.tgname),
+    grants: grants.rows,
+    columnGrants: await columnGrants(c, oid),
+  };
+}
 
-  let keyRange: TableInfo['keyRange'] = null;
-  let oldestMonth: string | null = null;
-  let nullKeyRows = 0;
-  const tz = opts.timeZone;
-  let currentMonth: string;
+async function columnGrants(c: PoolClient, oid: number): Promise<TableInfo['columnGrants']> {
+  const r = await c.query(
+    `SELECT a.attname AS column, coalesce(r.rolname, 'PUBLIC') AS grantee, x.privilege_type AS privilege,
+            x.is_grantable AS grantable
+       FROM pg_attribute a, aclexplode(a.attacl) x LEFT JOIN pg_roles r ON r.oid = x.grantee
+      WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped AND a.attacl IS NOT NULL ORDER BY a.attnum, 2, 3`,
+    [oid],
+  );
+  return r.rows;
+}
+
+/** The current month in the run's time zone; an unknown zone is bad input. */
+async function readCurrentMonth(c: PoolClient, tz: string): Promise<string> {
   try {
-    currentMonth = (await c.query(`SELECT to_char(now() AT TIME ZONE $1, 'YYYY-MM') AS m`, [tz])).rows[0].m;
+    return (await c.query(`SELECT to_char(now() AT TIME ZONE $1, 'YYYY-MM') AS m`, [tz])).rows[0].m;
   } catch (err) {
-    if ((err as { code?: string }).code === '22023')
+    if ((err as { code?: string }).code === '22023') {
       throw new InputError(`Field "timeZone": PostgreSQL does not know the time zone ${JSON.stringify(tz)}.`);
+    }
     throw err;
   }
+}
+
+type KeyFacts = Pick<TableInfo, 'keyRange' | 'oldestMonth' | 'currentMonth' | 'nullKeyRows'> & {
+  layout: ReturnType<typeof partitionLayout>;
+};
+
+/** The months the partition column holds, the layout they give, and the rows outside it or NULL. */
+async function readKeyRange(
+  c: PoolClient,
+  opts: PartitionOptions,
+  pcRow: Row | undefined,
+  idx: Row[],
+): Promise<KeyFacts> {
+  const t = opts.table;
+  const tz = opts.timeZone;
+  const currentMonth = await readCurrentMonth(c, tz);
   const timeKey = pcRow && ['timestamptz', 'timestamp', 'date'].includes(pcRow.kind) ? pcRow : null;
-  const indexed = idx.rows.some((r) => r.isValid && r.keyColumns?.[0] === timeKey?.name && /USING btree/.test(r.def));
+  const indexed = idx.some((r) => r.isValid && r.keyColumns?.[0] === timeKey?.name && /USING btree/.test(r.def));
   const months = timeKey ? await populatedMonths(c, t, timeKey.name, timeKey.kind, tz, indexed) : [];
-  const layout = partitionLayout(
-    t.name,
-    months.map(parseMonth),
-    parseMonth(currentMonth),
-    opts.premake,
-    opts.startMonth ? parseMonth(opts.startMonth) : null,
-  );
-  if (pcRow && timeKey) {
-    oldestMonth = months[0] ?? null;
-    const first = layout.partitions[0];
-    const last = layout.partitions[layout.partitions.length - 1];
-    const col = quoteIdent(pcRow.name);
-    const type = pcRow.kind as PartitionColumnType;
-    const outside = `${col} < ${boundLiteral(first.from, type, tz)} OR ${col} >= ${boundLiteral(last.to, type, tz)}`;
-    const out = await c.query(`SELECT count(*)::bigint AS n FROM ${qualified(t)} WHERE ${outside}`);
-    keyRange = {
-      months,
-      bodyStart: layout.bodyStart && formatMonth(layout.bodyStart),
-      outsideRows: Number(out.rows[0].n),
-    };
-    if (!pcRow.notNull) {
-      nullKeyRows = Number((await c.query(`SELECT count(*) AS n FROM ${qualified(t)} WHERE ${col} IS NULL`)).rows[0].n);
-    }
+  const start = opts.startMonth ? parseMonth(opts.startMonth) : null;
+  const layout = partitionLayout(t.name, months.map(parseMonth), parseMonth(currentMonth), opts.premake, start);
+  const facts: KeyFacts = { keyRange: null, oldestMonth: null, currentMonth, nullKeyRows: 0, layout };
+  if (!timeKey) return facts;
+  facts.oldestMonth = months[0] ?? null;
+  const first = layout.partitions[0];
+  const last = layout.partitions[layout.partitions.length - 1];
+  const col = quoteIdent(timeKey.name);
+  const type = timeKey.kind as PartitionColumnType;
+  const outside = `${col} < ${boundLiteral(first.from, type, tz)} OR ${col} >= ${boundLiteral(last.to, type, tz)}`;
+  const out = await c.query(`SELECT count(*)::bigint AS n FROM ${qualified(t)} WHERE ${outside}`);
+  const bodyStart = layout.bodyStart && formatMonth(layout.bodyStart);
+  facts.keyRange = { months, bodyStart, outsideRows: Number(out.rows[0].n) };
+  if (!timeKey.notNull) {
+    const n = await c.query(`SELECT count(*) AS n FROM ${qualified(t)} WHERE ${col} IS NULL`);
+    facts.nullKeyRows = Number(n.rows[0].n);
   }
+  return facts;
+}
 
-  let activeRun: TableInfo['activeRun'] = null;
+/** Another workflow's run on the table, active or being undone. */
+async function readActiveRun(c: PoolClient, t: TableRef, workflowId: string | null): Promise<TableInfo['activeRun']> {
   const hasState = (await c.query(`SELECT to_regclass($1) IS NOT NULL AS ok`, [`${STATE_SCHEMA}.runs`])).rows[0].ok;
-  if (hasState) {
-    const r = await c.query(
-      `SELECT workflow_id, run_state FROM ${STATE_SCHEMA}.runs WHERE table_schema = $1 AND table_name = $2 AND run_state IN ('active', 'undoing')`,
-      [t.schema, t.name],
-    );
-    if (r.rowCount && r.rows[0].workflow_id !== workflowId)
-      activeRun = { workflowId: r.rows[0].workflow_id, state: r.rows[0].run_state };
+  if (!hasState) return null;
+  const r = await c.query(
+    `SELECT workflow_id, run_state FROM ${STATE_SCHEMA}.runs
+      WHERE table_schema = $1 AND table_name = $2 AND run_state IN ('active', 'undoing')`,
+    [t.schema, t.name],
+  );
+  if (r.rowCount && r.rows[0].workflow_id !== workflowId) {
+    return { workflowId: r.rows[0].workflow_id, state: r.rows[0].run_state };
   }
+  return null;
+}
 
+function storageOf(h: Row, cols: Row[], idx: Row[]): TableInfo['storage'] {
+  return {
+    reloptions: h.reloptions ?? [],
+    tablespace: h.tablespace,
+    replicaIdentity: h.relreplident,
+    replicaIdentityIndex: idx.find((r) => r.isReplicaIdentity)?.name ?? null,
+    unlogged: h.relpersistence === 'u',
+    statisticsTargets: cols.filter((r) => r.stats >= 0).map((r) => ({ column: r.name, target: r.stats })),
+  };
+}
+
+/** Which of the names the plan would create are taken already? */
+async function readTakenNames(
+  c: PoolClient,
+  nsp: number,
+  t: TableRef,
+  layout: ReturnType<typeof partitionLayout>,
+  indexes: number,
+): Promise<string[]> {
+  const partitions = layout.partitions.map((m) => ({ name: m.name, from: '', to: '' }));
+  const wanted = plannedNames(t, partitions, indexes + 1);
+  const taken = await c.query(`SELECT relname FROM pg_class WHERE relnamespace = $1 AND relname = ANY($2::text[])`, [
+    nsp,
+    wanted,
+  ]);
+  return taken.rows.map((r) => r.relname);
+}
+
+export async function readTableInfo(
+  c: PoolClient,
+  opts: PartitionOptions,
+  workflowId: string | null,
+): Promise<TableInfo> {
+  const t = opts.table;
+  const h = await readHead(c, t);
+  const oid: number = h.oid;
+  const cols = await readColumns(c, oid);
+  const pcRow = cols.find((r) => r.name === opts.column);
+  const primaryKey = await readPrimaryKey(c, oid);
+  const idx = await readIndexes(c, oid, t);
+  const fks = await readForeignKeys(c, oid);
+  const sequences = await readSequences(c, oid, t);
+  const { parents, children, ...dependents } = await readDependents(c, oid, h);
+  const replication = await readReplication(c, oid, h);
+  const objects = await readObjects(c, oid);
+  const { layout, ...key } = await readKeyRange(c, opts, pcRow, idx);
+  const activeRun = await readActiveRun(c, t, workflowId);
   const info: TableInfo = {
     table: t,
     oid,
@@ -201,89 +340,51 @@ export async function readTableInfo(
     serverVersionNum: h.v,
     owner: h.owner,
     currentUser: h.me,
-    columns: cols.rows.map((r) => ({
+    columns: cols.map((r) => ({
       name: r.name,
       type: r.type,
       notNull: r.notNull,
       generated: r.generated,
       identity: r.identity,
     })),
-    columnGrants: await columnGrants(c, oid),
+    columnGrants: objects.columnGrants,
     isSuperuser: h.superuser === true,
-    storage: {
-      reloptions: h.reloptions ?? [],
-      tablespace: h.tablespace,
-      replicaIdentity: h.relreplident,
-      replicaIdentityIndex: idx.rows.find((r) => r.isReplicaIdentity)?.name ?? null,
-      unlogged: h.relpersistence === 'u',
-      statisticsTargets: cols.rows.filter((r) => r.stats >= 0).map((r) => ({ column: r.name, target: r.stats })),
-    },
+    storage: storageOf(h, cols, idx),
     inheritance: {
-      parents: h.relispartition ? [] : inh.rows[0].parents,
-      children: inh.rows[0].children,
-      partitionOf: h.relispartition ? (inh.rows[0].parents[0] ?? null) : null,
+      parents: h.relispartition ? [] : parents,
+      children,
+      partitionOf: h.relispartition ? (parents[0] ?? null) : null,
     },
-    implicitPublications: implicitPubs.rows.map((r) => r.pubname),
-    subscriptions: subs.rows.map((r) => r.subname),
-    oidDependents: bound.rows.map((r) => r.what),
-    keyRange,
+    ...replication,
+    ...dependents,
     shape: (await c.query(SHAPE_SQL, [oid])).rows.map((r) => r.x),
     partitionColumn: pcRow ? { name: pcRow.name, type: pcRow.kind, notNull: pcRow.notNull } : null,
-    primaryKey: pk.rowCount ? { name: pk.rows[0].conname, columns: pk.rows[0].cols } : null,
-    indexes: idx.rows.map(({ isReplicaIdentity: _ri, ...r }) => ({
+    primaryKey,
+    indexes: idx.map(({ isReplicaIdentity: _ri, ...r }) => ({
       ...r,
       columns: r.columns ?? [],
       keyColumns: r.keyColumns ?? [],
     })),
-    outboundForeignKeys: fks.rows
+    outboundForeignKeys: fks
       .filter((r) => r.outbound)
       .map((r) => ({ name: r.name, def: r.def, comment: r.comment, table: { schema: r.schema, name: r.rel } })),
-    inboundForeignKeys: fks.rows
+    inboundForeignKeys: fks
       .filter((r) => r.inbound)
       .map((r) => ({ name: r.name, def: r.def, table: { schema: r.schema, name: r.rel } })),
-    sequences: seqs.rows.map((r) => ({
-      column: r.column,
-      sequence: { schema: r.seq_schema, name: r.seq_name },
-      kind: r.identity ? 'identity' : 'serial',
-    })),
-    dependentViews: deps.rows.map((r) => r.name),
-    publications: pubs.rows.map((r) => r.pubname),
-    userTriggers: trg.rows.map((r) => r.tgname),
-    rules: rules.rows.map((r) => r.rulename),
+    sequences,
+    rules: objects.rules,
+    userTriggers: objects.userTriggers,
+    grants: objects.grants,
     rowSecurity: h.relrowsecurity,
-    grants: grants.rows,
     comment: h.comment,
     estimatedRows: Number(h.reltuples),
     pages: Number(h.pages),
-    oldestMonth,
-    currentMonth,
-    nullKeyRows,
+    ...key,
     takenNames: [],
     activeRun,
   };
-
-  // Which of the names the plan would create are taken already?
-  const wanted = plannedNames(
-    t,
-    layout.partitions.map((m) => ({ name: m.name, from: '', to: '' })),
-    info.indexes.length + 1,
-  );
-  const taken = await c.query(`SELECT relname FROM pg_class WHERE relnamespace = $1 AND relname = ANY($2::text[])`, [
-    h.nsp,
-    wanted,
-  ]);
-  info.takenNames = taken.rows.map((r) => r.relname);
+  info.takenNames = await readTakenNames(c, h.nsp, t, layout, info.indexes.length);
   return info;
-}
-
-async function columnGrants(c: PoolClient, oid: number): Promise<TableInfo['columnGrants']> {
-  const r = await c.query(
-    `SELECT a.attname AS column, coalesce(r.rolname, 'PUBLIC') AS grantee, x.privilege_type AS privilege, x.is_grantable AS grantable
-       FROM pg_attribute a, aclexplode(a.attacl) x LEFT JOIN pg_roles r ON r.oid = x.grantee
-      WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped AND a.attacl IS NOT NULL ORDER BY a.attnum, 2, 3`,
-    [oid],
-  );
-  return r.rows;
 }
 
 /**
@@ -313,7 +414,8 @@ async function populatedMonths(
     ? `WITH RECURSIVE m(v) AS (
          SELECT min(${col}) FROM ${qualified(t)} WHERE ${finite}
          UNION ALL
-         SELECT (SELECT min(${col}) FROM ${qualified(t)} WHERE ${col} >= ${next} AND ${col} < 'infinity') FROM m WHERE m.v IS NOT NULL)
+         SELECT (SELECT min(${col}) FROM ${qualified(t)} WHERE ${col} >= ${next} AND ${col} < 'infinity')
+           FROM m WHERE m.v IS NOT NULL)
        SELECT to_char(${local('v')}, 'YYYY-MM') AS month FROM m WHERE v IS NOT NULL`
     : `SELECT DISTINCT to_char(${local(col)}, 'YYYY-MM') AS month FROM ${qualified(t)} WHERE ${finite}`;
   const r = await c.query(sql, tzParam ? [tz] : []);

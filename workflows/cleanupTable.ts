@@ -3,7 +3,7 @@
  * workflow runs no compensation). `partflow cleanup <table>` checks with Temporal that the run's workflow is
  * no longer running before it asks for `remove`.
  */
-import { ApplicationFailure, proxyActivities } from '@temporalio/workflow';
+import { proxyActivities } from '@temporalio/workflow';
 import type { Activities } from '../activities';
 import type { CleanupReport } from '../activities/cleanup';
 import { InputError, parseTableName } from '../src/ident';

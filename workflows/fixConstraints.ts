@@ -5,7 +5,6 @@
  */
 import {
   ActivityCancellationType,
-  ApplicationFailure,
   CancellationScope,
   defineQuery,
   isCancellation,
@@ -76,7 +75,18 @@ function summarize(audits: FixAudit[], withSql: boolean): FixResult['audit'] {
   }));
 }
 
-export async function fixConstraints(input: FixConstraintsInput): Promise<FixResult> {
+/** One run: its options, progress, the undo log and what was applied. */
+interface FixRun {
+  opts: FixOptions;
+  p: FixProgress;
+  rollbackRequested: boolean;
+  claimed: boolean;
+  done: { fixNo: number; step: Step }[];
+  audits: FixAudit[];
+  applied: FixResult['applied'];
+}
+
+function startRun(input: FixConstraintsInput): FixRun {
   let opts: FixOptions;
   try {
     opts = validateFixInput(input);
@@ -94,117 +104,125 @@ export async function fixConstraints(input: FixConstraintsInput): Promise<FixRes
     lockWaitRetries: 0,
     lastError: null,
   };
-  let rollbackRequested = false;
+  const run: FixRun = { opts, p, rollbackRequested: false, claimed: false, done: [], audits: [], applied: [] };
   setHandler(fixProgressQuery, () => p);
-  setHandler(rollbackSignal, () => void (rollbackRequested = true));
-  const done: { fixNo: number; step: Step }[] = [];
-  let audits: FixAudit[] = [];
-  const applied: FixResult['applied'] = [];
+  setHandler(rollbackSignal, () => void (run.rollbackRequested = true));
+  return run;
+}
+
+async function compensate(run: FixRun, final: 'rolled-back' | 'failed'): Promise<void> {
+  const lt = run.opts.lockTimeoutMs;
+  run.p.phase = 'rolling-back';
+  await CancellationScope.nonCancellable(async () => {
+    if (run.claimed) await act.beginFixUndo(); // the fence: no forward step of this run commits from here on
+    while (run.done.length) {
+      const { fixNo, step } = run.done[run.done.length - 1];
+      const a = run.audits[fixNo];
+      log.info('undoing', { fix: a.description, step });
+      if (step === 'validate') await act.dropNotNull(a.fix, lt);
+      else if (step === 'repair') await act.restoreRepairs(fixNo, a.fix, a.info, lt);
+      else if (step === 'constraint') await act.dropConstraint(fixNo, a.fix, a.info, lt);
+      else if (step === 'index' && a.fix.kind === 'foreignKey') await act.dropSupportingIndex(a.fix, a.info);
+      run.done.pop();
+    }
+    if (run.claimed) await act.releaseFix(final);
+  });
+  run.p.phase = final;
+}
+
+/** Fixes with the `fail` policy that have violations: nothing is changed then. */
+function refuseBlocking(audits: FixAudit[]): void {
+  const blocking = audits.filter(
+    (a) =>
+      !a.info.alreadyDone &&
+      a.violations > 0 &&
+      (a.fix.kind === 'foreignKey' ? a.fix.orphans === 'fail' : a.fix.nulls === 'fail'),
+  );
+  if (!blocking.length) return;
+  const what = blocking
+    .map((a) => {
+      const kind = a.fix.kind === 'foreignKey' ? 'orphan' : 'NULL';
+      return `${a.description}: ${a.violations} ${kind} row(s) (list them with: ${a.listQuery})`;
+    })
+    .join('; ');
+  throw failure(
+    `Nothing was changed: ${what}; choose "orphans": "set-null" or "delete" (or "nulls": {"fill": ...}), ` +
+      'or clean them up first.',
+    'ViolationsFound',
+    summarize(audits, false),
+  );
+}
+
+/** One fix: supporting index → constraint NOT VALID → repair → VALIDATE, each recorded before it runs. */
+async function applyFix(run: FixRun, a: FixAudit): Promise<void> {
+  const { p, opts } = run;
   const lt = opts.lockTimeoutMs;
-  let claimed = false;
-
-  const compensate = async (final: 'rolled-back' | 'failed') => {
-    p.phase = 'rolling-back';
-    await CancellationScope.nonCancellable(async () => {
-      if (claimed) await act.beginFixUndo(); // the fence: no forward step of this run commits from here on
-      while (done.length) {
-        const { fixNo, step } = done[done.length - 1];
-        const a = audits[fixNo];
-        log.info('undoing', { fix: a.description, step });
-        if (step === 'validate') await act.dropNotNull(a.fix, lt);
-        else if (step === 'repair') await act.restoreRepairs(fixNo, a.fix, a.info, lt);
-        else if (step === 'constraint') await act.dropConstraint(fixNo, a.fix, a.info, lt);
-        else if (step === 'index' && a.fix.kind === 'foreignKey') await act.dropSupportingIndex(a.fix, a.info);
-        done.pop();
-      }
-      if (claimed) await act.releaseFix(final);
-    });
-    p.phase = final;
+  p.fix = a.fixNo + 1;
+  p.current = a.description;
+  const result = {
+    fix: a.description,
+    name: a.fix.name,
+    skipped: a.info.alreadyDone,
+    rowsRepaired: 0,
+    indexCreated: false,
   };
+  run.applied.push(result);
+  if (a.info.alreadyDone) return;
+  const step = async <T>(name: Step, fn: () => Promise<T>): Promise<T> => {
+    if (run.rollbackRequested) throw new RollbackRequested();
+    p.step = name;
+    run.done.push({ fixNo: a.fixNo, step: name });
+    return fn();
+  };
+  if (a.fix.kind === 'foreignKey' && !a.info.hasIndex) {
+    const fk = a.fix;
+    await step('index', () => act.createSupportingIndex(fk, a.info));
+    result.indexCreated = true;
+  }
+  const c = await step('constraint', () => act.addConstraintNotValid(a.fix, a.info, lt));
+  p.lockWaitRetries += c.lockWaitRetries;
+  const repairs = a.fix.kind === 'foreignKey' ? a.fix.orphans !== 'fail' : a.fix.nulls !== 'fail';
+  if (repairs) {
+    const r = await step('repair', () => act.repair(a.fixNo, a.fix, a.info, opts.batchSize, lt));
+    result.rowsRepaired = r.rows ?? 0;
+    p.rowsRepaired += result.rowsRepaired;
+  }
+  const v = await step('validate', () => act.validateConstraint(a.fix, a.info, lt));
+  p.lockWaitRetries += v.lockWaitRetries;
+}
 
+export async function fixConstraints(input: FixConstraintsInput): Promise<FixResult> {
+  const run = startRun(input);
+  const { p } = run;
   try {
-    audits = await act.auditFixes(opts);
-    p.rowsScanned = audits.reduce((s, a) => s + a.violations, 0);
-    const blocking = audits.filter(
-      (a) =>
-        !a.info.alreadyDone &&
-        a.violations > 0 &&
-        (a.fix.kind === 'foreignKey' ? a.fix.orphans === 'fail' : a.fix.nulls === 'fail'),
-    );
-    if (opts.dryRun) {
+    run.audits = await act.auditFixes(run.opts);
+    p.rowsScanned = run.audits.reduce((s, a) => s + a.violations, 0);
+    if (run.opts.dryRun) {
       p.phase = 'done';
-      return { status: 'dry-run', audit: summarize(audits, true), applied: [] };
+      return { status: 'dry-run', audit: summarize(run.audits, true), applied: [] };
     }
-    if (blocking.length) {
-      const what = blocking
-        .map(
-          (a) =>
-            `${a.description}: ${a.violations} ${a.fix.kind === 'foreignKey' ? 'orphan' : 'NULL'} row(s) (list them with: ${a.listQuery})`,
-        )
-        .join('; ');
-      throw failure(
-        `Nothing was changed: ${what}; choose "orphans": "set-null" or "delete" (or "nulls": {"fill": ...}), or clean them up first.`,
-        'ViolationsFound',
-        summarize(audits, false),
-      );
-    }
+    refuseBlocking(run.audits);
     p.phase = 'applying';
-    claimed = true;
+    run.claimed = true;
     await act.claimFix();
-    for (const a of audits) {
-      p.fix = a.fixNo + 1;
-      p.current = a.description;
-      const check = () => {
-        if (rollbackRequested) throw new RollbackRequested();
-      };
-      const result = {
-        fix: a.description,
-        name: a.fix.name,
-        skipped: a.info.alreadyDone,
-        rowsRepaired: 0,
-        indexCreated: false,
-      };
-      applied.push(result);
-      if (a.info.alreadyDone) continue;
-      const run = async <T>(step: Step, fn: () => Promise<T>): Promise<T> => {
-        check();
-        p.step = step;
-        done.push({ fixNo: a.fixNo, step });
-        return fn();
-      };
-      if (a.fix.kind === 'foreignKey' && !a.info.hasIndex) {
-        const fk = a.fix;
-        await run('index', () => act.createSupportingIndex(fk, a.info));
-        result.indexCreated = true;
-      }
-      const c = await run('constraint', () => act.addConstraintNotValid(a.fix, a.info, lt));
-      p.lockWaitRetries += c.lockWaitRetries;
-      const repairs = a.fix.kind === 'foreignKey' ? a.fix.orphans !== 'fail' : a.fix.nulls !== 'fail';
-      if (repairs) {
-        const r = await run('repair', () => act.repair(a.fixNo, a.fix, a.info, opts.batchSize, lt));
-        result.rowsRepaired = r.rows ?? 0;
-        p.rowsRepaired += result.rowsRepaired;
-      }
-      const v = await run('validate', () => act.validateConstraint(a.fix, a.info, lt));
-      p.lockWaitRetries += v.lockWaitRetries;
-    }
-    if (rollbackRequested) throw new RollbackRequested();
+    for (const a of run.audits) await applyFix(run, a);
+    if (run.rollbackRequested) throw new RollbackRequested();
     await act.releaseFix('done');
     p.phase = 'done';
     p.step = null;
-    return { status: 'done', audit: summarize(audits, false), applied };
+    return { status: 'done', audit: summarize(run.audits, false), applied: run.applied };
   } catch (err) {
     if (err instanceof RollbackRequested) {
-      await compensate('rolled-back');
-      return { status: 'rolled-back', audit: summarize(audits, false), applied };
+      await compensate(run, 'rolled-back');
+      return { status: 'rolled-back', audit: summarize(run.audits, false), applied: run.applied };
     }
     if (isCancellation(err)) {
-      await compensate('rolled-back');
+      await compensate(run, 'rolled-back');
       throw err;
     }
     const root = rootFailure(err);
     p.lastError = root.message;
-    await compensate('failed');
+    await compensate(run, 'failed');
     throw failure(root.message, 'FixConstraintsFailed', ...root.details);
   }
 }

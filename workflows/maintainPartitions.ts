@@ -2,7 +2,7 @@
  * `maintainPartitions`: what the Temporal Schedule runs. Each table is maintained by its own activity; a
  * table that fails is reported with its reason and the others go on.
  */
-import { ApplicationFailure, defineQuery, proxyActivities, setHandler } from '@temporalio/workflow';
+import { defineQuery, proxyActivities, setHandler } from '@temporalio/workflow';
 import type { Activities } from '../activities';
 import type { TableReport } from '../activities/maintenance';
 import { displayName } from '../src/ident';

@@ -6,7 +6,6 @@
  */
 import {
   ActivityCancellationType,
-  ApplicationFailure,
   CancellationScope,
   condition,
   ContinueAsNew,
@@ -18,11 +17,11 @@ import {
   setHandler,
   workflowInfo,
 } from '@temporalio/workflow';
-import type { Activities, CutoverResult, VerifyReport } from '../activities';
+import type { Activities, BackfillChunkResult, CutoverResult, VerifyReport } from '../activities';
 import { displayName } from '../src/ident';
 import { rootFailure } from './failure';
 import { PartitionOptions, PartitionTableInput, validatePartitionInput, validateThrottle } from '../src/input';
-import { backfillSql, planStatements, type Plan } from '../src/plan';
+import { backfillSql, planStatements, undoStatements, type Plan } from '../src/plan';
 import {
   approveCutoverSignal,
   finalizeSignal,
@@ -136,15 +135,25 @@ function initialState(opts: PartitionOptions): PartitionState {
   };
 }
 
-export async function partitionTable(
-  input: PartitionTableInput & { resume?: PartitionState },
-): Promise<PartitionTableResult> {
+/** One run of the workflow: its options, its state (carried across continue-as-new) and the undo log. */
+interface Run {
+  external: PartitionTableInput;
+  opts: PartitionOptions;
+  table: string;
+  s: PartitionState;
+  /** lockTimeoutMs of every DDL step */
+  lt: number;
+}
+
+/** `resume` is partflow's own state across continue-as-new; anything else in the input is validated. */
+function validateStart(input: PartitionTableInput & { resume?: PartitionState }): Run {
   // `resume` is this workflow's own state, handed from one run to the next by continue-as-new; from anyone
   // else (a Start Workflow form, a crafted input) it would steer the steps, so it is refused.
   const { resume, ...external } = input;
   if (resume !== undefined && !workflowInfo().continuedFromExecutionRunId) {
     throw failure(
-      'Field "resume" is partflow\'s internal state across continue-as-new and is never accepted in an input; start the run without it.',
+      'Field "resume" is partflow\'s internal state across continue-as-new and is never accepted in an input; ' +
+        'start the run without it.',
       'InvalidInput',
     );
   }
@@ -154,259 +163,299 @@ export async function partitionTable(
   } catch (err) {
     throw failure((err as Error).message, 'InvalidInput');
   }
-  const table = displayName(opts.table);
   const s: PartitionState = resume ?? initialState(opts);
+  return { external, opts, table: displayName(opts.table), s, lt: opts.lockTimeoutMs };
+}
 
+/** What the `progress` query answers. */
+function progressOf({ s, table }: Run): Progress {
+  const afterBackfill = ['verify', 'awaiting-approval', 'cutover', 'rollback-window', 'done'].includes(s.phase);
+  const percent = afterBackfill ? 100 : s.percent;
+  const eta =
+    s.phase === 'backfill' && s.percentPerSecond > 0
+      ? Math.round((100 - s.percent) / s.percentPerSecond)
+      : afterBackfill
+        ? 0
+        : null;
+  const v = s.verify;
+  const c = s.cutover;
+  return {
+    table,
+    phase: s.phase,
+    paused: s.paused,
+    awaitingApproval: s.phase === 'awaiting-approval',
+    rowsCopied: s.rowsCopied,
+    rowsEstimated: s.plan?.estimatedRows ?? 0,
+    percent: Math.round(percent * 10) / 10,
+    rowsPerSecond: Math.round(s.rowsPerSecond),
+    etaSeconds: eta,
+    lastError: s.lastError,
+    checkpointPage: s.checkpointPage,
+    totalPages: s.totalPages,
+    checkpoint: s.checkpoint,
+    batchSize: s.batchSize,
+    sleepMs: s.sleepMs,
+    lockWaitRetries: s.lockWaitRetries,
+    mergedBatches: s.mergedBatches ?? 0,
+    rowMoves: s.rowMoves ?? 0,
+    givenUp: s.plan?.givenUp ?? [],
+    partitions: s.plan ? s.plan.partitions.length + 1 : 0,
+    warnings: s.plan?.warnings ?? [],
+    verify: v && { ok: v.ok, rows: v.rows, mismatches: v.mismatches, elapsedMs: v.elapsedMs },
+    cutover: c && { lockHoldMs: c.lockHoldMs, attempts: c.attempts, lockWaitRetries: c.lockWaitRetries },
+  };
+}
+
+function setHandlers(run: Run): void {
+  const { s } = run;
   setHandler(pauseSignal, () => void (s.paused = true));
   setHandler(resumeSignal, () => void (s.paused = false));
   setHandler(approveCutoverSignal, () => void (s.approved = true));
   setHandler(rollbackSignal, () => void (s.rollbackRequested = true));
   setHandler(finalizeSignal, () => void (s.finalizeRequested = true));
-  setHandler(
-    throttleUpdate,
-    (t) => {
-      const v = validateThrottle(t);
-      if (v.batchSize !== undefined) s.batchSize = v.batchSize;
-      if (v.sleepMs !== undefined) s.sleepMs = v.sleepMs;
-      return { batchSize: s.batchSize, sleepMs: s.sleepMs };
-    },
-    {
-      validator: (t) => {
-        try {
-          validateThrottle(t);
-        } catch (err) {
-          throw failure((err as Error).message, 'InvalidInput');
-        }
-      },
-    },
-  );
-  setHandler(progressQuery, (): Progress => {
-    const afterBackfill = ['verify', 'awaiting-approval', 'cutover', 'rollback-window', 'done'].includes(s.phase);
-    const percent = afterBackfill ? 100 : s.percent;
-    return {
-      table,
-      phase: s.phase,
-      paused: s.paused,
-      awaitingApproval: s.phase === 'awaiting-approval',
-      rowsCopied: s.rowsCopied,
-      rowsEstimated: s.plan?.estimatedRows ?? 0,
-      percent: Math.round(percent * 10) / 10,
-      rowsPerSecond: Math.round(s.rowsPerSecond),
-      etaSeconds:
-        s.phase === 'backfill' && s.percentPerSecond > 0
-          ? Math.round((100 - s.percent) / s.percentPerSecond)
-          : afterBackfill
-            ? 0
-            : null,
-      lastError: s.lastError,
-      checkpointPage: s.checkpointPage,
-      totalPages: s.totalPages,
-      checkpoint: s.checkpoint,
+  const throttle = (t: Parameters<typeof validateThrottle>[0]) => {
+    const v = validateThrottle(t);
+    if (v.batchSize !== undefined) s.batchSize = v.batchSize;
+    if (v.sleepMs !== undefined) s.sleepMs = v.sleepMs;
+    return { batchSize: s.batchSize, sleepMs: s.sleepMs };
+  };
+  const validator = (t: Parameters<typeof validateThrottle>[0]) => {
+    try {
+      validateThrottle(t);
+    } catch (err) {
+      throw failure((err as Error).message, 'InvalidInput');
+    }
+  };
+  setHandler(throttleUpdate, throttle, { validator });
+  setHandler(progressQuery, () => progressOf(run));
+}
+
+function checkRollback({ s }: Run): void {
+  if (s.rollbackRequested) throw new RollbackRequested('rollback requested');
+}
+
+/** Every phase change is a log line with the workflow id (added by the SDK), the table and the phase. */
+function enter({ s, table }: Run, phase: Phase): void {
+  s.phase = phase;
+  log.info(`phase ${phase}`, { table, phase });
+}
+
+/** The undo of the step `step`, which the run recorded as begun. */
+async function undoStep(run: Run, step: Step, finalState: 'rolled-back' | 'failed'): Promise<void> {
+  const { s, lt, opts } = run;
+  const plan = s.plan!;
+  if (step === 'cutover') {
+    const r = await short.swapBack(plan, lt);
+    for (const p of r?.notRestored ?? []) s.undoProblems = [...(s.undoProblems ?? []), p];
+  } else if (step === 'sync') await short.dropSyncTrigger(plan, lt);
+  else if (step === 'shadow') await short.dropShadow(plan, lt);
+  else if (step === 'claim') await short.releaseRun(opts.table, finalState);
+}
+
+async function compensate(run: Run, finalState: 'rolled-back' | 'failed'): Promise<void> {
+  const { s, table, opts } = run;
+  enter(run, 'rolling-back');
+  await CancellationScope.nonCancellable(async () => {
+    // the fence: from here on no forward step of this run can commit (each checks the run's state in the
+    // same transaction as its DDL; this waits for one in flight)
+    if (s.done.includes('claim')) await short.beginUndo(opts.table);
+    // every step is tried, whatever the one before did: the undo goes to the end and reports what it could
+    // not restore (in the result, progress.lastError and the failure)
+    while (s.done.length) {
+      const step = s.done[s.done.length - 1];
+      log.info('compensating', { table, step });
+      try {
+        await undoStep(run, step, finalState);
+      } catch (err) {
+        const why = `${step}: ${rootFailure(err).message}`;
+        s.undoProblems = [...(s.undoProblems ?? []), why];
+        log.error('a compensation failed; going on with the rest', { table, step, error: why });
+      }
+      s.done.pop();
+    }
+  });
+  if (s.undoProblems?.length) s.lastError = `undone except: ${s.undoProblems.join('; ')}`;
+  enter(run, finalState);
+}
+
+/** Preflight, then claim, copy and sync trigger, each recorded before it runs; a dry run ends after preflight. */
+async function setUp(run: Run): Promise<PartitionTableResult | null> {
+  const { s, opts, table, lt } = run;
+  enter(run, 'preflight');
+  const pre = await short.preflight(run.external);
+  s.plan = pre.plan;
+  if (opts.dryRun) {
+    enter(run, 'done');
+    const statements = [...planStatements(pre.plan), ...undoStatements(pre.plan)];
+    return { status: 'dry-run', table, plan: pre.plan, statements };
+  }
+  checkRollback(run);
+  s.done.push('claim');
+  await short.claimRun(opts.table, s.plan);
+
+  checkRollback(run);
+  enter(run, 'shadow');
+  s.done.push('shadow');
+  await short.createShadow(s.plan, lt);
+
+  checkRollback(run);
+  enter(run, 'sync');
+  s.done.push('sync');
+  const sync = await short.installSyncTrigger(s.plan, lt);
+  s.totalPages = sync.totalPages;
+  s.lockWaitRetries += sync.lockWaitRetries;
+  enter(run, 'backfill');
+  return null;
+}
+
+function recordChunk(s: PartitionState, r: BackfillChunkResult): void {
+  const gained = r.percent - s.percent;
+  s.rowsCopied = r.rowsCopied;
+  s.mergedBatches = (s.mergedBatches ?? 0) + (r.mergedBatches ?? 0);
+  s.rowMoves = r.rowMoves ?? s.rowMoves;
+  s.percent = r.percent;
+  s.checkpoint = r.checkpoint;
+  s.checkpointPage = r.nextPage;
+  s.totalPages = r.totalPages;
+  if (r.elapsedMs > 0 && r.batches > 0) {
+    const rps = (r.rowsThisChunk * 1000) / r.elapsedMs;
+    const pps = (Math.max(0, gained) * 1000) / r.elapsedMs;
+    s.rowsPerSecond = s.rowsPerSecond ? 0.7 * s.rowsPerSecond + 0.3 * rps : rps;
+    s.percentPerSecond = s.percentPerSecond ? 0.7 * s.percentPerSecond + 0.3 * pps : pps;
+  }
+}
+
+/** Chunks of CHUNK_MS until the copy is complete; pause, throttle and rollback act between chunks. */
+async function backfill(run: Run, plan: Plan): Promise<void> {
+  const { s, opts, table } = run;
+  for (;;) {
+    checkRollback(run);
+    if (s.paused) {
+      await condition(() => !s.paused || s.rollbackRequested);
+      continue;
+    }
+    const r = await chunk.backfillChunk({
+      table: plan.table,
+      copyMode: plan.copyMode,
+      sql: backfillSql(plan),
       batchSize: s.batchSize,
       sleepMs: s.sleepMs,
-      lockWaitRetries: s.lockWaitRetries,
-      mergedBatches: s.mergedBatches ?? 0,
-      rowMoves: s.rowMoves ?? 0,
-      givenUp: s.plan?.givenUp ?? [],
-      partitions: s.plan ? s.plan.partitions.length + 1 : 0,
-      warnings: s.plan?.warnings ?? [],
-      verify: s.verify && {
-        ok: s.verify.ok,
-        rows: s.verify.rows,
-        mismatches: s.verify.mismatches,
-        elapsedMs: s.verify.elapsedMs,
-      },
-      cutover: s.cutover && {
-        lockHoldMs: s.cutover.lockHoldMs,
-        attempts: s.cutover.attempts,
-        lockWaitRetries: s.cutover.lockWaitRetries,
-      },
-    };
-  });
-
-  const checkRollback = () => {
-    if (s.rollbackRequested) throw new RollbackRequested('rollback requested');
-  };
-  const lt = opts.lockTimeoutMs;
-  /** Every phase change is a log line with the workflow id (added by the SDK), the table and the phase. */
-  const enter = (phase: Phase) => {
-    s.phase = phase;
-    log.info(`phase ${phase}`, { table, phase });
-  };
-
-  async function compensate(finalState: 'rolled-back' | 'failed'): Promise<void> {
-    enter('rolling-back');
-    const plan = s.plan;
-    await CancellationScope.nonCancellable(async () => {
-      // the fence: from here on no forward step of this run can commit (each checks the run's state in the
-      // same transaction as its DDL; this waits for one in flight)
-      if (s.done.includes('claim')) await short.beginUndo(opts.table);
-      // every step is tried, whatever the one before did: the undo goes to the end and reports what it could
-      // not restore (in the result, progress.lastError and the failure)
-      while (s.done.length) {
-        const step = s.done[s.done.length - 1];
-        log.info('compensating', { table, step });
-        try {
-          if (step === 'cutover') {
-            const r = await short.swapBack(plan!, lt);
-            for (const p of r?.notRestored ?? []) s.undoProblems = [...(s.undoProblems ?? []), p];
-          } else if (step === 'sync') await short.dropSyncTrigger(plan!, lt);
-          else if (step === 'shadow') await short.dropShadow(plan!, lt);
-          else if (step === 'claim') await short.releaseRun(opts.table, finalState);
-        } catch (err) {
-          const why = `${step}: ${rootFailure(err).message}`;
-          s.undoProblems = [...(s.undoProblems ?? []), why];
-          log.error('a compensation failed; going on with the rest', { table, step, error: why });
-        }
-        s.done.pop();
-      }
+      maxMs: CHUNK_MS,
+      maxBatchMs: opts.maxBatchMs,
     });
-    if (s.undoProblems?.length) s.lastError = `undone except: ${s.undoProblems.join('; ')}`;
-    enter(finalState);
+    recordChunk(s, r);
+    if (r.done) break;
+    if (workflowInfo().continueAsNewSuggested) {
+      log.info('continuing as new to keep history bounded', { table, checkpointPage: s.checkpointPage });
+      await continueAsNew<typeof partitionTable>({ ...run.external, resume: s });
+    }
   }
+  enter(run, 'verify');
+}
 
+/** The window in which a rollback is still possible, then finalize. */
+async function rollbackWindow(run: Run, plan: Plan): Promise<void> {
+  const { s, opts, table, lt } = run;
+  const endsAt = Date.now() + opts.rollbackWindowMs; // workflow time: deterministic
+  for (;;) {
+    const left = endsAt - Date.now();
+    if (left > 0) await condition(() => s.finalizeRequested || s.rollbackRequested, left);
+    if (!s.rollbackRequested) break;
+    // a rollback that would lose what a deploy added to the new table is refused; the window goes on
+    const blocker = await short.rollbackBlocker(plan);
+    if (!blocker) break;
+    s.lastError = blocker;
+    s.rollbackRequested = false;
+    log.warn('rollback refused', { table, reason: blocker });
+  }
+  checkRollback(run);
+  const fin = await short.finalize(plan, lt);
+  s.rowMoves = fin?.rowMoves ?? s.rowMoves;
+  s.done = [];
+  await short.releaseRun(opts.table, 'done');
+  enter(run, 'done');
+}
+
+/** From wherever the run stands (a resumed run starts in its phase) to the end. */
+async function forward(run: Run, plan: Plan): Promise<void> {
+  const { s, opts, table, lt } = run;
+  if (s.phase === 'backfill') await backfill(run, plan);
+  if (s.phase === 'verify') {
+    checkRollback(run);
+    s.verify = await long.verify(plan);
+    enter(run, 'awaiting-approval');
+  }
+  if (s.phase === 'awaiting-approval') {
+    if (opts.approval === 'signal') {
+      log.info('waiting for approveCutover', { table });
+      await condition(() => s.approved || s.rollbackRequested);
+    }
+    checkRollback(run);
+    enter(run, 'cutover');
+  }
+  if (s.phase === 'cutover') {
+    s.done.push('cutover');
+    s.cutover = await long.cutover(plan, lt);
+    s.lockWaitRetries += s.cutover.lockWaitRetries;
+    s.rowMoves = s.cutover.rowMoves ?? s.rowMoves;
+    enter(run, 'rollback-window');
+  }
+  if (s.phase === 'rollback-window') await rollbackWindow(run, plan);
+}
+
+/** A rollback signal or a cancellation undoes and ends as rolled back; any other failure undoes and fails. */
+async function undoAfter(run: Run, err: unknown): Promise<PartitionTableResult> {
+  const { s, table } = run;
+  if (err instanceof ContinueAsNew) throw err;
+  if (err instanceof RollbackRequested) {
+    await compensate(run, 'rolled-back');
+    const { verify, cutover, rowsCopied } = s;
+    return {
+      status: 'rolled-back',
+      table,
+      verify,
+      cutover,
+      rowsCopied,
+      rowMoves: s.rowMoves ?? 0,
+      undoProblems: s.undoProblems ?? [],
+    };
+  }
+  if (isCancellation(err)) {
+    await compensate(run, 'rolled-back');
+    throw err;
+  }
+  s.lastError = rootFailure(err).message;
+  log.error('partitionTable failed; undoing', { table, error: s.lastError });
+  const cause = s.lastError;
+  await compensate(run, 'failed');
+  const undo = s.undoProblems?.length ? ` Undone except: ${s.undoProblems.join('; ')}` : '';
+  throw failure(`${cause}${undo}`, 'PartitionTableFailed');
+}
+
+export async function partitionTable(
+  input: PartitionTableInput & { resume?: PartitionState },
+): Promise<PartitionTableResult> {
+  const run = validateStart(input);
+  setHandlers(run);
+  const { s, table } = run;
   try {
-    if (!resume) {
-      enter('preflight');
-      const pre = await short.preflight(external);
-      s.plan = pre.plan;
-      if (opts.dryRun) {
-        enter('done');
-        return { status: 'dry-run', table, plan: pre.plan, statements: planStatements(pre.plan) };
-      }
-      checkRollback();
-      s.done.push('claim');
-      await short.claimRun(opts.table, s.plan);
-
-      checkRollback();
-      enter('shadow');
-      s.done.push('shadow');
-      await short.createShadow(s.plan, lt);
-
-      checkRollback();
-      enter('sync');
-      s.done.push('sync');
-      const sync = await short.installSyncTrigger(s.plan, lt);
-      s.totalPages = sync.totalPages;
-      s.lockWaitRetries += sync.lockWaitRetries;
-      enter('backfill');
+    if (!input.resume) {
+      const dryRun = await setUp(run);
+      if (dryRun) return dryRun;
     }
     const plan = s.plan!;
-
-    if (s.phase === 'backfill') {
-      for (;;) {
-        checkRollback();
-        if (s.paused) {
-          await condition(() => !s.paused || s.rollbackRequested);
-          continue;
-        }
-        const r = await chunk.backfillChunk({
-          table: plan.table,
-          copyMode: plan.copyMode,
-          sql: backfillSql(plan),
-          batchSize: s.batchSize,
-          sleepMs: s.sleepMs,
-          maxMs: CHUNK_MS,
-          maxBatchMs: opts.maxBatchMs,
-        });
-        const gained = r.percent - s.percent;
-        s.rowsCopied = r.rowsCopied;
-        s.mergedBatches = (s.mergedBatches ?? 0) + (r.mergedBatches ?? 0);
-        s.rowMoves = r.rowMoves ?? s.rowMoves;
-        s.percent = r.percent;
-        s.checkpoint = r.checkpoint;
-        s.checkpointPage = r.nextPage;
-        s.totalPages = r.totalPages;
-        if (r.elapsedMs > 0 && r.batches > 0) {
-          const rps = (r.rowsThisChunk * 1000) / r.elapsedMs;
-          const pps = (Math.max(0, gained) * 1000) / r.elapsedMs;
-          s.rowsPerSecond = s.rowsPerSecond ? 0.7 * s.rowsPerSecond + 0.3 * rps : rps;
-          s.percentPerSecond = s.percentPerSecond ? 0.7 * s.percentPerSecond + 0.3 * pps : pps;
-        }
-        if (r.done) break;
-        if (workflowInfo().continueAsNewSuggested) {
-          log.info('continuing as new to keep history bounded', { table, checkpointPage: s.checkpointPage });
-          await continueAsNew<typeof partitionTable>({ ...external, resume: s });
-        }
-      }
-      enter('verify');
-    }
-
-    if (s.phase === 'verify') {
-      checkRollback();
-      s.verify = await long.verify(plan);
-      enter('awaiting-approval');
-    }
-
-    if (s.phase === 'awaiting-approval') {
-      if (opts.approval === 'signal') {
-        log.info('waiting for approveCutover', { table });
-        await condition(() => s.approved || s.rollbackRequested);
-      }
-      checkRollback();
-      enter('cutover');
-    }
-
-    if (s.phase === 'cutover') {
-      s.done.push('cutover');
-      s.cutover = await long.cutover(plan, lt);
-      s.lockWaitRetries += s.cutover.lockWaitRetries;
-      s.rowMoves = s.cutover.rowMoves ?? s.rowMoves;
-      enter('rollback-window');
-    }
-
-    if (s.phase === 'rollback-window') {
-      const endsAt = Date.now() + opts.rollbackWindowMs; // workflow time: deterministic
-      for (;;) {
-        const left = endsAt - Date.now();
-        if (left > 0) await condition(() => s.finalizeRequested || s.rollbackRequested, left);
-        if (!s.rollbackRequested) break;
-        // a rollback that would lose what a deploy added to the new table is refused; the window goes on
-        const blocker = await short.rollbackBlocker(plan);
-        if (!blocker) break;
-        s.lastError = blocker;
-        s.rollbackRequested = false;
-        log.warn('rollback refused', { table, reason: blocker });
-      }
-      checkRollback();
-      const fin = await short.finalize(plan, lt);
-      s.rowMoves = fin?.rowMoves ?? s.rowMoves;
-      s.done = [];
-      await short.releaseRun(opts.table, 'done');
-      enter('done');
-    }
+    await forward(run, plan);
+    const { verify, cutover, rowsCopied } = s;
     return {
       status: 'done',
       table,
-      verify: s.verify,
-      cutover: s.cutover,
-      rowsCopied: s.rowsCopied,
+      verify,
+      cutover,
+      rowsCopied,
       rowMoves: s.rowMoves ?? 0,
       oldTable: displayName(plan.old),
     };
   } catch (err) {
-    if (err instanceof ContinueAsNew) throw err;
-    if (err instanceof RollbackRequested) {
-      await compensate('rolled-back');
-      return {
-        status: 'rolled-back',
-        table,
-        verify: s.verify,
-        cutover: s.cutover,
-        rowsCopied: s.rowsCopied,
-        rowMoves: s.rowMoves ?? 0,
-        undoProblems: s.undoProblems ?? [],
-      };
-    }
-    if (isCancellation(err)) {
-      await compensate('rolled-back');
-      throw err;
-    }
-    s.lastError = rootFailure(err).message;
-    log.error('partitionTable failed; undoing', { table, error: s.lastError });
-    const cause = s.lastError;
-    await compensate('failed');
-    const undo = s.undoProblems?.length ? ` Undone except: ${s.undoProblems.join('; ')}` : '';
-    throw failure(`${cause}${undo}`, 'PartitionTableFailed');
+    return undoAfter(run, err);
   }
 }

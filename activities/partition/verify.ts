@@ -36,11 +36,12 @@ export async function verify({ pool, log }: Deps, plan: Plan): Promise<VerifyRep
   const l = stepLog(log, 'verify', plan.table);
   const started = Date.now();
   try {
-    // statistics for the copy before it becomes the table: the planner must not meet 20 empty-looking
-    // partitions right after the cut-over (SHARE UPDATE EXCLUSIVE: writes go on; idempotent on retry)
+    // statistics for the copy before it becomes the table (idempotent on retry); plans made before 0.2 lack
+    // the statement
+    const analyze = plan.sql.analyze ?? `ANALYZE ${qualified(plan.shadow)}`;
     await withHeartbeat(
       () => ({ step: 'analyze' }),
-      () => pool.query(`ANALYZE ${qualified(plan.shadow)}`),
+      () => pool.query(analyze),
     );
     l.info({ elapsedMs: Date.now() - started }, 'copy analyzed');
     const read = async (c: PoolClient): Promise<[Buckets, Buckets]> => {

@@ -1,0 +1,88 @@
+/**
+ * Step "backfill": the statements that copy the rows the table had when the sync trigger was installed,
+ * by page ranges (TID scans, PostgreSQL 14+) or by primary-key ranges. No undo of its own: dropping the copy
+ * removes what it copied.
+ */
+import { qualified } from '../ident';
+import { PlanContext, positional, q } from './context';
+import type { Plan, PlanSql } from './types';
+
+/** The statements of the plan the backfill runs: the workflow hands these to backfillChunk, not the plan. */
+export type BackfillSql = Pick<
+  PlanSql,
+  'backfillBatch' | 'backfillBatchFast' | 'keyBound' | 'keyBoundFirst' | 'keyCopy' | 'keyCopyFirst'
+>;
+
+export function backfillSql(plan: Plan): BackfillSql {
+  const { backfillBatch, backfillBatchFast, keyBound, keyBoundFirst, keyCopy, keyCopyFirst } = plan.sql;
+  return { backfillBatch, backfillBatchFast, keyBound, keyBoundFirst, keyCopy, keyCopyFirst };
+}
+
+/**
+ * The copy of one page range. FOR SHARE: a row deleted or moved by a concurrent transaction drops out of the
+ * batch instead of coming back. `backfillBatchFast` has no ON CONFLICT (speculative insertion costs about a
+ * sixth of the copy's speed): when the trigger already wrote a row of the range it fails with 23505 and the
+ * batch is copied again with `backfillBatch`, which skips such rows.
+ */
+function pageSql(ctx: PlanContext): Pick<PlanSql, 'backfillBatch' | 'backfillBatchFast'> {
+  const { columns, sourceColumns, overriding } = ctx;
+  const values = columns.map((c) => `s.a${sourceColumns.indexOf(c) + 1}`).join(', ');
+  const range = ' WHERE ctid >= $1::tid AND ctid < $2::tid FOR SHARE';
+  const select = `SELECT ${values} FROM ${positional(ctx.table, sourceColumns, range)}`;
+  const insertInto = `INSERT INTO ${qualified(ctx.shadow)} (${columns.map(q).join(', ')})${overriding ? ' OVERRIDING SYSTEM VALUE' : ''}`;
+  return {
+    backfillBatch: `${insertInto} ${select} ON CONFLICT DO NOTHING`,
+    backfillBatchFast: `${insertInto} ${select}`,
+  };
+}
+
+/**
+ * Key ranges: bounds first (no locks, index order), then the copy of exactly that range under FOR SHARE.
+ * The checkpoint is the bound, never a key read under the lock: a row re-keyed while we waited cannot move it.
+ */
+function keySql(ctx: PlanContext): Pick<PlanSql, 'maxKey' | 'keyBound' | 'keyBoundFirst' | 'keyCopy' | 'keyCopyFirst'> {
+  const { sourceKey, info } = ctx;
+  const t = qualified(ctx.table);
+  const colList = ctx.columns.map(q).join(', ');
+  const keyTypes = sourceKey.map((k) => info.columns.find((c) => c.name === k)!.type);
+  const tuple = `(${sourceKey.map(q).join(', ')})`;
+  const params = (from: number) => `(${keyTypes.map((ty, i) => `$${from + i}::${ty}`).join(', ')})`;
+  const n = keyTypes.length;
+  const keyText = `ARRAY[${sourceKey.map((k) => `${q(k)}::text`).join(', ')}]`;
+  const order = sourceKey.map(q).join(', ');
+  const between = `${tuple} > ${params(1)} AND ${tuple} <= ${params(n + 1)}`;
+  const copy = (where: string) =>
+    `WITH src AS (SELECT ${colList} FROM ${t} WHERE ${where} FOR SHARE),
+ins AS (INSERT INTO ${qualified(ctx.shadow)} (${colList})${ctx.overriding ? ' OVERRIDING SYSTEM VALUE' : ''} ` +
+    `SELECT ${colList} FROM src ON CONFLICT DO NOTHING RETURNING 1)
+SELECT (SELECT count(*) FROM src)::bigint AS read, (SELECT count(*) FROM ins)::bigint AS inserted`;
+  const desc = sourceKey.map((k) => `${q(k)} DESC`).join(', ');
+  return {
+    maxKey: `SELECT ${keyText} AS k FROM ${t} ORDER BY ${desc} LIMIT 1`,
+    keyBound: `SELECT ${keyText} AS k FROM ${t} WHERE ${between} ORDER BY ${order} OFFSET $${2 * n + 1}::int - 1 LIMIT 1`,
+    keyBoundFirst: `SELECT ${keyText} AS k FROM ${t} WHERE ${tuple} <= ${params(1)} ORDER BY ${order} OFFSET $${n + 1}::int - 1 LIMIT 1`,
+    keyCopy: copy(between),
+    keyCopyFirst: copy(`${tuple} <= ${params(1)}`),
+  };
+}
+
+export function backfillStep(ctx: PlanContext): BackfillSql & Pick<PlanSql, 'maxKey'> {
+  return { ...pageSql(ctx), ...keySql(ctx) };
+}
+
+/** Rows per backfill batch → pages per batch, from the table's density. */
+export function pagesPerBatch(batchRows: number, estimatedRows: number, pages: number): number {
+  const density = pages > 0 && estimatedRows > 0 ? estimatedRows / pages : 50;
+  return Math.max(1, Math.min(100_000, Math.ceil(batchRows / Math.max(1, density))));
+}
+
+/**
+ * The next batch size (pages or keys) under a time budget: a batch that took longer than `budgetMs` shrinks
+ * the next one in proportion (with a 20 % margin); one that took under 60 % of it grows by a fifth, never
+ * past `cap` (the operator's batchSize).
+ */
+export function nextBatchSize(current: number, cap: number, tookMs: number, budgetMs: number): number {
+  if (tookMs > budgetMs) return Math.max(1, Math.min(cap, Math.floor((current * budgetMs * 0.8) / tookMs)));
+  if (tookMs < budgetMs * 0.6) return Math.min(cap, Math.max(current + 1, Math.ceil(current * 1.2)));
+  return Math.min(cap, current);
+}

@@ -1,0 +1,116 @@
+/**
+ * Step "cutover": one transaction that drops the forward sync, renames the table to `<table>_old` and the
+ * copy to the table's name (indexes too), hands the serial sequence over, advances identity sequences, and
+ * installs the reverse sync that keeps the old table complete for a rollback. Undo ("swapBack"): the inverse
+ * renames, the inbound foreign keys re-added. "finalize" ends the rollback window: the reverse sync goes.
+ */
+import { displayName, qualified, quoteLiteral, TableRef } from '../ident';
+import { PlanContext, q, sibling } from './context';
+import { dropTriggersSql, guardViewSql, mirrorSql, syncObjects, triggersSql } from './sync';
+import type { IndexRename, PlanSql } from './types';
+
+type CutoverSql = Pick<PlanSql, 'cutover' | 'swapBack' | 'validateInbound' | 'finalize'>;
+
+/**
+ * The cut-over and the swap back begin with their LOCK TABLE statement, the only one that waits: the
+ * executor runs it first, notes when the locks were held, then checks the table before the rest.
+ */
+export function splitLock(statements: string[]): { lock: string; then: string[] } {
+  const [lock, ...then] = statements;
+  if (!lock?.startsWith('LOCK TABLE ')) throw new Error(`a lock-first step begins with ${JSON.stringify(lock)}`);
+  return { lock, then };
+}
+
+/** Sets sequence `a` (of table A's column) to at least where sequence `b` (of table B's column) is. */
+function syncIdentitySql(a: TableRef, b: TableRef, column: string): string {
+  const seq = (t: TableRef) =>
+    `pg_get_serial_sequence(${quoteLiteral(qualified(t))}, ${quoteLiteral(column)})::regclass`;
+  return (
+    'SELECT setval(s.a, greatest(pg_sequence_last_value(s.b), coalesce(pg_sequence_last_value(s.a), 0)), true) ' +
+    `FROM (SELECT ${seq(a)} AS a, ${seq(b)} AS b) s WHERE pg_sequence_last_value(s.b) IS NOT NULL`
+  );
+}
+
+/** The statements both directions share: renames of the table pair and their indexes, sequences handed over. */
+function renameIndex(ctx: PlanContext, from: string, to: string): string {
+  return `ALTER INDEX ${qualified(sibling(ctx.table, from))} RENAME TO ${q(to)}`;
+}
+
+function swapSql(ctx: PlanContext, from: TableRef, to: TableRef, renames: [string, string][]): string[] {
+  const { table } = ctx;
+  const sql = [`ALTER TABLE ${qualified(table)} RENAME TO ${q(to.name)}`];
+  for (const [a, b] of renames) sql.push(renameIndex(ctx, a, b));
+  sql.push(`ALTER TABLE ${qualified(from)} RENAME TO ${q(table.name)}`);
+  return sql;
+}
+
+function sequencesSql(ctx: PlanContext, other: TableRef): string[] {
+  const { table, info } = ctx;
+  const serial = info.sequences.find((s) => s.kind === 'serial');
+  const sql: string[] = [];
+  if (serial) {
+    sql.push(`ALTER SEQUENCE ${qualified(serial.sequence)} OWNED BY ${qualified(table)}.${q(serial.column)}`);
+  }
+  for (const s of info.sequences.filter((x) => x.kind === 'identity'))
+    sql.push(syncIdentitySql(table, other, s.column));
+  return sql;
+}
+
+function cutoverSql(ctx: PlanContext, renames: IndexRename[], dropSyncTrigger: string[]): string[] {
+  const { table, info, old } = ctx;
+  const { reverse, guard } = syncObjects(info.oid);
+  return [
+    `LOCK TABLE ${qualified(table)}, ${qualified(ctx.shadow)} IN ACCESS EXCLUSIVE MODE`,
+    ...dropSyncTrigger,
+    ...info.inboundForeignKeys.map((fk) => `ALTER TABLE ${qualified(fk.table)} DROP CONSTRAINT ${q(fk.name)}`),
+    ...swapSql(
+      ctx,
+      ctx.shadow,
+      old,
+      renames.map((r) => [r.original, r.oldParked]),
+    ),
+    ...renames.map((r) => renameIndex(ctx, r.shadowTemp, r.original)),
+    ...sequencesSql(ctx, old),
+    ...mirrorSql(ctx, reverse, old, ctx.sourceKey),
+    ...triggersSql(qualified(table), reverse),
+    ...guardViewSql(ctx, guard),
+  ];
+}
+
+export function cutoverStep(ctx: PlanContext, renames: IndexRename[], dropSyncTrigger: string[]): CutoverSql {
+  const { table, info, old } = ctx;
+  const { reverse, guard } = syncObjects(info.oid);
+  const finalize = dropTriggersSql(qualified(table), reverse, guard);
+  const swapBack = [
+    `LOCK TABLE ${qualified(table)}, ${qualified(old)} IN ACCESS EXCLUSIVE MODE`,
+    ...finalize,
+    ...swapSql(
+      ctx,
+      old,
+      ctx.shadow,
+      renames.map((r) => [r.original, r.shadowTemp]),
+    ),
+    ...renames.map((r) => renameIndex(ctx, r.oldParked, r.original)),
+    ...sequencesSql(ctx, ctx.shadow),
+    ...info.inboundForeignKeys.map(
+      (fk) => `ALTER TABLE ${qualified(fk.table)} ADD CONSTRAINT ${q(fk.name)} ${fk.def} NOT VALID`,
+    ),
+  ];
+  const validateInbound = info.inboundForeignKeys.map(
+    (fk) => `ALTER TABLE ${qualified(fk.table)} VALIDATE CONSTRAINT ${q(fk.name)}`,
+  );
+  if (info.inboundForeignKeys.length) {
+    const list = info.inboundForeignKeys.map((f) => `${displayName(f.table)}.${f.name}`).join(', ');
+    ctx.warnings.push(
+      `These foreign keys reference ${displayName(table)} and are dropped at cut-over (re-added on rollback): ${list}.`,
+    );
+  }
+  const identities = info.sequences.filter((s) => s.kind === 'identity');
+  if (identities.length) {
+    ctx.warnings.push(
+      `Identity column(s) ${identities.map((s) => s.column).join(', ')} get the new table's own sequence, ` +
+        "advanced at cut-over past the old one's last value.",
+    );
+  }
+  return { cutover: cutoverSql(ctx, renames, dropSyncTrigger), swapBack, validateInbound, finalize };
+}

@@ -1,0 +1,109 @@
+/**
+ * The partitioning plan: every SQL statement partflow runs for one table, built purely from the catalog
+ * snapshot (`TableInfo`) and the validated options, and frozen into the workflow's history.
+ *
+ * Names: the shadow is `<table>_pf_shadow`; partitions are `<table>_YYYY_MM` and `<table>_default` from
+ * the start, so nothing is renamed below the parent at cut-over; the source becomes `<table>_old`.
+ * The shadow's indexes get temporary names and take over the originals' names at cut-over, when the old
+ * table's indexes are parked under `<table>_pfo_<n>`.
+ */
+import type { ForeignKeyInfo } from '../catalog';
+import type { TableRef } from '../ident';
+import type { PartitionColumnType } from '../partitions';
+
+export const FORWARD_TRIGGER = 'partflow_sync_fwd';
+export const REVERSE_TRIGGER = 'partflow_sync_rev';
+/** statement-level AFTER TRUNCATE companions of the row triggers */
+export const FORWARD_TRUNCATE_TRIGGER = 'partflow_sync_fwd_truncate';
+export const REVERSE_TRUNCATE_TRIGGER = 'partflow_sync_rev_truncate';
+export const STATE_SCHEMA = 'partflow';
+
+export interface PlannedPartition {
+  name: string;
+  from: string; // YYYY-MM inclusive
+  to: string; // YYYY-MM exclusive
+}
+
+export interface IndexRename {
+  original: string;
+  shadowTemp: string;
+  oldParked: string;
+}
+
+export interface PlanSql {
+  /** one row per fact of the source's shape, as `sourceShape`; $1 is the table's OID */
+  shape: string;
+  /** one row (`fence`) naming partflow's triggers on $1 with their catalog row version and enabled state */
+  triggerFence: string;
+  /** one row (`n`): the moves counter's value */
+  moves: string;
+  /** after finalize or undo: the moves counter goes */
+  dropCounters: string[];
+  /** one transaction: the partitioned copy, its partitions, keys, indexes, grants, comment */
+  shadow: string[];
+  /** one statement each, own transaction and lock timeout: they lock the referenced tables briefly */
+  shadowForeignKeys: string[];
+  dropShadow: string[];
+  syncTrigger: string[];
+  dropSyncTrigger: string[];
+  /** $1, $2: tid bounds [from, to); skips rows the trigger wrote already */
+  backfillBatch: string;
+  /** the same without ON CONFLICT: faster, fails with 23505 when the trigger wrote a row of the range */
+  backfillBatchFast?: string;
+  /** key mode: the largest key when the trigger is installed (the end of the walk) */
+  maxKey: string;
+  /** key mode: the key `batch` rows after $lo (or from the start), capped by $max; params in the key's types */
+  keyBound: string;
+  keyBoundFirst: string;
+  /** key mode: copy the rows with lo < key <= hi (or key <= hi) */
+  keyCopy: string;
+  keyCopyFirst: string;
+  /** statistics for the copy before it becomes the table (plans made before 0.2 lack it) */
+  analyze?: string;
+  /** month bucket, row count, checksum per bucket, for the source and the shadow */
+  verifySource: string;
+  verifyShadow: string;
+  /** one transaction, beginning with its LOCK TABLE */
+  cutover: string[];
+  /** one transaction, beginning with its LOCK TABLE: undo of cutover while the old table is kept in sync */
+  swapBack: string[];
+  /** after swapBack: re-validate re-added inbound foreign keys, one statement each */
+  validateInbound: string[];
+  finalize: string[];
+}
+
+export interface Plan {
+  table: TableRef;
+  tableOid: number;
+  shadow: TableRef;
+  old: TableRef;
+  partitionColumn: string;
+  columnType: PartitionColumnType;
+  /** pages: TID ranges (PostgreSQL 14+); keys: primary-key ranges */
+  copyMode: 'pages' | 'keys';
+  timeZone: string;
+  partitions: PlannedPartition[];
+  defaultPartition: string;
+  /** columns copied by the trigger and the backfill (generated columns are recomputed) */
+  columns: string[];
+  /** the source's primary key */
+  sourceKey: string[];
+  /** the shadow's primary key: the source's plus the partition column */
+  shadowKey: string[];
+  estimatedRows: number;
+  pages: number;
+  inboundForeignKeys: ForeignKeyInfo[];
+  indexRenames: IndexRename[];
+  functions: { forward: string; reverse: string };
+  /** the source as preflight saw it (columns, indexes, constraints, triggers): the cut-over refuses on any change */
+  sourceShape: string[];
+  /** sequence counting updates that move a row to another month (nextval per move, no row locks) */
+  movesCounter: TableRef;
+  sql: PlanSql;
+  /** what partitioning changes for the application (informational) */
+  warnings: string[];
+  /** what the operator gave up with an explicit input (acceptLostConstraints) or what is not carried */
+  givenUp: string[];
+  /** rows the layout puts in the default partition (outliers, infinities, far-future rows) */
+  outsideRows: number;
+}
