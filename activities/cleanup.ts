@@ -3,8 +3,8 @@
  * The SQL comes from the plan partflow stored in partflow.runs when the run claimed the table, never from
  * the caller: the input names a table, nothing else.
  */
-import { ApplicationFailure } from '@temporalio/common';
-import type { Pool } from 'pg';
+import type { Pool, PoolClient } from 'pg';
+import type { Logger } from '../src/logger';
 import { displayName, qualified, TableRef } from '../src/ident';
 import type { Plan } from '../src/plan';
 import { STATE_SCHEMA } from '../src/plan';
@@ -62,112 +62,113 @@ async function present(pool: Pool, plan: Plan): Promise<string[]> {
   return r.rows.map((x) => x.x);
 }
 
-export function createCleanupActivities({ pool, log }: Deps) {
-  async function report(table: TableRef): Promise<{ report: CleanupReport; plan: Plan | null }> {
-    const run = await storedRun(pool, table);
-    const base: CleanupReport = {
-      table: displayName(table),
-      run: null,
-      phase: 'none',
-      leftovers: [],
-      statements: [],
-      removed: false,
-    };
-    if (!run) return { report: base, plan: null };
-    base.run = { workflowId: run.workflow_id, state: run.run_state, cutoverDone: run.cutover_done };
-    if (!run.plan) return { report: base, plan: null };
-    const plan = JSON.parse(run.plan) as Plan;
-    const leftovers = await present(pool, plan);
-    if (!leftovers.length) return { report: { ...base, leftovers }, plan };
-    if (run.cutover_done) {
-      // the conversion stands: what is left is the rollback machinery on the new table
-      return {
-        report: {
-          ...base,
-          leftovers,
-          phase: 'after-cutover',
-          statements: [...plan.sql.finalize, ...(plan.sql.dropCounters ?? [])],
-        },
-        plan,
-      };
-    }
-    return {
-      report: {
+/** What a run of `table` left behind, with the statements that remove it, and the stored plan. */
+async function report(pool: Pool, table: TableRef): Promise<{ report: CleanupReport; plan: Plan | null }> {
+  const run = await storedRun(pool, table);
+  const base: CleanupReport = {
+    table: displayName(table),
+    run: null,
+    phase: 'none',
+    leftovers: [],
+    statements: [],
+    removed: false,
+  };
+  if (!run) return { report: base, plan: null };
+  base.run = { workflowId: run.workflow_id, state: run.run_state, cutoverDone: run.cutover_done };
+  if (!run.plan) return { report: base, plan: null };
+  const plan = JSON.parse(run.plan) as Plan;
+  const leftovers = await present(pool, plan);
+  if (!leftovers.length) return { report: { ...base, leftovers }, plan };
+  const counters = plan.sql.dropCounters ?? [];
+  // after the cut-over the conversion stands: what is left is the rollback machinery on the new table
+  const r: CleanupReport = run.cutover_done
+    ? { ...base, leftovers, phase: 'after-cutover', statements: [...plan.sql.finalize, ...counters] }
+    : {
         ...base,
         leftovers,
         phase: 'before-cutover',
-        statements: [...plan.sql.dropSyncTrigger, ...(plan.sql.dropCounters ?? []), ...plan.sql.dropShadow],
-      },
-      plan,
-    };
+        statements: [...plan.sql.dropSyncTrigger, ...counters, ...plan.sql.dropShadow],
+      };
+  return { report: r, plan };
+}
+
+/** Read-only: what a run of `table` left behind and how cleanup would remove it. */
+async function inspectLeftovers({ pool }: Deps, table: TableRef): Promise<CleanupReport> {
+  try {
+    return (await report(pool, table)).report;
+  } catch (err) {
+    classify(err, 'cleanup inspection');
   }
+}
 
+/** The removal itself, under the look-ahead; never drops the source table. */
+async function remove(pool: Pool, l: Logger, r: CleanupReport, plan: Plan, lockTimeoutMs: number): Promise<void> {
+  const run = async (c: PoolClient) => {
+    if (r.phase === 'before-cutover') {
+      // never drop the table itself: the copy must be partflow's partitioned table, not the source
+      const s = await c.query(`SELECT oid::int AS oid, relkind FROM pg_class WHERE oid = to_regclass($1)`, [
+        qualified(plan.shadow),
+      ]);
+      if (s.rowCount && (s.rows[0].oid === plan.tableOid || s.rows[0].relkind !== 'p')) {
+        throw failure(`Refusing to drop ${displayName(plan.shadow)}: it is not partflow's copy.`, 'Safety');
+      }
+    }
+    for (const sql of r.statements) await c.query(sql);
+  };
+  const relations = [qualified(plan.table), qualified(plan.shadow), qualified(plan.old)];
+  await withLockRetry(pool, l, 'cleanup', lockTimeoutMs, run, { relations });
+}
+
+/**
+ * Removes what the run recorded for `table` left behind, if that run is still `expectedWorkflowId` (the
+ * one the operator saw was no longer running). The run's state goes to `undoing` first, in its own
+ * transaction: a forward step of a run still alive somewhere can no longer commit (it checks that state
+ * in the same transaction as its DDL).
+ */
+async function removeLeftovers(
+  { pool, log }: Deps,
+  table: TableRef,
+  expectedWorkflowId: string,
+  lockTimeoutMs: number,
+): Promise<CleanupReport> {
+  const l = log.child({ step: 'cleanup', table: displayName(table) });
+  const key = [table.schema, table.name, expectedWorkflowId];
+  try {
+    const fenced = await pool.query(
+      `UPDATE ${RUNS} SET run_state = 'undoing', updated_at = now()
+        WHERE table_schema = $1 AND table_name = $2 AND workflow_id = $3 AND run_state IN ('active', 'undoing')
+        RETURNING cutover_done`,
+      key,
+    );
+    if (!fenced.rowCount) {
+      // a retry after a finished removal (or a run that had already ended): report, change nothing
+      const done = await report(pool, table);
+      if (done.report.run?.workflowId === expectedWorkflowId) return done.report;
+      throw failure(
+        `partflow.runs no longer records workflow ${expectedWorkflowId} for ${displayName(table)}; ` +
+          `look again with partflow cleanup ${displayName(table)}.`,
+        'RunChanged',
+      );
+    }
+    const { report: r, plan } = await report(pool, table);
+    if (plan && r.statements.length) await remove(pool, l, r, plan, lockTimeoutMs);
+    const final = r.phase === 'after-cutover' ? 'done' : 'rolled-back';
+    await pool.query(
+      `UPDATE ${RUNS} SET run_state = $4, updated_at = now()
+        WHERE table_schema = $1 AND table_name = $2 AND workflow_id = $3`,
+      [...key, final],
+    );
+    l.info({ removed: r.leftovers, phase: r.phase }, 'leftovers of a dead run removed');
+    return { ...r, removed: true, run: r.run && { ...r.run, state: final } };
+  } catch (err) {
+    classify(err, 'cleanup');
+  }
+}
+
+export function createCleanupActivities(deps: Deps) {
   return {
-    /** Read-only: what a run of `table` left behind and how cleanup would remove it. */
-    async inspectLeftovers(table: TableRef): Promise<CleanupReport> {
-      try {
-        return (await report(table)).report;
-      } catch (err) {
-        classify(err, 'cleanup inspection');
-      }
-    },
-
-    /**
-     * Removes what the run recorded for `table` left behind, if that run is still `expectedWorkflowId` (the
-     * one the operator saw was no longer running). The run's state goes to `undoing` first, in its own
-     * transaction: a forward step of a run still alive somewhere can no longer commit (it checks that state
-     * in the same transaction as its DDL).
-     */
-    async removeLeftovers(table: TableRef, expectedWorkflowId: string, lockTimeoutMs: number): Promise<CleanupReport> {
-      const l = log.child({ step: 'cleanup', table: displayName(table) });
-      try {
-        const fenced = await pool.query(
-          `UPDATE ${RUNS} SET run_state = 'undoing', updated_at = now()
-            WHERE table_schema = $1 AND table_name = $2 AND workflow_id = $3 AND run_state IN ('active', 'undoing')
-            RETURNING cutover_done`,
-          [table.schema, table.name, expectedWorkflowId],
-        );
-        if (!fenced.rowCount) {
-          // a retry after a finished removal (or a run that had already ended): report, change nothing
-          const done = await report(table);
-          if (done.report.run?.workflowId === expectedWorkflowId) return done.report;
-          throw failure(
-            `partflow.runs no longer records workflow ${expectedWorkflowId} for ${displayName(table)}; look again with partflow cleanup ${displayName(table)}.`,
-            'RunChanged',
-          );
-        }
-        const { report: r, plan } = await report(table);
-        if (plan && r.statements.length) {
-          await withLockRetry(
-            pool,
-            l,
-            'cleanup',
-            lockTimeoutMs,
-            async (c) => {
-              if (r.phase === 'before-cutover') {
-                // never drop the table itself: the copy must be partflow's partitioned table, not the source
-                const s = await c.query(`SELECT oid::int AS oid, relkind FROM pg_class WHERE oid = to_regclass($1)`, [
-                  qualified(plan.shadow),
-                ]);
-                if (s.rowCount && (s.rows[0].oid === plan.tableOid || s.rows[0].relkind !== 'p')) {
-                  throw failure(`Refusing to drop ${displayName(plan.shadow)}: it is not partflow's copy.`, 'Safety');
-                }
-              }
-              for (const sql of r.statements) await c.query(sql);
-            },
-            { relations: [qualified(plan.table), qualified(plan.shadow), qualified(plan.old)] },
-          );
-        }
-        const final = r.phase === 'after-cutover' ? 'done' : 'rolled-back';
-        await pool.query(
-          `UPDATE ${RUNS} SET run_state = $4, updated_at = now() WHERE table_schema = $1 AND table_name = $2 AND workflow_id = $3`,
-          [table.schema, table.name, expectedWorkflowId, final],
-        );
-        l.info({ removed: r.leftovers, phase: r.phase }, 'leftovers of a dead run removed');
-        return { ...r, removed: true, run: r.run && { ...r.run, state: final } };
-      } catch (err) {
-        classify(err, 'cleanup');
-      }
-    },
+    inspectLeftovers: (table: TableRef) => inspectLeftovers(deps, table),
+    removeLeftovers: (table: TableRef, expectedWorkflowId: string, lockTimeoutMs: number) =>
+      removeLeftovers(deps, table, expectedWorkflowId, lockTimeoutMs),
   };
 }

@@ -122,6 +122,89 @@ export interface LockRetryStats {
 /** An autovacuum partflow may cancel: not one that prevents transaction-id wraparound. */
 const PLAIN_AUTOVACUUM = "backend_type = 'autovacuum worker' AND query NOT LIKE '%to prevent wraparound%'";
 
+/** One withLockRetry call: what its helpers log and count. */
+interface Retrying {
+  pool: Pool;
+  log: Logger;
+  step: string;
+  ctx: Context | undefined;
+  lockWaitRetries: number;
+}
+
+/** Jittered exponential backoff after a lock wait; a cancelled activity stops here at once. */
+async function backOff(r: Retrying, attempt: number, why: Record<string, unknown>): Promise<void> {
+  r.lockWaitRetries++;
+  metrics.lockWaitRetry(r.step);
+  const backoff = Math.min(10_000, 200 * 2 ** (attempt - 1));
+  const wait = Math.round(backoff / 2 + Math.random() * backoff);
+  r.log.warn({ step: r.step, attempt, waitMs: wait, ...why }, 'lock not available within lock_timeout; retrying');
+  r.ctx?.heartbeat({ step: r.step, lockWaitRetries: r.lockWaitRetries });
+  if (r.ctx)
+    await r.ctx.sleep(wait); // rejects with CancelledFailure on cancellation
+  else await sleep(wait);
+}
+
+async function cancelAutovacuum(r: Retrying, pid: number, query: string): Promise<boolean> {
+  const x = await r.pool.query('SELECT pg_cancel_backend($1) AS ok', [pid]).catch(() => null);
+  if (!x?.rows[0]?.ok) return false;
+  r.log.warn(
+    { step: r.step, pid, query },
+    'cancelled an autovacuum holding the table so that the DDL does not queue behind it',
+  );
+  return true;
+}
+
+/**
+ * While the attempt waits for a lock, an autovacuum that started after the look-ahead is cancelled at
+ * once instead of after deadlock_timeout, so the application queued behind us waits milliseconds.
+ */
+function watched<T>(r: Retrying, fn: (client: PoolClient) => Promise<T>): (c: PoolClient) => Promise<T> {
+  return async (c) => {
+    const pid = (c as unknown as { processID: number }).processID; // the backend's pid, from the handshake
+    let done = false;
+    const watchdog = (async () => {
+      while (!done) {
+        await sleep(25);
+        if (done) break;
+        const blockers = await r.pool
+          .query(
+            `SELECT pid, left(query, 160) AS query FROM pg_stat_activity
+              WHERE pid = ANY (pg_blocking_pids($1)) AND ${PLAIN_AUTOVACUUM}`,
+            [pid],
+          )
+          .catch(() => ({ rows: [] as { pid: number; query: string }[] }));
+        for (const x of blockers.rows) await cancelAutovacuum(r, x.pid, x.query);
+      }
+    })();
+    try {
+      return await fn(c);
+    } finally {
+      done = true; // not awaited: the commit must not wait for the watchdog's sleep
+      void watchdog.catch(() => undefined);
+    }
+  };
+}
+
+/**
+ * The look-ahead: who would make an attempt wait now. Plain autovacuums are cancelled (a worker goes on to
+ * the next partition when cancelled: look again until none is left); what remains is returned.
+ */
+async function blockers(r: Retrying, relations: string[], lockTimeoutMs: number) {
+  let blocking: Awaited<ReturnType<typeof longLockHolders>> = [];
+  for (let look = 0; look < 20; look++) {
+    const holders = await longLockHolders(r.pool, relations, lockTimeoutMs).catch(() => []);
+    blocking = [];
+    let cancelled = 0;
+    for (const h of holders) {
+      if (h.cancellable && (await cancelAutovacuum(r, h.pid, h.query))) cancelled++;
+      else blocking.push(h);
+    }
+    if (!cancelled) break;
+    await sleep(20);
+  }
+  return blocking;
+}
+
 /**
  * Runs DDL in one transaction with a short lock_timeout; on 55P03 rolls back, waits with jittered
  * exponential backoff and tries again, so a long-running transaction delays the step instead of queueing
@@ -143,75 +226,15 @@ export async function withLockRetry<T>(
 ): Promise<{ result: T; stats: LockRetryStats }> {
   const maxAttempts = typeof opts === 'number' ? opts : (opts.maxAttempts ?? 8);
   const relations = typeof opts === 'number' ? [] : (opts.relations ?? []);
-  let lockWaitRetries = 0;
-  const ctx = activityContext();
-  // a cancelled activity stops retrying at once: the workflow waits for it before undoing anything
-  const stopIfCancelled = () => {
-    if (ctx?.cancellationSignal.aborted) throw new CancelledFailure(`${step} cancelled while waiting for its lock`);
-  };
-  const backOff = async (attempt: number, why: Record<string, unknown>) => {
-    lockWaitRetries++;
-    metrics.lockWaitRetry(step);
-    const backoff = Math.min(10_000, 200 * 2 ** (attempt - 1));
-    const wait = Math.round(backoff / 2 + Math.random() * backoff);
-    log.warn({ step, attempt, waitMs: wait, ...why }, 'lock not available within lock_timeout; retrying');
-    ctx?.heartbeat({ step, lockWaitRetries });
-    if (ctx)
-      await ctx.sleep(wait); // rejects with CancelledFailure on cancellation
-    else await sleep(wait);
-  };
-  const cancelAutovacuum = async (pid: number, query: string) => {
-    const r = await pool.query('SELECT pg_cancel_backend($1) AS ok', [pid]).catch(() => null);
-    if (r?.rows[0]?.ok)
-      log.warn(
-        { step, pid, query },
-        'cancelled an autovacuum holding the table so that the DDL does not queue behind it',
-      );
-    return !!r?.rows[0]?.ok;
-  };
-  // While the attempt waits for a lock, an autovacuum that started after the look above is cancelled at
-  // once instead of after deadlock_timeout, so the application queued behind us waits milliseconds.
-  const watched = async (c: PoolClient): Promise<T> => {
-    const pid = (c as unknown as { processID: number }).processID; // the backend's pid, from the connection handshake
-    let done = false;
-    const watchdog = (async () => {
-      while (!done) {
-        await sleep(25);
-        if (done) break;
-        const r = await pool
-          .query(
-            `SELECT pid, left(query, 160) AS query FROM pg_stat_activity WHERE pid = ANY (pg_blocking_pids($1)) AND ${PLAIN_AUTOVACUUM}`,
-            [pid],
-          )
-          .catch(() => ({ rows: [] as { pid: number; query: string }[] }));
-        for (const x of r.rows) await cancelAutovacuum(x.pid, x.query);
-      }
-    })();
-    try {
-      return await fn(c);
-    } finally {
-      done = true; // not awaited: the commit must not wait for the watchdog's sleep
-      void watchdog.catch(() => undefined);
-    }
-  };
+  const r: Retrying = { pool, log, step, ctx: activityContext(), lockWaitRetries: 0 };
+  const run = relations.length ? watched(r, fn) : fn;
   for (let attempt = 1; ; attempt++) {
-    stopIfCancelled();
+    // a cancelled activity stops retrying at once: the workflow waits for it before undoing anything
+    if (r.ctx?.cancellationSignal.aborted) throw new CancelledFailure(`${step} cancelled while waiting for its lock`);
     if (relations.length && attempt < maxAttempts) {
-      // an autovacuum worker goes on to the next partition when cancelled: look again until none is left
-      let blocking: Awaited<ReturnType<typeof longLockHolders>> = [];
-      for (let look = 0; look < 20; look++) {
-        const holders = await longLockHolders(pool, relations, lockTimeoutMs).catch(() => []);
-        blocking = [];
-        let cancelled = 0;
-        for (const h of holders) {
-          if (h.cancellable && (await cancelAutovacuum(h.pid, h.query))) cancelled++;
-          else blocking.push(h);
-        }
-        if (!cancelled) break;
-        await sleep(20);
-      }
+      const blocking = await blockers(r, relations, lockTimeoutMs);
       if (blocking.length) {
-        await backOff(attempt, {
+        await backOff(r, attempt, {
           heldBy: blocking.map((h) => `pid ${h.pid} for ${Math.round(h.ageMs)} ms: ${h.query}`),
         });
         continue;
@@ -220,14 +243,13 @@ export async function withLockRetry<T>(
     const started = Date.now();
     try {
       const result = await withHeartbeat(
-        () => ({ step, attempt, lockWaitRetries }),
-        () => inTransaction(pool, relations.length ? watched : fn, { lockTimeoutMs }),
+        () => ({ step, attempt, lockWaitRetries: r.lockWaitRetries }),
+        () => inTransaction(pool, run, { lockTimeoutMs }),
       );
-      return { result, stats: { attempts: attempt, lockWaitRetries, holdMs: Date.now() - started } };
+      return { result, stats: { attempts: attempt, lockWaitRetries: r.lockWaitRetries, holdMs: Date.now() - started } };
     } catch (err) {
-      const code = (err as { code?: string }).code;
-      if (code === '55P03' && attempt < maxAttempts) {
-        await backOff(attempt, {});
+      if ((err as { code?: string }).code === '55P03' && attempt < maxAttempts) {
+        await backOff(r, attempt, {});
         continue;
       }
       classify(err, step);
@@ -246,11 +268,13 @@ async function longLockHolders(
   olderThanMs: number,
 ): Promise<{ pid: number; ageMs: number; query: string; cancellable: boolean }[]> {
   const r = await pool.query(
-    `SELECT DISTINCT a.pid, extract(epoch FROM now() - coalesce(a.xact_start, a.query_start)) * 1000 AS age_ms, left(a.query, 160) AS query,
+    `SELECT DISTINCT a.pid, extract(epoch FROM now() - coalesce(a.xact_start, a.query_start)) * 1000 AS age_ms,
+            left(a.query, 160) AS query,
             ${PLAIN_AUTOVACUUM} AS cancellable -- pg_locks has no backend_type or query column
        FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
       WHERE l.locktype = 'relation' AND l.granted AND l.pid <> pg_backend_pid()
-        AND l.relation IN (SELECT to_regclass(x) FROM unnest($1::text[]) x -- pg_partition_tree is empty for a plain table
+        -- pg_partition_tree is empty for a plain table
+        AND l.relation IN (SELECT to_regclass(x) FROM unnest($1::text[]) x
                            UNION SELECT t.relid FROM unnest($1::text[]) x, LATERAL pg_partition_tree(to_regclass(x)) t)
         AND (a.backend_type = 'autovacuum worker' OR a.state LIKE 'idle in transaction%'
              OR coalesce(a.xact_start, a.query_start) < now() - make_interval(secs => $2::float8 / 1000))`,

@@ -1,0 +1,47 @@
+/**
+ * Activities of `fixConstraints`, one module per concern: the run's fence (run.ts), the audit (audit.ts),
+ * the DDL steps (steps.ts), the repairs and their undo (repair.ts). Each looks at the catalog first and does
+ * only what is missing; every statement comes from src/fixSteps.ts, the same the dry run lists.
+ */
+import type { Fix, FixOptions, ForeignKeyFix } from '../../src/constraints';
+import type { FixInfo } from '../../src/fixSteps';
+import type { Deps } from '../partition';
+import { auditFixes } from './audit';
+import { repair, restoreRepairs } from './repair';
+import { beginFixUndo, claimFix, releaseFix } from './run';
+import {
+  addConstraintNotValid,
+  createSupportingIndex,
+  dropConstraint,
+  dropNotNull,
+  dropSupportingIndex,
+  validateConstraint,
+} from './steps';
+
+export type { FixAudit } from './audit';
+export type { FixInfo } from '../../src/fixSteps';
+export type { StepResult } from './steps';
+
+export function createConstraintActivities(deps: Deps) {
+  return {
+    claimFix: () => claimFix(deps),
+    beginFixUndo: () => beginFixUndo(deps),
+    releaseFix: (state: 'done' | 'rolled-back' | 'failed') => releaseFix(deps, state),
+    auditFixes: (opts: FixOptions) => auditFixes(deps, opts),
+    createSupportingIndex: (fix: ForeignKeyFix, info: FixInfo) => createSupportingIndex(deps, fix, info),
+    dropSupportingIndex: (fix: ForeignKeyFix, info: FixInfo) => dropSupportingIndex(deps, fix, info),
+    addConstraintNotValid: (fix: Fix, info: FixInfo, lockTimeoutMs: number) =>
+      addConstraintNotValid(deps, fix, info, lockTimeoutMs),
+    dropConstraint: (fixNo: number, fix: Fix, info: FixInfo, lockTimeoutMs: number) =>
+      dropConstraint(deps, fixNo, fix, info, lockTimeoutMs),
+    repair: (fixNo: number, fix: Fix, info: FixInfo, batchSize: number, lockTimeoutMs = 500) =>
+      repair(deps, fixNo, fix, info, batchSize, lockTimeoutMs),
+    restoreRepairs: (fixNo: number, fix: Fix, info: FixInfo, lockTimeoutMs: number) =>
+      restoreRepairs(deps, fixNo, fix, info, lockTimeoutMs),
+    validateConstraint: (fix: Fix, info: FixInfo, lockTimeoutMs: number) =>
+      validateConstraint(deps, fix, info, lockTimeoutMs),
+    dropNotNull: (fix: Fix, lockTimeoutMs: number) => dropNotNull(deps, fix, lockTimeoutMs),
+  };
+}
+
+export type ConstraintActivities = ReturnType<typeof createConstraintActivities>;

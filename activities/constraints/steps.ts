@@ -1,0 +1,196 @@
+/**
+ * The DDL steps of a fix and their undo, each running the statements `fixSteps` built (the same the dry run
+ * listed), each looking at the catalog first: supporting index, constraint NOT VALID, VALIDATE.
+ */
+import type { Pool, PoolClient } from 'pg';
+import { describeFix, Fix, ForeignKeyFix } from '../../src/constraints';
+import { failure } from '../../src/failures';
+import { dropNotNullSql, FixInfo, fixSteps } from '../../src/fixSteps';
+import { qualified, TableRef } from '../../src/ident';
+import { classify, inTransaction, withHeartbeat, withLockRetry } from '../db';
+import type { Deps } from '../partition';
+import { fixFence, fixLog, lockedByFix } from './run';
+
+export interface StepResult {
+  changed: boolean;
+  rows?: number;
+  lockWaitRetries: number;
+  note?: string;
+}
+
+async function hasConstraint(c: PoolClient | Pool, t: TableRef, name: string): Promise<{ validated: boolean } | null> {
+  const r = await c.query(`SELECT convalidated FROM pg_constraint WHERE conrelid = to_regclass($1) AND conname = $2`, [
+    qualified(t),
+    name,
+  ]);
+  return r.rowCount ? { validated: r.rows[0].convalidated } : null;
+}
+
+/** CREATE INDEX CONCURRENTLY, fenced just before (it cannot run inside a transaction); an invalid leftover goes. */
+async function createConcurrently(pool: Pool, on: TableRef, name: string, sql: string): Promise<void> {
+  await inTransaction(pool, fixFence);
+  const ex = await pool.query(
+    `SELECT i.indisvalid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+       JOIN pg_index i ON i.indexrelid = c.oid WHERE n.nspname = $1 AND c.relname = $2`,
+    [on.schema, name],
+  );
+  if (ex.rowCount && ex.rows[0].indisvalid === false) {
+    await pool.query(`DROP INDEX CONCURRENTLY IF EXISTS ${qualified({ schema: on.schema, name })}`);
+  }
+  // waits for older transactions but never blocks writes; heartbeats keep Temporal informed
+  await withHeartbeat(
+    () => ({ step: 'index', name }),
+    () => pool.query(sql),
+  );
+}
+
+/** CREATE INDEX CONCURRENTLY (per partition, then attached, on a partitioned table); invalid leftovers are rebuilt. */
+export async function createSupportingIndex(
+  { pool, log }: Deps,
+  fix: ForeignKeyFix,
+  info: FixInfo,
+): Promise<StepResult> {
+  const l = fixLog(log, 'index', fix);
+  const index = fixSteps(fix, { ...info, hasIndex: false }).index!;
+  try {
+    const parent = index.parent;
+    if (parent) await withLockRetry(pool, l, 'index parent', 500, (c) => c.query(parent.sql));
+    for (const e of index.each) {
+      await createConcurrently(pool, e.table, e.name, e.sql);
+      if (!parent || !e.attach) continue;
+      const attached = await pool.query(
+        `SELECT 1 FROM pg_inherits WHERE inhrelid = to_regclass($1) AND inhparent = to_regclass($2)`,
+        [
+          qualified({ schema: e.table.schema, name: e.name }),
+          qualified({ schema: fix.table.schema, name: parent.name }),
+        ],
+      );
+      const attach = e.attach;
+      if (!attached.rowCount) await withLockRetry(pool, l, 'attach index', 500, (c) => c.query(attach));
+    }
+    const name = parent?.name ?? index.each[0].name;
+    l.info({ index: name }, 'supporting index ready');
+    return { changed: true, lockWaitRetries: 0, note: `created index ${name}` };
+  } catch (err) {
+    classify(err, `index for ${fix.name}`);
+  }
+}
+
+export async function dropSupportingIndex({ pool, log }: Deps, fix: ForeignKeyFix, info: FixInfo): Promise<StepResult> {
+  const index = fixSteps(fix, { ...info, hasIndex: false }).index!;
+  try {
+    const [first, ...rest] = index.drop;
+    // dropping the parent index drops the attached partition indexes with it (brief lock on the parent)
+    if (index.parent)
+      await withLockRetry(pool, fixLog(log, 'drop index', fix), 'drop index', 500, (c) => c.query(first));
+    else await pool.query(first);
+    for (const sql of rest) await pool.query(sql);
+    return { changed: true, lockWaitRetries: 0 };
+  } catch (err) {
+    classify(err, `drop index for ${fix.name}`);
+  }
+}
+
+/** ADD ... NOT VALID: from here on new writes are checked; existing rows are not scanned. */
+export async function addConstraintNotValid(
+  { pool, log }: Deps,
+  fix: Fix,
+  info: FixInfo,
+  lockTimeoutMs: number,
+): Promise<StepResult> {
+  const l = fixLog(log, 'constraint', fix);
+  let retries = 0;
+  try {
+    for (const { table, sql } of fixSteps(fix, info).addNotValid) {
+      if (await hasConstraint(pool, table, fix.name)) continue;
+      const add = async (c: PoolClient) => {
+        await fixFence(c);
+        return c.query(sql);
+      };
+      const { stats } = await withLockRetry(pool, l, `add ${fix.name}`, lockTimeoutMs, add, lockedByFix(fix));
+      retries += stats.lockWaitRetries;
+    }
+    l.info({ lockWaitRetries: retries }, 'constraint added NOT VALID');
+    return { changed: true, lockWaitRetries: retries };
+  } catch (err) {
+    classify(err, `add ${fix.name}`);
+  }
+}
+
+/** Undo of addConstraintNotValid (and of the parent constraint of a partitioned table). */
+export async function dropConstraint(
+  { pool, log }: Deps,
+  fixNo: number,
+  fix: Fix,
+  info: FixInfo,
+  lockTimeoutMs: number,
+): Promise<StepResult> {
+  let retries = 0;
+  void fixNo;
+  for (const { sql } of fixSteps(fix, info).dropConstraint) {
+    const drop = (c: PoolClient) => c.query(sql);
+    const l = fixLog(log, 'drop constraint', fix);
+    const { stats } = await withLockRetry(pool, l, `drop ${fix.name}`, lockTimeoutMs, drop, lockedByFix(fix));
+    retries += stats.lockWaitRetries;
+  }
+  return { changed: true, lockWaitRetries: retries };
+}
+
+/** VALIDATE (writes go on); for NOT NULL then SET NOT NULL, proven by the check, and the check dropped. */
+export async function validateConstraint(
+  { pool, log }: Deps,
+  fix: Fix,
+  info: FixInfo,
+  lockTimeoutMs: number,
+): Promise<StepResult> {
+  const l = fixLog(log, 'validate', fix);
+  let retries = 0;
+  const run = async (what: string, sql: string) => {
+    const validate = async (c: PoolClient) => {
+      await fixFence(c);
+      await c.query('SET LOCAL statement_timeout = 0');
+      return c.query(sql);
+    };
+    const { stats } = await withHeartbeat(
+      () => ({ step: what }),
+      () => withLockRetry(pool, l, what, lockTimeoutMs, validate, lockedByFix(fix)),
+    );
+    retries += stats.lockWaitRetries;
+  };
+  try {
+    const steps = fixSteps(fix, info).validate;
+    // NOT NULL: all three statements while the check exists (a retry after the last one finds nothing to do)
+    if (fix.kind === 'notNull' && (await hasConstraint(pool, fix.table, fix.name))) {
+      for (const s of steps) await run(s.what, s.sql);
+    }
+    for (const s of fix.kind === 'foreignKey' ? steps : []) {
+      const h = await hasConstraint(pool, s.table, fix.name);
+      if (s.only === 'if-unvalidated' ? h && !h.validated : !h) await run(s.what, s.sql);
+    }
+    l.info({ lockWaitRetries: retries }, 'validated');
+    return { changed: true, lockWaitRetries: retries };
+  } catch (err) {
+    const code = (err as { code?: string }).code;
+    if (code === '23503' || code === '23514') {
+      throw failure(
+        `${describeFix(fix)}: rows violating it appeared during the run (${(err as Error).message}); nothing is kept.`,
+        'ViolationsAppeared',
+      );
+    }
+    classify(err, `validate ${fix.name}`);
+  }
+}
+
+/** Undo of validate for NOT NULL: the column allows NULL again. */
+export async function dropNotNull({ pool, log }: Deps, fix: Fix, lockTimeoutMs: number): Promise<StepResult> {
+  if (fix.kind !== 'notNull') return { changed: false, lockWaitRetries: 0 };
+  const sql = dropNotNullSql(fix);
+  try {
+    const drop = (c: PoolClient) => c.query(sql);
+    const l = fixLog(log, 'undo', fix);
+    const { stats } = await withLockRetry(pool, l, 'drop not null', lockTimeoutMs, drop, lockedByFix(fix));
+    return { changed: true, lockWaitRetries: stats.lockWaitRetries };
+  } catch (err) {
+    classify(err, `undo NOT NULL on ${fix.column}`);
+  }
+}

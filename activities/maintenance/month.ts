@@ -1,0 +1,160 @@
+/**
+ * A month's partition: created as a table of its own, the month's rows moved out of the default partition
+ * into it, then ATTACHed, in one short transaction (never CREATE ... PARTITION OF, which locks the parent
+ * exclusively). Used by the rescue and the premake alike.
+ */
+import type { Pool, PoolClient } from 'pg';
+import { failure } from '../../src/failures';
+import {
+  byteLength,
+  displayName,
+  InputError,
+  MAX_IDENT_BYTES,
+  qualified,
+  quoteIdent as q,
+  quoteLiteral,
+  TableRef,
+} from '../../src/ident';
+import type { MaintainTableSpec } from '../../src/maintenance';
+import { addMonths, boundLiteral, formatMonth, Month, partitionName } from '../../src/partitions';
+import type { Logger } from '../../src/logger';
+import { withLockRetry } from '../db';
+import type { Parted } from './inspect';
+
+export type MonthResult = { partition: string; rowsMovedFromDefault: number } | { skipped: string } | null;
+
+/**
+ * How long creating a partition holds its locks, ms: the ATTACH scans the default partition (measured here
+ * at about 10,000 rows/ms; 2,000 assumed) and the month's rows are inserted and deleted with their indexes
+ * (20 rows/ms assumed). Conservative on purpose: a wrong guess should skip a month, not stall the table.
+ */
+export function attachLockEstimateMs(defaultRows: number, monthRows: number): number {
+  return 5 + defaultRows / 2000 + monthRows / 20;
+}
+
+/**
+ * The transaction that creates the month blocks the table's writes while the ATTACH checks every row of the
+ * default partition and the month's rows move: estimated first, so that no lock is taken that cannot be
+ * released within the lock timeout. The reason to skip, or null.
+ */
+async function tooLongToLock(
+  pool: Pool,
+  spec: MaintainTableSpec,
+  def: TableRef,
+  range: string,
+): Promise<string | null> {
+  const d = (
+    await pool.query(
+      `SELECT CASE WHEN c.reltuples >= 0 THEN c.reltuples ELSE NULL END::bigint AS est,
+              (SELECT count(*) FROM ${qualified(def)} WHERE ${range})::bigint AS month
+         FROM pg_class c WHERE c.oid = to_regclass($1)`,
+      [qualified(def)],
+    )
+  ).rows[0];
+  const rows =
+    d.est === null
+      ? Number((await pool.query(`SELECT count(*)::bigint AS n FROM ${qualified(def)}`)).rows[0].n)
+      : Number(d.est);
+  const monthRows = Number(d.month);
+  const ms = attachLockEstimateMs(rows, monthRows);
+  if (ms <= spec.lockTimeoutMs) return null;
+  return (
+    `creating it would block writes to ${displayName(spec.table)} for about ${Math.round(ms)} ms ` +
+    `(the ATTACH checks the ${rows} rows of ${def.name}${monthRows ? `, ${monthRows} of them to move` : ''}), ` +
+    `over lockTimeoutMs ${spec.lockTimeoutMs}; move the default partition's rows out in a quiet hour ` +
+    '(maintain with a larger "lockTimeoutMs" accepts that stall), then the next run creates it'
+  );
+}
+
+/** The new table, owned like its siblings: by the parent's owner, not by partflow's role. */
+async function createMonthTable(c: PoolClient, t: TableRef, p: Parted, nt: string): Promise<void> {
+  await c.query(
+    `CREATE TABLE ${nt} (LIKE ${qualified(t)} INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING STORAGE ` +
+      'INCLUDING COMMENTS INCLUDING GENERATED)',
+  );
+  const owner = `(SELECT pg_get_userbyid(relowner) FROM pg_class WHERE oid = ${p.oid})`;
+  await c.query(`DO $$ BEGIN
+    IF (SELECT relowner FROM pg_class WHERE oid = ${p.oid})
+       <> (SELECT relowner FROM pg_class WHERE oid = ${quoteLiteral(nt)}::regclass)
+    THEN EXECUTE format('ALTER TABLE %s OWNER TO %I', ${quoteLiteral(nt)}, ${owner}); END IF; END $$`);
+}
+
+/** Inside the transaction: the month's table, the rows moved out of the default, the ATTACH. */
+async function createAndAttach(c: PoolClient, spec: MaintainTableSpec, p: Parted, name: string, m: Month) {
+  const t = spec.table;
+  const lo = boundLiteral(m, p.type, spec.timeZone);
+  const hi = boundLiteral(addMonths(m, 1), p.type, spec.timeZone);
+  const range = `${q(p.column)} >= ${lo} AND ${q(p.column)} < ${hi}`;
+  const exists = await c.query(
+    `SELECT i.inhparent = $3 AS attached FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+       LEFT JOIN pg_inherits i ON i.inhrelid = c.oid WHERE n.nspname = $1 AND c.relname = $2`,
+    [t.schema, name, p.oid],
+  );
+  if (exists.rowCount && exists.rows[0].attached) return null;
+  if (exists.rowCount) {
+    throw failure(
+      `${displayName({ schema: t.schema, name })} exists but is not a partition of ${displayName(t)}; ` +
+        'rename or drop it so the month can be created.',
+      'NameTaken',
+    );
+  }
+  // ATTACH takes only SHARE UPDATE EXCLUSIVE on the parent, so an INSERT that routed its row with the
+  // parent's partition list from before the ATTACH would put it into the default partition, whose
+  // constraint the ATTACH has just narrowed: the application's insert fails. SHARE ROW EXCLUSIVE on the
+  // parent alone (ONLY: not its partitions) waits for the writes in flight and holds new ones for this short
+  // transaction; after it they see the new partition. Then the default partition: no row of this month can
+  // land there between the move and the ATTACH. Parent first, as inserts lock them.
+  await c.query(`LOCK TABLE ONLY ${qualified(t)} IN SHARE ROW EXCLUSIVE MODE`);
+  if (p.def) await c.query(`LOCK TABLE ${qualified(p.def)} IN ACCESS EXCLUSIVE MODE`);
+  const cols = (
+    await c.query(
+      `SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum) AS l FROM pg_attribute
+        WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped AND attgenerated = ''`,
+      [p.oid],
+    )
+  ).rows[0].l;
+  const nt = qualified({ schema: t.schema, name });
+  await createMonthTable(c, t, p, nt);
+  let moved = 0;
+  if (p.def) {
+    const ins = await c.query(`INSERT INTO ${nt} (${cols}) SELECT ${cols} FROM ${qualified(p.def)} WHERE ${range}`);
+    const del = await c.query(`DELETE FROM ${qualified(p.def)} WHERE ${range}`);
+    if (ins.rowCount !== del.rowCount) {
+      throw new Error(`moved ${ins.rowCount} rows but deleted ${del.rowCount} from the default partition`);
+    }
+    moved = ins.rowCount ?? 0;
+  }
+  await c.query(`ALTER TABLE ${qualified(t)} ATTACH PARTITION ${nt} FOR VALUES FROM (${lo}) TO (${hi})`);
+  return { partition: name, rowsMovedFromDefault: moved };
+}
+
+/** Creates the month's partition; rows of that month waiting in the default move into it in the same transaction. */
+export async function ensureMonth(
+  pool: Pool,
+  log: Logger,
+  spec: MaintainTableSpec,
+  p: Parted,
+  m: Month,
+): Promise<MonthResult> {
+  const t = spec.table;
+  const name = partitionName(t.name, m);
+  if (byteLength(name) > MAX_IDENT_BYTES) {
+    // PostgreSQL would cut it to 63 bytes without a word, and the next month's name would collide with it
+    throw new InputError(
+      `The partition name ${JSON.stringify(name)} would be ${byteLength(name)} bytes, over PostgreSQL's 63; ` +
+        `partflow cannot name monthly partitions of ${displayName(t)} (rename the table to something shorter).`,
+    );
+  }
+  if (p.def) {
+    const col = q(p.column);
+    const range = `${col} >= ${boundLiteral(m, p.type, spec.timeZone)} AND ${col} < ${boundLiteral(addMonths(m, 1), p.type, spec.timeZone)}`;
+    const skip = await tooLongToLock(pool, spec, p.def, range);
+    if (skip) return { skipped: skip };
+  }
+  const l = log.child({ table: displayName(t), month: formatMonth(m) });
+  const create = (c: PoolClient) => createAndAttach(c, spec, p, name, m);
+  const { result } = await withLockRetry(pool, l, 'create partition', spec.lockTimeoutMs, create, {
+    relations: [qualified(t)],
+  });
+  return result;
+}

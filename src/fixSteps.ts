@@ -1,0 +1,173 @@
+/**
+ * Every statement of one fix, by step, built once: the dry run lists them and the executors run them.
+ * Foreign key: supporting index → NOT VALID (per partition on a partitioned table) → repair → VALIDATE
+ * (then the parent constraint adopts the partitions' ones). NOT NULL: CHECK NOT VALID → fill → VALIDATE →
+ * SET NOT NULL (proven by the check, no scan) → the check goes. Each forward step has its undo beside it.
+ */
+import { fkClause, Fix, ForeignKeyFix, NotNullFix, repairBatchSql, supportingIndexName } from './constraints';
+import { displayName, qualified, quoteIdent as q, TableRef } from './ident';
+
+/** What the audit read about a fix's table; the statements depend on it. */
+export interface FixInfo {
+  tableOid: number;
+  relkind: string;
+  partitions: TableRef[];
+  pk: string[];
+  alreadyDone: boolean;
+  hasIndex: boolean;
+  /** SQL literal of the fill value, typed */
+  fill?: string;
+}
+
+/** A statement on one table: executors look at that table's catalog first and skip what is in place. */
+export interface OnTable {
+  table: TableRef;
+  sql: string;
+}
+
+export interface SupportingIndex {
+  /** partitioned table: the index ON ONLY the parent, then one per partition, attached */
+  parent?: { name: string; sql: string };
+  each: { table: TableRef; name: string; sql: string; attach?: string }[];
+  /** undo: the parent index (it takes the attached ones with it), then each */
+  drop: string[];
+}
+
+export interface FixSteps {
+  index: SupportingIndex | null;
+  addNotValid: OnTable[];
+  repair: string | null;
+  /** named statements, in order: VALIDATE (per table), then SET NOT NULL and the check's drop, or the parent's key */
+  validate: { what: string; table: TableRef; sql: string; only?: 'if-unvalidated' | 'if-absent' }[];
+  /** undo of addNotValid (and of a parent constraint) */
+  dropConstraint: OnTable[];
+  /** undo of SET NOT NULL */
+  dropNotNull: string | null;
+}
+
+function supportingIndex(fix: ForeignKeyFix, info: FixInfo): SupportingIndex {
+  const cols = fix.columns.map(q).join(', ');
+  const parent = supportingIndexName(fix);
+  const at = (schema: string, name: string) => qualified({ schema, name });
+  if (info.relkind !== 'p') {
+    const sql = `CREATE INDEX CONCURRENTLY IF NOT EXISTS ${q(parent)} ON ${qualified(fix.table)} (${cols})`;
+    return {
+      each: [{ table: fix.table, name: parent, sql }],
+      drop: [`DROP INDEX CONCURRENTLY IF EXISTS ${at(fix.table.schema, parent)}`],
+    };
+  }
+  const each = info.partitions.map((p) => {
+    const child = supportingIndexName(fix, p.name);
+    return {
+      table: p,
+      name: child,
+      sql: `CREATE INDEX CONCURRENTLY IF NOT EXISTS ${q(child)} ON ${qualified(p)} (${cols})`,
+      attach: `ALTER INDEX ${at(fix.table.schema, parent)} ATTACH PARTITION ${at(p.schema, child)}`,
+    };
+  });
+  return {
+    parent: { name: parent, sql: `CREATE INDEX IF NOT EXISTS ${q(parent)} ON ONLY ${qualified(fix.table)} (${cols})` },
+    each,
+    drop: [
+      `DROP INDEX IF EXISTS ${at(fix.table.schema, parent)}`,
+      ...each.map((e) => `DROP INDEX CONCURRENTLY IF EXISTS ${at(e.table.schema, e.name)}`),
+    ],
+  };
+}
+
+/** Undo of SET NOT NULL. */
+export function dropNotNullSql(fix: NotNullFix): string {
+  return `ALTER TABLE ${qualified(fix.table)} ALTER COLUMN ${q(fix.column)} DROP NOT NULL`;
+}
+
+function notNullSteps(fix: NotNullFix, info: FixInfo): FixSteps {
+  const t = qualified(fix.table);
+  const on = (what: string, sql: string) => ({ what, table: fix.table, sql });
+  return {
+    index: null,
+    addNotValid: [
+      {
+        table: fix.table,
+        sql: `ALTER TABLE ${t} ADD CONSTRAINT ${q(fix.name)} CHECK (${q(fix.column)} IS NOT NULL) NOT VALID`,
+      },
+    ],
+    repair: fix.nulls !== 'fail' ? repairBatchSql(fix, info.pk, info.fill) : null,
+    validate: [
+      on('validate', `ALTER TABLE ${t} VALIDATE CONSTRAINT ${q(fix.name)}`),
+      on('set not null', `ALTER TABLE ${t} ALTER COLUMN ${q(fix.column)} SET NOT NULL`),
+      on('drop check', `ALTER TABLE ${t} DROP CONSTRAINT ${q(fix.name)}`),
+    ],
+    dropConstraint: [{ table: fix.table, sql: `ALTER TABLE ${t} DROP CONSTRAINT IF EXISTS ${q(fix.name)}` }],
+    dropNotNull: dropNotNullSql(fix),
+  };
+}
+
+function foreignKeySteps(fix: ForeignKeyFix, info: FixInfo): FixSteps {
+  const partitioned = info.relkind === 'p';
+  const targets = partitioned ? info.partitions : [fix.table];
+  const validate: FixSteps['validate'] = targets.map((t) => ({
+    what: 'validate',
+    table: t,
+    sql: `ALTER TABLE ${qualified(t)} VALIDATE CONSTRAINT ${q(fix.name)}`,
+    only: 'if-unvalidated',
+  }));
+  if (partitioned) {
+    const sql = `ALTER TABLE ${qualified(fix.table)} ADD CONSTRAINT ${q(fix.name)} ${fkClause(fix)}`;
+    validate.push({ what: 'parent constraint', table: fix.table, sql, only: 'if-absent' });
+  }
+  const dropFrom = partitioned ? [fix.table, ...info.partitions] : [fix.table];
+  return {
+    index: info.hasIndex ? null : supportingIndex(fix, info),
+    addNotValid: targets.map((t) => ({
+      table: t,
+      sql: `ALTER TABLE ${qualified(t)} ADD CONSTRAINT ${q(fix.name)} ${fkClause(fix)} NOT VALID`,
+    })),
+    repair: fix.orphans !== 'fail' ? repairBatchSql(fix, info.pk) : null,
+    validate,
+    dropConstraint: dropFrom.map((t) => ({
+      table: t,
+      sql: `ALTER TABLE ${qualified(t)} DROP CONSTRAINT IF EXISTS ${q(fix.name)}`,
+    })),
+    dropNotNull: null,
+  };
+}
+
+export function fixSteps(fix: Fix, info: FixInfo): FixSteps {
+  return fix.kind === 'notNull' ? notNullSteps(fix, info) : foreignKeySteps(fix, info);
+}
+
+/** The dry run's list: every forward statement in order, and what the operator should know. */
+export function plannedFixSql(fix: Fix, info: FixInfo, batchSize: number): { sql: string[]; notes: string[] } {
+  if (info.alreadyDone) return { sql: [], notes: ['already in place: skipped'] };
+  const steps = fixSteps(fix, info);
+  const notes: string[] = [];
+  const sql: string[] = [];
+  if (steps.index) {
+    if (steps.index.parent) sql.push(steps.index.parent.sql);
+    for (const e of steps.index.each) sql.push(e.sql, ...(e.attach ? [e.attach] : []));
+    const f = fix as ForeignKeyFix;
+    notes.push(`creates index ${supportingIndexName(f)} on (${f.columns.join(', ')}): none supports the foreign key`);
+  }
+  if (fix.kind === 'foreignKey') {
+    const actions = [
+      ['ON DELETE', fix.onDelete],
+      ['ON UPDATE', fix.onUpdate],
+    ].filter(([, a]) => a && !['NO ACTION', 'RESTRICT'].includes(String(a).toUpperCase()));
+    if (actions.length) {
+      notes.push(
+        `${actions.map(([k, a]) => `${k} ${a}`).join(' and ')} acts from the NOT VALID step on: what it changes in ` +
+          `${displayName(fix.table)} when rows of ${displayName(fix.references.table)} are deleted or re-keyed ` +
+          'during the run is not recorded and stays if the run is undone',
+      );
+    }
+  }
+  sql.push(...steps.addNotValid.map((s) => s.sql));
+  if (steps.repair) sql.push(`-- in batches of ${batchSize}, recorded in partflow.repairs\n${steps.repair}`);
+  sql.push(...steps.validate.map((s) => s.sql));
+  if (fix.kind === 'foreignKey' && info.relkind === 'p') {
+    notes.push(
+      'partitioned: NOT VALID + VALIDATE per partition, then the parent constraint adopts them without a rescan',
+    );
+  }
+  return { sql, notes };
+}
