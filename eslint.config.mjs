@@ -27,17 +27,31 @@ export default tseslint.config(
     },
   },
   {
+    // tests load some modules lazily with require() (after the environment is set up)
+    files: ['test/**/*.ts'],
+    rules: { '@typescript-eslint/no-require-imports': 'off' },
+  },
+  {
     files: ['workflows/**/*.ts'],
     rules: {
       'no-restricted-imports': [
         'error',
         {
           paths: [
-            ...nodeBuiltins.map((name) => ({ name, message: 'Workflow code is deterministic: I/O lives in activities.' })),
+            ...nodeBuiltins.map((name) => ({
+              name,
+              message: 'Workflow code is deterministic: I/O lives in activities.',
+            })),
             { name: 'pg', message: 'Workflow code does not touch the database: use an activity.' },
             { name: 'pino', message: 'Workflow code logs with the workflow logger (@temporalio/workflow log).' },
           ],
-          patterns: [{ group: ['../activities/*', '!../activities'], allowTypeImports: true, message: 'Activities are imported as types only.' }],
+          patterns: [
+            {
+              group: ['../activities/*', '!../activities'],
+              allowTypeImports: true,
+              message: 'Activities are imported as types only.',
+            },
+          ],
         },
       ],
     },

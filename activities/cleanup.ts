@@ -46,8 +46,11 @@ async function present(pool: Pool, plan: Plan): Promise<string[]> {
       WHERE t.tgname LIKE 'partflow\\_%' AND t.tgrelid IN (to_regclass($1), to_regclass($2), to_regclass($3))
      UNION ALL SELECT 'function ' || p.oid::regprocedure::text FROM pg_proc p
       WHERE p.pronamespace = to_regnamespace($4) AND p.proname LIKE '%\\_' || $5::text
-     UNION ALL SELECT 'view ' || c.oid::regclass::text FROM pg_class c WHERE c.relnamespace = to_regnamespace($4) AND c.relname = 'guard_' || $5::text
-     UNION ALL SELECT 'table ' || c.oid::regclass::text || CASE WHEN c.relkind = 'p' THEN ' (partitioned copy)' ELSE '' END FROM pg_class c WHERE c.oid = to_regclass($2)
+     UNION ALL SELECT 'view ' || c.oid::regclass::text FROM pg_class c
+      WHERE c.relnamespace = to_regnamespace($4) AND c.relname = 'guard_' || $5::text
+     UNION ALL SELECT 'table ' || c.oid::regclass::text
+                      || CASE WHEN c.relkind = 'p' THEN ' (partitioned copy)' ELSE '' END
+       FROM pg_class c WHERE c.oid = to_regclass($2)
      UNION ALL SELECT 'sequence ' || c.oid::regclass::text FROM pg_class c WHERE c.oid = to_regclass($6)
      ORDER BY 1`,
     [

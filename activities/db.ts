@@ -31,9 +31,13 @@ export function isTransient(err: unknown): boolean {
   const e = err as { code?: string; message?: string };
   if (!e) return false;
   if (e.code && (TRANSIENT.has(e.code) || e.code.startsWith('08') || TRANSIENT_CODES.has(e.code))) return true;
-  return /Connection terminated|connection .*closed|Client has encountered a connection error|Client was closed and is not queryable/i.test(
-    e.message ?? '',
-  );
+  const lost = [
+    'Connection terminated',
+    'connection .*closed',
+    'Client has encountered a connection error',
+    'Client was closed and is not queryable',
+  ];
+  return new RegExp(lost.join('|'), 'i').test(e.message ?? '');
 }
 
 /**

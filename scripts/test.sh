@@ -8,6 +8,8 @@ ensure_temporal_bin
 ensure_chromium
 ensure_build
 cd "$PARTFLOW_ROOT"
+# the formatter and the linter first: a failure here is a finding like any failed test
+npm run --silent lint
 mkdir -p test-artifacts
 set +e
 # no arguments: unit, workflow and integration tests; the fault suite is `npm run test:faults`

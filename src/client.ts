@@ -69,7 +69,9 @@ export async function cleanupLeftovers(
       .catch(() => 'NOT_FOUND');
     if (status === 'RUNNING') {
       return {
-        refused: `Workflow ${run.workflowId} still runs and owns ${table}; cancel it (its own undo then runs) or wait for it, instead of cleaning up.`,
+        refused:
+          `Workflow ${run.workflowId} still runs and owns ${table}; ` +
+          'cancel it (its own undo then runs) or wait for it, instead of cleaning up.',
         report,
       };
     }

@@ -49,7 +49,10 @@ export type FixInput = ForeignKeyFixInput | NotNullFixInput;
 export interface FixConstraintsInput {
   fixes?: FixInput[];
   preset?: 'seed-critical-fixes';
-  /** with `preset`: per constraint name, how to handle what the audit finds, e.g. {"fk_generated_images_user_id": {"orphans": "set-null"}} */
+  /**
+   * with `preset`: per constraint name, how to handle what the audit finds,
+   * e.g. {"fk_generated_images_user_id": {"orphans": "set-null"}}
+   */
   overrides?: Record<string, { orphans?: ForeignKeyFixInput['orphans']; nulls?: NotNullFixInput['nulls'] }>;
   /** audit and return the SQL; change nothing */
   dryRun?: boolean;
@@ -259,7 +262,8 @@ function validateFix(raw: unknown, at: string): Fix {
 
 export function describeFix(f: Fix): string {
   return f.kind === 'foreignKey'
-    ? `${f.table.schema}.${f.table.name}(${f.columns.join(', ')}) → ${f.references.table.schema}.${f.references.table.name}(${f.references.columns.join(', ')})`
+    ? `${f.table.schema}.${f.table.name}(${f.columns.join(', ')}) → ` +
+        `${f.references.table.schema}.${f.references.table.name}(${f.references.columns.join(', ')})`
     : `${f.table.schema}.${f.table.name}.${f.column} NOT NULL`;
 }
 
@@ -267,7 +271,8 @@ const cols = (c: string[]) => c.map(q).join(', ');
 
 /** The FOREIGN KEY clause, as ADD CONSTRAINT takes it. */
 export function fkClause(f: ForeignKeyFix): string {
-  return `FOREIGN KEY (${cols(f.columns)}) REFERENCES ${qualified(f.references.table)} (${cols(f.references.columns)}) ON DELETE ${f.onDelete} ON UPDATE ${f.onUpdate}`;
+  const ref = `${qualified(f.references.table)} (${cols(f.references.columns)})`;
+  return `FOREIGN KEY (${cols(f.columns)}) REFERENCES ${ref} ON DELETE ${f.onDelete} ON UPDATE ${f.onUpdate}`;
 }
 
 /** Rows of `child` whose key is set but has no parent: the rows VALIDATE would reject. */
@@ -292,7 +297,9 @@ export function auditSql(f: Fix, pk: string[]): { count: string; list: string } 
   const key = pk.length ? pk : ['ctid'];
   return {
     count: `SELECT count(*)::bigint AS n FROM ${t} c WHERE ${cond}`,
-    list: `SELECT ${[...key, ...shown].map((c) => (c === 'ctid' ? 'c.ctid' : `c.${q(c)}`)).join(', ')} FROM ${t} c WHERE ${cond}`,
+    list:
+      `SELECT ${[...key, ...shown].map((c) => (c === 'ctid' ? 'c.ctid' : `c.${q(c)}`)).join(', ')} FROM ${t} c ` +
+      `WHERE ${cond}`,
   };
 }
 
@@ -307,15 +314,21 @@ export function repairBatchSql(f: Fix, pk: string[], fill?: string): string {
   const pkList = cols(pk);
   const pkJson = `jsonb_build_array(${pk.map((c) => `v.${q(c)}`).join(', ')})`;
   const match = pk.map((c) => `t.${q(c)} = v.${q(c)}`).join(' AND ');
+  const record = (column: string, action: string) =>
+    `a AS (INSERT INTO partflow.repairs (workflow_id, fix_no, run_id, table_name, pk, action, ${column}) ` +
+    `SELECT $1, $2, $4, ${quoteLiteral(t)}, ${pkJson}, ${action}, v.old FROM v)`;
+  const batch = `FROM ${t} c WHERE ${cond} LIMIT $3 FOR UPDATE`;
   if (f.kind === 'foreignKey' && f.orphans === 'delete') {
-    return `WITH v AS (SELECT ${pkList}, to_jsonb(c.*) AS old FROM ${t} c WHERE ${cond} LIMIT $3 FOR UPDATE),
-a AS (INSERT INTO partflow.repairs (workflow_id, fix_no, run_id, table_name, pk, action, old_row) SELECT $1, $2, $4, ${quoteLiteral(t)}, ${pkJson}, 'delete', v.old FROM v)
+    return `WITH v AS (SELECT ${pkList}, to_jsonb(c.*) AS old ${batch}),
+${record('old_row', "'delete'")}
 DELETE FROM ${t} t USING v WHERE ${match}`;
   }
   const targets = f.kind === 'foreignKey' ? f.columns : [f.column];
   const newValue = f.kind === 'foreignKey' ? 'NULL' : fill!;
-  return `WITH v AS (SELECT ${pkList}, jsonb_build_object(${targets.map((c) => `${quoteLiteral(c)}, c.${q(c)}`).join(', ')}) AS old FROM ${t} c WHERE ${cond} LIMIT $3 FOR UPDATE),
-a AS (INSERT INTO partflow.repairs (workflow_id, fix_no, run_id, table_name, pk, action, old_values) SELECT $1, $2, $4, ${quoteLiteral(t)}, ${pkJson}, ${quoteLiteral(f.kind === 'foreignKey' ? 'set-null' : 'fill')}, v.old FROM v)
+  const old = `jsonb_build_object(${targets.map((c) => `${quoteLiteral(c)}, c.${q(c)}`).join(', ')})`;
+  const action = quoteLiteral(f.kind === 'foreignKey' ? 'set-null' : 'fill');
+  return `WITH v AS (SELECT ${pkList}, ${old} AS old ${batch}),
+${record('old_values', action)}
 UPDATE ${t} t SET ${targets.map((c) => `${q(c)} = ${newValue}`).join(', ')} FROM v WHERE ${match}`;
 }
 
@@ -329,7 +342,9 @@ UPDATE ${t} t SET ${targets.map((c) => `${q(c)} = ${newValue}`).join(', ')} FROM
 export function restoreSql(f: Fix, pk: string[], insertable: string[], overriding: boolean, fill?: string): string[] {
   const t = qualified(f.table);
   const targets = f.kind === 'foreignKey' ? f.columns : [f.column];
-  const mine = `r.workflow_id = $1 AND r.fix_no = $2 AND r.run_id IS NOT DISTINCT FROM $3 AND r.table_name = ${quoteLiteral(t)} AND r.restored_at IS NULL`;
+  const mine =
+    'r.workflow_id = $1 AND r.fix_no = $2 AND r.run_id IS NOT DISTINCT FROM $3 ' +
+    `AND r.table_name = ${quoteLiteral(t)} AND r.restored_at IS NULL`;
   const rec = (from: string) => `(jsonb_populate_record(NULL::${t}, ${from}))`;
   const keyOf = (i: number, c: string) => `${rec(`jsonb_build_object(${quoteLiteral(c)}, r.pk->${i})`)}.${q(c)}`;
   const repaired =
@@ -339,7 +354,8 @@ export function restoreSql(f: Fix, pk: string[], insertable: string[], overridin
   return [
     `SELECT r.id FROM partflow.repairs r WHERE ${mine} ORDER BY r.id FOR UPDATE`,
     `INSERT INTO ${t} (${cols(insertable)})${overriding ? ' OVERRIDING SYSTEM VALUE' : ''}
-       SELECT ${insertable.map((c) => `x.${q(c)}`).join(', ')} FROM partflow.repairs r, LATERAL jsonb_populate_record(NULL::${t}, r.old_row) x
+       SELECT ${insertable.map((c) => `x.${q(c)}`).join(', ')}
+         FROM partflow.repairs r, LATERAL jsonb_populate_record(NULL::${t}, r.old_row) x
         WHERE ${mine} AND r.action = 'delete'
           AND NOT EXISTS (SELECT 1 FROM ${t} e WHERE ${pk.map((c) => `e.${q(c)} = x.${q(c)}`).join(' AND ')})
         ORDER BY r.id DESC`,

@@ -86,7 +86,8 @@ export function parseTableName(input: string, field = 'table'): TableRef {
       part = s.slice(start, i).trim().toLowerCase();
       if (!/^[a-z_][a-z0-9_$]*$/.test(part)) {
         throw new InputError(
-          `Field "${field}" has an invalid name part ${JSON.stringify(part)} in ${JSON.stringify(input)}; double-quote names with spaces or capitals, e.g. app."CreditTransactions".`,
+          `Field "${field}" has an invalid name part ${JSON.stringify(part)} in ${JSON.stringify(input)}; ` +
+            'double-quote names with spaces or capitals, e.g. app."CreditTransactions".',
         );
       }
     }
@@ -117,7 +118,8 @@ export function parseColumnName(input: string, field = 'column'): string {
   if (s.startsWith('"') && s.endsWith('"') && s.length > 2) return s.slice(1, -1).replace(/""/g, '"');
   if (!/^[A-Za-z_][A-Za-z0-9_$]*$/.test(s)) {
     throw new InputError(
-      `Field "${field}" is not a valid column name: ${JSON.stringify(input)}; double-quote names with spaces or capitals.`,
+      `Field "${field}" is not a valid column name: ${JSON.stringify(input)}; ` +
+        'double-quote names with spaces or capitals.',
     );
   }
   return s.toLowerCase();

@@ -75,7 +75,7 @@ export function monthlyPartitions(
   if (!Number.isInteger(premake) || premake < 0 || premake > 120) {
     throw new InputError('Field "premake" must be a whole number of months from 0 to 120.');
   }
-  let start = oldest && compareMonths(oldest, current) < 0 ? oldest : current;
+  const start = oldest && compareMonths(oldest, current) < 0 ? oldest : current;
   const end = addMonths(current, premake); // last partition's month
   const out: PartitionSpec[] = [];
   for (let m = start; compareMonths(m, end) <= 0; m = addMonths(m, 1)) {

@@ -92,7 +92,8 @@ async function inspectNotNull(c: PoolClient, fix: NotNullFix, info: FixInfo, col
   if (fix.nulls === 'fail') return;
   if (!info.pk.length) {
     throw new InputError(
-      `${where}: ${displayName(fix.table)} has no primary key, which partflow needs to record the filled rows for undo.`,
+      `${where}: ${displayName(fix.table)} has no primary key, ` +
+        'which partflow needs to record the filled rows for undo.',
     );
   }
   const type = cols.get(fix.column)!.type;

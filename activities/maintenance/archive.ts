@@ -149,7 +149,9 @@ async function sidecarOf(pool: Pool, part: TableRef, file: string, rows: number,
     format: 'COPY text, gzip',
     settings: DUMP_SETTINGS,
     columns,
-    restore: `gunzip -c ${path.basename(file)} | PGOPTIONS='${DUMP_SETTINGS}' psql -c "COPY <table> (${list}) FROM STDIN"`,
+    restore:
+      `gunzip -c ${path.basename(file)} | ` +
+      `PGOPTIONS='${DUMP_SETTINGS}' psql -c "COPY <table> (${list}) FROM STDIN"`,
   };
 }
 

@@ -147,7 +147,8 @@ export async function ensureMonth(
   }
   if (p.def) {
     const col = q(p.column);
-    const range = `${col} >= ${boundLiteral(m, p.type, spec.timeZone)} AND ${col} < ${boundLiteral(addMonths(m, 1), p.type, spec.timeZone)}`;
+    const [lo, hi] = [m, addMonths(m, 1)].map((x) => boundLiteral(x, p.type, spec.timeZone));
+    const range = `${col} >= ${lo} AND ${col} < ${hi}`;
     const skip = await tooLongToLock(pool, spec, p.def, range);
     if (skip) return { skipped: skip };
   }

@@ -62,7 +62,8 @@ async function referencing(pool: Pool, p: Parted, part: TableRef): Promise<strin
   for (const fk of fks) {
     const mine = fk.cols.map((x: string) => `c.${x}`).join(', ');
     const hit = await pool.query(
-      `SELECT 1 FROM ${fk.child} c WHERE (${mine}) IN (SELECT ${fk.refcols.join(', ')} FROM ${qualified(part)}) LIMIT 1`,
+      `SELECT 1 FROM ${fk.child} c
+        WHERE (${mine}) IN (SELECT ${fk.refcols.join(', ')} FROM ${qualified(part)}) LIMIT 1`,
     );
     if (hit.rowCount) needed.push(fk.child);
   }
@@ -74,7 +75,10 @@ async function detach(pool: Pool, l: Logger, spec: MaintainTableSpec, p: Parted,
   const sql = `ALTER TABLE ${qualified(spec.table)} DETACH PARTITION ${qualified(ref)}`;
   if (p.def) {
     await withLockRetry(pool, l, 'detach', spec.lockTimeoutMs, (c) => c.query(sql));
-    return 'plain DETACH (a brief exclusive lock on the parent): DETACH CONCURRENTLY is refused while a default partition exists';
+    return (
+      'plain DETACH (a brief exclusive lock on the parent): ' +
+      'DETACH CONCURRENTLY is refused while a default partition exists'
+    );
   }
   const c = await pool.connect();
   try {

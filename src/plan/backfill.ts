@@ -29,7 +29,8 @@ function pageSql(ctx: PlanContext): Pick<PlanSql, 'backfillBatch' | 'backfillBat
   const values = columns.map((c) => `s.a${sourceColumns.indexOf(c) + 1}`).join(', ');
   const range = ' WHERE ctid >= $1::tid AND ctid < $2::tid FOR SHARE';
   const select = `SELECT ${values} FROM ${positional(ctx.table, sourceColumns, range)}`;
-  const insertInto = `INSERT INTO ${qualified(ctx.shadow)} (${columns.map(q).join(', ')})${overriding ? ' OVERRIDING SYSTEM VALUE' : ''}`;
+  const overridingClause = overriding ? ' OVERRIDING SYSTEM VALUE' : '';
+  const insertInto = `INSERT INTO ${qualified(ctx.shadow)} (${columns.map(q).join(', ')})${overridingClause}`;
   return {
     backfillBatch: `${insertInto} ${select} ON CONFLICT DO NOTHING`,
     backfillBatchFast: `${insertInto} ${select}`,
@@ -56,11 +57,12 @@ function keySql(ctx: PlanContext): Pick<PlanSql, 'maxKey' | 'keyBound' | 'keyBou
 ins AS (INSERT INTO ${qualified(ctx.shadow)} (${colList})${ctx.overriding ? ' OVERRIDING SYSTEM VALUE' : ''} ` +
     `SELECT ${colList} FROM src ON CONFLICT DO NOTHING RETURNING 1)
 SELECT (SELECT count(*) FROM src)::bigint AS read, (SELECT count(*) FROM ins)::bigint AS inserted`;
+  const bound = (where: string) => `SELECT ${keyText} AS k FROM ${t} WHERE ${where} ORDER BY ${order}`;
   const desc = sourceKey.map((k) => `${q(k)} DESC`).join(', ');
   return {
     maxKey: `SELECT ${keyText} AS k FROM ${t} ORDER BY ${desc} LIMIT 1`,
-    keyBound: `SELECT ${keyText} AS k FROM ${t} WHERE ${between} ORDER BY ${order} OFFSET $${2 * n + 1}::int - 1 LIMIT 1`,
-    keyBoundFirst: `SELECT ${keyText} AS k FROM ${t} WHERE ${tuple} <= ${params(1)} ORDER BY ${order} OFFSET $${n + 1}::int - 1 LIMIT 1`,
+    keyBound: `${bound(between)} OFFSET $${2 * n + 1}::int - 1 LIMIT 1`,
+    keyBoundFirst: `${bound(`${tuple} <= ${params(1)}`)} OFFSET $${n + 1}::int - 1 LIMIT 1`,
     keyCopy: copy(between),
     keyCopyFirst: copy(`${tuple} <= ${params(1)}`),
   };

@@ -82,7 +82,8 @@ function planContext(info: TableInfo, opts: PartitionOptions): { ctx: PlanContex
   if (!startMonth && layout.monthly > MAX_MONTHLY_PARTITIONS) {
     const suggest = formatMonth(layout.partitions[layout.monthly - MAX_MONTHLY_PARTITIONS].from);
     refuse(
-      `The rows of ${displayName(table)} span ${layout.monthly} months from ${formatMonth(layout.partitions[0].from)}, ` +
+      `The rows of ${displayName(table)} span ${layout.monthly} months ` +
+        `from ${formatMonth(layout.partitions[0].from)}, ` +
         `more than ${MAX_MONTHLY_PARTITIONS} monthly partitions; set "startMonth" (e.g. "${suggest}") to keep ` +
         `everything older in one partition ${table.name}_older.`,
     );

@@ -122,8 +122,8 @@ export const SHAPE_SQL = `SELECT x FROM (
 ) s ORDER BY x`;
 
 /** partflow's triggers on $1 (an OID) with the version of their catalog rows: any ENABLE / DISABLE changes it. */
-export const TRIGGER_FENCE_SQL = `SELECT coalesce(string_agg(tgname::text || ':' || xmin::text || ':' || tgenabled::text, ','
-         ORDER BY tgname), '') AS fence
+export const TRIGGER_FENCE_SQL = `SELECT coalesce(
+         string_agg(tgname::text || ':' || xmin::text || ':' || tgenabled::text, ',' ORDER BY tgname), '') AS fence
   FROM pg_trigger WHERE tgrelid = $1 AND tgname LIKE 'partflow\\_%'`;
 
 /** Differences between two shapes, for the cut-over's refusal. */
