@@ -11,7 +11,7 @@ import type { Logger } from '../src/logger';
 import { metrics } from './metrics';
 import { failure } from '../src/failures';
 
-export const APPLICATION_NAME = 'partflow';
+const APPLICATION_NAME = 'partflow';
 
 export function createPool(databaseUrl: string | undefined, extra: PoolConfig = {}): Pool {
   const pool = new Pool({ connectionString: databaseUrl, application_name: APPLICATION_NAME, max: 8, ...extra });

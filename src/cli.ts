@@ -64,7 +64,7 @@ function inputFrom(table: string, v: Opts): PartitionTableInput {
   return input;
 }
 
-export function progressLine(p: Progress): string {
+function progressLine(p: Progress): string {
   const bar = '#'.repeat(Math.round(p.percent / 5)).padEnd(20, '.');
   const eta = p.etaSeconds === null ? '?' : `${p.etaSeconds}s`;
   const n = (x: number) => x.toLocaleString('en-US');

@@ -26,16 +26,6 @@ export function partitionHandle(client: Client, table: string): WorkflowHandle {
   return client.workflow.getHandle(partitionWorkflowId(parseTableName(table)));
 }
 
-/** Whether any worker polls the task queue right now. */
-export async function hasWorker(client: Client, taskQueue: string): Promise<boolean> {
-  const r = await client.workflowService.describeTaskQueue({
-    namespace: client.options.namespace,
-    taskQueue: { name: taskQueue },
-    taskQueueType: 1, // TASK_QUEUE_TYPE_WORKFLOW
-  });
-  return (r.pollers ?? []).length > 0;
-}
-
 export interface CleanupOutcome {
   /** set when cleanup refused: one sentence */
   refused?: string;

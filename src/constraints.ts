@@ -282,7 +282,7 @@ export function orphanCondition(f: ForeignKeyFix, alias = 'c'): string {
   return `${set} AND NOT EXISTS (SELECT 1 FROM ${qualified(f.references.table)} p WHERE ${match})`;
 }
 
-export function violationCondition(f: Fix, alias = 'c'): string {
+function violationCondition(f: Fix, alias = 'c'): string {
   return f.kind === 'foreignKey' ? orphanCondition(f, alias) : `${alias}.${q(f.column)} IS NULL`;
 }
 

@@ -100,7 +100,7 @@ export interface LocalRange {
   hi: string;
 }
 
-export function monthStartText(m: Month): string {
+function monthStartText(m: Month): string {
   return `${formatMonth(m)}-01 00:00:00`;
 }
 

@@ -206,7 +206,3 @@ export function undoStatements(plan: Plan): { step: string; sql: string }[] {
     ...each('undo shadow', s.dropShadow),
   ];
 }
-
-export function partitionNames(plan: Plan): string[] {
-  return [...plan.partitions.map((p) => p.name), plan.defaultPartition];
-}

@@ -165,7 +165,7 @@ export function syncObjects(oid: number): { forward: SyncMachinery; reverse: Syn
  * Run as the table's owner where partflow may hand the function over (as a superuser); otherwise as
  * partflow's role, which owns the table or is a member of its owner role.
  */
-export function ownedSql(ctx: PlanContext, fn: TableRef): string[] {
+function ownedSql(ctx: PlanContext, fn: TableRef): string[] {
   const { info } = ctx;
   return [
     `REVOKE ALL ON FUNCTION ${qualified(fn)}() FROM PUBLIC`,

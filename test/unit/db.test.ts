@@ -41,7 +41,7 @@ describe('classify', () => {
     ['refused connection', { code: 'ECONNREFUSED' }],
     ['a client that lost its server', { message: 'Connection terminated unexpectedly' }],
   ])('rethrows a transient error (%s) as it is, for Temporal to retry', (_l, e) => {
-    const err = Object.assign(new Error(e.message ?? 'x'), e);
+    const err = Object.assign(new Error((e as { message?: string }).message ?? 'x'), e);
     expect(isTransient(err)).toBe(true);
     expect(thrown(() => classify(err, 'step'))).toBe(err);
   });
