@@ -100,7 +100,7 @@ describe('NOT NULL', () => {
     expect(s.dropNotNull).toBe('ALTER TABLE "public"."users" ALTER COLUMN "email" DROP NOT NULL');
   });
   it('lists nothing when the column is NOT NULL already', () => {
-    expect(plannedFixSql(nn, { ...plain, alreadyDone: true })).toEqual({
+    expect(plannedFixSql(nn, { ...plain, alreadyDone: true }, 1000)).toEqual({
       sql: [],
       notes: ['already in place: skipped'],
     });
