@@ -37,6 +37,14 @@ function instruments(m: MetricMeter) {
       'partitions',
       'Partitions archived by maintenance',
     ),
+    replicaLagBytes: m.createGauge(
+      'partflow_replica_lag_bytes',
+      'int',
+      'bytes',
+      'Worst standby replay lag or slot WAL',
+    ),
+    replicaLagSeconds: m.createGauge('partflow_replica_lag_seconds', 'float', 's', 'Worst standby replay_lag'),
+    throttled: m.createGauge('partflow_throttled', 'int', '', '1 while a replica bound holds the copy back'),
     defaultRows: m.createGauge(
       'partflow_default_partition_rows',
       'int',
@@ -66,4 +74,11 @@ export const metrics = {
   partitionsCreated: (table: string, n: number) => get()?.partitionsCreated.add(n, { table }),
   partitionsArchived: (table: string, n: number) => get()?.partitionsArchived.add(n, { table }),
   defaultRows: (table: string, n: number) => get()?.defaultRows.set(n, { table }),
+  replicaLag: (table: string, bytes: number | null, seconds: number | null, holdBound: string | null) => {
+    const i = get();
+    if (!i) return;
+    if (bytes !== null) i.replicaLagBytes.set(Math.round(bytes), { table });
+    if (seconds !== null) i.replicaLagSeconds.set(seconds, { table });
+    i.throttled.set(holdBound ? 1 : 0, { table });
+  },
 };

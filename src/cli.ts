@@ -26,6 +26,7 @@ import { FixConstraintsInput, validateFixInput } from './constraints';
 import { InputError, parseTableName } from './ident';
 import { PartitionTableInput, validatePartitionInput, validateThrottle } from './input';
 import { ArchiveMode, MaintainPartitionsInput, validateMaintainInput } from './maintenance';
+import type { ReplicaBounds } from './replicas';
 import { createMaintenanceSchedule, DEFAULT_SCHEDULE_ID, describeSchedule } from './schedule';
 
 type Out = (s: string) => void;
@@ -42,6 +43,24 @@ const num = (v: unknown, flag: string): number | undefined => {
 
 const collect = (v: string, prev: string[] = []) => [...prev, v];
 
+/** The replica bounds given as options. */
+function replicaFrom(v: Opts): Partial<ReplicaBounds> {
+  const out: Partial<ReplicaBounds> = {};
+  if (v.maxReplicaLagBytes) out.maxReplicaLagBytes = num(v.maxReplicaLagBytes, 'max-replica-lag-bytes');
+  if (v.maxReplicaLagSeconds) out.maxReplicaLagSeconds = num(v.maxReplicaLagSeconds, 'max-replica-lag-seconds');
+  if (v.maxWalBytesPerSecond) out.maxWalBytesPerSecond = num(v.maxWalBytesPerSecond, 'max-wal-bytes-per-second');
+  if (v.ignoreUnknownReplicaLag) out.ignoreUnknownReplicaLag = true;
+  return out;
+}
+
+function replicaOptions(c: Command): Command {
+  return c
+    .option('--max-replica-lag-bytes <n>', 'the copy waits while a standby or slot is further behind (128 MiB)')
+    .option('--max-replica-lag-seconds <s>', "the copy waits while a standby's replay_lag is longer (10)")
+    .option('--max-wal-bytes-per-second <n>', 'cap on the WAL the copy writes per second (none)')
+    .option('--ignore-unknown-replica-lag', 'go on when a standby vanished or its lag cannot be read');
+}
+
 /** The partitionTable input from `start`'s and `plan`'s options; bad input stops here, before anything starts. */
 function inputFrom(table: string, v: Opts): PartitionTableInput {
   const input: PartitionTableInput = { table };
@@ -57,6 +76,7 @@ function inputFrom(table: string, v: Opts): PartitionTableInput {
   if (v.lockTimeoutMs) input.lockTimeoutMs = num(v.lockTimeoutMs, 'lock-timeout-ms');
   if (v.startMonth) input.startMonth = v.startMonth as string;
   if (v.copyMode) input.copyMode = v.copyMode as PartitionTableInput['copyMode'];
+  Object.assign(input, replicaFrom(v));
   if ((v.acceptLostConstraint as string[] | undefined)?.length) {
     input.acceptLostConstraints = v.acceptLostConstraint as string[];
   }
@@ -310,7 +330,7 @@ async function schedule(ctx: Ctx, verb: string, v: Opts): Promise<number> {
 
 /** The options of a partitionTable input, shared by `start` and `plan`. */
 function partitionOptions(c: Command): Command {
-  return c
+  return replicaOptions(c)
     .option('--column <name>', 'the timestamp column to partition by (created_at)')
     .option('--premake <n>', 'months created ahead of the current one (default 3)')
     .option('--batch-size <rows>', 'rows per backfill batch (default 5000)')
@@ -385,13 +405,14 @@ function tableCommands(p: Command, ctx: Ctx): void {
     .option('--interval-ms <ms>', 'how often to ask', '1000')
     .option('--json', 'one JSON object per line')
     .action(onTable(ctx, (_t, h, v) => watch(h, num(v.intervalMs, 'interval-ms') ?? 1000, ctx.out, v.json === true)));
-  p.command('throttle <table>')
-    .description('change the backfill speed; applied to the next batch')
+  replicaOptions(p.command('throttle <table>'))
+    .description('change the backfill speed and the replica bounds; applied to the next batch')
     .option('--batch-size <rows>', 'rows per batch')
     .option('--sleep-ms <ms>', 'pause between batches')
     .action(
       onTable(ctx, async (_t, h, v) => {
-        const t = validateThrottle({ batchSize: num(v.batchSize, 'batch-size'), sleepMs: num(v.sleepMs, 'sleep-ms') });
+        const speed = { batchSize: num(v.batchSize, 'batch-size'), sleepMs: num(v.sleepMs, 'sleep-ms') };
+        const t = validateThrottle({ ...speed, ...replicaFrom(v) });
         ctx.out(`throttle now ${JSON.stringify(await h.executeUpdate(throttleUpdate, { args: [t] }))}`);
         return 0;
       }),

@@ -19,6 +19,7 @@ import {
   quoteLiteral,
   TableRef,
 } from './ident';
+import { DEFAULT_REPLICA_BOUNDS, REPLICA_FIELDS, ReplicaBounds, replicaBoundsFrom } from './replicas';
 
 export type FkAction = 'NO ACTION' | 'RESTRICT' | 'CASCADE' | 'SET NULL' | 'SET DEFAULT';
 
@@ -59,6 +60,11 @@ export interface FixConstraintsInput {
   /** rows per repair batch, default 1000 */
   batchSize?: number;
   lockTimeoutMs?: number;
+  /** the repairs wait on the standbys as partitionTable's backfill does (src/replicas.ts) */
+  maxReplicaLagBytes?: number;
+  maxReplicaLagSeconds?: number;
+  maxWalBytesPerSecond?: number | null;
+  ignoreUnknownReplicaLag?: boolean;
 }
 
 export interface ForeignKeyFix {
@@ -88,6 +94,7 @@ export interface FixOptions {
   dryRun: boolean;
   batchSize: number;
   lockTimeoutMs: number;
+  replica: ReplicaBounds;
 }
 
 const ACTIONS: FkAction[] = ['NO ACTION', 'RESTRICT', 'CASCADE', 'SET NULL', 'SET DEFAULT'];
@@ -163,10 +170,8 @@ export function validateFixInput(raw: unknown): FixOptions {
     throw new InputError('The input must be a JSON object with "fixes" or "preset".');
   const input = raw as Record<string, unknown>;
   for (const k of Object.keys(input)) {
-    if (!['fixes', 'preset', 'overrides', 'dryRun', 'batchSize', 'lockTimeoutMs'].includes(k))
-      throw new InputError(
-        `Unknown field "${k}"; known fields are fixes, preset, overrides, dryRun, batchSize, lockTimeoutMs.`,
-      );
+    const known = ['fixes', 'preset', 'overrides', 'dryRun', 'batchSize', 'lockTimeoutMs', ...REPLICA_FIELDS];
+    if (!known.includes(k)) throw new InputError(`Unknown field "${k}"; known fields are ${known.join(', ')}.`);
   }
   let list: unknown[];
   if (input.preset !== undefined) {
@@ -200,7 +205,8 @@ export function validateFixInput(raw: unknown): FixOptions {
     throw new InputError('Field "lockTimeoutMs" must be a whole number from 10 to 60000.');
   if (input.dryRun !== undefined && typeof input.dryRun !== 'boolean')
     throw new InputError('Field "dryRun" must be true or false.');
-  return { fixes, dryRun: input.dryRun === true, batchSize, lockTimeoutMs };
+  const replica = { ...DEFAULT_REPLICA_BOUNDS, ...replicaBoundsFrom(input, 'Field ') };
+  return { fixes, dryRun: input.dryRun === true, batchSize, lockTimeoutMs, replica };
 }
 
 function validateFix(raw: unknown, at: string): Fix {

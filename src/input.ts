@@ -3,6 +3,7 @@
  * workflow (deterministic), the activities and the CLI alike.
  */
 import { InputError, parseColumnName, parseTableName, TableRef } from './ident';
+import { DEFAULT_REPLICA_BOUNDS, REPLICA_FIELDS, ReplicaBounds, replicaBoundsFrom } from './replicas';
 
 /** Input of the `partitionTable` workflow. Only `table` is required. */
 export interface PartitionTableInput {
@@ -51,6 +52,20 @@ export interface PartitionTableInput {
    * indexes (exclusion constraints are dropped) and the plan lists them.
    */
   acceptLostConstraints?: string[];
+  /**
+   * The copy waits while a standby visible in pg_stat_replication replays more than this many bytes behind,
+   * or a replication slot holds more WAL than this. Default 134217728 (128 MiB). Changeable by `throttle`.
+   */
+  maxReplicaLagBytes?: number;
+  /** The copy waits while a standby's replay_lag is over this many seconds. Default 10. */
+  maxReplicaLagSeconds?: number;
+  /** Optional cap on the WAL the copy writes per second. Default none. */
+  maxWalBytesPerSecond?: number | null;
+  /**
+   * Default false: a standby seen earlier in the run that is gone, or a lag partflow cannot read, holds the
+   * copy (fail closed). true: they do not.
+   */
+  ignoreUnknownReplicaLag?: boolean;
 }
 
 export interface PartitionOptions {
@@ -71,9 +86,11 @@ export interface PartitionOptions {
   copyMode: 'auto' | 'pages' | 'keys';
   startMonth: string | null;
   acceptLostConstraints: string[];
+  replica: ReplicaBounds;
 }
 
 const KNOWN_FIELDS = new Set([
+  ...REPLICA_FIELDS,
   'table',
   'column',
   'interval',
@@ -176,11 +193,12 @@ export function validatePartitionInput(raw: unknown): PartitionOptions {
     copyMode: enumField(input.copyMode, 'copyMode', ['auto', 'pages', 'keys'] as const, 'auto'),
     startMonth,
     acceptLostConstraints: lost as string[],
+    replica: { ...DEFAULT_REPLICA_BOUNDS, ...replicaBoundsFrom(input as Record<string, unknown>, 'Field ') },
   };
 }
 
 /** The `throttle` update's argument. */
-export interface ThrottleInput {
+export interface ThrottleInput extends Partial<ReplicaBounds> {
   batchSize?: number;
   sleepMs?: number;
 }
@@ -189,12 +207,12 @@ export function validateThrottle(raw: unknown): ThrottleInput {
   if (!raw || typeof raw !== 'object' || Array.isArray(raw))
     throw new InputError('throttle takes an object such as {"batchSize": 2000, "sleepMs": 50}.');
   const t = raw as Record<string, unknown>;
-  for (const k of Object.keys(t))
-    if (k !== 'batchSize' && k !== 'sleepMs')
-      throw new InputError(`throttle: unknown field "${k}"; use batchSize and sleepMs.`);
-  if (t.batchSize === undefined && t.sleepMs === undefined)
-    throw new InputError('throttle needs batchSize or sleepMs.');
-  const out: ThrottleInput = {};
+  const known = ['batchSize', 'sleepMs', ...REPLICA_FIELDS];
+  for (const k of Object.keys(t)) {
+    if (!known.includes(k)) throw new InputError(`throttle: unknown field "${k}"; use ${known.join(', ')}.`);
+  }
+  if (!Object.keys(t).some((k) => t[k] !== undefined)) throw new InputError('throttle needs batchSize or sleepMs.');
+  const out: ThrottleInput = replicaBoundsFrom(t, 'throttle: ');
   if (t.batchSize !== undefined) out.batchSize = intField(t.batchSize, 'batchSize', 0, 1, 1_000_000);
   if (t.sleepMs !== undefined) out.sleepMs = intField(t.sleepMs, 'sleepMs', 0, 0, 600_000);
   return out;

@@ -4,6 +4,7 @@
  */
 import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
 import type { ThrottleInput } from '../src/input';
+import type { ReplicaBounds } from '../src/replicas';
 
 export type Phase =
   | 'preflight'
@@ -49,6 +50,13 @@ export interface Progress {
   warnings: string[];
   verify: { ok: boolean; rows: number; mismatches: string[]; elapsedMs: number } | null;
   cutover: { lockHoldMs: number; attempts: number; lockWaitRetries: number } | null;
+  /** the replica bound holding the backfill back now (`maxReplicaLagBytes`, `maxReplicaLagSeconds`,
+   *  `standbyGone`, `lagUnknown`), why, and since when; null while the copy may go on */
+  throttledBy: { bound: string; reason: string; since: string } | null;
+  /** the worst standby replay lag (or slot WAL) and replay_lag seen last, and how many standbys stream */
+  replicaLag: { bytes: number | null; seconds: number | null; standbys: number } | null;
+  /** the bounds in force (input, then `throttle`) */
+  replicaBounds: ReplicaBounds;
 }
 
 export const pauseSignal = defineSignal('pause');

@@ -183,7 +183,7 @@ async function applyFix(run: FixRun, a: FixAudit): Promise<void> {
   p.lockWaitRetries += c.lockWaitRetries;
   const repairs = a.fix.kind === 'foreignKey' ? a.fix.orphans !== 'fail' : a.fix.nulls !== 'fail';
   if (repairs) {
-    const r = await step('repair', () => act.repair(a.fixNo, a.fix, a.info, opts.batchSize, lt));
+    const r = await step('repair', () => act.repair(a.fixNo, a.fix, a.info, opts.batchSize, lt, opts.replica));
     result.rowsRepaired = r.rows ?? 0;
     p.rowsRepaired += result.rowsRepaired;
   }

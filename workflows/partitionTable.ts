@@ -18,6 +18,8 @@ import {
   workflowInfo,
 } from '@temporalio/workflow';
 import type { Activities, BackfillChunkResult, CutoverResult, VerifyReport } from '../activities';
+import type { Lag, Throttled } from '../activities/partition/replicas';
+import type { ReplicaBounds } from '../src/replicas';
 import { displayName } from '../src/ident';
 import { rootFailure } from './failure';
 import { PartitionOptions, PartitionTableInput, validatePartitionInput, validateThrottle } from '../src/input';
@@ -64,6 +66,11 @@ export interface PartitionState {
   cutover: CutoverResult | null;
   /** what the undo could not restore */
   undoProblems?: string[];
+  /** the replica bounds now (the input's, changed by `throttle`); absent in states from before them */
+  replica?: ReplicaBounds;
+  /** the replica bound holding the copy back, since when */
+  throttledBy?: Throttled | null;
+  replicaLag?: Lag | null;
 }
 
 export interface PartitionTableResult {
@@ -168,7 +175,8 @@ function validateStart(input: PartitionTableInput & { resume?: PartitionState })
 }
 
 /** What the `progress` query answers. */
-function progressOf({ s, table }: Run): Progress {
+function progressOf(run: Run): Progress {
+  const { s, table } = run;
   const afterBackfill = ['verify', 'awaiting-approval', 'cutover', 'rollback-window', 'done'].includes(s.phase);
   const percent = afterBackfill ? 100 : s.percent;
   const eta =
@@ -203,6 +211,9 @@ function progressOf({ s, table }: Run): Progress {
     warnings: s.plan?.warnings ?? [],
     verify: v && { ok: v.ok, rows: v.rows, mismatches: v.mismatches, elapsedMs: v.elapsedMs },
     cutover: c && { lockHoldMs: c.lockHoldMs, attempts: c.attempts, lockWaitRetries: c.lockWaitRetries },
+    throttledBy: s.phase === 'backfill' ? (s.throttledBy ?? null) : null,
+    replicaLag: s.replicaLag ?? null,
+    replicaBounds: s.replica ?? run.opts.replica,
   };
 }
 
@@ -214,9 +225,10 @@ function setHandlers(run: Run): void {
   setHandler(rollbackSignal, () => void (s.rollbackRequested = true));
   setHandler(finalizeSignal, () => void (s.finalizeRequested = true));
   const throttle = (t: Parameters<typeof validateThrottle>[0]) => {
-    const v = validateThrottle(t);
-    if (v.batchSize !== undefined) s.batchSize = v.batchSize;
-    if (v.sleepMs !== undefined) s.sleepMs = v.sleepMs;
+    const { batchSize, sleepMs, ...replica } = validateThrottle(t);
+    if (batchSize !== undefined) s.batchSize = batchSize;
+    if (sleepMs !== undefined) s.sleepMs = sleepMs;
+    s.replica = { ...(s.replica ?? run.opts.replica), ...replica };
     return { batchSize: s.batchSize, sleepMs: s.sleepMs };
   };
   const validator = (t: Parameters<typeof validateThrottle>[0]) => {
@@ -317,6 +329,10 @@ function recordChunk(s: PartitionState, r: BackfillChunkResult): void {
   s.checkpoint = r.checkpoint;
   s.checkpointPage = r.nextPage;
   s.totalPages = r.totalPages;
+  // a hold that goes on keeps the time it began
+  const held = r.throttledBy ?? null;
+  s.throttledBy = held && s.throttledBy?.bound === held.bound ? { ...held, since: s.throttledBy.since } : held;
+  if (r.replicaLag) s.replicaLag = r.replicaLag;
   if (r.elapsedMs > 0 && r.batches > 0) {
     const rps = (r.rowsThisChunk * 1000) / r.elapsedMs;
     const pps = (Math.max(0, gained) * 1000) / r.elapsedMs;
@@ -342,6 +358,7 @@ async function backfill(run: Run, plan: Plan): Promise<void> {
       sleepMs: s.sleepMs,
       maxMs: CHUNK_MS,
       maxBatchMs: opts.maxBatchMs,
+      replica: s.replica ?? opts.replica,
     });
     recordChunk(s, r);
     if (r.done) break;

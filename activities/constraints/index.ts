@@ -5,6 +5,7 @@
  */
 import type { Fix, FixOptions, ForeignKeyFix } from '../../src/constraints';
 import type { FixInfo } from '../../src/fixSteps';
+import type { ReplicaBounds } from '../../src/replicas';
 import type { Deps } from '../partition';
 import { auditFixes } from './audit';
 import { repair, restoreRepairs } from './repair';
@@ -34,8 +35,8 @@ export function createConstraintActivities(deps: Deps) {
       addConstraintNotValid(deps, fix, info, lockTimeoutMs),
     dropConstraint: (fixNo: number, fix: Fix, info: FixInfo, lockTimeoutMs: number) =>
       dropConstraint(deps, fixNo, fix, info, lockTimeoutMs),
-    repair: (fixNo: number, fix: Fix, info: FixInfo, batchSize: number, lockTimeoutMs = 500) =>
-      repair(deps, fixNo, fix, info, batchSize, lockTimeoutMs),
+    repair: (fixNo: number, fix: Fix, info: FixInfo, batchSize: number, lockTimeoutMs = 500, replica?: ReplicaBounds) =>
+      repair(deps, fixNo, fix, info, batchSize, lockTimeoutMs, replica),
     restoreRepairs: (fixNo: number, fix: Fix, info: FixInfo, lockTimeoutMs: number) =>
       restoreRepairs(deps, fixNo, fix, info, lockTimeoutMs),
     validateConstraint: (fix: Fix, info: FixInfo, lockTimeoutMs: number) =>

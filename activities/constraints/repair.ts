@@ -4,7 +4,9 @@
  */
 import { CancelledFailure } from '@temporalio/common';
 import type { Pool, PoolClient } from 'pg';
-import { Fix, restoreSql } from '../../src/constraints';
+import { describeFix, Fix, restoreSql } from '../../src/constraints';
+import { DEFAULT_REPLICA_BOUNDS, ReplicaBounds } from '../../src/replicas';
+import { memoryStandbys, Throttled, waitForReplicas } from '../partition/replicas';
 import { dropNotNullSql, FixInfo, fixSteps } from '../../src/fixSteps';
 import { qualified } from '../../src/ident';
 import { activityContext, classify, inTransaction, withLockRetry } from '../db';
@@ -21,9 +23,12 @@ export async function repair(
   info: FixInfo,
   batchSize: number,
   lockTimeoutMs = 500,
+  bounds: ReplicaBounds = DEFAULT_REPLICA_BOUNDS,
 ): Promise<StepResult> {
   const l = fixLog(log, 'repair', fix);
   let rows = 0;
+  const replicas = { label: describeFix(fix), known: memoryStandbys() };
+  let held: Throttled | null = null;
   try {
     await migrate(pool);
     const sql = fixSteps(fix, info).repair!;
@@ -33,6 +38,14 @@ export async function repair(
       return c.query(sql, [wf, fixNo, batchSize, runId()]);
     };
     for (;;) {
+      // the standbys first: a held repair waits here (heartbeating) until no bound holds it back
+      for (;;) {
+        ({ held } = await waitForReplicas(pool, replicas, bounds, Date.now() + 10_000, held));
+        if (!held) break;
+        l.warn({ throttledBy: held.bound, reason: held.reason, since: held.since }, 'repair held back by a standby');
+        if (activityContext()?.cancellationSignal.aborted)
+          throw new CancelledFailure(`repair of ${fix.name} cancelled`);
+      }
       // a batch waits at most the run's lock timeout for a row the application holds, then rolls back and
       // is retried: an application transaction never waits on a batch that waits on another
       const { result: r } = await withLockRetry(pool, l, `repair for ${fix.name}`, lockTimeoutMs, batch, {

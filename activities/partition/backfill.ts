@@ -10,9 +10,11 @@ import { failure } from '../../src/failures';
 import { displayName, qualified, TableRef } from '../../src/ident';
 import type { Logger } from '../../src/logger';
 import { BackfillSql, nextBatchSize, pagesPerBatch, Plan } from '../../src/plan';
+import { DEFAULT_REPLICA_BOUNDS, ReplicaBounds } from '../../src/replicas';
 import { activityContext, classify, inTransaction, isTransient, sleep } from '../db';
 import { faultPoint } from '../faults';
 import { metrics } from '../metrics';
+import { capWalRate, Lag, runStandbys, Throttled, waitForReplicas, walPosition } from './replicas';
 import { Deps, ownPlan, rowMoves, RunRow, RUNS, runState, stepLog } from './run';
 
 export interface BackfillChunkInput {
@@ -25,6 +27,8 @@ export interface BackfillChunkInput {
   maxMs: number;
   /** longest a batch may hold its row locks; batches shrink below batchSize to stay under it */
   maxBatchMs?: number;
+  /** the replica bounds now (DEFAULT_REPLICA_BOUNDS for runs started before they existed) */
+  replica?: ReplicaBounds;
 }
 
 export interface BackfillChunkResult {
@@ -44,6 +48,10 @@ export interface BackfillChunkResult {
   checkpoint: string;
   /** updates that moved a row to another month since the sync trigger was installed */
   rowMoves?: number;
+  /** the replica bound holding the copy back when the chunk ended, or null */
+  throttledBy?: Throttled | null;
+  /** the worst standby lag seen last */
+  replicaLag?: Lag;
 }
 
 /** Longest wait of a backfill batch for a row lock; below deadlock_timeout (1 s by default). */
@@ -315,13 +323,22 @@ export async function backfillChunk({ pool, log }: Deps, input: BackfillChunkInp
   const ctx = activityContext();
   const pages = input.copyMode !== 'keys';
   const counts = { rowsThisChunk: 0, pagesThisChunk: 0, batches: 0, mergedBatches: 0 };
+  const bounds = input.replica ?? DEFAULT_REPLICA_BOUNDS;
+  let held: Throttled | null = null;
+  let lag: Lag | undefined;
   try {
     const w = pages ? await pageWalker(pool, input, l) : await keyWalker(pool, input);
     let rowsCopied = Number((await runState(pool, t))!.rows_copied);
     const tune = tuningOf(w.tuneKey);
     let size = Math.min(w.cap, tune.size ?? w.cap);
+    const wal = { bytes: bounds.maxWalBytesPerSecond ? await walPosition(pool) : 0, at: Date.now() };
+    const replicas = { label: displayName(t), known: runStandbys(pool, t) };
     while (!w.done() && Date.now() - started < input.maxMs) {
       if (ctx?.cancellationSignal.aborted) break;
+      // the replicas before every batch (two catalog reads): a held copy waits here until the chunk's time is
+      // up, and the lag overshoots a bound by one batch's WAL at most
+      ({ held, lag } = await waitForReplicas(pool, replicas, bounds, started + input.maxMs, held));
+      if (held) break;
       const b = await w.next(size, counts.batches);
       const batchStarted = Date.now();
       const [read, merged] = await copyBatch(pool, t, b, tune);
@@ -349,6 +366,7 @@ export async function backfillChunk({ pool, log }: Deps, input: BackfillChunkInp
       counts.batches++;
       ctx?.heartbeat(w.heartbeat(rowsCopied));
       if (input.sleepMs > 0) await sleep(input.sleepMs);
+      await capWalRate(pool, bounds, wal);
     }
     const elapsedMs = Date.now() - started;
     l.debug({ ...counts, elapsedMs }, 'backfill chunk');
@@ -361,6 +379,8 @@ export async function backfillChunk({ pool, log }: Deps, input: BackfillChunkInp
       elapsedMs,
       done: w.done(),
       rowMoves: await rowMoves(pool, t),
+      throttledBy: held,
+      ...(lag ? { replicaLag: lag } : {}),
     };
   } catch (err) {
     if (isTransient(err)) {

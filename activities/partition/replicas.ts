@@ -1,0 +1,114 @@
+/**
+ * What the primary shows of its standbys and replication slots, and the wait of a bulk step while one of
+ * the operator's bounds holds it back (src/replicas.ts decides).
+ */
+import type { Pool } from 'pg';
+import type { TableRef } from '../../src/ident';
+import { Hold, ReplicaBounds, replicaHold, ReplicaView, walRateWaitMs, worstLag } from '../../src/replicas';
+import { activityContext, sleep } from '../db';
+import { metrics } from '../metrics';
+import { RUNS } from './run';
+
+/**
+ * The standbys a bulk step has seen streaming: a partitionTable run keeps them in partflow.runs (so that a
+ * worker that takes over still knows them), a repair in memory for its activity.
+ */
+export interface KnownStandbys {
+  load(): Promise<string[]>;
+  save(names: string[]): Promise<void>;
+}
+
+export function runStandbys(pool: Pool, table: TableRef): KnownStandbys {
+  const key = [table.schema, table.name];
+  return {
+    load: async () =>
+      (await pool.query(`SELECT standbys FROM ${RUNS} WHERE table_schema = $1 AND table_name = $2`, key)).rows[0]
+        ?.standbys ?? [],
+    save: async (names) => {
+      await pool.query(`UPDATE ${RUNS} SET standbys = $3 WHERE table_schema = $1 AND table_name = $2`, [...key, names]);
+    },
+  };
+}
+
+export function memoryStandbys(): KnownStandbys {
+  let known: string[] = [];
+  return { load: async () => known, save: async (names) => void (known = names) };
+}
+
+/**
+ * The standbys and slots now, and the standbys seen before (these recorded with them). Lags are measured from
+ * the WAL insert position, not the write position: with asynchronous commit (the backfill's) the WAL writer
+ * is up to wal_writer_delay behind, and the lag would show that much too little.
+ */
+export async function observeReplicas(pool: Pool, known: KnownStandbys): Promise<ReplicaView> {
+  const standbys = await pool.query(
+    `SELECT coalesce(nullif(application_name, ''), 'walreceiver') || '@' || coalesce(client_addr::text, 'local')
+              AS name,
+            pg_wal_lsn_diff(pg_current_wal_insert_lsn(), replay_lsn)::float8 AS lag_bytes,
+            extract(epoch FROM replay_lag)::float8 AS lag_seconds
+       FROM pg_stat_replication ORDER BY 1`,
+  );
+  const slots = await pool.query(
+    `SELECT slot_name AS name,
+            pg_wal_lsn_diff(pg_current_wal_insert_lsn(), coalesce(confirmed_flush_lsn, restart_lsn))::float8 AS held_bytes
+       FROM pg_replication_slots ORDER BY 1`,
+  );
+  const before = await known.load();
+  const expected = [...new Set([...before, ...standbys.rows.map((r) => r.name as string)])].sort();
+  if (expected.length !== before.length) await known.save(expected);
+  return {
+    standbys: standbys.rows.map((r) => ({ name: r.name, lagBytes: r.lag_bytes, lagSeconds: r.lag_seconds })),
+    slots: slots.rows.map((r) => ({ name: r.name, heldBytes: r.held_bytes })),
+    expected,
+  };
+}
+
+export interface Throttled {
+  bound: Hold['bound'];
+  reason: string;
+  /** when this hold began (ISO time) */
+  since: string;
+}
+
+export type Lag = ReturnType<typeof worstLag>;
+
+/**
+ * Waits while a bound holds the copy back, until `deadline` (then the chunk ends and the workflow reports
+ * it). Returns the hold still in force at the deadline, or null, and the last lag seen.
+ */
+export async function waitForReplicas(
+  pool: Pool,
+  what: { label: string; known: KnownStandbys },
+  bounds: ReplicaBounds,
+  deadline: number,
+  held: Throttled | null,
+): Promise<{ held: Throttled | null; lag: Lag }> {
+  const ctx = activityContext();
+  for (;;) {
+    const view = await observeReplicas(pool, what.known);
+    const lag = worstLag(view);
+    const hold = replicaHold(bounds, view);
+    metrics.replicaLag(what.label, lag.bytes, lag.seconds, hold?.bound ?? null);
+    if (!hold) return { held: null, lag };
+    held = held?.bound === hold.bound ? { ...held, reason: hold.reason } : { ...hold, since: new Date().toISOString() };
+    ctx?.heartbeat({ throttledBy: held.bound });
+    if (Date.now() >= deadline || ctx?.cancellationSignal.aborted) return { held, lag };
+    await sleep(Math.min(200, Math.max(0, deadline - Date.now())));
+  }
+}
+
+/** The WAL position now, as bytes since 0/0. */
+export async function walPosition(pool: Pool): Promise<number> {
+  return Number((await pool.query(`SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0')::float8 AS b`)).rows[0].b);
+}
+
+/** Sleeps so that the WAL written since `from` stays under the cap. */
+export async function capWalRate(
+  pool: Pool,
+  bounds: ReplicaBounds,
+  from: { bytes: number; at: number },
+): Promise<void> {
+  if (!bounds.maxWalBytesPerSecond) return;
+  const wait = walRateWaitMs((await walPosition(pool)) - from.bytes, Date.now() - from.at, bounds.maxWalBytesPerSecond);
+  if (wait > 0) await sleep(wait);
+}

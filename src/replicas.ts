@@ -1,0 +1,154 @@
+/**
+ * Replica-aware throttling, the pure part: the operator's bounds and the decision whether the copy may
+ * write now. The copy (and every other bulk write of partflow) waits while a standby it can see from the
+ * primary (`pg_stat_replication`) replays more than `maxReplicaLagBytes` or `maxReplicaLagSeconds` behind,
+ * while a replication slot holds more than `maxReplicaLagBytes` of WAL, or while partflow's own WAL rate is
+ * over `maxWalBytesPerSecond`. It fails closed: a standby seen earlier in the run that is gone, or a lag that
+ * cannot be read (a role without pg_monitor sees NULL), holds the copy too, unless `ignoreUnknownReplicaLag`.
+ */
+import { InputError } from './ident';
+
+export interface ReplicaBounds {
+  maxReplicaLagBytes: number;
+  maxReplicaLagSeconds: number;
+  /** null: no cap on the WAL rate */
+  maxWalBytesPerSecond: number | null;
+  /** true: a standby that vanished or whose lag cannot be read does not hold the copy */
+  ignoreUnknownReplicaLag: boolean;
+}
+
+/** 128 MiB of WAL (a few seconds of a standby's replay) and 10 s. */
+export const DEFAULT_REPLICA_BOUNDS: ReplicaBounds = {
+  maxReplicaLagBytes: 128 * 1024 * 1024,
+  maxReplicaLagSeconds: 10,
+  maxWalBytesPerSecond: null,
+  ignoreUnknownReplicaLag: false,
+};
+
+export const REPLICA_FIELDS = [
+  'maxReplicaLagBytes',
+  'maxReplicaLagSeconds',
+  'maxWalBytesPerSecond',
+  'ignoreUnknownReplicaLag',
+] as const;
+
+/** The bounds given in an input (partitionTable's or the `throttle` update's): only the fields present. */
+export function replicaBoundsFrom(raw: Record<string, unknown>, where: string): Partial<ReplicaBounds> {
+  const out: Partial<ReplicaBounds> = {};
+  const positive = (k: string, max: number) => {
+    const v = raw[k];
+    if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0 || v > max) {
+      throw new InputError(`${where}"${k}" must be a number above 0 and at most ${max}, not ${JSON.stringify(v)}.`);
+    }
+    return v;
+  };
+  if (raw.maxReplicaLagBytes !== undefined)
+    out.maxReplicaLagBytes = Math.floor(positive('maxReplicaLagBytes', 2 ** 50));
+  if (raw.maxReplicaLagSeconds !== undefined) out.maxReplicaLagSeconds = positive('maxReplicaLagSeconds', 86_400);
+  if (raw.maxWalBytesPerSecond === null) out.maxWalBytesPerSecond = null;
+  else if (raw.maxWalBytesPerSecond !== undefined) {
+    out.maxWalBytesPerSecond = Math.floor(positive('maxWalBytesPerSecond', 2 ** 40));
+  }
+  if (raw.ignoreUnknownReplicaLag !== undefined) {
+    if (typeof raw.ignoreUnknownReplicaLag !== 'boolean') {
+      throw new InputError(`${where}"ignoreUnknownReplicaLag" must be true or false.`);
+    }
+    out.ignoreUnknownReplicaLag = raw.ignoreUnknownReplicaLag;
+  }
+  return out;
+}
+
+/** What the primary shows of one standby (`application_name@client_addr`) or one replication slot. */
+export interface Standby {
+  name: string;
+  /** bytes of WAL written but not replayed; null when it cannot be read */
+  lagBytes: number | null;
+  /** replay_lag; null when idle (caught up) or unreadable */
+  lagSeconds: number | null;
+}
+
+export interface Slot {
+  name: string;
+  /** WAL the slot keeps from being removed; null when it cannot be read */
+  heldBytes: number | null;
+}
+
+export interface ReplicaView {
+  standbys: Standby[];
+  slots: Slot[];
+  /** standbys seen earlier in the run */
+  expected: string[];
+}
+
+/** Which bound holds the copy back now, and why; null when it may go on. */
+export interface Hold {
+  bound: 'maxReplicaLagBytes' | 'maxReplicaLagSeconds' | 'standbyGone' | 'lagUnknown';
+  reason: string;
+}
+
+const mb = (n: number) => `${(n / 1024 / 1024).toFixed(1)} MiB`;
+
+export function replicaHold(b: ReplicaBounds, v: ReplicaView): Hold | null {
+  for (const s of v.standbys) {
+    if (s.lagBytes === null) {
+      if (b.ignoreUnknownReplicaLag) continue;
+      return {
+        bound: 'lagUnknown',
+        reason:
+          `the replay lag of standby ${s.name} cannot be read; grant pg_monitor to partflow's role, ` +
+          'or set "ignoreUnknownReplicaLag"',
+      };
+    }
+    if (s.lagBytes > b.maxReplicaLagBytes) {
+      return {
+        bound: 'maxReplicaLagBytes',
+        reason: `standby ${s.name} replays ${mb(s.lagBytes)} behind, over ${mb(b.maxReplicaLagBytes)}`,
+      };
+    }
+    if (s.lagSeconds !== null && s.lagSeconds > b.maxReplicaLagSeconds) {
+      return {
+        bound: 'maxReplicaLagSeconds',
+        reason: `standby ${s.name} replays ${s.lagSeconds.toFixed(1)} s behind, over ${b.maxReplicaLagSeconds} s`,
+      };
+    }
+  }
+  for (const s of v.slots) {
+    if (s.heldBytes === null) continue; // a slot never used holds nothing yet
+    if (s.heldBytes > b.maxReplicaLagBytes) {
+      return {
+        bound: 'maxReplicaLagBytes',
+        reason: `replication slot ${s.name} holds ${mb(s.heldBytes)} of WAL, over ${mb(b.maxReplicaLagBytes)}`,
+      };
+    }
+  }
+  const seen = new Set(v.standbys.map((s) => s.name));
+  const gone = v.expected.filter((n) => !seen.has(n));
+  if (gone.length && !b.ignoreUnknownReplicaLag) {
+    return {
+      bound: 'standbyGone',
+      reason:
+        `standby ${gone.join(', ')} was streaming earlier in the run and is gone, so its lag cannot be known; ` +
+        'the copy waits for it (set "ignoreUnknownReplicaLag" to go on without it)',
+    };
+  }
+  return null;
+}
+
+/** The worst lag now, for progress and metrics. */
+export function worstLag(v: ReplicaView): { bytes: number | null; seconds: number | null; standbys: number } {
+  const bytes = [...v.standbys.map((s) => s.lagBytes), ...v.slots.map((s) => s.heldBytes)].filter(
+    (x): x is number => x !== null,
+  );
+  const seconds = v.standbys.map((s) => s.lagSeconds).filter((x): x is number => x !== null);
+  return {
+    bytes: bytes.length ? Math.max(...bytes) : null,
+    seconds: seconds.length ? Math.max(...seconds) : null,
+    standbys: v.standbys.length,
+  };
+}
+
+/** How long to wait after writing `walBytes` in `elapsedMs` so that the rate stays under the cap. */
+export function walRateWaitMs(walBytes: number, elapsedMs: number, maxWalBytesPerSecond: number | null): number {
+  if (!maxWalBytesPerSecond || walBytes <= 0) return 0;
+  return Math.max(0, Math.ceil((walBytes / maxWalBytesPerSecond) * 1000 - elapsedMs));
+}
