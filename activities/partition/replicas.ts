@@ -50,7 +50,8 @@ export async function observeReplicas(pool: Pool, known: KnownStandbys): Promise
   );
   const slots = await pool.query(
     `SELECT slot_name AS name,
-            pg_wal_lsn_diff(pg_current_wal_insert_lsn(), coalesce(confirmed_flush_lsn, restart_lsn))::float8 AS held_bytes
+            pg_wal_lsn_diff(pg_current_wal_insert_lsn(), coalesce(confirmed_flush_lsn, restart_lsn))::float8
+              AS held_bytes
        FROM pg_replication_slots ORDER BY 1`,
   );
   const before = await known.load();
@@ -99,7 +100,9 @@ export async function waitForReplicas(
 
 /** The WAL position now, as bytes since 0/0. */
 export async function walPosition(pool: Pool): Promise<number> {
-  return Number((await pool.query(`SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0')::float8 AS b`)).rows[0].b);
+  return Number(
+    (await pool.query(`SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0')::float8 AS b`)).rows[0].b,
+  );
 }
 
 /** Sleeps so that the WAL written since `from` stays under the cap. */
