@@ -13,15 +13,13 @@
  * Prints a table and writes bench-results.json. Not part of the tests; never asserts on time.
  */
 import * as fs from 'fs';
-import * as os from 'os';
-import * as path from 'path';
 import { parseArgs } from 'util';
-import { Client as TemporalClient, Connection, WorkflowHandle } from '@temporalio/client';
+import { Client as TemporalClient, Connection } from '@temporalio/client';
 import { DefaultLogger, NativeConnection, Runtime, Worker } from '@temporalio/worker';
 import { Client, Pool } from 'pg';
 import { createActivities } from '../activities';
 import { createPool, sleep } from '../activities/db';
-import { PgbenchOptions, PgbenchTx, pgbenchWhile } from './pgbench';
+import { createImages, historySpans, PgBench, SECONDARY_INDEXES } from './common';
 import { createLogger } from '../src/logger';
 import type { Progress } from '../workflows/definitions';
 
@@ -40,13 +38,6 @@ const ROWS = Number(args.rows);
 const RUNS = Number(args.runs);
 const RATE = Number(args.rate);
 const TQ = 'partflow-bench';
-/** generated_images' secondary indexes, on the source and on pg_partman's partition set alike */
-const SECONDARY_INDEXES = [
-  '(user_id, status) WHERE user_id IS NOT NULL',
-  '(expires_at)',
-  '(generation_type, status, created_at)',
-  '(created_at)',
-];
 const line = (s: string) => process.stdout.write(s + '\n');
 const stats = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b);
@@ -76,16 +67,7 @@ async function main(): Promise<void> {
   line(
     `generating ${ROWS.toLocaleString('en-US')} rows of a generated_images-like table (uuid key, 4 secondary indexes, 14 months, ${args.order === 'time' ? 'appended in time order with a day of jitter' : 'in random time order'})`,
   );
-  await pool.query(`CREATE TABLE images (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), user_id uuid, status varchar(20) NOT NULL DEFAULT 'done',
-    generation_type varchar(30) NOT NULL DEFAULT 'product', prompt text, image_url text, expires_at timestamptz, created_at timestamptz NOT NULL DEFAULT now())`);
-  // ids are md5(g)::uuid: random-looking like gen_random_uuid(), and pgbench can address row g
-  await pool.query(`INSERT INTO images (id, user_id, status, generation_type, prompt, image_url, expires_at, created_at)
-    SELECT md5(g::text)::uuid, gen_random_uuid(), (ARRAY['done','failed','pending'])[1 + g % 3], (ARRAY['product','model'])[1 + g % 2], 'prompt ' || g,
-           'https://cdn.example.com/' || md5(g::text) || '.png', ts + interval '6 hours', ts
-      FROM (SELECT g, ${args.order === 'time' ? `now() - interval '14 months' + (g::float / ${ROWS}) * interval '14 months' - random() * interval '1 day'` : `now() - random() * interval '14 months'`} AS ts
-              FROM generate_series(1, ${ROWS}) g) s ORDER BY g`);
-  for (const idx of SECONDARY_INDEXES) await pool.query(`CREATE INDEX ON images ${idx}`);
-  await pool.query('VACUUM ANALYZE images');
+  await createImages(pool, ROWS, args.order);
 
   Runtime.install({ logger: new DefaultLogger('WARN') });
   const log = createLogger({ component: 'bench' }).child({}, { level: 'warn' });
@@ -150,33 +132,7 @@ async function main(): Promise<void> {
     }
     return { h, started };
   };
-  /** From one fetch of the history: per activity type, first scheduled → last completed (epoch ms). */
-  const spans = async (h: WorkflowHandle): Promise<(activity: string) => [number, number]> => {
-    const events = (await h.fetchHistory()).events ?? [];
-    const ms = (t: { seconds?: unknown; nanos?: number | null } | null | undefined) => {
-      const sec = t?.seconds as { toNumber?: () => number } | number | undefined;
-      return (
-        (typeof sec === 'object' && sec?.toNumber ? sec.toNumber() : Number(sec ?? 0)) * 1000 + (t?.nanos ?? 0) / 1e6
-      );
-    };
-    const typeOf = new Map<string, string>();
-    const found = new Map<string, [number, number]>();
-    for (const e of events) {
-      const s = e.activityTaskScheduledEventAttributes;
-      if (s?.activityType?.name) {
-        typeOf.set(String(e.eventId), s.activityType.name);
-        if (!found.has(s.activityType.name)) found.set(s.activityType.name, [ms(e.eventTime), NaN]);
-      }
-      const name = typeOf.get(String(e.activityTaskCompletedEventAttributes?.scheduledEventId ?? ''));
-      if (name) found.get(name)![1] = ms(e.eventTime);
-    }
-    return (activity) => {
-      const span = found.get(activity);
-      if (!span || Number.isNaN(span[1]))
-        throw new Error(`no completed ${activity} activity in the history of ${h.workflowId}`);
-      return span;
-    };
-  };
+  const spans = historySpans;
   for (let r = 1; r <= RUNS; r++) {
     line(`run ${r} of ${RUNS}`);
     // limit
@@ -347,40 +303,6 @@ async function main(): Promise<void> {
   await connection.close();
   await actPool.end();
   await pool.end();
-}
-
-/** The benchmark's write workload on `images`: insert 5 : update 4 : delete 1, ids addressable as md5(g)::uuid. */
-class PgBench {
-  private scripts: string[];
-  constructor(
-    private conn: PgbenchOptions['conn'],
-    rows: number,
-    private rate: number,
-  ) {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pf-bench-'));
-    const w = (name: string, weight: number, text: string) => {
-      fs.writeFileSync(path.join(dir, name), text + '\n');
-      return `${path.join(dir, name)}@${weight}`;
-    };
-    this.scripts = [
-      w(
-        'insert.sql',
-        5,
-        `INSERT INTO images (user_id, prompt, image_url, created_at) VALUES (gen_random_uuid(), 'pgbench', 'https://cdn.example.com/new.png', now() - random() * interval '20 days');`,
-      ),
-      w(
-        'update.sql',
-        4,
-        `\\set g random(1, ${rows})\nUPDATE images SET prompt = 'updated ' || :g, status = 'done' WHERE id = md5(CAST(:g AS text))::uuid;`,
-      ),
-      w('delete.sql', 1, `\\set g random(1, ${rows})\nDELETE FROM images WHERE id = md5(CAST(:g AS text))::uuid;`),
-    ];
-  }
-
-  async run(during: () => Promise<void>): Promise<{ tx: PgbenchTx[]; latencies: number[]; failed: number }> {
-    const r = await pgbenchWhile({ conn: this.conn, scripts: this.scripts, clients: 4, rate: this.rate }, during);
-    return { tx: r.tx, latencies: r.tx.map((t) => t.latencyMs), failed: r.failed + r.abortedRounds };
-  }
 }
 
 main().catch((err) => {

@@ -11,4 +11,6 @@ fi
 ensure_temporal_server
 ensure_build
 cd "$PARTFLOW_ROOT"
+# npm run bench:replica: the replica-throttling trade-off (bench/replica.ts) instead
+if [ "${1:-}" = "--replica" ]; then shift; exec node dist/bench/replica.js "$@"; fi
 exec node dist/bench/bench.js "$@"

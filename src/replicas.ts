@@ -74,6 +74,8 @@ export interface Slot {
 }
 
 export interface ReplicaView {
+  /** the primary's WAL insert position, bytes since 0/0 */
+  walInsert?: number;
   standbys: Standby[];
   slots: Slot[];
   /** standbys seen earlier in the run */
@@ -88,7 +90,12 @@ export interface Hold {
 
 const mb = (n: number) => `${(n / 1024 / 1024).toFixed(1)} MiB`;
 
-export function replicaHold(b: ReplicaBounds, v: ReplicaView): Hold | null {
+/**
+ * `headroom`: the WAL the next batch is expected to write (the last one's), so that the lag stays under the
+ * bound after it too; at most half the bound, so that a batch bigger than the bound still gets its turn.
+ */
+export function replicaHold(b: ReplicaBounds, v: ReplicaView, headroom = 0): Hold | null {
+  const room = Math.min(Math.max(0, headroom), b.maxReplicaLagBytes / 2);
   for (const s of v.standbys) {
     if (s.lagBytes === null) {
       if (b.ignoreUnknownReplicaLag) continue;
@@ -99,10 +106,12 @@ export function replicaHold(b: ReplicaBounds, v: ReplicaView): Hold | null {
           'or set "ignoreUnknownReplicaLag"',
       };
     }
-    if (s.lagBytes > b.maxReplicaLagBytes) {
+    if (s.lagBytes + room > b.maxReplicaLagBytes) {
       return {
         bound: 'maxReplicaLagBytes',
-        reason: `standby ${s.name} replays ${mb(s.lagBytes)} behind, over ${mb(b.maxReplicaLagBytes)}`,
+        reason:
+          `standby ${s.name} replays ${mb(s.lagBytes)} behind` +
+          `${room ? ` (${mb(room)} more with the next batch)` : ''}, over ${mb(b.maxReplicaLagBytes)}`,
       };
     }
     if (s.lagSeconds !== null && s.lagSeconds > b.maxReplicaLagSeconds) {
@@ -114,7 +123,7 @@ export function replicaHold(b: ReplicaBounds, v: ReplicaView): Hold | null {
   }
   for (const s of v.slots) {
     if (s.heldBytes === null) continue; // a slot never used holds nothing yet
-    if (s.heldBytes > b.maxReplicaLagBytes) {
+    if (s.heldBytes + room > b.maxReplicaLagBytes) {
       return {
         bound: 'maxReplicaLagBytes',
         reason: `replication slot ${s.name} holds ${mb(s.heldBytes)} of WAL, over ${mb(b.maxReplicaLagBytes)}`,

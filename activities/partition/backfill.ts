@@ -68,6 +68,8 @@ const MERGE_BATCHES = 20;
 interface Tuning {
   size?: number;
   mergeLeft: number;
+  /** the WAL the last batch wrote (with what else wrote meanwhile): the headroom the replica check keeps */
+  batchWal?: number;
 }
 const tuning = new Map<string, Tuning>();
 function tuningOf(key: string): Tuning {
@@ -326,6 +328,7 @@ export async function backfillChunk({ pool, log }: Deps, input: BackfillChunkInp
   const bounds = input.replica ?? DEFAULT_REPLICA_BOUNDS;
   let held: Throttled | null = null;
   let lag: Lag | undefined;
+  let lastWal = 0;
   try {
     const w = pages ? await pageWalker(pool, input, l) : await keyWalker(pool, input);
     let rowsCopied = Number((await runState(pool, t))!.rows_copied);
@@ -337,8 +340,12 @@ export async function backfillChunk({ pool, log }: Deps, input: BackfillChunkInp
       if (ctx?.cancellationSignal.aborted) break;
       // the replicas before every batch (two catalog reads): a held copy waits here until the chunk's time is
       // up, and the lag overshoots a bound by one batch's WAL at most
-      ({ held, lag } = await waitForReplicas(pool, replicas, bounds, started + input.maxMs, held));
+      // headroom: the WAL of the last batch (with whatever else wrote meanwhile), expected of the next
+      const look = await waitForReplicas(pool, replicas, bounds, started + input.maxMs, held, tune.batchWal ?? 0);
+      ({ held, lag } = look);
+      if (lastWal) tune.batchWal = look.walAtFirstLook - lastWal;
       if (held) break;
+      lastWal = look.walInsert;
       const b = await w.next(size, counts.batches);
       const batchStarted = Date.now();
       const [read, merged] = await copyBatch(pool, t, b, tune);

@@ -54,10 +54,12 @@ export async function observeReplicas(pool: Pool, known: KnownStandbys): Promise
               AS held_bytes
        FROM pg_replication_slots ORDER BY 1`,
   );
+  const wal = await pool.query(`SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0')::float8 AS b`);
   const before = await known.load();
   const expected = [...new Set([...before, ...standbys.rows.map((r) => r.name as string)])].sort();
   if (expected.length !== before.length) await known.save(expected);
   return {
+    walInsert: wal.rows[0].b,
     standbys: standbys.rows.map((r) => ({ name: r.name, lagBytes: r.lag_bytes, lagSeconds: r.lag_seconds })),
     slots: slots.rows.map((r) => ({ name: r.name, heldBytes: r.held_bytes })),
     expected,
@@ -83,17 +85,21 @@ export async function waitForReplicas(
   bounds: ReplicaBounds,
   deadline: number,
   held: Throttled | null,
-): Promise<{ held: Throttled | null; lag: Lag }> {
+  headroom = 0,
+): Promise<{ held: Throttled | null; lag: Lag; walInsert: number; walAtFirstLook: number }> {
   const ctx = activityContext();
+  let walAtFirstLook: number | null = null;
   for (;;) {
     const view = await observeReplicas(pool, what.known);
+    walAtFirstLook ??= view.walInsert ?? 0;
     const lag = worstLag(view);
-    const hold = replicaHold(bounds, view);
+    const hold = replicaHold(bounds, view, headroom);
     metrics.replicaLag(what.label, lag.bytes, lag.seconds, hold?.bound ?? null);
-    if (!hold) return { held: null, lag };
+    const walInsert = view.walInsert ?? 0;
+    if (!hold) return { held: null, lag, walInsert, walAtFirstLook };
     held = held?.bound === hold.bound ? { ...held, reason: hold.reason } : { ...hold, since: new Date().toISOString() };
     ctx?.heartbeat({ throttledBy: held.bound });
-    if (Date.now() >= deadline || ctx?.cancellationSignal.aborted) return { held, lag };
+    if (Date.now() >= deadline || ctx?.cancellationSignal.aborted) return { held, lag, walInsert, walAtFirstLook };
     await sleep(Math.min(200, Math.max(0, deadline - Date.now())));
   }
 }

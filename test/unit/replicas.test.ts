@@ -40,6 +40,17 @@ describe('replicaHold', () => {
       'maxReplicaLagBytes',
     );
   });
+  it("keeps room for the next batch: the last batch's WAL, at most half the bound", () => {
+    const v = view({ standbys: [{ name: 's1@x', lagBytes: 6 * MiB, lagSeconds: 0 }], expected: [] });
+    expect(replicaHold(b, v, MiB)).toBeNull();
+    expect(replicaHold(b, v, 3 * MiB)?.reason).toBe(
+      'standby s1@x replays 6.0 MiB behind (3.0 MiB more with the next batch), over 8.0 MiB',
+    );
+    // a batch bigger than the bound still gets its turn once the standby is within half of it
+    expect(
+      replicaHold(b, view({ standbys: [{ name: 's1@x', lagBytes: 3 * MiB, lagSeconds: 0 }], expected: [] }), 50 * MiB),
+    ).toBeNull();
+  });
   it('reports the worst lag', () => {
     const v = view({ slots: [{ name: 'cdc', heldBytes: 3 * MiB }] });
     expect(worstLag(v)).toEqual({ bytes: 3 * MiB, seconds: 0.5, standbys: 1 });

@@ -1,0 +1,91 @@
+/** What the benchmarks share: the generated_images-like table, its pgbench write workload, history timing. */
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import type { WorkflowHandle } from '@temporalio/client';
+import type { Pool } from 'pg';
+import { PgbenchOptions, PgbenchTx, pgbenchWhile } from './pgbench';
+
+/** generated_images' secondary indexes, on the source and on pg_partman's partition set alike */
+export const SECONDARY_INDEXES = [
+  '(user_id, status) WHERE user_id IS NOT NULL',
+  '(expires_at)',
+  '(generation_type, status, created_at)',
+  '(created_at)',
+];
+
+/** The table `images`: uuid key, 4 secondary indexes, 14 months of rows in time order (or random order). */
+export async function createImages(pool: Pool, rows: number, order: string): Promise<void> {
+  await pool.query(`CREATE TABLE images (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), user_id uuid, status varchar(20) NOT NULL DEFAULT 'done',
+    generation_type varchar(30) NOT NULL DEFAULT 'product', prompt text, image_url text, expires_at timestamptz, created_at timestamptz NOT NULL DEFAULT now())`);
+  // ids are md5(g)::uuid: random-looking like gen_random_uuid(), and pgbench can address row g
+  await pool.query(`INSERT INTO images (id, user_id, status, generation_type, prompt, image_url, expires_at, created_at)
+    SELECT md5(g::text)::uuid, gen_random_uuid(), (ARRAY['done','failed','pending'])[1 + g % 3], (ARRAY['product','model'])[1 + g % 2], 'prompt ' || g,
+           'https://cdn.example.com/' || md5(g::text) || '.png', ts + interval '6 hours', ts
+      FROM (SELECT g, ${order === 'time' ? `now() - interval '14 months' + (g::float / ${rows}) * interval '14 months' - random() * interval '1 day'` : `now() - random() * interval '14 months'`} AS ts
+              FROM generate_series(1, ${rows}) g) s ORDER BY g`);
+  for (const idx of SECONDARY_INDEXES) await pool.query(`CREATE INDEX ON images ${idx}`);
+  await pool.query('VACUUM ANALYZE images');
+}
+
+/** From one fetch of the history: per activity type, first scheduled → last completed (epoch ms). */
+export async function historySpans(h: WorkflowHandle): Promise<(activity: string) => [number, number]> {
+  const events = (await h.fetchHistory()).events ?? [];
+  const ms = (t: { seconds?: unknown; nanos?: number | null } | null | undefined) => {
+    const sec = t?.seconds as { toNumber?: () => number } | number | undefined;
+    return (
+      (typeof sec === 'object' && sec?.toNumber ? sec.toNumber() : Number(sec ?? 0)) * 1000 + (t?.nanos ?? 0) / 1e6
+    );
+  };
+  const typeOf = new Map<string, string>();
+  const found = new Map<string, [number, number]>();
+  for (const e of events) {
+    const s = e.activityTaskScheduledEventAttributes;
+    if (s?.activityType?.name) {
+      typeOf.set(String(e.eventId), s.activityType.name);
+      if (!found.has(s.activityType.name)) found.set(s.activityType.name, [ms(e.eventTime), NaN]);
+    }
+    const name = typeOf.get(String(e.activityTaskCompletedEventAttributes?.scheduledEventId ?? ''));
+    if (name) found.get(name)![1] = ms(e.eventTime);
+  }
+  return (activity) => {
+    const span = found.get(activity);
+    if (!span || Number.isNaN(span[1]))
+      throw new Error(`no completed ${activity} activity in the history of ${h.workflowId}`);
+    return span;
+  };
+}
+
+/** The benchmark's write workload on `images`: insert 5 : update 4 : delete 1, ids addressable as md5(g)::uuid. */
+export class PgBench {
+  private scripts: string[];
+  constructor(
+    private conn: PgbenchOptions['conn'],
+    rows: number,
+    private rate: number,
+  ) {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pf-bench-'));
+    const w = (name: string, weight: number, text: string) => {
+      fs.writeFileSync(path.join(dir, name), text + '\n');
+      return `${path.join(dir, name)}@${weight}`;
+    };
+    this.scripts = [
+      w(
+        'insert.sql',
+        5,
+        `INSERT INTO images (user_id, prompt, image_url, created_at) VALUES (gen_random_uuid(), 'pgbench', 'https://cdn.example.com/new.png', now() - random() * interval '20 days');`,
+      ),
+      w(
+        'update.sql',
+        4,
+        `\\set g random(1, ${rows})\nUPDATE images SET prompt = 'updated ' || :g, status = 'done' WHERE id = md5(CAST(:g AS text))::uuid;`,
+      ),
+      w('delete.sql', 1, `\\set g random(1, ${rows})\nDELETE FROM images WHERE id = md5(CAST(:g AS text))::uuid;`),
+    ];
+  }
+
+  async run(during: () => Promise<void>): Promise<{ tx: PgbenchTx[]; latencies: number[]; failed: number }> {
+    const r = await pgbenchWhile({ conn: this.conn, scripts: this.scripts, clients: 4, rate: this.rate }, during);
+    return { tx: r.tx, latencies: r.tx.map((t) => t.latencyMs), failed: r.failed + r.abortedRounds };
+  }
+}
