@@ -68,8 +68,11 @@ const MERGE_BATCHES = 20;
 interface Tuning {
   size?: number;
   mergeLeft: number;
-  /** the WAL the last batch wrote (with what else wrote meanwhile): the headroom the replica check keeps */
-  batchWal?: number;
+  /**
+   * the WAL of the last batches (with what else wrote meanwhile): the replica check keeps the largest as
+   * headroom (a batch after a checkpoint writes full-page images, more than the one before it)
+   */
+  batchWal?: number[];
 }
 const tuning = new Map<string, Tuning>();
 function tuningOf(key: string): Tuning {
@@ -341,9 +344,10 @@ export async function backfillChunk({ pool, log }: Deps, input: BackfillChunkInp
       // the replicas before every batch (two catalog reads): a held copy waits here until the chunk's time is
       // up, and the lag overshoots a bound by one batch's WAL at most
       // headroom: the WAL of the last batch (with whatever else wrote meanwhile), expected of the next
-      const look = await waitForReplicas(pool, replicas, bounds, started + input.maxMs, held, tune.batchWal ?? 0);
+      const headroom = Math.max(0, ...(tune.batchWal ?? []));
+      const look = await waitForReplicas(pool, replicas, bounds, started + input.maxMs, held, headroom);
       ({ held, lag } = look);
-      if (lastWal) tune.batchWal = look.walAtFirstLook - lastWal;
+      if (lastWal) tune.batchWal = [look.walAtFirstLook - lastWal, ...(tune.batchWal ?? [])].slice(0, 8);
       if (held) break;
       lastWal = look.walInsert;
       const b = await w.next(size, counts.batches);

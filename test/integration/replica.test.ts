@@ -86,9 +86,9 @@ async function expectExact(t: TestTable, w: Writer): Promise<void> {
   expect(cmp.tableChecksum).toBe(cmp.recordChecksum);
 }
 
-test('a standby replaying 2 s behind: the copy keeps its lag under maxReplicaLagBytes and still completes', async () => {
+test('a standby replaying 2 s behind: the copy keeps its lag under maxReplicaLagBytes and still completes, verified', async () => {
   const bound = 4 * MiB;
-  const t = await createTable(db.pool, { schema: 'public', name: 'lagged' }, 100_000, 'uuid');
+  await createTable(db.pool, { schema: 'public', name: 'lagged' }, 100_000, 'uuid');
   await standby('create', '2s');
   await waitForLag((x) => x !== null);
   // the control: the same rows copied unthrottled, committed in 100 transactions, drive the lag far past it
@@ -100,8 +100,9 @@ test('a standby replaying 2 s behind: the copy keeps its lag under maxReplicaLag
   );
   await db.pool.query(`DROP TABLE public.control`);
   await waitForLag((x) => x !== null && x < bound / 2);
-  const w = new Writer(t.spec, db.conn, { lanes: 2, opsPerSecondPerLane: 20, snapshot: true, seed: 7 });
-  await w.start();
+  // No writers here: after a checkpoint an application's own writes put full-page images into the WAL
+  // (a trace showed 1.4 MiB in 300 ms from two writer lanes while the copy was held back), which no
+  // throttle of partflow's can bound. The standby-loss test below runs with writers and checks content.
   const h = await start({
     table: 'public.lagged',
     batchSize: 1000,
@@ -123,15 +124,18 @@ test('a standby replaying 2 s behind: the copy keeps its lag under maxReplicaLag
     );
     return p;
   });
-  expect((await h.result()).status).toBe('done');
-  await expectExact(t, w);
+  const result = await h.result();
+  expect(result.status).toBe('done');
+  expect(result.verify?.ok).toBe(true);
+  const rows = await db.pool.query(`SELECT count(*)::int AS n FROM public.lagged`);
+  expect(rows.rows[0].n).toBe(100_000);
   process.stderr.write(
     `[measure] standby 2 s behind: unthrottled control peak ${(control / MiB).toFixed(1)} MiB, ` +
       `throttled backfill peak ${(peak / MiB).toFixed(1)} MiB (bound ${bound / MiB} MiB)\n`,
   );
   expect(control).toBeGreaterThan(3 * bound); // the test can fail: unthrottled, the bound is passed by far
   expect(held).toContain('maxReplicaLagBytes'); // the copy was held back ...
-  expect(peak).toBeLessThan(bound + 2 * MiB); // ... and the lag stayed under the bound plus one batch or two
+  expect(peak).toBeLessThan(bound + 1.5 * MiB); // ... and the lag stayed under the bound plus about one batch
 });
 
 test('a standby stopped mid-backfill pauses the copy until it is back; the run then completes exactly', async () => {
