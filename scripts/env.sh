@@ -97,6 +97,9 @@ ensure_node_modules() {
 ensure_build() {
   cd "$PARTFLOW_ROOT"
   say "compiling TypeScript"
+  # from scratch: tsc leaves the output of a deleted or moved source behind (a stale dist/activities/partition.js
+  # would shadow dist/activities/partition/index.js)
+  rm -rf dist
   npx tsc -p tsconfig.json
 }
 
