@@ -165,12 +165,23 @@ function shortName(parts: string[], suffix: string): string {
   return `${base}_${suffix}`;
 }
 
+/** Every field of fixConstraints' input (docs/contract.md documents each; a test checks). */
+export const FIX_INPUT_FIELDS = [
+  'fixes',
+  'preset',
+  'overrides',
+  'dryRun',
+  'batchSize',
+  'lockTimeoutMs',
+  ...REPLICA_FIELDS,
+];
+
 export function validateFixInput(raw: unknown): FixOptions {
   if (!raw || typeof raw !== 'object' || Array.isArray(raw))
     throw new InputError('The input must be a JSON object with "fixes" or "preset".');
   const input = raw as Record<string, unknown>;
   for (const k of Object.keys(input)) {
-    const known = ['fixes', 'preset', 'overrides', 'dryRun', 'batchSize', 'lockTimeoutMs', ...REPLICA_FIELDS];
+    const known: readonly string[] = FIX_INPUT_FIELDS;
     if (!known.includes(k)) throw new InputError(`Unknown field "${k}"; known fields are ${known.join(', ')}.`);
   }
   let list: unknown[];

@@ -1,5 +1,5 @@
 /**
- * The operator-facing input of `partitionTable` (see CONTRACT.md) and its validation. Pure: used by the
+ * The operator-facing input of `partitionTable` (see docs/contract.md) and its validation. Pure: used by the
  * workflow (deterministic), the activities and the CLI alike.
  */
 import { InputError, parseColumnName, parseTableName, TableRef } from './ident';
@@ -89,7 +89,8 @@ export interface PartitionOptions {
   replica: ReplicaBounds;
 }
 
-const KNOWN_FIELDS = new Set([
+/** Every field of partitionTable's input (docs/contract.md documents each; a test checks). */
+export const PARTITION_INPUT_FIELDS = [
   ...REPLICA_FIELDS,
   'table',
   'column',
@@ -107,7 +108,8 @@ const KNOWN_FIELDS = new Set([
   'copyMode',
   'startMonth',
   'acceptLostConstraints',
-]);
+] as const;
+const KNOWN_FIELDS = new Set<string>(PARTITION_INPUT_FIELDS);
 
 /** Parses `90s`, `30m`, `24h`, `7d`, `1500ms`; `0` and `0s` mean none. */
 export function parseDuration(text: string, field: string): number {
@@ -218,7 +220,7 @@ export function validateThrottle(raw: unknown): ThrottleInput {
   return out;
 }
 
-/** The workflow id our CLI uses, per CONTRACT.md. */
+/** The workflow id our CLI uses, per docs/contract.md. */
 export function partitionWorkflowId(table: TableRef): string {
   return `partition-${table.schema}.${table.name}`;
 }

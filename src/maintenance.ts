@@ -45,6 +45,10 @@ export function parseRetention(text: string, field: string): number {
   return n;
 }
 
+/** The fields of maintainPartitions' input and of each table in it (docs/contract.md; a test checks). */
+export const MAINTAIN_INPUT_FIELDS = ['tables', 'lockTimeoutMs', 'reportOnly'];
+export const MAINTAIN_TABLE_FIELDS = ['table', 'premake', 'retention', 'archive', 'exactCounts', 'timeZone'];
+
 export function validateMaintainInput(raw: unknown): MaintainTableSpec[] {
   if (
     !raw ||
@@ -56,7 +60,7 @@ export function validateMaintainInput(raw: unknown): MaintainTableSpec[] {
   }
   const input = raw as MaintainPartitionsInput;
   for (const k of Object.keys(input))
-    if (!['tables', 'lockTimeoutMs', 'reportOnly'].includes(k))
+    if (!MAINTAIN_INPUT_FIELDS.includes(k))
       throw new InputError(`Unknown field "${k}"; known fields are tables, lockTimeoutMs, reportOnly.`);
   if (input.reportOnly !== undefined && typeof input.reportOnly !== 'boolean')
     throw new InputError('Field "reportOnly" must be true or false.');
@@ -67,8 +71,7 @@ export function validateMaintainInput(raw: unknown): MaintainTableSpec[] {
     const at = `tables[${i}]`;
     if (!t || typeof t !== 'object') throw new InputError(`${at} must be an object with "table".`);
     for (const k of Object.keys(t)) {
-      if (!['table', 'premake', 'retention', 'archive', 'exactCounts', 'timeZone'].includes(k))
-        throw new InputError(`${at}: unknown field "${k}".`);
+      if (!MAINTAIN_TABLE_FIELDS.includes(k)) throw new InputError(`${at}: unknown field "${k}".`);
     }
     const premake = t.premake ?? 3;
     if (!Number.isInteger(premake) || premake < 0 || premake > 120)

@@ -1,5 +1,5 @@
 /**
- * The operator interface of the workflows (CONTRACT.md): signals, queries and updates by name.
+ * The operator interface of the workflows (docs/contract.md): signals, queries and updates by name.
  * Importable from the client side too.
  */
 import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
