@@ -9,7 +9,7 @@ import { displayName, qualified, TableRef } from '../src/ident';
 import type { Plan } from '../src/plan';
 import { STATE_SCHEMA } from '../src/plan';
 import { classify, withLockRetry } from './db';
-import { RUNS } from './partition';
+import { copyExists, RUNS } from './partition/run';
 import type { Deps } from './partition';
 import { failure } from '../src/failures';
 
@@ -107,15 +107,8 @@ async function inspectLeftovers({ pool }: Deps, table: TableRef): Promise<Cleanu
 /** The removal itself, under the look-ahead; never drops the source table. */
 async function remove(pool: Pool, l: Logger, r: CleanupReport, plan: Plan, lockTimeoutMs: number): Promise<void> {
   const run = async (c: PoolClient) => {
-    if (r.phase === 'before-cutover') {
-      // never drop the table itself: the copy must be partflow's partitioned table, not the source
-      const s = await c.query(`SELECT oid::int AS oid, relkind FROM pg_class WHERE oid = to_regclass($1)`, [
-        qualified(plan.shadow),
-      ]);
-      if (s.rowCount && (s.rows[0].oid === plan.tableOid || s.rows[0].relkind !== 'p')) {
-        throw failure(`Refusing to drop ${displayName(plan.shadow)}: it is not partflow's copy.`, 'Safety');
-      }
-    }
+    // never drop the table itself: the copy must be partflow's partitioned table, not the source
+    if (r.phase === 'before-cutover') await copyExists(c, plan);
     for (const sql of r.statements) await c.query(sql);
   };
   const relations = [qualified(plan.table), qualified(plan.shadow), qualified(plan.old)];

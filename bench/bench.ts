@@ -16,10 +16,9 @@ import * as fs from 'fs';
 import { parseArgs } from 'util';
 import { Client as TemporalClient, Connection } from '@temporalio/client';
 import { DefaultLogger, NativeConnection, Runtime, Worker } from '@temporalio/worker';
-import { Client, Pool } from 'pg';
 import { createActivities } from '../activities';
 import { createPool, sleep } from '../activities/db';
-import { createImages, historySpans, PgBench, SECONDARY_INDEXES } from './common';
+import { createImages, freshDatabase, historySpans, pct, PgBench, SECONDARY_INDEXES, stats } from './common';
 import { createLogger } from '../src/logger';
 import type { Progress } from '../workflows/definitions';
 
@@ -39,29 +38,9 @@ const RUNS = Number(args.runs);
 const RATE = Number(args.rate);
 const TQ = 'partflow-bench';
 const line = (s: string) => process.stdout.write(s + '\n');
-const stats = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return { min: s[0], median: s[Math.floor(s.length / 2)], max: s[s.length - 1] };
-};
-const pct = (xs: number[], p: number) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length ? s[Math.min(s.length - 1, Math.floor(s.length * p))] : 0;
-};
 
 async function main(): Promise<void> {
-  const admin = new Client({ database: 'postgres' });
-  await admin.connect();
-  await admin.query(`DROP DATABASE IF EXISTS ${args.db} WITH (FORCE)`);
-  await admin.query(`CREATE DATABASE ${args.db}`);
-  await admin.end();
-  const conn = {
-    host: process.env.PGHOST,
-    port: Number(process.env.PGPORT),
-    user: process.env.PGUSER,
-    database: args.db,
-  };
-  const url = `postgres://${conn.user}@${conn.host}:${conn.port}/${args.db}`;
-  const pool = new Pool({ ...conn, max: 4 });
+  const { conn, url, pool } = await freshDatabase(args.db);
   if (args.order !== 'time' && args.order !== 'random')
     throw new Error('--order takes "time" (rows appended in time order, as an application writes them) or "random".');
   line(

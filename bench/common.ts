@@ -3,8 +3,32 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import type { WorkflowHandle } from '@temporalio/client';
-import type { Pool } from 'pg';
+import { Client, Pool } from 'pg';
 import { PgbenchOptions, PgbenchTx, pgbenchWhile } from './pgbench';
+
+/** min/median/max of a list. */
+export const stats = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return { min: s[0], median: s[Math.floor(s.length / 2)], max: s[s.length - 1] };
+};
+
+/** The p-quantile (0..1) of a list, 0 when empty. */
+export const pct = (xs: number[], p: number) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length ? s[Math.min(s.length - 1, Math.floor(s.length * p))] : 0;
+};
+
+/** A database of the benchmark's own, dropped and created again, on the cluster the PG* variables name. */
+export async function freshDatabase(name: string) {
+  const admin = new Client({ database: 'postgres' });
+  await admin.connect();
+  await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+  await admin.query(`CREATE DATABASE ${name}`);
+  await admin.end();
+  const conn = { host: process.env.PGHOST, port: Number(process.env.PGPORT), user: process.env.PGUSER, database: name };
+  const url = `postgres://${conn.user}@${conn.host}:${conn.port}/${name}`;
+  return { conn, url, pool: new Pool({ ...conn, max: 4 }) };
+}
 
 /** generated_images' secondary indexes, on the source and on pg_partman's partition set alike */
 export const SECONDARY_INDEXES = [

@@ -6,18 +6,16 @@
  * min/median/max over the runs: the standby's peak lag, the copy's speed, and the application's p99 during
  * the backfill next to the same workload's p99 with no migration. Writes bench-replica.json. Never asserts.
  */
-import { execFileSync } from 'child_process';
 import * as fs from 'fs';
-import * as path from 'path';
 import { parseArgs } from 'util';
 import { Client as TemporalClient, Connection } from '@temporalio/client';
 import { DefaultLogger, NativeConnection, Runtime, Worker } from '@temporalio/worker';
-import { Client, Pool } from 'pg';
 import { createActivities } from '../activities';
 import { createPool, sleep } from '../activities/db';
 import { createLogger } from '../src/logger';
 import type { Progress } from '../workflows/definitions';
-import { createImages, historySpans, PgBench } from './common';
+import { peakLagWhile, standby as runStandby } from '../demo/standby';
+import { createImages, freshDatabase, historySpans, pct, PgBench, stats } from './common';
 
 const { values: args } = parseArgs({
   options: {
@@ -42,59 +40,19 @@ const SETTINGS = [
 ];
 const line = (s: string) => process.stdout.write(s + '\n');
 const mmm = (xs: number[], f: (n: number) => string) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return `${f(s[0])}/${f(s[Math.floor(s.length / 2)])}/${f(s[s.length - 1])}`;
+  const s = stats(xs);
+  return `${f(s.min)}/${f(s.median)}/${f(s.max)}`;
 };
-const pct = (xs: number[], p: number) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length ? s[Math.min(s.length - 1, Math.floor(s.length * p))] : 0;
-};
-const standby = (...a: string[]) =>
-  execFileSync('bash', [path.join(__dirname, '..', '..', 'scripts', 'standby.sh'), a[0], args.port, ...a.slice(1)], {
-    stdio: 'inherit',
-  });
-
-/** The standby's peak replay lag (bytes, as the primary sees it) while `work` runs, sampled every 100 ms. */
-async function peakLag(pool: Pool, work: () => Promise<void>): Promise<number> {
-  let peak = 0;
-  let running = true;
-  const sampler = (async () => {
-    while (running) {
-      const r = await pool.query(
-        `SELECT max(pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn))::float8 AS lag FROM pg_stat_replication`,
-      );
-      peak = Math.max(peak, r.rows[0].lag ?? 0);
-      await sleep(100);
-    }
-  })();
-  try {
-    await work();
-  } finally {
-    running = false;
-    await sampler;
-  }
-  return peak;
-}
+const standby = (verb: string, ...a: string[]) => runStandby(args.port, verb, ...a);
 
 async function main(): Promise<void> {
-  const admin = new Client({ database: 'postgres' });
-  await admin.connect();
-  await admin.query(`DROP DATABASE IF EXISTS ${args.db} WITH (FORCE)`);
-  await admin.query(`CREATE DATABASE ${args.db}`);
-  await admin.end();
-  const conn = {
-    host: process.env.PGHOST,
-    port: Number(process.env.PGPORT),
-    user: process.env.PGUSER,
-    database: args.db,
-  };
-  const pool = new Pool({ ...conn, max: 4 });
+  const { conn, url, pool } = await freshDatabase(args.db);
   line(`generating ${ROWS.toLocaleString('en-US')} rows; standby on port ${args.port} replaying ${args.delay} behind`);
   await createImages(pool, ROWS, 'time');
-  standby('create', args.delay);
+  await standby('create', args.delay);
 
   Runtime.install({ logger: new DefaultLogger('WARN') });
-  const actPool = createPool(`postgres://${conn.user}@${conn.host}:${conn.port}/${args.db}`);
+  const actPool = createPool(url);
   const log = createLogger({ component: 'bench' }).child({}, { level: 'warn' });
   const address = process.env.TEMPORAL_ADDRESS ?? '127.0.0.1:7233';
   const worker = await Worker.create({
@@ -118,7 +76,7 @@ async function main(): Promise<void> {
         let fill: [number, number] = [0, 0];
         let held = 0;
         const load = await pgbench.run(async () => {
-          const peak = await peakLag(pool, async () => {
+          const peak = await peakLagWhile(pool, async () => {
             const h = await client.workflow.start('partitionTable', {
               taskQueue: TQ,
               workflowId: `bench-replica-${Date.now()}`,
@@ -154,7 +112,7 @@ async function main(): Promise<void> {
       }
     }
   } finally {
-    standby('remove');
+    await standby('remove');
   }
   line('');
   line(
@@ -187,10 +145,7 @@ async function main(): Promise<void> {
 
 main().catch((err) => {
   process.stderr.write(`bench failed: ${err?.stack ?? err}\n`);
-  try {
-    standby('remove');
-  } catch {
-    // best effort
-  }
-  process.exit(1);
+  void standby('remove')
+    .catch(() => undefined)
+    .then(() => process.exit(1));
 });

@@ -6,9 +6,10 @@
 import type { PoolClient } from 'pg';
 import { auditSql, describeFix, Fix, FixOptions, ForeignKeyFix, NotNullFix } from '../../src/constraints';
 import { FixInfo, plannedFixSql } from '../../src/fixSteps';
-import { displayName, InputError, TableRef } from '../../src/ident';
+import { displayName, InputError } from '../../src/ident';
 import { classify, inTransaction, withHeartbeat } from '../db';
 import type { Deps } from '../partition';
+import { relOid } from '../partition/run';
 
 export interface FixAudit {
   fixNo: number;
@@ -35,15 +36,6 @@ function compatible(a: string, b: string): boolean {
   return x === y || (INTEGER.includes(x) && INTEGER.includes(y)) || (TEXT.includes(x) && TEXT.includes(y));
 }
 
-async function rel(c: PoolClient, t: TableRef): Promise<{ oid: number; relkind: string } | null> {
-  const r = await c.query(
-    `SELECT c.oid::int AS oid, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-      WHERE n.nspname = $1 AND c.relname = $2`,
-    [t.schema, t.name],
-  );
-  return r.rowCount ? r.rows[0] : null;
-}
-
 async function columns(c: PoolClient, oid: number): Promise<Columns> {
   const r = await c.query(
     `SELECT attname, format_type(atttypid, atttypmod) AS type, attnotnull, attnum FROM pg_attribute
@@ -55,7 +47,7 @@ async function columns(c: PoolClient, oid: number): Promise<Columns> {
 
 /** The fix's table: it exists, has the columns; its primary key and partitions. */
 async function inspectTable(c: PoolClient, fix: Fix, where: string): Promise<{ info: FixInfo; cols: Columns }> {
-  const t = await rel(c, fix.table);
+  const t = await relOid(c, fix.table);
   if (!t) throw new InputError(`${where}: table ${displayName(fix.table)} does not exist.`);
   if (!['r', 'p'].includes(t.relkind)) throw new InputError(`${where}: ${displayName(fix.table)} is not a table.`);
   const cols = await columns(c, t.oid);
@@ -114,7 +106,7 @@ async function inspectNotNull(c: PoolClient, fix: NotNullFix, info: FixInfo, col
 /** The referenced side: it exists, its columns match ours in type, and it is unique. */
 async function inspectReferenced(c: PoolClient, fix: ForeignKeyFix, cols: Columns, where: string) {
   const ref = displayName(fix.references.table);
-  const r = await rel(c, fix.references.table);
+  const r = await relOid(c, fix.references.table);
   if (!r) throw new InputError(`${where}: referenced table ${ref} does not exist.`);
   const rcols = await columns(c, r.oid);
   fix.references.columns.forEach((rc, i) => {

@@ -8,11 +8,12 @@ import { describeFix } from '../../src/constraints';
 import { failure } from '../../src/failures';
 import { qualified } from '../../src/ident';
 import type { Logger } from '../../src/logger';
-import { activityContext, classify, currentWorkflowId } from '../db';
+import { activityContext, classify } from '../db';
 import { migrate } from '../migrate';
 import type { Deps } from '../partition';
+import { workflowId } from '../partition/run';
 
-export const wfId = (): string => currentWorkflowId() ?? 'local';
+export const wfId = workflowId;
 /** The workflow run: a workflow id reused later (fix-seed, say) must never undo this run's repairs. */
 export const runId = (): string | null => activityContext()?.info.workflowExecution?.runId ?? null;
 

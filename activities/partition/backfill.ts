@@ -95,6 +95,8 @@ interface Batch {
 }
 
 interface Walker {
+  /** rows copied so far, as the checkpoint row says when the walker was made */
+  rowsCopied: number;
   /** the tuning key and the largest batch */
   tuneKey: string;
   cap: number;
@@ -227,6 +229,7 @@ async function pageWalker(pool: Pool, input: BackfillChunkInput, l: Logger): Pro
         return r.rows[0]?.read !== undefined ? Number(r.rows[0].read) : (r.rowCount ?? 0);
       });
   return {
+    rowsCopied: Number(st.rows_copied),
     tuneKey: `pages:${qualified(t)}`,
     cap,
     done: () => next >= total,
@@ -274,6 +277,7 @@ async function keyWalker(pool: Pool, input: BackfillChunkInput): Promise<Walker>
     !!a && !!b && a.length === b.length && a.every((x, i) => x === b[i]);
   const done = () => !max || same(last, max);
   return {
+    rowsCopied: Number(st.rows_copied),
     tuneKey: `keys:${qualified(t)}`,
     cap: input.batchSize,
     done,
@@ -334,7 +338,7 @@ export async function backfillChunk({ pool, log }: Deps, input: BackfillChunkInp
   let lastWal = 0;
   try {
     const w = pages ? await pageWalker(pool, input, l) : await keyWalker(pool, input);
-    let rowsCopied = Number((await runState(pool, t))!.rows_copied);
+    let rowsCopied = w.rowsCopied;
     const tune = tuningOf(w.tuneKey);
     let size = Math.min(w.cap, tune.size ?? w.cap);
     const wal = { bytes: bounds.maxWalBytesPerSecond ? await walPosition(pool) : 0, at: Date.now() };

@@ -4,7 +4,16 @@
  */
 import type { Pool } from 'pg';
 import type { TableRef } from '../../src/ident';
-import { Hold, ReplicaBounds, replicaHold, ReplicaView, walRateWaitMs, worstLag } from '../../src/replicas';
+import {
+  Hold,
+  ReplicaBounds,
+  replicaHold,
+  ReplicaView,
+  Slot,
+  Standby,
+  walRateWaitMs,
+  worstLag,
+} from '../../src/replicas';
 import { activityContext, sleep } from '../db';
 import { metrics } from '../metrics';
 import { RUNS } from './run';
@@ -18,14 +27,18 @@ export interface KnownStandbys {
   save(names: string[]): Promise<void>;
 }
 
+/** Read from partflow.runs once per chunk, written back only when a new standby shows up. */
 export function runStandbys(pool: Pool, table: TableRef): KnownStandbys {
   const key = [table.schema, table.name];
+  let known: string[] | null = null;
   return {
     load: async () =>
-      (await pool.query(`SELECT standbys FROM ${RUNS} WHERE table_schema = $1 AND table_name = $2`, key)).rows[0]
-        ?.standbys ?? [],
+      (known ??=
+        (await pool.query(`SELECT standbys FROM ${RUNS} WHERE table_schema = $1 AND table_name = $2`, key)).rows[0]
+          ?.standbys ?? []),
     save: async (names) => {
       await pool.query(`UPDATE ${RUNS} SET standbys = $3 WHERE table_schema = $1 AND table_name = $2`, [...key, names]);
+      known = names;
     },
   };
 }
@@ -41,29 +54,27 @@ export function memoryStandbys(): KnownStandbys {
  * is up to wal_writer_delay behind, and the lag would show that much too little.
  */
 export async function observeReplicas(pool: Pool, known: KnownStandbys): Promise<ReplicaView> {
-  const standbys = await pool.query(
-    `SELECT coalesce(nullif(application_name, ''), 'walreceiver') || '@' || coalesce(client_addr::text, 'local')
-              AS name,
-            pg_wal_lsn_diff(pg_current_wal_insert_lsn(), replay_lsn)::float8 AS lag_bytes,
-            extract(epoch FROM replay_lag)::float8 AS lag_seconds
-       FROM pg_stat_replication ORDER BY 1`,
+  // one round trip before every batch: the insert position, the standbys and the slots
+  const now = await pool.query(
+    `SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0')::float8 AS wal,
+            (SELECT coalesce(json_agg(json_build_object(
+                      'name', coalesce(nullif(application_name, ''), 'walreceiver') || '@'
+                              || coalesce(client_addr::text, 'local'),
+                      'lagBytes', pg_wal_lsn_diff(pg_current_wal_insert_lsn(), replay_lsn)::float8,
+                      'lagSeconds', extract(epoch FROM replay_lag)::float8) ORDER BY application_name), '[]')
+               FROM pg_stat_replication) AS standbys,
+            (SELECT coalesce(json_agg(json_build_object(
+                      'name', slot_name,
+                      'heldBytes', pg_wal_lsn_diff(pg_current_wal_insert_lsn(),
+                                                   coalesce(confirmed_flush_lsn, restart_lsn))::float8)
+                      ORDER BY slot_name), '[]')
+               FROM pg_replication_slots) AS slots`,
   );
-  const slots = await pool.query(
-    `SELECT slot_name AS name,
-            pg_wal_lsn_diff(pg_current_wal_insert_lsn(), coalesce(confirmed_flush_lsn, restart_lsn))::float8
-              AS held_bytes
-       FROM pg_replication_slots ORDER BY 1`,
-  );
-  const wal = await pool.query(`SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0')::float8 AS b`);
+  const { wal, standbys, slots } = now.rows[0] as { wal: number; standbys: Standby[]; slots: Slot[] };
   const before = await known.load();
-  const expected = [...new Set([...before, ...standbys.rows.map((r) => r.name as string)])].sort();
+  const expected = [...new Set([...before, ...standbys.map((r) => r.name)])].sort();
   if (expected.length !== before.length) await known.save(expected);
-  return {
-    walInsert: wal.rows[0].b,
-    standbys: standbys.rows.map((r) => ({ name: r.name, lagBytes: r.lag_bytes, lagSeconds: r.lag_seconds })),
-    slots: slots.rows.map((r) => ({ name: r.name, heldBytes: r.held_bytes })),
-    expected,
-  };
+  return { walInsert: wal, standbys, slots, expected };
 }
 
 export interface Throttled {

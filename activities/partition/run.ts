@@ -31,7 +31,8 @@ export interface RunRow {
   max_key: string[] | null;
 }
 
-const workflowId = (): string => currentWorkflowId() ?? 'local';
+/** The workflow the running activity belongs to; `local` outside one (scripts, tests). */
+export const workflowId = (): string => currentWorkflowId() ?? 'local';
 
 /** The step's logger, with the table and the workflow. */
 export function stepLog(log: Logger, step: string, table: TableRef): Logger {
@@ -50,6 +51,19 @@ export async function relOid(c: PoolClient, ref: TableRef): Promise<{ oid: numbe
     [ref.schema, ref.name],
   );
   return r.rowCount ? r.rows[0] : null;
+}
+
+/**
+ * Whether the copy exists, refusing when `plan.shadow` names anything but partflow's partitioned copy (the
+ * source itself, or a table of someone else's): every drop of the copy checks this first.
+ */
+export async function copyExists(c: PoolClient, plan: Plan): Promise<boolean> {
+  const s = await relOid(c, plan.shadow);
+  if (!s) return false;
+  if (s.oid === plan.tableOid || s.relkind !== 'p') {
+    throw failure(`Refusing to drop ${displayName(plan.shadow)}: it is not partflow's copy.`, 'Safety');
+  }
+  return true;
 }
 
 export async function runState(pool: Pool, table: TableRef): Promise<RunRow | null> {

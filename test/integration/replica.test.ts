@@ -2,10 +2,9 @@
  * Replica-aware throttling against a real streaming standby of the test cluster (scripts/standby.sh:
  * pg_basebackup -R, its own port), with writers and their record.
  */
-import { execFile } from 'child_process';
-import * as path from 'path';
 import type { WorkflowHandle } from '@temporalio/client';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
+import { peakLagWhile as peakLag, replayLag, standby as runStandby } from '../../demo/standby';
 import { compareWithRecord, Writer } from '../../demo/writer';
 import type { PartitionTableInput } from '../../src/input';
 import { TestDb, withClient } from '../helpers/pg';
@@ -21,14 +20,7 @@ let env: TestWorkflowEnvironment;
 let db: TestDb;
 let seq = 0;
 
-function standby(...args: string[]): Promise<void> {
-  const script = path.join(__dirname, '..', '..', 'scripts', 'standby.sh');
-  return new Promise((resolve, reject) =>
-    execFile('bash', [script, args[0], String(STANDBY_PORT), ...args.slice(1)], { timeout: 300_000 }, (err, _o, e) =>
-      err ? reject(new Error(`standby.sh ${args.join(' ')}: ${e || err.message}`)) : resolve(),
-    ),
-  );
-}
+const standby = (verb: string, ...args: string[]) => runStandby(STANDBY_PORT, verb, ...args);
 
 beforeAll(async () => {
   stack = await startStack('replica', TQ);
@@ -45,34 +37,8 @@ function start(input: PartitionTableInput): Promise<WorkflowHandle> {
   return env.client.workflow.start('partitionTable', { taskQueue: TQ, workflowId, args: [input] });
 }
 
-/** The standby's replay lag in bytes as the primary sees it, or null while it is not streaming. */
-async function lagBytes(): Promise<number | null> {
-  const r = await db.pool.query(
-    `SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::float8 AS lag FROM pg_stat_replication
-      WHERE application_name = $1`,
-    [`partflow_standby_${STANDBY_PORT}`],
-  );
-  return r.rows[0]?.lag ?? null;
-}
-
-/** Samples the lag every 100 ms while `work` runs; the largest sample. */
-async function peakLagWhile(work: () => Promise<unknown>): Promise<number> {
-  let peak = 0;
-  let running = true;
-  const sampler = (async () => {
-    while (running) {
-      peak = Math.max(peak, (await lagBytes()) ?? 0);
-      await sleep(100);
-    }
-  })();
-  try {
-    await work();
-  } finally {
-    running = false;
-    await sampler;
-  }
-  return peak;
-}
+const lagBytes = () => replayLag(db.pool, `partflow_standby_${STANDBY_PORT}`);
+const peakLagWhile = (work: () => Promise<unknown>) => peakLag(db.pool, work, `partflow_standby_${STANDBY_PORT}`);
 
 async function expectExact(t: TestTable, w: Writer): Promise<void> {
   const stats = await w.stop();
