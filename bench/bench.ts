@@ -14,12 +14,17 @@
  */
 import * as fs from 'fs';
 import { parseArgs } from 'util';
-import { Client as TemporalClient, Connection } from '@temporalio/client';
-import { DefaultLogger, NativeConnection, Runtime, Worker } from '@temporalio/worker';
-import { createActivities } from '../activities';
-import { createPool, sleep } from '../activities/db';
-import { createImages, freshDatabase, historySpans, pct, PgBench, SECONDARY_INDEXES, stats } from './common';
-import { createLogger } from '../src/logger';
+import { sleep } from '../activities/db';
+import {
+  benchWorker,
+  createImages,
+  freshDatabase,
+  historySpans,
+  pct,
+  PgBench,
+  SECONDARY_INDEXES,
+  stats,
+} from './common';
 import type { Progress } from '../workflows/definitions';
 
 const { values: args } = parseArgs({
@@ -48,21 +53,7 @@ async function main(): Promise<void> {
   );
   await createImages(pool, ROWS, args.order);
 
-  Runtime.install({ logger: new DefaultLogger('WARN') });
-  const log = createLogger({ component: 'bench' }).child({}, { level: 'warn' });
-  const actPool = createPool(url);
-  const acts = createActivities({ pool: actPool, log });
-  const address = process.env.TEMPORAL_ADDRESS ?? '127.0.0.1:7233';
-  const nconn = await NativeConnection.connect({ address });
-  const worker = await Worker.create({
-    connection: nconn,
-    taskQueue: TQ,
-    workflowsPath: require.resolve('../workflows'),
-    activities: acts,
-  });
-  const running = worker.run();
-  const connection = await Connection.connect({ address });
-  const client = new TemporalClient({ connection });
+  const { acts, client, stop } = await benchWorker(url, TQ);
   const input = { table: 'images', batchSize: Number(args['batch-size']), maxBatchMs: Number(args['max-batch-ms']) };
   const pgbench = new PgBench(conn, ROWS, RATE);
 
@@ -277,10 +268,7 @@ async function main(): Promise<void> {
       2,
     ),
   );
-  worker.shutdown();
-  await running;
-  await connection.close();
-  await actPool.end();
+  await stop();
   await pool.end();
 }
 

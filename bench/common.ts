@@ -2,7 +2,11 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import type { WorkflowHandle } from '@temporalio/client';
+import { Client as TemporalClient, Connection, WorkflowHandle } from '@temporalio/client';
+import { DefaultLogger, NativeConnection, Runtime, Worker } from '@temporalio/worker';
+import { createActivities } from '../activities';
+import { createPool } from '../activities/db';
+import { createLogger } from '../src/logger';
 import { Client, Pool } from 'pg';
 import { PgbenchOptions, PgbenchTx, pgbenchWhile } from './pgbench';
 
@@ -28,6 +32,38 @@ export async function freshDatabase(name: string) {
   const conn = { host: process.env.PGHOST, port: Number(process.env.PGPORT), user: process.env.PGUSER, database: name };
   const url = `postgres://${conn.user}@${conn.host}:${conn.port}/${name}`;
   return { conn, url, pool: new Pool({ ...conn, max: 4 }) };
+}
+
+/**
+ * A worker with partflow's workflows and real activities on `taskQueue`, in this process, and a client:
+ * the benchmarks drive runs through it and call the activities directly where they time one alone.
+ */
+export async function benchWorker(url: string, taskQueue: string) {
+  Runtime.install({ logger: new DefaultLogger('WARN') });
+  const actPool = createPool(url);
+  const acts = createActivities({
+    pool: actPool,
+    log: createLogger({ component: 'bench' }).child({}, { level: 'warn' }),
+  });
+  const address = process.env.TEMPORAL_ADDRESS ?? '127.0.0.1:7233';
+  const worker = await Worker.create({
+    connection: await NativeConnection.connect({ address }),
+    taskQueue,
+    workflowsPath: require.resolve('../workflows'),
+    activities: acts,
+  });
+  const running = worker.run();
+  const connection = await Connection.connect({ address });
+  return {
+    acts,
+    client: new TemporalClient({ connection }),
+    async stop() {
+      worker.shutdown();
+      await running;
+      await connection.close();
+      await actPool.end();
+    },
+  };
 }
 
 /** generated_images' secondary indexes, on the source and on pg_partman's partition set alike */

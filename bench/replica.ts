@@ -8,14 +8,10 @@
  */
 import * as fs from 'fs';
 import { parseArgs } from 'util';
-import { Client as TemporalClient, Connection } from '@temporalio/client';
-import { DefaultLogger, NativeConnection, Runtime, Worker } from '@temporalio/worker';
-import { createActivities } from '../activities';
-import { createPool, sleep } from '../activities/db';
-import { createLogger } from '../src/logger';
+import { sleep } from '../activities/db';
 import type { Progress } from '../workflows/definitions';
 import { peakLagWhile, standby as runStandby } from '../demo/standby';
-import { createImages, freshDatabase, historySpans, pct, PgBench, stats } from './common';
+import { benchWorker, createImages, freshDatabase, historySpans, pct, PgBench, stats } from './common';
 
 const { values: args } = parseArgs({
   options: {
@@ -51,19 +47,7 @@ async function main(): Promise<void> {
   await createImages(pool, ROWS, 'time');
   await standby('create', args.delay);
 
-  Runtime.install({ logger: new DefaultLogger('WARN') });
-  const actPool = createPool(url);
-  const log = createLogger({ component: 'bench' }).child({}, { level: 'warn' });
-  const address = process.env.TEMPORAL_ADDRESS ?? '127.0.0.1:7233';
-  const worker = await Worker.create({
-    connection: await NativeConnection.connect({ address }),
-    taskQueue: TQ,
-    workflowsPath: require.resolve('../workflows'),
-    activities: createActivities({ pool: actPool, log }),
-  });
-  const running = worker.run();
-  const connection = await Connection.connect({ address });
-  const client = new TemporalClient({ connection });
+  const { client, stop } = await benchWorker(url, TQ);
   const pgbench = new PgBench(conn, ROWS, Number(args.rate));
   const out: Record<string, { peak: number[]; seconds: number[]; p99: number[]; held: number[] }> = {};
   const baseP99: number[] = [];
@@ -136,10 +120,7 @@ async function main(): Promise<void> {
     'bench-replica.json',
     JSON.stringify({ rows: ROWS, runs: RUNS, delay: args.delay, out, baseP99 }, null, 2),
   );
-  worker.shutdown();
-  await running;
-  await connection.close();
-  await actPool.end();
+  await stop();
   await pool.end();
 }
 
