@@ -116,6 +116,14 @@ export async function inTransaction<T>(
   }
 }
 
+/**
+ * Runs statements (no parameters) in one round trip, in the transaction `c` is in: under a lock the
+ * application waits for, every round trip is time it waits.
+ */
+export async function runAll(c: PoolClient, statements: string[]): Promise<void> {
+  if (statements.length) await c.query(statements.join(';\n'));
+}
+
 export interface LockRetryStats {
   attempts: number;
   lockWaitRetries: number;

@@ -8,6 +8,7 @@ import { createActivities } from '../activities';
 import { createPool } from '../activities/db';
 import { createLogger } from '../src/logger';
 import { Client, Pool } from 'pg';
+import { activitySpans } from '../demo/history';
 import { PgbenchOptions, PgbenchTx, pgbenchWhile } from './pgbench';
 
 /** min/median/max of a list. */
@@ -74,15 +75,15 @@ export const SECONDARY_INDEXES = [
   '(created_at)',
 ];
 
-/** The table `images`: uuid key, 4 secondary indexes, 14 months of rows in time order (or random order). */
-export async function createImages(pool: Pool, rows: number, order: string): Promise<void> {
+/** The table `images`: uuid key, 4 secondary indexes, `months` of rows in time order (or random order). */
+export async function createImages(pool: Pool, rows: number, order: string, months = 14): Promise<void> {
   await pool.query(`CREATE TABLE images (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), user_id uuid, status varchar(20) NOT NULL DEFAULT 'done',
     generation_type varchar(30) NOT NULL DEFAULT 'product', prompt text, image_url text, expires_at timestamptz, created_at timestamptz NOT NULL DEFAULT now())`);
   // ids are md5(g)::uuid: random-looking like gen_random_uuid(), and pgbench can address row g
   await pool.query(`INSERT INTO images (id, user_id, status, generation_type, prompt, image_url, expires_at, created_at)
     SELECT md5(g::text)::uuid, gen_random_uuid(), (ARRAY['done','failed','pending'])[1 + g % 3], (ARRAY['product','model'])[1 + g % 2], 'prompt ' || g,
            'https://cdn.example.com/' || md5(g::text) || '.png', ts + interval '6 hours', ts
-      FROM (SELECT g, ${order === 'time' ? `now() - interval '14 months' + (g::float / ${rows}) * interval '14 months' - random() * interval '1 day'` : `now() - random() * interval '14 months'`} AS ts
+      FROM (SELECT g, ${order === 'time' ? `now() - interval '${months} months' + (g::float / ${rows}) * interval '${months} months' - random() * interval '1 day'` : `now() - random() * interval '${months} months'`} AS ts
               FROM generate_series(1, ${rows}) g) s ORDER BY g`);
   for (const idx of SECONDARY_INDEXES) await pool.query(`CREATE INDEX ON images ${idx}`);
   await pool.query('VACUUM ANALYZE images');
@@ -90,50 +91,39 @@ export async function createImages(pool: Pool, rows: number, order: string): Pro
 
 /** From one fetch of the history: per activity type, first scheduled → last completed (epoch ms). */
 export async function historySpans(h: WorkflowHandle): Promise<(activity: string) => [number, number]> {
-  const events = (await h.fetchHistory()).events ?? [];
-  const ms = (t: { seconds?: unknown; nanos?: number | null } | null | undefined) => {
-    const sec = t?.seconds as { toNumber?: () => number } | number | undefined;
-    return (
-      (typeof sec === 'object' && sec?.toNumber ? sec.toNumber() : Number(sec ?? 0)) * 1000 + (t?.nanos ?? 0) / 1e6
-    );
-  };
-  const typeOf = new Map<string, string>();
-  const found = new Map<string, [number, number]>();
-  for (const e of events) {
-    const s = e.activityTaskScheduledEventAttributes;
-    if (s?.activityType?.name) {
-      typeOf.set(String(e.eventId), s.activityType.name);
-      if (!found.has(s.activityType.name)) found.set(s.activityType.name, [ms(e.eventTime), NaN]);
-    }
-    const name = typeOf.get(String(e.activityTaskCompletedEventAttributes?.scheduledEventId ?? ''));
-    if (name) found.get(name)![1] = ms(e.eventTime);
-  }
+  const spans = await activitySpans(h);
   return (activity) => {
-    const span = found.get(activity);
-    if (!span || Number.isNaN(span[1]))
-      throw new Error(`no completed ${activity} activity in the history of ${h.workflowId}`);
-    return span;
+    const of = spans.filter((s) => s.name === activity && !Number.isNaN(s.end));
+    if (!of.length) throw new Error(`no completed ${activity} activity in the history of ${h.workflowId}`);
+    return [Math.min(...of.map((s) => s.start)), Math.max(...of.map((s) => s.end))];
   };
 }
 
-/** The benchmark's write workload on `images`: insert 5 : update 4 : delete 1, ids addressable as md5(g)::uuid. */
+/**
+ * The benchmark's write workload on `images`: insert 5 : update 4 : delete 1, ids addressable as md5(g)::uuid.
+ * With `users` (a `users` table whose ids are md5('u' || g)::uuid, g from 1 to users): inserts name an existing
+ * user, and one transaction in eleven updates a user, so a lock on `users` shows too.
+ */
 export class PgBench {
   private scripts: string[];
   constructor(
     private conn: PgbenchOptions['conn'],
     rows: number,
     private rate: number,
+    opts: { users?: number } = {},
   ) {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pf-bench-'));
     const w = (name: string, weight: number, text: string) => {
       fs.writeFileSync(path.join(dir, name), text + '\n');
       return `${path.join(dir, name)}@${weight}`;
     };
+    const user = opts.users ? `md5('u' || :u)::uuid` : 'gen_random_uuid()';
+    const pickUser = opts.users ? `\\set u random(1, ${opts.users})\n` : '';
     this.scripts = [
       w(
         'insert.sql',
         5,
-        `INSERT INTO images (user_id, prompt, image_url, created_at) VALUES (gen_random_uuid(), 'pgbench', 'https://cdn.example.com/new.png', now() - random() * interval '20 days');`,
+        `${pickUser}INSERT INTO images (user_id, prompt, image_url, created_at) VALUES (${user}, 'pgbench', 'https://cdn.example.com/new.png', now() - random() * interval '20 days');`,
       ),
       w(
         'update.sql',
@@ -142,10 +132,54 @@ export class PgBench {
       ),
       w('delete.sql', 1, `\\set g random(1, ${rows})\nDELETE FROM images WHERE id = md5(CAST(:g AS text))::uuid;`),
     ];
+    if (opts.users)
+      this.scripts.push(
+        w('user.sql', 1, `${pickUser}UPDATE users SET seen_at = now() WHERE id = md5('u' || :u)::uuid;`),
+      );
   }
 
   async run(during: () => Promise<void>): Promise<{ tx: PgbenchTx[]; latencies: number[]; failed: number }> {
     const r = await pgbenchWhile({ conn: this.conn, scripts: this.scripts, clients: 4, rate: this.rate }, during);
     return { tx: r.tx, latencies: r.tx.map((t) => t.latencyMs), failed: r.failed + r.abortedRounds };
+  }
+}
+
+/**
+ * Samples, every `everyMs`, the application statements (pgbench's sessions) waiting for a lock (a table, a row
+ * or a transaction: PostgreSQL's wait_event_type 'Lock') and keeps the longest wait seen, with when it began.
+ * pgbench's transactions are single statements on rows chosen at random, so a lock wait there is partflow's
+ * doing (or, rarely, two clients on the same row): the direct measure of the waits partflow causes, to 10 ms.
+ */
+export async function lockWaitsWhile<T>(
+  conn: PgbenchOptions['conn'],
+  during: () => Promise<T>,
+  everyMs = 10,
+): Promise<{ result: T; waits: { ms: number; at: number; what: string }[] }> {
+  const c = new Client(conn);
+  await c.connect();
+  const longest = new Map<string, { ms: number; at: number; what: string }>();
+  let stop = false;
+  const sampling = (async () => {
+    while (!stop) {
+      const r = await c.query(
+        `SELECT pid, extract(epoch FROM query_start) * 1000 AS started,
+                extract(epoch FROM clock_timestamp() - query_start) * 1000 AS ms,
+                wait_event || ': ' || left(query, 40) AS what
+           FROM pg_stat_activity WHERE application_name = 'pgbench' AND wait_event_type = 'Lock'`,
+      );
+      for (const x of r.rows) {
+        const key = `${x.pid}@${x.started}`;
+        const ms = Number(x.ms);
+        if (ms > (longest.get(key)?.ms ?? 0)) longest.set(key, { ms, at: Number(x.started), what: x.what });
+      }
+      await new Promise((res) => setTimeout(res, everyMs));
+    }
+  })();
+  try {
+    return { result: await during(), waits: [...longest.values()].sort((a, b) => b.ms - a.ms) };
+  } finally {
+    stop = true;
+    await sampling.catch(() => undefined);
+    await c.end();
   }
 }

@@ -12,6 +12,7 @@ import { WorkflowHandle } from '@temporalio/client';
 import { connectClient, startPartition } from '../src/client';
 import { loadConfig } from '../src/config';
 import { fillDemoData, schemaSql } from './schema';
+import { activitySpans, ActivitySpan, runningAt } from './history';
 import { compareWithRecord, Writer, WriterSpec } from './writer';
 import type { Progress } from '../workflows/definitions';
 import type { FixResult } from '../workflows/fixConstraints';
@@ -210,7 +211,8 @@ async function main(): Promise<void> {
   };
   line(`applying with the operator's policies for what the audit found: ${JSON.stringify(overrides)}`);
   const fixT0 = Date.now();
-  const fixed: FixResult = await (await fixStart({ preset: 'seed-critical-fixes', overrides })).result();
+  const fixHandle = await fixStart({ preset: 'seed-critical-fixes', overrides });
+  const fixed: FixResult = await fixHandle.result();
   for (const l of auditTable(fixed)) line(`  ${l}`);
   line(
     `fixConstraints done in ${((Date.now() - fixT0) / 1000).toFixed(1)} s; every repaired row is recorded in partflow.repairs`,
@@ -248,9 +250,8 @@ async function main(): Promise<void> {
     action = (await sched.describe()).info.recentActions[0]?.action.workflow;
     if (!action) await new Promise((r) => setTimeout(r, 200));
   }
-  const maint: MaintainResult = await client.workflow
-    .getHandle(action!.workflowId, action!.firstExecutionRunId)
-    .result();
+  const maintHandle = client.workflow.getHandle(action!.workflowId, action!.firstExecutionRunId);
+  const maint: MaintainResult = await maintHandle.result();
   line('triggered it once; the health report of that run:');
   for (const l of maintainTable(maint)) line(`  ${l}`);
   line(`Schedule in the Web UI: http://localhost:8233/namespaces/${config.namespace}/schedules/${DEFAULT_SCHEDULE_ID}`);
@@ -260,6 +261,9 @@ async function main(): Promise<void> {
   const stats = Object.fromEntries(
     await Promise.all(Object.entries(writers).map(async ([t, w]) => [t, await w.stop()] as const)),
   );
+  const spans: Record<string, ActivitySpan[]> = { fixConstraints: await activitySpans(fixHandle) };
+  for (const [t, h] of Object.entries(handles)) spans[`partitionTable ${t}`] = await activitySpans(h);
+  spans.maintainPartitions = await activitySpans(maintHandle);
   const check = new PgClient(conn);
   await check.connect();
   let ok = true;
@@ -322,6 +326,12 @@ async function main(): Promise<void> {
     line(
       `   writers: ${fmt(s.ops)} ops (${s.inserts} inserts, ${s.updates} updates, ${s.moves} month moves, ${s.rekeys} id changes, ${s.deletes} deletes), ${s.errors} errors, max latency ${s.maxLatencyMs} ms, p99 ${s.p99LatencyMs} ms`,
     );
+    for (const slow of s.slowest.slice(0, 3)) {
+      const during = runningAt(slow.at, spans);
+      line(
+        `     ${slow.ms} ms ${slow.op} at ${new Date(slow.at).toISOString().slice(11, 23)}, while ${during.join(', ') || 'no partflow activity ran'}`,
+      );
+    }
     if (s.errorSamples.length) line(`   writer errors: ${s.errorSamples.join(' | ')}`);
     line(
       `   independent check: ${fmt(w.touchedIds().length)} touched ids (${deletedTouched} deleted): ${cmp.missing} missing, ${cmp.extra} unexpected, ${cmp.different} different`,

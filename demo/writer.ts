@@ -32,6 +32,8 @@ export interface WriterStats {
   errorSamples: string[];
   maxLatencyMs: number;
   p99LatencyMs: number;
+  /** the slowest statements, slowest first: how long, when it started (epoch ms), which kind */
+  slowest: { ms: number; at: number; op: Op }[];
 }
 
 export type Op = 'insert' | 'update' | 'move' | 'rekey' | 'delete';
@@ -57,6 +59,7 @@ export class Writer {
     errorSamples: [],
     maxLatencyMs: 0,
     p99LatencyMs: 0,
+    slowest: [],
   };
 
   constructor(
@@ -196,8 +199,17 @@ export class Writer {
       const took = Date.now() - t0;
       this.latencies.push(took);
       if (took > this.stats.maxLatencyMs) this.stats.maxLatencyMs = took;
+      this.noteSlow(took, t0, op);
       await new Promise((r) => setTimeout(r, Math.max(0, pause - took)));
     }
+  }
+
+  private noteSlow(ms: number, at: number, op: Op): void {
+    const slow = this.stats.slowest;
+    if (slow.length >= 5 && ms <= slow[slow.length - 1].ms) return;
+    slow.push({ ms, at, op });
+    slow.sort((a, b) => b.ms - a.ms);
+    slow.length = Math.min(slow.length, 5);
   }
 
   private apply(lane: { ids: string[] }, row: { k: string; r: string }, isNew: boolean): void {

@@ -13,4 +13,6 @@ ensure_build
 cd "$PARTFLOW_ROOT"
 # npm run bench:replica: the replica-throttling trade-off (bench/replica.ts) instead
 if [ "${1:-}" = "--replica" ]; then shift; exec node dist/bench/replica.js "$@"; fi
+# npm run bench:waits: the longest application wait per workflow (bench/waits.ts) instead
+if [ "${1:-}" = "--waits" ]; then shift; exec node dist/bench/waits.js "$@"; fi
 exec node dist/bench/bench.js "$@"

@@ -19,6 +19,7 @@ import {
   quoteLiteral,
   TableRef,
 } from './ident';
+import { DEFAULT_LOCK_TIMEOUT_MS } from './locks';
 import { DEFAULT_REPLICA_BOUNDS, REPLICA_FIELDS, ReplicaBounds, replicaBoundsFrom } from './replicas';
 
 export type FkAction = 'NO ACTION' | 'RESTRICT' | 'CASCADE' | 'SET NULL' | 'SET DEFAULT';
@@ -211,7 +212,7 @@ export function validateFixInput(raw: unknown): FixOptions {
   const batchSize = input.batchSize === undefined ? 1000 : Number(input.batchSize);
   if (!Number.isInteger(batchSize) || batchSize < 1 || batchSize > 100_000)
     throw new InputError('Field "batchSize" must be a whole number from 1 to 100000.');
-  const lockTimeoutMs = input.lockTimeoutMs === undefined ? 500 : Number(input.lockTimeoutMs);
+  const lockTimeoutMs = input.lockTimeoutMs === undefined ? DEFAULT_LOCK_TIMEOUT_MS : Number(input.lockTimeoutMs);
   if (!Number.isInteger(lockTimeoutMs) || lockTimeoutMs < 10 || lockTimeoutMs > 60_000)
     throw new InputError('Field "lockTimeoutMs" must be a whole number from 10 to 60000.');
   if (input.dryRun !== undefined && typeof input.dryRun !== 'boolean')

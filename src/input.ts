@@ -3,6 +3,7 @@
  * workflow (deterministic), the activities and the CLI alike.
  */
 import { InputError, parseColumnName, parseTableName, TableRef } from './ident';
+import { DEFAULT_LOCK_TIMEOUT_MS } from './locks';
 import { DEFAULT_REPLICA_BOUNDS, REPLICA_FIELDS, ReplicaBounds, replicaBoundsFrom } from './replicas';
 
 /** Input of the `partitionTable` workflow. Only `table` is required. */
@@ -32,7 +33,7 @@ export interface PartitionTableInput {
   inboundForeignKeys?: 'refuse' | 'drop';
   /** Month boundaries for timestamptz columns are midnight in this zone. Default `UTC`. */
   timeZone?: string;
-  /** lock_timeout for each DDL attempt, ms. Default 500: the longest an application query waits behind us. */
+  /** lock_timeout for each DDL attempt, ms. Default 50 (src/locks.ts): the longest an application query waits. */
   lockTimeoutMs?: number;
   /** Return the plan and change nothing. */
   dryRun?: boolean;
@@ -190,7 +191,7 @@ export function validatePartitionInput(raw: unknown): PartitionOptions {
       'refuse',
     ),
     timeZone,
-    lockTimeoutMs: intField(input.lockTimeoutMs, 'lockTimeoutMs', 500, 10, 60_000),
+    lockTimeoutMs: intField(input.lockTimeoutMs, 'lockTimeoutMs', DEFAULT_LOCK_TIMEOUT_MS, 10, 60_000),
     dryRun: input.dryRun === true,
     copyMode: enumField(input.copyMode, 'copyMode', ['auto', 'pages', 'keys'] as const, 'auto'),
     startMonth,

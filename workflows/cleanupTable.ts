@@ -8,6 +8,7 @@ import type { Activities } from '../activities';
 import type { CleanupReport } from '../activities/cleanup';
 import { InputError, parseTableName } from '../src/ident';
 import { failure } from '../src/failures';
+import { DEFAULT_LOCK_TIMEOUT_MS } from '../src/locks';
 
 export interface CleanupTableInput {
   table: string;
@@ -39,5 +40,5 @@ export async function cleanupTable(input: CleanupTableInput): Promise<CleanupRep
     throw failure((err as Error).message, 'InvalidInput');
   }
   if (!input.remove) return act.inspectLeftovers(table);
-  return act.removeLeftovers(table, input.workflowId!, input.lockTimeoutMs ?? 500);
+  return act.removeLeftovers(table, input.workflowId!, input.lockTimeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS);
 }

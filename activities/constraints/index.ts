@@ -3,6 +3,7 @@
  * the DDL steps (steps.ts), the repairs and their undo (repair.ts). Each looks at the catalog first and does
  * only what is missing; every statement comes from src/fixSteps.ts, the same the dry run lists.
  */
+import { DEFAULT_LOCK_TIMEOUT_MS } from '../../src/locks';
 import type { Fix, FixOptions, ForeignKeyFix } from '../../src/constraints';
 import type { FixInfo } from '../../src/fixSteps';
 import type { ReplicaBounds } from '../../src/replicas';
@@ -35,8 +36,14 @@ export function createConstraintActivities(deps: Deps) {
       addConstraintNotValid(deps, fix, info, lockTimeoutMs),
     dropConstraint: (fixNo: number, fix: Fix, info: FixInfo, lockTimeoutMs: number) =>
       dropConstraint(deps, fixNo, fix, info, lockTimeoutMs),
-    repair: (fixNo: number, fix: Fix, info: FixInfo, batchSize: number, lockTimeoutMs = 500, replica?: ReplicaBounds) =>
-      repair(deps, fixNo, fix, info, batchSize, lockTimeoutMs, replica),
+    repair: (
+      fixNo: number,
+      fix: Fix,
+      info: FixInfo,
+      batchSize: number,
+      lockTimeoutMs = DEFAULT_LOCK_TIMEOUT_MS,
+      replica?: ReplicaBounds,
+    ) => repair(deps, fixNo, fix, info, batchSize, lockTimeoutMs, replica),
     restoreRepairs: (fixNo: number, fix: Fix, info: FixInfo, lockTimeoutMs: number) =>
       restoreRepairs(deps, fixNo, fix, info, lockTimeoutMs),
     validateConstraint: (fix: Fix, info: FixInfo, lockTimeoutMs: number) =>

@@ -2,6 +2,7 @@
  * The DDL steps of a fix and their undo, each running the statements `fixSteps` built (the same the dry run
  * listed), each looking at the catalog first: supporting index, constraint NOT VALID, VALIDATE.
  */
+import { DEFAULT_LOCK_TIMEOUT_MS } from '../../src/locks';
 import type { Pool, PoolClient } from 'pg';
 import { describeFix, Fix, ForeignKeyFix } from '../../src/constraints';
 import { failure } from '../../src/failures';
@@ -54,7 +55,7 @@ export async function createSupportingIndex(
   const index = fixSteps(fix, { ...info, hasIndex: false }).index!;
   try {
     const parent = index.parent;
-    if (parent) await withLockRetry(pool, l, 'index parent', 500, (c) => c.query(parent.sql));
+    if (parent) await withLockRetry(pool, l, 'index parent', DEFAULT_LOCK_TIMEOUT_MS, (c) => c.query(parent.sql));
     for (const e of index.each) {
       await createConcurrently(pool, e.table, e.name, e.sql);
       if (!parent || !e.attach) continue;
@@ -66,7 +67,8 @@ export async function createSupportingIndex(
         ],
       );
       const attach = e.attach;
-      if (!attached.rowCount) await withLockRetry(pool, l, 'attach index', 500, (c) => c.query(attach));
+      if (!attached.rowCount)
+        await withLockRetry(pool, l, 'attach index', DEFAULT_LOCK_TIMEOUT_MS, (c) => c.query(attach));
     }
     const name = parent?.name ?? index.each[0].name;
     l.info({ index: name }, 'supporting index ready');
@@ -82,7 +84,9 @@ export async function dropSupportingIndex({ pool, log }: Deps, fix: ForeignKeyFi
     const [first, ...rest] = index.drop;
     // dropping the parent index drops the attached partition indexes with it (brief lock on the parent)
     if (index.parent)
-      await withLockRetry(pool, fixLog(log, 'drop index', fix), 'drop index', 500, (c) => c.query(first));
+      await withLockRetry(pool, fixLog(log, 'drop index', fix), 'drop index', DEFAULT_LOCK_TIMEOUT_MS, (c) =>
+        c.query(first),
+      );
     else await pool.query(first);
     for (const sql of rest) await pool.query(sql);
     return { changed: true, lockWaitRetries: 0 };

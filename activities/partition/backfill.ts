@@ -340,7 +340,9 @@ export async function backfillChunk({ pool, log }: Deps, input: BackfillChunkInp
     const w = pages ? await pageWalker(pool, input, l) : await keyWalker(pool, input);
     let rowsCopied = w.rowsCopied;
     const tune = tuningOf(w.tuneKey);
-    let size = Math.min(w.cap, tune.size ?? w.cap);
+    // a new table starts at an eighth of the largest batch and grows while batches stay under maxBatchMs: the
+    // rows of a batch are locked FOR SHARE until it commits, so its length is what a writer of them may wait
+    let size = Math.min(w.cap, tune.size ?? Math.ceil(w.cap / 8));
     const wal = { bytes: bounds.maxWalBytesPerSecond ? await walPosition(pool) : 0, at: Date.now() };
     const replicas = { label: displayName(t), known: runStandbys(pool, t) };
     while (!w.done() && Date.now() - started < input.maxMs) {
@@ -373,6 +375,8 @@ export async function backfillChunk({ pool, log }: Deps, input: BackfillChunkInp
       metrics.batchDuration(displayName(t), took);
       metrics.rowsCopied(displayName(t), read);
       if (input.maxBatchMs) tune.size = size = nextBatchSize(b.units, w.cap, took, input.maxBatchMs);
+      if (input.maxBatchMs && took > 4 * input.maxBatchMs)
+        l.warn({ tookMs: took, units: b.units, merged, maxBatchMs: input.maxBatchMs }, 'a batch took long');
       w.advance();
       rowsCopied += read;
       counts.rowsThisChunk += read;

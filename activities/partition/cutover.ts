@@ -7,7 +7,7 @@ import type { Pool, PoolClient } from 'pg';
 import { failure } from '../../src/failures';
 import { displayName, qualified } from '../../src/ident';
 import { Plan, shapeDifferences, splitLock } from '../../src/plan';
-import { classify, withHeartbeat, withLockRetry } from '../db';
+import { classify, runAll, withHeartbeat, withLockRetry } from '../db';
 import { faultPoint } from '../faults';
 import { Deps, fence, lockedBy, ownPlan, relOid, rowMoves, RUNS, runState, stepLog } from './run';
 
@@ -102,7 +102,7 @@ export async function cutover({ pool, log }: Deps, plan: Plan, lockTimeoutMs: nu
     lockedAt = Date.now();
     await fence(c, plan.table);
     await checkUnchanged(c, plan);
-    for (const sql of then) await c.query(sql);
+    await runAll(c, then);
     await faultPoint('cutover', l); // renamed, not committed
     // the new table's columns as of the cut-over: a rollback that would lose a later change is refused
     await c.query(
@@ -161,7 +161,7 @@ export async function swapBack(
     lockedAt = Date.now();
     const loss = await rollbackLoss(c, plan);
     if (loss) throw failure(loss, 'TableChanged');
-    for (const sql of then) await c.query(sql);
+    await runAll(c, then);
     await c.query(
       `UPDATE ${RUNS} SET cutover_done = false, updated_at = now() WHERE table_schema = $1 AND table_name = $2`,
       [plan.table.schema, plan.table.name],
@@ -192,8 +192,7 @@ export async function finalize({ pool, log }: Deps, plan: Plan, lockTimeoutMs: n
   const moves = await rowMoves(pool, plan.table);
   const end = async (c: PoolClient) => {
     await fence(c, plan.table);
-    for (const sql of plan.sql.finalize) await c.query(sql);
-    for (const sql of plan.sql.dropCounters ?? []) await c.query(sql);
+    await runAll(c, [...plan.sql.finalize, ...(plan.sql.dropCounters ?? [])]);
     await faultPoint('finalize', l);
   };
   await withLockRetry(pool, l, 'finalize', lockTimeoutMs, end, lockedBy(plan));

@@ -3,7 +3,7 @@ import type { PoolClient } from 'pg';
 import { failure } from '../../src/failures';
 import { displayName, qualified } from '../../src/ident';
 import { foreignKeyName, Plan } from '../../src/plan';
-import { inTransaction, withHeartbeat, withLockRetry } from '../db';
+import { inTransaction, runAll, withHeartbeat, withLockRetry } from '../db';
 import { faultPoint } from '../faults';
 import { copyExists, Deps, fence, lockedBy, ownPlan, relOid, stepLog } from './run';
 
@@ -23,7 +23,7 @@ export async function createShadow(
       if (!existing) {
         await withLockRetry(pool, l, 'shadow', lockTimeoutMs, async (c) => {
           await fence(c, plan.table);
-          for (const sql of plan.sql.shadow) await c.query(sql);
+          await runAll(c, plan.sql.shadow);
         });
         created = true;
       } else if (existing.relkind !== 'p') {

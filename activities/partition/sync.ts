@@ -7,7 +7,7 @@ import type { PoolClient } from 'pg';
 import { failure } from '../../src/failures';
 import { displayName } from '../../src/ident';
 import { FORWARD_TRIGGER, Plan } from '../../src/plan';
-import { withLockRetry } from '../db';
+import { runAll, withLockRetry } from '../db';
 import { faultPoint } from '../faults';
 import { Deps, fence, lockedBy, ownPlan, relOid, RUNS, stepLog } from './run';
 
@@ -52,7 +52,7 @@ export async function installSyncTrigger(
       plan.tableOid,
       FORWARD_TRIGGER,
     ]);
-    if (!has.rowCount) for (const sql of plan.sql.syncTrigger) await c.query(sql);
+    if (!has.rowCount) await runAll(c, plan.sql.syncTrigger);
     await faultPoint('sync', l);
     // partflow's triggers as committed now; the cut-over refuses if they were disabled since
     const triggerFence = (await c.query(plan.sql.triggerFence, [plan.tableOid])).rows[0].fence;
@@ -69,8 +69,8 @@ export async function dropSyncTrigger({ pool, log }: Deps, plan: Plan, lockTimeo
   const l = stepLog(log, 'drop-sync', plan.table);
   const drop = async (c: PoolClient) => {
     const src = await relOid(c, plan.table);
-    if (src && src.oid === plan.tableOid) for (const sql of plan.sql.dropSyncTrigger) await c.query(sql);
-    for (const sql of plan.sql.dropCounters ?? []) await c.query(sql);
+    if (src && src.oid === plan.tableOid) await runAll(c, plan.sql.dropSyncTrigger);
+    await runAll(c, plan.sql.dropCounters ?? []);
   };
   await withLockRetry(pool, l, 'drop sync trigger', lockTimeoutMs, drop, lockedBy(plan));
   l.info('sync trigger dropped');

@@ -80,10 +80,15 @@ function cutoverSql(ctx: PlanContext, renames: IndexRename[], dropSyncTrigger: s
 export function cutoverStep(ctx: PlanContext, renames: IndexRename[], dropSyncTrigger: string[]): CutoverSql {
   const { table, info, old } = ctx;
   const { reverse, guard } = syncObjects(info.oid);
-  const finalize = dropTriggersSql(qualified(table), reverse, guard);
+  // DROP TRIGGER on a partitioned table drops each partition's clone first, locking the partitions before the
+  // parent: the reverse of the application's order (parent, then partitions), a deadlock that only the
+  // lock_timeout would break, on every attempt while writers run. Locking the table first (LOCK TABLE takes
+  // the parent, then the partitions) makes the order the application's.
+  const dropReverse = dropTriggersSql(qualified(table), reverse, guard);
+  const finalize = [`LOCK TABLE ${qualified(table)} IN ACCESS EXCLUSIVE MODE`, ...dropReverse];
   const swapBack = [
     `LOCK TABLE ${qualified(table)}, ${qualified(old)} IN ACCESS EXCLUSIVE MODE`,
-    ...finalize,
+    ...dropReverse,
     ...swapSql(
       ctx,
       old,

@@ -47,7 +47,7 @@ describe('validateFixInput', () => {
       orphans: 'fail',
       name: 'fk_Images_user_id',
     });
-    expect(o).toMatchObject({ batchSize: 1000, lockTimeoutMs: 500, dryRun: false });
+    expect(o).toMatchObject({ batchSize: 1000, lockTimeoutMs: 50, dryRun: false });
   });
   it.each([
     [{}, /"fixes" must be a non-empty list/],

@@ -278,6 +278,13 @@ describe('buildPlan', () => {
     expect(plan.sql.swapBack).toContain('ALTER INDEX "public"."gi_pfo_0" RENAME TO "gi_pkey"');
   });
 
+  it('finalizes by locking the partitioned table first (parent, then partitions: the order of the application)', () => {
+    // DROP TRIGGER alone would lock the partitions' clones before the parent: a deadlock with any writer
+    expect(plan.sql.finalize[0]).toBe('LOCK TABLE "public"."gi" IN ACCESS EXCLUSIVE MODE');
+    expect(plan.sql.finalize.slice(1).every((s) => s.startsWith('DROP '))).toBe(true);
+    expect(plan.sql.finalize).toContain('DROP TRIGGER IF EXISTS "partflow_sync_rev" ON "public"."gi"');
+  });
+
   it('lists every statement for a dry run', () => {
     const steps = planStatements(plan).map((s) => s.step);
     expect([...new Set(steps)]).toEqual(['shadow', 'sync', 'backfill', 'verify', 'cutover', 'finalize']);
