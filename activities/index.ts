@@ -1,6 +1,7 @@
 /** Every activity partflow registers, built around one pg pool and logger. */
 import { createCleanupActivities } from './cleanup';
 import { createConstraintActivities } from './constraints';
+import { createIndexActivities } from './indexes';
 import { createMaintenanceActivities } from './maintenance';
 import { createPartitionActivities, Deps } from './partition';
 
@@ -10,6 +11,7 @@ export function createActivities(deps: Deps) {
     ...createConstraintActivities(deps),
     ...createMaintenanceActivities(deps),
     ...createCleanupActivities(deps),
+    ...createIndexActivities(deps),
   };
 }
 

@@ -122,7 +122,7 @@ async function main(): Promise<void> {
       line(
         `run ${r}: ${ROWS.toLocaleString('en-US')} rows over ${MONTHS} months (+ ${args.premake} ahead), ${USERS} users`,
       );
-      await pool.query('DROP SCHEMA IF EXISTS partflow CASCADE');
+      await pool.query('DROP SCHEMA IF EXISTS partflow, archive CASCADE');
       await pool.query('DROP SCHEMA public CASCADE; CREATE SCHEMA public');
       await pool.query(`CREATE TABLE users (id uuid PRIMARY KEY, seen_at timestamptz)`);
       await pool.query(`INSERT INTO users SELECT md5('u' || g)::uuid FROM generate_series(1, ${USERS}) g`);

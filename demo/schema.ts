@@ -15,7 +15,9 @@ export const LOOKUP_TABLES = [
   'ai_faces',
 ];
 
-export function schemaSql(): string[] {
+/** With `seedIndexes` false, the seed plan's section 1 indexes are left for createIndexes to build (the demo). */
+export function schemaSql(opts: { seedIndexes?: boolean } = {}): string[] {
+  const seed = opts.seedIndexes !== false;
   const lookups = LOOKUP_TABLES.map(
     (t) =>
       `CREATE TABLE ${t} (id serial PRIMARY KEY, name varchar(100) NOT NULL, is_active boolean NOT NULL DEFAULT true, created_at timestamptz NOT NULL DEFAULT now())`,
@@ -40,9 +42,13 @@ export function schemaSql(): string[] {
        expires_at timestamptz,
        created_at timestamptz NOT NULL DEFAULT now(),
        updated_at timestamptz NOT NULL DEFAULT now())`,
-    `CREATE INDEX idx_generated_images_user_status ON generated_images (user_id, generation_status) WHERE user_id IS NOT NULL`,
-    `CREATE INDEX idx_generated_images_expires_at ON generated_images (expires_at)`,
-    `CREATE INDEX idx_generated_images_type_status_created ON generated_images (generation_type, generation_status, created_at)`,
+    ...(seed
+      ? [
+          `CREATE INDEX idx_generated_images_user_status ON generated_images (user_id, generation_status) WHERE user_id IS NOT NULL`,
+          `CREATE INDEX idx_generated_images_expires_at ON generated_images (expires_at)`,
+          `CREATE INDEX idx_generated_images_type_status_created ON generated_images (generation_type, generation_status, created_at)`,
+        ]
+      : []),
     `CREATE INDEX idx_generated_images_created_at ON generated_images (created_at)`,
     `CREATE TABLE credit_transactions (
        id bigserial PRIMARY KEY,
@@ -52,8 +58,12 @@ export function schemaSql(): string[] {
        operation_type varchar(30) NOT NULL,
        description text,
        created_at timestamptz NOT NULL DEFAULT now())`,
-    `CREATE INDEX idx_credit_transactions_user_created ON credit_transactions (user_id, created_at)`,
-    `CREATE INDEX idx_credit_transactions_operation_type ON credit_transactions (operation_type)`,
+    ...(seed
+      ? [
+          `CREATE INDEX idx_credit_transactions_user_created ON credit_transactions (user_id, created_at)`,
+          `CREATE INDEX idx_credit_transactions_operation_type ON credit_transactions (operation_type)`,
+        ]
+      : []),
     `CREATE INDEX idx_credit_transactions_created_at ON credit_transactions (created_at)`,
   ];
 }

@@ -48,6 +48,8 @@ export class Writer {
   private idle: boolean[] = [];
   private loops: Promise<void>[] = [];
   private latencies: number[] = [];
+  /** [start (epoch ms), took] of every statement */
+  private timed: [number, number][] = [];
   readonly stats: WriterStats = {
     ops: 0,
     inserts: 0,
@@ -198,10 +200,17 @@ export class Writer {
       }
       const took = Date.now() - t0;
       this.latencies.push(took);
+      this.timed.push([t0, took]);
       if (took > this.stats.maxLatencyMs) this.stats.maxLatencyMs = took;
       this.noteSlow(took, t0, op);
       await new Promise((r) => setTimeout(r, Math.max(0, pause - took)));
     }
+  }
+
+  /** The longest statement that started from `from` to `to` (epoch ms), and how many started then. */
+  longestBetween(from: number, to: number): { ms: number; ops: number } {
+    const within = this.timed.filter(([at]) => at >= from && at <= to);
+    return { ms: Math.max(0, ...within.map(([, took]) => took)), ops: within.length };
   }
 
   private noteSlow(ms: number, at: number, op: Op): void {

@@ -23,6 +23,7 @@ export const FAILURE_TYPES = {
   ViolationsAppeared: 'rows that violate the constraint were written during the run',
   PartitionTableFailed: 'partitionTable failed; the message says what its undo did',
   FixConstraintsFailed: 'fixConstraints failed; the message says what its undo did',
+  CreateIndexesFailed: 'createIndexes failed; what this run built was dropped',
 } as const;
 
 export type FailureType = keyof typeof FAILURE_TYPES;

@@ -4,6 +4,7 @@
  * (then the parent constraint adopts the partitions' ones). NOT NULL: CHECK NOT VALID → fill → VALIDATE →
  * SET NOT NULL (proven by the check, no scan) → the check goes. Each forward step has its undo beside it.
  */
+import { IndexBuild, indexBuild } from './indexes';
 import { fkClause, Fix, ForeignKeyFix, NotNullFix, repairBatchSql, supportingIndexName } from './constraints';
 import { displayName, qualified, quoteIdent as q, TableRef } from './ident';
 
@@ -25,13 +26,8 @@ export interface OnTable {
   sql: string;
 }
 
-export interface SupportingIndex {
-  /** partitioned table: the index ON ONLY the parent, then one per partition, attached */
-  parent?: { name: string; sql: string };
-  each: { table: TableRef; name: string; sql: string; attach?: string }[];
-  /** undo: the parent index (it takes the attached ones with it), then each */
-  drop: string[];
-}
+/** partitioned table: the index ON ONLY the parent, then one per partition, attached (src/indexes.ts) */
+export type SupportingIndex = IndexBuild;
 
 export interface FixSteps {
   index: SupportingIndex | null;
@@ -46,33 +42,14 @@ export interface FixSteps {
 }
 
 function supportingIndex(fix: ForeignKeyFix, info: FixInfo): SupportingIndex {
-  const cols = fix.columns.map(q).join(', ');
-  const parent = supportingIndexName(fix);
-  const at = (schema: string, name: string) => qualified({ schema, name });
-  if (info.relkind !== 'p') {
-    const sql = `CREATE INDEX CONCURRENTLY IF NOT EXISTS ${q(parent)} ON ${qualified(fix.table)} (${cols})`;
-    return {
-      each: [{ table: fix.table, name: parent, sql }],
-      drop: [`DROP INDEX CONCURRENTLY IF EXISTS ${at(fix.table.schema, parent)}`],
-    };
-  }
-  const each = info.partitions.map((p) => {
-    const child = supportingIndexName(fix, p.name);
-    return {
-      table: p,
-      name: child,
-      sql: `CREATE INDEX CONCURRENTLY IF NOT EXISTS ${q(child)} ON ${qualified(p)} (${cols})`,
-      attach: `ALTER INDEX ${at(fix.table.schema, parent)} ATTACH PARTITION ${at(p.schema, child)}`,
-    };
-  });
-  return {
-    parent: { name: parent, sql: `CREATE INDEX IF NOT EXISTS ${q(parent)} ON ONLY ${qualified(fix.table)} (${cols})` },
-    each,
-    drop: [
-      `DROP INDEX IF EXISTS ${at(fix.table.schema, parent)}`,
-      ...each.map((e) => `DROP INDEX CONCURRENTLY IF EXISTS ${at(e.table.schema, e.name)}`),
-    ],
+  const shape = {
+    table: fix.table,
+    name: supportingIndexName(fix),
+    definition: `(${fix.columns.map(q).join(', ')})`,
+    unique: false,
+    childName: (p: TableRef) => supportingIndexName(fix, p.name),
   };
+  return indexBuild(shape, info.relkind, info.partitions);
 }
 
 /** Undo of SET NOT NULL. */

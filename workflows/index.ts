@@ -3,3 +3,4 @@ export { partitionTable } from './partitionTable';
 export { fixConstraints } from './fixConstraints';
 export { maintainPartitions } from './maintainPartitions';
 export { cleanupTable } from './cleanupTable';
+export { createIndexes } from './createIndexes';

@@ -8,9 +8,10 @@ import { describeFix, Fix, ForeignKeyFix } from '../../src/constraints';
 import { failure } from '../../src/failures';
 import { dropNotNullSql, FixInfo, fixSteps } from '../../src/fixSteps';
 import { qualified, TableRef } from '../../src/ident';
-import { classify, inTransaction, withHeartbeat, withLockRetry } from '../db';
+import { classify, withHeartbeat, withLockRetry } from '../db';
 import type { Deps } from '../partition';
 import { fixFence, fixLog, lockedByFix } from './run';
+import { buildConcurrently } from '../indexes';
 
 export interface StepResult {
   changed: boolean;
@@ -27,24 +28,6 @@ async function hasConstraint(c: PoolClient | Pool, t: TableRef, name: string): P
   return r.rowCount ? { validated: r.rows[0].convalidated } : null;
 }
 
-/** CREATE INDEX CONCURRENTLY, fenced just before (it cannot run inside a transaction); an invalid leftover goes. */
-async function createConcurrently(pool: Pool, on: TableRef, name: string, sql: string): Promise<void> {
-  await inTransaction(pool, fixFence);
-  const ex = await pool.query(
-    `SELECT i.indisvalid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-       JOIN pg_index i ON i.indexrelid = c.oid WHERE n.nspname = $1 AND c.relname = $2`,
-    [on.schema, name],
-  );
-  if (ex.rowCount && ex.rows[0].indisvalid === false) {
-    await pool.query(`DROP INDEX CONCURRENTLY IF EXISTS ${qualified({ schema: on.schema, name })}`);
-  }
-  // waits for older transactions but never blocks writes; heartbeats keep Temporal informed
-  await withHeartbeat(
-    () => ({ step: 'index', name }),
-    () => pool.query(sql),
-  );
-}
-
 /** CREATE INDEX CONCURRENTLY (per partition, then attached, on a partitioned table); invalid leftovers are rebuilt. */
 export async function createSupportingIndex(
   { pool, log }: Deps,
@@ -57,7 +40,7 @@ export async function createSupportingIndex(
     const parent = index.parent;
     if (parent) await withLockRetry(pool, l, 'index parent', DEFAULT_LOCK_TIMEOUT_MS, (c) => c.query(parent.sql));
     for (const e of index.each) {
-      await createConcurrently(pool, e.table, e.name, e.sql);
+      await buildConcurrently(pool, e.table, e.name, e.sql, fixFence);
       if (!parent || !e.attach) continue;
       const attached = await pool.query(
         `SELECT 1 FROM pg_inherits WHERE inhrelid = to_regclass($1) AND inhparent = to_regclass($2)`,

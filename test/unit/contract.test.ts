@@ -3,6 +3,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { FIX_INPUT_FIELDS } from '../../src/constraints';
 import { FAILURE_TYPES } from '../../src/failures';
+import { INDEX_FIELDS, INDEX_INPUT_FIELDS } from '../../src/indexes';
 import { PARTITION_INPUT_FIELDS } from '../../src/input';
 import { MAINTAIN_INPUT_FIELDS, MAINTAIN_TABLE_FIELDS } from '../../src/maintenance';
 
@@ -19,6 +20,7 @@ const named = (text: string, names: readonly string[]) => names.filter((n) => !t
 test('every input field of each workflow is documented in its section', () => {
   expect(named(section('Workflow `partitionTable`'), PARTITION_INPUT_FIELDS)).toEqual([]);
   expect(named(section('Workflow `fixConstraints`'), FIX_INPUT_FIELDS)).toEqual([]);
+  expect(named(section('Workflow `createIndexes`'), [...INDEX_INPUT_FIELDS, ...INDEX_FIELDS])).toEqual([]);
   expect(named(section('Workflow `maintainPartitions`'), [...MAINTAIN_INPUT_FIELDS, ...MAINTAIN_TABLE_FIELDS])).toEqual(
     [],
   );
@@ -37,6 +39,11 @@ test('every signal, query and update defined in workflows/ is documented, and ev
   const fields = [...progress.slice(0, progress.indexOf('\n}')).matchAll(/^ {2}(\w+)\??:/gm)].map((m) => m[1]);
   expect(fields.length).toBeGreaterThan(20);
   expect(named(section('Workflow `partitionTable`'), fields)).toEqual([]);
+  const indexes = fs.readFileSync(path.join(ROOT, 'workflows', 'createIndexes.ts'), 'utf8');
+  const ip = indexes.slice(indexes.indexOf('export interface IndexProgress'));
+  const ipFields = [...ip.slice(0, ip.indexOf('\n}')).matchAll(/^ {2}(\w+)\??:/gm)].map((m) => m[1]);
+  expect(ipFields.length).toBeGreaterThan(5);
+  expect(named(section('Workflow `createIndexes`'), ipFields)).toEqual([]);
 });
 
 test('every failure type is documented, and the docs link nothing outside the project', () => {

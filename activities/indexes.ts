@@ -1,0 +1,317 @@
+/**
+ * Activities of `createIndexes`: the checks (nothing built before all indexes pass them), the parent index,
+ * one partition's index per call (built CONCURRENTLY, progress from pg_stat_progress_create_index, then
+ * attached), and the undo. The run's fence is fixConstraints' (partflow.fix_runs): forward steps commit only
+ * while the run is active.
+ */
+import type { Pool, PoolClient } from 'pg';
+import { failure } from '../src/failures';
+import { displayName, InputError, qualified, TableRef } from '../src/ident';
+import { describeIndex, IndexBuild, indexBuild, IndexOptions, indexShape, IndexSpec } from '../src/indexes';
+import type { Logger } from '../src/logger';
+import { activityContext, classify, inTransaction, withLockRetry } from './db';
+import { fixFence } from './constraints/run';
+import type { Deps } from './partition';
+import { relOid, workflowId } from './partition/run';
+
+export interface IndexPlan {
+  spec: IndexSpec;
+  description: string;
+  /** the index is there and valid: nothing to do (and nothing to undo) */
+  exists: boolean;
+  build: IndexBuild;
+  notes: string[];
+  /** the statements, in order, for the dry run */
+  sql: string[];
+}
+
+const indexLog = (log: Logger, step: string, x: IndexSpec) =>
+  log.child({ step, index: x.name, table: displayName(x.table), workflowId: workflowId() });
+
+async function partitionsOf(c: PoolClient, oid: number): Promise<(TableRef & { relkind: string })[]> {
+  const r = await c.query(
+    `SELECT n.nspname AS schema, c.relname AS name, c.relkind FROM pg_inherits i
+       JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE i.inhparent = $1 ORDER BY c.relname`,
+    [oid],
+  );
+  return r.rows;
+}
+
+/** The index named `name` in `schema`: on which table, valid or not; or another relation of that name. */
+async function existing(c: PoolClient, schema: string, name: string) {
+  const r = await c.query(
+    `SELECT c.relkind, i.indisvalid AS valid, i.indrelid::regclass::text AS on_table, i.indrelid::int AS table_oid,
+            pg_get_indexdef(c.oid) AS def
+       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace LEFT JOIN pg_index i ON i.indexrelid = c.oid
+      WHERE n.nspname = $1 AND c.relname = $2`,
+    [schema, name],
+  );
+  return r.rows[0] as
+    { relkind: string; valid: boolean | null; on_table: string; table_oid: number; def: string } | undefined;
+}
+
+/**
+ * PostgreSQL checks the definition on an empty temporary copy of the table, in a transaction rolled back:
+ * columns, expressions, a predicate's functions (IMMUTABLE only), no subquery. Nothing of the real table is
+ * touched.
+ */
+async function checkDefinition(c: PoolClient, x: IndexSpec, at: string): Promise<void> {
+  const shape = indexShape(x);
+  await c.query('SAVEPOINT pf_check');
+  try {
+    await c.query(`CREATE TEMP TABLE pf_index_check (LIKE ${qualified(x.table)})`);
+    await c.query(`CREATE ${x.unique ? 'UNIQUE ' : ''}INDEX ON pg_temp.pf_index_check ${shape.definition}`);
+  } catch (err) {
+    const e = err as { code?: string; message?: string };
+    if (e.code === '42P17' && x.where) {
+      throw new InputError(
+        `${at}: the predicate "${x.where}" of ${x.name} calls a function that is not IMMUTABLE (now() and ` +
+          'current_date are not: an index predicate must mean the same at every moment); use a plain index on ' +
+          `the column instead (${x.columns.map((col) => col.name).join(', ')}), which serves "< now()" queries ` +
+          "too, or a predicate on a fixed date (e.g. expires_at < '2027-01-01') rebuilt under a new name when " +
+          'the date is near.',
+      );
+    }
+    throw new InputError(`${at}: PostgreSQL refuses the definition of ${x.name}: ${e.message}.`);
+  } finally {
+    await c.query('ROLLBACK TO SAVEPOINT pf_check');
+  }
+}
+
+/** A unique index on a partitioned table is enforced per partition: it must include the partition key. */
+async function checkUnique(c: PoolClient, x: IndexSpec, oid: number, at: string): Promise<void> {
+  const r = await c.query(
+    `SELECT coalesce(array_agg(a.attname::text ORDER BY k.n) FILTER (WHERE a.attname IS NOT NULL), '{}') AS cols,
+            bool_or(k.attnum = 0) AS expression
+       FROM pg_partitioned_table p, unnest(p.partattrs) WITH ORDINALITY k(attnum, n)
+       LEFT JOIN pg_attribute a ON a.attrelid = $1 AND a.attnum = k.attnum
+      WHERE p.partrelid = $1`,
+    [oid],
+  );
+  const key: string[] = r.rows[0]?.cols ?? [];
+  const missing = key.filter((k) => !x.columns.some((col) => col.name === k));
+  if (r.rows[0]?.expression || missing.length) {
+    throw new InputError(
+      `${at}: a unique index on ${displayName(x.table)} must include its partition key ` +
+        `(${key.join(', ') || 'an expression'}): PostgreSQL enforces uniqueness within each partition only; ` +
+        'add the key to "columns", or enforce the uniqueness on a table that is not partitioned.',
+    );
+  }
+}
+
+async function planOne(c: PoolClient, x: IndexSpec, at: string): Promise<IndexPlan> {
+  const t = await relOid(c, x.table);
+  if (!t) throw new InputError(`${at}: table ${displayName(x.table)} does not exist.`);
+  if (!['r', 'p'].includes(t.relkind)) throw new InputError(`${at}: ${displayName(x.table)} is not a table.`);
+  const parts = t.relkind === 'p' ? await partitionsOf(c, t.oid) : [];
+  const odd = parts.find((p) => p.relkind !== 'r');
+  if (odd) {
+    throw new InputError(
+      `${at}: partition ${displayName(odd)} of ${displayName(x.table)} is ` +
+        `${odd.relkind === 'p' ? 'itself partitioned' : 'not a plain table'}; ` +
+        'partflow builds indexes on one level of plain partitions only: build this one by hand.',
+    );
+  }
+  if (x.unique && t.relkind === 'p') await checkUnique(c, x, t.oid, at);
+  await checkDefinition(c, x, at);
+  const ex = await existing(c, x.table.schema, x.name);
+  const notes: string[] = [];
+  if (ex && (ex.relkind === 'r' || ex.relkind === 'p' || !ex.on_table || ex.table_oid !== t.oid)) {
+    throw new InputError(
+      `${at}: the name ${x.table.schema}.${x.name} is taken by ` +
+        `${ex.on_table ? `an index on ${ex.on_table}` : 'another relation'}; choose another "name".`,
+    );
+  }
+  const build = indexBuild(indexShape(x), t.relkind, parts);
+  for (const e of build.each) {
+    const other = e.name === x.name ? undefined : await existing(c, e.table.schema, e.name);
+    if (other && other.on_table && other.table_oid !== (await relOid(c, e.table))?.oid)
+      throw new InputError(`${at}: the partition index name ${e.name} is taken by an index on ${other.on_table}.`);
+  }
+  const done = !!ex && ex.valid === true;
+  if (done) notes.push(`already there and valid: ${ex.def}`);
+  else if (ex) notes.push(`an unfinished build of ${x.name} is there (INVALID): partflow finishes it`);
+  const sql = done
+    ? []
+    : [
+        ...(build.parent ? [build.parent.sql] : []),
+        ...build.each.flatMap((e) => [e.sql, ...(e.attach ? [e.attach] : [])]),
+      ];
+  return { spec: x, description: describeIndex(x), exists: done, build, notes, sql };
+}
+
+/** Checks every index before any is built: a refusal changes nothing. */
+export async function planIndexes({ pool }: Deps, opts: IndexOptions): Promise<IndexPlan[]> {
+  try {
+    return await inTransaction(
+      pool,
+      async (c) => {
+        const plans: IndexPlan[] = [];
+        for (const [i, x] of opts.indexes.entries()) plans.push(await planOne(c, x, `indexes[${i}]`));
+        return plans;
+      },
+      {},
+    );
+  } catch (err) {
+    classify(err, 'index checks');
+  }
+}
+
+/** The index ON ONLY the parent: instant, invalid until every partition's index is attached. */
+export async function createParentIndex({ pool, log }: Deps, plan: IndexPlan, lockTimeoutMs: number): Promise<void> {
+  const parent = plan.build.parent;
+  if (!parent) return;
+  const l = indexLog(log, 'parent index', plan.spec);
+  try {
+    await withLockRetry(
+      pool,
+      l,
+      'parent index',
+      lockTimeoutMs,
+      async (c) => {
+        await fixFence(c);
+        await c.query(parent.sql);
+      },
+      { relations: [qualified(plan.spec.table)] },
+    );
+  } catch (err) {
+    classify(err, `parent index ${plan.spec.name}`);
+  }
+}
+
+/** What pg_stat_progress_create_index says of one backend's build, for heartbeats and the log. */
+async function buildProgress(pool: Pool, pid: number): Promise<Record<string, unknown> | null> {
+  const r = await pool
+    .query(
+      `SELECT phase, blocks_done, blocks_total, tuples_done, tuples_total FROM pg_stat_progress_create_index
+        WHERE pid = $1`,
+      [pid],
+    )
+    .catch(() => ({ rows: [] }));
+  const x = r.rows[0];
+  return x
+    ? {
+        phase: x.phase,
+        blocks: `${x.blocks_done}/${x.blocks_total}`,
+        tuples: `${x.tuples_done}/${x.tuples_total}`,
+      }
+    : null;
+}
+
+/**
+ * CREATE INDEX CONCURRENTLY (it cannot run in a transaction: fenced just before), an INVALID leftover of an
+ * interrupted build dropped first. Heartbeats carry the build's phase and blocks from
+ * pg_stat_progress_create_index, visible in the Web UI's pending activity.
+ */
+export async function buildConcurrently(
+  pool: Pool,
+  on: TableRef,
+  name: string,
+  sql: string,
+  fence: (c: PoolClient) => Promise<void>,
+): Promise<void> {
+  await inTransaction(pool, fence);
+  const ex = await pool.query(
+    `SELECT i.indisvalid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+       JOIN pg_index i ON i.indexrelid = c.oid WHERE n.nspname = $1 AND c.relname = $2`,
+    [on.schema, name],
+  );
+  if (ex.rowCount && ex.rows[0].indisvalid === false) {
+    await pool.query(`DROP INDEX CONCURRENTLY IF EXISTS ${qualified({ schema: on.schema, name })}`);
+  }
+  const ctx = activityContext();
+  const client = await pool.connect();
+  const pid = (client as unknown as { processID: number }).processID;
+  let detail: Record<string, unknown> = { index: name, on: displayName(on) };
+  const timer = setInterval(() => {
+    void buildProgress(pool, pid).then((p) => {
+      detail = { index: name, on: displayName(on), ...(p ?? {}) };
+      ctx?.heartbeat(detail);
+    });
+  }, 2000);
+  try {
+    ctx?.heartbeat(detail);
+    await client.query(sql); // waits for older transactions; never blocks writes
+  } finally {
+    clearInterval(timer);
+    client.release();
+  }
+}
+
+/** One table's index of the build (a partition's, or the plain table's), built and attached. */
+export async function buildIndexPart(
+  { pool, log }: Deps,
+  plan: IndexPlan,
+  k: number,
+  lockTimeoutMs: number,
+): Promise<{ built: boolean }> {
+  const e = plan.build.each[k];
+  const l = indexLog(log, 'build index', plan.spec);
+  try {
+    const ready = await pool.query(
+      `SELECT i.indisvalid AND i.indisready AS ok FROM pg_index i WHERE i.indexrelid = to_regclass($1)`,
+      [qualified({ schema: e.table.schema, name: e.name })],
+    );
+    const built = !ready.rows[0]?.ok;
+    if (built) await buildConcurrently(pool, e.table, e.name, e.sql, fixFence);
+    const attach = e.attach;
+    if (attach && plan.build.parent) {
+      const attached = await pool.query(
+        `SELECT 1 FROM pg_inherits WHERE inhrelid = to_regclass($1) AND inhparent = to_regclass($2)`,
+        [
+          qualified({ schema: e.table.schema, name: e.name }),
+          qualified({ schema: plan.spec.table.schema, name: plan.spec.name }),
+        ],
+      );
+      if (!attached.rowCount)
+        await withLockRetry(
+          pool,
+          l,
+          'attach index',
+          lockTimeoutMs,
+          async (c) => {
+            await fixFence(c);
+            await c.query(attach);
+          },
+          { relations: [qualified(e.table)] },
+        );
+    }
+    l.info({ partition: displayName(e.table), built }, 'index ready');
+    return { built };
+  } catch (err) {
+    if ((err as { code?: string }).code === '23505')
+      throw failure(
+        `${plan.description}: ${displayName(e.table)} has duplicate values, so the unique index cannot be built: ` +
+          `${(err as Error).message}.`,
+        'DatabaseError',
+      );
+    classify(err, `index ${e.name}`);
+  }
+}
+
+/** Undo: the parent index (the attached partition indexes go with it), then each left, CONCURRENTLY. */
+export async function dropIndexBuild({ pool, log }: Deps, plan: IndexPlan, lockTimeoutMs: number): Promise<void> {
+  const l = indexLog(log, 'drop index', plan.spec);
+  try {
+    const [first, ...rest] = plan.build.drop;
+    if (plan.build.parent)
+      await withLockRetry(pool, l, 'drop index', lockTimeoutMs, (c) => c.query(first), {
+        relations: [qualified(plan.spec.table)],
+      });
+    else await pool.query(first);
+    for (const sql of rest) await pool.query(sql);
+    l.info({}, 'index dropped (undo)');
+  } catch (err) {
+    classify(err, `drop index ${plan.spec.name}`);
+  }
+}
+
+export function createIndexActivities(deps: Deps) {
+  return {
+    planIndexes: (opts: IndexOptions) => planIndexes(deps, opts),
+    createParentIndex: (plan: IndexPlan, lockTimeoutMs: number) => createParentIndex(deps, plan, lockTimeoutMs),
+    buildIndexPart: (plan: IndexPlan, k: number, lockTimeoutMs: number) => buildIndexPart(deps, plan, k, lockTimeoutMs),
+    dropIndexBuild: (plan: IndexPlan, lockTimeoutMs: number) => dropIndexBuild(deps, plan, lockTimeoutMs),
+  };
+}

@@ -1,0 +1,162 @@
+/**
+ * `createIndexes`: every index checked first (a refusal changes nothing); then per index the parent index
+ * ON ONLY (partitioned table), and one activity per partition: CREATE INDEX CONCURRENTLY, then ATTACH. On a
+ * plain table one CONCURRENTLY build. Each step is recorded before it runs; a failure, a `rollback` signal or
+ * a cancellation drops what this run built (never an index that was there before).
+ */
+import {
+  ActivityCancellationType,
+  CancellationScope,
+  defineQuery,
+  isCancellation,
+  proxyActivities,
+  RetryPolicy,
+  setHandler,
+} from '@temporalio/workflow';
+import type { Activities } from '../activities';
+import type { IndexPlan } from '../activities/indexes';
+import { CreateIndexesInput, IndexOptions, validateIndexInput } from '../src/indexes';
+import { rollbackSignal } from './definitions';
+import { rootFailure } from './failure';
+import { failure } from '../src/failures';
+
+export interface IndexProgress {
+  phase: 'checks' | 'building' | 'rolling-back' | 'rolled-back' | 'done' | 'failed';
+  /** 1-based number of the index being built, of `indexes` */
+  index: number;
+  indexes: number;
+  current: string | null;
+  /** the table (a partition, or the plain table) whose index is being built now */
+  partition: string | null;
+  partitionsDone: number;
+  partitions: number;
+  lastError: string | null;
+}
+
+export interface IndexesResult {
+  status: 'done' | 'dry-run' | 'rolled-back';
+  indexes: { index: string; name: string; existed: boolean; built: number; notes: string[]; sql?: string[] }[];
+}
+
+export const indexProgressQuery = defineQuery<IndexProgress>('progress');
+
+const retry: RetryPolicy = { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s' };
+const act = proxyActivities<Activities>({
+  startToCloseTimeout: '12h',
+  heartbeatTimeout: '30s',
+  retry,
+  cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+});
+
+class RollbackRequested extends Error {}
+
+interface IndexRun {
+  opts: IndexOptions;
+  p: IndexProgress;
+  rollbackRequested: boolean;
+  claimed: boolean;
+  /** the indexes this run began to build, in order: the undo drops them in reverse */
+  begun: IndexPlan[];
+  plans: IndexPlan[];
+  built: number[];
+}
+
+function startRun(input: CreateIndexesInput): IndexRun {
+  let opts: IndexOptions;
+  try {
+    opts = validateIndexInput(input);
+  } catch (err) {
+    throw failure((err as Error).message, 'InvalidInput');
+  }
+  const p: IndexProgress = {
+    phase: 'checks',
+    index: 0,
+    indexes: opts.indexes.length,
+    current: null,
+    partition: null,
+    partitionsDone: 0,
+    partitions: 0,
+    lastError: null,
+  };
+  const run: IndexRun = { opts, p, rollbackRequested: false, claimed: false, begun: [], plans: [], built: [] };
+  setHandler(indexProgressQuery, () => p);
+  setHandler(rollbackSignal, () => void (run.rollbackRequested = true));
+  return run;
+}
+
+function summarize(run: IndexRun, withSql: boolean): IndexesResult['indexes'] {
+  return run.plans.map((x, i) => ({
+    index: x.description,
+    name: x.spec.name,
+    existed: x.exists,
+    built: run.built[i] ?? 0,
+    notes: x.notes,
+    ...(withSql ? { sql: x.sql } : {}),
+  }));
+}
+
+async function buildOne(run: IndexRun, x: IndexPlan, i: number): Promise<void> {
+  const { p, opts } = run;
+  p.index = i + 1;
+  p.current = x.description;
+  p.partitionsDone = 0;
+  p.partitions = x.build.each.length;
+  run.built[i] = 0;
+  if (x.exists) return;
+  if (run.rollbackRequested) throw new RollbackRequested();
+  run.begun.push(x);
+  await act.createParentIndex(x, opts.lockTimeoutMs);
+  for (const [k, e] of x.build.each.entries()) {
+    if (run.rollbackRequested) throw new RollbackRequested();
+    p.partition = `${e.table.schema}.${e.table.name}`;
+    const r = await act.buildIndexPart(x, k, opts.lockTimeoutMs);
+    if (r.built) run.built[i]++;
+    p.partitionsDone = k + 1;
+  }
+  p.partition = null;
+}
+
+async function compensate(run: IndexRun, final: 'rolled-back' | 'failed'): Promise<void> {
+  run.p.phase = 'rolling-back';
+  await CancellationScope.nonCancellable(async () => {
+    if (run.claimed) await act.beginFixUndo(); // the fence: no forward step of this run commits from here on
+    for (const x of [...run.begun].reverse()) await act.dropIndexBuild(x, run.opts.lockTimeoutMs);
+    if (run.claimed) await act.releaseFix(final);
+  });
+  run.p.phase = final;
+}
+
+export async function createIndexes(input: CreateIndexesInput): Promise<IndexesResult> {
+  const run = startRun(input);
+  const { p } = run;
+  try {
+    run.plans = await act.planIndexes(run.opts);
+    if (run.opts.dryRun) {
+      p.phase = 'done';
+      return { status: 'dry-run', indexes: summarize(run, true) };
+    }
+    p.phase = 'building';
+    run.claimed = true;
+    await act.claimFix();
+    for (const [i, x] of run.plans.entries()) await buildOne(run, x, i);
+    if (run.rollbackRequested) throw new RollbackRequested();
+    await act.releaseFix('done');
+    p.phase = 'done';
+    return { status: 'done', indexes: summarize(run, false) };
+  } catch (err) {
+    if (err instanceof RollbackRequested) {
+      await compensate(run, 'rolled-back');
+      return { status: 'rolled-back', indexes: summarize(run, false) };
+    }
+    if (isCancellation(err)) {
+      await compensate(run, 'rolled-back');
+      throw err;
+    }
+    const root = rootFailure(err);
+    p.lastError = root.message;
+    await compensate(run, 'failed');
+    // a refusal of the checks changed nothing: it keeps its type
+    const type = !run.claimed && root.type === 'InvalidInput' ? 'InvalidInput' : 'CreateIndexesFailed';
+    throw failure(root.message, type, ...root.details);
+  }
+}
