@@ -18,7 +18,8 @@ import { parseArgs } from 'util';
 import { sleep } from '../activities/db';
 import type { Progress } from '../workflows/definitions';
 import { activitySpans, runningAt } from '../demo/history';
-import { benchWorker, createImages, freshDatabase, lockWaitsWhile, pct, PgBench, stats } from './common';
+import { benchWorker, createImages, freshDatabase, pct, PgBench, stats } from './common';
+import { LockWaitSampler } from '../demo/lockwaits';
 import type { PgbenchTx } from './pgbench';
 
 const { values: args } = parseArgs({
@@ -68,11 +69,12 @@ async function main(): Promise<void> {
     work: () => Promise<{ window: [number, number]; spans?: Parameters<typeof runningAt>[1] }>,
   ) => {
     let got: Awaited<ReturnType<typeof work>> = { window: [0, 0] };
-    const { result: load, waits } = await lockWaitsWhile(conn, () =>
-      pgbench.run(async () => {
-        got = await work();
-      }),
-    );
+    const sampler = new LockWaitSampler(conn, 'pgbench');
+    await sampler.start();
+    const load = await pgbench.run(async () => {
+      got = await work();
+    });
+    const waits = await sampler.stop();
     const [a, b] = got.window;
     const tx = load.tx.filter((t: PgbenchTx) => t.startMs < b && t.endMs > a);
     const worstTx = tx.reduce((w, t) => (t.latencyMs > w.latencyMs ? t : w), { latencyMs: 0, startMs: a, endMs: a });
