@@ -29,6 +29,13 @@ export interface PartitionTableInput {
   approval?: 'signal' | 'auto';
   /** How long the old table is kept in sync after cut-over, e.g. `24h`, `30m`, `0s`. Default `24h`. */
   rollbackWindow?: string;
+  /**
+   * While the run waits for `approveCutover`, verification runs again this long after the last pass ended,
+   * e.g. `5m` (default), `30s`; `0s`: never again.
+   */
+  reverifyEvery?: string;
+  /** Rows per verification chunk, each compared in a snapshot of its own. Default 50000. */
+  verifyChunkRows?: number;
   /** `refuse` (default) or `drop`: what to do with foreign keys of other tables that reference this one. */
   inboundForeignKeys?: 'refuse' | 'drop';
   /** Month boundaries for timestamptz columns are midnight in this zone. Default `UTC`. */
@@ -80,6 +87,8 @@ export interface PartitionOptions {
   approval: 'signal' | 'auto';
   rollbackWindowMs: number;
   rollbackWindow: string;
+  reverifyEveryMs: number;
+  verifyChunkRows: number;
   inboundForeignKeys: 'refuse' | 'drop';
   timeZone: string;
   lockTimeoutMs: number;
@@ -102,6 +111,8 @@ export const PARTITION_INPUT_FIELDS = [
   'maxBatchMs',
   'approval',
   'rollbackWindow',
+  'reverifyEvery',
+  'verifyChunkRows',
   'inboundForeignKeys',
   'timeZone',
   'lockTimeoutMs',
@@ -184,6 +195,8 @@ export function validatePartitionInput(raw: unknown): PartitionOptions {
     approval: enumField(input.approval, 'approval', ['signal', 'auto'] as const, 'signal'),
     rollbackWindowMs: parseDuration(rollbackWindow, 'rollbackWindow'),
     rollbackWindow,
+    reverifyEveryMs: parseDuration((input.reverifyEvery as string | undefined) ?? '5m', 'reverifyEvery'),
+    verifyChunkRows: intField(input.verifyChunkRows, 'verifyChunkRows', 50_000, 100, 10_000_000),
     inboundForeignKeys: enumField(
       input.inboundForeignKeys,
       'inboundForeignKeys',

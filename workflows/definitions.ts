@@ -48,7 +48,17 @@ export interface Progress {
   givenUp: string[];
   partitions: number;
   warnings: string[];
-  verify: { ok: boolean; rows: number; mismatches: string[]; elapsedMs: number } | null;
+  /** the last verification pass: chunks compared (each in its own snapshot), the longest snapshot, when it
+   *  ended (while the run waits for approval, passes repeat every `reverifyEvery`) */
+  verify: {
+    ok: boolean;
+    rows: number;
+    mismatches: string[];
+    elapsedMs: number;
+    chunks: number;
+    longestSnapshotMs: number;
+    endedAt: string | null;
+  } | null;
   cutover: { lockHoldMs: number; attempts: number; lockWaitRetries: number } | null;
   /** the replica bound holding the backfill back now (`maxReplicaLagBytes`, `maxReplicaLagSeconds`,
    *  `standbyGone`, `lagUnknown`), why, and since when; null while the copy may go on */

@@ -13,7 +13,9 @@ import {
   isCancellation,
   RetryPolicy,
   log,
+  patched,
   proxyActivities,
+  sleep,
   setHandler,
   workflowInfo,
 } from '@temporalio/workflow';
@@ -209,7 +211,15 @@ function progressOf(run: Run): Progress {
     givenUp: s.plan?.givenUp ?? [],
     partitions: s.plan ? s.plan.partitions.length + 1 : 0,
     warnings: s.plan?.warnings ?? [],
-    verify: v && { ok: v.ok, rows: v.rows, mismatches: v.mismatches, elapsedMs: v.elapsedMs },
+    verify: v && {
+      ok: v.ok,
+      rows: v.rows,
+      mismatches: v.mismatches,
+      elapsedMs: v.elapsedMs,
+      chunks: v.chunks ?? 1,
+      longestSnapshotMs: v.longestSnapshotMs ?? v.elapsedMs,
+      endedAt: v.endedAt ?? null,
+    },
     cutover: c && { lockHoldMs: c.lockHoldMs, attempts: c.attempts, lockWaitRetries: c.lockWaitRetries },
     throttledBy: s.phase === 'backfill' ? (s.throttledBy ?? null) : null,
     replicaLag: s.replicaLag ?? null,
@@ -393,19 +403,43 @@ async function rollbackWindow(run: Run, plan: Plan): Promise<void> {
   enter(run, 'done');
 }
 
+/**
+ * While the run waits for approval: verification again `reverifyEvery` after the last pass ended (what the
+ * application wrote meanwhile is checked too); a difference fails the run, naming the range. A decision
+ * (approval or rollback) cancels a pass in flight: the cut-over does not wait for it.
+ */
+async function reverifyUntilDecided(run: Run, plan: Plan): Promise<void> {
+  const { s, opts } = run;
+  const decided = () => s.approved || s.rollbackRequested;
+  if (opts.reverifyEveryMs <= 0) return void (await condition(decided));
+  const scope = new CancellationScope();
+  void condition(decided).then(() => scope.cancel());
+  await scope
+    .run(async () => {
+      for (;;) {
+        await sleep(opts.reverifyEveryMs);
+        s.verify = await long.verify(plan, { analyze: false, chunkRows: opts.verifyChunkRows });
+      }
+    })
+    .catch((err) => {
+      if (!isCancellation(err) || !decided()) throw err;
+    });
+}
+
 /** From wherever the run stands (a resumed run starts in its phase) to the end. */
 async function forward(run: Run, plan: Plan): Promise<void> {
   const { s, opts, table, lt } = run;
   if (s.phase === 'backfill') await backfill(run, plan);
   if (s.phase === 'verify') {
     checkRollback(run);
-    s.verify = await long.verify(plan);
+    s.verify = await long.verify(plan, { chunkRows: opts.verifyChunkRows });
     enter(run, 'awaiting-approval');
   }
   if (s.phase === 'awaiting-approval') {
     if (opts.approval === 'signal') {
       log.info('waiting for approveCutover', { table });
-      await condition(() => s.approved || s.rollbackRequested);
+      if (patched('reverify-while-waiting')) await reverifyUntilDecided(run, plan);
+      else await condition(() => s.approved || s.rollbackRequested);
     }
     checkRollback(run);
     enter(run, 'cutover');

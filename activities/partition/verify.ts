@@ -1,13 +1,13 @@
 /**
  * Verification before the cut-over: row counts and content checksums per partition range, source against
- * copy, read in one snapshot.
+ * copy, chunk by chunk of the key, each chunk's two sides in one short snapshot (src/plan/verify.ts).
  */
-import type { PoolClient } from 'pg';
 import { failure } from '../../src/failures';
 import { displayName, qualified } from '../../src/ident';
 import { bucketMonth, compareMonths, parseMonth } from '../../src/partitions';
 import type { Plan } from '../../src/plan';
-import { classify, inTransaction, withHeartbeat } from '../db';
+import { CancelledFailure } from '@temporalio/common';
+import { activityContext, classify, inTransaction, withHeartbeat } from '../db';
 import { faultPoint } from '../faults';
 import { metrics } from '../metrics';
 import { Deps, ownPlan, stepLog } from './run';
@@ -27,40 +27,146 @@ export interface VerifyReport {
   ranges: VerifyRange[];
   mismatches: string[];
   elapsedMs: number;
+  /** key chunks compared, each in a snapshot of its own; the longest one held (ms); when the pass ended */
+  chunks?: number;
+  longestSnapshotMs?: number;
+  endedAt?: string;
 }
 
 type Buckets = { bucket: string | null; n: string; checksum: string }[];
 
-export async function verify({ pool, log }: Deps, plan: Plan): Promise<VerifyReport> {
+/** Rows per verification chunk (input verifyChunkRows): a chunk's snapshot lives as long as reading this many
+ *  rows twice takes. */
+export const VERIFY_CHUNK_ROWS = 50_000;
+
+interface Pass {
+  src: Buckets;
+  dst: Buckets;
+  chunks: number;
+  longestSnapshotMs: number;
+  /** chunks whose two sides differ: the key range and the month */
+  differences: string[];
+}
+
+/** The two sides of one chunk in one REPEATABLE READ snapshot; differences named by key range and month. */
+async function compareChunk(deps: Deps, plan: Plan, q: [string, string], params: unknown[], what: string, pass: Pass) {
+  const l = stepLog(deps.log, 'verify', plan.table);
+  const started = Date.now();
+  const [a, b] = await inTransaction(
+    deps.pool,
+    async (c) => {
+      const x = (await c.query(q[0], params)).rows as Buckets;
+      await faultPoint('verify', l);
+      return [x, (await c.query(q[1], params)).rows as Buckets];
+    },
+    { isolation: 'REPEATABLE READ', readOnly: true },
+  );
+  pass.longestSnapshotMs = Math.max(pass.longestSnapshotMs, Date.now() - started);
+  pass.chunks++;
+  pass.src.push(...a);
+  pass.dst.push(...b);
+  const side = (rows: Buckets) => new Map(rows.map((r) => [r.bucket ?? 'none', `${r.n}/${r.checksum}`]));
+  const [x, y] = [side(a), side(b)];
+  for (const m of new Set([...x.keys(), ...y.keys()])) {
+    if (x.get(m) === y.get(m) || pass.differences.length >= 5) continue;
+    const [n1, n2] = [x.get(m)?.split('/')[0] ?? '0', y.get(m)?.split('/')[0] ?? '0'];
+    pass.differences.push(`keys ${what}, month ${m}: source ${n1} rows, copy ${n2}`);
+  }
+}
+
+/** Chunk by chunk of the key: bounds read outside any snapshot, each chunk compared in its own. */
+async function chunkedPass(
+  deps: Deps,
+  plan: Plan,
+  ctx: ReturnType<typeof activityContext>,
+  chunkRows: number,
+): Promise<Pass> {
+  const pass: Pass = { src: [], dst: [], chunks: 0, longestSnapshotMs: 0, differences: [] };
+  const ch = plan.sql.verifyChunk!;
+  const max = (await deps.pool.query(plan.sql.maxKey)).rows[0]?.k as string[] | undefined;
+  const whole: [string, string] = [plan.sql.verifySource, plan.sql.verifyShadow];
+  if (!max) {
+    await compareChunk(deps, plan, whole, [], 'all', pass); // empty table
+    return pass;
+  }
+  let last: string[] | null = null;
+  for (;;) {
+    if (ctx?.cancellationSignal.aborted) throw new CancelledFailure('verification cancelled');
+    const bound = last
+      ? await deps.pool.query(plan.sql.keyBound, [...last, ...max, chunkRows])
+      : await deps.pool.query(plan.sql.keyBoundFirst, [...max, chunkRows]);
+    const next = bound.rows[0]?.k as string[] | undefined;
+    const shown = (k: string[] | null) => (k ? `(${k.join(', ')})` : '');
+    if (!next) {
+      // the rest, also rows written above the largest key since the pass began
+      if (last) await compareChunk(deps, plan, [ch.source.after, ch.shadow.after], last, `above ${shown(last)}`, pass);
+      else await compareChunk(deps, plan, whole, [], 'all', pass);
+      return pass;
+    }
+    const [q, params]: [[string, string], unknown[]] = last
+      ? [
+          [ch.source.between, ch.shadow.between],
+          [...last, ...next],
+        ]
+      : [[ch.source.first, ch.shadow.first], next];
+    await compareChunk(deps, plan, q, params, `${shown(last) || 'from the first'} to ${shown(next)}`, pass);
+    ctx?.heartbeat({ step: 'verify', chunk: pass.chunks, rows: pass.src.reduce((n, r) => n + Number(r.n), 0) });
+    last = next;
+  }
+}
+
+/** Plans made before chunked verification: both sides in one snapshot. */
+async function onePass(deps: Deps, plan: Plan): Promise<Pass> {
+  const pass: Pass = { src: [], dst: [], chunks: 0, longestSnapshotMs: 0, differences: [] };
+  await compareChunk(deps, plan, [plan.sql.verifySource, plan.sql.verifyShadow], [], 'all', pass);
+  return pass;
+}
+
+export async function verify(
+  deps: Deps,
+  plan: Plan,
+  opts: { analyze?: boolean; chunkRows?: number } = {},
+): Promise<VerifyReport> {
+  const { pool, log } = deps;
   await ownPlan(pool, plan.table, plan);
   const l = stepLog(log, 'verify', plan.table);
   const started = Date.now();
   try {
     // statistics for the copy before it becomes the table (idempotent on retry); plans made before 0.2 lack
-    // the statement
-    const analyze = plan.sql.analyze ?? `ANALYZE ${qualified(plan.shadow)}`;
-    await withHeartbeat(
-      () => ({ step: 'analyze' }),
-      () => pool.query(analyze),
-    );
-    l.info({ elapsedMs: Date.now() - started }, 'copy analyzed');
-    const read = async (c: PoolClient): Promise<[Buckets, Buckets]> => {
-      const a = await c.query(plan.sql.verifySource);
-      await faultPoint('verify', l);
-      const b = await c.query(plan.sql.verifyShadow);
-      return [a.rows, b.rows];
-    };
-    const [src, dst] = await withHeartbeat(
+    // the statement; a re-verification while the run waits for approval skips it
+    if (opts.analyze !== false) {
+      const analyze = plan.sql.analyze ?? `ANALYZE ${qualified(plan.shadow)}`;
+      await withHeartbeat(
+        () => ({ step: 'analyze' }),
+        () => pool.query(analyze),
+      );
+      l.info({ elapsedMs: Date.now() - started }, 'copy analyzed');
+    }
+    const ctx = activityContext();
+    const pass = await withHeartbeat(
       () => ({ step: 'verify' }),
-      () => inTransaction(pool, read, { isolation: 'REPEATABLE READ', readOnly: true }),
+      () =>
+        plan.sql.verifyChunk ? chunkedPass(deps, plan, ctx, opts.chunkRows ?? VERIFY_CHUNK_ROWS) : onePass(deps, plan),
     );
-    const report = compareChecksums(plan, src, dst, Date.now() - started);
-    const { ok, rows, mismatches, elapsedMs } = report;
-    l.info({ ok, rows, mismatches, elapsedMs }, 'verification finished');
+    const report: VerifyReport = {
+      ...compareChecksums(plan, pass.src, pass.dst, Date.now() - started),
+      chunks: pass.chunks,
+      longestSnapshotMs: pass.longestSnapshotMs,
+      endedAt: new Date().toISOString(),
+    };
+    if (pass.differences.length && report.ok) {
+      report.ok = false;
+      report.mismatches = pass.differences;
+    }
+    const { ok, rows, mismatches, elapsedMs, chunks, longestSnapshotMs } = report;
+    l.info({ ok, rows, mismatches, elapsedMs, chunks, longestSnapshotMs }, 'verification finished');
     if (!report.ok) {
       metrics.verifyMismatches(displayName(plan.table), report.mismatches.length);
+      const detail = pass.differences.length ? ` (${pass.differences.join('; ')})` : '';
       throw failure(
-        `Verification of ${displayName(plan.table)} failed: source and copy differ in ${mismatches.join(', ')}.`,
+        `Verification of ${displayName(plan.table)} failed: source and copy differ in ${mismatches.join(', ')}${
+          report.mismatches === pass.differences ? '' : detail
+        }.`,
         'VerificationMismatch',
         report,
       );

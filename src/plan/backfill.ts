@@ -41,14 +41,22 @@ function pageSql(ctx: PlanContext): Pick<PlanSql, 'backfillBatch' | 'backfillBat
  * Key ranges: bounds first (no locks, index order), then the copy of exactly that range under FOR SHARE.
  * The checkpoint is the bound, never a key read under the lock: a row re-keyed while we waited cannot move it.
  */
-function keySql(ctx: PlanContext): Pick<PlanSql, 'maxKey' | 'keyBound' | 'keyBoundFirst' | 'keyCopy' | 'keyCopyFirst'> {
+/** The key as a row value, and the parameters that bound it (`$from`, `$from + 1`, … cast to the key's types). */
+export function keyTuple(ctx: PlanContext): { tuple: string; params: (from: number) => string; n: number } {
   const { sourceKey, info } = ctx;
+  const keyTypes = sourceKey.map((k) => info.columns.find((c) => c.name === k)!.type);
+  return {
+    tuple: `(${sourceKey.map(q).join(', ')})`,
+    params: (from: number) => `(${keyTypes.map((ty, i) => `$${from + i}::${ty}`).join(', ')})`,
+    n: keyTypes.length,
+  };
+}
+
+function keySql(ctx: PlanContext): Pick<PlanSql, 'maxKey' | 'keyBound' | 'keyBoundFirst' | 'keyCopy' | 'keyCopyFirst'> {
+  const { sourceKey } = ctx;
   const t = qualified(ctx.table);
   const colList = ctx.columns.map(q).join(', ');
-  const keyTypes = sourceKey.map((k) => info.columns.find((c) => c.name === k)!.type);
-  const tuple = `(${sourceKey.map(q).join(', ')})`;
-  const params = (from: number) => `(${keyTypes.map((ty, i) => `$${from + i}::${ty}`).join(', ')})`;
-  const n = keyTypes.length;
+  const { tuple, params, n } = keyTuple(ctx);
   const keyText = `ARRAY[${sourceKey.map((k) => `${q(k)}::text`).join(', ')}]`;
   const order = sourceKey.map(q).join(', ');
   const between = `${tuple} > ${params(1)} AND ${tuple} <= ${params(n + 1)}`;

@@ -187,7 +187,12 @@ export function planStatements(plan: Plan): { step: string; sql: string }[] {
     ...each('shadow', [...s.shadow, ...s.shadowForeignKeys]),
     ...each('sync', s.syncTrigger),
     ...each('backfill', backfill),
-    ...each('verify', [...(s.analyze ? [s.analyze] : []), s.verifySource, s.verifyShadow]),
+    ...each('verify', [
+      ...(s.analyze ? [s.analyze] : []),
+      ...(s.verifyChunk
+        ? [s.keyBound, s.verifyChunk.source.between, s.verifyChunk.shadow.between]
+        : [s.verifySource, s.verifyShadow]),
+    ]),
     ...each('cutover', s.cutover),
     ...each('finalize', [...s.finalize, ...s.dropCounters]),
   ];

@@ -63,6 +63,8 @@ export interface PlanSql {
   /** month bucket, row count, checksum per bucket, for the source and the shadow */
   verifySource: string;
   verifyShadow: string;
+  /** chunked verification (plans made before 0.3 lack it: they verify in one snapshot) */
+  verifyChunk?: VerifyChunkSql;
   /** one transaction, beginning with its LOCK TABLE */
   cutover: string[];
   /** one transaction, beginning with its LOCK TABLE: undo of cutover while the old table is kept in sync */
@@ -106,4 +108,10 @@ export interface Plan {
   givenUp: string[];
   /** rows the layout puts in the default partition (outliers, infinities, far-future rows) */
   outsideRows: number;
+}
+
+/** Checksums per month of one key chunk, per side (src/plan/verify.ts). */
+export interface VerifyChunkSql {
+  source: { first: string; between: string; after: string };
+  shadow: { first: string; between: string; after: string };
 }

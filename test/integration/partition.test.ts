@@ -120,6 +120,46 @@ test('partitions a live table: nothing lost, nothing duplicated, writers never f
   });
 });
 
+test('verification in chunks, each in a short snapshot; while the run waits, it verifies again and a difference fails it, naming the range', async () => {
+  const t = await createTable(db.pool, { schema: 'public', name: 'reverify' }, 20_000, 'uuid');
+  const w = writerFor(t);
+  await w.start();
+  const h = await start({
+    table: 'public.reverify',
+    approval: 'signal',
+    verifyChunkRows: 2000,
+    reverifyEvery: '1s',
+  });
+  const gate = await waitFor(h, (p) => p.awaitingApproval, 'approval gate');
+  expect(gate.verify).toMatchObject({ ok: true, mismatches: [] });
+  expect(gate.verify!.chunks).toBeGreaterThanOrEqual(10); // 20,000 rows and more in chunks of 2,000
+  expect(gate.verify!.longestSnapshotMs).toBeLessThan(gate.verify!.elapsedMs);
+  // passes repeat while the run waits, and pass: the writers' changes are in the copy too
+  const again = await waitFor(
+    h,
+    (p) => !!p.verify?.endedAt && p.verify.endedAt > gate.verify!.endedAt!,
+    'a re-verification',
+  );
+  expect(again.verify!.ok).toBe(true);
+  // a row only the copy has (written past the sync trigger) is found by the next pass
+  await db.pool.query(
+    `INSERT INTO public.reverify_pf_shadow (id, user_id, status, payload, n, created_at)
+     SELECT gen_random_uuid(), user_id, status, 'written past the trigger', n, created_at FROM public.reverify LIMIT 1`,
+  );
+  const err = await h.result().then(
+    () => null,
+    (e) => e,
+  );
+  await w.stop();
+  expect(err).toBeInstanceOf(WorkflowFailedError);
+  expect((err as WorkflowFailedError).cause!.message).toMatch(
+    /Verification of public\.reverify failed: source and copy differ in reverify_\d{4}_\d{2} \(source \d+ rows, copy \d+\) \(keys .* month \d{4}-\d{2}: source \d+ rows, copy \d+\)/,
+  );
+  expect(await relkind({ schema: 'public', name: 'reverify' })).toBe('r');
+  expect(await relkind({ schema: 'public', name: 'reverify_pf_shadow' })).toBeUndefined();
+  await expectMatchesRecord(t, w);
+});
+
 test('rollback after cut-over restores the plain table with every row written since, and the exact catalog', async () => {
   const t = await createTable(db.pool, { schema: 'public', name: 'credits' }, 10_000, 'bigserial');
   const before = await catalogSnapshot(db.pool, ['public']);
