@@ -321,7 +321,7 @@ async function main(): Promise<void> {
     const deletedTouched = w.touchedIds().filter((k) => !w.record.has(k)).length;
     const r = result as {
       status: string;
-      verify?: { rows: number; elapsedMs: number; ranges: unknown[] };
+      verify?: { rows: number; elapsedMs: number; ranges: unknown[]; chunks?: number; longestSnapshotMs?: number };
       cutover?: { lockHoldMs: number; attempts: number };
       rowsCopied?: number;
       error?: string;
@@ -343,7 +343,7 @@ async function main(): Promise<void> {
     );
     if (r.verify) {
       line(
-        `   verification: ${fmt(r.verify.rows)} rows, per-partition counts and checksums equal, ${r.verify.elapsedMs} ms in one snapshot`,
+        `   verification: ${fmt(r.verify.rows)} rows, per-partition counts and checksums equal, ${r.verify.elapsedMs} ms in ${r.verify.chunks ?? 1} chunk(s), the longest snapshot ${r.verify.longestSnapshotMs ?? r.verify.elapsedMs} ms`,
       );
       for (const v of r.verify.ranges as {
         partition: string;

@@ -11,8 +11,11 @@ fi
 ensure_temporal_server
 ensure_build
 cd "$PARTFLOW_ROOT"
-# npm run bench:replica: the replica-throttling trade-off (bench/replica.ts) instead
+# npm run bench:replica / bench:waits: one of the benchmarks, with its flags
 if [ "${1:-}" = "--replica" ]; then shift; exec node dist/bench/replica.js "$@"; fi
-# npm run bench:waits: the longest application wait per workflow (bench/waits.ts) instead
 if [ "${1:-}" = "--waits" ]; then shift; exec node dist/bench/waits.js "$@"; fi
-exec node dist/bench/bench.js "$@"
+# npm run bench: the copy benchmark (bench/bench.ts, with the flags given), then the longest application
+# wait per workflow (bench/waits.ts) and the replica trade-off (bench/replica.ts) with their defaults
+node dist/bench/bench.js "$@"
+node dist/bench/waits.js
+exec node dist/bench/replica.js

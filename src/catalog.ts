@@ -125,6 +125,9 @@ export interface TableInfo {
   shape: string[];
   estimatedRows: number;
   pages: number;
+  /** pg_total_relation_size (heap, TOAST, indexes) and pg_indexes_size, bytes; 0 in tests' fixtures */
+  totalBytes?: number;
+  indexBytes?: number;
   /** months (YYYY-MM) of the oldest row and of now(), in the requested time zone */
   oldestMonth: string | null;
   currentMonth: string;

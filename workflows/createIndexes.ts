@@ -11,6 +11,7 @@ import {
   isCancellation,
   proxyActivities,
   RetryPolicy,
+  setCurrentDetails,
   setHandler,
 } from '@temporalio/workflow';
 import type { Activities } from '../activities';
@@ -109,6 +110,10 @@ async function buildOne(run: IndexRun, x: IndexPlan, i: number): Promise<void> {
   for (const [k, e] of x.build.each.entries()) {
     if (run.rollbackRequested) throw new RollbackRequested();
     p.partition = `${e.table.schema}.${e.table.name}`;
+    // the Web UI's "Current Details" of the workflow (the heartbeat of the build has its phase and blocks)
+    setCurrentDetails(
+      `index ${p.index} of ${p.indexes}: **${p.current}**; ${k} of ${p.partitions} table(s) done, now ${p.partition}`,
+    );
     const r = await act.buildIndexPart(x, k, opts.lockTimeoutMs);
     if (r.built) run.built[i]++;
     p.partitionsDone = k + 1;

@@ -11,6 +11,7 @@ import {
   log,
   proxyActivities,
   RetryPolicy,
+  setCurrentDetails,
   setHandler,
 } from '@temporalio/workflow';
 import type { Activities } from '../activities';
@@ -171,6 +172,10 @@ async function applyFix(run: FixRun, a: FixAudit): Promise<void> {
   const step = async <T>(name: Step, fn: () => Promise<T>): Promise<T> => {
     if (run.rollbackRequested) throw new RollbackRequested();
     p.step = name;
+    // the Web UI's "Current Details" of the workflow
+    setCurrentDetails(
+      `fix ${p.fix} of ${p.fixes}: **${p.current}**, step ${name}; ${p.rowsRepaired} rows repaired so far`,
+    );
     run.done.push({ fixNo: a.fixNo, step: name });
     return fn();
   };

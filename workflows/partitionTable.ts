@@ -16,6 +16,7 @@ import {
   patched,
   proxyActivities,
   sleep,
+  setCurrentDetails,
   setHandler,
   workflowInfo,
 } from '@temporalio/workflow';
@@ -257,9 +258,34 @@ function checkRollback({ s }: Run): void {
 }
 
 /** Every phase change is a log line with the workflow id (added by the SDK), the table and the phase. */
-function enter({ s, table }: Run, phase: Phase): void {
-  s.phase = phase;
-  log.info(`phase ${phase}`, { table, phase });
+function enter(run: Run, phase: Phase): void {
+  run.s.phase = phase;
+  log.info(`phase ${phase}`, { table: run.table, phase });
+  showDetails(run);
+}
+
+/**
+ * The run's state as the Web UI's "Current Details" of the workflow (Markdown, read through the built-in
+ * __temporal_workflow_metadata query): progress without running a query of ours.
+ */
+function showDetails(run: Run): void {
+  const p = progressOf(run);
+  const lines = [
+    `**${p.table}**: ${p.phase}${p.paused ? ' (paused)' : ''}` +
+      (p.awaitingApproval ? ', waiting for approveCutover' : ''),
+    `copied ${p.rowsCopied} of about ${p.rowsEstimated} rows (${p.percent} %), ${p.rowsPerSecond} rows/s` +
+      (p.etaSeconds !== null ? `, about ${p.etaSeconds} s left` : ''),
+  ];
+  if (p.throttledBy)
+    lines.push(`held back by ${p.throttledBy.bound} since ${p.throttledBy.since}: ${p.throttledBy.reason}`);
+  if (p.verify)
+    lines.push(
+      `verification ${p.verify.ok ? 'passed' : 'FAILED'}: ${p.verify.rows} rows in ${p.verify.chunks} chunk(s)` +
+        (p.verify.endedAt ? `, ended ${p.verify.endedAt}` : ''),
+    );
+  if (p.cutover) lines.push(`cut over holding the lock ${p.cutover.lockHoldMs} ms`);
+  if (p.lastError) lines.push(`last error: ${p.lastError}`);
+  setCurrentDetails(lines.join('\n\n'));
 }
 
 /** The undo of the step `step`, which the run recorded as begun. */
@@ -371,6 +397,7 @@ async function backfill(run: Run, plan: Plan): Promise<void> {
       replica: s.replica ?? opts.replica,
     });
     recordChunk(s, r);
+    showDetails(run);
     if (r.done) break;
     if (workflowInfo().continueAsNewSuggested) {
       log.info('continuing as new to keep history bounded', { table, checkpointPage: s.checkpointPage });
@@ -419,6 +446,7 @@ async function reverifyUntilDecided(run: Run, plan: Plan): Promise<void> {
       for (;;) {
         await sleep(opts.reverifyEveryMs);
         s.verify = await long.verify(plan, { analyze: false, chunkRows: opts.verifyChunkRows });
+        showDetails(run);
       }
     })
     .catch((err) => {

@@ -124,6 +124,14 @@ export function buildPlan(info: TableInfo, opts: PartitionOptions): Plan {
   const backfill = backfillStep(ctx);
   const verify = verifyStep(ctx);
   const cutover = cutoverStep(ctx, shadow.indexRenames, sync.dropSyncTrigger);
+  if (info.totalBytes) {
+    const gib = (b: number) => `${(b / 2 ** 30).toFixed(b < 2 ** 30 ? 2 : 1)} GiB`;
+    ctx.warnings.push(
+      `The copy needs about ${gib(info.totalBytes)} of disk, as much as the table with its indexes ` +
+        `(${gib(info.indexBytes ?? 0)} of it indexes), and writes about as much WAL; the old table is kept ` +
+        'until you drop it after finalize. Check the free space of the data directory (and of a standby) first.',
+    );
+  }
   if (info.estimatedRows < 0) {
     ctx.warnings.push('The table has never been analyzed: the row estimate is unknown until the backfill reports.');
   }

@@ -3,6 +3,7 @@
  * from the checkpoint committed with the last batch, and the result matches the writers' record.
  * Uses the compiled worker (dist/), as an operator runs it.
  */
+import { dashboardMetrics } from '../helpers/dashboard';
 import { ChildProcess, spawn } from 'child_process';
 import * as os from 'os';
 import * as path from 'path';
@@ -127,4 +128,18 @@ test('SIGKILL mid-backfill: the next worker resumes from the checkpoint; nothing
   expect(Number(copied![1])).toBeGreaterThan(0); // rows this second worker copied after the kill
   expect(body).toMatch(/^partflow_batch_duration_bucket\{/m);
   expect(body).toMatch(/^temporal_activity_execution_latency/m);
+  // the Grafana dashboard (docs/grafana) against what this worker really serves: every partflow metric served
+  // is on it, and what it shows of a partitionTable run is served under the names it queries
+  const served = [...body.matchAll(/^((?:partflow|temporal)_[a-z_]+)[{ ]/gm)].map((m) => m[1]);
+  const shown = dashboardMetrics();
+  const base = (n: string) => n.replace(/_(bucket|sum|count|total)$/, '');
+  expect(
+    [...new Set(served.filter((n) => n.startsWith('partflow_')).map(base))].filter((n) => !shown.includes(n)),
+  ).toEqual([]);
+  for (const n of ['partflow_rows_copied', 'partflow_batch_duration', 'temporal_activity_execution_latency'])
+    expect({ n, shown: shown.includes(n), served: served.map(base).includes(n) }).toEqual({
+      n,
+      shown: true,
+      served: true,
+    });
 });

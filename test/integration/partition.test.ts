@@ -81,6 +81,12 @@ test('partitions a live table: nothing lost, nothing duplicated, writers never f
   const gate = await waitFor(h, (p) => p.awaitingApproval, 'approval gate');
   expect(gate.verify?.ok).toBe(true);
   expect(gate.percent).toBe(100);
+  // preflight said what the copy costs in disk (20,000 rows and four indexes: a few MiB)
+  expect(gate.warnings.join(' ')).toMatch(/The copy needs about 0\.0\d GiB of disk, .*\(0\.0\d GiB of it indexes\)/);
+  // the Web UI shows the progress as the workflow's current details (the built-in metadata query)
+  const meta = await h.query<{ currentDetails?: string }>('__temporal_workflow_metadata');
+  expect(meta.currentDetails).toMatch(/^\*\*public\.images\*\*: awaiting-approval, waiting for approveCutover/);
+  expect(meta.currentDetails).toMatch(/verification passed: \d+ rows in \d+ chunk\(s\)/);
   await sleep(1000); // writes keep flowing through the trigger while we wait at the gate
   expect((await progress(h)).phase).toBe('awaiting-approval');
   await h.signal('approveCutover');
