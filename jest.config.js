@@ -10,6 +10,7 @@ module.exports = {
     { ...base, displayName: 'workflow', testMatch: ['<rootDir>/test/workflow/**/*.test.ts'] },
     { ...base, displayName: 'integration', testMatch: ['<rootDir>/test/integration/**/*.test.ts'] },
     { ...base, displayName: 'faults', testMatch: ['<rootDir>/test/faults/**/*.test.ts'] },
+    { ...base, displayName: 'production', testMatch: ['<rootDir>/test/production/**/*.test.ts'] },
   ],
   testTimeout: 300000,
 };
