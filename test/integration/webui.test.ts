@@ -87,6 +87,16 @@ test('start from the Start Workflow form, query progress in the Queries tab, app
   await page.getByRole('button', { name: 'Run Query' }).click();
   await page.getByText('"awaiting-approval"').first().waitFor({ timeout: 30_000 });
   await shot(page, '3-progress-query');
+  // the same progress without a query: the workflow's current details (setCurrentDetails), User Metadata tab
+  // (the UI renders the Markdown in a sandboxed iframe)
+  await page.getByText('User Metadata', { exact: true }).locator('visible=true').first().click();
+  await page.getByText('Current Details').first().waitFor({ timeout: 30_000 });
+  await page
+    .frameLocator('iframe')
+    .getByText(/public\.ui_images.*awaiting-approval, waiting for approveCutover/)
+    .first()
+    .waitFor({ timeout: 30_000 });
+  await shot(page, '3b-current-details');
 
   // 4. approveCutover from the Signal form
   await page.locator('button:has-text("More Actions"):visible').first().click();
@@ -118,6 +128,13 @@ test('start from the Start Workflow form, query progress in the Queries tab, app
     extra: 0,
     different: 0,
   });
-  for (const f of ['1-start-form', '2-workflow-list', '3-progress-query', '4-signal-form', '5-completed'])
+  for (const f of [
+    '1-start-form',
+    '2-workflow-list',
+    '3-progress-query',
+    '3b-current-details',
+    '4-signal-form',
+    '5-completed',
+  ])
     expect(fs.statSync(path.join(SHOTS, `${f}.png`)).size).toBeGreaterThan(10_000);
 });

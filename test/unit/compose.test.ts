@@ -44,9 +44,11 @@ test("the worker's environment is the configuration the code reads, pointing at 
   expect(db.password).toBe(svc.postgres.environment.POSTGRES_PASSWORD);
   expect(db.pathname.slice(1)).toBe(svc.postgres.environment.POSTGRES_DB);
   expect(svc['temporal-ui'].environment.TEMPORAL_ADDRESS).toBe(config.temporalAddress);
-  // the metrics port the worker listens on is published
-  const metricsPort = metricsAddress(env).split(':')[1];
-  expect(svc.worker.ports).toContain(`${metricsPort}:${metricsPort}`);
+  // the metrics port the worker listens on is published, one host port per replica (three, as test/production)
+  const metricsPort = Number(metricsAddress(env).split(':')[1]);
+  const replicas = svc.worker.deploy.replicas;
+  expect(replicas).toBe(3);
+  expect(svc.worker.ports).toContain(`${metricsPort}-${metricsPort + replicas - 1}:${metricsPort}`);
   expect(env.PARTFLOW_ARCHIVE_DIR).toBe('/archive');
   expect(svc.worker.volumes).toContain('archive:/archive');
 });
