@@ -28,9 +28,9 @@ export interface IndexPlan {
 const indexLog = (log: Logger, step: string, x: IndexSpec) =>
   log.child({ step, index: x.name, table: displayName(x.table), workflowId: workflowId() });
 
-async function partitionsOf(c: PoolClient, oid: number): Promise<(TableRef & { relkind: string })[]> {
+async function partitionsOf(c: PoolClient, oid: number): Promise<(TableRef & { relkind: string; oid: number })[]> {
   const r = await c.query(
-    `SELECT n.nspname AS schema, c.relname AS name, c.relkind FROM pg_inherits i
+    `SELECT n.nspname AS schema, c.relname AS name, c.relkind, c.oid::int AS oid FROM pg_inherits i
        JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_namespace n ON n.oid = c.relnamespace
       WHERE i.inhparent = $1 ORDER BY c.relname`,
     [oid],
@@ -123,10 +123,14 @@ async function planOne(c: PoolClient, x: IndexSpec, at: string): Promise<IndexPl
         `${ex.on_table ? `an index on ${ex.on_table}` : 'another relation'}; choose another "name".`,
     );
   }
-  const build = indexBuild(indexShape(x), t.relkind, parts);
-  for (const e of build.each) {
+  const build = indexBuild(
+    indexShape(x),
+    t.relkind,
+    parts.map(({ schema, name }) => ({ schema, name })),
+  );
+  for (const [i, e] of build.each.entries()) {
     const other = e.name === x.name ? undefined : await existing(c, e.table.schema, e.name);
-    if (other && other.on_table && other.table_oid !== (await relOid(c, e.table))?.oid)
+    if (other && other.on_table && other.table_oid !== (parts[i]?.oid ?? t.oid))
       throw new InputError(`${at}: the partition index name ${e.name} is taken by an index on ${other.on_table}.`);
   }
   const done = !!ex && ex.valid === true;

@@ -17,9 +17,10 @@ import {
   qualified,
   quoteIdent as q,
   quoteLiteral,
+  shortIdent,
   TableRef,
 } from './ident';
-import { DEFAULT_LOCK_TIMEOUT_MS } from './locks';
+import { lockTimeoutField } from './locks';
 import { DEFAULT_REPLICA_BOUNDS, REPLICA_FIELDS, ReplicaBounds, replicaBoundsFrom } from './replicas';
 
 export type FkAction = 'NO ACTION' | 'RESTRICT' | 'CASCADE' | 'SET NULL' | 'SET DEFAULT';
@@ -160,12 +161,6 @@ function checkName(name: string, field: string): string {
   return name;
 }
 
-function shortName(parts: string[], suffix: string): string {
-  let base = parts.join('_');
-  while (byteLength(`${base}_${suffix}`) > MAX_IDENT_BYTES) base = base.slice(0, -1);
-  return `${base}_${suffix}`;
-}
-
 /** Every field of fixConstraints' input (docs/contract.md documents each; a test checks). */
 export const FIX_INPUT_FIELDS = [
   'fixes',
@@ -212,9 +207,7 @@ export function validateFixInput(raw: unknown): FixOptions {
   const batchSize = input.batchSize === undefined ? 1000 : Number(input.batchSize);
   if (!Number.isInteger(batchSize) || batchSize < 1 || batchSize > 100_000)
     throw new InputError('Field "batchSize" must be a whole number from 1 to 100000.');
-  const lockTimeoutMs = input.lockTimeoutMs === undefined ? DEFAULT_LOCK_TIMEOUT_MS : Number(input.lockTimeoutMs);
-  if (!Number.isInteger(lockTimeoutMs) || lockTimeoutMs < 10 || lockTimeoutMs > 60_000)
-    throw new InputError('Field "lockTimeoutMs" must be a whole number from 10 to 60000.');
+  const lockTimeoutMs = lockTimeoutField(input.lockTimeoutMs);
   if (input.dryRun !== undefined && typeof input.dryRun !== 'boolean')
     throw new InputError('Field "dryRun" must be true or false.');
   const replica = { ...DEFAULT_REPLICA_BOUNDS, ...replicaBoundsFrom(input, 'Field ') };
@@ -247,7 +240,7 @@ function validateFix(raw: unknown, at: string): Fix {
       throw new InputError(`${at}.orphans must be "fail", "set-null" or "delete".`);
     const name =
       f.name === undefined
-        ? shortName(['fk', table.name, ...columns], 'fkey').replace(/_fkey$/, '')
+        ? shortIdent(['fk', table.name, ...columns], 'fkey').replace(/_fkey$/, '')
         : checkName(f.name as string, `${at}.name`);
     return {
       kind: 'foreignKey',
@@ -272,7 +265,9 @@ function validateFix(raw: unknown, at: string): Fix {
       nulls = { fill: n.fill as string | number | boolean };
     }
     const name =
-      f.name === undefined ? shortName([table.name, column], 'pf_not_null') : checkName(f.name as string, `${at}.name`);
+      f.name === undefined
+        ? shortIdent([table.name, column], 'pf_not_null')
+        : checkName(f.name as string, `${at}.name`);
     return { kind: 'notNull', table, column, nulls, name };
   }
   throw new InputError(`${at}.kind must be "foreignKey" or "notNull".`);
@@ -385,5 +380,5 @@ export function restoreSql(f: Fix, pk: string[], insertable: string[], overridin
 }
 
 export function supportingIndexName(f: ForeignKeyFix, table = f.table.name): string {
-  return shortName([table, ...f.columns], 'pf_fk_idx');
+  return shortIdent([table, ...f.columns], 'pf_fk_idx');
 }

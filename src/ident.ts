@@ -124,3 +124,10 @@ export function parseColumnName(input: string, field = 'column'): string {
   }
   return s.toLowerCase();
 }
+
+/** `parts` joined with `_`, cut from the end so that with `_suffix` it fits PostgreSQL's 63 bytes. */
+export function shortIdent(parts: string[], suffix: string): string {
+  let base = parts.join('_');
+  while (byteLength(`${base}_${suffix}`) > MAX_IDENT_BYTES) base = base.slice(0, -1);
+  return `${base}_${suffix}`;
+}

@@ -8,9 +8,18 @@
  * Partitions made later (CREATE TABLE ... PARTITION OF, or ATTACH PARTITION as maintenance does) get a
  * matching index from PostgreSQL itself, for every index of the parent.
  */
-import { byteLength, InputError, MAX_IDENT_BYTES, parseColumnName, parseTableName, qualified, TableRef } from './ident';
+import {
+  byteLength,
+  InputError,
+  MAX_IDENT_BYTES,
+  parseColumnName,
+  parseTableName,
+  qualified,
+  shortIdent,
+  TableRef,
+} from './ident';
 import { quoteIdent as q } from './ident';
-import { DEFAULT_LOCK_TIMEOUT_MS } from './locks';
+import { lockTimeoutField } from './locks';
 
 export interface IndexInput {
   table: string;
@@ -97,12 +106,6 @@ export function checkPredicate(where: string, at: string): string {
   return where.trim();
 }
 
-function shortName(parts: string[], suffix: string): string {
-  let base = parts.join('_');
-  while (byteLength(`${base}_${suffix}`) > MAX_IDENT_BYTES) base = base.slice(0, -1);
-  return `${base}_${suffix}`;
-}
-
 function validateIndex(raw: unknown, at: string): IndexSpec {
   if (!raw || typeof raw !== 'object' || Array.isArray(raw)) throw new InputError(`${at} must be an object.`);
   const f = raw as Record<string, unknown>;
@@ -121,7 +124,7 @@ function validateIndex(raw: unknown, at: string): IndexSpec {
     throw new InputError(`${at}.unique must be true or false.`);
   const where = f.where === undefined ? null : checkPredicate(f.where as string, `${at}.where`);
   let name: string;
-  if (f.name === undefined) name = shortName(['idx', table.name, ...columns.map((c) => c.name)], 'pf');
+  if (f.name === undefined) name = shortIdent(['idx', table.name, ...columns.map((c) => c.name)], 'pf');
   else if (typeof f.name !== 'string' || !f.name) throw new InputError(`${at}.name must be an index name.`);
   else if (byteLength(f.name) > MAX_IDENT_BYTES)
     throw new InputError(`${at}.name ${JSON.stringify(f.name)} is over PostgreSQL's 63 bytes; choose a shorter name.`);
@@ -151,9 +154,7 @@ export function validateIndexInput(raw: unknown): IndexOptions {
   const names = indexes.map((x) => `${x.table.schema}.${x.name}`);
   const twice = names.find((n, i) => names.indexOf(n) !== i);
   if (twice) throw new InputError(`Two indexes are named ${twice}; give each its own "name".`);
-  const lockTimeoutMs = input.lockTimeoutMs === undefined ? DEFAULT_LOCK_TIMEOUT_MS : Number(input.lockTimeoutMs);
-  if (!Number.isInteger(lockTimeoutMs) || lockTimeoutMs < 10 || lockTimeoutMs > 60_000)
-    throw new InputError('Field "lockTimeoutMs" must be a whole number from 10 to 60000.');
+  const lockTimeoutMs = lockTimeoutField(input.lockTimeoutMs);
   if (input.dryRun !== undefined && typeof input.dryRun !== 'boolean')
     throw new InputError('Field "dryRun" must be true or false.');
   return { indexes, dryRun: input.dryRun === true, lockTimeoutMs };
@@ -191,7 +192,7 @@ export function indexShape(x: IndexSpec): IndexShape {
     name: x.name,
     definition: `(${cols})${x.where ? ` WHERE ${x.where}` : ''}`,
     unique: x.unique,
-    childName: (p) => shortName([p.name, ...x.columns.map((c) => c.name)], `${fnv(x.name)}_idx`),
+    childName: (p) => shortIdent([p.name, ...x.columns.map((c) => c.name)], `${fnv(x.name)}_idx`),
   };
 }
 

@@ -1,6 +1,6 @@
 /** `maintainPartitions`: input and the pure parts of partition upkeep. */
 import { InputError, parseTableName, TableRef } from './ident';
-import { DEFAULT_LOCK_TIMEOUT_MS } from './locks';
+import { lockTimeoutField } from './locks';
 import { addMonths, compareMonths, formatMonth, Month, parseMonth } from './partitions';
 
 export type ArchiveMode = 'detach' | 'dump' | 'drop' | 'none';
@@ -65,9 +65,7 @@ export function validateMaintainInput(raw: unknown): MaintainTableSpec[] {
       throw new InputError(`Unknown field "${k}"; known fields are tables, lockTimeoutMs, reportOnly.`);
   if (input.reportOnly !== undefined && typeof input.reportOnly !== 'boolean')
     throw new InputError('Field "reportOnly" must be true or false.');
-  const lockTimeoutMs = input.lockTimeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS;
-  if (!Number.isInteger(lockTimeoutMs) || lockTimeoutMs < 10 || lockTimeoutMs > 60_000)
-    throw new InputError('Field "lockTimeoutMs" must be a whole number from 10 to 60000.');
+  const lockTimeoutMs = lockTimeoutField(input.lockTimeoutMs);
   return input.tables.map((t, i) => {
     const at = `tables[${i}]`;
     if (!t || typeof t !== 'object') throw new InputError(`${at} must be an object with "table".`);

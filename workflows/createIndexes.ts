@@ -18,7 +18,7 @@ import type { Activities } from '../activities';
 import type { IndexPlan } from '../activities/indexes';
 import { CreateIndexesInput, IndexOptions, validateIndexInput } from '../src/indexes';
 import { rollbackSignal } from './definitions';
-import { rootFailure } from './failure';
+import { rootFailure, validInput } from './failure';
 import { failure } from '../src/failures';
 
 export interface IndexProgress {
@@ -63,12 +63,7 @@ interface IndexRun {
 }
 
 function startRun(input: CreateIndexesInput): IndexRun {
-  let opts: IndexOptions;
-  try {
-    opts = validateIndexInput(input);
-  } catch (err) {
-    throw failure((err as Error).message, 'InvalidInput');
-  }
+  const opts = validInput(() => validateIndexInput(input));
   const p: IndexProgress = {
     phase: 'checks',
     index: 0,

@@ -18,7 +18,7 @@ import type { Activities } from '../activities';
 import type { FixAudit } from '../activities/constraints';
 import { FixConstraintsInput, FixOptions, validateFixInput } from '../src/constraints';
 import { rollbackSignal } from './definitions';
-import { rootFailure } from './failure';
+import { rootFailure, validInput } from './failure';
 import { failure } from '../src/failures';
 
 type Step = 'index' | 'constraint' | 'repair' | 'validate';
@@ -88,12 +88,7 @@ interface FixRun {
 }
 
 function startRun(input: FixConstraintsInput): FixRun {
-  let opts: FixOptions;
-  try {
-    opts = validateFixInput(input);
-  } catch (err) {
-    throw failure((err as Error).message, 'InvalidInput');
-  }
+  const opts = validInput(() => validateFixInput(input));
   const p: FixProgress = {
     phase: 'audit',
     fix: 0,

@@ -6,9 +6,8 @@ import { defineQuery, proxyActivities, setHandler } from '@temporalio/workflow';
 import type { Activities } from '../activities';
 import type { TableReport } from '../activities/maintenance';
 import { displayName } from '../src/ident';
-import { MaintainPartitionsInput, MaintainTableSpec, validateMaintainInput } from '../src/maintenance';
-import { rootFailure } from './failure';
-import { failure } from '../src/failures';
+import { MaintainPartitionsInput, validateMaintainInput } from '../src/maintenance';
+import { rootFailure, validInput } from './failure';
 
 export interface MaintainResult {
   ok: boolean;
@@ -31,12 +30,7 @@ const act = proxyActivities<Activities>({
 });
 
 export async function maintainPartitions(input: MaintainPartitionsInput): Promise<MaintainResult> {
-  let specs: MaintainTableSpec[];
-  try {
-    specs = validateMaintainInput(input);
-  } catch (err) {
-    throw failure((err as Error).message, 'InvalidInput');
-  }
+  const specs = validInput(() => validateMaintainInput(input));
   const result: MaintainResult = { ok: true, tables: [], failures: [] };
   let current: string | null = null;
   setHandler(maintenanceProgressQuery, () => ({

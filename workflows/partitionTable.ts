@@ -24,7 +24,7 @@ import type { Activities, BackfillChunkResult, CutoverResult, VerifyReport } fro
 import type { Lag, Throttled } from '../activities/partition/replicas';
 import type { ReplicaBounds } from '../src/replicas';
 import { displayName } from '../src/ident';
-import { rootFailure } from './failure';
+import { rootFailure, validInput } from './failure';
 import { PartitionOptions, PartitionTableInput, validatePartitionInput, validateThrottle } from '../src/input';
 import { backfillSql, planStatements, undoStatements, type Plan } from '../src/plan';
 import {
@@ -167,12 +167,7 @@ function validateStart(input: PartitionTableInput & { resume?: PartitionState })
       'InvalidInput',
     );
   }
-  let opts: PartitionOptions;
-  try {
-    opts = validatePartitionInput(external);
-  } catch (err) {
-    throw failure((err as Error).message, 'InvalidInput');
-  }
+  const opts = validInput(() => validatePartitionInput(external));
   const s: PartitionState = resume ?? initialState(opts);
   return { external, opts, table: displayName(opts.table), s, lt: opts.lockTimeoutMs };
 }

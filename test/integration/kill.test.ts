@@ -4,7 +4,7 @@
  * Uses the compiled worker (dist/), as an operator runs it.
  */
 import { dashboardMetrics } from '../helpers/dashboard';
-import { ChildProcess, spawn } from 'child_process';
+import type { ChildProcess } from 'child_process';
 import * as os from 'os';
 import * as path from 'path';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
@@ -15,6 +15,7 @@ import { createTestDb, TestDb } from '../helpers/pg';
 import { createTable } from '../helpers/tables';
 import { startDevServer } from '../helpers/temporal';
 import { waitFor } from '../helpers/workflow';
+import { spawnWorker } from '../helpers/worker';
 
 const TQ = 'partflow-kill';
 let env: TestWorkflowEnvironment;
@@ -25,9 +26,8 @@ const METRICS = `127.0.0.1:${19000 + (process.pid % 500)}`;
 const logLines: string[] = [];
 
 function startWorker(address: string, bundle?: string): ChildProcess {
-  const p = spawn(process.execPath, [path.join(__dirname, '..', '..', 'dist', 'worker', 'main.js')], {
-    env: {
-      ...process.env,
+  const p = spawnWorker(
+    {
       ...(bundle ? { PARTFLOW_WORKFLOW_BUNDLE: bundle } : {}),
       TEMPORAL_ADDRESS: address,
       PARTFLOW_TASK_QUEUE: TQ,
@@ -36,8 +36,8 @@ function startWorker(address: string, bundle?: string): ChildProcess {
       PARTFLOW_LOG_JSON: '1',
       PARTFLOW_METRICS_ADDRESS: METRICS,
     },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
+    'pipe',
+  );
   let buf = '';
   p.stdout!.on('data', (d: Buffer) => {
     buf += d.toString();

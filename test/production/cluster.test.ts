@@ -4,7 +4,7 @@
  * queue, writers running. The worker that runs the backfill is SIGKILLed, then the Temporal server is killed
  * and started again mid-run; the conversion ends exact. `npm run test:production` starts the server first.
  */
-import { ChildProcess, execFileSync, spawn } from 'child_process';
+import { ChildProcess, execFileSync } from 'child_process';
 import * as path from 'path';
 import { Client as TemporalClient, Connection } from '@temporalio/client';
 import { Client } from 'pg';
@@ -12,6 +12,7 @@ import { compareWithRecord, Writer } from '../../demo/writer';
 import { createTestDb, TestDb } from '../helpers/pg';
 import { createTable } from '../helpers/tables';
 import { waitFor } from '../helpers/workflow';
+import { spawnWorker } from '../helpers/worker';
 
 const ROOT = path.join(__dirname, '..', '..');
 const ADDRESS = `127.0.0.1:${process.env.PARTFLOW_TEMPORAL_SERVER_PORT ?? 7333}`;
@@ -22,17 +23,16 @@ let client: TemporalClient;
 const workers = new Map<number, ChildProcess>();
 
 function startWorker(n: number): ChildProcess {
-  const p = spawn(process.execPath, [path.join(ROOT, 'dist', 'worker', 'main.js')], {
-    env: {
-      ...process.env,
+  const p = spawnWorker(
+    {
       TEMPORAL_ADDRESS: ADDRESS,
       PARTFLOW_TASK_QUEUE: TQ,
       DATABASE_URL: db.url,
       PARTFLOW_LOG_LEVEL: 'warn',
       PARTFLOW_METRICS_ADDRESS: `127.0.0.1:${19600 + n}`,
     },
-    stdio: ['ignore', 'ignore', 'inherit'],
-  });
+    'ignore',
+  );
   workers.set(p.pid!, p);
   return p;
 }
