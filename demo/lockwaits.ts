@@ -11,7 +11,7 @@ export interface LockWait {
   ms: number;
   /** when the waiting statement began, epoch ms */
   at: number;
-  /** the wait event and the statement's start */
+  /** the wait event, the statement's start and the start of the statement it waits behind */
   what: string;
 }
 
@@ -40,8 +40,9 @@ export class LockWaitSampler {
       const r = await this.client.query(
         `SELECT pid, extract(epoch FROM query_start) * 1000 AS started,
                 extract(epoch FROM clock_timestamp() - query_start) * 1000 AS ms,
-                wait_event || ': ' || left(query, 40) AS what
-           FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'`,
+                wait_event || ': ' || left(query, 40) || coalesce(' behind ' || (
+                  SELECT left(b.query, 60) FROM pg_stat_activity b WHERE b.pid = (pg_blocking_pids(a.pid))[1]), '') AS what
+           FROM pg_stat_activity a WHERE application_name = $1 AND wait_event_type = 'Lock'`,
         [this.applicationName],
       );
       for (const x of r.rows) {

@@ -15,3 +15,23 @@ export function lockTimeoutField(value: unknown): number {
     throw new InputError('Field "lockTimeoutMs" must be a whole number from 10 to 60000.');
   return ms;
 }
+
+/**
+ * What each partition adds to how long a statement on a partitioned table holds its lock when PostgreSQL
+ * visits every partition under it (the parent's foreign key adopting the partitions' ones, SET NOT NULL, a
+ * CHECK added or dropped): about 0.45 ms per partition measured on a 2-core machine, 53 ms for 120.
+ */
+export const HOLD_PER_PARTITION_MS = 0.5;
+const MIN_LOCK_TIMEOUT_MS = 10;
+
+/**
+ * The lock wait left to a statement that will hold its lock across `partitions` partitions: an application
+ * statement queued behind it waits for our wait plus our hold, so the hold is taken out of the budget (down
+ * to 10 ms; more attempts make up for the shorter ones). A plain table (0 partitions) keeps `lockTimeoutMs`.
+ */
+export function lockTimeoutAcross(lockTimeoutMs: number, partitions: number): number {
+  return Math.min(
+    lockTimeoutMs,
+    Math.max(MIN_LOCK_TIMEOUT_MS, Math.round(lockTimeoutMs - partitions * HOLD_PER_PARTITION_MS)),
+  );
+}

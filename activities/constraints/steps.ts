@@ -2,7 +2,7 @@
  * The DDL steps of a fix and their undo, each running the statements `fixSteps` built (the same the dry run
  * listed), each looking at the catalog first: supporting index, constraint NOT VALID, VALIDATE.
  */
-import { DEFAULT_LOCK_TIMEOUT_MS } from '../../src/locks';
+import { DEFAULT_LOCK_TIMEOUT_MS, lockTimeoutAcross } from '../../src/locks';
 import type { Pool, PoolClient } from 'pg';
 import { describeFix, Fix, ForeignKeyFix } from '../../src/constraints';
 import { failure } from '../../src/failures';
@@ -26,6 +26,15 @@ async function hasConstraint(c: PoolClient | Pool, t: TableRef, name: string): P
     name,
   ]);
   return r.rowCount ? { validated: r.rows[0].convalidated } : null;
+}
+
+/**
+ * The lock timeout and attempts of a statement on `table`: on a partitioned parent PostgreSQL visits every
+ * partition while it holds the lock, so that hold comes out of the wait it may queue writers for.
+ */
+function lockFor(fix: Fix, info: FixInfo, table: TableRef, lockTimeoutMs: number) {
+  const across = info.relkind === 'p' && qualified(table) === qualified(fix.table) ? info.partitions.length : 0;
+  return { ms: lockTimeoutAcross(lockTimeoutMs, across), opts: { ...lockedByFix(fix), maxAttempts: across ? 20 : 8 } };
 }
 
 /** CREATE INDEX CONCURRENTLY (per partition, then attached, on a partitioned table); invalid leftovers are rebuilt. */
@@ -94,7 +103,8 @@ export async function addConstraintNotValid(
         await fixFence(c);
         return c.query(sql);
       };
-      const { stats } = await withLockRetry(pool, l, `add ${fix.name}`, lockTimeoutMs, add, lockedByFix(fix));
+      const lock = lockFor(fix, info, table, lockTimeoutMs);
+      const { stats } = await withLockRetry(pool, l, `add ${fix.name}`, lock.ms, add, lock.opts);
       retries += stats.lockWaitRetries;
     }
     l.info({ lockWaitRetries: retries }, 'constraint added NOT VALID');
@@ -114,10 +124,11 @@ export async function dropConstraint(
 ): Promise<StepResult> {
   let retries = 0;
   void fixNo;
-  for (const { sql } of fixSteps(fix, info).dropConstraint) {
+  for (const { table, sql } of fixSteps(fix, info).dropConstraint) {
     const drop = (c: PoolClient) => c.query(sql);
     const l = fixLog(log, 'drop constraint', fix);
-    const { stats } = await withLockRetry(pool, l, `drop ${fix.name}`, lockTimeoutMs, drop, lockedByFix(fix));
+    const lock = lockFor(fix, info, table, lockTimeoutMs);
+    const { stats } = await withLockRetry(pool, l, `drop ${fix.name}`, lock.ms, drop, lock.opts);
     retries += stats.lockWaitRetries;
   }
   return { changed: true, lockWaitRetries: retries };
@@ -132,7 +143,8 @@ export async function validateConstraint(
 ): Promise<StepResult> {
   const l = fixLog(log, 'validate', fix);
   let retries = 0;
-  const run = async (what: string, sql: string) => {
+  const run = async (what: string, table: TableRef, sql: string) => {
+    const lock = lockFor(fix, info, table, lockTimeoutMs);
     const validate = async (c: PoolClient) => {
       await fixFence(c);
       await c.query('SET LOCAL statement_timeout = 0');
@@ -140,7 +152,7 @@ export async function validateConstraint(
     };
     const { stats } = await withHeartbeat(
       () => ({ step: what }),
-      () => withLockRetry(pool, l, what, lockTimeoutMs, validate, lockedByFix(fix)),
+      () => withLockRetry(pool, l, what, lock.ms, validate, lock.opts),
     );
     retries += stats.lockWaitRetries;
   };
@@ -148,11 +160,11 @@ export async function validateConstraint(
     const steps = fixSteps(fix, info).validate;
     // NOT NULL: all three statements while the check exists (a retry after the last one finds nothing to do)
     if (fix.kind === 'notNull' && (await hasConstraint(pool, fix.table, fix.name))) {
-      for (const s of steps) await run(s.what, s.sql);
+      for (const s of steps) await run(s.what, s.table, s.sql);
     }
     for (const s of fix.kind === 'foreignKey' ? steps : []) {
       const h = await hasConstraint(pool, s.table, fix.name);
-      if (s.only === 'if-unvalidated' ? h && !h.validated : !h) await run(s.what, s.sql);
+      if (s.only === 'if-unvalidated' ? h && !h.validated : !h) await run(s.what, s.table, s.sql);
     }
     l.info({ lockWaitRetries: retries }, 'validated');
     return { changed: true, lockWaitRetries: retries };
