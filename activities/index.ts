@@ -17,4 +17,10 @@ export function createActivities(deps: Deps) {
 
 export type Activities = ReturnType<typeof createActivities>;
 export type { Deps } from './partition';
-export type { BackfillChunkResult, CutoverResult, PreflightResult, VerifyReport } from './partition';
+export type {
+  BackfillChunkInput,
+  BackfillChunkResult,
+  CutoverResult,
+  PreflightResult,
+  VerifyReport,
+} from './partition';

@@ -1,9 +1,13 @@
 /**
- * `npm run bench [-- --rows 2000000 --runs 3 --rate 200 --batch-size 5000 --max-batch-ms 50]`: how fast partflow copies and what it costs the application,
+ * `npm run bench [-- --rows 2000000 --runs 3 --rate 200 --batch-size 5000 --max-batch-ms 50 --parallelism 2
+ * --skip peer,loop,impact]`: how fast partflow copies and what it costs the application,
  * as ratios against baselines measured in the same process on the same data:
  *  - limit: one INSERT INTO <partitioned copy> SELECT * FROM <source>, the fastest a copy can go here;
  *  - loop: partflow's own batched page-range copy (the backfill activity) called in a plain loop, no Temporal;
- *  - partflow: the backfill phase of the real workflow (throttle off), timed from its history;
+ *  - partflow: the backfill phase of the real workflow (throttle off), timed from its history, with one stream
+ *    and with `--parallelism` streams; with its scale figures: rows/s over each million rows copied, this
+ *    process's peak RSS (the worker runs in it), the history's events and bytes, the verification's time and
+ *    longest snapshot;
  *  - peer: pg_partman 4.7's partition_data_proc moving the same rows;
  *  - application impact: a fixed-rate pgbench write workload (custom insert/update/delete scripts, -R, per-
  *    transaction logs) with no migration, then for a whole partflow run with writes: p50/p99 during the
@@ -22,6 +26,9 @@ import {
   historySpans,
   pct,
   PgBench,
+  historySize,
+  peakRss,
+  ratePerMillion,
   SECONDARY_INDEXES,
   stats,
 } from './common';
@@ -30,16 +37,22 @@ import type { Progress } from '../workflows/definitions';
 const { values: args } = parseArgs({
   options: {
     rows: { type: 'string', default: '2000000' },
-    runs: { type: 'string', default: '3' },
+    runs: { type: 'string' },
     rate: { type: 'string', default: '200' },
     'batch-size': { type: 'string', default: '5000' },
     'max-batch-ms': { type: 'string', default: '50' },
     order: { type: 'string', default: 'time' },
     db: { type: 'string', default: 'partflow_bench' },
+    parallelism: { type: 'string', default: '2' },
+    skip: { type: 'string' },
   },
 });
 const ROWS = Number(args.rows);
-const RUNS = Number(args.runs);
+// from 10 million rows on, one run without the peer, the plain loop and the pgbench run (hours otherwise)
+const BIG = ROWS >= 10_000_000;
+const RUNS = Number(args.runs ?? (BIG ? 1 : 3));
+const SKIP = new Set((args.skip ?? (BIG ? 'peer,loop,impact' : '')).split(',').filter(Boolean));
+const PARALLELISM = Number(args.parallelism);
 const RATE = Number(args.rate);
 const TQ = 'partflow-bench';
 const line = (s: string) => process.stdout.write(s + '\n');
@@ -65,7 +78,9 @@ async function main(): Promise<void> {
     workflowToGate: [],
     partflowUnderLoad: [],
     workflowUnderLoad: [],
+    partflowParallel: [],
   };
+  const scale: Record<string, unknown>[] = [];
   let peerError: string | null = null;
   try {
     await pool.query(`CREATE SCHEMA IF NOT EXISTS partman`);
@@ -118,7 +133,7 @@ async function main(): Promise<void> {
     await acts.dropShadow(pre.plan, 500);
     // peer: pg_partman 4.7's online path, partition_data_proc moving a copy of the source into a partition set
     // with the same keys and indexes (the copy of the source is made outside the timing)
-    if (!peerError) {
+    if (!peerError && !SKIP.has('peer')) {
       await pool.query(`DROP TABLE IF EXISTS pm_src, pm_dst CASCADE`);
       await pool.query(`DELETE FROM partman.part_config WHERE parent_table = 'public.pm_dst'`);
       await pool.query(`CREATE TABLE pm_src AS SELECT * FROM images`);
@@ -143,39 +158,64 @@ async function main(): Promise<void> {
       await pool.query(`DELETE FROM partman.part_config WHERE parent_table = 'public.pm_dst'`);
     }
     // loop: partflow's backfill activity, no Temporal
-    await acts.createShadow(pre.plan, 500);
-    await acts.installSyncTrigger(pre.plan, 500);
-    await checkpoint();
-    t0 = Date.now();
-    for (;;) {
-      const c = await acts.backfillChunk({
-        table: pre.plan.table,
-        copyMode: pre.plan.copyMode,
-        sql: pre.plan.sql,
-        batchSize: input.batchSize,
-        sleepMs: 0,
-        maxMs: 3000,
-        maxBatchMs: input.maxBatchMs,
-      });
-      if (c.done) break;
-    }
-    results.loop.push(Date.now() - t0);
-    line(`  loop ${results.loop.at(-1)} ms`);
-    await acts.dropSyncTrigger(pre.plan, 500);
-    await acts.dropShadow(pre.plan, 500);
-    await acts.releaseRun(pre.plan.table, 'rolled-back');
-    // partflow alone: the workflow with no writers, up to the approval gate, then rolled back
-    await checkpoint();
-    {
-      const w = await startAndWatch({ ...input, approval: 'signal' }, (p) => p.awaitingApproval);
+    if (!SKIP.has('loop')) {
+      await acts.createShadow(pre.plan, 500);
+      await acts.installSyncTrigger(pre.plan, 500);
+      await checkpoint();
+      t0 = Date.now();
+      for (;;) {
+        const c = await acts.backfillChunk({
+          table: pre.plan.table,
+          copyMode: pre.plan.copyMode,
+          sql: pre.plan.sql,
+          batchSize: input.batchSize,
+          sleepMs: 0,
+          maxMs: 3000,
+          maxBatchMs: input.maxBatchMs,
+        });
+        if (c.done) break;
+      }
+      results.loop.push(Date.now() - t0);
+      line(`  loop ${results.loop.at(-1)} ms`);
+      await acts.dropSyncTrigger(pre.plan, 500);
+      await acts.dropShadow(pre.plan, 500);
+      await acts.releaseRun(pre.plan.table, 'rolled-back');
+    } else await acts.releaseRun(pre.plan.table, 'rolled-back');
+    // partflow alone: the workflow with no writers, up to the approval gate, then rolled back; with one
+    // stream and with --parallelism streams
+    for (const parallelism of [...new Set([1, PARALLELISM])]) {
+      await checkpoint();
+      const { result: w, peakMb } = await peakRss(() =>
+        startAndWatch({ ...input, parallelism, approval: 'signal' }, (p) => p.awaitingApproval),
+      );
       const gate = Date.now();
       const [a, b] = (await spans(w.h))('backfillChunk');
-      results.partflow.push(Math.round(b - a));
-      results.workflowToGate.push(gate - w.started);
-      line(`  partflow backfill ${Math.round(b - a)} ms, workflow to the approval gate ${gate - w.started} ms`);
+      (parallelism === 1 ? results.partflow : results.partflowParallel).push(Math.round(b - a));
+      if (parallelism === 1) results.workflowToGate.push(gate - w.started);
+      const p = await w.h.query<Progress>('progress');
+      const size = await historySize(client, w.h.workflowId, w.h.firstExecutionRunId);
+      const perMillion = ratePerMillion(a, size.copied);
+      const { copied, ...history } = size;
+      void copied;
+      scale.push({
+        run: r,
+        parallelism,
+        backfillMs: Math.round(b - a),
+        rowsPerSecondPerMillion: perMillion,
+        peakRssMb: peakMb,
+        history,
+        verify: p.verify,
+      });
+      line(
+        `  partflow backfill, parallelism ${parallelism}: ${Math.round(b - a)} ms; to the approval gate ${gate - w.started} ms; ` +
+          `peak RSS ${peakMb} MB; history ${history.events} events, ${(history.bytes / 1024).toFixed(0)} KiB in ${history.runs} run(s); ` +
+          `verification ${p.verify?.elapsedMs} ms in ${p.verify?.chunks} chunks, longest snapshot ${p.verify?.longestSnapshotMs} ms`,
+      );
+      if (perMillion.length) line(`    rows/s over each million copied: ${perMillion.join(' ')}`);
       await w.h.signal('rollback');
       await w.h.result();
     }
+    if (SKIP.has('impact')) continue;
     // application impact: pgbench at a fixed rate, first with no migration, then for a whole run with
     // cut-over and a rollback (so that the next run starts from the same table)
     await checkpoint();
@@ -225,6 +265,7 @@ async function main(): Promise<void> {
     ['peer: pg_partman partition_data_proc', results.peer],
     ['loop: partflow copy, no Temporal', results.loop],
     ['partflow: backfill phase of the workflow', results.partflow],
+    [`partflow: backfill, parallelism ${PARALLELISM}`, results.partflowParallel],
     ['partflow: backfill, pgbench writing', results.partflowUnderLoad],
   ].filter(([, xs]) => (xs as number[]).length) as [string, number[]][];
   line('');
@@ -233,16 +274,31 @@ async function main(): Promise<void> {
   );
   line(`${'copy'.padEnd(42)} ${'ms'.padEnd(22)} ${'rows/s (median)'.padEnd(16)} speed vs limit   target`);
   for (const [name, xs] of table) {
-    const target = name.startsWith('partflow: backfill phase') ? '>= 0.90' : '';
+    const target = name.startsWith('partflow: backfill phase')
+      ? '>= 0.90'
+      : name.includes('parallelism') && PARALLELISM === 2
+        ? '>= 1.40'
+        : '';
     line(
       `${name.padEnd(42)} ${mmm(stats(xs)).padEnd(22)} ${String(rps(stats(xs).median)).padEnd(16)} ${mmm(ratio(xs), f2).padEnd(16)} ${target}`,
     );
   }
-  const overhead = stats(results.partflow.map((p, i) => p / results.loop[i] - 1));
-  line(
-    `orchestration overhead (partflow backfill / plain loop - 1): ${mmm(overhead, (x) => `${(x * 100).toFixed(1)}%`)}   target <= 5%`,
-  );
+  if (results.loop.length) {
+    const overhead = stats(results.partflow.map((p, i) => p / results.loop[i] - 1));
+    line(
+      `orchestration overhead (partflow backfill / plain loop - 1): ${mmm(overhead, (x) => `${(x * 100).toFixed(1)}%`)}   target <= 5%`,
+    );
+  }
   line(`whole workflow, no writers, start to approval gate (ms): ${mmm(stats(results.workflowToGate))}`);
+  if (SKIP.size) line(`skipped: ${[...SKIP].join(', ')} (--skip; from 10 million rows on by default)`);
+  scaleReport(scale);
+  const json = { rows: ROWS, runs: RUNS, rate: RATE, order: args.order, input, results, impact, peerError, scale };
+  if (SKIP.has('impact')) {
+    fs.writeFileSync('bench-results.json', JSON.stringify(json, null, 2));
+    await stop();
+    await pool.end();
+    return;
+  }
   line(`whole workflow, pgbench writing, start to cut-over done (ms): ${mmm(stats(results.workflowUnderLoad))}`);
   line('');
   line(
@@ -260,16 +316,37 @@ async function main(): Promise<void> {
   );
   line(`  failed transactions: ${impact.failed.join(', ')} of ${impact.transactions.join(', ')}`);
   if (peerError) line(`peer (pg_partman partition_data_proc) not measured: ${peerError}`);
-  fs.writeFileSync(
-    'bench-results.json',
-    JSON.stringify(
-      { rows: ROWS, runs: RUNS, rate: RATE, order: args.order, input, results, impact, peerError },
-      null,
-      2,
-    ),
-  );
+  fs.writeFileSync('bench-results.json', JSON.stringify(json, null, 2));
   await stop();
   await pool.end();
+}
+
+/** The scale figures of the workflow runs: flat or not, memory, history, verification. */
+function scaleReport(scale: Record<string, unknown>[]): void {
+  line('');
+  line(`scale (${ROWS.toLocaleString('en-US')} rows): per workflow run with no writers, start to the approval gate`);
+  for (const x of scale as {
+    parallelism: number;
+    rowsPerSecondPerMillion: number[];
+    peakRssMb: number;
+    history: { runs: number; events: number; bytes: number };
+    verify: { elapsedMs: number; chunks: number; longestSnapshotMs: number } | null;
+  }[]) {
+    const r = x.rowsPerSecondPerMillion;
+    const q = Math.max(1, Math.floor(r.length / 4));
+    const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
+    const flat = r.length >= 2 ? (mean(r.slice(-q)) / mean(r.slice(0, q))).toFixed(2) : 'n/a';
+    line(
+      `  parallelism ${x.parallelism}: rows/s per million min/median/max ${r.length ? mmmOf(r) : 'n/a'}, last quarter / first quarter ${flat}; ` +
+        `peak RSS ${x.peakRssMb} MB (goal < 300); history ${x.history.events} events / ${(x.history.bytes / 1024).toFixed(0)} KiB ` +
+        `in ${x.history.runs} run(s); verification ${x.verify?.elapsedMs} ms, ${x.verify?.chunks} chunks, longest snapshot ${x.verify?.longestSnapshotMs} ms`,
+    );
+  }
+}
+
+function mmmOf(xs: number[]): string {
+  const s = stats(xs);
+  return `${s.min}/${s.median}/${s.max}`;
 }
 
 main().catch((err) => {

@@ -8,7 +8,8 @@ import { createActivities } from '../activities';
 import { createPool } from '../activities/db';
 import { createLogger } from '../src/logger';
 import { Client, Pool } from 'pg';
-import { activitySpans } from '../demo/history';
+import { activitySpans, epochMs } from '../demo/history';
+import { temporal } from '@temporalio/proto';
 import { PgbenchOptions, PgbenchTx, pgbenchWhile } from './pgbench';
 
 /** min/median/max of a list. */
@@ -141,5 +142,88 @@ export class PgBench {
   async run(during: () => Promise<void>): Promise<{ tx: PgbenchTx[]; latencies: number[]; failed: number }> {
     const r = await pgbenchWhile({ conn: this.conn, scripts: this.scripts, clients: 4, rate: this.rate }, during);
     return { tx: r.tx, latencies: r.tx.map((t) => t.latencyMs), failed: r.failed + r.abortedRounds };
+  }
+}
+
+/** A workflow's size as Temporal keeps it, over its continue-as-new chain: what the per-history limits apply to. */
+export interface HistorySize {
+  runs: number;
+  /** the largest single run's events and encoded bytes (the limits are per run: 51,200 events, 50 MB) */
+  events: number;
+  bytes: number;
+  /** over the whole chain */
+  totalEvents: number;
+  totalBytes: number;
+  /** (epoch ms, rows copied over the whole copy) at every backfill chunk's completion */
+  copied: [number, number][];
+}
+
+export async function historySize(
+  client: TemporalClient,
+  workflowId: string,
+  firstRunId: string,
+): Promise<HistorySize> {
+  const out: HistorySize = { runs: 0, events: 0, bytes: 0, totalEvents: 0, totalBytes: 0, copied: [] };
+  let runId: string | undefined = firstRunId;
+  while (runId) {
+    const history: temporal.api.history.v1.IHistory = await client.workflow.getHandle(workflowId, runId).fetchHistory();
+    const events: temporal.api.history.v1.IHistoryEvent[] = history.events ?? [];
+    const bytes = temporal.api.history.v1.History.encode(history).finish().length;
+    out.runs++;
+    out.events = Math.max(out.events, events.length);
+    out.bytes = Math.max(out.bytes, bytes);
+    out.totalEvents += events.length;
+    out.totalBytes += bytes;
+    const backfill = new Set<string>();
+    for (const e of events) {
+      if (e.activityTaskScheduledEventAttributes?.activityType?.name === 'backfillChunk')
+        backfill.add(String(e.eventId));
+      const done = e.activityTaskCompletedEventAttributes;
+      if (done && backfill.has(String(done.scheduledEventId))) {
+        const data = done.result?.payloads?.[0]?.data;
+        const r = data ? JSON.parse(Buffer.from(data).toString('utf8')) : null;
+        if (r && typeof r.rowsCopied === 'number') out.copied.push([epochMs(e.eventTime), r.rowsCopied]);
+      }
+    }
+    const next = events.at(-1)?.workflowExecutionContinuedAsNewEventAttributes?.newExecutionRunId;
+    runId = next ?? undefined;
+  }
+  out.copied.sort((a, b) => a[0] - b[0]);
+  return out;
+}
+
+/**
+ * Rows per second over each million rows copied, from the chunks' completions (`copied`, from the copy's
+ * start at `startMs`): when the count passed each million is interpolated between two completions.
+ */
+export function ratePerMillion(startMs: number, copied: [number, number][]): number[] {
+  const points: [number, number][] = [[startMs, 0], ...copied];
+  const passed = (m: number): number | null => {
+    for (let i = 1; i < points.length; i++) {
+      const [[t0, r0], [t1, r1]] = [points[i - 1], points[i]];
+      if (r1 >= m && r1 > r0) return t0 + ((m - r0) / (r1 - r0)) * (t1 - t0);
+    }
+    return null;
+  };
+  const rates: number[] = [];
+  let prev = startMs;
+  for (let m = 1_000_000; ; m += 1_000_000) {
+    const at = passed(m);
+    if (at === null) break;
+    rates.push(Math.round(1_000_000 / Math.max(0.001, (at - prev) / 1000)));
+    prev = at;
+  }
+  return rates;
+}
+
+/** Samples this process's resident set size while `work` runs (the benchmark's worker runs in this process). */
+export async function peakRss<T>(work: () => Promise<T>, everyMs = 250): Promise<{ result: T; peakMb: number }> {
+  let peak = process.memoryUsage().rss;
+  const timer = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), everyMs);
+  try {
+    const result = await work();
+    return { result, peakMb: Math.round(Math.max(peak, process.memoryUsage().rss) / 2 ** 20) };
+  } finally {
+    clearInterval(timer);
   }
 }

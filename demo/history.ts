@@ -10,7 +10,7 @@ export interface ActivitySpan {
 
 type Stamp = { seconds?: unknown; nanos?: number | null } | null | undefined;
 
-function epochMs(t: Stamp): number {
+export function epochMs(t: Stamp): number {
   const sec = t?.seconds as { toNumber?: () => number } | number | undefined;
   return (typeof sec === 'object' && sec?.toNumber ? sec.toNumber() : Number(sec ?? 0)) * 1000 + (t?.nanos ?? 0) / 1e6;
 }

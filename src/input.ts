@@ -18,8 +18,14 @@ export interface PartitionTableInput {
   premake?: number;
   /** Rows per backfill batch (converted to a page range). Default 5000. */
   batchSize?: number;
-  /** Pause between batches, ms. Default 0. */
+  /** Pause between batches, ms. Default 0. With `parallelism` N each stream pauses N times as long. */
   sleepMs?: number;
+  /**
+   * Page-range streams the backfill runs at once, each with its own checkpoint (page mode only). Default 1.
+   * `batchSize` and `maxBatchMs` are per batch; the replica bounds, `maxWalBytesPerSecond` and `sleepMs` hold
+   * for the streams together.
+   */
+  parallelism?: number;
   /**
    * Longest a backfill batch may hold its row locks, ms (an application UPDATE or DELETE of a row in the
    * batch waits for it). Batches shrink below `batchSize` to stay under it, and grow back. Default 50.
@@ -83,6 +89,7 @@ export interface PartitionOptions {
   premake: number;
   batchSize: number;
   sleepMs: number;
+  parallelism: number;
   maxBatchMs: number;
   approval: 'signal' | 'auto';
   rollbackWindowMs: number;
@@ -108,6 +115,7 @@ export const PARTITION_INPUT_FIELDS = [
   'premake',
   'batchSize',
   'sleepMs',
+  'parallelism',
   'maxBatchMs',
   'approval',
   'rollbackWindow',
@@ -191,6 +199,7 @@ export function validatePartitionInput(raw: unknown): PartitionOptions {
     premake: intField(input.premake, 'premake', 3, 0, 120),
     batchSize: intField(input.batchSize, 'batchSize', 5000, 1, 1_000_000),
     sleepMs: intField(input.sleepMs, 'sleepMs', 0, 0, 600_000),
+    parallelism: intField(input.parallelism, 'parallelism', 1, 1, 16),
     maxBatchMs: intField(input.maxBatchMs, 'maxBatchMs', 50, 5, 60_000),
     approval: enumField(input.approval, 'approval', ['signal', 'auto'] as const, 'signal'),
     rollbackWindowMs: parseDuration(rollbackWindow, 'rollbackWindow'),

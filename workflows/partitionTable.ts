@@ -20,7 +20,7 @@ import {
   setHandler,
   workflowInfo,
 } from '@temporalio/workflow';
-import type { Activities, BackfillChunkResult, CutoverResult, VerifyReport } from '../activities';
+import type { Activities, BackfillChunkInput, BackfillChunkResult, CutoverResult, VerifyReport } from '../activities';
 import type { Lag, Throttled } from '../activities/partition/replicas';
 import type { ReplicaBounds } from '../src/replicas';
 import { displayName } from '../src/ident';
@@ -74,6 +74,8 @@ export interface PartitionState {
   /** the replica bound holding the copy back, since when */
   throttledBy?: Throttled | null;
   replicaLag?: Lag | null;
+  /** parallel copy: the streams not done yet (absent: all of them, or a single stream) */
+  streamsLeft?: number[];
 }
 
 export interface PartitionTableResult {
@@ -372,16 +374,52 @@ function recordChunk(s: PartitionState, r: BackfillChunkResult): void {
   }
 }
 
-/** Chunks of CHUNK_MS until the copy is complete; pause, throttle and rollback act between chunks. */
+/** The streams' chunks of one round as one: the latest figures of the whole copy, the sums of what each did. */
+function together(rs: BackfillChunkResult[], done: boolean): BackfillChunkResult {
+  const latest = rs.reduce((a, b) => (b.rowsCopied >= a.rowsCopied ? b : a));
+  const sum = (f: 'rowsThisChunk' | 'pagesThisChunk' | 'batches' | 'mergedBatches') =>
+    rs.reduce((n, r) => n + (r[f] ?? 0), 0);
+  return {
+    ...latest,
+    rowsThisChunk: sum('rowsThisChunk'),
+    pagesThisChunk: sum('pagesThisChunk'),
+    batches: sum('batches'),
+    mergedBatches: sum('mergedBatches'),
+    elapsedMs: Math.max(...rs.map((r) => r.elapsedMs)),
+    done,
+    throttledBy: rs.find((r) => r.throttledBy)?.throttledBy ?? null,
+  };
+}
+
+/**
+ * One round of a parallel copy: a chunk of every stream not done yet, at once. All of them end before the
+ * round does (a failed one too), so that nothing of the copy runs when an undo starts.
+ */
+async function streamsRound(s: PartitionState, input: BackfillChunkInput, streams: number) {
+  const left = s.streamsLeft ?? [...Array(streams).keys()];
+  const settled = await Promise.allSettled(left.map((stream) => chunk.backfillChunk({ ...input, stream, streams })));
+  const failed = settled.find((x) => x.status === 'rejected');
+  if (failed) throw (failed as PromiseRejectedResult).reason;
+  const rs = settled.map((x) => (x as PromiseFulfilledResult<BackfillChunkResult>).value);
+  // what each saw at its end, together: a stream that finished is started again after a rewrite re-split it
+  s.streamsLeft = [...new Set(rs.flatMap((r) => r.streamsLeft ?? []))].sort((a, b) => a - b);
+  return together(rs, s.streamsLeft.length === 0);
+}
+
+/**
+ * Chunks of CHUNK_MS until the copy is complete; pause, throttle and rollback act between chunks. With
+ * `parallelism` N (page mode), N streams copy their own page ranges, a chunk of each per round.
+ */
 async function backfill(run: Run, plan: Plan): Promise<void> {
   const { s, opts, table } = run;
+  const streams = plan.copyMode === 'pages' ? (plan.parallelism ?? 1) : 1;
   for (;;) {
     checkRollback(run);
     if (s.paused) {
       await condition(() => !s.paused || s.rollbackRequested);
       continue;
     }
-    const r = await chunk.backfillChunk({
+    const input: BackfillChunkInput = {
       table: plan.table,
       copyMode: plan.copyMode,
       sql: backfillSql(plan),
@@ -390,7 +428,8 @@ async function backfill(run: Run, plan: Plan): Promise<void> {
       maxMs: CHUNK_MS,
       maxBatchMs: opts.maxBatchMs,
       replica: s.replica ?? opts.replica,
-    });
+    };
+    const r = streams > 1 ? await streamsRound(s, input, streams) : await chunk.backfillChunk(input);
     recordChunk(s, r);
     showDetails(run);
     if (r.done) break;

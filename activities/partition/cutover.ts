@@ -9,7 +9,7 @@ import { displayName, qualified } from '../../src/ident';
 import { Plan, shapeDifferences, splitLock } from '../../src/plan';
 import { classify, runAll, withHeartbeat, withLockRetry } from '../db';
 import { faultPoint } from '../faults';
-import { Deps, fence, lockedBy, ownPlan, relOid, rowMoves, RUNS, runState, stepLog } from './run';
+import { acrossPartitions, Deps, fence, ownPlan, relOid, rowMoves, RUNS, runState, stepLog } from './run';
 
 export interface CutoverResult {
   alreadyDone: boolean;
@@ -96,6 +96,7 @@ export async function cutover({ pool, log }: Deps, plan: Plan, lockTimeoutMs: nu
   const st = await runState(pool, plan.table);
   if (st?.cutover_done) return { alreadyDone: true, attempts: 0, lockWaitRetries: 0, lockHoldMs: 0 };
   const { lock, then } = splitLock(plan.sql.cutover);
+  const across = acrossPartitions(plan, lockTimeoutMs);
   let lockedAt = 0;
   const swap = async (c: PoolClient) => {
     await c.query(lock); // the wait is bounded by lock_timeout
@@ -113,7 +114,7 @@ export async function cutover({ pool, log }: Deps, plan: Plan, lockTimeoutMs: nu
   };
   const { stats } = await withHeartbeat(
     () => ({ step: 'cutover' }),
-    () => withLockRetry(pool, l, 'cutover', lockTimeoutMs, swap, lockedBy(plan)),
+    () => withLockRetry(pool, l, 'cutover', across.ms, swap, across.opts),
   );
   const lockHoldMs = Date.now() - lockedAt;
   const { attempts, lockWaitRetries } = stats;
@@ -168,7 +169,8 @@ export async function swapBack(
     );
   };
   const swapped = !!st?.cutover_done;
-  if (swapped) await withLockRetry(pool, l, 'swap back', lockTimeoutMs, swap, lockedBy(plan));
+  const across = acrossPartitions(plan, lockTimeoutMs);
+  if (swapped) await withLockRetry(pool, l, 'swap back', across.ms, swap, across.opts);
   const lockHoldMs = swapped ? Date.now() - lockedAt : 0;
   const notRestored = await validateInbound(deps, plan, lockTimeoutMs);
   l.info({ swapped, lockHoldMs, notRestored }, 'swapped back to the original table');
@@ -195,7 +197,8 @@ export async function finalize({ pool, log }: Deps, plan: Plan, lockTimeoutMs: n
     await runAll(c, [...plan.sql.finalize, ...(plan.sql.dropCounters ?? [])]);
     await faultPoint('finalize', l);
   };
-  await withLockRetry(pool, l, 'finalize', lockTimeoutMs, end, lockedBy(plan));
+  const across = acrossPartitions(plan, lockTimeoutMs);
+  await withLockRetry(pool, l, 'finalize', across.ms, end, across.opts);
   l.info({ old: displayName(plan.old), rowMoves: moves }, 'reverse trigger dropped; old table kept');
   return { rowMoves: moves };
 }

@@ -10,6 +10,7 @@ import type { Logger } from '../../src/logger';
 import { Plan, STATE_SCHEMA } from '../../src/plan';
 import { classify, currentWorkflowId } from '../db';
 import { migrate } from '../migrate';
+import { lockTimeoutAcross } from '../../src/locks';
 
 export interface Deps {
   pool: Pool;
@@ -42,6 +43,17 @@ export function stepLog(log: Logger, step: string, table: TableRef): Logger {
 /** What the partitioning path's DDL locks: the table, the copy, the old table (and their partitions). */
 export function lockedBy(plan: Plan): { relations: string[] } {
   return { relations: [qualified(plan.table), qualified(plan.shadow), qualified(plan.old)] };
+}
+
+/**
+ * The lock timeout and attempts of a step that holds its lock while PostgreSQL visits every partition of the
+ * copy (the cut-over's trigger, finalize's DROP TRIGGER, the swap back): the hold comes out of the wait.
+ */
+export function acrossPartitions(plan: Plan, lockTimeoutMs: number) {
+  return {
+    ms: lockTimeoutAcross(lockTimeoutMs, plan.partitions.length + 1),
+    opts: { ...lockedBy(plan), maxAttempts: 20 },
+  };
 }
 
 export async function relOid(c: PoolClient, ref: TableRef): Promise<{ oid: number; relkind: string } | null> {
@@ -167,6 +179,11 @@ export async function claimRun({ pool }: Deps, table: TableRef, plan: Plan): Pro
         'RunInProgress',
       );
     }
+    // a parallel copy's ranges from an earlier run of this table
+    await pool.query(`DELETE FROM ${STATE_SCHEMA}.backfill_streams WHERE table_schema = $1 AND table_name = $2`, [
+      table.schema,
+      table.name,
+    ]);
   } catch (err) {
     classify(err, 'claim');
   }

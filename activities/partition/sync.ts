@@ -9,9 +9,13 @@ import { displayName } from '../../src/ident';
 import { FORWARD_TRIGGER, Plan } from '../../src/plan';
 import { runAll, withLockRetry } from '../db';
 import { faultPoint } from '../faults';
+import { splitStreams } from './backfill';
 import { Deps, fence, lockedBy, ownPlan, relOid, RUNS, stepLog } from './run';
 
-/** The backfill's end, recorded with the trigger: pages (and the file), or the largest key in key mode. */
+/**
+ * The backfill's end, recorded with the trigger: pages (and the file), or the largest key in key mode; a
+ * parallel copy's split of those pages.
+ */
 async function recordWalkEnd(c: PoolClient, plan: Plan, triggerFence: string): Promise<number> {
   const r = await c.query(
     `UPDATE ${RUNS}
@@ -29,6 +33,7 @@ async function recordWalkEnd(c: PoolClient, plan: Plan, triggerFence: string): P
       [plan.table.schema, plan.table.name, mk.rows[0]?.k ?? null],
     );
   }
+  if (plan.copyMode === 'pages' && (plan.parallelism ?? 1) > 1) await splitStreams(c, plan.table, plan.parallelism!);
   return Number(r.rows[0].total_pages);
 }
 

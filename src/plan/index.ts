@@ -145,6 +145,7 @@ export function buildPlan(info: TableInfo, opts: PartitionOptions): Plan {
     partitionColumn: ctx.column,
     columnType: ctx.type,
     copyMode,
+    parallelism: opts.parallelism,
     timeZone: opts.timeZone,
     partitions,
     defaultPartition: ctx.defaultPartition,

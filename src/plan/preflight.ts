@@ -18,6 +18,13 @@ function checkServer(info: TableInfo, opts: PartitionOptions): void {
   if (info.serverVersionNum < 140000 && opts.copyMode === 'pages') {
     refuse(`PostgreSQL ${major} has no TID range scans; use "copyMode": "keys" or "auto".`);
   }
+  const pages = opts.copyMode === 'pages' || (opts.copyMode === 'auto' && info.serverVersionNum >= 140000);
+  if (opts.parallelism > 1 && !pages) {
+    refuse(
+      `"parallelism": ${opts.parallelism} splits the table's pages among streams, which needs the page walk ` +
+        `(PostgreSQL 14+, "copyMode" "pages" or "auto"); use "parallelism": 1 with "copyMode": "keys".`,
+    );
+  }
 }
 
 function checkKind(info: TableInfo, t: string): void {

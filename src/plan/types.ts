@@ -83,6 +83,8 @@ export interface Plan {
   columnType: PartitionColumnType;
   /** pages: TID ranges (PostgreSQL 14+); keys: primary-key ranges */
   copyMode: 'pages' | 'keys';
+  /** page-range streams the backfill runs at once (absent in plans made before parallel copy: 1) */
+  parallelism?: number;
   timeZone: string;
   partitions: PlannedPartition[];
   defaultPartition: string;

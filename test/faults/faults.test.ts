@@ -129,6 +129,11 @@ afterAll(async () => {
   fs.writeFileSync(path.join(__dirname, '..', '..', 'docs', 'fault-report.md'), lines.join('\n'));
 });
 
+/** PARTFLOW_FAULT_PARALLELISM=2: every scenario with a parallel copy (the suite's own parallel ones run anyway) */
+const PARALLELISM = process.env.PARTFLOW_FAULT_PARALLELISM
+  ? { parallelism: Number(process.env.PARTFLOW_FAULT_PARALLELISM) }
+  : {};
+
 let n = 0;
 /** Runs one scenario: a fresh table, writers, the workflow, the fault, the check. */
 async function scenario(
@@ -149,7 +154,7 @@ async function scenario(
     const h = await client.workflow.start('partitionTable', {
       taskQueue: TQ,
       workflowId: `fault-${table}-${Date.now()}`,
-      args: [{ table, batchSize: 300, sleepMs: 20, approval: 'auto', rollbackWindow: '0s', ...input }],
+      args: [{ table, batchSize: 300, sleepMs: 20, approval: 'auto', rollbackWindow: '0s', ...PARALLELISM, ...input }],
     });
     details = await fault(h, w);
     step(`fault done: ${details}`);
@@ -194,24 +199,27 @@ async function scenario(
   }
 }
 
+/** SIGKILL of the worker at a fault point; a new worker finishes the run. */
+async function killedAt(point: string, input: Record<string, unknown> = {}, label = ''): Promise<void> {
+  await scenario(
+    `worker SIGKILL in ${point}${point === 'backfill' ? ' (mid-batch, inside the transaction)' : point === 'cutover' ? ' (renames done, not committed)' : ''}${label}`,
+    'bigserial',
+    { ...(point === 'finalize' ? { rollbackWindow: '1s' } : {}), ...input },
+    async (h) => {
+      const a = startWorker(point);
+      await a.reached;
+      const at = await progress(h);
+      await kill(a.proc);
+      startWorker();
+      return `killed in phase ${at.phase} at ${at.checkpoint}`;
+    },
+  );
+}
+
 describe.each(['shadow', 'sync', 'backfill', 'verify', 'cutover', 'finalize'])(
   'worker SIGKILLed at the %s fault point',
   (point) => {
-    test('a new worker finishes the run exactly', async () => {
-      await scenario(
-        `worker SIGKILL in ${point}${point === 'backfill' ? ' (mid-batch, inside the transaction)' : point === 'cutover' ? ' (renames done, not committed)' : ''}`,
-        'bigserial',
-        point === 'finalize' ? { rollbackWindow: '1s' } : {},
-        async (h) => {
-          const a = startWorker(point);
-          await a.reached;
-          const at = await progress(h);
-          await kill(a.proc);
-          startWorker();
-          return `killed in phase ${at.phase} at ${at.checkpoint}`;
-        },
-      );
-    });
+    test('a new worker finishes the run exactly', () => killedAt(point));
   },
 );
 
@@ -227,11 +235,12 @@ test('worker SIGKILLed in the rollback window, then finalize', async () => {
   });
 });
 
-test('the Temporal server killed and restarted mid-backfill', async () => {
+/** The Temporal server SIGKILLed mid-backfill and started again from its SQLite file. */
+async function serverKilled(input: Record<string, unknown> = {}, label = ''): Promise<void> {
   await scenario(
-    'Temporal dev server SIGKILL + restart mid-backfill',
+    `Temporal dev server SIGKILL + restart mid-backfill${label}`,
     'uuid',
-    { batchSize: 100, sleepMs: 30 },
+    { batchSize: 100, sleepMs: 30, ...input },
     async (h) => {
       startWorker();
       const before = await waitFor(h, (p) => p.phase === 'backfill' && p.checkpointPage > 3, 'backfill', 120_000);
@@ -242,7 +251,9 @@ test('the Temporal server killed and restarted mid-backfill', async () => {
       return `server killed at ${before.checkpoint}, down 3 s, restarted from its SQLite file`;
     },
   );
-});
+}
+
+test('the Temporal server killed and restarted mid-backfill', () => serverKilled());
 
 /** pg_ctl restart -m fast of the test cluster; stdio ignored: the restarted postmaster keeps inherited pipes open. */
 function pgctl(args: string[]): Promise<void> {
@@ -266,11 +277,11 @@ async function restartPostgres(writer: Writer): Promise<number> {
   return down;
 }
 
-test('PostgreSQL restarted (fast shutdown) mid-backfill', async () => {
+async function postgresRestarted(input: Record<string, unknown> = {}, label = ''): Promise<void> {
   await scenario(
-    'PostgreSQL fast restart mid-backfill',
+    `PostgreSQL fast restart mid-backfill${label}`,
     'bigserial',
-    { batchSize: 100, sleepMs: 30 },
+    { batchSize: 100, sleepMs: 30, ...input },
     async (h, writer) => {
       startWorker();
       const before = await waitFor(h, (p) => p.phase === 'backfill' && p.checkpointPage > 3, 'backfill', 120_000);
@@ -278,6 +289,16 @@ test('PostgreSQL restarted (fast shutdown) mid-backfill', async () => {
       return `restarted at ${before.checkpoint} (${down} ms); the backfill resumed from its committed checkpoint`;
     },
   );
+}
+
+test('PostgreSQL restarted (fast shutdown) mid-backfill', () => postgresRestarted());
+
+// parallel copy: the same faults while two streams copy, each with its own checkpoint
+describe('parallelism 2', () => {
+  const two = { parallelism: 2 };
+  test('worker SIGKILLed mid-batch of a stream', () => killedAt('backfill', two, ', parallelism 2'));
+  test('the Temporal server killed and restarted mid-backfill', () => serverKilled(two, ', parallelism 2'));
+  test('PostgreSQL restarted mid-backfill', () => postgresRestarted(two, ', parallelism 2'));
 });
 
 test('PostgreSQL restarted (fast shutdown) mid-verify', async () => {

@@ -191,6 +191,56 @@ test('rollback after cut-over restores the plain table with every row written si
   expect(run.rows[0].run_state).toBe('rolled-back');
 });
 
+test('parallel copy: three streams walk their own page ranges with their own checkpoints; a VACUUM FULL mid-copy splits the new file again; exact under writers', async () => {
+  const t = await createTable(db.pool, { schema: 'public', name: 'streamed' }, 20_000, 'uuid');
+  const w = writerFor(t);
+  await w.start();
+  const h = await start({
+    table: 'streamed',
+    batchSize: 100,
+    sleepMs: 20,
+    parallelism: 3,
+    approval: 'signal',
+    rollbackWindow: '0s',
+  });
+  const mid = await waitFor(h, (p) => p.phase === 'backfill' && p.checkpointPage > 30, 'backfill progress');
+  const streams = async () =>
+    (
+      await db.pool.query(
+        `SELECT stream, start_page::int AS s, next_page::int AS n, end_page::int AS e, filenode::bigint AS f
+           FROM partflow.backfill_streams WHERE table_name = 'streamed' ORDER BY stream`,
+      )
+    ).rows;
+  const total = Number(
+    (await db.pool.query(`SELECT total_pages FROM partflow.runs WHERE table_name = 'streamed'`)).rows[0].total_pages,
+  );
+  const split = await streams();
+  // three ranges, end to end over the pages recorded with the trigger, and more than one of them moving
+  expect(split.map((x) => x.stream)).toEqual([0, 1, 2]);
+  expect(split[0].s).toBe(0);
+  expect(split[1].s).toBe(split[0].e);
+  expect(split[2].s).toBe(split[1].e);
+  expect(split[2].e).toBe(total);
+  expect(split.filter((x) => x.n > x.s).length).toBeGreaterThanOrEqual(2);
+  expect(mid.checkpoint).toMatch(/pages in 3 streams/);
+  await db.pool.query(`VACUUM FULL public.streamed`); // a new file: every stream's pages mean something else now
+  const gate = await waitFor(h, (p) => p.awaitingApproval, 'approval gate', 180_000);
+  expect(gate.verify?.ok).toBe(true);
+  const run = await db.pool.query(
+    `SELECT rewrites, filenode::bigint AS f FROM partflow.runs WHERE table_name = 'streamed'`,
+  );
+  expect(run.rows[0].rewrites).toBe(1);
+  const after = await streams();
+  expect(after.every((x) => x.f === run.rows[0].f && x.n === x.e)).toBe(true);
+  expect(after[0].f).not.toBe(split[0].f);
+  await h.signal('approveCutover');
+  const result = await h.result();
+  const stats = await w.stop();
+  expect(result.status).toBe('done');
+  expect({ errors: stats.errors, samples: stats.errorSamples }).toEqual({ errors: 0, samples: [] });
+  await expectMatchesRecord(t, w);
+});
+
 test('rows the trigger wrote ahead of the backfill: the fast copy meets them, the batch is copied again with ON CONFLICT, nothing doubled', async () => {
   const t = await createTable(db.pool, { schema: 'public', name: 'ahead' }, 8_000, 'bigserial');
   const h = await start({ table: 'ahead', batchSize: 100, sleepMs: 100, approval: 'signal', rollbackWindow: '0s' });
@@ -424,6 +474,12 @@ describe('bad input: one clear sentence, nothing changed', () => {
     ['a dependent view', { table: 'viewed' }, /Views depend on public\.viewed \(recent\)/],
     ['generated names too long', { table: 'l'.repeat(55) }, /would be \d+ bytes, over PostgreSQL's 63/],
     ['invalid field', { table: 'parent', premake: 'three' as unknown as number }, /"premake" must be a whole number/],
+    [
+      'parallel copy with the key walk',
+      { table: 'dry', parallelism: 2, copyMode: 'keys' },
+      /"parallelism": 2 splits the table's pages among streams, which needs the page walk/,
+    ],
+    ['too many streams', { table: 'dry', parallelism: 17 }, /"parallelism" must be a whole number from 1 to 16/],
   ])('%s', async (_label, input, message) => {
     const before = await catalogSnapshot(db.pool, ['public', 'partflow']);
     const h = await start(input);
