@@ -33,6 +33,7 @@ import {
   stats,
 } from './common';
 import type { Progress } from '../workflows/definitions';
+import { backfillSql } from '../src/plan';
 
 const { values: args } = parseArgs({
   options: {
@@ -67,6 +68,7 @@ async function main(): Promise<void> {
   await createImages(pool, ROWS, args.order);
 
   const { acts, client, stop } = await benchWorker(url, TQ);
+  const sizes = (await pool.query(`SELECT pg_total_relation_size('images')::bigint AS total`)).rows[0];
   const input = { table: 'images', batchSize: Number(args['batch-size']), maxBatchMs: Number(args['max-batch-ms']) };
   const pgbench = new PgBench(conn, ROWS, RATE);
 
@@ -167,7 +169,7 @@ async function main(): Promise<void> {
         const c = await acts.backfillChunk({
           table: pre.plan.table,
           copyMode: pre.plan.copyMode,
-          sql: pre.plan.sql,
+          sql: backfillSql(pre.plan),
           batchSize: input.batchSize,
           sleepMs: 0,
           maxMs: 3000,
@@ -185,6 +187,7 @@ async function main(): Promise<void> {
     // stream and with --parallelism streams
     for (const parallelism of [...new Set([1, PARALLELISM])]) {
       await checkpoint();
+      const wal0 = (await pool.query('SELECT pg_current_wal_lsn() AS l')).rows[0].l;
       const { result: w, peakMb } = await peakRss(() =>
         startAndWatch({ ...input, parallelism, approval: 'signal' }, (p) => p.awaitingApproval),
       );
@@ -193,6 +196,7 @@ async function main(): Promise<void> {
       (parallelism === 1 ? results.partflow : results.partflowParallel).push(Math.round(b - a));
       if (parallelism === 1) results.workflowToGate.push(gate - w.started);
       const p = await w.h.query<Progress>('progress');
+      const wal = (await pool.query('SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1)::bigint AS d', [wal0])).rows[0];
       const size = await historySize(client, w.h.workflowId, w.h.firstExecutionRunId);
       const perMillion = ratePerMillion(a, size.copied);
       const { copied, ...history } = size;
@@ -203,12 +207,14 @@ async function main(): Promise<void> {
         backfillMs: Math.round(b - a),
         rowsPerSecondPerMillion: perMillion,
         peakRssMb: peakMb,
+        walBytes: Number(wal.d),
+        tableBytes: Number(sizes.total),
         history,
         verify: p.verify,
       });
       line(
         `  partflow backfill, parallelism ${parallelism}: ${Math.round(b - a)} ms; to the approval gate ${gate - w.started} ms; ` +
-          `peak RSS ${peakMb} MB; history ${history.events} events, ${(history.bytes / 1024).toFixed(0)} KiB in ${history.runs} run(s); ` +
+          `WAL ${(Number(wal.d) / 2 ** 30).toFixed(2)} GiB (table with indexes ${(Number(sizes.total) / 2 ** 30).toFixed(2)} GiB); peak RSS ${peakMb} MB; history ${history.events} events, ${(history.bytes / 1024).toFixed(0)} KiB in ${history.runs} run(s); ` +
           `verification ${p.verify?.elapsedMs} ms in ${p.verify?.chunks} chunks, longest snapshot ${p.verify?.longestSnapshotMs} ms`,
       );
       if (perMillion.length) line(`    rows/s over each million copied: ${perMillion.join(' ')}`);

@@ -31,6 +31,8 @@ const { values: args } = parseArgs({
     db: { type: 'string', default: 'partflow_demo' },
     'ops-per-second': { type: 'string', default: '100' },
     'batch-size': { type: 'string', default: '5000' },
+    // generated_images is copied by this many streams at once, credit_transactions by one
+    parallelism: { type: 'string', default: '2' },
   },
 });
 
@@ -150,12 +152,19 @@ async function main(): Promise<void> {
   const handles: Record<string, WorkflowHandle> = {};
   const started = Date.now();
   for (const t of Object.keys(SPECS)) {
+    const parallelism = t === 'generated_images' ? Number(args.parallelism) : 1;
     handles[t] = await startPartition(
       client,
-      { table: `public.${t}`, batchSize: Number(args['batch-size']), approval: 'signal', rollbackWindow: '1h' },
+      {
+        table: `public.${t}`,
+        batchSize: Number(args['batch-size']),
+        parallelism,
+        approval: 'signal',
+        rollbackWindow: '1h',
+      },
       config.taskQueue,
     );
-    line(`started workflow ${handles[t].workflowId}`);
+    line(`started workflow ${handles[t].workflowId} (backfill in ${parallelism} stream${parallelism > 1 ? 's' : ''})`);
   }
   const approved = new Set<string>();
   const finalized = new Set<string>();

@@ -69,6 +69,7 @@ function inputFrom(table: string, v: Opts): PartitionTableInput {
   if (v.batchSize) input.batchSize = num(v.batchSize, 'batch-size');
   if (v.sleepMs) input.sleepMs = num(v.sleepMs, 'sleep-ms');
   if (v.maxBatchMs) input.maxBatchMs = num(v.maxBatchMs, 'max-batch-ms');
+  if (v.parallelism) input.parallelism = num(v.parallelism, 'parallelism');
   if (v.approval) input.approval = v.approval as 'signal' | 'auto';
   if (v.rollbackWindow) input.rollbackWindow = v.rollbackWindow as string;
   if (v.inboundForeignKeys) input.inboundForeignKeys = v.inboundForeignKeys as 'refuse' | 'drop';
@@ -235,6 +236,7 @@ async function plan(ctx: Ctx, table: string, h: WorkflowHandle, v: Opts): Promis
     `partitions (${p.partitions.length + 1}): ${p.partitions.map((x) => x.name).join(', ')}, ${p.defaultPartition}`,
   );
   ctx.out(`estimated rows: ${p.estimatedRows}; rows in the default partition: ${p.outsideRows ?? 0}`);
+  ctx.out(`backfill: ${p.copyMode} walk in ${p.parallelism ?? 1} stream(s)`);
   for (const g of p.givenUp ?? []) ctx.out(`given up: ${g}`);
   for (const w of p.warnings) ctx.out(`warning: ${w}`);
   for (const s of r.statements ?? []) ctx.out(`-- ${s.step}\n${s.sql};`);
@@ -336,11 +338,12 @@ function partitionOptions(c: Command): Command {
     .option('--batch-size <rows>', 'rows per backfill batch (default 5000)')
     .option('--sleep-ms <ms>', 'pause between batches (default 0)')
     .option('--max-batch-ms <ms>', 'longest a batch may hold its row locks; batches shrink to stay under it')
+    .option('--parallelism <n>', 'page-range streams the backfill runs at once (default 1)')
     .addOption(new Option('--approval <how>', 'signal: wait for approve; auto: cut over when verified'))
     .option('--rollback-window <duration>', 'how long the old table is kept in sync after the cut-over (24h)')
     .addOption(new Option('--inbound-foreign-keys <how>', 'refuse, or drop them at the cut-over'))
     .option('--time-zone <zone>', 'the zone months are cut in (UTC)')
-    .option('--lock-timeout-ms <ms>', 'longest any DDL waits for its lock before retrying (500)')
+    .option('--lock-timeout-ms <ms>', 'longest any DDL waits for its lock before retrying (50)')
     .option('--start-month <YYYY-MM>', 'older rows go to one partition <table>_older')
     .addOption(new Option('--copy-mode <mode>', 'auto, pages (TID ranges, 14+) or keys (primary-key ranges)'))
     .option('--accept-lost-constraint <name>', 'give up a uniqueness guarantee (repeatable)', collect);

@@ -181,6 +181,8 @@ export function planSummary(plan: Plan): string {
       `${plan.partitions.length} monthly partitions ${first} … ${last} + ${plan.defaultPartition}`,
     `estimated rows ${plan.estimatedRows}, ${plan.pages} pages; primary key (${plan.shadowKey.join(', ')}); ` +
       `${plan.partitions.length + 1} partitions in all, ${plan.outsideRows} row(s) in the default partition`,
+    `backfill by ${plan.copyMode === 'pages' ? 'page' : 'key'} ranges` +
+      ((plan.parallelism ?? 1) > 1 ? `, ${plan.parallelism} streams at once` : ', one stream'),
   ];
   for (const g of plan.givenUp) lines.push(`given up: ${g}`);
   for (const w of plan.warnings) lines.push(`warning: ${w}`);

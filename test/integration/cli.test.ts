@@ -70,8 +70,9 @@ test('help, usage errors and bad input: exit 2 with one sentence and no stack tr
 
 test('plan, start, status, pause, throttle, resume, watch, approve, report: one run driven from our CLI', async () => {
   await createTable(db.pool, { schema: 'public', name: 'cli_images' }, 20_000, 'bigserial');
-  const plan = await cli('plan', 'cli_images');
+  const plan = await cli('plan', 'cli_images', '--parallelism', '2');
   expect(plan.code).toBe(0);
+  expect(plan.out).toMatch(/^backfill: pages walk in 2 stream\(s\)$/m);
   expect(plan.out).toMatch(/^-- shadow\nCREATE TABLE "public"\."cli_images_pf_shadow"/m);
   expect(plan.out).toMatch(/^-- cutover\nLOCK TABLE/m);
   const started = await cli(

@@ -307,6 +307,26 @@ describe('key-range mode', () => {
       /no TID range scans/,
     );
   });
+  it('refuses a parallel copy, which splits pages, with the key walk (PostgreSQL 13 or asked for)', () => {
+    expect(() => buildPlan(fixture({ serverVersionNum: 130011 }), { ...opts, parallelism: 2 })).toThrow(
+      /"parallelism": 2 splits the table's pages among streams.*use "parallelism": 1 with "copyMode": "keys"/,
+    );
+    expect(() => buildPlan(fixture(), { ...opts, copyMode: 'keys', parallelism: 3 })).toThrow(/needs the page walk/);
+  });
+});
+
+describe('parallel copy', () => {
+  it('the plan carries the streams and the dry run says so', () => {
+    const p = buildPlan(fixture(), { ...opts, parallelism: 3 });
+    expect(p.parallelism).toBe(3);
+    expect(planSummary(p)).toMatch(/backfill by page ranges, 3 streams at once/);
+    expect(planSummary(buildPlan(fixture(), opts))).toMatch(/backfill by page ranges, one stream/);
+  });
+  it('parallelism is a whole number from 1 to 16, 1 when absent', () => {
+    expect(validatePartitionInput({ table: 'gi' }).parallelism).toBe(1);
+    expect(() => validatePartitionInput({ table: 'gi', parallelism: 0 })).toThrow(/"parallelism" must be/);
+    expect(() => validatePartitionInput({ table: 'gi', parallelism: 2.5 })).toThrow(/"parallelism" must be/);
+  });
 });
 
 describe('the mirror trigger', () => {
