@@ -420,7 +420,7 @@ test('pgbench write workload for the whole run: zero failed transactions, conten
       const h = await client.workflow.start('partitionTable', {
         taskQueue: TQ,
         workflowId: `fault-pgbench-${Date.now()}`,
-        args: [{ table, batchSize: 300, sleepMs: 20, approval: 'auto', rollbackWindow: '0s' }],
+        args: [{ table, batchSize: 300, sleepMs: 20, approval: 'auto', rollbackWindow: '0s', ...PARALLELISM }],
       });
       result = await h.result();
       await sleep(3000); // ... and after it ended
