@@ -56,6 +56,21 @@ const SKIP = new Set((args.skip ?? (BIG ? 'peer,loop,impact' : '')).split(',').f
 const PARALLELISM = Number(args.parallelism);
 const RATE = Number(args.rate);
 const TQ = 'partflow-bench';
+const mmm = (x: { min: number; median: number; max: number }, f: (n: number) => string = String) =>
+  `${f(x.min)}/${f(x.median)}/${f(x.max)}`;
+
+/** One workflow run's scale figures (bench-results.json's `scale`). */
+interface ScaleRow {
+  run: number;
+  parallelism: number;
+  backfillMs: number;
+  rowsPerSecondPerMillion: number[];
+  peakRssMb: number;
+  walBytes: number;
+  tableBytes: number;
+  history: { runs: number; events: number; bytes: number; totalEvents: number; totalBytes: number };
+  verify: Progress['verify'];
+}
 const line = (s: string) => process.stdout.write(s + '\n');
 
 async function main(): Promise<void> {
@@ -82,7 +97,7 @@ async function main(): Promise<void> {
     workflowUnderLoad: [],
     partflowParallel: [],
   };
-  const scale: Record<string, unknown>[] = [];
+  const scale: ScaleRow[] = [];
   let peerError: string | null = null;
   try {
     await pool.query(`CREATE SCHEMA IF NOT EXISTS partman`);
@@ -264,8 +279,6 @@ async function main(): Promise<void> {
   const rps = (ms: number) => Math.round(ROWS / (ms / 1000));
   const ratio = (xs: number[]) => stats(xs.map((x) => limit / x));
   const f2 = (x: number) => x.toFixed(2);
-  const mmm = (x: { min: number; median: number; max: number }, f: (n: number) => string = String) =>
-    `${f(x.min)}/${f(x.median)}/${f(x.max)}`;
   const table = [
     ['limit: INSERT ... SELECT', results.limit],
     ['peer: pg_partman partition_data_proc', results.peer],
@@ -328,31 +341,20 @@ async function main(): Promise<void> {
 }
 
 /** The scale figures of the workflow runs: flat or not, memory, history, verification. */
-function scaleReport(scale: Record<string, unknown>[]): void {
+function scaleReport(scale: ScaleRow[]): void {
   line('');
   line(`scale (${ROWS.toLocaleString('en-US')} rows): per workflow run with no writers, start to the approval gate`);
-  for (const x of scale as {
-    parallelism: number;
-    rowsPerSecondPerMillion: number[];
-    peakRssMb: number;
-    history: { runs: number; events: number; bytes: number };
-    verify: { elapsedMs: number; chunks: number; longestSnapshotMs: number } | null;
-  }[]) {
+  for (const x of scale) {
     const r = x.rowsPerSecondPerMillion;
     const q = Math.max(1, Math.floor(r.length / 4));
     const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
     const flat = r.length >= 2 ? (mean(r.slice(-q)) / mean(r.slice(0, q))).toFixed(2) : 'n/a';
     line(
-      `  parallelism ${x.parallelism}: rows/s per million min/median/max ${r.length ? mmmOf(r) : 'n/a'}, last quarter / first quarter ${flat}; ` +
+      `  parallelism ${x.parallelism}: rows/s per million min/median/max ${r.length ? mmm(stats(r)) : 'n/a'}, last quarter / first quarter ${flat}; ` +
         `peak RSS ${x.peakRssMb} MB (goal < 300); history ${x.history.events} events / ${(x.history.bytes / 1024).toFixed(0)} KiB ` +
         `in ${x.history.runs} run(s); verification ${x.verify?.elapsedMs} ms, ${x.verify?.chunks} chunks, longest snapshot ${x.verify?.longestSnapshotMs} ms`,
     );
   }
-}
-
-function mmmOf(xs: number[]): string {
-  const s = stats(xs);
-  return `${s.min}/${s.median}/${s.max}`;
 }
 
 main().catch((err) => {

@@ -35,3 +35,11 @@ export function lockTimeoutAcross(lockTimeoutMs: number, partitions: number): nu
     Math.max(MIN_LOCK_TIMEOUT_MS, Math.round(lockTimeoutMs - partitions * HOLD_PER_PARTITION_MS)),
   );
 }
+
+/**
+ * The lock timeout and attempts of a statement that holds its lock across `partitions` partitions (0: a
+ * plain table, the usual 8 attempts): the shorter waits get more attempts.
+ */
+export function lockAcross(lockTimeoutMs: number, partitions: number): { ms: number; maxAttempts: number } {
+  return { ms: lockTimeoutAcross(lockTimeoutMs, partitions), maxAttempts: partitions ? 20 : 8 };
+}

@@ -2,7 +2,7 @@
  * The DDL steps of a fix and their undo, each running the statements `fixSteps` built (the same the dry run
  * listed), each looking at the catalog first: supporting index, constraint NOT VALID, VALIDATE.
  */
-import { DEFAULT_LOCK_TIMEOUT_MS, lockTimeoutAcross } from '../../src/locks';
+import { DEFAULT_LOCK_TIMEOUT_MS, lockAcross } from '../../src/locks';
 import type { Pool, PoolClient } from 'pg';
 import { describeFix, Fix, ForeignKeyFix } from '../../src/constraints';
 import { failure } from '../../src/failures';
@@ -34,7 +34,8 @@ async function hasConstraint(c: PoolClient | Pool, t: TableRef, name: string): P
  */
 function lockFor(fix: Fix, info: FixInfo, table: TableRef, lockTimeoutMs: number) {
   const across = info.relkind === 'p' && qualified(table) === qualified(fix.table) ? info.partitions.length : 0;
-  return { ms: lockTimeoutAcross(lockTimeoutMs, across), opts: { ...lockedByFix(fix), maxAttempts: across ? 20 : 8 } };
+  const { ms, maxAttempts } = lockAcross(lockTimeoutMs, across);
+  return { ms, opts: { ...lockedByFix(fix), maxAttempts } };
 }
 
 /** CREATE INDEX CONCURRENTLY (per partition, then attached, on a partitioned table); invalid leftovers are rebuilt. */

@@ -10,7 +10,7 @@ import type { Logger } from '../../src/logger';
 import { Plan, STATE_SCHEMA } from '../../src/plan';
 import { classify, currentWorkflowId } from '../db';
 import { migrate } from '../migrate';
-import { lockTimeoutAcross } from '../../src/locks';
+import { lockAcross } from '../../src/locks';
 
 export interface Deps {
   pool: Pool;
@@ -50,10 +50,8 @@ export function lockedBy(plan: Plan): { relations: string[] } {
  * copy (the cut-over's trigger, finalize's DROP TRIGGER, the swap back): the hold comes out of the wait.
  */
 export function acrossPartitions(plan: Plan, lockTimeoutMs: number) {
-  return {
-    ms: lockTimeoutAcross(lockTimeoutMs, plan.partitions.length + 1),
-    opts: { ...lockedBy(plan), maxAttempts: 20 },
-  };
+  const { ms, maxAttempts } = lockAcross(lockTimeoutMs, plan.partitions.length + 1);
+  return { ms, opts: { ...lockedBy(plan), maxAttempts } };
 }
 
 export async function relOid(c: PoolClient, ref: TableRef): Promise<{ oid: number; relkind: string } | null> {
