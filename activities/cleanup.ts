@@ -3,6 +3,8 @@
  * The SQL comes from the plan partflow stored in partflow.runs when the run claimed the table, never from
  * the caller: the input names a table, nothing else.
  */
+import { Context } from '@temporalio/activity';
+import { WorkflowNotFoundError } from '@temporalio/client';
 import type { Pool, PoolClient } from 'pg';
 import type { Logger } from '../src/logger';
 import { displayName, qualified, TableRef } from '../src/ident';
@@ -130,9 +132,11 @@ async function removeLeftovers(
   const l = log.child({ step: 'cleanup', table: displayName(table) });
   const key = [table.schema, table.name, expectedWorkflowId];
   try {
+    // `cleanup`, not `undoing`: the run's own undo steps act only on their own `undoing` (undoFence)
     const fenced = await pool.query(
-      `UPDATE ${RUNS} SET run_state = 'undoing', updated_at = now()
-        WHERE table_schema = $1 AND table_name = $2 AND workflow_id = $3 AND run_state IN ('active', 'undoing')
+      `UPDATE ${RUNS} SET run_state = 'cleanup', updated_at = now()
+        WHERE table_schema = $1 AND table_name = $2 AND workflow_id = $3
+          AND run_state IN ('active', 'undoing', 'cleanup')
         RETURNING cutover_done`,
       key,
     );
@@ -161,8 +165,27 @@ async function removeLeftovers(
   }
 }
 
+/**
+ * What Temporal says of the workflow `workflowId`: its status name, or `NOT_FOUND` when Temporal has no such
+ * workflow (terminated long ago, or its history gone). Any other error is thrown: cleanup fails closed.
+ */
+async function workflowStatus(workflowId: string): Promise<string> {
+  try {
+    const d = await Context.current().client.workflow.getHandle(workflowId).describe();
+    return d.status.name;
+  } catch (err) {
+    if (err instanceof WorkflowNotFoundError) return 'NOT_FOUND';
+    throw failure(
+      `Cannot read the state of workflow ${workflowId} from Temporal (${(err as Error).message}); cleanup refuses ` +
+        'while it cannot tell that the run is over: try again when Temporal answers.',
+      'RunInProgress',
+    );
+  }
+}
+
 export function createCleanupActivities(deps: Deps) {
   return {
+    workflowStatus,
     inspectLeftovers: (table: TableRef) => inspectLeftovers(deps, table),
     removeLeftovers: (table: TableRef, expectedWorkflowId: string, lockTimeoutMs: number) =>
       removeLeftovers(deps, table, expectedWorkflowId, lockTimeoutMs),

@@ -53,15 +53,26 @@ async function existing(c: PoolClient, schema: string, name: string) {
 
 /**
  * PostgreSQL checks the definition on an empty temporary copy of the table, in a transaction rolled back:
- * columns, expressions, a predicate's functions (IMMUTABLE only), no subquery. Nothing of the real table is
- * touched.
+ * columns, expressions, a predicate's functions (IMMUTABLE only), no subquery. The statement goes through the
+ * extended protocol, so the operator's predicate text can never be more than one statement, and what comes back
+ * is PostgreSQL's own deparsed predicate: the only form of it that the real build runs. Nothing of the real
+ * table is touched.
  */
-async function checkDefinition(c: PoolClient, x: IndexSpec, at: string): Promise<void> {
+async function checkDefinition(c: PoolClient, x: IndexSpec, at: string): Promise<string | null> {
   const shape = indexShape(x);
   await c.query('SAVEPOINT pf_check');
   try {
     await c.query(`CREATE TEMP TABLE pf_index_check (LIKE ${qualified(x.table)})`);
-    await c.query(`CREATE ${x.unique ? 'UNIQUE ' : ''}INDEX ON pg_temp.pf_index_check ${shape.definition}`);
+    await c.query({
+      text: `CREATE ${x.unique ? 'UNIQUE ' : ''}INDEX pf_index_check_idx ON pg_temp.pf_index_check ${shape.definition}`,
+      queryMode: 'extended',
+    } as never);
+    if (!x.where) return null;
+    const r = await c.query(
+      `SELECT pg_get_expr(i.indpred, i.indrelid) AS pred FROM pg_index i
+        WHERE i.indexrelid = 'pg_temp.pf_index_check_idx'::regclass`,
+    );
+    return r.rows[0].pred as string;
   } catch (err) {
     const e = err as { code?: string; message?: string };
     if (e.code === '42P17' && x.where) {
@@ -73,6 +84,8 @@ async function checkDefinition(c: PoolClient, x: IndexSpec, at: string): Promise
           'the date is near.',
       );
     }
+    if (e.code === '42601' && x.where)
+      throw new InputError(`${at}.where must be one SQL condition; PostgreSQL cannot parse it as one: ${e.message}.`);
     throw new InputError(`${at}: PostgreSQL refuses the definition of ${x.name}: ${e.message}.`);
   } finally {
     await c.query('ROLLBACK TO SAVEPOINT pf_check');
@@ -114,7 +127,8 @@ async function planOne(c: PoolClient, x: IndexSpec, at: string): Promise<IndexPl
     );
   }
   if (x.unique && t.relkind === 'p') await checkUnique(c, x, t.oid, at);
-  await checkDefinition(c, x, at);
+  // from here on the predicate is PostgreSQL's deparsed form, never the operator's text
+  x = { ...x, where: await checkDefinition(c, x, at) };
   const ex = await existing(c, x.table.schema, x.name);
   const notes: string[] = [];
   if (ex && (ex.relkind === 'r' || ex.relkind === 'p' || !ex.on_table || ex.table_oid !== t.oid)) {

@@ -278,7 +278,7 @@ async function readActiveRun(c: PoolClient, t: TableRef, workflowId: string | nu
   if (!hasState) return null;
   const r = await c.query(
     `SELECT workflow_id, run_state FROM ${STATE_SCHEMA}.runs
-      WHERE table_schema = $1 AND table_name = $2 AND run_state IN ('active', 'undoing')`,
+      WHERE table_schema = $1 AND table_name = $2 AND run_state IN ('active', 'undoing', 'cleanup')`,
     [t.schema, t.name],
   );
   if (r.rowCount && r.rows[0].workflow_id !== workflowId) {

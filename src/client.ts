@@ -1,5 +1,11 @@
 /** Temporal client helpers shared by the CLI, the demo and the tests. */
-import { Client, Connection, WorkflowHandle, WorkflowHandleWithFirstExecutionRunId } from '@temporalio/client';
+import {
+  Client,
+  Connection,
+  WorkflowHandle,
+  WorkflowHandleWithFirstExecutionRunId,
+  WorkflowNotFoundError,
+} from '@temporalio/client';
 import { loadConfig, PartflowConfig } from './config';
 import { parseTableName } from './ident';
 import { PartitionTableInput, partitionWorkflowId } from './input';
@@ -51,12 +57,18 @@ export async function cleanupLeftovers(
     args: [{ table }],
   });
   const run = report.run;
-  if (run && (run.state === 'active' || run.state === 'undoing')) {
+  if (run && ['active', 'undoing', 'cleanup'].includes(run.state)) {
     const status = await client.workflow
       .getHandle(run.workflowId)
       .describe()
       .then((d) => d.status.name)
-      .catch(() => 'NOT_FOUND');
+      .catch((err: unknown) => (err instanceof WorkflowNotFoundError ? 'NOT_FOUND' : 'UNKNOWN'));
+    if (status === 'UNKNOWN') {
+      return {
+        refused: `Cannot read the state of workflow ${run.workflowId} from Temporal; cleanup refuses until it can.`,
+        report,
+      };
+    }
     if (status === 'RUNNING') {
       return {
         refused:

@@ -156,9 +156,31 @@ export function seedCriticalFixes(): FixInput[] {
 
 function checkName(name: string, field: string): string {
   if (typeof name !== 'string' || name === '') throw new InputError(`${field} must be a constraint name.`);
+  if (name.includes('\0')) throw new InputError(`${field} contains a NUL character, which no PostgreSQL name can.`);
   if (byteLength(name) > MAX_IDENT_BYTES)
     throw new InputError(`${field} ${JSON.stringify(name)} is over PostgreSQL's 63 bytes; choose a shorter name.`);
   return name;
+}
+
+/**
+ * One entry of `overrides`: only the policies (`orphans`, `nulls`) of a preset fix may change, never its table,
+ * columns or name; each is checked here so that a refusal names the override it came from.
+ */
+function checkOverride(raw: unknown, at: string): Record<string, unknown> {
+  if (!raw || typeof raw !== 'object' || Array.isArray(raw))
+    throw new InputError(`${at} must be an object such as {"orphans": "set-null"} or {"nulls": {"fill": ...}}.`);
+  const o = raw as Record<string, unknown>;
+  for (const k of Object.keys(o))
+    if (k !== 'orphans' && k !== 'nulls')
+      throw new InputError(`${at}: unknown field ${JSON.stringify(k)}; an override sets only "orphans" or "nulls".`);
+  if (o.orphans !== undefined && !['fail', 'set-null', 'delete'].includes(o.orphans as string))
+    throw new InputError(`${at}.orphans must be "fail", "set-null" or "delete".`);
+  if (o.nulls !== undefined && o.nulls !== 'fail') {
+    const n = o.nulls as Record<string, unknown>;
+    if (!n || typeof n !== 'object' || !('fill' in n) || !['string', 'number', 'boolean'].includes(typeof n.fill))
+      throw new InputError(`${at}.nulls must be "fail" or {"fill": <value>}.`);
+  }
+  return o;
 }
 
 /** Every field of fixConstraints' input (docs/contract.md documents each; a test checks). */
@@ -194,7 +216,7 @@ export function validateFixInput(raw: unknown): FixOptions {
         (f) => f.name === name || (f.kind === 'notNull' && `${f.table}_${f.column}_pf_not_null` === name),
       );
       if (i < 0) throw new InputError(`overrides: the preset has no fix named ${JSON.stringify(name)}.`);
-      list[i] = { ...(list[i] as FixInput), ...o } as FixInput;
+      list[i] = { ...(list[i] as FixInput), ...checkOverride(o, `overrides[${JSON.stringify(name)}]`) } as FixInput;
     }
   } else {
     if (input.overrides !== undefined)

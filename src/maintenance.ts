@@ -36,10 +36,13 @@ export interface MaintainTableSpec {
   timeZone: string;
   lockTimeoutMs: number;
   reportOnly: boolean;
+  /** where the table is in the input, e.g. `tables[0]`: refusals of the activity name the field by it */
+  at?: string;
 }
 
+/** A whole number of months, parsed here: the text itself never reaches SQL. */
 export function parseRetention(text: string, field: string): number {
-  const m = /^\s*(\d+)\s*(month|months|year|years)\s*$/i.exec(String(text));
+  const m = typeof text === 'string' ? /^\s*(\d+)\s*(month|months|year|years)\s*$/i.exec(text) : null;
   if (!m) throw new InputError(`${field} must read like "12 months" or "2 years", not ${JSON.stringify(text)}.`);
   const n = Number(m[1]) * (/^year/i.test(m[2]) ? 12 : 1);
   if (n < 1 || n > 1200) throw new InputError(`${field} must be from 1 month to 100 years.`);
@@ -78,9 +81,11 @@ export function validateMaintainInput(raw: unknown): MaintainTableSpec[] {
     const archive = t.archive ?? 'detach';
     if (!['detach', 'dump', 'drop', 'none'].includes(archive))
       throw new InputError(`${at}.archive must be "detach", "dump", "drop" or "none".`);
+    // only the characters of time zone names here; that PostgreSQL knows the name is checked against
+    // pg_timezone_names by the activity (activities/maintenance/inspect.ts checkTimeZone)
     const timeZone = t.timeZone ?? 'UTC';
-    if (!/^[A-Za-z0-9_+\-/]{1,64}$/.test(timeZone))
-      throw new InputError(`${at}.timeZone must be a time zone name such as "UTC".`);
+    if (typeof timeZone !== 'string' || !/^[A-Za-z0-9_+\-/]{1,64}$/.test(timeZone))
+      throw new InputError(`${at}.timeZone must be a time zone name such as "UTC" or "Europe/Berlin".`);
     return {
       table: parseTableName(t.table, `${at}.table`),
       premake,
@@ -91,6 +96,7 @@ export function validateMaintainInput(raw: unknown): MaintainTableSpec[] {
       timeZone,
       lockTimeoutMs,
       reportOnly: input.reportOnly === true,
+      at,
     };
   });
 }

@@ -1,7 +1,7 @@
 /**
  * `cleanupTable`: shows, and with `remove` removes, what a dead partitionTable run left behind (a terminated
- * workflow runs no compensation). `partflow cleanup <table>` checks with Temporal that the run's workflow is
- * no longer running before it asks for `remove`.
+ * workflow runs no compensation). With `remove` it asks Temporal first and refuses while the run's workflow is
+ * running or its state cannot be read; the removal then fences the run, so no undo step of it acts afterwards.
  */
 import { proxyActivities } from '@temporalio/workflow';
 import type { Activities } from '../activities';
@@ -40,5 +40,14 @@ export async function cleanupTable(input: CleanupTableInput): Promise<CleanupRep
     throw failure((err as Error).message, 'InvalidInput');
   }
   if (!input.remove) return act.inspectLeftovers(table);
+  // fail closed: a run whose workflow still runs (or whose state Temporal cannot tell) keeps its own undo
+  const status = await act.workflowStatus(input.workflowId!);
+  if (status === 'RUNNING') {
+    throw failure(
+      `Workflow ${input.workflowId} still runs and owns ${input.table}; cleanup refuses: cancel it (its own undo ` +
+        'then runs) or signal it to roll back or finalize, instead of cleaning up.',
+      'RunInProgress',
+    );
+  }
   return act.removeLeftovers(table, input.workflowId!, input.lockTimeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS);
 }

@@ -137,7 +137,10 @@ export async function createIndexes(input: CreateIndexesInput): Promise<IndexesR
     }
     p.phase = 'building';
     run.claimed = true;
-    await act.claimFix();
+    await act.claimFix(
+      run.opts.indexes.map((x) => x.table),
+      'createIndexes',
+    );
     for (const [i, x] of run.plans.entries()) await buildOne(run, x, i);
     if (run.rollbackRequested) throw new RollbackRequested();
     await act.releaseFix('done');

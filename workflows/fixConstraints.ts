@@ -204,7 +204,10 @@ export async function fixConstraints(input: FixConstraintsInput): Promise<FixRes
     refuseBlocking(run.audits);
     p.phase = 'applying';
     run.claimed = true;
-    await act.claimFix();
+    await act.claimFix(
+      run.opts.fixes.map((f) => f.table),
+      'fixConstraints',
+    );
     for (const a of run.audits) await applyFix(run, a);
     if (run.rollbackRequested) throw new RollbackRequested();
     await act.releaseFix('done');

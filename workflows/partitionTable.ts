@@ -69,6 +69,8 @@ export interface PartitionState {
   cutover: CutoverResult | null;
   /** what the undo could not restore */
   undoProblems?: string[];
+  /** set when the undo found the run taken by a cleanup: the state partflow.runs records */
+  takenBy?: string;
   /** the replica bounds now (the input's, changed by `throttle`); absent in states from before them */
   replica?: ReplicaBounds;
   /** the replica bound holding the copy back, since when */
@@ -303,7 +305,17 @@ async function compensate(run: Run, finalState: 'rolled-back' | 'failed'): Promi
   await CancellationScope.nonCancellable(async () => {
     // the fence: from here on no forward step of this run can commit (each checks the run's state in the
     // same transaction as its DDL; this waits for one in flight)
-    if (s.done.includes('claim')) await short.beginUndo(opts.table);
+    const takenAs = s.done.includes('claim') ? await short.beginUndo(opts.table) : null;
+    if (takenAs) {
+      // a cleanup took the run (its report says what it did): undoing now would act on its result, e.g. a
+      // swap back after the application wrote to the new table; nothing is undone
+      s.takenBy = takenAs;
+      s.undoProblems = [
+        `nothing undone: partflow.runs records the run as "${takenAs}" (partflow cleanup took it); ` +
+          `look with partflow cleanup ${table}`,
+      ];
+      s.done = [];
+    }
     // every step is tried, whatever the one before did: the undo goes to the end and reports what it could
     // not restore (in the result, progress.lastError and the failure)
     while (s.done.length) {
@@ -522,6 +534,7 @@ async function undoAfter(run: Run, err: unknown): Promise<PartitionTableResult> 
   if (err instanceof ContinueAsNew) throw err;
   if (err instanceof RollbackRequested) {
     await compensate(run, 'rolled-back');
+    if (s.takenBy) throw failure(s.undoProblems!.join('; '), 'RunUndone');
     const { verify, cutover, rowsCopied } = s;
     return {
       status: 'rolled-back',

@@ -8,6 +8,7 @@ import type { Fix, FixOptions, ForeignKeyFix } from '../../src/constraints';
 import type { FixInfo } from '../../src/fixSteps';
 import type { ReplicaBounds } from '../../src/replicas';
 import type { Deps } from '../partition';
+import type { TableRef } from '../../src/ident';
 import { auditFixes } from './audit';
 import { repair, restoreRepairs } from './repair';
 import { beginFixUndo, claimFix, releaseFix } from './run';
@@ -26,7 +27,7 @@ export type { StepResult } from './steps';
 
 export function createConstraintActivities(deps: Deps) {
   return {
-    claimFix: () => claimFix(deps),
+    claimFix: (tables?: TableRef[], kind?: string) => claimFix(deps, tables, kind),
     beginFixUndo: () => beginFixUndo(deps),
     releaseFix: (state: 'done' | 'rolled-back' | 'failed') => releaseFix(deps, state),
     auditFixes: (opts: FixOptions) => auditFixes(deps, opts),

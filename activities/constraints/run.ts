@@ -6,7 +6,7 @@ import type { PoolClient } from 'pg';
 import type { Fix } from '../../src/constraints';
 import { describeFix } from '../../src/constraints';
 import { failure } from '../../src/failures';
-import { qualified } from '../../src/ident';
+import { qualified, TableRef } from '../../src/ident';
 import type { Logger } from '../../src/logger';
 import { activityContext, classify } from '../db';
 import { migrate } from '../migrate';
@@ -44,14 +44,18 @@ export function lockedByFix(fix: Fix): { relations: string[] } {
   return { relations: [qualified(fix.table), ...(fix.kind === 'foreignKey' ? [qualified(fix.references.table)] : [])] };
 }
 
-/** Records this run as active: the fence every forward step checks. */
-export async function claimFix({ pool }: Deps): Promise<void> {
+/**
+ * Records this run as active: the fence every forward step checks, and, with the tables it changes, the entry
+ * maintainPartitions reads to leave those tables alone meanwhile.
+ */
+export async function claimFix({ pool }: Deps, tables: TableRef[] = [], kind?: string): Promise<void> {
   try {
     await migrate(pool);
     if (!runId()) return;
     await pool.query(
-      `INSERT INTO partflow.fix_runs (workflow_id, run_id, state) VALUES ($1, $2, 'active') ON CONFLICT DO NOTHING`,
-      [wfId(), runId()],
+      `INSERT INTO partflow.fix_runs (workflow_id, run_id, state, tables, kind) VALUES ($1, $2, 'active', $3, $4)
+       ON CONFLICT DO NOTHING`,
+      [wfId(), runId(), tables.map((t) => qualified(t)), kind ?? null],
     );
   } catch (err) {
     classify(err, 'claim');

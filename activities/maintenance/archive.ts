@@ -49,6 +49,22 @@ export function archiveFileStem(part: TableRef): string {
   return `${stem}-${createHash('sha256').update(`${part.schema}\0${part.name}`).digest('hex').slice(0, 10)}`;
 }
 
+/**
+ * The directory of one database's archives under `archiveDir()`: the database's name as it is when it is plain
+ * ([A-Za-z0-9_-]), otherwise made safe with a hash of the exact name, so that no name (`..`, `a/b`) reaches
+ * outside the archive directory.
+ */
+export function archiveDatabaseDir(db: string): string {
+  const root = path.resolve(archiveDir());
+  const plain = /^[A-Za-z0-9_-]+$/.test(db);
+  const name = plain
+    ? db
+    : `${db.replace(/[^A-Za-z0-9_-]/g, '_')}-${createHash('sha256').update(db).digest('hex').slice(0, 10)}`;
+  const dir = path.join(root, name);
+  if (path.dirname(dir) !== root) throw new Error(`archive directory ${dir} is not inside ${root}`);
+  return dir;
+}
+
 /** A libpq URI without its password, and the password. */
 export function withoutPassword(uri: string): { url: string; password: string | null } {
   try {
@@ -161,7 +177,7 @@ export async function dumpPartition(
   part: TableRef,
 ): Promise<{ file: string; rows: number; sha256: string; checksum: string }> {
   const db = (await pool.query(`SELECT current_database() AS d`)).rows[0].d;
-  const dir = path.join(archiveDir(), db);
+  const dir = archiveDatabaseDir(db);
   fs.mkdirSync(dir, { recursive: true });
   const file = path.join(dir, `${archiveFileStem(part)}.copy.gz`);
   const tmp = `${file}.partial`;

@@ -5,7 +5,7 @@
  * Every step checks the catalog first.
  */
 import type { Pool } from 'pg';
-import { displayName, TableRef } from '../../src/ident';
+import { displayName, qualified, TableRef } from '../../src/ident';
 import type { MaintainTableSpec } from '../../src/maintenance';
 import { classify, inTransaction, withHeartbeat } from '../db';
 import { metrics } from '../metrics';
@@ -19,16 +19,35 @@ export { archiveDir, archiveFileStem, archiveSchema, withoutPassword } from './a
 export { attachLockEstimateMs } from './month';
 export type { PartitionHealth, TableReport } from './report';
 
-/** The workflow id of a partflow run that owns the table (active or being undone), or null. */
+/**
+ * The partflow run that holds the table, or null: a partitionTable run (active, being undone or cleaned up), or
+ * a fixConstraints or createIndexes run that is active or being undone with the table among its tables.
+ * Maintenance creates and detaches nothing on such a table: a partition that appears or goes under a build or a
+ * validation leaves an index INVALID or a constraint on a table that is no longer a partition.
+ */
 async function runOwning(pool: Pool, t: TableRef): Promise<string | null> {
-  const has = (await pool.query(`SELECT to_regclass('partflow.runs') IS NOT NULL AS ok`)).rows[0].ok;
-  if (!has) return null;
   const r = await pool.query(
-    `SELECT workflow_id FROM partflow.runs
-      WHERE table_schema = $1 AND table_name = $2 AND run_state IN ('active', 'undoing')`,
-    [t.schema, t.name],
+    `SELECT to_regclass('partflow.runs') IS NOT NULL AS runs,
+            EXISTS (SELECT FROM pg_attribute WHERE attrelid = to_regclass('partflow.fix_runs') AND attname = 'tables')
+              AS fix_runs`,
   );
-  return r.rows[0]?.workflow_id ?? null;
+  if (r.rows[0].runs) {
+    const p = await pool.query(
+      `SELECT workflow_id FROM partflow.runs
+        WHERE table_schema = $1 AND table_name = $2 AND run_state IN ('active', 'undoing', 'cleanup')`,
+      [t.schema, t.name],
+    );
+    if (p.rowCount) return `partitionTable ${p.rows[0].workflow_id}`;
+  }
+  if (r.rows[0].fix_runs) {
+    const f = await pool.query(
+      `SELECT coalesce(kind, 'fixConstraints') || ' ' || workflow_id AS run FROM partflow.fix_runs
+        WHERE state IN ('active', 'undoing') AND $1 = ANY (tables) ORDER BY started_at LIMIT 1`,
+      [qualified(t)],
+    );
+    if (f.rowCount) return f.rows[0].run;
+  }
+  return null;
 }
 
 /** Everything for one table; the workflow runs one such activity per table and reports failures per table. */
@@ -43,7 +62,7 @@ async function maintain({ pool, log }: Deps, spec: MaintainTableSpec): Promise<T
   const readOnly = spec.reportOnly || owner !== null;
   if (owner) {
     report.warnings.push(
-      `partflow run ${owner} owns ${displayName(spec.table)}: nothing was created, moved or archived; ` +
+      `partflow run ${owner} holds ${displayName(spec.table)}: nothing was created, detached, moved or archived; ` +
         'the next run after it ends catches up.',
     );
   }

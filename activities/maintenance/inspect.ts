@@ -76,8 +76,34 @@ async function localBounds(
   return r.rows;
 }
 
+/** zones found in pg_timezone_names already (reading it takes tens of ms; the names do not change) */
+const knownZones = new Set<string>();
+
+/**
+ * The run's time zone is a name PostgreSQL knows: one of pg_timezone_names or pg_timezone_abbrevs. A POSIX
+ * offset such as "+05" or "UTC+5" is refused: PostgreSQL reads its sign one way in AT TIME ZONE and the other
+ * way in a timestamptz literal, so month bounds and month buckets would disagree. The name is only ever a
+ * parameter here; elsewhere it is a quoted literal of a name checked here.
+ */
+export async function checkTimeZone(c: PoolClient, timeZone: string, field: string): Promise<void> {
+  if (timeZone === 'UTC' || knownZones.has(timeZone)) return;
+  const r = await c.query(
+    `SELECT EXISTS (SELECT FROM pg_timezone_names WHERE lower(name) = lower($1))
+         OR EXISTS (SELECT FROM pg_timezone_abbrevs WHERE lower(abbrev) = lower($1)) AS known`,
+    [timeZone],
+  );
+  if (!r.rows[0].known) {
+    throw new InputError(
+      `${field}: PostgreSQL knows no time zone named ${JSON.stringify(timeZone)}; ` +
+        'use a name from pg_timezone_names such as "UTC" or "Europe/Berlin".',
+    );
+  }
+  knownZones.add(timeZone);
+}
+
 export async function inspect(c: PoolClient, spec: MaintainTableSpec): Promise<Parted> {
   const t = spec.table;
+  await checkTimeZone(c, spec.timeZone, spec.at ? `${spec.at}.timeZone` : 'Field "timeZone"');
   const { oid, column, type } = await readParent(c, t);
   const rows = (
     await c.query(

@@ -9,7 +9,7 @@ import { displayName, qualified } from '../../src/ident';
 import { Plan, shapeDifferences, splitLock } from '../../src/plan';
 import { classify, runAll, withHeartbeat, withLockRetry } from '../db';
 import { faultPoint } from '../faults';
-import { acrossPartitions, Deps, fence, ownPlan, relOid, rowMoves, RUNS, runState, stepLog } from './run';
+import { acrossPartitions, Deps, fence, ownPlan, relOid, rowMoves, RUNS, runState, stepLog, undoFence } from './run';
 
 export interface CutoverResult {
   alreadyDone: boolean;
@@ -160,6 +160,7 @@ export async function swapBack(
   const swap = async (c: PoolClient) => {
     await c.query(lock);
     lockedAt = Date.now();
+    await undoFence(c, plan.table);
     const loss = await rollbackLoss(c, plan);
     if (loss) throw failure(loss, 'TableChanged');
     await runAll(c, then);

@@ -8,7 +8,8 @@ import { failure } from '../../src/failures';
 import { displayName, qualified, TableRef } from '../../src/ident';
 import type { Logger } from '../../src/logger';
 import { Plan, STATE_SCHEMA } from '../../src/plan';
-import { classify, currentWorkflowId } from '../db';
+import { activityContext, classify, currentWorkflowId, inTransaction } from '../db';
+import { faultPoint } from '../faults';
 import { migrate } from '../migrate';
 import { lockAcross } from '../../src/locks';
 
@@ -108,6 +109,29 @@ export async function fence(c: PoolClient, table: TableRef): Promise<void> {
 }
 
 /**
+ * Inside an undo step's transaction: this workflow's own undo has begun (beginUndo set `undoing`) and nothing
+ * else took the run since. `partflow cleanup` marks a run `cleanup` and then `done` or `rolled-back`: from its
+ * first transaction on, no undo step of the run (swapBack included) acts, so a cleanup in the rollback window
+ * can never be followed by a swap back that would lose what the application wrote to the new table.
+ */
+export async function undoFence(c: PoolClient, table: TableRef): Promise<void> {
+  const wf = workflowId();
+  const r = await c.query(
+    `SELECT run_state FROM ${RUNS} WHERE table_schema = $1 AND table_name = $2 AND workflow_id = $3 FOR SHARE`,
+    [table.schema, table.name, wf],
+  );
+  const state: string | undefined = r.rows[0]?.run_state;
+  if (state !== 'undoing') {
+    throw failure(
+      `The undo of the partflow run of ${displayName(table)} (workflow ${wf}) does nothing: partflow.runs records ` +
+        `it as ${state ? `"${state}"` : 'gone'} (a cleanup or another run took it); look with partflow cleanup ` +
+        `${displayName(table)}.`,
+      'RunUndone',
+    );
+  }
+}
+
+/**
  * The plan a step is handed must be the one partflow's preflight made and claimRun stored for this very
  * workflow: SQL is never taken from a workflow input. `sql` checks single statements (the backfill's).
  */
@@ -152,36 +176,57 @@ export async function rowMoves(pool: Pool, table: TableRef): Promise<number> {
   return Number(v?.rows[0]?.n ?? 0);
 }
 
-/** Records this run in partflow.runs; refuses when another workflow holds the table. */
-export async function claimRun({ pool }: Deps, table: TableRef, plan: Plan): Promise<void> {
+/** The workflow run of the running activity; null outside one (scripts, tests). */
+const currentRunId = (): string | null => activityContext()?.info.workflowExecution?.runId ?? null;
+
+/**
+ * Records this run in partflow.runs and clears what an earlier run of the table left (its checkpoints and a
+ * parallel copy's stream ranges), in one transaction: a claim interrupted anywhere (a lost connection, a
+ * killed backend, a worker gone) leaves either nothing or all of it, and its retry finds either a free table
+ * or its own complete claim. "Its own" is this workflow run (run id), not the workflow id: a terminated run
+ * of the same workflow id left `active` is another run, refused until `partflow cleanup` removes it.
+ * Refuses when another run holds the table.
+ */
+export async function claimRun({ pool, log }: Deps, table: TableRef, plan: Plan): Promise<void> {
   const wf = workflowId();
+  const run = currentRunId();
   try {
     await migrate(pool);
-    const r = await pool.query(
-      `INSERT INTO ${RUNS} AS r (table_schema, table_name, workflow_id, run_state, plan)
-       VALUES ($1, $2, $3, 'active', $4)
-       ON CONFLICT (table_schema, table_name) DO UPDATE
-          SET workflow_id = EXCLUDED.workflow_id, run_state = 'active', updated_at = now(), plan = EXCLUDED.plan,
-              next_page = 0, total_pages = NULL, rows_copied = 0, cutover_done = false, started_at = now(),
-              last_key = NULL, max_key = NULL, trigger_fence = NULL, filenode = NULL, rewrites = 0
-        WHERE r.run_state NOT IN ('active', 'undoing')
-       RETURNING workflow_id`,
-      [table.schema, table.name, wf, JSON.stringify(plan)],
-    );
-    if (r.rowCount === 0) {
-      const cur = await runState(pool, table);
-      if (cur && cur.workflow_id === wf) return; // our own claim, seen again after a retry
-      throw failure(
-        `Table ${displayName(table)} already has a partflow run in progress (workflow ${cur?.workflow_id}); ` +
-          'wait for it, or roll it back, before starting another.',
-        'RunInProgress',
+    await inTransaction(pool, async (c) => {
+      const r = await c.query(
+        `INSERT INTO ${RUNS} AS r (table_schema, table_name, workflow_id, run_id, run_state, plan)
+         VALUES ($1, $2, $3, $5, 'active', $4)
+         ON CONFLICT (table_schema, table_name) DO UPDATE
+            SET workflow_id = EXCLUDED.workflow_id, run_id = EXCLUDED.run_id, run_state = 'active',
+                updated_at = now(), plan = EXCLUDED.plan, next_page = 0, total_pages = NULL, rows_copied = 0,
+                cutover_done = false, started_at = now(), last_key = NULL, max_key = NULL, trigger_fence = NULL,
+                filenode = NULL, rewrites = 0, standbys = NULL, cutover_columns = NULL
+          WHERE r.run_state NOT IN ('active', 'undoing', 'cleanup')
+         RETURNING workflow_id`,
+        [table.schema, table.name, wf, JSON.stringify(plan), run],
       );
-    }
-    // a parallel copy's ranges from an earlier run of this table
-    await pool.query(`DELETE FROM ${STATE_SCHEMA}.backfill_streams WHERE table_schema = $1 AND table_name = $2`, [
-      table.schema,
-      table.name,
-    ]);
+      if (r.rowCount === 0) {
+        const cur = (
+          await c.query(`SELECT workflow_id, run_id FROM ${RUNS} WHERE table_schema = $1 AND table_name = $2`, [
+            table.schema,
+            table.name,
+          ])
+        ).rows[0];
+        if (cur && cur.workflow_id === wf && cur.run_id === run) return; // our own claim, seen again by a retry
+        throw failure(
+          `Table ${displayName(table)} already has a partflow run in progress (workflow ${cur?.workflow_id}` +
+            `${cur?.workflow_id === wf ? `, an earlier run ${cur?.run_id ?? ''}`.trimEnd() : ''}); wait for it, ` +
+            `roll it back, or if its workflow is over remove what it left with partflow cleanup ${displayName(table)}.`,
+          'RunInProgress',
+        );
+      }
+      await faultPoint('claim', log);
+      // a parallel copy's ranges from an earlier run of this table: gone with the same commit
+      await c.query(`DELETE FROM ${STATE_SCHEMA}.backfill_streams WHERE table_schema = $1 AND table_name = $2`, [
+        table.schema,
+        table.name,
+      ]);
+    });
   } catch (err) {
     classify(err, 'claim');
   }
@@ -191,14 +236,28 @@ export async function claimRun({ pool }: Deps, table: TableRef, plan: Plan): Pro
  * The first step of every undo: marks the run `undoing`. Waits for a forward DDL transaction in flight (it
  * holds the run's row FOR SHARE); every later one sees the state and does nothing.
  */
-export async function beginUndo({ pool }: Deps, table: TableRef): Promise<void> {
+/**
+ * The undo's fence: the run becomes `undoing` (no forward step of it commits after this). Returns null when
+ * the undo is this workflow's to do, or the state partflow.runs records when something else took the run
+ * (a cleanup marks it `cleanup`, then `done` or `rolled-back`): then no undo step may act.
+ */
+export async function beginUndo({ pool }: Deps, table: TableRef): Promise<string | null> {
   try {
-    if (!(await runsExist(pool))) return;
-    await pool.query(
-      `UPDATE ${RUNS} SET run_state = 'undoing', updated_at = now()
-        WHERE table_schema = $1 AND table_name = $2 AND workflow_id = $3 AND run_state = 'active'`,
-      [table.schema, table.name, workflowId()],
+    if (!(await runsExist(pool))) return null;
+    const wf = workflowId();
+    const r = await pool.query(
+      `WITH moved AS (
+         UPDATE ${RUNS} SET run_state = 'undoing', updated_at = now()
+          WHERE table_schema = $1 AND table_name = $2 AND workflow_id = $3 AND run_state = 'active'
+          RETURNING run_state)
+       SELECT coalesce((SELECT run_state FROM moved),
+                       (SELECT run_state FROM ${RUNS}
+                         WHERE table_schema = $1 AND table_name = $2 AND workflow_id = $3)) AS state`,
+      [table.schema, table.name, wf],
     );
+    const state: string | null = r.rows[0]?.state ?? null;
+    // no row of this workflow: its claim never committed, so it has nothing of its own to undo either
+    return state === null || state === 'undoing' ? null : state;
   } catch (err) {
     classify(err, 'begin undo');
   }

@@ -5,7 +5,7 @@ import { displayName, qualified } from '../../src/ident';
 import { foreignKeyName, Plan } from '../../src/plan';
 import { inTransaction, runAll, withHeartbeat, withLockRetry } from '../db';
 import { faultPoint } from '../faults';
-import { copyExists, Deps, fence, lockedBy, ownPlan, relOid, stepLog } from './run';
+import { copyExists, Deps, fence, lockedBy, ownPlan, relOid, stepLog, undoFence } from './run';
 
 /** The copy with everything but its foreign keys, in one transaction; then each foreign key in its own. */
 export async function createShadow(
@@ -55,6 +55,7 @@ export async function dropShadow({ pool, log }: Deps, plan: Plan, lockTimeoutMs:
   await ownPlan(pool, plan.table, plan);
   const l = stepLog(log, 'drop-shadow', plan.table);
   const drop = async (c: PoolClient) => {
+    await undoFence(c, plan.table);
     if (await copyExists(c, plan)) for (const sql of plan.sql.dropShadow) await c.query(sql);
   };
   await withLockRetry(pool, l, 'drop shadow', lockTimeoutMs, drop, lockedBy(plan));

@@ -10,7 +10,7 @@ import { FORWARD_TRIGGER, Plan } from '../../src/plan';
 import { runAll, withLockRetry } from '../db';
 import { faultPoint } from '../faults';
 import { splitStreams } from './backfill';
-import { Deps, fence, lockedBy, ownPlan, relOid, RUNS, stepLog } from './run';
+import { Deps, fence, lockedBy, ownPlan, relOid, RUNS, stepLog, undoFence } from './run';
 
 /**
  * The backfill's end, recorded with the trigger: pages (and the file), or the largest key in key mode; a
@@ -73,6 +73,7 @@ export async function dropSyncTrigger({ pool, log }: Deps, plan: Plan, lockTimeo
   await ownPlan(pool, plan.table, plan);
   const l = stepLog(log, 'drop-sync', plan.table);
   const drop = async (c: PoolClient) => {
+    await undoFence(c, plan.table);
     const src = await relOid(c, plan.table);
     if (src && src.oid === plan.tableOid) await runAll(c, plan.sql.dropSyncTrigger);
     await runAll(c, plan.sql.dropCounters ?? []);

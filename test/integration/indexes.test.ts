@@ -207,14 +207,11 @@ test('a unique index without the partition key is refused; SQL in a predicate is
   );
   const refusal = async (where: string) =>
     failure((await start({ indexes: [{ table: 'ix_uniq', columns: ['id'], where }] })).result());
-  expect(await refusal('true); DROP TABLE users; --')).toEqual({
-    message: 'indexes[0].where has a ")" without its "(".',
-    type: 'InvalidInput',
-  });
-  expect(await refusal('true; DROP TABLE users')).toEqual({
-    message: 'indexes[0].where must be one condition: no ";".',
-    type: 'InvalidInput',
-  });
+  for (const where of ['true); DROP TABLE users; --', 'true; DROP TABLE users']) {
+    const f = await refusal(where);
+    expect(f.type).toBe('InvalidInput');
+    expect(f.message).toMatch(/^indexes\[0\]\.where must be one SQL condition; PostgreSQL cannot parse it as one: /);
+  }
   expect((await refusal('id > (SELECT max(id) FROM users)')).message).toMatch(
     /^indexes\[0\]: PostgreSQL refuses the definition of idx_ix_uniq_id_pf: cannot use subquery in index predicate/,
   );

@@ -332,7 +332,7 @@ test('a table in a partitionTable rollback window is left alone, so a rollback l
   expect(r.failures).toEqual([]);
   expect(r.tables[0].created).toEqual([]);
   expect(r.tables[0].warnings.join(' ')).toMatch(
-    /partflow run maint-pt-\d+ owns public\.windowed: nothing was created, moved or archived/,
+    /partflow run partitionTable maint-pt-\d+ holds public\.windowed: nothing was created, detached, moved or archived/,
   );
   await h.signal('rollback');
   expect((await h.result()).status).toBe('rolled-back');

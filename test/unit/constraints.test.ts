@@ -91,7 +91,51 @@ describe('validateFixInput', () => {
     ],
     [{ fixes: [{ kind: 'notNull', table: 't', column: 'a', name: 'n'.repeat(64) }] }, /over PostgreSQL's 63 bytes/],
     [{ fixes: [{ kind: 'notNull', table: 't', column: 'a' }], batchSize: 0 }, /"batchSize"/],
+    [
+      { fixes: [{ kind: 'notNull', table: 't', column: 'a', name: 'a\u0000b' }] },
+      /^fixes\[0\]\.name contains a NUL character/,
+    ],
   ])('refuses %j', (input, msg) => expect(() => validateFixInput(input)).toThrow(msg));
+
+  describe('overrides change only the policies of a preset fix, and a refusal names the override', () => {
+    const preset = (overrides: unknown) => () => validateFixInput({ preset: 'seed-critical-fixes', overrides });
+    it.each([
+      [{ "x'; DROP TABLE public.canary; --": { orphans: 'delete' } }, /^overrides: the preset has no fix named/],
+      [
+        { fk_generated_images_user_id: { table: 'public.canary' } },
+        /^overrides\["fk_generated_images_user_id"\]: unknown field "table"; an override sets only "orphans" or "nulls"\.$/,
+      ],
+      [
+        { fk_generated_images_user_id: { name: 'x"; DROP TABLE public.canary; --' } },
+        /^overrides\["fk_generated_images_user_id"\]: unknown field "name"/,
+      ],
+      [
+        { fk_generated_images_user_id: { orphans: "delete'; DROP TABLE public.canary; --" } },
+        /^overrides\["fk_generated_images_user_id"\]\.orphans must be "fail", "set-null" or "delete"\.$/,
+      ],
+      [
+        { contact_forms_email_pf_not_null: { nulls: "x'; DROP TABLE public.canary; --" } },
+        /^overrides\["contact_forms_email_pf_not_null"\]\.nulls must be "fail" or \{"fill": <value>\}\.$/,
+      ],
+      [
+        { contact_forms_email_pf_not_null: 'delete' },
+        /^overrides\["contact_forms_email_pf_not_null"\] must be an object/,
+      ],
+    ])('refuses %j', (overrides, msg) => expect(preset(overrides)).toThrow(msg));
+    it('takes orphans and a fill value, which stays a value (PostgreSQL checks it against the column later)', () => {
+      const fill = "x'; DROP TABLE public.canary; --";
+      const o = validateFixInput({
+        preset: 'seed-critical-fixes',
+        overrides: {
+          fk_generated_images_user_id: { orphans: 'set-null' },
+          contact_forms_email_pf_not_null: { nulls: { fill } },
+        },
+      });
+      const byName = Object.fromEntries(o.fixes.map((f) => [f.name, f]));
+      expect(byName.fk_generated_images_user_id).toMatchObject({ orphans: 'set-null' });
+      expect(byName.contact_forms_email_pf_not_null).toMatchObject({ nulls: { fill }, column: 'email' });
+    });
+  });
 });
 
 describe('SQL', () => {

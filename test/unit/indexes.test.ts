@@ -47,15 +47,17 @@ describe('checkPredicate', () => {
     expect(checkPredicate(" status <> 'a;b--c' AND (x IS NULL) ", 'w')).toBe("status <> 'a;b--c' AND (x IS NULL)");
   });
   it.each([
-    ['true; DROP TABLE x', /no ";"/],
-    ['true -- x', /no "--"/],
-    ['true /* x */', /no "\/\*"/],
-    ['x = $1', /no "\$"/],
-    ['(true', /unclosed/],
-    ["x = 'a", /unclosed/],
-    ['true) OR (true', /without its "\("/],
-  ])('refuses %s', (where, msg) => {
+    ['', /must be an SQL condition/],
+    ['   ', /must be an SQL condition/],
+    ['x'.repeat(1001), /longer than 1000/],
+    ['true\0', /NUL/],
+  ])('refuses what cannot be a condition before PostgreSQL parses it: %#', (where, msg) => {
     expect(() => checkPredicate(where, 'w')).toThrow(msg);
+  });
+  it('leaves the parsing to PostgreSQL (the integration tests feed it the hostile text)', () => {
+    expect(checkPredicate("t <> E'\\''; COMMIT; DROP TABLE v; -- '", 'w')).toBe(
+      "t <> E'\\''; COMMIT; DROP TABLE v; -- '",
+    );
   });
 });
 

@@ -56,6 +56,26 @@ describe('maintenance arithmetic', () => {
     );
     expect(() => validateMaintainInput({ tables: [{ table: 'gi', premake: -1 }] })).toThrow(/tables\[0\]\.premake/);
   });
+  it('keeps where each table is in the input, for refusals of the activity (the time zone PostgreSQL knows)', () => {
+    const specs = validateMaintainInput({ tables: [{ table: 'a' }, { table: 'b', timeZone: 'Asia/Tokyo' }] });
+    expect(specs.map((s) => [s.at, s.timeZone])).toEqual([
+      ['tables[0]', 'UTC'],
+      ['tables[1]', 'Asia/Tokyo'],
+    ]);
+  });
+  it.each([
+    [{ timeZone: "UTC'; DROP TABLE public.canary; --" }, /^tables\[0\]\.timeZone must be a time zone name/],
+    [{ timeZone: '$$UTC$$' }, /^tables\[0\]\.timeZone must be a time zone name/],
+    [{ timeZone: 5 }, /^tables\[0\]\.timeZone must be a time zone name/],
+    [{ retention: "12 months'; DROP TABLE public.canary; --" }, /^tables\[0\]\.retention must read like/],
+    [{ retention: ['12 months'] }, /^tables\[0\]\.retention must read like/],
+    [{ retention: '12 months /* x */' }, /^tables\[0\]\.retention must read like/],
+    [{ archive: 'dump; DROP TABLE public.canary' }, /^tables\[0\]\.archive must be/],
+    [{ archive: '/tmp/x' }, /^tables\[0\]\.archive must be/],
+    [{ archivePath: '/etc/passwd' }, /^tables\[0\]: unknown field "archivePath"/],
+  ])('refuses hostile text %j naming the field', (extra, msg) =>
+    expect(() => validateMaintainInput({ tables: [{ table: 'gi', ...extra }] })).toThrow(msg),
+  );
 });
 
 describe('the dump archive never puts the password on psql command line', () => {
@@ -68,6 +88,26 @@ describe('the dump archive never puts the password on psql command line', () => 
     });
     expect(withoutPassword('postgres://app@db/prod')).toEqual({ url: 'postgres://app@db/prod', password: null });
     expect(withoutPassword('host=db user=app')).toEqual({ url: 'host=db user=app', password: null });
+  });
+});
+
+describe('the dump archive directory of a database', () => {
+  it('stays inside PARTFLOW_ARCHIVE_DIR whatever the database is called', () => {
+    const { archiveDatabaseDir } =
+      require('../../activities/maintenance/archive') as typeof import('../../activities/maintenance/archive');
+    const saved = process.env.PARTFLOW_ARCHIVE_DIR;
+    process.env.PARTFLOW_ARCHIVE_DIR = '/srv/archive';
+    try {
+      expect(archiveDatabaseDir('prod_db-1')).toBe('/srv/archive/prod_db-1');
+      for (const db of ['..', '../../etc', 'a/b', '.', 'x\\..\\y', "p'; DROP TABLE x; --"]) {
+        const dir = archiveDatabaseDir(db);
+        expect(dir).toMatch(/^\/srv\/archive\/[A-Za-z0-9_-]+-[0-9a-f]{10}$/);
+      }
+      expect(archiveDatabaseDir('a/b')).not.toBe(archiveDatabaseDir('a_b'));
+    } finally {
+      if (saved === undefined) delete process.env.PARTFLOW_ARCHIVE_DIR;
+      else process.env.PARTFLOW_ARCHIVE_DIR = saved;
+    }
   });
 });
 
