@@ -146,3 +146,125 @@ describe('3. a claim interrupted by a killed backend', () => {
     await h.result();
   });
 });
+
+describe('4. createIndexes while partitions appear', () => {
+  /** A partitioned table of four monthly partitions (no default), rows in each. */
+  async function monthly(name: string): Promise<void> {
+    await db.pool.query(
+      `CREATE TABLE ${name} (id bigserial, kind text NOT NULL DEFAULT 'a', payload text,
+         created_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (id, created_at)) PARTITION BY RANGE (created_at)`,
+    );
+    for (const m of [-2, -1, 0, 1])
+      await db.pool.query(
+        `CREATE TABLE ${name}_m${m + 2} PARTITION OF ${name} FOR VALUES
+           FROM (date_trunc('month', now()) + interval '${m} month') TO (date_trunc('month', now()) + interval '${m + 1} month')`,
+      );
+    await db.pool.query(
+      `INSERT INTO ${name} (kind, payload, created_at)
+       SELECT (ARRAY['a','b','c'])[1 + g % 3], md5(g::text), now() - (g % 60) * interval '1 day'
+         FROM generate_series(1, 2000) g`,
+    );
+  }
+  /** A session with a snapshot: every CREATE INDEX CONCURRENTLY waits for it to end. */
+  async function oldSnapshot() {
+    const c = await db.pool.connect();
+    await c.query(`BEGIN ISOLATION LEVEL REPEATABLE READ`);
+    await c.query(`SELECT 1`);
+    return {
+      async end() {
+        await c.query('COMMIT');
+        c.release();
+      },
+    };
+  }
+  async function waitForBuildWaiting(): Promise<void> {
+    for (let i = 0; i < 300; i++) {
+      const r = await db.pool.query(
+        `SELECT 1 FROM pg_stat_progress_create_index p JOIN pg_stat_activity a USING (pid)
+          WHERE a.datname = current_database() AND p.phase LIKE 'waiting for%'`,
+      );
+      if (r.rowCount) return;
+      await sleep(100);
+    }
+    throw new Error('no CREATE INDEX CONCURRENTLY waited');
+  }
+
+  it('builds and attaches on partitions that appeared during the build; done only when valid everywhere', async () => {
+    await monthly('ix_gap');
+    const snap = await oldSnapshot();
+    const h = await env.client.workflow.start('createIndexes', {
+      taskQueue: TQ,
+      workflowId: `ix-gap-${Date.now()}`,
+      args: [
+        {
+          indexes: [
+            { table: 'ix_gap', columns: ['payload'] },
+            { table: 'ix_gap', columns: ['kind'] },
+          ],
+        },
+      ],
+    });
+    try {
+      await waitForBuildWaiting();
+      // three months ahead appear while the first index's build waits: one CREATE TABLE ... PARTITION OF, two
+      // attached the way maintenance attaches
+      await db.pool.query(
+        `CREATE TABLE ix_gap_m4 PARTITION OF ix_gap FOR VALUES
+           FROM (date_trunc('month', now()) + interval '2 month') TO (date_trunc('month', now()) + interval '3 month')`,
+      );
+      for (const m of [3, 4]) {
+        await db.pool.query(`CREATE TABLE ix_gap_m${m + 2} (LIKE ix_gap INCLUDING DEFAULTS)`);
+        await db.pool.query(
+          `ALTER TABLE ix_gap ATTACH PARTITION ix_gap_m${m + 2} FOR VALUES
+             FROM (date_trunc('month', now()) + interval '${m} month') TO (date_trunc('month', now()) + interval '${m + 1} month')`,
+        );
+      }
+    } finally {
+      await snap.end();
+    }
+    const r = await h.result();
+    expect(r.status).toBe('done');
+    const parts = await count(`SELECT count(*) AS n FROM pg_inherits WHERE inhparent = 'ix_gap'::regclass`);
+    expect(parts).toBe(7);
+    const ix = await db.pool.query(
+      `SELECT c.relname, i.indisvalid,
+              (SELECT count(*)::int FROM pg_inherits h JOIN pg_index ci ON ci.indexrelid = h.inhrelid
+                WHERE h.inhparent = c.oid AND ci.indisvalid) AS attached
+         FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+        WHERE i.indrelid = 'ix_gap'::regclass AND NOT i.indisprimary ORDER BY c.relname`,
+    );
+    expect(ix.rows).toEqual(
+      [
+        { relname: r.indexes[1].name, indisvalid: true, attached: 7 },
+        { relname: r.indexes[0].name, indisvalid: true, attached: 7 },
+      ].sort((a, b) => (a.relname < b.relname ? -1 : 1)),
+    );
+  });
+
+  it('maintenance leaves a table alone while a createIndexes run holds it, and names the run', async () => {
+    await monthly('ix_held');
+    const snap = await oldSnapshot();
+    const wf = `ix-held-${Date.now()}`;
+    const h = await env.client.workflow.start('createIndexes', {
+      taskQueue: TQ,
+      workflowId: wf,
+      args: [{ indexes: [{ table: 'ix_held', columns: ['payload'] }] }],
+    });
+    try {
+      await waitForBuildWaiting();
+      const m = await env.client.workflow.execute('maintainPartitions', {
+        taskQueue: TQ,
+        workflowId: `ix-held-maint-${Date.now()}`,
+        args: [{ tables: [{ table: 'ix_held', premake: 6 }] }],
+      });
+      expect(m.tables[0].created).toEqual([]);
+      expect(m.tables[0].warnings.join(' ')).toContain(
+        `partflow run createIndexes ${wf} holds public.ix_held: nothing was created, detached, moved or archived`,
+      );
+    } finally {
+      await snap.end();
+    }
+    expect((await h.result()).status).toBe('done');
+    expect(await count(`SELECT count(*) AS n FROM pg_inherits WHERE inhparent = 'ix_held'::regclass`)).toBe(4);
+  });
+});
