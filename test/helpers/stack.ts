@@ -7,6 +7,7 @@ import { Worker } from '@temporalio/worker';
 import { createActivities } from '../../activities';
 import { createPool } from '../../activities/db';
 import { createLogger } from '../../src/logger';
+import { HEARTBEAT_OPTIONS } from '../../worker/worker';
 import { createTestDb, TestDb } from './pg';
 import { startDevServer } from './temporal';
 
@@ -31,6 +32,7 @@ export async function startStack(
     taskQueue,
     workflowsPath: require.resolve('../../workflows'),
     activities: createActivities({ pool, log: createLogger({ test: name }).child({}, { level: 'warn' }) }),
+    ...HEARTBEAT_OPTIONS,
   });
   const running = worker.run().finally(() => pool.end());
   return {

@@ -4,7 +4,10 @@
  * createIndexes racing maintenance, fixConstraints' parent foreign key against the application's transactions.
  */
 import { WorkflowFailedError, WorkflowHandle } from '@temporalio/client';
-import type { TestWorkflowEnvironment } from '@temporalio/testing';
+import { MockActivityEnvironment, type TestWorkflowEnvironment } from '@temporalio/testing';
+import { Client } from 'pg';
+import { createActivities } from '../../activities';
+import { validateFixInput } from '../../src/constraints';
 import { createCleanupActivities } from '../../activities/cleanup';
 import type { PartitionTableInput } from '../../src/input';
 import { createLogger } from '../../src/logger';
@@ -266,5 +269,161 @@ describe('4. createIndexes while partitions appear', () => {
     }
     expect((await h.result()).status).toBe('done');
     expect(await count(`SELECT count(*) AS n FROM pg_inherits WHERE inhparent = 'ix_held'::regclass`)).toBe(4);
+  });
+});
+
+describe('5. index builds: orphans, cancellation, the fix fence and budget', () => {
+  async function plain(name: string): Promise<void> {
+    await db.pool.query(`CREATE TABLE ${name} (id bigserial PRIMARY KEY, payload text)`);
+    await db.pool.query(`INSERT INTO ${name} (payload) SELECT md5(g::text) FROM generate_series(1, 2000) g`);
+  }
+  async function snapshotHolder() {
+    const c = await db.pool.connect();
+    await c.query(`BEGIN ISOLATION LEVEL REPEATABLE READ`);
+    await c.query(`SELECT 1`);
+    return async () => {
+      await c.query('COMMIT');
+      c.release();
+    };
+  }
+  const building = async (table: string): Promise<number> =>
+    count(
+      `SELECT count(*) AS n FROM pg_stat_progress_create_index WHERE relid = to_regclass('${table}') AND datname = current_database()`,
+    );
+  async function until(what: string, ok: () => Promise<boolean>, tries = 200): Promise<void> {
+    for (let i = 0; i < tries; i++) {
+      if (await ok()) return;
+      await sleep(100);
+    }
+    throw new Error(`timed out waiting: ${what}`);
+  }
+
+  it('a build left running by a dead attempt is cancelled before its INVALID leftover is dropped', async () => {
+    await plain('ix_orphan');
+    const endSnapshot = await snapshotHolder();
+    // the dead attempt's backend: partflow's application_name, its CREATE INDEX CONCURRENTLY waiting for the snapshot
+    const orphan = new Client({ connectionString: db.url, application_name: 'partflow' });
+    await orphan.connect();
+    const orphanDone = orphan
+      .query(`CREATE INDEX CONCURRENTLY IF NOT EXISTS ix_orphan_payload ON ix_orphan (payload)`)
+      .then(
+        () => 'finished',
+        (e: { code?: string }) => `failed ${e.code}`,
+      );
+    let h: WorkflowHandle | undefined;
+    try {
+      await until('the orphan waits', async () => (await building('ix_orphan')) === 1);
+      h = await env.client.workflow.start('createIndexes', {
+        taskQueue: TQ,
+        workflowId: `ix-orphan-${Date.now()}`,
+        args: [{ indexes: [{ table: 'ix_orphan', columns: ['payload'], name: 'ix_orphan_payload' }] }],
+      });
+      const first = await Promise.race([orphanDone, sleep(30_000).then(() => 'still running after 30 s')]);
+      expect(first).toBe('failed 57014');
+    } finally {
+      await endSnapshot();
+      await orphanDone;
+      await orphan.end();
+    }
+    expect((await h!.result()).status).toBe('done');
+    expect(
+      (await db.pool.query(`SELECT indisvalid FROM pg_index WHERE indexrelid = 'ix_orphan_payload'::regclass`)).rows,
+    ).toEqual([{ indisvalid: true }]);
+  });
+
+  it('cancelling createIndexes cancels the CREATE INDEX CONCURRENTLY in flight instead of waiting for it', async () => {
+    await plain('ix_cancel');
+    const endSnapshot = await snapshotHolder();
+    let h: WorkflowHandle | undefined;
+    try {
+      h = await env.client.workflow.start('createIndexes', {
+        taskQueue: TQ,
+        workflowId: `ix-cancel-${Date.now()}`,
+        args: [{ indexes: [{ table: 'ix_cancel', columns: ['payload'] }] }],
+      });
+      await until('the build waits', async () => (await building('ix_cancel')) === 1);
+      await h.cancel();
+      // the snapshot is still held: only a cancelled statement ends the build now
+      await until('the build is cancelled', async () => (await building('ix_cancel')) === 0, 150);
+      await expect(h.result()).rejects.toThrow(WorkflowFailedError);
+    } finally {
+      await endSnapshot();
+    }
+    // the undo dropped what the run began
+    expect(await count(`SELECT count(*) AS n FROM pg_index WHERE indrelid = 'ix_cancel'::regclass`)).toBe(1);
+  });
+
+  describe('fixConstraints supporting index', () => {
+    const fkFix = (table: string) => ({
+      kind: 'foreignKey' as const,
+      table,
+      columns: ['user_id'],
+      references: { table: 'fx_users', columns: ['id'] },
+    });
+    let acts: ReturnType<typeof createActivities>;
+    beforeAll(async () => {
+      acts = createActivities({ pool: db.pool, log: createLogger({ test: 'fx' }).child({}, { level: 'fatal' }) });
+      await db.pool.query(`CREATE TABLE fx_users (id bigint PRIMARY KEY)`);
+      await db.pool.query(`INSERT INTO fx_users SELECT g FROM generate_series(1, 50) g`);
+    });
+    async function partitioned(name: string): Promise<void> {
+      await db.pool.query(
+        `CREATE TABLE ${name} (id bigserial, user_id bigint, created_at timestamptz NOT NULL DEFAULT now(),
+           PRIMARY KEY (id, created_at)) PARTITION BY RANGE (created_at)`,
+      );
+      await db.pool.query(`CREATE TABLE ${name}_all PARTITION OF ${name} DEFAULT`);
+      await db.pool.query(`INSERT INTO ${name} (user_id) SELECT 1 + g % 50 FROM generate_series(1, 500) g`);
+    }
+    const mock = (wf: string) =>
+      new MockActivityEnvironment({ workflowExecution: { workflowId: wf, runId: `${wf}-r` } });
+
+    it('does nothing once the run is being undone: not even the parent index', async () => {
+      await partitioned('fx_fenced');
+      const m = mock('fx-fenced');
+      const opts = validateFixInput({ fixes: [fkFix('fx_fenced')] });
+      const [audit] = (await m.run(acts.auditFixes, opts)) as Awaited<ReturnType<typeof acts.auditFixes>>;
+      await m.run(acts.claimFix, [opts.fixes[0].table], 'fixConstraints');
+      await m.run(acts.beginFixUndo);
+      const f = await m.run(acts.createSupportingIndex, audit.fix as never, audit.info, 50).then(
+        () => null,
+        (e: { type?: string }) => e.type,
+      );
+      expect(f).toBe('RunUndone');
+      expect(await count(`SELECT count(*) AS n FROM pg_index WHERE indrelid = 'fx_fenced'::regclass`)).toBe(1);
+    });
+
+    it("waits for its lock with the run's lockTimeoutMs, not the default", async () => {
+      await partitioned('fx_budget');
+      const m = mock('fx-budget');
+      const beats: { step?: string; attempt?: number; lockWaitRetries?: number }[] = [];
+      m.on('heartbeat', (d) => beats.push(d));
+      const opts = validateFixInput({ fixes: [fkFix('fx_budget')] });
+      const [audit] = (await m.run(acts.auditFixes, opts)) as Awaited<ReturnType<typeof acts.auditFixes>>;
+      await m.run(acts.claimFix, [opts.fixes[0].table], 'fixConstraints');
+      // a writer in a transaction of 400 ms: the parent index's ShareLock waits for its RowExclusiveLock
+      const writer = new Client({ connectionString: db.url });
+      await writer.connect();
+      const w = writer.query(`BEGIN; INSERT INTO fx_budget (user_id) VALUES (1); SELECT pg_sleep(0.4); COMMIT`);
+      await until(
+        'the writer holds its lock',
+        async () =>
+          (await count(
+            `SELECT count(*) AS n FROM pg_locks WHERE relation = 'fx_budget'::regclass AND mode = 'RowExclusiveLock' AND granted`,
+          )) > 0,
+      );
+      await m.run(acts.createSupportingIndex, audit.fix as never, audit.info, 5000);
+      await w;
+      await writer.end();
+      const parent = beats.filter((b) => b.step === 'index parent');
+      expect(parent.length).toBeGreaterThan(0);
+      // one attempt that waited out the writer: with the default 50 ms it would have timed out and retried
+      expect(parent.every((b) => b.attempt === 1 && b.lockWaitRetries === 0)).toBe(true);
+      expect(
+        (
+          await db.pool.query(`SELECT indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+            WHERE i.indrelid = 'fx_budget'::regclass AND NOT i.indisprimary`)
+        ).rows,
+      ).toEqual([{ indisvalid: true }]);
+    });
   });
 });
