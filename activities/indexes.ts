@@ -4,12 +4,13 @@
  * attached), and the undo. The run's fence is fixConstraints' (partflow.fix_runs): forward steps commit only
  * while the run is active.
  */
+import { CancelledFailure } from '@temporalio/common';
 import type { Pool, PoolClient } from 'pg';
 import { failure } from '../src/failures';
 import { displayName, InputError, qualified, TableRef } from '../src/ident';
 import { describeIndex, IndexBuild, indexBuild, IndexOptions, indexShape, IndexSpec } from '../src/indexes';
 import type { Logger } from '../src/logger';
-import { activityContext, classify, inTransaction, withLockRetry } from './db';
+import { activityContext, classify, inTransaction, sleep, withLockRetry } from './db';
 import { fixFence } from './constraints/run';
 import type { Deps } from './partition';
 import { relOid, workflowId } from './partition/run';
@@ -218,9 +219,26 @@ async function buildProgress(pool: Pool, pid: number): Promise<Record<string, un
 }
 
 /**
+ * Backends of partflow's own (application_name) building `index` now: a build whose attempt died (worker gone,
+ * heartbeat timed out) goes on in PostgreSQL until its statement ends, however long it waits for old snapshots.
+ */
+async function orphanBuilds(pool: Pool, index: string): Promise<number[]> {
+  const r = await pool.query(
+    `SELECT p.pid FROM pg_stat_progress_create_index p JOIN pg_stat_activity a ON a.pid = p.pid
+      WHERE p.index_relid = to_regclass($1) AND p.pid <> pg_backend_pid()
+        AND a.application_name = current_setting('application_name')`,
+    [index],
+  );
+  return r.rows.map((x) => x.pid as number);
+}
+
+/**
  * CREATE INDEX CONCURRENTLY (it cannot run in a transaction: fenced just before), an INVALID leftover of an
- * interrupted build dropped first. Heartbeats carry the build's phase and blocks from
- * pg_stat_progress_create_index, visible in the Web UI's pending activity.
+ * interrupted build dropped first. The heartbeat runs from the start: a leftover whose build still runs in an
+ * orphaned backend of partflow's (a dead attempt) is cancelled before the DROP, which would otherwise wait for it
+ * silently. A cancelled or timed-out attempt cancels its own build (pg_cancel_backend) instead of waiting for
+ * it to end. Heartbeats carry the build's phase and blocks from pg_stat_progress_create_index, visible in the Web
+ * UI's pending activity.
  */
 export async function buildConcurrently(
   pool: Pool,
@@ -229,31 +247,67 @@ export async function buildConcurrently(
   sql: string,
   fence: (c: PoolClient) => Promise<void>,
 ): Promise<void> {
-  await inTransaction(pool, fence);
-  const ex = await pool.query(
-    `SELECT i.indisvalid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-       JOIN pg_index i ON i.indexrelid = c.oid WHERE n.nspname = $1 AND c.relname = $2`,
-    [on.schema, name],
-  );
-  if (ex.rowCount && ex.rows[0].indisvalid === false) {
-    await pool.query(`DROP INDEX CONCURRENTLY IF EXISTS ${qualified({ schema: on.schema, name })}`);
-  }
   const ctx = activityContext();
-  const client = await pool.connect();
-  const pid = (client as unknown as { processID: number }).processID;
+  const index = qualified({ schema: on.schema, name });
   let detail: Record<string, unknown> = { index: name, on: displayName(on) };
+  let pid: number | null = null;
   const timer = setInterval(() => {
+    if (pid === null) return ctx?.heartbeat(detail);
     void buildProgress(pool, pid).then((p) => {
       detail = { index: name, on: displayName(on), ...(p ?? {}) };
       ctx?.heartbeat(detail);
     });
   }, 2000);
+  // a cancellation (or a timed-out attempt told so by its heartbeat) cancels the statement in flight
+  const cancelBuild = () => {
+    if (pid !== null) void pool.query('SELECT pg_cancel_backend($1)', [pid]).catch(() => undefined);
+  };
+  const onPid = (p: number | null) => (pid = p);
+  ctx?.cancellationSignal.addEventListener('abort', cancelBuild);
   try {
     ctx?.heartbeat(detail);
-    await client.query(sql); // waits for older transactions; never blocks writes
+    await inTransaction(pool, fence);
+    const ex = await pool.query(`SELECT i.indisvalid FROM pg_index i WHERE i.indexrelid = to_regclass($1)`, [index]);
+    if (ex.rowCount && ex.rows[0].indisvalid === false) {
+      for (const orphan of await orphanBuilds(pool, index)) {
+        detail = { index: name, on: displayName(on), cancelling: `the orphaned build in pid ${orphan}` };
+        await pool.query('SELECT pg_cancel_backend($1)', [orphan]);
+      }
+      for (let i = 0; i < 100 && (await orphanBuilds(pool, index)).length; i++) await sleep(100);
+      detail = { index: name, on: displayName(on), dropping: 'the INVALID leftover' };
+      await run(pool, `DROP INDEX CONCURRENTLY IF EXISTS ${index}`, onPid, ctx);
+    }
+    if (ctx?.cancellationSignal.aborted) throw new CancelledFailure(`the build of ${name} was cancelled`);
+    detail = { index: name, on: displayName(on) };
+    await run(pool, sql, onPid, ctx); // waits for older transactions; never blocks writes
+  } catch (err) {
+    if ((err as { code?: string }).code === '57014' && ctx?.cancellationSignal.aborted)
+      throw new CancelledFailure(`the build of ${name} was cancelled`);
+    throw err;
   } finally {
     clearInterval(timer);
-    client.release();
+    ctx?.cancellationSignal.removeEventListener('abort', cancelBuild);
+  }
+}
+
+/**
+ * One statement on a client of its own, whose backend pid is handed out while it runs (to cancel it). A client
+ * that may have been sent a cancel is closed, not returned to the pool: the cancel must never reach the next
+ * statement that client would run.
+ */
+async function run(
+  pool: Pool,
+  sql: string,
+  onPid: (pid: number | null) => void,
+  ctx: ReturnType<typeof activityContext>,
+): Promise<void> {
+  const client = await pool.connect();
+  try {
+    onPid((client as unknown as { processID: number }).processID);
+    await client.query(sql);
+  } finally {
+    onPid(null);
+    client.release(ctx?.cancellationSignal.aborted ? true : undefined);
   }
 }
 
