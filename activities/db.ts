@@ -86,6 +86,28 @@ export async function withHeartbeat<T>(details: () => unknown, work: () => Promi
   }
 }
 
+/**
+ * The locks a DDL statement will take, taken first in its transaction (LOCK TABLE, in the given order), so the
+ * statement never waits for a lock once it holds one. Each LOCK waits at most the transaction's lock_timeout per
+ * table and `budgetMs` in all (statement_timeout): partflow's whole lock phase stays far below PostgreSQL's
+ * deadlock_timeout (1 s by default), so in any wait cycle with an application transaction partflow gives up
+ * first (55P03, retried later by withLockRetry) and the application never sees 40P01.
+ */
+export async function lockUpFront(c: PoolClient, locks: string[], budgetMs: number): Promise<void> {
+  if (!locks.length) return;
+  await c.query(`SET LOCAL statement_timeout = ${Math.max(10, Math.floor(budgetMs))}`);
+  try {
+    for (const l of locks) await c.query(l);
+  } catch (err) {
+    if ((err as { code?: string }).code !== '57014') throw err;
+    // the lock phase ran out of its budget: the same as a lock_timeout for the caller's retry
+    throw Object.assign(new Error(`the lock phase took longer than ${budgetMs} ms: ${(err as Error).message}`), {
+      code: '55P03',
+    });
+  }
+  await c.query('SET LOCAL statement_timeout TO DEFAULT');
+}
+
 export async function inTransaction<T>(
   pool: Pool,
   fn: (client: PoolClient) => Promise<T>,

@@ -23,7 +23,6 @@ export const FAILURE_TYPES = {
   ViolationsAppeared: 'rows that violate the constraint were written during the run',
   PartitionTableFailed: 'partitionTable failed; the message says what its undo did',
   FixConstraintsFailed: 'fixConstraints failed; the message says what its undo did',
-  IndexInvalid: 'after the build an index is not valid on every partition that exists, and partflow cannot build it',
   CreateIndexesFailed: 'createIndexes failed; what this run built was dropped',
 } as const;
 

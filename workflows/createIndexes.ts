@@ -140,7 +140,7 @@ async function closeGaps(run: IndexRun, x: IndexPlan, i: number): Promise<void> 
       throw failure(
         `${x.description}: ${x.spec.name} is not valid after the build: ${why}. Nothing of it is kept; run ` +
           "createIndexes again once the table's partitions are settled.",
-        'IndexInvalid',
+        'CreateIndexesFailed',
       );
     }
     for (const e of g.each) {

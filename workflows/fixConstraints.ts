@@ -115,10 +115,10 @@ async function compensate(run: FixRun, final: 'rolled-back' | 'failed'): Promise
       const { fixNo, step } = run.done[run.done.length - 1];
       const a = run.audits[fixNo];
       log.info('undoing', { fix: a.description, step });
-      if (step === 'validate') await act.dropNotNull(a.fix, lt);
+      if (step === 'validate') await act.dropNotNull(a.fix, lt, a.info);
       else if (step === 'repair') await act.restoreRepairs(fixNo, a.fix, a.info, lt);
       else if (step === 'constraint') await act.dropConstraint(fixNo, a.fix, a.info, lt);
-      else if (step === 'index' && a.fix.kind === 'foreignKey') await act.dropSupportingIndex(a.fix, a.info);
+      else if (step === 'index' && a.fix.kind === 'foreignKey') await act.dropSupportingIndex(a.fix, a.info, lt);
       run.done.pop();
     }
     if (run.claimed) await act.releaseFix(final);
@@ -176,7 +176,7 @@ async function applyFix(run: FixRun, a: FixAudit): Promise<void> {
   };
   if (a.fix.kind === 'foreignKey' && !a.info.hasIndex) {
     const fk = a.fix;
-    await step('index', () => act.createSupportingIndex(fk, a.info));
+    await step('index', () => act.createSupportingIndex(fk, a.info, lt));
     result.indexCreated = true;
   }
   const c = await step('constraint', () => act.addConstraintNotValid(a.fix, a.info, lt));

@@ -31,8 +31,10 @@ export function createConstraintActivities(deps: Deps) {
     beginFixUndo: () => beginFixUndo(deps),
     releaseFix: (state: 'done' | 'rolled-back' | 'failed') => releaseFix(deps, state),
     auditFixes: (opts: FixOptions) => auditFixes(deps, opts),
-    createSupportingIndex: (fix: ForeignKeyFix, info: FixInfo) => createSupportingIndex(deps, fix, info),
-    dropSupportingIndex: (fix: ForeignKeyFix, info: FixInfo) => dropSupportingIndex(deps, fix, info),
+    createSupportingIndex: (fix: ForeignKeyFix, info: FixInfo, lockTimeoutMs?: number) =>
+      createSupportingIndex(deps, fix, info, lockTimeoutMs),
+    dropSupportingIndex: (fix: ForeignKeyFix, info: FixInfo, lockTimeoutMs?: number) =>
+      dropSupportingIndex(deps, fix, info, lockTimeoutMs),
     addConstraintNotValid: (fix: Fix, info: FixInfo, lockTimeoutMs: number) =>
       addConstraintNotValid(deps, fix, info, lockTimeoutMs),
     dropConstraint: (fixNo: number, fix: Fix, info: FixInfo, lockTimeoutMs: number) =>
@@ -49,7 +51,7 @@ export function createConstraintActivities(deps: Deps) {
       restoreRepairs(deps, fixNo, fix, info, lockTimeoutMs),
     validateConstraint: (fix: Fix, info: FixInfo, lockTimeoutMs: number) =>
       validateConstraint(deps, fix, info, lockTimeoutMs),
-    dropNotNull: (fix: Fix, lockTimeoutMs: number) => dropNotNull(deps, fix, lockTimeoutMs),
+    dropNotNull: (fix: Fix, lockTimeoutMs: number, info?: FixInfo) => dropNotNull(deps, fix, lockTimeoutMs, info),
   };
 }
 

@@ -6,9 +6,9 @@ import { DEFAULT_LOCK_TIMEOUT_MS, lockAcross } from '../../src/locks';
 import type { Pool, PoolClient } from 'pg';
 import { describeFix, Fix, ForeignKeyFix } from '../../src/constraints';
 import { failure } from '../../src/failures';
-import { dropNotNullSql, FixInfo, fixSteps } from '../../src/fixSteps';
+import { dropNotNullSql, FixInfo, fixSteps, lockSql, OnTable } from '../../src/fixSteps';
 import { qualified, TableRef } from '../../src/ident';
-import { classify, withHeartbeat, withLockRetry } from '../db';
+import { classify, lockUpFront, withHeartbeat, withLockRetry } from '../db';
 import type { Deps } from '../partition';
 import { fixFence, fixLog, lockedByFix } from './run';
 import { buildConcurrently } from '../indexes';
@@ -35,7 +35,9 @@ async function hasConstraint(c: PoolClient | Pool, t: TableRef, name: string): P
 function lockFor(fix: Fix, info: FixInfo, table: TableRef, lockTimeoutMs: number) {
   const across = info.relkind === 'p' && qualified(table) === qualified(fix.table) ? info.partitions.length : 0;
   const { ms, maxAttempts } = lockAcross(lockTimeoutMs, across);
-  return { ms, opts: { ...lockedByFix(fix), maxAttempts } };
+  // the whole LOCK phase (lockUpFront): two tables' waits, and taking the partitions' locks (well under 1 ms each)
+  const budget = 2 * ms + info.partitions.length;
+  return { ms, budget, opts: { ...lockedByFix(fix), maxAttempts } };
 }
 
 /** CREATE INDEX CONCURRENTLY (per partition, then attached, on a partitioned table); invalid leftovers are rebuilt. */
@@ -43,12 +45,21 @@ export async function createSupportingIndex(
   { pool, log }: Deps,
   fix: ForeignKeyFix,
   info: FixInfo,
+  // absent in the histories of runs started before the run's own budget reached this step
+  lockTimeoutMs = DEFAULT_LOCK_TIMEOUT_MS,
 ): Promise<StepResult> {
   const l = fixLog(log, 'index', fix);
   const index = fixSteps(fix, { ...info, hasIndex: false }).index!;
+  const fenced = (sql: string) => async (c: PoolClient) => {
+    await fixFence(c);
+    await c.query(sql);
+  };
   try {
     const parent = index.parent;
-    if (parent) await withLockRetry(pool, l, 'index parent', DEFAULT_LOCK_TIMEOUT_MS, (c) => c.query(parent.sql));
+    if (parent)
+      await withLockRetry(pool, l, 'index parent', lockTimeoutMs, fenced(parent.sql), {
+        relations: [qualified(fix.table)],
+      });
     for (const e of index.each) {
       await buildConcurrently(pool, e.table, e.name, e.sql, fixFence);
       if (!parent || !e.attach) continue;
@@ -61,7 +72,9 @@ export async function createSupportingIndex(
       );
       const attach = e.attach;
       if (!attached.rowCount)
-        await withLockRetry(pool, l, 'attach index', DEFAULT_LOCK_TIMEOUT_MS, (c) => c.query(attach));
+        await withLockRetry(pool, l, 'attach index', lockTimeoutMs, fenced(attach), {
+          relations: [qualified(e.table)],
+        });
     }
     const name = parent?.name ?? index.each[0].name;
     l.info({ index: name }, 'supporting index ready');
@@ -71,15 +84,20 @@ export async function createSupportingIndex(
   }
 }
 
-export async function dropSupportingIndex({ pool, log }: Deps, fix: ForeignKeyFix, info: FixInfo): Promise<StepResult> {
+export async function dropSupportingIndex(
+  { pool, log }: Deps,
+  fix: ForeignKeyFix,
+  info: FixInfo,
+  lockTimeoutMs = DEFAULT_LOCK_TIMEOUT_MS,
+): Promise<StepResult> {
   const index = fixSteps(fix, { ...info, hasIndex: false }).index!;
   try {
     const [first, ...rest] = index.drop;
     // dropping the parent index drops the attached partition indexes with it (brief lock on the parent)
     if (index.parent)
-      await withLockRetry(pool, fixLog(log, 'drop index', fix), 'drop index', DEFAULT_LOCK_TIMEOUT_MS, (c) =>
-        c.query(first),
-      );
+      await withLockRetry(pool, fixLog(log, 'drop index', fix), 'drop index', lockTimeoutMs, (c) => c.query(first), {
+        relations: [qualified(fix.table)],
+      });
     else await pool.query(first);
     for (const sql of rest) await pool.query(sql);
     return { changed: true, lockWaitRetries: 0 };
@@ -98,13 +116,14 @@ export async function addConstraintNotValid(
   const l = fixLog(log, 'constraint', fix);
   let retries = 0;
   try {
-    for (const { table, sql } of fixSteps(fix, info).addNotValid) {
+    for (const { table, sql, locks } of fixSteps(fix, info).addNotValid) {
       if (await hasConstraint(pool, table, fix.name)) continue;
+      const lock = lockFor(fix, info, table, lockTimeoutMs);
       const add = async (c: PoolClient) => {
         await fixFence(c);
+        await lockUpFront(c, locks, lock.budget);
         return c.query(sql);
       };
-      const lock = lockFor(fix, info, table, lockTimeoutMs);
       const { stats } = await withLockRetry(pool, l, `add ${fix.name}`, lock.ms, add, lock.opts);
       retries += stats.lockWaitRetries;
     }
@@ -125,10 +144,13 @@ export async function dropConstraint(
 ): Promise<StepResult> {
   let retries = 0;
   void fixNo;
-  for (const { table, sql } of fixSteps(fix, info).dropConstraint) {
-    const drop = (c: PoolClient) => c.query(sql);
-    const l = fixLog(log, 'drop constraint', fix);
+  for (const { table, sql, locks } of fixSteps(fix, info).dropConstraint) {
     const lock = lockFor(fix, info, table, lockTimeoutMs);
+    const drop = async (c: PoolClient) => {
+      await lockUpFront(c, locks, lock.budget);
+      return c.query(sql);
+    };
+    const l = fixLog(log, 'drop constraint', fix);
     const { stats } = await withLockRetry(pool, l, `drop ${fix.name}`, lock.ms, drop, lock.opts);
     retries += stats.lockWaitRetries;
   }
@@ -144,10 +166,11 @@ export async function validateConstraint(
 ): Promise<StepResult> {
   const l = fixLog(log, 'validate', fix);
   let retries = 0;
-  const run = async (what: string, table: TableRef, sql: string) => {
+  const run = async ({ what, table, sql, locks }: OnTable & { what: string }) => {
     const lock = lockFor(fix, info, table, lockTimeoutMs);
     const validate = async (c: PoolClient) => {
       await fixFence(c);
+      await lockUpFront(c, locks, lock.budget);
       await c.query('SET LOCAL statement_timeout = 0');
       return c.query(sql);
     };
@@ -161,11 +184,11 @@ export async function validateConstraint(
     const steps = fixSteps(fix, info).validate;
     // NOT NULL: all three statements while the check exists (a retry after the last one finds nothing to do)
     if (fix.kind === 'notNull' && (await hasConstraint(pool, fix.table, fix.name))) {
-      for (const s of steps) await run(s.what, s.table, s.sql);
+      for (const s of steps) await run(s);
     }
     for (const s of fix.kind === 'foreignKey' ? steps : []) {
       const h = await hasConstraint(pool, s.table, fix.name);
-      if (s.only === 'if-unvalidated' ? h && !h.validated : !h) await run(s.what, s.table, s.sql);
+      if (s.only === 'if-unvalidated' ? h && !h.validated : !h) await run(s);
     }
     l.info({ lockWaitRetries: retries }, 'validated');
     return { changed: true, lockWaitRetries: retries };
@@ -182,13 +205,25 @@ export async function validateConstraint(
 }
 
 /** Undo of validate for NOT NULL: the column allows NULL again. */
-export async function dropNotNull({ pool, log }: Deps, fix: Fix, lockTimeoutMs: number): Promise<StepResult> {
+export async function dropNotNull(
+  { pool, log }: Deps,
+  fix: Fix,
+  lockTimeoutMs: number,
+  // absent in histories from before: the table's partitions are then not counted in the lock budget
+  info?: FixInfo,
+): Promise<StepResult> {
   if (fix.kind !== 'notNull') return { changed: false, lockWaitRetries: 0 };
   const sql = dropNotNullSql(fix);
   try {
-    const drop = (c: PoolClient) => c.query(sql);
+    const lock = info
+      ? lockFor(fix, info, fix.table, lockTimeoutMs)
+      : { ms: lockTimeoutMs, budget: 2 * lockTimeoutMs, opts: lockedByFix(fix) };
+    const drop = async (c: PoolClient) => {
+      await lockUpFront(c, [lockSql(fix.table, 'ACCESS EXCLUSIVE')], lock.budget);
+      return c.query(sql);
+    };
     const l = fixLog(log, 'undo', fix);
-    const { stats } = await withLockRetry(pool, l, 'drop not null', lockTimeoutMs, drop, lockedByFix(fix));
+    const { stats } = await withLockRetry(pool, l, 'drop not null', lock.ms, drop, lock.opts);
     return { changed: true, lockWaitRetries: stats.lockWaitRetries };
   } catch (err) {
     classify(err, `undo NOT NULL on ${fix.column}`);

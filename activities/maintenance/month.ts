@@ -18,7 +18,7 @@ import {
 import type { MaintainTableSpec } from '../../src/maintenance';
 import { addMonths, boundLiteral, formatMonth, Month, partitionName } from '../../src/partitions';
 import type { Logger } from '../../src/logger';
-import { withLockRetry } from '../db';
+import { lockUpFront, withLockRetry } from '../db';
 import type { Parted } from './inspect';
 
 export type MonthResult = { partition: string; rowsMovedFromDefault: number } | { skipped: string } | null;
@@ -79,6 +79,17 @@ async function createMonthTable(c: PoolClient, t: TableRef, p: Parted, nt: strin
     THEN EXECUTE format('ALTER TABLE %s OWNER TO %I', ${quoteLiteral(nt)}, ${owner}); END IF; END $$`);
 }
 
+/** The tables the foreign keys of `oid` reference (not itself), qualified, in name order. */
+export async function referencedTables(c: PoolClient | Pool, oid: number): Promise<string[]> {
+  const r = await c.query(
+    `SELECT DISTINCT format('%I.%I', n.nspname, t.relname) AS name FROM pg_constraint k
+       JOIN pg_class t ON t.oid = k.confrelid JOIN pg_namespace n ON n.oid = t.relnamespace
+      WHERE k.conrelid = $1 AND k.contype = 'f' AND k.confrelid <> $1 ORDER BY 1`,
+    [oid],
+  );
+  return r.rows.map((x) => x.name as string);
+}
+
 /** Inside the transaction: the month's table, the rows moved out of the default, the ATTACH. */
 async function createAndAttach(c: PoolClient, spec: MaintainTableSpec, p: Parted, name: string, m: Month) {
   const t = spec.table;
@@ -104,8 +115,18 @@ async function createAndAttach(c: PoolClient, spec: MaintainTableSpec, p: Parted
   // parent alone (ONLY: not its partitions) waits for the writes in flight and holds new ones for this short
   // transaction; after it they see the new partition. Then the default partition: no row of this month can
   // land there between the move and the ATTACH. Parent first, as inserts lock them.
-  await c.query(`LOCK TABLE ONLY ${qualified(t)} IN SHARE ROW EXCLUSIVE MODE`);
-  if (p.def) await c.query(`LOCK TABLE ${qualified(p.def)} IN ACCESS EXCLUSIVE MODE`);
+  // The ATTACH clones the parent's foreign keys onto the new table: SHARE ROW EXCLUSIVE on each referenced table
+  // (pg_locks, PostgreSQL 15), taken first, as the application locks a user before it writes their rows: the
+  // transaction never waits for a lock once it holds the parent's (no deadlock with a writer).
+  await lockUpFront(
+    c,
+    [
+      ...(await referencedTables(c, p.oid)).map((r) => `LOCK TABLE ${r} IN SHARE ROW EXCLUSIVE MODE`),
+      `LOCK TABLE ONLY ${qualified(t)} IN SHARE ROW EXCLUSIVE MODE`,
+      ...(p.def ? [`LOCK TABLE ${qualified(p.def)} IN ACCESS EXCLUSIVE MODE`] : []),
+    ],
+    3 * spec.lockTimeoutMs,
+  );
   const cols = (
     await c.query(
       `SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum) AS l FROM pg_attribute

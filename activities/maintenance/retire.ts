@@ -7,7 +7,8 @@ import type { Pool } from 'pg';
 import { displayName, qualified, quoteIdent as q, TableRef } from '../../src/ident';
 import type { Logger } from '../../src/logger';
 import { expiredPartitions, MaintainTableSpec } from '../../src/maintenance';
-import { withLockRetry } from '../db';
+import { lockUpFront, withLockRetry } from '../db';
+import { referencedTables } from './month';
 import { migrate } from '../migrate';
 import { archiveLog, archiveSchema, dumpPartition } from './archive';
 import type { Parted } from './inspect';
@@ -74,7 +75,19 @@ async function referencing(pool: Pool, p: Parted, part: TableRef): Promise<strin
 async function detach(pool: Pool, l: Logger, spec: MaintainTableSpec, p: Parted, ref: TableRef): Promise<string> {
   const sql = `ALTER TABLE ${qualified(spec.table)} DETACH PARTITION ${qualified(ref)}`;
   if (p.def) {
-    await withLockRetry(pool, l, 'detach', spec.lockTimeoutMs, (c) => c.query(sql));
+    // the detached table keeps its foreign keys with triggers of its own: SHARE ROW EXCLUSIVE on each referenced
+    // table, after ACCESS EXCLUSIVE on the parent and the partition (pg_locks, PostgreSQL 15); all taken first,
+    // in the application's order
+    const refs = await referencedTables(pool, p.oid);
+    const locks = [
+      ...refs.map((r) => `LOCK TABLE ${r} IN SHARE ROW EXCLUSIVE MODE`),
+      `LOCK TABLE ONLY ${qualified(spec.table)} IN ACCESS EXCLUSIVE MODE`,
+      `LOCK TABLE ${qualified(ref)} IN ACCESS EXCLUSIVE MODE`,
+    ];
+    await withLockRetry(pool, l, 'detach', spec.lockTimeoutMs, async (c) => {
+      await lockUpFront(c, locks, 3 * spec.lockTimeoutMs);
+      await c.query(sql);
+    });
     return (
       'plain DETACH (a brief exclusive lock on the parent): ' +
       'DETACH CONCURRENTLY is refused while a default partition exists'

@@ -7,7 +7,7 @@ import type { Pool, PoolClient } from 'pg';
 import { failure } from '../../src/failures';
 import { displayName, qualified } from '../../src/ident';
 import { Plan, shapeDifferences, splitLock } from '../../src/plan';
-import { classify, runAll, withHeartbeat, withLockRetry } from '../db';
+import { classify, lockUpFront, runAll, withHeartbeat, withLockRetry } from '../db';
 import { faultPoint } from '../faults';
 import { acrossPartitions, Deps, fence, ownPlan, relOid, rowMoves, RUNS, runState, stepLog, undoFence } from './run';
 
@@ -99,7 +99,7 @@ export async function cutover({ pool, log }: Deps, plan: Plan, lockTimeoutMs: nu
   const across = acrossPartitions(plan, lockTimeoutMs);
   let lockedAt = 0;
   const swap = async (c: PoolClient) => {
-    await c.query(lock); // the wait is bounded by lock_timeout
+    await lockUpFront(c, [lock], across.budget); // each wait bounded by lock_timeout, the whole by the budget
     lockedAt = Date.now();
     await fence(c, plan.table);
     await checkUnchanged(c, plan);
@@ -157,8 +157,9 @@ export async function swapBack(
   const st = await runState(pool, plan.table);
   let lockedAt = Date.now();
   const { lock, then } = splitLock(plan.sql.swapBack);
+  const across = acrossPartitions(plan, lockTimeoutMs);
   const swap = async (c: PoolClient) => {
-    await c.query(lock);
+    await lockUpFront(c, [lock], across.budget);
     lockedAt = Date.now();
     await undoFence(c, plan.table);
     const loss = await rollbackLoss(c, plan);
@@ -170,7 +171,6 @@ export async function swapBack(
     );
   };
   const swapped = !!st?.cutover_done;
-  const across = acrossPartitions(plan, lockTimeoutMs);
   if (swapped) await withLockRetry(pool, l, 'swap back', across.ms, swap, across.opts);
   const lockHoldMs = swapped ? Date.now() - lockedAt : 0;
   const notRestored = await validateInbound(deps, plan, lockTimeoutMs);

@@ -43,7 +43,8 @@ export function stepLog(log: Logger, step: string, table: TableRef): Logger {
 
 /** What the partitioning path's DDL locks: the table, the copy, the old table (and their partitions). */
 export function lockedBy(plan: Plan): { relations: string[] } {
-  return { relations: [qualified(plan.table), qualified(plan.shadow), qualified(plan.old)] };
+  const inbound = (plan.inboundForeignKeys ?? []).map((fk) => qualified(fk.table));
+  return { relations: [...inbound, qualified(plan.table), qualified(plan.shadow), qualified(plan.old)] };
 }
 
 /**
@@ -52,7 +53,9 @@ export function lockedBy(plan: Plan): { relations: string[] } {
  */
 export function acrossPartitions(plan: Plan, lockTimeoutMs: number) {
   const { ms, maxAttempts } = lockAcross(lockTimeoutMs, plan.partitions.length + 1);
-  return { ms, opts: { ...lockedBy(plan), maxAttempts } };
+  // the whole LOCK phase of a step (lockUpFront): a few tables' waits, and the partitions' locks
+  const budget = 3 * ms + plan.partitions.length;
+  return { ms, budget, opts: { ...lockedBy(plan), maxAttempts } };
 }
 
 export async function relOid(c: PoolClient, ref: TableRef): Promise<{ oid: number; relkind: string } | null> {

@@ -56,11 +56,22 @@ function sequencesSql(ctx: PlanContext, other: TableRef): string[] {
   return sql;
 }
 
+/**
+ * One LOCK TABLE for every table the step's statements lock: the tables whose foreign keys reference the table
+ * first (dropping or adding their constraint takes ACCESS EXCLUSIVE or SHARE ROW EXCLUSIVE on them, and the
+ * application locks such a table before the one it references), so no statement of the step waits for a lock
+ * after the step holds one.
+ */
+function lockAll(ctx: PlanContext, tables: TableRef[]): string {
+  const names = [...ctx.info.inboundForeignKeys.map((fk) => qualified(fk.table)), ...tables.map(qualified)];
+  return `LOCK TABLE ${[...new Set(names)].join(', ')} IN ACCESS EXCLUSIVE MODE`;
+}
+
 function cutoverSql(ctx: PlanContext, renames: IndexRename[], dropSyncTrigger: string[]): string[] {
   const { table, info, old } = ctx;
   const { reverse, guard } = syncObjects(info.oid);
   return [
-    `LOCK TABLE ${qualified(table)}, ${qualified(ctx.shadow)} IN ACCESS EXCLUSIVE MODE`,
+    lockAll(ctx, [table, ctx.shadow]),
     ...dropSyncTrigger,
     ...info.inboundForeignKeys.map((fk) => `ALTER TABLE ${qualified(fk.table)} DROP CONSTRAINT ${q(fk.name)}`),
     ...swapSql(
@@ -87,7 +98,7 @@ export function cutoverStep(ctx: PlanContext, renames: IndexRename[], dropSyncTr
   const dropReverse = dropTriggersSql(qualified(table), reverse, guard);
   const finalize = [`LOCK TABLE ${qualified(table)} IN ACCESS EXCLUSIVE MODE`, ...dropReverse];
   const swapBack = [
-    `LOCK TABLE ${qualified(table)}, ${qualified(old)} IN ACCESS EXCLUSIVE MODE`,
+    lockAll(ctx, [table, old]),
     ...dropReverse,
     ...swapSql(
       ctx,

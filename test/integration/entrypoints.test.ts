@@ -8,6 +8,7 @@ import { MockActivityEnvironment, type TestWorkflowEnvironment } from '@temporal
 import { Client } from 'pg';
 import { createActivities } from '../../activities';
 import { validateFixInput } from '../../src/constraints';
+import { fixSteps } from '../../src/fixSteps';
 import { createCleanupActivities } from '../../activities/cleanup';
 import type { PartitionTableInput } from '../../src/input';
 import { createLogger } from '../../src/logger';
@@ -425,5 +426,179 @@ describe('5. index builds: orphans, cancellation, the fix fence and budget', () 
         ).rows,
       ).toEqual([{ indisvalid: true }]);
     });
+  });
+});
+
+describe('6. no deadlock with the application', () => {
+  /** Lock modes by the modes they conflict with (PostgreSQL's table of conflicting lock modes). */
+  const CONFLICTS: Record<string, string[]> = {
+    AccessShareLock: ['AccessExclusiveLock'],
+    RowShareLock: ['ExclusiveLock', 'AccessExclusiveLock'],
+    RowExclusiveLock: ['ShareLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock'],
+    ShareUpdateExclusiveLock: [
+      'ShareUpdateExclusiveLock',
+      'ShareLock',
+      'ShareRowExclusiveLock',
+      'ExclusiveLock',
+      'AccessExclusiveLock',
+    ],
+    ShareLock: [
+      'RowExclusiveLock',
+      'ShareUpdateExclusiveLock',
+      'ShareRowExclusiveLock',
+      'ExclusiveLock',
+      'AccessExclusiveLock',
+    ],
+    ShareRowExclusiveLock: [
+      'RowExclusiveLock',
+      'ShareUpdateExclusiveLock',
+      'ShareLock',
+      'ShareRowExclusiveLock',
+      'ExclusiveLock',
+      'AccessExclusiveLock',
+    ],
+    ExclusiveLock: [
+      'RowShareLock',
+      'RowExclusiveLock',
+      'ShareUpdateExclusiveLock',
+      'ShareLock',
+      'ShareRowExclusiveLock',
+      'ExclusiveLock',
+      'AccessExclusiveLock',
+    ],
+  };
+  const ALL = [...CONFLICTS.ExclusiveLock, 'AccessShareLock'];
+  const conflictsOf = (mode: string) => (mode === 'AccessExclusiveLock' ? ALL : CONFLICTS[mode]);
+
+  async function tableLocks(c: Client): Promise<Map<string, string[]>> {
+    const r = await c.query(
+      `SELECT c.relname, l.mode FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
+        WHERE l.pid = pg_backend_pid() AND l.granted AND c.relkind IN ('r', 'p')
+          AND c.relnamespace = 'public'::regnamespace`,
+    );
+    const m = new Map<string, string[]>();
+    for (const x of r.rows) m.set(x.relname, [...(m.get(x.relname) ?? []), x.mode]);
+    return m;
+  }
+  /** What the statement took beyond the LOCK prefix: a mode on a table that conflicts with more than any held. */
+  function upgrades(before: Map<string, string[]>, after: Map<string, string[]>): string[] {
+    const out: string[] = [];
+    for (const [rel, modes] of after) {
+      const held = before.get(rel) ?? [];
+      for (const mode of modes) {
+        const covered = held.some((h) => conflictsOf(mode).every((x) => conflictsOf(h).includes(x)));
+        if (!covered) out.push(`${rel} ${mode}`);
+      }
+    }
+    return out;
+  }
+
+  it('every fix statement takes no lock its LOCK prefix did not take first (pg_locks before and after)', async () => {
+    await db.pool.query(`CREATE TABLE u_lk (id bigint PRIMARY KEY)`);
+    await db.pool.query(
+      `CREATE TABLE g_lk (id bigserial, user_id bigint, note text, created_at timestamptz NOT NULL DEFAULT now(),
+         PRIMARY KEY (id, created_at)) PARTITION BY RANGE (created_at)`,
+    );
+    await db.pool.query(`CREATE TABLE g_lk_a PARTITION OF g_lk FOR VALUES FROM ('2020-01-01') TO ('2030-01-01')`);
+    await db.pool.query(`CREATE TABLE g_lk_b PARTITION OF g_lk DEFAULT`);
+    const acts = createActivities({ pool: db.pool, log: createLogger({ test: 'lk' }).child({}, { level: 'fatal' }) });
+    const m = new MockActivityEnvironment({ workflowExecution: { workflowId: 'lk', runId: 'lk-r' } });
+    const opts = validateFixInput({
+      fixes: [
+        { kind: 'foreignKey', table: 'g_lk', columns: ['user_id'], references: { table: 'u_lk', columns: ['id'] } },
+        { kind: 'notNull', table: 'g_lk', column: 'note', nulls: 'fail' },
+      ],
+    });
+    const audits = (await m.run(acts.auditFixes, opts)) as Awaited<ReturnType<typeof acts.auditFixes>>;
+    const c = new Client({ connectionString: db.url });
+    await c.connect();
+    const found: string[] = [];
+    const statements: string[] = [];
+    const check = async (s: { sql: string; locks: string[] }, keep: boolean) => {
+      await c.query('BEGIN');
+      for (const l of s.locks) await c.query(l);
+      const before = await tableLocks(c);
+      await c.query(s.sql);
+      found.push(...upgrades(before, await tableLocks(c)).map((u) => `${s.sql}: ${u}`));
+      statements.push(s.sql);
+      await c.query(keep ? 'COMMIT' : 'ROLLBACK');
+    };
+    try {
+      for (const a of audits) {
+        const steps = fixSteps(a.fix, a.info);
+        for (const s of steps.addNotValid) await check(s, true);
+        for (const s of steps.validate) await check(s, true);
+        // as the undo runs them, each committed: the parent's drop takes the partitions' with it
+        for (const s of steps.dropConstraint) await check(s, true);
+      }
+    } finally {
+      await c.end();
+    }
+    // the parent foreign key, the partitions' NOT VALID and VALIDATE, the drops, the NOT NULL steps
+    expect(statements.length).toBeGreaterThanOrEqual(10);
+    expect(found).toEqual([]);
+  });
+
+  it("the parent foreign key meets the application's SELECT ... FOR UPDATE then UPDATE of a user: no 40P01", async () => {
+    await db.pool.query(`CREATE TABLE u_dl (id bigint PRIMARY KEY, n int NOT NULL DEFAULT 0)`);
+    await db.pool.query(`INSERT INTO u_dl (id) SELECT g FROM generate_series(1, 20) g`);
+    const errors: string[] = [];
+    let stop = false;
+    // the application: per user, lock the user, then change it and write a row of theirs; its own deadlock
+    // check runs after 20 ms of waiting (the server default is 1 s): any wait cycle with partflow is found on
+    // the application's side first unless partflow never waits while holding a lock
+    const lane = async (id: number, table: string) => {
+      const c = new Client({ connectionString: db.url });
+      await c.connect();
+      try {
+        while (!stop) {
+          try {
+            await c.query(`BEGIN; SET LOCAL deadlock_timeout = '20ms'`);
+            await c.query(`SELECT id FROM u_dl WHERE id = $1 FOR UPDATE`, [id]);
+            await c.query(`SELECT pg_sleep(0.005)`);
+            await c.query(`UPDATE u_dl SET n = n + 1 WHERE id = $1`, [id]);
+            await c.query(`INSERT INTO ${table} (user_id) VALUES ($1)`, [id]);
+            await c.query('COMMIT');
+          } catch (e) {
+            errors.push(`${(e as { code?: string }).code}: ${(e as Error).message}`);
+            await c.query('ROLLBACK').catch(() => undefined);
+          }
+        }
+      } finally {
+        await c.end();
+      }
+    };
+    for (const round of [1, 2, 3]) {
+      const t = `g_dl${round}`;
+      await db.pool.query(
+        `CREATE TABLE ${t} (id bigserial, user_id bigint, created_at timestamptz NOT NULL DEFAULT now(),
+           PRIMARY KEY (id, created_at)) PARTITION BY RANGE (created_at)`,
+      );
+      await db.pool.query(`CREATE TABLE ${t}_a PARTITION OF ${t} FOR VALUES FROM ('2020-01-01') TO ('2030-01-01')`);
+      await db.pool.query(`CREATE TABLE ${t}_b PARTITION OF ${t} DEFAULT`);
+      await db.pool.query(`CREATE INDEX ON ${t} (user_id)`);
+      stop = false;
+      const lanes = [1, 2, 3, 4].map((i) => lane(round * 4 + i, t));
+      try {
+        await sleep(200);
+        const r = await env.client.workflow.execute('fixConstraints', {
+          taskQueue: TQ,
+          workflowId: `dl-${round}-${Date.now()}`,
+          args: [
+            {
+              fixes: [
+                { kind: 'foreignKey', table: t, columns: ['user_id'], references: { table: 'u_dl', columns: ['id'] } },
+              ],
+            },
+          ],
+        });
+        expect((r as { status: string }).status).toBe('done');
+        await sleep(200);
+      } finally {
+        stop = true;
+        await Promise.all(lanes);
+      }
+    }
+    expect(errors).toEqual([]);
   });
 });

@@ -41,6 +41,10 @@ describe('a foreign key on a plain table', () => {
         what: 'validate',
         table: fk.table,
         sql: `ALTER TABLE "public"."gi" VALIDATE CONSTRAINT "${fk.name}"`,
+        locks: [
+          'LOCK TABLE "public"."users" IN ROW SHARE MODE',
+          'LOCK TABLE "public"."gi" IN SHARE UPDATE EXCLUSIVE MODE',
+        ],
         only: 'if-unvalidated',
       },
     ]);
