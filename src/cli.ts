@@ -89,8 +89,9 @@ function progressLine(p: Progress): string {
   const bar = '#'.repeat(Math.round(p.percent / 5)).padEnd(20, '.');
   const eta = p.etaSeconds === null ? '?' : `${p.etaSeconds}s`;
   const n = (x: number) => x.toLocaleString('en-US');
+  const halt = p.paused ? ' (paused)' : p.pausing ? ' (pausing)' : '';
   return (
-    `${p.table} ${p.phase}${p.paused ? ' (paused)' : ''} [${bar}] ${p.percent.toFixed(1)}% ` +
+    `${p.table} ${p.phase}${halt} [${bar}] ${p.percent.toFixed(1)}% ` +
     `${n(p.rowsCopied)}/${n(p.rowsEstimated)} rows ${n(p.rowsPerSecond)} rows/s ETA ${eta} ` +
     `page ${p.checkpointPage}/${p.totalPages} lock retries ${p.lockWaitRetries} moves across months ` +
     `${p.rowMoves ?? 0}${p.lastError ? ` last error: ${p.lastError}` : ''}`

@@ -49,13 +49,29 @@ export function metricsAddress(env: NodeJS.ProcessEnv = process.env): string {
   return env.PARTFLOW_METRICS_ADDRESS || '0.0.0.0:9464';
 }
 
-export function installRuntime(log: Logger): void {
-  Runtime.install({
-    logger: new PinoSdkLogger(log.child({ source: 'temporal-sdk' })),
-    shutdownSignals: ['SIGINT', 'SIGTERM'],
-    telemetryOptions: {
-      logging: { forward: {}, filter: makeTelemetryFilterString({ core: 'WARN', other: 'WARN' }) },
-      metrics: { prometheus: { bindAddress: metricsAddress() } },
-    },
-  });
+/**
+ * The SDK's runtime with the exporter on metricsAddress(). A second worker on the same host finds the address
+ * taken: the error says which address and what to set, instead of Core's bare "Address already in use".
+ */
+export function installRuntime(log: Logger, env: NodeJS.ProcessEnv = process.env): void {
+  const address = metricsAddress(env);
+  try {
+    Runtime.install({
+      logger: new PinoSdkLogger(log.child({ source: 'temporal-sdk' })),
+      shutdownSignals: ['SIGINT', 'SIGTERM'],
+      telemetryOptions: {
+        logging: { forward: {}, filter: makeTelemetryFilterString({ core: 'WARN', other: 'WARN' }) },
+        metrics: { prometheus: { bindAddress: address } },
+      },
+    });
+  } catch (err) {
+    const message = (err as Error).message ?? String(err);
+    if (!/prometheus|address/i.test(message)) throw err;
+    throw new Error(
+      `the metrics exporter cannot listen on ${address} (${message}): another process, perhaps another partflow ` +
+        'worker on this host, has it. Give this worker its own address with PARTFLOW_METRICS_ADDRESS, ' +
+        'e.g. PARTFLOW_METRICS_ADDRESS=0.0.0.0:9465 npm run worker.',
+      { cause: err },
+    );
+  }
 }

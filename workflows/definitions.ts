@@ -24,7 +24,10 @@ export type Phase =
 export interface Progress {
   table: string;
   phase: Phase;
+  /** the copy has stopped: no chunk in flight, nothing copies until `resume` */
   paused: boolean;
+  /** `pause` was signalled and the chunk in flight (up to a few seconds) has not ended yet */
+  pausing: boolean;
   awaitingApproval: boolean;
   rowsCopied: number;
   rowsEstimated: number;

@@ -69,6 +69,8 @@ export interface PartitionState {
   cutover: CutoverResult | null;
   /** what the undo could not restore */
   undoProblems?: string[];
+  /** a backfill chunk (or a round of the streams' chunks) is running */
+  chunkInFlight?: boolean;
   /** set when the undo found the run taken by a cleanup: the state partflow.runs records */
   takenBy?: string;
   /** the replica bounds now (the input's, changed by `throttle`); absent in states from before them */
@@ -189,16 +191,20 @@ function progressOf(run: Run): Progress {
         : null;
   const v = s.verify;
   const c = s.cutover;
+  const pausing = s.paused && !!s.chunkInFlight;
+  const stopped = s.paused && !pausing && s.phase === 'backfill';
   return {
     table,
     phase: s.phase,
-    paused: s.paused,
+    paused: s.paused && !pausing,
+    pausing,
     awaitingApproval: s.phase === 'awaiting-approval',
     rowsCopied: s.rowsCopied,
     rowsEstimated: s.plan?.estimatedRows ?? 0,
     percent: Math.round(percent * 10) / 10,
-    rowsPerSecond: Math.round(s.rowsPerSecond),
-    etaSeconds: eta,
+    // while paused nothing copies: no rate, no time left
+    rowsPerSecond: stopped ? 0 : Math.round(s.rowsPerSecond),
+    etaSeconds: stopped ? null : eta,
     lastError: s.lastError,
     checkpointPage: s.checkpointPage,
     totalPages: s.totalPages,
@@ -229,8 +235,15 @@ function progressOf(run: Run): Progress {
 
 function setHandlers(run: Run): void {
   const { s } = run;
-  setHandler(pauseSignal, () => void (s.paused = true));
-  setHandler(resumeSignal, () => void (s.paused = false));
+  // the Web UI's current details follow at once (not only when the chunk in flight ends)
+  setHandler(pauseSignal, () => {
+    s.paused = true;
+    showDetails(run);
+  });
+  setHandler(resumeSignal, () => {
+    s.paused = false;
+    showDetails(run);
+  });
   setHandler(approveCutoverSignal, () => void (s.approved = true));
   setHandler(rollbackSignal, () => void (s.rollbackRequested = true));
   setHandler(finalizeSignal, () => void (s.finalizeRequested = true));
@@ -269,11 +282,14 @@ function enter(run: Run, phase: Phase): void {
  */
 function showDetails(run: Run): void {
   const p = progressOf(run);
+  const halted = p.paused || p.pausing;
   const lines = [
-    `**${p.table}**: ${p.phase}${p.paused ? ' (paused)' : ''}` +
+    `**${p.table}**: ${p.phase}` +
+      (p.paused ? ' (paused)' : p.pausing ? ' (pausing: the chunk in flight ends first)' : '') +
       (p.awaitingApproval ? ', waiting for approveCutover' : ''),
-    `copied ${p.rowsCopied} of about ${p.rowsEstimated} rows (${p.percent} %), ${p.rowsPerSecond} rows/s` +
-      (p.etaSeconds !== null ? `, about ${p.etaSeconds} s left` : ''),
+    `copied ${p.rowsCopied} of about ${p.rowsEstimated} rows (${p.percent} %)` +
+      (halted ? '' : `, ${p.rowsPerSecond} rows/s`) +
+      (!halted && p.etaSeconds !== null ? `, about ${p.etaSeconds} s left` : ''),
   ];
   if (p.throttledBy)
     lines.push(`held back by ${p.throttledBy.bound} since ${p.throttledBy.since}: ${p.throttledBy.reason}`);
@@ -441,7 +457,13 @@ async function backfill(run: Run, plan: Plan): Promise<void> {
       maxBatchMs: opts.maxBatchMs,
       replica: s.replica ?? opts.replica,
     };
-    const r = streams > 1 ? await streamsRound(s, input, streams) : await chunk.backfillChunk(input);
+    s.chunkInFlight = true;
+    let r: BackfillChunkResult;
+    try {
+      r = streams > 1 ? await streamsRound(s, input, streams) : await chunk.backfillChunk(input);
+    } finally {
+      s.chunkInFlight = false;
+    }
     recordChunk(s, r);
     showDetails(run);
     if (r.done) break;

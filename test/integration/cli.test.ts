@@ -119,3 +119,29 @@ test('plan, start, status, pause, throttle, resume, watch, approve, report: one 
   );
   expect(report.out).not.toMatch(/created /);
 });
+
+test('a second worker on a taken metrics address stops with the address and PARTFLOW_METRICS_ADDRESS named', async () => {
+  const net = await import('net');
+  const taken = net.createServer();
+  await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+  const port = (taken.address() as { port: number }).port;
+  try {
+    const r = await new Promise<{ code: number; err: string }>((resolve) => {
+      execFile(
+        process.execPath,
+        [path.join(__dirname, '..', '..', 'dist', 'worker', 'main.js')],
+        {
+          env: { ...process.env, PARTFLOW_METRICS_ADDRESS: `127.0.0.1:${port}`, TEMPORAL_ADDRESS: env.address },
+          timeout: 60_000,
+        },
+        (error, _out, stderr) => resolve({ code: error ? Number(error.code ?? 1) : 0, err: stderr }),
+      );
+    });
+    expect(r.code).toBe(1);
+    expect(r.err).toMatch(
+      new RegExp(`the metrics exporter cannot listen on 127\\.0\\.0\\.1:${port} \\(.*\\).*PARTFLOW_METRICS_ADDRESS`),
+    );
+  } finally {
+    taken.close();
+  }
+});

@@ -301,12 +301,27 @@ test('pause holds no locks and stops the copy; throttle is validated; resume fin
   const h = await start({ table: 'paused', batchSize: 100, sleepMs: 50, approval: 'auto', rollbackWindow: '0s' });
   await waitFor(h, (p) => p.phase === 'backfill' && p.checkpointPage > 0, 'backfill progress');
   await h.signal('pause');
-  await waitFor(h, (p) => p.paused, 'paused flag');
-  await sleep(4000); // the running chunk ends within CHUNK_MS
+  // `paused` only once the chunk in flight has ended: from then on nothing copies
+  const seen = new Set<string>();
+  await waitFor(
+    h,
+    (p) => {
+      seen.add(p.paused ? 'paused' : p.pausing ? 'pausing' : 'copying');
+      return p.paused;
+    },
+    'paused flag',
+  );
   const a = await db.pool.query(`SELECT next_page FROM partflow.runs WHERE table_name = 'paused'`);
+  const details = async () =>
+    (await h.query<{ currentDetails?: string }>('__temporal_workflow_metadata')).currentDetails ?? '';
+  const whilePaused = await details();
   await sleep(2000);
   const b = await db.pool.query(`SELECT next_page FROM partflow.runs WHERE table_name = 'paused'`);
   expect(b.rows[0].next_page).toBe(a.rows[0].next_page);
+  expect(seen.has('pausing')).toBe(true); // the pause met a chunk in flight (3 s chunks of 100-row batches)
+  expect(whilePaused).toMatch(/: backfill \(paused\)/);
+  expect(whilePaused).not.toMatch(/rows\/s|s left/);
+  expect(await progress(h)).toMatchObject({ paused: true, pausing: false, rowsPerSecond: 0, etaSeconds: null });
   expect(Number(a.rows[0].next_page)).toBeLessThan((await progress(h)).totalPages);
   const locks = await db.pool.query(
     `SELECT count(*)::int AS n FROM pg_locks l JOIN pg_stat_activity s ON s.pid = l.pid WHERE s.application_name = 'partflow' AND l.relation = 'public.paused'::regclass`,
@@ -321,6 +336,13 @@ test('pause holds no locks and stops the copy; throttle is validated; resume fin
   });
   expect((await progress(h)).batchSize).toBe(5000);
   await h.signal('resume');
+  // the details follow the resume at once, not when the next chunk ends (3 s)
+  let afterResume = await details();
+  for (let i = 0; i < 15 && /\(paused\)/.test(afterResume); i++) {
+    await sleep(100);
+    afterResume = await details();
+  }
+  expect(afterResume).not.toMatch(/\(paused\)/);
   const result = await h.result();
   expect(result.status).toBe('done');
   const n = await db.pool.query(`SELECT count(*)::int AS n FROM public.paused`);
