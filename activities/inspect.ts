@@ -40,6 +40,12 @@ async function readColumns(c: PoolClient, oid: number): Promise<Row[]> {
     `SELECT a.attname AS name, format_type(a.atttypid, a.atttypmod) AS type, a.attnotnull AS "notNull",
             a.attgenerated <> '' AS generated, a.attidentity AS identity, a.attstattarget AS stats,
             a.attacl::text[] AS acl,
+            (a.atttypid IN ('int2'::regtype, 'int4'::regtype, 'int8'::regtype, 'uuid'::regtype, 'date'::regtype,
+                            'timestamp'::regtype, 'timestamptz'::regtype)
+             OR (a.atttypid IN ('text'::regtype, 'varchar'::regtype, 'bpchar'::regtype)
+                 AND coalesce((SELECT co.collisdeterministic FROM pg_collation co WHERE co.oid = a.attcollation),
+                              true)))
+              AS "equalIsIdentical",
             CASE a.atttypid WHEN 'timestamptz'::regtype THEN 'timestamptz' WHEN 'timestamp'::regtype THEN 'timestamp'
                             WHEN 'date'::regtype THEN 'date' ELSE format_type(a.atttypid, a.atttypmod) END AS kind
        FROM pg_attribute a WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum`,
@@ -347,6 +353,7 @@ export async function readTableInfo(
       notNull: r.notNull,
       generated: r.generated,
       identity: r.identity,
+      equalIsIdentical: r.equalIsIdentical,
     })),
     columnGrants: objects.columnGrants,
     isSuperuser: h.superuser === true,

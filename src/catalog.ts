@@ -11,6 +11,12 @@ export interface ColumnInfo {
   generated: boolean;
   /** '' none, 'a' GENERATED ALWAYS AS IDENTITY, 'd' BY DEFAULT */
   identity: '' | 'a' | 'd';
+  /**
+   * Equal under `=` only when identical: integers, uuid, dates and timestamps, and strings under a
+   * deterministic collation. Not numeric (1.0 = 1.00), floats, citext, a nondeterministic collation ('alice' =
+   * 'ALICE'), and others: a key change the trigger must see by the values' text. Absent in old plans.
+   */
+  equalIsIdentical?: boolean;
 }
 
 export interface IndexInfo {

@@ -16,6 +16,8 @@ export const FAILURE_TYPES = {
   TableChanged: 'the table was dropped, replaced or changed shape during the run',
   CopyDiverged: "partflow's sync triggers were disabled or altered: writes may have bypassed the copy",
   VerificationMismatch: 'source and copy differ',
+  WritersNotReadCommitted:
+    'REPEATABLE READ or SERIALIZABLE writers changed the table; the sync is exact for READ COMMITTED only',
   NameTaken: 'a name partflow needs is taken by an object that is not partflow’s',
   Safety: 'partflow refused to drop an object that is not its own',
   ArchiveMismatch: 'the archived copy of a partition does not match the partition',

@@ -9,7 +9,19 @@ import { displayName, qualified } from '../../src/ident';
 import { Plan, shapeDifferences, splitLock } from '../../src/plan';
 import { classify, lockUpFront, runAll, withHeartbeat, withLockRetry } from '../db';
 import { faultPoint } from '../faults';
-import { acrossPartitions, Deps, fence, ownPlan, relOid, rowMoves, RUNS, runState, stepLog, undoFence } from './run';
+import {
+  acrossPartitions,
+  Deps,
+  fence,
+  notReadCommitted,
+  ownPlan,
+  relOid,
+  rowMoves,
+  RUNS,
+  runState,
+  stepLog,
+  undoFence,
+} from './run';
 
 export interface CutoverResult {
   alreadyDone: boolean;
@@ -30,21 +42,57 @@ async function newTableColumns(c: PoolClient | Pool, plan: Plan): Promise<string
   return r.rows.map((x) => x.x);
 }
 
+/** The new table's partitions and the file (relfilenode) of each: TRUNCATE and rewrites give a new file. */
+async function newTablePartitions(c: PoolClient | Pool, plan: Plan): Promise<Record<string, string>> {
+  const r = await c.query(
+    `SELECT c.relname AS name, c.relfilenode::text AS file FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+      WHERE i.inhparent = to_regclass($1)`,
+    [qualified(plan.table)],
+  );
+  return Object.fromEntries(r.rows.map((x) => [x.name as string, x.file as string]));
+}
+
 /**
  * Why swapping back now would lose something, or null: a column added, renamed or retyped on the new table
- * during the rollback window has no place in the old one.
+ * during the rollback window has no place in the old one; rows a partition-level DETACH, DROP or TRUNCATE
+ * removed from the new table are still in the old one (the reverse trigger mirrors rows and a TRUNCATE of the
+ * whole table, not those), so a rollback would bring them back.
  */
 async function rollbackLoss(c: PoolClient | Pool, plan: Plan): Promise<string | null> {
   const r = await c.query(
-    `SELECT cutover_done, cutover_columns FROM ${RUNS} WHERE table_schema = $1 AND table_name = $2`,
+    `SELECT cutover_done, cutover_columns, cutover_partitions FROM ${RUNS} WHERE table_schema = $1 AND table_name = $2`,
     [plan.table.schema, plan.table.name],
   );
   const row = r.rows[0];
-  if (!row?.cutover_done || !row.cutover_columns) return null;
+  if (!row?.cutover_done) return null;
+  const t = displayName(plan.table);
+  // the cut-over happened at a count of 0: what counted since came through the reverse trigger
+  const iso = await notReadCommitted(c, plan);
+  if (iso) return `Rolling back ${t} now could lose or revive rows: ${iso} (${displayName(plan.old)}); finalize.`;
+  if (row.cutover_partitions) {
+    const then: Record<string, string> = row.cutover_partitions;
+    const now = await newTablePartitions(c, plan);
+    const gone = Object.keys(then).filter((p) => !(p in now));
+    const refiled = Object.keys(then).filter((p) => p in now && now[p] !== then[p]);
+    if (gone.length || refiled.length) {
+      const what = [
+        ...(gone.length ? [`partition ${gone.join(', ')} detached or dropped`] : []),
+        ...(refiled.length
+          ? [`partition ${refiled.join(', ')} truncated or rewritten (TRUNCATE, VACUUM FULL, CLUSTER)`]
+          : []),
+      ].join('; ');
+      return (
+        `Rolling back ${t} now could bring back rows removed from it since the cut-over (${what}); ` +
+        `${displayName(plan.old)} still has them. Finalize to keep ${t} as it is; to roll back anyway, restore ` +
+        `the same rows in ${displayName(plan.old)} by hand first (partflow will not guess which).`
+      );
+    }
+  }
+  if (!row.cutover_columns) return null;
   const diff = shapeDifferences(row.cutover_columns, await newTableColumns(c, plan));
   if (!diff.length) return null;
   return (
-    `Rolling back ${displayName(plan.table)} now would lose what changed on it since the cut-over ` +
+    `Rolling back ${t} now would lose what changed on it since the cut-over ` +
     `(column ${diff.join('; column ')}), which ${displayName(plan.old)} does not have; ` +
     'undo that change and signal rollback again, or finalize.'
   );
@@ -72,6 +120,8 @@ async function checkUnchanged(c: PoolClient, plan: Plan): Promise<void> {
       );
     }
   }
+  const iso = await notReadCommitted(c, plan);
+  if (iso) throw failure(`${iso}: not cutting over; the run rolls back.`, 'WritersNotReadCommitted');
   const st = await c.query(`SELECT trigger_fence FROM ${RUNS} WHERE table_schema = $1 AND table_name = $2`, [
     plan.table.schema,
     plan.table.name,
@@ -107,9 +157,9 @@ export async function cutover({ pool, log }: Deps, plan: Plan, lockTimeoutMs: nu
     await faultPoint('cutover', l); // renamed, not committed
     // the new table's columns as of the cut-over: a rollback that would lose a later change is refused
     await c.query(
-      `UPDATE ${RUNS} SET cutover_done = true, cutover_columns = $3, updated_at = now()
+      `UPDATE ${RUNS} SET cutover_done = true, cutover_columns = $3, cutover_partitions = $4, updated_at = now()
         WHERE table_schema = $1 AND table_name = $2`,
-      [plan.table.schema, plan.table.name, await newTableColumns(c, plan)],
+      [plan.table.schema, plan.table.name, await newTableColumns(c, plan), await newTablePartitions(c, plan)],
     );
   };
   const { stats } = await withHeartbeat(

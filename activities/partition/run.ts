@@ -179,6 +179,22 @@ export async function rowMoves(pool: Pool, table: TableRef): Promise<number> {
   return Number(v?.rows[0]?.n ?? 0);
 }
 
+/**
+ * Rows the sync triggers mirrored from transactions that were not READ COMMITTED (0 for plans from before the
+ * counter), and the refusal that goes with a count above 0.
+ */
+export async function notReadCommitted(c: Pool | PoolClient, plan: Plan): Promise<string | null> {
+  if (!plan.sql.notReadCommitted) return null;
+  const r = await c.query(plan.sql.notReadCommitted);
+  const n = Number(r.rows[0]?.n ?? 0);
+  if (!n) return null;
+  return (
+    `${n} row change(s) of ${displayName(plan.table)} came from REPEATABLE READ or SERIALIZABLE transactions ` +
+    "during the run; partflow's sync trigger mirrors a write in the writer's snapshot, exact for READ COMMITTED " +
+    'writers only (a deleted row could come back), so the copy is not trusted'
+  );
+}
+
 /** The workflow run of the running activity; null outside one (scripts, tests). */
 const currentRunId = (): string | null => activityContext()?.info.workflowExecution?.runId ?? null;
 
@@ -203,7 +219,8 @@ export async function claimRun({ pool, log }: Deps, table: TableRef, plan: Plan)
             SET workflow_id = EXCLUDED.workflow_id, run_id = EXCLUDED.run_id, run_state = 'active',
                 updated_at = now(), plan = EXCLUDED.plan, next_page = 0, total_pages = NULL, rows_copied = 0,
                 cutover_done = false, started_at = now(), last_key = NULL, max_key = NULL, trigger_fence = NULL,
-                filenode = NULL, rewrites = 0, standbys = NULL, cutover_columns = NULL
+                filenode = NULL, rewrites = 0, standbys = NULL, cutover_columns = NULL,
+                cutover_partitions = NULL
           WHERE r.run_state NOT IN ('active', 'undoing', 'cleanup')
          RETURNING workflow_id`,
         [table.schema, table.name, wf, JSON.stringify(plan), run],

@@ -10,7 +10,7 @@ import { CancelledFailure } from '@temporalio/common';
 import { activityContext, classify, inTransaction, withHeartbeat } from '../db';
 import { faultPoint } from '../faults';
 import { metrics } from '../metrics';
-import { Deps, ownPlan, stepLog } from './run';
+import { Deps, notReadCommitted, ownPlan, stepLog } from './run';
 
 export interface VerifyRange {
   partition: string;
@@ -157,6 +157,13 @@ export async function verify(
     if (pass.differences.length && report.ok) {
       report.ok = false;
       report.mismatches = pass.differences;
+    }
+    const iso = await notReadCommitted(pool, plan);
+    if (iso) {
+      throw failure(
+        `${iso}: the run rolls back; run it again while the writers use READ COMMITTED.`,
+        'WritersNotReadCommitted',
+      );
     }
     const { ok, rows, mismatches, elapsedMs, chunks, longestSnapshotMs } = report;
     l.info({ ok, rows, mismatches, elapsedMs, chunks, longestSnapshotMs }, 'verification finished');

@@ -24,10 +24,14 @@ export interface MirrorSpec {
   /** the columns written into the target */
   columns: string[];
   key: string[];
+  /** key columns whose change `=` may not see (ColumnInfo.equalIsIdentical false): compared as text */
+  textKeys?: string[];
   overriding: boolean;
   identityAlways: string[];
   /** counts updates that move a row to another month, with nextval (no row lock, no contention) */
   moves: { column: string; type: PartitionColumnType; timeZone: string; counter: TableRef } | null;
+  /** counts rows mirrored from a transaction that is not READ COMMITTED (nextval, as `moves`) */
+  isolationCounter?: TableRef;
 }
 
 /**
@@ -54,7 +58,12 @@ export function mirrorFunctionSql(m: MirrorSpec): string {
   const onConflict = settable.length
     ? `ON CONFLICT (${m.key.map(q).join(', ')}) DO UPDATE SET ${sets}`
     : 'ON CONFLICT DO NOTHING';
-  const tuple = (r: string) => `(${m.key.map((c) => `${r}.${alias(c)}`).join(', ')})`;
+  // a key change is detected by identity, not by `=`: 'alice' to 'ALICE' under a case-insensitive collation, or
+  // 1.0 to 1.00, is a change the target must get (delete and insert), not an upsert that keeps the old key;
+  // COLLATE "C" because a text cast keeps the column's collation
+  const keyValue = (r: string, c: string) =>
+    m.textKeys?.includes(c) ? `((${r}.${alias(c)})::text) COLLATE "C"` : `${r}.${alias(c)}`;
+  const tuple = (r: string) => `(${m.key.map((c) => keyValue(r, c)).join(', ')})`;
   const month = (r: string) => {
     if (!m.moves) return '';
     const v = `${r}.${alias(m.moves.column)}`;
@@ -68,6 +77,13 @@ export function mirrorFunctionSql(m: MirrorSpec): string {
     ? `\n    IF moved THEN PERFORM nextval(${quoteLiteral(qualified(m.moves.counter))}::regclass); END IF;`
     : '';
   const keyMatch = m.key.map((c) => `t.${q(c)} = o.${alias(c)}`).join(' AND ');
+  // the trigger writes in the writer's snapshot, which is exact for READ COMMITTED writers only: any other is
+  // counted, and verification, the cut-over and a rollback refuse while the count is not 0
+  const isolation = m.isolationCounter
+    ? `\n  IF current_setting('transaction_isolation') <> 'read committed' THEN
+    PERFORM nextval(${quoteLiteral(qualified(m.isolationCounter))}::regclass);
+  END IF;`
+    : '';
   const values = m.columns.map((c) => `n.${alias(c)}`).join(', ');
   return (
     `CREATE OR REPLACE FUNCTION ${qualified(m.fn)}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
@@ -75,7 +91,7 @@ SET search_path = pg_catalog, pg_temp AS $partflow$
 DECLARE
   key_changed boolean := TG_OP = 'DELETE';
   moved boolean := false;
-BEGIN
+BEGIN${isolation}
   IF TG_OP = 'UPDATE' THEN
     SELECT ${tuple('o')} IS DISTINCT FROM ${tuple('n')}${moved || ', false'} INTO key_changed, moved ` +
     `FROM ${oldRow}, ${newRow};${count}
@@ -214,7 +230,12 @@ export function dropTriggersSql(on: string, m: SyncMachinery, guard: TableRef): 
 export function mirrorSql(ctx: PlanContext, m: SyncMachinery, target: TableRef, key: string[]): string[] {
   const { sourceColumns, columns, overriding, identityAlways } = ctx;
   const moves = { column: ctx.column, type: ctx.type, timeZone: ctx.opts.timeZone, counter: movesCounter(ctx) };
-  const spec = { fn: m.fn, target, sourceColumns, columns, key, overriding, identityAlways, moves };
+  const textKeys = key.filter((k) => ctx.info.columns.find((c) => c.name === k)?.equalIsIdentical === false);
+  const isolationCounter = isolationCounterOf(ctx);
+  const spec = {
+    ...{ fn: m.fn, target, sourceColumns, columns, key, textKeys, overriding, identityAlways, moves },
+    isolationCounter,
+  };
   return [
     mirrorFunctionSql(spec),
     ...ownedSql(ctx, m.fn),
@@ -227,16 +248,27 @@ export function movesCounter(ctx: PlanContext): TableRef {
   return sibling(ctx.table, `${ctx.table.name}_pf_moves`);
 }
 
-type SyncSql = Pick<PlanSql, 'shape' | 'triggerFence' | 'moves' | 'dropCounters' | 'syncTrigger' | 'dropSyncTrigger'>;
+export function isolationCounterOf(ctx: PlanContext): TableRef {
+  return sibling(ctx.table, `${ctx.table.name}_pf_iso`);
+}
+
+type SyncSql = Pick<
+  PlanSql,
+  'shape' | 'triggerFence' | 'moves' | 'notReadCommitted' | 'dropCounters' | 'syncTrigger' | 'dropSyncTrigger'
+>;
 
 export function syncStep(ctx: PlanContext): SyncSql {
   const { info } = ctx;
   const { forward, guard } = syncObjects(info.oid);
   const counter = qualified(movesCounter(ctx));
+  const iso = qualified(isolationCounterOf(ctx));
   const on = qualified(ctx.table);
   const syncTrigger = [
     `CREATE SEQUENCE IF NOT EXISTS ${counter}`,
-    ...(info.owner !== info.currentUser ? [`ALTER SEQUENCE ${counter} OWNER TO ${q(info.owner)}`] : []),
+    `CREATE SEQUENCE IF NOT EXISTS ${iso}`,
+    ...(info.owner !== info.currentUser
+      ? [`ALTER SEQUENCE ${counter} OWNER TO ${q(info.owner)}`, `ALTER SEQUENCE ${iso} OWNER TO ${q(info.owner)}`]
+      : []),
     ...mirrorSql(ctx, forward, ctx.shadow, ctx.shadowKey),
     ...triggersSql(on, forward),
     ...guardViewSql(ctx, guard),
@@ -245,7 +277,8 @@ export function syncStep(ctx: PlanContext): SyncSql {
     shape: SHAPE_SQL,
     triggerFence: TRIGGER_FENCE_SQL,
     moves: `SELECT CASE WHEN is_called THEN last_value ELSE 0 END::bigint AS n FROM ${counter}`,
-    dropCounters: [`DROP SEQUENCE IF EXISTS ${counter}`],
+    notReadCommitted: `SELECT CASE WHEN is_called THEN last_value ELSE 0 END::bigint AS n FROM ${iso}`,
+    dropCounters: [`DROP SEQUENCE IF EXISTS ${counter}`, `DROP SEQUENCE IF EXISTS ${iso}`],
     syncTrigger,
     dropSyncTrigger: dropTriggersSql(on, forward, guard),
   };

@@ -37,6 +37,11 @@ export interface PlanSql {
   triggerFence: string;
   /** one row (`n`): the moves counter's value */
   moves: string;
+  /**
+   * one row (`n`): how many rows the sync triggers mirrored from a transaction that was not READ COMMITTED (the
+   * trigger writes in the writer's snapshot: exact for READ COMMITTED only). Absent in older plans.
+   */
+  notReadCommitted?: string;
   /** after finalize or undo: the moves counter goes */
   dropCounters: string[];
   /** one transaction: the partitioned copy, its partitions, keys, indexes, grants, comment */

@@ -1,0 +1,170 @@
+/**
+ * Issue 24, the items that do not wait for the new sync design: keys whose `=` is not identity (a
+ * nondeterministic collation, numeric), and what the application removes from the new table during the
+ * rollback window.
+ */
+import type { WorkflowHandle } from '@temporalio/client';
+import type { TestWorkflowEnvironment } from '@temporalio/testing';
+import type { PartitionTableInput } from '../../src/input';
+import type { TestDb } from '../helpers/pg';
+import { startStack, Stack } from '../helpers/stack';
+import { sleep, waitFor } from '../helpers/workflow';
+
+const TQ = 'partflow-sync';
+let stack: Stack;
+let env: TestWorkflowEnvironment;
+let db: TestDb;
+let seq = 0;
+
+beforeAll(async () => {
+  stack = await startStack('sync', TQ);
+  ({ env, db } = stack);
+});
+
+afterAll(async () => {
+  await stack?.teardown();
+});
+
+function start(input: PartitionTableInput): Promise<WorkflowHandle> {
+  return env.client.workflow.start('partitionTable', {
+    taskQueue: TQ,
+    workflowId: `sync-${++seq}-${Date.now()}`,
+    args: [input],
+  });
+}
+
+/** The key values exactly as stored (JavaScript compares them byte for byte), sorted. */
+async function keys(table: string, column: string): Promise<string[]> {
+  const r = await db.pool.query(`SELECT ${column}::text AS k FROM ${table}`);
+  return r.rows.map((x) => x.k as string).sort();
+}
+
+describe('3. keys whose = is not identity', () => {
+  it('a case-only change of a key under a nondeterministic collation reaches the copy, and the old table on rollback', async () => {
+    await db.pool.query(
+      `CREATE COLLATION IF NOT EXISTS ci_pf (provider = icu, locale = 'und-u-ks-level2', deterministic = false)`,
+    );
+    await db.pool.query(
+      `CREATE TABLE co (code text COLLATE ci_pf PRIMARY KEY, amount numeric NOT NULL, note text,
+         created_at timestamptz NOT NULL)`,
+    );
+    await db.pool.query(
+      `INSERT INTO co SELECT 'user' || g, g::numeric, 'n' || g, now() - (g % 90) * interval '1 day'
+         FROM generate_series(1, 30000) g`,
+    );
+    const expected = new Map<string, string>(); // code (lower-case) -> code as the application left it
+    for (let i = 1; i <= 30000; i++) expected.set(`user${i}`, `user${i}`);
+    const upper = async (from: number, to: number, table = 'co') => {
+      for (let i = from; i <= to; i++) {
+        const cur = expected.get(`user${i}`)!;
+        const next = cur === cur.toUpperCase() ? cur.toLowerCase() : cur.toUpperCase();
+        await db.pool.query(`UPDATE ${table} SET code = $2, amount = amount::numeric(20,2) WHERE code = $1`, [
+          cur,
+          next,
+        ]);
+        expected.set(`user${i}`, next);
+      }
+    };
+    const h = await start({ table: 'co', batchSize: 100, sleepMs: 50, approval: 'signal', rollbackWindow: '1h' });
+    await waitFor(h, (p) => p.phase === 'backfill' && p.checkpointPage > 0, 'backfill');
+    await upper(1, 200); // during the copy: some rows copied already, some not
+    await waitFor(h, (p) => p.phase === 'awaiting-approval', 'verified');
+    await upper(150, 300); // after the last verification pass
+    await h.signal('approveCutover');
+    await waitFor(h, (p) => p.phase === 'rollback-window', 'cut over');
+    const want = () => [...expected.values()].sort();
+    expect(await keys('co', 'code')).toEqual(want());
+    // numeric keys too: 1.00, not 1
+    expect(await keys('co', 'amount')).toContain('1.00');
+    await upper(250, 400); // in the rollback window: the reverse trigger
+    await h.signal('rollback');
+    expect((await h.result()).status).toBe('rolled-back');
+    expect(await keys('co', 'code')).toEqual(want());
+    expect(await keys('co', 'amount')).toContain('400.00');
+  });
+});
+
+describe('4. the rollback window', () => {
+  it('a partition truncated, detached or dropped in the window makes the rollback refuse, naming it', async () => {
+    await db.pool.query(`CREATE TABLE rw (id bigserial PRIMARY KEY, payload text, created_at timestamptz NOT NULL)`);
+    await db.pool.query(
+      `INSERT INTO rw (payload, created_at) SELECT 'p' || g, now() - (g % 120) * interval '1 day'
+         FROM generate_series(1, 3000) g`,
+    );
+    const h = await start({ table: 'rw', approval: 'auto', rollbackWindow: '1h' });
+    await waitFor(h, (p) => p.phase === 'rollback-window', 'cut over');
+    const parts = (
+      await db.pool.query(
+        `SELECT c.relname, (SELECT count(*) FROM rw) AS n FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+          WHERE i.inhparent = 'rw'::regclass ORDER BY c.relname`,
+      )
+    ).rows.map((r) => r.relname as string);
+    const withRows: string[] = [];
+    for (const p of parts)
+      if (Number((await db.pool.query(`SELECT count(*) AS n FROM ${p}`)).rows[0].n) > 0) withRows.push(p);
+    expect(withRows.length).toBeGreaterThanOrEqual(3);
+    const refusal = async (before: string | null = null): Promise<string> => {
+      await h.signal('rollback');
+      for (let i = 0; i < 100; i++) {
+        const p = await h.query<{ phase: string; lastError: string | null }>('progress');
+        if (p.phase !== 'rollback-window') throw new Error(`the rollback went on: ${p.phase}`);
+        if (p.lastError?.startsWith('Rolling back') && p.lastError !== before) return p.lastError;
+        await sleep(100);
+      }
+      throw new Error('no refusal');
+    };
+    await db.pool.query(`TRUNCATE ${withRows[0]}`);
+    const first = await refusal();
+    expect(first).toMatch(
+      new RegExp(
+        `^Rolling back public\\.rw now could bring back rows .*partition ${withRows[0]} truncated or rewritten`,
+      ),
+    );
+    await db.pool.query(`ALTER TABLE rw DETACH PARTITION ${withRows[1]}`);
+    await db.pool.query(`DROP TABLE ${withRows[2]}`);
+    const second = await refusal(first);
+    expect(second).toContain(`partition ${withRows[1]}, ${withRows[2]} detached or dropped`);
+    const left = Number((await db.pool.query(`SELECT count(*) AS n FROM rw`)).rows[0].n);
+    await h.signal('finalize');
+    expect((await h.result()).status).toBe('done');
+    // nothing came back: the table is what the application left
+    expect(Number((await db.pool.query(`SELECT count(*) AS n FROM rw`)).rows[0].n)).toBe(left);
+  });
+});
+
+describe('1. writers that are not READ COMMITTED (until the sync leaves the writer’s snapshot)', () => {
+  it('are counted by the trigger; verification refuses and the run rolls back, nothing revived', async () => {
+    await db.pool.query(`CREATE TABLE rr (id bigserial PRIMARY KEY, payload text, created_at timestamptz NOT NULL)`);
+    await db.pool.query(
+      `INSERT INTO rr (payload, created_at) SELECT 'p' || g, now() - (g % 60) * interval '1 day'
+         FROM generate_series(1, 30000) g`,
+    );
+    const h = await start({ table: 'rr', batchSize: 100, sleepMs: 50, approval: 'signal' });
+    await waitFor(h, (p) => p.phase === 'backfill' && p.checkpointPage > 0, 'backfill');
+    const c = await db.pool.connect();
+    try {
+      // the POSTGRES-TRAPS reproduction: the snapshot first, the DELETE after rows were copied
+      await c.query(`BEGIN ISOLATION LEVEL REPEATABLE READ`);
+      await c.query(`SELECT count(*) FROM rr`);
+      await sleep(1500);
+      await c.query(`DELETE FROM rr WHERE id IN (1, 2, 29998)`);
+      await c.query('COMMIT');
+    } finally {
+      c.release();
+    }
+    let failure: { type?: string; message: string } | null = null;
+    try {
+      await h.result();
+    } catch (err) {
+      const cause = (err as { cause?: { type?: string; message: string; cause?: { type?: string } } }).cause;
+      failure = { type: cause?.type, message: cause?.message ?? String(err) };
+    }
+    expect(failure?.message).toMatch(
+      /came from REPEATABLE READ or SERIALIZABLE transactions during the run; .*the run rolls back/,
+    );
+    const t = await db.pool.query(`SELECT relkind FROM pg_class WHERE oid = 'rr'::regclass`);
+    expect(t.rows[0].relkind).toBe('r');
+    expect(Number((await db.pool.query(`SELECT count(*) AS n FROM rr WHERE id IN (1, 2, 29998)`)).rows[0].n)).toBe(0);
+    expect(Number((await db.pool.query(`SELECT count(*) AS n FROM rr`)).rows[0].n)).toBe(29997);
+  });
+});
