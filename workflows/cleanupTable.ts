@@ -8,7 +8,7 @@ import type { Activities } from '../activities';
 import type { CleanupReport } from '../activities/cleanup';
 import { InputError, parseTableName } from '../src/ident';
 import { failure } from '../src/failures';
-import { DEFAULT_LOCK_TIMEOUT_MS } from '../src/locks';
+import { lockTimeoutField } from '../src/locks';
 
 export interface CleanupTableInput {
   table: string;
@@ -32,6 +32,9 @@ export async function cleanupTable(input: CleanupTableInput): Promise<CleanupRep
     for (const k of Object.keys(input))
       if (!['table', 'remove', 'workflowId', 'lockTimeoutMs'].includes(k))
         throw new InputError(`Unknown field "${k}"; known fields are table, remove, workflowId, lockTimeoutMs.`);
+    if (input.remove !== undefined && typeof input.remove !== 'boolean')
+      throw new InputError('Field "remove" must be true or false.');
+    lockTimeoutField(input.lockTimeoutMs);
     if (input.remove && typeof input.workflowId !== 'string')
       throw new InputError(
         'Field "workflowId" is required with "remove": the run that partflow cleanup showed as no longer running.',
@@ -49,5 +52,5 @@ export async function cleanupTable(input: CleanupTableInput): Promise<CleanupRep
       'RunInProgress',
     );
   }
-  return act.removeLeftovers(table, input.workflowId!, input.lockTimeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS);
+  return act.removeLeftovers(table, input.workflowId!, lockTimeoutField(input.lockTimeoutMs));
 }

@@ -11,6 +11,7 @@ import { classify, lockUpFront, runAll, withHeartbeat, withLockRetry } from '../
 import { faultPoint } from '../faults';
 import {
   acrossPartitions,
+  counterValue,
   Deps,
   fence,
   notReadCommitted,
@@ -42,14 +43,21 @@ async function newTableColumns(c: PoolClient | Pool, plan: Plan): Promise<string
   return r.rows.map((x) => x.x);
 }
 
-/** The new table's partitions and the file (relfilenode) of each: TRUNCATE and rewrites give a new file. */
-async function newTablePartitions(c: PoolClient | Pool, plan: Plan): Promise<Record<string, string>> {
+interface PartitionFiles {
+  /** partition name → relfilenode: TRUNCATE and rewrites give a partition a new file */
+  files: Record<string, string>;
+  /** whole-table TRUNCATEs the sync triggers mirrored so far */
+  truncates: number;
+}
+
+async function newTablePartitions(c: PoolClient | Pool, plan: Plan): Promise<PartitionFiles> {
   const r = await c.query(
     `SELECT c.relname AS name, c.relfilenode::text AS file FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
       WHERE i.inhparent = to_regclass($1)`,
     [qualified(plan.table)],
   );
-  return Object.fromEntries(r.rows.map((x) => [x.name as string, x.file as string]));
+  const t = plan.sql.truncates ? await counterValue(c, plan.table, 'trunc') : 0;
+  return { files: Object.fromEntries(r.rows.map((x) => [x.name as string, x.file as string])), truncates: t };
 }
 
 /**
@@ -70,10 +78,14 @@ async function rollbackLoss(c: PoolClient | Pool, plan: Plan): Promise<string | 
   const iso = await notReadCommitted(c, plan);
   if (iso) return `Rolling back ${t} now could lose or revive rows: ${iso} (${displayName(plan.old)}); finalize.`;
   if (row.cutover_partitions) {
-    const then: Record<string, string> = row.cutover_partitions;
-    const now = await newTablePartitions(c, plan);
+    const at: PartitionFiles = row.cutover_partitions;
+    const nowAll = await newTablePartitions(c, plan);
+    const [then, now] = [at.files, nowAll.files];
     const gone = Object.keys(then).filter((p) => !(p in now));
-    const refiled = Object.keys(then).filter((p) => p in now && now[p] !== then[p]);
+    // a TRUNCATE of the whole table was mirrored into the old one (every partition has a new file): the files
+    // say nothing more after it; a partition truncated after such a one goes unseen (README)
+    const mirrored = nowAll.truncates > at.truncates;
+    const refiled = mirrored ? [] : Object.keys(then).filter((p) => p in now && now[p] !== then[p]);
     if (gone.length || refiled.length) {
       const what = [
         ...(gone.length ? [`partition ${gone.join(', ')} detached or dropped`] : []),

@@ -185,14 +185,25 @@ export async function rowMoves(pool: Pool, table: TableRef): Promise<number> {
  */
 export async function notReadCommitted(c: Pool | PoolClient, plan: Plan): Promise<string | null> {
   if (!plan.sql.notReadCommitted) return null;
-  const r = await c.query(plan.sql.notReadCommitted);
-  const n = Number(r.rows[0]?.n ?? 0);
+  const n = await counterValue(c, plan.table, 'iso');
   if (!n) return null;
   return (
     `${n} row change(s) of ${displayName(plan.table)} came from REPEATABLE READ or SERIALIZABLE transactions ` +
     "during the run; partflow's sync trigger mirrors a write in the writer's snapshot, exact for READ COMMITTED " +
     'writers only (a deleted row could come back), so the copy is not trusted'
   );
+}
+
+/**
+ * One of the run's counters (`<table>_pf_<suffix>`, a sequence), 0 when it is not there (a cleanup dropped it,
+ * a plan from before it): read without an error, so that a transaction holding locks goes on.
+ */
+export async function counterValue(c: Pool | PoolClient, table: TableRef, suffix: string): Promise<number> {
+  const counter = qualified({ schema: table.schema, name: `${table.name}_pf_${suffix}` });
+  const r = await c.query(`SELECT to_regclass($1) IS NOT NULL AS ok`, [counter]);
+  if (!r.rows[0].ok) return 0;
+  const v = await c.query(`SELECT CASE WHEN is_called THEN last_value ELSE 0 END::bigint AS n FROM ${counter}`);
+  return Number(v.rows[0]?.n ?? 0);
 }
 
 /** The workflow run of the running activity; null outside one (scripts, tests). */

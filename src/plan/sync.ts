@@ -109,11 +109,15 @@ $partflow$`
   );
 }
 
-/** A statement trigger's function that empties `target` when the source is truncated. */
-export function truncateFunctionSql(fn: TableRef, target: TableRef): string {
+/**
+ * A statement trigger's function that empties `target` when the source is truncated, counting it (a mirrored
+ * TRUNCATE of the whole new table gives every partition a new file: the rollback check must know it was one).
+ */
+export function truncateFunctionSql(fn: TableRef, target: TableRef, counter?: TableRef): string {
+  const count = counter ? `\n  PERFORM nextval(${quoteLiteral(qualified(counter))}::regclass);` : '';
   return `CREATE OR REPLACE FUNCTION ${qualified(fn)}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp AS $partflow$
-BEGIN
+BEGIN${count}
   TRUNCATE ${qualified(target)};
   RETURN NULL;
 END
@@ -239,7 +243,7 @@ export function mirrorSql(ctx: PlanContext, m: SyncMachinery, target: TableRef, 
   return [
     mirrorFunctionSql(spec),
     ...ownedSql(ctx, m.fn),
-    truncateFunctionSql(m.truncateFn, target),
+    truncateFunctionSql(m.truncateFn, target, truncateCounterOf(ctx)),
     ...ownedSql(ctx, m.truncateFn),
   ];
 }
@@ -248,13 +252,24 @@ export function movesCounter(ctx: PlanContext): TableRef {
   return sibling(ctx.table, `${ctx.table.name}_pf_moves`);
 }
 
+export function truncateCounterOf(ctx: PlanContext): TableRef {
+  return sibling(ctx.table, `${ctx.table.name}_pf_trunc`);
+}
+
 export function isolationCounterOf(ctx: PlanContext): TableRef {
   return sibling(ctx.table, `${ctx.table.name}_pf_iso`);
 }
 
 type SyncSql = Pick<
   PlanSql,
-  'shape' | 'triggerFence' | 'moves' | 'notReadCommitted' | 'dropCounters' | 'syncTrigger' | 'dropSyncTrigger'
+  | 'shape'
+  | 'triggerFence'
+  | 'moves'
+  | 'notReadCommitted'
+  | 'truncates'
+  | 'dropCounters'
+  | 'syncTrigger'
+  | 'dropSyncTrigger'
 >;
 
 export function syncStep(ctx: PlanContext): SyncSql {
@@ -262,12 +277,12 @@ export function syncStep(ctx: PlanContext): SyncSql {
   const { forward, guard } = syncObjects(info.oid);
   const counter = qualified(movesCounter(ctx));
   const iso = qualified(isolationCounterOf(ctx));
+  const trunc = qualified(truncateCounterOf(ctx));
   const on = qualified(ctx.table);
   const syncTrigger = [
-    `CREATE SEQUENCE IF NOT EXISTS ${counter}`,
-    `CREATE SEQUENCE IF NOT EXISTS ${iso}`,
+    ...[counter, iso, trunc].map((x) => `CREATE SEQUENCE IF NOT EXISTS ${x}`),
     ...(info.owner !== info.currentUser
-      ? [`ALTER SEQUENCE ${counter} OWNER TO ${q(info.owner)}`, `ALTER SEQUENCE ${iso} OWNER TO ${q(info.owner)}`]
+      ? [counter, iso, trunc].map((x) => `ALTER SEQUENCE ${x} OWNER TO ${q(info.owner)}`)
       : []),
     ...mirrorSql(ctx, forward, ctx.shadow, ctx.shadowKey),
     ...triggersSql(on, forward),
@@ -278,7 +293,8 @@ export function syncStep(ctx: PlanContext): SyncSql {
     triggerFence: TRIGGER_FENCE_SQL,
     moves: `SELECT CASE WHEN is_called THEN last_value ELSE 0 END::bigint AS n FROM ${counter}`,
     notReadCommitted: `SELECT CASE WHEN is_called THEN last_value ELSE 0 END::bigint AS n FROM ${iso}`,
-    dropCounters: [`DROP SEQUENCE IF EXISTS ${counter}`, `DROP SEQUENCE IF EXISTS ${iso}`],
+    truncates: `SELECT CASE WHEN is_called THEN last_value ELSE 0 END::bigint AS n FROM ${trunc}`,
+    dropCounters: [counter, iso, trunc].map((x) => `DROP SEQUENCE IF EXISTS ${x}`),
     syncTrigger,
     dropSyncTrigger: dropTriggersSql(on, forward, guard),
   };

@@ -65,6 +65,21 @@ describe('2. cleanupTable against a live run', () => {
       }),
     );
     expect(f.type).toBe('RunInProgress');
+    // a truthy string is not a yes, and the lock budget is validated like every workflow's
+    for (const [extra, msg] of [
+      [{ remove: 'no' }, /Field "remove" must be true or false/],
+      [{ remove: true, lockTimeoutMs: '50; x' }, /Field "lockTimeoutMs" must be a whole number/],
+    ] as const) {
+      const g = await failureOf(
+        env.client.workflow.execute('cleanupTable', {
+          taskQueue: TQ,
+          workflowId: `cleanup-bad-${Date.now()}`,
+          args: [{ table: 'public.cl_live', workflowId: h.workflowId, ...extra }],
+        }),
+      );
+      expect(g.type).toBe('InvalidInput');
+      expect(g.message).toMatch(msg);
+    }
     expect(f.message).toMatch(
       new RegExp(`Workflow ${h.workflowId} still runs and owns public.cl_live; cleanup refuses`),
     );
