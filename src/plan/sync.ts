@@ -58,12 +58,16 @@ export function mirrorFunctionSql(m: MirrorSpec): string {
   const onConflict = settable.length
     ? `ON CONFLICT (${m.key.map(q).join(', ')}) DO UPDATE SET ${sets}`
     : 'ON CONFLICT DO NOTHING';
-  // a key change is detected by identity, not by `=`: 'alice' to 'ALICE' under a case-insensitive collation, or
-  // 1.0 to 1.00, is a change the target must get (delete and insert), not an upsert that keeps the old key;
-  // COLLATE "C" because a text cast keeps the column's collation
-  const keyValue = (r: string, c: string) =>
-    m.textKeys?.includes(c) ? `((${r}.${alias(c)})::text) COLLATE "C"` : `${r}.${alias(c)}`;
-  const tuple = (r: string) => `(${m.key.map((c) => keyValue(r, c)).join(', ')})`;
+  // a key change is detected by identity, not by `=` alone: 'alice' to 'ALICE' under a case-insensitive
+  // collation, or 1.0 to 1.00, is a change the target must get (delete and insert), not an upsert that keeps
+  // the old key. Such columns are compared by `=` and by their text under COLLATE "C" (a text cast keeps the
+  // column's collation; `=` still sees what a session's text settings could hide, such as float digits)
+  const plain = (r: string) => `(${m.key.map((c) => `${r}.${alias(c)}`).join(', ')})`;
+  const textual = (r: string) =>
+    `(${(m.textKeys ?? []).map((c) => `((${r}.${alias(c)})::text) COLLATE "C"`).join(', ')})`;
+  const keyChanged = m.textKeys?.length
+    ? `(${plain('o')} IS DISTINCT FROM ${plain('n')} OR ${textual('o')} IS DISTINCT FROM ${textual('n')})`
+    : `${plain('o')} IS DISTINCT FROM ${plain('n')}`;
   const month = (r: string) => {
     if (!m.moves) return '';
     const v = `${r}.${alias(m.moves.column)}`;
@@ -93,7 +97,7 @@ DECLARE
   moved boolean := false;
 BEGIN${isolation}
   IF TG_OP = 'UPDATE' THEN
-    SELECT ${tuple('o')} IS DISTINCT FROM ${tuple('n')}${moved || ', false'} INTO key_changed, moved ` +
+    SELECT ${keyChanged}${moved || ', false'} INTO key_changed, moved ` +
     `FROM ${oldRow}, ${newRow};${count}
   END IF;
   IF key_changed THEN
