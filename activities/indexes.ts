@@ -4,6 +4,7 @@
  * attached), and the undo. The run's fence is fixConstraints' (partflow.fix_runs): forward steps commit only
  * while the run is active.
  */
+import { createHash } from 'crypto';
 import { CancelledFailure } from '@temporalio/common';
 import type { Pool, PoolClient } from 'pg';
 import { failure } from '../src/failures';
@@ -73,8 +74,13 @@ async function checkDefinition(c: PoolClient, x: IndexSpec, at: string): Promise
       `SELECT pg_get_expr(i.indpred, i.indrelid) AS pred FROM pg_index i
         WHERE i.indexrelid = 'pg_temp.pf_index_check_idx'::regclass`,
     );
-    return r.rows[0].pred as string;
+    const pred = r.rows[0].pred as string;
+    // a whole-row reference or the row type would name the temporary copy, not the table: refused
+    if (/pf_index_check/.test(pred))
+      throw new InputError(`${at}.where refers to the table's whole row or row type; name its columns instead.`);
+    return pred;
   } catch (err) {
+    if (err instanceof InputError) throw err;
     const e = err as { code?: string; message?: string };
     if (e.code === '42P17' && x.where) {
       throw new InputError(
@@ -225,11 +231,20 @@ async function buildProgress(pool: Pool, pid: number): Promise<Record<string, un
 async function orphanBuilds(pool: Pool, index: string): Promise<number[]> {
   const r = await pool.query(
     `SELECT p.pid FROM pg_stat_progress_create_index p JOIN pg_stat_activity a ON a.pid = p.pid
-      WHERE p.index_relid = to_regclass($1) AND p.pid <> pg_backend_pid()
-        AND a.application_name = current_setting('application_name')`,
-    [index],
+      WHERE p.index_relid = to_regclass($1) AND p.pid <> pg_backend_pid() AND a.application_name = $2`,
+    [index, buildName()],
   );
   return r.rows.map((x) => x.pid as number);
+}
+
+/**
+ * The application_name a build's backend carries: partflow's and this workflow's. Only a build of the same
+ * workflow (an earlier attempt of this very step) is an orphan to cancel; another run's build of the same
+ * index is not, even with partflow's name.
+ */
+function buildName(): string {
+  const wf = activityContext()?.info.workflowExecution?.workflowId ?? '';
+  return `partflow build ${createHash('sha256').update(wf).digest('hex').slice(0, 16)}`;
 }
 
 /**
@@ -274,8 +289,26 @@ export async function buildConcurrently(
         await pool.query('SELECT pg_cancel_backend($1)', [orphan]);
       }
       for (let i = 0; i < 100 && (await orphanBuilds(pool, index)).length; i++) await sleep(100);
-      detail = { index: name, on: displayName(on), dropping: 'the INVALID leftover' };
-      await run(pool, `DROP INDEX CONCURRENTLY IF EXISTS ${index}`, onPid, ctx);
+      // a build of this index by someone else (another run, an operator) is not an orphan: wait for it to end
+      // (heartbeating; a cancel stops the wait), then look again: what it built valid is kept
+      for (;;) {
+        const others = await pool.query(
+          `SELECT pid FROM pg_stat_progress_create_index
+            WHERE index_relid = to_regclass($1) AND pid <> pg_backend_pid()`,
+          [index],
+        );
+        if (!others.rowCount) break;
+        if (ctx?.cancellationSignal.aborted) throw new CancelledFailure(`the build of ${name} was cancelled`);
+        detail = { index: name, on: displayName(on), waiting: `for the build in pid ${others.rows[0].pid}` };
+        await sleep(1000);
+      }
+      const again = await pool.query(`SELECT i.indisvalid FROM pg_index i WHERE i.indexrelid = to_regclass($1)`, [
+        index,
+      ]);
+      if (again.rowCount && again.rows[0].indisvalid === false) {
+        detail = { index: name, on: displayName(on), dropping: 'the INVALID leftover' };
+        await run(pool, `DROP INDEX CONCURRENTLY IF EXISTS ${index}`, onPid, ctx);
+      }
     }
     if (ctx?.cancellationSignal.aborted) throw new CancelledFailure(`the build of ${name} was cancelled`);
     detail = { index: name, on: displayName(on) };
@@ -303,11 +336,20 @@ async function run(
 ): Promise<void> {
   const client = await pool.connect();
   try {
+    await client.query(`SELECT set_config('application_name', $1, false)`, [buildName()]);
     onPid((client as unknown as { processID: number }).processID);
     await client.query(sql);
   } finally {
     onPid(null);
-    client.release(ctx?.cancellationSignal.aborted ? true : undefined);
+    // a client that may have been sent a cancel, or whose name cannot be reset, is closed, not pooled
+    const reset = ctx?.cancellationSignal.aborted
+      ? false
+      : await client.query('RESET application_name').then(
+          () => true,
+          () => false,
+        );
+    const broken = !reset;
+    client.release(broken ? true : undefined);
   }
 }
 

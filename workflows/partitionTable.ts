@@ -73,6 +73,8 @@ export interface PartitionState {
   chunkInFlight?: boolean;
   /** set when the undo found the run taken by a cleanup: the state partflow.runs records */
   takenBy?: string;
+  /** set when the swap back was refused or failed: the undo stopped there */
+  swapRefused?: boolean;
   /** the replica bounds now (the input's, changed by `throttle`); absent in states from before them */
   replica?: ReplicaBounds;
   /** the replica bound holding the copy back, since when */
@@ -191,12 +193,14 @@ function progressOf(run: Run): Progress {
         : null;
   const v = s.verify;
   const c = s.cutover;
-  const pausing = s.paused && !!s.chunkInFlight;
-  const stopped = s.paused && !pausing && s.phase === 'backfill';
+  // pause acts on the copy only: in other phases nothing is paused, whatever was signalled
+  const copying = s.phase === 'backfill';
+  const pausing = copying && s.paused && !!s.chunkInFlight;
+  const stopped = copying && s.paused && !pausing;
   return {
     table,
     phase: s.phase,
-    paused: s.paused && !pausing,
+    paused: stopped,
     pausing,
     awaitingApproval: s.phase === 'awaiting-approval',
     rowsCopied: s.rowsCopied,
@@ -342,13 +346,26 @@ async function compensate(run: Run, finalState: 'rolled-back' | 'failed'): Promi
       } catch (err) {
         const why = `${step}: ${rootFailure(err).message}`;
         s.undoProblems = [...(s.undoProblems ?? []), why];
+        if (step === 'cutover' && patched('stop-after-refused-swap')) {
+          // the new table stays the table: dropping the copy's machinery now would leave its reverse trigger
+          // without its counters (application writes failing) or act on the live table; the run stays
+          // `undoing`, which partflow cleanup finishes by keeping the new table
+          s.swapRefused = true;
+          s.undoProblems = [
+            ...s.undoProblems,
+            `the swap back did not happen, so ${table} stays the new table with partflow's reverse trigger and the ` +
+              `run stays "undoing"; finish it with partflow cleanup ${table} --remove (it keeps the new table)`,
+          ];
+          s.done = [];
+          break;
+        }
         log.error('a compensation failed; going on with the rest', { table, step, error: why });
       }
       s.done.pop();
     }
   });
   if (s.undoProblems?.length) s.lastError = `undone except: ${s.undoProblems.join('; ')}`;
-  enter(run, finalState);
+  enter(run, s.swapRefused ? 'failed' : finalState);
 }
 
 /** Preflight, then claim, copy and sync trigger, each recorded before it runs; a dry run ends after preflight. */
@@ -557,6 +574,7 @@ async function undoAfter(run: Run, err: unknown): Promise<PartitionTableResult> 
   if (err instanceof RollbackRequested) {
     await compensate(run, 'rolled-back');
     if (s.takenBy) throw failure(s.undoProblems!.join('; '), 'RunUndone');
+    if (s.swapRefused) throw failure(s.undoProblems!.join('; '), 'TableChanged');
     const { verify, cutover, rowsCopied } = s;
     return {
       status: 'rolled-back',

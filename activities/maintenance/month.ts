@@ -79,12 +79,18 @@ async function createMonthTable(c: PoolClient, t: TableRef, p: Parted, nt: strin
     THEN EXECUTE format('ALTER TABLE %s OWNER TO %I', ${quoteLiteral(nt)}, ${owner}); END IF; END $$`);
 }
 
-/** The tables the foreign keys of `oid` reference (not itself), qualified, in name order. */
+/**
+ * The tables at the other end of the foreign keys of `oid`, both ways (not itself), qualified, in name order:
+ * ATTACH and DETACH take SHARE ROW EXCLUSIVE on each (the referenced tables for the partition's clone of a key,
+ * the referencing ones for the triggers that check the new partition's rows).
+ */
 export async function referencedTables(c: PoolClient | Pool, oid: number): Promise<string[]> {
   const r = await c.query(
     `SELECT DISTINCT format('%I.%I', n.nspname, t.relname) AS name FROM pg_constraint k
-       JOIN pg_class t ON t.oid = k.confrelid JOIN pg_namespace n ON n.oid = t.relnamespace
-      WHERE k.conrelid = $1 AND k.contype = 'f' AND k.confrelid <> $1 ORDER BY 1`,
+       JOIN pg_class t ON t.oid = CASE WHEN k.conrelid = $1 THEN k.confrelid ELSE k.conrelid END
+       JOIN pg_namespace n ON n.oid = t.relnamespace
+      WHERE (k.conrelid = $1 OR k.confrelid = $1) AND k.contype = 'f' AND t.oid <> $1
+        AND NOT t.relispartition ORDER BY 1`,
     [oid],
   );
   return r.rows.map((x) => x.name as string);

@@ -83,6 +83,7 @@ async function detach(pool: Pool, l: Logger, spec: MaintainTableSpec, p: Parted,
       ...refs.map((r) => `LOCK TABLE ${r} IN SHARE ROW EXCLUSIVE MODE`),
       `LOCK TABLE ONLY ${qualified(spec.table)} IN ACCESS EXCLUSIVE MODE`,
       `LOCK TABLE ${qualified(ref)} IN ACCESS EXCLUSIVE MODE`,
+      `LOCK TABLE ${qualified(p.def)} IN ACCESS EXCLUSIVE MODE`,
     ];
     await withLockRetry(pool, l, 'detach', spec.lockTimeoutMs, async (c) => {
       await lockUpFront(c, locks, 3 * spec.lockTimeoutMs);

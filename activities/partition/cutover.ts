@@ -46,25 +46,47 @@ async function newTableColumns(c: PoolClient | Pool, plan: Plan): Promise<string
 interface PartitionFiles {
   /** partition name → relfilenode: TRUNCATE and rewrites give a partition a new file */
   files: Record<string, string>;
+  /** partition name → the version (xmin) of its pg_inherits row: a DETACH and ATTACH again gives a new one */
+  links?: Record<string, string>;
+  /** partflow's triggers on the table and its partitions, with their catalog row version and enabled state */
+  triggers?: string;
   /** whole-table TRUNCATEs the sync triggers mirrored so far */
   truncates: number;
 }
 
 async function newTablePartitions(c: PoolClient | Pool, plan: Plan): Promise<PartitionFiles> {
   const r = await c.query(
-    `SELECT c.relname AS name, c.relfilenode::text AS file FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+    `SELECT c.relname AS name, c.relfilenode::text AS file, i.xmin::text AS link
+       FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
       WHERE i.inhparent = to_regclass($1)`,
     [qualified(plan.table)],
   );
+  const trg = await c.query(
+    `SELECT coalesce(string_agg(c.relname || '.' || t.tgname || ':' || t.xmin::text || ':' || t.tgenabled::text, ','
+                                ORDER BY c.relname, t.tgname), '') AS f
+       FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+      WHERE t.tgname LIKE 'partflow\\_%'
+        AND (t.tgrelid = to_regclass($1)
+             OR t.tgrelid IN (SELECT inhrelid FROM pg_inherits WHERE inhparent = to_regclass($1)))`,
+    [qualified(plan.table)],
+  );
   const t = plan.sql.truncates ? await counterValue(c, plan.table, 'trunc') : 0;
-  return { files: Object.fromEntries(r.rows.map((x) => [x.name as string, x.file as string])), truncates: t };
+  return {
+    files: Object.fromEntries(r.rows.map((x) => [x.name as string, x.file as string])),
+    links: Object.fromEntries(r.rows.map((x) => [x.name as string, x.link as string])),
+    triggers: trg.rows[0].f,
+    truncates: t,
+  };
 }
 
 /**
- * Why swapping back now would lose something, or null: a column added, renamed or retyped on the new table
- * during the rollback window has no place in the old one; rows a partition-level DETACH, DROP or TRUNCATE
- * removed from the new table are still in the old one (the reverse trigger mirrors rows and a TRUNCATE of the
- * whole table, not those), so a rollback would bring them back.
+ * Why swapping back now would lose something, or null. The old table has exactly what the reverse trigger
+ * gave it, so anything that changed the new table's rows without passing through that trigger would be lost
+ * or revived by a rollback: a partition detached, dropped, truncated or rewritten (the reverse trigger mirrors
+ * rows and a TRUNCATE of the whole table, not those), detached and attached again, a partition attached or
+ * created since the cut-over (its rows, or rows moved into it from the default, never reached the old table),
+ * partflow's trigger disabled on the table or a partition, a writer that is not READ COMMITTED; and a column
+ * added, renamed or retyped has no place in the old table.
  */
 async function rollbackLoss(c: PoolClient | Pool, plan: Plan): Promise<string | null> {
   const r = await c.query(
@@ -82,21 +104,31 @@ async function rollbackLoss(c: PoolClient | Pool, plan: Plan): Promise<string | 
     const nowAll = await newTablePartitions(c, plan);
     const [then, now] = [at.files, nowAll.files];
     const gone = Object.keys(then).filter((p) => !(p in now));
+    const added = Object.keys(now).filter((p) => !(p in then));
     // a TRUNCATE of the whole table was mirrored into the old one (every partition has a new file): the files
     // say nothing more after it; a partition truncated after such a one goes unseen (README)
     const mirrored = nowAll.truncates > at.truncates;
     const refiled = mirrored ? [] : Object.keys(then).filter((p) => p in now && now[p] !== then[p]);
-    if (gone.length || refiled.length) {
-      const what = [
-        ...(gone.length ? [`partition ${gone.join(', ')} detached or dropped`] : []),
-        ...(refiled.length
-          ? [`partition ${refiled.join(', ')} truncated or rewritten (TRUNCATE, VACUUM FULL, CLUSTER)`]
-          : []),
-      ].join('; ');
+    const relinked = at.links ? Object.keys(at.links).filter((p) => p in now && nowAll.links![p] !== at.links![p]) : [];
+    const triggers = at.triggers !== undefined && at.triggers !== nowAll.triggers;
+    const what = [
+      ...(gone.length ? [`partition ${gone.join(', ')} detached or dropped`] : []),
+      ...(refiled.length
+        ? [`partition ${refiled.join(', ')} truncated or rewritten (TRUNCATE, VACUUM FULL, CLUSTER)`]
+        : []),
+      ...(relinked.length ? [`partition ${relinked.join(', ')} detached and attached again`] : []),
+      ...(added.length
+        ? [`partition ${added.join(', ')} attached or created since, with rows the old table lacks`]
+        : []),
+      ...(triggers && !added.length
+        ? ["partflow's reverse trigger disabled or changed, so writes may have bypassed it"]
+        : []),
+    ];
+    if (what.length) {
       return (
-        `Rolling back ${t} now could bring back rows removed from it since the cut-over (${what}); ` +
-        `${displayName(plan.old)} still has them. Finalize to keep ${t} as it is; to roll back anyway, restore ` +
-        `the same rows in ${displayName(plan.old)} by hand first (partflow will not guess which).`
+        `Rolling back ${t} now could lose rows or bring back removed ones (${what.join('; ')}); ` +
+        `${displayName(plan.old)} does not match ${t}. Finalize to keep ${t} as it is; to roll back anyway, make ` +
+        `${displayName(plan.old)} match by hand first (partflow will not guess how).`
       );
     }
   }
@@ -244,6 +276,9 @@ export async function swapBack(
 export async function rollbackBlocker({ pool }: Deps, plan: Plan): Promise<string | null> {
   await ownPlan(pool, plan.table, plan);
   try {
+    // a run a cleanup took is not this workflow's to roll back: its undo finds that out and does nothing
+    const st = await runState(pool, plan.table);
+    if (st?.run_state !== 'active') return null;
     return await rollbackLoss(pool, plan);
   } catch (err) {
     classify(err, 'rollback check');

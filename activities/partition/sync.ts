@@ -5,7 +5,7 @@
  */
 import type { PoolClient } from 'pg';
 import { failure } from '../../src/failures';
-import { displayName } from '../../src/ident';
+import { displayName, qualified } from '../../src/ident';
 import { FORWARD_TRIGGER, Plan } from '../../src/plan';
 import { runAll, withLockRetry } from '../db';
 import { faultPoint } from '../faults';
@@ -76,7 +76,13 @@ export async function dropSyncTrigger({ pool, log }: Deps, plan: Plan, lockTimeo
     await undoFence(c, plan.table);
     const src = await relOid(c, plan.table);
     if (src && src.oid === plan.tableOid) await runAll(c, plan.sql.dropSyncTrigger);
-    await runAll(c, plan.sql.dropCounters ?? []);
+    // the counters go only when no trigger of partflow's is left to call them: after a swap back that was
+    // refused, the new table keeps its reverse trigger, and an application write must not fail on them
+    const live = await c.query(
+      `SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass($1) AND tgname LIKE 'partflow\\_%' LIMIT 1`,
+      [qualified(plan.table)],
+    );
+    if (!live.rowCount) await runAll(c, plan.sql.dropCounters ?? []);
   };
   await withLockRetry(pool, l, 'drop sync trigger', lockTimeoutMs, drop, lockedBy(plan));
   l.info('sync trigger dropped');

@@ -5,7 +5,9 @@
  */
 import { WorkflowFailedError, WorkflowHandle } from '@temporalio/client';
 import { MockActivityEnvironment, type TestWorkflowEnvironment } from '@temporalio/testing';
+import { createHash } from 'crypto';
 import { Client } from 'pg';
+import { buildConcurrently } from '../../activities/indexes';
 import { createActivities } from '../../activities';
 import { validateFixInput } from '../../src/constraints';
 import { fixSteps } from '../../src/fixSteps';
@@ -318,7 +320,10 @@ describe('5. index builds: orphans, cancellation, the fix fence and budget', () 
     await plain('ix_orphan');
     const endSnapshot = await snapshotHolder();
     // the dead attempt's backend: partflow's application_name, its CREATE INDEX CONCURRENTLY waiting for the snapshot
-    const orphan = new Client({ connectionString: db.url, application_name: 'partflow' });
+    const wf = `ix-orphan-${Date.now()}`;
+    // the name a build of this workflow's carries (activities/indexes.ts buildName)
+    const name = `partflow build ${createHash('sha256').update(wf).digest('hex').slice(0, 16)}`;
+    const orphan = new Client({ connectionString: db.url, application_name: name });
     await orphan.connect();
     const orphanDone = orphan
       .query(`CREATE INDEX CONCURRENTLY IF NOT EXISTS ix_orphan_payload ON ix_orphan (payload)`)
@@ -331,7 +336,7 @@ describe('5. index builds: orphans, cancellation, the fix fence and budget', () 
       await until('the orphan waits', async () => (await building('ix_orphan')) === 1);
       h = await env.client.workflow.start('createIndexes', {
         taskQueue: TQ,
-        workflowId: `ix-orphan-${Date.now()}`,
+        workflowId: wf,
         args: [{ indexes: [{ table: 'ix_orphan', columns: ['payload'], name: 'ix_orphan_payload' }] }],
       });
       const first = await Promise.race([orphanDone, sleep(30_000).then(() => 'still running after 30 s')]);
@@ -344,6 +349,36 @@ describe('5. index builds: orphans, cancellation, the fix fence and budget', () 
     expect((await h!.result()).status).toBe('done');
     expect(
       (await db.pool.query(`SELECT indisvalid FROM pg_index WHERE indexrelid = 'ix_orphan_payload'::regclass`)).rows,
+    ).toEqual([{ indisvalid: true }]);
+  });
+
+  it("another run's live build of the same index is waited for, not cancelled", async () => {
+    await plain('ix_two');
+    const endSnapshot = await snapshotHolder();
+    const sql = `CREATE INDEX CONCURRENTLY IF NOT EXISTS ix_two_payload ON public.ix_two (payload)`;
+    const fence = async () => undefined;
+    const as = (wf: string) => new MockActivityEnvironment({ workflowExecution: { workflowId: wf, runId: `${wf}-r` } });
+    const build = (wf: string) =>
+      as(wf)
+        .run(buildConcurrently, db.pool, { schema: 'public', name: 'ix_two' }, 'ix_two_payload', sql, fence)
+        .then(
+          () => 'done',
+          (e: { code?: string; message?: string }) => `failed ${e.code} ${e.message}`,
+        );
+    let a: Promise<string> | undefined;
+    let b: Promise<string> | undefined;
+    try {
+      a = build('run-a');
+      await until('run A builds', async () => (await building('public.ix_two')) === 1);
+      b = build('run-b');
+      await sleep(1500);
+    } finally {
+      await endSnapshot();
+    }
+    expect(await a).toBe('done');
+    expect(await b).toBe('done');
+    expect(
+      (await db.pool.query(`SELECT indisvalid FROM pg_index WHERE indexrelid = 'ix_two_payload'::regclass`)).rows,
     ).toEqual([{ indisvalid: true }]);
   });
 

@@ -212,6 +212,12 @@ test('a unique index without the partition key is refused; SQL in a predicate is
     expect(f.type).toBe('InvalidInput');
     expect(f.message).toMatch(/^indexes\[0\]\.where must be one SQL condition; PostgreSQL cannot parse it as one: /);
   }
+  // the temporary copy's name must not leak into what the real build runs
+  const leak = await refusal('pf_index_check IS NOT NULL');
+  expect(leak).toEqual({
+    type: 'InvalidInput',
+    message: "indexes[0].where refers to the table's whole row or row type; name its columns instead.",
+  });
   expect((await refusal('id > (SELECT max(id) FROM users)')).message).toMatch(
     /^indexes\[0\]: PostgreSQL refuses the definition of idx_ix_uniq_id_pf: cannot use subquery in index predicate/,
   );

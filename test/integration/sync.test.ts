@@ -6,6 +6,7 @@
 import type { WorkflowHandle } from '@temporalio/client';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import type { PartitionTableInput } from '../../src/input';
+import { mirrorFunctionSql } from '../../src/plan/sync';
 import type { TestDb } from '../helpers/pg';
 import { startStack, Stack } from '../helpers/stack';
 import { sleep, waitFor } from '../helpers/workflow';
@@ -117,7 +118,7 @@ describe('4. the rollback window', () => {
     const first = await refusal();
     expect(first).toMatch(
       new RegExp(
-        `^Rolling back public\\.rw now could bring back rows .*partition ${withRows[0]} truncated or rewritten`,
+        `^Rolling back public\\.rw now could lose rows or bring back removed ones .*partition ${withRows[0]} truncated or rewritten`,
       ),
     );
     await db.pool.query(`ALTER TABLE rw DETACH PARTITION ${withRows[1]}`);
@@ -129,6 +130,150 @@ describe('4. the rollback window', () => {
     expect((await h.result()).status).toBe('done');
     // nothing came back: the table is what the application left
     expect(Number((await db.pool.query(`SELECT count(*) AS n FROM rw`)).rows[0].n)).toBe(left);
+  });
+});
+
+describe('4. the rollback window: what bypassed the reverse trigger', () => {
+  const n = async (sql: string): Promise<number> => Number((await db.pool.query(sql)).rows[0].n);
+  async function windowOf(name: string): Promise<WorkflowHandle> {
+    await db.pool.query(
+      `CREATE TABLE ${name} (id bigserial PRIMARY KEY, payload text, created_at timestamptz NOT NULL)`,
+    );
+    await db.pool.query(
+      `INSERT INTO ${name} (payload, created_at) SELECT 'p' || g, now() - (g % 120) * interval '1 day'
+         FROM generate_series(1, 1200) g`,
+    );
+    const h = await start({ table: name, approval: 'auto', rollbackWindow: '1h' });
+    await waitFor(h, (p) => p.phase === 'rollback-window', 'cut over');
+    return h;
+  }
+  async function refused(h: WorkflowHandle, what: RegExp): Promise<void> {
+    await h.signal('rollback');
+    for (let i = 0; i < 100; i++) {
+      const p = await h.query<{ phase: string; lastError: string | null }>('progress');
+      if (p.phase !== 'rollback-window') throw new Error(`the rollback went on: ${p.phase}`);
+      if (p.lastError && what.test(p.lastError)) return;
+      await sleep(100);
+    }
+    throw new Error(`no refusal matching ${what}`);
+  }
+  async function finalizeKeeps(h: WorkflowHandle, table: string): Promise<void> {
+    const before = await n(`SELECT count(*) AS n FROM ${table}`);
+    await h.signal('finalize');
+    expect((await h.result()).status).toBe('done');
+    expect(await n(`SELECT count(*) AS n FROM ${table}`)).toBe(before);
+  }
+
+  it('a pre-filled partition attached, and rows moved out of the default into a new one', async () => {
+    const h = await windowOf('rwa');
+    await db.pool.query(`CREATE TABLE rwa_2035_01 (LIKE rwa INCLUDING DEFAULTS)`);
+    await db.pool.query(
+      `INSERT INTO rwa_2035_01 (payload, created_at) SELECT 'a' || g, '2035-01-15' FROM generate_series(1, 10) g`,
+    );
+    await db.pool.query(
+      `ALTER TABLE rwa ATTACH PARTITION rwa_2035_01 FOR VALUES FROM ('2035-01-01') TO ('2035-02-01')`,
+    );
+    await refused(h, /partition rwa_2035_01 attached or created since/);
+    await finalizeKeeps(h, 'rwa');
+  });
+
+  it('a partition detached, changed and attached again under its name and file', async () => {
+    const h = await windowOf('rwd');
+    const p = (
+      await db.pool.query(
+        `SELECT c.relname AS p, pg_get_expr(c.relpartbound, c.oid) AS b FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+          WHERE i.inhparent = 'rwd'::regclass AND c.relname <> 'rwd_default'
+          ORDER BY c.relname LIMIT 1 OFFSET 2`,
+      )
+    ).rows[0];
+    await db.pool.query(`ALTER TABLE rwd DETACH PARTITION ${p.p}`);
+    await db.pool.query(`DELETE FROM ${p.p} WHERE id IN (SELECT id FROM ${p.p} LIMIT 3)`);
+    await db.pool.query(`ALTER TABLE rwd ATTACH PARTITION ${p.p} ${p.b}`);
+    await refused(h, new RegExp(`partition ${p.p} detached and attached again`));
+    await finalizeKeeps(h, 'rwd');
+  });
+
+  it("rows written while partflow's reverse trigger was disabled", async () => {
+    const h = await windowOf('rwt');
+    await db.pool.query(`ALTER TABLE rwt DISABLE TRIGGER USER`);
+    await db.pool.query(`INSERT INTO rwt (payload, created_at) SELECT 'bulk' || g, now() FROM generate_series(1, 7) g`);
+    await db.pool.query(`ALTER TABLE rwt ENABLE TRIGGER USER`);
+    await refused(h, /reverse trigger disabled or changed/);
+    await finalizeKeeps(h, 'rwt');
+  });
+
+  it('a cancel whose swap back is refused leaves the new table working, and cleanup finishes it', async () => {
+    const h = await windowOf('rwc');
+    const part = (
+      await db.pool.query(
+        `SELECT c.relname AS p FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+          WHERE i.inhparent = 'rwc'::regclass AND c.relname <> 'rwc_default' ORDER BY c.relname LIMIT 1 OFFSET 2`,
+      )
+    ).rows[0].p;
+    await db.pool.query(`TRUNCATE ${part}`);
+    const before = await n(`SELECT count(*) AS n FROM rwc`);
+    await h.cancel();
+    await expect(h.result()).rejects.toThrow();
+    expect(
+      (await db.pool.query(`SELECT run_state FROM partflow.runs WHERE table_name = 'rwc'`)).rows[0].run_state,
+    ).toBe('undoing');
+    // the application's writes still work, READ COMMITTED or not
+    const c = await db.pool.connect();
+    try {
+      await c.query('BEGIN ISOLATION LEVEL REPEATABLE READ');
+      await c.query(`INSERT INTO rwc (payload, created_at) VALUES ('rr', now())`);
+      await c.query('ROLLBACK');
+      await c.query(`INSERT INTO rwc (payload, created_at) VALUES ('rc', now())`);
+    } finally {
+      c.release();
+    }
+    const r = await env.client.workflow.execute('cleanupTable', {
+      taskQueue: TQ,
+      workflowId: `rwc-cleanup-${Date.now()}`,
+      args: [{ table: 'rwc', remove: true, workflowId: h.workflowId }],
+    });
+    expect((r as { removed: boolean }).removed).toBe(true);
+    expect((await db.pool.query(`SELECT relkind FROM pg_class WHERE oid = 'rwc'::regclass`)).rows[0].relkind).toBe('p');
+    expect(await n(`SELECT count(*) AS n FROM rwc`)).toBe(before + 1);
+    expect(
+      await n(`SELECT count(*) AS n FROM pg_trigger WHERE tgrelid = 'rwc'::regclass AND tgname LIKE 'partflow%'`),
+    ).toBe(0);
+  });
+});
+
+describe('3b. a float key changed by a session with other float text settings', () => {
+  it('is mirrored: = sees what the text hides', async () => {
+    await db.pool.query(`CREATE TABLE fk_src (k float8 PRIMARY KEY, v text)`);
+    await db.pool.query(`CREATE TABLE fk_dst (k float8 PRIMARY KEY, v text)`);
+    await db.pool.query(
+      mirrorFunctionSql({
+        fn: { schema: 'public', name: 'fk_fn' },
+        target: { schema: 'public', name: 'fk_dst' },
+        sourceColumns: ['k', 'v'],
+        columns: ['k', 'v'],
+        key: ['k'],
+        textKeys: ['k'],
+        overriding: false,
+        identityAlways: [],
+        moves: null,
+      }),
+    );
+    await db.pool.query(
+      `CREATE TRIGGER t AFTER INSERT OR UPDATE OR DELETE ON fk_src FOR EACH ROW EXECUTE FUNCTION fk_fn()`,
+    );
+    await db.pool.query(`INSERT INTO fk_src VALUES (0.1::float8 + 0.2::float8, 'x')`);
+    const c = await db.pool.connect();
+    try {
+      await c.query('SET extra_float_digits = 0');
+      await c.query(`UPDATE fk_src SET k = 0.3 WHERE v = 'x'`);
+      await c.query(`UPDATE fk_src SET k = '-0' WHERE v = 'x'`);
+      await c.query(`UPDATE fk_src SET k = '0' WHERE v = 'x'`);
+    } finally {
+      await c.query('RESET extra_float_digits');
+      c.release();
+    }
+    const rows = async (t: string) => (await db.pool.query(`SELECT k::text AS k, v FROM ${t} ORDER BY 1`)).rows;
+    expect(await rows('fk_dst')).toEqual(await rows('fk_src'));
   });
 });
 
