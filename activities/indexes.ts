@@ -373,34 +373,8 @@ async function buildIndexEntry(
 ): Promise<{ built: boolean }> {
   const l = indexLog(log, 'build index', plan.spec);
   try {
-    const ready = await pool.query(
-      `SELECT i.indisvalid AND i.indisready AS ok FROM pg_index i WHERE i.indexrelid = to_regclass($1)`,
-      [qualified({ schema: e.table.schema, name: e.name })],
-    );
-    const built = !ready.rows[0]?.ok;
-    if (built) await buildConcurrently(pool, e.table, e.name, e.sql, fixFence);
-    const attach = e.attach;
-    if (attach && plan.build.parent) {
-      const attached = await pool.query(
-        `SELECT 1 FROM pg_inherits WHERE inhrelid = to_regclass($1) AND inhparent = to_regclass($2)`,
-        [
-          qualified({ schema: e.table.schema, name: e.name }),
-          qualified({ schema: plan.spec.table.schema, name: plan.spec.name }),
-        ],
-      );
-      if (!attached.rowCount)
-        await withLockRetry(
-          pool,
-          l,
-          'attach index',
-          lockTimeoutMs,
-          async (c) => {
-            await fixFence(c);
-            await c.query(attach);
-          },
-          { relations: [qualified(e.table)] },
-        );
-    }
+    const parent = plan.build.parent ? { schema: plan.spec.table.schema, name: plan.spec.name } : null;
+    const built = await buildAndAttach(pool, l, e, parent, lockTimeoutMs);
     l.info({ partition: displayName(e.table), built }, 'index ready');
     return { built };
   } catch (err) {
@@ -412,6 +386,40 @@ async function buildIndexEntry(
       );
     classify(err, `index ${e.name}`);
   }
+}
+
+/**
+ * One table's index (a partition's, or a plain table's) built CONCURRENTLY unless it is there valid, then
+ * attached to `parent` (the partitioned table's index) unless it is already: each step fenced by the run
+ * (fix_runs: createIndexes' and fixConstraints' runs alike). Returns whether it built. Errors go to the caller.
+ */
+export async function buildAndAttach(
+  pool: Pool,
+  l: Logger,
+  e: BuildEntry,
+  parent: TableRef | null,
+  lockTimeoutMs: number,
+): Promise<boolean> {
+  const ready = await pool.query(
+    `SELECT i.indisvalid AND i.indisready AS ok FROM pg_index i WHERE i.indexrelid = to_regclass($1)`,
+    [qualified({ schema: e.table.schema, name: e.name })],
+  );
+  const built = !ready.rows[0]?.ok;
+  if (built) await buildConcurrently(pool, e.table, e.name, e.sql, fixFence);
+  const attach = e.attach;
+  if (!attach || !parent) return built;
+  const attached = await pool.query(
+    `SELECT 1 FROM pg_inherits WHERE inhrelid = to_regclass($1) AND inhparent = to_regclass($2)`,
+    [qualified({ schema: e.table.schema, name: e.name }), qualified(parent)],
+  );
+  if (!attached.rowCount) {
+    const fenced = async (c: PoolClient) => {
+      await fixFence(c);
+      await c.query(attach);
+    };
+    await withLockRetry(pool, l, 'attach index', lockTimeoutMs, fenced, { relations: [qualified(e.table)] });
+  }
+  return built;
 }
 
 /** A partition that appeared after the plan: its index, built and attached like the planned ones. */

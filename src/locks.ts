@@ -43,3 +43,11 @@ export function lockTimeoutAcross(lockTimeoutMs: number, partitions: number): nu
 export function lockAcross(lockTimeoutMs: number, partitions: number): { ms: number; maxAttempts: number } {
   return { ms: lockTimeoutAcross(lockTimeoutMs, partitions), maxAttempts: partitions ? 20 : 8 };
 }
+
+/**
+ * The whole LOCK phase of a step (activities/db.ts lockUpFront): `tables` waits of `lockTimeoutMs` each, and
+ * well under 1 ms for each of `partitions` partitions' locks. Far below deadlock_timeout at the default budget.
+ */
+export function lockPhaseBudgetMs(lockTimeoutMs: number, tables: number, partitions = 0): number {
+  return tables * lockTimeoutMs + partitions;
+}

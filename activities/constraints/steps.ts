@@ -2,7 +2,7 @@
  * The DDL steps of a fix and their undo, each running the statements `fixSteps` built (the same the dry run
  * listed), each looking at the catalog first: supporting index, constraint NOT VALID, VALIDATE.
  */
-import { DEFAULT_LOCK_TIMEOUT_MS, lockAcross } from '../../src/locks';
+import { DEFAULT_LOCK_TIMEOUT_MS, lockAcross, lockPhaseBudgetMs } from '../../src/locks';
 import type { Pool, PoolClient } from 'pg';
 import { describeFix, Fix, ForeignKeyFix } from '../../src/constraints';
 import { failure } from '../../src/failures';
@@ -11,7 +11,7 @@ import { qualified, TableRef } from '../../src/ident';
 import { classify, lockUpFront, withHeartbeat, withLockRetry } from '../db';
 import type { Deps } from '../partition';
 import { fixFence, fixLog, lockedByFix } from './run';
-import { buildConcurrently } from '../indexes';
+import { buildAndAttach } from '../indexes';
 
 export interface StepResult {
   changed: boolean;
@@ -35,8 +35,8 @@ async function hasConstraint(c: PoolClient | Pool, t: TableRef, name: string): P
 function lockFor(fix: Fix, info: FixInfo, table: TableRef, lockTimeoutMs: number) {
   const across = info.relkind === 'p' && qualified(table) === qualified(fix.table) ? info.partitions.length : 0;
   const { ms, maxAttempts } = lockAcross(lockTimeoutMs, across);
-  // the whole LOCK phase (lockUpFront): two tables' waits, and taking the partitions' locks (well under 1 ms each)
-  const budget = 2 * ms + info.partitions.length;
+  // the table (and its partitions) and, for a foreign key, the referenced table
+  const budget = lockPhaseBudgetMs(ms, 2, info.partitions.length);
   return { ms, budget, opts: { ...lockedByFix(fix), maxAttempts } };
 }
 
@@ -60,22 +60,8 @@ export async function createSupportingIndex(
       await withLockRetry(pool, l, 'index parent', lockTimeoutMs, fenced(parent.sql), {
         relations: [qualified(fix.table)],
       });
-    for (const e of index.each) {
-      await buildConcurrently(pool, e.table, e.name, e.sql, fixFence);
-      if (!parent || !e.attach) continue;
-      const attached = await pool.query(
-        `SELECT 1 FROM pg_inherits WHERE inhrelid = to_regclass($1) AND inhparent = to_regclass($2)`,
-        [
-          qualified({ schema: e.table.schema, name: e.name }),
-          qualified({ schema: fix.table.schema, name: parent.name }),
-        ],
-      );
-      const attach = e.attach;
-      if (!attached.rowCount)
-        await withLockRetry(pool, l, 'attach index', lockTimeoutMs, fenced(attach), {
-          relations: [qualified(e.table)],
-        });
-    }
+    const parentIndex = parent ? { schema: fix.table.schema, name: parent.name } : null;
+    for (const e of index.each) await buildAndAttach(pool, l, e, parentIndex, lockTimeoutMs);
     const name = parent?.name ?? index.each[0].name;
     l.info({ index: name }, 'supporting index ready');
     return { changed: true, lockWaitRetries: 0, note: `created index ${name}` };
@@ -217,7 +203,7 @@ export async function dropNotNull(
   try {
     const lock = info
       ? lockFor(fix, info, fix.table, lockTimeoutMs)
-      : { ms: lockTimeoutMs, budget: 2 * lockTimeoutMs, opts: lockedByFix(fix) };
+      : { ms: lockTimeoutMs, budget: lockPhaseBudgetMs(lockTimeoutMs, 2), opts: lockedByFix(fix) };
     const drop = async (c: PoolClient) => {
       await lockUpFront(c, [lockSql(fix.table, 'ACCESS EXCLUSIVE')], lock.budget);
       return c.query(sql);

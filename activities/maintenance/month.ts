@@ -18,6 +18,7 @@ import {
 import type { MaintainTableSpec } from '../../src/maintenance';
 import { addMonths, boundLiteral, formatMonth, Month, partitionName } from '../../src/partitions';
 import type { Logger } from '../../src/logger';
+import { lockPhaseBudgetMs } from '../../src/locks';
 import { lockUpFront, withLockRetry } from '../db';
 import type { Parted } from './inspect';
 
@@ -131,7 +132,7 @@ async function createAndAttach(c: PoolClient, spec: MaintainTableSpec, p: Parted
       `LOCK TABLE ONLY ${qualified(t)} IN SHARE ROW EXCLUSIVE MODE`,
       ...(p.def ? [`LOCK TABLE ${qualified(p.def)} IN ACCESS EXCLUSIVE MODE`] : []),
     ],
-    3 * spec.lockTimeoutMs,
+    lockPhaseBudgetMs(spec.lockTimeoutMs, 3),
   );
   const cols = (
     await c.query(

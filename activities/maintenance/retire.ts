@@ -7,6 +7,7 @@ import type { Pool } from 'pg';
 import { displayName, qualified, quoteIdent as q, TableRef } from '../../src/ident';
 import type { Logger } from '../../src/logger';
 import { expiredPartitions, MaintainTableSpec } from '../../src/maintenance';
+import { lockPhaseBudgetMs } from '../../src/locks';
 import { lockUpFront, withLockRetry } from '../db';
 import { referencedTables } from './month';
 import { migrate } from '../migrate';
@@ -86,7 +87,7 @@ async function detach(pool: Pool, l: Logger, spec: MaintainTableSpec, p: Parted,
       `LOCK TABLE ${qualified(p.def)} IN ACCESS EXCLUSIVE MODE`,
     ];
     await withLockRetry(pool, l, 'detach', spec.lockTimeoutMs, async (c) => {
-      await lockUpFront(c, locks, 3 * spec.lockTimeoutMs);
+      await lockUpFront(c, locks, lockPhaseBudgetMs(spec.lockTimeoutMs, 3));
       await c.query(sql);
     });
     return (

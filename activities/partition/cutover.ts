@@ -70,7 +70,7 @@ async function newTablePartitions(c: PoolClient | Pool, plan: Plan): Promise<Par
              OR t.tgrelid IN (SELECT inhrelid FROM pg_inherits WHERE inhparent = to_regclass($1)))`,
     [qualified(plan.table)],
   );
-  const t = plan.sql.truncates ? await counterValue(c, plan.table, 'trunc') : 0;
+  const t = await counterValue(c, plan.table, 'trunc');
   return {
     files: Object.fromEntries(r.rows.map((x) => [x.name as string, x.file as string])),
     links: Object.fromEntries(r.rows.map((x) => [x.name as string, x.link as string])),

@@ -7,11 +7,11 @@ import type { Pool, PoolClient } from 'pg';
 import { failure } from '../../src/failures';
 import { displayName, qualified, TableRef } from '../../src/ident';
 import type { Logger } from '../../src/logger';
-import { Plan, STATE_SCHEMA } from '../../src/plan';
+import { Counter, counterOf, Plan, STATE_SCHEMA } from '../../src/plan';
 import { activityContext, classify, currentWorkflowId, inTransaction } from '../db';
 import { faultPoint } from '../faults';
 import { migrate } from '../migrate';
-import { lockAcross } from '../../src/locks';
+import { lockAcross, lockPhaseBudgetMs } from '../../src/locks';
 
 export interface Deps {
   pool: Pool;
@@ -54,7 +54,7 @@ export function lockedBy(plan: Plan): { relations: string[] } {
 export function acrossPartitions(plan: Plan, lockTimeoutMs: number) {
   const { ms, maxAttempts } = lockAcross(lockTimeoutMs, plan.partitions.length + 1);
   // the whole LOCK phase of a step (lockUpFront): a few tables' waits, and the partitions' locks
-  const budget = 3 * ms + plan.partitions.length;
+  const budget = lockPhaseBudgetMs(ms, 3, plan.partitions.length);
   return { ms, budget, opts: { ...lockedBy(plan), maxAttempts } };
 }
 
@@ -170,13 +170,7 @@ export async function ownPlan(
 
 /** Updates that moved a row to another month so far (the trigger's counter); 0 when there is none. */
 export async function rowMoves(pool: Pool, table: TableRef): Promise<number> {
-  const counter = qualified({ schema: table.schema, name: `${table.name}_pf_moves` });
-  const r = await pool.query(`SELECT to_regclass($1) IS NOT NULL AS ok`, [counter]);
-  if (!r.rows[0].ok) return 0;
-  const v = await pool
-    .query(`SELECT CASE WHEN is_called THEN last_value ELSE 0 END::bigint AS n FROM ${counter}`)
-    .catch(() => null);
-  return Number(v?.rows[0]?.n ?? 0);
+  return counterValue(pool, table, 'moves').catch(() => 0);
 }
 
 /**
@@ -184,7 +178,6 @@ export async function rowMoves(pool: Pool, table: TableRef): Promise<number> {
  * counter), and the refusal that goes with a count above 0.
  */
 export async function notReadCommitted(c: Pool | PoolClient, plan: Plan): Promise<string | null> {
-  if (!plan.sql.notReadCommitted) return null;
   const n = await counterValue(c, plan.table, 'iso');
   if (!n) return null;
   return (
@@ -195,11 +188,11 @@ export async function notReadCommitted(c: Pool | PoolClient, plan: Plan): Promis
 }
 
 /**
- * One of the run's counters (`<table>_pf_<suffix>`, a sequence), 0 when it is not there (a cleanup dropped it,
- * a plan from before it): read without an error, so that a transaction holding locks goes on.
+ * One of the run's counters (src/plan/sync.ts counterOf), 0 when it is not there (a cleanup dropped it, a plan
+ * from before it): read without an error, so that a transaction holding locks goes on.
  */
-export async function counterValue(c: Pool | PoolClient, table: TableRef, suffix: string): Promise<number> {
-  const counter = qualified({ schema: table.schema, name: `${table.name}_pf_${suffix}` });
+export async function counterValue(c: Pool | PoolClient, table: TableRef, kind: Counter): Promise<number> {
+  const counter = qualified(counterOf(table, kind));
   const r = await c.query(`SELECT to_regclass($1) IS NOT NULL AS ok`, [counter]);
   if (!r.rows[0].ok) return 0;
   const v = await c.query(`SELECT CASE WHEN is_called THEN last_value ELSE 0 END::bigint AS n FROM ${counter}`);

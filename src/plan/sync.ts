@@ -239,7 +239,7 @@ export function mirrorSql(ctx: PlanContext, m: SyncMachinery, target: TableRef, 
   const { sourceColumns, columns, overriding, identityAlways } = ctx;
   const moves = { column: ctx.column, type: ctx.type, timeZone: ctx.opts.timeZone, counter: movesCounter(ctx) };
   const textKeys = key.filter((k) => ctx.info.columns.find((c) => c.name === k)?.equalIsIdentical === false);
-  const isolationCounter = isolationCounterOf(ctx);
+  const isolationCounter = counterOf(ctx.table, 'iso');
   const spec = {
     ...{ fn: m.fn, target, sourceColumns, columns, key, textKeys, overriding, identityAlways, moves },
     isolationCounter,
@@ -247,41 +247,31 @@ export function mirrorSql(ctx: PlanContext, m: SyncMachinery, target: TableRef, 
   return [
     mirrorFunctionSql(spec),
     ...ownedSql(ctx, m.fn),
-    truncateFunctionSql(m.truncateFn, target, truncateCounterOf(ctx)),
+    truncateFunctionSql(m.truncateFn, target, counterOf(ctx.table, 'trunc')),
     ...ownedSql(ctx, m.truncateFn),
   ];
 }
 
+/** The run's counters: sequences next to the table that the sync triggers bump with nextval (no row lock). */
+export type Counter = 'moves' | 'iso' | 'trunc';
+
+/** `<table>_pf_<kind>`: updates moving a row to another month, rows from writers not READ COMMITTED, TRUNCATEs. */
+export function counterOf(table: TableRef, kind: Counter): TableRef {
+  return sibling(table, `${table.name}_pf_${kind}`);
+}
+
 export function movesCounter(ctx: PlanContext): TableRef {
-  return sibling(ctx.table, `${ctx.table.name}_pf_moves`);
+  return counterOf(ctx.table, 'moves');
 }
 
-export function truncateCounterOf(ctx: PlanContext): TableRef {
-  return sibling(ctx.table, `${ctx.table.name}_pf_trunc`);
-}
-
-export function isolationCounterOf(ctx: PlanContext): TableRef {
-  return sibling(ctx.table, `${ctx.table.name}_pf_iso`);
-}
-
-type SyncSql = Pick<
-  PlanSql,
-  | 'shape'
-  | 'triggerFence'
-  | 'moves'
-  | 'notReadCommitted'
-  | 'truncates'
-  | 'dropCounters'
-  | 'syncTrigger'
-  | 'dropSyncTrigger'
->;
+type SyncSql = Pick<PlanSql, 'shape' | 'triggerFence' | 'moves' | 'dropCounters' | 'syncTrigger' | 'dropSyncTrigger'>;
 
 export function syncStep(ctx: PlanContext): SyncSql {
   const { info } = ctx;
   const { forward, guard } = syncObjects(info.oid);
   const counter = qualified(movesCounter(ctx));
-  const iso = qualified(isolationCounterOf(ctx));
-  const trunc = qualified(truncateCounterOf(ctx));
+  const iso = qualified(counterOf(ctx.table, 'iso'));
+  const trunc = qualified(counterOf(ctx.table, 'trunc'));
   const on = qualified(ctx.table);
   const syncTrigger = [
     ...[counter, iso, trunc].map((x) => `CREATE SEQUENCE IF NOT EXISTS ${x}`),
@@ -296,8 +286,6 @@ export function syncStep(ctx: PlanContext): SyncSql {
     shape: SHAPE_SQL,
     triggerFence: TRIGGER_FENCE_SQL,
     moves: `SELECT CASE WHEN is_called THEN last_value ELSE 0 END::bigint AS n FROM ${counter}`,
-    notReadCommitted: `SELECT CASE WHEN is_called THEN last_value ELSE 0 END::bigint AS n FROM ${iso}`,
-    truncates: `SELECT CASE WHEN is_called THEN last_value ELSE 0 END::bigint AS n FROM ${trunc}`,
     dropCounters: [counter, iso, trunc].map((x) => `DROP SEQUENCE IF EXISTS ${x}`),
     syncTrigger,
     dropSyncTrigger: dropTriggersSql(on, forward, guard),

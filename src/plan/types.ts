@@ -37,13 +37,6 @@ export interface PlanSql {
   triggerFence: string;
   /** one row (`n`): the moves counter's value */
   moves: string;
-  /**
-   * one row (`n`): how many rows the sync triggers mirrored from a transaction that was not READ COMMITTED (the
-   * trigger writes in the writer's snapshot: exact for READ COMMITTED only). Absent in older plans.
-   */
-  notReadCommitted?: string;
-  /** one row (`n`): how many TRUNCATEs of the whole table the sync triggers mirrored. Absent in older plans. */
-  truncates?: string;
   /** after finalize or undo: the moves counter goes */
   dropCounters: string[];
   /** one transaction: the partitioned copy, its partitions, keys, indexes, grants, comment */

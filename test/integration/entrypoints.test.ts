@@ -54,6 +54,33 @@ const count = async (sql: string): Promise<number> => Number((await db.pool.quer
 const relkind = async (name: string): Promise<string | undefined> =>
   (await db.pool.query(`SELECT relkind FROM pg_class WHERE oid = to_regclass($1)`, [name])).rows[0]?.relkind;
 
+/** A session with a snapshot: every CREATE INDEX CONCURRENTLY waits for it to end; returns its end. */
+async function snapshotHolder() {
+  const c = await db.pool.connect();
+  await c.query(`BEGIN ISOLATION LEVEL REPEATABLE READ`);
+  await c.query(`SELECT 1`);
+  return async () => {
+    await c.query('COMMIT');
+    c.release();
+  };
+}
+const building = async (table: string): Promise<number> =>
+  count(
+    `SELECT count(*) AS n FROM pg_stat_progress_create_index WHERE relid = to_regclass('${table}') AND datname = current_database()`,
+  );
+async function until(what: string, ok: () => Promise<boolean>, tries = 200): Promise<void> {
+  for (let i = 0; i < tries; i++) {
+    if (await ok()) return;
+    await sleep(100);
+  }
+  throw new Error(`timed out waiting: ${what}`);
+}
+const buildWaits = async (): Promise<boolean> =>
+  (await count(
+    `SELECT count(*) AS n FROM pg_stat_progress_create_index p JOIN pg_stat_activity a USING (pid)
+      WHERE a.datname = current_database() AND p.phase LIKE 'waiting for%'`,
+  )) > 0;
+
 describe('2. cleanupTable against a live run', () => {
   it('is refused by the workflow itself while the run is running, whoever starts it', async () => {
     await createTable(db.pool, { schema: 'public', name: 'cl_live' }, 2_000, 'uuid');
@@ -186,33 +213,10 @@ describe('4. createIndexes while partitions appear', () => {
          FROM generate_series(1, 2000) g`,
     );
   }
-  /** A session with a snapshot: every CREATE INDEX CONCURRENTLY waits for it to end. */
-  async function oldSnapshot() {
-    const c = await db.pool.connect();
-    await c.query(`BEGIN ISOLATION LEVEL REPEATABLE READ`);
-    await c.query(`SELECT 1`);
-    return {
-      async end() {
-        await c.query('COMMIT');
-        c.release();
-      },
-    };
-  }
-  async function waitForBuildWaiting(): Promise<void> {
-    for (let i = 0; i < 300; i++) {
-      const r = await db.pool.query(
-        `SELECT 1 FROM pg_stat_progress_create_index p JOIN pg_stat_activity a USING (pid)
-          WHERE a.datname = current_database() AND p.phase LIKE 'waiting for%'`,
-      );
-      if (r.rowCount) return;
-      await sleep(100);
-    }
-    throw new Error('no CREATE INDEX CONCURRENTLY waited');
-  }
 
   it('builds and attaches on partitions that appeared during the build; done only when valid everywhere', async () => {
     await monthly('ix_gap');
-    const snap = await oldSnapshot();
+    const endSnapshot = await snapshotHolder();
     const h = await env.client.workflow.start('createIndexes', {
       taskQueue: TQ,
       workflowId: `ix-gap-${Date.now()}`,
@@ -226,7 +230,7 @@ describe('4. createIndexes while partitions appear', () => {
       ],
     });
     try {
-      await waitForBuildWaiting();
+      await until('a build waits for the snapshot', buildWaits, 300);
       // three months ahead appear while the first index's build waits: one CREATE TABLE ... PARTITION OF, two
       // attached the way maintenance attaches
       await db.pool.query(
@@ -241,7 +245,7 @@ describe('4. createIndexes while partitions appear', () => {
         );
       }
     } finally {
-      await snap.end();
+      await endSnapshot();
     }
     const r = await h.result();
     expect(r.status).toBe('done');
@@ -264,7 +268,7 @@ describe('4. createIndexes while partitions appear', () => {
 
   it('maintenance leaves a table alone while a createIndexes run holds it, and names the run', async () => {
     await monthly('ix_held');
-    const snap = await oldSnapshot();
+    const endSnapshot = await snapshotHolder();
     const wf = `ix-held-${Date.now()}`;
     const h = await env.client.workflow.start('createIndexes', {
       taskQueue: TQ,
@@ -272,7 +276,7 @@ describe('4. createIndexes while partitions appear', () => {
       args: [{ indexes: [{ table: 'ix_held', columns: ['payload'] }] }],
     });
     try {
-      await waitForBuildWaiting();
+      await until('a build waits for the snapshot', buildWaits, 300);
       const m = await env.client.workflow.execute('maintainPartitions', {
         taskQueue: TQ,
         workflowId: `ix-held-maint-${Date.now()}`,
@@ -283,7 +287,7 @@ describe('4. createIndexes while partitions appear', () => {
         `partflow run createIndexes ${wf} holds public.ix_held: nothing was created, detached, moved or archived`,
       );
     } finally {
-      await snap.end();
+      await endSnapshot();
     }
     expect((await h.result()).status).toBe('done');
     expect(await count(`SELECT count(*) AS n FROM pg_inherits WHERE inhparent = 'ix_held'::regclass`)).toBe(4);
@@ -294,26 +298,6 @@ describe('5. index builds: orphans, cancellation, the fix fence and budget', () 
   async function plain(name: string): Promise<void> {
     await db.pool.query(`CREATE TABLE ${name} (id bigserial PRIMARY KEY, payload text)`);
     await db.pool.query(`INSERT INTO ${name} (payload) SELECT md5(g::text) FROM generate_series(1, 2000) g`);
-  }
-  async function snapshotHolder() {
-    const c = await db.pool.connect();
-    await c.query(`BEGIN ISOLATION LEVEL REPEATABLE READ`);
-    await c.query(`SELECT 1`);
-    return async () => {
-      await c.query('COMMIT');
-      c.release();
-    };
-  }
-  const building = async (table: string): Promise<number> =>
-    count(
-      `SELECT count(*) AS n FROM pg_stat_progress_create_index WHERE relid = to_regclass('${table}') AND datname = current_database()`,
-    );
-  async function until(what: string, ok: () => Promise<boolean>, tries = 200): Promise<void> {
-    for (let i = 0; i < tries; i++) {
-      if (await ok()) return;
-      await sleep(100);
-    }
-    throw new Error(`timed out waiting: ${what}`);
   }
 
   it('a build left running by a dead attempt is cancelled before its INVALID leftover is dropped', async () => {
