@@ -461,7 +461,7 @@ async function backfill(run: Run, plan: Plan): Promise<void> {
   for (;;) {
     checkRollback(run);
     if (s.paused) {
-      await condition(() => !s.paused || s.rollbackRequested);
+      await followingKeyLog(plan, () => !s.paused || s.rollbackRequested);
       continue;
     }
     const input: BackfillChunkInput = {
@@ -516,6 +516,29 @@ async function rollbackWindow(run: Run, plan: Plan): Promise<void> {
 }
 
 /**
+ * `work` until `until` holds, then cancelled (and waited for: nothing of it runs after this returns); with a
+ * plan that has a key log, `followKeyLog` runs beside it the whole time, so the log stays short while the run
+ * waits.
+ */
+async function untilThen(plan: Plan, until: () => boolean, work: () => Promise<void>): Promise<void> {
+  const scope = new CancellationScope();
+  void condition(until).then(() => scope.cancel());
+  await scope
+    .run(async () => {
+      await Promise.all([work(), ...(plan.sql.keyLog ? [long.followKeyLog(plan)] : [])]);
+    })
+    .catch((err) => {
+      if (!isCancellation(err) || !until()) throw err;
+    });
+}
+
+/** Waits until `until` holds; plans with a key log apply it meanwhile. */
+async function followingKeyLog(plan: Plan, until: () => boolean): Promise<void> {
+  if (!plan.sql.keyLog) return void (await condition(until));
+  await untilThen(plan, until, () => condition(until));
+}
+
+/**
  * While the run waits for approval: verification again `reverifyEvery` after the last pass ended (what the
  * application wrote meanwhile is checked too); a difference fails the run, naming the range. A decision
  * (approval or rollback) cancels a pass in flight: the cut-over does not wait for it.
@@ -523,20 +546,14 @@ async function rollbackWindow(run: Run, plan: Plan): Promise<void> {
 async function reverifyUntilDecided(run: Run, plan: Plan): Promise<void> {
   const { s, opts } = run;
   const decided = () => s.approved || s.rollbackRequested;
-  if (opts.reverifyEveryMs <= 0) return void (await condition(decided));
-  const scope = new CancellationScope();
-  void condition(decided).then(() => scope.cancel());
-  await scope
-    .run(async () => {
-      for (;;) {
-        await sleep(opts.reverifyEveryMs);
-        s.verify = await long.verify(plan, { analyze: false, chunkRows: opts.verifyChunkRows });
-        showDetails(run);
-      }
-    })
-    .catch((err) => {
-      if (!isCancellation(err) || !decided()) throw err;
-    });
+  if (opts.reverifyEveryMs <= 0) return followingKeyLog(plan, decided);
+  await untilThen(plan, decided, async () => {
+    for (;;) {
+      await sleep(opts.reverifyEveryMs);
+      s.verify = await long.verify(plan, { analyze: false, chunkRows: opts.verifyChunkRows });
+      showDetails(run);
+    }
+  });
 }
 
 /** From wherever the run stands (a resumed run starts in its phase) to the end. */

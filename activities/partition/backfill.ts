@@ -14,6 +14,8 @@ import { DEFAULT_REPLICA_BOUNDS, ReplicaBounds } from '../../src/replicas';
 import { activityContext, classify, inTransaction, isTransient, sleep } from '../db';
 import { faultPoint } from '../faults';
 import { metrics } from '../metrics';
+import type { KeyLogApplySql } from '../../src/plan/keylog';
+import { drainKeyLog } from './keylog';
 import { capWalRate, Lag, runStandbys, Throttled, waitForReplicas, walPosition } from './replicas';
 import { Deps, ownPlan, rowMoves, RunRow, RUNS, runState, stepLog } from './run';
 
@@ -43,6 +45,8 @@ export interface BackfillChunkResult {
   batches: number;
   /** batches that met rows the sync trigger had written and were copied again with ON CONFLICT */
   mergedBatches?: number;
+  /** keys of the key log re-copied during the chunk */
+  keysApplied?: number;
   elapsedMs: number;
   done: boolean;
   /** share of the walk done, 0..100 */
@@ -145,8 +149,16 @@ class CheckpointMoved extends Error {}
  * synchronous_commit is off for the batch: a batch lost in a crash loses its checkpoint with it and is
  * simply copied again.
  */
-async function guardedBatch(pool: Pool, b: Batch, copy: (c: PoolClient) => Promise<number>): Promise<number | 'moved'> {
+async function guardedBatch(
+  pool: Pool,
+  b: Batch,
+  copy: (c: PoolClient) => Promise<number>,
+  keyLog?: KeyLogApplySql,
+): Promise<number | 'moved'> {
   const batch = async (c: PoolClient) => {
+    // the key log's lock, shared, in a statement of its own before the copy's: the copy's snapshot is taken
+    // after it, and the applier (exclusive) applies a change only after this batch commits
+    if (keyLog) await c.query(keyLog.batchLock);
     const read = await copy(c);
     if (!(await b.commit(c, read))) throw new CheckpointMoved();
     return read;
@@ -171,16 +183,21 @@ async function guardedBatch(pool: Pool, b: Batch, copy: (c: PoolClient) => Promi
  * The fast copy unless a recent batch of this table met rows the trigger had written; a fast copy that
  * meets one is copied again with ON CONFLICT, and so are the next MERGE_BATCHES batches.
  */
-async function copyBatch(pool: Pool, b: Batch, tune: Tuning): Promise<[number | 'moved', boolean]> {
+async function copyBatch(
+  pool: Pool,
+  b: Batch,
+  tune: Tuning,
+  keyLog?: KeyLogApplySql,
+): Promise<[number | 'moved', boolean]> {
   const fast = !!b.fastCopy && tune.mergeLeft === 0;
   if (tune.mergeLeft > 0) tune.mergeLeft--;
-  if (!fast) return [await guardedBatch(pool, b, b.copy), false];
+  if (!fast) return [await guardedBatch(pool, b, b.copy, keyLog), false];
   try {
-    return [await guardedBatch(pool, b, b.fastCopy!), false];
+    return [await guardedBatch(pool, b, b.fastCopy!, keyLog), false];
   } catch (err) {
     if ((err as { code?: string }).code !== '23505') throw err;
     tune.mergeLeft = MERGE_BATCHES;
-    return [await guardedBatch(pool, b, b.copy), true];
+    return [await guardedBatch(pool, b, b.copy, keyLog), true];
   }
 }
 
@@ -471,7 +488,16 @@ function walkerFor(pool: Pool, input: BackfillChunkInput, l: Logger): Promise<Wa
   return input.copyMode !== 'keys' ? pageWalker(pool, input, l) : keyWalker(pool, input);
 }
 
-/** Copies batches until the walk is done or `maxMs` has passed. */
+/** Longest the key log is applied between two batches; what is left waits for the next gap. */
+const APPLY_BETWEEN_MS = 500;
+
+/** The key log applied (plans with one): rounds until it is short or APPLY_BETWEEN_MS have passed. */
+function applyBetweenBatches(pool: Pool, input: BackfillChunkInput): Promise<number> {
+  if (!input.sql.keyLog) return Promise.resolve(0);
+  return drainKeyLog(pool, input.sql.keyLog, 1000, Date.now() + APPLY_BETWEEN_MS);
+}
+
+/** Copies batches until the walk is done or `maxMs` has passed, applying the key log between them. */
 export async function backfillChunk({ pool, log }: Deps, input: BackfillChunkInput): Promise<BackfillChunkResult> {
   await ownPlan(pool, input.table, null, { ...input.sql });
   const t = input.table;
@@ -479,7 +505,7 @@ export async function backfillChunk({ pool, log }: Deps, input: BackfillChunkInp
   const started = Date.now();
   const ctx = activityContext();
   const pages = input.copyMode !== 'keys';
-  const counts = { rowsThisChunk: 0, pagesThisChunk: 0, batches: 0, mergedBatches: 0 };
+  const counts = { rowsThisChunk: 0, pagesThisChunk: 0, batches: 0, mergedBatches: 0, keysApplied: 0 };
   const bounds = input.replica ?? DEFAULT_REPLICA_BOUNDS;
   let held: Throttled | null = null;
   let lag: Lag | undefined;
@@ -509,7 +535,7 @@ export async function backfillChunk({ pool, log }: Deps, input: BackfillChunkInp
       lastWal = look.walInsert;
       const b = await w.next(size, counts.batches);
       const batchStarted = Date.now();
-      const [read, merged] = await copyBatch(pool, b, tune);
+      const [read, merged] = await copyBatch(pool, b, tune, input.sql.keyLog);
       if (read === 'moved') {
         // another attempt of this activity advanced the checkpoint, or the table was rewritten: continue
         // from where the checkpoint is now
@@ -534,9 +560,12 @@ export async function backfillChunk({ pool, log }: Deps, input: BackfillChunkInp
       if (merged) counts.mergedBatches++;
       counts.batches++;
       ctx?.heartbeat(w.heartbeat(rowsCopied));
+      counts.keysApplied += await applyBetweenBatches(pool, input);
       if (input.sleepMs > 0) await sleep(input.sleepMs * streams);
       await capWalRate(pool, bounds, wal);
     }
+    // the log also while the copy is held back or done: the verification after it leaves logged keys out
+    counts.keysApplied += await applyBetweenBatches(pool, input);
     const elapsedMs = Date.now() - started;
     l.debug({ ...counts, elapsedMs }, 'backfill chunk');
     const { mergedBatches, ...rest } = counts;

@@ -7,6 +7,8 @@ import type { Pool, PoolClient } from 'pg';
 import { failure } from '../../src/failures';
 import { displayName, qualified } from '../../src/ident';
 import { Plan, shapeDifferences, splitLock } from '../../src/plan';
+import type { KeyLogApplySql } from '../../src/plan/keylog';
+import { applyRound, drainKeyLog, keyLogBacklog } from './keylog';
 import { classify, lockUpFront, runAll, withHeartbeat, withLockRetry } from '../db';
 import { faultPoint } from '../faults';
 import {
@@ -31,6 +33,8 @@ export interface CutoverResult {
   /** how long the cut-over transaction held its locks, ms */
   lockHoldMs: number;
   rowMoves?: number;
+  /** keys of the key log applied under the cut-over's lock (plans with a key log) */
+  keysAppliedUnderLock?: number;
 }
 
 /** The columns of what is now `plan.table` (after the cut-over: the partitioned table), in order. */
@@ -192,11 +196,17 @@ export async function cutover({ pool, log }: Deps, plan: Plan, lockTimeoutMs: nu
   const { lock, then } = splitLock(plan.sql.cutover);
   const across = acrossPartitions(plan, lockTimeoutMs);
   let lockedAt = 0;
+  const keyLog = plan.sql.keyLog;
+  let underLock = 0;
   const swap = async (c: PoolClient) => {
+    // the key log drained before each attempt locks (other connections): what is left for under the lock is
+    // what writers commit between this drain and the lock
+    if (keyLog) await drainKeyLog(pool, keyLog);
     await lockUpFront(c, [lock], across.budget); // each wait bounded by lock_timeout, the whole by the budget
     lockedAt = Date.now();
     await fence(c, plan.table);
     await checkUnchanged(c, plan);
+    if (keyLog) underLock = await drainUnderLock(c, plan, keyLog);
     await runAll(c, then);
     await faultPoint('cutover', l); // renamed, not committed
     // the new table's columns as of the cut-over: a rollback that would lose a later change is refused
@@ -212,8 +222,38 @@ export async function cutover({ pool, log }: Deps, plan: Plan, lockTimeoutMs: nu
   );
   const lockHoldMs = Date.now() - lockedAt;
   const { attempts, lockWaitRetries } = stats;
-  l.info({ lockHoldMs, attempts, lockWaitRetries }, 'cut over');
-  return { alreadyDone: false, attempts, lockWaitRetries, lockHoldMs, rowMoves: await rowMoves(pool, plan.table) };
+  l.info({ lockHoldMs, attempts, lockWaitRetries, keysAppliedUnderLock: underLock }, 'cut over');
+  return {
+    alreadyDone: false,
+    attempts,
+    lockWaitRetries,
+    lockHoldMs,
+    rowMoves: await rowMoves(pool, plan.table),
+    ...(keyLog ? { keysAppliedUnderLock: underLock } : {}),
+  };
+}
+
+/**
+ * Under the cut-over's ACCESS EXCLUSIVE locks every writer of the table has committed or rolled back and no
+ * new one can write, so the log cannot grow: its remainder is applied in the cut-over's transaction and the
+ * log must then be empty.
+ */
+async function drainUnderLock(c: PoolClient, plan: Plan, keyLog: KeyLogApplySql): Promise<number> {
+  let total = 0;
+  for (;;) {
+    const n = await applyRound(c, keyLog, 10_000);
+    if (!n) break;
+    total += n;
+  }
+  const left = await keyLogBacklog(c, keyLog);
+  if (left) {
+    throw failure(
+      `The key log of ${displayName(plan.table)} still holds ${left} entries under the cut-over's lock; ` +
+        'not cutting over.',
+      'CopyDiverged',
+    );
+  }
+  return total;
 }
 
 /**

@@ -6,6 +6,7 @@ import type { Plan } from '../../src/plan';
 import type { TableRef } from '../../src/ident';
 import { backfillChunk, BackfillChunkInput } from './backfill';
 import { cutover, finalize, rollbackBlocker, swapBack } from './cutover';
+import { followKeyLog } from './keylog';
 import { preflight } from './preflight';
 import { beginUndo, claimRun, Deps, releaseRun, RunState } from './run';
 import { createShadow, dropShadow } from './shadow';
@@ -31,6 +32,7 @@ export function createPartitionActivities(deps: Deps) {
     installSyncTrigger: (plan: Plan, lockTimeoutMs: number) => installSyncTrigger(deps, plan, lockTimeoutMs),
     dropSyncTrigger: (plan: Plan, lockTimeoutMs: number) => dropSyncTrigger(deps, plan, lockTimeoutMs),
     backfillChunk: (input: BackfillChunkInput) => backfillChunk(deps, input),
+    followKeyLog: (plan: Plan) => followKeyLog(deps, plan),
     verify: (plan: Plan, opts?: { analyze?: boolean; chunkRows?: number }) => verify(deps, plan, opts),
     cutover: (plan: Plan, lockTimeoutMs: number) => cutover(deps, plan, lockTimeoutMs),
     swapBack: (plan: Plan, lockTimeoutMs: number) => swapBack(deps, plan, lockTimeoutMs),

@@ -1,36 +1,84 @@
 /**
- * Working step 1 of docs/sync-design.md: applying the key log (src/plan/keylog.ts). Not wired into
- * partitionTable yet.
+ * Applying the key log (src/plan/keylog.ts, docs/sync-design.md): each logged key's current row re-copied from
+ * the table into the copy, from partflow's own READ COMMITTED transactions.
  */
-import type { Pool } from 'pg';
-import { KeyLogSpec, keyLogApplySql } from '../../src/plan/keylog';
-import { inTransaction } from '../db';
+import type { Pool, PoolClient } from 'pg';
+import type { Plan } from '../../src/plan';
+import type { KeyLogApplySql } from '../../src/plan/keylog';
+import { activityContext, classify, inTransaction, sleep } from '../db';
+import { Deps, ownPlan, stepLog } from './run';
 
 /**
- * One round: up to `limit` log entries re-copied by key, in one transaction under the exclusive advisory lock
- * (a batch of the copy in flight finishes first). Returns how many distinct keys it re-copied; 0 when the log
- * had nothing committed. Idempotent: a round that dies rolls back, its entries stay in the log.
+ * One round in the caller's transaction `c`: up to `limit` entries committed before it taken from the log,
+ * their keys deleted from the copy and copied again as the table has them now. Returns the distinct keys.
+ * The caller holds the advisory lock exclusively (or, at the cut-over, the tables' ACCESS EXCLUSIVE locks).
  */
-export async function applyKeyLog(pool: Pool, spec: KeyLogSpec, limit = 1000): Promise<number> {
-  const sql = keyLogApplySql(spec);
+export async function applyRound(c: PoolClient, sql: KeyLogApplySql, limit: number): Promise<number> {
+  const r = await c.query(sql.take, [limit]);
+  const n: number = r.rows[0].n;
+  if (!n) return 0;
+  const arrays = Object.keys(r.rows[0])
+    .filter((k) => /^a\d+$/.test(k))
+    .sort((a, b) => Number(a.slice(1)) - Number(b.slice(1)))
+    .map((k) => r.rows[0][k]);
+  await c.query(sql.clear, arrays);
+  await c.query(sql.copy, arrays);
+  return n;
+}
+
+/**
+ * One round in a transaction of its own under the exclusive advisory lock (a batch of the copy in flight
+ * finishes first). Returns how many distinct keys it re-copied; 0 when the log had nothing committed.
+ * Idempotent: a round that dies rolls back, its entries stay in the log.
+ */
+export async function applyKeyLog(pool: Pool, sql: KeyLogApplySql, limit = 1000): Promise<number> {
   return inTransaction(pool, async (c) => {
     await c.query(sql.lock);
-    const r = await c.query(sql.take, [limit]);
-    const n: number = r.rows[0].n;
-    if (!n) return 0;
-    const arrays = spec.key.map((_, i) => r.rows[0][`a${i + 1}`]);
-    await c.query(sql.clear, arrays);
-    await c.query(sql.copy, arrays);
-    return n;
+    return applyRound(c, sql, limit);
   });
 }
 
-/** Rounds until a round finds the log empty. */
-export async function drainKeyLog(pool: Pool, spec: KeyLogSpec, limit = 1000): Promise<number> {
+/**
+ * Rounds until one finds fewer than `limit` entries (the log is as short as the writers keep it), or until
+ * `untilMs` (a timestamp) has passed. Returns the keys re-copied.
+ */
+export async function drainKeyLog(pool: Pool, sql: KeyLogApplySql, limit = 1000, untilMs = Infinity): Promise<number> {
   let total = 0;
   for (;;) {
-    const n = await applyKeyLog(pool, spec, limit);
-    if (!n) return total;
+    const n = await applyKeyLog(pool, sql, limit);
     total += n;
+    if (n < limit || Date.now() > untilMs) return total;
   }
 }
+
+/** Entries waiting in the log. */
+export async function keyLogBacklog(c: Pool | PoolClient, sql: KeyLogApplySql): Promise<number> {
+  return Number((await c.query(sql.backlog)).rows[0].n);
+}
+
+/**
+ * While the run waits (paused, or for approval): the key log applied every FOLLOW_EVERY_MS until the workflow
+ * cancels this activity, so that the log stays short however long the wait. Heartbeats carry the backlog.
+ */
+export async function followKeyLog({ pool, log }: Deps, plan: Plan): Promise<{ keys: number }> {
+  await ownPlan(pool, plan.table, plan);
+  const sql = plan.sql.keyLog;
+  if (!sql) return { keys: 0 };
+  const l = stepLog(log, 'key-log', plan.table);
+  const ctx = activityContext();
+  let keys = 0;
+  try {
+    while (!ctx?.cancellationSignal.aborted) {
+      keys += await drainKeyLog(pool, sql, 1000, Date.now() + 1000);
+      ctx?.heartbeat({ step: 'key log', keys, backlog: await keyLogBacklog(pool, sql) });
+      if (!ctx) break;
+      await sleep(FOLLOW_EVERY_MS);
+    }
+  } catch (err) {
+    classify(err, 'applying the key log');
+  }
+  l.info({ keys }, 'key log followed');
+  return { keys };
+}
+
+const FOLLOW_EVERY_MS = 1000;

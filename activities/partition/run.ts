@@ -142,7 +142,7 @@ export async function ownPlan(
   pool: Pool,
   table: TableRef,
   plan: Plan | null,
-  sql: Record<string, string | undefined> = {},
+  sql: Record<string, unknown> = {},
 ): Promise<void> {
   const wf = workflowId();
   const row = (await runsExist(pool))
@@ -157,7 +157,7 @@ export async function ownPlan(
   if (ok && plan) ok = row.plan === JSON.stringify(plan);
   if (ok && Object.keys(sql).length) {
     const stored = (JSON.parse(row.plan) as Plan).sql as unknown as Record<string, unknown>;
-    ok = Object.entries(sql).every(([k, v]) => v === undefined || stored[k] === v);
+    ok = Object.entries(sql).every(([k, v]) => v === undefined || JSON.stringify(stored[k]) === JSON.stringify(v));
   }
   if (!ok) {
     throw failure(

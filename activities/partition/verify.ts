@@ -10,6 +10,7 @@ import { CancelledFailure } from '@temporalio/common';
 import { activityContext, classify, inTransaction, withHeartbeat } from '../db';
 import { faultPoint } from '../faults';
 import { metrics } from '../metrics';
+import { drainKeyLog } from './keylog';
 import { Deps, notReadCommitted, ownPlan, stepLog } from './run';
 
 export interface VerifyRange {
@@ -92,6 +93,8 @@ async function chunkedPass(
   let last: string[] | null = null;
   for (;;) {
     if (ctx?.cancellationSignal.aborted) throw new CancelledFailure('verification cancelled');
+    // the key log between chunks: the keys left out of the next one stay few
+    if (plan.sql.keyLog) await drainKeyLog(deps.pool, plan.sql.keyLog, 1000, Date.now() + 500);
     const bound = last
       ? await deps.pool.query(plan.sql.keyBound, [...last, ...max, chunkRows])
       : await deps.pool.query(plan.sql.keyBoundFirst, [...max, chunkRows]);
@@ -143,6 +146,13 @@ export async function verify(
       l.info({ elapsedMs: Date.now() - started }, 'copy analyzed');
     }
     const ctx = activityContext();
+    if (plan.sql.keyLog) {
+      const keys = await withHeartbeat(
+        () => ({ step: 'apply key log' }),
+        () => drainKeyLog(pool, plan.sql.keyLog!),
+      );
+      l.info({ keys }, 'key log applied');
+    }
     const pass = await withHeartbeat(
       () => ({ step: 'verify' }),
       () =>

@@ -10,24 +10,35 @@ import type { Plan, PlanSql } from './types';
 /** The statements of the plan the backfill runs: the workflow hands these to backfillChunk, not the plan. */
 export type BackfillSql = Pick<
   PlanSql,
-  'backfillBatch' | 'backfillBatchFast' | 'keyBound' | 'keyBoundFirst' | 'keyCopy' | 'keyCopyFirst'
+  'backfillBatch' | 'backfillBatchFast' | 'keyBound' | 'keyBoundFirst' | 'keyCopy' | 'keyCopyFirst' | 'keyLog'
 >;
 
 export function backfillSql(plan: Plan): BackfillSql {
-  const { backfillBatch, backfillBatchFast, keyBound, keyBoundFirst, keyCopy, keyCopyFirst } = plan.sql;
-  return { backfillBatch, backfillBatchFast, keyBound, keyBoundFirst, keyCopy, keyCopyFirst };
+  const { backfillBatch, backfillBatchFast, keyBound, keyBoundFirst, keyCopy, keyCopyFirst, keyLog } = plan.sql;
+  // plans made before the key log have none: their batches neither lock nor apply
+  return {
+    backfillBatch,
+    backfillBatchFast,
+    keyBound,
+    keyBoundFirst,
+    keyCopy,
+    keyCopyFirst,
+    ...(keyLog ? { keyLog } : {}),
+  };
 }
 
 /**
- * The copy of one page range. FOR SHARE: a row deleted or moved by a concurrent transaction drops out of the
- * batch instead of coming back. `backfillBatchFast` has no ON CONFLICT (speculative insertion costs about a
- * sixth of the copy's speed): when the trigger already wrote a row of the range it fails with 23505 and the
- * batch is copied again with `backfillBatch`, which skips such rows.
+ * The copy of one page range, without row locks: a row changed while the batch reads it has its key in the log,
+ * which is applied only after the batch commits (the batch holds the key log's advisory lock shared), so the
+ * copy never keeps a state older than the table's. `backfillBatchFast` has no ON CONFLICT (speculative
+ * insertion costs about a sixth of the copy's speed): when the applier already wrote a row of the range it
+ * fails with 23505 and the batch is copied again with `backfillBatch`, which keeps the applier's row (as new
+ * as the batch's, or newer).
  */
 function pageSql(ctx: PlanContext): Pick<PlanSql, 'backfillBatch' | 'backfillBatchFast'> {
   const { columns, sourceColumns, overriding } = ctx;
   const values = columns.map((c) => `s.a${sourceColumns.indexOf(c) + 1}`).join(', ');
-  const range = ' WHERE ctid >= $1::tid AND ctid < $2::tid FOR SHARE';
+  const range = ' WHERE ctid >= $1::tid AND ctid < $2::tid';
   const select = `SELECT ${values} FROM ${positional(ctx.table, sourceColumns, range)}`;
   const overridingClause = overriding ? ' OVERRIDING SYSTEM VALUE' : '';
   const insertInto = `INSERT INTO ${qualified(ctx.shadow)} (${columns.map(q).join(', ')})${overridingClause}`;
@@ -38,8 +49,8 @@ function pageSql(ctx: PlanContext): Pick<PlanSql, 'backfillBatch' | 'backfillBat
 }
 
 /**
- * Key ranges: bounds first (no locks, index order), then the copy of exactly that range under FOR SHARE.
- * The checkpoint is the bound, never a key read under the lock: a row re-keyed while we waited cannot move it.
+ * Key ranges: bounds first (index order), then the copy of exactly that range, without row locks (the key log
+ * covers what changes meanwhile). The checkpoint is the bound, never a key the copy read.
  */
 /** The key as a row value, and the parameters that bound it (`$from`, `$from + 1`, … cast to the key's types). */
 export function keyTuple(ctx: PlanContext): { tuple: string; params: (from: number) => string; n: number } {
@@ -61,7 +72,7 @@ function keySql(ctx: PlanContext): Pick<PlanSql, 'maxKey' | 'keyBound' | 'keyBou
   const order = sourceKey.map(q).join(', ');
   const between = `${tuple} > ${params(1)} AND ${tuple} <= ${params(n + 1)}`;
   const copy = (where: string) =>
-    `WITH src AS (SELECT ${colList} FROM ${t} WHERE ${where} FOR SHARE),
+    `WITH src AS (SELECT ${colList} FROM ${t} WHERE ${where}),
 ins AS (INSERT INTO ${qualified(ctx.shadow)} (${colList})${ctx.overriding ? ' OVERRIDING SYSTEM VALUE' : ''} ` +
     `SELECT ${colList} FROM src ON CONFLICT DO NOTHING RETURNING 1)
 SELECT (SELECT count(*) FROM src)::bigint AS read, (SELECT count(*) FROM ins)::bigint AS inserted`;

@@ -6,7 +6,7 @@
  */
 import { displayName, qualified, quoteLiteral, TableRef } from '../ident';
 import { PlanContext, q, sibling } from './context';
-import { dropTriggersSql, guardViewSql, mirrorSql, syncObjects, triggersSql } from './sync';
+import { dropTriggersSql, guardViewSql, keyLogOf, mirrorSql, syncObjects, triggersSql } from './sync';
 import type { IndexRename, PlanSql } from './types';
 
 type CutoverSql = Pick<PlanSql, 'cutover' | 'swapBack' | 'validateInbound' | 'finalize'>;
@@ -71,7 +71,8 @@ function cutoverSql(ctx: PlanContext, renames: IndexRename[], dropSyncTrigger: s
   const { table, info, old } = ctx;
   const { reverse, guard } = syncObjects(info.oid);
   return [
-    lockAll(ctx, [table, ctx.shadow]),
+    // the key log too: the cut-over drains it under the lock and drops it
+    lockAll(ctx, [table, ctx.shadow, keyLogOf(table)]),
     ...dropSyncTrigger,
     ...info.inboundForeignKeys.map((fk) => `ALTER TABLE ${qualified(fk.table)} DROP CONSTRAINT ${q(fk.name)}`),
     ...swapSql(

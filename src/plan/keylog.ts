@@ -1,10 +1,13 @@
 /**
- * Working step 1 of docs/sync-design.md: the key log. The application's row trigger only appends the changed
- * row's key (old and new on a key change) to an append-only table, which never conflicts with anything, so it
+ * The key log (docs/sync-design.md): the application's row trigger only appends the changed row's key (old and
+ * new on a key change) to an append-only table beside the source, which never conflicts with anything, so it
  * raises no serialization failure under any isolation level; partflow applies the log from its own READ
- * COMMITTED transactions by re-copying each logged key's current row. Not wired into partitionTable yet.
+ * COMMITTED transactions by re-copying each logged key's current row. Batches of the copy hold an advisory lock
+ * shared and the applier holds it exclusively, so an entry is applied only after every batch that could have
+ * read the row's older state has committed.
  */
-import { qualified, quoteIdent as q, TableRef } from '../ident';
+import { qualified, quoteIdent as q, quoteLiteral, TableRef } from '../ident';
+import type { PartitionColumnType } from '../partitions';
 
 export interface KeyLogSpec {
   source: TableRef;
@@ -15,40 +18,110 @@ export interface KeyLogSpec {
   key: { name: string; type: string }[];
   /** the columns copied, in the target's order */
   columns: string[];
+  /**
+   * the source's columns in attnum order (generated ones too): the trigger and the applier read the source by
+   * position, so a column renamed or added during the run breaks neither; absent: `columns`
+   */
+  sourceColumns?: string[];
+  /** inserts need OVERRIDING SYSTEM VALUE (an identity column); these are never updated */
+  overriding?: boolean;
+  identityAlways?: string[];
+  /** counts updates that move a row to another month, with nextval (no row lock) */
+  moves?: { column: string; type: PartitionColumnType; timeZone: string; counter: TableRef };
   /** advisory lock key: batches of the copy hold it shared, the applier exclusively */
   lockKey: number;
+  /** some key column's `=` is not identity (ColumnInfo.equalIsIdentical false): the copy de-duplicates */
+  looseKeys?: boolean;
+}
+
+/** The applier's statements (keyLogApplySql), kept in the plan. */
+export interface KeyLogApplySql {
+  lock: string;
+  take: string;
+  clear: string;
+  copy: string;
+  /** what a batch of the copy runs first in its transaction */
+  batchLock: string;
+  /** one row (`n`): entries waiting */
+  backlog: string;
 }
 
 export const KEYLOG_TRIGGER = 'partflow_keylog';
 
-/** The log table, its trigger function and the trigger: one transaction. */
-export function keyLogInstallSql(s: KeyLogSpec): string[] {
+/** partflow's advisory lock key space for key logs: 'pf' in the high bits, the table's OID below. */
+export function keyLogLockKey(oid: number): number {
+  return 0x7066_0000_0000 + oid;
+}
+
+function positions(s: KeyLogSpec): { alias: (c: string) => string; aliases: string } {
+  const cols = s.sourceColumns ?? s.columns;
+  const alias = (c: string) => {
+    const i = cols.indexOf(c);
+    if (i < 0) throw new Error(`column ${c} is not a source column`);
+    return `a${i + 1}`;
+  };
+  return { alias, aliases: cols.map((_, i) => `a${i + 1}`).join(', ') };
+}
+
+/** The log table (an identity `seq` and the key's columns). */
+export function keyLogTableSql(s: KeyLogSpec): string {
   const cols = s.key.map((k) => `${q(k.name)} ${k.type}`).join(', ');
+  const seq = 'seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY';
+  return `CREATE TABLE IF NOT EXISTS ${qualified(s.log)} (${seq}, ${cols})`;
+}
+
+/**
+ * The trigger's function: one INSERT into the log per row change (two on a key change), reading OLD and NEW by
+ * position. SECURITY DEFINER with a pinned search_path, as the mirror was: it runs with its owner's rights
+ * whatever rights the writing role has.
+ */
+export function keyLogFunctionSql(s: KeyLogSpec): string {
+  const { alias, aliases } = positions(s);
+  const oldRow = `(SELECT OLD.*) AS o(${aliases})`;
+  const newRow = `(SELECT NEW.*) AS n(${aliases})`;
   const names = s.key.map((k) => q(k.name)).join(', ');
-  const row = (r: string) => s.key.map((k) => `${r}.${q(k.name)}`).join(', ');
-  // the key changed by = or by its text (a case-only change under a nondeterministic collation)
+  const keyOf = (r: string) => s.key.map((k) => `${r}.${alias(k.name)}`).join(', ');
+  // the key changed by = or by its text (a case-only change under a nondeterministic collation, 1.0 to 1.00)
   const changed = s.key
-    .map(
-      (k) =>
-        `OLD.${q(k.name)} IS DISTINCT FROM NEW.${q(k.name)} ` +
-        `OR (OLD.${q(k.name)})::text COLLATE "C" IS DISTINCT FROM (NEW.${q(k.name)})::text COLLATE "C"`,
-    )
+    .map((k) => {
+      const [o, n] = [`o.${alias(k.name)}`, `n.${alias(k.name)}`];
+      return `${o} IS DISTINCT FROM ${n} OR (${o})::text COLLATE "C" IS DISTINCT FROM (${n})::text COLLATE "C"`;
+    })
     .join(' OR ');
   const log = qualified(s.log);
-  return [
-    `CREATE TABLE IF NOT EXISTS ${log} (seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, ${cols})`,
-    `CREATE OR REPLACE FUNCTION ${qualified(s.fn)}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
+  let moves = '';
+  if (s.moves) {
+    const m = s.moves;
+    const month = (r: string) =>
+      m.type === 'timestamptz'
+        ? `date_trunc('month', ${r}.${alias(m.column)} AT TIME ZONE ${quoteLiteral(m.timeZone)})`
+        : `date_trunc('month', ${r}.${alias(m.column)}::timestamp)`;
+    moves = `
+    IF (SELECT ${month('o')} IS DISTINCT FROM ${month('n')} FROM ${oldRow}, ${newRow}) THEN
+      PERFORM nextval(${quoteLiteral(qualified(m.counter))}::regclass);
+    END IF;`;
+  }
+  return `CREATE OR REPLACE FUNCTION ${qualified(s.fn)}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp AS $partflow$
 BEGIN
-  IF TG_OP <> 'INSERT' THEN
-    INSERT INTO ${log} (${names}) VALUES (${row('OLD')});
-  END IF;
-  IF TG_OP = 'INSERT' OR (TG_OP = 'UPDATE' AND (${changed})) THEN
-    INSERT INTO ${log} (${names}) VALUES (${row('NEW')});
+  IF TG_OP = 'INSERT' THEN
+    INSERT INTO ${log} (${names}) SELECT ${keyOf('n')} FROM ${newRow};
+  ELSIF TG_OP = 'DELETE' THEN
+    INSERT INTO ${log} (${names}) SELECT ${keyOf('o')} FROM ${oldRow};
+  ELSE
+    INSERT INTO ${log} (${names}) SELECT ${keyOf('o')} FROM ${oldRow}
+      UNION ALL SELECT ${keyOf('n')} FROM ${oldRow}, ${newRow} WHERE ${changed};${moves}
   END IF;
   RETURN NULL;
 END
-$partflow$`,
+$partflow$`;
+}
+
+/** The log table, its trigger function and the trigger: one transaction (the plan's sync step adds more). */
+export function keyLogInstallSql(s: KeyLogSpec): string[] {
+  return [
+    keyLogTableSql(s),
+    keyLogFunctionSql(s),
     `CREATE TRIGGER ${q(KEYLOG_TRIGGER)} AFTER INSERT OR UPDATE OR DELETE ON ${qualified(s.source)}
        FOR EACH ROW EXECUTE FUNCTION ${qualified(s.fn)}()`,
   ];
@@ -65,21 +138,23 @@ export function keyLogDropSql(s: KeyLogSpec): string[] {
 /**
  * One apply round, each statement in the same READ COMMITTED transaction after the exclusive advisory lock:
  * `take` removes up to $1 entries committed before it and returns their distinct keys as array literals (text:
- * no precision lost on the way through the client); `clear`
- * deletes those keys from the target; `copy` (a new statement: a new snapshot) inserts each key's current row
- * from the source. The key arrays are $1..$n of `clear` and `copy`.
+ * no precision lost on the way through the client); `clear` deletes those keys from the target; `copy` (a new
+ * statement: a new snapshot) inserts each key's current row from the source, read by position. The key arrays
+ * are $1..$n of `clear` and `copy`.
  */
-export function keyLogApplySql(s: KeyLogSpec): { lock: string; take: string; clear: string; copy: string } {
+export function keyLogApplySql(s: KeyLogSpec): KeyLogApplySql {
   const log = qualified(s.log);
   const names = s.key.map((k) => q(k.name));
-  const arrays = s.key.map((k, i) => `$${i + 1}::${k.type}[]`).join(', ');
-  const u = `unnest(${arrays}) AS u(${names.join(', ')})`;
-  const match = (t: string) => names.map((n) => `${t}.${n} = u.${n}`).join(' AND ');
-  const cols = s.columns.map(q).join(', ');
-  const settable = s.columns.filter((c) => !s.key.some((k) => k.name === c));
+  const { alias, aliases } = positions(s);
+  const us = s.key.map((_, i) => `k${i + 1}`);
+  const u = `unnest(${s.key.map((k, i) => `$${i + 1}::${k.type}[]`).join(', ')}) AS u(${us.join(', ')})`;
+  const clearMatch = names.map((n, i) => `t.${n} = u.${us[i]}`).join(' AND ');
+  const sourceKey = `(${s.key.map((k) => `s.${alias(k.name)}`).join(', ')})`;
+  const settable = s.columns.filter((c) => !s.key.some((k) => k.name === c) && !s.identityAlways?.includes(c));
   const conflict = settable.length
     ? `ON CONFLICT (${names.join(', ')}) DO UPDATE SET ${settable.map((c) => `${q(c)} = EXCLUDED.${q(c)}`).join(', ')}`
     : 'ON CONFLICT DO NOTHING';
+  const overriding = s.overriding ? ' OVERRIDING SYSTEM VALUE' : '';
   return {
     lock: `SELECT pg_advisory_xact_lock(${s.lockKey})`,
     take:
@@ -87,14 +162,30 @@ export function keyLogApplySql(s: KeyLogSpec): { lock: string; take: string; cle
       `RETURNING ${names.join(', ')}) ` +
       `SELECT count(*)::int AS n, ${names.map((n, i) => `array_agg(${n})::text AS a${i + 1}`).join(', ')} ` +
       `FROM (SELECT DISTINCT ${names.join(', ')} FROM d) x`,
-    clear: `DELETE FROM ${qualified(s.target)} t USING ${u} WHERE ${match('t')}`,
+    clear: `DELETE FROM ${qualified(s.target)} t USING ${u} WHERE ${clearMatch}`,
     copy:
-      `INSERT INTO ${qualified(s.target)} (${cols}) SELECT ${s.columns.map((c) => `s.${q(c)}`).join(', ')} ` +
-      `FROM ${qualified(s.source)} s JOIN ${u} ON ${match('s')} ${conflict}`,
+      `INSERT INTO ${qualified(s.target)} (${s.columns.map(q).join(', ')})${overriding} ` +
+      `SELECT ${s.looseKeys ? `DISTINCT ON ${sourceKey} ` : ''}${s.columns.map((c) => `s.${alias(c)}`).join(', ')} ` +
+      // a semi-join; with loose keys also DISTINCT ON: PostgreSQL 15 makes the logged keys unique under the
+      // array's collation before joining, so 'alice' and 'ALICE' both match a case-insensitive column's row
+      `FROM (SELECT * FROM ${qualified(s.source)}) AS s(${aliases}) ` +
+      `WHERE ${sourceKey} IN (SELECT ${us.join(', ')} FROM ${u}) ${conflict}`,
+    batchLock: `SELECT pg_advisory_xact_lock_shared(${s.lockKey})`,
+    backlog: `SELECT count(*)::bigint AS n FROM ${log}`,
   };
 }
 
 /** What a batch of the copy takes first in its transaction: the applier waits for batches in flight. */
 export function keyLogBatchLockSql(s: KeyLogSpec): string {
   return `SELECT pg_advisory_xact_lock_shared(${s.lockKey})`;
+}
+
+/**
+ * The verification's filter on the source's positional row `s`: keys with an entry in the log are left out on
+ * both sides (the drain before the cut-over applies them).
+ */
+export function notLoggedSql(s: KeyLogSpec, sourceColumns: string[]): string {
+  const alias = (c: string) => `s.a${sourceColumns.indexOf(c) + 1}`;
+  const match = s.key.map((k) => `l.${q(k.name)} = ${alias(k.name)}`).join(' AND ');
+  return `NOT EXISTS (SELECT 1 FROM ${qualified(s.log)} l WHERE ${match})`;
 }

@@ -237,7 +237,14 @@ export function constraintsWithoutKey(info: TableInfo): TableInfo['indexes'] {
 /** All names the plan creates; each must fit in 63 bytes and be free. */
 export function plannedNames(table: TableRef, partitions: PlannedPartition[], indexCount: number): string[] {
   const n = table.name;
-  const names = [`${n}_pf_shadow`, `${n}_old`, `${n}_default`, `${n}_pf_moves`, ...partitions.map((p) => p.name)];
+  const names = [
+    `${n}_pf_shadow`,
+    `${n}_old`,
+    `${n}_default`,
+    `${n}_pf_moves`,
+    `${n}_pf_log`,
+    ...partitions.map((p) => p.name),
+  ];
   for (let i = 0; i < indexCount; i++) names.push(`${n}_pfi_${i}`, `${n}_pfo_${i}`);
   return names;
 }

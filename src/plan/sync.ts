@@ -7,6 +7,7 @@
 import { displayName, qualified, quoteLiteral, TableRef } from '../ident';
 import type { PartitionColumnType } from '../partitions';
 import { PlanContext, q, sibling } from './context';
+import { KeyLogApplySql, keyLogApplySql, keyLogFunctionSql, keyLogLockKey, KeyLogSpec, keyLogTableSql } from './keylog';
 import {
   FORWARD_TRIGGER,
   FORWARD_TRUNCATE_TRIGGER,
@@ -264,21 +265,63 @@ export function movesCounter(ctx: PlanContext): TableRef {
   return counterOf(ctx.table, 'moves');
 }
 
-type SyncSql = Pick<PlanSql, 'shape' | 'triggerFence' | 'moves' | 'dropCounters' | 'syncTrigger' | 'dropSyncTrigger'>;
+/** `<table>_pf_log`: the forward direction's key log, beside the table as the counters are. */
+export function keyLogOf(table: TableRef): TableRef {
+  return sibling(table, `${table.name}_pf_log`);
+}
 
+/** The forward direction's key log: the table's changed keys, applied to the copy by partflow (keylog.ts). */
+export function keyLogSpec(ctx: PlanContext): KeyLogSpec {
+  const { forward } = syncObjects(ctx.info.oid);
+  const typeOf = (k: string) => ctx.info.columns.find((c) => c.name === k)!.type;
+  return {
+    source: ctx.table,
+    target: ctx.shadow,
+    log: keyLogOf(ctx.table),
+    fn: forward.fn,
+    key: ctx.shadowKey.map((name) => ({ name, type: typeOf(name) })),
+    columns: ctx.columns,
+    sourceColumns: ctx.sourceColumns,
+    overriding: ctx.overriding,
+    identityAlways: ctx.identityAlways,
+    moves: { column: ctx.column, type: ctx.type, timeZone: ctx.opts.timeZone, counter: movesCounter(ctx) },
+    lockKey: keyLogLockKey(ctx.info.oid),
+    looseKeys: ctx.shadowKey.some((k) => ctx.info.columns.find((c) => c.name === k)?.equalIsIdentical === false),
+  };
+}
+
+type SyncSql = Pick<
+  PlanSql,
+  'shape' | 'triggerFence' | 'moves' | 'dropCounters' | 'syncTrigger' | 'dropSyncTrigger' | 'keyLog'
+>;
+
+/**
+ * The forward sync: the key log (its table, the trigger that appends keys, the applier's statements), the
+ * TRUNCATE companion that empties the copy, the counters and the guard view. Undo: drop them, the log too.
+ */
 export function syncStep(ctx: PlanContext): SyncSql {
   const { info } = ctx;
   const { forward, guard } = syncObjects(info.oid);
   const counter = qualified(movesCounter(ctx));
   const iso = qualified(counterOf(ctx.table, 'iso'));
   const trunc = qualified(counterOf(ctx.table, 'trunc'));
+  const spec = keyLogSpec(ctx);
+  const log = qualified(spec.log);
   const on = qualified(ctx.table);
+  // the trigger's function may run as the table's owner (ownedSql): the owner then owns what it writes
+  const owned =
+    info.owner !== info.currentUser
+      ? [counter, iso, trunc].map((x) => `ALTER SEQUENCE ${x} OWNER TO ${q(info.owner)}`)
+      : [];
   const syncTrigger = [
     ...[counter, iso, trunc].map((x) => `CREATE SEQUENCE IF NOT EXISTS ${x}`),
-    ...(info.owner !== info.currentUser
-      ? [counter, iso, trunc].map((x) => `ALTER SEQUENCE ${x} OWNER TO ${q(info.owner)}`)
-      : []),
-    ...mirrorSql(ctx, forward, ctx.shadow, ctx.shadowKey),
+    keyLogTableSql(spec),
+    ...owned,
+    ...(info.owner !== info.currentUser ? [`ALTER TABLE ${log} OWNER TO ${q(info.owner)}`] : []),
+    keyLogFunctionSql(spec),
+    ...ownedSql(ctx, forward.fn),
+    truncateFunctionSql(forward.truncateFn, ctx.shadow, counterOf(ctx.table, 'trunc')),
+    ...ownedSql(ctx, forward.truncateFn),
     ...triggersSql(on, forward),
     ...guardViewSql(ctx, guard),
   ];
@@ -288,6 +331,9 @@ export function syncStep(ctx: PlanContext): SyncSql {
     moves: `SELECT CASE WHEN is_called THEN last_value ELSE 0 END::bigint AS n FROM ${counter}`,
     dropCounters: [counter, iso, trunc].map((x) => `DROP SEQUENCE IF EXISTS ${x}`),
     syncTrigger,
-    dropSyncTrigger: dropTriggersSql(on, forward, guard),
+    dropSyncTrigger: [...dropTriggersSql(on, forward, guard), `DROP TABLE IF EXISTS ${log}`],
+    keyLog: keyLogApplySql(spec),
   };
 }
+
+export type { KeyLogApplySql };

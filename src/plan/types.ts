@@ -10,6 +10,7 @@
 import type { ForeignKeyInfo } from '../catalog';
 import type { TableRef } from '../ident';
 import type { PartitionColumnType } from '../partitions';
+import type { KeyLogApplySql } from './keylog';
 
 export const FORWARD_TRIGGER = 'partflow_sync_fwd';
 export const REVERSE_TRIGGER = 'partflow_sync_rev';
@@ -46,6 +47,11 @@ export interface PlanSql {
   dropShadow: string[];
   syncTrigger: string[];
   dropSyncTrigger: string[];
+  /**
+   * the key log's applier (src/plan/keylog.ts); plans made before it mirror every write into the copy in the
+   * writer's transaction instead
+   */
+  keyLog?: KeyLogApplySql;
   /** $1, $2: tid bounds [from, to); skips rows the trigger wrote already */
   backfillBatch: string;
   /** the same without ON CONFLICT: faster, fails with 23505 when the trigger wrote a row of the range */

@@ -2,6 +2,7 @@ import { compareChecksums } from '../../activities/partition';
 import type { TableInfo } from '../../src/catalog';
 import { validatePartitionInput } from '../../src/input';
 import {
+  backfillSql,
   buildPlan,
   mirrorFunctionSql,
   pagesPerBatch,
@@ -230,8 +231,9 @@ describe('buildPlan', () => {
     expect(plan.columns).toEqual(['id', 'created_at', 'url']);
   });
 
-  it('backfills page ranges with FOR SHARE and ON CONFLICT DO NOTHING', () => {
-    expect(plan.sql.backfillBatch).toMatch(/WHERE ctid >= \$1::tid AND ctid < \$2::tid FOR SHARE/);
+  it('backfills page ranges without row locks and with ON CONFLICT DO NOTHING', () => {
+    expect(plan.sql.backfillBatch).toMatch(/WHERE ctid >= \$1::tid AND ctid < \$2::tid\) AS s/);
+    expect(plan.sql.backfillBatch).not.toMatch(/FOR SHARE/);
     expect(plan.sql.backfillBatch).toMatch(/ON CONFLICT DO NOTHING$/);
     // the fast form is the same copy without ON CONFLICT: a row the trigger wrote makes it fail with 23505
     expect(plan.sql.backfillBatchFast).toBe(plan.sql.backfillBatch.replace(/ ON CONFLICT DO NOTHING$/, ''));
@@ -240,7 +242,9 @@ describe('buildPlan', () => {
 
   it('cuts over in order: lock, drop triggers and guard, renames, sequence ownership, reverse triggers and guard', () => {
     const c = plan.sql.cutover;
-    expect(c[0]).toBe('LOCK TABLE "public"."gi", "public"."gi_pf_shadow" IN ACCESS EXCLUSIVE MODE');
+    expect(c[0]).toBe(
+      'LOCK TABLE "public"."gi", "public"."gi_pf_shadow", "public"."gi_pf_log" IN ACCESS EXCLUSIVE MODE',
+    );
     expect(c[1]).toBe('DROP TRIGGER IF EXISTS "partflow_sync_fwd" ON "public"."gi"');
     const i = (s: string) => c.indexOf(s);
     expect(i('ALTER TABLE "public"."gi" RENAME TO "gi_old"')).toBeLessThan(
@@ -292,13 +296,13 @@ describe('buildPlan', () => {
 });
 
 describe('key-range mode', () => {
-  it('is chosen on PostgreSQL 13 and walks bounds first, then copies exactly the range under FOR SHARE', () => {
+  it('is chosen on PostgreSQL 13 and walks bounds first, then copies exactly the range without row locks', () => {
     const p = buildPlan(fixture({ serverVersionNum: 130011 }), opts);
     expect(p.copyMode).toBe('keys');
     expect(p.sql.keyBound).toBe(
       'SELECT ARRAY["id"::text] AS k FROM "public"."gi" WHERE ("id") > ($1::bigint) AND ("id") <= ($2::bigint) ORDER BY "id" OFFSET $3::int - 1 LIMIT 1',
     );
-    expect(p.sql.keyCopy).toMatch(/WHERE \("id"\) > \(\$1::bigint\) AND \("id"\) <= \(\$2::bigint\) FOR SHARE/);
+    expect(p.sql.keyCopy).toMatch(/WHERE \("id"\) > \(\$1::bigint\) AND \("id"\) <= \(\$2::bigint\)\),/);
     expect(p.sql.maxKey).toBe('SELECT ARRAY["id"::text] AS k FROM "public"."gi" ORDER BY "id" DESC LIMIT 1');
     expect(planStatements(p).filter((s) => s.step === 'backfill')).toHaveLength(2);
   });
@@ -381,6 +385,55 @@ describe('the mirror trigger', () => {
     });
     expect(s2).toMatch(/OVERRIDING SYSTEM VALUE/);
     expect(s2).toMatch(/DO UPDATE SET "v" = EXCLUDED\."v";/);
+  });
+});
+
+describe('the key log (forward sync)', () => {
+  const plan = buildPlan(fixture(), opts);
+  it('installs a trigger that only appends keys to the log beside the table, read by position', () => {
+    const s = plan.sql.syncTrigger.join('\n');
+    expect(s).toContain(
+      'CREATE TABLE IF NOT EXISTS "public"."gi_pf_log" (seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, ' +
+        '"id" bigint, "created_at" timestamp with time zone)',
+    );
+    expect(s).toMatch(
+      /IF TG_OP = 'INSERT' THEN\s+INSERT INTO "public"\."gi_pf_log" \("id", "created_at"\) SELECT n\.a1, n\.a2 FROM \(SELECT NEW\.\*\) AS n\(a1, a2, a3, a4\);/,
+    );
+    // an update logs the old key, and the new one only when the key changed (by = or by its text)
+    expect(s).toMatch(
+      /UNION ALL SELECT n\.a1, n\.a2 FROM .* WHERE o\.a1 IS DISTINCT FROM n\.a1 OR \(o\.a1\)::text COLLATE "C" IS DISTINCT FROM \(n\.a1\)::text COLLATE "C" OR/,
+    );
+    // it writes nothing into the copy: no statement of the function names it
+    const fn = plan.sql.syncTrigger.find((x) => x.includes('"partflow"."fwd_4242"() RETURNS trigger'))!;
+    expect(fn).not.toMatch(/gi_pf_shadow/);
+    expect(fn).not.toMatch(/NEW\."|OLD\."/);
+    expect(fn).toMatch(/nextval\('"public"\."gi_pf_moves"'::regclass\)/);
+    expect(plan.sql.dropSyncTrigger).toContain('DROP TABLE IF EXISTS "public"."gi_pf_log"');
+  });
+
+  it('applies under an exclusive advisory lock that each batch holds shared, re-copying by key', () => {
+    const k = plan.sql.keyLog!;
+    expect(k.lock).toMatch(/^SELECT pg_advisory_xact_lock\(\d+\)$/);
+    expect(k.batchLock).toBe(k.lock.replace('pg_advisory_xact_lock', 'pg_advisory_xact_lock_shared'));
+    expect(backfillSql(plan).keyLog).toEqual(k);
+    // only entries committed before the statement: by seq in a subquery, never "seq <= max"
+    expect(k.take).toMatch(
+      /DELETE FROM "public"\."gi_pf_log" WHERE seq IN \(SELECT seq FROM "public"\."gi_pf_log" ORDER BY seq LIMIT \$1\)/,
+    );
+    expect(k.clear).toBe(
+      'DELETE FROM "public"."gi_pf_shadow" t USING unnest($1::bigint[], $2::timestamp with time zone[]) AS u(k1, k2) ' +
+        'WHERE t."id" = u.k1 AND t."created_at" = u.k2',
+    );
+    expect(k.copy).toMatch(
+      /^INSERT INTO "public"\."gi_pf_shadow" \("id", "created_at", "url"\) SELECT s\.a1, s\.a2, s\.a3 FROM \(SELECT \* FROM "public"\."gi"\) AS s\(a1, a2, a3, a4\) WHERE \(s\.a1, s\.a2\) IN \(SELECT k1, k2 FROM unnest/,
+    );
+  });
+
+  it('leaves logged keys out of both sides of the verification', () => {
+    const notLogged = 'NOT EXISTS (SELECT 1 FROM "public"."gi_pf_log" l WHERE l."id" = s.a1 AND l."created_at" = s.a2)';
+    expect(plan.sql.verifyChunk!.source.between).toContain(notLogged);
+    expect(plan.sql.verifyChunk!.shadow.between).toContain(notLogged);
+    expect(plan.sql.verifySource).toContain(notLogged);
   });
 });
 
