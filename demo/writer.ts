@@ -30,6 +30,8 @@ export interface WriterStats {
   deletes: number;
   errors: number;
   errorSamples: string[];
+  /** 40001 of REPEATABLE READ or SERIALIZABLE lanes (`isolation`): the application retries, not an error */
+  serializationFailures: number;
   maxLatencyMs: number;
   p99LatencyMs: number;
   /** the slowest statements, slowest first: how long, when it started (epoch ms), which kind */
@@ -59,6 +61,7 @@ export class Writer {
     deletes: 0,
     errors: 0,
     errorSamples: [],
+    serializationFailures: 0,
     maxLatencyMs: 0,
     p99LatencyMs: 0,
     slowest: [],
@@ -78,6 +81,12 @@ export class Writer {
       onConnect?: string;
       /** inserted rows' timestamps, in days from now; default 13 months back to 2 months ahead */
       insertDays?: [number, number];
+      /**
+       * the lanes' isolation levels, by lane number modulo the list: each statement then runs in a transaction
+       * of that level that takes its snapshot first (a read of one of the lane's rows), as an application
+       * reading before it writes; 40001 is counted in `serializationFailures` and the change is not recorded
+       */
+      isolation?: ('READ COMMITTED' | 'REPEATABLE READ' | 'SERIALIZABLE')[];
     } = {},
   ) {}
 
@@ -138,6 +147,22 @@ export class Writer {
     const s = this.spec;
     const ret = `RETURNING ${s.id}::text AS k, row_to_json(t)::text AS r`;
     const pause = 1000 / (this.opts.opsPerSecondPerLane ?? 25);
+    const level = this.opts.isolation?.[laneNo % this.opts.isolation.length];
+    // the statement alone (autocommit), or in a transaction of the lane's level whose snapshot comes first
+    const run = async (sql: string, params: unknown[]) => {
+      if (!level) return lane.client.query(sql, params);
+      try {
+        await lane.client.query(`BEGIN ISOLATION LEVEL ${level}`);
+        await lane.client.query(`SELECT 1 FROM ${s.table} WHERE ${s.id} = $1`, [lane.ids[0] ?? null]);
+        await new Promise((r) => setTimeout(r, 5));
+        const r = await lane.client.query(sql, params);
+        await lane.client.query('COMMIT');
+        return r;
+      } catch (err) {
+        await lane.client.query('ROLLBACK').catch(() => undefined);
+        throw err;
+      }
+    };
     while (this.running) {
       if (this.holding) {
         this.idle[laneNo] = true;
@@ -154,11 +179,11 @@ export class Writer {
           // timestamps from 13 months ago to 2 months ahead: old partitions, current, future and the default
           const [lo, hi] = this.opts.insertDays ?? [-340, 60];
           const ts = new Date(Date.now() + Math.floor((lo + rnd() * (hi - lo)) * 86400_000));
-          const r = await lane.client.query(`${s.insertSql} ${ret}`, [ts]);
+          const r = await run(`${s.insertSql} ${ret}`, [ts]);
           this.apply(lane, r.rows[0], true);
           this.stats.inserts++;
         } else if (op === 'update') {
-          const r = await lane.client.query(
+          const r = await run(
             `UPDATE ${s.table} AS t SET ${s.payload} = md5(random()::text) WHERE ${s.id} = $1 ${ret}`,
             [id],
           );
@@ -168,7 +193,7 @@ export class Writer {
           }
         } else if (op === 'move') {
           const days = rnd() < 0.5 ? -35 : 33;
-          const r = await lane.client.query(
+          const r = await run(
             `UPDATE ${s.table} AS t SET ${s.ts} = ${s.ts} + interval '${days} days' WHERE ${s.id} = $1 ${ret}`,
             [id],
           );
@@ -177,17 +202,14 @@ export class Writer {
             this.stats.moves++;
           }
         } else if (op === 'rekey') {
-          const r = await lane.client.query(
-            `UPDATE ${s.table} AS t SET ${s.id} = ${s.newIdExpr} WHERE ${s.id} = $1 ${ret}`,
-            [id],
-          );
+          const r = await run(`UPDATE ${s.table} AS t SET ${s.id} = ${s.newIdExpr} WHERE ${s.id} = $1 ${ret}`, [id]);
           if (r.rowCount) {
             this.forget(lane, idx, id);
             this.apply(lane, r.rows[0], true);
             this.stats.rekeys++;
           }
         } else {
-          const r = await lane.client.query(`DELETE FROM ${s.table} WHERE ${s.id} = $1`, [id]);
+          const r = await run(`DELETE FROM ${s.table} WHERE ${s.id} = $1`, [id]);
           if (r.rowCount) {
             this.forget(lane, idx, id);
             this.stats.deletes++;
@@ -195,8 +217,12 @@ export class Writer {
         }
         this.stats.ops++;
       } catch (err) {
-        this.stats.errors++;
-        if (this.stats.errorSamples.length < 5) this.stats.errorSamples.push(`${op}: ${(err as Error).message}`);
+        if (level && (err as { code?: string }).code === '40001') {
+          this.stats.serializationFailures++;
+        } else {
+          this.stats.errors++;
+          if (this.stats.errorSamples.length < 5) this.stats.errorSamples.push(`${op}: ${(err as Error).message}`);
+        }
       }
       const took = Date.now() - t0;
       this.latencies.push(took);

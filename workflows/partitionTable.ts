@@ -123,6 +123,19 @@ const chunk = proxyActivities<Activities>({
   cancellationType,
 });
 
+/**
+ * The key log's applier while the run waits. TRY_CANCEL: the workflow goes on at once when the wait ends (a
+ * cancellation reaches an activity only with a heartbeat's answer, seconds later); an applier still running
+ * then is harmless: rounds are serialised by the log's advisory lock, the cut-over's and the swap back's
+ * LOCK TABLE wait for a round in flight, and a round after the log was dropped ends the activity.
+ */
+const follow = proxyActivities<Activities>({
+  startToCloseTimeout: '12h',
+  heartbeatTimeout: '10s',
+  retry,
+  cancellationType: ActivityCancellationType.TRY_CANCEL,
+});
+
 /** How long one backfill activity runs before the workflow looks at pause/throttle/rollback again. */
 const CHUNK_MS = 3000;
 
@@ -498,7 +511,8 @@ async function rollbackWindow(run: Run, plan: Plan): Promise<void> {
   const endsAt = Date.now() + opts.rollbackWindowMs; // workflow time: deterministic
   for (;;) {
     const left = endsAt - Date.now();
-    if (left > 0) await condition(() => s.finalizeRequested || s.rollbackRequested, left);
+    // the reverse key log applied meanwhile (plans with one), so the swap back finds it short
+    if (left > 0) await followingKeyLog(plan, () => s.finalizeRequested || s.rollbackRequested, 'reverse', left);
     if (!s.rollbackRequested) break;
     // a rollback that would lose what a deploy added to the new table is refused; the window goes on
     const blocker = await short.rollbackBlocker(plan);
@@ -516,26 +530,57 @@ async function rollbackWindow(run: Run, plan: Plan): Promise<void> {
 }
 
 /**
- * `work` until `until` holds, then cancelled (and waited for: nothing of it runs after this returns); with a
- * plan that has a key log, `followKeyLog` runs beside it the whole time, so the log stays short while the run
- * waits.
+ * `work` until `until` holds (or `timeoutMs` passed), then cancelled and waited for: nothing of it runs after
+ * this returns. With a plan that has the key log of `direction`, `followKeyLog` runs beside it the whole time,
+ * so the log stays short while the run waits.
  */
-async function untilThen(plan: Plan, until: () => boolean, work: () => Promise<void>): Promise<void> {
+async function untilThen(
+  plan: Plan,
+  until: () => boolean,
+  work: () => Promise<unknown>,
+  direction: 'forward' | 'reverse' = 'forward',
+  timeoutMs?: number,
+): Promise<void> {
+  const log = direction === 'forward' ? plan.sql.keyLog : plan.sql.reverseKeyLog;
   const scope = new CancellationScope();
-  void condition(until).then(() => scope.cancel());
+  let ended = false;
+  const end = timeoutMs === undefined ? condition(until) : condition(until, timeoutMs);
+  // a cancellation of the workflow rejects `end` too (and cancels the scope, its child): nothing to do here
+  void end.then(
+    () => {
+      ended = true;
+      scope.cancel();
+    },
+    () => undefined,
+  );
   await scope
     .run(async () => {
-      await Promise.all([work(), ...(plan.sql.keyLog ? [long.followKeyLog(plan)] : [])]);
+      // allSettled: a verification in flight (WAIT_CANCELLATION_COMPLETED) has stopped before the next step
+      // begins; either one ending ends the other: a failed verification stops the applier, a failed applier
+      // the wait
+      const both = [work(), ...(log ? [follow.followKeyLog(plan, direction)] : [])].map((p) =>
+        p.finally(() => scope.cancel()),
+      );
+      const failed = (await Promise.allSettled(both))
+        .filter((x): x is PromiseRejectedResult => x.status === 'rejected')
+        .map((x) => x.reason);
+      if (failed.length) throw failed.find((e) => !isCancellation(e)) ?? failed[0];
     })
     .catch((err) => {
-      if (!isCancellation(err) || !until()) throw err;
+      if (!isCancellation(err) || !ended) throw err;
     });
 }
 
-/** Waits until `until` holds; plans with a key log apply it meanwhile. */
-async function followingKeyLog(plan: Plan, until: () => boolean): Promise<void> {
-  if (!plan.sql.keyLog) return void (await condition(until));
-  await untilThen(plan, until, () => condition(until));
+/** Waits until `until` holds (at most `timeoutMs`); plans with the key log of `direction` apply it meanwhile. */
+async function followingKeyLog(
+  plan: Plan,
+  until: () => boolean,
+  direction: 'forward' | 'reverse' = 'forward',
+  timeoutMs?: number,
+): Promise<void> {
+  const log = direction === 'forward' ? plan.sql.keyLog : plan.sql.reverseKeyLog;
+  if (!log) return void (timeoutMs === undefined ? await condition(until) : await condition(until, timeoutMs));
+  await untilThen(plan, until, () => condition(until), direction, timeoutMs);
 }
 
 /**

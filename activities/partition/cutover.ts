@@ -234,9 +234,9 @@ export async function cutover({ pool, log }: Deps, plan: Plan, lockTimeoutMs: nu
 }
 
 /**
- * Under the cut-over's ACCESS EXCLUSIVE locks every writer of the table has committed or rolled back and no
- * new one can write, so the log cannot grow: its remainder is applied in the cut-over's transaction and the
- * log must then be empty.
+ * Under the cut-over's (or the swap back's) ACCESS EXCLUSIVE locks every writer of the table has committed or
+ * rolled back and no new one can write, so the log cannot grow: its remainder is applied in the step's
+ * transaction and the log must then be empty.
  */
 async function drainUnderLock(c: PoolClient, plan: Plan, keyLog: KeyLogApplySql): Promise<number> {
   let total = 0;
@@ -248,8 +248,8 @@ async function drainUnderLock(c: PoolClient, plan: Plan, keyLog: KeyLogApplySql)
   const left = await keyLogBacklog(c, keyLog);
   if (left) {
     throw failure(
-      `The key log of ${displayName(plan.table)} still holds ${left} entries under the cut-over's lock; ` +
-        'not cutting over.',
+      `The key log of ${displayName(plan.table)} still holds ${left} entries under the lock; ` +
+        'not swapping the tables.',
       'CopyDiverged',
     );
   }
@@ -292,12 +292,17 @@ export async function swapBack(
   let lockedAt = Date.now();
   const { lock, then } = splitLock(plan.sql.swapBack);
   const across = acrossPartitions(plan, lockTimeoutMs);
+  const keyLog = plan.sql.reverseKeyLog;
+  let underLock = 0;
   const swap = async (c: PoolClient) => {
+    if (keyLog) await drainKeyLog(pool, keyLog);
     await lockUpFront(c, [lock], across.budget);
     lockedAt = Date.now();
     await undoFence(c, plan.table);
     const loss = await rollbackLoss(c, plan);
     if (loss) throw failure(loss, 'TableChanged');
+    // the old table gets the last keys the application changed, then takes the name back
+    if (keyLog) underLock = await drainUnderLock(c, plan, keyLog);
     await runAll(c, then);
     await c.query(
       `UPDATE ${RUNS} SET cutover_done = false, updated_at = now() WHERE table_schema = $1 AND table_name = $2`,
@@ -308,7 +313,7 @@ export async function swapBack(
   if (swapped) await withLockRetry(pool, l, 'swap back', across.ms, swap, across.opts);
   const lockHoldMs = swapped ? Date.now() - lockedAt : 0;
   const notRestored = await validateInbound(deps, plan, lockTimeoutMs);
-  l.info({ swapped, lockHoldMs, notRestored }, 'swapped back to the original table');
+  l.info({ swapped, lockHoldMs, notRestored, keysAppliedUnderLock: underLock }, 'swapped back to the original table');
   return { swapped, lockHoldMs, notRestored };
 }
 

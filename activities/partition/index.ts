@@ -32,7 +32,7 @@ export function createPartitionActivities(deps: Deps) {
     installSyncTrigger: (plan: Plan, lockTimeoutMs: number) => installSyncTrigger(deps, plan, lockTimeoutMs),
     dropSyncTrigger: (plan: Plan, lockTimeoutMs: number) => dropSyncTrigger(deps, plan, lockTimeoutMs),
     backfillChunk: (input: BackfillChunkInput) => backfillChunk(deps, input),
-    followKeyLog: (plan: Plan) => followKeyLog(deps, plan),
+    followKeyLog: (plan: Plan, direction?: 'forward' | 'reverse') => followKeyLog(deps, plan, direction),
     verify: (plan: Plan, opts?: { analyze?: boolean; chunkRows?: number }) => verify(deps, plan, opts),
     cutover: (plan: Plan, lockTimeoutMs: number) => cutover(deps, plan, lockTimeoutMs),
     swapBack: (plan: Plan, lockTimeoutMs: number) => swapBack(deps, plan, lockTimeoutMs),

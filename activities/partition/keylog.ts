@@ -57,24 +57,33 @@ export async function keyLogBacklog(c: Pool | PoolClient, sql: KeyLogApplySql): 
 }
 
 /**
- * While the run waits (paused, or for approval): the key log applied every FOLLOW_EVERY_MS until the workflow
- * cancels this activity, so that the log stays short however long the wait. Heartbeats carry the backlog.
+ * While the run waits (paused, for approval, or through the rollback window with the reverse log): the key log
+ * applied every FOLLOW_EVERY_MS until the workflow cancels this activity, so that the log stays short however
+ * long the wait. Heartbeats carry the backlog.
  */
-export async function followKeyLog({ pool, log }: Deps, plan: Plan): Promise<{ keys: number }> {
-  await ownPlan(pool, plan.table, plan);
-  const sql = plan.sql.keyLog;
+export async function followKeyLog(
+  { pool, log }: Deps,
+  plan: Plan,
+  direction: 'forward' | 'reverse' = 'forward',
+): Promise<{ keys: number }> {
+  const sql = direction === 'forward' ? plan.sql.keyLog : plan.sql.reverseKeyLog;
   if (!sql) return { keys: 0 };
   const l = stepLog(log, 'key-log', plan.table);
   const ctx = activityContext();
   let keys = 0;
   try {
     while (!ctx?.cancellationSignal.aborted) {
+      // still this workflow's run: an applier the workflow stopped waiting for must not act on a later run's log
+      await ownPlan(pool, plan.table, plan);
       keys += await drainKeyLog(pool, sql, 1000, Date.now() + 1000);
       ctx?.heartbeat({ step: 'key log', keys, backlog: await keyLogBacklog(pool, sql) });
       if (!ctx) break;
       await sleep(FOLLOW_EVERY_MS);
     }
   } catch (err) {
+    // the log is gone: the run went on (cut-over, swap back, finalize or undo) while this applier, which the
+    // workflow does not wait for, was still running
+    if ((err as { code?: string }).code === '42P01') return { keys };
     classify(err, 'applying the key log');
   }
   l.info({ keys }, 'key log followed');

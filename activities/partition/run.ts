@@ -174,8 +174,9 @@ export async function rowMoves(pool: Pool, table: TableRef): Promise<number> {
 }
 
 /**
- * Rows the sync triggers mirrored from transactions that were not READ COMMITTED (0 for plans from before the
- * counter), and the refusal that goes with a count above 0.
+ * Rows the in-snapshot sync triggers of plans made before the key log mirrored from transactions that were not
+ * READ COMMITTED (0 for every other plan: the key log is exact for them), and the refusal that goes with a
+ * count above 0.
  */
 export async function notReadCommitted(c: Pool | PoolClient, plan: Plan): Promise<string | null> {
   const n = await counterValue(c, plan.table, 'iso');

@@ -6,10 +6,11 @@
  */
 import { displayName, qualified, quoteLiteral, TableRef } from '../ident';
 import { PlanContext, q, sibling } from './context';
-import { dropTriggersSql, guardViewSql, keyLogOf, mirrorSql, syncObjects, triggersSql } from './sync';
+import { keyLogApplySql } from './keylog';
+import { dropTriggersSql, guardViewSql, keyLogOf, keyLogSpec, keyLogSyncSql, syncObjects } from './sync';
 import type { IndexRename, PlanSql } from './types';
 
-type CutoverSql = Pick<PlanSql, 'cutover' | 'swapBack' | 'validateInbound' | 'finalize'>;
+type CutoverSql = Pick<PlanSql, 'cutover' | 'swapBack' | 'validateInbound' | 'finalize' | 'reverseKeyLog'>;
 
 /**
  * The cut-over and the swap back begin with their LOCK TABLE statement, the only one that waits: the
@@ -69,7 +70,7 @@ function lockAll(ctx: PlanContext, tables: TableRef[]): string {
 
 function cutoverSql(ctx: PlanContext, renames: IndexRename[], dropSyncTrigger: string[]): string[] {
   const { table, info, old } = ctx;
-  const { reverse, guard } = syncObjects(info.oid);
+  const { guard } = syncObjects(info.oid);
   return [
     // the key log too: the cut-over drains it under the lock and drops it
     lockAll(ctx, [table, ctx.shadow, keyLogOf(table)]),
@@ -83,8 +84,8 @@ function cutoverSql(ctx: PlanContext, renames: IndexRename[], dropSyncTrigger: s
     ),
     ...renames.map((r) => renameIndex(ctx, r.shadowTemp, r.original)),
     ...sequencesSql(ctx, old),
-    ...mirrorSql(ctx, reverse, old, ctx.sourceKey),
-    ...triggersSql(qualified(table), reverse),
+    // the rollback window's sync: the new table's changed keys logged, applied into the old table by partflow
+    ...keyLogSyncSql(ctx, 'reverse'),
     ...guardViewSql(ctx, guard),
   ];
 }
@@ -96,10 +97,15 @@ export function cutoverStep(ctx: PlanContext, renames: IndexRename[], dropSyncTr
   // parent: the reverse of the application's order (parent, then partitions), a deadlock that only the
   // lock_timeout would break, on every attempt while writers run. Locking the table first (LOCK TABLE takes
   // the parent, then the partitions) makes the order the application's.
-  const dropReverse = dropTriggersSql(qualified(table), reverse, guard);
+  const reverseLog = keyLogOf(table, 'reverse');
+  const dropReverse = [
+    ...dropTriggersSql(qualified(table), reverse, guard),
+    `DROP TABLE IF EXISTS ${qualified(reverseLog)}`,
+  ];
   const finalize = [`LOCK TABLE ${qualified(table)} IN ACCESS EXCLUSIVE MODE`, ...dropReverse];
   const swapBack = [
-    lockAll(ctx, [table, old]),
+    // the reverse key log too: the swap back drains it under the lock and drops it
+    lockAll(ctx, [table, old, reverseLog]),
     ...dropReverse,
     ...swapSql(
       ctx,
@@ -129,5 +135,11 @@ export function cutoverStep(ctx: PlanContext, renames: IndexRename[], dropSyncTr
         "advanced at cut-over past the old one's last value.",
     );
   }
-  return { cutover: cutoverSql(ctx, renames, dropSyncTrigger), swapBack, validateInbound, finalize };
+  return {
+    cutover: cutoverSql(ctx, renames, dropSyncTrigger),
+    swapBack,
+    validateInbound,
+    finalize,
+    reverseKeyLog: keyLogApplySql(keyLogSpec(ctx, 'reverse')),
+  };
 }

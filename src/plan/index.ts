@@ -22,16 +22,8 @@ export type { BackfillSql } from './backfill';
 export { splitLock } from './cutover';
 export { checkPreflight, constraintsWithoutKey, plannedNames } from './preflight';
 export { foreignKeyName } from './shadow';
-export {
-  counterOf,
-  mirrorFunctionSql,
-  SHAPE_SQL,
-  shapeDifferences,
-  TRIGGER_FENCE_SQL,
-  truncateFunctionSql,
-} from './sync';
+export { counterOf, SHAPE_SQL, shapeDifferences, TRIGGER_FENCE_SQL, truncateFunctionSql } from './sync';
 export type { Counter } from './sync';
-export type { MirrorSpec } from './sync';
 
 /** What partitioning changes for the application, known before any step is built. */
 function keyWarnings(ctx: PlanContext): void {

@@ -32,6 +32,8 @@ export interface KeyLogSpec {
   lockKey: number;
   /** some key column's `=` is not identity (ColumnInfo.equalIsIdentical false): the copy de-duplicates */
   looseKeys?: boolean;
+  /** the target's unique key for ON CONFLICT when it is not `key` (the old table's primary key) */
+  conflictKey?: string[];
 }
 
 /** The applier's statements (keyLogApplySql), kept in the plan. */
@@ -49,8 +51,8 @@ export interface KeyLogApplySql {
 export const KEYLOG_TRIGGER = 'partflow_keylog';
 
 /** partflow's advisory lock key space for key logs: 'pf' in the high bits, the table's OID below. */
-export function keyLogLockKey(oid: number): number {
-  return 0x7066_0000_0000 + oid;
+export function keyLogLockKey(oid: number, direction: 'forward' | 'reverse' = 'forward'): number {
+  return (direction === 'forward' ? 0x7066_0000_0000 : 0x7067_0000_0000) + oid;
 }
 
 function positions(s: KeyLogSpec): { alias: (c: string) => string; aliases: string } {
@@ -150,9 +152,11 @@ export function keyLogApplySql(s: KeyLogSpec): KeyLogApplySql {
   const u = `unnest(${s.key.map((k, i) => `$${i + 1}::${k.type}[]`).join(', ')}) AS u(${us.join(', ')})`;
   const clearMatch = names.map((n, i) => `t.${n} = u.${us[i]}`).join(' AND ');
   const sourceKey = `(${s.key.map((k) => `s.${alias(k.name)}`).join(', ')})`;
-  const settable = s.columns.filter((c) => !s.key.some((k) => k.name === c) && !s.identityAlways?.includes(c));
+  const unique = s.conflictKey ?? s.key.map((k) => k.name);
+  const settable = s.columns.filter((c) => !unique.includes(c) && !s.identityAlways?.includes(c));
+  const target = unique.map(q).join(', ');
   const conflict = settable.length
-    ? `ON CONFLICT (${names.join(', ')}) DO UPDATE SET ${settable.map((c) => `${q(c)} = EXCLUDED.${q(c)}`).join(', ')}`
+    ? `ON CONFLICT (${target}) DO UPDATE SET ${settable.map((c) => `${q(c)} = EXCLUDED.${q(c)}`).join(', ')}`
     : 'ON CONFLICT DO NOTHING';
   const overriding = s.overriding ? ' OVERRIDING SYSTEM VALUE' : '';
   return {

@@ -1,11 +1,10 @@
 /**
- * Step "sync": the row triggers that mirror every write of the table into the copy (and, after the
- * cut-over, of the new table into the old one), their TRUNCATE companions, the guard view that blocks
- * dropping or retyping a column while the run needs it, and the counter of rows moved to another month.
- * Undo: drop them.
+ * Step "sync": the key logs (keylog.ts) whose triggers record every changed key of the table (forward, into
+ * the copy until the cut-over; reverse, into the old table through the rollback window), their TRUNCATE
+ * companions, the guard view that blocks dropping or retyping a column while the run needs it, and the run's
+ * counters. Undo: drop them.
  */
 import { displayName, qualified, quoteLiteral, TableRef } from '../ident';
-import type { PartitionColumnType } from '../partitions';
 import { PlanContext, q, sibling } from './context';
 import { KeyLogApplySql, keyLogApplySql, keyLogFunctionSql, keyLogLockKey, KeyLogSpec, keyLogTableSql } from './keylog';
 import {
@@ -16,103 +15,6 @@ import {
   REVERSE_TRUNCATE_TRIGGER,
   STATE_SCHEMA,
 } from './types';
-
-export interface MirrorSpec {
-  fn: TableRef;
-  target: TableRef;
-  /** the source's columns in attnum order, generated ones too: the trigger reads OLD and NEW by position */
-  sourceColumns: string[];
-  /** the columns written into the target */
-  columns: string[];
-  key: string[];
-  /** key columns whose change `=` may not see (ColumnInfo.equalIsIdentical false): compared as text */
-  textKeys?: string[];
-  overriding: boolean;
-  identityAlways: string[];
-  /** counts updates that move a row to another month, with nextval (no row lock, no contention) */
-  moves: { column: string; type: PartitionColumnType; timeZone: string; counter: TableRef } | null;
-  /** counts rows mirrored from a transaction that is not READ COMMITTED (nextval, as `moves`) */
-  isolationCounter?: TableRef;
-}
-
-/**
- * The body of a row trigger that mirrors INSERT, UPDATE (also of key columns) and DELETE into `target`.
- *
- * It reads OLD and NEW by position (`(SELECT NEW.*) AS n(a1, a2, ...)`), never by column name, so a column
- * that a deploy renames or adds during the run cannot make an application write fail; dropping or retyping
- * a column is blocked meanwhile by partflow's guard view, and the cut-over refuses on any change of shape.
- * SECURITY DEFINER with a pinned search_path: it runs with its owner's rights whatever rights the writing
- * role has (an INSERT-only role, a role without DELETE whose UPDATE moves a row).
- */
-export function mirrorFunctionSql(m: MirrorSpec): string {
-  const alias = (c: string) => {
-    const i = m.sourceColumns.indexOf(c);
-    if (i < 0) throw new Error(`column ${c} is not a source column`);
-    return `a${i + 1}`;
-  };
-  const aliases = m.sourceColumns.map((_, i) => `a${i + 1}`).join(', ');
-  const oldRow = `(SELECT OLD.*) AS o(${aliases})`;
-  const newRow = `(SELECT NEW.*) AS n(${aliases})`;
-  const cols = m.columns.map(q).join(', ');
-  const settable = m.columns.filter((c) => !m.key.includes(c) && !m.identityAlways.includes(c));
-  const sets = settable.map((c) => `${q(c)} = EXCLUDED.${q(c)}`).join(', ');
-  const onConflict = settable.length
-    ? `ON CONFLICT (${m.key.map(q).join(', ')}) DO UPDATE SET ${sets}`
-    : 'ON CONFLICT DO NOTHING';
-  // a key change is detected by identity, not by `=` alone: 'alice' to 'ALICE' under a case-insensitive
-  // collation, or 1.0 to 1.00, is a change the target must get (delete and insert), not an upsert that keeps
-  // the old key. Such columns are compared by `=` and by their text under COLLATE "C" (a text cast keeps the
-  // column's collation; `=` still sees what a session's text settings could hide, such as float digits)
-  const plain = (r: string) => `(${m.key.map((c) => `${r}.${alias(c)}`).join(', ')})`;
-  const textual = (r: string) =>
-    `(${(m.textKeys ?? []).map((c) => `((${r}.${alias(c)})::text) COLLATE "C"`).join(', ')})`;
-  const keyChanged = m.textKeys?.length
-    ? `(${plain('o')} IS DISTINCT FROM ${plain('n')} OR ${textual('o')} IS DISTINCT FROM ${textual('n')})`
-    : `${plain('o')} IS DISTINCT FROM ${plain('n')}`;
-  const month = (r: string) => {
-    if (!m.moves) return '';
-    const v = `${r}.${alias(m.moves.column)}`;
-    return m.moves.type === 'timestamptz'
-      ? `date_trunc('month', ${v} AT TIME ZONE ${quoteLiteral(m.moves.timeZone)})`
-      : `date_trunc('month', ${v}::timestamp)`;
-  };
-  const tgt = qualified(m.target);
-  const moved = m.moves ? `, ${month('o')} IS DISTINCT FROM ${month('n')}` : '';
-  const count = m.moves
-    ? `\n    IF moved THEN PERFORM nextval(${quoteLiteral(qualified(m.moves.counter))}::regclass); END IF;`
-    : '';
-  const keyMatch = m.key.map((c) => `t.${q(c)} = o.${alias(c)}`).join(' AND ');
-  // the trigger writes in the writer's snapshot, which is exact for READ COMMITTED writers only: any other is
-  // counted, and verification, the cut-over and a rollback refuse while the count is not 0
-  const isolation = m.isolationCounter
-    ? `\n  IF current_setting('transaction_isolation') <> 'read committed' THEN
-    PERFORM nextval(${quoteLiteral(qualified(m.isolationCounter))}::regclass);
-  END IF;`
-    : '';
-  const values = m.columns.map((c) => `n.${alias(c)}`).join(', ');
-  return (
-    `CREATE OR REPLACE FUNCTION ${qualified(m.fn)}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp AS $partflow$
-DECLARE
-  key_changed boolean := TG_OP = 'DELETE';
-  moved boolean := false;
-BEGIN${isolation}
-  IF TG_OP = 'UPDATE' THEN
-    SELECT ${keyChanged}${moved || ', false'} INTO key_changed, moved ` +
-    `FROM ${oldRow}, ${newRow};${count}
-  END IF;
-  IF key_changed THEN
-    DELETE FROM ${tgt} t USING ${oldRow} WHERE ${keyMatch};
-  END IF;
-  IF TG_OP <> 'DELETE' THEN
-    INSERT INTO ${tgt} (${cols})${m.overriding ? ' OVERRIDING SYSTEM VALUE' : ''} SELECT ${values} FROM ${newRow}
-      ${onConflict};
-  END IF;
-  RETURN NULL;
-END
-$partflow$`
-  );
-}
 
 /**
  * A statement trigger's function that empties `target` when the source is truncated, counting it (a mirrored
@@ -235,24 +137,6 @@ export function dropTriggersSql(on: string, m: SyncMachinery, guard: TableRef): 
   ];
 }
 
-/** The mirror of the table into `target` keyed by `key`, with the moves counter. */
-export function mirrorSql(ctx: PlanContext, m: SyncMachinery, target: TableRef, key: string[]): string[] {
-  const { sourceColumns, columns, overriding, identityAlways } = ctx;
-  const moves = { column: ctx.column, type: ctx.type, timeZone: ctx.opts.timeZone, counter: movesCounter(ctx) };
-  const textKeys = key.filter((k) => ctx.info.columns.find((c) => c.name === k)?.equalIsIdentical === false);
-  const isolationCounter = counterOf(ctx.table, 'iso');
-  const spec = {
-    ...{ fn: m.fn, target, sourceColumns, columns, key, textKeys, overriding, identityAlways, moves },
-    isolationCounter,
-  };
-  return [
-    mirrorFunctionSql(spec),
-    ...ownedSql(ctx, m.fn),
-    truncateFunctionSql(m.truncateFn, target, counterOf(ctx.table, 'trunc')),
-    ...ownedSql(ctx, m.truncateFn),
-  ];
-}
-
 /** The run's counters: sequences next to the table that the sync triggers bump with nextval (no row lock). */
 export type Counter = 'moves' | 'iso' | 'trunc';
 
@@ -265,29 +149,53 @@ export function movesCounter(ctx: PlanContext): TableRef {
   return counterOf(ctx.table, 'moves');
 }
 
-/** `<table>_pf_log`: the forward direction's key log, beside the table as the counters are. */
-export function keyLogOf(table: TableRef): TableRef {
-  return sibling(table, `${table.name}_pf_log`);
+/** `<table>_pf_log` (forward) and `<table>_pf_rlog` (the rollback window): key logs beside the table. */
+export function keyLogOf(table: TableRef, direction: 'forward' | 'reverse' = 'forward'): TableRef {
+  return sibling(table, `${table.name}_pf_${direction === 'forward' ? 'log' : 'rlog'}`);
 }
 
-/** The forward direction's key log: the table's changed keys, applied to the copy by partflow (keylog.ts). */
-export function keyLogSpec(ctx: PlanContext): KeyLogSpec {
-  const { forward } = syncObjects(ctx.info.oid);
+/**
+ * A key log of the table (keylog.ts): forward, from the table into the copy until the cut-over; reverse, from
+ * the new table (which has the table's name then) into the old one through the rollback window, upserting by
+ * the old table's primary key.
+ */
+export function keyLogSpec(ctx: PlanContext, direction: 'forward' | 'reverse' = 'forward'): KeyLogSpec {
+  const sync = syncObjects(ctx.info.oid)[direction];
   const typeOf = (k: string) => ctx.info.columns.find((c) => c.name === k)!.type;
   return {
     source: ctx.table,
-    target: ctx.shadow,
-    log: keyLogOf(ctx.table),
-    fn: forward.fn,
+    target: direction === 'forward' ? ctx.shadow : ctx.old,
+    log: keyLogOf(ctx.table, direction),
+    fn: sync.fn,
     key: ctx.shadowKey.map((name) => ({ name, type: typeOf(name) })),
+    ...(direction === 'reverse' ? { conflictKey: ctx.sourceKey } : {}),
     columns: ctx.columns,
     sourceColumns: ctx.sourceColumns,
     overriding: ctx.overriding,
     identityAlways: ctx.identityAlways,
     moves: { column: ctx.column, type: ctx.type, timeZone: ctx.opts.timeZone, counter: movesCounter(ctx) },
-    lockKey: keyLogLockKey(ctx.info.oid),
+    lockKey: keyLogLockKey(ctx.info.oid, direction),
     looseKeys: ctx.shadowKey.some((k) => ctx.info.columns.find((c) => c.name === k)?.equalIsIdentical === false),
   };
+}
+
+/**
+ * One direction's key log with its TRUNCATE companion (which empties the target), the objects the trigger
+ * writes owned by the table's owner where its function runs as the owner (ownedSql), and the triggers.
+ */
+export function keyLogSyncSql(ctx: PlanContext, direction: 'forward' | 'reverse'): string[] {
+  const { info } = ctx;
+  const m = syncObjects(info.oid)[direction];
+  const spec = keyLogSpec(ctx, direction);
+  return [
+    keyLogTableSql(spec),
+    ...(info.owner !== info.currentUser ? [`ALTER TABLE ${qualified(spec.log)} OWNER TO ${q(info.owner)}`] : []),
+    keyLogFunctionSql(spec),
+    ...ownedSql(ctx, m.fn),
+    truncateFunctionSql(m.truncateFn, spec.target, counterOf(ctx.table, 'trunc')),
+    ...ownedSql(ctx, m.truncateFn),
+    ...triggersSql(qualified(ctx.table), m),
+  ];
 }
 
 type SyncSql = Pick<
@@ -303,26 +211,18 @@ export function syncStep(ctx: PlanContext): SyncSql {
   const { info } = ctx;
   const { forward, guard } = syncObjects(info.oid);
   const counter = qualified(movesCounter(ctx));
-  const iso = qualified(counterOf(ctx.table, 'iso'));
   const trunc = qualified(counterOf(ctx.table, 'trunc'));
-  const spec = keyLogSpec(ctx);
-  const log = qualified(spec.log);
+  // plans made before the key log counted writers that were not READ COMMITTED in `iso`: dropped if there
+  const iso = qualified(counterOf(ctx.table, 'iso'));
+  const log = qualified(keyLogOf(ctx.table));
   const on = qualified(ctx.table);
   // the trigger's function may run as the table's owner (ownedSql): the owner then owns what it writes
   const owned =
-    info.owner !== info.currentUser
-      ? [counter, iso, trunc].map((x) => `ALTER SEQUENCE ${x} OWNER TO ${q(info.owner)}`)
-      : [];
+    info.owner !== info.currentUser ? [counter, trunc].map((x) => `ALTER SEQUENCE ${x} OWNER TO ${q(info.owner)}`) : [];
   const syncTrigger = [
-    ...[counter, iso, trunc].map((x) => `CREATE SEQUENCE IF NOT EXISTS ${x}`),
-    keyLogTableSql(spec),
+    ...[counter, trunc].map((x) => `CREATE SEQUENCE IF NOT EXISTS ${x}`),
     ...owned,
-    ...(info.owner !== info.currentUser ? [`ALTER TABLE ${log} OWNER TO ${q(info.owner)}`] : []),
-    keyLogFunctionSql(spec),
-    ...ownedSql(ctx, forward.fn),
-    truncateFunctionSql(forward.truncateFn, ctx.shadow, counterOf(ctx.table, 'trunc')),
-    ...ownedSql(ctx, forward.truncateFn),
-    ...triggersSql(on, forward),
+    ...keyLogSyncSql(ctx, 'forward'),
     ...guardViewSql(ctx, guard),
   ];
   return {
@@ -332,7 +232,7 @@ export function syncStep(ctx: PlanContext): SyncSql {
     dropCounters: [counter, iso, trunc].map((x) => `DROP SEQUENCE IF EXISTS ${x}`),
     syncTrigger,
     dropSyncTrigger: [...dropTriggersSql(on, forward, guard), `DROP TABLE IF EXISTS ${log}`],
-    keyLog: keyLogApplySql(spec),
+    keyLog: keyLogApplySql(keyLogSpec(ctx)),
   };
 }
 

@@ -78,6 +78,8 @@ export interface PlanSql {
   /** after swapBack: re-validate re-added inbound foreign keys, one statement each */
   validateInbound: string[];
   finalize: string[];
+  /** the rollback window's key log (new table into old); plans made before it mirror in the writer's snapshot */
+  reverseKeyLog?: KeyLogApplySql;
 }
 
 export interface Plan {

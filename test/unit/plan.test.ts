@@ -1,15 +1,7 @@
 import { compareChecksums } from '../../activities/partition';
 import type { TableInfo } from '../../src/catalog';
 import { validatePartitionInput } from '../../src/input';
-import {
-  backfillSql,
-  buildPlan,
-  mirrorFunctionSql,
-  pagesPerBatch,
-  planStatements,
-  planSummary,
-  shapeDifferences,
-} from '../../src/plan';
+import { backfillSql, buildPlan, pagesPerBatch, planStatements, planSummary, shapeDifferences } from '../../src/plan';
 
 function fixture(over: Partial<TableInfo> = {}): TableInfo {
   return {
@@ -333,61 +325,6 @@ describe('parallel copy', () => {
   });
 });
 
-describe('the mirror trigger', () => {
-  const base = {
-    fn: { schema: 'partflow', name: 'f' },
-    target: { schema: 's', name: 't' },
-    overriding: false,
-    identityAlways: [],
-    moves: null,
-  };
-  const sql = mirrorFunctionSql({
-    ...base,
-    sourceColumns: ['id', 'ts', 'v'],
-    columns: ['id', 'ts', 'v'],
-    key: ['id', 'ts'],
-  });
-  it('deletes the old key on DELETE and on an UPDATE that changes the key, reading OLD and NEW by position', () => {
-    expect(sql).toMatch(/key_changed boolean := TG_OP = 'DELETE';/);
-    expect(sql).toMatch(
-      /SELECT \(o\.a1, o\.a2\) IS DISTINCT FROM \(n\.a1, n\.a2\), false INTO key_changed, moved FROM \(SELECT OLD\.\*\) AS o\(a1, a2, a3\), \(SELECT NEW\.\*\) AS n\(a1, a2, a3\);/,
-    );
-    expect(sql).toMatch(
-      /DELETE FROM "s"\."t" t USING \(SELECT OLD\.\*\) AS o\(a1, a2, a3\) WHERE t\."id" = o\.a1 AND t\."ts" = o\.a2;/,
-    );
-    expect(sql).not.toMatch(/NEW\."/);
-    expect(sql).toMatch(/SECURITY DEFINER\s+SET search_path = pg_catalog, pg_temp/);
-  });
-  it('counts updates that move a row to another month', () => {
-    const m = mirrorFunctionSql({
-      ...base,
-      sourceColumns: ['id', 'ts', 'v'],
-      columns: ['id', 'ts', 'v'],
-      key: ['id', 'ts'],
-      moves: { column: 'ts', type: 'timestamptz', timeZone: 'UTC', counter: { schema: 's', name: 't_pf_moves' } },
-    });
-    expect(m).toMatch(
-      /date_trunc\('month', o\.a2 AT TIME ZONE 'UTC'\) IS DISTINCT FROM date_trunc\('month', n\.a2 AT TIME ZONE 'UTC'\) INTO key_changed, moved/,
-    );
-    expect(m).toMatch(/IF moved THEN PERFORM nextval\('"s"\."t_pf_moves"'::regclass\); END IF;/);
-  });
-  it('upserts the new row on INSERT and UPDATE', () => {
-    expect(sql).toMatch(/ON CONFLICT \("id", "ts"\) DO UPDATE SET "v" = EXCLUDED\."v"/);
-  });
-  it('uses OVERRIDING SYSTEM VALUE and never updates an ALWAYS identity column', () => {
-    const s2 = mirrorFunctionSql({
-      ...base,
-      sourceColumns: ['id', 'k', 'v'],
-      columns: ['id', 'k', 'v'],
-      key: ['k'],
-      overriding: true,
-      identityAlways: ['id'],
-    });
-    expect(s2).toMatch(/OVERRIDING SYSTEM VALUE/);
-    expect(s2).toMatch(/DO UPDATE SET "v" = EXCLUDED\."v";/);
-  });
-});
-
 describe('the key log (forward sync)', () => {
   const plan = buildPlan(fixture(), opts);
   it('installs a trigger that only appends keys to the log beside the table, read by position', () => {
@@ -427,6 +364,24 @@ describe('the key log (forward sync)', () => {
     expect(k.copy).toMatch(
       /^INSERT INTO "public"\."gi_pf_shadow" \("id", "created_at", "url"\) SELECT s\.a1, s\.a2, s\.a3 FROM \(SELECT \* FROM "public"\."gi"\) AS s\(a1, a2, a3, a4\) WHERE \(s\.a1, s\.a2\) IN \(SELECT k1, k2 FROM unnest/,
     );
+  });
+
+  it('keeps the old table through the rollback window with a reverse log, upserting by its primary key', () => {
+    const c = plan.sql.cutover.join('\n');
+    expect(c).toContain('CREATE TABLE IF NOT EXISTS "public"."gi_pf_rlog"');
+    expect(c).toMatch(/"partflow"\."rev_4242"\(\) RETURNS trigger[\s\S]*INSERT INTO "public"\."gi_pf_rlog"/);
+    expect(c).not.toMatch(/INSERT INTO "public"\."gi_old"/);
+    const r = plan.sql.reverseKeyLog!;
+    expect(r.lock).not.toBe(plan.sql.keyLog!.lock);
+    expect(r.copy).toMatch(/^INSERT INTO "public"\."gi_old" /);
+    expect(r.copy).toMatch(
+      /ON CONFLICT \("id"\) DO UPDATE SET "created_at" = EXCLUDED\."created_at", "url" = EXCLUDED\."url"$/,
+    );
+    expect(plan.sql.swapBack[0]).toBe(
+      'LOCK TABLE "public"."gi", "public"."gi_old", "public"."gi_pf_rlog" IN ACCESS EXCLUSIVE MODE',
+    );
+    expect(plan.sql.swapBack).toContain('DROP TABLE IF EXISTS "public"."gi_pf_rlog"');
+    expect(plan.sql.finalize).toContain('DROP TABLE IF EXISTS "public"."gi_pf_rlog"');
   });
 
   it('leaves logged keys out of both sides of the verification', () => {
