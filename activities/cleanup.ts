@@ -3,6 +3,7 @@
  * The SQL comes from the plan partflow stored in partflow.runs when the run claimed the table, never from
  * the caller: the input names a table, nothing else.
  */
+import { keyLogOf } from '../src/plan/sync';
 import { Context } from '@temporalio/activity';
 import { WorkflowNotFoundError } from '@temporalio/client';
 import type { Pool, PoolClient } from 'pg';
@@ -54,6 +55,8 @@ async function present(pool: Pool, plan: Plan): Promise<string[]> {
                       || CASE WHEN c.relkind = 'p' THEN ' (partitioned copy)' ELSE '' END
        FROM pg_class c WHERE c.oid = to_regclass($2)
      UNION ALL SELECT 'sequence ' || c.oid::regclass::text FROM pg_class c WHERE c.oid = to_regclass($6)
+     UNION ALL SELECT 'key log ' || c.oid::regclass::text FROM pg_class c
+      WHERE c.oid IN (to_regclass($7), to_regclass($8))
      ORDER BY 1`,
     [
       qualified(plan.table),
@@ -62,6 +65,8 @@ async function present(pool: Pool, plan: Plan): Promise<string[]> {
       STATE_SCHEMA,
       String(plan.tableOid),
       qualified(plan.movesCounter),
+      qualified(keyLogOf(plan.table, 'forward')),
+      qualified(keyLogOf(plan.table, 'reverse')),
     ],
   );
   return r.rows.map((x) => x.x);
