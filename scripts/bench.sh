@@ -11,11 +11,14 @@ fi
 ensure_temporal_server
 ensure_build
 cd "$PARTFLOW_ROOT"
-# npm run bench:replica / bench:waits: one of the benchmarks, with its flags
+# npm run bench:replica / bench:waits / bench:ops: one of the benchmarks, with its flags
 if [ "${1:-}" = "--replica" ]; then shift; exec node dist/bench/replica.js "$@"; fi
 if [ "${1:-}" = "--waits" ]; then shift; exec node dist/bench/waits.js "$@"; fi
+if [ "${1:-}" = "--ops" ]; then shift; exec node dist/bench/ops.js "$@"; fi
 # npm run bench: the copy benchmark (bench/bench.ts, with the flags given), then the longest application
-# wait per workflow (bench/waits.ts) and the replica trade-off (bench/replica.ts) with their defaults
+# wait per workflow (bench/waits.ts), the key log's cost per statement (bench/ops.ts) and the replica trade-off
+# (bench/replica.ts) with their defaults
 node dist/bench/bench.js "$@"
+node dist/bench/ops.js
 node dist/bench/waits.js
 exec node dist/bench/replica.js

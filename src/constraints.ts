@@ -191,7 +191,8 @@ export const FIX_INPUT_FIELDS = [
   'dryRun',
   'batchSize',
   'lockTimeoutMs',
-  ...REPLICA_FIELDS,
+  // the application-latency bound is partitionTable's copy's only
+  ...REPLICA_FIELDS.filter((f) => f !== 'maxAppLatencyRatio'),
 ];
 
 export function validateFixInput(raw: unknown): FixOptions {

@@ -15,6 +15,12 @@ export interface ReplicaBounds {
   maxWalBytesPerSecond: number | null;
   /** true: a standby that vanished or whose lag cannot be read does not hold the copy */
   ignoreUnknownReplicaLag: boolean;
+  /**
+   * the application-latency bound: the copy holds while partflow's probe of a commit (what every application
+   * write waits for) takes longer than this multiple of the same probe with the copy idle; null: no bound.
+   * Absent in bounds from before it (no bound).
+   */
+  maxAppLatencyRatio?: number | null;
 }
 
 /** 128 MiB of WAL (a few seconds of a standby's replay) and 10 s. */
@@ -23,6 +29,7 @@ export const DEFAULT_REPLICA_BOUNDS: ReplicaBounds = {
   maxReplicaLagSeconds: 10,
   maxWalBytesPerSecond: null,
   ignoreUnknownReplicaLag: false,
+  maxAppLatencyRatio: 1.5,
 };
 
 export const REPLICA_FIELDS = [
@@ -30,6 +37,7 @@ export const REPLICA_FIELDS = [
   'maxReplicaLagSeconds',
   'maxWalBytesPerSecond',
   'ignoreUnknownReplicaLag',
+  'maxAppLatencyRatio',
 ] as const;
 
 /** The bounds given in an input (partitionTable's or the `throttle` update's): only the fields present. */
@@ -48,6 +56,17 @@ export function replicaBoundsFrom(raw: Record<string, unknown>, where: string): 
   if (raw.maxWalBytesPerSecond === null) out.maxWalBytesPerSecond = null;
   else if (raw.maxWalBytesPerSecond !== undefined) {
     out.maxWalBytesPerSecond = Math.floor(positive('maxWalBytesPerSecond', 2 ** 40));
+  }
+  if (raw.maxAppLatencyRatio === null) out.maxAppLatencyRatio = null;
+  else if (raw.maxAppLatencyRatio !== undefined) {
+    const v = raw.maxAppLatencyRatio;
+    if (typeof v !== 'number' || !Number.isFinite(v) || v < 1.05 || v > 100) {
+      throw new InputError(
+        `${where}"maxAppLatencyRatio" must be a number from 1.05 to 100, or null for no bound, ` +
+          `not ${JSON.stringify(v)}.`,
+      );
+    }
+    out.maxAppLatencyRatio = v;
   }
   if (raw.ignoreUnknownReplicaLag !== undefined) {
     if (typeof raw.ignoreUnknownReplicaLag !== 'boolean') {
@@ -84,7 +103,7 @@ export interface ReplicaView {
 
 /** Which bound holds the copy back now, and why; null when it may go on. */
 export interface Hold {
-  bound: 'maxReplicaLagBytes' | 'maxReplicaLagSeconds' | 'standbyGone' | 'lagUnknown';
+  bound: 'maxReplicaLagBytes' | 'maxReplicaLagSeconds' | 'standbyGone' | 'lagUnknown' | 'maxAppLatencyRatio';
   reason: string;
 }
 
@@ -160,4 +179,34 @@ export function worstLag(v: ReplicaView): { bytes: number | null; seconds: numbe
 export function walRateWaitMs(walBytes: number, elapsedMs: number, maxWalBytesPerSecond: number | null): number {
   if (!maxWalBytesPerSecond || walBytes <= 0) return 0;
   return Math.max(0, Math.ceil((walBytes / maxWalBytesPerSecond) * 1000 - elapsedMs));
+}
+
+/** Probes kept for the application-latency bound: the median of the last ones decides. */
+export const APP_PROBES = 5;
+
+/**
+ * Whether the application-latency bound holds the copy: the median of the recent commit probes against
+ * `ratio` × the probe with the copy idle (`baselineMs`), with at least half a millisecond of room (a probe of
+ * 0.2 ms doubles on any noise). A probe that failed (null) holds: the bound fails closed.
+ */
+export function appLatencyHold(
+  ratio: number | null | undefined,
+  baselineMs: number | undefined,
+  recent: (number | null)[],
+): Hold | null {
+  if (!ratio || baselineMs === undefined || !recent.length) return null;
+  if (recent.includes(null)) {
+    return { bound: 'maxAppLatencyRatio', reason: 'the commit probe failed, so the application latency is unknown' };
+  }
+  const sorted = (recent as number[]).slice().sort((a, b) => a - b);
+  const median = sorted[Math.floor(sorted.length / 2)];
+  const limit = Math.max(baselineMs * ratio, baselineMs + 0.5);
+  if (median <= limit) return null;
+  return {
+    bound: 'maxAppLatencyRatio',
+    reason:
+      `a commit takes ${median.toFixed(2)} ms (median of the last ${sorted.length} probes), ` +
+      `over ${limit.toFixed(2)} ms ` +
+      `(${ratio} x ${baselineMs.toFixed(2)} ms with the copy idle)`,
+  };
 }

@@ -61,8 +61,11 @@ export interface Progress {
     chunks: number;
     longestSnapshotMs: number;
     endedAt: string | null;
+    /** chunks that differed and were copied again, equal since (key range and month) */
+    repaired: string[];
   } | null;
-  cutover: { lockHoldMs: number; attempts: number; lockWaitRetries: number } | null;
+  /** `keysAppliedUnderLock`: key log entries applied under the cut-over's lock (0 for runs before the key log) */
+  cutover: { lockHoldMs: number; attempts: number; lockWaitRetries: number; keysAppliedUnderLock: number } | null;
   /** the replica bound holding the backfill back now (`maxReplicaLagBytes`, `maxReplicaLagSeconds`,
    *  `standbyGone`, `lagUnknown`), why, and since when; null while the copy may go on */
   throttledBy: { bound: string; reason: string; since: string } | null;

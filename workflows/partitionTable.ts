@@ -82,6 +82,8 @@ export interface PartitionState {
   replicaLag?: Lag | null;
   /** parallel copy: the streams not done yet (absent: all of them, or a single stream) */
   streamsLeft?: number[];
+  /** the commit probe with the copy idle (absent in runs from before the application-latency bound) */
+  appBaselineMs?: number;
 }
 
 export interface PartitionTableResult {
@@ -242,8 +244,14 @@ function progressOf(run: Run): Progress {
       chunks: v.chunks ?? 1,
       longestSnapshotMs: v.longestSnapshotMs ?? v.elapsedMs,
       endedAt: v.endedAt ?? null,
+      repaired: v.repaired ?? [],
     },
-    cutover: c && { lockHoldMs: c.lockHoldMs, attempts: c.attempts, lockWaitRetries: c.lockWaitRetries },
+    cutover: c && {
+      lockHoldMs: c.lockHoldMs,
+      attempts: c.attempts,
+      lockWaitRetries: c.lockWaitRetries,
+      keysAppliedUnderLock: c.keysAppliedUnderLock ?? 0,
+    },
     throttledBy: s.phase === 'backfill' ? (s.throttledBy ?? null) : null,
     replicaLag: s.replicaLag ?? null,
     replicaBounds: s.replica ?? run.opts.replica,
@@ -313,7 +321,8 @@ function showDetails(run: Run): void {
   if (p.verify)
     lines.push(
       `verification ${p.verify.ok ? 'passed' : 'FAILED'}: ${p.verify.rows} rows in ${p.verify.chunks} chunk(s)` +
-        (p.verify.endedAt ? `, ended ${p.verify.endedAt}` : ''),
+        (p.verify.endedAt ? `, ended ${p.verify.endedAt}` : '') +
+        (p.verify.repaired.length ? `; copied again and equal since: ${p.verify.repaired.join('; ')}` : ''),
     );
   if (p.cutover) lines.push(`cut over holding the lock ${p.cutover.lockHoldMs} ms`);
   if (p.lastError) lines.push(`last error: ${p.lastError}`);
@@ -407,6 +416,7 @@ async function setUp(run: Run): Promise<PartitionTableResult | null> {
   const sync = await short.installSyncTrigger(s.plan, lt);
   s.totalPages = sync.totalPages;
   s.lockWaitRetries += sync.lockWaitRetries;
+  s.appBaselineMs = sync.appBaselineMs;
   enter(run, 'backfill');
   return null;
 }
@@ -486,6 +496,7 @@ async function backfill(run: Run, plan: Plan): Promise<void> {
       maxMs: CHUNK_MS,
       maxBatchMs: opts.maxBatchMs,
       replica: s.replica ?? opts.replica,
+      ...(s.appBaselineMs !== undefined ? { appBaselineMs: s.appBaselineMs } : {}),
     };
     s.chunkInFlight = true;
     let r: BackfillChunkResult;

@@ -16,7 +16,7 @@ import { faultPoint } from '../faults';
 import { metrics } from '../metrics';
 import type { KeyLogApplySql } from '../../src/plan/keylog';
 import { drainKeyLog } from './keylog';
-import { capWalRate, Lag, runStandbys, Throttled, waitForReplicas, walPosition } from './replicas';
+import { capWalRate, Lag, runStandbys, Throttled, waitForAppLatency, waitForReplicas, walPosition } from './replicas';
 import { Deps, ownPlan, rowMoves, RunRow, RUNS, runState, stepLog } from './run';
 
 export interface BackfillChunkInput {
@@ -31,6 +31,8 @@ export interface BackfillChunkInput {
   maxBatchMs?: number;
   /** the replica bounds now (DEFAULT_REPLICA_BOUNDS for runs started before they existed) */
   replica?: ReplicaBounds;
+  /** the commit probe with the copy idle, ms (installSyncTrigger measures it); absent: no latency bound */
+  appBaselineMs?: number;
   /** parallel copy: the stream (0..streams-1) this chunk walks, of `streams` split with the sync trigger */
   stream?: number;
   streams?: number;
@@ -82,11 +84,13 @@ interface Tuning {
    * headroom (a batch after a checkpoint writes full-page images, more than the one before it)
    */
   batchWal?: number[];
+  /** the last commit probes of the application-latency bound, ms (null: failed) */
+  probes: (number | null)[];
 }
 const tuning = new Map<string, Tuning>();
 function tuningOf(key: string): Tuning {
   let t = tuning.get(key);
-  if (!t) tuning.set(key, (t = { mergeLeft: 0 }));
+  if (!t) tuning.set(key, (t = { mergeLeft: 0, probes: [] }));
   return t;
 }
 
@@ -497,19 +501,32 @@ function applyBetweenBatches(pool: Pool, input: BackfillChunkInput): Promise<num
   return drainKeyLog(pool, input.sql.keyLog, 1000, Date.now() + APPLY_BETWEEN_MS);
 }
 
+/** The application-latency bound (plans whose sync step measured the probe idle): the hold, or null. */
+function appLatency(
+  probe: PoolClient | null,
+  input: BackfillChunkInput,
+  bounds: ReplicaBounds,
+  tune: Tuning,
+  deadline: number,
+  held: Throttled | null,
+): Promise<Throttled | null> {
+  if (!probe || input.appBaselineMs === undefined || !bounds.maxAppLatencyRatio) return Promise.resolve(null);
+  return waitForAppLatency(probe, bounds.maxAppLatencyRatio, input.appBaselineMs, tune.probes, deadline, held);
+}
+
 /** Copies batches until the walk is done or `maxMs` has passed, applying the key log between them. */
 export async function backfillChunk({ pool, log }: Deps, input: BackfillChunkInput): Promise<BackfillChunkResult> {
   await ownPlan(pool, input.table, null, { ...input.sql });
-  const t = input.table;
+  const [t, started, ctx] = [input.table, Date.now(), activityContext()];
   const l = stepLog(log, 'backfill', t);
-  const started = Date.now();
-  const ctx = activityContext();
   const pages = input.copyMode !== 'keys';
   const counts = { rowsThisChunk: 0, pagesThisChunk: 0, batches: 0, mergedBatches: 0, keysApplied: 0 };
   const bounds = input.replica ?? DEFAULT_REPLICA_BOUNDS;
   let held: Throttled | null = null;
   let lag: Lag | undefined;
   let lastWal = 0;
+  // the application-latency bound's probe, on a connection of its own: pool waits are not the application's
+  const probe = input.appBaselineMs !== undefined && bounds.maxAppLatencyRatio ? await pool.connect() : null;
   try {
     const w = await walkerFor(pool, input, l);
     // the streams of a parallel copy together: each pauses `streams` times as long, and each expects the
@@ -517,21 +534,19 @@ export async function backfillChunk({ pool, log }: Deps, input: BackfillChunkInp
     const streams = input.streams ?? 1;
     let rowsCopied = w.rowsCopied;
     const tune = tuningOf(w.tuneKey);
-    // a new table starts at an eighth of the largest batch and grows while batches stay under maxBatchMs: the
-    // rows of a batch are locked FOR SHARE until it commits, so its length is what a writer of them may wait
+    // a new table starts at an eighth of the largest batch and grows while batches stay under maxBatchMs
     let size = Math.min(w.cap, tune.size ?? Math.ceil(w.cap / 8));
     const wal = { bytes: bounds.maxWalBytesPerSecond ? await walPosition(pool) : 0, at: Date.now() };
     const replicas = { label: displayName(t), known: runStandbys(pool, t) };
     while (!w.done() && Date.now() - started < input.maxMs) {
       if (ctx?.cancellationSignal.aborted) break;
-      // the replicas before every batch (two catalog reads): a held copy waits here until the chunk's time is
-      // up, and the lag overshoots a bound by one batch's WAL at most
-      // headroom: the WAL of the last batch (with whatever else wrote meanwhile), expected of the next
+      // the replicas before every batch: a held copy waits here until the chunk's time is up; headroom: the WAL
+      // of the last batch (with whatever else wrote meanwhile), expected of the next; then the application
       const headroom = Math.max(0, ...(tune.batchWal ?? [])) * streams;
       const look = await waitForReplicas(pool, replicas, bounds, started + input.maxMs, held, headroom);
       ({ held, lag } = look);
       if (lastWal) tune.batchWal = [look.walAtFirstLook - lastWal, ...(tune.batchWal ?? [])].slice(0, 8);
-      if (held) break;
+      if (held || (held = await appLatency(probe, input, bounds, tune, started + input.maxMs, held))) break;
       lastWal = look.walInsert;
       const b = await w.next(size, counts.batches);
       const batchStarted = Date.now();
@@ -583,6 +598,8 @@ export async function backfillChunk({ pool, log }: Deps, input: BackfillChunkInp
     if (isTransient(err)) {
       l.warn({ err: (err as Error).message }, 'transient error in backfill; Temporal will retry from the checkpoint');
     }
-    classify(err, `backfill of ${displayName(t)}`);
+    return classify(err, `backfill of ${displayName(t)}`);
+  } finally {
+    probe?.release();
   }
 }

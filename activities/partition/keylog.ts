@@ -5,8 +5,13 @@
 import type { Pool, PoolClient } from 'pg';
 import type { Plan } from '../../src/plan';
 import type { KeyLogApplySql } from '../../src/plan/keylog';
+import { createLogger, Logger } from '../../src/logger';
 import { activityContext, classify, inTransaction, sleep } from '../db';
+import { faultPoint } from '../faults';
 import { Deps, ownPlan, stepLog } from './run';
+
+/** The fault suite's `apply` point logs here (PARTFLOW_FAULT_POINT=apply); null otherwise. */
+const faultLog: Logger | null = process.env.PARTFLOW_FAULT_POINT === 'apply' ? createLogger({ step: 'apply' }) : null;
 
 /**
  * One round in the caller's transaction `c`: up to `limit` entries committed before it taken from the log,
@@ -22,6 +27,7 @@ export async function applyRound(c: PoolClient, sql: KeyLogApplySql, limit: numb
     .sort((a, b) => Number(a.slice(1)) - Number(b.slice(1)))
     .map((k) => r.rows[0][k]);
   await c.query(sql.clear, arrays);
+  if (faultLog) await faultPoint('apply', faultLog); // entries taken and keys cleared, nothing copied yet
   await c.query(sql.copy, arrays);
   return n;
 }

@@ -2,9 +2,11 @@
  * What the primary shows of its standbys and replication slots, and the wait of a bulk step while one of
  * the operator's bounds holds it back (src/replicas.ts decides).
  */
-import type { Pool } from 'pg';
+import type { Pool, PoolClient } from 'pg';
 import type { TableRef } from '../../src/ident';
 import {
+  APP_PROBES,
+  appLatencyHold,
   Hold,
   ReplicaBounds,
   replicaHold,
@@ -131,4 +133,62 @@ export async function capWalRate(
   if (!bounds.maxWalBytesPerSecond) return;
   const wait = walRateWaitMs((await walPosition(pool)) - from.bytes, Date.now() - from.at, bounds.maxWalBytesPerSecond);
   if (wait > 0) await sleep(wait);
+}
+
+/**
+ * One commit as an application makes it, timed: `SELECT txid_current()` alone takes an xid, so its commit
+ * writes a commit record and waits as the server's synchronous_commit says, behind the same WAL, CPU and
+ * I/O as the application's writes. Null when it fails (the bound then holds: fail closed).
+ */
+export async function commitProbe(c: Pool | PoolClient): Promise<number | null> {
+  const t0 = performance.now();
+  try {
+    await c.query('SELECT txid_current()');
+  } catch {
+    return null;
+  }
+  return performance.now() - t0;
+}
+
+/** The probe with the copy idle: the median of seven, 20 ms apart. */
+export async function probeBaseline(pool: Pool): Promise<number> {
+  const c = await pool.connect();
+  try {
+    const xs: number[] = [];
+    for (let i = 0; i < 7; i++) {
+      const p = await commitProbe(c);
+      if (p !== null) xs.push(p);
+      await sleep(20);
+    }
+    xs.sort((a, b) => a - b);
+    return xs.length ? xs[Math.floor(xs.length / 2)] : 0;
+  } finally {
+    c.release();
+  }
+}
+
+/**
+ * After a batch: a probe, and while the application-latency bound holds (appLatencyHold), a wait with a probe
+ * every 100 ms until it no longer does or `deadline`. `recent` keeps the last APP_PROBES probes (per table,
+ * across chunks). Returns the hold still in force at the deadline, or null.
+ */
+export async function waitForAppLatency(
+  c: PoolClient,
+  ratio: number,
+  baselineMs: number,
+  recent: (number | null)[],
+  deadline: number,
+  held: Throttled | null,
+): Promise<Throttled | null> {
+  const ctx = activityContext();
+  for (;;) {
+    recent.push(await commitProbe(c));
+    recent.splice(0, Math.max(0, recent.length - APP_PROBES));
+    const hold = appLatencyHold(ratio, baselineMs, recent);
+    if (!hold) return null;
+    held = held?.bound === hold.bound ? { ...held, reason: hold.reason } : { ...hold, since: new Date().toISOString() };
+    ctx?.heartbeat({ throttledBy: held.bound });
+    if (Date.now() >= deadline || ctx?.cancellationSignal.aborted) return held;
+    await sleep(Math.min(100, Math.max(0, deadline - Date.now())));
+  }
 }

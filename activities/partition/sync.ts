@@ -10,6 +10,7 @@ import { FORWARD_TRIGGER, Plan } from '../../src/plan';
 import { runAll, withLockRetry } from '../db';
 import { faultPoint } from '../faults';
 import { splitStreams } from './backfill';
+import { probeBaseline } from './replicas';
 import { Deps, fence, lockedBy, ownPlan, relOid, RUNS, stepLog, undoFence } from './run';
 
 /**
@@ -41,7 +42,7 @@ export async function installSyncTrigger(
   { pool, log }: Deps,
   plan: Plan,
   lockTimeoutMs: number,
-): Promise<{ totalPages: number; lockWaitRetries: number }> {
+): Promise<{ totalPages: number; lockWaitRetries: number; appBaselineMs: number }> {
   await ownPlan(pool, plan.table, plan);
   const l = stepLog(log, 'sync', plan.table);
   const install = async (c: PoolClient) => {
@@ -64,8 +65,10 @@ export async function installSyncTrigger(
     return recordWalkEnd(c, plan, triggerFence);
   };
   const { result, stats } = await withLockRetry(pool, l, 'sync trigger', lockTimeoutMs, install, lockedBy(plan));
-  l.info({ totalPages: result, lockWaitRetries: stats.lockWaitRetries }, 'sync trigger installed');
-  return { totalPages: result, lockWaitRetries: stats.lockWaitRetries };
+  // the application-latency bound's reference: a commit with the sync in place and the copy not started
+  const appBaselineMs = await probeBaseline(pool);
+  l.info({ totalPages: result, lockWaitRetries: stats.lockWaitRetries, appBaselineMs }, 'sync trigger installed');
+  return { totalPages: result, lockWaitRetries: stats.lockWaitRetries, appBaselineMs };
 }
 
 /** Compensation of installSyncTrigger; after a cut-over the trigger went with the swap, the counter goes here. */

@@ -199,7 +199,7 @@ export function planStatements(plan: Plan): { step: string; sql: string }[] {
     ...each('sync', s.syncTrigger),
     ...each('backfill', backfill),
     ...each('verify', [
-      ...(s.analyze ? [s.analyze] : []),
+      ...(s.analyzePartitions ?? (s.analyze ? [s.analyze] : [])),
       ...(s.verifyChunk
         ? [s.keyBound, s.verifyChunk.source.between, s.verifyChunk.shadow.between]
         : [s.verifySource, s.verifyShadow]),

@@ -66,6 +66,8 @@ export interface PlanSql {
   keyCopyFirst: string;
   /** statistics for the copy before it becomes the table (plans made before 0.2 lack it) */
   analyze?: string;
+  /** the same per partition, one statement each (plans with it run these instead of `analyze`) */
+  analyzePartitions?: string[];
   /** month bucket, row count, checksum per bucket, for the source and the shadow */
   verifySource: string;
   verifyShadow: string;
@@ -124,4 +126,6 @@ export interface Plan {
 export interface VerifyChunkSql {
   source: { first: string; between: string; after: string };
   shadow: { first: string; between: string; after: string };
+  /** the chunk's keys of both sides logged in the key log, to be copied again (plans with a key log) */
+  requeue?: { first: string; between: string; after: string };
 }

@@ -202,7 +202,7 @@ async function scenario(
 /** SIGKILL of the worker at a fault point; a new worker finishes the run. */
 async function killedAt(point: string, input: Record<string, unknown> = {}, label = ''): Promise<void> {
   await scenario(
-    `worker SIGKILL in ${point}${point === 'backfill' ? ' (mid-batch, inside the transaction)' : point === 'cutover' ? ' (renames done, not committed)' : ''}${label}`,
+    `worker SIGKILL in ${point}${point === 'backfill' ? ' (mid-batch, inside the transaction)' : point === 'cutover' ? ' (renames done, not committed)' : point === 'apply' ? ' (key log entries taken and cleared from the copy, not copied again)' : ''}${label}`,
     'bigserial',
     { ...(point === 'finalize' ? { rollbackWindow: '1s' } : {}), ...input },
     async (h) => {
@@ -216,7 +216,7 @@ async function killedAt(point: string, input: Record<string, unknown> = {}, labe
   );
 }
 
-describe.each(['shadow', 'sync', 'backfill', 'verify', 'cutover', 'finalize'])(
+describe.each(['shadow', 'sync', 'backfill', 'apply', 'verify', 'cutover', 'finalize'])(
   'worker SIGKILLed at the %s fault point',
   (point) => {
     test('a new worker finishes the run exactly', () => killedAt(point));

@@ -254,6 +254,35 @@ describe('3b. a float key changed by a session with other float text settings', 
   });
 });
 
+describe('a cut-over with a backlog in the key log', () => {
+  it('drains it before the lock, applies the rest under it, and the new table is exactly the old one', async () => {
+    await db.pool.query(`CREATE TABLE bl (id bigserial PRIMARY KEY, payload text, created_at timestamptz NOT NULL)`);
+    await db.pool.query(
+      `INSERT INTO bl (payload, created_at) SELECT 'p' || g, now() - (g % 60) * interval '1 day'
+         FROM generate_series(1, 30000) g`,
+    );
+    const h = await start({ table: 'bl', batchSize: 1000, approval: 'signal', rollbackWindow: '1h' });
+    await waitFor(h, (p) => p.phase === 'awaiting-approval', 'verified', 120_000);
+    // 30,000 keys logged at once (and moved a month), then the approval at once: a backlog for the cut-over
+    await db.pool.query(`UPDATE bl SET payload = payload || '!', created_at = created_at - interval '1 month'`);
+    await db.pool.query(`DELETE FROM bl WHERE id % 7 = 0`);
+    const before = (await db.pool.query(`SELECT id, payload, created_at::text AS t FROM bl ORDER BY id`)).rows;
+    await h.signal('approveCutover');
+    const cut = await waitFor(h, (p) => p.phase === 'rollback-window', 'cut over', 120_000);
+    console.log(JSON.stringify({ backlogCutover: cut.cutover }));
+    expect((await db.pool.query(`SELECT relkind FROM pg_class WHERE oid = 'bl'::regclass`)).rows[0].relkind).toBe('p');
+    const after = (await db.pool.query(`SELECT id, payload, created_at::text AS t FROM bl ORDER BY id`)).rows;
+    expect(after.length).toBe(before.length);
+    expect(after).toEqual(before);
+    const logs = await db.pool.query(
+      `SELECT to_regclass('bl_pf_log') IS NULL AND to_regclass('bl_pf_rlog') IS NOT NULL AS ok`,
+    );
+    expect(logs.rows[0].ok).toBe(true); // the forward log went with the cut-over, the reverse one came
+    await h.signal('finalize');
+    expect((await h.result()).status).toBe('done');
+  });
+});
+
 describe('1. writers that are not READ COMMITTED: the key log is exact for them', () => {
   it('the POSTGRES-TRAPS case: a REPEATABLE READ delete and update of rows copied after its snapshot commit and stay done after the cut-over', async () => {
     await db.pool.query(`CREATE TABLE rr (id bigserial PRIMARY KEY, payload text, created_at timestamptz NOT NULL)`);

@@ -1,6 +1,14 @@
 /** src/replicas.ts: which bound holds the copy back, and the input fields. */
 import { validatePartitionInput, validateThrottle } from '../../src/input';
-import { DEFAULT_REPLICA_BOUNDS, replicaHold, ReplicaView, walRateWaitMs, worstLag } from '../../src/replicas';
+import {
+  appLatencyHold,
+  DEFAULT_REPLICA_BOUNDS,
+  replicaBoundsFrom,
+  replicaHold,
+  ReplicaView,
+  walRateWaitMs,
+  worstLag,
+} from '../../src/replicas';
 
 const MiB = 1024 * 1024;
 const b = { ...DEFAULT_REPLICA_BOUNDS, maxReplicaLagBytes: 8 * MiB, maxReplicaLagSeconds: 5 };
@@ -91,5 +99,29 @@ describe('replica bounds in the inputs', () => {
   it('can be changed by the throttle update', () => {
     expect(validateThrottle({ maxReplicaLagSeconds: 30 })).toEqual({ maxReplicaLagSeconds: 30 });
     expect(() => validateThrottle({ maxReplicaLagSeconds: -1 })).toThrow(/throttle: "maxReplicaLagSeconds"/);
+  });
+});
+
+describe('the application-latency bound', () => {
+  it('holds while the median of the recent commit probes is over ratio x the idle probe, with 0.5 ms of room', () => {
+    expect(appLatencyHold(1.5, 2, [2.5, 2.9, 3.1])).toBeNull(); // median 2.9 <= 3.0
+    expect(appLatencyHold(1.5, 2, [3.2, 2.9, 3.1])).toMatchObject({ bound: 'maxAppLatencyRatio' });
+    expect(appLatencyHold(1.5, 2, [3.2, 2.9, 3.1])!.reason).toMatch(/a commit takes 3\.10 ms .* over 3\.00 ms/);
+    // a probe of 0.2 ms idle: 1.5x would be 0.3 ms, noise; the room is 0.5 ms
+    expect(appLatencyHold(1.5, 0.2, [0.6, 0.65, 0.7])).toBeNull();
+    expect(appLatencyHold(1.5, 0.2, [0.8, 0.75, 0.9])).not.toBeNull();
+  });
+  it('fails closed on a failed probe, and is off without a ratio or an idle probe', () => {
+    expect(appLatencyHold(1.5, 2, [1, null, 1])!.reason).toMatch(/probe failed/);
+    expect(appLatencyHold(null, 2, [100])).toBeNull();
+    expect(appLatencyHold(1.5, undefined, [100])).toBeNull();
+  });
+  it('is an input and a throttle field, validated', () => {
+    expect(replicaBoundsFrom({ maxAppLatencyRatio: 1.2 }, 'Field ')).toEqual({ maxAppLatencyRatio: 1.2 });
+    expect(replicaBoundsFrom({ maxAppLatencyRatio: null }, 'Field ')).toEqual({ maxAppLatencyRatio: null });
+    expect(() => replicaBoundsFrom({ maxAppLatencyRatio: 1 }, 'Field ')).toThrow(/from 1\.05 to 100/);
+    expect(() => replicaBoundsFrom({ maxAppLatencyRatio: '2' }, 'Field ')).toThrow(/maxAppLatencyRatio/);
+    expect(validateThrottle({ maxAppLatencyRatio: 2 })).toEqual({ maxAppLatencyRatio: 2 });
+    expect(DEFAULT_REPLICA_BOUNDS.maxAppLatencyRatio).toBe(1.5);
   });
 });
