@@ -27,8 +27,9 @@ export interface PartitionTableInput {
    */
   parallelism?: number;
   /**
-   * Longest a backfill batch may hold its row locks, ms (an application UPDATE or DELETE of a row in the
-   * batch waits for it). Batches shrink below `batchSize` to stay under it, and grow back. Default 50.
+   * Longest a backfill batch may take, ms: a batch takes no row locks, but the key log is applied only between
+   * batches (the applier waits for the batch in flight). Batches shrink below `batchSize` to stay under it, and
+   * grow back. Default 50.
    */
   maxBatchMs?: number;
   /** `signal` (default) waits for `approveCutover`; `auto` cuts over when verification passes. */
