@@ -116,10 +116,10 @@ export async function inTransaction<T>(
   const client = await pool.connect();
   let broken = false;
   try {
-    // one round trip: BEGIN and the transaction's settings in one simple query
-    const begin = [
-      `BEGIN${opts.isolation ? ` ISOLATION LEVEL ${opts.isolation}` : ''}${opts.readOnly ? ' READ ONLY' : ''}`,
-    ];
+    // one round trip: BEGIN and the transaction's settings in one simple query; the isolation level always
+    // named: a database or role whose default_transaction_isolation is higher must not change partflow's
+    // (a batch whose snapshot predated its wait for the key log's lock could write an old row back)
+    const begin = [`BEGIN ISOLATION LEVEL ${opts.isolation ?? 'READ COMMITTED'}${opts.readOnly ? ' READ ONLY' : ''}`];
     if (opts.lockTimeoutMs !== undefined) begin.push(`SET LOCAL lock_timeout = ${Math.floor(opts.lockTimeoutMs)}`);
     if (opts.asyncCommit) begin.push('SET LOCAL synchronous_commit = off');
     await client.query(begin.join('; '));

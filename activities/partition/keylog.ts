@@ -38,11 +38,29 @@ export async function applyRound(c: PoolClient, sql: KeyLogApplySql, limit: numb
  * Idempotent: a round that dies rolls back, its entries stay in the log.
  */
 export async function applyKeyLog(pool: Pool, sql: KeyLogApplySql, limit = 1000): Promise<number> {
-  return inTransaction(pool, async (c) => {
-    await c.query(sql.lock);
+  const round = async (c: PoolClient) => {
+    await c.query(sql.lock); // waits for the batches in flight (short: maxBatchMs)
+    // from here a lock the application holds is waited for briefly only, and the source is locked before the
+    // copy: an application's TRUNCATE (the table, then the copy through partflow's trigger) is never the one
+    // the deadlock detector aborts
+    await c.query(`SET LOCAL lock_timeout = ${APPLY_LOCK_TIMEOUT_MS}`);
+    if (sql.lockSource) await c.query(sql.lockSource);
     return applyRound(c, sql, limit);
-  });
+  };
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await inTransaction(pool, round);
+    } catch (err) {
+      const code = (err as { code?: string }).code;
+      if ((code !== '55P03' && code !== '40P01') || attempt >= APPLY_LOCK_ATTEMPTS) throw err;
+      await sleep(20 + Math.random() * 80 * Math.min(attempt, 5));
+    }
+  }
 }
+
+/** The applier's lock waits: below deadlock_timeout (1 s by default), retried with a jittered backoff. */
+const APPLY_LOCK_TIMEOUT_MS = 200;
+const APPLY_LOCK_ATTEMPTS = 50;
 
 /**
  * Rounds until one finds fewer than `limit` entries (the log is as short as the writers keep it), or until

@@ -44,6 +44,12 @@ export interface KeyLogApplySql {
   copy: string;
   /** what a batch of the copy runs first in its transaction */
   batchLock: string;
+  /**
+   * after `lock`, under a short lock_timeout: the source in ACCESS SHARE before the copy is touched, the
+   * order an application's TRUNCATE takes them (the table, then the copy through partflow's trigger), so the
+   * two never wait for each other in a cycle (absent in plans made before it)
+   */
+  lockSource?: string;
   /** one row (`n`): entries waiting */
   backlog: string;
 }
@@ -175,6 +181,7 @@ export function keyLogApplySql(s: KeyLogSpec): KeyLogApplySql {
       `FROM (SELECT * FROM ${qualified(s.source)}) AS s(${aliases}) ` +
       `WHERE ${sourceKey} IN (SELECT ${us.join(', ')} FROM ${u}) ${conflict}`,
     batchLock: `SELECT pg_advisory_xact_lock_shared(${s.lockKey})`,
+    lockSource: `LOCK TABLE ${qualified(s.source)} IN ACCESS SHARE MODE`,
     backlog: `SELECT count(*)::bigint AS n FROM ${log}`,
   };
 }

@@ -9,6 +9,7 @@ import { Client } from 'pg';
 import { inTransaction } from '../../activities/db';
 import { applyKeyLog, drainKeyLog } from '../../activities/partition/keylog';
 import { keyLogApplySql, KeyLogSpec, keyLogBatchLockSql, keyLogDropSql, keyLogInstallSql } from '../../src/plan/keylog';
+import { truncateFunctionSql } from '../../src/plan/sync';
 import { createTestDb, TestDb } from '../helpers/pg';
 import { sleep } from '../helpers/workflow';
 
@@ -223,4 +224,64 @@ test('the POSTGRES-TRAPS reproduction: REPEATABLE READ and SERIALIZABLE writers 
   expect(await contentDiff()).toEqual({ missing: 0, extra: 0 });
   expect(Number((await db.pool.query(`SELECT count(*) AS n FROM kl_copy WHERE id IN (20, 21)`)).rows[0].n)).toBe(0);
   for (const s of keyLogDropSql(spec)) await db.pool.query(s);
+});
+
+test('an application TRUNCATE racing an apply round is never the deadlock victim: the round locks the table before the copy', async () => {
+  await db.pool.query(`DROP TABLE IF EXISTS tt, tt_copy, tt_pf_log`);
+  await db.pool.query(`CREATE TABLE tt (id bigint PRIMARY KEY, v text, created_at date NOT NULL)`);
+  await db.pool.query(
+    `CREATE TABLE tt_copy (id bigint, v text, created_at date NOT NULL, PRIMARY KEY (id, created_at))`,
+  );
+  const tt: KeyLogSpec = {
+    source: { schema: 'public', name: 'tt' },
+    target: { schema: 'public', name: 'tt_copy' },
+    log: { schema: 'public', name: 'tt_pf_log' },
+    fn: { schema: 'public', name: 'tt_pf_fn' },
+    key: [
+      { name: 'id', type: 'bigint' },
+      { name: 'created_at', type: 'date' },
+    ],
+    columns: ['id', 'v', 'created_at'],
+    lockKey: 4243,
+  };
+  for (const s of keyLogInstallSql(tt)) await db.pool.query(s);
+  // the TRUNCATE companion, as the sync step installs it: the application's TRUNCATE empties the copy too
+  await db.pool.query(truncateFunctionSql({ schema: 'public', name: 'tt_pf_trunc' }, tt.target));
+  await db.pool.query(
+    `CREATE TRIGGER partflow_trunc AFTER TRUNCATE ON tt FOR EACH STATEMENT EXECUTE FUNCTION tt_pf_trunc()`,
+  );
+  await db.pool.query(`INSERT INTO tt SELECT g, 'v', date '2024-01-01' + g FROM generate_series(1, 100) g`);
+  const sql = keyLogApplySql(tt);
+  const [a, x] = [new Client(db.conn), new Client(db.conn)];
+  await a.connect();
+  await x.connect();
+  try {
+    // one apply round as applyKeyLog sends it, paused after `clear` (the copy's rows locked)
+    await a.query('BEGIN ISOLATION LEVEL READ COMMITTED');
+    await a.query(sql.lock);
+    await a.query('SET LOCAL lock_timeout = 200');
+    if (sql.lockSource) await a.query(sql.lockSource);
+    const r = (await a.query(sql.take, [1000])).rows[0];
+    await a.query(sql.clear, [r.a1, r.a2]);
+    await x.query('BEGIN');
+    const app = x.query('TRUNCATE tt').then(
+      () => 'ok',
+      (e) => `${e.code} ${e.message}`,
+    );
+    await sleep(100);
+    const round = a.query(sql.copy, [r.a1, r.a2]).then(
+      () => 'ok',
+      (e) => `${e.code} ${e.message}`,
+    );
+    expect(await round).toBe('ok');
+    await a.query('COMMIT');
+    // without the table locked first, the TRUNCATE was aborted with 40P01 deadlock detected
+    expect(await app).toBe('ok');
+    await x.query('COMMIT');
+  } finally {
+    await a.end();
+    await x.end();
+  }
+  expect(Number((await db.pool.query(`SELECT count(*) AS n FROM tt_copy`)).rows[0].n)).toBe(0);
+  for (const s of keyLogDropSql(tt)) await db.pool.query(s);
 });

@@ -79,7 +79,9 @@ describe('withLockRetry', () => {
     const { pool, log: seen } = scriptedPool(['55P03', '55P03', null]);
     const r = await withLockRetry(pool, log, 'test step', 250, (c) => c.query('STEP'));
     expect(r.stats).toMatchObject({ attempts: 3, lockWaitRetries: 2 });
-    expect(seen.filter((s) => s.startsWith('BEGIN'))).toEqual(Array(3).fill('BEGIN; SET LOCAL lock_timeout = 250'));
+    expect(seen.filter((s) => s.startsWith('BEGIN'))).toEqual(
+      Array(3).fill('BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL lock_timeout = 250'),
+    );
     expect(seen.filter((s) => s === 'ROLLBACK')).toHaveLength(2);
     expect(seen.at(-1)).toBe('COMMIT');
   });
