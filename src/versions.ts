@@ -1,0 +1,37 @@
+/**
+ * What partflow relies on that differs between the PostgreSQL majors it supports (13 to 18), decided from
+ * server_version_num in one place: each difference has a name here and a test in test/unit/versions.test.ts,
+ * and `npm run test:versions` runs the integration set on a real server of each major.
+ */
+
+export const MIN_SERVER_VERSION_NUM = 130000;
+
+export const majorOf = (versionNum: number): number => Math.floor(versionNum / 10000);
+
+/** TID range scans (`ctid >= '(p,0)' AND ctid < '(q,0)'` reads only those pages): 14+; 13 copies by key ranges. */
+export const hasTidRangeScan = (versionNum: number): boolean => versionNum >= 140000;
+
+/**
+ * `DETACH PARTITION ... CONCURRENTLY` and `FINALIZE`, and pg_inherits.inhdetachpending with them: 14+. On 13 a
+ * detach is the plain one (ACCESS EXCLUSIVE on the parent, brief) and no partition can be "detach pending".
+ */
+export const hasDetachConcurrently = (versionNum: number): boolean => versionNum >= 140000;
+
+/** The pg_inherits condition for partitions that count as attached (`alias` is pg_inherits' alias). */
+export function attachedPartitionSql(versionNum: number, alias = 'i'): string {
+  return hasDetachConcurrently(versionNum) ? `NOT ${alias}.inhdetachpending` : 'true';
+}
+
+/**
+ * How maintenance detaches a partition: CONCURRENTLY (writes go on) where it can; plain (a brief ACCESS
+ * EXCLUSIVE on the parent) while a default partition exists, which CONCURRENTLY refuses, and on 13.
+ */
+export function detachMode(versionNum: number, hasDefault: boolean): { concurrently: boolean; note: string } {
+  if (hasDefault || !hasDetachConcurrently(versionNum)) {
+    const why = hasDefault
+      ? 'DETACH CONCURRENTLY is refused while a default partition exists'
+      : `PostgreSQL ${majorOf(versionNum)} has no DETACH CONCURRENTLY (14+)`;
+    return { concurrently: false, note: `plain DETACH (a brief exclusive lock on the parent): ${why}` };
+  }
+  return { concurrently: true, note: 'DETACH CONCURRENTLY' };
+}
