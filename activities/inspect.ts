@@ -5,6 +5,7 @@ import { displayName, InputError, qualified, quoteIdent, TableRef } from '../src
 import type { PartitionOptions } from '../src/input';
 import { boundLiteral, formatMonth, parseMonth, PartitionColumnType, partitionLayout } from '../src/partitions';
 import { plannedNames, SHAPE_SQL, STATE_SCHEMA } from '../src/plan';
+import { explicitStatisticsTarget } from '../src/versions';
 
 type Row = Record<string, any>;
 
@@ -300,7 +301,9 @@ function storageOf(h: Row, cols: Row[], idx: Row[]): TableInfo['storage'] {
     replicaIdentity: h.relreplident,
     replicaIdentityIndex: idx.find((r) => r.isReplicaIdentity)?.name ?? null,
     unlogged: h.relpersistence === 'u',
-    statisticsTargets: cols.filter((r) => r.stats >= 0).map((r) => ({ column: r.name, target: r.stats })),
+    statisticsTargets: cols
+      .filter((r) => explicitStatisticsTarget(r.stats) !== null)
+      .map((r) => ({ column: r.name, target: explicitStatisticsTarget(r.stats)! })),
   };
 }
 

@@ -35,3 +35,14 @@ export function detachMode(versionNum: number, hasDefault: boolean): { concurren
   }
   return { concurrently: true, note: 'DETACH CONCURRENTLY' };
 }
+
+/**
+ * A column's statistics target set by ALTER COLUMN ... SET STATISTICS, from pg_attribute.attstattarget, or
+ * null for the default: 16 and older store the default as -1, 17+ as NULL (and node-postgres reads NULL as
+ * null, which `>= 0` lets through).
+ */
+export function explicitStatisticsTarget(attstattarget: number | string | null): number | null {
+  if (attstattarget === null) return null;
+  const n = Number(attstattarget);
+  return n >= 0 ? n : null;
+}

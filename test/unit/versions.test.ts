@@ -1,5 +1,12 @@
 /** What differs between PostgreSQL 13 and 18, one test per difference (src/versions.ts). */
-import { attachedPartitionSql, detachMode, hasDetachConcurrently, hasTidRangeScan, majorOf } from '../../src/versions';
+import {
+  attachedPartitionSql,
+  detachMode,
+  explicitStatisticsTarget,
+  hasDetachConcurrently,
+  hasTidRangeScan,
+  majorOf,
+} from '../../src/versions';
 
 const V = { 13: 130023, 14: 140023, 15: 150018, 16: 160014, 17: 170010, 18: 180004 } as const;
 
@@ -30,5 +37,13 @@ describe('PostgreSQL versions', () => {
     });
     expect(detachMode(V[16], true).note).toMatch(/refused while a default partition exists/);
     expect(detachMode(V[13], true).concurrently).toBe(false);
+  });
+
+  it('a default statistics target is -1 up to 16 and NULL from 17: neither becomes SET STATISTICS', () => {
+    expect(explicitStatisticsTarget(-1)).toBeNull(); // 13 to 16
+    expect(explicitStatisticsTarget(null)).toBeNull(); // 17, 18 (was "SET STATISTICS null", a syntax error)
+    expect(explicitStatisticsTarget(0)).toBe(0);
+    expect(explicitStatisticsTarget(500)).toBe(500);
+    expect(explicitStatisticsTarget('250')).toBe(250);
   });
 });
