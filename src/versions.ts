@@ -46,3 +46,21 @@ export function explicitStatisticsTarget(attstattarget: number | string | null):
   const n = Number(attstattarget);
   return n >= 0 ? n : null;
 }
+
+/**
+ * NOT NULL as a constraint of its own (pg_constraint contype 'n'), addable NOT VALID and validated later
+ * with writes going on: 18+. Before, partflow proves NOT NULL with a CHECK (col IS NOT NULL) NOT VALID first.
+ */
+export const hasNotNullNotValid = (versionNum: number): boolean => versionNum >= 180000;
+
+/**
+ * SQL: column `a` (a pg_attribute alias) is NOT NULL and proven so. On 18 pg_attribute.attnotnull is true as
+ * soon as a NOT VALID not-null constraint exists, while old rows may still hold NULL; before 18 there are no
+ * contype 'n' rows, so the same text runs on every version.
+ */
+export function provenNotNullSql(a = 'a'): string {
+  return (
+    `(${a}.attnotnull AND NOT EXISTS (SELECT FROM pg_constraint nn WHERE nn.conrelid = ${a}.attrelid ` +
+    `AND nn.contype = 'n' AND NOT nn.convalidated AND nn.conkey = ARRAY[${a}.attnum]))`
+  );
+}
