@@ -113,6 +113,7 @@ VERSION_TESTS=(
   'retention detaches exactly'
   'a partition left "detach pending"'
   'settings LIKE does not copy'
+  'a generated column, virtual by default'
 )
 
 _regex_escape() { printf '%s' "$1" | sed 's/[][\.*^$+?(){}|/]/\\&/g'; }
