@@ -45,7 +45,8 @@ version_data() { echo "$PG_VERSIONS_HOME/pgdata-$1"; }
 
 _runas() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 
-# A fresh cluster of major $1 with ensure_postgres's settings, started; exports PGHOST, PGPORT, PGUSER.
+# A fresh cluster of major $1 with ensure_postgres's settings, started; exports PGHOST, PGPORT, PGUSER and
+# PARTFLOW_PG_PORT, PARTFLOW_PG_DATA.
 start_version_cluster() {
   local n="$1" bin data port log
   bin="$(ensure_postgres_version "$n")"
@@ -75,6 +76,8 @@ CONF
   say "starting PostgreSQL $n ($("$bin/postgres" --version)) on port $port"
   _runas "$bin/pg_ctl" -D "$data" -l "$log" -w -t 60 start >/dev/null
   export PGHOST=127.0.0.1 PGPORT="$port" PGUSER=postgres
+  # scripts the tests call (standby.sh) find the primary through these: this cluster, never the default 54329
+  export PARTFLOW_PG_PORT="$port" PARTFLOW_PG_DATA="$data"
 }
 
 stop_version_cluster() {
