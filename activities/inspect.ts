@@ -5,6 +5,7 @@ import { displayName, InputError, qualified, quoteIdent, TableRef } from '../src
 import type { PartitionOptions } from '../src/input';
 import { boundLiteral, formatMonth, parseMonth, PartitionColumnType, partitionLayout } from '../src/partitions';
 import { plannedNames, SHAPE_SQL, STATE_SCHEMA } from '../src/plan';
+import { explicitStatisticsTarget, provenNotNullSql } from '../src/versions';
 
 type Row = Record<string, any>;
 
@@ -37,7 +38,7 @@ async function readHead(c: PoolClient, t: TableRef): Promise<Row> {
 
 async function readColumns(c: PoolClient, oid: number): Promise<Row[]> {
   const r = await c.query(
-    `SELECT a.attname AS name, format_type(a.atttypid, a.atttypmod) AS type, a.attnotnull AS "notNull",
+    `SELECT a.attname AS name, format_type(a.atttypid, a.atttypmod) AS type, ${provenNotNullSql('a')} AS "notNull",
             a.attgenerated <> '' AS generated, a.attidentity AS identity, a.attstattarget AS stats,
             a.attacl::text[] AS acl,
             (a.atttypid IN ('int2'::regtype, 'int4'::regtype, 'int8'::regtype, 'uuid'::regtype, 'date'::regtype,
@@ -300,7 +301,9 @@ function storageOf(h: Row, cols: Row[], idx: Row[]): TableInfo['storage'] {
     replicaIdentity: h.relreplident,
     replicaIdentityIndex: idx.find((r) => r.isReplicaIdentity)?.name ?? null,
     unlogged: h.relpersistence === 'u',
-    statisticsTargets: cols.filter((r) => r.stats >= 0).map((r) => ({ column: r.name, target: r.stats })),
+    statisticsTargets: cols
+      .filter((r) => explicitStatisticsTarget(r.stats) !== null)
+      .map((r) => ({ column: r.name, target: explicitStatisticsTarget(r.stats)! })),
   };
 }
 

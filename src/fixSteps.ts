@@ -7,6 +7,7 @@
 import { IndexBuild, indexBuild } from './indexes';
 import { fkClause, Fix, ForeignKeyFix, NotNullFix, repairBatchSql, supportingIndexName } from './constraints';
 import { displayName, qualified, quoteIdent as q, TableRef } from './ident';
+import { hasNotNullNotValid } from './versions';
 
 /** What the audit read about a fix's table; the statements depend on it. */
 export interface FixInfo {
@@ -18,6 +19,8 @@ export interface FixInfo {
   hasIndex: boolean;
   /** SQL literal of the fill value, typed */
   fill?: string;
+  /** server_version_num; absent in histories from before it was read (the CHECK detour then, as on 13 to 17) */
+  serverVersionNum?: number;
 }
 
 /**
@@ -70,7 +73,43 @@ export function dropNotNullSql(fix: NotNullFix): string {
   return `ALTER TABLE ${qualified(fix.table)} ALTER COLUMN ${q(fix.column)} DROP NOT NULL`;
 }
 
+/**
+ * PostgreSQL 18: NOT NULL itself is added NOT VALID (new writes checked, no scan), the NULLs filled, then
+ * VALIDATEd (SHARE UPDATE EXCLUSIVE: writes go on); it stays as the column's not-null constraint under the
+ * fix's name. No CHECK, no SET NOT NULL, no drop: two brief ACCESS EXCLUSIVE locks fewer than the detour.
+ */
+function notNullNotValidSteps(fix: NotNullFix, info: FixInfo): FixSteps {
+  const t = qualified(fix.table);
+  const exclusive = [lockSql(fix.table, 'ACCESS EXCLUSIVE')];
+  return {
+    index: null,
+    addNotValid: [
+      {
+        table: fix.table,
+        sql: `ALTER TABLE ${t} ADD CONSTRAINT ${q(fix.name)} NOT NULL ${q(fix.column)} NOT VALID`,
+        locks: exclusive,
+      },
+    ],
+    repair: fix.nulls !== 'fail' ? repairBatchSql(fix, info.pk, info.fill) : null,
+    validate: [
+      {
+        what: 'validate',
+        table: fix.table,
+        sql: `ALTER TABLE ${t} VALIDATE CONSTRAINT ${q(fix.name)}`,
+        locks: [lockSql(fix.table, 'SHARE UPDATE EXCLUSIVE')],
+      },
+    ],
+    dropConstraint: [
+      { table: fix.table, sql: `ALTER TABLE ${t} DROP CONSTRAINT IF EXISTS ${q(fix.name)}`, locks: exclusive },
+    ],
+    dropNotNull: dropNotNullSql(fix),
+  };
+}
+
 function notNullSteps(fix: NotNullFix, info: FixInfo): FixSteps {
+  if (info.serverVersionNum !== undefined && hasNotNullNotValid(info.serverVersionNum)) {
+    return notNullNotValidSteps(fix, info);
+  }
   const t = qualified(fix.table);
   // CHECK added or dropped and SET NOT NULL: ACCESS EXCLUSIVE on the table and its partitions; VALIDATE: SHARE
   // UPDATE EXCLUSIVE (writes go on)
@@ -172,6 +211,9 @@ export function plannedFixSql(fix: Fix, info: FixInfo, batchSize: number): { sql
   sql.push(...steps.addNotValid.map((s) => s.sql));
   if (steps.repair) sql.push(`-- in batches of ${batchSize}, recorded in partflow.repairs\n${steps.repair}`);
   sql.push(...steps.validate.map((s) => s.sql));
+  if (fix.kind === 'notNull' && info.serverVersionNum !== undefined && hasNotNullNotValid(info.serverVersionNum)) {
+    notes.push(`PostgreSQL 18: NOT NULL added NOT VALID and validated, no CHECK detour; it keeps the name ${fix.name}`);
+  }
   if (fix.kind === 'foreignKey' && info.relkind === 'p') {
     notes.push(
       'partitioned: NOT VALID + VALIDATE per partition, then the parent constraint adopts them without a rescan',

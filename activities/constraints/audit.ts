@@ -7,6 +7,7 @@ import type { PoolClient } from 'pg';
 import { auditSql, describeFix, Fix, FixOptions, ForeignKeyFix, NotNullFix } from '../../src/constraints';
 import { FixInfo, plannedFixSql } from '../../src/fixSteps';
 import { displayName, InputError } from '../../src/ident';
+import { provenNotNullSql } from '../../src/versions';
 import { classify, inTransaction, withHeartbeat } from '../db';
 import type { Deps } from '../partition';
 import { relOid } from '../partition/run';
@@ -38,8 +39,8 @@ function compatible(a: string, b: string): boolean {
 
 async function columns(c: PoolClient, oid: number): Promise<Columns> {
   const r = await c.query(
-    `SELECT attname, format_type(atttypid, atttypmod) AS type, attnotnull, attnum FROM pg_attribute
-      WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped`,
+    `SELECT attname, format_type(atttypid, atttypmod) AS type, ${provenNotNullSql('a')} AS attnotnull, attnum
+       FROM pg_attribute a WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped`,
     [oid],
   );
   return new Map(r.rows.map((x) => [x.attname, { type: x.type, notNull: x.attnotnull, attnum: x.attnum }]));
@@ -73,8 +74,18 @@ async function inspectTable(c: PoolClient, fix: Fix, where: string): Promise<{ i
           )
         ).rows;
   const pk: string[] = pkr.rows[0]?.pk ?? [];
+  const v = await c.query(`SELECT current_setting('server_version_num')::int AS v`);
+  const serverVersionNum: number = v.rows[0].v;
   return {
-    info: { tableOid: t.oid, relkind: t.relkind, partitions: parts, pk, alreadyDone: false, hasIndex: true },
+    info: {
+      tableOid: t.oid,
+      relkind: t.relkind,
+      partitions: parts,
+      pk,
+      alreadyDone: false,
+      hasIndex: true,
+      serverVersionNum,
+    },
     cols,
   };
 }

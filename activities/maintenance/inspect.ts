@@ -3,6 +3,7 @@ import type { PoolClient } from 'pg';
 import { displayName, InputError, TableRef } from '../../src/ident';
 import type { LocalRange, MaintainTableSpec } from '../../src/maintenance';
 import { Month, parseMonth, PartitionColumnType } from '../../src/partitions';
+import { attachedPartitionSql } from '../../src/versions';
 
 export interface Parted {
   oid: number;
@@ -11,6 +12,8 @@ export interface Parted {
   parts: (LocalRange & { schema: string; est: number; bytes: number })[];
   def: TableRef | null;
   current: Month;
+  /** server_version_num: what the detach may use (src/versions.ts) */
+  serverVersionNum: number;
 }
 
 function literalInner(lit: string): string {
@@ -105,12 +108,13 @@ export async function inspect(c: PoolClient, spec: MaintainTableSpec): Promise<P
   const t = spec.table;
   await checkTimeZone(c, spec.timeZone, spec.at ? `${spec.at}.timeZone` : 'Field "timeZone"');
   const { oid, column, type } = await readParent(c, t);
+  const serverVersionNum = Number((await c.query(`SELECT current_setting('server_version_num') AS v`)).rows[0].v);
   const rows = (
     await c.query(
       `SELECT n.nspname AS schema, c.relname AS name, pg_get_expr(c.relpartbound, c.oid) AS bound,
               c.reltuples::bigint AS est, pg_total_relation_size(c.oid) AS bytes
          FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE i.inhparent = $1 AND NOT i.inhdetachpending ORDER BY c.relname`,
+        WHERE i.inhparent = $1 AND ${attachedPartitionSql(serverVersionNum)} ORDER BY c.relname`,
       [oid],
     )
   ).rows;
@@ -141,5 +145,6 @@ export async function inspect(c: PoolClient, spec: MaintainTableSpec): Promise<P
     parts,
     def: d ? { schema: d.schema, name: d.name } : null,
     current: parseMonth(now.rows[0].m),
+    serverVersionNum,
   };
 }

@@ -14,6 +14,7 @@ import { migrate } from '../migrate';
 import { archiveLog, archiveSchema, dumpPartition } from './archive';
 import type { Parted } from './inspect';
 import type { TableReport } from './report';
+import { detachMode, hasDetachConcurrently } from '../../src/versions';
 
 /**
  * A DETACH ... CONCURRENTLY interrupted after its first transaction left a partition "detach pending":
@@ -21,6 +22,7 @@ import type { TableReport } from './report';
  * SHARE UPDATE EXCLUSIVE on the parent, writes go on).
  */
 export async function finishDetaches(pool: Pool, l: Logger, spec: MaintainTableSpec, p: Parted, report: TableReport) {
+  if (!hasDetachConcurrently(p.serverVersionNum)) return; // 13: no detach can be left pending
   const stuck = (
     await pool.query(
       `SELECT n.nspname AS schema, c.relname AS name FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
@@ -72,10 +74,14 @@ async function referencing(pool: Pool, p: Parted, part: TableRef): Promise<strin
   return needed;
 }
 
-/** Plain DETACH while a default partition exists (CONCURRENTLY is refused then), CONCURRENTLY otherwise. */
+/**
+ * Plain DETACH while a default partition exists (CONCURRENTLY is refused then) or on PostgreSQL 13 (it has no
+ * CONCURRENTLY), CONCURRENTLY otherwise.
+ */
 async function detach(pool: Pool, l: Logger, spec: MaintainTableSpec, p: Parted, ref: TableRef): Promise<string> {
   const sql = `ALTER TABLE ${qualified(spec.table)} DETACH PARTITION ${qualified(ref)}`;
-  if (p.def) {
+  const mode = detachMode(p.serverVersionNum, p.def !== null);
+  if (!mode.concurrently) {
     // the detached table keeps its foreign keys with triggers of its own: SHARE ROW EXCLUSIVE on each referenced
     // table, after ACCESS EXCLUSIVE on the parent and the partition (pg_locks, PostgreSQL 15); all taken first,
     // in the application's order
@@ -84,16 +90,13 @@ async function detach(pool: Pool, l: Logger, spec: MaintainTableSpec, p: Parted,
       ...refs.map((r) => `LOCK TABLE ${r} IN SHARE ROW EXCLUSIVE MODE`),
       `LOCK TABLE ONLY ${qualified(spec.table)} IN ACCESS EXCLUSIVE MODE`,
       `LOCK TABLE ${qualified(ref)} IN ACCESS EXCLUSIVE MODE`,
-      `LOCK TABLE ${qualified(p.def)} IN ACCESS EXCLUSIVE MODE`,
+      ...(p.def ? [`LOCK TABLE ${qualified(p.def)} IN ACCESS EXCLUSIVE MODE`] : []),
     ];
     await withLockRetry(pool, l, 'detach', spec.lockTimeoutMs, async (c) => {
       await lockUpFront(c, locks, lockPhaseBudgetMs(spec.lockTimeoutMs, 3));
       await c.query(sql);
     });
-    return (
-      'plain DETACH (a brief exclusive lock on the parent): ' +
-      'DETACH CONCURRENTLY is refused while a default partition exists'
-    );
+    return mode.note;
   }
   const c = await pool.connect();
   try {
@@ -103,7 +106,7 @@ async function detach(pool: Pool, l: Logger, spec: MaintainTableSpec, p: Parted,
     await c.query('RESET lock_timeout').catch(() => undefined);
     c.release();
   }
-  return 'DETACH CONCURRENTLY';
+  return mode.note;
 }
 
 /** A detached partition archived as the table's mode says. */

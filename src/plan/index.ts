@@ -15,6 +15,7 @@ import { shadowStep } from './shadow';
 import { movesCounter, syncObjects, syncStep } from './sync';
 import type { Plan, PlannedPartition } from './types';
 import { verifyStep } from './verify';
+import { hasTidRangeScan } from '../versions';
 
 export * from './types';
 export { backfillSql, nextBatchSize, pagesPerBatch } from './backfill';
@@ -136,7 +137,8 @@ export function buildPlan(info: TableInfo, opts: PartitionOptions): Plan {
     ctx.warnings.push('The table has never been analyzed: the row estimate is unknown until the backfill reports.');
   }
   const { forward, reverse } = syncObjects(info.oid);
-  const copyMode = opts.copyMode === 'auto' ? (info.serverVersionNum >= 140000 ? 'pages' : 'keys') : opts.copyMode;
+  const copyMode =
+    opts.copyMode === 'auto' ? (hasTidRangeScan(info.serverVersionNum) ? 'pages' : 'keys') : opts.copyMode;
   return {
     table: ctx.table,
     tableOid: info.oid,

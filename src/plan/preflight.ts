@@ -7,22 +7,25 @@ import { byteLength, displayName, MAX_IDENT_BYTES, TableRef } from '../ident';
 import type { PartitionOptions } from '../input';
 import { refuse } from './context';
 import type { PlannedPartition } from './types';
+import { hasTidRangeScan, majorOf, MIN_SERVER_VERSION_NUM } from '../versions';
 
 const them = (n: number, one: string, many: string) => (n > 1 ? many : one);
 
 function checkServer(info: TableInfo, opts: PartitionOptions): void {
-  const major = Math.floor(info.serverVersionNum / 10000);
-  if (info.serverVersionNum < 130000) {
+  const v = info.serverVersionNum;
+  const major = majorOf(v);
+  if (v < MIN_SERVER_VERSION_NUM) {
     refuse(`PostgreSQL ${major} is too old: partflow needs PostgreSQL 13 or newer.`);
   }
-  if (info.serverVersionNum < 140000 && opts.copyMode === 'pages') {
-    refuse(`PostgreSQL ${major} has no TID range scans; use "copyMode": "keys" or "auto".`);
+  if (!hasTidRangeScan(v) && opts.copyMode === 'pages') {
+    refuse(`PostgreSQL ${major} has no TID range scans (14+); use "copyMode": "keys" or "auto".`);
   }
-  const pages = opts.copyMode === 'pages' || (opts.copyMode === 'auto' && info.serverVersionNum >= 140000);
+  const pages = opts.copyMode === 'pages' || (opts.copyMode === 'auto' && hasTidRangeScan(v));
   if (opts.parallelism > 1 && !pages) {
     refuse(
       `"parallelism": ${opts.parallelism} splits the table's pages among streams, which needs the page walk ` +
-        `(PostgreSQL 14+, "copyMode" "pages" or "auto"); use "parallelism": 1 with "copyMode": "keys".`,
+        `(PostgreSQL 14+, this is ${major}; "copyMode" "pages" or "auto"); ` +
+        'use "parallelism": 1 with "copyMode": "keys".',
     );
   }
 }

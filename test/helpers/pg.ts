@@ -47,7 +47,7 @@ export async function catalogSnapshot(pool: Pool, schemas: string[]): Promise<st
      UNION ALL SELECT 'idx ' || pg_get_indexdef(i.indexrelid) FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = ANY($1)
      UNION ALL SELECT 'con ' || con.conrelid::regclass || ' ' || con.conname || ' ' || pg_get_constraintdef(con.oid) || ' ' || con.convalidated FROM pg_constraint con JOIN pg_namespace n ON n.oid = con.connamespace WHERE n.nspname = ANY($1)
      UNION ALL SELECT 'trg ' || t.tgrelid::regclass || ' ' || t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = ANY($1) AND NOT t.tgisinternal
-     UNION ALL SELECT 'fn ' || p.oid::regprocedure FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = ANY($1 || '{partflow}'::text[])
+     UNION ALL SELECT 'fn ' || p.oid::regprocedure FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = ANY($1::text[] || '{partflow}'::text[])
      UNION ALL SELECT 'seq-owner ' || s.seqrelid::regclass || ' ' || coalesce((SELECT d.refobjid::regclass::text FROM pg_depend d WHERE d.objid = s.seqrelid AND d.deptype IN ('a', 'i') LIMIT 1), '-') FROM pg_sequence s JOIN pg_class c ON c.oid = s.seqrelid JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = ANY($1)
      UNION ALL SELECT 'acl ' || c.oid::regclass || ' ' || coalesce(c.relacl::text, '-') FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = ANY($1) AND c.relkind IN ('r', 'p')`,
     [schemas],
@@ -64,4 +64,9 @@ export async function withClient<T>(conn: ClientConfig, fn: (c: Client) => Promi
   } finally {
     await c.end();
   }
+}
+
+/** The server's server_version_num, for the tests whose expectation differs by version (src/versions.ts). */
+export async function serverVersionNum(pool: Pool): Promise<number> {
+  return Number((await pool.query(`SELECT current_setting('server_version_num') AS v`)).rows[0].v);
 }

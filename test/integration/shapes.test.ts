@@ -8,7 +8,7 @@ import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { Client, ClientConfig } from 'pg';
 import { compareWithRecord, Op, Writer } from '../../demo/writer';
 import type { PartitionTableInput } from '../../src/input';
-import { catalogSnapshot, TestDb, withClient as withDbClient } from '../helpers/pg';
+import { catalogSnapshot, serverVersionNum, TestDb, withClient as withDbClient } from '../helpers/pg';
 import { startStack, Stack } from '../helpers/stack';
 import { createTable, TestTable } from '../helpers/tables';
 import { progress, sleep, waitFor } from '../helpers/workflow';
@@ -346,6 +346,37 @@ test('outliers (-infinity, infinity, a 1900 sentinel, 9999) go to the default pa
     `SELECT payload FROM public.sentinels_default WHERE payload IN ('minus', 'plus', 'old', 'far') ORDER BY 1`,
   );
   expect(inDefault.rows.map((r) => r.payload)).toEqual(['far', 'minus', 'old', 'plus']);
+});
+
+test('a generated column, virtual by default on PostgreSQL 18 and STORED before: carried as it is, computed under writers', async () => {
+  const t = await createTable(db.pool, { schema: 'public', name: 'generated' }, 5_000, 'uuid');
+  const virtual = (await serverVersionNum(db.pool)) >= 180000;
+  // the same DDL on every version: 18 makes it virtual, 13 to 17 need STORED
+  await db.pool.query(
+    `ALTER TABLE public.generated ADD COLUMN payload_len int GENERATED ALWAYS AS (length(payload))${virtual ? '' : ' STORED'}`,
+  );
+  const kind = async (table: string) =>
+    (
+      await db.pool.query(
+        `SELECT attgenerated::text AS g FROM pg_attribute WHERE attrelid = $1::regclass AND attname = 'payload_len'`,
+        [table],
+      )
+    ).rows[0]?.g;
+  expect(await kind('public.generated')).toBe(virtual ? 'v' : 's');
+  const w = writer(t);
+  await w.start();
+  const h = await start({ table: 'generated', batchSize: 500, sleepMs: 10, approval: 'auto', rollbackWindow: '0s' });
+  const result = await h.result();
+  const stats = await w.stop();
+  expect(result.status).toBe('done');
+  expectNoErrors(stats);
+  await expectMatches(t, w);
+  expect(await relkind('public.generated')).toBe('p');
+  expect(await kind('public.generated')).toBe(virtual ? 'v' : 's');
+  const wrong = await db.pool.query(
+    `SELECT count(*)::int AS n FROM public.generated WHERE payload_len IS DISTINCT FROM length(payload)`,
+  );
+  expect(wrong.rows[0].n).toBe(0);
 });
 
 test('a long history: refused above 120 monthly partitions, startMonth keeps everything older in one partition', async () => {
