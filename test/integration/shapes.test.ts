@@ -405,7 +405,7 @@ test('a long history: refused above 120 monthly partitions, startMonth keeps eve
   expect((await db.pool.query(`SELECT count(*)::int AS n FROM public.ledger_default`)).rows[0].n).toBe(0);
 });
 
-test('settings LIKE does not copy are carried over: storage parameters, replica identity, statistics, comments, UNLOGGED; the parent is analyzed', async () => {
+test('settings LIKE does not copy are carried over: storage parameters, replica identity, statistics, comments, UNLOGGED; every partition is analyzed, one statement each (the parent is not: its sample of every partition holds one snapshot)', async () => {
   await db.pool
     .query(`CREATE TABLE public.tuned (id bigint PRIMARY KEY, created_at timestamptz NOT NULL, body text, CONSTRAINT tuned_body_ts UNIQUE (body, created_at))
                        WITH (fillfactor = 70, autovacuum_vacuum_scale_factor = 0.01, toast.autovacuum_enabled = false)`);
@@ -449,6 +449,8 @@ test('settings LIKE does not copy are carried over: storage parameters, replica 
             (SELECT obj_description(oid, 'pg_constraint') FROM pg_constraint WHERE conrelid = 'public.tuned'::regclass AND conname = 'tuned_pkey') AS pk_comment,
             (SELECT obj_description(oid, 'pg_constraint') || ' ' || contype::text FROM pg_constraint WHERE conrelid = 'public.tuned'::regclass AND conname = 'tuned_body_ts') AS uq,
             (SELECT count(*)::int FROM pg_statistic WHERE starelid = 'public.tuned'::regclass AND stainherit) > 0 AS parent_analyzed,
+            (SELECT bool_and(s.last_analyze IS NOT NULL) FROM pg_inherits i JOIN pg_stat_user_tables s ON s.relid = i.inhrelid
+              WHERE i.inhparent = 'public.tuned'::regclass) AS partitions_analyzed,
             (SELECT array_agg(DISTINCT c.relpersistence::text) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'public.scratchpad'::regclass) AS unlogged`,
   );
   expect(cat.rows[0]).toEqual({
@@ -456,7 +458,8 @@ test('settings LIKE does not copy are carried over: storage parameters, replica 
     idx_comment: 'for lookups',
     pk_comment: 'the key',
     uq: 'one per instant u',
-    parent_analyzed: true,
+    parent_analyzed: false,
+    partitions_analyzed: true,
     unlogged: ['u'],
   });
 });
