@@ -569,9 +569,14 @@ async function untilThen(
       // allSettled: a verification in flight (WAIT_CANCELLATION_COMPLETED) has stopped before the next step
       // begins; either one ending ends the other: a failed verification stops the applier, a failed applier
       // the wait
-      const both = [work(), ...(log ? [follow.followKeyLog(plan, direction)] : [])].map((p) =>
-        p.finally(() => scope.cancel()),
-      );
+      // the applier ends on its own only when its log is gone: while the run still waits, that is a failure,
+      // not the end of the wait
+      const applier = async () => {
+        await follow.followKeyLog(plan, direction);
+        if (!ended)
+          throw failure(`The key log of ${displayName(plan.table)} is gone while the run waits.`, 'TableChanged');
+      };
+      const both = [work(), ...(log ? [applier()] : [])].map((p) => p.finally(() => scope.cancel()));
       const failed = (await Promise.allSettled(both))
         .filter((x): x is PromiseRejectedResult => x.status === 'rejected')
         .map((x) => x.reason);
