@@ -27,7 +27,7 @@ export interface BackfillChunkInput {
   sleepMs: number;
   /** stop after this long so the workflow can react to pause/throttle/rollback */
   maxMs: number;
-  /** longest a batch may hold its row locks; batches shrink below batchSize to stay under it */
+  /** longest a batch may take (the key log is applied between batches); batches shrink below batchSize */
   maxBatchMs?: number;
   /** the replica bounds now (DEFAULT_REPLICA_BOUNDS for runs started before they existed) */
   replica?: ReplicaBounds;
@@ -45,7 +45,7 @@ export interface BackfillChunkResult {
   rowsThisChunk: number;
   pagesThisChunk: number;
   batches: number;
-  /** batches that met rows the sync trigger had written and were copied again with ON CONFLICT */
+  /** batches that met rows the key log's applier had written and were copied again with ON CONFLICT */
   mergedBatches?: number;
   /** keys of the key log re-copied during the chunk */
   keysApplied?: number;
@@ -65,7 +65,7 @@ export interface BackfillChunkResult {
   streamsLeft?: number[];
 }
 
-/** Longest wait of a backfill batch for a row lock; below deadlock_timeout (1 s by default). */
+/** Longest wait of a backfill batch for a lock (the key log's, a row's); below deadlock_timeout (1 s by default). */
 const BATCH_LOCK_TIMEOUT_MS = 200;
 const BATCH_LOCK_ATTEMPTS = 30;
 const MERGE_BATCHES = 20;
@@ -74,7 +74,7 @@ const MERGE_BATCHES = 20;
  * What the backfill learns per table, in memory (another worker starts afresh and adapts within a batch or
  * two): `size`, the batch size (pages, or keys in key mode) under the time budget — a batch that took
  * longer shrinks the next one in proportion, a quick one lets it grow back towards the operator's batchSize;
- * `mergeLeft`, how many more batches use ON CONFLICT because a recent one met rows the trigger had written.
+ * `mergeLeft`, how many more batches use ON CONFLICT because a recent one met rows the applier had written.
  */
 interface Tuning {
   size?: number;
@@ -103,7 +103,7 @@ interface Batch {
    */
   commit: (c: PoolClient, read: number) => Promise<boolean>;
   copy: (c: PoolClient) => Promise<number>;
-  /** the same copy without ON CONFLICT, when the plan has one: fails with 23505 on a row the trigger wrote */
+  /** the same copy without ON CONFLICT, when the plan has one: fails with 23505 on a row the applier wrote */
   fastCopy?: (c: PoolClient) => Promise<number>;
 }
 
@@ -147,9 +147,10 @@ class CheckpointMoved extends Error {}
  * guarded by the checkpoint the batch started from. Returns the rows read, or `moved` when another attempt
  * of the activity moved the checkpoint first (then nothing of this batch is kept).
  *
- * The batch waits at most BATCH_LOCK_TIMEOUT_MS for a row lock, well under PostgreSQL's default
- * deadlock_timeout (1 s): when an application transaction and a batch wait for each other, the batch
- * gives up and is retried, so the application's transaction is not the one the deadlock detector kills.
+ * The batch waits at most BATCH_LOCK_TIMEOUT_MS for a lock (the key log's, held by an apply round; a row's in
+ * plans made before the key log), well under PostgreSQL's default deadlock_timeout (1 s): when another
+ * transaction and a batch wait for each other, the batch gives up and is retried, so the application's
+ * transaction is not the one the deadlock detector kills.
  * synchronous_commit is off for the batch: a batch lost in a crash loses its checkpoint with it and is
  * simply copied again.
  */
@@ -184,7 +185,7 @@ async function guardedBatch(
 }
 
 /**
- * The fast copy unless a recent batch of this table met rows the trigger had written; a fast copy that
+ * The fast copy unless a recent batch of this table met rows the applier had written; a fast copy that
  * meets one is copied again with ON CONFLICT, and so are the next MERGE_BATCHES batches.
  */
 async function copyBatch(
@@ -426,8 +427,8 @@ async function streamWalker(pool: Pool, input: BackfillChunkInput, l: Logger): P
 }
 
 /**
- * Key walk: find the bound `size` keys ahead without locks, then copy exactly (last, bound] under FOR SHARE
- * and commit the bound as the checkpoint.
+ * Key walk: find the bound `size` keys ahead without locks, then copy exactly (last, bound] (under FOR SHARE in
+ * plans made before the key log, without row locks since) and commit the bound as the checkpoint.
  */
 async function keyWalker(pool: Pool, input: BackfillChunkInput): Promise<Walker> {
   const t = input.table;
