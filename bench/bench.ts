@@ -152,7 +152,9 @@ async function main(): Promise<void> {
     await pool.query(`INSERT INTO images_pf_shadow (${cols}) SELECT ${cols} FROM images`);
     results.limit.push(Date.now() - t0);
     line(`  limit ${results.limit.at(-1)} ms`);
-    await acts.dropShadow(pre.plan, 500);
+    // the copy goes with the plan's own statements: the run stays active for the loop below (dropShadow is an
+    // undo step, fenced: it acts only on a run being undone)
+    for (const sql of pre.plan.sql.dropShadow) await pool.query(sql);
     // peer: pg_partman 4.7's online path, partition_data_proc moving a copy of the source into a partition set
     // with the same keys and indexes (the copy of the source is made outside the timing)
     if (!peerError && !SKIP.has('peer')) {
@@ -199,6 +201,7 @@ async function main(): Promise<void> {
       }
       results.loop.push(Date.now() - t0);
       line(`  loop ${results.loop.at(-1)} ms`);
+      await acts.beginUndo(pre.plan.table);
       await acts.dropSyncTrigger(pre.plan, 500);
       await acts.dropShadow(pre.plan, 500);
       await acts.releaseRun(pre.plan.table, 'rolled-back');
