@@ -46,7 +46,7 @@ async function round(c: Client, withLog: boolean): Promise<Record<Kind, number>>
     for (let i = 1; i <= N; i++) await c.query(sql, param(i));
     out[kind] = (performance.now() - t0) / N;
   };
-  await time('insert', `INSERT INTO ops VALUES ($1, now() - $1 * interval '1 minute', 'p')`, (i) => [i]);
+  await time('insert', `INSERT INTO ops VALUES ($1, now() - make_interval(mins => $2), 'p')`, (i) => [i, i]);
   await time('update', `UPDATE ops SET payload = md5(payload) WHERE id = $1`, (i) => [i]);
   await time('rekey', `UPDATE ops SET id = id + 1000000000 WHERE id = $1`, (i) => [i]);
   await time('delete', `DELETE FROM ops WHERE id = $1`, (i) => [i + 1_000_000_000]);
