@@ -27,6 +27,21 @@ ensure_postgres_installed() {
   fi
 }
 
+# The settings of every cluster partflow's scripts create (the default one, the version matrix's): $1 the port.
+pg_conf() {
+  cat <<CONF
+listen_addresses = '127.0.0.1'
+port = $1
+unix_socket_directories = '/tmp'
+max_connections = 200
+shared_buffers = 512MB
+fsync = on
+synchronous_commit = off
+max_wal_size = 4GB
+log_min_duration_statement = -1
+CONF
+}
+
 # A cluster that partflow's scripts own: trust auth on localhost, its own port, run as the postgres user.
 ensure_postgres() {
   ensure_postgres_installed
@@ -39,17 +54,7 @@ ensure_postgres() {
     [ "$(id -u)" = 0 ] && chown -R postgres:postgres "$PARTFLOW_PG_DATA" && chmod 700 "$PARTFLOW_PG_DATA"
     [ "$(id -u)" = 0 ] && chmod o+x "$HOME" "$HOME/.cache" "$PARTFLOW_HOME" 2>/dev/null || true
     "${runas[@]}" "$bin/initdb" -D "$PARTFLOW_PG_DATA" -U postgres -A trust -E UTF8 --locale=C.UTF-8 >/dev/null
-    cat >> "$PARTFLOW_PG_DATA/postgresql.conf" <<CONF
-listen_addresses = '127.0.0.1'
-port = $PARTFLOW_PG_PORT
-unix_socket_directories = '/tmp'
-max_connections = 200
-shared_buffers = 512MB
-fsync = on
-synchronous_commit = off
-max_wal_size = 4GB
-log_min_duration_statement = -1
-CONF
+    pg_conf "$PARTFLOW_PG_PORT" >> "$PARTFLOW_PG_DATA/postgresql.conf"
   fi
   # prepared transactions stand in for an application's open write in the cancellation tests
   if ! grep -q '^max_prepared_transactions' "$PARTFLOW_PG_DATA/postgresql.conf"; then

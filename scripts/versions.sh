@@ -61,18 +61,7 @@ start_version_cluster() {
     touch "$log" && chown postgres "$log"
   fi
   _runas "$bin/initdb" -D "$data" -U postgres -A trust -E UTF8 --locale=C.UTF-8 >/dev/null
-  _runas tee -a "$data/postgresql.conf" >/dev/null <<CONF
-listen_addresses = '127.0.0.1'
-port = $port
-unix_socket_directories = '/tmp'
-max_connections = 200
-shared_buffers = 512MB
-fsync = on
-synchronous_commit = off
-max_wal_size = 4GB
-log_min_duration_statement = -1
-max_prepared_transactions = 20
-CONF
+  { pg_conf "$port"; echo "max_prepared_transactions = 20"; } | _runas tee -a "$data/postgresql.conf" >/dev/null
   say "starting PostgreSQL $n ($("$bin/postgres" --version)) on port $port"
   _runas "$bin/pg_ctl" -D "$data" -l "$log" -w -t 60 start >/dev/null
   export PGHOST=127.0.0.1 PGPORT="$port" PGUSER=postgres

@@ -186,11 +186,6 @@ export function keyLogApplySql(s: KeyLogSpec): KeyLogApplySql {
   };
 }
 
-/** What a batch of the copy takes first in its transaction: the applier waits for batches in flight. */
-export function keyLogBatchLockSql(s: KeyLogSpec): string {
-  return `SELECT pg_advisory_xact_lock_shared(${s.lockKey})`;
-}
-
 /**
  * The verification's filter on the source's positional row `s`: keys with an entry in the log are left out on
  * both sides (the drain before the cut-over applies them).

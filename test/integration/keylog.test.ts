@@ -8,7 +8,7 @@
 import { Client } from 'pg';
 import { inTransaction } from '../../activities/db';
 import { applyKeyLog, drainKeyLog } from '../../activities/partition/keylog';
-import { keyLogApplySql, KeyLogSpec, keyLogBatchLockSql, keyLogDropSql, keyLogInstallSql } from '../../src/plan/keylog';
+import { keyLogApplySql, KeyLogSpec, keyLogDropSql, keyLogInstallSql } from '../../src/plan/keylog';
 import { truncateFunctionSql } from '../../src/plan/sync';
 import { createTestDb, TestDb } from '../helpers/pg';
 import { sleep } from '../helpers/workflow';
@@ -94,7 +94,7 @@ async function copyInBatches(): Promise<void> {
   let last = -1n;
   for (;;) {
     const n = await inTransaction(db.pool, async (c) => {
-      await c.query(keyLogBatchLockSql(spec));
+      await c.query(keyLogApplySql(spec).batchLock);
       const r = await c.query(
         `WITH b AS (SELECT id, created_at, v, note FROM kl_src WHERE id > $1 ORDER BY id LIMIT 100),
               i AS (INSERT INTO kl_copy SELECT * FROM b ON CONFLICT DO NOTHING)
@@ -202,7 +202,7 @@ test('the POSTGRES-TRAPS reproduction: REPEATABLE READ and SERIALIZABLE writers 
   );
   // the copy of every row commits after both snapshots
   await inTransaction(db.pool, async (c) => {
-    await c.query(keyLogBatchLockSql(spec));
+    await c.query(keyLogApplySql(spec).batchLock);
     await c.query(`INSERT INTO kl_copy SELECT * FROM kl_src ON CONFLICT DO NOTHING`);
   });
   const results: string[] = [];

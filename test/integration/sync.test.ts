@@ -35,6 +35,11 @@ function start(input: PartitionTableInput): Promise<WorkflowHandle> {
   });
 }
 
+/** A test table's rows in id order, the timestamp as text: what the application sees. */
+async function rowsOf(table: string): Promise<Record<string, unknown>[]> {
+  return (await db.pool.query(`SELECT id, payload, created_at::text AS t FROM ${table} ORDER BY id`)).rows;
+}
+
 /** The key values exactly as stored (JavaScript compares them byte for byte), sorted. */
 async function keys(table: string, column: string): Promise<string[]> {
   const r = await db.pool.query(`SELECT ${column}::text AS k FROM ${table}`);
@@ -266,12 +271,12 @@ describe('a cut-over with a backlog in the key log', () => {
     // 30,000 keys logged at once (and moved a month), then the approval at once: a backlog for the cut-over
     await db.pool.query(`UPDATE bl SET payload = payload || '!', created_at = created_at - interval '1 month'`);
     await db.pool.query(`DELETE FROM bl WHERE id % 7 = 0`);
-    const before = (await db.pool.query(`SELECT id, payload, created_at::text AS t FROM bl ORDER BY id`)).rows;
+    const before = await rowsOf('bl');
     await h.signal('approveCutover');
     const cut = await waitFor(h, (p) => p.phase === 'rollback-window', 'cut over', 120_000);
     console.log(JSON.stringify({ backlogCutover: cut.cutover }));
     expect((await db.pool.query(`SELECT relkind FROM pg_class WHERE oid = 'bl'::regclass`)).rows[0].relkind).toBe('p');
-    const after = (await db.pool.query(`SELECT id, payload, created_at::text AS t FROM bl ORDER BY id`)).rows;
+    const after = await rowsOf('bl');
     expect(after.length).toBe(before.length);
     expect(after).toEqual(before);
     const logs = await db.pool.query(
@@ -315,13 +320,13 @@ describe('1. writers that are not READ COMMITTED: the key log is exact for them'
     // without partflow both commit; with the old in-snapshot trigger the UPDATE failed with 40001 and the
     // DELETE left the row in the copy
     expect(errors).toEqual([]);
-    const before = (await db.pool.query(`SELECT id, payload, created_at::text AS t FROM rr ORDER BY id`)).rows;
+    const before = await rowsOf('rr');
     await waitFor(h, (p) => p.phase === 'awaiting-approval', 'verified', 120_000);
     await h.signal('approveCutover');
     await waitFor(h, (p) => p.phase === 'rollback-window', 'cut over', 60_000);
     const t = await db.pool.query(`SELECT relkind FROM pg_class WHERE oid = 'rr'::regclass`);
     expect(t.rows[0].relkind).toBe('p');
-    const after = (await db.pool.query(`SELECT id, payload, created_at::text AS t FROM rr ORDER BY id`)).rows;
+    const after = await rowsOf('rr');
     expect(after).toEqual(before);
     expect(after.filter((r) => [1, 2, 29998, 29999].includes(Number(r.id)))).toEqual([]);
     expect(after.filter((r) => r.payload === 'changed').map((r) => Number(r.id))).toEqual([10, 11]);
