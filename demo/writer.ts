@@ -32,6 +32,8 @@ export interface WriterStats {
   errorSamples: string[];
   /** 40001 of REPEATABLE READ or SERIALIZABLE lanes (`isolation`): the application retries, not an error */
   serializationFailures: number;
+  /** the same per isolation level of the lane */
+  serializationFailuresByLevel: Record<string, number>;
   maxLatencyMs: number;
   p99LatencyMs: number;
   /** the slowest statements, slowest first: how long, when it started (epoch ms), which kind */
@@ -62,6 +64,7 @@ export class Writer {
     errors: 0,
     errorSamples: [],
     serializationFailures: 0,
+    serializationFailuresByLevel: {},
     maxLatencyMs: 0,
     p99LatencyMs: 0,
     slowest: [],
@@ -219,6 +222,8 @@ export class Writer {
       } catch (err) {
         if (level && (err as { code?: string }).code === '40001') {
           this.stats.serializationFailures++;
+          const by = this.stats.serializationFailuresByLevel;
+          by[level] = (by[level] ?? 0) + 1;
         } else {
           this.stats.errors++;
           if (this.stats.errorSamples.length < 5) this.stats.errorSamples.push(`${op}: ${(err as Error).message}`);
