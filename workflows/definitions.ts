@@ -65,10 +65,19 @@ export interface Progress {
     repaired: string[];
   } | null;
   /** `keysAppliedUnderLock`: key log entries applied under the cut-over's lock (0 for runs before the key log) */
-  cutover: { lockHoldMs: number; attempts: number; lockWaitRetries: number; keysAppliedUnderLock: number } | null;
+  /** `lastCheck`: the keys copied since the last verification pass, compared before the swap (null: older runs) */
+  cutover: {
+    lockHoldMs: number;
+    attempts: number;
+    lockWaitRetries: number;
+    keysAppliedUnderLock: number;
+    lastCheck: { keys: number; repaired: string[] } | null;
+  } | null;
   /** the replica bound holding the backfill back now (`maxReplicaLagBytes`, `maxReplicaLagSeconds`,
    *  `standbyGone`, `lagUnknown`), why, and since when; null while the copy may go on */
   throttledBy: { bound: string; reason: string; since: string } | null;
+  /** during the backfill: the pause after each batch that maxAppLatencyRatio asks for, ms (null otherwise) */
+  appPauseMs: number | null;
   /** the worst standby replay lag (or slot WAL) and replay_lag seen last, and how many standbys stream */
   replicaLag: { bytes: number | null; seconds: number | null; standbys: number } | null;
   /** the bounds in force (input, then `throttle`) */

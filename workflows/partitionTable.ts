@@ -79,6 +79,8 @@ export interface PartitionState {
   replica?: ReplicaBounds;
   /** the replica bound holding the copy back, since when */
   throttledBy?: Throttled | null;
+  /** the pause after each batch that the application-latency bound asks for, ms */
+  appPauseMs?: number;
   replicaLag?: Lag | null;
   /** parallel copy: the streams not done yet (absent: all of them, or a single stream) */
   streamsLeft?: number[];
@@ -251,8 +253,10 @@ function progressOf(run: Run): Progress {
       attempts: c.attempts,
       lockWaitRetries: c.lockWaitRetries,
       keysAppliedUnderLock: c.keysAppliedUnderLock ?? 0,
+      lastCheck: c.lastCheck ?? null,
     },
     throttledBy: s.phase === 'backfill' ? (s.throttledBy ?? null) : null,
+    appPauseMs: s.phase === 'backfill' ? (s.appPauseMs ?? null) : null,
     replicaLag: s.replicaLag ?? null,
     replicaBounds: s.replica ?? run.opts.replica,
   };
@@ -318,13 +322,24 @@ function showDetails(run: Run): void {
   ];
   if (p.throttledBy)
     lines.push(`held back by ${p.throttledBy.bound} since ${p.throttledBy.since}: ${p.throttledBy.reason}`);
+  else if (p.appPauseMs)
+    lines.push(
+      `paced by maxAppLatencyRatio: ${p.appPauseMs} ms pause after each batch, so the application's commits stay fast`,
+    );
   if (p.verify)
     lines.push(
       `verification ${p.verify.ok ? 'passed' : 'FAILED'}: ${p.verify.rows} rows in ${p.verify.chunks} chunk(s)` +
         (p.verify.endedAt ? `, ended ${p.verify.endedAt}` : '') +
         (p.verify.repaired.length ? `; copied again and equal since: ${p.verify.repaired.join('; ')}` : ''),
     );
-  if (p.cutover) lines.push(`cut over holding the lock ${p.cutover.lockHoldMs} ms`);
+  if (p.cutover) {
+    const check = p.cutover.lastCheck;
+    lines.push(
+      `cut over holding the lock ${p.cutover.lockHoldMs} ms` +
+        (check ? `; last check: ${check.keys} key(s) changed since the verification compared equal` : '') +
+        (check?.repaired.length ? ` (copied again: ${check.repaired.join('; ')})` : ''),
+    );
+  }
   if (p.lastError) lines.push(`last error: ${p.lastError}`);
   setCurrentDetails(lines.join('\n\n'));
 }
@@ -433,6 +448,7 @@ function recordChunk(s: PartitionState, r: BackfillChunkResult): void {
   // a hold that goes on keeps the time it began
   const held = r.throttledBy ?? null;
   s.throttledBy = held && s.throttledBy?.bound === held.bound ? { ...held, since: s.throttledBy.since } : held;
+  if (r.appPauseMs !== undefined) s.appPauseMs = r.appPauseMs;
   if (r.replicaLag) s.replicaLag = r.replicaLag;
   if (r.elapsedMs > 0 && r.batches > 0) {
     const rps = (r.rowsThisChunk * 1000) / r.elapsedMs;
@@ -456,6 +472,9 @@ function together(rs: BackfillChunkResult[], done: boolean): BackfillChunkResult
     elapsedMs: Math.max(...rs.map((r) => r.elapsedMs)),
     done,
     throttledBy: rs.find((r) => r.throttledBy)?.throttledBy ?? null,
+    ...(rs.some((r) => r.appPauseMs !== undefined)
+      ? { appPauseMs: Math.max(...rs.map((r) => r.appPauseMs ?? 0)) }
+      : {}),
   };
 }
 

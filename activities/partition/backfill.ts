@@ -16,7 +16,17 @@ import { faultPoint } from '../faults';
 import { metrics } from '../metrics';
 import type { KeyLogApplySql } from '../../src/plan/keylog';
 import { drainKeyLog } from './keylog';
-import { capWalRate, Lag, runStandbys, Throttled, waitForAppLatency, waitForReplicas, walPosition } from './replicas';
+import { nextPace, Pace, Sample } from '../../src/pacer';
+import {
+  capWalRate,
+  CommitProber,
+  Lag,
+  runStandbys,
+  Throttled,
+  waitForAppLatency,
+  waitForReplicas,
+  walPosition,
+} from './replicas';
 import { Deps, ownPlan, rowMoves, RunRow, RUNS, runState, stepLog } from './run';
 
 export interface BackfillChunkInput {
@@ -59,6 +69,8 @@ export interface BackfillChunkResult {
   rowMoves?: number;
   /** the replica bound holding the copy back when the chunk ended, or null */
   throttledBy?: Throttled | null;
+  /** the pause after each batch the application-latency bound asked for when the chunk ended, ms */
+  appPauseMs?: number;
   /** the worst standby lag seen last */
   replicaLag?: Lag;
   /** parallel copy: the streams not done when the chunk ended (a rewrite starts finished ones again) */
@@ -84,13 +96,16 @@ interface Tuning {
    * headroom (a batch after a checkpoint writes full-page images, more than the one before it)
    */
   batchWal?: number[];
-  /** the last commit probes of the application-latency bound, ms (null: failed) */
-  probes: (number | null)[];
+  /** the commit prober's samples (src/pacer.ts), the pause after each batch, and the hold when pausing was
+   *  not enough: the copy waits from `after` until the application's latency is back under the bound */
+  samples: Sample[];
+  pace: Pace;
+  holding?: { after: number; held: Throttled };
 }
 const tuning = new Map<string, Tuning>();
 function tuningOf(key: string): Tuning {
   let t = tuning.get(key);
-  if (!t) tuning.set(key, (t = { mergeLeft: 0, probes: [] }));
+  if (!t) tuning.set(key, (t = { mergeLeft: 0, samples: [], pace: { pauseMs: 0, since: 0 } }));
   return t;
 }
 
@@ -502,17 +517,49 @@ function applyBetweenBatches(pool: Pool, input: BackfillChunkInput): Promise<num
   return drainKeyLog(pool, input.sql.keyLog, 1000, Date.now() + APPLY_BETWEEN_MS);
 }
 
-/** The application-latency bound (plans whose sync step measured the probe idle): the hold, or null. */
-function appLatency(
-  probe: PoolClient | null,
+/** While the application-latency bound holds the copy (tune.holding): the wait, and the hold still in force. */
+async function appLatency(
   input: BackfillChunkInput,
   bounds: ReplicaBounds,
   tune: Tuning,
   deadline: number,
-  held: Throttled | null,
 ): Promise<Throttled | null> {
-  if (!probe || input.appBaselineMs === undefined || !bounds.maxAppLatencyRatio) return Promise.resolve(null);
-  return waitForAppLatency(probe, bounds.maxAppLatencyRatio, input.appBaselineMs, tune.probes, deadline, held);
+  if (!tune.holding || input.appBaselineMs === undefined || !bounds.maxAppLatencyRatio) return null;
+  const { after, held } = tune.holding;
+  const still = await waitForAppLatency(
+    tune.samples,
+    after,
+    bounds.maxAppLatencyRatio,
+    input.appBaselineMs,
+    deadline,
+    held,
+  );
+  tune.holding = still ? { after, held: still } : undefined;
+  return still;
+}
+
+/** After a batch: the pause the application-latency bound asks for (src/pacer.ts), ms; a hold is kept in tune. */
+function appPause(input: BackfillChunkInput, bounds: ReplicaBounds, tune: Tuning, l: Logger): number {
+  if (input.appBaselineMs === undefined || !bounds.maxAppLatencyRatio) return 0;
+  const now = Date.now();
+  const next = nextPace(tune.pace, tune.samples, bounds.maxAppLatencyRatio, input.appBaselineMs, now);
+  if (next.pace.pauseMs !== tune.pace.pauseMs) l.debug({ pauseMs: next.pace.pauseMs, p90: next.p90 }, 'copy paced');
+  tune.pace = next.pace;
+  if (next.hold) tune.holding = { after: now, held: { ...next.hold, since: new Date(now).toISOString() } };
+  return tune.pace.pauseMs;
+}
+
+/**
+ * Another attempt of this activity advanced the checkpoint, or the table was rewritten: the walk goes on from
+ * where the checkpoint is now. Returns the rows copied it records.
+ */
+async function afterMove(pool: Pool, t: TableRef, l: Logger, w: Walker, pages: boolean): Promise<number> {
+  if (pages) await restartIfRewritten(pool, t, l, w.tuneKey);
+  const again = await runState(pool, t);
+  if (again?.run_state !== 'active') {
+    throw failure(`The partflow run of ${displayName(t)} is being undone; the backfill stops.`, 'RunUndone');
+  }
+  return w.reload(again);
 }
 
 /** Copies batches until the walk is done or `maxMs` has passed, applying the key log between them. */
@@ -528,6 +575,7 @@ export async function backfillChunk({ pool, log }: Deps, input: BackfillChunkInp
   let lastWal = 0;
   // the application-latency bound's probe, on a connection of its own: pool waits are not the application's
   const probe = input.appBaselineMs !== undefined && bounds.maxAppLatencyRatio ? await pool.connect() : null;
+  let prober: CommitProber | null = null;
   try {
     const w = await walkerFor(pool, input, l);
     // the streams of a parallel copy together: each pauses `streams` times as long, and each expects the
@@ -535,6 +583,7 @@ export async function backfillChunk({ pool, log }: Deps, input: BackfillChunkInp
     const streams = input.streams ?? 1;
     let rowsCopied = w.rowsCopied;
     const tune = tuningOf(w.tuneKey);
+    if (probe) prober = new CommitProber(probe, tune.samples).start();
     // a new table starts at an eighth of the largest batch and grows while batches stay under maxBatchMs
     let size = Math.min(w.cap, tune.size ?? Math.ceil(w.cap / 8));
     const wal = { bytes: bounds.maxWalBytesPerSecond ? await walPosition(pool) : 0, at: Date.now() };
@@ -547,20 +596,13 @@ export async function backfillChunk({ pool, log }: Deps, input: BackfillChunkInp
       const look = await waitForReplicas(pool, replicas, bounds, started + input.maxMs, held, headroom);
       ({ held, lag } = look);
       if (lastWal) tune.batchWal = [look.walAtFirstLook - lastWal, ...(tune.batchWal ?? [])].slice(0, 8);
-      if (held || (held = await appLatency(probe, input, bounds, tune, started + input.maxMs, held))) break;
+      if (held || (held = await appLatency(input, bounds, tune, started + input.maxMs))) break;
       lastWal = look.walInsert;
       const b = await w.next(size, counts.batches);
       const batchStarted = Date.now();
       const [read, merged] = await copyBatch(pool, b, tune, input.sql.keyLog);
       if (read === 'moved') {
-        // another attempt of this activity advanced the checkpoint, or the table was rewritten: continue
-        // from where the checkpoint is now
-        if (pages) await restartIfRewritten(pool, t, l, w.tuneKey);
-        const again = await runState(pool, t);
-        if (again?.run_state !== 'active') {
-          throw failure(`The partflow run of ${displayName(t)} is being undone; the backfill stops.`, 'RunUndone');
-        }
-        rowsCopied = await w.reload(again);
+        rowsCopied = await afterMove(pool, t, l, w, pages);
         continue;
       }
       const took = Date.now() - batchStarted;
@@ -577,7 +619,8 @@ export async function backfillChunk({ pool, log }: Deps, input: BackfillChunkInp
       counts.batches++;
       ctx?.heartbeat(w.heartbeat(rowsCopied));
       counts.keysApplied += await applyBetweenBatches(pool, input);
-      if (input.sleepMs > 0) await sleep(input.sleepMs * streams);
+      const pause = appPause(input, bounds, tune, l);
+      if (input.sleepMs > 0 || pause > 0) await sleep(input.sleepMs * streams + pause);
       await capWalRate(pool, bounds, wal);
     }
     // the log also while the copy is held back or done: the verification after it leaves logged keys out
@@ -593,6 +636,7 @@ export async function backfillChunk({ pool, log }: Deps, input: BackfillChunkInp
       done: w.done(),
       rowMoves: await rowMoves(pool, t),
       throttledBy: held,
+      ...(probe ? { appPauseMs: tune.pace.pauseMs } : {}),
       ...(lag ? { replicaLag: lag } : {}),
     };
   } catch (err) {
@@ -601,6 +645,7 @@ export async function backfillChunk({ pool, log }: Deps, input: BackfillChunkInp
     }
     return classify(err, `backfill of ${displayName(t)}`);
   } finally {
+    await prober?.stop();
     probe?.release();
   }
 }

@@ -8,7 +8,7 @@ import { failure } from '../../src/failures';
 import { displayName, qualified } from '../../src/ident';
 import { Plan, shapeDifferences, splitLock } from '../../src/plan';
 import type { KeyLogApplySql } from '../../src/plan/keylog';
-import { applyRound, drainKeyLog, keyLogBacklog } from './keylog';
+import { applyRound, drainKeyLog, keyLogBacklog, LastCheck, lastCheckBeforeLock, lastCheckUnderLock } from './keylog';
 import { classify, lockUpFront, runAll, withHeartbeat, withLockRetry } from '../db';
 import { faultPoint } from '../faults';
 import {
@@ -35,6 +35,8 @@ export interface CutoverResult {
   rowMoves?: number;
   /** keys of the key log applied under the cut-over's lock (plans with a key log) */
   keysAppliedUnderLock?: number;
+  /** the last check: keys copied since the last verification pass, compared before the swap (newer plans) */
+  lastCheck?: { keys: number; repaired: string[] };
 }
 
 /** The columns of what is now `plan.table` (after the cut-over: the partitioned table), in order. */
@@ -198,15 +200,23 @@ export async function cutover({ pool, log }: Deps, plan: Plan, lockTimeoutMs: nu
   let lockedAt = 0;
   const keyLog = plan.sql.keyLog;
   let underLock = 0;
+  const check: LastCheck = { upTo: 0, keys: 0, repaired: [] };
   const swap = async (c: PoolClient) => {
     // the key log drained before each attempt locks (other connections): what is left for under the lock is
-    // what writers commit between this drain and the lock
-    if (keyLog) await drainKeyLog(pool, keyLog);
+    // what writers commit between this drain and the lock; then the keys copied since the last verification
+    // pass compared (each attempt goes on from where the one before stopped)
+    if (keyLog) {
+      await drainKeyLog(pool, keyLog);
+      await lastCheckBeforeLock(pool, plan, keyLog, check);
+    }
     await lockUpFront(c, [lock], across.budget); // each wait bounded by lock_timeout, the whole by the budget
     lockedAt = Date.now();
     await fence(c, plan.table);
     await checkUnchanged(c, plan);
-    if (keyLog) underLock = await drainUnderLock(c, plan, keyLog);
+    if (keyLog) {
+      underLock = await drainUnderLock(c, plan, keyLog);
+      await lastCheckUnderLock(c, plan, keyLog, check);
+    }
     await runAll(c, then);
     await faultPoint('cutover', l); // renamed, not committed
     // the new table's columns as of the cut-over: a rollback that would lose a later change is refused
@@ -222,7 +232,8 @@ export async function cutover({ pool, log }: Deps, plan: Plan, lockTimeoutMs: nu
   );
   const lockHoldMs = Date.now() - lockedAt;
   const { attempts, lockWaitRetries } = stats;
-  l.info({ lockHoldMs, attempts, lockWaitRetries, keysAppliedUnderLock: underLock }, 'cut over');
+  const lastCheck = keyLog?.seen ? { keys: check.keys, repaired: check.repaired } : undefined;
+  l.info({ lockHoldMs, attempts, lockWaitRetries, keysAppliedUnderLock: underLock, lastCheck }, 'cut over');
   return {
     alreadyDone: false,
     attempts,
@@ -230,6 +241,7 @@ export async function cutover({ pool, log }: Deps, plan: Plan, lockTimeoutMs: nu
     lockHoldMs,
     rowMoves: await rowMoves(pool, plan.table),
     ...(keyLog ? { keysAppliedUnderLock: underLock } : {}),
+    ...(lastCheck ? { lastCheck } : {}),
   };
 }
 

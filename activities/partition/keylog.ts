@@ -4,7 +4,9 @@
  */
 import type { Pool, PoolClient } from 'pg';
 import type { Plan } from '../../src/plan';
-import type { KeyLogApplySql } from '../../src/plan/keylog';
+import type { KeyLogApplySql, KeyLogSeenSql } from '../../src/plan/keylog';
+import { failure } from '../../src/failures';
+import { displayName } from '../../src/ident';
 import { createLogger, Logger } from '../../src/logger';
 import { activityContext, classify, inTransaction, sleep } from '../db';
 import { faultPoint } from '../faults';
@@ -115,3 +117,90 @@ export async function followKeyLog(
 }
 
 const FOLLOW_EVERY_MS = 1000;
+
+/** Rows of recorded keys compared per snapshot before the cut-over's lock (issue 24, item 5). */
+const LAST_CHECK_SLICE = 20_000;
+
+export interface LastCheck {
+  /** the recorded keys' `seq` compared up to, before and under the lock */
+  upTo: number;
+  /** keys compared (recorded entries) */
+  keys: number;
+  /** ranges that differed and were equal once their keys were copied again */
+  repaired: string[];
+}
+
+/** The difference in ($from, $to] of `seen` in `c`'s snapshot, or null. */
+async function seenDifference(
+  c: PoolClient,
+  seen: KeyLogSeenSql,
+  from: number,
+  to: number,
+): Promise<{ n: number; keys: string[] } | null> {
+  const row = (await c.query(seen.compare, [from, to])).rows[0];
+  return row.n ? { n: row.n, keys: row.keys } : null;
+}
+
+/** The same in a read-only snapshot of its own: both sides as of one moment. */
+function seenDifferenceNow(pool: Pool, seen: KeyLogSeenSql, from: number, to: number) {
+  return inTransaction(pool, (c) => seenDifference(c, seen, from, to), {
+    isolation: 'REPEATABLE READ',
+    readOnly: true,
+  });
+}
+
+/**
+ * Before the cut-over's lock: the rows of every key the applier copied since the last verification pass
+ * began, compared on both sides, LAST_CHECK_SLICE recorded keys per snapshot, from `check.upTo` on. A slice
+ * that differs has its keys logged and applied again and is compared once more: equal then, it is reported as
+ * repaired; still different, the cut-over is refused with the keys.
+ */
+export async function lastCheckBeforeLock(pool: Pool, plan: Plan, sql: KeyLogApplySql, check: LastCheck) {
+  const seen = sql.seen;
+  if (!seen) return;
+  const to = Number((await pool.query(seen.max)).rows[0].n);
+  for (let from = check.upTo; from < to; from = Math.min(to, from + LAST_CHECK_SLICE)) {
+    const end = Math.min(to, from + LAST_CHECK_SLICE);
+    const d = await seenDifferenceNow(pool, seen, from, end);
+    if (d) {
+      await pool.query(seen.requeue, [from, end]);
+      await drainKeyLog(pool, sql);
+      const again = await seenDifferenceNow(pool, seen, from, end);
+      if (again) throw lastCheckFailure(plan, again, 'before');
+      check.repaired.push(`${d.n} key(s): ${d.keys.join(', ')}`);
+    }
+    check.keys += end - from;
+    check.upTo = end;
+  }
+}
+
+/**
+ * Under the cut-over's lock, after the log's remainder was applied: the keys recorded since the check before
+ * the lock (nothing can change them now). A difference refuses the cut-over.
+ */
+export async function lastCheckUnderLock(c: PoolClient, plan: Plan, sql: KeyLogApplySql, check: LastCheck) {
+  const seen = sql.seen;
+  if (!seen) return;
+  const to = Number((await c.query(seen.max)).rows[0].n);
+  if (to <= check.upTo) return;
+  const d = await seenDifference(c, seen, check.upTo, to);
+  if (d) throw lastCheckFailure(plan, d, 'under');
+  check.keys += to - check.upTo;
+  check.upTo = to;
+}
+
+function lastCheckFailure(plan: Plan, d: { n: number; keys: string[] }, when: 'before' | 'under') {
+  return failure(
+    `The last check before the cut-over of ${displayName(plan.table)} found ${d.n} key(s) whose rows differ ` +
+      `between the table and the copy${when === 'before' ? ' after they were copied again' : ' under the lock'} ` +
+      `(keys ${d.keys.join(', ')}), changed since the last verification pass; not cutting over: the run rolls ` +
+      'back (report it: the copy missed a change).',
+    'CopyDiverged',
+    d,
+  );
+}
+
+/** A verification pass begins: the keys recorded so far were compared by the passes before it. */
+export async function resetSeen(pool: Pool, sql: KeyLogApplySql | undefined): Promise<void> {
+  if (sql?.seen) await pool.query(sql.seen.reset);
+}

@@ -16,6 +16,7 @@ import {
   walRateWaitMs,
   worstLag,
 } from '../../src/replicas';
+import { PACE, quantile, Sample } from '../../src/pacer';
 import { activityContext, sleep } from '../db';
 import { metrics } from '../metrics';
 import { RUNS } from './run';
@@ -150,43 +151,81 @@ export async function commitProbe(c: Pool | PoolClient): Promise<number | null> 
   return performance.now() - t0;
 }
 
-/** The probe with the copy idle: the median of seven, 20 ms apart. */
+/**
+ * The probe with the copy idle: the 90th percentile of 21, 25 ms apart (the pacer compares the same
+ * percentile of its samples against it).
+ */
 export async function probeBaseline(pool: Pool): Promise<number> {
   const c = await pool.connect();
   try {
     const xs: number[] = [];
-    for (let i = 0; i < 7; i++) {
+    for (let i = 0; i < 21; i++) {
       const p = await commitProbe(c);
       if (p !== null) xs.push(p);
-      await sleep(20);
+      await sleep(25);
     }
-    xs.sort((a, b) => a - b);
-    return xs.length ? xs[Math.floor(xs.length / 2)] : 0;
+    return xs.length ? quantile(xs, 0.9) : 0;
   } finally {
     c.release();
   }
 }
 
 /**
- * After a batch: a probe, and while the application-latency bound holds (appLatencyHold), a wait with a probe
- * every 100 ms until it no longer does or `deadline`. `recent` keeps the last APP_PROBES probes (per table,
- * across chunks). Returns the hold still in force at the deadline, or null.
+ * The commit probe every PACE.probeEveryMs on a connection of its own, from `start` to `stop`, appending to
+ * `samples` (kept short): while the copy's batches run as much as between them.
+ */
+export class CommitProber {
+  private stopped = false;
+  private loop: Promise<void> = Promise.resolve();
+  constructor(
+    private readonly c: PoolClient,
+    readonly samples: Sample[],
+  ) {}
+
+  start(): this {
+    this.loop = (async () => {
+      while (!this.stopped) {
+        const ms = await commitProbe(this.c);
+        this.samples.push({ at: Date.now(), ms });
+        if (this.samples.length > 4 * PACE.window) this.samples.splice(0, this.samples.length - 2 * PACE.window);
+        await sleep(PACE.probeEveryMs);
+      }
+    })();
+    return this;
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    await this.loop;
+  }
+}
+
+/**
+ * While the pacer holds the copy (its longest pause was not enough): a look every 100 ms at the prober's
+ * samples since `after`, until the median of the last APP_PROBES is under the bound (appLatencyHold) or
+ * `deadline`. Returns the hold still in force at the deadline, or null.
  */
 export async function waitForAppLatency(
-  c: PoolClient,
+  samples: Sample[],
+  after: number,
   ratio: number,
   baselineMs: number,
-  recent: (number | null)[],
   deadline: number,
-  held: Throttled | null,
+  held: Throttled,
 ): Promise<Throttled | null> {
   const ctx = activityContext();
   for (;;) {
-    recent.push(await commitProbe(c));
-    recent.splice(0, Math.max(0, recent.length - APP_PROBES));
-    const hold = appLatencyHold(ratio, baselineMs, recent);
+    const recent = samples.filter((s) => s.at >= after).slice(-APP_PROBES);
+    const hold =
+      recent.length < APP_PROBES
+        ? held
+        : appLatencyHold(
+            ratio,
+            baselineMs,
+            recent.map((s) => s.ms),
+          );
     if (!hold) return null;
-    held = held?.bound === hold.bound ? { ...held, reason: hold.reason } : { ...hold, since: new Date().toISOString() };
+    held = held.bound === hold.bound ? { ...held, reason: hold.reason } : { ...hold, since: new Date().toISOString() };
     ctx?.heartbeat({ throttledBy: held.bound });
     if (Date.now() >= deadline || ctx?.cancellationSignal.aborted) return held;
     await sleep(Math.min(100, Math.max(0, deadline - Date.now())));

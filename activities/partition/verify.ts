@@ -10,7 +10,7 @@ import { CancelledFailure } from '@temporalio/common';
 import { activityContext, classify, inTransaction, withHeartbeat } from '../db';
 import { faultPoint } from '../faults';
 import { metrics } from '../metrics';
-import { drainKeyLog } from './keylog';
+import { drainKeyLog, resetSeen } from './keylog';
 import { Deps, notReadCommitted, ownPlan, stepLog } from './run';
 
 export interface VerifyRange {
@@ -194,6 +194,8 @@ export async function verify(
       l.info({ elapsedMs: Date.now() - started, statements: statements.length, longestAnalyzeMs }, 'copy analyzed');
     }
     const ctx = activityContext();
+    // the cut-over compares what the applier copies from here on (the last check)
+    await resetSeen(pool, plan.sql.keyLog);
     if (plan.sql.keyLog) {
       const keys = await withHeartbeat(
         () => ({ step: 'apply key log' }),

@@ -34,6 +34,11 @@ export interface KeyLogSpec {
   looseKeys?: boolean;
   /** the target's unique key for ON CONFLICT when it is not `key` (the old table's primary key) */
   conflictKey?: string[];
+  /**
+   * the keys applied since the last verification pass (forward log only): `take` records them, and the
+   * cut-over compares their rows on both sides before it swaps (keyLogSeenSql)
+   */
+  seen?: TableRef;
 }
 
 /** The applier's statements (keyLogApplySql), kept in the plan. */
@@ -52,6 +57,25 @@ export interface KeyLogApplySql {
   lockSource?: string;
   /** one row (`n`): entries waiting */
   backlog: string;
+  /** the keys applied since the last verification pass and their last check (plans made before it lack it) */
+  seen?: KeyLogSeenSql;
+}
+
+/**
+ * The last check before the cut-over (issue 24, item 5). Every key the applier copies again is recorded in
+ * `seen` (a `seq` identity and the key); a verification pass empties it when it begins (`reset`). Before the
+ * cut-over's lock, `compare` reads the rows of the keys recorded in ($1, $2] of `seq` on both sides in one
+ * snapshot, leaving out keys with an entry in the log as the verification does, and returns how many rows
+ * differ (`n`) and up to five of their keys (`keys`); under the lock, the keys recorded since, when nothing can
+ * change any more. `requeue` logs the keys of ($1, $2] again, to be copied once more.
+ */
+export interface KeyLogSeenSql {
+  table: string;
+  reset: string;
+  /** one row (`n`): the last `seq` recorded, 0 for none */
+  max: string;
+  compare: string;
+  requeue: string;
 }
 
 export const KEYLOG_TRIGGER = 'partflow_keylog';
@@ -169,9 +193,10 @@ export function keyLogApplySql(s: KeyLogSpec): KeyLogApplySql {
     lock: `SELECT pg_advisory_xact_lock(${s.lockKey})`,
     take:
       `WITH d AS (DELETE FROM ${log} WHERE seq IN (SELECT seq FROM ${log} ORDER BY seq LIMIT $1) ` +
-      `RETURNING ${names.join(', ')}) ` +
-      `SELECT count(*)::int AS n, ${names.map((n, i) => `array_agg(${n})::text AS a${i + 1}`).join(', ')} ` +
-      `FROM (SELECT DISTINCT ${names.join(', ')} FROM d) x`,
+      `RETURNING ${names.join(', ')}), x AS (SELECT DISTINCT ${names.join(', ')} FROM d)` +
+      // a data-modifying WITH runs whether or not the query reads it
+      (s.seen ? `, r AS (INSERT INTO ${qualified(s.seen)} (${names.join(', ')}) SELECT * FROM x) ` : ' ') +
+      `SELECT count(*)::int AS n, ${names.map((n, i) => `array_agg(${n})::text AS a${i + 1}`).join(', ')} FROM x`,
     clear: `DELETE FROM ${qualified(s.target)} t USING ${u} WHERE ${clearMatch}`,
     copy:
       `INSERT INTO ${qualified(s.target)} (${s.columns.map(q).join(', ')})${overriding} ` +
@@ -183,6 +208,36 @@ export function keyLogApplySql(s: KeyLogSpec): KeyLogApplySql {
     batchLock: `SELECT pg_advisory_xact_lock_shared(${s.lockKey})`,
     lockSource: `LOCK TABLE ${qualified(s.source)} IN ACCESS SHARE MODE`,
     backlog: `SELECT count(*)::bigint AS n FROM ${log}`,
+    ...(s.seen ? { seen: seenSql(s) } : {}),
+  };
+}
+
+/** The seen table (an identity `seq` and the key's columns), written by the applier only. */
+export function keyLogSeenTableSql(s: KeyLogSpec): string {
+  return keyLogTableSql({ ...s, log: s.seen! });
+}
+
+function seenSql(s: KeyLogSpec): KeyLogSeenSql {
+  const seen = qualified(s.seen!);
+  const names = s.key.map((k) => q(k.name)).join(', ');
+  const cols = s.sourceColumns ?? s.columns;
+  const { alias, aliases } = positions(s);
+  const keyTuple = `(${s.key.map((k) => `s.${alias(k.name)}`).join(', ')})`;
+  const range = `FROM ${seen} WHERE seq > $1 AND seq <= $2`;
+  const row = `ROW(${s.columns.map((c) => `s.${alias(c)}`).join(', ')})`;
+  const side = (rel: TableRef) =>
+    `SELECT ROW${keyTuple}::text AS k, hashtextextended(${row}::text, 0) AS h ` +
+    `FROM (SELECT * FROM ${qualified(rel)}) AS s(${aliases}) ` +
+    `WHERE ${keyTuple} IN (SELECT DISTINCT ${names} ${range}) AND ${notLoggedSql(s, cols)}`;
+  return {
+    table: seen,
+    reset: `DELETE FROM ${seen}`,
+    max: `SELECT coalesce(max(seq), 0)::bigint AS n FROM ${seen}`,
+    compare:
+      `WITH a AS (${side(s.source)}), b AS (${side(s.target)}), ` +
+      `d AS ((SELECT * FROM a EXCEPT ALL SELECT * FROM b) UNION ALL (SELECT * FROM b EXCEPT ALL SELECT * FROM a)) ` +
+      `SELECT count(DISTINCT k)::int AS n, coalesce((array_agg(DISTINCT k))[1:5], '{}') AS keys FROM d`,
+    requeue: `INSERT INTO ${qualified(s.log)} (${names}) SELECT DISTINCT ${names} ${range}`,
   };
 }
 

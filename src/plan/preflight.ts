@@ -246,6 +246,9 @@ export function plannedNames(table: TableRef, partitions: PlannedPartition[], in
     `${n}_default`,
     `${n}_pf_moves`,
     `${n}_pf_log`,
+    `${n}_pf_rlog`,
+    `${n}_pf_seen`,
+    `${n}_pf_trunc`,
     ...partitions.map((p) => p.name),
   ];
   for (let i = 0; i < indexCount; i++) names.push(`${n}_pfi_${i}`, `${n}_pfo_${i}`);

@@ -6,7 +6,15 @@
  */
 import { displayName, qualified, quoteLiteral, TableRef } from '../ident';
 import { PlanContext, q, sibling } from './context';
-import { KeyLogApplySql, keyLogApplySql, keyLogFunctionSql, keyLogLockKey, KeyLogSpec, keyLogTableSql } from './keylog';
+import {
+  KeyLogApplySql,
+  keyLogApplySql,
+  keyLogFunctionSql,
+  keyLogLockKey,
+  keyLogSeenTableSql,
+  KeyLogSpec,
+  keyLogTableSql,
+} from './keylog';
 import {
   FORWARD_TRIGGER,
   FORWARD_TRUNCATE_TRIGGER,
@@ -154,6 +162,11 @@ export function keyLogOf(table: TableRef, direction: 'forward' | 'reverse' = 'fo
   return sibling(table, `${table.name}_pf_${direction === 'forward' ? 'log' : 'rlog'}`);
 }
 
+/** `<table>_pf_seen`: the keys the forward log's applier copied since the last verification pass. */
+export function seenOf(table: TableRef): TableRef {
+  return sibling(table, `${table.name}_pf_seen`);
+}
+
 /**
  * A key log of the table (keylog.ts): forward, from the table into the copy until the cut-over; reverse, from
  * the new table (which has the table's name then) into the old one through the rollback window, upserting by
@@ -175,6 +188,7 @@ export function keyLogSpec(ctx: PlanContext, direction: 'forward' | 'reverse' = 
     identityAlways: ctx.identityAlways,
     moves: { column: ctx.column, type: ctx.type, timeZone: ctx.opts.timeZone, counter: movesCounter(ctx) },
     lockKey: keyLogLockKey(ctx.info.oid, direction),
+    ...(direction === 'forward' ? { seen: seenOf(ctx.table) } : {}),
     looseKeys: ctx.shadowKey.some((k) => ctx.info.columns.find((c) => c.name === k)?.equalIsIdentical === false),
   };
 }
@@ -189,6 +203,7 @@ export function keyLogSyncSql(ctx: PlanContext, direction: 'forward' | 'reverse'
   const spec = keyLogSpec(ctx, direction);
   return [
     keyLogTableSql(spec),
+    ...(spec.seen ? [keyLogSeenTableSql(spec)] : []),
     ...(info.owner !== info.currentUser ? [`ALTER TABLE ${qualified(spec.log)} OWNER TO ${q(info.owner)}`] : []),
     keyLogFunctionSql(spec),
     ...ownedSql(ctx, m.fn),
@@ -231,7 +246,11 @@ export function syncStep(ctx: PlanContext): SyncSql {
     moves: `SELECT CASE WHEN is_called THEN last_value ELSE 0 END::bigint AS n FROM ${counter}`,
     dropCounters: [counter, iso, trunc].map((x) => `DROP SEQUENCE IF EXISTS ${x}`),
     syncTrigger,
-    dropSyncTrigger: [...dropTriggersSql(on, forward, guard), `DROP TABLE IF EXISTS ${log}`],
+    dropSyncTrigger: [
+      ...dropTriggersSql(on, forward, guard),
+      `DROP TABLE IF EXISTS ${log}`,
+      `DROP TABLE IF EXISTS ${qualified(seenOf(ctx.table))}`,
+    ],
     keyLog: keyLogApplySql(keyLogSpec(ctx)),
   };
 }

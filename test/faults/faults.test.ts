@@ -314,6 +314,30 @@ test('PostgreSQL restarted (fast shutdown) mid-verify', async () => {
   });
 });
 
+test('PostgreSQL restarted with a backlog in the key log, then the cut-over', async () => {
+  await scenario(
+    'PostgreSQL fast restart with a key log backlog',
+    'uuid',
+    { approval: 'signal' },
+    async (h, writer) => {
+      const a = startWorker();
+      await waitFor(h, (p) => p.phase === 'awaiting-approval', 'approval', 120_000);
+      await kill(a.proc); // nothing applies the log from here: the writers build a backlog
+      await sleep(3000);
+      const table = h.workflowId.split('-')[1];
+      const backlog = Number((await db.pool.query(`SELECT count(*) AS n FROM ${table}_pf_log`)).rows[0].n);
+      const down = await restartPostgres(writer);
+      startWorker();
+      await h.signal('approveCutover');
+      const cut = await waitFor(h, (p) => !!p.cutover, 'cut over', 120_000);
+      return (
+        `${backlog} key log entries waiting when PostgreSQL restarted (${down} ms); the cut-over drained them ` +
+        `(${cut.cutover!.keysAppliedUnderLock} keys under the lock; last check ${cut.cutover!.lastCheck?.keys} keys)`
+      );
+    },
+  );
+});
+
 test('a transaction holding the table across the cut-over', async () => {
   const lockTimeoutMs = 300;
   let holder: Client | null = null;

@@ -3,7 +3,7 @@
  * nondeterministic collation, numeric), and what the application removes from the new table during the
  * rollback window.
  */
-import type { WorkflowHandle } from '@temporalio/client';
+import { WorkflowFailedError, WorkflowHandle } from '@temporalio/client';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import type { PartitionTableInput } from '../../src/input';
 import { drainKeyLog } from '../../activities/partition/keylog';
@@ -332,5 +332,79 @@ describe('1. writers that are not READ COMMITTED: the key log is exact for them'
     expect(after.filter((r) => r.payload === 'changed').map((r) => Number(r.id))).toEqual([10, 11]);
     await h.signal('finalize');
     await h.result();
+  });
+});
+
+describe('5. the last check at the cut-over: the keys changed since the last verification pass', () => {
+  async function seenAndApplied(table: string) {
+    for (let i = 0; i < 100; i++) {
+      const r = await db.pool.query(
+        `SELECT (SELECT count(*) FROM ${table}_pf_log)::int AS waiting, (SELECT count(*) FROM ${table}_pf_seen)::int AS seen`,
+      );
+      if (!r.rows[0].waiting && r.rows[0].seen) return;
+      await sleep(200);
+    }
+    throw new Error(`the key log of ${table} was not applied`);
+  }
+
+  it('a change the copy lost after the verification is found before the swap, copied again and reported', async () => {
+    await db.pool.query(`CREATE TABLE lc (id bigserial PRIMARY KEY, payload text, created_at timestamptz NOT NULL)`);
+    await db.pool.query(
+      `INSERT INTO lc (payload, created_at) SELECT 'p' || g, now() - (g % 60) * interval '1 day'
+         FROM generate_series(1, 3000) g`,
+    );
+    const h = await start({
+      table: 'lc',
+      batchSize: 1000,
+      approval: 'signal',
+      rollbackWindow: '1h',
+      reverifyEvery: '0',
+    });
+    await waitFor(h, (p) => p.phase === 'awaiting-approval', 'verified', 120_000);
+    await db.pool.query(`UPDATE lc SET payload = 'changed' WHERE id IN (5, 6)`);
+    await seenAndApplied('lc');
+    // behind partflow's back, after the applier copied the change: the copy lost it
+    await db.pool.query(`UPDATE lc_pf_shadow SET payload = 'lost' WHERE id = 5`);
+    const before = await rowsOf('lc');
+    await h.signal('approveCutover');
+    const cut = await waitFor(h, (p) => p.phase === 'rollback-window', 'cut over', 120_000);
+    expect(cut.cutover?.lastCheck?.keys).toBeGreaterThanOrEqual(2);
+    expect(cut.cutover?.lastCheck?.repaired).toEqual([expect.stringMatching(/^1 key\(s\): \(5,/)]);
+    expect(await rowsOf('lc')).toEqual(before);
+    await h.signal('finalize');
+    expect((await h.result()).status).toBe('done');
+  });
+
+  it('a difference that copying again does not mend refuses the cut-over, naming the keys; the table stays', async () => {
+    await db.pool.query(`CREATE TABLE lr (id bigserial PRIMARY KEY, payload text, created_at timestamptz NOT NULL)`);
+    await db.pool.query(
+      `INSERT INTO lr (payload, created_at) SELECT 'p' || g, now() - (g % 60) * interval '1 day'
+         FROM generate_series(1, 3000) g`,
+    );
+    const h = await start({
+      table: 'lr',
+      batchSize: 1000,
+      approval: 'signal',
+      rollbackWindow: '1h',
+      reverifyEvery: '0',
+    });
+    await waitFor(h, (p) => p.phase === 'awaiting-approval', 'verified', 120_000);
+    // a copy that spoils what it is given (a stand-in for any bug of the sync): every row copied from now on
+    await db.pool.query(`CREATE FUNCTION lr_spoil() RETURNS trigger LANGUAGE plpgsql AS
+      $$ BEGIN NEW.payload := 'spoiled'; RETURN NEW; END $$`);
+    await db.pool.query(
+      `CREATE TRIGGER lr_spoil BEFORE INSERT ON lr_pf_shadow FOR EACH ROW EXECUTE FUNCTION lr_spoil()`,
+    );
+    await db.pool.query(`UPDATE lr SET payload = 'changed' WHERE id = 9`);
+    await seenAndApplied('lr');
+    const before = await rowsOf('lr');
+    await h.signal('approveCutover');
+    const err = await h.result().catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(WorkflowFailedError);
+    expect((err as WorkflowFailedError).cause?.message).toMatch(
+      /last check before the cut-over of public\.lr found 1 key\(s\) whose rows differ .*keys \(9,/,
+    );
+    expect((await db.pool.query(`SELECT relkind FROM pg_class WHERE oid = 'lr'::regclass`)).rows[0].relkind).toBe('r');
+    expect(await rowsOf('lr')).toEqual(before);
   });
 });

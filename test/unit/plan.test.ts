@@ -384,6 +384,39 @@ describe('the key log (forward sync)', () => {
     expect(plan.sql.finalize).toContain('DROP TABLE IF EXISTS "public"."gi_pf_rlog"');
   });
 
+  it('records the keys it applies, and the cut-over compares their rows on both sides before the swap', () => {
+    const k = plan.sql.keyLog!;
+    expect(plan.sql.syncTrigger).toContain(
+      'CREATE TABLE IF NOT EXISTS "public"."gi_pf_seen" (seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, ' +
+        '"id" bigint, "created_at" timestamp with time zone)',
+    );
+    expect(plan.sql.dropSyncTrigger).toContain('DROP TABLE IF EXISTS "public"."gi_pf_seen"');
+    // the applier's take records each distinct key it takes, in the same statement
+    expect(k.take).toContain(
+      ', r AS (INSERT INTO "public"."gi_pf_seen" ("id", "created_at") SELECT * FROM x) SELECT count(*)::int AS n',
+    );
+    const seen = k.seen!;
+    expect(seen.reset).toBe('DELETE FROM "public"."gi_pf_seen"');
+    expect(seen.requeue).toBe(
+      'INSERT INTO "public"."gi_pf_log" ("id", "created_at") SELECT DISTINCT "id", "created_at" ' +
+        'FROM "public"."gi_pf_seen" WHERE seq > $1 AND seq <= $2',
+    );
+    // both sides: the recorded keys' rows, by position, logged keys left out; the rows that differ either way
+    const side = (rel: string) =>
+      'SELECT ROW(s.a1, s.a2)::text AS k, hashtextextended(ROW(s.a1, s.a2, s.a3)::text, 0) AS h ' +
+      `FROM (SELECT * FROM "public"."${rel}") AS s(a1, a2, a3, a4) WHERE (s.a1, s.a2) IN ` +
+      '(SELECT DISTINCT "id", "created_at" FROM "public"."gi_pf_seen" WHERE seq > $1 AND seq <= $2) AND ' +
+      'NOT EXISTS (SELECT 1 FROM "public"."gi_pf_log" l WHERE l."id" = s.a1 AND l."created_at" = s.a2)';
+    expect(seen.compare).toBe(
+      `WITH a AS (${side('gi')}), b AS (${side('gi_pf_shadow')}), ` +
+        'd AS ((SELECT * FROM a EXCEPT ALL SELECT * FROM b) UNION ALL (SELECT * FROM b EXCEPT ALL SELECT * FROM a)) ' +
+        "SELECT count(DISTINCT k)::int AS n, coalesce((array_agg(DISTINCT k))[1:5], '{}') AS keys FROM d",
+    );
+    // the rollback window's log records nothing: the swap back has no last check
+    expect(plan.sql.reverseKeyLog!.seen).toBeUndefined();
+    expect(plan.sql.reverseKeyLog!.take).not.toContain('_pf_seen');
+  });
+
   it('leaves logged keys out of both sides of the verification', () => {
     const notLogged = 'NOT EXISTS (SELECT 1 FROM "public"."gi_pf_log" l WHERE l."id" = s.a1 AND l."created_at" = s.a2)';
     expect(plan.sql.verifyChunk!.source.between).toContain(notLogged);

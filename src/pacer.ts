@@ -1,0 +1,95 @@
+/**
+ * The copy's pace under the application-latency bound (`maxAppLatencyRatio`), as pure decisions. A commit probe
+ * runs every PACE.probeEveryMs on a connection of its own while the copy works, during its batches as much as
+ * between them, so its samples see what an application transaction arriving at any moment sees (CPU, WAL
+ * flushes and I/O shared with the copy). After each batch the copy takes a pause; the pause grows while the
+ * probes' 90th percentile is over the bound and shrinks while it is well under, and only samples taken since
+ * the pause last changed decide (the copy's pace has to show in them first). A pause already at its longest
+ * that is still not enough holds the copy, as the replica bounds do; a probe that failed holds it too.
+ */
+import type { Hold } from './replicas';
+
+export const PACE = {
+  probeEveryMs: 40,
+  /** samples since the last change needed to decide; at most the last `window` of them count */
+  minSamples: 20,
+  window: 75,
+  firstPauseMs: 50,
+  maxPauseMs: 1000,
+  /** the probes' quantile compared with the limit */
+  quantile: 0.95,
+  /** shrink when the percentile is under this share of the limit */
+  relaxBelow: 0.7,
+};
+
+export interface Sample {
+  at: number;
+  /** ms; null: the probe failed */
+  ms: number | null;
+}
+
+export interface Pace {
+  /** the pause after each batch, ms */
+  pauseMs: number;
+  /** when it last changed (ms since the epoch) */
+  since: number;
+}
+
+/** The `p` quantile (0..1) of `xs`, nearest rank. */
+export function quantile(xs: number[], p: number): number {
+  const s = xs.slice().sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.max(0, Math.ceil(p * s.length) - 1))];
+}
+
+/** The probe's limit: `ratio` × its idle figure, with at least half a millisecond of room. */
+export function latencyLimit(ratio: number, baselineMs: number): number {
+  return Math.max(baselineMs * ratio, baselineMs + 0.5);
+}
+
+/**
+ * After a batch: the pause before the next one, and the hold when even the longest pause keeps the probes
+ * over the limit (or a probe failed). `samples` in time order.
+ */
+export function nextPace(
+  pace: Pace,
+  samples: Sample[],
+  ratio: number,
+  baselineMs: number,
+  now: number,
+): { pace: Pace; hold: Hold | null; p90?: number } {
+  const recent = samples.filter((s) => s.at >= pace.since).slice(-PACE.window);
+  if (recent.some((s) => s.ms === null)) {
+    return {
+      pace,
+      hold: { bound: 'maxAppLatencyRatio', reason: 'the commit probe failed, so the application latency is unknown' },
+    };
+  }
+  if (recent.length < PACE.minSamples) return { pace, hold: null };
+  const p90 = quantile(
+    recent.map((s) => s.ms as number),
+    PACE.quantile,
+  );
+  const limit = latencyLimit(ratio, baselineMs);
+  if (p90 > limit) {
+    if (pace.pauseMs >= PACE.maxPauseMs) {
+      return {
+        pace,
+        p90,
+        hold: {
+          bound: 'maxAppLatencyRatio',
+          reason:
+            `a commit takes ${p90.toFixed(2)} ms (90th percentile of the last ${recent.length} probes) with the ` +
+            `copy pausing ${PACE.maxPauseMs} ms after each batch, over ${limit.toFixed(2)} ms ` +
+            `(${ratio} x ${baselineMs.toFixed(2)} ms with the copy idle)`,
+        },
+      };
+    }
+    const pauseMs = Math.min(PACE.maxPauseMs, pace.pauseMs ? pace.pauseMs * 2 : PACE.firstPauseMs);
+    return { pace: { pauseMs, since: now }, hold: null, p90 };
+  }
+  if (p90 < limit * PACE.relaxBelow && pace.pauseMs > 0) {
+    const shorter = Math.floor(pace.pauseMs / 2);
+    return { pace: { pauseMs: shorter < 20 ? 0 : shorter, since: now }, hold: null, p90 };
+  }
+  return { pace, hold: null, p90 };
+}
