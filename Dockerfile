@@ -5,6 +5,7 @@ COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund
 COPY tsconfig.json ./
 COPY src src
+COPY operator operator
 COPY activities activities
 COPY workflows workflows
 COPY worker worker

@@ -11,9 +11,10 @@ import type { Logger } from '../src/logger';
 import { displayName, qualified, TableRef } from '../src/ident';
 import type { Plan } from '../src/plan';
 import { STATE_SCHEMA } from '../src/plan';
-import { classify, withLockRetry } from './db';
-import { copyExists, RUNS } from './partition/run';
-import type { Deps } from './partition';
+import { classify, withLockRetry } from './runtime/db';
+import { copyExists } from './partition/run';
+import { RUNS } from './runtime/deps';
+import type { Deps } from './runtime/deps';
 import { failure } from '../src/failures';
 
 export interface CleanupReport {

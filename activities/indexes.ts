@@ -11,10 +11,10 @@ import { failure } from '../src/failures';
 import { displayName, InputError, qualified, TableRef } from '../src/ident';
 import { describeIndex, IndexBuild, indexBuild, IndexOptions, indexShape, IndexSpec } from '../src/indexes';
 import type { Logger } from '../src/logger';
-import { activityContext, classify, inTransaction, sleep, withLockRetry } from './db';
-import { fixFence } from './constraints/run';
-import type { Deps } from './partition';
-import { relOid, workflowId } from './partition/run';
+import { activityContext, classify, inTransaction, sleep, withLockRetry } from './runtime/db';
+import { fixFence } from './runtime/fixRuns';
+import type { Deps } from './runtime/deps';
+import { relOid, workflowId } from './runtime/deps';
 
 export interface IndexPlan {
   spec: IndexSpec;

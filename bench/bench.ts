@@ -18,7 +18,7 @@
  */
 import * as fs from 'fs';
 import { parseArgs } from 'util';
-import { sleep } from '../activities/db';
+import { sleep } from '../activities/runtime/db';
 import {
   benchWorker,
   createImages,

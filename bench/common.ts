@@ -5,7 +5,7 @@ import * as path from 'path';
 import { Client as TemporalClient, Connection, WorkflowHandle } from '@temporalio/client';
 import { DefaultLogger, NativeConnection, Runtime, Worker } from '@temporalio/worker';
 import { createActivities } from '../activities';
-import { createPool } from '../activities/db';
+import { createPool } from '../activities/runtime/db';
 import { createLogger } from '../src/logger';
 import { Client, Pool } from 'pg';
 import { activitySpans, epochMs } from '../demo/history';

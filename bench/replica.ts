@@ -8,7 +8,7 @@
  */
 import * as fs from 'fs';
 import { parseArgs } from 'util';
-import { sleep } from '../activities/db';
+import { sleep } from '../activities/runtime/db';
 import type { Progress } from '../workflows/definitions';
 import { peakLagWhile, standby as runStandby } from '../demo/standby';
 import { benchWorker, createImages, freshDatabase, historySpans, pct, PgBench, stats } from './common';

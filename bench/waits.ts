@@ -15,7 +15,7 @@
  */
 import * as fs from 'fs';
 import { parseArgs } from 'util';
-import { sleep } from '../activities/db';
+import { sleep } from '../activities/runtime/db';
 import type { Progress } from '../workflows/definitions';
 import { activitySpans, runningAt } from '../demo/history';
 import { benchWorker, createImages, freshDatabase, pct, PgBench, stats } from './common';

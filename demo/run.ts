@@ -9,7 +9,7 @@ import * as path from 'path';
 import { parseArgs } from 'util';
 import { Client as PgClient, Pool } from 'pg';
 import { WorkflowHandle } from '@temporalio/client';
-import { connectClient, startPartition } from '../src/client';
+import { connectClient, startPartition } from '../operator/client';
 import { loadConfig } from '../src/config';
 import { fillDemoData, schemaSql } from './schema';
 import { activitySpans, ActivitySpan, runningAt } from './history';
@@ -20,8 +20,8 @@ import type { FixResult } from '../workflows/fixConstraints';
 import type { FixConstraintsInput } from '../src/constraints';
 import type { CreateIndexesInput } from '../src/indexes';
 import type { IndexesResult } from '../workflows/createIndexes';
-import { auditTable, maintainTable } from '../src/cli';
-import { createMaintenanceSchedule, DEFAULT_SCHEDULE_ID } from '../src/schedule';
+import { auditTable, maintainTable } from '../operator/cli';
+import { createMaintenanceSchedule, DEFAULT_SCHEDULE_ID } from '../operator/schedule';
 import type { MaintainResult } from '../workflows/maintainPartitions';
 
 const { values: args } = parseArgs({

@@ -1,6 +1,6 @@
 /**
  * Every failure type partflow reports, with what it means to the operator. Activities and workflows raise
- * them through `failure()`, so a type is never a free string; `classify` (activities/db.ts) turns anything
+ * them through `failure()`, so a type is never a free string; `classify` (activities/runtime/db.ts) turns anything
  * else into `DatabaseError` or lets Temporal retry it.
  */
 import { ApplicationFailure } from '@temporalio/common';

@@ -4,7 +4,7 @@ import { InputError } from './ident';
  * How long one DDL attempt may wait for its lock. An application statement that arrives while we wait queues
  * behind our request, so its wait is at most this plus how long we then hold the lock (a few ms for every step
  * partflow takes): 50 ms keeps it under the 100 ms partflow promises. A failed attempt rolls back and is tried
- * again after a jittered backoff (activities/db.ts withLockRetry); operators may raise it per run.
+ * again after a jittered backoff (activities/runtime/db.ts withLockRetry); operators may raise it per run.
  */
 export const DEFAULT_LOCK_TIMEOUT_MS = 50;
 
@@ -45,7 +45,7 @@ export function lockAcross(lockTimeoutMs: number, partitions: number): { ms: num
 }
 
 /**
- * The whole LOCK phase of a step (activities/db.ts lockUpFront): `tables` waits of `lockTimeoutMs` each, and
+ * The whole LOCK phase of a step (activities/runtime/db.ts lockUpFront): `tables` waits of `lockTimeoutMs` each, and
  * well under 1 ms for each of `partitions` partitions' locks. Far below deadlock_timeout at the default budget.
  */
 export function lockPhaseBudgetMs(lockTimeoutMs: number, tables: number, partitions = 0): number {

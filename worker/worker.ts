@@ -2,7 +2,7 @@
 import { NativeConnection, Worker, WorkerOptions } from '@temporalio/worker';
 import type { Pool } from 'pg';
 import { createActivities } from '../activities';
-import { createPool } from '../activities/db';
+import { createPool } from '../activities/runtime/db';
 import { loadConfig, PartflowConfig } from '../src/config';
 import { createLogger, Logger } from '../src/logger';
 

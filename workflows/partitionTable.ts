@@ -21,7 +21,7 @@ import {
   workflowInfo,
 } from '@temporalio/workflow';
 import type { Activities, BackfillChunkInput, BackfillChunkResult, CutoverResult, VerifyReport } from '../activities';
-import type { Lag, Throttled } from '../activities/partition/replicas';
+import type { Lag, Throttled } from '../activities/runtime/replicas';
 import type { ReplicaBounds } from '../src/replicas';
 import { displayName } from '../src/ident';
 import { rootFailure, validInput } from './failure';

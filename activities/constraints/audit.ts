@@ -8,9 +8,9 @@ import { auditSql, describeFix, Fix, FixOptions, ForeignKeyFix, NotNullFix } fro
 import { FixInfo, plannedFixSql } from '../../src/fixSteps';
 import { displayName, InputError } from '../../src/ident';
 import { provenNotNullSql } from '../../src/versions';
-import { classify, inTransaction, withHeartbeat } from '../db';
-import type { Deps } from '../partition';
-import { relOid } from '../partition/run';
+import { classify, inTransaction, withHeartbeat } from '../runtime/db';
+import type { Deps } from '../runtime/deps';
+import { relOid } from '../runtime/deps';
 
 export interface FixAudit {
   fixNo: number;

@@ -7,11 +7,11 @@ import { DEFAULT_LOCK_TIMEOUT_MS } from '../../src/locks';
 import type { Fix, FixOptions, ForeignKeyFix } from '../../src/constraints';
 import type { FixInfo } from '../../src/fixSteps';
 import type { ReplicaBounds } from '../../src/replicas';
-import type { Deps } from '../partition';
+import type { Deps } from '../runtime/deps';
 import type { TableRef } from '../../src/ident';
 import { auditFixes } from './audit';
 import { repair, restoreRepairs } from './repair';
-import { beginFixUndo, claimFix, releaseFix } from './run';
+import { beginFixUndo, claimFix, releaseFix } from '../runtime/fixRuns';
 import {
   addConstraintNotValid,
   createSupportingIndex,

@@ -6,13 +6,13 @@ import { CancelledFailure } from '@temporalio/common';
 import type { Pool, PoolClient } from 'pg';
 import { describeFix, Fix, restoreSql } from '../../src/constraints';
 import { DEFAULT_REPLICA_BOUNDS, ReplicaBounds } from '../../src/replicas';
-import { memoryStandbys, Throttled, waitForReplicas } from '../partition/replicas';
+import { memoryStandbys, Throttled, waitForReplicas } from '../runtime/replicas';
 import { dropNotNullSql, FixInfo, fixSteps } from '../../src/fixSteps';
 import { qualified } from '../../src/ident';
-import { activityContext, classify, inTransaction, withLockRetry } from '../db';
-import { migrate } from '../migrate';
-import type { Deps } from '../partition';
-import { fixFence, fixLog, lockedByFix, runId, wfId } from './run';
+import { activityContext, classify, inTransaction, withLockRetry } from '../runtime/db';
+import { migrate } from '../runtime/migrate';
+import type { Deps } from '../runtime/deps';
+import { fixFence, fixLog, lockedByFix, runId, wfId } from '../runtime/fixRuns';
 import { dropConstraint, StepResult } from './steps';
 
 /** Repairs violations in batches; each changed row's key and old value go to partflow.repairs. */

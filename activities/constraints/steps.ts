@@ -8,9 +8,9 @@ import { describeFix, Fix, ForeignKeyFix } from '../../src/constraints';
 import { failure } from '../../src/failures';
 import { dropNotNullSql, FixInfo, fixSteps, lockSql, OnTable } from '../../src/fixSteps';
 import { qualified, TableRef } from '../../src/ident';
-import { classify, lockUpFront, withHeartbeat, withLockRetry } from '../db';
-import type { Deps } from '../partition';
-import { fixFence, fixLog, lockedByFix } from './run';
+import { classify, lockUpFront, withHeartbeat, withLockRetry } from '../runtime/db';
+import type { Deps } from '../runtime/deps';
+import { fixFence, fixLog, lockedByFix } from '../runtime/fixRuns';
 import { buildAndAttach } from '../indexes';
 
 export interface StepResult {

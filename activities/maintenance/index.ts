@@ -7,9 +7,9 @@
 import type { Pool } from 'pg';
 import { displayName, qualified, TableRef } from '../../src/ident';
 import type { MaintainTableSpec } from '../../src/maintenance';
-import { classify, inTransaction, withHeartbeat } from '../db';
-import { metrics } from '../metrics';
-import type { Deps } from '../partition';
+import { classify, inTransaction, withHeartbeat } from '../runtime/db';
+import { metrics } from '../runtime/metrics';
+import type { Deps } from '../runtime/deps';
 import { premake, rescue } from './create';
 import { inspect } from './inspect';
 import { emptyReport, health, TableReport } from './report';

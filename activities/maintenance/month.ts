@@ -19,7 +19,7 @@ import type { MaintainTableSpec } from '../../src/maintenance';
 import { addMonths, boundLiteral, formatMonth, Month, partitionName } from '../../src/partitions';
 import type { Logger } from '../../src/logger';
 import { lockPhaseBudgetMs } from '../../src/locks';
-import { lockUpFront, withLockRetry } from '../db';
+import { lockUpFront, withLockRetry } from '../runtime/db';
 import type { Parted } from './inspect';
 
 export type MonthResult = { partition: string; rowsMovedFromDefault: number } | { skipped: string } | null;

@@ -8,9 +8,9 @@ import { displayName, qualified, quoteIdent as q, TableRef } from '../../src/ide
 import type { Logger } from '../../src/logger';
 import { expiredPartitions, MaintainTableSpec } from '../../src/maintenance';
 import { lockPhaseBudgetMs } from '../../src/locks';
-import { lockUpFront, withLockRetry } from '../db';
+import { lockUpFront, withLockRetry } from '../runtime/db';
 import { referencedTables } from './month';
-import { migrate } from '../migrate';
+import { migrate } from '../runtime/migrate';
 import { archiveLog, archiveSchema, dumpPartition } from './archive';
 import type { Parted } from './inspect';
 import type { TableReport } from './report';

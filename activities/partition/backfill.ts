@@ -11,9 +11,9 @@ import { displayName, qualified, TableRef } from '../../src/ident';
 import type { Logger } from '../../src/logger';
 import { BackfillSql, nextBatchSize, pagesPerBatch, Plan, STATE_SCHEMA } from '../../src/plan';
 import { DEFAULT_REPLICA_BOUNDS, ReplicaBounds } from '../../src/replicas';
-import { activityContext, classify, inTransaction, isTransient, sleep } from '../db';
-import { faultPoint } from '../faults';
-import { metrics } from '../metrics';
+import { activityContext, classify, inTransaction, isTransient, sleep } from '../runtime/db';
+import { faultPoint } from '../runtime/faults';
+import { metrics } from '../runtime/metrics';
 import type { KeyLogApplySql } from '../../src/plan/keylog';
 import { drainKeyLog } from './keylog';
 import { nextPace, Pace, Sample } from '../../src/pacer';
@@ -26,8 +26,9 @@ import {
   waitForAppLatency,
   waitForReplicas,
   walPosition,
-} from './replicas';
-import { Deps, ownPlan, rowMoves, RunRow, RUNS, runState, stepLog } from './run';
+} from '../runtime/replicas';
+import { Deps, stepLog } from '../runtime/deps';
+import { ownPlan, rowMoves, RunRow, RUNS, runState } from './run';
 
 export interface BackfillChunkInput {
   table: TableRef;

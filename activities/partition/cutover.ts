@@ -9,20 +9,18 @@ import { displayName, qualified } from '../../src/ident';
 import { Plan, shapeDifferences, splitLock } from '../../src/plan';
 import type { KeyLogApplySql } from '../../src/plan/keylog';
 import { applyRound, drainKeyLog, keyLogBacklog, LastCheck, lastCheckBeforeLock, lastCheckUnderLock } from './keylog';
-import { classify, lockUpFront, runAll, withHeartbeat, withLockRetry } from '../db';
-import { faultPoint } from '../faults';
+import { classify, lockUpFront, runAll, withHeartbeat, withLockRetry } from '../runtime/db';
+import { faultPoint } from '../runtime/faults';
+import { Deps, relOid, stepLog } from '../runtime/deps';
 import {
   acrossPartitions,
   counterValue,
-  Deps,
   fence,
   notReadCommitted,
   ownPlan,
-  relOid,
   rowMoves,
   RUNS,
   runState,
-  stepLog,
   undoFence,
 } from './run';
 

@@ -8,7 +8,8 @@ import { backfillChunk, BackfillChunkInput } from './backfill';
 import { cutover, finalize, rollbackBlocker, swapBack } from './cutover';
 import { followKeyLog } from './keylog';
 import { preflight } from './preflight';
-import { beginUndo, claimRun, Deps, releaseRun, RunState } from './run';
+import { Deps } from '../runtime/deps';
+import { beginUndo, claimRun, releaseRun, RunState } from './run';
 import { createShadow, dropShadow } from './shadow';
 import { dropSyncTrigger, installSyncTrigger } from './sync';
 import { verify } from './verify';
@@ -17,7 +18,7 @@ export type { BackfillChunkInput, BackfillChunkResult } from './backfill';
 export type { CutoverResult } from './cutover';
 export type { PreflightResult } from './preflight';
 export { RUNS } from './run';
-export type { Deps } from './run';
+export type { Deps } from '../runtime/deps';
 export { compareChecksums } from './verify';
 export type { VerifyRange, VerifyReport } from './verify';
 

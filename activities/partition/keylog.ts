@@ -8,9 +8,10 @@ import type { KeyLogApplySql, KeyLogSeenSql } from '../../src/plan/keylog';
 import { failure } from '../../src/failures';
 import { displayName } from '../../src/ident';
 import { createLogger, Logger } from '../../src/logger';
-import { activityContext, classify, inTransaction, sleep } from '../db';
-import { faultPoint } from '../faults';
-import { Deps, ownPlan, stepLog } from './run';
+import { activityContext, classify, inTransaction, sleep } from '../runtime/db';
+import { faultPoint } from '../runtime/faults';
+import { Deps, stepLog } from '../runtime/deps';
+import { ownPlan } from './run';
 
 /** The fault suite's `apply` point logs here (PARTFLOW_FAULT_POINT=apply); null otherwise. */
 const faultLog: Logger | null = process.env.PARTFLOW_FAULT_POINT === 'apply' ? createLogger({ step: 'apply' }) : null;

@@ -1,9 +1,9 @@
 /** The read-only first step: the input checked against the catalog, and the whole plan built from it. */
 import { validatePartitionInput } from '../../src/input';
 import { buildPlan, Plan } from '../../src/plan';
-import { classify, currentWorkflowId, inTransaction, withHeartbeat } from '../db';
-import { readTableInfo } from '../inspect';
-import { Deps, stepLog } from './run';
+import { classify, currentWorkflowId, inTransaction, withHeartbeat } from '../runtime/db';
+import { readTableInfo } from '../runtime/inspect';
+import { Deps, stepLog } from '../runtime/deps';
 
 export interface PreflightResult {
   plan: Plan;

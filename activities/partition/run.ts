@@ -6,19 +6,14 @@
 import type { Pool, PoolClient } from 'pg';
 import { failure } from '../../src/failures';
 import { displayName, qualified, TableRef } from '../../src/ident';
-import type { Logger } from '../../src/logger';
 import { Counter, counterOf, Plan, STATE_SCHEMA } from '../../src/plan';
-import { activityContext, classify, currentWorkflowId, inTransaction } from '../db';
-import { faultPoint } from '../faults';
-import { migrate } from '../migrate';
+import { activityContext, classify, inTransaction } from '../runtime/db';
+import { faultPoint } from '../runtime/faults';
+import { migrate } from '../runtime/migrate';
+import { Deps, relOid, RUNS, workflowId } from '../runtime/deps';
+
+export { RUNS };
 import { lockAcross, lockPhaseBudgetMs } from '../../src/locks';
-
-export interface Deps {
-  pool: Pool;
-  log: Logger;
-}
-
-export const RUNS = `${STATE_SCHEMA}.runs`;
 
 export type RunState = 'done' | 'rolled-back' | 'failed';
 
@@ -31,14 +26,6 @@ export interface RunRow {
   workflow_id: string;
   last_key: string[] | null;
   max_key: string[] | null;
-}
-
-/** The workflow the running activity belongs to; `local` outside one (scripts, tests). */
-export const workflowId = (): string => currentWorkflowId() ?? 'local';
-
-/** The step's logger, with the table and the workflow. */
-export function stepLog(log: Logger, step: string, table: TableRef): Logger {
-  return log.child({ step, table: displayName(table), workflowId: currentWorkflowId() });
 }
 
 /** What the partitioning path's DDL locks: the table, the copy, the old table (and their partitions). */
@@ -56,15 +43,6 @@ export function acrossPartitions(plan: Plan, lockTimeoutMs: number) {
   // the whole LOCK phase of a step (lockUpFront): a few tables' waits, and the partitions' locks
   const budget = lockPhaseBudgetMs(ms, 3, plan.partitions.length);
   return { ms, budget, opts: { ...lockedBy(plan), maxAttempts } };
-}
-
-export async function relOid(c: PoolClient, ref: TableRef): Promise<{ oid: number; relkind: string } | null> {
-  const r = await c.query(
-    `SELECT c.oid::int AS oid, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-      WHERE n.nspname = $1 AND c.relname = $2`,
-    [ref.schema, ref.name],
-  );
-  return r.rowCount ? r.rows[0] : null;
 }
 
 /**

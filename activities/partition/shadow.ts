@@ -3,9 +3,10 @@ import type { PoolClient } from 'pg';
 import { failure } from '../../src/failures';
 import { displayName, qualified } from '../../src/ident';
 import { foreignKeyName, Plan } from '../../src/plan';
-import { inTransaction, runAll, withHeartbeat, withLockRetry } from '../db';
-import { faultPoint } from '../faults';
-import { copyExists, Deps, fence, lockedBy, ownPlan, relOid, stepLog, undoFence } from './run';
+import { inTransaction, runAll, withHeartbeat, withLockRetry } from '../runtime/db';
+import { faultPoint } from '../runtime/faults';
+import { Deps, relOid, stepLog } from '../runtime/deps';
+import { copyExists, fence, lockedBy, ownPlan, undoFence } from './run';
 
 /** The copy with everything but its foreign keys, in one transaction; then each foreign key in its own. */
 export async function createShadow(

@@ -7,11 +7,12 @@ import type { PoolClient } from 'pg';
 import { failure } from '../../src/failures';
 import { displayName, qualified } from '../../src/ident';
 import { FORWARD_TRIGGER, Plan } from '../../src/plan';
-import { runAll, withLockRetry } from '../db';
-import { faultPoint } from '../faults';
+import { runAll, withLockRetry } from '../runtime/db';
+import { faultPoint } from '../runtime/faults';
 import { splitStreams } from './backfill';
-import { probeBaseline } from './replicas';
-import { Deps, fence, lockedBy, ownPlan, relOid, RUNS, stepLog, undoFence } from './run';
+import { probeBaseline } from '../runtime/replicas';
+import { Deps, relOid, stepLog } from '../runtime/deps';
+import { fence, lockedBy, ownPlan, RUNS, undoFence } from './run';
 
 /**
  * The backfill's end, recorded with the trigger: pages (and the file), or the largest key in key mode; a

@@ -7,11 +7,12 @@ import { displayName, qualified } from '../../src/ident';
 import { bucketMonth, compareMonths, parseMonth } from '../../src/partitions';
 import type { Plan } from '../../src/plan';
 import { CancelledFailure } from '@temporalio/common';
-import { activityContext, classify, inTransaction, withHeartbeat } from '../db';
-import { faultPoint } from '../faults';
-import { metrics } from '../metrics';
+import { activityContext, classify, inTransaction, withHeartbeat } from '../runtime/db';
+import { faultPoint } from '../runtime/faults';
+import { metrics } from '../runtime/metrics';
 import { drainKeyLog, resetSeen } from './keylog';
-import { Deps, notReadCommitted, ownPlan, stepLog } from './run';
+import { Deps, stepLog } from '../runtime/deps';
+import { notReadCommitted, ownPlan } from './run';
 
 export interface VerifyRange {
   partition: string;

@@ -5,7 +5,7 @@
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { Worker } from '@temporalio/worker';
 import { createActivities } from '../../activities';
-import { createPool } from '../../activities/db';
+import { createPool } from '../../activities/runtime/db';
 import { createLogger } from '../../src/logger';
 import { HEARTBEAT_OPTIONS } from '../../worker/worker';
 import { createTestDb, TestDb } from './pg';

@@ -6,7 +6,7 @@ import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { Worker } from '@temporalio/worker';
 import { Client } from 'pg';
 import { createActivities } from '../../activities';
-import { createPool } from '../../activities/db';
+import { createPool } from '../../activities/runtime/db';
 import { Writer, WriterSpec } from '../../demo/writer';
 import { fillDemoData, schemaSql } from '../../demo/schema';
 import type { FixConstraintsInput, ForeignKeyFixInput } from '../../src/constraints';

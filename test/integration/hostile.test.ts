@@ -7,7 +7,7 @@
  */
 import { WorkflowFailedError } from '@temporalio/client';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
-import { migrate } from '../../activities/migrate';
+import { migrate } from '../../activities/runtime/migrate';
 import type { CleanupReport } from '../../activities/cleanup';
 import { displayName } from '../../src/ident';
 import type { FixResult } from '../../workflows/fixConstraints';

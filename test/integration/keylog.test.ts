@@ -6,7 +6,7 @@
  * writer came from partflow's trigger.
  */
 import { Client } from 'pg';
-import { inTransaction } from '../../activities/db';
+import { inTransaction } from '../../activities/runtime/db';
 import { applyKeyLog, drainKeyLog } from '../../activities/partition/keylog';
 import { keyLogApplySql, KeyLogSpec, keyLogDropSql, keyLogInstallSql } from '../../src/plan/keylog';
 import { truncateFunctionSql } from '../../src/plan/sync';

@@ -9,7 +9,7 @@ import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { Client } from 'pg';
 import { compareWithRecord, Writer } from '../../demo/writer';
 import type { MaintainPartitionsInput } from '../../src/maintenance';
-import { createMaintenanceSchedule } from '../../src/schedule';
+import { createMaintenanceSchedule } from '../../operator/schedule';
 import type { MaintainResult } from '../../workflows/maintainPartitions';
 import { hasDetachConcurrently } from '../../src/versions';
 import { catalogSnapshot, serverVersionNum, TestDb } from '../helpers/pg';

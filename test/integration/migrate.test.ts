@@ -1,5 +1,5 @@
 /** partflow's own schema: versioned files applied once, adopting a database the 0.1 ad-hoc blocks set up. */
-import { migrate, readMigrations } from '../../activities/migrate';
+import { migrate, readMigrations } from '../../activities/runtime/migrate';
 import { catalogSnapshot, createTestDb, TestDb } from '../helpers/pg';
 
 let db: TestDb;

@@ -802,7 +802,7 @@ test('an undo that cannot restore everything goes to the end and says what is le
 
 describe('partflow cleanup after a terminate', () => {
   it('refuses while the run still runs, shows what a terminated run left, removes it with --yes', async () => {
-    const { cleanupLeftovers } = await import('../../src/client');
+    const { cleanupLeftovers } = await import('../../operator/client');
     const t = await createTable(db.pool, { schema: 'public', name: 'terminated' }, 8_000, 'uuid');
     const before = await catalogSnapshot(db.pool, ['public']);
     const w = writerFor(t);
@@ -847,7 +847,7 @@ describe('partflow cleanup after a terminate', () => {
   });
 
   it('after the cut-over: the reverse triggers go, the table stays partitioned and <table>_old is kept', async () => {
-    const { cleanupLeftovers } = await import('../../src/client');
+    const { cleanupLeftovers } = await import('../../operator/client');
     await createTable(db.pool, { schema: 'public', name: 'terminated_late' }, 2_000, 'uuid');
     const h = await start({ table: 'terminated_late', approval: 'auto', rollbackWindow: '1h' });
     await waitFor(h, (p) => p.phase === 'rollback-window', 'cut-over');

@@ -6,7 +6,7 @@ import { dashboardMetrics } from '../helpers/dashboard';
 const ROOT = path.join(__dirname, '..', '..');
 
 test('every partflow metric the dashboard queries is one the worker defines, and each defined one is shown', () => {
-  const src = fs.readFileSync(path.join(ROOT, 'activities', 'metrics.ts'), 'utf8');
+  const src = fs.readFileSync(path.join(ROOT, 'activities', 'runtime', 'metrics.ts'), 'utf8');
   const defined = [...src.matchAll(/'(partflow_[a-z_]+)'/g)].map((m) => m[1]).sort();
   expect(defined.length).toBeGreaterThanOrEqual(10);
   expect(dashboardMetrics().filter((n) => n.startsWith('partflow_'))).toEqual(defined);

@@ -1,7 +1,7 @@
-/** activities/db.ts: how errors are classified, and the lock-retry helper's loop (with a scripted pool). */
+/** activities/runtime/db.ts: how errors are classified, and the lock-retry helper's loop (with a scripted pool). */
 import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
 import type { Pool } from 'pg';
-import { classify, isTransient, withLockRetry } from '../../activities/db';
+import { classify, isTransient, withLockRetry } from '../../activities/runtime/db';
 import { InputError } from '../../src/ident';
 import { createLogger } from '../../src/logger';
 

@@ -21,12 +21,12 @@ import type { fixConstraints, FixResult } from '../workflows/fixConstraints';
 import type { maintainPartitions, MaintainResult } from '../workflows/maintainPartitions';
 import type { partitionTable } from '../workflows/partitionTable';
 import { cleanupLeftovers, connectClient, partitionHandle, startPartition } from './client';
-import { loadConfig, PartflowConfig } from './config';
-import { FixConstraintsInput, validateFixInput } from './constraints';
-import { InputError, parseTableName } from './ident';
-import { PartitionTableInput, validatePartitionInput, validateThrottle } from './input';
-import { ArchiveMode, MaintainPartitionsInput, validateMaintainInput } from './maintenance';
-import type { ReplicaBounds } from './replicas';
+import { loadConfig, PartflowConfig } from '../src/config';
+import { FixConstraintsInput, validateFixInput } from '../src/constraints';
+import { InputError, parseTableName } from '../src/ident';
+import { PartitionTableInput, validatePartitionInput, validateThrottle } from '../src/input';
+import { ArchiveMode, MaintainPartitionsInput, validateMaintainInput } from '../src/maintenance';
+import type { ReplicaBounds } from '../src/replicas';
 import { createMaintenanceSchedule, DEFAULT_SCHEDULE_ID, describeSchedule } from './schedule';
 
 type Out = (s: string) => void;

@@ -6,10 +6,10 @@
 import { Context } from '@temporalio/activity';
 import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
 import { Pool, PoolClient, PoolConfig } from 'pg';
-import { InputError } from '../src/ident';
-import type { Logger } from '../src/logger';
+import { InputError } from '../../src/ident';
+import type { Logger } from '../../src/logger';
 import { metrics } from './metrics';
-import { failure } from '../src/failures';
+import { failure } from '../../src/failures';
 
 const APPLICATION_NAME = 'partflow';
 

@@ -3,7 +3,7 @@
  * the activity logs "fault point reached" and hangs there (inside its transaction where there is one),
  * so the suite can SIGKILL the worker at exactly that moment. Unset in production: a no-op.
  */
-import type { Logger } from '../src/logger';
+import type { Logger } from '../../src/logger';
 import { sleep } from './db';
 
 export type FaultPoint = 'claim' | 'shadow' | 'sync' | 'backfill' | 'verify' | 'cutover' | 'finalize' | 'apply';

@@ -8,10 +8,10 @@ import { describeFix } from '../../src/constraints';
 import { failure } from '../../src/failures';
 import { qualified, TableRef } from '../../src/ident';
 import type { Logger } from '../../src/logger';
-import { activityContext, classify } from '../db';
-import { migrate } from '../migrate';
-import type { Deps } from '../partition';
-import { workflowId } from '../partition/run';
+import { activityContext, classify } from './db';
+import { migrate } from './migrate';
+import type { Deps } from './deps';
+import { FIX_RUNS, workflowId } from './deps';
 
 export const wfId = workflowId;
 /** The workflow run: a workflow id reused later (fix-seed, say) must never undo this run's repairs. */
@@ -31,7 +31,7 @@ export async function fixFence(c: PoolClient): Promise<void> {
   const run = runId();
   if (!run) return;
   const r = await c.query(
-    `SELECT 1 FROM partflow.fix_runs WHERE workflow_id = $1 AND run_id = $2 AND state = 'active' FOR SHARE`,
+    `SELECT 1 FROM ${FIX_RUNS} WHERE workflow_id = $1 AND run_id = $2 AND state = 'active' FOR SHARE`,
     [wfId(), run],
   );
   if (!r.rowCount) {
@@ -53,7 +53,7 @@ export async function claimFix({ pool }: Deps, tables: TableRef[] = [], kind?: s
     await migrate(pool);
     if (!runId()) return;
     await pool.query(
-      `INSERT INTO partflow.fix_runs (workflow_id, run_id, state, tables, kind) VALUES ($1, $2, 'active', $3, $4)
+      `INSERT INTO ${FIX_RUNS} (workflow_id, run_id, state, tables, kind) VALUES ($1, $2, 'active', $3, $4)
        ON CONFLICT DO NOTHING`,
       [wfId(), runId(), tables.map((t) => qualified(t)), kind ?? null],
     );
@@ -67,7 +67,7 @@ export async function beginFixUndo({ pool }: Deps): Promise<void> {
   try {
     await migrate(pool);
     await pool.query(
-      `UPDATE partflow.fix_runs SET state = 'undoing', updated_at = now()
+      `UPDATE ${FIX_RUNS} SET state = 'undoing', updated_at = now()
         WHERE workflow_id = $1 AND run_id = $2 AND state = 'active'`,
       [wfId(), runId()],
     );
@@ -79,10 +79,11 @@ export async function beginFixUndo({ pool }: Deps): Promise<void> {
 export async function releaseFix({ pool }: Deps, state: 'done' | 'rolled-back' | 'failed'): Promise<void> {
   try {
     await migrate(pool);
-    await pool.query(
-      `UPDATE partflow.fix_runs SET state = $3, updated_at = now() WHERE workflow_id = $1 AND run_id = $2`,
-      [wfId(), runId(), state],
-    );
+    await pool.query(`UPDATE ${FIX_RUNS} SET state = $3, updated_at = now() WHERE workflow_id = $1 AND run_id = $2`, [
+      wfId(),
+      runId(),
+      state,
+    ]);
   } catch (err) {
     classify(err, 'release');
   }

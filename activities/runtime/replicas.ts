@@ -17,9 +17,9 @@ import {
   worstLag,
 } from '../../src/replicas';
 import { PACE, quantile, Sample } from '../../src/pacer';
-import { activityContext, sleep } from '../db';
-import { metrics } from '../metrics';
-import { RUNS } from './run';
+import { activityContext, sleep } from './db';
+import { metrics } from './metrics';
+import { RUNS } from './deps';
 
 /**
  * The standbys a bulk step has seen streaming: a partitionTable run keeps them in partflow.runs (so that a

@@ -1,6 +1,6 @@
 /** The maintenance Schedule: create, show, pause, unpause, trigger, delete. */
 import { Client, ScheduleDescription, ScheduleOverlapPolicy } from '@temporalio/client';
-import { MaintainPartitionsInput, validateMaintainInput } from './maintenance';
+import { MaintainPartitionsInput, validateMaintainInput } from '../src/maintenance';
 
 export const DEFAULT_SCHEDULE_ID = 'partflow-maintenance';
 

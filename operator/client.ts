@@ -6,9 +6,9 @@ import {
   WorkflowHandleWithFirstExecutionRunId,
   WorkflowNotFoundError,
 } from '@temporalio/client';
-import { loadConfig, PartflowConfig } from './config';
-import { parseTableName } from './ident';
-import { PartitionTableInput, partitionWorkflowId } from './input';
+import { loadConfig, PartflowConfig } from '../src/config';
+import { parseTableName } from '../src/ident';
+import { PartitionTableInput, partitionWorkflowId } from '../src/input';
 
 export async function connectClient(config: PartflowConfig = loadConfig()): Promise<Client> {
   const connection = await Connection.connect({

@@ -1,11 +1,11 @@
 /** Reads the catalog facts a plan needs, one reader per subject. Read-only. */
 import type { PoolClient } from 'pg';
-import type { IndexInfo, TableInfo } from '../src/catalog';
-import { displayName, InputError, qualified, quoteIdent, TableRef } from '../src/ident';
-import type { PartitionOptions } from '../src/input';
-import { boundLiteral, formatMonth, parseMonth, PartitionColumnType, partitionLayout } from '../src/partitions';
-import { plannedNames, SHAPE_SQL, STATE_SCHEMA } from '../src/plan';
-import { explicitStatisticsTarget, provenNotNullSql } from '../src/versions';
+import type { IndexInfo, TableInfo } from '../../src/catalog';
+import { displayName, InputError, qualified, quoteIdent, TableRef } from '../../src/ident';
+import type { PartitionOptions } from '../../src/input';
+import { boundLiteral, formatMonth, parseMonth, PartitionColumnType, partitionLayout } from '../../src/partitions';
+import { plannedNames, SHAPE_SQL, STATE_SCHEMA } from '../../src/plan';
+import { explicitStatisticsTarget, provenNotNullSql } from '../../src/versions';
 
 type Row = Record<string, any>;
 
