@@ -11,7 +11,7 @@ import { qualified, TableRef } from '../../src/ident';
 import { classify, lockUpFront, withHeartbeat, withLockRetry } from '../runtime/db';
 import type { Deps } from '../runtime/deps';
 import { fixFence, fixLog, lockedByFix } from '../runtime/fixRuns';
-import { buildAndAttach } from '../indexes';
+import { buildAndAttach } from '../runtime/indexBuilder';
 
 export interface StepResult {
   changed: boolean;

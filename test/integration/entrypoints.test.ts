@@ -7,7 +7,7 @@ import { WorkflowFailedError, WorkflowHandle } from '@temporalio/client';
 import { MockActivityEnvironment, type TestWorkflowEnvironment } from '@temporalio/testing';
 import { createHash } from 'crypto';
 import { Client } from 'pg';
-import { buildConcurrently } from '../../activities/indexes';
+import { buildConcurrently } from '../../activities/runtime/indexBuilder';
 import { createActivities } from '../../activities';
 import { validateFixInput } from '../../src/constraints';
 import { fixSteps } from '../../src/fixSteps';

@@ -64,9 +64,5 @@ test('layers: the imports from one operation into another are these, and may onl
   expect([...across].sort()).toEqual(KNOWN_ACROSS);
 });
 
-/**
- * What is left of issue 27's debt: cleanup reads partitionTable's copy check (cleanup is partitionTable's
- * companion), and fixConstraints builds its indexes with createIndexes' concurrent builder (to move into
- * activities/runtime/).
- */
-const KNOWN_ACROSS = ['cleanup -> partition', 'constraints -> indexes'];
+/** What is left of issue 27's debt: cleanup reads partitionTable's copy check (cleanup is partitionTable's companion). */
+const KNOWN_ACROSS = ['cleanup -> partition'];
