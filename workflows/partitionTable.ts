@@ -16,77 +16,37 @@ import {
   patched,
   proxyActivities,
   sleep,
-  setCurrentDetails,
   setHandler,
   workflowInfo,
 } from '@temporalio/workflow';
 import type { Activities, BackfillChunkInput, BackfillChunkResult, CutoverResult, VerifyReport } from '../activities';
-import type { Lag, Throttled } from '../activities/runtime/replicas';
-import type { ReplicaBounds } from '../src/replicas';
 import { displayName } from '../src/ident';
 import { rootFailure, validInput } from './failure';
-import { PartitionOptions, PartitionTableInput, validatePartitionInput, validateThrottle } from '../src/input';
+import { PartitionTableInput, validatePartitionInput, validateThrottle } from '../src/input';
 import { backfillSql, planStatements, undoStatements, type Plan } from '../src/plan';
 import {
   approveCutoverSignal,
   finalizeSignal,
   pauseSignal,
   Phase,
-  Progress,
   progressQuery,
   resumeSignal,
   rollbackSignal,
   throttleUpdate,
 } from './definitions';
 import { failure } from '../src/failures';
+import {
+  initialState,
+  PartitionState,
+  progressOf,
+  recordChunk,
+  Run,
+  showDetails,
+  Step,
+  together,
+} from './partitionState';
 
-type Step = 'claim' | 'shadow' | 'sync' | 'cutover';
-
-/** State carried across continue-as-new. */
-export interface PartitionState {
-  plan: Plan | null;
-  done: Step[];
-  phase: Phase;
-  paused: boolean;
-  approved: boolean;
-  rollbackRequested: boolean;
-  finalizeRequested: boolean;
-  batchSize: number;
-  sleepMs: number;
-  rowsCopied: number;
-  checkpointPage: number;
-  totalPages: number;
-  rowsPerSecond: number;
-  percentPerSecond: number;
-  lockWaitRetries: number;
-  mergedBatches?: number;
-  /** updates that moved a row to another month (40001 risk on the partitioned table) */
-  rowMoves?: number;
-  percent: number;
-  checkpoint: string;
-  lastError: string | null;
-  verify: VerifyReport | null;
-  cutover: CutoverResult | null;
-  /** what the undo could not restore */
-  undoProblems?: string[];
-  /** a backfill chunk (or a round of the streams' chunks) is running */
-  chunkInFlight?: boolean;
-  /** set when the undo found the run taken by a cleanup: the state partflow.runs records */
-  takenBy?: string;
-  /** set when the swap back was refused or failed: the undo stopped there */
-  swapRefused?: boolean;
-  /** the replica bounds now (the input's, changed by `throttle`); absent in states from before them */
-  replica?: ReplicaBounds;
-  /** the replica bound holding the copy back, since when */
-  throttledBy?: Throttled | null;
-  /** the pause after each batch that the application-latency bound asks for, ms */
-  appPauseMs?: number;
-  replicaLag?: Lag | null;
-  /** parallel copy: the streams not done yet (absent: all of them, or a single stream) */
-  streamsLeft?: number[];
-  /** the commit probe with the copy idle (absent in runs from before the application-latency bound) */
-  appBaselineMs?: number;
-}
+export type { PartitionState } from './partitionState';
 
 export interface PartitionTableResult {
   status: 'done' | 'rolled-back' | 'dry-run';
@@ -145,41 +105,6 @@ const CHUNK_MS = 3000;
 
 class RollbackRequested extends Error {}
 
-function initialState(opts: PartitionOptions): PartitionState {
-  return {
-    plan: null,
-    done: [],
-    phase: 'preflight',
-    paused: false,
-    approved: false,
-    rollbackRequested: false,
-    finalizeRequested: false,
-    batchSize: opts.batchSize,
-    sleepMs: opts.sleepMs,
-    rowsCopied: 0,
-    checkpointPage: 0,
-    totalPages: 0,
-    rowsPerSecond: 0,
-    percentPerSecond: 0,
-    lockWaitRetries: 0,
-    percent: 0,
-    checkpoint: 'start',
-    lastError: null,
-    verify: null,
-    cutover: null,
-  };
-}
-
-/** One run of the workflow: its options, its state (carried across continue-as-new) and the undo log. */
-interface Run {
-  external: PartitionTableInput;
-  opts: PartitionOptions;
-  table: string;
-  s: PartitionState;
-  /** lockTimeoutMs of every DDL step */
-  lt: number;
-}
-
 /** `resume` is partflow's own state across continue-as-new; anything else in the input is validated. */
 function validateStart(input: PartitionTableInput & { resume?: PartitionState }): Run {
   // `resume` is this workflow's own state, handed from one run to the next by continue-as-new; from anyone
@@ -194,72 +119,7 @@ function validateStart(input: PartitionTableInput & { resume?: PartitionState })
   }
   const opts = validInput(() => validatePartitionInput(external));
   const s: PartitionState = resume ?? initialState(opts);
-  return { external, opts, table: displayName(opts.table), s, lt: opts.lockTimeoutMs };
-}
-
-/** What the `progress` query answers. */
-function progressOf(run: Run): Progress {
-  const { s, table } = run;
-  const afterBackfill = ['verify', 'awaiting-approval', 'cutover', 'rollback-window', 'done'].includes(s.phase);
-  const percent = afterBackfill ? 100 : s.percent;
-  const eta =
-    s.phase === 'backfill' && s.percentPerSecond > 0
-      ? Math.round((100 - s.percent) / s.percentPerSecond)
-      : afterBackfill
-        ? 0
-        : null;
-  const v = s.verify;
-  const c = s.cutover;
-  // pause acts on the copy only: in other phases nothing is paused, whatever was signalled
-  const copying = s.phase === 'backfill';
-  const pausing = copying && s.paused && !!s.chunkInFlight;
-  const stopped = copying && s.paused && !pausing;
-  return {
-    table,
-    phase: s.phase,
-    paused: stopped,
-    pausing,
-    awaitingApproval: s.phase === 'awaiting-approval',
-    rowsCopied: s.rowsCopied,
-    rowsEstimated: s.plan?.estimatedRows ?? 0,
-    percent: Math.round(percent * 10) / 10,
-    // while paused nothing copies: no rate, no time left
-    rowsPerSecond: stopped ? 0 : Math.round(s.rowsPerSecond),
-    etaSeconds: stopped ? null : eta,
-    lastError: s.lastError,
-    checkpointPage: s.checkpointPage,
-    totalPages: s.totalPages,
-    checkpoint: s.checkpoint,
-    batchSize: s.batchSize,
-    sleepMs: s.sleepMs,
-    lockWaitRetries: s.lockWaitRetries,
-    mergedBatches: s.mergedBatches ?? 0,
-    rowMoves: s.rowMoves ?? 0,
-    givenUp: s.plan?.givenUp ?? [],
-    partitions: s.plan ? s.plan.partitions.length + 1 : 0,
-    warnings: s.plan?.warnings ?? [],
-    verify: v && {
-      ok: v.ok,
-      rows: v.rows,
-      mismatches: v.mismatches,
-      elapsedMs: v.elapsedMs,
-      chunks: v.chunks ?? 1,
-      longestSnapshotMs: v.longestSnapshotMs ?? v.elapsedMs,
-      endedAt: v.endedAt ?? null,
-      repaired: v.repaired ?? [],
-    },
-    cutover: c && {
-      lockHoldMs: c.lockHoldMs,
-      attempts: c.attempts,
-      lockWaitRetries: c.lockWaitRetries,
-      keysAppliedUnderLock: c.keysAppliedUnderLock ?? 0,
-      lastCheck: c.lastCheck ?? null,
-    },
-    throttledBy: s.phase === 'backfill' ? (s.throttledBy ?? null) : null,
-    appPauseMs: s.phase === 'backfill' ? (s.appPauseMs ?? null) : null,
-    replicaLag: s.replicaLag ?? null,
-    replicaBounds: s.replica ?? run.opts.replica,
-  };
+  return { external, opts, table: displayName(opts.table), s, lockTimeoutMs: opts.lockTimeoutMs };
 }
 
 function setHandlers(run: Run): void {
@@ -305,54 +165,15 @@ function enter(run: Run, phase: Phase): void {
   showDetails(run);
 }
 
-/**
- * The run's state as the Web UI's "Current Details" of the workflow (Markdown, read through the built-in
- * __temporal_workflow_metadata query): progress without running a query of ours.
- */
-function showDetails(run: Run): void {
-  const p = progressOf(run);
-  const halted = p.paused || p.pausing;
-  const lines = [
-    `**${p.table}**: ${p.phase}` +
-      (p.paused ? ' (paused)' : p.pausing ? ' (pausing: the chunk in flight ends first)' : '') +
-      (p.awaitingApproval ? ', waiting for approveCutover' : ''),
-    `copied ${p.rowsCopied} of about ${p.rowsEstimated} rows (${p.percent} %)` +
-      (halted ? '' : `, ${p.rowsPerSecond} rows/s`) +
-      (!halted && p.etaSeconds !== null ? `, about ${p.etaSeconds} s left` : ''),
-  ];
-  if (p.throttledBy)
-    lines.push(`held back by ${p.throttledBy.bound} since ${p.throttledBy.since}: ${p.throttledBy.reason}`);
-  else if (p.appPauseMs)
-    lines.push(
-      `paced by maxAppLatencyRatio: ${p.appPauseMs} ms pause after each batch, so the application's commits stay fast`,
-    );
-  if (p.verify)
-    lines.push(
-      `verification ${p.verify.ok ? 'passed' : 'FAILED'}: ${p.verify.rows} rows in ${p.verify.chunks} chunk(s)` +
-        (p.verify.endedAt ? `, ended ${p.verify.endedAt}` : '') +
-        (p.verify.repaired.length ? `; copied again and equal since: ${p.verify.repaired.join('; ')}` : ''),
-    );
-  if (p.cutover) {
-    const check = p.cutover.lastCheck;
-    lines.push(
-      `cut over holding the lock ${p.cutover.lockHoldMs} ms` +
-        (check ? `; last check: ${check.keys} key(s) changed since the verification compared equal` : '') +
-        (check?.repaired.length ? ` (copied again: ${check.repaired.join('; ')})` : ''),
-    );
-  }
-  if (p.lastError) lines.push(`last error: ${p.lastError}`);
-  setCurrentDetails(lines.join('\n\n'));
-}
-
 /** The undo of the step `step`, which the run recorded as begun. */
 async function undoStep(run: Run, step: Step, finalState: 'rolled-back' | 'failed'): Promise<void> {
-  const { s, lt, opts } = run;
+  const { s, lockTimeoutMs, opts } = run;
   const plan = s.plan!;
   if (step === 'cutover') {
-    const r = await short.swapBack(plan, lt);
+    const r = await short.swapBack(plan, lockTimeoutMs);
     for (const p of r?.notRestored ?? []) s.undoProblems = [...(s.undoProblems ?? []), p];
-  } else if (step === 'sync') await short.dropSyncTrigger(plan, lt);
-  else if (step === 'shadow') await short.dropShadow(plan, lt);
+  } else if (step === 'sync') await short.dropSyncTrigger(plan, lockTimeoutMs);
+  else if (step === 'shadow') await short.dropShadow(plan, lockTimeoutMs);
   else if (step === 'claim') await short.releaseRun(opts.table, finalState);
 }
 
@@ -407,7 +228,7 @@ async function compensate(run: Run, finalState: 'rolled-back' | 'failed'): Promi
 
 /** Preflight, then claim, copy and sync trigger, each recorded before it runs; a dry run ends after preflight. */
 async function setUp(run: Run): Promise<PartitionTableResult | null> {
-  const { s, opts, table, lt } = run;
+  const { s, opts, table, lockTimeoutMs } = run;
   enter(run, 'preflight');
   const pre = await short.preflight(run.external);
   s.plan = pre.plan;
@@ -423,59 +244,17 @@ async function setUp(run: Run): Promise<PartitionTableResult | null> {
   checkRollback(run);
   enter(run, 'shadow');
   s.done.push('shadow');
-  await short.createShadow(s.plan, lt);
+  await short.createShadow(s.plan, lockTimeoutMs);
 
   checkRollback(run);
   enter(run, 'sync');
   s.done.push('sync');
-  const sync = await short.installSyncTrigger(s.plan, lt);
+  const sync = await short.installSyncTrigger(s.plan, lockTimeoutMs);
   s.totalPages = sync.totalPages;
   s.lockWaitRetries += sync.lockWaitRetries;
   s.appBaselineMs = sync.appBaselineMs;
   enter(run, 'backfill');
   return null;
-}
-
-function recordChunk(s: PartitionState, r: BackfillChunkResult): void {
-  const gained = r.percent - s.percent;
-  s.rowsCopied = r.rowsCopied;
-  s.mergedBatches = (s.mergedBatches ?? 0) + (r.mergedBatches ?? 0);
-  s.rowMoves = r.rowMoves ?? s.rowMoves;
-  s.percent = r.percent;
-  s.checkpoint = r.checkpoint;
-  s.checkpointPage = r.nextPage;
-  s.totalPages = r.totalPages;
-  // a hold that goes on keeps the time it began
-  const held = r.throttledBy ?? null;
-  s.throttledBy = held && s.throttledBy?.bound === held.bound ? { ...held, since: s.throttledBy.since } : held;
-  if (r.appPauseMs !== undefined) s.appPauseMs = r.appPauseMs;
-  if (r.replicaLag) s.replicaLag = r.replicaLag;
-  if (r.elapsedMs > 0 && r.batches > 0) {
-    const rps = (r.rowsThisChunk * 1000) / r.elapsedMs;
-    const pps = (Math.max(0, gained) * 1000) / r.elapsedMs;
-    s.rowsPerSecond = s.rowsPerSecond ? 0.7 * s.rowsPerSecond + 0.3 * rps : rps;
-    s.percentPerSecond = s.percentPerSecond ? 0.7 * s.percentPerSecond + 0.3 * pps : pps;
-  }
-}
-
-/** The streams' chunks of one round as one: the latest figures of the whole copy, the sums of what each did. */
-function together(rs: BackfillChunkResult[], done: boolean): BackfillChunkResult {
-  const latest = rs.reduce((a, b) => (b.rowsCopied >= a.rowsCopied ? b : a));
-  const sum = (f: 'rowsThisChunk' | 'pagesThisChunk' | 'batches' | 'mergedBatches') =>
-    rs.reduce((n, r) => n + (r[f] ?? 0), 0);
-  return {
-    ...latest,
-    rowsThisChunk: sum('rowsThisChunk'),
-    pagesThisChunk: sum('pagesThisChunk'),
-    batches: sum('batches'),
-    mergedBatches: sum('mergedBatches'),
-    elapsedMs: Math.max(...rs.map((r) => r.elapsedMs)),
-    done,
-    throttledBy: rs.find((r) => r.throttledBy)?.throttledBy ?? null,
-    ...(rs.some((r) => r.appPauseMs !== undefined)
-      ? { appPauseMs: Math.max(...rs.map((r) => r.appPauseMs ?? 0)) }
-      : {}),
-  };
 }
 
 /**
@@ -537,7 +316,7 @@ async function backfill(run: Run, plan: Plan): Promise<void> {
 
 /** The window in which a rollback is still possible, then finalize. */
 async function rollbackWindow(run: Run, plan: Plan): Promise<void> {
-  const { s, opts, table, lt } = run;
+  const { s, opts, table, lockTimeoutMs } = run;
   const endsAt = Date.now() + opts.rollbackWindowMs; // workflow time: deterministic
   for (;;) {
     const left = endsAt - Date.now();
@@ -552,7 +331,7 @@ async function rollbackWindow(run: Run, plan: Plan): Promise<void> {
     log.warn('rollback refused', { table, reason: blocker });
   }
   checkRollback(run);
-  const fin = await short.finalize(plan, lt);
+  const fin = await short.finalize(plan, lockTimeoutMs);
   s.rowMoves = fin?.rowMoves ?? s.rowMoves;
   s.done = [];
   await short.releaseRun(opts.table, 'done');
@@ -638,7 +417,7 @@ async function reverifyUntilDecided(run: Run, plan: Plan): Promise<void> {
 
 /** From wherever the run stands (a resumed run starts in its phase) to the end. */
 async function forward(run: Run, plan: Plan): Promise<void> {
-  const { s, opts, table, lt } = run;
+  const { s, opts, table, lockTimeoutMs } = run;
   if (s.phase === 'backfill') await backfill(run, plan);
   if (s.phase === 'verify') {
     checkRollback(run);
@@ -656,7 +435,7 @@ async function forward(run: Run, plan: Plan): Promise<void> {
   }
   if (s.phase === 'cutover') {
     s.done.push('cutover');
-    s.cutover = await long.cutover(plan, lt);
+    s.cutover = await long.cutover(plan, lockTimeoutMs);
     s.lockWaitRetries += s.cutover.lockWaitRetries;
     s.rowMoves = s.cutover.rowMoves ?? s.rowMoves;
     enter(run, 'rollback-window');

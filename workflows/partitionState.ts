@@ -1,0 +1,241 @@
+/**
+ * partitionTable's state (carried across continue-as-new) and what the operator sees of it: the `progress`
+ * query's answer, the Web UI's current details, and how a backfill chunk's result updates the state. Pure,
+ * apart from setCurrentDetails.
+ */
+import { setCurrentDetails } from '@temporalio/workflow';
+import type { BackfillChunkResult, CutoverResult, VerifyReport } from '../activities';
+import type { Lag, Throttled } from '../activities/runtime/replicas';
+import type { PartitionOptions, PartitionTableInput } from '../src/input';
+import type { Plan } from '../src/plan';
+import type { ReplicaBounds } from '../src/replicas';
+import type { Phase, Progress } from './definitions';
+
+export type Step = 'claim' | 'shadow' | 'sync' | 'cutover';
+
+/** State carried across continue-as-new. */
+export interface PartitionState {
+  plan: Plan | null;
+  done: Step[];
+  phase: Phase;
+  paused: boolean;
+  approved: boolean;
+  rollbackRequested: boolean;
+  finalizeRequested: boolean;
+  batchSize: number;
+  sleepMs: number;
+  rowsCopied: number;
+  checkpointPage: number;
+  totalPages: number;
+  rowsPerSecond: number;
+  percentPerSecond: number;
+  lockWaitRetries: number;
+  mergedBatches?: number;
+  /** updates that moved a row to another month (40001 risk on the partitioned table) */
+  rowMoves?: number;
+  percent: number;
+  checkpoint: string;
+  lastError: string | null;
+  verify: VerifyReport | null;
+  cutover: CutoverResult | null;
+  /** what the undo could not restore */
+  undoProblems?: string[];
+  /** a backfill chunk (or a round of the streams' chunks) is running */
+  chunkInFlight?: boolean;
+  /** set when the undo found the run taken by a cleanup: the state partflow.runs records */
+  takenBy?: string;
+  /** set when the swap back was refused or failed: the undo stopped there */
+  swapRefused?: boolean;
+  /** the replica bounds now (the input's, changed by `throttle`); absent in states from before them */
+  replica?: ReplicaBounds;
+  /** the replica bound holding the copy back, since when */
+  throttledBy?: Throttled | null;
+  /** the pause after each batch that the application-latency bound asks for, ms */
+  appPauseMs?: number;
+  replicaLag?: Lag | null;
+  /** parallel copy: the streams not done yet (absent: all of them, or a single stream) */
+  streamsLeft?: number[];
+  /** the commit probe with the copy idle (absent in runs from before the application-latency bound) */
+  appBaselineMs?: number;
+}
+
+export function initialState(opts: PartitionOptions): PartitionState {
+  return {
+    plan: null,
+    done: [],
+    phase: 'preflight',
+    paused: false,
+    approved: false,
+    rollbackRequested: false,
+    finalizeRequested: false,
+    batchSize: opts.batchSize,
+    sleepMs: opts.sleepMs,
+    rowsCopied: 0,
+    checkpointPage: 0,
+    totalPages: 0,
+    rowsPerSecond: 0,
+    percentPerSecond: 0,
+    lockWaitRetries: 0,
+    percent: 0,
+    checkpoint: 'start',
+    lastError: null,
+    verify: null,
+    cutover: null,
+  };
+}
+
+/** One run of the workflow: its options, its state (carried across continue-as-new) and the undo log. */
+export interface Run {
+  external: PartitionTableInput;
+  opts: PartitionOptions;
+  table: string;
+  s: PartitionState;
+  /** lockTimeoutMs of every DDL step */
+  lockTimeoutMs: number;
+}
+
+export function recordChunk(s: PartitionState, r: BackfillChunkResult): void {
+  const gained = r.percent - s.percent;
+  s.rowsCopied = r.rowsCopied;
+  s.mergedBatches = (s.mergedBatches ?? 0) + (r.mergedBatches ?? 0);
+  s.rowMoves = r.rowMoves ?? s.rowMoves;
+  s.percent = r.percent;
+  s.checkpoint = r.checkpoint;
+  s.checkpointPage = r.nextPage;
+  s.totalPages = r.totalPages;
+  // a hold that goes on keeps the time it began
+  const held = r.throttledBy ?? null;
+  s.throttledBy = held && s.throttledBy?.bound === held.bound ? { ...held, since: s.throttledBy.since } : held;
+  if (r.appPauseMs !== undefined) s.appPauseMs = r.appPauseMs;
+  if (r.replicaLag) s.replicaLag = r.replicaLag;
+  if (r.elapsedMs > 0 && r.batches > 0) {
+    const rps = (r.rowsThisChunk * 1000) / r.elapsedMs;
+    const pps = (Math.max(0, gained) * 1000) / r.elapsedMs;
+    s.rowsPerSecond = s.rowsPerSecond ? 0.7 * s.rowsPerSecond + 0.3 * rps : rps;
+    s.percentPerSecond = s.percentPerSecond ? 0.7 * s.percentPerSecond + 0.3 * pps : pps;
+  }
+}
+
+/** The streams' chunks of one round as one: the latest figures of the whole copy, the sums of what each did. */
+export function together(rs: BackfillChunkResult[], done: boolean): BackfillChunkResult {
+  const latest = rs.reduce((a, b) => (b.rowsCopied >= a.rowsCopied ? b : a));
+  const sum = (f: 'rowsThisChunk' | 'pagesThisChunk' | 'batches' | 'mergedBatches') =>
+    rs.reduce((n, r) => n + (r[f] ?? 0), 0);
+  return {
+    ...latest,
+    rowsThisChunk: sum('rowsThisChunk'),
+    pagesThisChunk: sum('pagesThisChunk'),
+    batches: sum('batches'),
+    mergedBatches: sum('mergedBatches'),
+    elapsedMs: Math.max(...rs.map((r) => r.elapsedMs)),
+    done,
+    throttledBy: rs.find((r) => r.throttledBy)?.throttledBy ?? null,
+    ...(rs.some((r) => r.appPauseMs !== undefined)
+      ? { appPauseMs: Math.max(...rs.map((r) => r.appPauseMs ?? 0)) }
+      : {}),
+  };
+}
+
+/** What the `progress` query answers. */
+export function progressOf(run: Run): Progress {
+  const { s, table } = run;
+  const afterBackfill = ['verify', 'awaiting-approval', 'cutover', 'rollback-window', 'done'].includes(s.phase);
+  const percent = afterBackfill ? 100 : s.percent;
+  const eta =
+    s.phase === 'backfill' && s.percentPerSecond > 0
+      ? Math.round((100 - s.percent) / s.percentPerSecond)
+      : afterBackfill
+        ? 0
+        : null;
+  const v = s.verify;
+  const c = s.cutover;
+  // pause acts on the copy only: in other phases nothing is paused, whatever was signalled
+  const copying = s.phase === 'backfill';
+  const pausing = copying && s.paused && !!s.chunkInFlight;
+  const stopped = copying && s.paused && !pausing;
+  return {
+    table,
+    phase: s.phase,
+    paused: stopped,
+    pausing,
+    awaitingApproval: s.phase === 'awaiting-approval',
+    rowsCopied: s.rowsCopied,
+    rowsEstimated: s.plan?.estimatedRows ?? 0,
+    percent: Math.round(percent * 10) / 10,
+    // while paused nothing copies: no rate, no time left
+    rowsPerSecond: stopped ? 0 : Math.round(s.rowsPerSecond),
+    etaSeconds: stopped ? null : eta,
+    lastError: s.lastError,
+    checkpointPage: s.checkpointPage,
+    totalPages: s.totalPages,
+    checkpoint: s.checkpoint,
+    batchSize: s.batchSize,
+    sleepMs: s.sleepMs,
+    lockWaitRetries: s.lockWaitRetries,
+    mergedBatches: s.mergedBatches ?? 0,
+    rowMoves: s.rowMoves ?? 0,
+    givenUp: s.plan?.givenUp ?? [],
+    partitions: s.plan ? s.plan.partitions.length + 1 : 0,
+    warnings: s.plan?.warnings ?? [],
+    verify: v && {
+      ok: v.ok,
+      rows: v.rows,
+      mismatches: v.mismatches,
+      elapsedMs: v.elapsedMs,
+      chunks: v.chunks ?? 1,
+      longestSnapshotMs: v.longestSnapshotMs ?? v.elapsedMs,
+      endedAt: v.endedAt ?? null,
+      repaired: v.repaired ?? [],
+    },
+    cutover: c && {
+      lockHoldMs: c.lockHoldMs,
+      attempts: c.attempts,
+      lockWaitRetries: c.lockWaitRetries,
+      keysAppliedUnderLock: c.keysAppliedUnderLock ?? 0,
+      lastCheck: c.lastCheck ?? null,
+    },
+    throttledBy: s.phase === 'backfill' ? (s.throttledBy ?? null) : null,
+    appPauseMs: s.phase === 'backfill' ? (s.appPauseMs ?? null) : null,
+    replicaLag: s.replicaLag ?? null,
+    replicaBounds: s.replica ?? run.opts.replica,
+  };
+}
+
+/**
+ * The run's state as the Web UI's "Current Details" of the workflow (Markdown, read through the built-in
+ * __temporal_workflow_metadata query): progress without running a query of ours.
+ */
+export function showDetails(run: Run): void {
+  const p = progressOf(run);
+  const halted = p.paused || p.pausing;
+  const lines = [
+    `**${p.table}**: ${p.phase}` +
+      (p.paused ? ' (paused)' : p.pausing ? ' (pausing: the chunk in flight ends first)' : '') +
+      (p.awaitingApproval ? ', waiting for approveCutover' : ''),
+    `copied ${p.rowsCopied} of about ${p.rowsEstimated} rows (${p.percent} %)` +
+      (halted ? '' : `, ${p.rowsPerSecond} rows/s`) +
+      (!halted && p.etaSeconds !== null ? `, about ${p.etaSeconds} s left` : ''),
+  ];
+  if (p.throttledBy)
+    lines.push(`held back by ${p.throttledBy.bound} since ${p.throttledBy.since}: ${p.throttledBy.reason}`);
+  else if (p.appPauseMs)
+    lines.push(
+      `paced by maxAppLatencyRatio: ${p.appPauseMs} ms pause after each batch, so the application's commits stay fast`,
+    );
+  if (p.verify)
+    lines.push(
+      `verification ${p.verify.ok ? 'passed' : 'FAILED'}: ${p.verify.rows} rows in ${p.verify.chunks} chunk(s)` +
+        (p.verify.endedAt ? `, ended ${p.verify.endedAt}` : '') +
+        (p.verify.repaired.length ? `; copied again and equal since: ${p.verify.repaired.join('; ')}` : ''),
+    );
+  if (p.cutover) {
+    const check = p.cutover.lastCheck;
+    lines.push(
+      `cut over holding the lock ${p.cutover.lockHoldMs} ms` +
+        (check ? `; last check: ${check.keys} key(s) changed since the verification compared equal` : '') +
+        (check?.repaired.length ? ` (copied again: ${check.repaired.join('; ')})` : ''),
+    );
+  }
+  if (p.lastError) lines.push(`last error: ${p.lastError}`);
+  setCurrentDetails(lines.join('\n\n'));
+}
