@@ -199,14 +199,15 @@ export async function cutover({ pool, log }: Deps, plan: Plan, lockTimeoutMs: nu
   const keyLog = plan.sql.keyLog;
   let underLock = 0;
   const check: LastCheck = { upTo: 0, keys: 0, repaired: [] };
+  // before each attempt, outside its transaction: the keys copied since the last verification pass compared
+  // (each attempt goes on from where the one before stopped), then the key log drained, so that what is left
+  // for under the lock is what writers commit between this drain and the lock
+  const before = async () => {
+    if (!keyLog) return;
+    await lastCheckBeforeLock(pool, plan, keyLog, check);
+    await drainKeyLog(pool, keyLog);
+  };
   const swap = async (c: PoolClient) => {
-    // the key log drained before each attempt locks (other connections): what is left for under the lock is
-    // what writers commit between this drain and the lock; then the keys copied since the last verification
-    // pass compared (each attempt goes on from where the one before stopped)
-    if (keyLog) {
-      await drainKeyLog(pool, keyLog);
-      await lastCheckBeforeLock(pool, plan, keyLog, check);
-    }
     await lockUpFront(c, [lock], across.budget); // each wait bounded by lock_timeout, the whole by the budget
     lockedAt = Date.now();
     await fence(c, plan.table);
@@ -226,7 +227,7 @@ export async function cutover({ pool, log }: Deps, plan: Plan, lockTimeoutMs: nu
   };
   const { stats } = await withHeartbeat(
     () => ({ step: 'cutover' }),
-    () => withLockRetry(pool, l, 'cutover', across.ms, swap, across.opts),
+    () => withLockRetry(pool, l, 'cutover', across.ms, swap, { ...across.opts, before }),
   );
   const lockHoldMs = Date.now() - lockedAt;
   const { attempts, lockWaitRetries } = stats;
@@ -304,8 +305,10 @@ export async function swapBack(
   const across = acrossPartitions(plan, lockTimeoutMs);
   const keyLog = plan.sql.reverseKeyLog;
   let underLock = 0;
-  const swap = async (c: PoolClient) => {
+  const drain = async () => {
     if (keyLog) await drainKeyLog(pool, keyLog);
+  };
+  const swap = async (c: PoolClient) => {
     await lockUpFront(c, [lock], across.budget);
     lockedAt = Date.now();
     await undoFence(c, plan.table);
@@ -320,7 +323,7 @@ export async function swapBack(
     );
   };
   const swapped = !!st?.cutover_done;
-  if (swapped) await withLockRetry(pool, l, 'swap back', across.ms, swap, across.opts);
+  if (swapped) await withLockRetry(pool, l, 'swap back', across.ms, swap, { ...across.opts, before: drain });
   const lockHoldMs = swapped ? Date.now() - lockedAt : 0;
   const notRestored = await validateInbound(deps, plan, lockTimeoutMs);
   l.info({ swapped, lockHoldMs, notRestored, keysAppliedUnderLock: underLock }, 'swapped back to the original table');

@@ -256,15 +256,19 @@ export async function withLockRetry<T>(
   step: string,
   lockTimeoutMs: number,
   fn: (client: PoolClient) => Promise<T>,
-  opts: number | { maxAttempts?: number; relations?: string[] } = 8,
+  opts: number | { maxAttempts?: number; relations?: string[]; before?: () => Promise<void> } = 8,
 ): Promise<{ result: T; stats: LockRetryStats }> {
   const maxAttempts = typeof opts === 'number' ? opts : (opts.maxAttempts ?? 8);
   const relations = typeof opts === 'number' ? [] : (opts.relations ?? []);
+  const before = typeof opts === 'number' ? undefined : opts.before;
   const r: Retrying = { pool, log, step, ctx: activityContext(), lockWaitRetries: 0 };
   const run = relations.length ? watched(r, fn) : fn;
   for (let attempt = 1; ; attempt++) {
     // a cancelled activity stops retrying at once: the workflow waits for it before undoing anything
     if (r.ctx?.cancellationSignal.aborted) throw new CancelledFailure(`${step} cancelled while waiting for its lock`);
+    // what each attempt does first, outside its transaction (the cut-over's drain and check): the step's
+    // transaction is open only while it runs statements, never idle waiting for other connections
+    if (before) await before();
     if (relations.length && attempt < maxAttempts) {
       const blocking = await blockers(r, relations, lockTimeoutMs);
       if (blocking.length) {

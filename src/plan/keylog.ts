@@ -63,18 +63,26 @@ export interface KeyLogApplySql {
 
 /**
  * The last check before the cut-over (issue 24, item 5). Every key the applier copies again is recorded in
- * `seen` (a `seq` identity and the key); a verification pass empties it when it begins (`reset`). Before the
- * cut-over's lock, `compare` reads the rows of the keys recorded in ($1, $2] of `seq` on both sides in one
- * snapshot, leaving out keys with an entry in the log as the verification does, and returns how many rows
- * differ (`n`) and up to five of their keys (`keys`); under the lock, the keys recorded since, when nothing can
- * change any more. `requeue` logs the keys of ($1, $2] again, to be copied once more.
+ * `seen` (a `seq` identity and the key); a verification pass empties it when it begins (`reset`). The check
+ * compares the keys recorded in ($1, $2] of `seq`, a slice at a time, each in one read-only snapshot: `slice`
+ * returns the slice's distinct keys (`n`) as array literals (`a1`..), and `sliceCompare` takes them as
+ * $1..$n and reads those keys' rows on both sides, each side a set of (key, row text, row hash), and returns
+ * how many keys differ (`n`) and up to five of them (`keys`), leaving out keys with an entry in the log as the
+ * verification does (their change is not applied yet). The keys arrive as constants, so the planner knows how
+ * many there are and reads both sides by their keys; the log is looked at for the differing keys only.
+ * `requeue` logs the keys of ($1, $2] again, to be copied once more.
  */
 export interface KeyLogSeenSql {
   table: string;
   reset: string;
   /** one row (`n`): the last `seq` recorded, 0 for none */
   max: string;
-  compare: string;
+  /** one row (`n`): the first `seq` recorded, 0 for none (absent in plans made before it) */
+  min?: string;
+  slice?: string;
+  sliceCompare?: string;
+  /** plans made before `slice`: ($1, $2] compared in one statement, with the log's keys left out per row */
+  compare?: string;
   requeue: string;
 }
 
@@ -219,25 +227,37 @@ export function keyLogSeenTableSql(s: KeyLogSpec): string {
 
 function seenSql(s: KeyLogSpec): KeyLogSeenSql {
   const seen = qualified(s.seen!);
-  const names = s.key.map((k) => q(k.name)).join(', ');
-  const cols = s.sourceColumns ?? s.columns;
+  const names = s.key.map((k) => q(k.name));
   const { alias, aliases } = positions(s);
+  const us = s.key.map((_, i) => `k${i + 1}`);
+  const u = `unnest(${s.key.map((k, i) => `$${i + 1}::${k.type}[]`).join(', ')}) AS u(${us.join(', ')})`;
   const keyTuple = `(${s.key.map((k) => `s.${alias(k.name)}`).join(', ')})`;
   const range = `FROM ${seen} WHERE seq > $1 AND seq <= $2`;
   const row = `ROW(${s.columns.map((c) => `s.${alias(c)}`).join(', ')})`;
+  // the key's columns as the table has them (its collation), its exact text and the row's hash: a set per side,
+  // so that a key the join matched twice (two spellings of one key under a nondeterministic collation, both
+  // recorded) is one row on either side
   const side = (rel: TableRef) =>
-    `SELECT ROW${keyTuple}::text AS k, hashtextextended(${row}::text, 0) AS h ` +
-    `FROM (SELECT * FROM ${qualified(rel)}) AS s(${aliases}) ` +
-    `WHERE ${keyTuple} IN (SELECT DISTINCT ${names} ${range}) AND ${notLoggedSql(s, cols)}`;
+    `SELECT ${s.key.map((k, i) => `s.${alias(k.name)} AS c${i + 1}`).join(', ')}, ROW${keyTuple}::text AS k, ` +
+    `hashtextextended(${row}::text, 0) AS h FROM (SELECT * FROM ${qualified(rel)}) AS s(${aliases}) ` +
+    `WHERE ${keyTuple} IN (SELECT ${us.join(', ')} FROM ${u})`;
+  const logged = `EXISTS (SELECT 1 FROM ${qualified(s.log)} l WHERE ${names
+    .map((n, i) => `l.${n} = d.c${i + 1}`)
+    .join(' AND ')})`;
   return {
     table: seen,
     reset: `DELETE FROM ${seen}`,
     max: `SELECT coalesce(max(seq), 0)::bigint AS n FROM ${seen}`,
-    compare:
+    min: `SELECT coalesce(min(seq), 0)::bigint AS n FROM ${seen}`,
+    slice:
+      `SELECT count(*)::int AS n, ${names.map((n, i) => `array_agg(${n})::text AS a${i + 1}`).join(', ')} ` +
+      `FROM (SELECT DISTINCT ${names.join(', ')} ${range}) x`,
+    sliceCompare:
       `WITH a AS (${side(s.source)}), b AS (${side(s.target)}), ` +
-      `d AS ((SELECT * FROM a EXCEPT ALL SELECT * FROM b) UNION ALL (SELECT * FROM b EXCEPT ALL SELECT * FROM a)) ` +
-      `SELECT count(DISTINCT k)::int AS n, coalesce((array_agg(DISTINCT k))[1:5], '{}') AS keys FROM d`,
-    requeue: `INSERT INTO ${qualified(s.log)} (${names}) SELECT DISTINCT ${names} ${range}`,
+      `d AS ((SELECT * FROM a EXCEPT SELECT * FROM b) UNION ALL (SELECT * FROM b EXCEPT SELECT * FROM a)) ` +
+      `SELECT count(DISTINCT k)::int AS n, coalesce((array_agg(DISTINCT k))[1:5], '{}') AS keys ` +
+      `FROM d WHERE NOT ${logged}`,
+    requeue: `INSERT INTO ${qualified(s.log)} (${names.join(', ')}) SELECT DISTINCT ${names.join(', ')} ${range}`,
   };
 }
 

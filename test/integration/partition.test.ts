@@ -823,6 +823,7 @@ describe('partflow cleanup after a terminate', () => {
       expect.arrayContaining([
         'trigger partflow_sync_fwd on terminated',
         'table terminated_pf_shadow (partitioned copy)',
+        'keys copied since the last verification terminated_pf_seen',
       ]),
     );
     expect(look.report.removed).toBe(false);

@@ -336,12 +336,12 @@ describe('1. writers that are not READ COMMITTED: the key log is exact for them'
 });
 
 describe('5. the last check at the cut-over: the keys changed since the last verification pass', () => {
-  async function seenAndApplied(table: string) {
+  async function seenAndApplied(table: string, atLeast = 1) {
     for (let i = 0; i < 100; i++) {
       const r = await db.pool.query(
         `SELECT (SELECT count(*) FROM ${table}_pf_log)::int AS waiting, (SELECT count(*) FROM ${table}_pf_seen)::int AS seen`,
       );
-      if (!r.rows[0].waiting && r.rows[0].seen) return;
+      if (!r.rows[0].waiting && r.rows[0].seen >= atLeast) return;
       await sleep(200);
     }
     throw new Error(`the key log of ${table} was not applied`);
@@ -363,16 +363,100 @@ describe('5. the last check at the cut-over: the keys changed since the last ver
     await waitFor(h, (p) => p.phase === 'awaiting-approval', 'verified', 120_000);
     await db.pool.query(`UPDATE lc SET payload = 'changed' WHERE id IN (5, 6)`);
     await seenAndApplied('lc');
+    // id 5 changed again, applied in a round of its own: recorded twice, one key
+    await db.pool.query(`UPDATE lc SET payload = 'changed again' WHERE id = 5`);
+    await seenAndApplied('lc', 3);
     // behind partflow's back, after the applier copied the change: the copy lost it
     await db.pool.query(`UPDATE lc_pf_shadow SET payload = 'lost' WHERE id = 5`);
     const before = await rowsOf('lc');
     await h.signal('approveCutover');
     const cut = await waitFor(h, (p) => p.phase === 'rollback-window', 'cut over', 120_000);
-    expect(cut.cutover?.lastCheck?.keys).toBeGreaterThanOrEqual(2);
+    // keys 5 and 6 compared (5 recorded twice, counted once), copied again and compared again under the lock
+    expect(cut.cutover?.lastCheck?.keys).toBe(4);
     expect(cut.cutover?.lastCheck?.repaired).toEqual([expect.stringMatching(/^1 key\(s\): \(5,/)]);
     expect(await rowsOf('lc')).toEqual(before);
     await h.signal('finalize');
     expect((await h.result()).status).toBe('done');
+  });
+
+  it('keys under a nondeterministic collation changed after the verification: nothing is reported repaired', async () => {
+    await db.pool.query(
+      `CREATE COLLATION IF NOT EXISTS ci_pf (provider = icu, locale = 'und-u-ks-level2', deterministic = false)`,
+    );
+    await db.pool.query(
+      `CREATE TABLE cig (code text COLLATE ci_pf PRIMARY KEY, note text, created_at timestamptz NOT NULL)`,
+    );
+    await db.pool.query(
+      `INSERT INTO cig SELECT 'user' || g, 'n' || g, now() - (g % 60) * interval '1 day' FROM generate_series(1, 3000) g`,
+    );
+    await db.pool.query('ANALYZE cig');
+    const h = await start({
+      table: 'cig',
+      batchSize: 1000,
+      approval: 'signal',
+      rollbackWindow: '0',
+      reverifyEvery: '0',
+    });
+    await waitFor(h, (p) => p.phase === 'awaiting-approval', 'verified', 120_000);
+    // a case-only key change: the log records both spellings of each key
+    await db.pool.query(
+      `UPDATE cig SET code = upper(code) WHERE code IN (SELECT 'user' || g FROM generate_series(1, 500) g)`,
+    );
+    await seenAndApplied('cig', 500);
+    await h.signal('approveCutover');
+    const cut = await waitFor(h, (p) => !!p.cutover, 'cut over', 120_000);
+    expect(cut.cutover?.lastCheck?.repaired).toEqual([]);
+    expect((await h.result()).status).toBe('done');
+    expect(
+      (await db.pool.query(`SELECT count(*)::int AS n FROM cig WHERE code COLLATE "C" LIKE 'USER%'`)).rows[0].n,
+    ).toBe(500);
+  });
+
+  it('a cut-over with a backlog of keys and a writer, idle transactions ended after 300 ms: nothing waits idle', async () => {
+    const n = 100_000;
+    await db.pool.query(`CREATE TABLE lb (id bigserial PRIMARY KEY, payload text, created_at timestamptz NOT NULL)`);
+    await db.pool.query(
+      `INSERT INTO lb (payload, created_at) SELECT 'p' || g, now() - (g % 60) * interval '1 day'
+         FROM generate_series(1, ${n}) g`,
+    );
+    const h = await start({
+      table: 'lb',
+      batchSize: 20000,
+      approval: 'signal',
+      rollbackWindow: '0',
+      reverifyEvery: '0',
+    });
+    await waitFor(h, (p) => p.phase === 'awaiting-approval', 'verified', 300_000);
+    // every row changed at once and the cut-over approved at once: a backlog in the log, n keys to check, and a
+    // writer keeping the log from ever being empty
+    await db.pool.query(`UPDATE lb SET payload = payload || '+'`);
+    const written = new Map<number, number>();
+    let writing = true;
+    const writer = (async () => {
+      while (writing) {
+        const id = 1 + Math.floor(Math.random() * n);
+        await db.pool.query(`UPDATE lb SET payload = payload || '.' WHERE id = $1`, [id]);
+        written.set(id, (written.get(id) ?? 0) + 1);
+        await sleep(5);
+      }
+    })();
+    await db.pool.query(`ALTER SYSTEM SET idle_in_transaction_session_timeout = '300ms'`);
+    await db.pool.query('SELECT pg_reload_conf()');
+    try {
+      await h.signal('approveCutover');
+      const cut = await waitFor(h, (p) => !!p.cutover, 'cut over', 300_000);
+      expect(cut.cutover?.lastCheck?.keys).toBeGreaterThanOrEqual(n);
+    } finally {
+      writing = false;
+      await writer;
+      await db.pool.query(`ALTER SYSTEM RESET idle_in_transaction_session_timeout`);
+      await db.pool.query('SELECT pg_reload_conf()');
+    }
+    expect((await h.result()).status).toBe('done');
+    const r = await db.pool.query(`SELECT id::int, payload FROM lb ORDER BY id`);
+    expect(r.rows.length).toBe(n);
+    const wrong = r.rows.filter((x) => x.payload !== `p${x.id}+${'.'.repeat(written.get(x.id) ?? 0)}`);
+    expect(wrong).toEqual([]);
   });
 
   it('a difference that copying again does not mend refuses the cut-over, naming the keys; the table stays', async () => {
