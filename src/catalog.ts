@@ -111,6 +111,8 @@ export interface TableInfo {
   dependentViews: string[];
   publications: string[];
   userTriggers: string[];
+  /** the table's own triggers with their definitions (read by partitionTable's preflight; absent otherwise) */
+  triggers?: TriggerInfo[];
   rules: string[];
   rowSecurity: boolean;
   grants: GrantInfo[];
@@ -142,4 +144,25 @@ export interface TableInfo {
   takenNames: string[];
   /** an active partflow run on this table, if any */
   activeRun: { workflowId: string; state: string } | null;
+}
+
+/** One of the table's own triggers, as partitionTable carries it (src/plan/triggers.ts). */
+export interface TriggerInfo {
+  name: string;
+  /** pg_get_triggerdef, read under search_path = pg_catalog: every function and operator schema-qualified */
+  def: string;
+  /** the table as the definition's ON clause names it */
+  on: string;
+  enabled: 'O' | 'A' | 'R' | 'D';
+  before: boolean;
+  row: boolean;
+  onInsert: boolean;
+  onUpdate: boolean;
+  /** the arguments as the definition shows them */
+  args: string;
+  /** the function's source, null for C and internal functions */
+  source: string | null;
+  comment: string | null;
+  /** PostgreSQL's error creating it on a partitioned table with the same columns, null when it can */
+  partitionedError: string | null;
 }

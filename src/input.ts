@@ -68,6 +68,13 @@ export interface PartitionTableInput {
    */
   acceptLostConstraints?: string[];
   /**
+   * Names of the table's row triggers whose change of behaviour on a partitioned table the operator accepts: an
+   * UPDATE that moves a row to another month runs as a DELETE and an INSERT (their row triggers fire, AFTER
+   * UPDATE ones do not), and a BEFORE row trigger that names the partition column must never change it. Any
+   * other row trigger is refused with the reason.
+   */
+  acceptTriggerChanges?: string[];
+  /**
    * The copy waits while a standby visible in pg_stat_replication replays more than this many bytes behind,
    * or a replication slot holds more WAL than this. Default 134217728 (128 MiB). Changeable by `throttle`.
    */
@@ -104,6 +111,7 @@ export interface PartitionOptions {
   copyMode: 'auto' | 'pages' | 'keys';
   startMonth: string | null;
   acceptLostConstraints: string[];
+  acceptTriggerChanges: string[];
   replica: ReplicaBounds;
 }
 
@@ -123,6 +131,7 @@ export const PARTITION_INPUT_FIELDS = [
   'reverifyEvery',
   'verifyChunkRows',
   'inboundForeignKeys',
+  'acceptTriggerChanges',
   'timeZone',
   'lockTimeoutMs',
   'dryRun',
@@ -193,6 +202,10 @@ export function validatePartitionInput(raw: unknown): PartitionOptions {
       'Field "acceptLostConstraints" must be a list of index or constraint names, such as ["users_email_key"].',
     );
   }
+  const keep = input.acceptTriggerChanges ?? [];
+  if (!Array.isArray(keep) || keep.some((x) => typeof x !== 'string' || !x)) {
+    throw new InputError('Field "acceptTriggerChanges" must be a list of trigger names, such as ["audit_changes"].');
+  }
   return {
     table,
     column,
@@ -219,6 +232,7 @@ export function validatePartitionInput(raw: unknown): PartitionOptions {
     copyMode: enumField(input.copyMode, 'copyMode', ['auto', 'pages', 'keys'] as const, 'auto'),
     startMonth,
     acceptLostConstraints: lost as string[],
+    acceptTriggerChanges: keep as string[],
     replica: { ...DEFAULT_REPLICA_BOUNDS, ...replicaBoundsFrom(input as Record<string, unknown>, 'Field ') },
   };
 }

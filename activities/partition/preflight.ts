@@ -3,6 +3,7 @@ import { validatePartitionInput } from '../../src/input';
 import { buildPlan, Plan } from '../../src/plan';
 import { classify, currentWorkflowId, inTransaction, withHeartbeat } from '../runtime/db';
 import { readTableInfo } from '../runtime/inspect';
+import { readTriggers } from './triggers';
 import { Deps, stepLog } from '../runtime/deps';
 
 export interface PreflightResult {
@@ -19,6 +20,7 @@ export async function preflight({ pool, log }: Deps, rawInput: unknown): Promise
       () => ({ step: 'preflight' }),
       () => inTransaction(pool, (c) => readTableInfo(c, opts, currentWorkflowId()), { readOnly: true }),
     );
+    if (info.userTriggers.length) info.triggers = await readTriggers(pool, info.oid, opts.column);
     const plan = buildPlan(info, opts);
     stepLog(log, 'preflight', opts.table).info(
       { partitions: plan.partitions.length, estimatedRows: plan.estimatedRows, warnings: plan.warnings },

@@ -8,6 +8,7 @@ import { displayName, qualified, quoteLiteral, TableRef } from '../ident';
 import { PlanContext, q, sibling } from './context';
 import { keyLogApplySql } from './keylog';
 import { dropTriggersSql, guardViewSql, keyLogOf, keyLogSpec, keyLogSyncSql, syncObjects } from './sync';
+import { carriedTriggersSql } from './triggers';
 import type { IndexRename, PlanSql } from './types';
 
 type CutoverSql = Pick<PlanSql, 'cutover' | 'swapBack' | 'validateInbound' | 'finalize' | 'reverseKeyLog'>;
@@ -84,6 +85,8 @@ function cutoverSql(ctx: PlanContext, renames: IndexRename[], dropSyncTrigger: s
     ),
     ...renames.map((r) => renameIndex(ctx, r.shadowTemp, r.original)),
     ...sequencesSql(ctx, old),
+    // the table's own triggers: on the new table from now on, off on the old one (only partflow writes it)
+    ...carriedTriggersSql(info.triggers ?? [], table, old).cutover,
     // the rollback window's sync: the new table's changed keys logged, applied into the old table by partflow
     ...keyLogSyncSql(ctx, 'reverse'),
     ...guardViewSql(ctx, guard),
@@ -115,6 +118,7 @@ export function cutoverStep(ctx: PlanContext, renames: IndexRename[], dropSyncTr
     ),
     ...renames.map((r) => renameIndex(ctx, r.oldParked, r.original)),
     ...sequencesSql(ctx, ctx.shadow),
+    ...carriedTriggersSql(info.triggers ?? [], table, old).swapBack,
     ...info.inboundForeignKeys.map(
       (fk) => `ALTER TABLE ${qualified(fk.table)} ADD CONSTRAINT ${q(fk.name)} ${fk.def} NOT VALID`,
     ),
@@ -126,6 +130,20 @@ export function cutoverStep(ctx: PlanContext, renames: IndexRename[], dropSyncTr
     const list = info.inboundForeignKeys.map((f) => `${displayName(f.table)}.${f.name}`).join(', ');
     ctx.warnings.push(
       `These foreign keys reference ${displayName(table)} and are dropped at cut-over (re-added on rollback): ${list}.`,
+    );
+  }
+  const triggers = info.triggers ?? [];
+  if (triggers.length) {
+    ctx.warnings.push(
+      `Trigger(s) ${triggers.map((t) => t.name).join(', ')} of ${displayName(table)} are created on the new table ` +
+        'in the cut-over with their states and comments, and disabled on the old table, which only partflow ' +
+        'writes through the rollback window (a rollback enables them again).',
+    );
+  }
+  for (const t of triggers.filter((x) => x.row && ctx.opts.acceptTriggerChanges.includes(x.name))) {
+    ctx.givenUp.push(
+      `trigger ${t.name}: an UPDATE that moves a row to another month fires its DELETE and INSERT forms, not ` +
+        'AFTER UPDATE (accepted in acceptTriggerChanges)',
     );
   }
   const identities = info.sequences.filter((s) => s.kind === 'identity');

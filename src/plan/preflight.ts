@@ -6,6 +6,7 @@ import type { TableInfo } from '../catalog';
 import { byteLength, displayName, MAX_IDENT_BYTES, TableRef } from '../ident';
 import type { PartitionOptions } from '../input';
 import { refuse } from './context';
+import { checkTriggers } from './triggers';
 import type { PlannedPartition } from './types';
 import { hasTidRangeScan, majorOf, MIN_SERVER_VERSION_NUM } from '../versions';
 
@@ -153,12 +154,6 @@ function checkObjects(info: TableInfo, t: string): void {
   if (info.rules.length) {
     refuse(`Table ${t} has rules (${info.rules.join(', ')}), which partflow cannot carry over; drop them first.`);
   }
-  if (info.userTriggers.length) {
-    refuse(
-      `Table ${t} has triggers (${info.userTriggers.join(', ')}) that partflow does not copy yet; ` +
-        'drop them first and recreate them on the new table afterwards.',
-    );
-  }
   if (info.rowSecurity) {
     refuse(`Table ${t} has row-level security enabled, which partflow does not copy yet; disable it first.`);
   }
@@ -221,6 +216,7 @@ export function checkPreflight(info: TableInfo, opts: PartitionOptions): void {
   checkReferences(info, opts, t);
   checkReplication(info, t);
   checkObjects(info, t);
+  checkTriggers(info, opts);
   checkLostConstraints(info, opts, t);
   for (const o of info.storage.reloptions) {
     if (!/^[a-z_.]+=[A-Za-z0-9_.-]+$/.test(o)) {

@@ -52,7 +52,10 @@ export const SHAPE_SQL = `SELECT x FROM (
     FROM pg_index i WHERE i.indrelid = $1
   UNION ALL SELECT 'constraint ' || quote_ident(c.conname) || ' ' || pg_get_constraintdef(c.oid)
     FROM pg_constraint c WHERE c.conrelid = $1
-  UNION ALL SELECT 'trigger ' || quote_ident(t.tgname)
+  UNION ALL SELECT 'trigger ' || quote_ident(t.tgname) || ' ' || t.tgenabled::text || ' ' || t.tgtype || ' '
+         || t.tgfoid::oid::text || ' ' || t.tgattr::text || ' ' || encode(t.tgargs, 'hex')
+         || ' ' || t.tgdeferrable || t.tginitdeferred || ' ' || coalesce(t.tgoldtable, '') || ' '
+         || coalesce(t.tgnewtable, '') || ' ' || md5(coalesce(t.tgqual::text, ''))
     FROM pg_trigger t WHERE t.tgrelid = $1 AND NOT t.tgisinternal AND t.tgname NOT LIKE 'partflow\\_%'
 ) s ORDER BY x`;
 

@@ -1,0 +1,286 @@
+/**
+ * Issue 29, item 1: the table's own triggers carried to the new table, each application write firing them
+ * once through the copy, the cut-over, the rollback window and a rollback; what PostgreSQL does not accept on
+ * a partitioned table refused before anything changes.
+ */
+import { WorkflowFailedError, WorkflowHandle } from '@temporalio/client';
+import type { TestWorkflowEnvironment } from '@temporalio/testing';
+import type { PartitionTableInput } from '../../src/input';
+import { catalogSnapshot, TestDb } from '../helpers/pg';
+import { startStack, Stack } from '../helpers/stack';
+import { sleep, waitFor } from '../helpers/workflow';
+
+const TQ = 'partflow-triggers';
+let stack: Stack;
+let env: TestWorkflowEnvironment;
+let db: TestDb;
+let seq = 0;
+
+beforeAll(async () => {
+  stack = await startStack('triggers', TQ);
+  ({ env, db } = stack);
+});
+
+afterAll(async () => {
+  await stack?.teardown();
+});
+
+const stops: (() => Promise<void>)[] = [];
+afterEach(async () => {
+  // a failed test must not leave writers running into the next one
+  for (const stop of stops.splice(0)) await stop().catch(() => undefined);
+});
+
+function start(input: PartitionTableInput): Promise<WorkflowHandle> {
+  return env.client.workflow.start('partitionTable', {
+    taskQueue: TQ,
+    workflowId: `triggers-${++seq}-${Date.now()}`,
+    args: [input],
+  });
+}
+
+/** The table's triggers as PostgreSQL shows them, the table's name left out: what must be the same. */
+async function triggersOf(table: string): Promise<string[]> {
+  const r = await db.pool.query(
+    `SELECT t.tgname || ' ' || t.tgenabled::text || ' ' || replace(pg_get_triggerdef(t.oid), ' ON ' || t.tgrelid::regclass::text || ' ', ' ON _ ')
+            || ' ' || coalesce(obj_description(t.oid, 'pg_trigger'), '-') AS x
+       FROM pg_trigger t WHERE t.tgrelid = $1::regclass AND NOT t.tgisinternal AND t.tgname NOT LIKE 'partflow\\_%'
+      ORDER BY 1`,
+    [table],
+  );
+  return r.rows.map((x) => x.x);
+}
+
+interface Op {
+  kind: 'INSERT' | 'UPDATE' | 'DELETE';
+  id: number;
+  op: string;
+  move?: boolean;
+}
+
+/** Writers inserting, updating (also the month), deleting; each write names itself in `op`; the record of commits. */
+function writer(ids: number[]) {
+  const ops: Op[] = [];
+  let n = 0;
+  let running = true;
+  const live = new Set(ids);
+  const lane = async (lane: number) => {
+    while (running) {
+      const op = `w${lane}-${++n}`;
+      const pick = [...live][Math.floor(Math.random() * live.size)];
+      const r = Math.random();
+      if (r < 0.3 || pick === undefined) {
+        const x = await db.pool.query(
+          `INSERT INTO tg (payload, op, created_at) VALUES ($1, $1, now() - random() * interval '60 days') RETURNING id`,
+          [op],
+        );
+        live.add(Number(x.rows[0].id));
+        ops.push({ kind: 'INSERT', id: Number(x.rows[0].id), op });
+      } else if (r < 0.6) {
+        const x = await db.pool.query(`UPDATE tg SET payload = $1, op = $1 WHERE id = $2 RETURNING id`, [op, pick]);
+        if (x.rowCount) ops.push({ kind: 'UPDATE', id: pick, op });
+      } else if (r < 0.8) {
+        const x = await db.pool.query(
+          `UPDATE tg SET created_at = created_at - interval '32 days', op = $1 WHERE id = $2 RETURNING id`,
+          [op, pick],
+        );
+        if (x.rowCount) ops.push({ kind: 'UPDATE', id: pick, op, move: true });
+      } else {
+        live.delete(pick);
+        const x = await db.pool.query(`DELETE FROM tg WHERE id = $1 RETURNING op`, [pick]);
+        if (x.rowCount) ops.push({ kind: 'DELETE', id: pick, op: x.rows[0].op });
+      }
+      await sleep(10);
+    }
+  };
+  const lanes = [1, 2, 3].map(lane);
+  const stop = async () => {
+    running = false;
+    await Promise.all(lanes);
+  };
+  stops.push(stop);
+  return { ops, stop };
+}
+
+test('triggers carried: each write fires them once through the cut-over, the rollback window and a rollback', async () => {
+  await db.pool.query(
+    `CREATE TABLE tg (id bigserial PRIMARY KEY, payload text, op text, version int NOT NULL DEFAULT 1,
+       created_at timestamptz NOT NULL)`,
+  );
+  await db.pool.query(
+    `INSERT INTO tg (payload, op, created_at) SELECT 'p' || g, 'init-' || g, now() - (g % 60) * interval '1 day'
+       FROM generate_series(1, 4000) g`,
+  );
+  await db.pool.query(`CREATE TABLE tg_audit (n bigserial, tg_op text, id bigint, op text)`);
+  await db.pool.query(`CREATE TABLE tg_statements (n bigserial)`);
+  await db.pool.query(`CREATE FUNCTION tg_version() RETURNS trigger LANGUAGE plpgsql AS
+    $$ BEGIN NEW.version := OLD.version + 1; RETURN NEW; END $$`);
+  await db.pool.query(`CREATE FUNCTION tg_audit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+      INSERT INTO tg_audit (tg_op, id, op) VALUES (TG_OP, CASE WHEN TG_OP = 'DELETE' THEN OLD.id ELSE NEW.id END,
+        CASE WHEN TG_OP = 'DELETE' THEN OLD.op ELSE NEW.op END);
+      RETURN NULL; END $$`);
+  await db.pool.query(`CREATE FUNCTION tg_statement() RETURNS trigger LANGUAGE plpgsql AS
+    $$ BEGIN INSERT INTO tg_statements DEFAULT VALUES; RETURN NULL; END $$`);
+  await db.pool.query(`CREATE TRIGGER tg_version BEFORE UPDATE ON tg FOR EACH ROW EXECUTE FUNCTION tg_version()`);
+  await db.pool.query(
+    `CREATE TRIGGER tg_audit AFTER INSERT OR UPDATE OR DELETE ON tg FOR EACH ROW EXECUTE FUNCTION tg_audit()`,
+  );
+  await db.pool.query(`ALTER TABLE tg ENABLE ALWAYS TRIGGER tg_audit`);
+  await db.pool.query(`COMMENT ON TRIGGER tg_audit ON tg IS 'every change, once'`);
+  await db.pool.query(
+    `CREATE TRIGGER tg_statement AFTER INSERT ON tg FOR EACH STATEMENT EXECUTE FUNCTION tg_statement()`,
+  );
+  // a trigger the application keeps disabled, with a WHEN and UPDATE OF: carried disabled
+  await db.pool.query(
+    `CREATE TRIGGER tg_off BEFORE UPDATE OF payload ON tg FOR EACH ROW WHEN (OLD.payload IS DISTINCT FROM NEW.payload)
+       EXECUTE FUNCTION tg_version()`,
+  );
+  await db.pool.query(`ALTER TABLE tg DISABLE TRIGGER tg_off`);
+  const triggers = await triggersOf('tg');
+
+  // row triggers are refused until accepted, before anything changes
+  const before = await catalogSnapshot(db.pool, ['public']);
+  const refused = await (await start({ table: 'tg' })).result().catch((e: unknown) => e);
+  expect((refused as WorkflowFailedError).cause?.message).toMatch(
+    /Trigger tg_audit of public\.tg fires for each row, .* runs as a DELETE and an INSERT.*"acceptTriggerChanges": \["tg_audit"\]/,
+  );
+  expect(await catalogSnapshot(db.pool, ['public'])).toEqual(before);
+
+  const w = writer(Array.from({ length: 4000 }, (_, i) => i + 1));
+  const h = await start({
+    table: 'tg',
+    batchSize: 1000,
+    sleepMs: 20,
+    approval: 'signal',
+    rollbackWindow: '1h',
+    reverifyEvery: '0',
+    acceptTriggerChanges: ['tg_audit', 'tg_version', 'tg_off'],
+  });
+  await waitFor(h, (p) => p.phase === 'awaiting-approval', 'verified', 180_000);
+  await h.signal('approveCutover');
+  await waitFor(h, (p) => p.phase === 'rollback-window', 'cut over', 120_000);
+  // the new table has the triggers, as they were; the old one has them disabled
+  expect((await db.pool.query(`SELECT relkind FROM pg_class WHERE oid = 'tg'::regclass`)).rows[0].relkind).toBe('p');
+  expect(await triggersOf('tg')).toEqual(triggers);
+  const old = await db.pool.query(
+    `SELECT tgname, tgenabled FROM pg_trigger WHERE tgrelid = 'tg_old'::regclass AND NOT tgisinternal
+        AND tgname NOT LIKE 'partflow\\_%' ORDER BY 1`,
+  );
+
+  await sleep(3000); // writes on the new table, applied to the old one by partflow
+  await h.signal('rollback');
+  await h.result();
+  await w.stop();
+  expect((await db.pool.query(`SELECT relkind FROM pg_class WHERE oid = 'tg'::regclass`)).rows[0].relkind).toBe('r');
+  expect(await triggersOf('tg')).toEqual(triggers);
+
+  // the audit: each committed insert and update exactly once, under its own kind (a month move after the
+  // cut-over is PostgreSQL's DELETE and INSERT on a partitioned table: INSERT, plus a DELETE of the row before)
+  const audit = (await db.pool.query(`SELECT tg_op, id::int, op FROM tg_audit ORDER BY n`)).rows as {
+    tg_op: string;
+    id: number;
+    op: string;
+  }[];
+  const writes = w.ops.filter((o) => o.kind !== 'DELETE');
+  const seen = new Map<string, string[]>();
+  for (const a of audit.filter((x) => x.tg_op !== 'DELETE')) seen.set(a.op, [...(seen.get(a.op) ?? []), a.tg_op]);
+  const wrong = writes.filter((o) => {
+    const kinds = seen.get(o.op) ?? [];
+    return !(kinds.length === 1 && (kinds[0] === o.kind || (o.move && kinds[0] === 'INSERT')));
+  });
+  expect(wrong).toEqual([]);
+  expect(seen.size).toBe(writes.length);
+  const deletes = audit.filter((x) => x.tg_op === 'DELETE');
+  const moved = new Set(w.ops.filter((o) => o.move && seen.get(o.op)?.[0] === 'INSERT').map((o) => o.id));
+  const deleted = w.ops.filter((o) => o.kind === 'DELETE');
+  expect(deletes.length).toBe(deleted.length + w.ops.filter((o) => o.move && seen.get(o.op)?.[0] === 'INSERT').length);
+  for (const d of deleted)
+    expect(deletes.filter((x) => x.id === d.id && x.op === d.op).length).toBeGreaterThanOrEqual(1);
+  expect(deletes.filter((x) => !deleted.some((d) => d.id === x.id && d.op === x.op) && !moved.has(x.id))).toEqual([]);
+
+  // the BEFORE trigger ran once per update: never for partflow's writes into the copy or the old table
+  const updates = new Map<number, number>();
+  for (const o of w.ops) if (o.kind === 'UPDATE') updates.set(o.id, (updates.get(o.id) ?? 0) + 1);
+  const rows = (await db.pool.query(`SELECT id::int, version, op FROM tg`)).rows;
+  expect(rows.filter((r) => r.version !== 1 + (updates.get(r.id) ?? 0))).toEqual([]);
+  // the statement trigger: once per INSERT statement
+  const statements = (await db.pool.query(`SELECT count(*)::int AS n FROM tg_statements`)).rows[0].n;
+  expect(statements).toBe(w.ops.filter((o) => o.kind === 'INSERT').length);
+  // and the rows are what the writers committed
+  const last = new Map<number, string | null>();
+  for (let i = 1; i <= 4000; i++) last.set(i, `init-${i}`);
+  for (const o of w.ops) last.set(o.id, o.kind === 'DELETE' ? null : o.op);
+  const expected = [...last]
+    .filter(([, op]) => op !== null)
+    .map(([id, op]) => `${id} ${op}`)
+    .sort();
+  expect(rows.map((r) => `${r.id} ${r.op}`).sort()).toEqual(expected);
+  // through the window the old table had them disabled: only partflow wrote it
+  expect(old.rows.map((r) => `${r.tgname} ${r.tgenabled}`)).toEqual([
+    'tg_audit D',
+    'tg_off D',
+    'tg_statement D',
+    'tg_version D',
+  ]);
+});
+
+test('what PostgreSQL does not accept on a partitioned table is refused before anything changes', async () => {
+  await db.pool.query(`CREATE TABLE tr (id bigserial PRIMARY KEY, created_at timestamptz NOT NULL)`);
+  await db.pool.query(`INSERT INTO tr (created_at) SELECT now() - g * interval '1 day' FROM generate_series(1, 100) g`);
+  await db.pool.query(`CREATE FUNCTION tr_noop() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$`);
+  await db.pool.query(
+    `CREATE TRIGGER tr_rows AFTER INSERT ON tr REFERENCING NEW TABLE AS fresh FOR EACH ROW EXECUTE FUNCTION tr_noop()`,
+  );
+  await db.pool.query(`CREATE FUNCTION tr_month() RETURNS trigger LANGUAGE plpgsql AS
+    $$ BEGIN NEW.created_at := date_trunc('month', NEW.created_at); RETURN NEW; END $$`);
+  await db.pool.query(`CREATE TRIGGER tr_month BEFORE INSERT ON tr FOR EACH ROW EXECUTE FUNCTION tr_month()`);
+  const before = await catalogSnapshot(db.pool, ['public']);
+  const first = await (
+    await start({ table: 'tr', acceptTriggerChanges: ['tr_month', 'tr_rows'] })
+  )
+    .result()
+    .catch((e: unknown) => e);
+  expect((first as WorkflowFailedError).cause?.message).toMatch(
+    /Trigger tr_rows of public\.tr cannot be created on a partitioned table: .*transition tables are not supported/,
+  );
+  await db.pool.query(`DROP TRIGGER tr_rows ON tr`);
+  const second = await (await start({ table: 'tr' })).result().catch((e: unknown) => e);
+  expect((second as WorkflowFailedError).cause?.message).toMatch(
+    /Trigger tr_month of public\.tr runs BEFORE each row and its function or arguments name the partition column created_at/,
+  );
+  expect((await catalogSnapshot(db.pool, ['public'])).filter((x) => !x.includes('tr_rows'))).toEqual(
+    before.filter((x) => !x.includes('tr_rows')),
+  );
+  // accepted: carried, and a dry run lists it
+  const dry = await (await start({ table: 'tr', dryRun: true, acceptTriggerChanges: ['tr_month'] })).result();
+  expect(JSON.stringify(dry)).toMatch(/Trigger\(s\) tr_month of public\.tr are created on the new table/);
+  expect(JSON.stringify(dry)).toContain('CREATE TRIGGER tr_month BEFORE INSERT ON \\"public\\".\\"tr\\" FOR EACH ROW');
+});
+
+test('after the rollback window the new table keeps the triggers and fires them once', async () => {
+  await db.pool.query(`CREATE TABLE tf (id bigserial PRIMARY KEY, op text, created_at timestamptz NOT NULL)`);
+  await db.pool.query(
+    `INSERT INTO tf (op, created_at) SELECT 'i', now() - g * interval '1 day' FROM generate_series(1, 500) g`,
+  );
+  await db.pool.query(`CREATE TABLE tf_audit (tg_op text, id bigint)`);
+  await db.pool.query(`CREATE FUNCTION tf_audit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+      INSERT INTO tf_audit VALUES (TG_OP, CASE WHEN TG_OP = 'DELETE' THEN OLD.id ELSE NEW.id END); RETURN NULL; END $$`);
+  await db.pool.query(
+    `CREATE TRIGGER tf_audit AFTER INSERT OR UPDATE OR DELETE ON tf FOR EACH ROW EXECUTE FUNCTION tf_audit()`,
+  );
+  await db.pool.query(`ALTER TABLE tf ENABLE REPLICA TRIGGER tf_audit`);
+  await db.pool.query(`ALTER TABLE tf ENABLE ALWAYS TRIGGER tf_audit`);
+  const triggers = await triggersOf('tf');
+  const h = await start({ table: 'tf', approval: 'auto', rollbackWindow: '0s', acceptTriggerChanges: ['tf_audit'] });
+  expect((await h.result()).status).toBe('done');
+  expect(await triggersOf('tf')).toEqual(triggers);
+  await db.pool.query(`INSERT INTO tf (op, created_at) VALUES ('new', now())`);
+  await db.pool.query(`UPDATE tf SET op = 'u' WHERE id = 7`);
+  await db.pool.query(`DELETE FROM tf WHERE id = 8`);
+  const audit = (await db.pool.query(`SELECT tg_op, id::int FROM tf_audit ORDER BY tg_op`)).rows;
+  expect(audit).toEqual([
+    { tg_op: 'DELETE', id: 8 },
+    { tg_op: 'INSERT', id: 501 },
+    { tg_op: 'UPDATE', id: 7 },
+  ]);
+});
