@@ -159,6 +159,11 @@ export function maintainTable(r: MaintainResult): string[] {
     }
     for (const a of t.archived) lines.push(`  archived ${a.partition} (${a.mode}${a.note ? `: ${a.note}` : ''})`);
     for (const s of t.skipped) lines.push(`  kept ${s.partition}: ${s.reason}`);
+    for (const s of t.planned ?? []) {
+      lines.push(`  would ${s.step} ${s.partition}${s.note ? ` (${s.note})` : ''}:`);
+      for (const sql of [...s.locks, ...s.forward]) lines.push(`    ${sql};`);
+      if (s.undo.length) lines.push(`    -- undo: ${s.undo.join('; ')}`);
+    }
     for (const p of t.partitions) {
       const rows = String(p.rowsExact ?? p.rowsEstimated ?? '?').padStart(10);
       const est = p.rowsExact === undefined ? ' (est.)' : '';
@@ -287,7 +292,11 @@ async function fix(ctx: Ctx, v: Opts): Promise<number> {
 }
 
 async function maintain(ctx: Ctx, command: 'maintain' | 'report', v: Opts): Promise<number> {
-  const input = { ...maintainInputFrom(v), ...(command === 'report' ? { reportOnly: true } : {}) };
+  const input = {
+    ...maintainInputFrom(v),
+    ...(command === 'report' ? { reportOnly: true } : {}),
+    ...(v.dryRun ? { dryRun: true } : {}),
+  };
   const h = await (
     await ctx.client()
   ).workflow.start<typeof maintainPartitions>('maintainPartitions', {
@@ -467,6 +476,7 @@ function otherCommands(p: Command, ctx: Ctx): void {
     .option('--json', 'the report as JSON')
     .action(async (v: Opts) => void (ctx.code = await maintain(ctx, 'report', v)));
   maintainOptions(p.command('maintain').description('run maintainPartitions once now'))
+    .option('--dry-run', 'list each step with its statements and their undo, change nothing')
     .option('--json', 'the report as JSON')
     .action(async (v: Opts) => void (ctx.code = await maintain(ctx, 'maintain', v)));
   maintainOptions(

@@ -25,6 +25,8 @@ export interface MaintainPartitionsInput {
   lockTimeoutMs?: number;
   /** only the health report: create, move, detach nothing */
   reportOnly?: boolean;
+  /** the health report and each step that would run, with its statements and their undo: change nothing */
+  dryRun?: boolean;
 }
 
 export interface MaintainTableSpec {
@@ -36,6 +38,8 @@ export interface MaintainTableSpec {
   timeZone: string;
   lockTimeoutMs: number;
   reportOnly: boolean;
+  /** report the steps (report.planned) instead of running them */
+  dryRun?: boolean;
   /** where the table is in the input, e.g. `tables[0]`: refusals of the activity name the field by it */
   at?: string;
 }
@@ -50,7 +54,7 @@ export function parseRetention(text: string, field: string): number {
 }
 
 /** The fields of maintainPartitions' input and of each table in it (docs/contract.md; a test checks). */
-export const MAINTAIN_INPUT_FIELDS = ['tables', 'lockTimeoutMs', 'reportOnly'];
+export const MAINTAIN_INPUT_FIELDS = ['tables', 'lockTimeoutMs', 'reportOnly', 'dryRun'];
 export const MAINTAIN_TABLE_FIELDS = ['table', 'premake', 'retention', 'archive', 'exactCounts', 'timeZone'];
 
 export function validateMaintainInput(raw: unknown): MaintainTableSpec[] {
@@ -65,9 +69,11 @@ export function validateMaintainInput(raw: unknown): MaintainTableSpec[] {
   const input = raw as MaintainPartitionsInput;
   for (const k of Object.keys(input))
     if (!MAINTAIN_INPUT_FIELDS.includes(k))
-      throw new InputError(`Unknown field "${k}"; known fields are tables, lockTimeoutMs, reportOnly.`);
-  if (input.reportOnly !== undefined && typeof input.reportOnly !== 'boolean')
-    throw new InputError('Field "reportOnly" must be true or false.');
+      throw new InputError(`Unknown field "${k}"; known fields are ${MAINTAIN_INPUT_FIELDS.join(', ')}.`);
+  for (const f of ['reportOnly', 'dryRun'] as const) {
+    if (input[f] !== undefined && typeof input[f] !== 'boolean')
+      throw new InputError(`Field "${f}" must be true or false.`);
+  }
   const lockTimeoutMs = lockTimeoutField(input.lockTimeoutMs);
   return input.tables.map((t, i) => {
     const at = `tables[${i}]`;
@@ -96,6 +102,7 @@ export function validateMaintainInput(raw: unknown): MaintainTableSpec[] {
       timeZone,
       lockTimeoutMs,
       reportOnly: input.reportOnly === true,
+      ...(input.dryRun === true ? { dryRun: true } : {}),
       at,
     };
   });

@@ -12,17 +12,18 @@ import {
   MAX_IDENT_BYTES,
   qualified,
   quoteIdent as q,
-  quoteLiteral,
   TableRef,
 } from '../../src/ident';
 import type { MaintainTableSpec } from '../../src/maintenance';
+import { MaintenanceStep, monthPartitionSql, monthStep, PartedTable } from '../../src/maintenanceSql';
 import { addMonths, boundLiteral, formatMonth, Month, partitionName } from '../../src/partitions';
 import type { Logger } from '../../src/logger';
 import { lockPhaseBudgetMs } from '../../src/locks';
 import { lockUpFront, withLockRetry } from '../runtime/db';
 import type { Parted } from './inspect';
 
-export type MonthResult = { partition: string; rowsMovedFromDefault: number } | { skipped: string } | null;
+export type MonthResult =
+  { partition: string; rowsMovedFromDefault: number } | { skipped: string } | { planned: MaintenanceStep } | null;
 
 /**
  * How long creating a partition holds its locks, ms: the ATTACH scans the default partition (measured here
@@ -67,19 +68,6 @@ async function tooLongToLock(
   );
 }
 
-/** The new table, owned like its siblings: by the parent's owner, not by partflow's role. */
-async function createMonthTable(c: PoolClient, t: TableRef, p: Parted, nt: string): Promise<void> {
-  await c.query(
-    `CREATE TABLE ${nt} (LIKE ${qualified(t)} INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING STORAGE ` +
-      'INCLUDING COMMENTS INCLUDING GENERATED)',
-  );
-  const owner = `(SELECT pg_get_userbyid(relowner) FROM pg_class WHERE oid = ${p.oid})`;
-  await c.query(`DO $$ BEGIN
-    IF (SELECT relowner FROM pg_class WHERE oid = ${p.oid})
-       <> (SELECT relowner FROM pg_class WHERE oid = ${quoteLiteral(nt)}::regclass)
-    THEN EXECUTE format('ALTER TABLE %s OWNER TO %I', ${quoteLiteral(nt)}, ${owner}); END IF; END $$`);
-}
-
 /**
  * The tables at the other end of the foreign keys of `oid`, both ways (not itself), qualified, in name order:
  * ATTACH and DETACH take SHARE ROW EXCLUSIVE on each (the referenced tables for the partition's clone of a key,
@@ -97,12 +85,32 @@ export async function referencedTables(c: PoolClient | Pool, oid: number): Promi
   return r.rows.map((x) => x.name as string);
 }
 
-/** Inside the transaction: the month's table, the rows moved out of the default, the ATTACH. */
-async function createAndAttach(c: PoolClient, spec: MaintainTableSpec, p: Parted, name: string, m: Month) {
+/** What the month's statements need (src/maintenanceSql.ts), read from the catalog. */
+export async function partedTable(c: PoolClient | Pool, spec: MaintainTableSpec, p: Parted): Promise<PartedTable> {
+  const cols = await c.query(
+    `SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum) AS l FROM pg_attribute
+      WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped AND attgenerated = ''`,
+    [p.oid],
+  );
+  return {
+    table: spec.table,
+    oid: p.oid,
+    column: p.column,
+    type: p.type,
+    def: p.def,
+    referenced: await referencedTables(c, p.oid),
+    columns: cols.rows[0].l,
+  };
+}
+
+/**
+ * Inside the transaction: the month's table, the rows moved out of the default, the ATTACH (monthPartitionSql;
+ * every lock taken first, so the transaction never waits for a lock once it holds the parent's).
+ */
+async function createAndAttach(c: PoolClient, spec: MaintainTableSpec, p: Parted, m: Month) {
   const t = spec.table;
-  const lo = boundLiteral(m, p.type, spec.timeZone);
-  const hi = boundLiteral(addMonths(m, 1), p.type, spec.timeZone);
-  const range = `${q(p.column)} >= ${lo} AND ${q(p.column)} < ${hi}`;
+  const sql = monthPartitionSql(await partedTable(c, spec, p), m, spec.timeZone);
+  const name = sql.partition.name;
   const exists = await c.query(
     `SELECT i.inhparent = $3 AS attached FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
        LEFT JOIN pg_inherits i ON i.inhrelid = c.oid WHERE n.nspname = $1 AND c.relname = $2`,
@@ -116,43 +124,18 @@ async function createAndAttach(c: PoolClient, spec: MaintainTableSpec, p: Parted
       'NameTaken',
     );
   }
-  // ATTACH takes only SHARE UPDATE EXCLUSIVE on the parent, so an INSERT that routed its row with the
-  // parent's partition list from before the ATTACH would put it into the default partition, whose
-  // constraint the ATTACH has just narrowed: the application's insert fails. SHARE ROW EXCLUSIVE on the
-  // parent alone (ONLY: not its partitions) waits for the writes in flight and holds new ones for this short
-  // transaction; after it they see the new partition. Then the default partition: no row of this month can
-  // land there between the move and the ATTACH. Parent first, as inserts lock them.
-  // The ATTACH clones the parent's foreign keys onto the new table: SHARE ROW EXCLUSIVE on each referenced table
-  // (pg_locks, PostgreSQL 15), taken first, as the application locks a user before it writes their rows: the
-  // transaction never waits for a lock once it holds the parent's (no deadlock with a writer).
-  await lockUpFront(
-    c,
-    [
-      ...(await referencedTables(c, p.oid)).map((r) => `LOCK TABLE ${r} IN SHARE ROW EXCLUSIVE MODE`),
-      `LOCK TABLE ONLY ${qualified(t)} IN SHARE ROW EXCLUSIVE MODE`,
-      ...(p.def ? [`LOCK TABLE ${qualified(p.def)} IN ACCESS EXCLUSIVE MODE`] : []),
-    ],
-    lockPhaseBudgetMs(spec.lockTimeoutMs, 3),
-  );
-  const cols = (
-    await c.query(
-      `SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum) AS l FROM pg_attribute
-        WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped AND attgenerated = ''`,
-      [p.oid],
-    )
-  ).rows[0].l;
-  const nt = qualified({ schema: t.schema, name });
-  await createMonthTable(c, t, p, nt);
+  await lockUpFront(c, sql.locks, lockPhaseBudgetMs(spec.lockTimeoutMs, 3));
+  for (const x of sql.create) await c.query(x);
   let moved = 0;
-  if (p.def) {
-    const ins = await c.query(`INSERT INTO ${nt} (${cols}) SELECT ${cols} FROM ${qualified(p.def)} WHERE ${range}`);
-    const del = await c.query(`DELETE FROM ${qualified(p.def)} WHERE ${range}`);
+  if (sql.move) {
+    const ins = await c.query(sql.move.insert);
+    const del = await c.query(sql.move.delete);
     if (ins.rowCount !== del.rowCount) {
       throw new Error(`moved ${ins.rowCount} rows but deleted ${del.rowCount} from the default partition`);
     }
     moved = ins.rowCount ?? 0;
   }
-  await c.query(`ALTER TABLE ${qualified(t)} ATTACH PARTITION ${nt} FOR VALUES FROM (${lo}) TO (${hi})`);
+  await c.query(sql.attach);
   return { partition: name, rowsMovedFromDefault: moved };
 }
 
@@ -180,8 +163,9 @@ export async function ensureMonth(
     const skip = await tooLongToLock(pool, spec, p.def, range);
     if (skip) return { skipped: skip };
   }
+  if (spec.dryRun) return { planned: monthStep(await partedTable(pool, spec, p), m, spec.timeZone) };
   const l = log.child({ table: displayName(t), month: formatMonth(m) });
-  const create = (c: PoolClient) => createAndAttach(c, spec, p, name, m);
+  const create = (c: PoolClient) => createAndAttach(c, spec, p, m);
   const { result } = await withLockRetry(pool, l, 'create partition', spec.lockTimeoutMs, create, {
     relations: [qualified(t)],
   });

@@ -2,6 +2,7 @@
 import type { Pool } from 'pg';
 import { qualified } from '../../src/ident';
 import type { MaintainTableSpec } from '../../src/maintenance';
+import type { MaintenanceStep } from '../../src/maintenanceSql';
 import { addMonths, formatMonth } from '../../src/partitions';
 import type { Parted } from './inspect';
 
@@ -28,6 +29,8 @@ export interface TableReport {
   warnings: string[];
   /** partitions whose interrupted DETACH CONCURRENTLY this run finished */
   finishedDetaches?: string[];
+  /** a dry run: each step that would run, with its statements and their undo (src/maintenanceSql.ts) */
+  planned?: MaintenanceStep[];
   /** rows left in the default partition because they are dated far outside the partitions */
   sentinels?: { rows: number; months: string[] };
 }

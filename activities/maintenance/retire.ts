@@ -4,9 +4,10 @@
  * first, so an interrupted run picks up where it stopped.
  */
 import type { Pool } from 'pg';
-import { displayName, qualified, quoteIdent as q, TableRef } from '../../src/ident';
+import { displayName, qualified, TableRef } from '../../src/ident';
 import type { Logger } from '../../src/logger';
 import { expiredPartitions, MaintainTableSpec } from '../../src/maintenance';
+import { archiveStep, detachStep, finishDetachSql, MaintenanceStep } from '../../src/maintenanceSql';
 import { lockPhaseBudgetMs } from '../../src/locks';
 import { lockUpFront, withLockRetry } from '../runtime/db';
 import { referencedTables } from './month';
@@ -32,7 +33,11 @@ export async function finishDetaches(pool: Pool, l: Logger, spec: MaintainTableS
     )
   ).rows as TableRef[];
   for (const part of stuck) {
-    const sql = `ALTER TABLE ${qualified(spec.table)} DETACH PARTITION ${qualified(part)} FINALIZE`;
+    const sql = finishDetachSql(spec.table, part);
+    if (spec.dryRun) {
+      plan(report, { step: 'detach', partition: part.name, locks: [], forward: [sql], undo: [] });
+      continue;
+    }
     await withLockRetry(pool, l, 'finish detach', spec.lockTimeoutMs * 20, (c) => c.query(sql));
     report.warnings.push(
       `${part.name} was left "detach pending" by an interrupted DETACH CONCURRENTLY; the detach was finished ` +
@@ -74,39 +79,48 @@ async function referencing(pool: Pool, p: Parted, part: TableRef): Promise<strin
   return needed;
 }
 
+/** The partition's `FOR VALUES` clause as PostgreSQL prints it: what the detach's undo attaches again. */
+async function boundOf(pool: Pool, ref: TableRef): Promise<string> {
+  const r = await pool.query(`SELECT pg_get_expr(relpartbound, oid) AS b FROM pg_class WHERE oid = to_regclass($1)`, [
+    qualified(ref),
+  ]);
+  return r.rows[0]?.b ?? '';
+}
+
+/** A step a dry run reports instead of running. */
+function plan(report: TableReport, step: MaintenanceStep): void {
+  report.planned = [...(report.planned ?? []), step];
+}
+
 /**
- * Plain DETACH while a default partition exists (CONCURRENTLY is refused then) or on PostgreSQL 13 (it has no
- * CONCURRENTLY), CONCURRENTLY otherwise.
+ * The expired partition's detach (detachStep): CONCURRENTLY where the server has it and no default partition
+ * exists, plainly otherwise, every lock taken first in the application's order. Returns the step and the mode's
+ * note.
  */
-async function detach(pool: Pool, l: Logger, spec: MaintainTableSpec, p: Parted, ref: TableRef): Promise<string> {
-  const sql = `ALTER TABLE ${qualified(spec.table)} DETACH PARTITION ${qualified(ref)}`;
+async function detachOf(pool: Pool, spec: MaintainTableSpec, p: Parted, ref: TableRef) {
   const mode = detachMode(p.serverVersionNum, p.def !== null);
-  if (!mode.concurrently) {
-    // the detached table keeps its foreign keys with triggers of its own: SHARE ROW EXCLUSIVE on each referenced
-    // table, after ACCESS EXCLUSIVE on the parent and the partition (pg_locks, PostgreSQL 15); all taken first,
-    // in the application's order
-    const refs = await referencedTables(pool, p.oid);
-    const locks = [
-      ...refs.map((r) => `LOCK TABLE ${r} IN SHARE ROW EXCLUSIVE MODE`),
-      `LOCK TABLE ONLY ${qualified(spec.table)} IN ACCESS EXCLUSIVE MODE`,
-      `LOCK TABLE ${qualified(ref)} IN ACCESS EXCLUSIVE MODE`,
-      ...(p.def ? [`LOCK TABLE ${qualified(p.def)} IN ACCESS EXCLUSIVE MODE`] : []),
-    ];
+  const parted = { table: spec.table, def: p.def, referenced: await referencedTables(pool, p.oid) };
+  return { step: detachStep(parted, ref, await boundOf(pool, ref), mode.concurrently), note: mode.note };
+}
+
+async function detach(pool: Pool, l: Logger, spec: MaintainTableSpec, step: MaintenanceStep): Promise<void> {
+  const [sql] = step.forward;
+  if (step.locks.length) {
     await withLockRetry(pool, l, 'detach', spec.lockTimeoutMs, async (c) => {
-      await lockUpFront(c, locks, lockPhaseBudgetMs(spec.lockTimeoutMs, 3));
+      await lockUpFront(c, step.locks, lockPhaseBudgetMs(spec.lockTimeoutMs, 3));
       await c.query(sql);
     });
-    return mode.note;
+    return;
   }
+  // CONCURRENTLY: no transaction block; its waits are its own (SHARE UPDATE EXCLUSIVE), bounded longer
   const c = await pool.connect();
   try {
     await c.query(`SET lock_timeout = ${spec.lockTimeoutMs * 20}`);
-    await c.query(`${sql} CONCURRENTLY`);
+    await c.query(sql);
   } finally {
     await c.query('RESET lock_timeout').catch(() => undefined);
     c.release();
   }
-  return mode.note;
 }
 
 /** A detached partition archived as the table's mode says. */
@@ -118,16 +132,16 @@ async function archiveOne(pool: Pool, l: Logger, spec: MaintainTableSpec, name: 
     return;
   }
   const entry: TableReport['archived'][number] = { partition: name, mode: spec.archive };
-  const drop = () => withLockRetry(pool, l, 'drop', spec.lockTimeoutMs, (c) => c.query(`DROP TABLE ${qualified(ref)}`));
+  const archive = archiveSchema(spec.table.schema);
+  const step = archiveStep(ref, spec.archive, archive);
+  const run = (sql: string, what: string) => withLockRetry(pool, l, what, spec.lockTimeoutMs, (c) => c.query(sql));
   if (spec.archive === 'detach') {
-    // one archive schema per source schema: partitions of same-named tables in two schemas never meet
-    const archive = archiveSchema(spec.table.schema);
-    await pool.query(`CREATE SCHEMA IF NOT EXISTS ${q(archive)}`);
-    const move = `ALTER TABLE ${qualified(ref)} SET SCHEMA ${q(archive)}`;
-    await withLockRetry(pool, l, 'archive', spec.lockTimeoutMs, (c) => c.query(move));
+    const [createSchema, move] = step.forward;
+    await pool.query(createSchema);
+    await run(move, 'archive');
     entry.note = `now ${displayName({ schema: archive, name })}`;
   } else if (spec.archive === 'drop') {
-    await drop();
+    await run(step.forward[0], 'drop');
   } else if (spec.archive === 'dump') {
     const d = await dumpPartition(pool, ref);
     Object.assign(entry, {
@@ -141,7 +155,7 @@ async function archiveOne(pool: Pool, l: Logger, spec: MaintainTableSpec, name: 
       sha256: d.sha256,
       checksum: d.checksum,
     });
-    await drop();
+    await run(step.forward[0], 'drop');
   } else {
     entry.note = `detached, left as ${qualified(ref)}`;
   }
@@ -149,15 +163,20 @@ async function archiveOne(pool: Pool, l: Logger, spec: MaintainTableSpec, name: 
   report.archived.push(entry);
 }
 
-/** Expired partitions detached, then every detached one archived. */
+/** Expired partitions detached, then every detached one archived; a dry run reports the steps instead. */
 export async function retire(pool: Pool, l: Logger, spec: MaintainTableSpec, p: Parted, report: TableReport) {
-  await migrate(pool);
-  const pending = (
-    await pool.query(
-      `SELECT partition FROM partflow.archive_log WHERE table_schema = $1 AND table_name = $2 AND state = 'detached'`,
-      [spec.table.schema, spec.table.name],
-    )
-  ).rows.map((r) => r.partition as string);
+  if (!spec.dryRun) await migrate(pool);
+  const logged = (await pool.query(`SELECT to_regclass('partflow.archive_log') IS NOT NULL AS ok`)).rows[0].ok;
+  const pending = logged
+    ? (
+        await pool.query(
+          `SELECT partition FROM partflow.archive_log
+            WHERE table_schema = $1 AND table_name = $2 AND state = 'detached'`,
+          [spec.table.schema, spec.table.name],
+        )
+      ).rows.map((r) => r.partition as string)
+    : [];
+  const archive = archiveSchema(spec.table.schema);
   for (const part of expiredPartitions(p.parts, p.current, spec.retentionMonths!)) {
     const ref = { schema: part.schema, name: part.name };
     const needed = await referencing(pool, p, ref);
@@ -165,10 +184,19 @@ export async function retire(pool: Pool, l: Logger, spec: MaintainTableSpec, p: 
       report.skipped.push({ partition: part.name, reason: `rows in ${needed.join(', ')} still reference it` });
       continue;
     }
+    const { step, note } = await detachOf(pool, spec, p, ref);
+    if (spec.dryRun) {
+      plan(report, { ...step, ...(note ? { note } : {}) });
+      plan(report, archiveStep(ref, spec.archive, archive));
+      continue;
+    }
     await archiveLog(pool, spec, part.name, 'detaching');
-    const note = await detach(pool, l, spec, p, ref);
+    await detach(pool, l, spec, step);
     await archiveLog(pool, spec, part.name, 'detached', { note });
     pending.push(part.name);
   }
-  for (const name of pending) await archiveOne(pool, l, spec, name, report);
+  for (const name of pending) {
+    if (spec.dryRun) plan(report, archiveStep({ schema: spec.table.schema, name }, spec.archive, archive));
+    else await archiveOne(pool, l, spec, name, report);
+  }
 }

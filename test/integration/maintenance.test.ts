@@ -437,3 +437,49 @@ test('a default partition too big to move or check within the lock timeout: mont
     60000,
   );
 });
+
+test('a dry run lists each step with its statements and undo and changes nothing; the run does those steps; their undo restores the table', async () => {
+  await parted('dry', -14, -1);
+  await db.pool.query(
+    `INSERT INTO dry (created_at, payload) SELECT now() + g * interval '1 minute', 'now' FROM generate_series(1, 20) g`,
+  );
+  const contents = async () =>
+    (
+      await db.pool.query(
+        `SELECT tableoid::regclass::text AS part, count(*)::int AS n, sum(hashtext(id || payload))::bigint AS h
+           FROM dry GROUP BY 1 ORDER BY 1`,
+      )
+    ).rows;
+  const before = { catalog: await catalogSnapshot(db.pool, ['public']), rows: await contents() };
+  const input: MaintainPartitionsInput = {
+    tables: [{ table: 'dry', retention: '12 months', archive: 'detach', premake: 2 }],
+  };
+  const dry = await maintain({ ...input, dryRun: true });
+  expect(dry.failures).toEqual([]);
+  const planned = dry.tables[0].planned ?? [];
+  expect(planned.map((s) => `${s.step} ${s.partition}`)).toEqual([
+    `create partition dry_${month(0).name}`,
+    `create partition dry_${month(1).name}`,
+    `create partition dry_${month(2).name}`,
+    `detach dry_${month(-14).name}`,
+    `archive dry_${month(-14).name}`,
+    `detach dry_${month(-13).name}`,
+    `archive dry_${month(-13).name}`,
+  ]);
+  expect(planned[0].forward.join('\n')).toContain(`INSERT INTO "public"."dry_${month(0).name}"`);
+  expect(dry.tables[0].created).toEqual([]);
+  expect({ catalog: await catalogSnapshot(db.pool, ['public']), rows: await contents() }).toEqual(before);
+
+  const done = await maintain(input);
+  expect(done.failures).toEqual([]);
+  expect(done.tables[0].created.map((c) => c.partition)).toEqual(
+    planned.filter((s) => s.step === 'create partition').map((s) => s.partition),
+  );
+  expect(done.tables[0].created[0].rowsMovedFromDefault).toBe(20);
+  expect(done.tables[0].archived.map((a) => a.partition)).toEqual(
+    planned.filter((s) => s.step === 'archive').map((s) => s.partition),
+  );
+  // each step's undo, last step first, gives the table back as it was
+  for (const s of [...planned].reverse()) for (const sql of s.undo) await db.pool.query(sql);
+  expect({ catalog: await catalogSnapshot(db.pool, ['public']), rows: await contents() }).toEqual(before);
+});
