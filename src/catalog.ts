@@ -111,6 +111,8 @@ export interface TableInfo {
   dependentViews: string[];
   publications: string[];
   userTriggers: string[];
+  /** the views that read the table, with their definitions (read by partitionTable's preflight; absent otherwise) */
+  views?: ViewInfo[];
   /** the table's own triggers with their definitions (read by partitionTable's preflight; absent otherwise) */
   triggers?: TriggerInfo[];
   rules: string[];
@@ -165,4 +167,16 @@ export interface TriggerInfo {
   comment: string | null;
   /** PostgreSQL's error creating it on a partitioned table with the same columns, null when it can */
   partitionedError: string | null;
+}
+
+/** A view that reads the table, as partitionTable carries it (src/plan/views.ts). */
+export interface ViewInfo {
+  schema: string;
+  name: string;
+  /** `v` a view, `m` a materialized view */
+  kind: string;
+  /** pg_get_viewdef under search_path = pg_catalog, without its final semicolon */
+  def: string;
+  /** reloptions, `key=value` */
+  options: string[];
 }

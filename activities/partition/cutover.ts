@@ -8,6 +8,8 @@ import { failure } from '../../src/failures';
 import { displayName, qualified } from '../../src/ident';
 import { Plan, shapeDifferences, splitLock } from '../../src/plan';
 import type { KeyLogApplySql } from '../../src/plan/keylog';
+import { viewDifferences } from '../../src/plan/views';
+import { readViews, viewsNow } from './views';
 import { applyRound, drainKeyLog, keyLogBacklog, LastCheck, lastCheckBeforeLock, lastCheckUnderLock } from './keylog';
 import { classify, lockUpFront, runAll, withHeartbeat, withLockRetry } from '../runtime/db';
 import { faultPoint } from '../runtime/faults';
@@ -100,6 +102,13 @@ async function rollbackLoss(c: PoolClient | Pool, plan: Plan): Promise<string | 
   const row = r.rows[0];
   if (!row?.cutover_done) return null;
   const t = displayName(plan.table);
+  // the views read the new table now: the swap back redefines them as planned, which would undo a change
+  const newTable = await relOid(c, plan.table);
+  if (plan.views && newTable) {
+    const now = 'release' in c ? await viewsNow(c, newTable.oid) : await readViews(c, newTable.oid);
+    const diff = viewDifferences(plan.views, now);
+    if (diff.length) return `Rolling back ${t} now would undo a change of its views (${diff.join('; ')}); finalize.`;
+  }
   // the cut-over happened at a count of 0: what counted since came through the reverse trigger
   const iso = await notReadCommitted(c, plan);
   if (iso) return `Rolling back ${t} now could lose or revive rows: ${iso} (${displayName(plan.old)}); finalize.`;
@@ -164,6 +173,16 @@ async function checkUnchanged(c: PoolClient, plan: Plan): Promise<void> {
       throw failure(
         `Table ${t} changed after the plan was made (${diff.join('; ')}), so the copy does not match it; ` +
           'not cutting over: the run rolls back, start it again after the change.',
+        'TableChanged',
+      );
+    }
+  }
+  if (plan.views) {
+    const diff = viewDifferences(plan.views, await viewsNow(c, plan.tableOid));
+    if (diff.length) {
+      throw failure(
+        `The views that read ${t} changed after the plan was made (${diff.join('; ')}); not cutting over: the run ` +
+          'rolls back, start it again after the change.',
         'TableChanged',
       );
     }

@@ -4,6 +4,7 @@ import { buildPlan, Plan } from '../../src/plan';
 import { classify, currentWorkflowId, inTransaction, withHeartbeat } from '../runtime/db';
 import { readTableInfo } from '../runtime/inspect';
 import { readTriggers } from './triggers';
+import { readViews } from './views';
 import { Deps, stepLog } from '../runtime/deps';
 
 export interface PreflightResult {
@@ -21,6 +22,7 @@ export async function preflight({ pool, log }: Deps, rawInput: unknown): Promise
       () => inTransaction(pool, (c) => readTableInfo(c, opts, currentWorkflowId()), { readOnly: true }),
     );
     if (info.userTriggers.length) info.triggers = await readTriggers(pool, info.oid, opts.column);
+    if (info.dependentViews.length) info.views = await readViews(pool, info.oid);
     const plan = buildPlan(info, opts);
     stepLog(log, 'preflight', opts.table).info(
       { partitions: plan.partitions.length, estimatedRows: plan.estimatedRows, warnings: plan.warnings },

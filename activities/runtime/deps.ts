@@ -27,7 +27,7 @@ export function stepLog(log: Logger, step: string, table: TableRef): Logger {
 }
 
 /** A relation's OID and kind by schema and name, or null. */
-export async function relOid(c: PoolClient, ref: TableRef): Promise<{ oid: number; relkind: string } | null> {
+export async function relOid(c: PoolClient | Pool, ref: TableRef): Promise<{ oid: number; relkind: string } | null> {
   const r = await c.query(
     `SELECT c.oid::int AS oid, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
       WHERE n.nspname = $1 AND c.relname = $2`,

@@ -133,7 +133,7 @@ async function readDependents(
     `SELECT DISTINCT v.oid::regclass::text AS name FROM pg_depend d
        JOIN pg_rewrite r ON r.oid = d.objid JOIN pg_class v ON v.oid = r.ev_class
       WHERE d.classid = 'pg_rewrite'::regclass AND d.refobjid = $1 AND v.oid <> $1
-        AND v.relnamespace <> to_regnamespace($2)::oid`,
+        AND v.relnamespace IS DISTINCT FROM to_regnamespace($2)::oid`,
     [oid, STATE_SCHEMA],
   );
   // Objects bound to the table's OID or row type: after the swap they would stay with the old table.

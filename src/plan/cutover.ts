@@ -9,6 +9,7 @@ import { PlanContext, q, sibling } from './context';
 import { keyLogApplySql } from './keylog';
 import { dropTriggersSql, guardViewSql, keyLogOf, keyLogSpec, keyLogSyncSql, syncObjects } from './sync';
 import { carriedTriggersSql } from './triggers';
+import { carriedViewsSql } from './views';
 import type { IndexRename, PlanSql } from './types';
 
 type CutoverSql = Pick<PlanSql, 'cutover' | 'swapBack' | 'validateInbound' | 'finalize' | 'reverseKeyLog'>;
@@ -87,6 +88,8 @@ function cutoverSql(ctx: PlanContext, renames: IndexRename[], dropSyncTrigger: s
     ...sequencesSql(ctx, old),
     // the table's own triggers: on the new table from now on, off on the old one (only partflow writes it)
     ...carriedTriggersSql(info.triggers ?? [], table, old).cutover,
+    // the views that read the table: the same definitions, now naming the new table
+    ...carriedViewsSql(info.views ?? []),
     // the rollback window's sync: the new table's changed keys logged, applied into the old table by partflow
     ...keyLogSyncSql(ctx, 'reverse'),
     ...guardViewSql(ctx, guard),
@@ -119,6 +122,7 @@ export function cutoverStep(ctx: PlanContext, renames: IndexRename[], dropSyncTr
     ...renames.map((r) => renameIndex(ctx, r.oldParked, r.original)),
     ...sequencesSql(ctx, ctx.shadow),
     ...carriedTriggersSql(info.triggers ?? [], table, old).swapBack,
+    ...carriedViewsSql(info.views ?? []),
     ...info.inboundForeignKeys.map(
       (fk) => `ALTER TABLE ${qualified(fk.table)} ADD CONSTRAINT ${q(fk.name)} ${fk.def} NOT VALID`,
     ),
@@ -144,6 +148,13 @@ export function cutoverStep(ctx: PlanContext, renames: IndexRename[], dropSyncTr
     ctx.givenUp.push(
       `trigger ${t.name}: an UPDATE that moves a row to another month fires its DELETE and INSERT forms, not ` +
         'AFTER UPDATE (accepted in acceptTriggerChanges)',
+    );
+  }
+  const views = info.views ?? [];
+  if (views.length) {
+    ctx.warnings.push(
+      `View(s) ${views.map((v) => displayName(v)).join(', ')} read ${displayName(table)}: the cut-over redefines ` +
+        'them (CREATE OR REPLACE VIEW, the same definition) to read the new table, the swap back to read the old.',
     );
   }
   const identities = info.sequences.filter((s) => s.kind === 'identity');

@@ -160,6 +160,7 @@ export function buildPlan(info: TableInfo, opts: PartitionOptions): Plan {
     indexRenames: shadow.indexRenames,
     functions: { forward: qualified(forward.fn), reverse: qualified(reverse.fn) },
     sourceShape: info.shape,
+    ...(info.views ? { views: info.views } : {}),
     movesCounter: movesCounter(ctx),
     sql: { ...sync, ...shadowSqlOf(shadow), ...backfill, ...verify, ...cutover },
     warnings: ctx.warnings,

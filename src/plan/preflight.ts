@@ -7,6 +7,7 @@ import { byteLength, displayName, MAX_IDENT_BYTES, TableRef } from '../ident';
 import type { PartitionOptions } from '../input';
 import { refuse } from './context';
 import { checkTriggers } from './triggers';
+import { checkViews } from './views';
 import type { PlannedPartition } from './types';
 import { hasTidRangeScan, majorOf, MIN_SERVER_VERSION_NUM } from '../versions';
 
@@ -111,12 +112,7 @@ function checkReferences(info: TableInfo, opts: PartitionOptions, t: string): vo
         'alone, so rerun with "inboundForeignKeys": "drop" to drop them at cut-over.',
     );
   }
-  if (info.dependentViews.length) {
-    refuse(
-      `Views depend on ${t} (${info.dependentViews.join(', ')}); they would keep pointing at the old table ` +
-        'after the swap: drop them first and recreate them afterwards.',
-    );
-  }
+  checkViews(info, t);
 }
 
 function checkReplication(info: TableInfo, t: string): void {

@@ -7,7 +7,7 @@
  * The shadow's indexes get temporary names and take over the originals' names at cut-over, when the old
  * table's indexes are parked under `<table>_pfo_<n>`.
  */
-import type { ForeignKeyInfo } from '../catalog';
+import type { ForeignKeyInfo, ViewInfo } from '../catalog';
 import type { TableRef } from '../ident';
 import type { PartitionColumnType } from '../partitions';
 import type { KeyLogApplySql } from './keylog';
@@ -111,6 +111,8 @@ export interface Plan {
   functions: { forward: string; reverse: string };
   /** the source as preflight saw it (columns, indexes, constraints, triggers): the cut-over refuses on any change */
   sourceShape: string[];
+  /** the views that read the source, as preflight read them: the cut-over refuses when they changed (older plans: none) */
+  views?: ViewInfo[];
   /** sequence counting updates that move a row to another month (nextval per move, no row locks) */
   movesCounter: TableRef;
   sql: PlanSql;

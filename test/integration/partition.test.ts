@@ -577,7 +577,7 @@ describe('bad input: one clear sentence, nothing changed', () => {
     await db.pool.query(`CREATE TABLE public.parent (id int PRIMARY KEY, created_at timestamptz NOT NULL)`);
     await db.pool.query(`CREATE TABLE public.child (id int PRIMARY KEY, parent_id int REFERENCES public.parent (id))`);
     await db.pool.query(`CREATE TABLE public.viewed (id int PRIMARY KEY, created_at timestamptz NOT NULL)`);
-    await db.pool.query(`CREATE VIEW public.recent AS SELECT * FROM public.viewed`);
+    await db.pool.query(`CREATE MATERIALIZED VIEW public.recent AS SELECT * FROM public.viewed`);
     await db.pool.query(`CREATE TABLE public.dry (id int PRIMARY KEY, created_at timestamptz NOT NULL)`);
     await db.pool.query(`CREATE TABLE public.${'l'.repeat(55)} (id int PRIMARY KEY, created_at timestamptz NOT NULL)`);
   });
@@ -594,7 +594,7 @@ describe('bad input: one clear sentence, nothing changed', () => {
       { table: 'parent' },
       /Other tables reference public\.parent by foreign key \(public\.child\.child_parent_id_fkey\)/,
     ],
-    ['a dependent view', { table: 'viewed' }, /Views depend on public\.viewed \(recent\)/],
+    ['a dependent materialized view', { table: 'viewed' }, /Materialized view\(s\) public\.recent read public\.viewed/],
     ['generated names too long', { table: 'l'.repeat(55) }, /would be \d+ bytes, over PostgreSQL's 63/],
     ['invalid field', { table: 'parent', premake: 'three' as unknown as number }, /"premake" must be a whole number/],
     [

@@ -1,0 +1,31 @@
+/**
+ * The views that read the table (src/plan/views.ts), read under search_path = pg_catalog: every name in their
+ * definitions schema-qualified, whatever the session's search_path. Preflight reads them for the plan; the
+ * cut-over reads them again under its lock and refuses when they changed.
+ */
+import type { Pool, PoolClient } from 'pg';
+import type { ViewInfo } from '../../src/catalog';
+import { STATE_SCHEMA } from '../../src/plan';
+import { VIEWS_SQL } from '../../src/plan/views';
+
+/** In `c`'s transaction, search_path set for this query only and put back. */
+export async function viewsNow(c: PoolClient, oid: number): Promise<ViewInfo[]> {
+  const was = (await c.query(`SELECT current_setting('search_path') AS p`)).rows[0].p as string;
+  await c.query(`SELECT set_config('search_path', 'pg_catalog, pg_temp', true)`);
+  try {
+    return (await c.query(VIEWS_SQL, [oid, STATE_SCHEMA])).rows;
+  } finally {
+    await c.query(`SELECT set_config('search_path', $1, true)`, [was]);
+  }
+}
+
+export async function readViews(pool: Pool, oid: number): Promise<ViewInfo[]> {
+  const c = await pool.connect();
+  try {
+    await c.query('BEGIN READ ONLY');
+    return await viewsNow(c, oid);
+  } finally {
+    await c.query('ROLLBACK').catch(() => undefined);
+    c.release();
+  }
+}
