@@ -117,6 +117,12 @@ export interface TableInfo {
   triggers?: TriggerInfo[];
   rules: string[];
   rowSecurity: boolean;
+  /** FORCE ROW LEVEL SECURITY: the owner is subject to the policies too (absent in older plans) */
+  forceRowSecurity?: boolean;
+  /** partflow's role has BYPASSRLS */
+  bypassRls?: boolean;
+  /** the table's policies (read by partitionTable's preflight; absent otherwise) */
+  policies?: PolicyInfo[];
   grants: GrantInfo[];
   columnGrants: ColumnGrantInfo[];
   comment: string | null;
@@ -179,4 +185,17 @@ export interface ViewInfo {
   def: string;
   /** reloptions, `key=value` */
   options: string[];
+}
+
+/** A row-level security policy of the table, as partitionTable carries it (src/plan/policies.ts). */
+export interface PolicyInfo {
+  name: string;
+  /** `r` SELECT, `a` INSERT, `w` UPDATE, `d` DELETE, `*` ALL */
+  cmd: string;
+  permissive: boolean;
+  /** role names quoted as identifiers, or PUBLIC */
+  roles: string[];
+  /** USING and WITH CHECK as pg_get_expr prints them under search_path = pg_catalog */
+  using: string | null;
+  withCheck: string | null;
 }

@@ -5,6 +5,7 @@ import { classify, currentWorkflowId, inTransaction, withHeartbeat } from '../ru
 import { readTableInfo } from '../runtime/inspect';
 import { readTriggers } from './triggers';
 import { readViews } from './views';
+import { readPolicies } from './policies';
 import { Deps, stepLog } from '../runtime/deps';
 
 export interface PreflightResult {
@@ -23,6 +24,7 @@ export async function preflight({ pool, log }: Deps, rawInput: unknown): Promise
     );
     if (info.userTriggers.length) info.triggers = await readTriggers(pool, info.oid, opts.column);
     if (info.dependentViews.length) info.views = await readViews(pool, info.oid);
+    info.policies = await readPolicies(pool, info.oid);
     const plan = buildPlan(info, opts);
     stepLog(log, 'preflight', opts.table).info(
       { partitions: plan.partitions.length, estimatedRows: plan.estimatedRows, warnings: plan.warnings },

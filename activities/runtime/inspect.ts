@@ -15,14 +15,15 @@ async function readHead(c: PoolClient, t: TableRef): Promise<Row> {
                            WHERE tc.oid = c.reltoastrelid)`;
   const head = await c.query(
     `SELECT current_setting('server_version_num')::int AS v, current_user AS me,
-            c.oid::int AS oid, c.relkind, pg_get_userbyid(c.relowner) AS owner, c.relrowsecurity,
+            c.oid::int AS oid, c.relkind, pg_get_userbyid(c.relowner) AS owner, c.relrowsecurity, c.relforcerowsecurity,
             obj_description(c.oid, 'pg_class') AS comment, c.reltuples::bigint AS reltuples,
             (pg_relation_size(c.oid) / current_setting('block_size')::int)::bigint AS pages, n.oid::int AS nsp,
             pg_total_relation_size(c.oid)::bigint AS total_bytes, pg_indexes_size(c.oid)::bigint AS index_bytes,
             c.reltype::int AS reltype, t.typarray::int AS arraytype, c.relispartition, c.relpersistence,
             c.relreplident, coalesce(c.reloptions, '{}') || coalesce(${toastOptions}, '{}') AS reloptions,
             (SELECT spcname FROM pg_tablespace WHERE oid = c.reltablespace) AS tablespace,
-            (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) AS superuser
+            (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) AS superuser,
+            (SELECT rolbypassrls FROM pg_roles WHERE rolname = current_user) AS bypassrls
        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_type t ON t.oid = c.reltype
       WHERE n.nspname = $1 AND c.relname = $2`,
     [t.schema, t.name],
@@ -387,6 +388,8 @@ export async function readTableInfo(
     userTriggers: objects.userTriggers,
     grants: objects.grants,
     rowSecurity: h.relrowsecurity,
+    forceRowSecurity: h.relforcerowsecurity,
+    bypassRls: h.bypassrls === true,
     comment: h.comment,
     estimatedRows: Number(h.reltuples),
     pages: Number(h.pages),

@@ -10,6 +10,7 @@ import { keyLogApplySql } from './keylog';
 import { dropTriggersSql, guardViewSql, keyLogOf, keyLogSpec, keyLogSyncSql, syncObjects } from './sync';
 import { carriedTriggersSql } from './triggers';
 import { carriedViewsSql } from './views';
+import { carriedPoliciesSql } from './policies';
 import type { IndexRename, PlanSql } from './types';
 
 type CutoverSql = Pick<PlanSql, 'cutover' | 'swapBack' | 'validateInbound' | 'finalize' | 'reverseKeyLog'>;
@@ -90,6 +91,8 @@ function cutoverSql(ctx: PlanContext, renames: IndexRename[], dropSyncTrigger: s
     ...carriedTriggersSql(info.triggers ?? [], table, old).cutover,
     // the views that read the table: the same definitions, now naming the new table
     ...carriedViewsSql(info.views ?? []),
+    // row-level security: the policies, ENABLE and FORCE, before any query can see the new table
+    ...carriedPoliciesSql(info, table),
     // the rollback window's sync: the new table's changed keys logged, applied into the old table by partflow
     ...keyLogSyncSql(ctx, 'reverse'),
     ...guardViewSql(ctx, guard),

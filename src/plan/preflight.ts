@@ -8,6 +8,7 @@ import type { PartitionOptions } from '../input';
 import { refuse } from './context';
 import { checkTriggers } from './triggers';
 import { checkViews } from './views';
+import { checkRowSecurity } from './policies';
 import type { PlannedPartition } from './types';
 import { hasTidRangeScan, majorOf, MIN_SERVER_VERSION_NUM } from '../versions';
 
@@ -150,9 +151,7 @@ function checkObjects(info: TableInfo, t: string): void {
   if (info.rules.length) {
     refuse(`Table ${t} has rules (${info.rules.join(', ')}), which partflow cannot carry over; drop them first.`);
   }
-  if (info.rowSecurity) {
-    refuse(`Table ${t} has row-level security enabled, which partflow does not copy yet; disable it first.`);
-  }
+  checkRowSecurity(info, t);
   if (info.sequences.filter((s) => s.kind === 'serial').length > 1) {
     refuse(`Table ${t} has more than one serial column; partflow handles at most one.`);
   }

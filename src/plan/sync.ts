@@ -57,6 +57,12 @@ export const SHAPE_SQL = `SELECT x FROM (
          || ' ' || t.tgdeferrable || t.tginitdeferred || ' ' || coalesce(t.tgoldtable, '') || ' '
          || coalesce(t.tgnewtable, '') || ' ' || md5(coalesce(t.tgqual::text, ''))
     FROM pg_trigger t WHERE t.tgrelid = $1 AND NOT t.tgisinternal AND t.tgname NOT LIKE 'partflow\\_%'
+  UNION ALL SELECT 'policy ' || quote_ident(p.polname) || ' ' || p.polcmd::text || ' ' || p.polpermissive::text
+         || ' ' || p.polroles::text || ' ' || md5(coalesce(p.polqual::text, '')) || ' '
+         || md5(coalesce(p.polwithcheck::text, ''))
+    FROM pg_policy p WHERE p.polrelid = $1
+  UNION ALL SELECT 'row security ' || c.relrowsecurity::text || ' ' || c.relforcerowsecurity::text
+    FROM pg_class c WHERE c.oid = $1 AND (c.relrowsecurity OR c.relforcerowsecurity)
 ) s ORDER BY x`;
 
 /** partflow's triggers on $1 (an OID) with the version of their catalog rows: any ENABLE / DISABLE changes it. */

@@ -8,7 +8,8 @@
 import { WorkflowFailedError, WorkflowHandle } from '@temporalio/client';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import type { PartitionTableInput } from '../../src/input';
-import { catalogSnapshot, TestDb } from '../helpers/pg';
+import type { Client, PoolClient } from 'pg';
+import { catalogSnapshot, TestDb, withClient } from '../helpers/pg';
 import { startStack, Stack } from '../helpers/stack';
 import { sleep, waitFor } from '../helpers/workflow';
 
@@ -231,6 +232,134 @@ test('a materialized view is refused with the reason; a view changed during the 
     /The views that read public\.tm changed after the plan was made \(view public\.tm_v changed or is gone; view public\.tm_v is new or changed\)/,
   );
   expect(await readsKind('tm_v')).toEqual(['tm:r']);
+});
+
+/** As a logging-in role: what it sees of `tr_rls` and whether its writes are allowed. */
+async function asRole<T>(role: string, fn: (c: Client) => Promise<T>): Promise<T> {
+  return withClient({ ...db.conn, user: role }, fn);
+}
+
+async function seenBy(role: string): Promise<string[]> {
+  return asRole(role, async (c) =>
+    (await c.query(`SELECT id || ' ' || tenant || ' ' || payload AS x FROM tr_rls ORDER BY id`)).rows.map((r) => r.x),
+  );
+}
+
+/** Each role's writes: its own tenant's insert and update allowed, the other tenant's refused by a policy. */
+async function writesOf(role: string, other: string): Promise<string[]> {
+  return asRole(role, async (c) => {
+    const out: string[] = [];
+    const tryIt = async (what: string, sql: string, args: unknown[]) => {
+      try {
+        const r = await c.query(sql, args);
+        out.push(`${what} ${r.rowCount}`);
+      } catch (e) {
+        out.push(`${what} ${(e as { code?: string }).code}`);
+      }
+    };
+    await tryIt('insert own', `INSERT INTO tr_rls (tenant, payload, created_at) VALUES ($1, 'w', now())`, [role]);
+    await tryIt('insert other', `INSERT INTO tr_rls (tenant, payload, created_at) VALUES ($1, 'w', now())`, [other]);
+    await tryIt('update other', `UPDATE tr_rls SET payload = 'x' WHERE tenant = $1`, [other]);
+    await tryIt('update hidden', `UPDATE tr_rls SET payload = 'x' WHERE hidden`, []);
+    return out;
+  });
+}
+
+test('row-level security: every policy, ENABLE and FORCE carried; logging-in roles see and write exactly what they could', async () => {
+  for (const r of ['pf_alice', 'pf_bob']) {
+    await db.pool.query(`DO $$ BEGIN CREATE ROLE ${r} LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$`);
+  }
+  await db.pool.query(
+    `CREATE TABLE tr_rls (id bigserial PRIMARY KEY, tenant text NOT NULL, payload text, hidden boolean NOT NULL DEFAULT false,
+       created_at timestamptz NOT NULL)`,
+  );
+  await db.pool.query(
+    `INSERT INTO tr_rls (tenant, payload, hidden, created_at) SELECT CASE WHEN g % 2 = 0 THEN 'pf_alice' ELSE 'pf_bob' END,
+       'p' || g, g % 7 = 0, now() - (g % 40) * interval '1 day' FROM generate_series(1, 600) g`,
+  );
+  await db.pool.query(`GRANT SELECT, INSERT, UPDATE, DELETE ON tr_rls TO pf_alice, pf_bob`);
+  await db.pool.query(`GRANT USAGE ON SEQUENCE tr_rls_id_seq TO pf_alice, pf_bob`);
+  await db.pool.query(`ALTER TABLE tr_rls ENABLE ROW LEVEL SECURITY`);
+  await db.pool.query(`ALTER TABLE tr_rls FORCE ROW LEVEL SECURITY`);
+  await db.pool.query(`CREATE POLICY own ON tr_rls FOR ALL TO pf_alice, pf_bob USING (tenant = current_user)`);
+  await db.pool.query(
+    `CREATE POLICY not_hidden ON tr_rls AS RESTRICTIVE FOR UPDATE TO PUBLIC USING (NOT hidden) WITH CHECK (NOT hidden)`,
+  );
+  await db.pool.query(
+    `CREATE POLICY insert_own ON tr_rls FOR INSERT TO pf_alice, pf_bob WITH CHECK (tenant = current_user)`,
+  );
+  const policies = async () =>
+    (
+      await db.pool.query(
+        `SELECT policyname || ' ' || permissive || ' ' || roles::text || ' ' || cmd || ' ' || coalesce(qual, '-') || ' '
+                || coalesce(with_check, '-') AS x FROM pg_policies WHERE tablename = 'tr_rls' ORDER BY 1`,
+      )
+    ).rows.map((r) => r.x);
+  const flags = async () =>
+    (
+      await db.pool.query(
+        `SELECT relkind::text, relrowsecurity, relforcerowsecurity FROM pg_class WHERE oid = 'tr_rls'::regclass`,
+      )
+    ).rows[0];
+  const before = { policies: await policies(), alice: await seenBy('pf_alice'), bob: await seenBy('pf_bob') };
+  expect(before.alice.length).toBe(300);
+  const writesBefore = await writesOf('pf_alice', 'pf_bob');
+  expect(writesBefore).toEqual(['insert own 1', 'insert other 42501', 'update other 0', 'update hidden 0']);
+
+  const h = await start({
+    table: 'tr_rls',
+    batchSize: 200,
+    approval: 'signal',
+    rollbackWindow: '1h',
+    reverifyEvery: '0',
+  });
+  await waitFor(h, (p) => p.phase === 'awaiting-approval', 'verified', 120_000);
+  await h.signal('approveCutover');
+  await waitFor(h, (p) => p.phase === 'rollback-window', 'cut over', 120_000);
+  expect(await flags()).toEqual({ relkind: 'p', relrowsecurity: true, relforcerowsecurity: true });
+  expect(await policies()).toEqual(before.policies);
+  // each role sees exactly its rows (the insert above included) and writes exactly as before
+  const alice = await seenBy('pf_alice');
+  expect(alice.length).toBe(301);
+  expect(await seenBy('pf_bob')).toEqual(before.bob);
+  expect(await writesOf('pf_alice', 'pf_bob')).toEqual(writesBefore);
+  // a partition named directly: no grant to other roles, so no way around the parent's policies
+  const part = (
+    await db.pool.query(`SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+      WHERE i.inhparent = 'tr_rls'::regclass ORDER BY 1 LIMIT 1`)
+  ).rows[0].relname;
+  await expect(asRole('pf_bob', (c) => c.query(`SELECT * FROM ${part}`))).rejects.toMatchObject({ code: '42501' });
+  await h.signal('rollback');
+  await h.result();
+  expect(await flags()).toEqual({ relkind: 'r', relrowsecurity: true, relforcerowsecurity: true });
+  expect(await policies()).toEqual(before.policies);
+  expect((await seenBy('pf_alice')).length).toBe(302);
+  expect(await seenBy('pf_bob')).toEqual(before.bob);
+});
+
+test('a partflow role the policies apply to is refused before anything changes', async () => {
+  await db.pool.query(`DO $$ BEGIN CREATE ROLE pf_runner LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$`);
+  await db.pool.query(`CREATE TABLE tr_forced (id bigserial PRIMARY KEY, created_at timestamptz NOT NULL)`);
+  await db.pool.query(
+    `INSERT INTO tr_forced (created_at) SELECT now() - g * interval '1 day' FROM generate_series(1, 50) g`,
+  );
+  await db.pool.query(`ALTER TABLE tr_forced OWNER TO pf_runner`);
+  await db.pool.query(`CREATE SCHEMA IF NOT EXISTS partflow`);
+  await db.pool.query(`GRANT USAGE ON SCHEMA partflow TO pf_runner`);
+  await db.pool.query(`ALTER TABLE tr_forced ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY`);
+  const { buildPlan } = await import('../../src/plan');
+  const { readTableInfo } = await import('../../activities/runtime/inspect');
+  const { validatePartitionInput } = await import('../../src/input');
+  const opts = validatePartitionInput({ table: 'tr_forced' });
+  const info = await asRole('pf_runner', async (c) => {
+    await c.query('BEGIN READ ONLY');
+    const i = await readTableInfo(c as unknown as PoolClient, opts, 'wf');
+    await c.query('ROLLBACK');
+    return { ...i, policies: [] };
+  });
+  expect(() => buildPlan(info, opts)).toThrow(
+    /Table public\.tr_forced has row-level security forced on its owner and partflow runs as pf_runner, whom its policies apply to/,
+  );
 });
 
 test('triggers carried: each write fires them once through the cut-over, the rollback window and a rollback', async () => {
