@@ -10,7 +10,7 @@
  * its own (none), and partflow grants no other role anything on the partitions, so such a query is refused
  * (permission denied). The old table keeps its own through the rollback window; the swap back needs nothing.
  */
-import type { PolicyInfo, TableInfo } from '../catalog';
+import type { TableInfo } from '../catalog';
 import { qualified, TableRef } from '../ident';
 import { q, refuse } from './context';
 

@@ -111,7 +111,7 @@ export interface Plan {
   functions: { forward: string; reverse: string };
   /** the source as preflight saw it (columns, indexes, constraints, triggers): the cut-over refuses on any change */
   sourceShape: string[];
-  /** the views that read the source, as preflight read them: the cut-over refuses when they changed (older plans: none) */
+  /** the views that read the source as preflight read them: the cut-over refuses on a change (older plans: none) */
   views?: ViewInfo[];
   /** sequence counting updates that move a row to another month (nextval per move, no row locks) */
   movesCounter: TableRef;
