@@ -11,7 +11,7 @@ import type { KeyLogApplySql } from '../../src/plan/keylog';
 import { viewDifferences } from '../../src/plan/views';
 import { readViews, viewsNow } from './views';
 import { applyRound, drainKeyLog, keyLogBacklog, LastCheck, lastCheckBeforeLock, lastCheckUnderLock } from './keylog';
-import { classify, lockUpFront, runAll, withHeartbeat, withLockRetry } from '../runtime/db';
+import { activityContext, classify, lockUpFront, runAll, withHeartbeat, withLockRetry } from '../runtime/db';
 import { faultPoint } from '../runtime/faults';
 import { Deps, relOid, stepLog } from '../runtime/deps';
 import {
@@ -217,7 +217,9 @@ export async function cutover({ pool, log }: Deps, plan: Plan, lockTimeoutMs: nu
   let lockedAt = 0;
   const keyLog = plan.sql.keyLog;
   let underLock = 0;
-  const check: LastCheck = { upTo: 0, keys: 0, repaired: [] };
+  // a retried attempt goes on from where the one before got, with what it repaired (its heartbeat)
+  const prior = (activityContext()?.info.heartbeatDetails as { lastCheck?: LastCheck } | undefined)?.lastCheck;
+  const check: LastCheck = prior ?? { upTo: 0, keys: 0, repaired: [] };
   // before each attempt, outside its transaction: the keys copied since the last verification pass compared
   // (each attempt goes on from where the one before stopped), then the key log drained, so that what is left
   // for under the lock is what writers commit between this drain and the lock
@@ -245,8 +247,13 @@ export async function cutover({ pool, log }: Deps, plan: Plan, lockTimeoutMs: nu
     );
   };
   const { stats } = await withHeartbeat(
-    () => ({ step: 'cutover' }),
-    () => withLockRetry(pool, l, 'cutover', across.ms, swap, { ...across.opts, before }),
+    () => ({ step: 'cutover', lastCheck: check }),
+    () =>
+      withLockRetry(pool, l, 'cutover', across.ms, swap, {
+        ...across.opts,
+        before,
+        details: () => ({ lastCheck: check }),
+      }),
   );
   const lockHoldMs = Date.now() - lockedAt;
   const { attempts, lockWaitRetries } = stats;

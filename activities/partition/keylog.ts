@@ -120,11 +120,14 @@ export async function followKeyLog(
 const FOLLOW_EVERY_MS = 1000;
 
 /**
- * Recorded entries compared per snapshot before the cut-over's lock (issue 24, item 5): each slice's two reads
- * by key stay well under a second, and its snapshot far under the 5 s any statement of the verification may
- * hold one.
+ * Recorded entries compared per snapshot before the cut-over's lock (issue 24, item 5), adapted to the rows'
+ * width: halved while a slice takes longer than LAST_CHECK_SLICE_MS (or hits a statement_timeout), doubled
+ * back while it is quick, so that no snapshot lives long whatever the row size.
  */
 const LAST_CHECK_SLICE = 5_000;
+const LAST_CHECK_SLICE_MS = 1_000;
+/** Entries recorded during the check that are left for under the lock; more, and the check goes on first. */
+const LAST_CHECK_REMAINDER = 5_000;
 
 export interface LastCheck {
   /** the recorded keys' `seq` compared up to, before and under the lock */
@@ -179,21 +182,40 @@ async function firstToCheck(c: Pool | PoolClient, seen: KeyLogSeenSql, upTo: num
 export async function lastCheckBeforeLock(pool: Pool, plan: Plan, sql: KeyLogApplySql, check: LastCheck) {
   const seen = sql.seen;
   if (!seen) return;
-  const to = Number((await pool.query(seen.max)).rows[0].n);
+  const max = async () => Number((await pool.query(seen.max)).rows[0].n);
   check.upTo = await firstToCheck(pool, seen, check.upTo);
-  while (check.upTo < to) {
-    const [from, end] = [check.upTo, Math.min(to, check.upTo + LAST_CHECK_SLICE)];
-    await drainKeyLog(pool, sql);
-    const { keys, d } = await seenDifferenceNow(pool, seen, from, end);
-    if (d) {
-      await pool.query(seen.requeue, [from, end]);
+  let slice = LAST_CHECK_SLICE;
+  // what the check's own drains record while it runs is compared too, until what is left for under the lock
+  // is small
+  for (let to = await max(); to - check.upTo > 0; to = await max()) {
+    while (check.upTo < to) {
+      const [from, end] = [check.upTo, Math.min(to, check.upTo + slice)];
       await drainKeyLog(pool, sql);
-      const again = await seenDifferenceNow(pool, seen, from, end);
-      if (again.d) throw lastCheckFailure(plan, again.d, 'before');
-      check.repaired.push(`${d.n} key(s): ${d.keys.join(', ')}`);
+      const started = Date.now();
+      let compared;
+      try {
+        compared = await seenDifferenceNow(pool, seen, from, end);
+      } catch (err) {
+        // a statement_timeout: the same entries again in smaller slices
+        if ((err as { code?: string }).code !== '57014' || slice === 1) throw err;
+        slice = Math.ceil(slice / 2);
+        continue;
+      }
+      const ms = Date.now() - started;
+      if (ms > LAST_CHECK_SLICE_MS) slice = Math.max(1, Math.floor(slice / 2));
+      else if (ms < LAST_CHECK_SLICE_MS / 4) slice = Math.min(LAST_CHECK_SLICE, slice * 2);
+      const { keys, d } = compared;
+      if (d) {
+        await pool.query(seen.requeue, [from, end]);
+        await drainKeyLog(pool, sql);
+        const again = await seenDifferenceNow(pool, seen, from, end);
+        if (again.d) throw lastCheckFailure(plan, again.d, 'before');
+        check.repaired.push(`${d.n} key(s): ${d.keys.join(', ')}`);
+      }
+      check.keys += keys;
+      check.upTo = end;
     }
-    check.keys += keys;
-    check.upTo = end;
+    if ((await max()) - check.upTo <= LAST_CHECK_REMAINDER) return;
   }
 }
 

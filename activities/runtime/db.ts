@@ -163,6 +163,8 @@ interface Retrying {
   step: string;
   ctx: Context | undefined;
   lockWaitRetries: number;
+  /** the caller's own heartbeat details, kept in every heartbeat of the step (what a retry picks up) */
+  details?: () => object;
 }
 
 /** Jittered exponential backoff after a lock wait; a cancelled activity stops here at once. */
@@ -172,7 +174,7 @@ async function backOff(r: Retrying, attempt: number, why: Record<string, unknown
   const backoff = Math.min(10_000, 200 * 2 ** (attempt - 1));
   const wait = Math.round(backoff / 2 + Math.random() * backoff);
   r.log.warn({ step: r.step, attempt, waitMs: wait, ...why }, 'lock not available within lock_timeout; retrying');
-  r.ctx?.heartbeat({ step: r.step, lockWaitRetries: r.lockWaitRetries });
+  r.ctx?.heartbeat({ ...r.details?.(), step: r.step, lockWaitRetries: r.lockWaitRetries });
   if (r.ctx)
     await r.ctx.sleep(wait); // rejects with CancelledFailure on cancellation
   else await sleep(wait);
@@ -256,19 +258,28 @@ export async function withLockRetry<T>(
   step: string,
   lockTimeoutMs: number,
   fn: (client: PoolClient) => Promise<T>,
-  opts: number | { maxAttempts?: number; relations?: string[]; before?: () => Promise<void> } = 8,
+  opts:
+    number | { maxAttempts?: number; relations?: string[]; before?: () => Promise<void>; details?: () => object } = 8,
 ): Promise<{ result: T; stats: LockRetryStats }> {
   const maxAttempts = typeof opts === 'number' ? opts : (opts.maxAttempts ?? 8);
   const relations = typeof opts === 'number' ? [] : (opts.relations ?? []);
   const before = typeof opts === 'number' ? undefined : opts.before;
-  const r: Retrying = { pool, log, step, ctx: activityContext(), lockWaitRetries: 0 };
+  const details = typeof opts === 'number' ? undefined : opts.details;
+  const r: Retrying = { pool, log, step, ctx: activityContext(), lockWaitRetries: 0, details };
   const run = relations.length ? watched(r, fn) : fn;
   for (let attempt = 1; ; attempt++) {
     // a cancelled activity stops retrying at once: the workflow waits for it before undoing anything
     if (r.ctx?.cancellationSignal.aborted) throw new CancelledFailure(`${step} cancelled while waiting for its lock`);
     // what each attempt does first, outside its transaction (the cut-over's drain and check): the step's
-    // transaction is open only while it runs statements, never idle waiting for other connections
-    if (before) await before();
+    // transaction is open only while it runs statements, never idle waiting for other connections; its
+    // failures are classified as the step's own
+    if (before) {
+      try {
+        await before();
+      } catch (err) {
+        classify(err, step);
+      }
+    }
     if (relations.length && attempt < maxAttempts) {
       const blocking = await blockers(r, relations, lockTimeoutMs);
       if (blocking.length) {
@@ -281,7 +292,7 @@ export async function withLockRetry<T>(
     const started = Date.now();
     try {
       const result = await withHeartbeat(
-        () => ({ step, attempt, lockWaitRetries: r.lockWaitRetries }),
+        () => ({ ...details?.(), step, attempt, lockWaitRetries: r.lockWaitRetries }),
         () => inTransaction(pool, run, { lockTimeoutMs }),
       );
       return { result, stats: { attempts: attempt, lockWaitRetries: r.lockWaitRetries, holdMs: Date.now() - started } };
