@@ -121,6 +121,8 @@ export interface TableInfo {
   forceRowSecurity?: boolean;
   /** partflow's role has BYPASSRLS */
   bypassRls?: boolean;
+  /** CARRIED_SQL's lines for the table (read by partitionTable's preflight; absent otherwise) */
+  carried?: string[];
   /** the table's policies (read by partitionTable's preflight; absent otherwise) */
   policies?: PolicyInfo[];
   grants: GrantInfo[];
@@ -185,6 +187,10 @@ export interface ViewInfo {
   def: string;
   /** reloptions, `key=value` */
   options: string[];
+  /** reads the table with ONLY (nothing, once it is partitioned) */
+  readsOnly?: boolean;
+  /** partflow's role may CREATE OR REPLACE it (member of its owner, CREATE on its schema) */
+  replaceable?: boolean;
 }
 
 /** A row-level security policy of the table, as partitionTable carries it (src/plan/policies.ts). */
@@ -198,4 +204,5 @@ export interface PolicyInfo {
   /** USING and WITH CHECK as pg_get_expr prints them under search_path = pg_catalog */
   using: string | null;
   withCheck: string | null;
+  comment?: string | null;
 }

@@ -9,6 +9,7 @@ import { displayName, qualified } from '../../src/ident';
 import { Plan, shapeDifferences, splitLock } from '../../src/plan';
 import type { KeyLogApplySql } from '../../src/plan/keylog';
 import { viewDifferences } from '../../src/plan/views';
+import { CARRIED_SQL } from '../../src/plan/carried';
 import { readViews, viewsNow } from './views';
 import { applyRound, drainKeyLog, keyLogBacklog, LastCheck, lastCheckBeforeLock, lastCheckUnderLock } from './keylog';
 import { activityContext, classify, lockUpFront, runAll, withHeartbeat, withLockRetry } from '../runtime/db';
@@ -108,6 +109,16 @@ async function rollbackLoss(c: PoolClient | Pool, plan: Plan): Promise<string | 
     const now = 'release' in c ? await viewsNow(c, newTable.oid) : await readViews(c, newTable.oid);
     const diff = viewDifferences(plan.views, now);
     if (diff.length) return `Rolling back ${t} now would undo a change of its views (${diff.join('; ')}); finalize.`;
+  }
+  if (plan.carried && newTable) {
+    const now = (await c.query(CARRIED_SQL, [newTable.oid])).rows.map((r) => r.x as string);
+    const diff = shapeDifferences(plan.carried, now);
+    if (diff.length) {
+      return (
+        `Rolling back ${t} now would undo a change of its triggers or row-level security made since the ` +
+        `cut-over (${diff.join('; ')}); undo it and signal rollback again, or finalize.`
+      );
+    }
   }
   // the cut-over happened at a count of 0: what counted since came through the reverse trigger
   const iso = await notReadCommitted(c, plan);

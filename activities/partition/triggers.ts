@@ -7,6 +7,7 @@
 import type { Pool } from 'pg';
 import type { TriggerInfo } from '../../src/catalog';
 import { q } from '../../src/plan/context';
+import { notPartflowTrigger } from '../../src/plan/types';
 import { retargetTriggerDef } from '../../src/plan/triggers';
 
 const TRIGGERS_SQL = `
@@ -18,7 +19,7 @@ SELECT t.tgname AS name, pg_get_triggerdef(t.oid) AS def, t.tgenabled AS enabled
        obj_description(t.oid, 'pg_trigger') AS comment
   FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
   JOIN pg_proc p ON p.oid = t.tgfoid JOIN pg_language l ON l.oid = p.prolang
- WHERE t.tgrelid = $1 AND NOT t.tgisinternal AND t.tgname NOT LIKE 'partflow\\_%'
+ WHERE t.tgrelid = $1 AND NOT t.tgisinternal AND ${notPartflowTrigger('t')}
  ORDER BY t.tgname`;
 
 /** The arguments in a definition: what follows the function's name in `EXECUTE FUNCTION f(...)`. */

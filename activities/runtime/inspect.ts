@@ -5,6 +5,7 @@ import { displayName, InputError, qualified, quoteIdent, TableRef } from '../../
 import type { PartitionOptions } from '../../src/input';
 import { boundLiteral, formatMonth, parseMonth, PartitionColumnType, partitionLayout } from '../../src/partitions';
 import { plannedNames, SHAPE_SQL, STATE_SCHEMA } from '../../src/plan';
+import { notPartflowTrigger } from '../../src/plan/types';
 import { explicitStatisticsTarget, provenNotNullSql } from '../../src/versions';
 
 type Row = Record<string, any>;
@@ -134,6 +135,7 @@ async function readDependents(
     `SELECT DISTINCT v.oid::regclass::text AS name FROM pg_depend d
        JOIN pg_rewrite r ON r.oid = d.objid JOIN pg_class v ON v.oid = r.ev_class
       WHERE d.classid = 'pg_rewrite'::regclass AND d.refobjid = $1 AND v.oid <> $1
+        AND r.rulename = '_RETURN' AND v.relkind IN ('v', 'm')
         AND v.relnamespace IS DISTINCT FROM to_regnamespace($2)::oid`,
     [oid, STATE_SCHEMA],
   );
@@ -145,7 +147,11 @@ async function readDependents(
          OR (d.classid = 'pg_policy'::regclass AND d.refclassid = 'pg_class'::regclass AND d.refobjid = $1
              AND (SELECT polrelid FROM pg_policy WHERE oid = d.objid) <> $1)
          OR (d.classid = 'pg_class'::regclass AND d.objsubid > 0 AND d.refclassid = 'pg_type'::regclass
-             AND d.refobjid IN ($2, $3)))
+             AND d.refobjid IN ($2, $3))
+         -- rules of other relations (not a view's SELECT) that read or write the table: bound to its OID
+         OR (d.classid = 'pg_rewrite'::regclass AND d.refclassid = 'pg_class'::regclass AND d.refobjid = $1
+             AND EXISTS (SELECT FROM pg_rewrite r WHERE r.oid = d.objid AND r.ev_class <> $1
+                           AND r.rulename <> '_RETURN')))
       ORDER BY 1`,
     [oid, h.reltype, h.arraytype],
   );
@@ -204,7 +210,7 @@ async function readObjects(
 ): Promise<Pick<TableInfo, 'rules' | 'userTriggers' | 'grants' | 'columnGrants'>> {
   const rules = await c.query(`SELECT rulename FROM pg_rewrite WHERE ev_class = $1 AND rulename <> '_RETURN'`, [oid]);
   const trg = await c.query(
-    `SELECT tgname FROM pg_trigger WHERE tgrelid = $1 AND NOT tgisinternal AND tgname NOT LIKE 'partflow\\_%'`,
+    `SELECT t.tgname FROM pg_trigger t WHERE t.tgrelid = $1 AND NOT t.tgisinternal AND ${notPartflowTrigger('t')}`,
     [oid],
   );
   const grants = await c.query(

@@ -161,6 +161,7 @@ export function buildPlan(info: TableInfo, opts: PartitionOptions): Plan {
     functions: { forward: qualified(forward.fn), reverse: qualified(reverse.fn) },
     sourceShape: info.shape,
     ...(info.views ? { views: info.views } : {}),
+    ...(info.carried ? { carried: info.carried } : {}),
     movesCounter: movesCounter(ctx),
     sql: { ...sync, ...shadowSqlOf(shadow), ...backfill, ...verify, ...cutover },
     warnings: ctx.warnings,

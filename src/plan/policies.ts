@@ -11,7 +11,7 @@
  * (permission denied). The old table keeps its own through the rollback window; the swap back needs nothing.
  */
 import type { TableInfo } from '../catalog';
-import { qualified, TableRef } from '../ident';
+import { qualified, quoteLiteral, TableRef } from '../ident';
 import { q, refuse } from './context';
 
 /** The policies of table $1, run under search_path = pg_catalog, pg_temp. */
@@ -19,7 +19,8 @@ export const POLICIES_SQL = `
 SELECT p.polname AS name, p.polcmd::text AS cmd, p.polpermissive AS permissive,
        ARRAY(SELECT CASE WHEN r = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(r)) END
                FROM unnest(p.polroles) r ORDER BY 1) AS roles,
-       pg_get_expr(p.polqual, p.polrelid) AS using, pg_get_expr(p.polwithcheck, p.polrelid) AS "withCheck"
+       pg_get_expr(p.polqual, p.polrelid) AS using, pg_get_expr(p.polwithcheck, p.polrelid) AS "withCheck",
+       obj_description(p.oid, 'pg_policy') AS comment
   FROM pg_policy p WHERE p.polrelid = $1 ORDER BY p.polname`;
 
 const COMMANDS: Record<string, string> = { r: 'SELECT', a: 'INSERT', w: 'UPDATE', d: 'DELETE', '*': 'ALL' };
@@ -27,13 +28,13 @@ const COMMANDS: Record<string, string> = { r: 'SELECT', a: 'INSERT', w: 'UPDATE'
 /** The new table's policies and its ENABLE / FORCE, as the source has them. */
 export function carriedPoliciesSql(info: TableInfo, table: TableRef): string[] {
   const t = qualified(table);
-  const sql = (info.policies ?? []).map(
-    (p) =>
-      `CREATE POLICY ${q(p.name)} ON ${t} AS ${p.permissive ? 'PERMISSIVE' : 'RESTRICTIVE'} ` +
+  const sql = (info.policies ?? []).flatMap((p) => [
+    `CREATE POLICY ${q(p.name)} ON ${t} AS ${p.permissive ? 'PERMISSIVE' : 'RESTRICTIVE'} ` +
       `FOR ${COMMANDS[p.cmd]} TO ${p.roles.join(', ')}` +
       (p.using !== null ? ` USING (${p.using})` : '') +
       (p.withCheck !== null ? ` WITH CHECK (${p.withCheck})` : ''),
-  );
+    ...(p.comment ? [`COMMENT ON POLICY ${q(p.name)} ON ${t} IS ${quoteLiteral(p.comment)}`] : []),
+  ]);
   if (info.rowSecurity) sql.push(`ALTER TABLE ${t} ENABLE ROW LEVEL SECURITY`);
   if (info.forceRowSecurity) sql.push(`ALTER TABLE ${t} FORCE ROW LEVEL SECURITY`);
   return sql;

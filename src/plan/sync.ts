@@ -18,6 +18,7 @@ import {
 import {
   FORWARD_TRIGGER,
   FORWARD_TRUNCATE_TRIGGER,
+  notPartflowTrigger,
   PlanSql,
   REVERSE_TRIGGER,
   REVERSE_TRUNCATE_TRIGGER,
@@ -55,11 +56,12 @@ export const SHAPE_SQL = `SELECT x FROM (
   UNION ALL SELECT 'trigger ' || quote_ident(t.tgname) || ' ' || t.tgenabled::text || ' ' || t.tgtype || ' '
          || t.tgfoid::oid::text || ' ' || t.tgattr::text || ' ' || encode(t.tgargs, 'hex')
          || ' ' || t.tgdeferrable || t.tginitdeferred || ' ' || coalesce(t.tgoldtable, '') || ' '
-         || coalesce(t.tgnewtable, '') || ' ' || md5(coalesce(t.tgqual::text, ''))
-    FROM pg_trigger t WHERE t.tgrelid = $1 AND NOT t.tgisinternal AND t.tgname NOT LIKE 'partflow\\_%'
+         || coalesce(t.tgnewtable, '') || ' ' || md5(coalesce(t.tgqual::text, '')) || ' '
+         || md5(coalesce(obj_description(t.oid, 'pg_trigger'), ''))
+    FROM pg_trigger t WHERE t.tgrelid = $1 AND NOT t.tgisinternal AND ${notPartflowTrigger('t')}
   UNION ALL SELECT 'policy ' || quote_ident(p.polname) || ' ' || p.polcmd::text || ' ' || p.polpermissive::text
          || ' ' || p.polroles::text || ' ' || md5(coalesce(p.polqual::text, '')) || ' '
-         || md5(coalesce(p.polwithcheck::text, ''))
+         || md5(coalesce(p.polwithcheck::text, '')) || ' ' || md5(coalesce(obj_description(p.oid, 'pg_policy'), ''))
     FROM pg_policy p WHERE p.polrelid = $1
   UNION ALL SELECT 'row security ' || c.relrowsecurity::text || ' ' || c.relforcerowsecurity::text
     FROM pg_class c WHERE c.oid = $1 AND (c.relrowsecurity OR c.relforcerowsecurity)

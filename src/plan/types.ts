@@ -18,6 +18,14 @@ export const REVERSE_TRIGGER = 'partflow_sync_rev';
 export const FORWARD_TRUNCATE_TRIGGER = 'partflow_sync_fwd_truncate';
 export const REVERSE_TRUNCATE_TRIGGER = 'partflow_sync_rev_truncate';
 export const STATE_SCHEMA = 'partflow';
+/**
+ * The names partflow gives its own triggers (the key log module's test trigger too), as an SQL condition on
+ * `<alias>.tgname`: every other trigger is the application's, whatever its name.
+ */
+export function notPartflowTrigger(alias: string): string {
+  const names = [FORWARD_TRIGGER, REVERSE_TRIGGER, FORWARD_TRUNCATE_TRIGGER, REVERSE_TRUNCATE_TRIGGER, 'partflow_keylog'];
+  return `${alias}.tgname::text NOT IN (${names.map((n) => `'${n}'`).join(', ')})`;
+}
 
 export interface PlannedPartition {
   name: string;
@@ -111,6 +119,8 @@ export interface Plan {
   functions: { forward: string; reverse: string };
   /** the source as preflight saw it (columns, indexes, constraints, triggers): the cut-over refuses on any change */
   sourceShape: string[];
+  /** CARRIED_SQL's lines for the source: what a rollback compares the new table's with (older plans: none) */
+  carried?: string[];
   /** the views that read the source as preflight read them: the cut-over refuses on a change (older plans: none) */
   views?: ViewInfo[];
   /** sequence counting updates that move a row to another month (nextval per move, no row locks) */

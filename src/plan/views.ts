@@ -19,10 +19,15 @@ import { q, refuse } from './context';
  */
 export const VIEWS_SQL = `
 SELECT DISTINCT n.nspname AS schema, v.relname AS name, v.relkind::text AS kind,
-       rtrim(pg_get_viewdef(v.oid), ';') AS def, coalesce(v.reloptions, '{}') AS options
+       rtrim(pg_get_viewdef(v.oid), ';') AS def, coalesce(v.reloptions, '{}') AS options,
+       strpos(pg_get_viewdef(v.oid), 'ONLY ' || quote_ident(tn.nspname) || '.' || quote_ident(t.relname)) > 0
+         AS "readsOnly",
+       pg_has_role(v.relowner, 'USAGE') AND has_schema_privilege(v.relnamespace, 'CREATE') AS replaceable
   FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid JOIN pg_class v ON v.oid = r.ev_class
   JOIN pg_namespace n ON n.oid = v.relnamespace
+  JOIN pg_class t ON t.oid = $1 JOIN pg_namespace tn ON tn.oid = t.relnamespace
  WHERE d.classid = 'pg_rewrite'::regclass AND d.refobjid = $1 AND v.oid <> $1
+   AND r.rulename = '_RETURN' AND v.relkind IN ('v', 'm')
    AND v.relnamespace IS DISTINCT FROM to_regnamespace($2)::oid
  ORDER BY 1, 2`;
 
@@ -45,6 +50,22 @@ export function checkViews(info: TableInfo, t: string): void {
   if (!info.dependentViews.length) return;
   if (!info.views) {
     refuse(`Views depend on ${t} (${info.dependentViews.join(', ')}) and were not read.`);
+  }
+  const only = info.views.filter((v) => v.readsOnly);
+  if (only.length) {
+    refuse(
+      `View(s) ${only.map((v) => displayName(v)).join(', ')} read ${t} with ONLY, which on a partitioned table ` +
+        'reads no rows (they live in the partitions); drop the ONLY from the view first (on a table without ' +
+        'inheritance children it changes nothing).',
+    );
+  }
+  const locked = info.views.filter((v) => v.replaceable === false);
+  if (locked.length) {
+    refuse(
+      `partflow's role cannot redefine view(s) ${locked.map((v) => displayName(v)).join(', ')} of ${t} at the ` +
+        "cut-over (it needs membership in the view's owner role and CREATE on its schema); run partflow as " +
+        'that owner or a superuser, or grant them.',
+    );
   }
   const mat = info.views.filter((v) => v.kind === 'm');
   if (mat.length) {

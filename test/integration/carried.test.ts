@@ -47,7 +47,8 @@ async function triggersOf(table: string): Promise<string[]> {
   const r = await db.pool.query(
     `SELECT t.tgname || ' ' || t.tgenabled::text || ' ' || replace(pg_get_triggerdef(t.oid), ' ON ' || t.tgrelid::regclass::text || ' ', ' ON _ ')
             || ' ' || coalesce(obj_description(t.oid, 'pg_trigger'), '-') AS x
-       FROM pg_trigger t WHERE t.tgrelid = $1::regclass AND NOT t.tgisinternal AND t.tgname NOT LIKE 'partflow\\_%'
+       FROM pg_trigger t WHERE t.tgrelid = $1::regclass AND NOT t.tgisinternal
+        AND t.tgname NOT IN ('partflow_sync_fwd', 'partflow_sync_rev', 'partflow_sync_fwd_truncate', 'partflow_sync_rev_truncate')
       ORDER BY 1`,
     [table],
   );
@@ -288,11 +289,14 @@ test('row-level security: every policy, ENABLE and FORCE carried; logging-in rol
   await db.pool.query(
     `CREATE POLICY insert_own ON tr_rls FOR INSERT TO pf_alice, pf_bob WITH CHECK (tenant = current_user)`,
   );
+  await db.pool.query(`COMMENT ON POLICY own ON tr_rls IS 'each tenant its own rows'`);
   const policies = async () =>
     (
       await db.pool.query(
-        `SELECT policyname || ' ' || permissive || ' ' || roles::text || ' ' || cmd || ' ' || coalesce(qual, '-') || ' '
-                || coalesce(with_check, '-') AS x FROM pg_policies WHERE tablename = 'tr_rls' ORDER BY 1`,
+        `SELECT p.policyname || ' ' || p.permissive || ' ' || p.roles::text || ' ' || p.cmd || ' ' || coalesce(p.qual, '-')
+                || ' ' || coalesce(p.with_check, '-') || ' ' || coalesce(obj_description(o.oid, 'pg_policy'), '-') AS x
+           FROM pg_policies p JOIN pg_policy o ON o.polname = p.policyname AND o.polrelid = 'tr_rls'::regclass
+          WHERE p.tablename = 'tr_rls' ORDER BY 1`,
       )
     ).rows.map((r) => r.x);
   const flags = async () =>
@@ -329,6 +333,18 @@ test('row-level security: every policy, ENABLE and FORCE carried; logging-in rol
       WHERE i.inhparent = 'tr_rls'::regclass ORDER BY 1 LIMIT 1`)
   ).rows[0].relname;
   await expect(asRole('pf_bob', (c) => c.query(`SELECT * FROM ${part}`))).rejects.toMatchObject({ code: '42501' });
+  // a policy added in the window: the swap back would drop it, so the rollback is refused until it is gone
+  await db.pool.query(`CREATE POLICY p_window ON tr_rls AS RESTRICTIVE TO pf_alice USING (tenant <> 'x')`);
+  await h.signal('rollback');
+  const refusedRollback = await waitFor(
+    h,
+    (p) => /would undo a change of its triggers or row-level security/.test(p.lastError ?? ''),
+    'rollback refused',
+    60_000,
+  );
+  expect(refusedRollback.lastError).toMatch(/policy p_window .* is new/);
+  expect(refusedRollback.phase).toBe('rollback-window');
+  await db.pool.query(`DROP POLICY p_window ON tr_rls`);
   await h.signal('rollback');
   await h.result();
   expect(await flags()).toEqual({ relkind: 'r', relrowsecurity: true, relforcerowsecurity: true });
@@ -346,6 +362,9 @@ test('a partflow role the policies apply to is refused before anything changes',
   await db.pool.query(`ALTER TABLE tr_forced OWNER TO pf_runner`);
   await db.pool.query(`CREATE SCHEMA IF NOT EXISTS partflow`);
   await db.pool.query(`GRANT USAGE ON SCHEMA partflow TO pf_runner`);
+  await db.pool.query(
+    `DO $$ BEGIN IF to_regclass('partflow.runs') IS NOT NULL THEN GRANT SELECT ON partflow.runs TO pf_runner; END IF; END $$`,
+  );
   await db.pool.query(`ALTER TABLE tr_forced ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY`);
   const { buildPlan } = await import('../../src/plan');
   const { readTableInfo } = await import('../../activities/runtime/inspect');
@@ -360,6 +379,37 @@ test('a partflow role the policies apply to is refused before anything changes',
   expect(() => buildPlan(info, opts)).toThrow(
     /Table public\.tr_forced has row-level security forced on its owner and partflow runs as pf_runner, whom its policies apply to/,
   );
+});
+
+test('rules bound to the table and views reading it with ONLY are refused before anything changes', async () => {
+  await db.pool.query(`CREATE TABLE tq (id bigserial PRIMARY KEY, v text, created_at timestamptz NOT NULL)`);
+  await db.pool.query(
+    `INSERT INTO tq (v, created_at) SELECT 'p', now() - g * interval '1 day' FROM generate_series(1, 50) g`,
+  );
+  const refusal = async () => {
+    const err = await (await start({ table: 'tq' })).result().catch((e: unknown) => e);
+    return (err as WorkflowFailedError).cause?.message ?? 'no refusal';
+  };
+  const before = await catalogSnapshot(db.pool, ['public']);
+  // a view's INSERT rule that writes the table: it would keep writing the old one
+  await db.pool.query(`CREATE VIEW tq_ins AS SELECT 1 AS x`);
+  await db.pool.query(
+    `CREATE RULE tq_ins_r AS ON INSERT TO tq_ins DO INSTEAD INSERT INTO tq (created_at, v) VALUES (now(), 'r')`,
+  );
+  expect(await refusal()).toMatch(/rule tq_ins_r on view tq_ins is bound to public\.tq by OID/);
+  await db.pool.query(`DROP VIEW tq_ins`);
+  // a rule of another table that writes it
+  await db.pool.query(`CREATE TABLE tq_src (x int)`);
+  await db.pool.query(
+    `CREATE RULE tq_src_r AS ON INSERT TO tq_src DO ALSO INSERT INTO tq (created_at, v) VALUES (now(), 'a')`,
+  );
+  expect(await refusal()).toMatch(/rule tq_src_r on table tq_src is bound to public\.tq by OID/);
+  await db.pool.query(`DROP TABLE tq_src`);
+  // a view reading it with ONLY: no rows once it is partitioned
+  await db.pool.query(`CREATE VIEW tq_only AS SELECT id FROM ONLY tq`);
+  expect(await refusal()).toMatch(/View\(s\) public\.tq_only read public\.tq with ONLY/);
+  await db.pool.query(`DROP VIEW tq_only`);
+  expect(await catalogSnapshot(db.pool, ['public'])).toEqual(before);
 });
 
 test('triggers carried: each write fires them once through the cut-over, the rollback window and a rollback', async () => {
@@ -528,6 +578,10 @@ test('after the rollback window the new table keeps the triggers and fires them 
   await db.pool.query(
     `CREATE TRIGGER tf_audit AFTER INSERT OR UPDATE OR DELETE ON tf FOR EACH ROW EXECUTE FUNCTION tf_audit()`,
   );
+  // the application's own trigger, whatever its name: carried like the others
+  await db.pool.query(
+    `CREATE TRIGGER partflow_app_stmt AFTER DELETE ON tf FOR EACH STATEMENT EXECUTE FUNCTION tf_audit()`,
+  );
   await db.pool.query(`ALTER TABLE tf ENABLE REPLICA TRIGGER tf_audit`);
   await db.pool.query(`ALTER TABLE tf ENABLE ALWAYS TRIGGER tf_audit`);
   const triggers = await triggersOf('tf');
@@ -537,9 +591,10 @@ test('after the rollback window the new table keeps the triggers and fires them 
   await db.pool.query(`INSERT INTO tf (op, created_at) VALUES ('new', now())`);
   await db.pool.query(`UPDATE tf SET op = 'u' WHERE id = 7`);
   await db.pool.query(`DELETE FROM tf WHERE id = 8`);
-  const audit = (await db.pool.query(`SELECT tg_op, id::int FROM tf_audit ORDER BY tg_op`)).rows;
+  const audit = (await db.pool.query(`SELECT tg_op, id::int FROM tf_audit ORDER BY tg_op, id NULLS LAST`)).rows;
   expect(audit).toEqual([
     { tg_op: 'DELETE', id: 8 },
+    { tg_op: 'DELETE', id: null }, // the statement trigger: no row
     { tg_op: 'INSERT', id: 501 },
     { tg_op: 'UPDATE', id: 7 },
   ]);
