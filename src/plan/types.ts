@@ -23,7 +23,13 @@ export const STATE_SCHEMA = 'partflow';
  * `<alias>.tgname`: every other trigger is the application's, whatever its name.
  */
 export function notPartflowTrigger(alias: string): string {
-  const names = [FORWARD_TRIGGER, REVERSE_TRIGGER, FORWARD_TRUNCATE_TRIGGER, REVERSE_TRUNCATE_TRIGGER, 'partflow_keylog'];
+  const names = [
+    FORWARD_TRIGGER,
+    REVERSE_TRIGGER,
+    FORWARD_TRUNCATE_TRIGGER,
+    REVERSE_TRUNCATE_TRIGGER,
+    'partflow_keylog',
+  ];
   return `${alias}.tgname::text NOT IN (${names.map((n) => `'${n}'`).join(', ')})`;
 }
 
