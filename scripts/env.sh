@@ -64,6 +64,14 @@ ensure_postgres() {
       "${runas[@]}" "$bin/pg_ctl" -D "$PARTFLOW_PG_DATA" -l "$PARTFLOW_PG_DATA/server.log" -w restart >/dev/null
     fi
   fi
+  # pg_stat_statements: preflight reads the application's ON CONFLICT statements from it (issue 29, item 6)
+  if ! grep -q '^shared_preload_libraries' "$PARTFLOW_PG_DATA/postgresql.conf"; then
+    echo "shared_preload_libraries = 'pg_stat_statements'" | "${runas[@]}" tee -a "$PARTFLOW_PG_DATA/postgresql.conf" >/dev/null
+    if "$bin/pg_isready" -q -h 127.0.0.1 -p "$PARTFLOW_PG_PORT"; then
+      say "restarting PostgreSQL for pg_stat_statements"
+      "${runas[@]}" "$bin/pg_ctl" -D "$PARTFLOW_PG_DATA" -l "$PARTFLOW_PG_DATA/server.log" -w restart >/dev/null
+    fi
+  fi
   if ! "$bin/pg_isready" -q -h 127.0.0.1 -p "$PARTFLOW_PG_PORT"; then
     say "starting PostgreSQL on port $PARTFLOW_PG_PORT"
     "${runas[@]}" "$bin/pg_ctl" -D "$PARTFLOW_PG_DATA" -l "$PARTFLOW_PG_DATA/server.log" -w start >/dev/null

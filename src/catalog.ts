@@ -121,6 +121,8 @@ export interface TableInfo {
   forceRowSecurity?: boolean;
   /** partflow's role has BYPASSRLS */
   bypassRls?: boolean;
+  /** the INSERT ... ON CONFLICT statements pg_stat_statements has seen in this database (null: not installed) */
+  appStatements?: { query: string; calls: number }[] | null;
   /** CARRIED_SQL's lines for the table (read by partitionTable's preflight; absent otherwise) */
   carried?: string[];
   /** the table's policies (read by partitionTable's preflight; absent otherwise) */

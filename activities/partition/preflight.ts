@@ -6,6 +6,7 @@ import { readTableInfo } from '../runtime/inspect';
 import { readTriggers } from './triggers';
 import { readViews } from './views';
 import { readPolicies } from './policies';
+import { readStatements } from './statements';
 import { CARRIED_SQL } from '../../src/plan/carried';
 import { Deps, stepLog } from '../runtime/deps';
 
@@ -26,6 +27,7 @@ export async function preflight({ pool, log }: Deps, rawInput: unknown): Promise
     if (info.userTriggers.length) info.triggers = await readTriggers(pool, info.oid, opts.column);
     if (info.dependentViews.length) info.views = await readViews(pool, info.oid);
     info.policies = await readPolicies(pool, info.oid);
+    info.appStatements = await readStatements(pool);
     info.carried = (await pool.query(CARRIED_SQL, [info.oid])).rows.map((r) => r.x as string);
     const plan = buildPlan(info, opts);
     stepLog(log, 'preflight', opts.table).info(

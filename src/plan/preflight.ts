@@ -9,6 +9,7 @@ import { refuse } from './context';
 import { checkTriggers } from './triggers';
 import { checkViews } from './views';
 import { checkRowSecurity } from './policies';
+import { checkStatements } from './statements';
 import type { PlannedPartition } from './types';
 import { hasTidRangeScan, majorOf, MIN_SERVER_VERSION_NUM } from '../versions';
 
@@ -212,6 +213,7 @@ export function checkPreflight(info: TableInfo, opts: PartitionOptions): void {
   checkReplication(info, t);
   checkObjects(info, t);
   checkTriggers(info, opts);
+  checkStatements(info, opts.column);
   checkLostConstraints(info, opts, t);
   for (const o of info.storage.reloptions) {
     if (!/^[a-z_.]+=[A-Za-z0-9_.-]+$/.test(o)) {

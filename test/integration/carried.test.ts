@@ -1,5 +1,6 @@
 /**
- * Issue 29: what real tables carry, carried instead of refused. Item 1: the table's own triggers, each
+ * Issue 29: what real tables carry, carried instead of refused; and (item 6) the application's statements that
+ * partitioning breaks, found in pg_stat_statements and refused by name. Item 1: the table's own triggers, each
  * application write firing them once through the copy, the cut-over, the rollback window and a rollback; what
  * PostgreSQL does not accept on a partitioned table refused before anything changes. Item 2: the views that read
  * the table read the new one after the cut-over and the old one after a rollback, with their options, owners,
@@ -598,4 +599,37 @@ test('after the rollback window the new table keeps the triggers and fires them 
     { tg_op: 'INSERT', id: 501 },
     { tg_op: 'UPDATE', id: 7 },
   ]);
+});
+
+test("the application's ON CONFLICT (id) upsert, seen by pg_stat_statements, is refused by name before anything changes", async () => {
+  await db.pool.query(`CREATE EXTENSION IF NOT EXISTS pg_stat_statements`);
+  await db.pool.query(
+    `CREATE TABLE up (id bigserial PRIMARY KEY, v text, created_at timestamptz NOT NULL DEFAULT now())`,
+  );
+  await db.pool.query(`INSERT INTO up (v) SELECT 'p' || g FROM generate_series(1, 100) g`);
+  await db.pool.query(`SELECT pg_stat_statements_reset()`);
+  // what TypeORM's repository.upsert(entity, ['id']) sends
+  for (let i = 1; i <= 3; i++) {
+    await db.pool.query(`INSERT INTO up (id, v) VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET v = EXCLUDED.v`, [
+      i,
+      'u',
+    ]);
+  }
+  // and one that keeps working: the partition column in the conflict target, with a unique index that matches it
+  // before the conversion too
+  await db.pool.query(`CREATE UNIQUE INDEX up_id_created_at ON up (id, created_at)`);
+  await db.pool.query(
+    `INSERT INTO up (id, v, created_at) VALUES (1000, 'x', now()) ON CONFLICT (id, created_at) DO NOTHING`,
+  );
+  const before = await catalogSnapshot(db.pool, ['public']);
+  const err = await (await start({ table: 'up', dryRun: true })).result().catch((e: unknown) => e);
+  const message = (err as WorkflowFailedError).cause?.message ?? 'not refused';
+  expect(message).toMatch(
+    /The application runs statements on public\.up that fail or change meaning once it is partitioned by created_at \(pg_stat_statements\): "INSERT INTO up \(id, v\) VALUES \(\$1, \$2\) ON CONFLICT \(id\) DO UPDATE SET v = EXCLUDED\.v" \(3 calls: ON CONFLICT \(id\) has no unique index to match: 42P10\)/,
+  );
+  expect(message).not.toMatch(/id, created_at/);
+  expect(await catalogSnapshot(db.pool, ['public'])).toEqual(before);
+  // statistics reset (the statement no longer runs): the plan is made
+  await db.pool.query(`SELECT pg_stat_statements_reset()`);
+  expect((await (await start({ table: 'up', dryRun: true })).result()).status).toBe('dry-run');
 });

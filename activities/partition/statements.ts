@@ -1,0 +1,26 @@
+/**
+ * The application's INSERT ... ON CONFLICT statements as pg_stat_statements saw them in this database
+ * (src/plan/statements.ts judges them), or null where the extension is not installed or not readable: a
+ * missing view never fails preflight.
+ */
+import type { Pool } from 'pg';
+import { qualified } from '../../src/ident';
+
+export async function readStatements(pool: Pool): Promise<{ query: string; calls: number }[] | null> {
+  const ext = await pool.query(
+    `SELECT n.nspname AS schema FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+      WHERE e.extname = 'pg_stat_statements'`,
+  );
+  if (!ext.rowCount) return null;
+  const view = qualified({ schema: ext.rows[0].schema, name: 'pg_stat_statements' });
+  try {
+    const r = await pool.query(
+      `SELECT query, calls::bigint AS calls FROM ${view}
+        WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+          AND query ~* '\\mon\\s+conflict\\M' ORDER BY calls DESC LIMIT 1000`,
+    );
+    return r.rows.map((x) => ({ query: x.query as string, calls: Number(x.calls) }));
+  } catch {
+    return null; // not loaded (shared_preload_libraries) or not readable by partflow's role
+  }
+}
