@@ -63,9 +63,10 @@ export function checkStatements(info: TableInfo, column: string): void {
     .slice(0, 5)
     .map((s) => `"${s.query.replace(/\s+/g, ' ').slice(0, 160)}" (${s.calls} calls: ${s.why})`)
     .join('; ');
+  const more = broken.length > 5 ? `; and ${broken.length - 5} more` : '';
   refuse(
     `The application runs statements on ${displayName(info.table)} that fail or change meaning once it is ` +
-      `partitioned by ${column} (pg_stat_statements): ${list}${broken.length > 5 ? `; and ${broken.length - 5} more` : ''}; ` +
+      `partitioned by ${column} (pg_stat_statements): ${list}${more}; ` +
       `make them name the partition column first (a unique index on (..., ${column}), built CONCURRENTLY, lets ` +
       `ON CONFLICT (..., ${column}) work before and after the cut-over), or, if they no longer run, reset the ` +
       'statistics (SELECT pg_stat_statements_reset()) and start again.',
