@@ -150,6 +150,13 @@ const FIELDS: Field[] = [
     input: (p) => pt({ acceptLostConstraints: [p] }),
     names: '"acceptLostConstraints" names',
   },
+  {
+    // trigger names, compared with the catalog's the same way
+    workflow: 'partitionTable',
+    field: 'acceptTriggerChanges[0]',
+    input: (p) => pt({ acceptTriggerChanges: [p] }),
+    names: '"acceptTriggerChanges" names',
+  },
   // fixConstraints: a foreign key
   { workflow: 'fixConstraints', field: 'fixes[0].kind', input: (p) => fk({ kind: p }), names: 'fixes[0].kind' },
   {
