@@ -16,6 +16,14 @@ import { ownPlan } from './run';
 /** The fault suite's `apply` point logs here (PARTFLOW_FAULT_POINT=apply); null otherwise. */
 const faultLog: Logger | null = process.env.PARTFLOW_FAULT_POINT === 'apply' ? createLogger({ step: 'apply' }) : null;
 
+/** A row's key arrays `a1`..`an` (array literals, one per key column), in order: the next statement's $1..$n. */
+function keyArrays(row: Record<string, unknown>): unknown[] {
+  return Object.keys(row)
+    .filter((k) => /^a\d+$/.test(k))
+    .sort((a, b) => Number(a.slice(1)) - Number(b.slice(1)))
+    .map((k) => row[k]);
+}
+
 /**
  * One round in the caller's transaction `c`: up to `limit` entries committed before it taken from the log,
  * their keys deleted from the copy and copied again as the table has them now. Returns the distinct keys.
@@ -25,10 +33,7 @@ export async function applyRound(c: PoolClient, sql: KeyLogApplySql, limit: numb
   const r = await c.query(sql.take, [limit]);
   const n: number = r.rows[0].n;
   if (!n) return 0;
-  const arrays = Object.keys(r.rows[0])
-    .filter((k) => /^a\d+$/.test(k))
-    .sort((a, b) => Number(a.slice(1)) - Number(b.slice(1)))
-    .map((k) => r.rows[0][k]);
+  const arrays = keyArrays(r.rows[0]);
   await c.query(sql.clear, arrays);
   if (faultLog) await faultPoint('apply', faultLog); // entries taken and keys cleared, nothing copied yet
   await c.query(sql.copy, arrays);
@@ -152,11 +157,7 @@ async function seenDifference(c: PoolClient, seen: KeyLogSeenSql, from: number, 
   }
   const s = (await c.query(seen.slice, [from, to])).rows[0];
   if (!s.n) return { keys: 0, d: null };
-  const arrays = Object.keys(s)
-    .filter((k) => /^a\d+$/.test(k))
-    .sort((a, b) => Number(a.slice(1)) - Number(b.slice(1)))
-    .map((k) => s[k]);
-  const row = (await c.query(seen.sliceCompare, arrays)).rows[0];
+  const row = (await c.query(seen.sliceCompare, keyArrays(s))).rows[0];
   return { keys: s.n as number, d: (row.n ? { n: row.n, keys: row.keys } : null) as Difference };
 }
 

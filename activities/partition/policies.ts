@@ -5,14 +5,15 @@
 import type { Pool } from 'pg';
 import type { PolicyInfo } from '../../src/catalog';
 import { POLICIES_SQL } from '../../src/plan/policies';
+import { inTransaction } from '../runtime/db';
 
-export async function readPolicies(pool: Pool, oid: number): Promise<PolicyInfo[]> {
-  const c = await pool.connect();
-  try {
-    await c.query('BEGIN READ ONLY; SET LOCAL search_path = pg_catalog, pg_temp');
-    return (await c.query(POLICIES_SQL, [oid])).rows;
-  } finally {
-    await c.query('ROLLBACK').catch(() => undefined);
-    c.release();
-  }
+export function readPolicies(pool: Pool, oid: number): Promise<PolicyInfo[]> {
+  return inTransaction(
+    pool,
+    async (c) => {
+      await c.query('SET LOCAL search_path = pg_catalog, pg_temp');
+      return (await c.query(POLICIES_SQL, [oid])).rows;
+    },
+    { readOnly: true },
+  );
 }

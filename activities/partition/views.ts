@@ -7,6 +7,7 @@ import type { Pool, PoolClient } from 'pg';
 import type { ViewInfo } from '../../src/catalog';
 import { STATE_SCHEMA } from '../../src/plan';
 import { VIEWS_SQL } from '../../src/plan/views';
+import { inTransaction } from '../runtime/db';
 
 /** In `c`'s transaction, search_path set for this query only and put back. */
 export async function viewsNow(c: PoolClient, oid: number): Promise<ViewInfo[]> {
@@ -19,13 +20,6 @@ export async function viewsNow(c: PoolClient, oid: number): Promise<ViewInfo[]> 
   }
 }
 
-export async function readViews(pool: Pool, oid: number): Promise<ViewInfo[]> {
-  const c = await pool.connect();
-  try {
-    await c.query('BEGIN READ ONLY');
-    return await viewsNow(c, oid);
-  } finally {
-    await c.query('ROLLBACK').catch(() => undefined);
-    c.release();
-  }
+export function readViews(pool: Pool, oid: number): Promise<ViewInfo[]> {
+  return inTransaction(pool, (c) => viewsNow(c, oid), { readOnly: true });
 }
