@@ -123,6 +123,8 @@ export interface TableInfo {
   bypassRls?: boolean;
   /** the INSERT ... ON CONFLICT statements pg_stat_statements has seen in this database (null: not installed) */
   appStatements?: { query: string; calls: number }[] | null;
+  /** statements of other roles pg_stat_statements hid from partflow's role (no pg_read_all_stats) */
+  appStatementsHidden?: number;
   /** CARRIED_SQL's lines for the table (read by partitionTable's preflight; absent otherwise) */
   carried?: string[];
   /** the table's policies (read by partitionTable's preflight; absent otherwise) */

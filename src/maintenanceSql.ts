@@ -76,10 +76,11 @@ export function monthPartitionSql(p: PartedTable, month: Month, timeZone: string
     create: [
       `CREATE TABLE ${nt} (LIKE ${t} INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING STORAGE ` +
         'INCLUDING COMMENTS INCLUDING GENERATED)',
-      `DO $$ BEGIN
+      // a dollar tag no name can end: a table called a$$b would end a plain $$ body
+      `DO $partflow_owner$ BEGIN
     IF (SELECT relowner FROM pg_class WHERE oid = ${p.oid})
        <> (SELECT relowner FROM pg_class WHERE oid = ${quoteLiteral(nt)}::regclass)
-    THEN EXECUTE format('ALTER TABLE %s OWNER TO %I', ${quoteLiteral(nt)}, ${owner}); END IF; END $$`,
+    THEN EXECUTE format('ALTER TABLE %s OWNER TO %I', ${quoteLiteral(nt)}, ${owner}); END IF; END $partflow_owner$`,
     ],
     move: p.def
       ? {
@@ -105,6 +106,9 @@ export function monthStep(p: PartedTable, month: Month, timeZone: string): Maint
     locks: s.locks,
     forward: [...s.create, ...(s.move ? [s.move.insert, s.move.delete] : []), s.attach],
     undo: s.undo,
+    note:
+      "the undo moves the month's rows back through the parent: it needs a default partition once rows arrived, " +
+      'and OVERRIDING SYSTEM VALUE added by hand for a GENERATED ALWAYS identity column',
   };
 }
 
@@ -135,6 +139,7 @@ export function detachStep(
         ],
     forward: [concurrently ? `${detach} CONCURRENTLY` : detach],
     undo: [`ALTER TABLE ${qualified(p.table)} ATTACH PARTITION ${qualified(part)} ${bound}`],
+    note: "the undo's ATTACH fails while rows of that range wait in the default partition: move them out first",
   };
 }
 

@@ -6,7 +6,9 @@
 import type { Pool } from 'pg';
 import { qualified } from '../../src/ident';
 
-export async function readStatements(pool: Pool): Promise<{ query: string; calls: number }[] | null> {
+export async function readStatements(
+  pool: Pool,
+): Promise<{ statements: { query: string; calls: number }[]; hidden: number } | null> {
   const ext = await pool.query(
     `SELECT n.nspname AS schema FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
       WHERE e.extname = 'pg_stat_statements'`,
@@ -14,12 +16,19 @@ export async function readStatements(pool: Pool): Promise<{ query: string; calls
   if (!ext.rowCount) return null;
   const view = qualified({ schema: ext.rows[0].schema, name: 'pg_stat_statements' });
   try {
+    const db = `dbid = (SELECT oid FROM pg_database WHERE datname = current_database())`;
     const r = await pool.query(
       `SELECT query, calls::bigint AS calls FROM ${view}
-        WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
-          AND query ~* '\\mon\\s+conflict\\M' ORDER BY calls DESC LIMIT 1000`,
+        WHERE ${db} AND query ~* '\\mon\\s+conflict\\M' ORDER BY calls DESC LIMIT 1000`,
     );
-    return r.rows.map((x) => ({ query: x.query as string, calls: Number(x.calls) }));
+    // other roles' statements read '<insufficient privilege>' without pg_read_all_stats: counted, not judged
+    const hidden = await pool.query(
+      `SELECT count(*)::int AS n FROM ${view} WHERE ${db} AND query = '<insufficient privilege>'`,
+    );
+    return {
+      statements: r.rows.map((x) => ({ query: x.query as string, calls: Number(x.calls) })),
+      hidden: hidden.rows[0].n,
+    };
   } catch {
     return null; // not loaded (shared_preload_libraries) or not readable by partflow's role
   }

@@ -39,6 +39,18 @@ function keyWarnings(ctx: PlanContext): void {
         'or exclusion constraint matching the ON CONFLICT specification"): change them to ' +
         `ON CONFLICT (${shadowKey.join(', ')}) or ON CONFLICT ON CONSTRAINT ${pk}.`,
     );
+    // preflight refuses the ones pg_stat_statements shows (statements.ts); say when it could not look
+    if (info.appStatements === null) {
+      ctx.warnings.push(
+        "The application's ON CONFLICT statements were not checked: pg_stat_statements is not installed or " +
+          'not readable in this database.',
+      );
+    } else if (info.appStatementsHidden) {
+      ctx.warnings.push(
+        `The application's ON CONFLICT statements were checked in part: ${info.appStatementsHidden} ` +
+          "statement(s) of other roles are hidden from partflow's role (grant it pg_read_all_stats).",
+      );
+    }
   }
   ctx.warnings.push(
     'On a partitioned table, two concurrent UPDATEs of the same row where one moves it to another month fail ' +

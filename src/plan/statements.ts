@@ -23,7 +23,7 @@ function ident(s: string): string {
 }
 
 const NAME = String.raw`(?:"(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*)`;
-const INSERT_INTO = new RegExp(String.raw`\binsert\s+into\s+(?:(${NAME})\s*\.\s*)?(${NAME})`, 'i');
+const INSERT_INTO = new RegExp(String.raw`\binsert\s+into\s+(?:(${NAME})\s*\.\s*)?(${NAME})`, 'gi');
 const CONFLICT_COLUMNS = /\bon\s+conflict\s*\(([^)]*)\)/i;
 const CONFLICT_CONSTRAINT = new RegExp(String.raw`\bon\s+conflict\s+on\s+constraint\s+(${NAME})`, 'i');
 
@@ -34,9 +34,20 @@ export function whyItBreaks(
   column: string,
   constraintsWithoutColumn: string[],
 ): string | null {
-  const target = INSERT_INTO.exec(query);
-  if (!target) return null;
-  if (ident(target[2]) !== table.name || (target[1] && ident(target[1]) !== table.schema)) return null;
+  // comments out (pg_stat_statements keeps them), then each INSERT INTO with the text up to the next one: the
+  // ON CONFLICT in that stretch is that insert's
+  const text = query.replace(/\/\*[\s\S]*?\*\//g, ' ').replace(/--[^\n]*/g, ' ');
+  const inserts = [...text.matchAll(INSERT_INTO)];
+  for (const [k, target] of inserts.entries()) {
+    if (ident(target[2]) !== table.name || (target[1] && ident(target[1]) !== table.schema)) continue;
+    const end = k + 1 < inserts.length ? inserts[k + 1].index : text.length;
+    const why = conflictBreaks(text.slice(target.index, end), column, constraintsWithoutColumn);
+    if (why) return why;
+  }
+  return null;
+}
+
+function conflictBreaks(query: string, column: string, constraintsWithoutColumn: string[]): string | null {
   const cols = CONFLICT_COLUMNS.exec(query);
   if (cols) {
     const names = cols[1].split(',').map((c) => ident(c.split(/\s+(?:collate|[a-z_]+_ops)\b/i)[0]));

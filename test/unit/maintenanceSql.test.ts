@@ -27,6 +27,8 @@ describe('maintainPartitions statements', () => {
         'INCLUDING COMMENTS INCLUDING GENERATED)',
     );
     expect(s.forward[1]).toContain(`'"app"."ev_2026_03"'::regclass`);
+    // a table named a$$b cannot end the owner check's body
+    expect(s.forward[1]).toMatch(/^DO \$partflow_owner\$ [\s\S]* END \$partflow_owner\$$/);
     expect(s.forward.slice(2)).toEqual([
       `INSERT INTO "app"."ev_2026_03" ("id", "created_at", "payload") SELECT "id", "created_at", "payload" FROM "app"."ev_default" WHERE ${range}`,
       `DELETE FROM "app"."ev_default" WHERE ${range}`,
@@ -56,6 +58,7 @@ describe('maintainPartitions statements', () => {
       locks: [],
       forward: ['ALTER TABLE "app"."ev" DETACH PARTITION "app"."ev_2020_01" CONCURRENTLY'],
       undo: [`ALTER TABLE "app"."ev" ATTACH PARTITION "app"."ev_2020_01" ${bound}`],
+      note: expect.stringMatching(/rows of that range wait in the default partition/),
     });
     expect(detachStep(parted, part, bound, false).locks).toEqual([
       'LOCK TABLE app.users IN SHARE ROW EXCLUSIVE MODE',

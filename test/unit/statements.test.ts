@@ -30,3 +30,16 @@ describe("the application's statements that partitioning breaks", () => {
     'INSERT INTO generated_images VALUES ($1) ON CONFLICT ON CONSTRAINT gi_made_key DO NOTHING',
   ])('left alone: %s', (q) => expect(why(q)).toBeNull());
 });
+
+describe('the ON CONFLICT of the insert it follows, comments ignored (attack on item 6)', () => {
+  it.each([
+    'WITH a AS (INSERT INTO users (id) VALUES ($1) RETURNING id) INSERT INTO generated_images (id) SELECT id FROM a ON CONFLICT (id) DO NOTHING',
+    '/* insert into users */ INSERT INTO generated_images (id) VALUES ($1) ON CONFLICT (id) DO NOTHING',
+    'INSERT /*c*/ INTO generated_images (id) VALUES ($1) ON /*c*/ CONFLICT /*c*/ (id) DO NOTHING',
+  ])('refused: %s', (q) => expect(why(q)).toMatch(/42P10/));
+
+  it.each([
+    'WITH a AS (INSERT INTO generated_images (id, created_at) VALUES ($1, $2) RETURNING id) INSERT INTO users (id) SELECT id FROM a ON CONFLICT (id) DO NOTHING',
+    '/* insert into generated_images */ INSERT INTO users (id) VALUES ($1) ON CONFLICT (id) DO NOTHING',
+  ])('left alone: %s', (q) => expect(why(q)).toBeNull());
+});
