@@ -85,6 +85,14 @@ function mentions(text: string, column: string): boolean {
  */
 export function checkTriggers(info: TableInfo, opts: PartitionOptions): void {
   const t = displayName(opts.table);
+  // names compared with the catalog's, never written into SQL; a name that matches no trigger is a mistake
+  const unknown = opts.acceptTriggerChanges.filter((n) => !(info.triggers ?? []).some((x) => x.name === n));
+  if (unknown.length) {
+    refuse(
+      `"acceptTriggerChanges" names ${unknown.map((n) => JSON.stringify(n)).join(', ')}, which ` +
+        `${unknown.length > 1 ? 'are not triggers' : 'is not a trigger'} of ${t}; remove it from the list.`,
+    );
+  }
   if (!info.triggers) {
     if (info.userTriggers.length)
       refuse(`Table ${t} has triggers (${info.userTriggers.join(', ')}) that were not read.`);
