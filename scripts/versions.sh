@@ -61,10 +61,14 @@ start_version_cluster() {
     touch "$log" && chown postgres "$log"
   fi
   _runas "$bin/initdb" -D "$data" -U postgres -A trust -E UTF8 --locale=C.UTF-8 >/dev/null
-  { pg_conf "$port"; echo "max_prepared_transactions = 20"; } | _runas tee -a "$data/postgresql.conf" >/dev/null
+  { pg_conf "$port"; echo "max_prepared_transactions = 20"; echo "shared_preload_libraries = 'pg_stat_statements'"; } \
+    | _runas tee -a "$data/postgresql.conf" >/dev/null
   say "starting PostgreSQL $n ($("$bin/postgres" --version)) on port $port"
   _runas "$bin/pg_ctl" -D "$data" -l "$log" -w -t 60 start >/dev/null
   export PGHOST=127.0.0.1 PGPORT="$port" PGUSER=postgres
+  # as on the main cluster (env.sh): every test database has pg_stat_statements; Debian's psql talks to any major
+  ensure_postgres_installed
+  PGOPTIONS='-c client_min_messages=warning' "$(pg_bindir)/psql" -X -q -d template1 -c 'CREATE EXTENSION IF NOT EXISTS pg_stat_statements' >/dev/null
   # scripts the tests call (standby.sh) find the primary through these: this cluster, never the default 54329
   export PARTFLOW_PG_PORT="$port" PARTFLOW_PG_DATA="$data"
 }

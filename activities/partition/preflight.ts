@@ -27,7 +27,7 @@ export async function preflight({ pool, log }: Deps, rawInput: unknown): Promise
     if (info.userTriggers.length) info.triggers = await readTriggers(pool, info.oid, opts.column);
     if (info.dependentViews.length) info.views = await readViews(pool, info.oid);
     info.policies = await readPolicies(pool, info.oid);
-    const seen = await readStatements(pool);
+    const seen = await readStatements(pool, [info.table.name, ...(info.views ?? []).map((v) => v.name)]);
     info.appStatements = seen?.statements ?? null;
     info.appStatementsHidden = seen?.hidden ?? 0;
     info.carried = (await pool.query(CARRIED_SQL, [info.oid])).rows.map((r) => r.x as string);

@@ -1,13 +1,14 @@
 /**
- * The application's INSERT ... ON CONFLICT statements as pg_stat_statements saw them in this database
- * (src/plan/statements.ts judges them), or null where the extension is not installed or not readable: a
- * missing view never fails preflight.
+ * The application's statements as pg_stat_statements saw them in this database, the ON CONFLICT ones and the
+ * ones that name the table or one of `names` (its views), hottest first (src/plan/statements.ts judges them),
+ * or null where the extension is not installed or not readable: a missing view never fails preflight.
  */
 import type { Pool } from 'pg';
 import { qualified } from '../../src/ident';
 
 export async function readStatements(
   pool: Pool,
+  names: string[],
 ): Promise<{ statements: { query: string; calls: number }[]; hidden: number } | null> {
   const ext = await pool.query(
     `SELECT n.nspname AS schema FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
@@ -19,7 +20,10 @@ export async function readStatements(
     const db = `dbid = (SELECT oid FROM pg_database WHERE datname = current_database())`;
     const r = await pool.query(
       `SELECT query, calls::bigint AS calls FROM ${view}
-        WHERE ${db} AND query ~* '\\mon\\s+conflict\\M' ORDER BY calls DESC LIMIT 1000`,
+        WHERE ${db} AND (query ~* '\\mon\\s+conflict\\M'
+              OR EXISTS (SELECT FROM unnest($1::text[]) n WHERE strpos(lower(query), lower(n)) > 0))
+        ORDER BY calls DESC LIMIT 2000`,
+      [names],
     );
     // other roles' statements read '<insufficient privilege>' without pg_read_all_stats: counted, not judged
     const hidden = await pool.query(

@@ -12,6 +12,7 @@ import { PlanContext, q, refuse, sibling } from './context';
 import { cutoverStep } from './cutover';
 import { checkNames, checkPreflight, plannedNames } from './preflight';
 import { shadowStep } from './shadow';
+import { everyPartitionStatements } from './statements';
 import { movesCounter, syncObjects, syncStep } from './sync';
 import type { Plan, PlannedPartition } from './types';
 import { verifyStep } from './verify';
@@ -39,16 +40,16 @@ function keyWarnings(ctx: PlanContext): void {
         'or exclusion constraint matching the ON CONFLICT specification"): change them to ' +
         `ON CONFLICT (${shadowKey.join(', ')}) or ON CONFLICT ON CONSTRAINT ${pk}.`,
     );
-    // preflight refuses the ones pg_stat_statements shows (statements.ts); say when it could not look
-    if (info.appStatements === null) {
+    // preflight refuses the ones pg_stat_statements shows (statements.ts) and the widening it could not check
+    const unchecked = info.appStatements == null ? 'not checked' : info.appStatementsHidden ? 'checked in part' : '';
+    ctx.givenUp.push(
+      `(${sourceKey.join(', ')}) is unique per partition only, not across the table (primary key ${pk} ` +
+        `widened${unchecked ? `; the application's statements were ${unchecked}, accepted in "acceptLostConstraints"` : ''}).`,
+    );
+    for (const s of everyPartitionStatements(info, ctx.column)) {
       ctx.warnings.push(
-        "The application's ON CONFLICT statements were not checked: pg_stat_statements is not installed or " +
-          'not readable in this database.',
-      );
-    } else if (info.appStatementsHidden) {
-      ctx.warnings.push(
-        `The application's ON CONFLICT statements were checked in part: ${info.appStatementsHidden} ` +
-          "statement(s) of other roles are hidden from partflow's role (grant it pg_read_all_stats).",
+        `"${s.query.replace(/\s+/g, ' ').slice(0, 160)}" (${s.calls} calls) does not name ${ctx.column}: after the ` +
+          'cut-over it visits every partition.',
       );
     }
   }

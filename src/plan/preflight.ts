@@ -9,7 +9,7 @@ import { refuse } from './context';
 import { checkTriggers } from './triggers';
 import { checkViews } from './views';
 import { checkRowSecurity } from './policies';
-import { checkStatements } from './statements';
+import { checkKeyWidening, checkStatements, widenedKey } from './statements';
 import type { PlannedPartition } from './types';
 import { hasTidRangeScan, majorOf, MIN_SERVER_VERSION_NUM } from '../versions';
 
@@ -192,13 +192,14 @@ function checkLostConstraints(info: TableInfo, opts: PartitionOptions, t: string
         `add ${column} to ${it} first, or list ${it} in "acceptLostConstraints" to give the guarantee up.`,
     );
   }
-  const unknown = opts.acceptLostConstraints.filter((n) => !lost.some((i) => i.name === n));
+  const pk = widenedKey(info, column);
+  const unknown = opts.acceptLostConstraints.filter((n) => n !== pk && !lost.some((i) => i.name === n));
   if (unknown.length) {
     const n = unknown.length;
     refuse(
       `"acceptLostConstraints" names ${unknown.join(', ')}, which ` +
         `${them(n, 'is not a unique index or constraint', 'are not unique indexes or constraints')} of ${t} ` +
-        `that partitioning would lose; remove ${them(n, 'it', 'them')} from the list.`,
+        `that partitioning would lose or widen; remove ${them(n, 'it', 'them')} from the list.`,
     );
   }
 }
@@ -213,7 +214,8 @@ export function checkPreflight(info: TableInfo, opts: PartitionOptions): void {
   checkReplication(info, t);
   checkObjects(info, t);
   checkTriggers(info, opts);
-  checkStatements(info, opts.column);
+  checkStatements(info, opts.column, opts.acceptLostConstraints);
+  checkKeyWidening(info, opts.column, opts.acceptLostConstraints, t);
   checkLostConstraints(info, opts, t);
   for (const o of info.storage.reloptions) {
     if (!/^[a-z_.]+=[A-Za-z0-9_.-]+$/.test(o)) {

@@ -633,3 +633,58 @@ test("the application's ON CONFLICT (id) upsert, seen by pg_stat_statements, is 
   await db.pool.query(`SELECT pg_stat_statements_reset()`);
   expect((await (await start({ table: 'up', dryRun: true })).result()).status).toBe('dry-run');
 });
+
+test('item 6: the widening needs pg_stat_statements or acceptLostConstraints; upserts through a view and keyless ON CONFLICT are judged; lookups by id alone are listed', async () => {
+  await db.pool.query(
+    `CREATE TABLE wk (id bigserial PRIMARY KEY, v text, created_at timestamptz NOT NULL DEFAULT now())`,
+  );
+  await db.pool.query(`INSERT INTO wk (v) SELECT 'p' || g FROM generate_series(1, 100) g`);
+  await db.pool.query(`CREATE VIEW wk_api AS SELECT id, v, created_at FROM wk`);
+  const before = await catalogSnapshot(db.pool, ['public']);
+  const refusal = async (input: Partial<PartitionTableInput>) => {
+    const err = await (await start({ table: 'wk', dryRun: true, ...input })).result().catch((e: unknown) => e);
+    return (err as WorkflowFailedError).cause?.message ?? 'not refused';
+  };
+
+  // 1. without pg_stat_statements nothing shows the statements: the widening is refused unless accepted
+  await db.pool.query(`DROP EXTENSION IF EXISTS pg_stat_statements`);
+  expect(await refusal({})).toMatch(
+    /^The primary key wk_pkey of public\.wk becomes \(id, created_at\), so \(id\) is unique per partition only, and pg_stat_statements is not installed or not readable in this database.*list "wk_pkey" in "acceptLostConstraints"/,
+  );
+  const accepted = await (await start({ table: 'wk', dryRun: true, acceptLostConstraints: ['wk_pkey'] })).result();
+  expect(accepted.plan!.givenUp).toContainEqual(
+    expect.stringMatching(/^\(id\) is unique per partition only.*statements were not checked, accepted/),
+  );
+
+  // 2. installed: an upsert through the view with ON CONFLICT (id) fails after the cut-over: refused even when
+  // the widening is accepted
+  await db.pool.query(`CREATE EXTENSION pg_stat_statements`);
+  await db.pool.query(`SELECT pg_stat_statements_reset()`);
+  await db.pool.query(`INSERT INTO wk_api (id, v) VALUES (1, 'x') ON CONFLICT (id) DO NOTHING`);
+  expect(await refusal({ acceptLostConstraints: ['wk_pkey'] })).toMatch(
+    /"INSERT INTO wk_api \(id, v\) VALUES \(\$1, \$2\) ON CONFLICT \(id\) DO NOTHING" \(1 calls: ON CONFLICT \(id\) has no unique index to match: 42P10\)/,
+  );
+
+  // 3. an INSERT ... ON CONFLICT DO NOTHING without a target checks (id, created_at) afterwards: refused unless
+  // the widening is accepted
+  await db.pool.query(`SELECT pg_stat_statements_reset()`);
+  for (let i = 0; i < 2; i++)
+    await db.pool.query(`INSERT INTO wk (id, v) VALUES ($1, 'y') ON CONFLICT DO NOTHING`, [5]);
+  expect(await refusal({})).toMatch(
+    /\(2 calls: ON CONFLICT without a target checks the primary key with created_at in it\).*accepted with "wk_pkey" in "acceptLostConstraints"/,
+  );
+
+  // 4. accepted: the plan is made, and the hot lookups by id alone are in its warnings with their calls
+  for (let i = 0; i < 4; i++) await db.pool.query(`SELECT v FROM wk WHERE id = $1`, [i + 1]);
+  const plan = (await (await start({ table: 'wk', dryRun: true, acceptLostConstraints: ['wk_pkey'] })).result()).plan!;
+  expect(plan.warnings).toContainEqual(
+    expect.stringMatching(
+      /^"SELECT v FROM wk WHERE id = \$1" \(4 calls\) does not name created_at: after the cut-over it visits every partition\.$/,
+    ),
+  );
+  expect(plan.givenUp).toContain(
+    '(id) is unique per partition only, not across the table (primary key wk_pkey widened).',
+  );
+  expect(await catalogSnapshot(db.pool, ['public'])).toEqual(before);
+  await db.pool.query(`SELECT pg_stat_statements_reset()`);
+});

@@ -79,6 +79,7 @@ function fixture(over: Partial<TableInfo> = {}): TableInfo {
     inboundForeignKeys: [],
     sequences: [{ column: 'id', sequence: { schema: 'public', name: 'gi_id_seq' }, kind: 'serial' }],
     dependentViews: [],
+    appStatements: [],
     publications: [],
     userTriggers: [],
     rules: [],
@@ -522,6 +523,53 @@ describe('preflight refusals', () => {
       'ALTER TABLE "public"."likes" ADD CONSTRAINT "fk_x" FOREIGN KEY (gi_id) REFERENCES gi(id) NOT VALID',
     );
     expect(p.sql.validateInbound).toEqual(['ALTER TABLE "public"."likes" VALIDATE CONSTRAINT "fk_x"']);
+  });
+});
+
+describe("the primary key's widening (issue 29, item 6)", () => {
+  it('is refused when pg_stat_statements could not show the statements, naming the way to accept it', () => {
+    expect(() => buildPlan(fixture({ appStatements: null }), opts)).toThrow(
+      /The primary key gi_pkey of public\.gi becomes \(id, created_at\).*pg_stat_statements is not installed.*list "gi_pkey" in "acceptLostConstraints"/,
+    );
+    expect(() => buildPlan(fixture({ appStatements: [], appStatementsHidden: 2 }), opts)).toThrow(
+      /2 statement\(s\) of other roles are hidden/,
+    );
+  });
+
+  it('is accepted with the key in acceptLostConstraints, and listed as given up either way', () => {
+    const accepted = validatePartitionInput({
+      table: 'gi',
+      premake: 2,
+      acceptLostConstraints: ['gi_url_key', 'gi_pkey'],
+    });
+    expect(buildPlan(fixture({ appStatements: null }), accepted).givenUp).toContainEqual(
+      expect.stringMatching(/^\(id\) is unique per partition only.*statements were not checked, accepted/),
+    );
+    expect(buildPlan(fixture(), opts).givenUp).toContainEqual(
+      '(id) is unique per partition only, not across the table (primary key gi_pkey widened).',
+    );
+  });
+
+  it('refuses a statement that checks the wider key unless the widening is accepted, and one that fails always', () => {
+    const upsert = { query: 'INSERT INTO gi (id) VALUES ($1) ON CONFLICT DO NOTHING', calls: 7 };
+    const failing = { query: 'INSERT INTO gi (id) VALUES ($1) ON CONFLICT (id) DO NOTHING', calls: 3 };
+    const accepted = validatePartitionInput({
+      table: 'gi',
+      premake: 2,
+      acceptLostConstraints: ['gi_url_key', 'gi_pkey'],
+    });
+    expect(() => buildPlan(fixture({ appStatements: [upsert] }), opts)).toThrow(
+      /7 calls: ON CONFLICT without a target.*accepted with "gi_pkey" in "acceptLostConstraints"/,
+    );
+    expect(() => buildPlan(fixture({ appStatements: [upsert] }), accepted)).not.toThrow();
+    expect(() => buildPlan(fixture({ appStatements: [failing] }), accepted)).toThrow(/3 calls: ON CONFLICT \(id\)/);
+  });
+
+  it('lists the hot statements that will visit every partition', () => {
+    const plan = buildPlan(fixture({ appStatements: [{ query: 'SELECT * FROM gi WHERE id = $1', calls: 42 }] }), opts);
+    expect(plan.warnings).toContainEqual(
+      expect.stringMatching(/^"SELECT \* FROM gi WHERE id = \$1" \(42 calls\).*every partition/),
+    );
   });
 });
 
