@@ -42,9 +42,12 @@ function keyWarnings(ctx: PlanContext): void {
     );
     // preflight refuses the ones pg_stat_statements shows (statements.ts) and the widening it could not check
     const unchecked = info.appStatements == null ? 'not checked' : info.appStatementsHidden ? 'checked in part' : '';
+    const accepted = unchecked
+      ? `; the application's statements were ${unchecked}, accepted in "acceptLostConstraints"`
+      : '';
     ctx.givenUp.push(
       `(${sourceKey.join(', ')}) is unique per partition only, not across the table (primary key ${pk} ` +
-        `widened${unchecked ? `; the application's statements were ${unchecked}, accepted in "acceptLostConstraints"` : ''}).`,
+        `widened${accepted}).`,
     );
     for (const s of everyPartitionStatements(info, ctx.column)) {
       ctx.warnings.push(

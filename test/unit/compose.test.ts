@@ -81,5 +81,7 @@ test('the target database loads pg_stat_statements and creates it, as the tested
   expect(svc.postgres.command).toEqual(['postgres', '-c', 'shared_preload_libraries=pg_stat_statements']);
   const [file, target] = (svc.postgres.volumes[0] as string).split(':');
   expect(target).toBe('/docker-entrypoint-initdb.d/pg_stat_statements.sql');
-  expect(fs.readFileSync(path.join(ROOT, file), 'utf8')).toMatch(/^CREATE EXTENSION IF NOT EXISTS pg_stat_statements;$/m);
+  expect(fs.readFileSync(path.join(ROOT, file), 'utf8')).toMatch(
+    /^CREATE EXTENSION IF NOT EXISTS pg_stat_statements;$/m,
+  );
 });
