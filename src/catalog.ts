@@ -111,6 +111,8 @@ export interface TableInfo {
   dependentViews: string[];
   publications: string[];
   userTriggers: string[];
+  /** the attach path's facts (read by partitionTable's preflight with "method": "attach") */
+  attach?: { beyond: number; newest: string | null; notValidChecks: string[] };
   /** the views that read the table, with their definitions (read by partitionTable's preflight; absent otherwise) */
   views?: ViewInfo[];
   /** the table's own triggers with their definitions (read by partitionTable's preflight; absent otherwise) */

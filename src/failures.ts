@@ -26,6 +26,7 @@ export const FAILURE_TYPES = {
   PartitionTableFailed: 'partitionTable failed; the message says what its undo did',
   FixConstraintsFailed: 'fixConstraints failed; the message says what its undo did',
   CreateIndexesFailed: 'createIndexes failed; what this run built was dropped',
+  CutoffPassed: 'the attach path was not cut over two days before its cut-off month; it undid itself',
 } as const;
 
 export type FailureType = keyof typeof FAILURE_TYPES;

@@ -62,6 +62,19 @@ export interface PartitionTableInput {
    */
   startMonth?: string;
   /**
+   * `copy` (default): every row is copied into monthly partitions under a sync, then the tables are swapped.
+   * `attach`: the rows stay where they are: the table becomes the partition `<table>_history` of a new
+   * partitioned table, for every row before `cutoffMonth`, with monthly partitions from then on. No copy and
+   * no sync; a CHECK on the partition column is validated first, so the ATTACH does not scan.
+   */
+  method?: 'copy' | 'attach';
+  /**
+   * The attach path's first monthly partition (`YYYY-MM`), at least two months after the current one
+   * (default: the month after next). Until the cut-over the table refuses rows dated on or after it, and a
+   * run not cut over two days before it undoes itself.
+   */
+  cutoffMonth?: string;
+  /**
    * Names of unique indexes, UNIQUE or EXCLUDE constraints that do not contain the partition column and so
    * cannot be enforced on a partitioned table. Each is refused unless named here; named ones become plain
    * indexes (exclusion constraints are dropped) and the plan lists them.
@@ -110,6 +123,8 @@ export interface PartitionOptions {
   dryRun: boolean;
   copyMode: 'auto' | 'pages' | 'keys';
   startMonth: string | null;
+  method: 'copy' | 'attach';
+  cutoffMonth: string | null;
   acceptLostConstraints: string[];
   acceptTriggerChanges: string[];
   replica: ReplicaBounds;
@@ -132,6 +147,8 @@ export const PARTITION_INPUT_FIELDS = [
   'verifyChunkRows',
   'inboundForeignKeys',
   'acceptTriggerChanges',
+  'method',
+  'cutoffMonth',
   'timeZone',
   'lockTimeoutMs',
   'dryRun',
@@ -196,6 +213,14 @@ export function validatePartitionInput(raw: unknown): PartitionOptions {
     throw new InputError(
       `Field "startMonth" must be a month such as "2024-01", not ${JSON.stringify(input.startMonth)}.`,
     );
+  const cutoffMonth = (input.cutoffMonth as string | undefined) ?? null;
+  if (cutoffMonth !== null && !/^\d{4}-(0[1-9]|1[0-2])$/.test(cutoffMonth))
+    throw new InputError(
+      `Field "cutoffMonth" must be a month such as "2027-02", not ${JSON.stringify(input.cutoffMonth)}.`,
+    );
+  const method = enumField(input.method, 'method', ['copy', 'attach'] as const, 'copy');
+  if (cutoffMonth !== null && method !== 'attach')
+    throw new InputError('Field "cutoffMonth" belongs to "method": "attach"; remove it or set the method.');
   const lost = input.acceptLostConstraints ?? [];
   if (!Array.isArray(lost) || lost.some((x) => typeof x !== 'string' || !x)) {
     throw new InputError(
@@ -231,6 +256,8 @@ export function validatePartitionInput(raw: unknown): PartitionOptions {
     dryRun: input.dryRun === true,
     copyMode: enumField(input.copyMode, 'copyMode', ['auto', 'pages', 'keys'] as const, 'auto'),
     startMonth,
+    method,
+    cutoffMonth,
     acceptLostConstraints: lost as string[],
     acceptTriggerChanges: keep as string[],
     replica: { ...DEFAULT_REPLICA_BOUNDS, ...replicaBoundsFrom(input as Record<string, unknown>, 'Field ') },

@@ -158,6 +158,19 @@ export function partitionLayout(
   return { partitions, monthly, bodyStart: body };
 }
 
+/** The attach path's monthly partitions: from the cut-off to the current month plus `premake` (at least one). */
+export function attachLayout(table: string, cutoff: Month, current: Month, premake: number): PartitionLayout {
+  if (!Number.isInteger(premake) || premake < 0 || premake > 120) {
+    throw new InputError('Field "premake" must be a whole number of months from 0 to 120.');
+  }
+  const end = addMonths(current, premake);
+  const partitions: PartitionSpec[] = [];
+  for (let m = cutoff; partitions.length === 0 || compareMonths(m, end) <= 0; m = addMonths(m, 1)) {
+    partitions.push({ name: partitionName(table, m), from: m, to: addMonths(m, 1) });
+  }
+  return { partitions, monthly: partitions.length, bodyStart: null };
+}
+
 /** A month bucket as the verification queries print it (`YYYY-MM`, years past 9999 too), or null. */
 export function bucketMonth(text: string | null): Month | null {
   const m = text === null ? null : /^(\d{4,6})-(\d{2})$/.exec(text);

@@ -8,6 +8,8 @@ import type { ReplicaBounds } from '../src/replicas';
 
 export type Phase =
   | 'preflight'
+  | 'attach-key'
+  | 'attach-check'
   | 'shadow'
   | 'sync'
   | 'backfill'

@@ -11,7 +11,7 @@ import type { Plan } from '../src/plan';
 import type { ReplicaBounds } from '../src/replicas';
 import type { Phase, Progress } from './definitions';
 
-export type Step = 'claim' | 'shadow' | 'sync' | 'cutover';
+export type Step = 'claim' | 'attachKey' | 'shadow' | 'attachCheck' | 'sync' | 'cutover';
 
 /** State carried across continue-as-new. */
 export interface PartitionState {
@@ -40,6 +40,8 @@ export interface PartitionState {
   cutover: CutoverResult | null;
   /** what the undo could not restore */
   undoProblems?: string[];
+  /** the attach path's swap back: how long it held its lock, the rows it moved back */
+  swapBack?: { lockHoldMs: number; movedRows: number };
   /** a backfill chunk (or a round of the streams' chunks) is running */
   chunkInFlight?: boolean;
   /** set when the undo found the run taken by a cleanup: the state partflow.runs records */

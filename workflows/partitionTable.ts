@@ -61,6 +61,8 @@ export interface PartitionTableResult {
   oldTable?: string;
   /** after a rollback: what could not be restored exactly */
   undoProblems?: string[];
+  /** the attach path's swap back: how long it held its lock, the rows it moved back */
+  swapBack?: { lockHoldMs: number; movedRows: number };
 }
 
 const retry: RetryPolicy = { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s' };
@@ -170,9 +172,17 @@ async function undoStep(run: Run, step: Step, finalState: 'rolled-back' | 'faile
   const { s, lockTimeoutMs, opts } = run;
   const plan = s.plan!;
   if (step === 'cutover') {
+    if (plan.method === 'attach') {
+      const r = await long.attachSwapBack(plan, lockTimeoutMs);
+      s.swapBack = { lockHoldMs: r.lockHoldMs, movedRows: r.movedRows };
+      for (const p of r.notRestored ?? []) s.undoProblems = [...(s.undoProblems ?? []), p];
+      return;
+    }
     const r = await short.swapBack(plan, lockTimeoutMs);
     for (const p of r?.notRestored ?? []) s.undoProblems = [...(s.undoProblems ?? []), p];
-  } else if (step === 'sync') await short.dropSyncTrigger(plan, lockTimeoutMs);
+  } else if (step === 'attachCheck') await short.dropBoundCheck(plan, lockTimeoutMs);
+  else if (step === 'attachKey') await long.dropAttachKey(plan);
+  else if (step === 'sync') await short.dropSyncTrigger(plan, lockTimeoutMs);
   else if (step === 'shadow') await short.dropShadow(plan, lockTimeoutMs);
   else if (step === 'claim') await short.releaseRun(opts.table, finalState);
 }
@@ -241,6 +251,11 @@ async function setUp(run: Run): Promise<PartitionTableResult | null> {
   s.done.push('claim');
   await short.claimRun(opts.table, s.plan);
 
+  if (s.plan.method === 'attach') {
+    await attachSetUp(run, s.plan);
+    return null;
+  }
+
   checkRollback(run);
   enter(run, 'shadow');
   s.done.push('shadow');
@@ -255,6 +270,75 @@ async function setUp(run: Run): Promise<PartitionTableResult | null> {
   s.appBaselineMs = sync.appBaselineMs;
   enter(run, 'backfill');
   return null;
+}
+
+/**
+ * The attach path's steps before the approval (src/plan/attach.ts): the unique index, the empty partitioned
+ * table, the CHECK validated. No copy and no sync: the rows stay where they are.
+ */
+async function attachSetUp(run: Run, plan: Plan): Promise<void> {
+  const { s, lockTimeoutMs } = run;
+  checkRollback(run);
+  enter(run, 'attach-key');
+  s.done.push('attachKey');
+  await long.buildAttachKey(plan);
+
+  checkRollback(run);
+  enter(run, 'shadow');
+  s.done.push('shadow');
+  await short.createShadow(plan, lockTimeoutMs);
+
+  checkRollback(run);
+  enter(run, 'attach-check');
+  s.done.push('attachCheck');
+  await long.addBoundCheck(plan, lockTimeoutMs);
+  enter(run, 'awaiting-approval');
+}
+
+/**
+ * How long the attach path may wait for its approval: until two days before the cut-off (UTC; a margin for any
+ * time zone), when the CHECK would begin to refuse the application's rows. Workflow time: deterministic.
+ */
+function attachDeadlineMs(plan: Plan): number {
+  const [y, m] = plan.sql.attach!.cutoff.split('-').map(Number);
+  return Date.UTC(y, m - 1, 1) - 2 * 86_400_000 - Date.now();
+}
+
+/** The attach path from the approval on: cut-over, rollback window, done (nothing to finalize). */
+async function attachForward(run: Run, plan: Plan): Promise<void> {
+  const { s, opts, table, lockTimeoutMs } = run;
+  if (s.phase === 'awaiting-approval') {
+    const left = attachDeadlineMs(plan);
+    if (left <= 0) throw failure(attachLate(plan, table), 'CutoffPassed');
+    if (opts.approval === 'signal') {
+      log.info('waiting for approveCutover', { table, cutoff: plan.sql.attach!.cutoff });
+      const decided = await condition(() => s.approved || s.rollbackRequested, left);
+      if (!decided) throw failure(attachLate(plan, table), 'CutoffPassed');
+    }
+    checkRollback(run);
+    enter(run, 'cutover');
+  }
+  if (s.phase === 'cutover') {
+    s.done.push('cutover');
+    s.cutover = await long.attachCutover(plan, lockTimeoutMs);
+    s.lockWaitRetries += s.cutover.lockWaitRetries;
+    enter(run, 'rollback-window');
+  }
+  if (s.phase === 'rollback-window') {
+    await condition(() => s.finalizeRequested || s.rollbackRequested, opts.rollbackWindowMs);
+    checkRollback(run);
+    s.done = [];
+    await short.releaseRun(opts.table, 'done');
+    enter(run, 'done');
+  }
+}
+
+function attachLate(plan: Plan, table: string): string {
+  return (
+    `The cut-over of ${table} was not approved two days before the cut-off ${plan.sql.attach!.cutoff}, from which ` +
+    "the CHECK would refuse the application's rows: the run undoes itself (the CHECK goes first); start it " +
+    'again, with a later "cutoffMonth" if the approval takes longer.'
+  );
 }
 
 /**
@@ -418,6 +502,7 @@ async function reverifyUntilDecided(run: Run, plan: Plan): Promise<void> {
 /** From wherever the run stands (a resumed run starts in its phase) to the end. */
 async function forward(run: Run, plan: Plan): Promise<void> {
   const { s, opts, table, lockTimeoutMs } = run;
+  if (plan.method === 'attach') return attachForward(run, plan);
   if (s.phase === 'backfill') await backfill(run, plan);
   if (s.phase === 'verify') {
     checkRollback(run);
@@ -460,6 +545,7 @@ async function undoAfter(run: Run, err: unknown): Promise<PartitionTableResult> 
       rowsCopied,
       rowMoves: s.rowMoves ?? 0,
       undoProblems: s.undoProblems ?? [],
+      ...(s.swapBack ? { swapBack: s.swapBack } : {}),
     };
   }
   if (isCancellation(err)) {

@@ -4,6 +4,7 @@
  */
 import type { Plan } from '../../src/plan';
 import type { TableRef } from '../../src/ident';
+import { addBoundCheck, attachCutover, attachSwapBack, buildAttachKey, dropAttachKey, dropBoundCheck } from './attach';
 import { backfillChunk, BackfillChunkInput } from './backfill';
 import { cutover, finalize, rollbackBlocker, swapBack } from './cutover';
 import { followKeyLog } from './keylog';
@@ -39,6 +40,13 @@ export function createPartitionActivities(deps: Deps) {
     swapBack: (plan: Plan, lockTimeoutMs: number) => swapBack(deps, plan, lockTimeoutMs),
     rollbackBlocker: (plan: Plan) => rollbackBlocker(deps, plan),
     finalize: (plan: Plan, lockTimeoutMs: number) => finalize(deps, plan, lockTimeoutMs),
+    // the attach path (src/plan/attach.ts)
+    buildAttachKey: (plan: Plan) => buildAttachKey(deps, plan),
+    dropAttachKey: (plan: Plan) => dropAttachKey(deps, plan),
+    addBoundCheck: (plan: Plan, lockTimeoutMs: number) => addBoundCheck(deps, plan, lockTimeoutMs),
+    dropBoundCheck: (plan: Plan, lockTimeoutMs: number) => dropBoundCheck(deps, plan, lockTimeoutMs),
+    attachCutover: (plan: Plan, lockTimeoutMs: number) => attachCutover(deps, plan, lockTimeoutMs),
+    attachSwapBack: (plan: Plan, lockTimeoutMs: number) => attachSwapBack(deps, plan, lockTimeoutMs),
   };
 }
 

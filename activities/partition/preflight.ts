@@ -5,6 +5,7 @@ import { classify, currentWorkflowId, inTransaction, withHeartbeat } from '../ru
 import { readTableInfo } from '../runtime/inspect';
 import { readTriggers } from './triggers';
 import { readViews } from './views';
+import { readAttachFacts } from './attach';
 import { readPolicies } from './policies';
 import { readStatements } from './statements';
 import { CARRIED_SQL } from '../../src/plan/carried';
@@ -31,6 +32,7 @@ export async function preflight({ pool, log }: Deps, rawInput: unknown): Promise
     info.appStatements = seen?.statements ?? null;
     info.appStatementsHidden = seen?.hidden ?? 0;
     info.carried = (await pool.query(CARRIED_SQL, [info.oid])).rows.map((r) => r.x as string);
+    if (opts.method === 'attach') info.attach = await readAttachFacts(pool, info, opts);
     const plan = buildPlan(info, opts);
     stepLog(log, 'preflight', opts.table).info(
       { partitions: plan.partitions.length, estimatedRows: plan.estimatedRows, warnings: plan.warnings },

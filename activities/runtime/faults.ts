@@ -6,7 +6,17 @@
 import type { Logger } from '../../src/logger';
 import { sleep } from './db';
 
-export type FaultPoint = 'claim' | 'shadow' | 'sync' | 'backfill' | 'verify' | 'cutover' | 'finalize' | 'apply';
+export type FaultPoint =
+  | 'claim'
+  | 'attach-key'
+  | 'attach-check'
+  | 'shadow'
+  | 'sync'
+  | 'backfill'
+  | 'verify'
+  | 'cutover'
+  | 'finalize'
+  | 'apply';
 
 export async function faultPoint(name: FaultPoint, log: Logger): Promise<void> {
   if (process.env.PARTFLOW_FAULT_POINT !== name) return;

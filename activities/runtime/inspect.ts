@@ -265,11 +265,13 @@ async function readKeyRange(
   const currentMonth = await readCurrentMonth(c, tz);
   const timeKey = pcRow && ['timestamptz', 'timestamp', 'date'].includes(pcRow.kind) ? pcRow : null;
   const indexed = idx.some((r) => r.isValid && r.keyColumns?.[0] === timeKey?.name && /USING btree/.test(r.def));
-  const months = timeKey ? await populatedMonths(c, t, timeKey.name, timeKey.kind, tz, indexed) : [];
+  // the attach path reads no months (its layout starts at the cut-off; attach.ts counts the rows past it)
+  const attach = opts.method === 'attach';
+  const months = timeKey && !attach ? await populatedMonths(c, t, timeKey.name, timeKey.kind, tz, indexed) : [];
   const start = opts.startMonth ? parseMonth(opts.startMonth) : null;
   const layout = partitionLayout(t.name, months.map(parseMonth), parseMonth(currentMonth), opts.premake, start);
   const facts: KeyFacts = { keyRange: null, oldestMonth: null, currentMonth, nullKeyRows: 0, layout };
-  if (!timeKey) return facts;
+  if (!timeKey || attach) return facts;
   facts.oldestMonth = months[0] ?? null;
   const first = layout.partitions[0];
   const last = layout.partitions[layout.partitions.length - 1];

@@ -6,12 +6,21 @@
 import type { TableInfo } from '../catalog';
 import { displayName, qualified } from '../ident';
 import type { PartitionOptions } from '../input';
-import { boundLiteral, formatMonth, MAX_MONTHLY_PARTITIONS, parseMonth, partitionLayout } from '../partitions';
+import {
+  attachLayout,
+  boundLiteral,
+  formatMonth,
+  MAX_MONTHLY_PARTITIONS,
+  Month,
+  parseMonth,
+  partitionLayout,
+} from '../partitions';
 import { backfillStep } from './backfill';
 import { PlanContext, q, refuse, sibling } from './context';
 import { cutoverStep } from './cutover';
 import { checkNames, checkPreflight, plannedNames } from './preflight';
 import { shadowStep } from './shadow';
+import { attachCutoff, attachStep, checkAttach } from './attach';
 import { everyPartitionStatements } from './statements';
 import { movesCounter, syncObjects, syncStep } from './sync';
 import type { Plan, PlannedPartition } from './types';
@@ -89,13 +98,21 @@ function layoutWarnings(ctx: PlanContext, partitions: PlannedPartition[], startM
 }
 
 /** The context every step reads, after the preflight checks and the layout's own refusals. */
-function planContext(info: TableInfo, opts: PartitionOptions): { ctx: PlanContext; partitions: PlannedPartition[] } {
+function planContext(
+  info: TableInfo,
+  opts: PartitionOptions,
+): { ctx: PlanContext; partitions: PlannedPartition[]; cutoff: Month | null } {
+  // the attach path's own refusals first: what it does not carry, the copy path may
+  const cutoff = opts.method === 'attach' ? attachCutoff(opts, info.currentMonth) : null;
+  if (cutoff) checkAttach(info, opts, displayName(info.table));
   checkPreflight(info, opts);
   const table = info.table;
   const pc = info.partitionColumn!;
   const startMonth = opts.startMonth ? parseMonth(opts.startMonth) : null;
   const months = (info.keyRange?.months ?? []).map(parseMonth);
-  const layout = partitionLayout(table.name, months, parseMonth(info.currentMonth), opts.premake, startMonth);
+  const layout = cutoff
+    ? attachLayout(table.name, cutoff, parseMonth(info.currentMonth), opts.premake)
+    : partitionLayout(table.name, months, parseMonth(info.currentMonth), opts.premake, startMonth);
   if (!startMonth && layout.monthly > MAX_MONTHLY_PARTITIONS) {
     const suggest = formatMonth(layout.partitions[layout.monthly - MAX_MONTHLY_PARTITIONS].from);
     refuse(
@@ -107,7 +124,10 @@ function planContext(info: TableInfo, opts: PartitionOptions): { ctx: PlanContex
   }
   const partitions = layout.partitions.map((s) => ({ name: s.name, from: formatMonth(s.from), to: formatMonth(s.to) }));
   const defaultPartition = `${table.name}_default`;
-  checkNames(info, plannedNames(table, partitions, info.indexes.filter((i) => !i.isPrimary).length + 1));
+  const names = plannedNames(table, partitions, info.indexes.filter((i) => !i.isPrimary).length + 1);
+  if (cutoff)
+    names.push(`${table.name}_history`, `${table.name}_pfa_key`, `${table.name}_pfa_back`, `${table.name}_pfa_bound`);
+  checkNames(info, names);
   const sourceKey = info.primaryKey!.columns;
   const ctx: PlanContext = {
     info,
@@ -130,18 +150,19 @@ function planContext(info: TableInfo, opts: PartitionOptions): { ctx: PlanContex
     givenUp: [],
   };
   keyWarnings(ctx);
-  layoutWarnings(ctx, partitions, !!startMonth);
-  return { ctx, partitions };
+  if (!cutoff) layoutWarnings(ctx, partitions, !!startMonth);
+  return { ctx, partitions, cutoff };
 }
 
 export function buildPlan(info: TableInfo, opts: PartitionOptions): Plan {
-  const { ctx, partitions } = planContext(info, opts);
+  const { ctx, partitions, cutoff } = planContext(info, opts);
   const shadow = shadowStep(ctx);
+  const attach = cutoff ? attachStep(ctx, shadow.indexRenames, cutoff) : undefined;
   const sync = syncStep(ctx);
   const backfill = backfillStep(ctx);
   const verify = verifyStep(ctx);
   const cutover = cutoverStep(ctx, shadow.indexRenames, sync.dropSyncTrigger);
-  if (info.totalBytes) {
+  if (info.totalBytes && !attach) {
     const gib = (b: number) => `${(b / 2 ** 30).toFixed(b < 2 ** 30 ? 2 : 1)} GiB`;
     ctx.warnings.push(
       `The copy needs about ${gib(info.totalBytes)} of disk, as much as the table with its indexes ` +
@@ -179,7 +200,8 @@ export function buildPlan(info: TableInfo, opts: PartitionOptions): Plan {
     ...(info.views ? { views: info.views } : {}),
     ...(info.carried ? { carried: info.carried } : {}),
     movesCounter: movesCounter(ctx),
-    sql: { ...sync, ...shadowSqlOf(shadow), ...backfill, ...verify, ...cutover },
+    sql: { ...sync, ...shadowSqlOf(shadow), ...backfill, ...verify, ...cutover, ...(attach ? { attach } : {}) },
+    ...(attach ? { method: 'attach' as const } : {}),
     warnings: ctx.warnings,
     givenUp: ctx.givenUp,
     outsideRows: info.keyRange?.outsideRows ?? 0,
@@ -213,6 +235,15 @@ export function planSummary(plan: Plan): string {
 export function planStatements(plan: Plan): { step: string; sql: string }[] {
   const s = plan.sql;
   const each = (step: string, list: string[]) => list.map((sql) => ({ step, sql }));
+  const a = s.attach;
+  if (a) {
+    return [
+      ...each('attach key', [a.buildKey]),
+      ...each('shadow', [...s.shadow, ...s.shadowForeignKeys]),
+      ...each('attach check', [a.addCheck, a.validateCheck]),
+      ...each('cutover', a.cutover),
+    ];
+  }
   const backfill = plan.copyMode === 'pages' ? [s.backfillBatch] : [s.keyBound, s.keyCopy];
   return [
     ...each('shadow', [...s.shadow, ...s.shadowForeignKeys]),
@@ -236,6 +267,15 @@ export function planStatements(plan: Plan): { step: string; sql: string }[] {
 export function undoStatements(plan: Plan): { step: string; sql: string }[] {
   const s = plan.sql;
   const each = (step: string, list: string[]) => list.map((sql) => ({ step, sql }));
+  const a = s.attach;
+  if (a) {
+    return [
+      ...each('undo cutover', [a.buildBack, ...a.swapBack, ...s.validateInbound]),
+      ...each('undo attach check', [a.dropCheck]),
+      ...each('undo shadow', s.dropShadow),
+      ...each('undo attach key', [a.dropKey, a.dropBack]),
+    ];
+  }
   return [
     ...each('undo cutover', [...s.swapBack, ...s.validateInbound]),
     ...each('undo sync', [...s.dropSyncTrigger, ...s.dropCounters]),

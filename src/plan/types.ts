@@ -11,6 +11,7 @@ import type { ForeignKeyInfo, ViewInfo } from '../catalog';
 import type { TableRef } from '../ident';
 import type { PartitionColumnType } from '../partitions';
 import type { KeyLogApplySql } from './keylog';
+import type { AttachSql } from './attach';
 
 export const FORWARD_TRIGGER = 'partflow_sync_fwd';
 export const REVERSE_TRIGGER = 'partflow_sync_rev';
@@ -87,6 +88,8 @@ export interface PlanSql {
   verifyShadow: string;
   /** chunked verification (plans made before 0.3 lack it: they verify in one snapshot) */
   verifyChunk?: VerifyChunkSql;
+  /** the attach path's statements (plans with "method": "attach") */
+  attach?: AttachSql;
   /** one transaction, beginning with its LOCK TABLE */
   cutover: string[];
   /** one transaction, beginning with its LOCK TABLE: undo of cutover while the old table is kept in sync */
@@ -99,6 +102,8 @@ export interface PlanSql {
 }
 
 export interface Plan {
+  /** absent: the copy path; `attach`: the rows stay, the table becomes the history partition (sql.attach) */
+  method?: 'attach';
   table: TableRef;
   tableOid: number;
   shadow: TableRef;

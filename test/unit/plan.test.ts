@@ -573,6 +573,82 @@ describe("the primary key's widening (issue 29, item 6)", () => {
   });
 });
 
+describe('the attach path (issue 25)', () => {
+  const attachOpts = validatePartitionInput({ table: 'gi', premake: 2, method: 'attach' });
+  const facts = { attach: { beyond: 0, newest: null, notValidChecks: [] } };
+  const noUrl = (i: TableInfo['indexes'][number]) => i.name !== 'gi_url_key';
+  const info = (over: Partial<TableInfo> = {}) => {
+    const f = fixture({ ...facts, ...over });
+    return { ...f, indexes: f.indexes.filter(noUrl), ...over };
+  };
+  const plan = buildPlan(info(), attachOpts);
+  const a = plan.sql.attach!;
+
+  it('keeps the rows: the history partition below the month after next, monthly partitions from it', () => {
+    expect(plan.method).toBe('attach');
+    expect(a.cutoff).toBe('2025-03');
+    expect(plan.partitions.map((p) => p.name)).toEqual(['gi_2025_03']);
+    expect(a.buildKey).toBe('CREATE UNIQUE INDEX CONCURRENTLY "gi_pfa_key" ON "public"."gi" ("id", "created_at")');
+    expect(a.addCheck).toBe(
+      `ALTER TABLE "public"."gi" ADD CONSTRAINT "gi_pfa_bound" CHECK ("created_at" < '2025-03-01 00:00:00 UTC'::timestamptz) NOT VALID`,
+    );
+    expect(a.validateCheck).toBe('ALTER TABLE "public"."gi" VALIDATE CONSTRAINT "gi_pfa_bound"');
+  });
+
+  it('cuts over in one transaction: the key swapped to the new index, renames, the ATTACH, the sequence', () => {
+    expect(a.cutover).toEqual([
+      'LOCK TABLE "public"."gi", "public"."gi_pf_shadow" IN ACCESS EXCLUSIVE MODE',
+      'ALTER TABLE "public"."gi" DROP CONSTRAINT "gi_pkey"',
+      'ALTER TABLE "public"."gi" ADD CONSTRAINT "gi_pfo_0" PRIMARY KEY USING INDEX "gi_pfa_key"',
+      'ALTER TABLE "public"."gi" RENAME TO "gi_history"',
+      ...plan.indexRenames.slice(1).map((r) => `ALTER INDEX "public"."${r.original}" RENAME TO "${r.oldParked}"`),
+      'ALTER TABLE "public"."gi_pf_shadow" RENAME TO "gi"',
+      ...plan.indexRenames.map((r) => `ALTER INDEX "public"."${r.shadowTemp}" RENAME TO "${r.original}"`),
+      `ALTER TABLE "public"."gi" ATTACH PARTITION "public"."gi_history" FOR VALUES FROM (MINVALUE) TO ('2025-03-01 00:00:00 UTC'::timestamptz)`,
+      'ALTER SEQUENCE "public"."gi_id_seq" OWNED BY "public"."gi"."id"',
+    ]);
+  });
+
+  it('swaps back: detach, the rows since the cut-over moved back, the original key on its rebuilt index', () => {
+    expect(a.buildBack).toBe('CREATE UNIQUE INDEX CONCURRENTLY "gi_pfa_back" ON "public"."gi_history" ("id")');
+    expect(a.swapBack.slice(0, 4)).toEqual([
+      'LOCK TABLE "public"."gi" IN ACCESS EXCLUSIVE MODE',
+      'ALTER TABLE "public"."gi" DETACH PARTITION "public"."gi_history"',
+      'ALTER TABLE "public"."gi_history" DROP CONSTRAINT IF EXISTS "gi_pfa_bound"',
+      `INSERT INTO "public"."gi_history" (${plan.columns.map((c) => `"${c}"`).join(', ')}) SELECT ${plan.columns.map((c) => `"${c}"`).join(', ')} FROM "public"."gi"`,
+    ]);
+    expect(a.swapBack).toContain(
+      'ALTER TABLE "public"."gi_history" ADD CONSTRAINT "gi_pkey" PRIMARY KEY USING INDEX "gi_pfa_back"',
+    );
+    expect(a.swapBack).toContain('ALTER TABLE "public"."gi_history" RENAME TO "gi"');
+  });
+
+  it.each<[string, Partial<TableInfo>, RegExp]>([
+    [
+      'rows past the cut-off',
+      { attach: { beyond: 3, newest: '9999-12-31', notValidChecks: [] } },
+      /^3 row\(s\) of public\.gi are dated on or after the cut-off \(the newest 9999-12-31\)/,
+    ],
+    [
+      'a NOT VALID check',
+      { attach: { beyond: 0, newest: null, notValidChecks: ['gi_len'] } },
+      /CHECK constraint\(s\) gi_len of public\.gi are NOT VALID/,
+    ],
+    ['a trigger', { userTriggers: ['audit'] }, /Trigger\(s\) audit of public\.gi: .*use "method": "copy"/],
+  ])('refuses %s', (_, over, expected) => {
+    expect(() => buildPlan(info(over), attachOpts)).toThrow(expected);
+  });
+
+  it('refuses a unique index without the partition column, and a cutoffMonth too near', () => {
+    expect(() => buildPlan(fixture(facts), attachOpts)).toThrow(/gi_url_key of public\.gi would lose its uniqueness/);
+    const near = validatePartitionInput({ table: 'gi', method: 'attach', cutoffMonth: '2025-02' });
+    expect(() => buildPlan(info(), near)).toThrow(/must be at least two months after the current month 2025-01/);
+    expect(() => validatePartitionInput({ table: 'gi', cutoffMonth: '2025-09' })).toThrow(
+      /belongs to "method": "attach"/,
+    );
+  });
+});
+
 describe('partition layout', () => {
   it('leaves outliers (a sentinel year, decades-old strays) to the default partition and says how many', () => {
     const p = buildPlan(

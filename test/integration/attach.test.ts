@@ -1,0 +1,323 @@
+/**
+ * Issue 25: the attach path. The table's rows stay where they are; it becomes the history partition of a new
+ * partitioned table. Writers insert, update (the payload, the partition key, the id) and delete through the
+ * whole run, each on its own rows, keeping their own record of what committed; the table is compared with that
+ * record after a rollback and after a cut-over that stays. Refusals leave the catalog unchanged.
+ */
+import { WorkflowFailedError, WorkflowHandle } from '@temporalio/client';
+import type { TestWorkflowEnvironment } from '@temporalio/testing';
+import type { PartitionTableInput } from '../../src/input';
+import type { PartitionTableResult } from '../../workflows/partitionTable';
+import { catalogSnapshot, TestDb } from '../helpers/pg';
+import { startStack, Stack } from '../helpers/stack';
+import { sleep, waitFor } from '../helpers/workflow';
+
+const TQ = 'partflow-attach';
+let stack: Stack;
+let env: TestWorkflowEnvironment;
+let db: TestDb;
+let seq = 0;
+
+beforeAll(async () => {
+  stack = await startStack('attach', TQ);
+  ({ env, db } = stack);
+});
+
+afterAll(async () => {
+  await stack?.teardown();
+});
+
+const stops: (() => Promise<void>)[] = [];
+afterEach(async () => {
+  for (const stop of stops.splice(0)) await stop().catch(() => undefined);
+});
+
+function start(input: PartitionTableInput): Promise<WorkflowHandle> {
+  return env.client.workflow.start('partitionTable', {
+    taskQueue: TQ,
+    workflowId: `attach-${++seq}-${Date.now()}`,
+    args: [input],
+  });
+}
+
+async function createImages(name: string, rows: number): Promise<void> {
+  await db.pool.query(`
+    CREATE TABLE ${name} (
+      id bigserial PRIMARY KEY,
+      user_id int NOT NULL,
+      payload text,
+      created_at timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE INDEX ${name}_user_idx ON ${name} (user_id);
+    CREATE INDEX ${name}_created_idx ON ${name} (created_at);
+    COMMENT ON TABLE ${name} IS 'images';
+    INSERT INTO ${name} (user_id, payload, created_at)
+      SELECT g % 50, 'p' || g, now() - (g % 180) * interval '1 day' FROM generate_series(1, ${rows}) g;
+    ANALYZE ${name};`);
+}
+
+interface Row {
+  created_at: string;
+  payload: string;
+}
+
+/**
+ * Three lanes, each on its own rows (id % 3): no two lanes touch one row, so each lane's record of what it
+ * committed, in order, is the truth for its rows. `future` lets inserts and moves date rows past the cut-off
+ * (only once the table is partitioned: before, the CHECK would refuse them, as it must).
+ */
+function writers(table: string, ids: number[], future: () => string | null) {
+  const record = new Map<number, Row | null>();
+  const errors: string[] = [];
+  let running = true;
+  let n = 0;
+  const counts = { insert: 0, update: 0, move: 0, rekey: 0, delete: 0 };
+  const lane = async (lane: number) => {
+    const mine = new Set(ids.filter((id) => id % 3 === lane));
+    while (running) {
+      const op = `w${lane}-${++n}`;
+      const pick = [...mine][Math.floor(Math.random() * mine.size)];
+      const r = Math.random();
+      const ahead = future();
+      try {
+        if (r < 0.25 || pick === undefined) {
+          const when =
+            ahead && Math.random() < 0.5
+              ? `'${ahead}'::timestamptz + random() * interval '20 days'`
+              : `now() - random() * interval '100 days'`;
+          // the lane's own ids: drawn until one is the lane's (the sequence is shared)
+          const x = await db.pool.query(
+            `INSERT INTO ${table} (user_id, payload, created_at) VALUES (1, $1, ${when}) RETURNING id, created_at::text, payload`,
+            [op],
+          );
+          const id = Number(x.rows[0].id);
+          record.set(id, { created_at: x.rows[0].created_at, payload: x.rows[0].payload });
+          if (id % 3 === lane) mine.add(id);
+          else {
+            // not this lane's: delete it again at once (still this lane's write, recorded)
+            await db.pool.query(`DELETE FROM ${table} WHERE id = $1`, [id]);
+            record.set(id, null);
+          }
+          counts.insert++;
+        } else if (r < 0.5) {
+          const x = await db.pool.query(
+            `UPDATE ${table} SET payload = $1 WHERE id = $2 RETURNING created_at::text, payload`,
+            [op, pick],
+          );
+          if (x.rowCount) record.set(pick, x.rows[0]);
+          counts.update++;
+        } else if (r < 0.7) {
+          // the partition key: to another month, past the cut-off once there is a partition for it
+          const to =
+            ahead && Math.random() < 0.5
+              ? `'${ahead}'::timestamptz + interval '3 days'`
+              : `created_at - interval '32 days'`;
+          const x = await db.pool.query(
+            `UPDATE ${table} SET created_at = ${to}, payload = $1 WHERE id = $2 RETURNING created_at::text, payload`,
+            [op, pick],
+          );
+          if (x.rowCount) record.set(pick, x.rows[0]);
+          counts.move++;
+        } else if (r < 0.8) {
+          // the id: a new one of the same lane
+          const x = await db.pool.query(
+            `UPDATE ${table} SET id = id + 3000000, payload = $1 WHERE id = $2 RETURNING id, created_at::text, payload`,
+            [op, pick],
+          );
+          if (x.rowCount) {
+            const id = Number(x.rows[0].id);
+            record.set(pick, null);
+            record.set(id, { created_at: x.rows[0].created_at, payload: x.rows[0].payload });
+            mine.delete(pick);
+            mine.add(id);
+          }
+          counts.rekey++;
+        } else {
+          const x = await db.pool.query(`DELETE FROM ${table} WHERE id = $1`, [pick]);
+          if (x.rowCount) record.set(pick, null);
+          mine.delete(pick);
+          counts.delete++;
+        }
+      } catch (err) {
+        errors.push(`${op}: ${(err as Error).message}`);
+      }
+      await sleep(5);
+    }
+  };
+  const lanes = [0, 1, 2].map(lane);
+  const stop = async () => {
+    running = false;
+    await Promise.all(lanes);
+  };
+  stops.push(stop);
+  return { record, errors, counts, stop };
+}
+
+/** The table's rows against the start state with the writers' record applied. */
+async function compare(table: string, before: Map<number, Row>, record: Map<number, Row | null>): Promise<void> {
+  const expected = new Map(before);
+  for (const [id, row] of record) {
+    if (row) expected.set(id, row);
+    else expected.delete(id);
+  }
+  const now = await db.pool.query(`SELECT id, created_at::text, payload FROM ${table} ORDER BY id`);
+  const got = new Map(now.rows.map((r) => [Number(r.id), { created_at: r.created_at, payload: r.payload }]));
+  const missing = [...expected.keys()].filter((id) => !got.has(id));
+  const extra = [...got.keys()].filter((id) => !expected.has(id));
+  const changed = [...expected.keys()].filter(
+    (id) => got.has(id) && JSON.stringify(got.get(id)) !== JSON.stringify(expected.get(id)),
+  );
+  expect({ missing: missing.slice(0, 5), extra: extra.slice(0, 5), changed: changed.slice(0, 5) }).toEqual({
+    missing: [],
+    extra: [],
+    changed: [],
+  });
+  expect(got.size).toBe(expected.size);
+}
+
+async function rowsOf(table: string): Promise<Map<number, Row>> {
+  const r = await db.pool.query(`SELECT id, created_at::text, payload FROM ${table}`);
+  return new Map(r.rows.map((x) => [Number(x.id), { created_at: x.created_at, payload: x.payload }]));
+}
+
+async function cutoffOf(h: WorkflowHandle): Promise<string> {
+  await waitFor(h, (p) => p.phase !== 'preflight', 'the claim');
+  // the plan is in the claim (partflow.runs): its cut-off month
+  const r = await db.pool.query(
+    `SELECT plan::jsonb->'sql'->'attach'->>'cutoff' AS c FROM partflow.runs WHERE workflow_id = $1`,
+    [h.workflowId],
+  );
+  return `${r.rows[0]?.c}-01 00:00:00+00`;
+}
+
+test('a dry run shows the attach path: its steps, its undo, the cut-off, and no copy', async () => {
+  await createImages('dry', 1000);
+  const before = await catalogSnapshot(db.pool, ['public']);
+  const r: PartitionTableResult = await (await start({ table: 'dry', method: 'attach', dryRun: true })).result();
+  expect(r.status).toBe('dry-run');
+  expect(r.plan!.method).toBe('attach');
+  const steps = [...new Set(r.statements!.map((x: { step: string }) => x.step))];
+  expect(steps).toEqual([
+    'attach key',
+    'shadow',
+    'attach check',
+    'cutover',
+    'undo cutover',
+    'undo attach check',
+    'undo shadow',
+    'undo attach key',
+  ]);
+  const sql = r.statements!.map((x: { sql: string }) => x.sql).join('\n');
+  expect(sql).toMatch(/CREATE UNIQUE INDEX CONCURRENTLY "dry_pfa_key" ON "public"."dry" \("id", "created_at"\)/);
+  expect(sql).toMatch(
+    /ADD CONSTRAINT "dry_pfa_bound" CHECK \("created_at" < '\d{4}-\d{2}-01 00:00:00 UTC'::timestamptz\) NOT VALID/,
+  );
+  expect(sql).toMatch(/ATTACH PARTITION "public"."dry_history" FOR VALUES FROM \(MINVALUE\) TO/);
+  expect(sql).not.toMatch(/partflow_sync|_pf_log/);
+  expect(r.plan!.warnings.join('\n')).toMatch(/Attach path: the ~1000 rows stay in public\.dry/);
+  expect(await catalogSnapshot(db.pool, ['public'])).toEqual(before);
+});
+
+test('rows dated past the cut-off, triggers, and a cutoffMonth too near are refused before anything changes', async () => {
+  await createImages('far', 100);
+  await db.pool.query(`INSERT INTO far (user_id, created_at) VALUES (1, now() + interval '5 years')`);
+  const before = await catalogSnapshot(db.pool, ['public']);
+  const refused = async (input: Partial<PartitionTableInput>) => {
+    const err = await (await start({ table: 'far', method: 'attach', ...input })).result().catch((e: unknown) => e);
+    return (err as WorkflowFailedError).cause?.message ?? 'not refused';
+  };
+  expect(await refused({})).toMatch(
+    /^1 row\(s\) of public\.far are dated on or after the cut-off \(the newest .*set "cutoffMonth" after them, or use "method": "copy"/,
+  );
+  expect(await refused({ cutoffMonth: '2020-01' })).toMatch(
+    /Field "cutoffMonth" \(2020-01\) must be at least two months after the current month/,
+  );
+  await db.pool.query(`DELETE FROM far WHERE created_at > now() + interval '1 year'`);
+  await db.pool.query(`CREATE FUNCTION far_touch() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$`);
+  await db.pool.query(`CREATE TRIGGER far_touch BEFORE UPDATE ON far FOR EACH ROW EXECUTE FUNCTION far_touch()`);
+  expect(await refused({})).toMatch(/Trigger\(s\) far_touch of public\.far: .*use "method": "copy", which carries it/);
+  await db.pool.query(`DROP TRIGGER far_touch ON far; DROP FUNCTION far_touch()`);
+  expect(await catalogSnapshot(db.pool, ['public'])).toEqual(before);
+});
+
+test('writers through the cut-over, the rollback window and a rollback: the table is as before with every write; then a cut-over that stays', async () => {
+  await createImages('img', 20000);
+  await db.pool.query(
+    `CREATE TABLE img_likes (id serial PRIMARY KEY, img_id bigint REFERENCES img (id) ON DELETE CASCADE)`,
+  );
+  await db.pool.query(`CREATE VIEW img_recent AS SELECT id, payload FROM img WHERE user_id < 10`);
+  const catalogBefore = await catalogSnapshot(db.pool, ['public']);
+  const start0 = await rowsOf('img');
+  let ahead: string | null = null;
+  const w = writers('img', [...start0.keys()], () => ahead);
+  const h = await start({ table: 'img', method: 'attach', rollbackWindow: '1h', inboundForeignKeys: 'drop' });
+  const cutoff = await cutoffOf(h);
+  await waitFor(h, (p) => p.phase === 'awaiting-approval', 'the approval');
+  // the CHECK is there, validated; the table is still plain
+  const check = await db.pool.query(`SELECT convalidated FROM pg_constraint WHERE conname = 'img_pfa_bound'`);
+  expect(check.rows[0].convalidated).toBe(true);
+  await sleep(500);
+  await h.signal('approveCutover');
+  await waitFor(h, (p) => p.phase === 'rollback-window', 'the cut-over');
+  const kind = await db.pool.query(`SELECT relkind FROM pg_class WHERE oid = 'img'::regclass`);
+  expect(kind.rows[0].relkind).toBe('p');
+  const parts = await db.pool.query(
+    `SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) AS bound FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+      WHERE i.inhparent = 'img'::regclass ORDER BY 1`,
+  );
+  expect(parts.rows.find((p) => p.relname === 'img_history')?.bound).toMatch(/^FOR VALUES FROM \(MINVALUE\) TO/);
+  // the application writes past the cut-off now: into the monthly partitions
+  ahead = cutoff;
+  await sleep(3000);
+  const inMonths = await db.pool.query(`SELECT count(*)::int AS n FROM img WHERE tableoid <> 'img_history'::regclass`);
+  expect(inMonths.rows[0].n).toBeGreaterThan(0);
+  await h.signal('rollback');
+  const r: PartitionTableResult = await h.result();
+  expect(r.status).toBe('rolled-back');
+  ahead = null;
+  await sleep(300);
+  await w.stop();
+  expect(w.errors).toEqual([]);
+  await compare('img', start0, w.record);
+  expect(await catalogSnapshot(db.pool, ['public'])).toEqual(catalogBefore);
+  for (const k of Object.values(w.counts)) expect(k).toBeGreaterThan(0);
+  expect(r.swapBack!.movedRows).toBeGreaterThan(0);
+  console.log(
+    `attach: cut-over lock ${r.cutover?.lockHoldMs} ms; swap back lock ${r.swapBack!.lockHoldMs} ms moving ` +
+      `${r.swapBack!.movedRows} rows; writes ${JSON.stringify(w.counts)}`,
+  );
+
+  // again, and the cut-over stays: every write there, in the partition its date says
+  const start1 = await rowsOf('img');
+  const w2 = writers('img', [...start1.keys()], () => ahead);
+  // the rows dated past the first cut-off (moved back by the rollback) need a later one: a month on
+  const [y, m] = cutoff.slice(0, 7).split('-').map(Number);
+  const cutoffMonth = m === 12 ? `${y + 1}-01` : `${y}-${String(m + 1).padStart(2, '0')}`;
+  const h2 = await start({
+    table: 'img',
+    method: 'attach',
+    cutoffMonth,
+    approval: 'auto',
+    rollbackWindow: '1s',
+    inboundForeignKeys: 'drop',
+  });
+  const cutoff2 = await cutoffOf(h2);
+  await waitFor(h2, (p) => ['rollback-window', 'done'].includes(p.phase), 'the cut-over');
+  ahead = cutoff2;
+  const r2: PartitionTableResult = await h2.result();
+  expect(r2.status).toBe('done');
+  await sleep(2000);
+  await w2.stop();
+  expect(w2.errors).toEqual([]);
+  await compare('img', start1, w2.record);
+  const misplaced = await db.pool.query(
+    `SELECT count(*)::int AS n FROM img WHERE (tableoid = 'img_history'::regclass) <> (created_at < $1::timestamptz)`,
+    [cutoff2],
+  );
+  expect(misplaced.rows[0].n).toBe(0);
+  const pk = await db.pool.query(`SELECT pg_get_constraintdef(oid) AS d FROM pg_constraint WHERE conname = 'img_pkey'`);
+  expect(pk.rows[0].d).toBe('PRIMARY KEY (id, created_at)');
+  const view = await db.pool.query(`SELECT count(*)::int AS n FROM img_recent`);
+  expect(view.rows[0].n).toBe((await db.pool.query(`SELECT count(*)::int AS n FROM img WHERE user_id < 10`)).rows[0].n);
+  console.log(`attach (stays): cut-over lock ${r2.cutover!.lockHoldMs} ms; writes ${JSON.stringify(w2.counts)}`);
+});
