@@ -208,6 +208,48 @@ async function checkAttachable(c: PoolClient, plan: Plan, a: AttachSql): Promise
   }
 }
 
+/**
+ * Runs the cut-over's statements and proves the ATTACH did no work on the table under the lock: PostgreSQL
+ * says at DEBUG1 when the partition constraint is implied by the table's constraints (no scan; its
+ * "is implied by existing constraints"), and an index or foreign key that the partition lacked would show up as
+ * a new one (an index built, a foreign key validated: a scan each). Anything of the kind rolls the attempt
+ * back: the run fails rather than hold the lock for a scan.
+ */
+async function attachWithoutWork(c: PoolClient, plan: Plan, statements: () => Promise<void>): Promise<boolean> {
+  const count = async () =>
+    (
+      await c.query(
+        `SELECT (SELECT count(*) FROM pg_index WHERE indrelid = $1)::int AS i,
+                (SELECT count(*) FROM pg_constraint WHERE conrelid = $1)::int AS k`,
+        [plan.tableOid],
+      )
+    ).rows[0] as { i: number; k: number };
+  const before = await count();
+  let implied = false;
+  const hear = (m: { message?: string }) => {
+    if (/is implied by existing constraints/.test(m.message ?? '')) implied = true;
+  };
+  c.on('notice', hear);
+  try {
+    await c.query(`SET LOCAL client_min_messages = debug1`);
+    await statements();
+    await c.query(`SET LOCAL client_min_messages = notice`);
+  } finally {
+    c.removeListener('notice', hear);
+  }
+  const after = await count();
+  // the primary key's old index is dropped, its new one was there already; constraints: one out, one in
+  if (!implied || after.i !== before.i - 1 || after.k !== before.k) {
+    throw failure(
+      `The ATTACH of ${displayName(plan.table)} would have ${implied ? '' : 'scanned the table, '}` +
+        `${after.i !== before.i - 1 ? 'built an index, ' : ''}${after.k !== before.k ? 'added a constraint, ' : ''}` +
+        'under the lock; not cutting over: the run rolls back.',
+      'TableChanged',
+    );
+  }
+  return true;
+}
+
 /** The attach path's cut-over: one short transaction under the lock budget, retried with backoff. */
 export async function attachCutover({ pool, log }: Deps, plan: Plan, lockTimeoutMs: number): Promise<CutoverResult> {
   await ownPlan(pool, plan.table, plan);
@@ -218,12 +260,13 @@ export async function attachCutover({ pool, log }: Deps, plan: Plan, lockTimeout
   const { lock, then } = splitLock(a.cutover);
   const across = acrossPartitions(plan, lockTimeoutMs);
   let lockedAt = 0;
+  let scanSkipped = false;
   const swap = async (c: PoolClient) => {
     await lockUpFront(c, [lock], across.budget);
     lockedAt = Date.now();
     await fence(c, plan.table);
     await checkAttachable(c, plan, a);
-    await runAll(c, then);
+    scanSkipped = await attachWithoutWork(c, plan, () => runAll(c, then));
     await faultPoint('cutover', l); // attached, not committed
     await c.query(
       `UPDATE ${RUNS} SET cutover_done = true, updated_at = now() WHERE table_schema = $1 AND table_name = $2`,
@@ -232,11 +275,9 @@ export async function attachCutover({ pool, log }: Deps, plan: Plan, lockTimeout
   };
   const { stats } = await withLockRetry(pool, l, 'cutover', across.ms, swap, across.opts);
   const lockHoldMs = Date.now() - lockedAt;
-  l.info(
-    { lockHoldMs, attempts: stats.attempts, history: displayName(a.history) },
-    'attached as the history partition',
-  );
-  return { alreadyDone: false, attempts: stats.attempts, lockWaitRetries: stats.lockWaitRetries, lockHoldMs };
+  l.info({ lockHoldMs, attempts: stats.attempts, scanSkipped }, 'attached as the history partition');
+  const { attempts, lockWaitRetries } = stats;
+  return { alreadyDone: false, attempts, lockWaitRetries, lockHoldMs, scanSkipped };
 }
 
 /**

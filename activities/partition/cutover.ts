@@ -36,6 +36,8 @@ export interface CutoverResult {
   rowMoves?: number;
   /** keys of the key log applied under the cut-over's lock (plans with a key log) */
   keysAppliedUnderLock?: number;
+  /** the attach path: PostgreSQL confirmed the ATTACH skipped its scan (it refuses the cut-over otherwise) */
+  scanSkipped?: boolean;
   /** the last check: keys copied since the last verification pass, compared before the swap (newer plans) */
   lastCheck?: { keys: number; repaired: string[] };
 }

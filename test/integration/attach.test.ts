@@ -282,6 +282,7 @@ test('writers through the cut-over, the rollback window and a rollback: the tabl
   expect(await catalogSnapshot(db.pool, ['public'])).toEqual(catalogBefore);
   for (const k of Object.values(w.counts)) expect(k).toBeGreaterThan(0);
   expect(r.swapBack!.movedRows).toBeGreaterThan(0);
+  expect(r.cutover!.scanSkipped).toBe(true);
   console.log(
     `attach: cut-over lock ${r.cutover?.lockHoldMs} ms; swap back lock ${r.swapBack!.lockHoldMs} ms moving ` +
       `${r.swapBack!.movedRows} rows; writes ${JSON.stringify(w.counts)}`,
