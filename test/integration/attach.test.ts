@@ -322,3 +322,31 @@ test('writers through the cut-over, the rollback window and a rollback: the tabl
   expect(view.rows[0].n).toBe((await db.pool.query(`SELECT count(*)::int AS n FROM img WHERE user_id < 10`)).rows[0].n);
   console.log(`attach (stays): cut-over lock ${r2.cutover!.lockHoldMs} ms; writes ${JSON.stringify(w2.counts)}`);
 });
+
+test('maintainPartitions knows the history partition: reported, premade after it, never retired while it holds recent rows', async () => {
+  await createImages('mh', 2000);
+  const r: PartitionTableResult = await (
+    await start({ table: 'mh', method: 'attach', approval: 'auto', rollbackWindow: '1s' })
+  ).result();
+  expect(r.status).toBe('done');
+  const before = await db.pool.query(`SELECT count(*)::int AS n FROM mh_history`);
+  const m = await (
+    await env.client.workflow.start('maintainPartitions', {
+      taskQueue: TQ,
+      workflowId: `attach-maint-${Date.now()}`,
+      args: [{ tables: [{ table: 'mh', premake: 6, retention: '2 months' }] }],
+    })
+  ).result();
+  expect(m.failures).toEqual([]);
+  const report = m.tables[0];
+  const history = report.partitions.find((p: { name: string }) => p.name === 'mh_history');
+  expect(history).toMatchObject({ from: expect.stringMatching(/^0000-01/) });
+  expect(report.archived).toEqual([]);
+  expect(report.created.length).toBeGreaterThan(0);
+  const after = await db.pool.query(`SELECT count(*)::int AS n FROM mh_history`);
+  expect(after.rows[0].n).toBe(before.rows[0].n);
+  const attached = await db.pool.query(
+    `SELECT count(*)::int AS n FROM pg_inherits WHERE inhrelid = 'mh_history'::regclass`,
+  );
+  expect(attached.rows[0].n).toBe(1);
+});

@@ -31,6 +31,11 @@ describe('maintenance arithmetic', () => {
       [],
     );
   });
+  it("retires the attach path's history partition (from MINVALUE) only once it has wholly expired", () => {
+    const history = { name: 't_history', lo: '0000-01-01 00:00:00', hi: '2025-03-01 00:00:00' };
+    expect(expiredPartitions([history], parseMonth('2026-02'), 12)).toEqual([]);
+    expect(expiredPartitions([history], parseMonth('2026-03'), 12)).toEqual([history]);
+  });
   it('premakes the current month and the next ones', () => {
     expect(monthsToPremake(parseMonth('2025-11'), 2)).toEqual([
       parseMonth('2025-11'),
