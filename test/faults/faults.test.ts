@@ -223,6 +223,20 @@ describe.each(['shadow', 'sync', 'backfill', 'apply', 'verify', 'cutover', 'fina
   },
 );
 
+/** The attach path's cut-off a year ahead: the writers date rows up to two months ahead and move them by a month. */
+function aYearAhead(): string {
+  const d = new Date();
+  return `${d.getUTCFullYear() + 1}-${String(d.getUTCMonth() + 1).padStart(2, '0')}`;
+}
+
+describe.each(['attach-key', 'attach-check', 'cutover'])(
+  'the attach path: worker SIGKILLed at the %s fault point',
+  (point) => {
+    test('a new worker finishes the run exactly', () =>
+      killedAt(point, { method: 'attach', cutoffMonth: aYearAhead() }, ' (attach path)'));
+  },
+);
+
 test('worker SIGKILLed in the rollback window, then finalize', async () => {
   await scenario('worker SIGKILL in rollback-window', 'uuid', { rollbackWindow: '1h' }, async (h) => {
     const a = startWorker();
