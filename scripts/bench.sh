@@ -15,6 +15,7 @@ cd "$PARTFLOW_ROOT"
 if [ "${1:-}" = "--replica" ]; then shift; exec node dist/bench/replica.js "$@"; fi
 if [ "${1:-}" = "--waits" ]; then shift; exec node dist/bench/waits.js "$@"; fi
 if [ "${1:-}" = "--ops" ]; then shift; exec node dist/bench/ops.js "$@"; fi
+if [ "${1:-}" = "--attach" ]; then shift; exec node dist/bench/attach.js "$@"; fi
 # npm run bench: the copy benchmark (bench/bench.ts, with the flags given), then the longest application
 # wait per workflow (bench/waits.ts), the key log's cost per statement (bench/ops.ts) and the replica trade-off
 # (bench/replica.ts) with their defaults
