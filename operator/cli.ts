@@ -77,6 +77,8 @@ function inputFrom(table: string, v: Opts): PartitionTableInput {
   if (v.lockTimeoutMs) input.lockTimeoutMs = num(v.lockTimeoutMs, 'lock-timeout-ms');
   if (v.startMonth) input.startMonth = v.startMonth as string;
   if (v.copyMode) input.copyMode = v.copyMode as PartitionTableInput['copyMode'];
+  if (v.method) input.method = v.method as PartitionTableInput['method'];
+  if (v.cutoffMonth) input.cutoffMonth = v.cutoffMonth as string;
   Object.assign(input, replicaFrom(v));
   if ((v.acceptLostConstraint as string[] | undefined)?.length) {
     input.acceptLostConstraints = v.acceptLostConstraint as string[];
@@ -356,6 +358,10 @@ function partitionOptions(c: Command): Command {
     .option('--lock-timeout-ms <ms>', 'longest any DDL waits for its lock before retrying (50)')
     .option('--start-month <YYYY-MM>', 'older rows go to one partition <table>_older')
     .addOption(new Option('--copy-mode <mode>', 'auto, pages (TID ranges, 14+) or keys (primary-key ranges)'))
+    .addOption(
+      new Option('--method <how>', 'copy every row (default), or attach: the rows stay').choices(['copy', 'attach']),
+    )
+    .option('--cutoff-month <YYYY-MM>', 'attach: the first monthly partition (default the month after next)')
     .option('--accept-lost-constraint <name>', 'give up a uniqueness guarantee (repeatable)', collect);
 }
 
