@@ -22,6 +22,8 @@ const { values: args } = parseArgs({
     rate: { type: 'string', default: '200' },
     baseline: { type: 'string', default: '20' },
     db: { type: 'string', default: 'partflow_bench_attach' },
+    // "attach" alone: the scale measurement of the attach path (the copy path's is docs/scale.md's)
+    paths: { type: 'string', default: 'copy,attach' },
   },
 });
 const ROWS = Number(args.rows);
@@ -38,6 +40,8 @@ interface PathFigures {
   failed: number;
   extraDiskBytes: number;
   walBytes: number;
+  /** the attach path's new unique index (on the history partition after the cut-over, as its primary key) */
+  keyIndexBytes?: number;
   validate?: { ms: number; p99Ms: number; longestSnapshotMs: number; autovacuumBlocked: boolean };
 }
 
@@ -78,12 +82,13 @@ async function main(): Promise<void> {
   // the workload's own WAL per ms (baseline window): taken off each path's WAL to leave the run's own
   let workloadWalPerMs = 0;
   try {
-    for (const path of ['copy', 'attach'] as const) {
+    const paths = String(args.paths).split(',') as ('copy' | 'attach')[];
+    for (const path of paths) {
       await pool.query('DROP TABLE IF EXISTS images, images_old, images_history CASCADE');
       line(`${path}: generating ${ROWS.toLocaleString('en-US')} rows (uuid key, 4 secondary indexes, 14 months)`);
       await createImages(pool, ROWS, 'time');
       await pool.query('CHECKPOINT');
-      if (path === 'copy') {
+      if (path === paths[0]) {
         const w0 = (await pool.query(`SELECT pg_current_wal_lsn() AS l`)).rows[0].l;
         const b0 = Date.now();
         const base = await pgbench.run(() => sleep(Number(args.baseline) * 1000));
@@ -127,6 +132,8 @@ async function main(): Promise<void> {
         walBytes: Math.max(0, Number(wal) - workloadWalPerMs * (Date.now() - t0)),
       };
       if (path === 'attach') {
+        const k = await pool.query(`SELECT pg_relation_size(to_regclass('images_pfo_0'))::bigint AS b`);
+        f.keyIndexBytes = Number(k.rows[0].b);
         const [from, to] = (await historySpans(client.workflow.getHandle(workflowId)))('addBoundCheck');
         const during = load.tx.filter((t) => t.endMs >= from && t.startMs <= to).map((t) => t.latencyMs);
         f.validate = {
@@ -148,35 +155,43 @@ async function main(): Promise<void> {
     await stop();
     await pool.end();
   }
-  const [copy, attach] = figures;
+  const copy = figures.find((f) => f.path === 'copy');
+  const attach = figures.find((f) => f.path === 'attach');
   const mib = (b: number) => `${(b / 2 ** 20).toFixed(0)} MiB`;
   const ratio = (a: number, b: number) => (b > 0 ? `${(a / b).toFixed(3)}×` : 'n/a');
+  const cell = (f: PathFigures | undefined, show: (f: PathFigures) => string) => (f ? show(f) : '-');
+  const both = (get: (f: PathFigures) => number) => (copy && attach ? ratio(get(attach), get(copy)) : '');
   line('');
   line(
     `${ROWS.toLocaleString('en-US')} rows, pgbench at ${RATE} tx/s; no migration p99 ${baseline.p99Ms.toFixed(1)} ms`,
   );
   line('| | copy path | attach path | attach / copy |');
   line('| --- | --- | --- | --- |');
+  const secs = (f: PathFigures) => `${(f.wallMs / 1000).toFixed(1)} s`;
+  line(`| wall time | ${cell(copy, secs)} | ${cell(attach, secs)} | ${both((f) => f.wallMs)} |`);
+  const lock = (f: PathFigures) => `${f.lockHoldMs} ms`;
+  line(`| longest lock (cut-over) | ${cell(copy, lock)} | ${cell(attach, lock)} | |`);
+  const p99 = (f: PathFigures) => `${f.p99Ms.toFixed(1)} ms (${ratio(f.p99Ms, baseline.p99Ms)})`;
+  line(`| application p99 (× no migration) | ${cell(copy, p99)} | ${cell(attach, p99)} | |`);
+  const max = (f: PathFigures) => `${f.maxMs.toFixed(1)} ms`;
+  line(`| application longest wait | ${cell(copy, max)} | ${cell(attach, max)} | |`);
+  const failed = (f: PathFigures) => String(f.failed);
+  line(`| failed transactions | ${cell(copy, failed)} | ${cell(attach, failed)} | |`);
+  const disk = (f: PathFigures) => mib(f.extraDiskBytes);
+  line(`| extra disk at the peak | ${cell(copy, disk)} | ${cell(attach, disk)} | ${both((f) => f.extraDiskBytes)} |`);
+  const wal = (f: PathFigures) => mib(f.walBytes);
   line(
-    `| wall time | ${(copy.wallMs / 1000).toFixed(1)} s | ${(attach.wallMs / 1000).toFixed(1)} s | ${ratio(attach.wallMs, copy.wallMs)} |`,
+    `| WAL written (less the workload's) | ${cell(copy, wal)} | ${cell(attach, wal)} | ${both((f) => f.walBytes)} |`,
   );
-  line(`| longest lock (cut-over) | ${copy.lockHoldMs} ms | ${attach.lockHoldMs} ms | |`);
-  line(
-    `| application p99 (× no migration) | ${copy.p99Ms.toFixed(1)} ms (${ratio(copy.p99Ms, baseline.p99Ms)}) | ` +
-      `${attach.p99Ms.toFixed(1)} ms (${ratio(attach.p99Ms, baseline.p99Ms)}) | |`,
-  );
-  line(`| application longest wait | ${copy.maxMs.toFixed(1)} ms | ${attach.maxMs.toFixed(1)} ms | |`);
-  line(`| failed transactions | ${copy.failed} | ${attach.failed} | |`);
-  line(
-    `| extra disk at the peak | ${mib(copy.extraDiskBytes)} | ${mib(attach.extraDiskBytes)} | ${ratio(attach.extraDiskBytes, copy.extraDiskBytes)} |`,
-  );
-  line(`| WAL written | ${mib(copy.walBytes)} | ${mib(attach.walBytes)} | ${ratio(attach.walBytes, copy.walBytes)} |`);
-  const v = attach.validate!;
-  line(
-    `| attach: VALIDATE scan | | ${(v.ms / 1000).toFixed(1)} s, p99 ${v.p99Ms.toFixed(1)} ms ` +
-      `(${ratio(v.p99Ms, baseline.p99Ms)}), one snapshot held ${v.longestSnapshotMs} ms, autovacuum of the table ` +
-      `${v.autovacuumBlocked ? 'shut out (SHARE UPDATE EXCLUSIVE held)' : 'not seen shut out'} | |`,
-  );
+  if (attach?.keyIndexBytes) line(`| attach: the new unique index | | ${mib(attach.keyIndexBytes)} | |`);
+  const v = attach?.validate;
+  if (v) {
+    line(
+      `| attach: VALIDATE scan | | ${(v.ms / 1000).toFixed(1)} s, p99 ${v.p99Ms.toFixed(1)} ms ` +
+        `(${ratio(v.p99Ms, baseline.p99Ms)}), one snapshot held ${v.longestSnapshotMs} ms, autovacuum of the table ` +
+        `${v.autovacuumBlocked ? 'shut out (SHARE UPDATE EXCLUSIVE held)' : 'not seen shut out'} | |`,
+    );
+  }
   fs.writeFileSync('bench-attach.json', JSON.stringify({ rows: ROWS, rate: RATE, baseline, figures }, null, 2));
 }
 
