@@ -28,6 +28,8 @@ export interface CleanupReport {
   leftovers: string[];
   /** the statements that remove them, in order */
   statements: string[];
+  /** then, each on its own (no transaction can hold them): the attach path's DROP INDEX CONCURRENTLY */
+  concurrently?: string[];
   removed: boolean;
 }
 
@@ -73,7 +75,36 @@ async function present(pool: Pool, plan: Plan): Promise<string[]> {
       qualified(seenOf(plan.table)),
     ],
   );
+  return [...r.rows.map((x) => x.x), ...(await attachPresent(pool, plan))];
+}
+
+/** The attach path's own objects that exist now: its CHECK (before the cut-over) and its two indexes. */
+async function attachPresent(pool: Pool, plan: Plan): Promise<string[]> {
+  const a = plan.sql.attach;
+  if (!a) return [];
+  const index = (name: string) => qualified({ schema: plan.table.schema, name });
+  const r = await pool.query(
+    `SELECT 'check ' || quote_ident(conname) || ' on ' || conrelid::regclass::text AS x FROM pg_constraint
+      WHERE conname = $1 AND conrelid = $2
+     UNION ALL SELECT 'index ' || c.oid::regclass::text FROM pg_class c
+      WHERE c.oid IN (to_regclass($3), to_regclass($4))
+     ORDER BY 1`,
+    [a.checkName, plan.tableOid, index(a.keyIndex), index(a.backIndex)],
+  );
   return r.rows.map((x) => x.x);
+}
+
+/**
+ * The attach path's removal: before the cut-over the CHECK (which would refuse the application's rows from the
+ * cut-off month on) and the copy in one transaction, then the indexes CONCURRENTLY; after it the conversion
+ * stands (the history partition keeps its CHECK, the same as its bound) and only the index an interrupted
+ * swap back built goes.
+ */
+function attachStatements(plan: Plan, cutoverDone: boolean): Pick<CleanupReport, 'statements' | 'concurrently'> {
+  const a = plan.sql.attach!;
+  return cutoverDone
+    ? { statements: [], concurrently: [a.dropBack] }
+    : { statements: [a.dropCheck, ...plan.sql.dropShadow], concurrently: [a.dropKey, a.dropBack] };
 }
 
 /** What a run of `table` left behind, with the statements that remove it, and the stored plan. */
@@ -93,6 +124,13 @@ async function report(pool: Pool, table: TableRef): Promise<{ report: CleanupRep
   const plan = JSON.parse(run.plan) as Plan;
   const leftovers = await present(pool, plan);
   if (!leftovers.length) return { report: { ...base, leftovers }, plan };
+  if (plan.sql.attach) {
+    const phase = run.cutover_done ? 'after-cutover' : 'before-cutover';
+    // after the cut-over the history partition's CHECK is its bound's twin: it stays, not a leftover
+    const left = run.cutover_done ? leftovers.filter((x) => !x.startsWith('check ')) : leftovers;
+    if (!left.length) return { report: { ...base, leftovers: left }, plan };
+    return { report: { ...base, leftovers: left, phase, ...attachStatements(plan, run.cutover_done) }, plan };
+  }
   const counters = plan.sql.dropCounters ?? [];
   // after the cut-over the conversion stands: what is left is the rollback machinery on the new table
   const r: CleanupReport = run.cutover_done
@@ -123,7 +161,8 @@ async function remove(pool: Pool, l: Logger, r: CleanupReport, plan: Plan, lockT
     for (const sql of r.statements) await c.query(sql);
   };
   const relations = [qualified(plan.table), qualified(plan.shadow), qualified(plan.old)];
-  await withLockRetry(pool, l, 'cleanup', lockTimeoutMs, run, { relations });
+  if (r.statements.length) await withLockRetry(pool, l, 'cleanup', lockTimeoutMs, run, { relations });
+  for (const sql of r.concurrently ?? []) await pool.query(sql);
 }
 
 /**
@@ -160,7 +199,7 @@ async function removeLeftovers(
       );
     }
     const { report: r, plan } = await report(pool, table);
-    if (plan && r.statements.length) await remove(pool, l, r, plan, lockTimeoutMs);
+    if (plan && (r.statements.length || r.concurrently?.length)) await remove(pool, l, r, plan, lockTimeoutMs);
     const final = r.phase === 'after-cutover' ? 'done' : 'rolled-back';
     await pool.query(
       `UPDATE ${RUNS} SET run_state = $4, updated_at = now()

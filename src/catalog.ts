@@ -111,8 +111,10 @@ export interface TableInfo {
   dependentViews: string[];
   publications: string[];
   userTriggers: string[];
+  /** CHECK constraints marked NO INHERIT, which a partitioned table cannot have (read by partitionTable's preflight) */
+  noInheritChecks?: string[];
   /** the attach path's facts (read by partitionTable's preflight with "method": "attach") */
-  attach?: { beyond: number; newest: string | null; notValidChecks: string[] };
+  attach?: { beyond: number; newest: string | null; notValidChecks: string[]; leftovers?: string[] };
   /** the views that read the table, with their definitions (read by partitionTable's preflight; absent otherwise) */
   views?: ViewInfo[];
   /** the table's own triggers with their definitions (read by partitionTable's preflight; absent otherwise) */
@@ -125,6 +127,8 @@ export interface TableInfo {
   bypassRls?: boolean;
   /** the INSERT ... ON CONFLICT statements pg_stat_statements has seen in this database (null: not installed) */
   appStatements?: { query: string; calls: number }[] | null;
+  /** the application's functions that name the table and say ON CONFLICT, their bodies as statements */
+  appFunctions?: { query: string; calls: number; source?: string }[];
   /** statements of other roles pg_stat_statements hid from partflow's role (no pg_read_all_stats) */
   appStatementsHidden?: number;
   /** CARRIED_SQL's lines for the table (read by partitionTable's preflight; absent otherwise) */

@@ -5,21 +5,18 @@
  * exactly what was done, in reverse, in a non-cancellable scope.
  */
 import {
-  ActivityCancellationType,
   CancellationScope,
   condition,
   ContinueAsNew,
   continueAsNew,
   isCancellation,
-  RetryPolicy,
   log,
   patched,
-  proxyActivities,
   sleep,
   setHandler,
   workflowInfo,
 } from '@temporalio/workflow';
-import type { Activities, BackfillChunkInput, BackfillChunkResult, CutoverResult, VerifyReport } from '../activities';
+import type { BackfillChunkInput, BackfillChunkResult, CutoverResult, VerifyReport } from '../activities';
 import { displayName } from '../src/ident';
 import { rootFailure, validInput } from './failure';
 import { PartitionTableInput, validatePartitionInput, validateThrottle } from '../src/input';
@@ -28,13 +25,14 @@ import {
   approveCutoverSignal,
   finalizeSignal,
   pauseSignal,
-  Phase,
   progressQuery,
   resumeSignal,
   rollbackSignal,
   throttleUpdate,
 } from './definitions';
 import { failure } from '../src/failures';
+import { attachForward, attachSetUp } from './partitionAttach';
+import { act, CHUNK, checkRollback, enter, follow, LONG, RollbackRequested, short, SHORT } from './partitionRun';
 import {
   initialState,
   PartitionState,
@@ -65,47 +63,8 @@ export interface PartitionTableResult {
   swapBack?: { lockHoldMs: number; movedRows: number };
 }
 
-const retry: RetryPolicy = { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s' };
-// WAIT_CANCELLATION_COMPLETED: on a cancellation the workflow waits until the running step has stopped
-// (it notices at its next heartbeat) before any undo starts, so an undo never overlaps its own forward step.
-// Heartbeats every few seconds (withHeartbeat, withLockRetry) make that quick.
-const cancellationType = ActivityCancellationType.WAIT_CANCELLATION_COMPLETED;
-const short = proxyActivities<Activities>({
-  startToCloseTimeout: '5m',
-  heartbeatTimeout: '15s',
-  retry,
-  cancellationType,
-});
-const long = proxyActivities<Activities>({
-  startToCloseTimeout: '12h',
-  heartbeatTimeout: '15s',
-  retry,
-  cancellationType,
-});
-const chunk = proxyActivities<Activities>({
-  startToCloseTimeout: '5m',
-  heartbeatTimeout: '15s',
-  retry: { ...retry, maximumInterval: '10s' },
-  cancellationType,
-});
-
-/**
- * The key log's applier while the run waits. TRY_CANCEL: the workflow goes on at once when the wait ends (a
- * cancellation reaches an activity only with a heartbeat's answer, seconds later); an applier still running
- * then is harmless: rounds are serialised by the log's advisory lock, the cut-over's and the swap back's
- * LOCK TABLE wait for a round in flight, and a round after the log was dropped ends the activity.
- */
-const follow = proxyActivities<Activities>({
-  startToCloseTimeout: '12h',
-  heartbeatTimeout: '10s',
-  retry,
-  cancellationType: ActivityCancellationType.TRY_CANCEL,
-});
-
 /** How long one backfill activity runs before the workflow looks at pause/throttle/rollback again. */
 const CHUNK_MS = 3000;
-
-class RollbackRequested extends Error {}
 
 /** `resume` is partflow's own state across continue-as-new; anything else in the input is validated. */
 function validateStart(input: PartitionTableInput & { resume?: PartitionState }): Run {
@@ -156,34 +115,30 @@ function setHandlers(run: Run): void {
   setHandler(progressQuery, () => progressOf(run));
 }
 
-function checkRollback({ s }: Run): void {
-  if (s.rollbackRequested) throw new RollbackRequested('rollback requested');
-}
-
-/** Every phase change is a log line with the workflow id (added by the SDK), the table and the phase. */
-function enter(run: Run, phase: Phase): void {
-  run.s.phase = phase;
-  log.info(`phase ${phase}`, { table: run.table, phase });
-  showDetails(run);
-}
-
 /** The undo of the step `step`, which the run recorded as begun. */
 async function undoStep(run: Run, step: Step, finalState: 'rolled-back' | 'failed'): Promise<void> {
   const { s, lockTimeoutMs, opts } = run;
   const plan = s.plan!;
   if (step === 'cutover') {
     if (plan.method === 'attach') {
-      const r = await long.attachSwapBack(plan, lockTimeoutMs);
+      const r = await act(
+        LONG,
+        `undo: detach ${displayName(plan.sql.attach!.history)}, move the rows written since back`,
+      ).attachSwapBack(plan, lockTimeoutMs);
       s.swapBack = { lockHoldMs: r.lockHoldMs, movedRows: r.movedRows };
       for (const p of r.notRestored ?? []) s.undoProblems = [...(s.undoProblems ?? []), p];
       return;
     }
-    const r = await short.swapBack(plan, lockTimeoutMs);
+    const r = await act(SHORT, `undo: swap ${run.table} back to the original table`).swapBack(plan, lockTimeoutMs);
     for (const p of r?.notRestored ?? []) s.undoProblems = [...(s.undoProblems ?? []), p];
-  } else if (step === 'attachCheck') await short.dropBoundCheck(plan, lockTimeoutMs);
-  else if (step === 'attachKey') await long.dropAttachKey(plan);
-  else if (step === 'sync') await short.dropSyncTrigger(plan, lockTimeoutMs);
-  else if (step === 'shadow') await short.dropShadow(plan, lockTimeoutMs);
+  } else if (step === 'attachCheck')
+    await act(SHORT, `undo: drop the CHECK ${plan.sql.attach!.checkName}`).dropBoundCheck(plan, lockTimeoutMs);
+  else if (step === 'attachKey')
+    await act(LONG, `undo: drop the index ${plan.sql.attach!.keyIndex} CONCURRENTLY`).dropAttachKey(plan);
+  else if (step === 'sync')
+    await act(SHORT, 'undo: drop the sync triggers and the key log').dropSyncTrigger(plan, lockTimeoutMs);
+  else if (step === 'shadow')
+    await act(SHORT, `undo: drop the partitioned copy of ${run.table}`).dropShadow(plan, lockTimeoutMs);
   else if (step === 'claim') await short.releaseRun(opts.table, finalState);
 }
 
@@ -221,8 +176,12 @@ async function compensate(run: Run, finalState: 'rolled-back' | 'failed'): Promi
           s.swapRefused = true;
           s.undoProblems = [
             ...s.undoProblems,
-            `the swap back did not happen, so ${table} stays the new table with partflow's reverse trigger and the ` +
-              `run stays "undoing"; finish it with partflow cleanup ${table} --remove (it keeps the new table)`,
+            s.plan?.method === 'attach'
+              ? `the swap back did not happen, so ${table} stays partitioned with its history partition attached ` +
+                `and the run stays "undoing"; finish it with partflow cleanup ${table} --remove (it keeps the ` +
+                'partitioned table)'
+              : `the swap back did not happen, so ${table} stays the new table with partflow's reverse trigger and ` +
+                `the run stays "undoing"; finish it with partflow cleanup ${table} --remove (it keeps the new table)`,
           ];
           s.done = [];
           break;
@@ -240,7 +199,7 @@ async function compensate(run: Run, finalState: 'rolled-back' | 'failed'): Promi
 async function setUp(run: Run): Promise<PartitionTableResult | null> {
   const { s, opts, table, lockTimeoutMs } = run;
   enter(run, 'preflight');
-  const pre = await short.preflight(run.external);
+  const pre = await act(SHORT, `preflight ${table}: read the catalog, make the plan`).preflight(run.external);
   s.plan = pre.plan;
   if (opts.dryRun) {
     enter(run, 'done');
@@ -249,7 +208,7 @@ async function setUp(run: Run): Promise<PartitionTableResult | null> {
   }
   checkRollback(run);
   s.done.push('claim');
-  await short.claimRun(opts.table, s.plan);
+  await act(SHORT, `claim ${table} in partflow.runs`).claimRun(opts.table, s.plan);
 
   if (s.plan.method === 'attach') {
     await attachSetUp(run, s.plan);
@@ -259,12 +218,12 @@ async function setUp(run: Run): Promise<PartitionTableResult | null> {
   checkRollback(run);
   enter(run, 'shadow');
   s.done.push('shadow');
-  await short.createShadow(s.plan, lockTimeoutMs);
+  await act(SHORT, `create the partitioned copy of ${table}`).createShadow(s.plan, lockTimeoutMs);
 
   checkRollback(run);
   enter(run, 'sync');
   s.done.push('sync');
-  const sync = await short.installSyncTrigger(s.plan, lockTimeoutMs);
+  const sync = await act(SHORT, `install the sync on ${table}`).installSyncTrigger(s.plan, lockTimeoutMs);
   s.totalPages = sync.totalPages;
   s.lockWaitRetries += sync.lockWaitRetries;
   s.appBaselineMs = sync.appBaselineMs;
@@ -273,81 +232,16 @@ async function setUp(run: Run): Promise<PartitionTableResult | null> {
 }
 
 /**
- * The attach path's steps before the approval (src/plan/attach.ts): the unique index, the empty partitioned
- * table, the CHECK validated. No copy and no sync: the rows stay where they are.
- */
-async function attachSetUp(run: Run, plan: Plan): Promise<void> {
-  const { s, lockTimeoutMs } = run;
-  checkRollback(run);
-  enter(run, 'attach-key');
-  s.done.push('attachKey');
-  await long.buildAttachKey(plan);
-
-  checkRollback(run);
-  enter(run, 'shadow');
-  s.done.push('shadow');
-  await short.createShadow(plan, lockTimeoutMs);
-
-  checkRollback(run);
-  enter(run, 'attach-check');
-  s.done.push('attachCheck');
-  await long.addBoundCheck(plan, lockTimeoutMs);
-  enter(run, 'awaiting-approval');
-}
-
-/**
- * How long the attach path may wait for its approval: until two days before the cut-off (UTC; a margin for any
- * time zone), when the CHECK would begin to refuse the application's rows. Workflow time: deterministic.
- */
-function attachDeadlineMs(plan: Plan): number {
-  const [y, m] = plan.sql.attach!.cutoff.split('-').map(Number);
-  return Date.UTC(y, m - 1, 1) - 2 * 86_400_000 - Date.now();
-}
-
-/** The attach path from the approval on: cut-over, rollback window, done (nothing to finalize). */
-async function attachForward(run: Run, plan: Plan): Promise<void> {
-  const { s, opts, table, lockTimeoutMs } = run;
-  if (s.phase === 'awaiting-approval') {
-    const left = attachDeadlineMs(plan);
-    if (left <= 0) throw failure(attachLate(plan, table), 'CutoffPassed');
-    if (opts.approval === 'signal') {
-      log.info('waiting for approveCutover', { table, cutoff: plan.sql.attach!.cutoff });
-      const decided = await condition(() => s.approved || s.rollbackRequested, left);
-      if (!decided) throw failure(attachLate(plan, table), 'CutoffPassed');
-    }
-    checkRollback(run);
-    enter(run, 'cutover');
-  }
-  if (s.phase === 'cutover') {
-    s.done.push('cutover');
-    s.cutover = await long.attachCutover(plan, lockTimeoutMs);
-    s.lockWaitRetries += s.cutover.lockWaitRetries;
-    enter(run, 'rollback-window');
-  }
-  if (s.phase === 'rollback-window') {
-    await condition(() => s.finalizeRequested || s.rollbackRequested, opts.rollbackWindowMs);
-    checkRollback(run);
-    s.done = [];
-    await short.releaseRun(opts.table, 'done');
-    enter(run, 'done');
-  }
-}
-
-function attachLate(plan: Plan, table: string): string {
-  return (
-    `The cut-over of ${table} was not approved two days before the cut-off ${plan.sql.attach!.cutoff}, from which ` +
-    "the CHECK would refuse the application's rows: the run undoes itself (the CHECK goes first); start it " +
-    'again, with a later "cutoffMonth" if the approval takes longer.'
-  );
-}
-
-/**
  * One round of a parallel copy: a chunk of every stream not done yet, at once. All of them end before the
  * round does (a failed one too), so that nothing of the copy runs when an undo starts.
  */
 async function streamsRound(s: PartitionState, input: BackfillChunkInput, streams: number) {
   const left = s.streamsLeft ?? [...Array(streams).keys()];
-  const settled = await Promise.allSettled(left.map((stream) => chunk.backfillChunk({ ...input, stream, streams })));
+  const settled = await Promise.allSettled(
+    left.map((stream) =>
+      act(CHUNK, `backfill stream ${stream + 1} of ${streams}`).backfillChunk({ ...input, stream, streams }),
+    ),
+  );
   const failed = settled.find((x) => x.status === 'rejected');
   if (failed) throw (failed as PromiseRejectedResult).reason;
   const rs = settled.map((x) => (x as PromiseFulfilledResult<BackfillChunkResult>).value);
@@ -383,7 +277,10 @@ async function backfill(run: Run, plan: Plan): Promise<void> {
     s.chunkInFlight = true;
     let r: BackfillChunkResult;
     try {
-      r = streams > 1 ? await streamsRound(s, input, streams) : await chunk.backfillChunk(input);
+      r =
+        streams > 1
+          ? await streamsRound(s, input, streams)
+          : await act(CHUNK, `backfill ${table} from page ${s.checkpointPage}`).backfillChunk(input);
     } finally {
       s.chunkInFlight = false;
     }
@@ -408,14 +305,17 @@ async function rollbackWindow(run: Run, plan: Plan): Promise<void> {
     if (left > 0) await followingKeyLog(plan, () => s.finalizeRequested || s.rollbackRequested, 'reverse', left);
     if (!s.rollbackRequested) break;
     // a rollback that would lose what a deploy added to the new table is refused; the window goes on
-    const blocker = await short.rollbackBlocker(plan);
+    const blocker = await act(SHORT, 'rollback requested: would it lose anything?').rollbackBlocker(plan);
     if (!blocker) break;
     s.lastError = blocker;
     s.rollbackRequested = false;
     log.warn('rollback refused', { table, reason: blocker });
   }
   checkRollback(run);
-  const fin = await short.finalize(plan, lockTimeoutMs);
+  const fin = await act(SHORT, `finalize ${table}: drop the reverse sync, keep the old table`).finalize(
+    plan,
+    lockTimeoutMs,
+  );
   s.rowMoves = fin?.rowMoves ?? s.rowMoves;
   s.done = [];
   await short.releaseRun(opts.table, 'done');
@@ -493,7 +393,10 @@ async function reverifyUntilDecided(run: Run, plan: Plan): Promise<void> {
   await untilThen(plan, decided, async () => {
     for (;;) {
       await sleep(opts.reverifyEveryMs);
-      s.verify = await long.verify(plan, { analyze: false, chunkRows: opts.verifyChunkRows });
+      s.verify = await act(LONG, 'verify again while waiting for approval').verify(plan, {
+        analyze: false,
+        chunkRows: opts.verifyChunkRows,
+      });
       showDetails(run);
     }
   });
@@ -506,7 +409,9 @@ async function forward(run: Run, plan: Plan): Promise<void> {
   if (s.phase === 'backfill') await backfill(run, plan);
   if (s.phase === 'verify') {
     checkRollback(run);
-    s.verify = await long.verify(plan, { chunkRows: opts.verifyChunkRows });
+    s.verify = await act(LONG, `verify ${table} against the copy, chunk by chunk`).verify(plan, {
+      chunkRows: opts.verifyChunkRows,
+    });
     enter(run, 'awaiting-approval');
   }
   if (s.phase === 'awaiting-approval') {
@@ -520,7 +425,7 @@ async function forward(run: Run, plan: Plan): Promise<void> {
   }
   if (s.phase === 'cutover') {
     s.done.push('cutover');
-    s.cutover = await long.cutover(plan, lockTimeoutMs);
+    s.cutover = await act(LONG, `cut over: swap ${table} and the copy`).cutover(plan, lockTimeoutMs);
     s.lockWaitRetries += s.cutover.lockWaitRetries;
     s.rowMoves = s.cutover.rowMoves ?? s.rowMoves;
     enter(run, 'rollback-window');
@@ -581,7 +486,7 @@ export async function partitionTable(
       cutover,
       rowsCopied,
       rowMoves: s.rowMoves ?? 0,
-      oldTable: displayName(plan.old),
+      oldTable: displayName(plan.sql.attach?.history ?? plan.old),
     };
   } catch (err) {
     return undoAfter(run, err);

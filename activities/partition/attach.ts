@@ -7,7 +7,7 @@
 import type { Pool, PoolClient } from 'pg';
 import type { TableInfo } from '../../src/catalog';
 import { failure } from '../../src/failures';
-import { displayName, qualified } from '../../src/ident';
+import { displayName, qualified, quoteIdent } from '../../src/ident';
 import type { PartitionOptions } from '../../src/input';
 import type { PartitionColumnType } from '../../src/partitions';
 import { Plan, shapeDifferences, splitLock } from '../../src/plan';
@@ -41,7 +41,20 @@ export async function readAttachFacts(
     `SELECT conname FROM pg_constraint WHERE conrelid = $1 AND contype = 'c' AND NOT convalidated ORDER BY 1`,
     [info.oid],
   );
-  return { beyond, newest, notValidChecks: checks.rows.map((r) => r.conname as string) };
+  // an earlier run's CHECK or indexes (a dead run not cleaned up): this run's would collide with them
+  const t = info.table.name;
+  const left = await pool.query(
+    `SELECT 'CHECK ' || conname AS x FROM pg_constraint WHERE conrelid = $1 AND conname = $2
+     UNION ALL SELECT 'index ' || relname FROM pg_class
+      WHERE relnamespace = to_regnamespace($3) AND relname IN ($4, $5)`,
+    [info.oid, `${t}_pfa_bound`, quoteIdent(info.table.schema), `${t}_pfa_key`, `${t}_pfa_back`],
+  );
+  return {
+    beyond,
+    newest,
+    notValidChecks: checks.rows.map((r) => r.conname as string),
+    leftovers: left.rows.map((r) => r.x as string),
+  };
 }
 
 function attachSql(plan: Plan): AttachSql {
@@ -185,10 +198,11 @@ async function checkAttachable(c: PoolClient, plan: Plan, a: AttachSql): Promise
       'TableChanged',
     );
   }
-  // partflow's own index and CHECK are the expected differences
+  // partflow's own index and CHECK are the expected differences (the catalog prints a quote in a name doubled)
+  const ours = [a.keyIndex, a.checkName].flatMap((n) => [n, n.replace(/"/g, '""')]);
   const now = (await c.query(plan.sql.shape, [plan.tableOid])).rows
     .map((r) => r.x as string)
-    .filter((x) => !x.includes(a.keyIndex) && !x.includes(a.checkName));
+    .filter((x) => !ours.some((name) => x.includes(name)));
   const diff = shapeDifferences(plan.sourceShape, now);
   if (diff.length) {
     throw failure(
@@ -345,4 +359,39 @@ export async function attachSwapBack(
   }
   l.info({ lockHoldMs, movedRows, notRestored }, 'detached: the table is a plain table again');
   return { swapped: true, lockHoldMs, movedRows, notRestored };
+}
+
+/**
+ * Read-only, when a rollback is requested in the window: why the table cannot be put back now, or null. Since
+ * the cut-over the primary key is (key, partition column), so the application may have written a key twice
+ * (with two dates); the original primary key could not hold both. Named, so the operator can resolve it.
+ */
+export async function attachRollbackBlocker({ pool }: Deps, plan: Plan): Promise<string | null> {
+  await ownPlan(pool, plan.table, plan);
+  const a = attachSql(plan);
+  try {
+    const st = await runState(pool, plan.table);
+    if (st?.run_state !== 'active' || !st.cutover_done) return null;
+    const key = plan.sourceKey.map((k) => quoteIdent(k));
+    const cols = plan.sourceKey.join(', ');
+    const same = (x: string, y: string) => key.map((k) => `${x}.${k} = ${y}.${k}`).join(' AND ');
+    const t = qualified(plan.table);
+    const r = await pool.query(
+      `SELECT concat_ws(', ', ${key.map((k) => `p.${k}::text`).join(', ')}) AS k FROM ${t} p
+        WHERE p.tableoid <> to_regclass($1)
+          AND (EXISTS (SELECT FROM ${qualified(a.history)} h WHERE ${same('h', 'p')})
+               OR EXISTS (SELECT FROM ${t} o WHERE o.tableoid <> to_regclass($1) AND ${same('o', 'p')}
+                           AND o.ctid <> p.ctid))
+        LIMIT 5`,
+      [qualified(a.history)],
+    );
+    if (!r.rowCount) return null;
+    return (
+      `A rollback cannot put ${displayName(plan.table)} back: its original primary key (${cols}) would hold ` +
+      `(${r.rows.map((x) => x.k).join('), (')}) twice, written since the cut-over with another ` +
+      `${plan.partitionColumn}; delete or change one of each, then signal rollback again, or finalize.`
+    );
+  } catch (err) {
+    classify(err, 'rollback check');
+  }
 }

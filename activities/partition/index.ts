@@ -4,7 +4,15 @@
  */
 import type { Plan } from '../../src/plan';
 import type { TableRef } from '../../src/ident';
-import { addBoundCheck, attachCutover, attachSwapBack, buildAttachKey, dropAttachKey, dropBoundCheck } from './attach';
+import {
+  addBoundCheck,
+  attachCutover,
+  attachRollbackBlocker,
+  attachSwapBack,
+  buildAttachKey,
+  dropAttachKey,
+  dropBoundCheck,
+} from './attach';
 import { backfillChunk, BackfillChunkInput } from './backfill';
 import { cutover, finalize, rollbackBlocker, swapBack } from './cutover';
 import { followKeyLog } from './keylog';
@@ -47,6 +55,7 @@ export function createPartitionActivities(deps: Deps) {
     dropBoundCheck: (plan: Plan, lockTimeoutMs: number) => dropBoundCheck(deps, plan, lockTimeoutMs),
     attachCutover: (plan: Plan, lockTimeoutMs: number) => attachCutover(deps, plan, lockTimeoutMs),
     attachSwapBack: (plan: Plan, lockTimeoutMs: number) => attachSwapBack(deps, plan, lockTimeoutMs),
+    attachRollbackBlocker: (plan: Plan) => attachRollbackBlocker(deps, plan),
   };
 }
 

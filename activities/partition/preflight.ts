@@ -7,7 +7,7 @@ import { readTriggers } from './triggers';
 import { readViews } from './views';
 import { readAttachFacts } from './attach';
 import { readPolicies } from './policies';
-import { readStatements } from './statements';
+import { readFunctions, readStatements } from './statements';
 import { CARRIED_SQL } from '../../src/plan/carried';
 import { Deps, stepLog } from '../runtime/deps';
 
@@ -28,10 +28,17 @@ export async function preflight({ pool, log }: Deps, rawInput: unknown): Promise
     if (info.userTriggers.length) info.triggers = await readTriggers(pool, info.oid, opts.column);
     if (info.dependentViews.length) info.views = await readViews(pool, info.oid);
     info.policies = await readPolicies(pool, info.oid);
-    const seen = await readStatements(pool, [info.table.name, ...(info.views ?? []).map((v) => v.name)]);
+    const names = [info.table.name, ...(info.views ?? []).map((v) => v.name)];
+    const seen = await readStatements(pool, names);
+    info.appFunctions = await readFunctions(pool, names);
     info.appStatements = seen?.statements ?? null;
     info.appStatementsHidden = seen?.hidden ?? 0;
     info.carried = (await pool.query(CARRIED_SQL, [info.oid])).rows.map((r) => r.x as string);
+    const noInherit = await pool.query(
+      `SELECT conname FROM pg_constraint WHERE conrelid = $1 AND contype = 'c' AND connoinherit ORDER BY 1`,
+      [info.oid],
+    );
+    info.noInheritChecks = noInherit.rows.map((r) => r.conname as string);
     if (opts.method === 'attach') info.attach = await readAttachFacts(pool, info, opts);
     const plan = buildPlan(info, opts);
     stepLog(log, 'preflight', opts.table).info(

@@ -80,6 +80,12 @@ export function checkAttach(info: TableInfo, opts: PartitionOptions, t: string):
     refuse('Field "startMonth" belongs to the copy path; the attach path keeps old rows in one partition.');
   const a = info.attach;
   if (!a) refuse(`The attach path's facts about ${t} were not read.`);
+  if (a.leftovers?.length) {
+    refuse(
+      `${a.leftovers.join(', ')} of ${t} ${a.leftovers.length > 1 ? 'are' : 'is'} left from an earlier attach run: ` +
+        `look with partflow cleanup ${t} and remove ${a.leftovers.length > 1 ? 'them' : 'it'} first.`,
+    );
+  }
   if (a.beyond > 0) {
     refuse(
       `${a.beyond} row(s) of ${t} are dated on or after the cut-off (the newest ${a.newest}), which the history ` +

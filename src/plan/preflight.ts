@@ -214,6 +214,15 @@ export function checkPreflight(info: TableInfo, opts: PartitionOptions): void {
   checkReplication(info, t);
   checkObjects(info, t);
   checkTriggers(info, opts);
+  if (info.noInheritChecks?.length) {
+    const n = info.noInheritChecks.length;
+    refuse(
+      `CHECK ${info.noInheritChecks.join(', ')} of ${t} ${n > 1 ? 'are' : 'is'} NO INHERIT, which a partitioned ` +
+        `table cannot have: recreate ${n > 1 ? 'them' : 'it'} without NO INHERIT first ` +
+        '(ADD CONSTRAINT ... NOT VALID, ' +
+        'then VALIDATE: no write lock), or drop it.',
+    );
+  }
   checkStatements(info, opts.column, opts.acceptLostConstraints);
   checkKeyWidening(info, opts.column, opts.acceptLostConstraints, t);
   checkLostConstraints(info, opts, t);

@@ -17,6 +17,8 @@ import { refuse } from './context';
 export interface AppStatement {
   query: string;
   calls: number;
+  /** a function's or procedure's body: its signature (`function public.bump(bigint)`) */
+  source?: string;
 }
 
 /** What a statement does after the cut-over: fails (42P10), or checks another key than before. */
@@ -152,19 +154,22 @@ export function widenedKey(info: TableInfo, column: string): string | null {
  * that check a wider key unless the widening is accepted.
  */
 export function checkStatements(info: TableInfo, column: string, accepted: string[]): void {
-  if (!info.appStatements?.length) return;
+  const statements: AppStatement[] = [...(info.appStatements ?? []), ...(info.appFunctions ?? [])];
+  if (!statements.length) return;
   const pk = widenedKey(info, column);
   const givenUp = info.indexes
     .filter((i) => i.isUnique && !i.keyColumns.includes(column) && !i.isPrimary)
     .map((i) => i.constraintName ?? i.name);
   const widenAccepted = pk !== null && accepted.includes(pk);
-  const broken = info.appStatements
+  const broken = statements
     .map((s) => ({ ...s, broken: whyItBreaks(s.query, targetsOf(info), column, givenUp, pk) }))
     .filter((s) => s.broken && !(s.broken.kind === 'changes' && widenAccepted));
   if (!broken.length) return;
   const list = broken
     .slice(0, 5)
-    .map((s) => `"${oneLine(s.query)}" (${s.calls} calls: ${s.broken!.why})`)
+    .map((s) =>
+      s.source ? `${s.source} (${s.broken!.why})` : `"${oneLine(s.query)}" (${s.calls} calls: ${s.broken!.why})`,
+    )
     .join('; ');
   const more = broken.length > 5 ? `; and ${broken.length - 5} more` : '';
   const changes = broken.some((s) => s.broken!.kind === 'changes')

@@ -283,6 +283,23 @@ test('writers through the cut-over, the rollback window and a rollback: the tabl
   for (const k of Object.values(w.counts)) expect(k).toBeGreaterThan(0);
   expect(r.swapBack!.movedRows).toBeGreaterThan(0);
   expect(r.cutover!.scanSkipped).toBe(true);
+  // issue 28 item 1: the history reads as the steps of the plan (each activity's summary)
+  const summaries = ((await h.fetchHistory()).events ?? [])
+    .filter((e) => e.activityTaskScheduledEventAttributes && e.userMetadata?.summary?.data)
+    .map((e) => JSON.parse(Buffer.from(e.userMetadata!.summary!.data!).toString()));
+  expect(summaries).toEqual([
+    'preflight public.img: read the catalog, make the plan',
+    'claim public.img in partflow.runs',
+    'build img_pfa_key CONCURRENTLY',
+    expect.stringMatching(/^create public\.img_pf_shadow, \d+ empty partitions$/),
+    expect.stringMatching(/^add and validate CHECK img_pfa_bound \(< \d{4}-\d{2}\)$/),
+    'cut over: attach public.img_history to the new public.img',
+    'rollback requested: can the table be put back?',
+    'undo: detach public.img_history, move the rows written since back',
+    'undo: drop the CHECK img_pfa_bound',
+    'undo: drop the partitioned copy of public.img',
+    'undo: drop the index img_pfa_key CONCURRENTLY',
+  ]);
   console.log(
     `attach: cut-over lock ${r.cutover?.lockHoldMs} ms; swap back lock ${r.swapBack!.lockHoldMs} ms moving ` +
       `${r.swapBack!.movedRows} rows; writes ${JSON.stringify(w.counts)}`,
@@ -349,4 +366,111 @@ test('maintainPartitions knows the history partition: reported, premade after it
     `SELECT count(*)::int AS n FROM pg_inherits WHERE inhrelid = 'mh_history'::regclass`,
   );
   expect(attached.rows[0].n).toBe(1);
+});
+
+describe("the attack on the attach path (helper-9's findings)", () => {
+  const refusal = async (input: PartitionTableInput) => {
+    const err = await (await start(input)).result().catch((e: unknown) => e);
+    return (err as WorkflowFailedError).cause?.message ?? 'not refused';
+  };
+
+  it('1. cleanup of a dead attach run removes its CHECK and indexes; until then a new run is refused', async () => {
+    await createImages('cl', 300);
+    const before = await catalogSnapshot(db.pool, ['public']);
+    const h = await start({ table: 'cl', method: 'attach' });
+    await waitFor(h, (p) => p.phase === 'awaiting-approval', 'the approval');
+    await h.terminate('a dead run');
+    expect(await refusal({ table: 'cl', method: 'attach', dryRun: true })).toMatch(
+      /^CHECK cl_pfa_bound, index cl_pfa_key of public\.cl are left from an earlier attach run: look with partflow cleanup public\.cl/,
+    );
+    const seen = await env.client.workflow.execute('cleanupTable', {
+      taskQueue: TQ,
+      workflowId: `attach-cleanup-look-${Date.now()}`,
+      args: [{ table: 'cl' }],
+    });
+    expect(seen.leftovers).toEqual(
+      expect.arrayContaining(['check cl_pfa_bound on cl', 'index cl_pfa_key', 'table cl_pf_shadow (partitioned copy)']),
+    );
+    const removed = await env.client.workflow.execute('cleanupTable', {
+      taskQueue: TQ,
+      workflowId: `attach-cleanup-${Date.now()}`,
+      args: [{ table: 'cl', remove: true, workflowId: h.workflowId }],
+    });
+    expect(removed.removed).toBe(true);
+    expect(await catalogSnapshot(db.pool, ['public'])).toEqual(before);
+    await db.pool.query(`INSERT INTO cl (user_id, created_at) VALUES (1, now() + interval '4 months')`);
+    expect(
+      (await (await start({ table: 'cl', method: 'attach', dryRun: true, cutoffMonth: '2099-01' })).result()).status,
+    ).toBe('dry-run');
+  });
+
+  it('2. a table and a column whose names hold a double quote and a space', async () => {
+    await db.pool.query(
+      `CREATE TABLE "We""ird t" ("i d" bigserial PRIMARY KEY, "Cre ated""" timestamp NOT NULL DEFAULT now())`,
+    );
+    await db.pool.query(
+      `INSERT INTO "We""ird t" ("Cre ated""") SELECT now() - g * interval '1 day' FROM generate_series(1, 300) g`,
+    );
+    const r: PartitionTableResult = await (
+      await start({
+        table: '"We""ird t"',
+        column: '"Cre ated"""',
+        method: 'attach',
+        approval: 'auto',
+        rollbackWindow: '1s',
+      })
+    ).result();
+    expect(r.status).toBe('done');
+    expect(r.oldTable).toBe('public."We""ird t_history"');
+    expect((await db.pool.query(`SELECT count(*)::int AS n FROM "We""ird t"`)).rows[0].n).toBe(300);
+  });
+
+  it("3. a function's ON CONFLICT (id) on the table is refused by name, whatever pg_stat_statements saw", async () => {
+    await createImages('fu', 100);
+    await db.pool.query(
+      `CREATE FUNCTION bump(i bigint) RETURNS void LANGUAGE plpgsql AS $$ BEGIN INSERT INTO fu (id, user_id) VALUES (i, 1) ON CONFLICT (id) DO UPDATE SET payload = 'x'; END $$`,
+    );
+    await db.pool.query(`SELECT pg_stat_statements_reset()`);
+    await db.pool.query(`SELECT bump(3)`);
+    const before = await catalogSnapshot(db.pool, ['public']);
+    expect(await refusal({ table: 'fu', method: 'attach' })).toMatch(
+      /function bump\(bigint\) \(ON CONFLICT \(id\) has no unique index to match: 42P10\)/,
+    );
+    expect(await refusal({ table: 'fu' })).toMatch(/function bump\(bigint\)/);
+    expect(await catalogSnapshot(db.pool, ['public'])).toEqual(before);
+    await db.pool.query(`DROP FUNCTION bump(bigint)`);
+  });
+
+  it('4. a NO INHERIT CHECK is refused before anything changes, on both paths', async () => {
+    await createImages('noinh', 100);
+    await db.pool.query(`ALTER TABLE noinh ADD CONSTRAINT pos CHECK (user_id >= 0) NO INHERIT`);
+    const before = await catalogSnapshot(db.pool, ['public']);
+    for (const method of ['attach', 'copy'] as const) {
+      expect(await refusal({ table: 'noinh', method })).toMatch(
+        /^CHECK pos of public\.noinh is NO INHERIT, which a partitioned table cannot have/,
+      );
+    }
+    expect(await catalogSnapshot(db.pool, ['public'])).toEqual(before);
+  });
+
+  it('5. a rollback that would put one id twice in the table is refused naming it; once resolved it goes', async () => {
+    await createImages('dup', 300);
+    const h = await start({ table: 'dup', method: 'attach', approval: 'auto', rollbackWindow: '1h' });
+    const cutoff = await cutoffOf(h);
+    await waitFor(h, (p) => p.phase === 'rollback-window', 'the cut-over');
+    await db.pool.query(
+      `INSERT INTO dup (id, user_id, created_at) VALUES (3, 1, $1::timestamptz + interval '2 days')`,
+      [cutoff],
+    );
+    await h.signal('rollback');
+    await waitFor(h, (p) => /cannot put public\.dup back/.test(p.lastError ?? ''), 'the refusal');
+    expect((await h.query<{ phase: string; lastError: string }>('progress')).lastError).toMatch(
+      /its original primary key \(id\) would hold \(3\) twice, written since the cut-over with another created_at; delete or change one of each/,
+    );
+    await db.pool.query(`DELETE FROM dup WHERE id = 3 AND created_at >= $1::timestamptz`, [cutoff]);
+    await h.signal('rollback');
+    const r: PartitionTableResult = await h.result();
+    expect(r.status).toBe('rolled-back');
+    expect((await db.pool.query(`SELECT relkind FROM pg_class WHERE oid = 'dup'::regclass`)).rows[0].relkind).toBe('r');
+  });
 });
