@@ -1,5 +1,6 @@
 /** Every activity partflow registers, built around one pg pool and logger. */
 import { createCleanupActivities } from './cleanup';
+import { fleetRegistered } from './fleet';
 import { createConstraintActivities } from './constraints';
 import { createIndexActivities } from './indexes';
 import { createMaintenanceActivities } from './maintenance';
@@ -12,6 +13,7 @@ export function createActivities(deps: Deps) {
     ...createMaintenanceActivities(deps),
     ...createCleanupActivities(deps),
     ...createIndexActivities(deps),
+    fleetRegistered,
   };
 }
 

@@ -134,4 +134,16 @@ ensure_temporal_server() {
     done
     sleep 2
   fi
+  ensure_search_attributes
+}
+
+# The fleet's custom search attributes (src/fleet.ts; README "A fleet of tables"): registered once per
+# namespace, on a server started by an earlier run too (create fails harmlessly when one exists).
+ensure_search_attributes() {
+  local name type
+  for pair in PartflowTable=Keyword PartflowPhase=Keyword PartflowAwaitingApproval=Bool PartflowThrottled=Bool; do
+    name="${pair%=*}" type="${pair#*=}"
+    "$TEMPORAL_BIN" operator search-attribute create --address "$TEMPORAL_ADDRESS" --name "$name" --type "$type" \
+      >/dev/null 2>&1 || true
+  done
 }

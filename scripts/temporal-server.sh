@@ -121,6 +121,8 @@ start() {
   fi
   for _ in $(seq 1 120); do
     if "$TEMPORAL_BIN" operator namespace describe --namespace default --address "127.0.0.1:$PORT" >/dev/null 2>&1; then
+      # the fleet's search attributes (src/fleet.ts), as on the dev server
+      TEMPORAL_ADDRESS="127.0.0.1:$PORT" ensure_search_attributes
       return 0
     fi
     "$TEMPORAL_BIN" operator namespace create --namespace default --retention 72h --address "127.0.0.1:$PORT" \

@@ -114,7 +114,14 @@ export interface TableInfo {
   /** CHECK constraints marked NO INHERIT, which a partitioned table cannot have (read by partitionTable's preflight) */
   noInheritChecks?: string[];
   /** the attach path's facts (read by partitionTable's preflight with "method": "attach") */
-  attach?: { beyond: number; newest: string | null; notValidChecks: string[]; leftovers?: string[] };
+  attach?: {
+    beyond: number;
+    newest: string | null;
+    notValidChecks: string[];
+    leftovers?: string[];
+    /** the primary key's index, bytes: the cut-over drops it, and the server frees its files under the lock */
+    primaryKeyBytes?: number;
+  };
   /** the views that read the table, with their definitions (read by partitionTable's preflight; absent otherwise) */
   views?: ViewInfo[];
   /** the table's own triggers with their definitions (read by partitionTable's preflight; absent otherwise) */

@@ -10,6 +10,7 @@ import type { PartitionOptions, PartitionTableInput } from '../src/input';
 import type { Plan } from '../src/plan';
 import type { ReplicaBounds } from '../src/replicas';
 import type { Phase, Progress } from './definitions';
+import { upsertFleet } from './fleet';
 
 export type Step = 'claim' | 'attachKey' | 'shadow' | 'attachCheck' | 'sync' | 'cutover';
 
@@ -54,6 +55,10 @@ export interface PartitionState {
   throttledBy?: Throttled | null;
   /** the pause after each batch that the application-latency bound asks for, ms */
   appPauseMs?: number;
+  /** the fleet's search attributes are registered (set at the start; absent in runs from before them) */
+  fleet?: boolean;
+  /** their values as last set */
+  fleetValues?: string;
   replicaLag?: Lag | null;
   /** parallel copy: the streams not done yet (absent: all of them, or a single stream) */
   streamsLeft?: number[];
@@ -240,4 +245,5 @@ export function showDetails(run: Run): void {
   }
   if (p.lastError) lines.push(`last error: ${p.lastError}`);
   setCurrentDetails(lines.join('\n\n'));
+  if (run.s.fleet) run.s.fleetValues = upsertFleet(p, run.s.fleetValues);
 }

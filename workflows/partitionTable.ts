@@ -198,6 +198,10 @@ async function compensate(run: Run, finalState: 'rolled-back' | 'failed'): Promi
 /** Preflight, then claim, copy and sync trigger, each recorded before it runs; a dry run ends after preflight. */
 async function setUp(run: Run): Promise<PartitionTableResult | null> {
   const { s, opts, table, lockTimeoutMs } = run;
+  // the fleet's search attributes, where the namespace has them (runs from before them: never)
+  if (patched('fleet-search-attributes')) {
+    s.fleet = await act(SHORT, 'are the fleet search attributes registered?').fleetRegistered();
+  }
   enter(run, 'preflight');
   const pre = await act(SHORT, `preflight ${table}: read the catalog, make the plan`).preflight(run.external);
   s.plan = pre.plan;

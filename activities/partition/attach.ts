@@ -49,7 +49,12 @@ export async function readAttachFacts(
       WHERE relnamespace = to_regnamespace($3) AND relname IN ($4, $5)`,
     [info.oid, `${t}_pfa_bound`, quoteIdent(info.table.schema), `${t}_pfa_key`, `${t}_pfa_back`],
   );
+  const pk = await pool.query(
+    `SELECT pg_relation_size(conindid)::bigint AS b FROM pg_constraint WHERE conrelid = $1 AND contype = 'p'`,
+    [info.oid],
+  );
   return {
+    primaryKeyBytes: Number(pk.rows[0]?.b ?? 0),
     beyond,
     newest,
     notValidChecks: checks.rows.map((r) => r.conname as string),

@@ -16,6 +16,7 @@ import { compareWithRecord, Writer } from '../../demo/writer';
 import { createTestDb, TestDb } from '../helpers/pg';
 import { createTable, KeyKind } from '../helpers/tables';
 import { temporalBin } from '../helpers/temporal';
+import { devServerFlags } from '../../src/fleet';
 import { progress, sleep, waitFor } from '../helpers/workflow';
 
 const PORT = 17233 + (process.pid % 500);
@@ -44,6 +45,7 @@ function startServer(): ChildProcess {
       path.join(STATE, 'temporal.db'),
       '--log-level',
       'error',
+      ...devServerFlags(),
     ],
     { stdio: 'ignore' },
   );

@@ -2,6 +2,7 @@
 import { TestWorkflowEnvironment } from '@temporalio/testing';
 import * as os from 'os';
 import * as path from 'path';
+import { devServerFlags } from '../../src/fleet';
 
 export function temporalBin(): string {
   return process.env.TEMPORAL_BIN ?? path.join(os.homedir(), '.cache', 'partflow', 'bin', 'temporal');
@@ -14,7 +15,8 @@ export async function startDevServer(
   return TestWorkflowEnvironment.createLocal({
     server: {
       executable: { type: 'existing-path', path: temporalBin() },
-      extraArgs: ['--log-level', 'error', ...extraArgs],
+      // the fleet's search attributes registered, as our scripts do (src/fleet.ts)
+      extraArgs: ['--log-level', 'error', ...devServerFlags(), ...extraArgs],
       ...(opts.uiPort ? { ui: true, uiPort: opts.uiPort } : {}),
     },
   });

@@ -7,13 +7,21 @@ import * as path from 'path';
 import { parse } from 'yaml';
 import { loadConfig } from '../../src/config';
 import { metricsAddress } from '../../worker/telemetry';
+import { FLEET_ATTRIBUTES } from '../../src/fleet';
 
 const ROOT = path.join(__dirname, '..', '..');
 const compose = parse(fs.readFileSync(path.join(ROOT, 'docker-compose.yml'), 'utf8'));
 const svc = compose.services;
 
 test('has the target database, Temporal with PostgreSQL persistence, the Web UI and the worker', () => {
-  expect(Object.keys(svc).sort()).toEqual(['postgres', 'temporal', 'temporal-db', 'temporal-ui', 'worker']);
+  expect(Object.keys(svc).sort()).toEqual([
+    'postgres',
+    'temporal',
+    'temporal-db',
+    'temporal-search-attributes',
+    'temporal-ui',
+    'worker',
+  ]);
   expect(svc.temporal.environment.DB).toBe('postgres12');
   expect(svc.temporal.environment.POSTGRES_SEEDS).toBe('temporal-db');
   expect(svc['temporal-db'].environment.POSTGRES_USER).toBe(svc.temporal.environment.POSTGRES_USER);
@@ -84,4 +92,11 @@ test('the target database loads pg_stat_statements and creates it, as the tested
   expect(fs.readFileSync(path.join(ROOT, file), 'utf8')).toMatch(
     /^CREATE EXTENSION IF NOT EXISTS pg_stat_statements;$/m,
   );
+});
+
+test("the fleet's search attributes are registered, the same names and types as src/fleet.ts", () => {
+  const sa = svc['temporal-search-attributes'];
+  expect(sa.environment.TEMPORAL_ADDRESS).toBe(svc.worker.environment.TEMPORAL_ADDRESS);
+  const pairs = Object.values(FLEET_ATTRIBUTES).map((a) => `${a.name}=${a.type}`);
+  expect(sa.command[0]).toContain(`for a in ${pairs.join(' ')};`);
 });
