@@ -22,6 +22,7 @@ import type { maintainPartitions, MaintainResult } from '../workflows/maintainPa
 import type { partitionTable } from '../workflows/partitionTable';
 import { cleanupLeftovers, connectClient, partitionHandle, startPartition } from './client';
 import { loadConfig, PartflowConfig } from '../src/config';
+import { awaitingApprovalQuery, FLEET_ATTRIBUTES } from '../src/fleet';
 import { FixConstraintsInput, validateFixInput } from '../src/constraints';
 import { InputError, parseTableName } from '../src/ident';
 import { PartitionTableInput, validatePartitionInput, validateThrottle } from '../src/input';
@@ -463,7 +464,29 @@ function tableCommands(p: Command, ctx: Ctx): void {
     .action(onTable(ctx, (table, _h, v) => cleanup(ctx, table, v)));
 }
 
+/** The runs across the fleet that wait for their cut-over's approval (the fleet's search attributes). */
+async function awaiting(ctx: Ctx, v: Opts): Promise<number> {
+  const client = await ctx.client();
+  const rows: { workflowId: string; table: unknown; since: string }[] = [];
+  for await (const w of client.workflow.list({ query: awaitingApprovalQuery(v.table as string | undefined) })) {
+    const table = w.searchAttributes?.[FLEET_ATTRIBUTES.table.name]?.[0];
+    rows.push({ workflowId: w.workflowId, table, since: w.startTime.toISOString() });
+  }
+  if (v.json) ctx.out(JSON.stringify(rows, null, 2));
+  else if (!rows.length)
+    ctx.out('no run waits for approval (runs on a namespace without the fleet search attributes are not listed)');
+  else
+    for (const r of rows)
+      ctx.out(`${r.table}  ${r.workflowId}  started ${r.since}; approve: partflow approve ${r.table}`);
+  return 0;
+}
+
 function otherCommands(p: Command, ctx: Ctx): void {
+  p.command('awaiting')
+    .description('every run waiting for its cut-over approval, across the fleet')
+    .option('--table <schema.table>', 'one table only')
+    .option('--json', 'for scripts')
+    .action(async (v: Opts) => void (ctx.code = await awaiting(ctx, v)));
   p.command('fix')
     .description(
       'add foreign keys and NOT NULLs online; audits first and changes nothing when violations have no policy',

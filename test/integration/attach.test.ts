@@ -11,6 +11,7 @@ import type { PartitionTableResult } from '../../workflows/partitionTable';
 import { catalogSnapshot, TestDb } from '../helpers/pg';
 import { startStack, Stack } from '../helpers/stack';
 import { sleep, waitFor } from '../helpers/workflow';
+import { awaitingApprovalQuery } from '../../src/fleet';
 
 const TQ = 'partflow-attach';
 let stack: Stack;
@@ -473,4 +474,29 @@ describe("the attack on the attach path (helper-9's findings)", () => {
     expect(r.status).toBe('rolled-back');
     expect((await db.pool.query(`SELECT relkind FROM pg_class WHERE oid = 'dup'::regclass`)).rows[0].relkind).toBe('r');
   });
+});
+
+test('issue 28 item 2: a run waiting for approval is found across the fleet by its search attributes', async () => {
+  await createImages('fleet', 200);
+  const h = await start({ table: 'fleet', method: 'attach' });
+  await waitFor(h, (p) => p.phase === 'awaiting-approval', 'the approval');
+  const listed = async (query: string) => {
+    const ids: string[] = [];
+    for await (const w of env.client.workflow.list({ query })) ids.push(w.workflowId);
+    return ids;
+  };
+  const query = awaitingApprovalQuery('public.fleet');
+  expect(query).toBe(
+    "PartflowAwaitingApproval = true AND ExecutionStatus = 'Running' AND PartflowTable = 'public.fleet'",
+  );
+  for (let i = 0; i < 50 && !(await listed(query)).includes(h.workflowId); i++) await sleep(200);
+  expect(await listed(query)).toEqual([h.workflowId]);
+  expect(await listed(`PartflowPhase = 'awaiting-approval' AND PartflowTable = 'public.fleet'`)).toEqual([
+    h.workflowId,
+  ]);
+  await h.signal('rollback');
+  expect((await h.result()).status).toBe('rolled-back');
+  for (let i = 0; i < 50 && (await listed(query)).length; i++) await sleep(200);
+  expect(await listed(query)).toEqual([]);
+  expect(await listed(`PartflowPhase = 'rolled-back' AND PartflowTable = 'public.fleet'`)).toEqual([h.workflowId]);
 });

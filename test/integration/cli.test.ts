@@ -50,6 +50,7 @@ test('help, usage errors and bad input: exit 2 with one sentence and no stack tr
     'rollback',
     'finalize',
     'cancel',
+    'awaiting',
     'fix',
     'report',
     'schedule',
@@ -110,6 +111,12 @@ test('plan, start, status, pause, throttle, resume, watch, approve, report: one 
     /public\.cli_images (backfill|verify|awaiting-approval) \[[#.]{20}\] \d+\.\d% [\d,]+\/[\d,]+ rows/,
   );
   expect(watched.out).toMatch(/waiting for approval: partflow approve public\.cli_images\n$/);
+  // issue 28 item 2: the fleet's list of runs waiting for approval names this one
+  let waiting = await cli('awaiting');
+  for (let i = 0; i < 25 && !waiting.out.includes('public.cli_images'); i++) waiting = await cli('awaiting');
+  expect(waiting.out).toMatch(
+    /^public\.cli_images {2}partition-public\.cli_images {2}started \S+; approve: partflow approve public\.cli_images$/m,
+  );
   expect((await cli('approve', 'cli_images')).code).toBe(0);
   const done = await cli('watch', 'cli_images', '--interval-ms', '200');
   expect(done.code).toBe(0);
