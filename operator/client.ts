@@ -25,7 +25,36 @@ export async function startPartition(
   taskQueue = loadConfig().taskQueue,
 ): Promise<WorkflowHandleWithFirstExecutionRunId> {
   const ref = parseTableName(input.table);
-  return client.workflow.start('partitionTable', { taskQueue, workflowId: partitionWorkflowId(ref), args: [input] });
+  return client.workflow.start('partitionTable', {
+    taskQueue,
+    workflowId: partitionWorkflowId(ref),
+    args: [input],
+    ...partitionSummary(input),
+  });
+}
+
+/**
+ * The Web UI's summary and details of a partitionTable run (issue 28, item 1): what table, what change, the key
+ * input. Set by the starter (a workflow cannot set its own static summary); the run's current details follow it.
+ */
+export function partitionSummary(input: PartitionTableInput): { staticSummary: string; staticDetails: string } {
+  const t = parseTableName(input.table);
+  const method = input.method === 'attach' ? 'attach (the rows stay)' : 'copy';
+  const key = {
+    column: input.column ?? 'created_at',
+    method: input.method ?? 'copy',
+    ...(input.cutoffMonth ? { cutoffMonth: input.cutoffMonth } : {}),
+    approval: input.approval ?? 'signal',
+    rollbackWindow: input.rollbackWindow ?? '24h',
+    ...(input.parallelism ? { parallelism: input.parallelism } : {}),
+    ...(input.dryRun ? { dryRun: true } : {}),
+  };
+  return {
+    staticSummary: `partitionTable ${t.schema}.${t.name}: monthly partitions by ${key.column}, ${method}`,
+    staticDetails: Object.entries(key)
+      .map(([k, v]) => `**${k}**: ${v}`)
+      .join('\n'),
+  };
 }
 
 export function partitionHandle(client: Client, table: string): WorkflowHandle {

@@ -215,14 +215,24 @@ export function progressOf(run: Run): Progress {
 export function showDetails(run: Run): void {
   const p = progressOf(run);
   const halted = p.paused || p.pausing;
+  // the state and the operator's next action first; a rate only while rows are being copied
+  const copying = p.phase === 'backfill' && !halted;
+  const attach = !!run.s.plan?.sql.attach;
   const lines = [
     `**${p.table}**: ${p.phase}` +
       (p.paused ? ' (paused)' : p.pausing ? ' (pausing: the chunk in flight ends first)' : '') +
-      (p.awaitingApproval ? ', waiting for approveCutover' : ''),
-    `copied ${p.rowsCopied} of about ${p.rowsEstimated} rows (${p.percent} %)` +
-      (halted ? '' : `, ${p.rowsPerSecond} rows/s`) +
-      (!halted && p.etaSeconds !== null ? `, about ${p.etaSeconds} s left` : ''),
+      (p.awaitingApproval ? ': **next: signal approveCutover** (or rollback)' : '') +
+      (p.paused ? ': **next: signal resume**' : '') +
+      (p.phase === 'rollback-window' ? ': next: signal finalize, or rollback' : ''),
   ];
+  if (!attach && p.rowsCopied > 0) {
+    lines.push(
+      `copied ${p.rowsCopied} of about ${Math.max(p.rowsEstimated, p.rowsCopied)} rows ` +
+        `(${Math.min(100, p.percent)} %)` +
+        (copying ? `, ${p.rowsPerSecond} rows/s` : '') +
+        (copying && p.etaSeconds !== null ? `, about ${p.etaSeconds} s left` : ''),
+    );
+  }
   if (p.throttledBy)
     lines.push(`held back by ${p.throttledBy.bound} since ${p.throttledBy.since}: ${p.throttledBy.reason}`);
   else if (p.appPauseMs)

@@ -199,8 +199,14 @@ async function compensate(run: Run, finalState: 'rolled-back' | 'failed'): Promi
 async function setUp(run: Run): Promise<PartitionTableResult | null> {
   const { s, opts, table, lockTimeoutMs } = run;
   // the fleet's search attributes, where the namespace has them (runs from before them: never)
+  // (one attempt: a worker that does not know the activity, or any failure, means no attributes, not a stuck run)
   if (patched('fleet-search-attributes')) {
-    s.fleet = await act(SHORT, 'are the fleet search attributes registered?').fleetRegistered();
+    s.fleet = await act(
+      { ...SHORT, startToCloseTimeout: '30s', retry: { maximumAttempts: 1 } },
+      'are the fleet search attributes registered?',
+    )
+      .fleetRegistered()
+      .catch(() => false);
   }
   enter(run, 'preflight');
   const pre = await act(SHORT, `preflight ${table}: read the catalog, make the plan`).preflight(run.external);

@@ -88,6 +88,12 @@ test('plan, start, status, pause, throttle, resume, watch, approve, report: one 
   );
   expect(started).toMatchObject({ code: 0 });
   expect(started.out).toMatch(/^started partition-public\.cli_images/);
+  // issue 28 item 1: the Web UI's summary and details name the table, the change and the key input
+  const described = await env.client.workflow.getHandle('partition-public.cli_images').describe();
+  expect(await described.staticSummary()).toBe(
+    'partitionTable public.cli_images: monthly partitions by created_at, copy',
+  );
+  expect(await described.staticDetails()).toMatch(/^\*\*column\*\*: created_at\n\*\*method\*\*: copy\n/);
   let status: { phase: string; paused: boolean; batchSize: number } = { phase: '', paused: false, batchSize: 0 };
   for (let i = 0; i < 100 && status.phase !== 'backfill'; i++) {
     const s = await cli('status', 'cli_images', '--json');

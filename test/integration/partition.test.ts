@@ -86,7 +86,9 @@ test('partitions a live table: nothing lost, nothing duplicated, writers never f
   expect(gate.warnings.join(' ')).toMatch(/The copy needs about 0\.0\d GiB of disk, .*\(0\.0\d GiB of it indexes\)/);
   // the Web UI shows the progress as the workflow's current details (the built-in metadata query)
   const meta = await h.query<{ currentDetails?: string }>('__temporal_workflow_metadata');
-  expect(meta.currentDetails).toMatch(/^\*\*public\.images\*\*: awaiting-approval, waiting for approveCutover/);
+  expect(meta.currentDetails).toMatch(
+    /^\*\*public\.images\*\*: awaiting-approval: \*\*next: signal approveCutover\*\*/,
+  );
   expect(meta.currentDetails).toMatch(/verification passed: \d+ rows in \d+ chunk\(s\)/);
   await sleep(1000); // writes keep flowing through the trigger while we wait at the gate
   expect((await progress(h)).phase).toBe('awaiting-approval');
@@ -888,8 +890,9 @@ test('a slow preflight heartbeats and completes in its first attempt (here it wa
   await db.pool.query(`COMMIT PREPARED 'pf_slowpre'`);
   expect((await h.result()).status).toBe('dry-run');
   const events = (await h.fetchHistory()).events ?? [];
+  const preflight = events.find((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'preflight');
   const started = events
-    .filter((e) => e.activityTaskStartedEventAttributes)
+    .filter((e) => String(e.activityTaskStartedEventAttributes?.scheduledEventId) === String(preflight?.eventId))
     .map((e) => e.activityTaskStartedEventAttributes!.attempt);
   expect(started).toEqual([1]);
 });

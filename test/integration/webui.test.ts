@@ -93,7 +93,7 @@ test('start from the Start Workflow form, query progress in the Queries tab, app
   await page.getByText('Current Details').first().waitFor({ timeout: 30_000 });
   await page
     .frameLocator('iframe')
-    .getByText(/public\.ui_images.*awaiting-approval, waiting for approveCutover/)
+    .getByText(/public\.ui_images.*awaiting-approval: next: signal approveCutover/)
     .first()
     .waitFor({ timeout: 30_000 });
   await shot(page, '3b-current-details');

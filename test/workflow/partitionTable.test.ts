@@ -72,6 +72,7 @@ function mocks(calls: Calls, opts: { failAt?: keyof Activities; chunks?: number 
     finalize: rec('finalize'),
     rollbackBlocker: rec('rollbackBlocker', null),
     beginUndo: rec('beginUndo'),
+    fleetRegistered: async () => false, // not a step of the plan: left out of `calls`
   } as unknown as Activities;
 }
 
