@@ -289,6 +289,7 @@ test('writers through the cut-over, the rollback window and a rollback: the tabl
     .filter((e) => e.activityTaskScheduledEventAttributes && e.userMetadata?.summary?.data)
     .map((e) => JSON.parse(Buffer.from(e.userMetadata!.summary!.data!).toString()));
   expect(summaries).toEqual([
+    'are the fleet search attributes registered?',
     'preflight public.img: read the catalog, make the plan',
     'claim public.img in partflow.runs',
     'build img_pfa_key CONCURRENTLY',
