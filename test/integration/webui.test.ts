@@ -8,6 +8,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { Client } from 'pg';
+import { awaitingApprovalQuery } from '../../src/fleet';
 import { Browser, chromium, Page } from 'playwright-core';
 import { compareWithRecord, Writer } from '../../demo/writer';
 import type { TestDb } from '../helpers/pg';
@@ -97,6 +98,15 @@ test('start from the Start Workflow form, query progress in the Queries tab, app
     .first()
     .waitFor({ timeout: 30_000 });
   await shot(page, '3b-current-details');
+
+  // 3c. the fleet: the workflow list filtered by the search attributes lists the run waiting for approval
+  // (issue 28, item 2; the same query as partflow awaiting and temporal workflow list --query)
+  await page.goto(ui(`/workflows?query=${encodeURIComponent(awaitingApprovalQuery('public.ui_images'))}`), {
+    waitUntil: 'load',
+  });
+  await page.getByText(workflowId).first().waitFor({ timeout: 30_000 });
+  await shot(page, '3c-fleet-filter');
+  await page.goto(ui(`/workflows/${workflowId}`), { waitUntil: 'load' });
 
   // 4. approveCutover from the Signal form
   await page.locator('button:has-text("More Actions"):visible').first().click();
