@@ -17,7 +17,7 @@ import { classify, inTransaction, lockUpFront, runAll, withHeartbeat, withLockRe
 import { Deps, relOid, stepLog } from '../runtime/deps';
 import { faultPoint } from '../runtime/faults';
 import { buildConcurrently } from '../runtime/indexBuilder';
-import type { CutoverResult } from './cutover';
+import { validateInbound, type CutoverResult } from './cutover';
 import { acrossPartitions, fence, ownPlan, RUNS, runState, undoFence } from './run';
 import { viewsNow } from './views';
 
@@ -354,14 +354,7 @@ export async function attachSwapBack(
   };
   await withLockRetry(pool, l, 'swap back', across.ms, swap, across.opts);
   const lockHoldMs = Date.now() - lockedAt;
-  const notRestored: string[] = [];
-  for (const sql of plan.sql.validateInbound) {
-    try {
-      await withLockRetry(pool, l, 'validate inbound foreign key', lockTimeoutMs, (c) => c.query(sql));
-    } catch (err) {
-      notRestored.push(`${sql}: ${(err as Error).message}`);
-    }
-  }
+  const notRestored = await validateInbound({ pool, log }, plan, lockTimeoutMs);
   l.info({ lockHoldMs, movedRows, notRestored }, 'detached: the table is a plain table again');
   return { swapped: true, lockHoldMs, movedRows, notRestored };
 }

@@ -310,7 +310,7 @@ async function drainUnderLock(c: PoolClient, plan: Plan, keyLog: KeyLogApplySql)
  * After swapBack: a re-added foreign key that rows written during the window violate stays NOT VALID (it
  * still checks new rows): the undo goes on and reports it rather than stopping half way.
  */
-async function validateInbound({ pool, log }: Deps, plan: Plan, lockTimeoutMs: number): Promise<string[]> {
+export async function validateInbound({ pool, log }: Deps, plan: Plan, lockTimeoutMs: number): Promise<string[]> {
   const l = stepLog(log, 'swap-back', plan.table);
   const notRestored: string[] = [];
   for (const [i, sql] of plan.sql.validateInbound.entries()) {

@@ -27,6 +27,7 @@ import type { PartitionOptions } from '../input';
 import { addMonths, boundLiteral, compareMonths, formatMonth, Month, parseMonth } from '../partitions';
 import type { PartitionColumnType } from '../partitions';
 import { PlanContext, q, refuse, sibling } from './context';
+import { lockAll, serialOwnedBySql } from './cutover';
 import { carriedPoliciesSql } from './policies';
 import type { IndexRename } from './types';
 import { carriedViewsSql } from './views';
@@ -158,10 +159,8 @@ export function beyondSql(
 
 /** The names and pieces the attach path's statements share. */
 function attachNames(ctx: PlanContext, cutoff: Month) {
-  const { table, info } = ctx;
+  const { table } = ctx;
   const history = sibling(table, `${table.name}_history`);
-  const serial = info.sequences.find((s) => s.kind === 'serial');
-  const inbound = info.inboundForeignKeys.map((fk) => qualified(fk.table));
   return {
     t: qualified(table),
     history,
@@ -171,11 +170,8 @@ function attachNames(ctx: PlanContext, cutoff: Month) {
     checkName: `${table.name}_pfa_bound`,
     bound: boundLiteral(cutoff, ctx.type, ctx.opts.timeZone),
     rename: (from: string, to: string) => `ALTER INDEX ${qualified(sibling(table, from))} RENAME TO ${q(to)}`,
-    lock: (tables: TableRef[]) =>
-      `LOCK TABLE ${[...new Set([...inbound, ...tables.map(qualified)])].join(', ')} IN ACCESS EXCLUSIVE MODE`,
-    ownedBy: serial
-      ? [`ALTER SEQUENCE ${qualified(serial.sequence)} OWNED BY ${qualified(table)}.${q(serial.column)}`]
-      : [],
+    lock: (tables: TableRef[]) => lockAll(ctx, tables),
+    ownedBy: serialOwnedBySql(ctx),
   };
 }
 

@@ -48,13 +48,17 @@ function swapSql(ctx: PlanContext, from: TableRef, to: TableRef, renames: [strin
   return sql;
 }
 
+/** The serial sequence handed to whatever table has the name now (the attach path's too). */
+export function serialOwnedBySql(ctx: PlanContext): string[] {
+  const serial = ctx.info.sequences.find((s) => s.kind === 'serial');
+  return serial
+    ? [`ALTER SEQUENCE ${qualified(serial.sequence)} OWNED BY ${qualified(ctx.table)}.${q(serial.column)}`]
+    : [];
+}
+
 function sequencesSql(ctx: PlanContext, other: TableRef): string[] {
   const { table, info } = ctx;
-  const serial = info.sequences.find((s) => s.kind === 'serial');
-  const sql: string[] = [];
-  if (serial) {
-    sql.push(`ALTER SEQUENCE ${qualified(serial.sequence)} OWNED BY ${qualified(table)}.${q(serial.column)}`);
-  }
+  const sql = serialOwnedBySql(ctx);
   for (const s of info.sequences.filter((x) => x.kind === 'identity'))
     sql.push(syncIdentitySql(table, other, s.column));
   return sql;
@@ -66,7 +70,7 @@ function sequencesSql(ctx: PlanContext, other: TableRef): string[] {
  * application locks such a table before the one it references), so no statement of the step waits for a lock
  * after the step holds one.
  */
-function lockAll(ctx: PlanContext, tables: TableRef[]): string {
+export function lockAll(ctx: PlanContext, tables: TableRef[]): string {
   const names = [...ctx.info.inboundForeignKeys.map((fk) => qualified(fk.table)), ...tables.map(qualified)];
   return `LOCK TABLE ${[...new Set(names)].join(', ')} IN ACCESS EXCLUSIVE MODE`;
 }
