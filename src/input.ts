@@ -209,12 +209,12 @@ export function validatePartitionInput(raw: unknown): PartitionOptions {
   if (input.dryRun !== undefined && typeof input.dryRun !== 'boolean')
     throw new InputError('Field "dryRun" must be true or false.');
   const startMonth = input.startMonth === undefined || input.startMonth === null ? null : String(input.startMonth);
-  if (startMonth !== null && !/^\d{4}-(0[1-9]|1[0-2])$/.test(startMonth))
+  if (startMonth !== null && (typeof startMonth !== 'string' || !/^\d{4}-(0[1-9]|1[0-2])$/.test(startMonth)))
     throw new InputError(
       `Field "startMonth" must be a month such as "2024-01", not ${JSON.stringify(input.startMonth)}.`,
     );
   const cutoffMonth = (input.cutoffMonth as string | undefined) ?? null;
-  if (cutoffMonth !== null && !/^\d{4}-(0[1-9]|1[0-2])$/.test(cutoffMonth))
+  if (cutoffMonth !== null && (typeof cutoffMonth !== 'string' || !/^\d{4}-(0[1-9]|1[0-2])$/.test(cutoffMonth)))
     throw new InputError(
       `Field "cutoffMonth" must be a month such as "2027-02", not ${JSON.stringify(input.cutoffMonth)}.`,
     );

@@ -8,7 +8,10 @@ import { WorkflowFailedError, WorkflowHandle } from '@temporalio/client';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import type { PartitionTableInput } from '../../src/input';
 import type { PartitionTableResult } from '../../workflows/partitionTable';
+import { Client } from 'pg';
+import { compareWithRecord, Writer } from '../../demo/writer';
 import { catalogSnapshot, TestDb } from '../helpers/pg';
+import { createTable } from '../helpers/tables';
 import { startStack, Stack } from '../helpers/stack';
 import { sleep, waitFor } from '../helpers/workflow';
 import { awaitingApprovalQuery } from '../../src/fleet';
@@ -500,4 +503,39 @@ test('issue 28 item 2: a run waiting for approval is found across the fleet by i
   for (let i = 0; i < 50 && (await listed(query)).length; i++) await sleep(200);
   expect(await listed(query)).toEqual([]);
   expect(await listed(`PartflowPhase = 'rolled-back' AND PartflowTable = 'public.fleet'`)).toEqual([h.workflowId]);
+});
+
+test('writers in READ COMMITTED, REPEATABLE READ and SERIALIZABLE through the attach cut-over and a rollback: no error, the table equals their record', async () => {
+  const t = await createTable(db.pool, { schema: 'public', name: 'iso' }, 5000, 'bigserial');
+  const levels = ['READ COMMITTED', 'REPEATABLE READ', 'SERIALIZABLE'] as const;
+  const w = new Writer(t.spec, db.conn, { lanes: 3, opsPerSecondPerLane: 40, snapshot: true, isolation: [...levels] });
+  await w.start();
+  stops.push(async () => void (await w.stop()));
+  // a year ahead: the writers date rows up to two months ahead and move them by a month at a time
+  const d = new Date();
+  const cutoffMonth = `${d.getUTCFullYear() + 1}-${String(d.getUTCMonth() + 1).padStart(2, '0')}`;
+  const h = await start({ table: 'iso', method: 'attach', cutoffMonth, approval: 'auto', rollbackWindow: '1h' });
+  await waitFor(h, (p) => p.phase === 'rollback-window', 'the cut-over');
+  await sleep(2000);
+  await h.signal('rollback');
+  expect((await h.result()).status).toBe('rolled-back');
+  await sleep(1000);
+  const h2 = await start({ table: 'iso', method: 'attach', cutoffMonth, approval: 'auto', rollbackWindow: '1s' });
+  expect((await h2.result()).status).toBe('done');
+  await sleep(1000);
+  const stats = await w.stop();
+  expect({ errors: stats.errors, samples: stats.errorSamples }).toEqual({ errors: 0, samples: [] });
+  const c = new Client(db.conn);
+  await c.connect();
+  const cmp = await compareWithRecord(c, t.spec, w.record);
+  await c.end();
+  expect({ missing: cmp.missing, extra: cmp.extra, different: cmp.different }).toEqual({
+    missing: 0,
+    extra: 0,
+    different: 0,
+  });
+  expect(cmp.tableChecksum).toBe(cmp.recordChecksum);
+  console.log(
+    `isolation writers: ${stats.ops} ops, 40001 by level ${JSON.stringify(stats.serializationFailuresByLevel)}`,
+  );
 });

@@ -57,3 +57,16 @@ describe('batch size under a time budget', () => {
     expect(nextBatchSize(1, 100, 1, 50)).toBe(2);
   });
 });
+
+describe("the attach path's input fields take no hostile text (issue 25)", () => {
+  it.each([
+    ["2027-02'; DROP TABLE users; --", /Field "cutoffMonth" must be a month such as "2027-02"/],
+    ['2027-13', /Field "cutoffMonth" must be a month/],
+    [{ toString: (): string => '2027-02' }, /Field "cutoffMonth" must be a month/],
+  ])('cutoffMonth %p is refused', (cutoffMonth, expected) => {
+    expect(() => validatePartitionInput({ table: 't', method: 'attach', cutoffMonth } as never)).toThrow(expected);
+  });
+  it('method is one of copy and attach only', () => {
+    expect(() => validatePartitionInput({ table: 't', method: "attach'; --" } as never)).toThrow(/Field "method"/);
+  });
+});
