@@ -223,3 +223,18 @@ export interface PolicyInfo {
   withCheck: string | null;
   comment?: string | null;
 }
+
+/** Whether a foreign key that references the table is the table's own (a `parent_id`). */
+export function referencesItself(info: Pick<TableInfo, 'table'>, fk: ForeignKeyInfo): boolean {
+  return fk.table.schema === info.table.schema && fk.table.name === info.table.name;
+}
+
+/** The referenced columns of a `pg_get_constraintdef()` foreign key, unquoted. */
+export function referencedColumns(def: string): string[] {
+  const name = '(?:"(?:[^"]|"")*"|[^\\s(".]+)';
+  const m = new RegExp(`\\bREFERENCES\\s+${name}(?:\\.${name})?\\(((?:"(?:[^"]|"")*"|[^)"])*)\\)`).exec(def);
+  if (!m) return [];
+  return (m[1].match(/"(?:[^"]|"")*"|[^,\s]+/g) ?? []).map((c) =>
+    c.startsWith('"') ? c.slice(1, -1).replace(/""/g, '"') : c,
+  );
+}

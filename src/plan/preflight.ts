@@ -2,7 +2,7 @@
  * Every refusal reason the catalog can show, checked before anything runs; the first one found is thrown
  * as one sentence that names the object and the way forward.
  */
-import type { TableInfo } from '../catalog';
+import { referencedColumns, referencesItself, TableInfo } from '../catalog';
 import { byteLength, displayName, MAX_IDENT_BYTES, TableRef } from '../ident';
 import type { PartitionOptions } from '../input';
 import { refuse } from './context';
@@ -98,23 +98,39 @@ function checkReferences(info: TableInfo, opts: PartitionOptions, t: string): vo
         'wait for it, or roll it back, before starting another.',
     );
   }
-  const self = info.inboundForeignKeys.filter(
-    (f) => f.table.schema === info.table.schema && f.table.name === info.table.name,
-  );
-  if (self.length) {
-    refuse(
-      `Table ${t} references itself (${self.map((f) => f.name).join(', ')}); ` +
-        'self-referencing tables are not supported yet.',
-    );
-  }
-  if (info.inboundForeignKeys.length && opts.inboundForeignKeys !== 'drop') {
-    const list = info.inboundForeignKeys.map((f) => `${displayName(f.table)}.${f.name}`).join(', ');
+  checkSelfReference(info, opts, t);
+  const others = info.inboundForeignKeys.filter((f) => !referencesItself(info, f));
+  if (others.length && opts.inboundForeignKeys !== 'drop') {
+    const list = others.map((f) => `${displayName(f.table)}.${f.name}`).join(', ');
     refuse(
       `Other tables reference ${t} by foreign key (${list}); a partitioned table cannot be referenced by its id ` +
         'alone, so rerun with "inboundForeignKeys": "drop" to drop them at cut-over.',
     );
   }
   checkViews(info, t);
+}
+
+/**
+ * A foreign key of the table on itself (`parent_id` REFERENCES the table's `id`). It cannot stay on the old table
+ * through the copy's cut-over (it would name the old table), nor go on the copy while rows arrive in key order.
+ * One on `(id)` alone has no unique key to point at once the primary key is `(id, <column>)`; one that already
+ * carries the partition column could be kept, but PostgreSQL before 18 adds a foreign key to a partitioned table
+ * only by checking every row under a lock that blocks writes. Either way it is dropped only on the explicit
+ * `inboundForeignKeys: "drop"`, listed under "given up", and a rollback restores and validates it.
+ */
+function checkSelfReference(info: TableInfo, opts: PartitionOptions, t: string): void {
+  const self = info.inboundForeignKeys.filter((f) => referencesItself(info, f));
+  if (!self.length || opts.inboundForeignKeys === 'drop') return;
+  const pc = info.partitionColumn?.name ?? '';
+  const keys = self.map((f) => `${f.name} ${f.def.replace(/^FOREIGN KEY /, '')}`).join(', ');
+  const why = self.every((f) => referencedColumns(f.def).includes(pc))
+    ? 'PostgreSQL before 18 adds a foreign key to a partitioned table only by checking every row under a lock ' +
+      'that blocks writes, so partflow does not keep it'
+    : `after partitioning the referenced key is unique only together with ${pc}, so it cannot be kept`;
+  refuse(
+    `Table ${t} references itself by foreign key ${keys}; ${why}: rerun with "inboundForeignKeys": "drop" to drop ` +
+      'it at the cut-over (given up: the new table does not check it; a rollback restores and validates it).',
+  );
 }
 
 function checkReplication(info: TableInfo, t: string): void {

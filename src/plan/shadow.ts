@@ -3,8 +3,8 @@
  * temporary names, grants, comments and owner, in one transaction; its outbound foreign keys one by one.
  * Undo: drop the copy.
  */
-import type { TableInfo } from '../catalog';
-import { qualified, quoteLiteral } from '../ident';
+import { referencesItself, TableInfo } from '../catalog';
+import { displayName, qualified, quoteLiteral } from '../ident';
 import { boundLiteral } from '../partitions';
 import { constraintsWithoutKey } from './preflight';
 import { PlanContext, q, refuse, sibling } from './context';
@@ -162,10 +162,16 @@ export function shadowStep(ctx: PlanContext): ShadowSql & { indexRenames: IndexR
     ...indexesSql(ctx, indexRenames),
     ...accessSql(ctx),
   ];
-  const shadowForeignKeys = info.outboundForeignKeys.map(
-    (f) => `ALTER TABLE ${st} ADD CONSTRAINT ${q(f.name)} ${f.def}`,
-  );
-  for (const f of info.outboundForeignKeys) {
+  const outbound = info.outboundForeignKeys;
+  const shadowForeignKeys = outbound.map((f) => `ALTER TABLE ${st} ADD CONSTRAINT ${q(f.name)} ${f.def}`);
+  // the table's foreign keys on itself (inbound, not outbound) stay off the copy (checkSelfReference)
+  for (const f of info.inboundForeignKeys.filter((x) => referencesItself(info, x))) {
+    ctx.givenUp.push(
+      `foreign key ${f.name} of ${displayName(info.table)} on itself: dropped at the cut-over, the new table does ` +
+        'not check it (inboundForeignKeys "drop"; a rollback restores and validates it)',
+    );
+  }
+  for (const f of outbound) {
     if (f.comment) ctx.givenUp.push(`The comment on foreign key ${f.name} is not carried over.`);
   }
   if (info.indexes.some((i) => /\sTABLESPACE\s/.test(i.def))) {

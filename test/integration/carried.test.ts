@@ -688,3 +688,149 @@ test('item 6: the widening needs pg_stat_statements or acceptLostConstraints; up
   expect(await catalogSnapshot(db.pool, ['public'])).toEqual(before);
   await db.pool.query(`SELECT pg_stat_statements_reset()`);
 });
+
+describe('item 4: self-referencing foreign keys', () => {
+  /** The table's foreign keys as PostgreSQL shows them, with the table each names. */
+  const selfKeys = async (name: string) =>
+    (
+      await db.pool.query(
+        `SELECT conrelid::regclass::text || ' ' || conname || ' ' || convalidated::text || ' ' || pg_get_constraintdef(oid) AS x
+           FROM pg_constraint WHERE contype = 'f' AND conname = $1 ORDER BY 1`,
+        [name],
+      )
+    ).rows.map((r) => r.x);
+
+  test('refused without inboundForeignKeys "drop", naming the key; with it given up, dropped at the cut-over, restored and validated by a rollback', async () => {
+    await db.pool
+      .query(`CREATE TABLE th (id bigserial PRIMARY KEY, parent_id bigint CONSTRAINT th_parent_fk REFERENCES th (id),
+                           op text, created_at timestamptz NOT NULL)`);
+    // roots 1..300, then replies to them: the writers only reply to roots and delete only their own replies
+    await db.pool.query(
+      `INSERT INTO th (op, created_at) SELECT 'root', now() - g * interval '5 hours' FROM generate_series(1, 300) g`,
+    );
+    await db.pool.query(
+      `INSERT INTO th (parent_id, op, created_at) SELECT 1 + g % 300, 'reply', now() - g * interval '3 hours' FROM generate_series(1, 900) g`,
+    );
+    const before = await catalogSnapshot(db.pool, ['public']);
+    const refused = await (await start({ table: 'th' })).result().catch((e: unknown) => e);
+    expect((refused as WorkflowFailedError).cause?.message).toMatch(
+      /public\.th references itself by foreign key th_parent_fk \(parent_id\) REFERENCES th\(id\)/,
+    );
+    expect((refused as WorkflowFailedError).cause?.message).toMatch(/"inboundForeignKeys": "drop"/);
+    expect(await catalogSnapshot(db.pool, ['public'])).toEqual(before);
+
+    const dry = await (await start({ table: 'th', dryRun: true, inboundForeignKeys: 'drop' })).result();
+    expect(dry.plan.givenUp.join(' ')).toMatch(/foreign key th_parent_fk of public\.th on itself/);
+    // the copy never gets it: it would name the old table, and rows are copied in key order
+    expect(JSON.stringify(dry.plan.sql.shadowForeignKeys)).not.toContain('th_parent_fk');
+
+    const fk = await selfKeys('th_parent_fk');
+    expect(fk).toEqual(['th th_parent_fk true FOREIGN KEY (parent_id) REFERENCES th(id)']);
+    const ops: { kind: string; id: number; op: string; parent: number }[] = [];
+    let running = true;
+    let errors = 0;
+    let n = 0;
+    const mine: number[] = [];
+    const lane = async () => {
+      while (running) {
+        const op = `w-${++n}`;
+        const r = Math.random();
+        try {
+          if (r < 0.5 || !mine.length) {
+            const parent = 1 + Math.floor(Math.random() * 300);
+            const x = await db.pool.query(
+              `INSERT INTO th (parent_id, op, created_at) VALUES ($1, $2, now() - random() * interval '60 days') RETURNING id`,
+              [parent, op],
+            );
+            mine.push(Number(x.rows[0].id));
+            ops.push({ kind: 'INSERT', id: Number(x.rows[0].id), op, parent });
+          } else if (r < 0.8) {
+            const id = mine[Math.floor(Math.random() * mine.length)];
+            const parent = 1 + Math.floor(Math.random() * 300);
+            const x = await db.pool.query(
+              `UPDATE th SET parent_id = $1, op = $2, created_at = created_at - interval '32 days' WHERE id = $3`,
+              [parent, op, id],
+            );
+            if (x.rowCount) ops.push({ kind: 'UPDATE', id, op, parent });
+          } else {
+            const id = mine.splice(Math.floor(Math.random() * mine.length), 1)[0];
+            const x = await db.pool.query(`DELETE FROM th WHERE id = $1`, [id]);
+            if (x.rowCount) ops.push({ kind: 'DELETE', id, op, parent: 0 });
+          }
+        } catch {
+          errors++;
+        }
+        await sleep(10);
+      }
+    };
+    const lanes = [lane(), lane()];
+    stops.push(async () => {
+      running = false;
+      await Promise.all(lanes);
+    });
+    const h = await start({
+      table: 'th',
+      inboundForeignKeys: 'drop',
+      approval: 'auto',
+      rollbackWindow: '1h',
+      batchSize: 100,
+    });
+    await waitFor(h, (x) => x.phase === 'rollback-window', 'cut-over');
+    expect(await selfKeys('th_parent_fk')).toEqual([]); // neither on the new table nor on the old one
+    await sleep(1000);
+    await h.signal('rollback');
+    const result = await h.result();
+    running = false;
+    await Promise.all(lanes);
+    expect(result.status).toBe('rolled-back');
+    expect(result.undoProblems).toEqual([]);
+    expect(await selfKeys('th_parent_fk')).toEqual(fk);
+    expect(errors).toBe(0);
+    // the table is what the writers committed
+    const expected = new Map<number, string>();
+    for (const o of ops) {
+      if (o.kind === 'DELETE') expected.delete(o.id);
+      else expected.set(o.id, `${o.parent} ${o.op}`);
+    }
+    const got = await db.pool.query(`SELECT id::int, parent_id::int AS parent, op FROM th WHERE op LIKE 'w-%'`);
+    expect(new Map(got.rows.map((r) => [r.id, `${r.parent} ${r.op}`]))).toEqual(expected);
+    expect(ops.length).toBeGreaterThan(50);
+    expect(
+      (await db.pool.query(`SELECT count(*)::int AS n FROM th WHERE op <> 'root' AND op NOT LIKE 'w-%'`)).rows[0].n,
+    ).toBe(900);
+    // the attach path the same way: dropped from the table that becomes the history partition, restored by a rollback
+    const a = await start({
+      table: 'th',
+      method: 'attach',
+      inboundForeignKeys: 'drop',
+      approval: 'auto',
+      rollbackWindow: '1h',
+    });
+    await waitFor(a, (x) => x.phase === 'rollback-window', 'attach cut-over');
+    expect(await selfKeys('th_parent_fk')).toEqual([]);
+    await db.pool.query(`INSERT INTO th (parent_id, op, created_at) VALUES (7, 'window', now())`);
+    await a.signal('rollback');
+    expect((await a.result()).undoProblems).toEqual([]);
+    expect(await selfKeys('th_parent_fk')).toEqual(fk);
+    // kept partitioned: the key stays dropped, the table takes replies as before
+    const f = await start({ table: 'th', inboundForeignKeys: 'drop', approval: 'auto', rollbackWindow: '0s' });
+    expect((await f.result()).status).toBe('done');
+    expect(await selfKeys('th_parent_fk')).toEqual([]);
+    await db.pool.query(`INSERT INTO th (parent_id, op, created_at) VALUES (8, 'after', now())`);
+    expect((await db.pool.query(`SELECT count(*)::int AS n FROM th`)).rows[0].n).toBe(1200 + expected.size + 2);
+  });
+
+  test('one that includes the partition column is refused with the reason, before anything changes', async () => {
+    await db.pool
+      .query(`CREATE TABLE tk (id bigint, created_at timestamptz NOT NULL, parent_id bigint, parent_at timestamptz,
+                           PRIMARY KEY (id), UNIQUE (id, created_at),
+                           CONSTRAINT tk_parent_fk FOREIGN KEY (parent_id, parent_at) REFERENCES tk (id, created_at))`);
+    await db.pool.query(`INSERT INTO tk SELECT g, now() - g * interval '1 day' FROM generate_series(1, 50) g`);
+    const before = await catalogSnapshot(db.pool, ['public']);
+    const refused = await (await start({ table: 'tk' })).result().catch((e: unknown) => e);
+    expect((refused as WorkflowFailedError).cause?.message).toMatch(
+      /public\.tk references itself by foreign key tk_parent_fk .*every row under a lock that blocks writes/,
+    );
+    expect(await catalogSnapshot(db.pool, ['public'])).toEqual(before);
+  });
+});
