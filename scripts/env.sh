@@ -72,6 +72,15 @@ ensure_postgres() {
       "${runas[@]}" "$bin/pg_ctl" -D "$PARTFLOW_PG_DATA" -l "$PARTFLOW_PG_DATA/server.log" -w restart >/dev/null
     fi
   fi
+  # wal_level = logical: the publication test replicates a partitioned table to a subscriber (issue 29, item 5),
+  # as a production database with CDC or logical replicas runs
+  if ! grep -q '^wal_level' "$PARTFLOW_PG_DATA/postgresql.conf"; then
+    echo "wal_level = logical" | "${runas[@]}" tee -a "$PARTFLOW_PG_DATA/postgresql.conf" >/dev/null
+    if "$bin/pg_isready" -q -h 127.0.0.1 -p "$PARTFLOW_PG_PORT"; then
+      say "restarting PostgreSQL for wal_level = logical"
+      "${runas[@]}" "$bin/pg_ctl" -D "$PARTFLOW_PG_DATA" -l "$PARTFLOW_PG_DATA/server.log" -w restart >/dev/null
+    fi
+  fi
   if ! "$bin/pg_isready" -q -h 127.0.0.1 -p "$PARTFLOW_PG_PORT"; then
     say "starting PostgreSQL on port $PARTFLOW_PG_PORT"
     "${runas[@]}" "$bin/pg_ctl" -D "$PARTFLOW_PG_DATA" -l "$PARTFLOW_PG_DATA/server.log" -w start >/dev/null

@@ -110,6 +110,8 @@ export interface TableInfo {
   sequences: SequenceInfo[];
   dependentViews: string[];
   publications: string[];
+  /** the publications that name the table, each with what carrying it over needs (issue 29, item 5) */
+  publicationDetails?: PublicationInfo[];
   userTriggers: string[];
   /** CHECK constraints marked NO INHERIT, which a partitioned table cannot have (read by partitionTable's preflight) */
   noInheritChecks?: string[];
@@ -237,4 +239,22 @@ export function referencedColumns(def: string): string[] {
   return (m[1].match(/"(?:[^"]|"")*"|[^,\s]+/g) ?? []).map((c) =>
     c.startsWith('"') ? c.slice(1, -1).replace(/""/g, '"') : c,
   );
+}
+
+/** A publication that names the table in its table list. */
+export interface PublicationInfo {
+  name: string;
+  /** publish_via_partition_root */
+  viaRoot: boolean;
+  /** whether partflow's role may ALTER it (a member of its owner's role, or superuser) */
+  alterable: boolean;
+  owner: string;
+  /** the partitioned tables it also names (their changes are published by partition unless viaRoot) */
+  partitionedTables: string[];
+  /** its column list for the table (PostgreSQL 15+), null for every column */
+  columns: string[] | null;
+  /** its row filter for the table (PostgreSQL 15+), as pg_get_expr shows it */
+  rowFilter: string | null;
+  /** whether it publishes UPDATE or DELETE (which need the replica identity inside the column list) */
+  updatesOrDeletes: boolean;
 }

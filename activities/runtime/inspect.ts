@@ -1,6 +1,6 @@
 /** Reads the catalog facts a plan needs, one reader per subject. Read-only. */
 import type { PoolClient } from 'pg';
-import type { IndexInfo, TableInfo } from '../../src/catalog';
+import type { IndexInfo, PublicationInfo, TableInfo } from '../../src/catalog';
 import { displayName, InputError, qualified, quoteIdent, TableRef } from '../../src/ident';
 import type { PartitionOptions } from '../../src/input';
 import { boundLiteral, formatMonth, parseMonth, PartitionColumnType, partitionLayout } from '../../src/partitions';
@@ -175,7 +175,7 @@ async function readReplication(
   c: PoolClient,
   oid: number,
   h: Row,
-): Promise<Pick<TableInfo, 'implicitPublications' | 'subscriptions' | 'publications'>> {
+): Promise<Pick<TableInfo, 'implicitPublications' | 'subscriptions' | 'publications' | 'publicationDetails'>> {
   const implicitPubs = await c.query(
     h.v >= 150000
       ? `SELECT pubname FROM pg_publication WHERE puballtables
@@ -192,14 +192,28 @@ async function readReplication(
       [oid],
     )
     .catch(() => ({ rows: [] as { subname: string }[] }));
+  const v15 = h.v >= 150000;
+  // column lists and row filters: PostgreSQL 15 and later
+  const columns = v15
+    ? `(SELECT array_agg(a.attname::text ORDER BY k.n)
+          FROM unnest(pr.prattrs::int2[]) WITH ORDINALITY k(attnum, n)
+          JOIN pg_attribute a ON a.attrelid = pr.prrelid AND a.attnum = k.attnum)`
+    : 'NULL::text[]';
   const pubs = await c.query(
-    `SELECT p.pubname FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid WHERE pr.prrelid = $1`,
+    `SELECT p.pubname AS name, p.pubviaroot AS "viaRoot", pg_get_userbyid(p.pubowner) AS owner,
+            pg_has_role(p.pubowner, 'USAGE') AS alterable, p.pubupdate OR p.pubdelete AS "updatesOrDeletes",
+            ARRAY(SELECT quote_ident(on_.nspname) || '.' || quote_ident(o.relname) FROM pg_publication_rel po
+                   JOIN pg_class o ON o.oid = po.prrelid JOIN pg_namespace on_ ON on_.oid = o.relnamespace
+                   WHERE po.prpubid = p.oid AND o.relkind = 'p' ORDER BY 1) AS "partitionedTables",
+            ${columns} AS columns, ${v15 ? 'pg_get_expr(pr.prqual, pr.prrelid)' : 'NULL::text'} AS "rowFilter"
+       FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid WHERE pr.prrelid = $1 ORDER BY 1`,
     [oid],
   );
   return {
     implicitPublications: implicitPubs.rows.map((r) => r.pubname),
     subscriptions: subs.rows.map((r) => r.subname),
-    publications: pubs.rows.map((r) => r.pubname),
+    publications: pubs.rows.map((r) => r.name),
+    publicationDetails: pubs.rows as PublicationInfo[],
   };
 }
 

@@ -29,6 +29,7 @@ import type { PartitionColumnType } from '../partitions';
 import { PlanContext, q, refuse, sibling } from './context';
 import { lockAll, serialOwnedBySql } from './cutover';
 import { carriedPoliciesSql } from './policies';
+import { movePublicationsSql } from './publications';
 import type { IndexRename } from './types';
 import { carriedViewsSql } from './views';
 
@@ -196,6 +197,7 @@ function cutoverSql(ctx: PlanContext, n: Names, renames: IndexRename[]): string[
     ...n.ownedBy,
     ...carriedViewsSql(info.views ?? []),
     ...carriedPoliciesSql(info, table),
+    ...movePublicationsSql(info, n.history, table, true),
   ];
 }
 
@@ -220,6 +222,7 @@ function swapBackSql(ctx: PlanContext, n: Names, renames: IndexRename[]): string
     `ALTER TABLE ${n.h} RENAME TO ${q(table.name)}`,
     ...n.ownedBy,
     ...carriedViewsSql(info.views ?? []),
+    ...movePublicationsSql(info, ctx.shadow, table, false),
     ...info.inboundForeignKeys.map(
       (fk) => `ALTER TABLE ${qualified(fk.table)} ADD CONSTRAINT ${q(fk.name)} ${fk.def} NOT VALID`,
     ),

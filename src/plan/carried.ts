@@ -19,4 +19,6 @@ export const CARRIED_SQL = `SELECT x FROM (
     FROM pg_policy p WHERE p.polrelid = $1
   UNION ALL SELECT 'row security ' || c.relrowsecurity::text || ' ' || c.relforcerowsecurity::text
     FROM pg_class c WHERE c.oid = $1
+  UNION ALL SELECT 'publication ' || quote_ident(p.pubname)
+    FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid WHERE pr.prrelid = $1
 ) s ORDER BY x`;

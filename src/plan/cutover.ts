@@ -11,6 +11,7 @@ import { dropTriggersSql, guardViewSql, keyLogOf, keyLogSpec, keyLogSyncSql, syn
 import { carriedTriggersSql } from './triggers';
 import { carriedViewsSql } from './views';
 import { carriedPoliciesSql } from './policies';
+import { movePublicationsSql, publicationWarnings } from './publications';
 import type { IndexRename, PlanSql } from './types';
 
 type CutoverSql = Pick<PlanSql, 'cutover' | 'swapBack' | 'validateInbound' | 'finalize' | 'reverseKeyLog'>;
@@ -97,6 +98,8 @@ function cutoverSql(ctx: PlanContext, renames: IndexRename[], dropSyncTrigger: s
     ...carriedViewsSql(info.views ?? []),
     // row-level security: the policies, ENABLE and FORCE, before any query can see the new table
     ...carriedPoliciesSql(info, table),
+    // publications that name the table: the old one out, the new one in (after the drain under the lock)
+    ...movePublicationsSql(info, old, table, true),
     // the rollback window's sync: the new table's changed keys logged, applied into the old table by partflow
     ...keyLogSyncSql(ctx, 'reverse'),
     ...guardViewSql(ctx, guard),
@@ -130,10 +133,12 @@ export function cutoverStep(ctx: PlanContext, renames: IndexRename[], dropSyncTr
     ...sequencesSql(ctx, ctx.shadow),
     ...carriedTriggersSql(info.triggers ?? [], table, old).swapBack,
     ...carriedViewsSql(info.views ?? []),
+    ...movePublicationsSql(info, ctx.shadow, table, false),
     ...info.inboundForeignKeys.map(
       (fk) => `ALTER TABLE ${qualified(fk.table)} ADD CONSTRAINT ${q(fk.name)} ${fk.def} NOT VALID`,
     ),
   ];
+  ctx.warnings.push(...publicationWarnings(info));
   const validateInbound = info.inboundForeignKeys.map(
     (fk) => `ALTER TABLE ${qualified(fk.table)} VALIDATE CONSTRAINT ${q(fk.name)}`,
   );

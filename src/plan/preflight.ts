@@ -9,6 +9,7 @@ import { refuse } from './context';
 import { checkTriggers } from './triggers';
 import { checkViews } from './views';
 import { checkRowSecurity } from './policies';
+import { checkPublications } from './publications';
 import { checkKeyWidening, checkStatements, widenedKey } from './statements';
 import type { PlannedPartition } from './types';
 import { hasTidRangeScan, majorOf, MIN_SERVER_VERSION_NUM } from '../versions';
@@ -156,12 +157,7 @@ function checkReplication(info: TableInfo, t: string): void {
         `after the swap; drop ${them(n, 'it', 'them')} first and recreate ${them(n, 'it', 'them')} afterwards.`,
     );
   }
-  if (info.publications.length) {
-    refuse(
-      `Table ${t} is in publication(s) ${info.publications.join(', ')}; ` +
-        'remove it first and add the new table after cut-over.',
-    );
-  }
+  checkPublications(info, t, info.currentUser);
 }
 
 function checkObjects(info: TableInfo, t: string): void {

@@ -65,6 +65,8 @@ export const SHAPE_SQL = `SELECT x FROM (
     FROM pg_policy p WHERE p.polrelid = $1
   UNION ALL SELECT 'row security ' || c.relrowsecurity::text || ' ' || c.relforcerowsecurity::text
     FROM pg_class c WHERE c.oid = $1 AND (c.relrowsecurity OR c.relforcerowsecurity)
+  UNION ALL SELECT 'publication ' || quote_ident(p.pubname) || ' ' || p.pubviaroot::text
+    FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid WHERE pr.prrelid = $1
 ) s ORDER BY x`;
 
 /** partflow's triggers on $1 (an OID) with the version of their catalog rows: any ENABLE / DISABLE changes it. */

@@ -1,5 +1,5 @@
 import { compareChecksums } from '../../activities/partition';
-import type { TableInfo } from '../../src/catalog';
+import type { PublicationInfo, TableInfo } from '../../src/catalog';
 import { validatePartitionInput } from '../../src/input';
 import { backfillSql, buildPlan, pagesPerBatch, planStatements, planSummary, shapeDifferences } from '../../src/plan';
 
@@ -736,5 +736,83 @@ describe('pagesPerBatch and compareChecksums', () => {
         ['column 1 id bigint', 'column 2 w text', 'column 3 x integer'],
       ),
     ).toEqual(['column 2 v text is gone', 'column 2 w text is new', 'column 3 x integer is new']);
+  });
+});
+
+describe('publications carried (issue 29 item 5)', () => {
+  const pub = (over: Partial<PublicationInfo> = {}): PublicationInfo => ({
+    name: 'cdc',
+    viaRoot: false,
+    alterable: true,
+    owner: 'postgres',
+    partitionedTables: [],
+    columns: null,
+    rowFilter: null,
+    updatesOrDeletes: true,
+    ...over,
+  });
+  const withPubs = (pubs: PublicationInfo[], input: Record<string, unknown> = {}) => {
+    const f = fixture({ attach: { beyond: 0, newest: null, notValidChecks: [] } });
+    const info = { ...f, indexes: f.indexes.filter((i) => i.name !== 'gi_url_key') };
+    return buildPlan(
+      { ...info, publications: pubs.map((p) => p.name), publicationDetails: pubs },
+      validatePartitionInput({ table: 'gi', ...input }),
+    );
+  };
+
+  it('the cut-over moves each publication to the new table, the swap back moves it home', () => {
+    const plan = withPubs([
+      pub(),
+      pub({ name: 'lake', viaRoot: true, columns: ['id', 'created_at'], rowFilter: "(status <> 'x'::text)" }),
+    ]);
+    expect(plan.sql.cutover.filter((s) => s.includes('PUBLICATION'))).toEqual([
+      'ALTER PUBLICATION "cdc" DROP TABLE "public"."gi_old"',
+      'ALTER PUBLICATION "cdc" ADD TABLE "public"."gi"',
+      'ALTER PUBLICATION "cdc" SET (publish_via_partition_root = true)',
+      'ALTER PUBLICATION "lake" DROP TABLE "public"."gi_old"',
+      `ALTER PUBLICATION "lake" ADD TABLE "public"."gi" ("id", "created_at") WHERE ((status <> 'x'::text))`,
+    ]);
+    expect(plan.sql.swapBack.filter((s) => s.includes('PUBLICATION'))).toEqual([
+      'ALTER PUBLICATION "cdc" DROP TABLE "public"."gi_pf_shadow"',
+      'ALTER PUBLICATION "cdc" ADD TABLE "public"."gi"',
+      'ALTER PUBLICATION "cdc" SET (publish_via_partition_root = false)',
+      'ALTER PUBLICATION "lake" DROP TABLE "public"."gi_pf_shadow"',
+      `ALTER PUBLICATION "lake" ADD TABLE "public"."gi" ("id", "created_at") WHERE ((status <> 'x'::text))`,
+    ]);
+    expect(plan.warnings.join(' ')).toMatch(/Publication cdc: public\.gi leaves it and the new table joins it/);
+  });
+
+  it('the attach path moves it from the table that becomes the history partition to the new parent', () => {
+    const a = withPubs([pub()], { method: 'attach' }).sql.attach!;
+    expect(a.cutover.slice(-3)).toEqual([
+      'ALTER PUBLICATION "cdc" DROP TABLE "public"."gi_history"',
+      'ALTER PUBLICATION "cdc" ADD TABLE "public"."gi"',
+      'ALTER PUBLICATION "cdc" SET (publish_via_partition_root = true)',
+    ]);
+    expect(a.swapBack.filter((s) => s.includes('PUBLICATION'))).toEqual([
+      'ALTER PUBLICATION "cdc" DROP TABLE "public"."gi_pf_shadow"',
+      'ALTER PUBLICATION "cdc" ADD TABLE "public"."gi"',
+      'ALTER PUBLICATION "cdc" SET (publish_via_partition_root = false)',
+    ]);
+  });
+
+  it.each<[string, Partial<PublicationInfo>, RegExp]>([
+    ['not alterable', { alterable: false, owner: 'cdc_admin' }, /owned by cdc_admin, which partflow's role/],
+    [
+      'partitioned tables by partition',
+      { partitionedTables: ['public.events'] },
+      /publishes partitioned table\(s\) public\.events by their partitions/,
+    ],
+    [
+      'a column list without the column',
+      { columns: ['id', 'url'] },
+      /publishes only columns id, url of public\.gi;.*created_at/,
+    ],
+  ])('refused: %s', (_what, over, message) => {
+    expect(() => withPubs([pub(over)])).toThrow(message);
+  });
+
+  it('a column list without the column is fine when the publication publishes no UPDATE or DELETE', () => {
+    expect(() => withPubs([pub({ columns: ['id', 'url'], updatesOrDeletes: false })])).not.toThrow();
   });
 });
