@@ -23,6 +23,7 @@ import type { partitionTable } from '../workflows/partitionTable';
 import { cleanupLeftovers, connectClient, partitionHandle, startPartition } from './client';
 import { loadConfig, PartflowConfig } from '../src/config';
 import { awaitingApprovalQuery, FLEET_ATTRIBUTES } from '../src/fleet';
+import { undoFixCommand } from './undoFix';
 import { FixConstraintsInput, validateFixInput } from '../src/constraints';
 import { InputError, parseTableName } from '../src/ident';
 import { PartitionTableInput, validatePartitionInput, validateThrottle } from '../src/input';
@@ -213,7 +214,7 @@ function maintainInputFrom(v: Opts): MaintainPartitionsInput {
 }
 
 /** What every command's action gets: the output, the configuration, a Temporal client made on first use. */
-interface Ctx {
+export interface Ctx {
   out: Out;
   config: () => PartflowConfig;
   client: () => Promise<Client>;
@@ -530,6 +531,7 @@ function program(ctx: Ctx, err: Out): Command {
     .showSuggestionAfterError(false);
   tableCommands(p, ctx);
   otherCommands(p, ctx);
+  undoFixCommand(p, ctx);
   for (const c of p.commands) c.exitOverride().configureOutput(p.configureOutput());
   return p;
 }
@@ -541,6 +543,8 @@ function usageMessage(e: CommanderError, argv: string[]): string {
   }
   if (e.code === 'commander.missingArgument') {
     const command = argv.find((a) => !a.startsWith('-'));
+    if (command === 'undo-fix')
+      return 'partflow undo-fix needs the fixConstraints workflow id, e.g. partflow undo-fix fix-1764000000000.';
     return `partflow ${command} needs a table, e.g. partflow ${command} public.generated_images.`;
   }
   return e.message.replace(/^error: /, '');

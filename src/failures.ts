@@ -26,6 +26,7 @@ export const FAILURE_TYPES = {
   PartitionTableFailed: 'partitionTable failed; the message says what its undo did',
   FixConstraintsFailed: 'fixConstraints failed; the message says what its undo did',
   CreateIndexesFailed: 'createIndexes failed; what this run built was dropped',
+  NothingToUndo: 'undoFixConstraints found no finished fixConstraints run it can undo (the message says why)',
   CutoffPassed: 'the attach path was not cut over two days before its cut-off month; it undid itself',
 } as const;
 

@@ -8,7 +8,6 @@ import {
   CancellationScope,
   defineQuery,
   isCancellation,
-  log,
   proxyActivities,
   RetryPolicy,
   setCurrentDetails,
@@ -21,7 +20,7 @@ import { rollbackSignal } from './definitions';
 import { rootFailure, validInput } from './failure';
 import { failure } from '../src/failures';
 
-type Step = 'index' | 'constraint' | 'repair' | 'validate';
+import { Step, undoFixStep } from './fixUndo';
 
 export interface FixProgress {
   phase: 'audit' | 'applying' | 'rolling-back' | 'rolled-back' | 'done' | 'failed';
@@ -114,11 +113,7 @@ async function compensate(run: FixRun, final: 'rolled-back' | 'failed'): Promise
     while (run.done.length) {
       const { fixNo, step } = run.done[run.done.length - 1];
       const a = run.audits[fixNo];
-      log.info('undoing', { fix: a.description, step });
-      if (step === 'validate') await act.dropNotNull(a.fix, lt, a.info);
-      else if (step === 'repair') await act.restoreRepairs(fixNo, a.fix, a.info, lt);
-      else if (step === 'constraint') await act.dropConstraint(fixNo, a.fix, a.info, lt);
-      else if (step === 'index' && a.fix.kind === 'foreignKey') await act.dropSupportingIndex(a.fix, a.info, lt);
+      await undoFixStep(act, { fixNo, step, description: a.description, fix: a.fix, info: a.info }, lt);
       run.done.pop();
     }
     if (run.claimed) await act.releaseFix(final);
@@ -210,7 +205,12 @@ export async function fixConstraints(input: FixConstraintsInput): Promise<FixRes
     );
     for (const a of run.audits) await applyFix(run, a);
     if (run.rollbackRequested) throw new RollbackRequested();
-    await act.releaseFix('done');
+    // the steps taken, for an undo after the run (undoFixConstraints)
+    const steps = run.done.map(({ fixNo, step }) => {
+      const a = run.audits[fixNo];
+      return { fixNo, step, description: a.description, fix: a.fix, info: a.info };
+    });
+    await act.releaseFix('done', steps);
     p.phase = 'done';
     p.step = null;
     return { status: 'done', audit: summarize(run.audits, false), applied: run.applied };

@@ -4,3 +4,4 @@ export { fixConstraints } from './fixConstraints';
 export { maintainPartitions } from './maintainPartitions';
 export { cleanupTable } from './cleanupTable';
 export { createIndexes } from './createIndexes';
+export { undoFixConstraints } from './undoFixConstraints';

@@ -11,7 +11,7 @@ import type { Deps } from '../runtime/deps';
 import type { TableRef } from '../../src/ident';
 import { auditFixes } from './audit';
 import { repair, restoreRepairs } from './repair';
-import { beginFixUndo, claimFix, releaseFix } from '../runtime/fixRuns';
+import { beginFixUndo, claimFix, closeFixUndo, FixUndoStep, openFixUndo, releaseFix } from '../runtime/fixRuns';
 import {
   addConstraintNotValid,
   createSupportingIndex,
@@ -24,12 +24,15 @@ import {
 export type { FixAudit } from './audit';
 export type { FixInfo } from '../../src/fixSteps';
 export type { StepResult } from './steps';
+export type { FinishedFixRun, FixUndoStep } from '../runtime/fixRuns';
 
 export function createConstraintActivities(deps: Deps) {
   return {
     claimFix: (tables?: TableRef[], kind?: string) => claimFix(deps, tables, kind),
     beginFixUndo: () => beginFixUndo(deps),
-    releaseFix: (state: 'done' | 'rolled-back' | 'failed') => releaseFix(deps, state),
+    releaseFix: (state: 'done' | 'rolled-back' | 'failed', undo?: FixUndoStep[]) => releaseFix(deps, state, undo),
+    openFixUndo: (workflowId: string, runId?: string) => openFixUndo(deps, workflowId, runId),
+    closeFixUndo: (workflowId: string, runId: string) => closeFixUndo(deps, workflowId, runId),
     auditFixes: (opts: FixOptions) => auditFixes(deps, opts),
     createSupportingIndex: (fix: ForeignKeyFix, info: FixInfo, lockTimeoutMs?: number) =>
       createSupportingIndex(deps, fix, info, lockTimeoutMs),
@@ -47,8 +50,13 @@ export function createConstraintActivities(deps: Deps) {
       lockTimeoutMs = DEFAULT_LOCK_TIMEOUT_MS,
       replica?: ReplicaBounds,
     ) => repair(deps, fixNo, fix, info, batchSize, lockTimeoutMs, replica),
-    restoreRepairs: (fixNo: number, fix: Fix, info: FixInfo, lockTimeoutMs: number) =>
-      restoreRepairs(deps, fixNo, fix, info, lockTimeoutMs),
+    restoreRepairs: (
+      fixNo: number,
+      fix: Fix,
+      info: FixInfo,
+      lockTimeoutMs: number,
+      of?: { workflowId: string; runId: string },
+    ) => restoreRepairs(deps, fixNo, fix, info, lockTimeoutMs, of),
     validateConstraint: (fix: Fix, info: FixInfo, lockTimeoutMs: number) =>
       validateConstraint(deps, fix, info, lockTimeoutMs),
     dropNotNull: (fix: Fix, lockTimeoutMs: number, info?: FixInfo) => dropNotNull(deps, fix, lockTimeoutMs, info),

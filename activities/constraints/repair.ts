@@ -87,6 +87,8 @@ export async function restoreRepairs(
   fix: Fix,
   info: FixInfo,
   lockTimeoutMs: number,
+  // the run whose repairs these are: this workflow's own unless an undoFixConstraints names a finished one
+  of?: { workflowId: string; runId: string },
 ): Promise<StepResult> {
   const { pool, log } = deps;
   try {
@@ -105,7 +107,7 @@ export async function restoreRepairs(
       return { changed: false, lockWaitRetries: 0 };
     }
     const { insertable, overriding } = await insertableColumns(pool, fix);
-    const params = [wfId(), fixNo, runId()];
+    const params = of ? [of.workflowId, fixNo, of.runId] : [wfId(), fixNo, runId()];
     const rows = await inTransaction(pool, async (c) => {
       let n = 0;
       const [lock, ...rest] = restoreSql(fix, info.pk, insertable, overriding, info.fill);

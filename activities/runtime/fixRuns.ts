@@ -4,6 +4,7 @@
  */
 import type { PoolClient } from 'pg';
 import type { Fix } from '../../src/constraints';
+import type { FixInfo } from '../../src/fixSteps';
 import { describeFix } from '../../src/constraints';
 import { failure } from '../../src/failures';
 import { qualified, TableRef } from '../../src/ident';
@@ -76,15 +77,98 @@ export async function beginFixUndo({ pool }: Deps): Promise<void> {
   }
 }
 
-export async function releaseFix({ pool }: Deps, state: 'done' | 'rolled-back' | 'failed'): Promise<void> {
+/** The end of a run; a finished one leaves the steps it took (`undo`) for undoFixConstraints. */
+export async function releaseFix(
+  { pool }: Deps,
+  state: 'done' | 'rolled-back' | 'failed',
+  undo?: FixUndoStep[],
+): Promise<void> {
   try {
     await migrate(pool);
-    await pool.query(`UPDATE ${FIX_RUNS} SET state = $3, updated_at = now() WHERE workflow_id = $1 AND run_id = $2`, [
-      wfId(),
-      runId(),
-      state,
-    ]);
+    await pool.query(
+      `UPDATE ${FIX_RUNS} SET state = $3, undo = coalesce($4::jsonb, undo), updated_at = now()
+        WHERE workflow_id = $1 AND run_id = $2`,
+      [wfId(), runId(), state, undo ? JSON.stringify(undo) : null],
+    );
   } catch (err) {
     classify(err, 'release');
+  }
+}
+
+/** One step a fixConstraints run took, with what its undo needs. */
+export interface FixUndoStep {
+  fixNo: number;
+  step: 'index' | 'constraint' | 'repair' | 'validate';
+  description: string;
+  fix: Fix;
+  info: FixInfo;
+}
+
+/** The run whose steps an undo reverses: its workflow and run id, and the steps in the order they were taken. */
+export interface FinishedFixRun {
+  workflowId: string;
+  runId: string;
+  steps: FixUndoStep[];
+}
+
+/**
+ * Opens the undo of a finished fixConstraints run (its latest run when `runId` is not given): refuses, naming
+ * the run, unless it ended `done` with its steps recorded and every table it changed is the same table still
+ * (a table converted since has other constraints); marks it `undoing`, so a second undo waits or goes on.
+ */
+export async function openFixUndo({ pool }: Deps, workflowId: string, runId?: string): Promise<FinishedFixRun> {
+  try {
+    await migrate(pool);
+    const r = await pool.query(
+      `SELECT run_id, state, undo, kind, updated_at::text AS at FROM ${FIX_RUNS}
+        WHERE workflow_id = $1 AND ($2::text IS NULL OR run_id = $2) ORDER BY updated_at DESC LIMIT 1`,
+      [workflowId, runId ?? null],
+    );
+    const row = r.rows[0];
+    const name = `fixConstraints run ${workflowId}${runId ? ` (${runId})` : ''}`;
+    const refuse = (why: string): never => {
+      throw failure(`${name} ${why}`, 'NothingToUndo');
+    };
+    if (!row) refuse('is not recorded in this database: check the workflow id (and the database of the worker).');
+    if (row.kind && row.kind !== 'fixConstraints') refuse(`is a ${row.kind} run, not a fixConstraints run.`);
+    if (row.state === 'active') refuse('still runs: send it the rollback signal instead.');
+    if (row.state === 'undone') refuse(`was undone already (${row.at}).`);
+    if (row.state !== 'done' && row.state !== 'undoing') refuse(`ended ${row.state} and undid itself then.`);
+    if (!row.undo)
+      refuse(
+        'finished before partflow recorded the steps of a run; undo it by hand (docs/workflows/fixConstraints.md).',
+      );
+    const steps = row.undo as FixUndoStep[];
+    for (const s of steps) {
+      const now = await pool.query(
+        `SELECT c.oid::int AS oid, c.relkind::text FROM pg_class c WHERE c.oid = to_regclass($1)`,
+        [qualified(s.fix.table)],
+      );
+      if (now.rows[0]?.oid !== s.info.tableOid || now.rows[0]?.relkind !== s.info.relkind) {
+        refuse(
+          `changed ${qualified(s.fix.table)}, which has been replaced or converted since (partitioned?): the ` +
+            'constraints on it now are not the ones the run added; drop them by hand if they must go.',
+        );
+      }
+    }
+    await pool.query(
+      `UPDATE ${FIX_RUNS} SET state = 'undoing', updated_at = now() WHERE workflow_id = $1 AND run_id = $2`,
+      [workflowId, row.run_id],
+    );
+    return { workflowId, runId: row.run_id, steps };
+  } catch (err) {
+    classify(err, 'open undo');
+  }
+}
+
+/** The end of an undo: the run is `undone`. */
+export async function closeFixUndo({ pool }: Deps, workflowId: string, runId: string): Promise<void> {
+  try {
+    await pool.query(
+      `UPDATE ${FIX_RUNS} SET state = 'undone', updated_at = now() WHERE workflow_id = $1 AND run_id = $2`,
+      [workflowId, runId],
+    );
+  } catch (err) {
+    classify(err, 'close undo');
   }
 }

@@ -485,3 +485,142 @@ test('cancelled while adding the constraint waits on a lock: the undo waits for 
     (await db.pool.query(`SELECT state FROM partflow.fix_runs WHERE workflow_id = $1`, [h.workflowId])).rows,
   ).toEqual([{ state: 'rolled-back' }]);
 });
+
+describe('issue 28 item 4: a finished run undone from its workflow id', () => {
+  const undo = (input: Record<string, unknown>, id = `undo-${++n}-${Date.now()}`) =>
+    env.client.workflow.start('undoFixConstraints', { taskQueue: TQ, workflowId: id, args: [input] });
+  const data = async () =>
+    (
+      await db.pool.query(
+        `SELECT (SELECT md5(string_agg(c::text, ',' ORDER BY id)) FROM c_late c) AS a,
+                (SELECT string_agg(id || '=' || coalesce(email, '-'), ',' ORDER BY id) FROM late_forms) AS b`,
+      )
+    ).rows[0];
+
+  test('by the client: the catalog as before the run, deleted orphans back, filled NULLs back unless the application changed them since', async () => {
+    await childTable('c_late', 600, 7);
+    await db.pool.query(`CREATE TABLE late_forms (id int PRIMARY KEY, email text)`);
+    await db.pool.query(
+      `INSERT INTO late_forms SELECT g, CASE WHEN g % 5 = 0 THEN NULL ELSE 'f' || g END FROM generate_series(1, 50) g`,
+    );
+    const before = await catalogSnapshot(db.pool, ['public']);
+    const dataBefore = await data();
+    const h = await run({
+      fixes: [
+        fk('c_late', 'delete'),
+        { kind: 'notNull', table: 'late_forms', column: 'email', nulls: { fill: 'x@invalid' } },
+      ],
+    });
+    const done: FixResult = await h.result();
+    expect(done.applied.map((a) => a.rowsRepaired)).toEqual([7, 10]);
+    expect(await catalogSnapshot(db.pool, ['public'])).not.toEqual(before);
+    // the application writes over one filled NULL after the run: the undo leaves that row as the application left it
+    await db.pool.query(`UPDATE late_forms SET email = 'mine@app' WHERE id = 10`);
+    const u = await undo({ workflowId: h.workflowId });
+    const res = await u.result();
+    expect(res.status).toBe('undone');
+    expect(res.undone.map((s: { step: string }) => s.step)).toEqual([
+      'validate',
+      'repair',
+      'constraint',
+      'validate',
+      'repair',
+      'constraint',
+      'index',
+    ]);
+    expect(await catalogSnapshot(db.pool, ['public'])).toEqual(before);
+    const now = await data();
+    expect(now.a).toBe(dataBefore.a);
+    expect(now.b).toBe(dataBefore.b.replace(',10=-,', ',10=mine@app,'));
+    // twice: refused, nothing changed
+    expect(await failure(undo({ workflowId: h.workflowId }).then((x) => x.result()))).toMatch(
+      new RegExp(`fixConstraints run ${h.workflowId} was undone already`),
+    );
+    expect(await failure(undo({ workflowId: 'no-such-run' }).then((x) => x.result()))).toMatch(
+      /fixConstraints run no-such-run is not recorded in this database/,
+    );
+    expect(
+      await failure(undo({ workflowId: "x'; DROP TABLE users; --", lockTimeoutMs: 'soon' }).then((x) => x.result())),
+    ).toMatch(/"lockTimeoutMs" must be 1 to 60000/);
+  });
+
+  test('by the Temporal CLI, as the README shows it; a run that still runs is refused (signal rollback instead)', async () => {
+    await db.pool.query(`CREATE TABLE cli_forms (id int PRIMARY KEY, email text)`);
+    await db.pool.query(
+      `INSERT INTO cli_forms SELECT g, CASE WHEN g % 4 = 0 THEN NULL ELSE 'e' || g END FROM generate_series(1, 40) g`,
+    );
+    const before = await catalogSnapshot(db.pool, ['public']);
+    const h = await run({ fixes: [{ kind: 'notNull', table: 'cli_forms', column: 'email', nulls: { fill: 'none' } }] });
+    await h.result();
+    const { execFile } = await import('child_process');
+    const out = await new Promise<{ code: number; out: string; err: string }>((resolve) =>
+      execFile(
+        process.env.TEMPORAL_BIN ?? 'temporal',
+        [
+          'workflow',
+          'execute',
+          '--address',
+          env.address,
+          '--task-queue',
+          TQ,
+          '--type',
+          'undoFixConstraints',
+          '--workflow-id',
+          `undo-cli-${Date.now()}`,
+          '--input',
+          JSON.stringify({ workflowId: h.workflowId }),
+        ],
+        { timeout: 120_000 },
+        (e, o, er) => resolve({ code: e ? Number(e.code ?? 1) : 0, out: o, err: er }),
+      ),
+    );
+    expect(out.err).toBe('');
+    expect(out.code).toBe(0);
+    expect(out.out).toMatch(/"status":\s*"undone"/);
+    expect(await catalogSnapshot(db.pool, ['public'])).toEqual(before);
+    expect((await db.pool.query(`SELECT count(*)::int AS n FROM cli_forms WHERE email IS NULL`)).rows[0].n).toBe(10);
+    // a run in progress: its own rollback signal undoes it, not this
+    const holder = new Client(db.conn);
+    holder.on('error', () => undefined);
+    await holder.connect();
+    // SHARE: the audit reads, the constraint's ALTER TABLE waits
+    await holder.query(`BEGIN; LOCK TABLE cli_forms IN SHARE MODE`);
+    const live = await run({
+      fixes: [{ kind: 'notNull', table: 'cli_forms', column: 'email', nulls: { fill: 'none' } }],
+    });
+    await sleep(1500);
+    expect(await failure(undo({ workflowId: live.workflowId }).then((x) => x.result()))).toMatch(
+      /still runs: send it the rollback signal instead/,
+    );
+    await holder.query(`ROLLBACK`);
+    await holder.end();
+    await live.result();
+  });
+
+  test('by our CLI: partflow undo-fix <workflowId>', async () => {
+    await db.pool.query(`CREATE TABLE own_forms (id int PRIMARY KEY, email text)`);
+    await db.pool.query(
+      `INSERT INTO own_forms SELECT g, CASE WHEN g % 4 = 0 THEN NULL ELSE 'e' || g END FROM generate_series(1, 40) g`,
+    );
+    const before = await catalogSnapshot(db.pool, ['public']);
+    const h = await run({ fixes: [{ kind: 'notNull', table: 'own_forms', column: 'email', nulls: { fill: 'none' } }] });
+    await h.result();
+    const { execFile } = await import('child_process');
+    const path = await import('path');
+    const out = await new Promise<{ code: number; out: string; err: string }>((resolve) =>
+      execFile(
+        process.execPath,
+        [path.join(__dirname, '..', '..', 'bin', 'partflow.js'), 'undo-fix', h.workflowId],
+        { env: { ...process.env, TEMPORAL_ADDRESS: env.address, PARTFLOW_TASK_QUEUE: TQ }, timeout: 120_000 },
+        (e, o, er) => resolve({ code: e ? Number(e.code ?? 1) : 0, out: o, err: er }),
+      ),
+    );
+    expect(out.err).toBe('');
+    expect(out.code).toBe(0);
+    expect(out.out).toMatch(
+      new RegExp(`undone ${h.workflowId} \\(run .*\\):\\n  validate .*\\n  repair .*\\n  constraint `),
+    );
+    expect(await catalogSnapshot(db.pool, ['public'])).toEqual(before);
+    expect((await db.pool.query(`SELECT count(*)::int AS n FROM own_forms WHERE email IS NULL`)).rows[0].n).toBe(10);
+  });
+});

@@ -1,0 +1,94 @@
+/**
+ * `undoFixConstraints`: undoes a fixConstraints run that has ended `done`, from its workflow id (and run id),
+ * while its repair records exist: the steps it recorded when it finished are undone in reverse, each the way
+ * the run's own compensation would (workflows/fixUndo.ts). A repaired row the application changed since is left
+ * as it is (the restore only touches rows still holding the repaired value). Refused, naming the run, when it
+ * still runs (signal rollback instead), was undone already, undid itself when it ended, or changed a table that
+ * has been replaced or converted since.
+ */
+import { CancellationScope, proxyActivities, setCurrentDetails, setHandler } from '@temporalio/workflow';
+import type { Activities } from '../activities';
+import { DEFAULT_LOCK_TIMEOUT_MS } from '../src/locks';
+import { fixProgressQuery, FixProgress } from './fixConstraints';
+import { rootFailure, validInput } from './failure';
+import { failure } from '../src/failures';
+import { InputError } from '../src/ident';
+import { undoFixStep } from './fixUndo';
+
+export interface UndoFixInput {
+  /** the fixConstraints workflow id */
+  workflowId: string;
+  /** its run id; default the latest run of that workflow id recorded in the database */
+  runId?: string;
+  lockTimeoutMs?: number;
+}
+
+export interface UndoFixResult {
+  status: 'undone';
+  workflowId: string;
+  runId: string;
+  undone: { fix: string; step: string }[];
+}
+
+const act = proxyActivities<Activities>({
+  startToCloseTimeout: '12h',
+  heartbeatTimeout: '30s',
+  retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s' },
+});
+
+function validate(input: UndoFixInput): Required<Omit<UndoFixInput, 'runId'>> & { runId?: string } {
+  const id = (v: unknown, field: string) => {
+    if (typeof v !== 'string' || !v.length || v.length > 1000)
+      throw new InputError(`"${field}" must be a non-empty string.`);
+    return v;
+  };
+  if (!input || typeof input !== 'object') throw new InputError('The input must be an object with "workflowId".');
+  const lt = input.lockTimeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS;
+  if (!Number.isInteger(lt) || lt < 1 || lt > 60_000) throw new InputError('"lockTimeoutMs" must be 1 to 60000.');
+  return {
+    workflowId: id(input.workflowId, 'workflowId'),
+    ...(input.runId !== undefined ? { runId: id(input.runId, 'runId') } : {}),
+    lockTimeoutMs: lt,
+  };
+}
+
+export async function undoFixConstraints(input: UndoFixInput): Promise<UndoFixResult> {
+  const opts = validInput(() => validate(input));
+  const p: FixProgress = {
+    phase: 'rolling-back',
+    fix: 0,
+    fixes: 0,
+    current: null,
+    step: null,
+    rowsScanned: 0,
+    rowsRepaired: 0,
+    lockWaitRetries: 0,
+    lastError: null,
+  };
+  setHandler(fixProgressQuery, () => p);
+  setCurrentDetails(`undoing fixConstraints run **${opts.workflowId}**`);
+  // a refusal reaches the caller in its own words, not as "Activity task failed"
+  const run = await act.openFixUndo(opts.workflowId, opts.runId).catch((err: unknown) => {
+    const root = rootFailure(err);
+    const type = root.type === 'DatabaseError' ? 'DatabaseError' : 'NothingToUndo';
+    throw failure(root.message, type, ...root.details);
+  });
+  p.fixes = new Set(run.steps.map((s) => s.fixNo)).size;
+  const undone: UndoFixResult['undone'] = [];
+  // an undo is not cancelled halfway: each step's undo runs to its end
+  await CancellationScope.nonCancellable(async () => {
+    for (const s of [...run.steps].reverse()) {
+      p.fix = s.fixNo + 1;
+      p.current = s.description;
+      p.step = s.step;
+      setCurrentDetails(`undoing **${opts.workflowId}**: ${s.description}, step ${s.step}`);
+      await undoFixStep(act, s, opts.lockTimeoutMs, { workflowId: run.workflowId, runId: run.runId });
+      undone.push({ fix: s.description, step: s.step });
+    }
+    await act.closeFixUndo(run.workflowId, run.runId);
+  });
+  p.phase = 'rolled-back';
+  p.step = null;
+  setCurrentDetails(`fixConstraints run ${opts.workflowId} undone (${undone.length} steps)`);
+  return { status: 'undone', workflowId: run.workflowId, runId: run.runId, undone };
+}
