@@ -77,6 +77,22 @@ async function save(name: string, h: WorkflowHandle): Promise<void> {
     await save('maintainPartitions', m);
   });
 
+  it('fixConstraints recording its steps, then undoFixConstraints', async () => {
+    const { db } = stack;
+    await db.pool.query(`CREATE TABLE rec_forms (id int PRIMARY KEY, email text)`);
+    await db.pool.query(
+      `INSERT INTO rec_forms SELECT g, CASE WHEN g % 5 = 0 THEN NULL ELSE 'e' || g END FROM generate_series(1, 50) g`,
+    );
+    const f = await start('fixConstraints', 'fixConstraints-steps', {
+      fixes: [{ kind: 'notNull', table: 'rec_forms', column: 'email', nulls: { fill: 'none' } }],
+    });
+    await f.result();
+    await save('fixConstraints-steps', f);
+    const u = await start('undoFixConstraints', 'undoFixConstraints', { workflowId: f.workflowId });
+    await u.result();
+    await save('undoFixConstraints', u);
+  });
+
   it('fixConstraints, createIndexes, cleanupTable', async () => {
     const { db } = stack;
     await db.pool.query(`CREATE TABLE rec_users (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), email text)`);

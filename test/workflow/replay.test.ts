@@ -17,6 +17,7 @@ test('there is a recorded history of each workflow', () => {
     'fixConstraints',
     'maintainPartitions',
     'partitionTable',
+    'undoFixConstraints',
   ]);
 });
 
