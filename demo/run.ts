@@ -20,7 +20,7 @@ import type { FixResult } from '../workflows/fixConstraints';
 import type { FixConstraintsInput } from '../src/constraints';
 import type { CreateIndexesInput } from '../src/indexes';
 import type { IndexesResult } from '../workflows/createIndexes';
-import { auditTable, maintainTable } from '../operator/cli';
+import { auditTable, maintainTable } from '../operator/operations';
 import { createMaintenanceSchedule, DEFAULT_SCHEDULE_ID } from '../operator/schedule';
 import type { MaintainResult } from '../workflows/maintainPartitions';
 

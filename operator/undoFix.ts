@@ -5,7 +5,7 @@
  */
 import type { Command } from 'commander';
 import type { undoFixConstraints } from '../workflows/undoFixConstraints';
-import type { Ctx } from './cli';
+import type { Ctx } from './options';
 
 async function undoFix(ctx: Ctx, workflowId: string, v: Record<string, unknown>): Promise<number> {
   const h = await (
