@@ -43,12 +43,15 @@ export interface IndexesResult {
 export const indexProgressQuery = defineQuery<IndexProgress>('progress');
 
 const retry: RetryPolicy = { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s' };
-const act = proxyActivities<Activities>({
+const OPTIONS = {
   startToCloseTimeout: '12h',
   heartbeatTimeout: '30s',
   retry,
   cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-});
+} as const;
+const act = proxyActivities<Activities>(OPTIONS);
+/** The activities with a one-line summary the Web UI shows on the step's events (metadata: replay ignores it). */
+const acts = (summary: string) => proxyActivities<Activities>({ ...OPTIONS, summary });
 
 class RollbackRequested extends Error {}
 
@@ -102,7 +105,7 @@ async function buildOne(run: IndexRun, x: IndexPlan, i: number): Promise<void> {
   if (x.exists) return;
   if (run.rollbackRequested) throw new RollbackRequested();
   run.begun.push(x);
-  await act.createParentIndex(x, opts.lockTimeoutMs);
+  await acts(`${x.spec.name}: the parent index ON ONLY ${x.description}`).createParentIndex(x, opts.lockTimeoutMs);
   for (const [k, e] of x.build.each.entries()) {
     if (run.rollbackRequested) throw new RollbackRequested();
     p.partition = `${e.table.schema}.${e.table.name}`;
@@ -110,7 +113,11 @@ async function buildOne(run: IndexRun, x: IndexPlan, i: number): Promise<void> {
     setCurrentDetails(
       `index ${p.index} of ${p.indexes}: **${p.current}**; ${k} of ${p.partitions} table(s) done, now ${p.partition}`,
     );
-    const r = await act.buildIndexPart(x, k, opts.lockTimeoutMs);
+    const r = await acts(`${x.spec.name}: build CONCURRENTLY on ${x.build.each[k].table.name}`).buildIndexPart(
+      x,
+      k,
+      opts.lockTimeoutMs,
+    );
     if (r.built) run.built[i]++;
     p.partitionsDone = k + 1;
   }
@@ -166,7 +173,8 @@ async function compensate(run: IndexRun, final: 'rolled-back' | 'failed'): Promi
   run.p.phase = 'rolling-back';
   await CancellationScope.nonCancellable(async () => {
     if (run.claimed) await act.beginFixUndo(); // the fence: no forward step of this run commits from here on
-    for (const x of [...run.begun].reverse()) await act.dropIndexBuild(x, run.opts.lockTimeoutMs);
+    for (const x of [...run.begun].reverse())
+      await acts(`undo: drop what was built of ${x.spec.name}`).dropIndexBuild(x, run.opts.lockTimeoutMs);
     if (run.claimed) await act.releaseFix(final);
   });
   run.p.phase = final;
@@ -176,7 +184,7 @@ export async function createIndexes(input: CreateIndexesInput): Promise<IndexesR
   const run = startRun(input);
   const { p } = run;
   try {
-    run.plans = await act.planIndexes(run.opts);
+    run.plans = await acts('check every index (reads only)').planIndexes(run.opts);
     if (run.opts.dryRun) {
       p.phase = 'done';
       return { status: 'dry-run', indexes: summarize(run, true) };

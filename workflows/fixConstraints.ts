@@ -53,12 +53,15 @@ export const fixProgressQuery = defineQuery<FixProgress>('progress');
 
 const retry: RetryPolicy = { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s' };
 // an undo waits until the step it undoes has stopped (see partitionTable)
-const act = proxyActivities<Activities>({
+const OPTIONS = {
   startToCloseTimeout: '12h',
   heartbeatTimeout: '30s',
   retry,
   cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-});
+} as const;
+const act = proxyActivities<Activities>(OPTIONS);
+/** The activities with a one-line summary the Web UI shows on the step's events (metadata: replay ignores it). */
+const acts = (summary: string) => proxyActivities<Activities>({ ...OPTIONS, summary });
 
 class RollbackRequested extends Error {}
 
@@ -113,7 +116,11 @@ async function compensate(run: FixRun, final: 'rolled-back' | 'failed'): Promise
     while (run.done.length) {
       const { fixNo, step } = run.done[run.done.length - 1];
       const a = run.audits[fixNo];
-      await undoFixStep(act, { fixNo, step, description: a.description, fix: a.fix, info: a.info }, lt);
+      await undoFixStep(
+        acts(`undo ${step}: ${a.description}`),
+        { fixNo, step, description: a.description, fix: a.fix, info: a.info },
+        lt,
+      );
       run.done.pop();
     }
     if (run.claimed) await act.releaseFix(final);
@@ -171,18 +178,23 @@ async function applyFix(run: FixRun, a: FixAudit): Promise<void> {
   };
   if (a.fix.kind === 'foreignKey' && !a.info.hasIndex) {
     const fk = a.fix;
-    await step('index', () => act.createSupportingIndex(fk, a.info, lt));
+    await step('index', () =>
+      acts(`build the supporting index of ${a.description}`).createSupportingIndex(fk, a.info, lt),
+    );
     result.indexCreated = true;
   }
-  const c = await step('constraint', () => act.addConstraintNotValid(a.fix, a.info, lt));
+  const c = await step('constraint', () =>
+    acts(`add ${a.description} NOT VALID`).addConstraintNotValid(a.fix, a.info, lt),
+  );
   p.lockWaitRetries += c.lockWaitRetries;
   const repairs = a.fix.kind === 'foreignKey' ? a.fix.orphans !== 'fail' : a.fix.nulls !== 'fail';
   if (repairs) {
-    const r = await step('repair', () => act.repair(a.fixNo, a.fix, a.info, opts.batchSize, lt, opts.replica));
+    const fixing = acts(`repair ${a.description} (${a.policy})`);
+    const r = await step('repair', () => fixing.repair(a.fixNo, a.fix, a.info, opts.batchSize, lt, opts.replica));
     result.rowsRepaired = r.rows ?? 0;
     p.rowsRepaired += result.rowsRepaired;
   }
-  const v = await step('validate', () => act.validateConstraint(a.fix, a.info, lt));
+  const v = await step('validate', () => acts(`validate ${a.description}`).validateConstraint(a.fix, a.info, lt));
   p.lockWaitRetries += v.lockWaitRetries;
 }
 
@@ -190,7 +202,7 @@ export async function fixConstraints(input: FixConstraintsInput): Promise<FixRes
   const run = startRun(input);
   const { p } = run;
   try {
-    run.audits = await act.auditFixes(run.opts);
+    run.audits = await acts('audit every fix (reads only)').auditFixes(run.opts);
     p.rowsScanned = run.audits.reduce((s, a) => s + a.violations, 0);
     if (run.opts.dryRun) {
       p.phase = 'done';

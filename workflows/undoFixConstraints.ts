@@ -30,11 +30,14 @@ export interface UndoFixResult {
   undone: { fix: string; step: string }[];
 }
 
-const act = proxyActivities<Activities>({
+const OPTIONS = {
   startToCloseTimeout: '12h',
   heartbeatTimeout: '30s',
   retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s' },
-});
+} as const;
+const act = proxyActivities<Activities>(OPTIONS);
+/** With the Web UI's one-line summary on the step's events. */
+const acts = (summary: string) => proxyActivities<Activities>({ ...OPTIONS, summary });
 
 function validate(input: UndoFixInput): Required<Omit<UndoFixInput, 'runId'>> & { runId?: string } {
   const id = (v: unknown, field: string) => {
@@ -68,11 +71,13 @@ export async function undoFixConstraints(input: UndoFixInput): Promise<UndoFixRe
   setHandler(fixProgressQuery, () => p);
   setCurrentDetails(`undoing fixConstraints run **${opts.workflowId}**`);
   // a refusal reaches the caller in its own words, not as "Activity task failed"
-  const run = await act.openFixUndo(opts.workflowId, opts.runId).catch((err: unknown) => {
-    const root = rootFailure(err);
-    const type = root.type === 'DatabaseError' ? 'DatabaseError' : 'NothingToUndo';
-    throw failure(root.message, type, ...root.details);
-  });
+  const run = await acts(`open the undo of ${opts.workflowId}`)
+    .openFixUndo(opts.workflowId, opts.runId)
+    .catch((err: unknown) => {
+      const root = rootFailure(err);
+      const type = root.type === 'DatabaseError' ? 'DatabaseError' : 'NothingToUndo';
+      throw failure(root.message, type, ...root.details);
+    });
   p.fixes = new Set(run.steps.map((s) => s.fixNo)).size;
   const undone: UndoFixResult['undone'] = [];
   // an undo is not cancelled halfway: each step's undo runs to its end
@@ -82,7 +87,10 @@ export async function undoFixConstraints(input: UndoFixInput): Promise<UndoFixRe
       p.current = s.description;
       p.step = s.step;
       setCurrentDetails(`undoing **${opts.workflowId}**: ${s.description}, step ${s.step}`);
-      await undoFixStep(act, s, opts.lockTimeoutMs, { workflowId: run.workflowId, runId: run.runId });
+      await undoFixStep(acts(`undo ${s.step}: ${s.description}`), s, opts.lockTimeoutMs, {
+        workflowId: run.workflowId,
+        runId: run.runId,
+      });
       undone.push({ fix: s.description, step: s.step });
     }
     await act.closeFixUndo(run.workflowId, run.runId);

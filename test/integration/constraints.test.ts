@@ -532,6 +532,19 @@ describe('issue 28 item 4: a finished run undone from its workflow id', () => {
     const now = await data();
     expect(now.a).toBe(dataBefore.a);
     expect(now.b).toBe(dataBefore.b.replace(',10=-,', ',10=mine@app,'));
+    // the Web UI's history reads as the steps (issue 28 item 1): each activity's summary
+    const summaries = async (w: { fetchHistory(): Promise<{ events?: any[] | null }> }) =>
+      ((await w.fetchHistory()).events ?? [])
+        .filter((e) => e.activityTaskScheduledEventAttributes && e.userMetadata?.summary?.data)
+        .map((e) => JSON.parse(Buffer.from(e.userMetadata.summary.data).toString()));
+    expect((await summaries(h)).slice(0, 3)).toEqual([
+      'audit every fix (reads only)',
+      'build the supporting index of public.c_late(user_id) → public.users(id)',
+      'add public.c_late(user_id) → public.users(id) NOT VALID',
+    ]);
+    expect(await summaries(u)).toEqual(
+      expect.arrayContaining([`open the undo of ${h.workflowId}`, expect.stringMatching(/^undo repair: /)]),
+    );
     // twice: refused, nothing changed
     expect(await failure(undo({ workflowId: h.workflowId }).then((x) => x.result()))).toMatch(
       new RegExp(`fixConstraints run ${h.workflowId} was undone already`),
