@@ -456,6 +456,10 @@ test('a dry run lists each step with its statements and undo and changes nothing
   };
   const dry = await maintain({ ...input, dryRun: true });
   expect(dry.failures).toEqual([]);
+  // the Web UI's history names the step (issue 28 item 1)
+  const events = (await env.client.workflow.getHandle(`maint-${n}`).fetchHistory()).events ?? [];
+  const summary = events.find((e) => e.activityTaskScheduledEventAttributes)?.userMetadata?.summary?.data;
+  expect(JSON.parse(Buffer.from(summary!).toString())).toBe('plan (dry run) public.dry');
   const planned = dry.tables[0].planned ?? [];
   expect(planned.map((s) => `${s.step} ${s.partition}`)).toEqual([
     `create partition dry_${month(0).name}`,
