@@ -148,3 +148,73 @@ test('start from the Start Workflow form, query progress in the Queries tab, app
   ])
     expect(fs.statSync(path.join(SHOTS, `${f}.png`)).size).toBeGreaterThan(10_000);
 });
+
+test('the summary our CLI gives a run, and its current details after a pause and a resume (issue 28 item 5)', async () => {
+  const { startPartition } = await import('../../operator/client');
+  await createTable(db.pool, { schema: 'public', name: 'ui_paused' }, 4000, 'uuid');
+  const handle = await startPartition(
+    env.client,
+    { table: 'public.ui_paused', approval: 'signal', batchSize: 100, sleepMs: 300 },
+    TQ,
+  );
+  await waitFor(handle, (p) => p.phase === 'backfill' && p.rowsCopied > 0, 'backfill', 60_000);
+  await handle.signal('pause');
+  await waitFor(handle, (p) => p.paused, 'paused', 60_000);
+  const page = await browser.newPage({ viewport: { width: 1400, height: 1100 } });
+  await page.goto(ui(`/workflows/${handle.workflowId}`), { waitUntil: 'load' });
+  // the static summary and details the CLI set when it started the run (the UI renders them as Markdown)
+  const dump = async (name: string) =>
+    fs.writeFileSync(
+      path.join(SHOTS, `${name}.txt`),
+      (
+        await Promise.all(
+          page.frames().map((f) =>
+            f
+              .locator('body')
+              .innerText()
+              .catch(() => ''),
+          ),
+        )
+      ).join('\n----\n'),
+    );
+  // the UI renders each Markdown field in its own sandboxed iframe: read every frame's text until one matches
+  const frameTexts = async () =>
+    Promise.all(
+      page.frames().map((f) =>
+        f
+          .locator('body')
+          .innerText({ timeout: 2_000 })
+          .catch(() => ''),
+      ),
+    );
+  const anywhere = async (text: RegExp) => {
+    for (let i = 0; i < 60; i++) {
+      if ((await frameTexts()).some((t) => text.test(t))) return;
+      await page.waitForTimeout(500);
+    }
+    await dump('not-found');
+    throw new Error(`the Web UI never showed ${text}`);
+  };
+  // the static summary and details the CLI set when it started the run, under User Metadata (Markdown)
+  await page.getByText('User Metadata', { exact: true }).locator('visible=true').first().click();
+  await page.getByText('Current Details').first().waitFor({ timeout: 30_000 });
+  await anywhere(/partitionTable public\.ui_paused: monthly partitions by created_at, copy/);
+  await shot(page, '6-summary');
+  await anywhere(/public\.ui_paused: backfill \(paused\): next: signal resume/);
+  await shot(page, '7-details-paused');
+  await handle.signal('resume');
+  await waitFor(handle, (p) => !p.paused && p.phase === 'backfill', 'resumed', 60_000);
+  // refreshed by the signal: no "(paused)", a rate again while rows are copied
+  await page.reload({ waitUntil: 'load' });
+  await page.getByText('User Metadata', { exact: true }).locator('visible=true').first().click();
+  await anywhere(/rows\/s/);
+  const details = (await frameTexts()).find((t) => /public\.ui_paused: backfill/.test(t));
+  expect(details).toBeDefined();
+  expect(details).not.toMatch(/\(paused\)|signal resume/);
+  await shot(page, '8-details-resumed');
+  await page.close();
+  await handle.signal('rollback');
+  expect((await handle.result()).status).toBe('rolled-back');
+  for (const f of ['6-summary', '7-details-paused', '8-details-resumed'])
+    expect(fs.statSync(path.join(SHOTS, `${f}.png`)).size).toBeGreaterThan(10_000);
+});
