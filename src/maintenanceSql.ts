@@ -32,6 +32,11 @@ export interface PartedTable {
   referenced: string[];
   /** its stored (not generated) columns, quoted, in order */
   columns: string;
+  /**
+   * its replica identity (pg_class.relreplident; absent: default): FULL or NOTHING is given to each new partition,
+   * which PostgreSQL checks for UPDATE and DELETE of a published table (a row filter's columns must be in it)
+   */
+  replicaIdentity?: string;
 }
 
 /** The month's partition: the parts its executor runs one by one inside one transaction. */
@@ -81,6 +86,8 @@ export function monthPartitionSql(p: PartedTable, month: Month, timeZone: string
     IF (SELECT relowner FROM pg_class WHERE oid = ${p.oid})
        <> (SELECT relowner FROM pg_class WHERE oid = ${quoteLiteral(nt)}::regclass)
     THEN EXECUTE format('ALTER TABLE %s OWNER TO %I', ${quoteLiteral(nt)}, ${owner}); END IF; END $partflow_owner$`,
+      ...(p.replicaIdentity === 'f' ? [`ALTER TABLE ${nt} REPLICA IDENTITY FULL`] : []),
+      ...(p.replicaIdentity === 'n' ? [`ALTER TABLE ${nt} REPLICA IDENTITY NOTHING`] : []),
     ],
     move: p.def
       ? {

@@ -88,7 +88,8 @@ export async function referencedTables(c: PoolClient | Pool, oid: number): Promi
 /** What the month's statements need (src/maintenanceSql.ts), read from the catalog. */
 export async function partedTable(c: PoolClient | Pool, spec: MaintainTableSpec, p: Parted): Promise<PartedTable> {
   const cols = await c.query(
-    `SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum) AS l FROM pg_attribute
+    `SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum) AS l,
+            (SELECT relreplident::text FROM pg_class WHERE oid = $1) AS ri FROM pg_attribute
       WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped AND attgenerated = ''`,
     [p.oid],
   );
@@ -100,6 +101,7 @@ export async function partedTable(c: PoolClient | Pool, spec: MaintainTableSpec,
     def: p.def,
     referenced: await referencedTables(c, p.oid),
     columns: cols.rows[0].l,
+    replicaIdentity: cols.rows[0].ri,
   };
 }
 

@@ -17,7 +17,7 @@ import { classify, inTransaction, lockUpFront, runAll, withHeartbeat, withLockRe
 import { Deps, relOid, stepLog } from '../runtime/deps';
 import { faultPoint } from '../runtime/faults';
 import { buildConcurrently } from '../runtime/indexBuilder';
-import { validateInbound, type CutoverResult } from './cutover';
+import { publicationsChanged, validateInbound, type CutoverResult } from './cutover';
 import { acrossPartitions, fence, ownPlan, RUNS, runState, undoFence } from './run';
 import { viewsNow } from './views';
 
@@ -374,6 +374,9 @@ export async function attachRollbackBlocker({ pool }: Deps, plan: Plan): Promise
   try {
     const st = await runState(pool, plan.table);
     if (st?.run_state !== 'active' || !st.cutover_done) return null;
+    const now = await relOid(pool, plan.table);
+    const pubs = now ? await publicationsChanged(pool, plan, now.oid) : null;
+    if (pubs) return pubs;
     const key = plan.sourceKey.map((k) => quoteIdent(k));
     const cols = plan.sourceKey.join(', ');
     const same = (x: string, y: string) => key.map((k) => `${x}.${k} = ${y}.${k}`).join(' AND ');

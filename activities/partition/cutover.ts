@@ -5,7 +5,9 @@
 import { ApplicationFailure } from '@temporalio/common';
 import type { Pool, PoolClient } from 'pg';
 import { failure } from '../../src/failures';
-import { displayName, qualified } from '../../src/ident';
+import { displayName, qualified, quoteIdent } from '../../src/ident';
+import type { PublicationInfo } from '../../src/catalog';
+import { readPublications } from '../runtime/inspectBindings';
 import { Plan, shapeDifferences, splitLock } from '../../src/plan';
 import type { KeyLogApplySql } from '../../src/plan/keylog';
 import { viewDifferences } from '../../src/plan/views';
@@ -89,6 +91,28 @@ async function newTablePartitions(c: PoolClient | Pool, plan: Plan): Promise<Par
 }
 
 /**
+ * The publications of the new table against what the cut-over made of the plan's (the same column list, row
+ * filter and publish options; publish_via_partition_root on; no other partitioned table unless there was one):
+ * the swap back would undo a change made since, or turn publish_via_partition_root off under another table.
+ */
+export async function publicationsChanged(c: Pool | PoolClient, plan: Plan, newOid: number): Promise<string | null> {
+  if (!plan.publications?.length) return null;
+  const v = Number((await c.query(`SELECT current_setting('server_version_num') AS v`)).rows[0].v);
+  const now = await readPublications(c, newOid, v >= 150000);
+  const fact = (p: PublicationInfo, others: number) =>
+    `${p.name}: columns ${p.columns?.join(', ') ?? 'all'}, filter ${p.rowFilter ?? 'none'}, ` +
+    `update/delete ${p.updatesOrDeletes}, other partitioned tables ${others}`;
+  const expected = plan.publications.map((p) => fact(p, p.partitionedTables.length));
+  const actual = now.map((p) => fact(p, p.partitionedTables.length - 1));
+  const diff = shapeDifferences(expected, actual);
+  if (!diff.length) return null;
+  return (
+    `Rolling back ${displayName(plan.table)} now would undo a change of its publications made since the cut-over ` +
+    `(${diff.join('; ')}); undo it and signal rollback again, or finalize.`
+  );
+}
+
+/**
  * Why swapping back now would lose something, or null. The old table has exactly what the reverse trigger
  * gave it, so anything that changed the new table's rows without passing through that trigger would be lost
  * or revived by a rollback: a partition detached, dropped, truncated or rewritten (the reverse trigger mirrors
@@ -122,6 +146,8 @@ async function rollbackLoss(c: PoolClient | Pool, plan: Plan): Promise<string | 
       );
     }
   }
+  const pubs = newTable ? await publicationsChanged(c, plan, newTable.oid) : null;
+  if (pubs) return pubs;
   // the cut-over happened at a count of 0: what counted since came through the reverse trigger
   const iso = await notReadCommitted(c, plan);
   if (iso) return `Rolling back ${t} now could lose or revive rows: ${iso} (${displayName(plan.old)}); finalize.`;
@@ -320,9 +346,10 @@ export async function validateInbound({ pool, log }: Deps, plan: Plan, lockTimeo
       if (!(err instanceof ApplicationFailure && err.type === 'DatabaseError')) throw err;
       const fk = plan.inboundForeignKeys[i];
       const t = displayName(fk.table);
+      const name = /^[a-z_][a-z0-9_$]*$/.test(fk.name) ? fk.name : quoteIdent(fk.name);
       notRestored.push(
         `foreign key ${t}.${fk.name} is back but NOT VALID (${err.message}); ` +
-          `fix the rows it names, then ALTER TABLE ${t} VALIDATE CONSTRAINT ${fk.name}`,
+          `fix the rows it names, then ALTER TABLE ${t} VALIDATE CONSTRAINT ${name}`,
       );
     }
   }

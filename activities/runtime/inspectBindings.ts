@@ -3,7 +3,7 @@
  * row type, inheritance, publications and subscriptions, rules, triggers, grants. Read-only; part of
  * readTableInfo (inspect.ts).
  */
-import type { PoolClient } from 'pg';
+import type { Pool, PoolClient } from 'pg';
 import type { PublicationInfo, TableInfo } from '../../src/catalog';
 import { STATE_SCHEMA } from '../../src/plan';
 import { notPartflowTrigger } from '../../src/plan/types';
@@ -77,28 +77,12 @@ export async function readReplication(
       [oid],
     )
     .catch(() => ({ rows: [] as { subname: string }[] }));
-  const v15 = h.v >= 150000;
-  // column lists and row filters: PostgreSQL 15 and later
-  const columns = v15
-    ? `(SELECT array_agg(a.attname::text ORDER BY k.n)
-          FROM unnest(pr.prattrs::int2[]) WITH ORDINALITY k(attnum, n)
-          JOIN pg_attribute a ON a.attrelid = pr.prrelid AND a.attnum = k.attnum)`
-    : 'NULL::text[]';
-  const pubs = await c.query(
-    `SELECT p.pubname AS name, p.pubviaroot AS "viaRoot", pg_get_userbyid(p.pubowner) AS owner,
-            pg_has_role(p.pubowner, 'USAGE') AS alterable, p.pubupdate OR p.pubdelete AS "updatesOrDeletes",
-            ARRAY(SELECT quote_ident(on_.nspname) || '.' || quote_ident(o.relname) FROM pg_publication_rel po
-                   JOIN pg_class o ON o.oid = po.prrelid JOIN pg_namespace on_ ON on_.oid = o.relnamespace
-                   WHERE po.prpubid = p.oid AND o.relkind = 'p' ORDER BY 1) AS "partitionedTables",
-            ${columns} AS columns, ${v15 ? 'pg_get_expr(pr.prqual, pr.prrelid)' : 'NULL::text'} AS "rowFilter"
-       FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid WHERE pr.prrelid = $1 ORDER BY 1`,
-    [oid],
-  );
+  const pubs = await readPublications(c, oid, h.v >= 150000);
   return {
     implicitPublications: implicitPubs.rows.map((r) => r.pubname),
     subscriptions: subs.rows.map((r) => r.subname),
-    publications: pubs.rows.map((r) => r.name),
-    publicationDetails: pubs.rows as PublicationInfo[],
+    publications: pubs.map((r) => r.name),
+    publicationDetails: pubs,
   };
 }
 
@@ -134,4 +118,25 @@ export async function columnGrants(c: PoolClient, oid: number): Promise<TableInf
     [oid],
   );
   return r.rows;
+}
+
+/** The publications that name table $oid in their table list, with what carrying each over needs. */
+export async function readPublications(c: PoolClient | Pool, oid: number, v15: boolean): Promise<PublicationInfo[]> {
+  // column lists and row filters: PostgreSQL 15 and later
+  const columns = v15
+    ? `(SELECT array_agg(a.attname::text ORDER BY k.n)
+          FROM unnest(pr.prattrs::int2[]) WITH ORDINALITY k(attnum, n)
+          JOIN pg_attribute a ON a.attrelid = pr.prrelid AND a.attnum = k.attnum)`
+    : 'NULL::text[]';
+  const pubs = await c.query(
+    `SELECT p.pubname AS name, p.pubviaroot AS "viaRoot", pg_get_userbyid(p.pubowner) AS owner,
+            pg_has_role(p.pubowner, 'USAGE') AS alterable, p.pubupdate OR p.pubdelete AS "updatesOrDeletes",
+            ARRAY(SELECT quote_ident(on_.nspname) || '.' || quote_ident(o.relname) FROM pg_publication_rel po
+                   JOIN pg_class o ON o.oid = po.prrelid JOIN pg_namespace on_ ON on_.oid = o.relnamespace
+                   WHERE po.prpubid = p.oid AND o.relkind = 'p' ORDER BY 1) AS "partitionedTables",
+            ${columns} AS columns, ${v15 ? 'pg_get_expr(pr.prqual, pr.prrelid)' : 'NULL::text'} AS "rowFilter"
+       FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid WHERE pr.prrelid = $1 ORDER BY 1`,
+    [oid],
+  );
+  return pubs.rows as PublicationInfo[];
 }

@@ -199,6 +199,7 @@ export function buildPlan(info: TableInfo, opts: PartitionOptions): Plan {
     sourceShape: info.shape,
     ...(info.views ? { views: info.views } : {}),
     ...(info.carried ? { carried: info.carried } : {}),
+    ...(info.publicationDetails?.length ? { publications: info.publicationDetails } : {}),
     movesCounter: movesCounter(ctx),
     sql: { ...sync, ...shadowSqlOf(shadow), ...backfill, ...verify, ...cutover, ...(attach ? { attach } : {}) },
     ...(attach ? { method: 'attach' as const } : {}),

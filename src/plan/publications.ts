@@ -39,14 +39,34 @@ export function checkPublications(info: TableInfo, t: string, me: string): void 
           'and run again.',
       );
     }
-    if (p.columns && p.updatesOrDeletes && !p.columns.includes(column)) {
-      refuse(
-        `Publication ${p.name} publishes only columns ${p.columns.join(', ')} of ${t}; after the cut-over the ` +
-          `replica identity is the primary key with ${column}, which a column list must cover, so every UPDATE ` +
-          `and DELETE would fail: add ${column} to the list (ALTER PUBLICATION ${q(p.name)} SET TABLE ...) and ` +
-          "to the subscribers' tables, and run again.",
-      );
-    }
+    checkReplicaIdentity(info, p, t, column);
+  }
+}
+
+/**
+ * After the cut-over the replica identity is the new primary key `(id, <column>)` (FULL and NOTHING are carried;
+ * USING INDEX is not): a publication that publishes UPDATE or DELETE needs its column list to cover it and its
+ * row filter to name only its columns, or every UPDATE and DELETE of the application fails on the publisher.
+ */
+function checkReplicaIdentity(info: TableInfo, p: PublicationInfo, t: string, column: string): void {
+  const identity = info.storage.replicaIdentity;
+  if (!p.updatesOrDeletes || identity === 'f' || identity === 'n') return;
+  const key = [...(info.primaryKey?.columns ?? []), column];
+  const missing = key.filter((c) => p.columns && !p.columns.includes(c));
+  if (missing.length) {
+    refuse(
+      `Publication ${p.name} publishes only columns ${p.columns!.join(', ')} of ${t}; after the cut-over the ` +
+        `replica identity is the primary key (${key.join(', ')}), which a column list must cover, so every UPDATE ` +
+        `and DELETE would fail: add ${missing.join(', ')} to the list (ALTER PUBLICATION ${q(p.name)} SET TABLE ` +
+        "...) and to the subscribers' tables, and run again.",
+    );
+  }
+  if (p.rowFilter !== null && identity === 'i') {
+    refuse(
+      `Publication ${p.name} filters ${t}'s rows (WHERE ${p.rowFilter}) by its replica identity index; after the ` +
+        `cut-over the replica identity is the primary key (${key.join(', ')}), and a filter on other columns would ` +
+        'make every UPDATE and DELETE fail: filter on those columns, or publish only inserts, and run again.',
+    );
   }
 }
 
@@ -61,11 +81,15 @@ function addTable(p: PublicationInfo, table: TableRef): string {
  * transaction); `toPartitioned` says which of the two is the partitioned one.
  */
 export function movePublicationsSql(info: TableInfo, from: TableRef, to: TableRef, toPartitioned: boolean): string[] {
-  return (info.publicationDetails ?? []).flatMap((p) => [
-    `ALTER PUBLICATION ${q(p.name)} DROP TABLE ${qualified(from)}`,
-    addTable(p, to),
-    ...(p.viaRoot ? [] : [`ALTER PUBLICATION ${q(p.name)} SET (publish_via_partition_root = ${toPartitioned})`]),
-  ]);
+  // PostgreSQL takes a column list or row filter on a partitioned table only while publish_via_partition_root
+  // is on, and turns it off only while no partitioned table with one is left: on before the ADD, off after it
+  return (info.publicationDetails ?? []).flatMap((p) => {
+    const root = p.viaRoot
+      ? []
+      : [`ALTER PUBLICATION ${q(p.name)} SET (publish_via_partition_root = ${toPartitioned})`];
+    const drop = `ALTER PUBLICATION ${q(p.name)} DROP TABLE ${qualified(from)}`;
+    return toPartitioned ? [drop, ...root, addTable(p, to)] : [drop, addTable(p, to), ...root];
+  });
 }
 
 export function publicationWarnings(info: TableInfo): string[] {

@@ -168,7 +168,8 @@ export function shadowStep(ctx: PlanContext): ShadowSql & { indexRenames: IndexR
   for (const f of info.inboundForeignKeys.filter((x) => referencesItself(info, x))) {
     ctx.givenUp.push(
       `foreign key ${f.name} of ${displayName(info.table)} on itself: dropped at the cut-over, the new table does ` +
-        'not check it (inboundForeignKeys "drop"; a rollback restores and validates it)',
+        'not check it, nor run its ON DELETE or ON UPDATE action (inboundForeignKeys "drop"; a rollback restores ' +
+        'and validates it)',
     );
   }
   for (const f of outbound) {

@@ -65,7 +65,10 @@ export const SHAPE_SQL = `SELECT x FROM (
     FROM pg_policy p WHERE p.polrelid = $1
   UNION ALL SELECT 'row security ' || c.relrowsecurity::text || ' ' || c.relforcerowsecurity::text
     FROM pg_class c WHERE c.oid = $1 AND (c.relrowsecurity OR c.relforcerowsecurity)
-  UNION ALL SELECT 'publication ' || quote_ident(p.pubname) || ' ' || p.pubviaroot::text
+  UNION ALL SELECT 'publication ' || quote_ident(p.pubname) || ' ' || md5((to_jsonb(p) - 'oid')::text) || ' '
+         || md5((to_jsonb(pr) - 'oid')::text) || ' ' || coalesce((SELECT string_agg(po.prrelid::text, ',' ORDER BY 1)
+              FROM pg_publication_rel po JOIN pg_class o ON o.oid = po.prrelid
+             WHERE po.prpubid = p.oid AND o.relkind = 'p'), '-')
     FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid WHERE pr.prrelid = $1
 ) s ORDER BY x`;
 

@@ -7,7 +7,7 @@
  * The shadow's indexes get temporary names and take over the originals' names at cut-over, when the old
  * table's indexes are parked under `<table>_pfo_<n>`.
  */
-import type { ForeignKeyInfo, ViewInfo } from '../catalog';
+import type { ForeignKeyInfo, PublicationInfo, ViewInfo } from '../catalog';
 import type { TableRef } from '../ident';
 import type { PartitionColumnType } from '../partitions';
 import type { KeyLogApplySql } from './keylog';
@@ -132,6 +132,8 @@ export interface Plan {
   sourceShape: string[];
   /** CARRIED_SQL's lines for the source: what a rollback compares the new table's with (older plans: none) */
   carried?: string[];
+  /** the publications that name the table, as preflight read them: the rollback refuses when they changed */
+  publications?: PublicationInfo[];
   /** the views that read the source as preflight read them: the cut-over refuses on a change (older plans: none) */
   views?: ViewInfo[];
   /** sequence counting updates that move a row to another month (nextval per move, no row locks) */

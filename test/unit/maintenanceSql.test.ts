@@ -11,6 +11,15 @@ const parted: PartedTable = {
 };
 
 describe('maintainPartitions statements', () => {
+  it("a new partition gets the parent's replica identity FULL or NOTHING (a published table's row filter needs it)", () => {
+    const full = monthStep({ ...parted, replicaIdentity: 'f' }, { year: 2026, month: 3 }, 'UTC');
+    expect(full.forward[2]).toBe('ALTER TABLE "app"."ev_2026_03" REPLICA IDENTITY FULL');
+    const nothing = monthStep({ ...parted, replicaIdentity: 'n' }, { year: 2026, month: 3 }, 'UTC');
+    expect(nothing.forward[2]).toBe('ALTER TABLE "app"."ev_2026_03" REPLICA IDENTITY NOTHING');
+    const dflt = monthStep({ ...parted, replicaIdentity: 'd' }, { year: 2026, month: 3 }, 'UTC');
+    expect(dflt.forward.join(';')).not.toContain('REPLICA IDENTITY');
+  });
+
   it("a month's partition: locks first, created like the parent, the month's rows moved out of the default, attached; undone", () => {
     const s = monthStep(parted, { year: 2026, month: 3 }, 'Europe/Berlin');
     const range =

@@ -751,9 +751,13 @@ describe('publications carried (issue 29 item 5)', () => {
     updatesOrDeletes: true,
     ...over,
   });
-  const withPubs = (pubs: PublicationInfo[], input: Record<string, unknown> = {}) => {
+  const withPubs = (pubs: PublicationInfo[], input: Record<string, unknown> = {}, identity = 'd') => {
     const f = fixture({ attach: { beyond: 0, newest: null, notValidChecks: [] } });
-    const info = { ...f, indexes: f.indexes.filter((i) => i.name !== 'gi_url_key') };
+    const info = {
+      ...f,
+      indexes: f.indexes.filter((i) => i.name !== 'gi_url_key'),
+      storage: { ...f.storage, replicaIdentity: identity as TableInfo['storage']['replicaIdentity'] },
+    };
     return buildPlan(
       { ...info, publications: pubs.map((p) => p.name), publicationDetails: pubs },
       validatePartitionInput({ table: 'gi', ...input }),
@@ -767,8 +771,9 @@ describe('publications carried (issue 29 item 5)', () => {
     ]);
     expect(plan.sql.cutover.filter((s) => s.includes('PUBLICATION'))).toEqual([
       'ALTER PUBLICATION "cdc" DROP TABLE "public"."gi_old"',
-      'ALTER PUBLICATION "cdc" ADD TABLE "public"."gi"',
+      // on before the ADD: PostgreSQL takes a column list or row filter on a partitioned table only then
       'ALTER PUBLICATION "cdc" SET (publish_via_partition_root = true)',
+      'ALTER PUBLICATION "cdc" ADD TABLE "public"."gi"',
       'ALTER PUBLICATION "lake" DROP TABLE "public"."gi_old"',
       `ALTER PUBLICATION "lake" ADD TABLE "public"."gi" ("id", "created_at") WHERE ((status <> 'x'::text))`,
     ]);
@@ -786,8 +791,8 @@ describe('publications carried (issue 29 item 5)', () => {
     const a = withPubs([pub()], { method: 'attach' }).sql.attach!;
     expect(a.cutover.slice(-3)).toEqual([
       'ALTER PUBLICATION "cdc" DROP TABLE "public"."gi_history"',
-      'ALTER PUBLICATION "cdc" ADD TABLE "public"."gi"',
       'ALTER PUBLICATION "cdc" SET (publish_via_partition_root = true)',
+      'ALTER PUBLICATION "cdc" ADD TABLE "public"."gi"',
     ]);
     expect(a.swapBack.filter((s) => s.includes('PUBLICATION'))).toEqual([
       'ALTER PUBLICATION "cdc" DROP TABLE "public"."gi_pf_shadow"',
@@ -814,5 +819,17 @@ describe('publications carried (issue 29 item 5)', () => {
 
   it('a column list without the column is fine when the publication publishes no UPDATE or DELETE', () => {
     expect(() => withPubs([pub({ columns: ['id', 'url'], updatesOrDeletes: false })])).not.toThrow();
+  });
+
+  it('the new replica identity (id, created_at) must be covered by a column list and a row filter (attack 2)', () => {
+    expect(() => withPubs([pub({ columns: ['url', 'created_at'] })])).toThrow(
+      /publishes only columns url, created_at of public\.gi; .*\(id, created_at\).*add id to the list/,
+    );
+    expect(() => withPubs([pub({ rowFilter: "(url <> 'x'::text)" })], {}, 'i')).toThrow(
+      /filters public\.gi's rows \(WHERE \(url <> 'x'::text\)\) by its replica identity index/,
+    );
+    // FULL is carried to every partition: a list of every column and any filter keep working
+    expect(() => withPubs([pub({ rowFilter: "(url <> 'x'::text)" })], {}, 'f')).not.toThrow();
+    expect(() => withPubs([pub({ rowFilter: '(id > 0)' })], {}, 'd')).not.toThrow();
   });
 });
