@@ -12,7 +12,8 @@ async function undoFix(ctx: Ctx, workflowId: string, v: Record<string, unknown>)
     await ctx.client()
   ).workflow.start<typeof undoFixConstraints>('undoFixConstraints', {
     taskQueue: ctx.config().taskQueue,
-    workflowId: `undo-${workflowId}-${Date.now()}`,
+    // one undo per run: Temporal refuses a second start while this one runs; started again after a terminate it goes on
+    workflowId: `undo-${workflowId}`,
     args: [{ workflowId, ...(typeof v.runId === 'string' ? { runId: v.runId } : {}) }],
   });
   ctx.out(`started ${h.workflowId}`);

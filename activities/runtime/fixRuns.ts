@@ -2,7 +2,7 @@
  * partflow.fix_runs: the fence of a fixConstraints run. Forward steps commit only while their run is
  * `active`; every undo begins by marking it `undoing`.
  */
-import type { PoolClient } from 'pg';
+import type { Pool, PoolClient } from 'pg';
 import type { Fix } from '../../src/constraints';
 import type { FixInfo } from '../../src/fixSteps';
 import { describeFix } from '../../src/constraints';
@@ -12,7 +12,7 @@ import type { Logger } from '../../src/logger';
 import { activityContext, classify } from './db';
 import { migrate } from './migrate';
 import type { Deps } from './deps';
-import { FIX_RUNS, workflowId } from './deps';
+import { FIX_RUNS, RUNS, workflowId } from './deps';
 
 export const wfId = workflowId;
 /** The workflow run: a workflow id reused later (fix-seed, say) must never undo this run's repairs. */
@@ -151,13 +151,51 @@ export async function openFixUndo({ pool }: Deps, workflowId: string, runId?: st
         );
       }
     }
-    await pool.query(
-      `UPDATE ${FIX_RUNS} SET state = 'undoing', updated_at = now() WHERE workflow_id = $1 AND run_id = $2`,
-      [workflowId, row.run_id],
+    await refuseHeldTables(pool, steps, refuse);
+    // one undo at a time: the first to claim it owns it; the same undo workflow id started again goes on
+    const me = wfId() ?? 'outside a workflow';
+    const claimed = await pool.query(
+      `UPDATE ${FIX_RUNS} SET state = 'undoing', undo_by = $3, updated_at = now()
+        WHERE workflow_id = $1 AND run_id = $2
+          AND (state = 'done' OR (state = 'undoing' AND (undo_by IS NULL OR undo_by = $3)))
+        RETURNING 1`,
+      [workflowId, row.run_id, me],
     );
+    if (!claimed.rowCount) {
+      const by = await pool.query(`SELECT undo_by FROM ${FIX_RUNS} WHERE workflow_id = $1 AND run_id = $2`, [
+        workflowId,
+        row.run_id,
+      ]);
+      refuse(
+        `is being undone by workflow ${by.rows[0]?.undo_by}; wait for it (if it was terminated, start the undo ` +
+          'again under that workflow id).',
+      );
+    }
     return { workflowId, runId: row.run_id, steps };
   } catch (err) {
     classify(err, 'open undo');
+  }
+}
+
+/**
+ * An undo refused while another partflow run holds a table the fix changed: a partitionTable copy of it would
+ * take the restored rows (the copy has the constraint too), a createIndexes or fixConstraints run is fenced on it.
+ */
+async function refuseHeldTables(pool: Pool, steps: FixUndoStep[], refuse: (why: string) => never): Promise<void> {
+  const seen = new Map(steps.map((s) => [qualified(s.fix.table), s.fix.table]));
+  const refs = [...seen.values()];
+  const held = await pool.query(
+    `SELECT r.workflow_id, r.table_schema || '.' || r.table_name AS t
+       FROM ${RUNS} r JOIN unnest($1::text[], $2::text[]) x(s, n) ON x.s = r.table_schema AND x.n = r.table_name
+      WHERE r.run_state = 'active'
+     UNION ALL
+     SELECT f.workflow_id, array_to_string(f.tables, ', ') FROM ${FIX_RUNS} f
+      WHERE f.state = 'active' AND f.tables && $3::text[]`,
+    [refs.map((r) => r.schema), refs.map((r) => r.name), [...seen.keys()]],
+  );
+  if (held.rowCount) {
+    const r = held.rows[0];
+    refuse(`changed ${r.t}, which run ${r.workflow_id} holds now; wait for that run to end, then undo.`);
   }
 }
 

@@ -636,4 +636,32 @@ describe('issue 28 item 4: a finished run undone from its workflow id', () => {
     expect(await catalogSnapshot(db.pool, ['public'])).toEqual(before);
     expect((await db.pool.query(`SELECT count(*)::int AS n FROM own_forms WHERE email IS NULL`)).rows[0].n).toBe(10);
   });
+
+  test('attack (helper-10): two undos at once, one owns it; refused while a partitionTable run holds the table', async () => {
+    await childTable('c_held', 400, 4);
+    const h = await run({ fixes: [fk('c_held', 'delete')] });
+    await h.result();
+    // a partitionTable run holds the table: its copy has the constraint too and would refuse the restored rows
+    const p = await env.client.workflow.start('partitionTable', {
+      taskQueue: TQ,
+      workflowId: `held-${Date.now()}`,
+      args: [{ table: 'c_held', approval: 'signal', batchSize: 200 }],
+    });
+    const { waitFor } = await import('../helpers/workflow');
+    await waitFor(p, (x) => x.phase === 'awaiting-approval', 'approval', 120_000);
+    expect(await failure(undo({ workflowId: h.workflowId }).then((x) => x.result()))).toMatch(
+      new RegExp(`changed public\\.c_held, which run ${p.workflowId} holds now`),
+    );
+    await p.signal('rollback');
+    await p.result();
+    // two undos started together: one undoes, the other is refused (it never runs a step)
+    const [a, b] = await Promise.all([undo({ workflowId: h.workflowId }), undo({ workflowId: h.workflowId })]);
+    const results = await Promise.allSettled([a.result(), b.result()]);
+    expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
+    const refused = results.find((r) => r.status === 'rejected') as PromiseRejectedResult;
+    expect((refused.reason as WorkflowFailedError).cause?.message).toMatch(
+      /is being undone by workflow|was undone already/,
+    );
+    expect((await db.pool.query(`SELECT count(*)::int AS n FROM c_held WHERE payload = 'orphan'`)).rows[0].n).toBe(4);
+  });
 });
