@@ -53,6 +53,22 @@ export async function claimFix({ pool }: Deps, tables: TableRef[] = [], kind?: s
   try {
     await migrate(pool);
     if (!runId()) return;
+    // a table partitionTable is converting: a constraint or index added now would make its cut-over refuse, or,
+    // in the rollback window, be lost by a rollback (the old table never had it)
+    const held = await pool.query(
+      `SELECT r.workflow_id, r.table_schema || '.' || r.table_name AS t FROM ${RUNS} r
+         JOIN unnest($1::text[], $2::text[]) x(s, n) ON x.s = r.table_schema AND x.n = r.table_name
+        WHERE r.run_state = 'active' LIMIT 1`,
+      [tables.map((t) => t.schema), tables.map((t) => t.name)],
+    );
+    if (held.rowCount) {
+      const r = held.rows[0];
+      throw failure(
+        `Table ${r.t} is being partitioned by run ${r.workflow_id}; a constraint or index added now would make its ` +
+          'cut-over refuse, or be lost by a rollback: wait for it to end (finalize it), then run again.',
+        'RunInProgress',
+      );
+    }
     await pool.query(
       `INSERT INTO ${FIX_RUNS} (workflow_id, run_id, state, tables, kind) VALUES ($1, $2, 'active', $3, $4)
        ON CONFLICT DO NOTHING`,

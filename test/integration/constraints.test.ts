@@ -664,4 +664,30 @@ describe('issue 28 item 4: a finished run undone from its workflow id', () => {
     );
     expect((await db.pool.query(`SELECT count(*)::int AS n FROM c_held WHERE payload = 'orphan'`)).rows[0].n).toBe(4);
   });
+
+  test('fixConstraints and createIndexes are refused while partitionTable converts the table (it would lose or refuse the change)', async () => {
+    await childTable('c_conv', 300, 2);
+    const p = await env.client.workflow.start('partitionTable', {
+      taskQueue: TQ,
+      workflowId: `conv-${Date.now()}`,
+      args: [{ table: 'c_conv', approval: 'auto', rollbackWindow: '1h', batchSize: 200 }],
+    });
+    const { waitFor } = await import('../helpers/workflow');
+    await waitFor(p, (x) => x.phase === 'rollback-window', 'cut-over', 120_000);
+    const before = await catalogSnapshot(db.pool, ['public']);
+    expect(await failure(run({ fixes: [fk('c_conv', 'delete')] }).then((x) => x.result()))).toMatch(
+      new RegExp(`Table public\\.c_conv is being partitioned by run ${p.workflowId}`),
+    );
+    const idx = await env.client.workflow.start('createIndexes', {
+      taskQueue: TQ,
+      workflowId: `conv-idx-${Date.now()}`,
+      args: [{ indexes: [{ table: 'c_conv', columns: ['payload'] }] }],
+    });
+    expect(await failure(idx.result())).toMatch(/is being partitioned by run/);
+    expect(await catalogSnapshot(db.pool, ['public'])).toEqual(before);
+    await p.signal('finalize');
+    await p.result();
+    // finished: allowed again
+    expect((await (await run({ fixes: [fk('c_conv', 'delete')] })).result()).status).toBe('done');
+  });
 });
