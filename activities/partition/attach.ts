@@ -17,7 +17,8 @@ import { classify, inTransaction, lockUpFront, runAll, withHeartbeat, withLockRe
 import { Deps, relOid, stepLog } from '../runtime/deps';
 import { faultPoint } from '../runtime/faults';
 import { buildConcurrently } from '../runtime/indexBuilder';
-import { publicationsChanged, validateInbound, type CutoverResult } from './cutover';
+import { validateInbound, type CutoverResult } from './cutover';
+import { publicationsChanged } from './rollbackLoss';
 import { acrossPartitions, fence, ownPlan, RUNS, runState, undoFence } from './run';
 import { viewsNow } from './views';
 
