@@ -89,12 +89,12 @@ interface FixRun {
   applied: FixResult['applied'];
 }
 
-function startRun(input: FixConstraintsInput): FixRun {
-  const opts = validInput(() => validateFixInput(input));
-  const p: FixProgress = {
-    phase: 'audit',
+/** The progress a run (or an undo of one) starts from. */
+export function fixProgress(phase: FixProgress['phase'], fixes: number): FixProgress {
+  return {
+    phase,
     fix: 0,
-    fixes: opts.fixes.length,
+    fixes,
     current: null,
     step: null,
     rowsScanned: 0,
@@ -102,6 +102,11 @@ function startRun(input: FixConstraintsInput): FixRun {
     lockWaitRetries: 0,
     lastError: null,
   };
+}
+
+function startRun(input: FixConstraintsInput): FixRun {
+  const opts = validInput(() => validateFixInput(input));
+  const p = fixProgress('audit', opts.fixes.length);
   const run: FixRun = { opts, p, rollbackRequested: false, claimed: false, done: [], audits: [], applied: [] };
   setHandler(fixProgressQuery, () => p);
   setHandler(rollbackSignal, () => void (run.rollbackRequested = true));

@@ -9,7 +9,7 @@
 import { CancellationScope, proxyActivities, setCurrentDetails, setHandler } from '@temporalio/workflow';
 import type { Activities } from '../activities';
 import { DEFAULT_LOCK_TIMEOUT_MS } from '../src/locks';
-import { fixProgressQuery, FixProgress } from './fixConstraints';
+import { fixProgress, fixProgressQuery } from './fixConstraints';
 import { rootFailure, validInput } from './failure';
 import { failure } from '../src/failures';
 import { InputError } from '../src/ident';
@@ -57,17 +57,7 @@ function validate(input: UndoFixInput): Required<Omit<UndoFixInput, 'runId'>> & 
 
 export async function undoFixConstraints(input: UndoFixInput): Promise<UndoFixResult> {
   const opts = validInput(() => validate(input));
-  const p: FixProgress = {
-    phase: 'rolling-back',
-    fix: 0,
-    fixes: 0,
-    current: null,
-    step: null,
-    rowsScanned: 0,
-    rowsRepaired: 0,
-    lockWaitRetries: 0,
-    lastError: null,
-  };
+  const p = fixProgress('rolling-back', 0);
   setHandler(fixProgressQuery, () => p);
   setCurrentDetails(`undoing fixConstraints run **${opts.workflowId}**`);
   // a refusal reaches the caller in its own words, not as "Activity task failed"

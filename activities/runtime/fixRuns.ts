@@ -55,17 +55,11 @@ export async function claimFix({ pool }: Deps, tables: TableRef[] = [], kind?: s
     if (!runId()) return;
     // a table partitionTable is converting: a constraint or index added now would make its cut-over refuse, or,
     // in the rollback window, be lost by a rollback (the old table never had it)
-    const held = await pool.query(
-      `SELECT r.workflow_id, r.table_schema || '.' || r.table_name AS t FROM ${RUNS} r
-         JOIN unnest($1::text[], $2::text[]) x(s, n) ON x.s = r.table_schema AND x.n = r.table_name
-        WHERE r.run_state = 'active' LIMIT 1`,
-      [tables.map((t) => t.schema), tables.map((t) => t.name)],
-    );
-    if (held.rowCount) {
-      const r = held.rows[0];
+    const held = await partitionRunOn(pool, tables);
+    if (held) {
       throw failure(
-        `Table ${r.t} is being partitioned by run ${r.workflow_id}; a constraint or index added now would make its ` +
-          'cut-over refuse, or be lost by a rollback: wait for it to end (finalize it), then run again.',
+        `Table ${held.t} is being partitioned by run ${held.workflow_id}; a constraint or index added now would ` +
+          'make its cut-over refuse, or be lost by a rollback: wait for it to end (finalize it), then run again.',
         'RunInProgress',
       );
     }
@@ -199,20 +193,25 @@ export async function openFixUndo({ pool }: Deps, workflowId: string, runId?: st
  */
 async function refuseHeldTables(pool: Pool, steps: FixUndoStep[], refuse: (why: string) => never): Promise<void> {
   const seen = new Map(steps.map((s) => [qualified(s.fix.table), s.fix.table]));
-  const refs = [...seen.values()];
-  const held = await pool.query(
-    `SELECT r.workflow_id, r.table_schema || '.' || r.table_name AS t
-       FROM ${RUNS} r JOIN unnest($1::text[], $2::text[]) x(s, n) ON x.s = r.table_schema AND x.n = r.table_name
-      WHERE r.run_state = 'active'
-     UNION ALL
-     SELECT f.workflow_id, array_to_string(f.tables, ', ') FROM ${FIX_RUNS} f
-      WHERE f.state = 'active' AND f.tables && $3::text[]`,
-    [refs.map((r) => r.schema), refs.map((r) => r.name), [...seen.keys()]],
+  const byPartition = await partitionRunOn(pool, [...seen.values()]);
+  const byFix = await pool.query(
+    `SELECT f.workflow_id, array_to_string(f.tables, ', ') AS t FROM ${FIX_RUNS} f
+      WHERE f.state = 'active' AND f.tables && $1::text[] LIMIT 1`,
+    [[...seen.keys()]],
   );
-  if (held.rowCount) {
-    const r = held.rows[0];
-    refuse(`changed ${r.t}, which run ${r.workflow_id} holds now; wait for that run to end, then undo.`);
-  }
+  const r = byPartition ?? byFix.rows[0];
+  if (r) refuse(`changed ${r.t}, which run ${r.workflow_id} holds now; wait for that run to end, then undo.`);
+}
+
+/** The active partitionTable run (rollback window included) on one of `tables`, if any. */
+async function partitionRunOn(pool: Pool, tables: TableRef[]): Promise<{ workflow_id: string; t: string } | null> {
+  const r = await pool.query(
+    `SELECT r.workflow_id, r.table_schema || '.' || r.table_name AS t FROM ${RUNS} r
+       JOIN unnest($1::text[], $2::text[]) x(s, n) ON x.s = r.table_schema AND x.n = r.table_name
+      WHERE r.run_state = 'active' LIMIT 1`,
+    [tables.map((t) => t.schema), tables.map((t) => t.name)],
+  );
+  return r.rows[0] ?? null;
 }
 
 /** The end of an undo: the run is `undone`. */
