@@ -16,6 +16,7 @@ if [ "${1:-}" = "--replica" ]; then shift; exec node dist/bench/replica.js "$@";
 if [ "${1:-}" = "--waits" ]; then shift; exec node dist/bench/waits.js "$@"; fi
 if [ "${1:-}" = "--ops" ]; then shift; exec node dist/bench/ops.js "$@"; fi
 if [ "${1:-}" = "--attach" ]; then shift; exec node dist/bench/attach.js "$@"; fi
+if [ "${1:-}" = "--impact" ]; then shift; exec node dist/bench/impact.js "$@"; fi
 # npm run bench: the copy benchmark (bench/bench.ts, with the flags given), then the longest application
 # wait per workflow (bench/waits.ts), the key log's cost per statement (bench/ops.ts) and the replica trade-off
 # (bench/replica.ts) with their defaults

@@ -188,7 +188,7 @@ function appPause(input: BackfillChunkInput, bounds: ReplicaBounds, tune: Tuning
   if (input.appBaselineMs === undefined || !bounds.maxAppLatencyRatio) return 0;
   const now = Date.now();
   const next = nextPace(tune.pace, tune.samples, bounds.maxAppLatencyRatio, input.appBaselineMs, now);
-  if (next.pace.pauseMs !== tune.pace.pauseMs) l.debug({ pauseMs: next.pace.pauseMs, p90: next.p90 }, 'copy paced');
+  if (next.pace.pauseMs !== tune.pace.pauseMs) l.debug({ pauseMs: next.pace.pauseMs, seenMs: next.seen }, 'copy paced');
   tune.pace = next.pace;
   if (next.hold) tune.holding = { after: now, held: { ...next.hold, since: new Date(now).toISOString() } };
   return tune.pace.pauseMs;
@@ -228,7 +228,7 @@ export async function backfillChunk({ pool, log }: Deps, input: BackfillChunkInp
     const streams = input.streams ?? 1;
     let rowsCopied = w.rowsCopied;
     const tune = tuningOf(w.tuneKey);
-    if (probe) prober = new CommitProber(probe, tune.samples).start();
+    if (probe) prober = new CommitProber(probe, tune.samples, input.sql.appProbe).start();
     // a new table starts at an eighth of the largest batch and grows while batches stay under maxBatchMs
     let size = Math.min(w.cap, tune.size ?? Math.ceil(w.cap / 8));
     const wal = { bytes: bounds.maxWalBytesPerSecond ? await walPosition(pool) : 0, at: Date.now() };
@@ -290,7 +290,8 @@ export async function backfillChunk({ pool, log }: Deps, input: BackfillChunkInp
     }
     return classify(err, `backfill of ${displayName(t)}`);
   } finally {
-    await prober?.stop();
-    probe?.release();
+    // the prober gives its connection back; one taken before the prober started goes back as it is
+    if (prober) await prober.stop();
+    else probe?.release();
   }
 }

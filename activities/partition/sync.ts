@@ -67,7 +67,7 @@ export async function installSyncTrigger(
   };
   const { result, stats } = await withLockRetry(pool, l, 'sync trigger', lockTimeoutMs, install, lockedBy(plan));
   // the application-latency bound's reference: a commit with the sync in place and the copy not started
-  const appBaselineMs = await probeBaseline(pool);
+  const appBaselineMs = await probeBaseline(pool, plan.sql.appProbe);
   l.info({ totalPages: result, lockWaitRetries: stats.lockWaitRetries, appBaselineMs }, 'sync trigger installed');
   return { totalPages: result, lockWaitRetries: stats.lockWaitRetries, appBaselineMs };
 }

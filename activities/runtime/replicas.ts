@@ -4,6 +4,7 @@
  */
 import type { Pool, PoolClient } from 'pg';
 import type { TableRef } from '../../src/ident';
+import type { AppProbeSql } from '../../src/plan/backfill';
 import {
   APP_PROBES,
   appLatencyHold,
@@ -139,7 +140,8 @@ export async function capWalRate(
 /**
  * One commit as an application makes it, timed: `SELECT txid_current()` alone takes an xid, so its commit
  * writes a commit record and waits as the server's synchronous_commit says, behind the same WAL, CPU and
- * I/O as the application's writes. Null when it fails (the bound then holds: fail closed).
+ * I/O as the application's writes. Null when it fails (the bound then holds: fail closed). The probe of plans
+ * made before the application-shaped one (AppProbe).
  */
 export async function commitProbe(c: Pool | PoolClient): Promise<number | null> {
   const t0 = performance.now();
@@ -151,41 +153,100 @@ export async function commitProbe(c: Pool | PoolClient): Promise<number | null> 
   return performance.now() - t0;
 }
 
+/** Longest a probe waits for a lock: one stuck behind the application's DDL fails, and the bound holds. */
+const PROBE_LOCK_TIMEOUT = '1s';
+/** How often the probe reads a fresh set of the table's keys. */
+const PROBE_KEYS_EVERY_MS = 30_000;
+
 /**
- * The probe with the copy idle: the 90th percentile of 21, 25 ms apart (the pacer compares the same
- * percentile of its samples against it).
+ * The application-latency bound's probe on one connection: with the plan's AppProbeSql, a primary-key lookup
+ * of a row of the table taken at random (keys read again every PROBE_KEYS_EVERY_MS, not timed) in a statement
+ * that also commits a transaction ID; without it (plans made before it, or a table with no rows yet),
+ * commitProbe. Null when a probe fails.
  */
-export async function probeBaseline(pool: Pool): Promise<number> {
+export class AppProbe {
+  private keys: string[][] = [];
+  private keysAt = 0;
+  constructor(
+    private readonly c: Pool | PoolClient,
+    private readonly sql?: AppProbeSql,
+  ) {}
+
+  async once(): Promise<number | null> {
+    if (!this.sql) return commitProbe(this.c);
+    try {
+      if (Date.now() - this.keysAt > PROBE_KEYS_EVERY_MS) {
+        await this.c.query(`SET lock_timeout = '${PROBE_LOCK_TIMEOUT}'`);
+        this.keys = (await this.c.query({ text: this.sql.keys, rowMode: 'array' })).rows;
+        this.keysAt = Date.now();
+      }
+    } catch {
+      return null;
+    }
+    if (!this.keys.length) return commitProbe(this.c);
+    const key = this.keys[Math.floor(Math.random() * this.keys.length)];
+    const t0 = performance.now();
+    try {
+      await this.c.query(this.sql.read, key);
+    } catch {
+      return null;
+    }
+    return performance.now() - t0;
+  }
+
+  /** Before the connection goes back to its pool: the probe's lock_timeout goes (a connection that fails goes too). */
+  async release(c: PoolClient): Promise<void> {
+    const ok = await c.query('RESET lock_timeout').then(
+      () => true,
+      () => false,
+    );
+    c.release(!ok);
+  }
+}
+
+/** Probes of the baseline, PACE.probeEveryMs / 2 apart: enough for the quantile the pacer compares. */
+const BASELINE_PROBES = 101;
+
+/**
+ * The probe with the copy idle: the quantile the pacer compares (PACE.quantile) of BASELINE_PROBES of them,
+ * on a connection of its own (about three seconds).
+ */
+export async function probeBaseline(pool: Pool, sql?: AppProbeSql): Promise<number> {
   const c = await pool.connect();
+  const probe = new AppProbe(c, sql);
   try {
     const xs: number[] = [];
-    for (let i = 0; i < 21; i++) {
-      const p = await commitProbe(c);
+    for (let i = 0; i < BASELINE_PROBES; i++) {
+      const p = await probe.once();
       if (p !== null) xs.push(p);
-      await sleep(25);
+      await sleep(PACE.probeEveryMs / 2);
     }
-    return xs.length ? quantile(xs, 0.9) : 0;
+    return xs.length ? quantile(xs, PACE.quantile) : 0;
   } finally {
-    c.release();
+    await probe.release(c);
   }
 }
 
 /**
- * The commit probe every PACE.probeEveryMs on a connection of its own, from `start` to `stop`, appending to
+ * The probe every PACE.probeEveryMs on a connection of its own, from `start` to `stop`, appending to
  * `samples` (kept short): while the copy's batches run as much as between them.
  */
 export class CommitProber {
   private stopped = false;
   private loop: Promise<void> = Promise.resolve();
+  private readonly probe: AppProbe;
   constructor(
     private readonly c: PoolClient,
     readonly samples: Sample[],
-  ) {}
+    sql?: AppProbeSql,
+  ) {
+    this.probe = new AppProbe(c, sql);
+  }
 
   start(): this {
     this.loop = (async () => {
       while (!this.stopped) {
-        const ms = await commitProbe(this.c);
+        const ms = await this.probe.once();
         this.samples.push({ at: Date.now(), ms });
         if (this.samples.length > 4 * PACE.window) this.samples.splice(0, this.samples.length - 2 * PACE.window);
         await sleep(PACE.probeEveryMs);
@@ -194,9 +255,11 @@ export class CommitProber {
     return this;
   }
 
+  /** Stops the loop and gives the connection back. */
   async stop(): Promise<void> {
     this.stopped = true;
     await this.loop;
+    await this.probe.release(this.c);
   }
 }
 

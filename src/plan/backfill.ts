@@ -3,18 +3,57 @@
  * by page ranges (TID scans, PostgreSQL 14+) or by primary-key ranges. No undo of its own: dropping the copy
  * removes what it copied.
  */
-import { qualified } from '../ident';
+import { qualified, quoteLiteral } from '../ident';
 import { PlanContext, positional, q } from './context';
 import type { Plan, PlanSql } from './types';
 
 /** The statements of the plan the backfill runs: the workflow hands these to backfillChunk, not the plan. */
 export type BackfillSql = Pick<
   PlanSql,
-  'backfillBatch' | 'backfillBatchFast' | 'keyBound' | 'keyBoundFirst' | 'keyCopy' | 'keyCopyFirst' | 'keyLog'
+  | 'backfillBatch'
+  | 'backfillBatchFast'
+  | 'keyBound'
+  | 'keyBoundFirst'
+  | 'keyCopy'
+  | 'keyCopyFirst'
+  | 'keyLog'
+  | 'appProbe'
 >;
 
+/**
+ * The application-latency bound's probe: what one application transaction does, timed. `keys` reads up to 256
+ * primary keys of the table at random pages (TID reads of the item slots 1 to 8 on 64 random pages: a few dozen
+ * heap pages whatever the table's size), as text `k1`..; `read` takes one of them as $1.. and looks the row up
+ * by its primary key, in a statement that also takes a transaction ID, so that its commit writes a commit
+ * record: an index descent, a heap fetch and a commit, in the table's own shared buffers, behind the same CPU,
+ * cache, I/O and WAL as the application's. A `SELECT txid_current()` alone (the probe before it) stayed at its
+ * idle median while the copy slowed the application's transactions by half (bench/impact.ts). Both read the
+ * table by position, so a column renamed during the run breaks neither.
+ */
+export interface AppProbeSql {
+  keys: string;
+  read: string;
+}
+
+export function appProbeSql(ctx: PlanContext): AppProbeSql {
+  const { table, sourceColumns, sourceKey } = ctx;
+  const at = (c: string) => `a${sourceColumns.indexOf(c) + 1}`;
+  const texts = sourceKey.map((c, i) => `s.${at(c)}::text AS k${i + 1}`).join(', ');
+  const tids =
+    `SELECT format('(%s,%s)', floor(random() * greatest(c.relpages, 1))::bigint, i)::tid AS t ` +
+    `FROM pg_class c, generate_series(1, 64) p, generate_series(1, 8) i ` +
+    `WHERE c.oid = ${quoteLiteral(qualified(table))}::regclass`;
+  const atTid = positional(table, sourceColumns, ' WHERE ctid = r.t');
+  const keys = `SELECT ${texts} FROM (${tids}) r, LATERAL ${atTid} LIMIT 256`;
+  const match = sourceKey.map((c, i) => `s.${at(c)} = $${i + 1}`).join(' AND ');
+  const lookup = `SELECT 1 FROM ${positional(table, sourceColumns)} WHERE ${match}`;
+  const read = `SELECT txid_current(), EXISTS (${lookup}) AS found`;
+  return { keys, read };
+}
+
 export function backfillSql(plan: Plan): BackfillSql {
-  const { backfillBatch, backfillBatchFast, keyBound, keyBoundFirst, keyCopy, keyCopyFirst, keyLog } = plan.sql;
+  const { backfillBatch, backfillBatchFast, keyBound, keyBoundFirst, keyCopy, keyCopyFirst, keyLog, appProbe } =
+    plan.sql;
   // plans made before the key log have none: their batches neither lock nor apply
   return {
     backfillBatch,
@@ -24,6 +63,7 @@ export function backfillSql(plan: Plan): BackfillSql {
     keyCopy,
     keyCopyFirst,
     ...(keyLog ? { keyLog } : {}),
+    ...(appProbe ? { appProbe } : {}),
   };
 }
 
@@ -88,7 +128,7 @@ SELECT (SELECT count(*) FROM src)::bigint AS read, (SELECT count(*) FROM ins)::b
 }
 
 export function backfillStep(ctx: PlanContext): BackfillSql & Pick<PlanSql, 'maxKey'> {
-  return { ...pageSql(ctx), ...keySql(ctx) };
+  return { ...pageSql(ctx), ...keySql(ctx), appProbe: appProbeSql(ctx) };
 }
 
 /** Rows per backfill batch → pages per batch, from the table's density. */

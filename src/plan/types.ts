@@ -11,6 +11,7 @@ import type { ForeignKeyInfo, PublicationInfo, ViewInfo } from '../catalog';
 import type { TableRef } from '../ident';
 import type { PartitionColumnType } from '../partitions';
 import type { KeyLogApplySql } from './keylog';
+import type { AppProbeSql } from './backfill';
 import type { AttachSql } from './attach';
 
 export const FORWARD_TRIGGER = 'partflow_sync_fwd';
@@ -67,6 +68,11 @@ export interface PlanSql {
    * writer's transaction instead
    */
   keyLog?: KeyLogApplySql;
+  /**
+   * the application-latency bound's probe (src/plan/backfill.ts appProbeSql); plans made before it probe with
+   * `SELECT txid_current()` alone
+   */
+  appProbe?: AppProbeSql;
   /** $1, $2: tid bounds [from, to); skips rows the trigger wrote already */
   backfillBatch: string;
   /** the same without ON CONFLICT: faster, fails with 23505 when the trigger wrote a row of the range */
