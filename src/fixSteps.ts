@@ -5,7 +5,8 @@
  * SET NOT NULL (proven by the check, no scan) → the check goes. Each forward step has its undo beside it.
  */
 import { IndexBuild, indexBuild } from './indexes';
-import { fkClause, Fix, ForeignKeyFix, NotNullFix, repairBatchSql, supportingIndexName } from './constraints';
+import type { Fix, ForeignKeyFix, NotNullFix } from './constraints';
+import { fkClause, repairBatchSql, supportingIndexName } from './constraintSql';
 import { displayName, qualified, quoteIdent as q, TableRef } from './ident';
 import { hasNotNullNotValid } from './versions';
 

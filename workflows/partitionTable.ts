@@ -5,14 +5,12 @@
  * exactly what was done, in reverse, in a non-cancellable scope.
  */
 import {
-  CancellationScope,
   condition,
   ContinueAsNew,
   continueAsNew,
   isCancellation,
   log,
   patched,
-  sleep,
   setHandler,
   workflowInfo,
 } from '@temporalio/workflow';
@@ -32,17 +30,10 @@ import {
 } from './definitions';
 import { failure } from '../src/failures';
 import { attachForward, attachSetUp } from './partitionAttach';
-import { act, CHUNK, checkRollback, enter, follow, LONG, RollbackRequested, short, SHORT } from './partitionRun';
-import {
-  initialState,
-  PartitionState,
-  progressOf,
-  recordChunk,
-  Run,
-  showDetails,
-  Step,
-  together,
-} from './partitionState';
+import { compensate } from './partitionUndo';
+import { followingKeyLog, reverifyUntilDecided } from './partitionWaits';
+import { act, CHUNK, checkRollback, enter, LONG, RollbackRequested, short, SHORT } from './partitionRun';
+import { initialState, PartitionState, progressOf, recordChunk, Run, showDetails, together } from './partitionState';
 
 export type { PartitionState } from './partitionState';
 
@@ -113,86 +104,6 @@ function setHandlers(run: Run): void {
   };
   setHandler(throttleUpdate, throttle, { validator });
   setHandler(progressQuery, () => progressOf(run));
-}
-
-/** The undo of the step `step`, which the run recorded as begun. */
-async function undoStep(run: Run, step: Step, finalState: 'rolled-back' | 'failed'): Promise<void> {
-  const { s, lockTimeoutMs, opts } = run;
-  const plan = s.plan!;
-  if (step === 'cutover') {
-    if (plan.method === 'attach') {
-      const r = await act(
-        LONG,
-        `undo: detach ${displayName(plan.sql.attach!.history)}, move the rows written since back`,
-      ).attachSwapBack(plan, lockTimeoutMs);
-      s.swapBack = { lockHoldMs: r.lockHoldMs, movedRows: r.movedRows };
-      for (const p of r.notRestored ?? []) s.undoProblems = [...(s.undoProblems ?? []), p];
-      return;
-    }
-    const r = await act(SHORT, `undo: swap ${run.table} back to the original table`).swapBack(plan, lockTimeoutMs);
-    for (const p of r?.notRestored ?? []) s.undoProblems = [...(s.undoProblems ?? []), p];
-  } else if (step === 'attachCheck')
-    await act(SHORT, `undo: drop the CHECK ${plan.sql.attach!.checkName}`).dropBoundCheck(plan, lockTimeoutMs);
-  else if (step === 'attachKey')
-    await act(LONG, `undo: drop the index ${plan.sql.attach!.keyIndex} CONCURRENTLY`).dropAttachKey(plan);
-  else if (step === 'sync')
-    await act(SHORT, 'undo: drop the sync triggers and the key log').dropSyncTrigger(plan, lockTimeoutMs);
-  else if (step === 'shadow')
-    await act(SHORT, `undo: drop the partitioned copy of ${run.table}`).dropShadow(plan, lockTimeoutMs);
-  else if (step === 'claim') await short.releaseRun(opts.table, finalState);
-}
-
-async function compensate(run: Run, finalState: 'rolled-back' | 'failed'): Promise<void> {
-  const { s, table, opts } = run;
-  enter(run, 'rolling-back');
-  await CancellationScope.nonCancellable(async () => {
-    // the fence: from here on no forward step of this run can commit (each checks the run's state in the
-    // same transaction as its DDL; this waits for one in flight)
-    const takenAs = s.done.includes('claim') ? await short.beginUndo(opts.table) : null;
-    if (takenAs) {
-      // a cleanup took the run (its report says what it did): undoing now would act on its result, e.g. a
-      // swap back after the application wrote to the new table; nothing is undone
-      s.takenBy = takenAs;
-      s.undoProblems = [
-        `nothing undone: partflow.runs records the run as "${takenAs}" (partflow cleanup took it); ` +
-          `look with partflow cleanup ${table}`,
-      ];
-      s.done = [];
-    }
-    // every step is tried, whatever the one before did: the undo goes to the end and reports what it could
-    // not restore (in the result, progress.lastError and the failure)
-    while (s.done.length) {
-      const step = s.done[s.done.length - 1];
-      log.info('compensating', { table, step });
-      try {
-        await undoStep(run, step, finalState);
-      } catch (err) {
-        const why = `${step}: ${rootFailure(err).message}`;
-        s.undoProblems = [...(s.undoProblems ?? []), why];
-        if (step === 'cutover' && patched('stop-after-refused-swap')) {
-          // the new table stays the table: dropping the copy's machinery now would leave its reverse trigger
-          // without its counters (application writes failing) or act on the live table; the run stays
-          // `undoing`, which partflow cleanup finishes by keeping the new table
-          s.swapRefused = true;
-          s.undoProblems = [
-            ...s.undoProblems,
-            s.plan?.method === 'attach'
-              ? `the swap back did not happen, so ${table} stays partitioned with its history partition attached ` +
-                `and the run stays "undoing"; finish it with partflow cleanup ${table} --remove (it keeps the ` +
-                'partitioned table)'
-              : `the swap back did not happen, so ${table} stays the new table with partflow's reverse trigger and ` +
-                `the run stays "undoing"; finish it with partflow cleanup ${table} --remove (it keeps the new table)`,
-          ];
-          s.done = [];
-          break;
-        }
-        log.error('a compensation failed; going on with the rest', { table, step, error: why });
-      }
-      s.done.pop();
-    }
-  });
-  if (s.undoProblems?.length) s.lastError = `undone except: ${s.undoProblems.join('; ')}`;
-  enter(run, s.swapRefused ? 'failed' : finalState);
 }
 
 /** Preflight, then claim, copy and sync trigger, each recorded before it runs; a dry run ends after preflight. */
@@ -330,86 +241,6 @@ async function rollbackWindow(run: Run, plan: Plan): Promise<void> {
   s.done = [];
   await short.releaseRun(opts.table, 'done');
   enter(run, 'done');
-}
-
-/**
- * `work` until `until` holds (or `timeoutMs` passed), then cancelled and waited for: nothing of it runs after
- * this returns. With a plan that has the key log of `direction`, `followKeyLog` runs beside it the whole time,
- * so the log stays short while the run waits.
- */
-async function untilThen(
-  plan: Plan,
-  until: () => boolean,
-  work: () => Promise<unknown>,
-  direction: 'forward' | 'reverse' = 'forward',
-  timeoutMs?: number,
-): Promise<void> {
-  const log = direction === 'forward' ? plan.sql.keyLog : plan.sql.reverseKeyLog;
-  const scope = new CancellationScope();
-  let ended = false;
-  const end = timeoutMs === undefined ? condition(until) : condition(until, timeoutMs);
-  // a cancellation of the workflow rejects `end` too (and cancels the scope, its child): nothing to do here
-  void end.then(
-    () => {
-      ended = true;
-      scope.cancel();
-    },
-    () => undefined,
-  );
-  await scope
-    .run(async () => {
-      // allSettled: a verification in flight (WAIT_CANCELLATION_COMPLETED) has stopped before the next step
-      // begins; either one ending ends the other: a failed verification stops the applier, a failed applier
-      // the wait
-      // the applier ends on its own only when its log is gone: while the run still waits, that is a failure,
-      // not the end of the wait
-      const applier = async () => {
-        await follow.followKeyLog(plan, direction);
-        if (!ended)
-          throw failure(`The key log of ${displayName(plan.table)} is gone while the run waits.`, 'TableChanged');
-      };
-      const both = [work(), ...(log ? [applier()] : [])].map((p) => p.finally(() => scope.cancel()));
-      const failed = (await Promise.allSettled(both))
-        .filter((x): x is PromiseRejectedResult => x.status === 'rejected')
-        .map((x) => x.reason);
-      if (failed.length) throw failed.find((e) => !isCancellation(e)) ?? failed[0];
-    })
-    .catch((err) => {
-      if (!isCancellation(err) || !ended) throw err;
-    });
-}
-
-/** Waits until `until` holds (at most `timeoutMs`); plans with the key log of `direction` apply it meanwhile. */
-async function followingKeyLog(
-  plan: Plan,
-  until: () => boolean,
-  direction: 'forward' | 'reverse' = 'forward',
-  timeoutMs?: number,
-): Promise<void> {
-  const log = direction === 'forward' ? plan.sql.keyLog : plan.sql.reverseKeyLog;
-  if (!log) return void (timeoutMs === undefined ? await condition(until) : await condition(until, timeoutMs));
-  await untilThen(plan, until, () => condition(until), direction, timeoutMs);
-}
-
-/**
- * While the run waits for approval: verification again `reverifyEvery` after the last pass ended (what the
- * application wrote meanwhile is checked too); a difference fails the run, naming the range. A decision
- * (approval or rollback) cancels a pass in flight: the cut-over does not wait for it.
- */
-async function reverifyUntilDecided(run: Run, plan: Plan): Promise<void> {
-  const { s, opts } = run;
-  const decided = () => s.approved || s.rollbackRequested;
-  if (opts.reverifyEveryMs <= 0) return followingKeyLog(plan, decided);
-  await untilThen(plan, decided, async () => {
-    for (;;) {
-      await sleep(opts.reverifyEveryMs);
-      s.verify = await act(LONG, 'verify again while waiting for approval').verify(plan, {
-        analyze: false,
-        chunkRows: opts.verifyChunkRows,
-      });
-      showDetails(run);
-    }
-  });
 }
 
 /** From wherever the run stands (a resumed run starts in its phase) to the end. */

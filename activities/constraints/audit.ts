@@ -4,7 +4,8 @@
  * Read-only, in one snapshot.
  */
 import type { PoolClient } from 'pg';
-import { auditSql, describeFix, Fix, FixOptions, ForeignKeyFix, NotNullFix } from '../../src/constraints';
+import { describeFix, Fix, FixOptions, ForeignKeyFix, NotNullFix } from '../../src/constraints';
+import { auditSql } from '../../src/constraintSql';
 import { FixInfo, plannedFixSql } from '../../src/fixSteps';
 import { displayName, InputError } from '../../src/ident';
 import { provenNotNullSql } from '../../src/versions';

@@ -4,7 +4,8 @@
  */
 import { CancelledFailure } from '@temporalio/common';
 import type { Pool, PoolClient } from 'pg';
-import { describeFix, Fix, restoreSql } from '../../src/constraints';
+import { describeFix, Fix } from '../../src/constraints';
+import { restoreSql } from '../../src/constraintSql';
 import { DEFAULT_REPLICA_BOUNDS, ReplicaBounds } from '../../src/replicas';
 import { memoryStandbys, Throttled, waitForReplicas } from '../runtime/replicas';
 import { dropNotNullSql, FixInfo, fixSteps } from '../../src/fixSteps';

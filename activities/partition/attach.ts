@@ -1,26 +1,22 @@
 /**
- * The attach path's executors (src/plan/attach.ts has their statements): the unique index built
- * CONCURRENTLY, the CHECK added NOT VALID and validated, the cut-over that attaches the table as the history
- * partition, and the swap back. Each is idempotent (it looks before it acts) and fenced by the run: a forward
+ * The attach path's preparation (src/plan/attach.ts has the statements): the unique index built
+ * CONCURRENTLY, the CHECK added NOT VALID and validated (the cut-over and the swap back are in
+ * attachCutover.ts). Each is idempotent (it looks before it acts) and fenced by the run: a forward
  * step by `fence`, an undo by `undoFence`.
  */
-import type { Pool, PoolClient } from 'pg';
-import { referencesItself, TableInfo } from '../../src/catalog';
+import type { Pool } from 'pg';
+import { TableInfo } from '../../src/catalog';
 import { failure } from '../../src/failures';
 import { displayName, qualified, quoteIdent } from '../../src/ident';
 import type { PartitionOptions } from '../../src/input';
 import type { PartitionColumnType } from '../../src/partitions';
-import { Plan, shapeDifferences, splitLock } from '../../src/plan';
+import { Plan } from '../../src/plan';
 import { attachCutoff, beyondSql, type AttachSql } from '../../src/plan/attach';
-import { viewDifferences } from '../../src/plan/views';
-import { classify, inTransaction, lockUpFront, runAll, withHeartbeat, withLockRetry } from '../runtime/db';
+import { classify, inTransaction, withHeartbeat, withLockRetry } from '../runtime/db';
 import { Deps, relOid, stepLog } from '../runtime/deps';
 import { faultPoint } from '../runtime/faults';
 import { buildConcurrently } from '../runtime/indexBuilder';
-import { validateInbound, type CutoverResult } from './cutover';
-import { publicationsChanged } from './rollbackLoss';
-import { acrossPartitions, fence, ownPlan, RUNS, runState, undoFence } from './run';
-import { viewsNow } from './views';
+import { fence, ownPlan, undoFence } from './run';
 
 /** Read-only, in preflight: the rows past the cut-off (one scan) and the NOT VALID CHECK constraints. */
 export async function readAttachFacts(
@@ -63,7 +59,7 @@ export async function readAttachFacts(
   };
 }
 
-function attachSql(plan: Plan): AttachSql {
+export function attachSqlOf(plan: Plan): AttachSql {
   const a = plan.sql.attach;
   if (!a) throw new Error(`the plan of ${displayName(plan.table)} has no attach path`);
   return a;
@@ -72,7 +68,7 @@ function attachSql(plan: Plan): AttachSql {
 /** Step "attachKey": the unique index on (primary key, partition column), CONCURRENTLY; writes go on. */
 export async function buildAttachKey({ pool, log }: Deps, plan: Plan): Promise<{ built: boolean }> {
   await ownPlan(pool, plan.table, plan);
-  const a = attachSql(plan);
+  const a = attachSqlOf(plan);
   const l = stepLog(log, 'attach-key', plan.table);
   const index = qualified({ schema: plan.table.schema, name: a.keyIndex });
   const valid = await pool.query(
@@ -100,7 +96,7 @@ export async function buildAttachKey({ pool, log }: Deps, plan: Plan): Promise<{
 /** Undo of "attachKey" (and of the swap back's index): DROP INDEX CONCURRENTLY, after the undo fence. */
 export async function dropAttachKey({ pool, log }: Deps, plan: Plan): Promise<void> {
   await ownPlan(pool, plan.table, plan);
-  const a = attachSql(plan);
+  const a = attachSqlOf(plan);
   await inTransaction(pool, (c) => undoFence(c, plan.table));
   for (const sql of [a.dropKey, a.dropBack]) await pool.query(sql);
   stepLog(log, 'drop-attach-key', plan.table).info({ index: a.keyIndex }, 'unique index dropped');
@@ -117,7 +113,7 @@ export async function addBoundCheck(
   lockTimeoutMs: number,
 ): Promise<{ validateMs: number }> {
   await ownPlan(pool, plan.table, plan);
-  const a = attachSql(plan);
+  const a = attachSqlOf(plan);
   const l = stepLog(log, 'attach-check', plan.table);
   const t = displayName(plan.table);
   const state = async () =>
@@ -175,7 +171,7 @@ export async function addBoundCheck(
 /** Undo of "attachCheck": drop the CHECK (a moment of ACCESS EXCLUSIVE, under the lock budget). */
 export async function dropBoundCheck({ pool, log }: Deps, plan: Plan, lockTimeoutMs: number): Promise<void> {
   await ownPlan(pool, plan.table, plan);
-  const a = attachSql(plan);
+  const a = attachSqlOf(plan);
   const l = stepLog(log, 'drop-attach-check', plan.table);
   // after a swap back the table has its name again and no CHECK; before the cut-over it has the CHECK
   const src = await inTransaction(pool, (c) => relOid(c, plan.table));
@@ -184,220 +180,4 @@ export async function dropBoundCheck({ pool, log }: Deps, plan: Plan, lockTimeou
     await undoFence(c, plan.table);
     await c.query(a.dropCheck);
   });
-}
-
-/** Under the cut-over's lock: the table is the one planned, its CHECK validated, its shape unchanged. */
-async function checkAttachable(c: PoolClient, plan: Plan, a: AttachSql): Promise<void> {
-  const t = displayName(plan.table);
-  const src = await relOid(c, plan.table);
-  if (!src || src.oid !== plan.tableOid)
-    throw failure(`Table ${t} changed since preflight; not cutting over.`, 'TableChanged');
-  const ok = await c.query(
-    `SELECT (SELECT convalidated FROM pg_constraint WHERE conrelid = $1 AND conname = $2) AS checked,
-            (SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass($3)) AS indexed`,
-    [plan.tableOid, a.checkName, qualified({ schema: plan.table.schema, name: a.keyIndex })],
-  );
-  if (!ok.rows[0].checked || !ok.rows[0].indexed) {
-    throw failure(
-      `The CHECK ${a.checkName} or the index ${a.keyIndex} of ${t} is gone or not valid, so the ATTACH would scan ` +
-        'the table under its lock; not cutting over: the run rolls back.',
-      'TableChanged',
-    );
-  }
-  // partflow's own index and CHECK are the expected differences (the catalog prints a quote in a name doubled)
-  const ours = [a.keyIndex, a.checkName].flatMap((n) => [n, n.replace(/"/g, '""')]);
-  const now = (await c.query(plan.sql.shape, [plan.tableOid])).rows
-    .map((r) => r.x as string)
-    .filter((x) => !ours.some((name) => x.includes(name)));
-  const diff = shapeDifferences(plan.sourceShape, now);
-  if (diff.length) {
-    throw failure(
-      `Table ${t} changed after the plan was made (${diff.join('; ')}); not cutting over: the run rolls back, ` +
-        'start it again after the change.',
-      'TableChanged',
-    );
-  }
-  if (plan.views) {
-    const vdiff = viewDifferences(plan.views, await viewsNow(c, plan.tableOid));
-    if (vdiff.length) {
-      throw failure(
-        `The views that read ${t} changed after the plan was made (${vdiff.join('; ')}); not cutting over.`,
-        'TableChanged',
-      );
-    }
-  }
-}
-
-/**
- * Runs the cut-over's statements and proves the ATTACH did no work on the table under the lock: PostgreSQL
- * says at DEBUG1 when the partition constraint is implied by the table's constraints (no scan; its
- * "is implied by existing constraints"), and an index or foreign key that the partition lacked would show up as
- * a new one (an index built, a foreign key validated: a scan each). Anything of the kind rolls the attempt
- * back: the run fails rather than hold the lock for a scan.
- */
-async function attachWithoutWork(c: PoolClient, plan: Plan, statements: () => Promise<void>): Promise<boolean> {
-  const count = async () =>
-    (
-      await c.query(
-        `SELECT (SELECT count(*) FROM pg_index WHERE indrelid = $1)::int AS i,
-                (SELECT count(*) FROM pg_constraint WHERE conrelid = $1)::int AS k`,
-        [plan.tableOid],
-      )
-    ).rows[0] as { i: number; k: number };
-  const before = await count();
-  let implied = false;
-  const hear = (m: { message?: string }) => {
-    if (/is implied by existing constraints/.test(m.message ?? '')) implied = true;
-  };
-  c.on('notice', hear);
-  try {
-    await c.query(`SET LOCAL client_min_messages = debug1`);
-    await statements();
-    await c.query(`SET LOCAL client_min_messages = notice`);
-  } finally {
-    c.removeListener('notice', hear);
-  }
-  const after = await count();
-  // the primary key's old index is dropped, its new one was there already; constraints: one out, one in, and the
-  // table's foreign keys on itself dropped (inboundForeignKeys "drop")
-  const selfKeys = (plan.inboundForeignKeys ?? []).filter((fk) => referencesItself(plan, fk)).length;
-  const built = after.i !== before.i - 1;
-  const added = after.k !== before.k - selfKeys;
-  if (!implied || built || added) {
-    throw failure(
-      `The ATTACH of ${displayName(plan.table)} would have ${implied ? '' : 'scanned the table, '}` +
-        `${built ? 'built an index, ' : ''}${added ? 'added a constraint, ' : ''}` +
-        'under the lock; not cutting over: the run rolls back.',
-      'TableChanged',
-    );
-  }
-  return true;
-}
-
-/** The attach path's cut-over: one short transaction under the lock budget, retried with backoff. */
-export async function attachCutover({ pool, log }: Deps, plan: Plan, lockTimeoutMs: number): Promise<CutoverResult> {
-  await ownPlan(pool, plan.table, plan);
-  const a = attachSql(plan);
-  const l = stepLog(log, 'cutover', plan.table);
-  const st = await runState(pool, plan.table);
-  if (st?.cutover_done) return { alreadyDone: true, attempts: 0, lockWaitRetries: 0, lockHoldMs: 0 };
-  const { lock, then } = splitLock(a.cutover);
-  const across = acrossPartitions(plan, lockTimeoutMs);
-  let lockedAt = 0;
-  let scanSkipped = false;
-  const swap = async (c: PoolClient) => {
-    await lockUpFront(c, [lock], across.budget);
-    lockedAt = Date.now();
-    await fence(c, plan.table);
-    await checkAttachable(c, plan, a);
-    scanSkipped = await attachWithoutWork(c, plan, () => runAll(c, then));
-    await faultPoint('cutover', l); // attached, not committed
-    await c.query(
-      `UPDATE ${RUNS} SET cutover_done = true, updated_at = now() WHERE table_schema = $1 AND table_name = $2`,
-      [plan.table.schema, plan.table.name],
-    );
-  };
-  const { stats } = await withLockRetry(pool, l, 'cutover', across.ms, swap, across.opts);
-  const lockHoldMs = Date.now() - lockedAt;
-  l.info({ lockHoldMs, attempts: stats.attempts, scanSkipped }, 'attached as the history partition');
-  const { attempts, lockWaitRetries } = stats;
-  return { alreadyDone: false, attempts, lockWaitRetries, lockHoldMs, scanSkipped };
-}
-
-/**
- * Undo of the attach cut-over: the original primary key's index built CONCURRENTLY on the history partition
- * first (writes go on), then one transaction: detach, the rows written since the cut-over moved back, the
- * keys and names back. The inbound foreign keys are validated after it.
- */
-export async function attachSwapBack(
-  { pool, log }: Deps,
-  plan: Plan,
-  lockTimeoutMs: number,
-): Promise<{ swapped: boolean; lockHoldMs: number; movedRows: number; notRestored?: string[] }> {
-  await ownPlan(pool, plan.table, plan);
-  const a = attachSql(plan);
-  const l = stepLog(log, 'swap-back', plan.table);
-  const st = await runState(pool, plan.table);
-  if (!st?.cutover_done) return { swapped: false, lockHoldMs: 0, movedRows: 0 };
-  const back = await pool.query(`SELECT indisvalid AS ok FROM pg_index WHERE indexrelid = to_regclass($1)`, [
-    qualified({ schema: plan.table.schema, name: a.backIndex }),
-  ]);
-  if (!back.rows[0]?.ok) {
-    try {
-      await buildConcurrently(pool, a.history, a.backIndex, a.buildBack, (c) => undoFence(c, plan.table));
-    } catch (err) {
-      if ((err as { code?: string }).code === '23505') {
-        throw failure(
-          `The rows of ${displayName(plan.table)} no longer have a unique (${plan.sourceKey.join(', ')}), which its ` +
-            `original primary key needs: ${(err as Error).message}; the table stays partitioned.`,
-          'TableChanged',
-        );
-      }
-      throw err;
-    }
-  }
-  const { lock, then } = splitLock(a.swapBack);
-  const across = acrossPartitions(plan, lockTimeoutMs);
-  let lockedAt = 0;
-  let movedRows = 0;
-  const swap = async (c: PoolClient) => {
-    await lockUpFront(c, [lock], across.budget);
-    lockedAt = Date.now();
-    await undoFence(c, plan.table);
-    movedRows = Number(
-      (
-        await c.query(`SELECT count(*)::bigint AS n FROM ${qualified(plan.table)} WHERE tableoid <> to_regclass($1)`, [
-          qualified(a.history),
-        ])
-      ).rows[0].n,
-    );
-    await runAll(c, then);
-    await c.query(
-      `UPDATE ${RUNS} SET cutover_done = false, updated_at = now() WHERE table_schema = $1 AND table_name = $2`,
-      [plan.table.schema, plan.table.name],
-    );
-  };
-  await withLockRetry(pool, l, 'swap back', across.ms, swap, across.opts);
-  const lockHoldMs = Date.now() - lockedAt;
-  const notRestored = await validateInbound({ pool, log }, plan, lockTimeoutMs);
-  l.info({ lockHoldMs, movedRows, notRestored }, 'detached: the table is a plain table again');
-  return { swapped: true, lockHoldMs, movedRows, notRestored };
-}
-
-/**
- * Read-only, when a rollback is requested in the window: why the table cannot be put back now, or null. Since
- * the cut-over the primary key is (key, partition column), so the application may have written a key twice
- * (with two dates); the original primary key could not hold both. Named, so the operator can resolve it.
- */
-export async function attachRollbackBlocker({ pool }: Deps, plan: Plan): Promise<string | null> {
-  await ownPlan(pool, plan.table, plan);
-  const a = attachSql(plan);
-  try {
-    const st = await runState(pool, plan.table);
-    if (st?.run_state !== 'active' || !st.cutover_done) return null;
-    const now = await relOid(pool, plan.table);
-    const pubs = now ? await publicationsChanged(pool, plan, now.oid) : null;
-    if (pubs) return pubs;
-    const key = plan.sourceKey.map((k) => quoteIdent(k));
-    const cols = plan.sourceKey.join(', ');
-    const same = (x: string, y: string) => key.map((k) => `${x}.${k} = ${y}.${k}`).join(' AND ');
-    const t = qualified(plan.table);
-    const r = await pool.query(
-      `SELECT concat_ws(', ', ${key.map((k) => `p.${k}::text`).join(', ')}) AS k FROM ${t} p
-        WHERE p.tableoid <> to_regclass($1)
-          AND (EXISTS (SELECT FROM ${qualified(a.history)} h WHERE ${same('h', 'p')})
-               OR EXISTS (SELECT FROM ${t} o WHERE o.tableoid <> to_regclass($1) AND ${same('o', 'p')}
-                           AND o.ctid <> p.ctid))
-        LIMIT 5`,
-      [qualified(a.history)],
-    );
-    if (!r.rowCount) return null;
-    return (
-      `A rollback cannot put ${displayName(plan.table)} back: its original primary key (${cols}) would hold ` +
-      `(${r.rows.map((x) => x.k).join('), (')}) twice, written since the cut-over with another ` +
-      `${plan.partitionColumn}; delete or change one of each, then signal rollback again, or finalize.`
-    );
-  } catch (err) {
-    classify(err, 'rollback check');
-  }
 }

@@ -4,15 +4,8 @@
  */
 import type { Plan } from '../../src/plan';
 import type { TableRef } from '../../src/ident';
-import {
-  addBoundCheck,
-  attachCutover,
-  attachRollbackBlocker,
-  attachSwapBack,
-  buildAttachKey,
-  dropAttachKey,
-  dropBoundCheck,
-} from './attach';
+import { addBoundCheck, buildAttachKey, dropAttachKey, dropBoundCheck } from './attach';
+import { attachCutover, attachRollbackBlocker, attachSwapBack } from './attachCutover';
 import { backfillChunk, BackfillChunkInput } from './backfill';
 import { cutover, finalize, rollbackBlocker, swapBack } from './cutover';
 import { followKeyLog } from './keylog';

@@ -1,12 +1,5 @@
-import {
-  auditSql,
-  fkClause,
-  orphanCondition,
-  repairBatchSql,
-  restoreSql,
-  seedCriticalFixes,
-  validateFixInput,
-} from '../../src/constraints';
+import { seedCriticalFixes, validateFixInput } from '../../src/constraints';
+import { auditSql, fkClause, orphanCondition, repairBatchSql, restoreSql } from '../../src/constraintSql';
 
 describe('validateFixInput', () => {
   it("expands the seed preset: 10 foreign keys and 2 NOT NULLs with the plan's actions", () => {

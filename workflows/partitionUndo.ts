@@ -1,0 +1,91 @@
+/**
+ * partitionTable's undo: each step the run recorded as begun, undone in reverse in a non-cancellable scope
+ * after the fence (beginUndo), every undo tried whatever the one before did, what could not be restored
+ * reported. The statements of each undo are the plan's (src/plan/<step>.ts), run by its executor.
+ */
+import { CancellationScope, log, patched } from '@temporalio/workflow';
+import { displayName } from '../src/ident';
+import { rootFailure } from './failure';
+import { act, enter, LONG, short, SHORT } from './partitionRun';
+import type { Run, Step } from './partitionState';
+
+/** The undo of the step `step`, which the run recorded as begun. */
+async function undoStep(run: Run, step: Step, finalState: 'rolled-back' | 'failed'): Promise<void> {
+  const { s, lockTimeoutMs, opts } = run;
+  const plan = s.plan!;
+  if (step === 'cutover') {
+    if (plan.method === 'attach') {
+      const r = await act(
+        LONG,
+        `undo: detach ${displayName(plan.sql.attach!.history)}, move the rows written since back`,
+      ).attachSwapBack(plan, lockTimeoutMs);
+      s.swapBack = { lockHoldMs: r.lockHoldMs, movedRows: r.movedRows };
+      for (const p of r.notRestored ?? []) s.undoProblems = [...(s.undoProblems ?? []), p];
+      return;
+    }
+    const r = await act(SHORT, `undo: swap ${run.table} back to the original table`).swapBack(plan, lockTimeoutMs);
+    for (const p of r?.notRestored ?? []) s.undoProblems = [...(s.undoProblems ?? []), p];
+  } else if (step === 'attachCheck')
+    await act(SHORT, `undo: drop the CHECK ${plan.sql.attach!.checkName}`).dropBoundCheck(plan, lockTimeoutMs);
+  else if (step === 'attachKey')
+    await act(LONG, `undo: drop the index ${plan.sql.attach!.keyIndex} CONCURRENTLY`).dropAttachKey(plan);
+  else if (step === 'sync')
+    await act(SHORT, 'undo: drop the sync triggers and the key log').dropSyncTrigger(plan, lockTimeoutMs);
+  else if (step === 'shadow')
+    await act(SHORT, `undo: drop the partitioned copy of ${run.table}`).dropShadow(plan, lockTimeoutMs);
+  else if (step === 'claim') await short.releaseRun(opts.table, finalState);
+}
+
+/** Undoes every step the run recorded, in reverse, whatever each one's undo did; reports what it could not. */
+export async function compensate(run: Run, finalState: 'rolled-back' | 'failed'): Promise<void> {
+  const { s, table, opts } = run;
+  enter(run, 'rolling-back');
+  await CancellationScope.nonCancellable(async () => {
+    // the fence: from here on no forward step of this run can commit (each checks the run's state in the
+    // same transaction as its DDL; this waits for one in flight)
+    const takenAs = s.done.includes('claim') ? await short.beginUndo(opts.table) : null;
+    if (takenAs) {
+      // a cleanup took the run (its report says what it did): undoing now would act on its result, e.g. a
+      // swap back after the application wrote to the new table; nothing is undone
+      s.takenBy = takenAs;
+      s.undoProblems = [
+        `nothing undone: partflow.runs records the run as "${takenAs}" (partflow cleanup took it); ` +
+          `look with partflow cleanup ${table}`,
+      ];
+      s.done = [];
+    }
+    // every step is tried, whatever the one before did: the undo goes to the end and reports what it could
+    // not restore (in the result, progress.lastError and the failure)
+    while (s.done.length) {
+      const step = s.done[s.done.length - 1];
+      log.info('compensating', { table, step });
+      try {
+        await undoStep(run, step, finalState);
+      } catch (err) {
+        const why = `${step}: ${rootFailure(err).message}`;
+        s.undoProblems = [...(s.undoProblems ?? []), why];
+        if (step === 'cutover' && patched('stop-after-refused-swap')) {
+          // the new table stays the table: dropping the copy's machinery now would leave its reverse trigger
+          // without its counters (application writes failing) or act on the live table; the run stays
+          // `undoing`, which partflow cleanup finishes by keeping the new table
+          s.swapRefused = true;
+          s.undoProblems = [
+            ...s.undoProblems,
+            s.plan?.method === 'attach'
+              ? `the swap back did not happen, so ${table} stays partitioned with its history partition attached ` +
+                `and the run stays "undoing"; finish it with partflow cleanup ${table} --remove (it keeps the ` +
+                'partitioned table)'
+              : `the swap back did not happen, so ${table} stays the new table with partflow's reverse trigger and ` +
+                `the run stays "undoing"; finish it with partflow cleanup ${table} --remove (it keeps the new table)`,
+          ];
+          s.done = [];
+          break;
+        }
+        log.error('a compensation failed; going on with the rest', { table, step, error: why });
+      }
+      s.done.pop();
+    }
+  });
+  if (s.undoProblems?.length) s.lastError = `undone except: ${s.undoProblems.join('; ')}`;
+  enter(run, s.swapRefused ? 'failed' : finalState);
+}
