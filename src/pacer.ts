@@ -24,12 +24,37 @@ export const PACE = {
   quantile: 0.99,
   /** shrink when the percentile is under this share of the limit */
   relaxBelow: 0.7,
+  /**
+   * with fewer samples than minSamples, but at least these, a median already over the limit steps up at once:
+   * the copy does not wait 4 s to react to a probe that is slow most of the time
+   */
+  quickSamples: 20,
+  /** a failed probe among the last these holds the copy (fail closed), older ones no longer do */
+  failedWithin: 25,
+};
+
+export type PaceRules = typeof PACE;
+
+/**
+ * The pacer of plans made before the application-shaped probe (a bare commit, its baseline the 90th percentile
+ * of 21): the rules it was measured with, so a run in flight keeps its behaviour.
+ */
+export const LEGACY_PACE: PaceRules = {
+  ...PACE,
+  minSamples: 20,
+  window: 75,
+  maxPauseMs: 1000,
+  quantile: 0.95,
+  quickSamples: 20,
+  failedWithin: 75,
 };
 
 export interface Sample {
   at: number;
   /** ms; null: the probe failed */
   ms: number | null;
+  /** why the probe failed */
+  error?: string;
 }
 
 export interface Pace {
@@ -60,39 +85,44 @@ export function nextPace(
   ratio: number,
   baselineMs: number,
   now: number,
+  rules: PaceRules = PACE,
 ): { pace: Pace; hold: Hold | null; seen?: number } {
-  const recent = samples.filter((s) => s.at >= pace.since).slice(-PACE.window);
-  if (recent.some((s) => s.ms === null)) {
+  const recent = samples.filter((s) => s.at >= pace.since).slice(-rules.window);
+  const failed = recent
+    .slice(-rules.failedWithin)
+    .filter((s) => s.ms === null)
+    .pop();
+  if (failed) {
+    const why = failed.error ? ` (${failed.error})` : '';
     return {
       pace,
-      hold: { bound: 'maxAppLatencyRatio', reason: 'the commit probe failed, so the application latency is unknown' },
+      hold: { bound: 'maxAppLatencyRatio', reason: `the probe failed${why}, so the application latency is unknown` },
     };
   }
-  if (recent.length < PACE.minSamples) return { pace, hold: null };
-  const seen = quantile(
-    recent.map((s) => s.ms as number),
-    PACE.quantile,
-  );
   const limit = latencyLimit(ratio, baselineMs);
+  const ms = recent.map((s) => s.ms as number);
+  const quick = ms.length >= rules.quickSamples && ms.length < rules.minSamples && quantile(ms, 0.5) > limit;
+  if (ms.length < rules.minSamples && !quick) return { pace, hold: null };
+  const seen = quick ? quantile(ms, 0.5) : quantile(ms, rules.quantile);
+  const which = quick ? 'median' : `${Math.round(rules.quantile * 100)}th percentile`;
   if (seen > limit) {
-    if (pace.pauseMs >= PACE.maxPauseMs) {
+    if (pace.pauseMs >= rules.maxPauseMs) {
       return {
         pace,
         seen,
         hold: {
           bound: 'maxAppLatencyRatio',
           reason:
-            `a probe takes ${seen.toFixed(2)} ms (${Math.round(PACE.quantile * 100)}th percentile of the last ` +
-            `${recent.length} probes) with the ` +
-            `copy pausing ${PACE.maxPauseMs} ms after each batch, over ${limit.toFixed(2)} ms ` +
+            `a probe takes ${seen.toFixed(2)} ms (${which} of the last ${recent.length} probes) with the copy ` +
+            `pausing ${rules.maxPauseMs} ms after each batch, over ${limit.toFixed(2)} ms ` +
             `(${ratio} x ${baselineMs.toFixed(2)} ms with the copy idle)`,
         },
       };
     }
-    const pauseMs = Math.min(PACE.maxPauseMs, pace.pauseMs ? pace.pauseMs * 2 : PACE.firstPauseMs);
+    const pauseMs = Math.min(rules.maxPauseMs, pace.pauseMs ? pace.pauseMs * 2 : rules.firstPauseMs);
     return { pace: { pauseMs, since: now }, hold: null, seen };
   }
-  if (seen < limit * PACE.relaxBelow && pace.pauseMs > 0) {
+  if (seen < limit * rules.relaxBelow && pace.pauseMs > 0) {
     const shorter = Math.floor(pace.pauseMs / 2);
     return { pace: { pauseMs: shorter < 20 ? 0 : shorter, since: now }, hold: null, seen };
   }

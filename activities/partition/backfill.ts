@@ -15,7 +15,7 @@ import { activityContext, classify, inTransaction, isTransient, sleep } from '..
 import { metrics } from '../runtime/metrics';
 import type { KeyLogApplySql } from '../../src/plan/keylog';
 import { drainKeyLog } from './keylog';
-import { nextPace } from '../../src/pacer';
+import { LEGACY_PACE, nextPace, PACE } from '../../src/pacer';
 import {
   capWalRate,
   CommitProber,
@@ -187,7 +187,8 @@ async function appLatency(
 function appPause(input: BackfillChunkInput, bounds: ReplicaBounds, tune: Tuning, l: Logger): number {
   if (input.appBaselineMs === undefined || !bounds.maxAppLatencyRatio) return 0;
   const now = Date.now();
-  const next = nextPace(tune.pace, tune.samples, bounds.maxAppLatencyRatio, input.appBaselineMs, now);
+  const rules = input.sql.appProbe ? PACE : LEGACY_PACE;
+  const next = nextPace(tune.pace, tune.samples, bounds.maxAppLatencyRatio, input.appBaselineMs, now, rules);
   if (next.pace.pauseMs !== tune.pace.pauseMs) l.debug({ pauseMs: next.pace.pauseMs, seenMs: next.seen }, 'copy paced');
   tune.pace = next.pace;
   if (next.hold) tune.holding = { after: now, held: { ...next.hold, since: new Date(now).toISOString() } };
@@ -205,6 +206,18 @@ async function afterMove(pool: Pool, t: TableRef, l: Logger, w: Walker, pages: b
     throw failure(`The partflow run of ${displayName(t)} is being undone; the backfill stops.`, 'RunUndone');
   }
   return w.reload(again);
+}
+
+/**
+ * The pause after a batch (sleepMs and the application-latency bound's), in slices of at most a second with a
+ * heartbeat after each, so a pause of seconds neither misses the heartbeat timeout nor delays a cancellation.
+ */
+async function pauseBetween(ms: number, w: Walker, rowsCopied: number): Promise<void> {
+  const ctx = activityContext();
+  for (let until = Date.now() + ms; Date.now() < until && !ctx?.cancellationSignal.aborted;) {
+    await sleep(Math.min(1000, until - Date.now()));
+    ctx?.heartbeat(w.heartbeat(rowsCopied));
+  }
 }
 
 /** Copies batches until the walk is done or `maxMs` has passed, applying the key log between them. */
@@ -265,7 +278,7 @@ export async function backfillChunk({ pool, log }: Deps, input: BackfillChunkInp
       ctx?.heartbeat(w.heartbeat(rowsCopied));
       counts.keysApplied += await applyBetweenBatches(pool, input);
       const pause = appPause(input, bounds, tune, l);
-      if (input.sleepMs > 0 || pause > 0) await sleep(input.sleepMs * streams + pause);
+      if (input.sleepMs > 0 || pause > 0) await pauseBetween(input.sleepMs * streams + pause, w, rowsCopied);
       await capWalRate(pool, bounds, wal);
     }
     // the log also while the copy is held back or done: the verification after it leaves logged keys out

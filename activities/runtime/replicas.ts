@@ -4,7 +4,7 @@
  */
 import type { Pool, PoolClient } from 'pg';
 import type { TableRef } from '../../src/ident';
-import type { AppProbeSql } from '../../src/plan/backfill';
+import { PROBE_TABLE, type AppProbeSql } from '../../src/plan/backfill';
 import {
   APP_PROBES,
   appLatencyHold,
@@ -17,7 +17,7 @@ import {
   walRateWaitMs,
   worstLag,
 } from '../../src/replicas';
-import { PACE, quantile, Sample } from '../../src/pacer';
+import { LEGACY_PACE, PACE, quantile, Sample } from '../../src/pacer';
 import { activityContext, sleep } from './db';
 import { metrics } from './metrics';
 import { RUNS } from './deps';
@@ -155,75 +155,93 @@ export async function commitProbe(c: Pool | PoolClient): Promise<number | null> 
 
 /** Longest a probe waits for a lock: one stuck behind the application's DDL fails, and the bound holds. */
 const PROBE_LOCK_TIMEOUT = '1s';
-/** How often the probe reads a fresh set of the table's keys. */
+/** How often the probe reads a fresh set of the table's rows. */
 const PROBE_KEYS_EVERY_MS = 30_000;
 
 /**
- * The application-latency bound's probe on one connection: with the plan's AppProbeSql, a primary-key lookup
- * of a row of the table taken at random (keys read again every PROBE_KEYS_EVERY_MS, not timed) in a statement
- * that also commits a transaction ID; without it (plans made before it, or a table with no rows yet),
- * commitProbe. Null when a probe fails.
+ * The application-latency bound's probe on one connection: with the plan's AppProbeSql, a lookup of a row of
+ * the table taken at random and a one-row upsert, committed (rows read again every PROBE_KEYS_EVERY_MS, not
+ * timed); without it (plans made before it, or a table with no rows yet), commitProbe. A probe that fails
+ * returns null (the bound then holds) and keeps its error in `lastError`.
  */
 export class AppProbe {
-  private keys: string[][] = [];
-  private keysAt = 0;
+  private tids: string[] = [];
+  private tidsAt = 0;
+  lastError: string | null = null;
   constructor(
-    private readonly c: Pool | PoolClient,
+    private readonly c: PoolClient,
     private readonly sql?: AppProbeSql,
   ) {}
 
   async once(): Promise<number | null> {
-    if (!this.sql) return commitProbe(this.c);
+    if (!this.sql) return this.timed(() => this.c.query('SELECT txid_current()'));
     try {
-      if (Date.now() - this.keysAt > PROBE_KEYS_EVERY_MS) {
+      if (Date.now() - this.tidsAt > PROBE_KEYS_EVERY_MS) {
         await this.c.query(`SET lock_timeout = '${PROBE_LOCK_TIMEOUT}'`);
-        this.keys = (await this.c.query({ text: this.sql.keys, rowMode: 'array' })).rows;
-        this.keysAt = Date.now();
+        this.tids = (await this.c.query(this.sql.keys)).rows.map((r) => r.tid);
+        this.tidsAt = Date.now();
       }
-    } catch {
+    } catch (err) {
+      this.lastError = (err as Error).message;
       return null;
     }
-    if (!this.keys.length) return commitProbe(this.c);
-    const key = this.keys[Math.floor(Math.random() * this.keys.length)];
+    if (!this.tids.length) return this.timed(() => this.c.query('SELECT txid_current()'));
+    const tid = this.tids[Math.floor(Math.random() * this.tids.length)];
+    return this.timed(() => this.c.query(this.sql!.read, [tid]));
+  }
+
+  private async timed(work: () => Promise<unknown>): Promise<number | null> {
     const t0 = performance.now();
     try {
-      await this.c.query(this.sql.read, key);
-    } catch {
+      await work();
+    } catch (err) {
+      this.lastError = (err as Error).message;
       return null;
     }
     return performance.now() - t0;
   }
 
-  /** Before the connection goes back to its pool: the probe's lock_timeout goes (a connection that fails goes too). */
-  async release(c: PoolClient): Promise<void> {
-    const ok = await c.query('RESET lock_timeout').then(
-      () => true,
-      () => false,
-    );
-    c.release(!ok);
+  /** Before the connection goes back to its pool: the probe's row and lock_timeout go (else the connection). */
+  async release(): Promise<void> {
+    const ok = await this.c
+      .query(this.sql ? `RESET lock_timeout; DELETE FROM ${PROBE_TABLE} WHERE pid = pg_backend_pid()` : 'SELECT 1')
+      .then(
+        () => true,
+        () => false,
+      );
+    this.c.release(!ok);
   }
 }
 
-/** Probes of the baseline, PACE.probeEveryMs / 2 apart: enough for the quantile the pacer compares. */
-const BASELINE_PROBES = 101;
+/** Probes of the baseline, PACE.probeEveryMs / 2 apart (about four seconds). */
+const BASELINE_PROBES = 201;
 
 /**
  * The probe with the copy idle: the quantile the pacer compares (PACE.quantile) of BASELINE_PROBES of them,
- * on a connection of its own (about three seconds).
+ * on a connection of its own. Plans made before the application-shaped probe: the 90th percentile of 21 bare
+ * commits, as they were measured (their pacer compares the same; src/pacer.ts LEGACY_PACE).
  */
 export async function probeBaseline(pool: Pool, sql?: AppProbeSql): Promise<number> {
-  const c = await pool.connect();
-  const probe = new AppProbe(c, sql);
+  const probe = new AppProbe(await pool.connect(), sql);
+  const [n, p] = sql ? [BASELINE_PROBES, PACE.quantile] : [21, LEGACY_PACE.quantile];
   try {
     const xs: number[] = [];
-    for (let i = 0; i < BASELINE_PROBES; i++) {
-      const p = await probe.once();
-      if (p !== null) xs.push(p);
+    for (let i = 0, failedInARow = 0; i < n; i++) {
+      const ms = await probe.once();
+      if (ms !== null) xs.push(ms);
+      failedInARow = ms === null ? failedInARow + 1 : 0;
+      // retried by Temporal (the sync's install looks before it acts); the error is the activity's last failure
+      if (failedInARow >= 5) {
+        throw new Error(
+          `The application-latency probe failed 5 times in a row with the copy idle (${probe.lastError}); ` +
+            'partflow tries again. To copy without the bound, set "maxAppLatencyRatio": null.',
+        );
+      }
       await sleep(PACE.probeEveryMs / 2);
     }
-    return xs.length ? quantile(xs, PACE.quantile) : 0;
+    return quantile(xs, p);
   } finally {
-    await probe.release(c);
+    await probe.release();
   }
 }
 
@@ -236,7 +254,7 @@ export class CommitProber {
   private loop: Promise<void> = Promise.resolve();
   private readonly probe: AppProbe;
   constructor(
-    private readonly c: PoolClient,
+    c: PoolClient,
     readonly samples: Sample[],
     sql?: AppProbeSql,
   ) {
@@ -247,7 +265,9 @@ export class CommitProber {
     this.loop = (async () => {
       while (!this.stopped) {
         const ms = await this.probe.once();
-        this.samples.push({ at: Date.now(), ms });
+        this.samples.push(
+          ms === null ? { at: Date.now(), ms, error: this.probe.lastError ?? undefined } : { at: Date.now(), ms },
+        );
         if (this.samples.length > 4 * PACE.window) this.samples.splice(0, this.samples.length - 2 * PACE.window);
         await sleep(PACE.probeEveryMs);
       }
@@ -259,7 +279,7 @@ export class CommitProber {
   async stop(): Promise<void> {
     this.stopped = true;
     await this.loop;
-    await this.probe.release(this.c);
+    await this.probe.release();
   }
 }
 

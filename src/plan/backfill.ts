@@ -21,33 +21,43 @@ export type BackfillSql = Pick<
 >;
 
 /**
- * The application-latency bound's probe: what one application transaction does, timed. `keys` reads up to 256
- * primary keys of the table at random pages (TID reads of the item slots 1 to 8 on 64 random pages: a few dozen
- * heap pages whatever the table's size), as text `k1`..; `read` takes one of them as $1.. and looks the row up
- * by its primary key, in a statement that also takes a transaction ID, so that its commit writes a commit
- * record: an index descent, a heap fetch and a commit, in the table's own shared buffers, behind the same CPU,
- * cache, I/O and WAL as the application's. A `SELECT txid_current()` alone (the probe before it) stayed at its
- * idle median while the copy slowed the application's transactions by half (bench/impact.ts). Both read the
- * table by position, so a column renamed during the run breaks neither.
+ * The application-latency bound's probe: what one application write transaction does, timed. `keys` reads the
+ * TIDs of up to 256 live rows at random pages of the table (512 random (page, item 1..16) TIDs, each a TID
+ * read; pages from the table's size on disk), as text; `read` takes one of them as $1, reads that row's primary key
+ * and looks the row up again by it (an index descent and a heap fetch: the whole row is read), and upserts
+ * the probing backend's row of partflow.probe, so that its commit writes WAL and waits for the flush (and a
+ * synchronous standby) as the application's commits do. A `SELECT txid_current()` alone (the probe before it)
+ * stayed at its idle median while the copy slowed the application's transactions by half (bench/impact.ts),
+ * and its commit never waits for a flush. No key leaves the server, so no type's text form matters, and the
+ * table is read by position: a column renamed during the run breaks nothing. A row updated since `keys` read
+ * its TID is not found (`found` false), which times the same work.
  */
 export interface AppProbeSql {
   keys: string;
   read: string;
 }
 
+export const PROBE_TABLE = 'partflow.probe';
+
 export function appProbeSql(ctx: PlanContext): AppProbeSql {
   const { table, sourceColumns, sourceKey } = ctx;
   const at = (c: string) => `a${sourceColumns.indexOf(c) + 1}`;
-  const texts = sourceKey.map((c, i) => `s.${at(c)}::text AS k${i + 1}`).join(', ');
+  const aliases = sourceColumns.map((_, i) => `a${i + 1}`).join(', ');
+  const rel = qualified(table);
+  const pages = `greatest(pg_relation_size(${quoteLiteral(rel)}::regclass) / current_setting('block_size')::int, 1)`;
   const tids =
-    `SELECT format('(%s,%s)', floor(random() * greatest(c.relpages, 1))::bigint, i)::tid AS t ` +
-    `FROM pg_class c, generate_series(1, 64) p, generate_series(1, 8) i ` +
-    `WHERE c.oid = ${quoteLiteral(qualified(table))}::regclass`;
-  const atTid = positional(table, sourceColumns, ' WHERE ctid = r.t');
-  const keys = `SELECT ${texts} FROM (${tids}) r, LATERAL ${atTid} LIMIT 256`;
-  const match = sourceKey.map((c, i) => `s.${at(c)} = $${i + 1}`).join(' AND ');
-  const lookup = `SELECT 1 FROM ${positional(table, sourceColumns)} WHERE ${match}`;
-  const read = `SELECT txid_current(), EXISTS (${lookup}) AS found`;
+    `SELECT format('(%s,%s)', floor(random() * ${pages})::bigint, i)::tid AS t ` +
+    'FROM generate_series(1, 32) p, generate_series(1, 16) i';
+  const live = `LATERAL (SELECT ctid FROM ${rel} WHERE ctid = r.t) s`;
+  const keys = `SELECT s.ctid::text AS tid FROM (${tids}) r, ${live} LIMIT 256`;
+  const key = `(SELECT * FROM ${rel} WHERE ctid = $1::tid) AS k(${aliases})`;
+  const match = sourceKey.map((c) => `s.${at(c)} = k.${at(c)}`).join(' AND ');
+  const byKey = `${positional(table, sourceColumns)} JOIN ${key} ON ${match}`;
+  const lookup = `SELECT pg_column_size(s) > 0 FROM ${byKey} LIMIT 1`;
+  const write =
+    `INSERT INTO ${PROBE_TABLE} AS p (pid, probes) VALUES (pg_backend_pid(), 1) ` +
+    'ON CONFLICT (pid) DO UPDATE SET probes = p.probes + 1 RETURNING 1';
+  const read = `WITH w AS (${write}) SELECT (SELECT count(*) FROM w) AS wrote, coalesce((${lookup}), false) AS found`;
   return { keys, read };
 }
 

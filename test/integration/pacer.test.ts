@@ -1,13 +1,15 @@
 /**
  * The application-latency bound's probe (issue 24, item 2) against a real PostgreSQL: it looks up rows of the
  * table by their primary key as an application does (bench/impact.ts measured why a bare commit was not
- * enough), survives a renamed key column, falls back to a bare commit on an empty table, fails (so the bound
+ * enough) and writes WAL as a write does, never sends a key through the client (a key whose text form does not
+ * parse back under the session's DateStyle), survives a renamed key column, falls back to a bare commit on an empty table, fails (so the bound
  * holds) when it waits for a lock, and leaves no setting behind on its pooled connection; the backfill's pacer
  * pauses the copy on what it measures.
  */
 import { Client } from 'pg';
 import { createActivities } from '../../activities';
 import { AppProbe, probeBaseline } from '../../activities/runtime/replicas';
+import { migrate } from '../../activities/runtime/migrate';
 import { createLogger } from '../../src/logger';
 import { backfillSql } from '../../src/plan';
 import type { AppProbeSql } from '../../src/plan/backfill';
@@ -18,6 +20,7 @@ let db: TestDb;
 const log = createLogger({ component: 'test' }).child({}, { level: 'warn' });
 beforeAll(async () => {
   db = await createTestDb('pacer');
+  await migrate(db.pool);
   await db.pool.query(`CREATE TABLE pp (region text, id bigint, created_at timestamptz NOT NULL, note text,
     PRIMARY KEY (region, id))`);
   await db.pool.query(`INSERT INTO pp SELECT 'r' || (g % 3), g, now() - (g % 300) * interval '1 day', 'n' || g
@@ -39,19 +42,62 @@ describe('the application-latency probe', () => {
     sql = (await planOf('pp')).pre.plan.sql.appProbe!;
   });
 
-  it('reads existing primary keys at random pages and finds their rows by the key', async () => {
-    const keys = (await db.pool.query({ text: sql.keys, rowMode: 'array' })).rows as string[][];
-    expect(keys.length).toBeGreaterThan(50);
-    expect(new Set(keys.map((k) => k.join('/'))).size).toBeGreaterThan(20);
-    for (const k of keys.slice(0, 20)) {
-      expect((await db.pool.query(sql.read, k)).rows[0].found).toBe(true);
+  it('reads live rows at random pages and finds each again by its primary key, reading the heap', async () => {
+    const tids = (await db.pool.query(sql.keys)).rows.map((r) => r.tid as string);
+    expect(tids.length).toBeGreaterThan(50);
+    expect(new Set(tids).size).toBeGreaterThan(50);
+    for (const tid of tids.slice(0, 20)) {
+      expect((await db.pool.query(sql.read, [tid])).rows[0]).toEqual({ wrote: '1', found: true });
     }
-    // the lookup is an index scan of the primary key, not a scan of the table
-    const plan = (await db.pool.query(`EXPLAIN ${sql.read}`, keys[0])).rows.map((r) => r['QUERY PLAN']).join('\n');
-    expect(plan).toMatch(/Index (Only )?Scan using pp_pkey/);
-    const probe = new AppProbe(db.pool, sql);
+    // the lookup: the row at the TID, then an index scan of the primary key (not of the table), heap included
+    const plan = (await db.pool.query(`EXPLAIN ${sql.read}`, [tids[0]])).rows.map((r) => r['QUERY PLAN']).join('\n');
+    expect(plan).toMatch(/Tid Scan on pp/);
+    expect(plan).toMatch(/ Index Scan using pp_pkey/);
+    expect(plan).not.toMatch(/Seq Scan on pp/);
+    const c = await db.pool.connect();
+    const probe = new AppProbe(c, sql);
     for (let i = 0; i < 5; i++) expect(await probe.once()).toEqual(expect.any(Number));
+    await probe.release();
     expect(await probeBaseline(db.pool, sql)).toBeGreaterThan(0);
+  });
+
+  it('writes WAL and its own row, gone when the connection goes back', async () => {
+    const c = await db.pool.connect();
+    const pid = (await c.query('SELECT pg_backend_pid() AS pid')).rows[0].pid;
+    const probe = new AppProbe(c, sql);
+    const lsn = async () => (await db.pool.query('SELECT pg_current_wal_insert_lsn() AS l')).rows[0].l;
+    const before = await lsn();
+    expect(await probe.once()).toEqual(expect.any(Number));
+    expect(await probe.once()).toEqual(expect.any(Number));
+    const probes = await db.pool.query('SELECT probes FROM partflow.probe WHERE pid = $1', [pid]);
+    expect(probes.rows).toEqual([{ probes: '2' }]);
+    expect(
+      (await db.pool.query('SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), $1) AS d', [before])).rows[0].d > 0,
+    ).toBe(true);
+    await probe.release();
+    expect((await db.pool.query('SELECT 1 FROM partflow.probe WHERE pid = $1', [pid])).rowCount).toBe(0);
+  });
+
+  it('keys that do not survive a text round trip (DateStyle SQL, a zone abbreviation) never leave the server', async () => {
+    await db.pool.query(`CREATE TABLE pp_tz (created_at timestamptz NOT NULL, id bigint, note text,
+      PRIMARY KEY (created_at, id))`);
+    await db.pool.query(`INSERT INTO pp_tz SELECT now() - g * interval '1 minute 0.75939 s', g, 'n'
+      FROM generate_series(1, 5000) g`);
+    const tzSql = (await planOf('pp_tz')).pre.plan.sql.appProbe!;
+    const c = await db.pool.connect();
+    await c.query(`SET DateStyle = 'SQL, DMY'`);
+    await c.query(`SET TimeZone = 'Asia/Jakarta'`);
+    const probe = new AppProbe(c, tzSql);
+    try {
+      // read back as text in this session the key is "05/12/2026 14:52:44.75939 WIB", which does not parse
+      const tids = (await c.query(tzSql.keys)).rows.map((r) => r.tid as string);
+      for (const tid of tids.slice(0, 20)) expect((await c.query(tzSql.read, [tid])).rows[0].found).toBe(true);
+      for (let i = 0; i < 5; i++) expect(await probe.once()).toEqual(expect.any(Number));
+      expect(probe.lastError).toBeNull();
+    } finally {
+      await c.query('RESET DateStyle; RESET TimeZone');
+      await probe.release();
+    }
   });
 
   it('goes on after a key column is renamed, and times a bare commit on an empty table', async () => {
@@ -63,11 +109,12 @@ describe('the application-latency probe', () => {
     const probe = new AppProbe(c, renamed);
     try {
       expect(await probe.once()).toEqual(expect.any(Number));
+      expect(probe.lastError).toBeNull();
       await c.query('TRUNCATE pp_r');
       const empty = new AppProbe(c, renamed);
       expect(await empty.once()).toEqual(expect.any(Number));
     } finally {
-      await probe.release(c);
+      await probe.release();
     }
   });
 
@@ -83,12 +130,13 @@ describe('the application-latency probe', () => {
       await holder.query('LOCK TABLE pp IN ACCESS EXCLUSIVE MODE');
       const t0 = Date.now();
       expect(await probe.once()).toBeNull();
+      expect(probe.lastError).toMatch(/lock timeout/);
       expect(Date.now() - t0).toBeLessThan(10_000);
       await holder.query('ROLLBACK');
       expect(await probe.once()).toEqual(expect.any(Number));
     } finally {
       await holder.end();
-      await probe.release(c);
+      await probe.release();
     }
     // the same backend, back in the pool: lock_timeout is the server's default again
     const back = await db.pool.connect();

@@ -1,4 +1,4 @@
-import { latencyLimit, nextPace, PACE, quantile, Sample } from '../../src/pacer';
+import { LEGACY_PACE, latencyLimit, nextPace, PACE, quantile, Sample } from '../../src/pacer';
 
 const at = (start: number, ms: number[]): Sample[] => ms.map((m, i) => ({ at: start + i * PACE.probeEveryMs, ms: m }));
 const many = (ms: number, n = PACE.minSamples) => Array(n).fill(ms) as number[];
@@ -14,8 +14,11 @@ describe('the copy pacer under the application-latency bound', () => {
   it('decides nothing until enough samples taken since the pause last changed', () => {
     const pace = { pauseMs: 100, since: 1000 };
     // many slow samples, but before the change: they belong to the old pace
-    const r = nextPace(pace, [...at(0, many(50, 20)), ...at(1000, many(50, PACE.minSamples - 1))], 1.5, 2, 5000);
+    const r = nextPace(pace, [...at(0, many(50, 20)), ...at(1000, many(50, PACE.quickSamples - 1))], 1.5, 2, 5000);
     expect(r).toEqual({ pace, hold: null });
+    // with a median under the limit, nothing until the 99th percentile has its samples
+    const fast = [...at(1000, many(1, PACE.minSamples - 2)), ...at(9000, [50])];
+    expect(nextPace(pace, fast, 1.5, 2, 10000)).toEqual({ pace, hold: null });
   });
 
   it('doubles the pause while the quantile is over the limit, shrinks it when well under, holds at the longest', () => {
@@ -40,8 +43,28 @@ describe('the copy pacer under the application-latency bound', () => {
     );
   });
 
-  it('fails closed: a failed probe holds the copy', () => {
-    const r = nextPace({ pauseMs: 0, since: 0 }, [...at(0, many(1)), { at: 999, ms: null }], 1.5, 2, 1000);
-    expect(r.hold?.reason).toMatch(/probe failed/);
+  it('fails closed: a recent failed probe holds the copy, with its error; an older one no longer does', () => {
+    const failed = { at: 999, ms: null, error: 'canceling statement due to lock timeout' };
+    const r = nextPace({ pauseMs: 0, since: 0 }, [...at(0, many(1)), failed], 1.5, 2, 1000);
+    expect(r.hold?.reason).toMatch(/probe failed \(canceling statement due to lock timeout\)/);
+    const later = [...at(0, many(1)), failed, ...at(1000, many(1, PACE.failedWithin))];
+    expect(nextPace({ pauseMs: 0, since: 0 }, later, 1.5, 2, 5000).hold).toBeNull();
+  });
+
+  it('steps up at once when the median is over the limit, before it has the samples for the 99th percentile', () => {
+    const r = nextPace({ pauseMs: 0, since: 0 }, at(0, many(3.5, PACE.quickSamples)), 1.5, 2, 10);
+    expect(r.pace).toEqual({ pauseMs: PACE.firstPauseMs, since: 10 });
+    // a few slow ones among fast ones wait for the 99th percentile
+    const some = at(0, [...many(1, PACE.quickSamples), 9, 9]);
+    expect(nextPace({ pauseMs: 0, since: 0 }, some, 1.5, 2, 10).pace).toEqual({ pauseMs: 0, since: 0 });
+  });
+
+  it('runs started before the application-shaped probe keep the rules they were measured with', () => {
+    expect(LEGACY_PACE).toMatchObject({ quantile: 0.95, minSamples: 20, window: 75, maxPauseMs: 1000 });
+    // 20 samples against a limit of 3: over at the 95th percentile (two of them at 9), as before
+    const xs = at(0, [...many(2.5, 18), 9, 9]);
+    expect(nextPace({ pauseMs: 400, since: 0 }, xs, 1.5, 2, 10, LEGACY_PACE).pace.pauseMs).toBe(800);
+    const atLongest = nextPace({ pauseMs: 1000, since: 0 }, xs, 1.5, 2, 10, LEGACY_PACE);
+    expect(atLongest.hold?.reason).toMatch(/95th percentile/);
   });
 });
