@@ -277,6 +277,7 @@ export async function backfillChunk({ pool, log }: Deps, input: BackfillChunkInp
       counts.batches++;
       ctx?.heartbeat(w.heartbeat(rowsCopied));
       counts.keysApplied += await applyBetweenBatches(pool, input);
+      prober?.markStuck();
       const pause = appPause(input, bounds, tune, l);
       if (input.sleepMs > 0 || pause > 0) await pauseBetween(input.sleepMs * streams + pause, w, rowsCopied);
       await capWalRate(pool, bounds, wal);

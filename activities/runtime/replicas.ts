@@ -17,7 +17,7 @@ import {
   walRateWaitMs,
   worstLag,
 } from '../../src/replicas';
-import { LEGACY_PACE, PACE, quantile, Sample } from '../../src/pacer';
+import { PACE, quantile, Sample } from '../../src/pacer';
 import { activityContext, sleep } from './db';
 import { metrics } from './metrics';
 import { RUNS } from './deps';
@@ -186,8 +186,17 @@ export class AppProbe {
       return null;
     }
     if (!this.tids.length) return this.timed(() => this.c.query('SELECT txid_current()'));
-    const tid = this.tids[Math.floor(Math.random() * this.tids.length)];
-    return this.timed(() => this.c.query(this.sql!.read, [tid]));
+    const i = Math.floor(Math.random() * this.tids.length);
+    let found = true;
+    const ms = await this.timed(async () => {
+      found = (await this.c.query(this.sql!.read, [this.tids[i]])).rows[0]?.found !== false;
+    });
+    // a row updated since its TID was read is not there any more: its TID goes, and a short list is read again
+    if (!found) {
+      this.tids.splice(i, 1);
+      if (this.tids.length < 32) this.tidsAt = 0;
+    }
+    return ms;
   }
 
   private async timed(work: () => Promise<unknown>): Promise<number | null> {
@@ -204,7 +213,12 @@ export class AppProbe {
   /** Before the connection goes back to its pool: the probe's row and lock_timeout go (else the connection). */
   async release(): Promise<void> {
     const ok = await this.c
-      .query(this.sql ? `RESET lock_timeout; DELETE FROM ${PROBE_TABLE} WHERE pid = pg_backend_pid()` : 'SELECT 1')
+      .query(
+        this.sql
+          ? 'RESET lock_timeout; ' +
+              `DELETE FROM ${PROBE_TABLE} WHERE pid = pg_backend_pid() OR pid NOT IN (SELECT pid FROM pg_stat_activity)`
+          : 'SELECT 1',
+      )
       .then(
         () => true,
         () => false,
@@ -219,11 +233,11 @@ const BASELINE_PROBES = 201;
 /**
  * The probe with the copy idle: the quantile the pacer compares (PACE.quantile) of BASELINE_PROBES of them,
  * on a connection of its own. Plans made before the application-shaped probe: the 90th percentile of 21 bare
- * commits, as they were measured (their pacer compares the same; src/pacer.ts LEGACY_PACE).
+ * commits, as they were measured (their pacer, src/pacer.ts LEGACY_PACE, compares its 95th percentile).
  */
 export async function probeBaseline(pool: Pool, sql?: AppProbeSql): Promise<number> {
   const probe = new AppProbe(await pool.connect(), sql);
-  const [n, p] = sql ? [BASELINE_PROBES, PACE.quantile] : [21, LEGACY_PACE.quantile];
+  const [n, p] = sql ? [BASELINE_PROBES, PACE.quantile] : [21, 0.9];
   try {
     const xs: number[] = [];
     for (let i = 0, failedInARow = 0; i < n; i++) {
@@ -233,8 +247,8 @@ export async function probeBaseline(pool: Pool, sql?: AppProbeSql): Promise<numb
       // retried by Temporal (the sync's install looks before it acts); the error is the activity's last failure
       if (failedInARow >= 5) {
         throw new Error(
-          `The application-latency probe failed 5 times in a row with the copy idle (${probe.lastError}); ` +
-            'partflow tries again. To copy without the bound, set "maxAppLatencyRatio": null.',
+          `The application-latency probe failed 5 times in a row with the copy idle (${probe.lastError}), ` +
+            'for example behind a lock held on the table; partflow tries again.',
         );
       }
       await sleep(PACE.probeEveryMs / 2);
@@ -253,6 +267,8 @@ export class CommitProber {
   private stopped = false;
   private loop: Promise<void> = Promise.resolve();
   private readonly probe: AppProbe;
+  /** when the probe in flight started, 0 when none is */
+  private inFlightSince = 0;
   constructor(
     c: PoolClient,
     readonly samples: Sample[],
@@ -264,7 +280,9 @@ export class CommitProber {
   start(): this {
     this.loop = (async () => {
       while (!this.stopped) {
+        this.inFlightSince = Date.now();
         const ms = await this.probe.once();
+        this.inFlightSince = 0;
         this.samples.push(
           ms === null ? { at: Date.now(), ms, error: this.probe.lastError ?? undefined } : { at: Date.now(), ms },
         );
@@ -273,6 +291,17 @@ export class CommitProber {
       }
     })();
     return this;
+  }
+
+  /**
+   * A probe still waiting after `ms` (a commit waiting for a synchronous standby, a lock): a failed sample now,
+   * so the bound holds as it does for a probe that failed, instead of deciding on older samples.
+   */
+  markStuck(ms = 1000): void {
+    const now = Date.now();
+    if (this.inFlightSince && now - this.inFlightSince > ms) {
+      this.samples.push({ at: now, ms: null, error: `a probe has been waiting for ${now - this.inFlightSince} ms` });
+    }
   }
 
   /** Stops the loop and gives the connection back. */

@@ -8,7 +8,7 @@
  */
 import { Client } from 'pg';
 import { createActivities } from '../../activities';
-import { AppProbe, probeBaseline } from '../../activities/runtime/replicas';
+import { AppProbe, CommitProber, probeBaseline } from '../../activities/runtime/replicas';
 import { migrate } from '../../activities/runtime/migrate';
 import { createLogger } from '../../src/logger';
 import { backfillSql } from '../../src/plan';
@@ -97,6 +97,40 @@ describe('the application-latency probe', () => {
     } finally {
       await c.query('RESET DateStyle; RESET TimeZone');
       await probe.release();
+    }
+  });
+
+  it('drops the TID of a row updated since it was read; a probe waiting over the limit counts as failed', async () => {
+    const c = await db.pool.connect();
+    const probe = new AppProbe(c, sql);
+    const tidsOf = () => (probe as unknown as { tids: string[] }).tids;
+    try {
+      expect(await probe.once()).toEqual(expect.any(Number));
+      const before = tidsOf().length;
+      // every row the probe knows moves to a new TID
+      await db.pool.query(`UPDATE pp SET note = note WHERE ctid = ANY($1::tid[])`, [tidsOf()]);
+      for (let i = 0; i < 10; i++) await probe.once();
+      expect(tidsOf().length).toBeLessThan(before);
+    } finally {
+      await probe.release();
+    }
+    // the prober behind a lock: after 500 ms a failed sample is there before the probe's own lock timeout
+    const holder = new Client(db.conn);
+    await holder.connect();
+    const samples: { at: number; ms: number | null; error?: string }[] = [];
+    const prober = new CommitProber(await db.pool.connect(), samples, sql);
+    try {
+      prober.start();
+      await new Promise((r) => setTimeout(r, 300));
+      await holder.query('BEGIN');
+      await holder.query('LOCK TABLE pp IN ACCESS EXCLUSIVE MODE');
+      await new Promise((r) => setTimeout(r, 700));
+      prober.markStuck(500);
+      expect(samples.at(-1)).toMatchObject({ ms: null, error: expect.stringMatching(/a probe has been waiting/) });
+    } finally {
+      await holder.query('ROLLBACK');
+      await holder.end();
+      await prober.stop();
     }
   });
 
