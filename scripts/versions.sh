@@ -85,13 +85,15 @@ stop_version_cluster() {
 # The version set: partitionTable end to end with writers (the page walk, the key walk, a rollback, a parallel
 # copy), fixConstraints (foreign key with orphans, NOT NULL with a fill, a partitioned referencing table),
 # createIndexes (partitioned and plain) and maintainPartitions (rescue and premake, retention's DETACH, a
-# "detach pending" partition). Test names are matched from their start.
+# "detach pending" partition), and a table's foreign key on itself that carries the partition column (kept on
+# 18, refused before). Test names are matched from their start.
 VERSION_FILES=(
   test/integration/partition.test.ts
   test/integration/constraints.test.ts
   test/integration/indexes.test.ts
   test/integration/maintenance.test.ts
   test/integration/shapes.test.ts
+  test/integration/carried.test.ts
 )
 VERSION_TESTS=(
   'partitions a live table'
@@ -110,6 +112,7 @@ VERSION_TESTS=(
   'a partition left "detach pending"'
   'settings LIKE does not copy'
   'a generated column, virtual by default'
+  'item 4: self-referencing foreign keys one that carries the partition column'
 )
 
 _regex_escape() { printf '%s' "$1" | sed 's/[][\.*^$+?(){}|/]/\\&/g'; }

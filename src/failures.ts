@@ -27,6 +27,8 @@ export const FAILURE_TYPES = {
   FixConstraintsFailed: 'fixConstraints failed; the message says what its undo did',
   CreateIndexesFailed: 'createIndexes failed; what this run built was dropped',
   NothingToUndo: 'undoFixConstraints found no finished fixConstraints run it can undo (the message says why)',
+  ReferencedRows:
+    'rows a month would move out of the default partition are referenced by a foreign key; the month is skipped',
   CutoffPassed: 'the attach path was not cut over two days before its cut-off month; it undid itself',
 } as const;
 

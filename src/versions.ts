@@ -64,3 +64,9 @@ export function provenNotNullSql(a = 'a'): string {
     `AND nn.contype = 'n' AND NOT nn.convalidated AND nn.conkey = ARRAY[${a}.attnum]))`
   );
 }
+
+/**
+ * A foreign key added NOT VALID to a partitioned table (and validated later with writes going on, SHARE UPDATE
+ * EXCLUSIVE): 18+. Before, ADD FOREIGN KEY on a partitioned table checks every row under SHARE ROW EXCLUSIVE.
+ */
+export const hasForeignKeyNotValidOnPartitioned = (versionNum: number): boolean => versionNum >= 180000;

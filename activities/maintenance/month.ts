@@ -3,6 +3,7 @@
  * into it, then ATTACHed, in one short transaction (never CREATE ... PARTITION OF, which locks the parent
  * exclusively). Used by the rescue and the premake alike.
  */
+import { ApplicationFailure } from '@temporalio/common';
 import type { Pool, PoolClient } from 'pg';
 import { failure } from '../../src/failures';
 import {
@@ -85,6 +86,39 @@ export async function referencedTables(c: PoolClient | Pool, oid: number): Promi
   return r.rows.map((x) => x.name as string);
 }
 
+/**
+ * Tables whose foreign keys point at rows of `part` (those matching `where`, if given): a partition they need is
+ * not retired, and rows they need are not moved out of the default partition (below).
+ */
+export async function referencing(
+  c: PoolClient | Pool,
+  p: Pick<Parted, 'oid'>,
+  part: TableRef,
+  where = 'true',
+): Promise<string[]> {
+  const cols = (key: string, rel: string) =>
+    `(SELECT array_agg(quote_ident(attname) ORDER BY array_position(con.${key}, attnum)) FROM pg_attribute
+       WHERE attrelid = con.${rel} AND attnum = ANY (con.${key}))`;
+  const fks = (
+    await c.query(
+      `SELECT con.conrelid::regclass::text AS child, ${cols('conkey', 'conrelid')} AS cols,
+              ${cols('confkey', 'confrelid')} AS refcols
+         FROM pg_constraint con WHERE con.contype = 'f' AND con.confrelid = $1 AND con.conparentid = 0`,
+      [p.oid],
+    )
+  ).rows;
+  const needed: string[] = [];
+  for (const fk of fks) {
+    const mine = fk.cols.map((x: string) => `c.${x}`).join(', ');
+    const hit = await c.query(
+      `SELECT 1 FROM ${fk.child} c
+        WHERE (${mine}) IN (SELECT ${fk.refcols.join(', ')} FROM ${qualified(part)} WHERE ${where}) LIMIT 1`,
+    );
+    if (hit.rowCount) needed.push(fk.child);
+  }
+  return needed;
+}
+
 /** What the month's statements need (src/maintenanceSql.ts), read from the catalog. */
 export async function partedTable(c: PoolClient | Pool, spec: MaintainTableSpec, p: Parted): Promise<PartedTable> {
   const cols = await c.query(
@@ -130,6 +164,20 @@ async function createAndAttach(c: PoolClient, spec: MaintainTableSpec, p: Parted
   for (const x of sql.create) await c.query(x);
   let moved = 0;
   if (sql.move) {
+    // moving a row out of the default partition is a DELETE there: a foreign key that references it would run
+    // its ON DELETE action (CASCADE deletes the referencing rows, SET NULL changes them) or fail. Checked under
+    // the locks, which hold the referencing tables' writers off.
+    const needed = await referencing(c, p, p.def!, sql.range);
+    if (needed.length) {
+      // thrown, so that the transaction rolls back; ensureMonth reports it as the month's reason to skip
+      throw failure(
+        `rows of ${formatMonth(m)} in ${displayName(p.def!)} are referenced by foreign keys of ` +
+          `${needed.join(', ')}; moving them into the month's partition deletes them from the default, which ` +
+          "would run those keys' ON DELETE action, so the month is not created (its rows stay where they are, " +
+          'nothing changes); move or re-date them, then the next run creates it',
+        'ReferencedRows',
+      );
+    }
     const ins = await c.query(sql.move.insert);
     const del = await c.query(sql.move.delete);
     if (ins.rowCount !== del.rowCount) {
@@ -168,8 +216,13 @@ export async function ensureMonth(
   if (spec.dryRun) return { planned: monthStep(await partedTable(pool, spec, p), m, spec.timeZone) };
   const l = log.child({ table: displayName(t), month: formatMonth(m) });
   const create = (c: PoolClient) => createAndAttach(c, spec, p, m);
-  const { result } = await withLockRetry(pool, l, 'create partition', spec.lockTimeoutMs, create, {
-    relations: [qualified(t)],
-  });
-  return result;
+  try {
+    const { result } = await withLockRetry(pool, l, 'create partition', spec.lockTimeoutMs, create, {
+      relations: [qualified(t)],
+    });
+    return result;
+  } catch (err) {
+    if (err instanceof ApplicationFailure && err.type === 'ReferencedRows') return { skipped: err.message };
+    throw err;
+  }
 }

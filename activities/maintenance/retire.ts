@@ -10,7 +10,7 @@ import { expiredPartitions, MaintainTableSpec } from '../../src/maintenance';
 import { archiveStep, detachStep, finishDetachSql, MaintenanceStep } from '../../src/maintenanceSql';
 import { lockPhaseBudgetMs } from '../../src/locks';
 import { lockUpFront, withLockRetry } from '../runtime/db';
-import { referencedTables } from './month';
+import { referencedTables, referencing } from './month';
 import { migrate } from '../runtime/migrate';
 import { archiveLog, archiveSchema, dumpPartition } from './archive';
 import type { Parted } from './inspect';
@@ -52,31 +52,6 @@ export async function finishDetaches(pool: Pool, l: Logger, spec: MaintainTableS
       [spec.table.schema, part.name],
     );
   }
-}
-
-/** Tables whose foreign keys still point at rows of `part`. */
-async function referencing(pool: Pool, p: Parted, part: TableRef): Promise<string[]> {
-  const cols = (key: string, rel: string) =>
-    `(SELECT array_agg(quote_ident(attname) ORDER BY array_position(con.${key}, attnum)) FROM pg_attribute
-       WHERE attrelid = con.${rel} AND attnum = ANY (con.${key}))`;
-  const fks = (
-    await pool.query(
-      `SELECT con.conrelid::regclass::text AS child, ${cols('conkey', 'conrelid')} AS cols,
-              ${cols('confkey', 'confrelid')} AS refcols
-         FROM pg_constraint con WHERE con.contype = 'f' AND con.confrelid = $1 AND con.conparentid = 0`,
-      [p.oid],
-    )
-  ).rows;
-  const needed: string[] = [];
-  for (const fk of fks) {
-    const mine = fk.cols.map((x: string) => `c.${x}`).join(', ');
-    const hit = await pool.query(
-      `SELECT 1 FROM ${fk.child} c
-        WHERE (${mine}) IN (SELECT ${fk.refcols.join(', ')} FROM ${qualified(part)}) LIMIT 1`,
-    );
-    if (hit.rowCount) needed.push(fk.child);
-  }
-  return needed;
 }
 
 /** The partition's `FOR VALUES` clause as PostgreSQL prints it: what the detach's undo attaches again. */

@@ -14,7 +14,7 @@ import { classify, lockUpFront, runAll, withLockRetry } from '../runtime/db';
 import { Deps, relOid, stepLog } from '../runtime/deps';
 import { faultPoint } from '../runtime/faults';
 import { buildConcurrently } from '../runtime/indexBuilder';
-import { validateInbound, type CutoverResult } from './cutover';
+import { validateInbound, validateKeptKeys, type CutoverResult } from './cutover';
 import { publicationsChanged } from './rollbackLoss';
 import { acrossPartitions, fence, ownPlan, RUNS, runState, undoFence } from './run';
 import { viewsNow } from './views';
@@ -110,12 +110,16 @@ async function attachWithoutWork(c: PoolClient, plan: Plan, statements: () => Pr
 }
 
 /** The attach path's cut-over: one short transaction under the lock budget, retried with backoff. */
-export async function attachCutover({ pool, log }: Deps, plan: Plan, lockTimeoutMs: number): Promise<CutoverResult> {
+export async function attachCutover(deps: Deps, plan: Plan, lockTimeoutMs: number): Promise<CutoverResult> {
+  const { pool, log } = deps;
   await ownPlan(pool, plan.table, plan);
   const a = attachSqlOf(plan);
   const l = stepLog(log, 'cutover', plan.table);
   const st = await runState(pool, plan.table);
-  if (st?.cutover_done) return { alreadyDone: true, attempts: 0, lockWaitRetries: 0, lockHoldMs: 0 };
+  if (st?.cutover_done) {
+    const keptKeys = await validateKeptKeys(deps, plan, lockTimeoutMs);
+    return { alreadyDone: true, attempts: 0, lockWaitRetries: 0, lockHoldMs: 0, ...(keptKeys ? { keptKeys } : {}) };
+  }
   const { lock, then } = splitLock(a.cutover);
   const across = acrossPartitions(plan, lockTimeoutMs);
   let lockedAt = 0;
@@ -126,6 +130,8 @@ export async function attachCutover({ pool, log }: Deps, plan: Plan, lockTimeout
     await fence(c, plan.table);
     await checkAttachable(c, plan, a);
     scanSkipped = await attachWithoutWork(c, plan, () => runAll(c, then));
+    // after the count: the kept keys add a NOT VALID constraint to every partition, the history one too
+    await runAll(c, plan.sql.keptKeys?.add ?? []);
     await faultPoint('cutover', l); // attached, not committed
     await c.query(
       `UPDATE ${RUNS} SET cutover_done = true, updated_at = now() WHERE table_schema = $1 AND table_name = $2`,
@@ -136,7 +142,8 @@ export async function attachCutover({ pool, log }: Deps, plan: Plan, lockTimeout
   const lockHoldMs = Date.now() - lockedAt;
   l.info({ lockHoldMs, attempts: stats.attempts, scanSkipped }, 'attached as the history partition');
   const { attempts, lockWaitRetries } = stats;
-  return { alreadyDone: false, attempts, lockWaitRetries, lockHoldMs, scanSkipped };
+  const keptKeys = await validateKeptKeys(deps, plan, lockTimeoutMs);
+  return { alreadyDone: false, attempts, lockWaitRetries, lockHoldMs, scanSkipped, ...(keptKeys ? { keptKeys } : {}) };
 }
 
 /**

@@ -30,6 +30,48 @@ export interface CutoverResult {
   scanSkipped?: boolean;
   /** the last check: keys copied since the last verification pass, compared before the swap (newer plans) */
   lastCheck?: { keys: number; repaired: string[] };
+  /** the table's foreign keys on itself the new table kept (plans with keptKeys): validated, or why not */
+  keptKeys?: KeptKeysResult;
+}
+
+export interface KeptKeysResult {
+  kept: string[];
+  /** a key whose validation found rows it refuses: it stays NOT VALID (new writes still checked), with why */
+  notValidated: string[];
+}
+
+/**
+ * After the cut-over committed (the cut-over added them NOT VALID): each kept key validated with writes going on
+ * (SHARE UPDATE EXCLUSIVE), no statement_timeout, heartbeating. Idempotent: a valid key validates at once. Rows
+ * that violate one can only come from the source's key having been NOT VALID: the key stays NOT VALID and the
+ * result says which rows to fix; the run goes on.
+ */
+export async function validateKeptKeys(
+  { pool, log }: Deps,
+  plan: Plan,
+  lockTimeoutMs: number,
+): Promise<KeptKeysResult | undefined> {
+  const kept = plan.sql.keptKeys;
+  if (!kept) return undefined;
+  const l = stepLog(log, 'cutover', plan.table);
+  const notValidated: string[] = [];
+  for (const sql of kept.validate) {
+    const validate = async (c: PoolClient) => {
+      await c.query('SET LOCAL statement_timeout = 0');
+      await c.query(sql);
+    };
+    try {
+      await withHeartbeat(
+        () => ({ step: 'validate kept foreign keys' }),
+        () => withLockRetry(pool, l, 'validate kept foreign key', lockTimeoutMs, validate),
+      );
+    } catch (err) {
+      if (!(err instanceof ApplicationFailure && err.type === 'DatabaseError')) throw err;
+      notValidated.push(`${sql}: ${err.message}; the key stays NOT VALID (new writes are checked)`);
+    }
+  }
+  l.info({ kept: kept.names, notValidated }, 'kept foreign keys validated');
+  return { kept: kept.names, notValidated };
 }
 
 /**
@@ -84,11 +126,15 @@ async function checkUnchanged(c: PoolClient, plan: Plan): Promise<void> {
 }
 
 /** The swap: one short transaction under lock_timeout, retried with backoff. */
-export async function cutover({ pool, log }: Deps, plan: Plan, lockTimeoutMs: number): Promise<CutoverResult> {
+export async function cutover(deps: Deps, plan: Plan, lockTimeoutMs: number): Promise<CutoverResult> {
+  const { pool, log } = deps;
   await ownPlan(pool, plan.table, plan);
   const l = stepLog(log, 'cutover', plan.table);
   const st = await runState(pool, plan.table);
-  if (st?.cutover_done) return { alreadyDone: true, attempts: 0, lockWaitRetries: 0, lockHoldMs: 0 };
+  if (st?.cutover_done) {
+    const keptKeys = await validateKeptKeys(deps, plan, lockTimeoutMs);
+    return { alreadyDone: true, attempts: 0, lockWaitRetries: 0, lockHoldMs: 0, ...(keptKeys ? { keptKeys } : {}) };
+  }
   const { lock, then } = splitLock(plan.sql.cutover);
   const across = acrossPartitions(plan, lockTimeoutMs);
   let lockedAt = 0;
@@ -115,6 +161,7 @@ export async function cutover({ pool, log }: Deps, plan: Plan, lockTimeoutMs: nu
       await lastCheckUnderLock(c, plan, keyLog, check);
     }
     await runAll(c, then);
+    await runAll(c, plan.sql.keptKeys?.add ?? []);
     await faultPoint('cutover', l); // renamed, not committed
     // the new table's columns as of the cut-over: a rollback that would lose a later change is refused
     await c.query(
@@ -136,7 +183,9 @@ export async function cutover({ pool, log }: Deps, plan: Plan, lockTimeoutMs: nu
   const { attempts, lockWaitRetries } = stats;
   const lastCheck = keyLog?.seen ? { keys: check.keys, repaired: check.repaired } : undefined;
   l.info({ lockHoldMs, attempts, lockWaitRetries, keysAppliedUnderLock: underLock, lastCheck }, 'cut over');
+  const keptKeys = await validateKeptKeys(deps, plan, lockTimeoutMs);
   return {
+    ...(keptKeys ? { keptKeys } : {}),
     alreadyDone: false,
     attempts,
     lockWaitRetries,

@@ -88,7 +88,9 @@ async function readIndexes(c: PoolClient, oid: number, t: TableRef): Promise<(In
             CASE WHEN starts_with(pg_get_indexdef(i.indexrelid), ${prefix})
                  THEN substr(pg_get_indexdef(i.indexrelid), length(${prefix}) + 1) END AS tail
        FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
+       -- the constraint the index backs: not a foreign key of the table on itself, which names it too
        LEFT JOIN pg_constraint con ON con.conindid = i.indexrelid AND con.conrelid = i.indrelid
+                                  AND con.contype IN ('p', 'u', 'x')
       WHERE i.indrelid = $1 ORDER BY ic.relname`,
     [oid, t.schema, t.name],
   );

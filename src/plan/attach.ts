@@ -201,7 +201,7 @@ function cutoverSql(ctx: PlanContext, n: Names, renames: IndexRename[]): string[
   ];
 }
 
-function swapBackSql(ctx: PlanContext, n: Names, renames: IndexRename[]): string[] {
+function swapBackSql(ctx: PlanContext, n: Names, renames: IndexRename[], dropKeptKeys: string[]): string[] {
   const { table, info } = ctx;
   const [pk, ...secondary] = renames;
   const pkName = info.primaryKey!.name;
@@ -209,6 +209,9 @@ function swapBackSql(ctx: PlanContext, n: Names, renames: IndexRename[]): string
   const columns = ctx.columns.map(q).join(', ');
   return [
     n.lock([table]),
+    // the foreign keys on itself the new table kept (src/plan/selfKeys.ts): off the parent and so off the history
+    // partition, which would keep its clone of them when detached
+    ...dropKeptKeys,
     `ALTER TABLE ${n.t} DETACH PARTITION ${n.h}`,
     `ALTER TABLE ${n.h} DROP CONSTRAINT IF EXISTS ${q(n.checkName)}`,
     // what the application wrote into the monthly partitions and the default since the cut-over
@@ -230,7 +233,12 @@ function swapBackSql(ctx: PlanContext, n: Names, renames: IndexRename[]): string
 }
 
 /** The step's statements; `renames` are the copy path's (the primary key first). */
-export function attachStep(ctx: PlanContext, renames: IndexRename[], cutoff: Month): AttachSql {
+export function attachStep(
+  ctx: PlanContext,
+  renames: IndexRename[],
+  cutoff: Month,
+  dropKeptKeys: string[] = [],
+): AttachSql {
   const { table, info, type, opts, column } = ctx;
   const n = attachNames(ctx, cutoff);
   const month = formatMonth(cutoff);
@@ -268,6 +276,6 @@ export function attachStep(ctx: PlanContext, renames: IndexRename[], cutoff: Mon
     backIndex: n.backIndex,
     buildBack: `CREATE UNIQUE INDEX CONCURRENTLY ${q(n.backIndex)} ON ${n.h} (${ctx.sourceKey.map(q).join(', ')})`,
     dropBack: `DROP INDEX CONCURRENTLY IF EXISTS ${qualified(sibling(table, n.backIndex))}`,
-    swapBack: swapBackSql(ctx, n, renames),
+    swapBack: swapBackSql(ctx, n, renames, dropKeptKeys),
   };
 }

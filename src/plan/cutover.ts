@@ -9,6 +9,7 @@ import { PlanContext, q, sibling } from './context';
 import { keyLogApplySql } from './keylog';
 import { dropTriggersSql, guardViewSql, keyLogOf, keyLogSpec, keyLogSyncSql, syncObjects } from './sync';
 import { carriedTriggersSql } from './triggers';
+import { keepsSelfKey } from './selfKeys';
 import { carriedViewsSql } from './views';
 import { carriedPoliciesSql } from './policies';
 import { movePublicationsSql, publicationWarnings } from './publications';
@@ -106,7 +107,12 @@ function cutoverSql(ctx: PlanContext, renames: IndexRename[], dropSyncTrigger: s
   ];
 }
 
-export function cutoverStep(ctx: PlanContext, renames: IndexRename[], dropSyncTrigger: string[]): CutoverSql {
+export function cutoverStep(
+  ctx: PlanContext,
+  renames: IndexRename[],
+  dropSyncTrigger: string[],
+  dropKeptKeys: string[] = [],
+): CutoverSql {
   const { table, info, old } = ctx;
   const { reverse, guard } = syncObjects(info.oid);
   // DROP TRIGGER on a partitioned table drops each partition's clone first, locking the partitions before the
@@ -122,6 +128,8 @@ export function cutoverStep(ctx: PlanContext, renames: IndexRename[], dropSyncTr
   const swapBack = [
     // the reverse key log too: the swap back drains it under the lock and drops it
     lockAll(ctx, [table, old, reverseLog]),
+    // the foreign keys on itself the new table kept (src/plan/selfKeys.ts), while it still has the name
+    ...dropKeptKeys,
     ...dropReverse,
     ...swapSql(
       ctx,
@@ -142,8 +150,9 @@ export function cutoverStep(ctx: PlanContext, renames: IndexRename[], dropSyncTr
   const validateInbound = info.inboundForeignKeys.map(
     (fk) => `ALTER TABLE ${qualified(fk.table)} VALIDATE CONSTRAINT ${q(fk.name)}`,
   );
-  if (info.inboundForeignKeys.length) {
-    const list = info.inboundForeignKeys.map((f) => `${displayName(f.table)}.${f.name}`).join(', ');
+  const dropped = info.inboundForeignKeys.filter((f) => !keepsSelfKey(info, f));
+  if (dropped.length) {
+    const list = dropped.map((f) => `${displayName(f.table)}.${f.name}`).join(', ');
     ctx.warnings.push(
       `These foreign keys reference ${displayName(table)} and are dropped at cut-over (re-added on rollback): ${list}.`,
     );

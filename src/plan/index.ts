@@ -18,6 +18,7 @@ import {
 import { backfillStep } from './backfill';
 import { PlanContext, q, refuse, sibling } from './context';
 import { cutoverStep } from './cutover';
+import { keptKeysSql } from './selfKeys';
 import { checkNames, checkPreflight, plannedNames } from './preflight';
 import { shadowStep } from './shadow';
 import { attachCutoff, attachStep, checkAttach } from './attach';
@@ -157,11 +158,12 @@ function planContext(
 export function buildPlan(info: TableInfo, opts: PartitionOptions): Plan {
   const { ctx, partitions, cutoff } = planContext(info, opts);
   const shadow = shadowStep(ctx);
-  const attach = cutoff ? attachStep(ctx, shadow.indexRenames, cutoff) : undefined;
+  const keptKeys = keptKeysSql(ctx);
+  const attach = cutoff ? attachStep(ctx, shadow.indexRenames, cutoff, keptKeys?.drop ?? []) : undefined;
   const sync = syncStep(ctx);
   const backfill = backfillStep(ctx);
   const verify = verifyStep(ctx);
-  const cutover = cutoverStep(ctx, shadow.indexRenames, sync.dropSyncTrigger);
+  const cutover = cutoverStep(ctx, shadow.indexRenames, sync.dropSyncTrigger, keptKeys?.drop ?? []);
   if (info.totalBytes && !attach) {
     const gib = (b: number) => `${(b / 2 ** 30).toFixed(b < 2 ** 30 ? 2 : 1)} GiB`;
     ctx.warnings.push(
@@ -201,7 +203,15 @@ export function buildPlan(info: TableInfo, opts: PartitionOptions): Plan {
     ...(info.carried ? { carried: info.carried } : {}),
     ...(info.publicationDetails?.length ? { publications: info.publicationDetails } : {}),
     movesCounter: movesCounter(ctx),
-    sql: { ...sync, ...shadowSqlOf(shadow), ...backfill, ...verify, ...cutover, ...(attach ? { attach } : {}) },
+    sql: {
+      ...sync,
+      ...shadowSqlOf(shadow),
+      ...backfill,
+      ...verify,
+      ...cutover,
+      ...(attach ? { attach } : {}),
+      ...(keptKeys ? { keptKeys } : {}),
+    },
     ...(attach ? { method: 'attach' as const } : {}),
     warnings: ctx.warnings,
     givenUp: ctx.givenUp,
@@ -242,7 +252,8 @@ export function planStatements(plan: Plan): { step: string; sql: string }[] {
       ...each('attach key', [a.buildKey]),
       ...each('shadow', [...s.shadow, ...s.shadowForeignKeys]),
       ...each('attach check', [a.addCheck, a.validateCheck]),
-      ...each('cutover', a.cutover),
+      ...each('cutover', [...a.cutover, ...(s.keptKeys?.add ?? [])]),
+      ...each('validate kept keys', s.keptKeys?.validate ?? []),
     ];
   }
   const backfill = plan.copyMode === 'pages' ? [s.backfillBatch] : [s.keyBound, s.keyCopy];
@@ -256,7 +267,8 @@ export function planStatements(plan: Plan): { step: string; sql: string }[] {
         ? [s.keyBound, s.verifyChunk.source.between, s.verifyChunk.shadow.between]
         : [s.verifySource, s.verifyShadow]),
     ]),
-    ...each('cutover', s.cutover),
+    ...each('cutover', [...s.cutover, ...(s.keptKeys?.add ?? [])]),
+    ...each('validate kept keys', s.keptKeys?.validate ?? []),
     ...each('finalize', [...s.finalize, ...s.dropCounters]),
   ];
 }

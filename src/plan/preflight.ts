@@ -3,6 +3,7 @@
  * as one sentence that names the object and the way forward.
  */
 import { referencedColumns, referencesItself, TableInfo } from '../catalog';
+import { keepsSelfKey } from './selfKeys';
 import { byteLength, displayName, MAX_IDENT_BYTES, TableRef } from '../ident';
 import type { PartitionOptions } from '../input';
 import { refuse } from './context';
@@ -114,19 +115,20 @@ function checkReferences(info: TableInfo, opts: PartitionOptions, t: string): vo
 /**
  * A foreign key of the table on itself (`parent_id` REFERENCES the table's `id`). It cannot stay on the old table
  * through the copy's cut-over (it would name the old table), nor go on the copy while rows arrive in key order.
- * One on `(id)` alone has no unique key to point at once the primary key is `(id, <column>)`; one that already
- * carries the partition column could be kept, but PostgreSQL before 18 adds a foreign key to a partitioned table
- * only by checking every row under a lock that blocks writes. Either way it is dropped only on the explicit
- * `inboundForeignKeys: "drop"`, listed under "given up", and a rollback restores and validates it.
+ * One that carries the partition column is kept on PostgreSQL 18 (src/plan/selfKeys.ts). One on `(id)` alone
+ * has no unique key to point at once the primary key is `(id, <column>)`; one with the partition column before
+ * 18 could be added to the partitioned table only by checking every row under a lock that blocks writes. Either
+ * is dropped only on the explicit `inboundForeignKeys: "drop"`, listed under "given up", and a rollback restores
+ * and validates it.
  */
 function checkSelfReference(info: TableInfo, opts: PartitionOptions, t: string): void {
-  const self = info.inboundForeignKeys.filter((f) => referencesItself(info, f));
+  const self = info.inboundForeignKeys.filter((f) => referencesItself(info, f) && !keepsSelfKey(info, f));
   if (!self.length || opts.inboundForeignKeys === 'drop') return;
   const pc = info.partitionColumn?.name ?? '';
   const keys = self.map((f) => `${f.name} ${f.def.replace(/^FOREIGN KEY /, '')}`).join(', ');
   const why = self.every((f) => referencedColumns(f.def).includes(pc))
     ? 'PostgreSQL before 18 adds a foreign key to a partitioned table only by checking every row under a lock ' +
-      'that blocks writes, so partflow does not keep it'
+      'that blocks writes, so partflow keeps it only on 18 (added NOT VALID, validated with writes going on)'
     : `after partitioning the referenced key is unique only together with ${pc}, so it cannot be kept`;
   refuse(
     `Table ${t} references itself by foreign key ${keys}; ${why}: rerun with "inboundForeignKeys": "drop" to drop ` +

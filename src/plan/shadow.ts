@@ -4,6 +4,7 @@
  * Undo: drop the copy.
  */
 import { referencesItself, TableInfo } from '../catalog';
+import { keepsSelfKey } from './selfKeys';
 import { displayName, qualified, quoteLiteral } from '../ident';
 import { boundLiteral } from '../partitions';
 import { constraintsWithoutKey } from './preflight';
@@ -164,8 +165,9 @@ export function shadowStep(ctx: PlanContext): ShadowSql & { indexRenames: IndexR
   ];
   const outbound = info.outboundForeignKeys;
   const shadowForeignKeys = outbound.map((f) => `ALTER TABLE ${st} ADD CONSTRAINT ${q(f.name)} ${f.def}`);
-  // the table's foreign keys on itself (inbound, not outbound) stay off the copy (checkSelfReference)
-  for (const f of info.inboundForeignKeys.filter((x) => referencesItself(info, x))) {
+  // the table's foreign keys on itself (inbound, not outbound) stay off the copy (checkSelfReference); the new
+  // table gets those it keeps in the cut-over (src/plan/selfKeys.ts)
+  for (const f of info.inboundForeignKeys.filter((x) => referencesItself(info, x) && !keepsSelfKey(info, x))) {
     ctx.givenUp.push(
       `foreign key ${f.name} of ${displayName(info.table)} on itself: dropped at the cut-over, the new table does ` +
         'not check it, nor run its ON DELETE or ON UPDATE action (inboundForeignKeys "drop"; a rollback restores ' +

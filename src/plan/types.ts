@@ -105,6 +105,19 @@ export interface PlanSql {
   finalize: string[];
   /** the rollback window's key log (new table into old); plans made before it mirror in the writer's snapshot */
   reverseKeyLog?: KeyLogApplySql;
+  /** the table's foreign keys on itself that the new table keeps (src/plan/selfKeys.ts; PostgreSQL 18+) */
+  keptKeys?: KeptKeysSql;
+}
+
+/** The foreign keys on itself the new table keeps: added NOT VALID in the cut-over, validated after it. */
+export interface KeptKeysSql {
+  names: string[];
+  /** in the cut-over's transaction, after its own statements (both paths) */
+  add: string[];
+  /** after the cut-over committed, one statement each (SHARE UPDATE EXCLUSIVE: writes go on) */
+  validate: string[];
+  /** the swap back's first statements after its LOCK TABLE (in `swapBack` already; listed for the reader) */
+  drop: string[];
 }
 
 export interface Plan {

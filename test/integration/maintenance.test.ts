@@ -438,6 +438,35 @@ test('a default partition too big to move or check within the lock timeout: mont
   );
 });
 
+test('rows in the default partition that a foreign key references are not moved out (the move would run its ON DELETE CASCADE): the month is skipped with the reason', async () => {
+  await parted('refd', -2, -1);
+  await db.pool.query(
+    `CREATE TABLE refs (id bigserial PRIMARY KEY, event_id bigint, event_at timestamptz,
+                        FOREIGN KEY (event_id, event_at) REFERENCES refd (id, created_at) ON DELETE CASCADE)`,
+  );
+  // this month's rows wait in the default, one of them referenced; next month's rows too, none referenced
+  await db.pool.query(
+    `INSERT INTO refd (created_at, payload) SELECT now() - g * interval '1 minute', 'now' FROM generate_series(1, 5) g`,
+  );
+  await db.pool.query(
+    `INSERT INTO refd (created_at, payload) SELECT '${month(1).start} UTC'::timestamptz + g * interval '1 hour', 'next' FROM generate_series(1, 4) g`,
+  );
+  await db.pool.query(
+    `INSERT INTO refs (event_id, event_at) SELECT id, created_at FROM refd WHERE payload = 'now' ORDER BY id LIMIT 1`,
+  );
+  const r = await maintain({ tables: [{ table: 'refd', premake: 1 }] });
+  expect(r.failures).toEqual([]);
+  const skipped = Object.fromEntries(r.tables[0].skipped.map((x) => [x.partition, x.reason]));
+  expect(skipped[`refd_${month(0).name}`]).toMatch(
+    /rows of \d{4}-\d{2} in public\.refd_default are referenced by foreign keys of refs; .*ON DELETE action, so the month is not created/,
+  );
+  expect(r.tables[0].created.map((c) => [c.partition, c.rowsMovedFromDefault])).toEqual([[`refd_${month(1).name}`, 4]]);
+  // nothing deleted by the key's action, nothing moved for the skipped month
+  expect((await db.pool.query(`SELECT count(*)::int AS n FROM refs`)).rows[0].n).toBe(1);
+  expect((await db.pool.query(`SELECT count(*)::int AS n FROM refd_default`)).rows[0].n).toBe(5);
+  expect((await db.pool.query(`SELECT to_regclass($1) AS t`, [`refd_${month(0).name}`])).rows[0].t).toBeNull();
+});
+
 test('a dry run lists each step with its statements and undo and changes nothing; the run does those steps; their undo restores the table', async () => {
   await parted('dry', -14, -1);
   await db.pool.query(

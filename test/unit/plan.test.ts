@@ -526,6 +526,67 @@ describe('preflight refusals', () => {
   });
 });
 
+describe('a foreign key of the table on itself that carries the partition column (issue 29, item 4)', () => {
+  const fk = {
+    name: 'gi_parent_fk',
+    def: 'FOREIGN KEY (parent_id, parent_at) REFERENCES gi(id, created_at) ON DELETE CASCADE',
+    table: { schema: 'public', name: 'gi' },
+  };
+
+  it('is kept on PostgreSQL 18: added NOT VALID in the cut-over after the swap, validated after it, dropped first by the swap back', () => {
+    for (const method of [undefined, 'attach' as const]) {
+      const accept = method ? [] : ['gi_url_key'];
+      const o = validatePartitionInput({ table: 'gi', premake: 2, acceptLostConstraints: accept, method });
+      const attach = { attach: { beyond: 0, newest: null, notValidChecks: [] } };
+      const f = fixture({ serverVersionNum: 180004, inboundForeignKeys: [fk], ...(method ? attach : {}) });
+      // the attach path takes no unique index without the partition column
+      const p = buildPlan(method ? { ...f, indexes: f.indexes.filter((i) => i.name !== 'gi_url_key') } : f, o);
+      expect(p.sql.keptKeys).toEqual({
+        names: ['gi_parent_fk'],
+        add: [
+          'ALTER TABLE "public"."gi" ADD CONSTRAINT "gi_parent_fk" FOREIGN KEY (parent_id, parent_at) ' +
+            'REFERENCES gi(id, created_at) ON DELETE CASCADE NOT VALID',
+        ],
+        validate: ['ALTER TABLE "public"."gi" VALIDATE CONSTRAINT "gi_parent_fk"'],
+        drop: ['ALTER TABLE "public"."gi" DROP CONSTRAINT IF EXISTS "gi_parent_fk"'],
+      });
+      const swapBack = method ? p.sql.attach!.swapBack : p.sql.swapBack;
+      // right after the LOCK TABLE, while the new table has the name; the old table's own back at the end
+      expect(swapBack[1]).toBe('ALTER TABLE "public"."gi" DROP CONSTRAINT IF EXISTS "gi_parent_fk"');
+      expect(swapBack.at(-1)).toBe(
+        'ALTER TABLE "public"."gi" ADD CONSTRAINT "gi_parent_fk" FOREIGN KEY (parent_id, parent_at) ' +
+          'REFERENCES gi(id, created_at) ON DELETE CASCADE NOT VALID',
+      );
+      const cutover = method ? p.sql.attach!.cutover : p.sql.cutover;
+      expect(cutover).toContain('ALTER TABLE "public"."gi" DROP CONSTRAINT "gi_parent_fk"');
+      expect(p.givenUp.join(' ')).not.toMatch(/gi_parent_fk/);
+      expect(p.warnings.join(' ')).toMatch(/Foreign key gi_parent_fk of public\.gi on itself is kept/);
+      const steps = planStatements(p).map((x) => `${x.step}: ${x.sql}`);
+      expect(steps).toContain('validate kept keys: ALTER TABLE "public"."gi" VALIDATE CONSTRAINT "gi_parent_fk"');
+    }
+  });
+
+  it('stays NOT VALID when the source holds it so; refused before 18, and when it names the id alone', () => {
+    const nv = { ...fk, def: `${fk.def} NOT VALID` };
+    const p = buildPlan(fixture({ serverVersionNum: 180004, inboundForeignKeys: [nv] }), opts);
+    expect(p.sql.keptKeys!.add).toEqual([`ALTER TABLE "public"."gi" ADD CONSTRAINT "gi_parent_fk" ${nv.def}`]);
+    expect(p.sql.keptKeys!.validate).toEqual([]);
+    expect(() => buildPlan(fixture({ serverVersionNum: 170006, inboundForeignKeys: [fk] }), opts)).toThrow(
+      /public\.gi references itself by foreign key gi_parent_fk .*keeps it only on 18/,
+    );
+    const byId = { ...fk, def: 'FOREIGN KEY (parent_id) REFERENCES gi(id)' };
+    expect(() => buildPlan(fixture({ serverVersionNum: 180004, inboundForeignKeys: [byId] }), opts)).toThrow(
+      /unique only together with created_at, so it cannot be kept/,
+    );
+    const dropped = buildPlan(fixture({ serverVersionNum: 170006, inboundForeignKeys: [fk] }), {
+      ...opts,
+      inboundForeignKeys: 'drop',
+    });
+    expect(dropped.sql.keptKeys).toBeUndefined();
+    expect(dropped.givenUp.join(' ')).toMatch(/foreign key gi_parent_fk of public\.gi on itself: dropped/);
+  });
+});
+
 describe("the primary key's widening (issue 29, item 6)", () => {
   it('is refused when pg_stat_statements could not show the statements, naming the way to accept it', () => {
     expect(() => buildPlan(fixture({ appStatements: null }), opts)).toThrow(

@@ -7,6 +7,7 @@ import {
   explicitStatisticsTarget,
   hasDetachConcurrently,
   hasTidRangeScan,
+  hasForeignKeyNotValidOnPartitioned,
   hasNotNullNotValid,
   majorOf,
   provenNotNullSql,
@@ -84,6 +85,11 @@ describe('PostgreSQL versions', () => {
       expect(plannedFixSql(nn, { ...info, serverVersionNum: V[18] }, 100).notes.join(' ')).toMatch(
         /PostgreSQL 18: NOT NULL added NOT VALID and validated, no CHECK detour/,
       );
+    });
+
+    it('18 adds a foreign key to a partitioned table NOT VALID: a key of the table on itself is kept from 18 on', () => {
+      for (const v of [V[13], V[14], V[15], V[16], V[17]]) expect(hasForeignKeyNotValidOnPartitioned(v)).toBe(false);
+      expect(hasForeignKeyNotValidOnPartitioned(V[18])).toBe(true);
     });
 
     it('18 sets attnotnull for a NOT VALID not-null constraint too: proven only without an unvalidated one', () => {
