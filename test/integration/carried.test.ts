@@ -987,5 +987,30 @@ describe('item 4: self-referencing foreign keys', () => {
     expect((await db.pool.query(`SELECT count(*)::int AS n FROM tk WHERE op IN ('root', 'reply')`)).rows[0].n).toBe(
       800,
     );
+    // maintenance attaches new months under the key (the ATTACH gives each its clone), and they are checked too
+    const m = await env.client.workflow.execute('maintainPartitions', {
+      taskQueue: TQ,
+      workflowId: `carried-maint-${Date.now()}`,
+      args: [{ tables: [{ table: 'tk', premake: 4 }] }],
+    });
+    expect(m.failures).toEqual([]);
+    const ahead = (parent: number, parentAt: string) =>
+      db.pool
+        .query(
+          `INSERT INTO tk (created_at, parent_id, parent_at, op)
+           VALUES (date_trunc('month', now()) + interval '3 months 1 day', $1, $2, 'ahead')
+           RETURNING tableoid::regclass::text AS part`,
+          [parent, parentAt],
+        )
+        .then(
+          (x) => x.rows[0].part as string,
+          (e: { code?: string }) => e.code,
+        );
+    expect(await ahead(roots[0].id, roots[0].created_at)).toMatch(/^tk_\d{4}_\d{2}$/);
+    expect(await ahead(987654, roots[0].created_at)).toBe('23503');
+    const invalid = await db.pool.query(
+      `SELECT count(*)::int AS n FROM pg_constraint WHERE conname LIKE 'tk_parent_fk%' AND NOT convalidated`,
+    );
+    expect(invalid.rows[0].n).toBe(0);
   });
 });
