@@ -49,7 +49,11 @@ export function keptKeysSql(ctx: PlanContext): KeptKeysSql | undefined {
         'lock for 49 partitions on PostgreSQL 18 here)' +
         (notValid(fk)
           ? ', and it stays NOT VALID as it is now.'
-          : ', then validates it with writes going on (PostgreSQL 18).'),
+          : ', then validates it with writes going on (PostgreSQL 18)' +
+            (ctx.opts.method === 'attach'
+              ? ': on the attach path that reads every row of the history partition, whose autovacuum waits ' +
+                'meanwhile, and the run goes on to the rollback window after it.'
+              : '.')),
     );
   }
   return {
