@@ -160,14 +160,29 @@ export function finishDetachSql(table: TableRef, part: TableRef): string {
  * per source schema); `drop` drops it; `dump` drops it once the executor has written and verified its dump;
  * `none` leaves it where it is.
  */
-export function archiveStep(part: TableRef, mode: ArchiveMode, archive: string): MaintenanceStep {
+export function archiveStep(
+  part: TableRef,
+  mode: ArchiveMode,
+  archive: string,
+  foreignKeys: string[] = [],
+): MaintenanceStep {
   const base = { step: 'archive' as const, partition: part.name, locks: [] };
   const drop = `DROP TABLE ${qualified(part)}`;
+  // a partition keeps the table's foreign keys when detached: kept, a DELETE of a row they reference in a live
+  // table would cascade into the archive (or fail on it); an archive is a record, not live rows (no undo: an
+  // ATTACH gives the partition the parent's keys again)
+  const unlink = foreignKeys.map((k) => `ALTER TABLE ${qualified(part)} DROP CONSTRAINT ${q(k)}`);
+  const unlinked = foreignKeys.length ? `; its foreign keys ${foreignKeys.join(', ')} dropped first` : '';
   if (mode === 'detach') {
     return {
       ...base,
-      forward: [`CREATE SCHEMA IF NOT EXISTS ${q(archive)}`, `ALTER TABLE ${qualified(part)} SET SCHEMA ${q(archive)}`],
+      forward: [
+        ...unlink,
+        `CREATE SCHEMA IF NOT EXISTS ${q(archive)}`,
+        `ALTER TABLE ${qualified(part)} SET SCHEMA ${q(archive)}`,
+      ],
       undo: [`ALTER TABLE ${qualified({ schema: archive, name: part.name })} SET SCHEMA ${q(part.schema)}`],
+      ...(unlinked ? { note: `moved to ${archive}${unlinked}` } : {}),
     };
   }
   if (mode === 'drop') return { ...base, forward: [drop], undo: [], note: 'a dropped partition cannot be undone' };
@@ -181,5 +196,5 @@ export function archiveStep(part: TableRef, mode: ArchiveMode, archive: string):
         'restore it from the file',
     };
   }
-  return { ...base, forward: [], undo: [], note: 'left in place as a table of its own' };
+  return { ...base, forward: unlink, undo: [], note: `left in place as a table of its own${unlinked}` };
 }

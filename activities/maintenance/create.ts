@@ -22,12 +22,12 @@ import type { TableReport } from './report';
 
 /** The month's partition, reported as created or skipped. */
 async function create(pool: Pool, log: Logger, spec: MaintainTableSpec, p: Parted, m: Month, report: TableReport) {
-  // a dry run's rescue planned it already: the premake would find it made
-  if (report.planned?.some((x) => x.step === 'create partition' && x.partition === partitionName(spec.table.name, m))) {
-    return;
-  }
+  const name = partitionName(spec.table.name, m);
+  // a dry run's rescue planned it already (the premake would find it made), or the rescue skipped it already
+  if (report.planned?.some((x) => x.step === 'create partition' && x.partition === name)) return;
+  if (report.skipped.some((x) => x.partition === name)) return;
   const r = await ensureMonth(pool, log, spec, p, m);
-  if (r && 'skipped' in r) report.skipped.push({ partition: partitionName(spec.table.name, m), reason: r.skipped });
+  if (r && 'skipped' in r) report.skipped.push({ partition: name, reason: r.skipped });
   else if (r && 'planned' in r) report.planned = [...(report.planned ?? []), r.planned];
   else if (r) report.created.push(r);
 }

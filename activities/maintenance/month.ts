@@ -119,6 +119,27 @@ export async function referencing(
   return needed;
 }
 
+/**
+ * The foreign keys referencing `oid` whose referencing table has no valid index led by the key's columns, as
+ * `<table> (<columns>)`: finding the rows they reference would scan that table, under the month's locks.
+ */
+export async function unindexedReferences(c: PoolClient | Pool, oid: number): Promise<string[]> {
+  const r = await c.query(
+    `SELECT format('%s (%s)', con.conrelid::regclass,
+                   (SELECT string_agg(quote_ident(attname), ', ' ORDER BY array_position(con.conkey, attnum))
+                      FROM pg_attribute WHERE attrelid = con.conrelid AND attnum = ANY (con.conkey))) AS k
+       FROM pg_constraint con
+      WHERE con.contype = 'f' AND con.confrelid = $1 AND con.conparentid = 0
+        AND NOT EXISTS (SELECT FROM pg_index i
+                         WHERE i.indrelid = con.conrelid AND i.indisvalid AND i.indpred IS NULL
+                           AND (i.indkey::int2[])[0:cardinality(con.conkey) - 1] @> con.conkey
+                           AND con.conkey @> (i.indkey::int2[])[0:cardinality(con.conkey) - 1])
+      ORDER BY 1`,
+    [oid],
+  );
+  return r.rows.map((x) => x.k as string);
+}
+
 /** What the month's statements need (src/maintenanceSql.ts), read from the catalog. */
 export async function partedTable(c: PoolClient | Pool, spec: MaintainTableSpec, p: Parted): Promise<PartedTable> {
   const cols = await c.query(
@@ -212,6 +233,21 @@ export async function ensureMonth(
     const range = `${col} >= ${lo} AND ${col} < ${hi}`;
     const skip = await tooLongToLock(pool, spec, p.def, range);
     if (skip) return { skipped: skip };
+    // the month's rows that a foreign key references stay (createAndAttach); finding them under the lock must
+    // not scan a referencing table
+    const unindexed = await unindexedReferences(pool, p.oid);
+    const waiting = unindexed.length
+      ? (await pool.query(`SELECT EXISTS (SELECT FROM ${qualified(p.def)} WHERE ${range}) AS x`)).rows[0].x
+      : false;
+    if (waiting) {
+      return {
+        skipped:
+          `rows of ${formatMonth(m)} wait in ${displayName(p.def)}, and no index leads with the columns of the ` +
+          `foreign key(s) ${unindexed.join(', ')} that reference ${displayName(t)}: finding which rows they ` +
+          'reference would scan those tables under the lock that blocks writes; create such an index ' +
+          '(createIndexes), then the next run creates the month',
+      };
+    }
   }
   if (spec.dryRun) return { planned: monthStep(await partedTable(pool, spec, p), m, spec.timeZone) };
   const l = log.child({ table: displayName(t), month: formatMonth(m) });

@@ -98,6 +98,15 @@ async function detach(pool: Pool, l: Logger, spec: MaintainTableSpec, step: Main
   }
 }
 
+/** The foreign keys a (detached or attached) partition has, by name. */
+async function foreignKeysOf(pool: Pool, part: TableRef): Promise<string[]> {
+  const r = await pool.query(
+    `SELECT conname FROM pg_constraint WHERE conrelid = to_regclass($1) AND contype = 'f' ORDER BY conname`,
+    [qualified(part)],
+  );
+  return r.rows.map((x) => x.conname as string);
+}
+
 /** A detached partition archived as the table's mode says. */
 async function archiveOne(pool: Pool, l: Logger, spec: MaintainTableSpec, name: string, report: TableReport) {
   const ref = { schema: spec.table.schema, name };
@@ -108,13 +117,18 @@ async function archiveOne(pool: Pool, l: Logger, spec: MaintainTableSpec, name: 
   }
   const entry: TableReport['archived'][number] = { partition: name, mode: spec.archive };
   const archive = archiveSchema(spec.table.schema);
-  const step = archiveStep(ref, spec.archive, archive);
+  const keys = await foreignKeysOf(pool, ref);
+  const step = archiveStep(ref, spec.archive, archive, keys);
   const run = (sql: string, what: string) => withLockRetry(pool, l, what, spec.lockTimeoutMs, (c) => c.query(sql));
+  // detach, none: the detached partition's foreign keys go first (archiveStep); a retry finds fewer
+  const unlink = spec.archive === 'detach' || spec.archive === 'none' ? step.forward.slice(0, keys.length) : [];
+  for (const sql of unlink) await run(sql, 'drop the foreign key of the detached partition');
+  const dropped = keys.length && unlink.length ? `; its foreign keys ${keys.join(', ')} dropped` : '';
   if (spec.archive === 'detach') {
-    const [createSchema, move] = step.forward;
+    const [createSchema, move] = step.forward.slice(keys.length);
     await pool.query(createSchema);
     await run(move, 'archive');
-    entry.note = `now ${displayName({ schema: archive, name })}`;
+    entry.note = `now ${displayName({ schema: archive, name })}${dropped}`;
   } else if (spec.archive === 'drop') {
     await run(step.forward[0], 'drop');
   } else if (spec.archive === 'dump') {
@@ -132,7 +146,7 @@ async function archiveOne(pool: Pool, l: Logger, spec: MaintainTableSpec, name: 
     });
     await run(step.forward[0], 'drop');
   } else {
-    entry.note = `detached, left as ${qualified(ref)}`;
+    entry.note = `detached, left as ${qualified(ref)}${dropped}`;
   }
   await archiveLog(pool, spec, name, 'archived');
   report.archived.push(entry);
@@ -162,7 +176,7 @@ export async function retire(pool: Pool, l: Logger, spec: MaintainTableSpec, p: 
     const { step, note } = await detachOf(pool, spec, p, ref);
     if (spec.dryRun) {
       plan(report, { ...step, ...(note ? { note } : {}) });
-      plan(report, archiveStep(ref, spec.archive, archive));
+      plan(report, archiveStep(ref, spec.archive, archive, await foreignKeysOf(pool, ref)));
       continue;
     }
     await archiveLog(pool, spec, part.name, 'detaching');
@@ -171,7 +185,8 @@ export async function retire(pool: Pool, l: Logger, spec: MaintainTableSpec, p: 
     pending.push(part.name);
   }
   for (const name of pending) {
-    if (spec.dryRun) plan(report, archiveStep({ schema: spec.table.schema, name }, spec.archive, archive));
+    const ref = { schema: spec.table.schema, name };
+    if (spec.dryRun) plan(report, archiveStep(ref, spec.archive, archive, await foreignKeysOf(pool, ref)));
     else await archiveOne(pool, l, spec, name, report);
   }
 }

@@ -5,7 +5,7 @@
 import { ApplicationFailure } from '@temporalio/common';
 import type { PoolClient } from 'pg';
 import { failure } from '../../src/failures';
-import { displayName, quoteIdent } from '../../src/ident';
+import { displayName, qualified, quoteIdent } from '../../src/ident';
 import { Plan, shapeDifferences, splitLock } from '../../src/plan';
 import type { KeyLogApplySql } from '../../src/plan/keylog';
 import { viewDifferences } from '../../src/plan/views';
@@ -226,12 +226,15 @@ async function drainUnderLock(c: PoolClient, plan: Plan, keyLog: KeyLogApplySql)
 export async function validateInbound({ pool, log }: Deps, plan: Plan, lockTimeoutMs: number): Promise<string[]> {
   const l = stepLog(log, 'swap-back', plan.table);
   const notRestored: string[] = [];
-  for (const [i, sql] of plan.sql.validateInbound.entries()) {
+  for (const sql of plan.sql.validateInbound) {
     try {
       await withLockRetry(pool, l, 'validate re-added foreign key', lockTimeoutMs, (c) => c.query(sql));
     } catch (err) {
       if (!(err instanceof ApplicationFailure && err.type === 'DatabaseError')) throw err;
-      const fk = plan.inboundForeignKeys[i];
+      // the key the statement names (newer plans list none for a key the source did not hold valid)
+      const fk = plan.inboundForeignKeys.find(
+        (k) => sql === `ALTER TABLE ${qualified(k.table)} VALIDATE CONSTRAINT ${quoteIdent(k.name)}`,
+      )!;
       const t = displayName(fk.table);
       const name = /^[a-z_][a-z0-9_$]*$/.test(fk.name) ? fk.name : quoteIdent(fk.name);
       notRestored.push(

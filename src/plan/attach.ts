@@ -31,6 +31,7 @@ import { lockAll, serialOwnedBySql } from './cutover';
 import { carriedPoliciesSql } from './policies';
 import { movePublicationsSql } from './publications';
 import type { IndexRename } from './types';
+import { addForeignKeySql } from './foreignKeys';
 import { carriedViewsSql } from './views';
 
 export interface AttachSql {
@@ -226,9 +227,7 @@ function swapBackSql(ctx: PlanContext, n: Names, renames: IndexRename[], dropKep
     ...n.ownedBy,
     ...carriedViewsSql(info.views ?? []),
     ...movePublicationsSql(info, ctx.shadow, table, false),
-    ...info.inboundForeignKeys.map(
-      (fk) => `ALTER TABLE ${qualified(fk.table)} ADD CONSTRAINT ${q(fk.name)} ${fk.def} NOT VALID`,
-    ),
+    ...info.inboundForeignKeys.map((fk) => addForeignKeySql(fk.table, fk)),
   ];
 }
 

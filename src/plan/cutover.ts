@@ -10,6 +10,7 @@ import { keyLogApplySql } from './keylog';
 import { dropTriggersSql, guardViewSql, keyLogOf, keyLogSpec, keyLogSyncSql, syncObjects } from './sync';
 import { carriedTriggersSql } from './triggers';
 import { keepsSelfKey } from './selfKeys';
+import { addForeignKeySql, validateForeignKeySql } from './foreignKeys';
 import { carriedViewsSql } from './views';
 import { carriedPoliciesSql } from './policies';
 import { movePublicationsSql, publicationWarnings } from './publications';
@@ -142,14 +143,11 @@ export function cutoverStep(
     ...carriedTriggersSql(info.triggers ?? [], table, old).swapBack,
     ...carriedViewsSql(info.views ?? []),
     ...movePublicationsSql(info, ctx.shadow, table, false),
-    ...info.inboundForeignKeys.map(
-      (fk) => `ALTER TABLE ${qualified(fk.table)} ADD CONSTRAINT ${q(fk.name)} ${fk.def} NOT VALID`,
-    ),
+    ...info.inboundForeignKeys.map((fk) => addForeignKeySql(fk.table, fk)),
   ];
   ctx.warnings.push(...publicationWarnings(info));
-  const validateInbound = info.inboundForeignKeys.map(
-    (fk) => `ALTER TABLE ${qualified(fk.table)} VALIDATE CONSTRAINT ${q(fk.name)}`,
-  );
+  // a key the source held NOT VALID or NOT ENFORCED comes back so, and is not validated
+  const validateInbound = info.inboundForeignKeys.flatMap((fk) => validateForeignKeySql(fk.table, fk) ?? []);
   const dropped = info.inboundForeignKeys.filter((f) => !keepsSelfKey(info, f));
   if (dropped.length) {
     const list = dropped.map((f) => `${displayName(f.table)}.${f.name}`).join(', ');

@@ -19,6 +19,7 @@ import { referencedColumns, referencesItself, type ForeignKeyInfo, type TableInf
 import { hasForeignKeyNotValidOnPartitioned } from '../versions';
 import { PlanContext, q } from './context';
 import type { KeptKeysSql } from './types';
+import { addForeignKeySql, uncheckedAtSource, validateForeignKeySql } from './foreignKeys';
 
 /** Whether the new table keeps this foreign key of the table on itself (see the module comment). */
 export function keepsSelfKey(
@@ -34,32 +35,39 @@ export function keepsSelfKey(
   );
 }
 
-/** A key the source holds NOT VALID stays so: the rows it never checked are not checked now either. */
-const notValid = (fk: ForeignKeyInfo) => / NOT VALID$/.test(fk.def);
-
 export function keptKeysSql(ctx: PlanContext): KeptKeysSql | undefined {
   const { info, table } = ctx;
-  const kept = info.inboundForeignKeys.filter((fk) => keepsSelfKey(info, fk));
+  // by name, last first: PostgreSQL names the clones of a key on a partitioned table `<name>_1`, `<name>_2`, ...
+  // choosing names not taken yet, so a key called like another's clone (x and x_1) is added before it
+  const kept = info.inboundForeignKeys
+    .filter((fk) => keepsSelfKey(info, fk))
+    .sort((a, b) => (a.name < b.name ? 1 : a.name > b.name ? -1 : 0));
   if (!kept.length) return undefined;
-  const t = qualified(table);
   for (const fk of kept) {
+    const held = / NOT ENFORCED\b/.test(fk.def) ? 'NOT ENFORCED' : 'NOT VALID';
     ctx.warnings.push(
       `Foreign key ${fk.name} of ${displayName(table)} on itself is kept: the cut-over adds it to the new table ` +
-        'NOT VALID (new writes checked from then, no scan under the lock; its catalog work took 12 ms of the ' +
-        'lock for 49 partitions on PostgreSQL 18 here)' +
-        (notValid(fk)
-          ? ', and it stays NOT VALID as it is now.'
-          : ', then validates it with writes going on (PostgreSQL 18)' +
+        (uncheckedAtSource(fk)
+          ? `${held} as the source holds it (no scan under the lock; it is not validated).`
+          : 'NOT VALID (new writes checked from then, no scan under the lock; its catalog work took 12 ms of the ' +
+            'lock for 49 partitions on PostgreSQL 18 here), then validates it with writes going on' +
             (ctx.opts.method === 'attach'
               ? ': on the attach path that reads every row of the history partition, whose autovacuum waits ' +
                 'meanwhile, and the run goes on to the rollback window after it.'
               : '.')),
     );
   }
+  ctx.warnings.push(
+    `On the partitioned table PostgreSQL reports a violation of ${kept.map((fk) => fk.name).join(', ')} naming a ` +
+      "partition as the table, and a DELETE or UPDATE of a referenced row names one of the key's per-partition " +
+      'clones (<name>_<n>) as the constraint: application code that matches on those names sees others. A row ' +
+      'that references itself cannot move to another month (23503), and REPEATABLE READ or SERIALIZABLE ' +
+      'transactions may get 23503 where they got 40001 (and the reverse) for a parent changed after their snapshot.',
+  );
   return {
     names: kept.map((fk) => fk.name),
-    add: kept.map((fk) => `ALTER TABLE ${t} ADD CONSTRAINT ${q(fk.name)} ${fk.def}${notValid(fk) ? '' : ' NOT VALID'}`),
-    validate: kept.filter((fk) => !notValid(fk)).map((fk) => `ALTER TABLE ${t} VALIDATE CONSTRAINT ${q(fk.name)}`),
-    drop: kept.map((fk) => `ALTER TABLE ${t} DROP CONSTRAINT IF EXISTS ${q(fk.name)}`),
+    add: kept.map((fk) => addForeignKeySql(table, fk)),
+    validate: kept.flatMap((fk) => validateForeignKeySql(table, fk) ?? []),
+    drop: kept.map((fk) => `ALTER TABLE ${qualified(table)} DROP CONSTRAINT IF EXISTS ${q(fk.name)}`),
   };
 }

@@ -833,7 +833,9 @@ describe('item 4: self-referencing foreign keys', () => {
     await db.pool
       .query(`CREATE TABLE tk (id bigserial PRIMARY KEY, created_at timestamptz NOT NULL, parent_id bigint, parent_at timestamptz,
                            op text, UNIQUE (id, created_at),
-                           CONSTRAINT tk_parent_fk FOREIGN KEY (parent_id, parent_at) REFERENCES tk (id, created_at))`);
+                           CONSTRAINT tk_parent_fk FOREIGN KEY (parent_id, parent_at) REFERENCES tk (id, created_at),
+                           -- named like the first one's per-partition clones (tk_parent_fk_1, ...)
+                           CONSTRAINT tk_parent_fk_1 FOREIGN KEY (parent_id, parent_at) REFERENCES tk (id, created_at))`);
     // roots 1..200 spread over months, then replies to them (some in other months than their root)
     await db.pool.query(
       `INSERT INTO tk (created_at, op) SELECT now() - g * interval '9 hours', 'root' FROM generate_series(1, 200) g`,
@@ -865,19 +867,21 @@ describe('item 4: self-referencing foreign keys', () => {
     /** The key where it is: `<table> <validated>` of the top-level constraint, and how many clones are not valid. */
     const keyState = async () => {
       const r = await db.pool.query(
-        `SELECT coalesce(string_agg(conrelid::regclass::text || ' ' || convalidated::text, ', ') FILTER (WHERE conparentid = 0), '') AS top,
+        `SELECT coalesce(string_agg(conrelid::regclass::text || ' ' || convalidated::text, ', ' ORDER BY conname) FILTER (WHERE conparentid = 0), '') AS top,
                 count(*) FILTER (WHERE NOT convalidated)::int AS invalid, count(*)::int AS n,
-                string_agg(pg_get_constraintdef(oid), '') FILTER (WHERE conparentid = 0) AS def
+                string_agg(conname || ' ' || pg_get_constraintdef(oid), '; ' ORDER BY conname) FILTER (WHERE conparentid = 0) AS def
            FROM pg_constraint WHERE contype = 'f' AND conname LIKE 'tk_parent_fk%'`,
       );
       return r.rows[0] as { top: string; invalid: number; n: number; def: string };
     };
     const original = await keyState();
-    expect(original.top).toBe('tk true');
+    expect(original.top).toBe('tk true, tk true');
     const dry = await (await start({ table: 'tk', dryRun: true })).result();
     expect(dry.plan.givenUp.join(' ')).not.toMatch(/tk_parent_fk/);
     expect(dry.plan.warnings.join(' ')).toMatch(/Foreign key tk_parent_fk of public\.tk on itself is kept/);
+    // the one named like the other's clones first: PostgreSQL names those clones around the names taken
     expect(dry.plan.sql.keptKeys.add).toEqual([
+      'ALTER TABLE "public"."tk" ADD CONSTRAINT "tk_parent_fk_1" FOREIGN KEY (parent_id, parent_at) REFERENCES tk(id, created_at) NOT VALID',
       'ALTER TABLE "public"."tk" ADD CONSTRAINT "tk_parent_fk" FOREIGN KEY (parent_id, parent_at) REFERENCES tk(id, created_at) NOT VALID',
     ]);
     expect(JSON.stringify(dry.plan.sql.shadowForeignKeys)).not.toContain('tk_parent_fk');
@@ -941,7 +945,7 @@ describe('item 4: self-referencing foreign keys', () => {
     const h = await start({ table: 'tk', approval: 'auto', rollbackWindow: '1h', batchSize: 100 });
     await waitFor(h, (x) => x.phase === 'rollback-window', 'cut-over');
     const onNew = await keyState();
-    expect(onNew.top).toBe('tk true');
+    expect(onNew.top).toBe('tk true, tk true');
     expect(onNew.invalid).toBe(0);
     expect(onNew.n).toBeGreaterThan(2); // the partitions' clones
     expect(onNew.def).toBe(original.def);
@@ -957,7 +961,7 @@ describe('item 4: self-referencing foreign keys', () => {
     const a = await start({ table: 'tk', method: 'attach', approval: 'auto', rollbackWindow: '1h' });
     await waitFor(a, (x) => x.phase === 'rollback-window', 'attach cut-over');
     const attached = await keyState();
-    expect(attached.top).toBe('tk true');
+    expect(attached.top).toBe('tk true, tk true');
     expect(attached.invalid).toBe(0);
     expect(await orphan()).toBe('23503');
     await sleep(500);
@@ -972,7 +976,7 @@ describe('item 4: self-referencing foreign keys', () => {
     running = false;
     await Promise.all(lanes);
     const kept = await keyState();
-    expect(kept.top).toBe('tk true');
+    expect(kept.top).toBe('tk true, tk true');
     expect(kept.invalid).toBe(0);
     expect(await orphan()).toBe('23503');
     expect(errors).toEqual([]);

@@ -90,4 +90,19 @@ describe('maintainPartitions statements', () => {
     expect(archiveStep(part, 'dump', 'x').note).toMatch(/after its dump .* is verified/);
     expect(archiveStep(part, 'none', 'x')).toMatchObject({ forward: [], undo: [] });
   });
+
+  it("the detached partition's foreign keys dropped first where it is kept (detach, none): no live DELETE reaches it", () => {
+    const part = { schema: 'app', name: 'ev_2020_01' };
+    const drops = ['ALTER TABLE "app"."ev_2020_01" DROP CONSTRAINT "ev_user_fk"'];
+    expect(archiveStep(part, 'detach', 'app_archive', ['ev_user_fk'])).toMatchObject({
+      forward: [
+        ...drops,
+        'CREATE SCHEMA IF NOT EXISTS "app_archive"',
+        'ALTER TABLE "app"."ev_2020_01" SET SCHEMA "app_archive"',
+      ],
+      note: 'moved to app_archive; its foreign keys ev_user_fk dropped first',
+    });
+    expect(archiveStep(part, 'none', 'x', ['ev_user_fk'])).toMatchObject({ forward: drops, undo: [] });
+    expect(archiveStep(part, 'drop', 'x', ['ev_user_fk']).forward).toEqual(['DROP TABLE "app"."ev_2020_01"']);
+  });
 });

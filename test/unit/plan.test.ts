@@ -566,6 +566,28 @@ describe('a foreign key of the table on itself that carries the partition column
     }
   });
 
+  it('a key the source holds NOT VALID or NOT ENFORCED comes back so and is not validated, inbound keys alike', () => {
+    const ne = { ...fk, def: 'FOREIGN KEY (parent_id, parent_at) REFERENCES gi(id, created_at) NOT ENFORCED' };
+    const p = buildPlan(fixture({ serverVersionNum: 180004, inboundForeignKeys: [ne] }), opts);
+    expect(p.sql.keptKeys!.add).toEqual([`ALTER TABLE "public"."gi" ADD CONSTRAINT "gi_parent_fk" ${ne.def}`]);
+    expect(p.sql.keptKeys!.validate).toEqual([]);
+    expect(p.warnings.join(' ')).toMatch(/gi_parent_fk of public\.gi on itself is kept: .* NOT ENFORCED as the source/);
+    const other = {
+      name: 'fk_x',
+      def: 'FOREIGN KEY (gi_id) REFERENCES gi(id) NOT VALID',
+      table: { schema: 'public', name: 'likes' },
+    };
+    const q = buildPlan(fixture({ inboundForeignKeys: [other] }), { ...opts, inboundForeignKeys: 'drop' });
+    expect(q.sql.swapBack).toContain(`ALTER TABLE "public"."likes" ADD CONSTRAINT "fk_x" ${other.def}`);
+    expect(q.sql.validateInbound).toEqual([]);
+  });
+
+  it('keys named like the clones of another (x, x_1) are added last name first', () => {
+    const one = { ...fk, name: 'gi_parent_fk_1' };
+    const p = buildPlan(fixture({ serverVersionNum: 180004, inboundForeignKeys: [fk, one] }), opts);
+    expect(p.sql.keptKeys!.names).toEqual(['gi_parent_fk_1', 'gi_parent_fk']);
+  });
+
   it('stays NOT VALID when the source holds it so; refused before 18, and when it names the id alone', () => {
     const nv = { ...fk, def: `${fk.def} NOT VALID` };
     const p = buildPlan(fixture({ serverVersionNum: 180004, inboundForeignKeys: [nv] }), opts);
