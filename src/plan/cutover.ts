@@ -108,6 +108,19 @@ function cutoverSql(ctx: PlanContext, renames: IndexRename[], dropSyncTrigger: s
   ];
 }
 
+/** What a snapshot older than the cut-over sees (docs/sync-design.md, "Known limit"). */
+function snapshotWarning(ctx: PlanContext): void {
+  if (ctx.opts.method === 'attach') return;
+  ctx.warnings.push(
+    'A REPEATABLE READ or SERIALIZABLE transaction whose snapshot was taken before the cut-over committed and that ' +
+      'first touches the table after it reads the new table as of its snapshot: rows partflow copied after that ' +
+      'snapshot (those the application changed just before the cut-over) are not there for it, so it can read ' +
+      'them stale, get 40001 updating them, or update or delete 0 rows of one inserted just before (as with ' +
+      "PostgreSQL's own table rewrites; READ COMMITTED statements take their snapshot after the lock and are " +
+      'exact). The attach path leaves the rows in place and has no such moment.',
+  );
+}
+
 export function cutoverStep(
   ctx: PlanContext,
   renames: IndexRename[],
@@ -146,6 +159,7 @@ export function cutoverStep(
     ...info.inboundForeignKeys.map((fk) => addForeignKeySql(fk.table, fk)),
   ];
   ctx.warnings.push(...publicationWarnings(info));
+  snapshotWarning(ctx);
   // a key the source held NOT VALID or NOT ENFORCED comes back so, and is not validated
   const validateInbound = info.inboundForeignKeys.flatMap((fk) => validateForeignKeySql(fk.table, fk) ?? []);
   const dropped = info.inboundForeignKeys.filter((f) => !keepsSelfKey(info, f));
