@@ -171,7 +171,7 @@ export function archiveStep(
   // a partition keeps the table's foreign keys when detached: kept, a DELETE of a row they reference in a live
   // table would cascade into the archive (or fail on it); an archive is a record, not live rows (no undo: an
   // ATTACH gives the partition the parent's keys again)
-  const unlink = foreignKeys.map((k) => `ALTER TABLE ${qualified(part)} DROP CONSTRAINT ${q(k)}`);
+  const unlink = foreignKeys.map((k) => `ALTER TABLE ${qualified(part)} DROP CONSTRAINT IF EXISTS ${q(k)}`);
   const unlinked = foreignKeys.length ? `; its foreign keys ${foreignKeys.join(', ')} dropped first` : '';
   if (mode === 'detach') {
     return {

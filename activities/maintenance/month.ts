@@ -120,7 +120,7 @@ export async function referencing(
 }
 
 /**
- * The foreign keys referencing `oid` whose referencing table has no valid index led by the key's columns, as
+ * The foreign keys referencing `oid` whose referencing table has no valid btree index led by the key's columns, as
  * `<table> (<columns>)`: finding the rows they reference would scan that table, under the month's locks.
  */
 export async function unindexedReferences(c: PoolClient | Pool, oid: number): Promise<string[]> {
@@ -130,8 +130,9 @@ export async function unindexedReferences(c: PoolClient | Pool, oid: number): Pr
                       FROM pg_attribute WHERE attrelid = con.conrelid AND attnum = ANY (con.conkey))) AS k
        FROM pg_constraint con
       WHERE con.contype = 'f' AND con.confrelid = $1 AND con.conparentid = 0
-        AND NOT EXISTS (SELECT FROM pg_index i
+        AND NOT EXISTS (SELECT FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
                          WHERE i.indrelid = con.conrelid AND i.indisvalid AND i.indpred IS NULL
+                           AND ic.relam = (SELECT oid FROM pg_am WHERE amname = 'btree')
                            AND (i.indkey::int2[])[0:cardinality(con.conkey) - 1] @> con.conkey
                            AND con.conkey @> (i.indkey::int2[])[0:cardinality(con.conkey) - 1])
       ORDER BY 1`,

@@ -98,10 +98,15 @@ async function detach(pool: Pool, l: Logger, spec: MaintainTableSpec, step: Main
   }
 }
 
-/** The foreign keys a (detached or attached) partition has, by name. */
+/**
+ * The foreign keys a (detached or attached) partition has, by name: not the clones a key referencing a
+ * partitioned table has on the same table (`<key>_<n>`, one per referenced partition), which go with their key.
+ */
 async function foreignKeysOf(pool: Pool, part: TableRef): Promise<string[]> {
   const r = await pool.query(
-    `SELECT conname FROM pg_constraint WHERE conrelid = to_regclass($1) AND contype = 'f' ORDER BY conname`,
+    `SELECT k.conname FROM pg_constraint k WHERE k.conrelid = to_regclass($1) AND k.contype = 'f'
+        AND NOT EXISTS (SELECT FROM pg_constraint p WHERE p.oid = k.conparentid AND p.conrelid = k.conrelid)
+      ORDER BY k.conname`,
     [qualified(part)],
   );
   return r.rows.map((x) => x.conname as string);

@@ -37,11 +37,18 @@ export function keepsSelfKey(
 
 export function keptKeysSql(ctx: PlanContext): KeptKeysSql | undefined {
   const { info, table } = ctx;
-  // by name, last first: PostgreSQL names the clones of a key on a partitioned table `<name>_1`, `<name>_2`, ...
-  // choosing names not taken yet, so a key called like another's clone (x and x_1) is added before it
+  // PostgreSQL names the clones of a key on a partitioned table `<name>_1`, `<name>_2`, ... (the name cut to fit 63
+  // bytes first), choosing names not taken yet: a key called like another's clone (x and x_1, x_1 and x_1_1) is
+  // added before it, so names ending in _<digits> first, the longer first
+  const cloneLike = (n: string) => (/_\d+$/.test(n) ? 1 : 0);
   const kept = info.inboundForeignKeys
     .filter((fk) => keepsSelfKey(info, fk))
-    .sort((a, b) => (a.name < b.name ? 1 : a.name > b.name ? -1 : 0));
+    .sort(
+      (a, b) =>
+        cloneLike(b.name) - cloneLike(a.name) ||
+        b.name.length - a.name.length ||
+        (a.name < b.name ? 1 : a.name > b.name ? -1 : 0),
+    );
   if (!kept.length) return undefined;
   for (const fk of kept) {
     const held = / NOT ENFORCED\b/.test(fk.def) ? 'NOT ENFORCED' : 'NOT VALID';

@@ -582,10 +582,12 @@ describe('a foreign key of the table on itself that carries the partition column
     expect(q.sql.validateInbound).toEqual([]);
   });
 
-  it('keys named like the clones of another (x, x_1) are added last name first', () => {
-    const one = { ...fk, name: 'gi_parent_fk_1' };
-    const p = buildPlan(fixture({ serverVersionNum: 180004, inboundForeignKeys: [fk, one] }), opts);
-    expect(p.sql.keptKeys!.names).toEqual(['gi_parent_fk_1', 'gi_parent_fk']);
+  it('keys named like the clones of another (x, x_1, x_1_1; a 63-byte name cut to 61 + _1) are added before it', () => {
+    const named = (...names: string[]) =>
+      buildPlan(fixture({ serverVersionNum: 180004, inboundForeignKeys: names.map((name) => ({ ...fk, name })) }), opts)
+        .sql.keptKeys!.names;
+    expect(named('x', 'x_1', 'x_1_1')).toEqual(['x_1_1', 'x_1', 'x']);
+    expect(named('k'.repeat(63), `${'k'.repeat(61)}_1`)).toEqual([`${'k'.repeat(61)}_1`, 'k'.repeat(63)]);
   });
 
   it('stays NOT VALID when the source holds it so; refused before 18, and when it names the id alone', () => {
