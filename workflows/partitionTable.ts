@@ -120,7 +120,8 @@ async function setUp(run: Run): Promise<PartitionTableResult | null> {
       .catch(() => false);
   }
   enter(run, 'preflight');
-  const pre = await act(SHORT, `preflight ${table}: read the catalog, make the plan`).preflight(run.external);
+  // the options validated where the input entered (validateStart), not the input again
+  const pre = await act(SHORT, `preflight ${table}: read the catalog, make the plan`).preflight(opts);
   s.plan = pre.plan;
   if (opts.dryRun) {
     enter(run, 'done');

@@ -4,6 +4,7 @@
  */
 import type { Plan } from '../../src/plan';
 import type { TableRef } from '../../src/ident';
+import type { PartitionOptions } from '../../src/input';
 import { addBoundCheck, buildAttachKey, dropAttachKey, dropBoundCheck } from './attach';
 import { attachCutover, attachRollbackBlocker, attachSwapBack } from './attachCutover';
 import { backfillChunk, BackfillChunkInput } from './backfill';
@@ -26,7 +27,7 @@ export type { VerifyRange, VerifyReport } from './verify';
 
 export function createPartitionActivities(deps: Deps) {
   return {
-    preflight: (rawInput: unknown) => preflight(deps, rawInput),
+    preflight: (input: PartitionOptions | unknown) => preflight(deps, input),
     claimRun: (table: TableRef, plan: Plan) => claimRun(deps, table, plan),
     beginUndo: (table: TableRef) => beginUndo(deps, table),
     releaseRun: (table: TableRef, state: RunState) => releaseRun(deps, table, state),

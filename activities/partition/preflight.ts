@@ -1,5 +1,5 @@
 /** The read-only first step: the input checked against the catalog, and the whole plan built from it. */
-import { validatePartitionInput } from '../../src/input';
+import { PartitionOptions, validatePartitionInput } from '../../src/input';
 import { buildPlan, Plan } from '../../src/plan';
 import { classify, currentWorkflowId, inTransaction, withHeartbeat } from '../runtime/db';
 import { readTableInfo } from '../runtime/inspect';
@@ -16,10 +16,21 @@ export interface PreflightResult {
   summary: string[];
 }
 
-/** Read-only: validates the input against the catalog and returns the full plan. */
-export async function preflight({ pool, log }: Deps, rawInput: unknown): Promise<PreflightResult> {
+/**
+ * The options the workflow validated where the input entered (validateStart), or a raw input from a script, a
+ * benchmark or a run scheduled before the workflow handed its options over, validated here. A raw input names
+ * its table as text, validated options as a TableRef.
+ */
+function optionsOf(input: PartitionOptions | unknown): PartitionOptions {
+  const given = input as Partial<PartitionOptions> | null;
+  if (given && typeof given.table === 'object' && given.table !== null) return given as PartitionOptions;
+  return validatePartitionInput(input);
+}
+
+/** Read-only: checks the options against the catalog and returns the full plan. */
+export async function preflight({ pool, log }: Deps, input: PartitionOptions | unknown): Promise<PreflightResult> {
   try {
-    const opts = validatePartitionInput(rawInput);
+    const opts = optionsOf(input);
     // reading the partition column's months may scan the table: heartbeat meanwhile
     const info = await withHeartbeat(
       () => ({ step: 'preflight' }),
