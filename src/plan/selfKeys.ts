@@ -25,7 +25,7 @@ import { addForeignKeySql, uncheckedAtSource, validateForeignKeySql } from './fo
 export function keepsSelfKey(
   info: Pick<TableInfo, 'table' | 'partitionColumn' | 'serverVersionNum'>,
   fk: ForeignKeyInfo,
-) {
+): boolean {
   const column = info.partitionColumn?.name;
   return (
     referencesItself(info, fk) &&
@@ -35,6 +35,7 @@ export function keepsSelfKey(
   );
 }
 
+/** The kept keys' statements (none: undefined), with the plan's warnings about them. */
 export function keptKeysSql(ctx: PlanContext): KeptKeysSql | undefined {
   const { info, table } = ctx;
   // PostgreSQL names the clones of a key on a partitioned table `<name>_1`, `<name>_2`, ... (the name cut to fit 63
