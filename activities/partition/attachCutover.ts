@@ -9,7 +9,6 @@ import { failure } from '../../src/failures';
 import { displayName, qualified, quoteIdent } from '../../src/ident';
 import { Plan, shapeDifferences, splitLock } from '../../src/plan';
 import { type AttachSql } from '../../src/plan/attach';
-import { viewDifferences } from '../../src/plan/views';
 import { classify, lockUpFront, runAll, withLockRetry } from '../runtime/db';
 import { Deps, relOid, stepLog } from '../runtime/deps';
 import { faultPoint } from '../runtime/faults';
@@ -17,7 +16,7 @@ import { buildConcurrently } from '../runtime/indexBuilder';
 import { validateInbound, validateKeptKeys, type CutoverResult } from './cutover';
 import { publicationsChanged } from './rollbackLoss';
 import { acrossPartitions, fence, ownPlan, RUNS, runState, undoFence } from './run';
-import { viewsNow } from './views';
+import { refuseChangedViews } from './views';
 
 import { attachSqlOf } from './attach';
 
@@ -52,15 +51,7 @@ async function checkAttachable(c: PoolClient, plan: Plan, a: AttachSql): Promise
       'TableChanged',
     );
   }
-  if (plan.views) {
-    const vdiff = viewDifferences(plan.views, await viewsNow(c, plan.tableOid));
-    if (vdiff.length) {
-      throw failure(
-        `The views that read ${t} changed after the plan was made (${vdiff.join('; ')}); not cutting over.`,
-        'TableChanged',
-      );
-    }
-  }
+  await refuseChangedViews(c, plan, '.');
 }
 
 /**

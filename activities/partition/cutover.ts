@@ -8,8 +8,7 @@ import { failure } from '../../src/failures';
 import { displayName, qualified, quoteIdent } from '../../src/ident';
 import { Plan, shapeDifferences, splitLock } from '../../src/plan';
 import type { KeyLogApplySql } from '../../src/plan/keylog';
-import { viewDifferences } from '../../src/plan/views';
-import { viewsNow } from './views';
+import { refuseChangedViews } from './views';
 import { applyRound, drainKeyLog, keyLogBacklog, LastCheck, lastCheckBeforeLock, lastCheckUnderLock } from './keylog';
 import { activityContext, classify, lockUpFront, runAll, withHeartbeat, withLockRetry } from '../runtime/db';
 import { faultPoint } from '../runtime/faults';
@@ -96,16 +95,7 @@ async function checkUnchanged(c: PoolClient, plan: Plan): Promise<void> {
       );
     }
   }
-  if (plan.views) {
-    const diff = viewDifferences(plan.views, await viewsNow(c, plan.tableOid));
-    if (diff.length) {
-      throw failure(
-        `The views that read ${t} changed after the plan was made (${diff.join('; ')}); not cutting over: the run ` +
-          'rolls back, start it again after the change.',
-        'TableChanged',
-      );
-    }
-  }
+  await refuseChangedViews(c, plan, ': the run rolls back, start it again after the change.');
   const iso = await notReadCommitted(c, plan);
   if (iso) throw failure(`${iso}: not cutting over; the run rolls back.`, 'WritersNotReadCommitted');
   const st = await c.query(`SELECT trigger_fence FROM ${RUNS} WHERE table_schema = $1 AND table_name = $2`, [

@@ -697,6 +697,68 @@ test('item 6: the widening needs pg_stat_statements or acceptLostConstraints; up
   await db.pool.query(`SELECT pg_stat_statements_reset()`);
 });
 
+/**
+ * Two lanes writing replies to a table that references itself: insert one to a parent, re-parent one of their own
+ * and move it a month back, delete one of their own (two lanes on one row would meet the partitioned table's own
+ * 40001). `parent()` picks a parent as the statements' first parameters; the record of commits gives the rows
+ * `id → "<parent> <op>"` the writers expect.
+ */
+function replyLanes(table: string, parent: () => { id: number; args: unknown[] }) {
+  const ops: { kind: string; id: number; op: string; parent: number }[] = [];
+  const errors: string[] = [];
+  let running = true;
+  let n = 0;
+  const cols = parent().args.length === 1 ? ['parent_id'] : ['parent_id', 'parent_at'];
+  const ps = cols.map((_, i) => `$${i + 1}`);
+  const insert =
+    `INSERT INTO ${table} (${cols.join(', ')}, op, created_at) ` +
+    `VALUES (${ps.join(', ')}, $${cols.length + 1}, now() - random() * interval '60 days') RETURNING id`;
+  const update =
+    `UPDATE ${table} SET ${cols.map((c, i) => `${c} = ${ps[i]}`).join(', ')}, op = $${cols.length + 1}, ` +
+    `created_at = created_at - interval '32 days' WHERE id = $${cols.length + 2}`;
+  const lane = async () => {
+    const mine: number[] = [];
+    while (running) {
+      const op = `w-${++n}`;
+      const r = Math.random();
+      const p = parent();
+      try {
+        if (r < 0.5 || !mine.length) {
+          const x = await db.pool.query(insert, [...p.args, op]);
+          mine.push(Number(x.rows[0].id));
+          ops.push({ kind: 'INSERT', id: Number(x.rows[0].id), op, parent: p.id });
+        } else if (r < 0.8) {
+          const id = mine[Math.floor(Math.random() * mine.length)];
+          const x = await db.pool.query(update, [...p.args, op, id]);
+          if (x.rowCount) ops.push({ kind: 'UPDATE', id, op, parent: p.id });
+        } else {
+          const id = mine.splice(Math.floor(Math.random() * mine.length), 1)[0];
+          const x = await db.pool.query(`DELETE FROM ${table} WHERE id = $1`, [id]);
+          if (x.rowCount) ops.push({ kind: 'DELETE', id, op, parent: 0 });
+        }
+      } catch (err) {
+        errors.push((err as Error).message);
+      }
+      await sleep(10);
+    }
+  };
+  const lanes = [lane(), lane()];
+  const stop = async () => {
+    running = false;
+    await Promise.all(lanes);
+  };
+  stops.push(stop);
+  const expected = () => {
+    const rows = new Map<number, string>();
+    for (const o of ops) {
+      if (o.kind === 'DELETE') rows.delete(o.id);
+      else rows.set(o.id, `${o.parent} ${o.op}`);
+    }
+    return rows;
+  };
+  return { ops, errors, stop, expected };
+}
+
 describe('item 4: self-referencing foreign keys', () => {
   /** The table's foreign keys as PostgreSQL shows them, with the table each names. */
   const selfKeys = async (name: string) =>
@@ -734,48 +796,9 @@ describe('item 4: self-referencing foreign keys', () => {
 
     const fk = await selfKeys('th_parent_fk');
     expect(fk).toEqual(['th th_parent_fk true FOREIGN KEY (parent_id) REFERENCES th(id)']);
-    const ops: { kind: string; id: number; op: string; parent: number }[] = [];
-    let running = true;
-    const errors: string[] = [];
-    let n = 0;
-    // each lane writes only its own replies: two lanes on one row would meet the partitioned table's own 40001
-    const lane = async () => {
-      const mine: number[] = [];
-      while (running) {
-        const op = `w-${++n}`;
-        const r = Math.random();
-        try {
-          if (r < 0.5 || !mine.length) {
-            const parent = 1 + Math.floor(Math.random() * 300);
-            const x = await db.pool.query(
-              `INSERT INTO th (parent_id, op, created_at) VALUES ($1, $2, now() - random() * interval '60 days') RETURNING id`,
-              [parent, op],
-            );
-            mine.push(Number(x.rows[0].id));
-            ops.push({ kind: 'INSERT', id: Number(x.rows[0].id), op, parent });
-          } else if (r < 0.8) {
-            const id = mine[Math.floor(Math.random() * mine.length)];
-            const parent = 1 + Math.floor(Math.random() * 300);
-            const x = await db.pool.query(
-              `UPDATE th SET parent_id = $1, op = $2, created_at = created_at - interval '32 days' WHERE id = $3`,
-              [parent, op, id],
-            );
-            if (x.rowCount) ops.push({ kind: 'UPDATE', id, op, parent });
-          } else {
-            const id = mine.splice(Math.floor(Math.random() * mine.length), 1)[0];
-            const x = await db.pool.query(`DELETE FROM th WHERE id = $1`, [id]);
-            if (x.rowCount) ops.push({ kind: 'DELETE', id, op, parent: 0 });
-          }
-        } catch (err) {
-          errors.push((err as Error).message);
-        }
-        await sleep(10);
-      }
-    };
-    const lanes = [lane(), lane()];
-    stops.push(async () => {
-      running = false;
-      await Promise.all(lanes);
+    const w = replyLanes('th', () => {
+      const id = 1 + Math.floor(Math.random() * 300);
+      return { id, args: [id] };
     });
     const h = await start({
       table: 'th',
@@ -789,21 +812,16 @@ describe('item 4: self-referencing foreign keys', () => {
     await sleep(1000);
     await h.signal('rollback');
     const result = await h.result();
-    running = false;
-    await Promise.all(lanes);
+    await w.stop();
     expect(result.status).toBe('rolled-back');
     expect(result.undoProblems).toEqual([]);
     expect(await selfKeys('th_parent_fk')).toEqual(fk);
-    expect(errors).toEqual([]);
+    expect(w.errors).toEqual([]);
     // the table is what the writers committed
-    const expected = new Map<number, string>();
-    for (const o of ops) {
-      if (o.kind === 'DELETE') expected.delete(o.id);
-      else expected.set(o.id, `${o.parent} ${o.op}`);
-    }
+    const expected = w.expected();
     const got = await db.pool.query(`SELECT id::int, parent_id::int AS parent, op FROM th WHERE op LIKE 'w-%'`);
     expect(new Map(got.rows.map((r) => [r.id, `${r.parent} ${r.op}`]))).toEqual(expected);
-    expect(ops.length).toBeGreaterThan(50);
+    expect(w.ops.length).toBeGreaterThan(50);
     expect(
       (await db.pool.query(`SELECT count(*)::int AS n FROM th WHERE op <> 'root' AND op NOT LIKE 'w-%'`)).rows[0].n,
     ).toBe(900);
@@ -891,46 +909,9 @@ describe('item 4: self-referencing foreign keys', () => {
       id: number;
       created_at: string;
     }[];
-    const ops: { kind: string; id: number; op: string; parent: number }[] = [];
-    let running = true;
-    const errors: string[] = [];
-    let n = 0;
-    const lane = async () => {
-      const mine: number[] = [];
-      while (running) {
-        const op = `w-${++n}`;
-        const r = Math.random();
-        const root = roots[Math.floor(Math.random() * roots.length)];
-        try {
-          if (r < 0.5 || !mine.length) {
-            const x = await db.pool.query(
-              `INSERT INTO tk (created_at, parent_id, parent_at, op) VALUES (now() - random() * interval '60 days', $1, $2, $3) RETURNING id`,
-              [root.id, root.created_at, op],
-            );
-            mine.push(Number(x.rows[0].id));
-            ops.push({ kind: 'INSERT', id: Number(x.rows[0].id), op, parent: root.id });
-          } else if (r < 0.8) {
-            const id = mine[Math.floor(Math.random() * mine.length)];
-            const x = await db.pool.query(
-              `UPDATE tk SET parent_id = $1, parent_at = $2, op = $3, created_at = created_at - interval '32 days' WHERE id = $4`,
-              [root.id, root.created_at, op, id],
-            );
-            if (x.rowCount) ops.push({ kind: 'UPDATE', id, op, parent: root.id });
-          } else {
-            const id = mine.splice(Math.floor(Math.random() * mine.length), 1)[0];
-            const x = await db.pool.query(`DELETE FROM tk WHERE id = $1`, [id]);
-            if (x.rowCount) ops.push({ kind: 'DELETE', id, op, parent: 0 });
-          }
-        } catch (err) {
-          errors.push((err as Error).message);
-        }
-        await sleep(10);
-      }
-    };
-    const lanes = [lane(), lane()];
-    stops.push(async () => {
-      running = false;
-      await Promise.all(lanes);
+    const w = replyLanes('tk', () => {
+      const root = roots[Math.floor(Math.random() * roots.length)];
+      return { id: root.id, args: [root.id, root.created_at] };
     });
     /** A reply to a row that does not exist: refused by the key wherever it is. */
     const orphan = () =>
@@ -973,21 +954,15 @@ describe('item 4: self-referencing foreign keys', () => {
     const f = await start({ table: 'tk', approval: 'auto', rollbackWindow: '0s' });
     const done = await f.result();
     expect(done.status).toBe('done');
-    running = false;
-    await Promise.all(lanes);
+    await w.stop();
     const kept = await keyState();
     expect(kept.top).toBe('tk true, tk true');
     expect(kept.invalid).toBe(0);
     expect(await orphan()).toBe('23503');
-    expect(errors).toEqual([]);
-    const expected = new Map<number, string>();
-    for (const o of ops) {
-      if (o.kind === 'DELETE') expected.delete(o.id);
-      else expected.set(o.id, `${o.parent} ${o.op}`);
-    }
+    expect(w.errors).toEqual([]);
     const got = await db.pool.query(`SELECT id::int, parent_id::int AS parent, op FROM tk WHERE op LIKE 'w-%'`);
-    expect(new Map(got.rows.map((r) => [r.id, `${r.parent} ${r.op}`]))).toEqual(expected);
-    expect(ops.length).toBeGreaterThan(50);
+    expect(new Map(got.rows.map((r) => [r.id, `${r.parent} ${r.op}`]))).toEqual(w.expected());
+    expect(w.ops.length).toBeGreaterThan(50);
     expect((await db.pool.query(`SELECT count(*)::int AS n FROM tk WHERE op IN ('root', 'reply')`)).rows[0].n).toBe(
       800,
     );
