@@ -13,7 +13,7 @@ import type { Plan } from '../src/plan';
 import { STATE_SCHEMA } from '../src/plan';
 import { classify, withLockRetry } from './runtime/db';
 import { copyExists } from './partition/run';
-import { RUNS } from './runtime/deps';
+import { markEnded, RUNS, tableRun, takeOver } from './runtime/runStore';
 import type { Deps } from './runtime/deps';
 import { failure } from '../src/failures';
 
@@ -178,17 +178,11 @@ async function removeLeftovers(
   lockTimeoutMs: number,
 ): Promise<CleanupReport> {
   const l = log.child({ step: 'cleanup', table: displayName(table) });
-  const key = [table.schema, table.name, expectedWorkflowId];
+  const run = tableRun(table, expectedWorkflowId);
   try {
     // `cleanup`, not `undoing`: the run's own undo steps act only on their own `undoing` (undoFence)
-    const fenced = await pool.query(
-      `UPDATE ${RUNS} SET run_state = 'cleanup', updated_at = now()
-        WHERE table_schema = $1 AND table_name = $2 AND workflow_id = $3
-          AND run_state IN ('active', 'undoing', 'cleanup')
-        RETURNING cutover_done`,
-      key,
-    );
-    if (!fenced.rowCount) {
+    const fenced = await takeOver(pool, run, 'cleanup', ['active', 'undoing', 'cleanup']);
+    if (!fenced) {
       // a retry after a finished removal (or a run that had already ended): report, change nothing
       const done = await report(pool, table);
       if (done.report.run?.workflowId === expectedWorkflowId) return done.report;
@@ -201,11 +195,7 @@ async function removeLeftovers(
     const { report: r, plan } = await report(pool, table);
     if (plan && (r.statements.length || r.concurrently?.length)) await remove(pool, l, r, plan, lockTimeoutMs);
     const final = r.phase === 'after-cutover' ? 'done' : 'rolled-back';
-    await pool.query(
-      `UPDATE ${RUNS} SET run_state = $4, updated_at = now()
-        WHERE table_schema = $1 AND table_name = $2 AND workflow_id = $3`,
-      [...key, final],
-    );
+    await markEnded(pool, run, final);
     l.info({ removed: r.leftovers, phase: r.phase }, 'leftovers of a dead run removed');
     return { ...r, removed: true, run: r.run && { ...r.run, state: final } };
   } catch (err) {

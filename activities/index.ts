@@ -20,6 +20,7 @@ export function createActivities(deps: Deps) {
 export type Activities = ReturnType<typeof createActivities>;
 export type { Deps } from './partition';
 export type {
+  BackfillChunkArgs,
   BackfillChunkInput,
   BackfillChunkResult,
   CutoverResult,

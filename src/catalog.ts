@@ -172,7 +172,8 @@ export interface TableInfo {
   /** relations already present under names the plan wants to create */
   takenNames: string[];
   /** an active partflow run on this table, if any */
-  activeRun: { workflowId: string; state: string } | null;
+  /** another run that holds the table; `kind` its workflow type (partitionTable when not given) */
+  activeRun: { workflowId: string; state: string; kind?: string } | null;
 }
 
 /** One of the table's own triggers, as partitionTable carries it (src/plan/triggers.ts). */

@@ -6,7 +6,7 @@
 import { condition, log } from '@temporalio/workflow';
 import { displayName } from '../src/ident';
 import { failure } from '../src/failures';
-import type { Plan } from '../src/plan';
+import { refOf, type Plan } from '../src/plan';
 import type { Run } from './partitionState';
 import { act, checkRollback, enter, LONG, short, SHORT } from './partitionRun';
 
@@ -19,13 +19,13 @@ export async function attachSetUp(run: Run, plan: Plan): Promise<void> {
   checkRollback(run);
   enter(run, 'attach-key');
   s.done.push('attachKey');
-  await act(LONG, `build ${plan.sql.attach!.keyIndex} CONCURRENTLY`).buildAttachKey(plan);
+  await act(LONG, `build ${plan.sql.attach!.keyIndex} CONCURRENTLY`).buildAttachKey(refOf(plan));
 
   checkRollback(run);
   enter(run, 'shadow');
   s.done.push('shadow');
   await act(SHORT, `create ${displayName(plan.shadow)}, ${plan.partitions.length + 1} empty partitions`).createShadow(
-    plan,
+    refOf(plan),
     lockTimeoutMs,
   );
 
@@ -33,7 +33,7 @@ export async function attachSetUp(run: Run, plan: Plan): Promise<void> {
   enter(run, 'attach-check');
   s.done.push('attachCheck');
   await act(LONG, `add and validate CHECK ${plan.sql.attach!.checkName} (< ${plan.sql.attach!.cutoff})`).addBoundCheck(
-    plan,
+    refOf(plan),
     lockTimeoutMs,
   );
   enter(run, 'awaiting-approval');
@@ -67,7 +67,7 @@ export async function attachForward(run: Run, plan: Plan): Promise<void> {
     s.cutover = await act(
       LONG,
       `cut over: attach ${displayName(plan.sql.attach!.history)} to the new ${table}`,
-    ).attachCutover(plan, lockTimeoutMs);
+    ).attachCutover(refOf(plan), lockTimeoutMs);
     s.lockWaitRetries += s.cutover.lockWaitRetries;
     enter(run, 'rollback-window');
   }
@@ -78,7 +78,9 @@ export async function attachForward(run: Run, plan: Plan): Promise<void> {
       if (left > 0) await condition(() => s.finalizeRequested || s.rollbackRequested, left);
       if (!s.rollbackRequested) break;
       // a rollback that cannot put the table back (two rows with one key now) is refused; the window goes on
-      const blocker = await act(SHORT, 'rollback requested: can the table be put back?').attachRollbackBlocker(plan);
+      const blocker = await act(SHORT, 'rollback requested: can the table be put back?').attachRollbackBlocker(
+        refOf(plan),
+      );
       if (!blocker) break;
       s.lastError = blocker;
       s.rollbackRequested = false;

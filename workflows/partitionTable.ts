@@ -14,11 +14,11 @@ import {
   setHandler,
   workflowInfo,
 } from '@temporalio/workflow';
-import type { BackfillChunkInput, BackfillChunkResult, CutoverResult, VerifyReport } from '../activities';
+import type { BackfillChunkArgs, BackfillChunkResult, CutoverResult, VerifyReport } from '../activities';
 import { displayName } from '../src/ident';
 import { rootFailure, validInput } from './failure';
 import { PartitionTableInput, validatePartitionInput, validateThrottle } from '../src/input';
-import { backfillSql, planStatements, undoStatements, type Plan } from '../src/plan';
+import { planStatements, refOf, undoStatements, type Plan } from '../src/plan';
 import {
   approveCutoverSignal,
   finalizeSignal,
@@ -140,12 +140,12 @@ async function setUp(run: Run): Promise<PartitionTableResult | null> {
   checkRollback(run);
   enter(run, 'shadow');
   s.done.push('shadow');
-  await act(SHORT, `create the partitioned copy of ${table}`).createShadow(s.plan, lockTimeoutMs);
+  await act(SHORT, `create the partitioned copy of ${table}`).createShadow(refOf(s.plan), lockTimeoutMs);
 
   checkRollback(run);
   enter(run, 'sync');
   s.done.push('sync');
-  const sync = await act(SHORT, `install the sync on ${table}`).installSyncTrigger(s.plan, lockTimeoutMs);
+  const sync = await act(SHORT, `install the sync on ${table}`).installSyncTrigger(refOf(s.plan), lockTimeoutMs);
   s.totalPages = sync.totalPages;
   s.lockWaitRetries += sync.lockWaitRetries;
   s.appBaselineMs = sync.appBaselineMs;
@@ -157,7 +157,7 @@ async function setUp(run: Run): Promise<PartitionTableResult | null> {
  * One round of a parallel copy: a chunk of every stream not done yet, at once. All of them end before the
  * round does (a failed one too), so that nothing of the copy runs when an undo starts.
  */
-async function streamsRound(s: PartitionState, input: BackfillChunkInput, streams: number) {
+async function streamsRound(s: PartitionState, input: BackfillChunkArgs, streams: number) {
   const left = s.streamsLeft ?? [...Array(streams).keys()];
   const settled = await Promise.allSettled(
     left.map((stream) =>
@@ -185,10 +185,10 @@ async function backfill(run: Run, plan: Plan): Promise<void> {
       await followingKeyLog(plan, () => !s.paused || s.rollbackRequested);
       continue;
     }
-    const input: BackfillChunkInput = {
+    // the statements come from the stored plan (partflow.runs), not from here
+    const input: BackfillChunkArgs = {
       table: plan.table,
       copyMode: plan.copyMode,
-      sql: backfillSql(plan),
       batchSize: s.batchSize,
       sleepMs: s.sleepMs,
       maxMs: CHUNK_MS,
@@ -227,7 +227,7 @@ async function rollbackWindow(run: Run, plan: Plan): Promise<void> {
     if (left > 0) await followingKeyLog(plan, () => s.finalizeRequested || s.rollbackRequested, 'reverse', left);
     if (!s.rollbackRequested) break;
     // a rollback that would lose what a deploy added to the new table is refused; the window goes on
-    const blocker = await act(SHORT, 'rollback requested: would it lose anything?').rollbackBlocker(plan);
+    const blocker = await act(SHORT, 'rollback requested: would it lose anything?').rollbackBlocker(refOf(plan));
     if (!blocker) break;
     s.lastError = blocker;
     s.rollbackRequested = false;
@@ -235,7 +235,7 @@ async function rollbackWindow(run: Run, plan: Plan): Promise<void> {
   }
   checkRollback(run);
   const fin = await act(SHORT, `finalize ${table}: drop the reverse sync, keep the old table`).finalize(
-    plan,
+    refOf(plan),
     lockTimeoutMs,
   );
   s.rowMoves = fin?.rowMoves ?? s.rowMoves;
@@ -251,7 +251,7 @@ async function forward(run: Run, plan: Plan): Promise<void> {
   if (s.phase === 'backfill') await backfill(run, plan);
   if (s.phase === 'verify') {
     checkRollback(run);
-    s.verify = await act(LONG, `verify ${table} against the copy, chunk by chunk`).verify(plan, {
+    s.verify = await act(LONG, `verify ${table} against the copy, chunk by chunk`).verify(refOf(plan), {
       chunkRows: opts.verifyChunkRows,
     });
     enter(run, 'awaiting-approval');
@@ -267,7 +267,7 @@ async function forward(run: Run, plan: Plan): Promise<void> {
   }
   if (s.phase === 'cutover') {
     s.done.push('cutover');
-    s.cutover = await act(LONG, `cut over: swap ${table} and the copy`).cutover(plan, lockTimeoutMs);
+    s.cutover = await act(LONG, `cut over: swap ${table} and the copy`).cutover(refOf(plan), lockTimeoutMs);
     s.lockWaitRetries += s.cutover.lockWaitRetries;
     s.rowMoves = s.cutover.rowMoves ?? s.rowMoves;
     enter(run, 'rollback-window');

@@ -6,6 +6,7 @@
 import { CancellationScope, log, patched } from '@temporalio/workflow';
 import { displayName } from '../src/ident';
 import { rootFailure } from './failure';
+import { refOf } from '../src/plan';
 import { act, enter, LONG, short, SHORT } from './partitionRun';
 import type { Run, Step } from './partitionState';
 
@@ -18,21 +19,24 @@ async function undoStep(run: Run, step: Step, finalState: 'rolled-back' | 'faile
       const r = await act(
         LONG,
         `undo: detach ${displayName(plan.sql.attach!.history)}, move the rows written since back`,
-      ).attachSwapBack(plan, lockTimeoutMs);
+      ).attachSwapBack(refOf(plan), lockTimeoutMs);
       s.swapBack = { lockHoldMs: r.lockHoldMs, movedRows: r.movedRows };
       for (const p of r.notRestored ?? []) s.undoProblems = [...(s.undoProblems ?? []), p];
       return;
     }
-    const r = await act(SHORT, `undo: swap ${run.table} back to the original table`).swapBack(plan, lockTimeoutMs);
+    const r = await act(SHORT, `undo: swap ${run.table} back to the original table`).swapBack(
+      refOf(plan),
+      lockTimeoutMs,
+    );
     for (const p of r?.notRestored ?? []) s.undoProblems = [...(s.undoProblems ?? []), p];
   } else if (step === 'attachCheck')
-    await act(SHORT, `undo: drop the CHECK ${plan.sql.attach!.checkName}`).dropBoundCheck(plan, lockTimeoutMs);
+    await act(SHORT, `undo: drop the CHECK ${plan.sql.attach!.checkName}`).dropBoundCheck(refOf(plan), lockTimeoutMs);
   else if (step === 'attachKey')
-    await act(LONG, `undo: drop the index ${plan.sql.attach!.keyIndex} CONCURRENTLY`).dropAttachKey(plan);
+    await act(LONG, `undo: drop the index ${plan.sql.attach!.keyIndex} CONCURRENTLY`).dropAttachKey(refOf(plan));
   else if (step === 'sync')
-    await act(SHORT, 'undo: drop the sync triggers and the key log').dropSyncTrigger(plan, lockTimeoutMs);
+    await act(SHORT, 'undo: drop the sync triggers and the key log').dropSyncTrigger(refOf(plan), lockTimeoutMs);
   else if (step === 'shadow')
-    await act(SHORT, `undo: drop the partitioned copy of ${run.table}`).dropShadow(plan, lockTimeoutMs);
+    await act(SHORT, `undo: drop the partitioned copy of ${run.table}`).dropShadow(refOf(plan), lockTimeoutMs);
   else if (step === 'claim') await short.releaseRun(opts.table, finalState);
 }
 

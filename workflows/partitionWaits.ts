@@ -5,7 +5,7 @@
 import { CancellationScope, condition, isCancellation, sleep } from '@temporalio/workflow';
 import { displayName } from '../src/ident';
 import { failure } from '../src/failures';
-import type { Plan } from '../src/plan';
+import { refOf, type Plan } from '../src/plan';
 import { act, follow, LONG } from './partitionRun';
 import { Run, showDetails } from './partitionState';
 
@@ -41,7 +41,7 @@ async function untilThen(
       // the applier ends on its own only when its log is gone: while the run still waits, that is a failure,
       // not the end of the wait
       const applier = async () => {
-        await follow.followKeyLog(plan, direction);
+        await follow.followKeyLog(refOf(plan), direction);
         if (!ended)
           throw failure(`The key log of ${displayName(plan.table)} is gone while the run waits.`, 'TableChanged');
       };
@@ -80,7 +80,7 @@ export async function reverifyUntilDecided(run: Run, plan: Plan): Promise<void> 
   await untilThen(plan, decided, async () => {
     for (;;) {
       await sleep(opts.reverifyEveryMs);
-      s.verify = await act(LONG, 'verify again while waiting for approval').verify(plan, {
+      s.verify = await act(LONG, 'verify again while waiting for approval').verify(refOf(plan), {
         analyze: false,
         chunkRows: opts.verifyChunkRows,
       });

@@ -5,11 +5,12 @@
  * Every step checks the catalog first.
  */
 import type { Pool } from 'pg';
-import { displayName, qualified, TableRef } from '../../src/ident';
+import { displayName, TableRef } from '../../src/ident';
 import type { MaintainTableSpec } from '../../src/maintenance';
 import { classify, inTransaction, withHeartbeat } from '../runtime/db';
 import { metrics } from '../runtime/metrics';
 import type { Deps } from '../runtime/deps';
+import { runsHolding } from '../runtime/runStore';
 import { premake, rescue } from './create';
 import { inspect } from './inspect';
 import { emptyReport, health, TableReport } from './report';
@@ -26,28 +27,8 @@ export type { PartitionHealth, TableReport } from './report';
  * validation leaves an index INVALID or a constraint on a table that is no longer a partition.
  */
 async function runOwning(pool: Pool, t: TableRef): Promise<string | null> {
-  const r = await pool.query(
-    `SELECT to_regclass('partflow.runs') IS NOT NULL AS runs,
-            EXISTS (SELECT FROM pg_attribute WHERE attrelid = to_regclass('partflow.fix_runs') AND attname = 'tables')
-              AS fix_runs`,
-  );
-  if (r.rows[0].runs) {
-    const p = await pool.query(
-      `SELECT workflow_id FROM partflow.runs
-        WHERE table_schema = $1 AND table_name = $2 AND run_state IN ('active', 'undoing', 'cleanup')`,
-      [t.schema, t.name],
-    );
-    if (p.rowCount) return `partitionTable ${p.rows[0].workflow_id}`;
-  }
-  if (r.rows[0].fix_runs) {
-    const f = await pool.query(
-      `SELECT coalesce(kind, 'fixConstraints') || ' ' || workflow_id AS run FROM partflow.fix_runs
-        WHERE state IN ('active', 'undoing') AND $1 = ANY (tables) ORDER BY started_at LIMIT 1`,
-      [qualified(t)],
-    );
-    if (f.rowCount) return f.rows[0].run;
-  }
-  return null;
+  const [h] = await runsHolding(pool, [t]);
+  return h ? `${h.kind} ${h.workflowId}` : null;
 }
 
 /** Everything for one table; the workflow runs one such activity per table and reports failures per table. */

@@ -9,7 +9,7 @@ import type { Pool, PoolClient } from 'pg';
 import { failure } from '../../src/failures';
 import { displayName, TableRef } from '../../src/ident';
 import type { Logger } from '../../src/logger';
-import { BackfillSql, nextBatchSize, Plan } from '../../src/plan';
+import { BackfillSql, backfillSql, nextBatchSize, Plan } from '../../src/plan';
 import { DEFAULT_REPLICA_BOUNDS, ReplicaBounds } from '../../src/replicas';
 import { activityContext, classify, inTransaction, isTransient, sleep } from '../runtime/db';
 import { metrics } from '../runtime/metrics';
@@ -27,7 +27,7 @@ import {
   walPosition,
 } from '../runtime/replicas';
 import { Deps, stepLog } from '../runtime/deps';
-import { ownPlan, rowMoves, runState } from './run';
+import { ownPlan, planOf, rowMoves, runState } from './run';
 import { Tuning, tuningOf } from './tuning';
 import { Batch, restartIfRewritten, Walker, walkerFor } from './walkers';
 
@@ -50,6 +50,19 @@ export interface BackfillChunkInput {
   /** parallel copy: the stream (0..streams-1) this chunk walks, of `streams` split with the sync trigger */
   stream?: number;
   streams?: number;
+}
+
+/**
+ * What the workflow hands the activity: the chunk's settings without the statements, which the activity takes
+ * from the stored plan. `sql` is still accepted (chunks scheduled by runs before, scripts, benchmarks), and
+ * then checked against the stored plan.
+ */
+export type BackfillChunkArgs = Omit<BackfillChunkInput, 'sql'> & { sql?: BackfillSql };
+
+/** The chunk's input with its statements, from the stored plan when none were handed. */
+export async function withBackfillSql(pool: Pool, input: BackfillChunkArgs): Promise<BackfillChunkInput> {
+  if (input.sql) return input as BackfillChunkInput;
+  return { ...input, sql: backfillSql(await planOf(pool, { planOf: input.table })) };
 }
 
 export interface BackfillChunkResult {

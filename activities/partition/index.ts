@@ -2,22 +2,22 @@
  * Activities of `partitionTable`, one module per step. Each is idempotent: it looks at the catalog or at
  * partflow.runs first and does only what is missing, so Temporal can run it again after a crash at any point.
  */
-import type { Plan } from '../../src/plan';
+import type { Plan, PlanRef } from '../../src/plan';
 import type { TableRef } from '../../src/ident';
 import type { PartitionOptions } from '../../src/input';
 import { addBoundCheck, buildAttachKey, dropAttachKey, dropBoundCheck } from './attach';
 import { attachCutover, attachRollbackBlocker, attachSwapBack } from './attachCutover';
-import { backfillChunk, BackfillChunkInput } from './backfill';
+import { backfillChunk, BackfillChunkArgs, withBackfillSql } from './backfill';
 import { cutover, finalize, rollbackBlocker, swapBack } from './cutover';
 import { followKeyLog } from './keylog';
 import { preflight } from './preflight';
 import { Deps } from '../runtime/deps';
-import { beginUndo, claimRun, releaseRun, RunState } from './run';
+import { beginUndo, claimRun, planOf, releaseRun, RunState } from './run';
 import { createShadow, dropShadow } from './shadow';
 import { dropSyncTrigger, installSyncTrigger } from './sync';
 import { verify } from './verify';
 
-export type { BackfillChunkInput, BackfillChunkResult } from './backfill';
+export type { BackfillChunkArgs, BackfillChunkInput, BackfillChunkResult } from './backfill';
 export type { CutoverResult } from './cutover';
 export type { PreflightResult } from './preflight';
 export { RUNS } from './run';
@@ -31,25 +31,38 @@ export function createPartitionActivities(deps: Deps) {
     claimRun: (table: TableRef, plan: Plan) => claimRun(deps, table, plan),
     beginUndo: (table: TableRef) => beginUndo(deps, table),
     releaseRun: (table: TableRef, state: RunState) => releaseRun(deps, table, state),
-    createShadow: (plan: Plan, lockTimeoutMs: number) => createShadow(deps, plan, lockTimeoutMs),
-    dropShadow: (plan: Plan, lockTimeoutMs: number) => dropShadow(deps, plan, lockTimeoutMs),
-    installSyncTrigger: (plan: Plan, lockTimeoutMs: number) => installSyncTrigger(deps, plan, lockTimeoutMs),
-    dropSyncTrigger: (plan: Plan, lockTimeoutMs: number) => dropSyncTrigger(deps, plan, lockTimeoutMs),
-    backfillChunk: (input: BackfillChunkInput) => backfillChunk(deps, input),
-    followKeyLog: (plan: Plan, direction?: 'forward' | 'reverse') => followKeyLog(deps, plan, direction),
-    verify: (plan: Plan, opts?: { analyze?: boolean; chunkRows?: number }) => verify(deps, plan, opts),
-    cutover: (plan: Plan, lockTimeoutMs: number) => cutover(deps, plan, lockTimeoutMs),
-    swapBack: (plan: Plan, lockTimeoutMs: number) => swapBack(deps, plan, lockTimeoutMs),
-    rollbackBlocker: (plan: Plan) => rollbackBlocker(deps, plan),
-    finalize: (plan: Plan, lockTimeoutMs: number) => finalize(deps, plan, lockTimeoutMs),
+    createShadow: async (plan: Plan | PlanRef, lockTimeoutMs: number) =>
+      createShadow(deps, await planOf(deps.pool, plan), lockTimeoutMs),
+    dropShadow: async (plan: Plan | PlanRef, lockTimeoutMs: number) =>
+      dropShadow(deps, await planOf(deps.pool, plan), lockTimeoutMs),
+    installSyncTrigger: async (plan: Plan | PlanRef, lockTimeoutMs: number) =>
+      installSyncTrigger(deps, await planOf(deps.pool, plan), lockTimeoutMs),
+    dropSyncTrigger: async (plan: Plan | PlanRef, lockTimeoutMs: number) =>
+      dropSyncTrigger(deps, await planOf(deps.pool, plan), lockTimeoutMs),
+    backfillChunk: async (input: BackfillChunkArgs) => backfillChunk(deps, await withBackfillSql(deps.pool, input)),
+    followKeyLog: async (plan: Plan | PlanRef, direction?: 'forward' | 'reverse') =>
+      followKeyLog(deps, await planOf(deps.pool, plan), direction),
+    verify: async (plan: Plan | PlanRef, opts?: { analyze?: boolean; chunkRows?: number }) =>
+      verify(deps, await planOf(deps.pool, plan), opts),
+    cutover: async (plan: Plan | PlanRef, lockTimeoutMs: number) =>
+      cutover(deps, await planOf(deps.pool, plan), lockTimeoutMs),
+    swapBack: async (plan: Plan | PlanRef, lockTimeoutMs: number) =>
+      swapBack(deps, await planOf(deps.pool, plan), lockTimeoutMs),
+    rollbackBlocker: async (plan: Plan | PlanRef) => rollbackBlocker(deps, await planOf(deps.pool, plan)),
+    finalize: async (plan: Plan | PlanRef, lockTimeoutMs: number) =>
+      finalize(deps, await planOf(deps.pool, plan), lockTimeoutMs),
     // the attach path (src/plan/attach.ts)
-    buildAttachKey: (plan: Plan) => buildAttachKey(deps, plan),
-    dropAttachKey: (plan: Plan) => dropAttachKey(deps, plan),
-    addBoundCheck: (plan: Plan, lockTimeoutMs: number) => addBoundCheck(deps, plan, lockTimeoutMs),
-    dropBoundCheck: (plan: Plan, lockTimeoutMs: number) => dropBoundCheck(deps, plan, lockTimeoutMs),
-    attachCutover: (plan: Plan, lockTimeoutMs: number) => attachCutover(deps, plan, lockTimeoutMs),
-    attachSwapBack: (plan: Plan, lockTimeoutMs: number) => attachSwapBack(deps, plan, lockTimeoutMs),
-    attachRollbackBlocker: (plan: Plan) => attachRollbackBlocker(deps, plan),
+    buildAttachKey: async (plan: Plan | PlanRef) => buildAttachKey(deps, await planOf(deps.pool, plan)),
+    dropAttachKey: async (plan: Plan | PlanRef) => dropAttachKey(deps, await planOf(deps.pool, plan)),
+    addBoundCheck: async (plan: Plan | PlanRef, lockTimeoutMs: number) =>
+      addBoundCheck(deps, await planOf(deps.pool, plan), lockTimeoutMs),
+    dropBoundCheck: async (plan: Plan | PlanRef, lockTimeoutMs: number) =>
+      dropBoundCheck(deps, await planOf(deps.pool, plan), lockTimeoutMs),
+    attachCutover: async (plan: Plan | PlanRef, lockTimeoutMs: number) =>
+      attachCutover(deps, await planOf(deps.pool, plan), lockTimeoutMs),
+    attachSwapBack: async (plan: Plan | PlanRef, lockTimeoutMs: number) =>
+      attachSwapBack(deps, await planOf(deps.pool, plan), lockTimeoutMs),
+    attachRollbackBlocker: async (plan: Plan | PlanRef) => attachRollbackBlocker(deps, await planOf(deps.pool, plan)),
   };
 }
 

@@ -6,14 +6,24 @@
 import type { Pool, PoolClient } from 'pg';
 import { failure } from '../../src/failures';
 import { displayName, qualified, TableRef } from '../../src/ident';
-import { Counter, counterOf, Plan, STATE_SCHEMA } from '../../src/plan';
+import { Counter, counterOf, Plan, PlanRef, STATE_SCHEMA } from '../../src/plan';
 import { activityContext, classify, inTransaction } from '../runtime/db';
 import { faultPoint } from '../runtime/faults';
 import { migrate } from '../runtime/migrate';
-import { Deps, relOid, RUNS, workflowId } from '../runtime/deps';
+import { Deps, relOid, workflowId } from '../runtime/deps';
+import {
+  isActive,
+  lockRegistry,
+  markEnded,
+  markUndoing,
+  RUNS,
+  runsHolding,
+  stateOf,
+  tableRun,
+} from '../runtime/runStore';
+import { lockAcross, lockPhaseBudgetMs } from '../../src/locks';
 
 export { RUNS };
-import { lockAcross, lockPhaseBudgetMs } from '../../src/locks';
 
 export type RunState = 'done' | 'rolled-back' | 'failed';
 
@@ -76,12 +86,7 @@ async function runsExist(pool: Pool): Promise<boolean> {
  */
 export async function fence(c: PoolClient, table: TableRef): Promise<void> {
   const wf = workflowId();
-  const r = await c.query(
-    `SELECT 1 FROM ${RUNS}
-      WHERE table_schema = $1 AND table_name = $2 AND workflow_id = $3 AND run_state = 'active' FOR SHARE`,
-    [table.schema, table.name, wf],
-  );
-  if (!r.rowCount) {
+  if (!(await isActive(c, tableRun(table, wf)))) {
     throw failure(
       `The partflow run of ${displayName(table)} (workflow ${wf}) is being undone or is over; this step does nothing.`,
       'RunUndone',
@@ -97,11 +102,7 @@ export async function fence(c: PoolClient, table: TableRef): Promise<void> {
  */
 export async function undoFence(c: PoolClient, table: TableRef): Promise<void> {
   const wf = workflowId();
-  const r = await c.query(
-    `SELECT run_state FROM ${RUNS} WHERE table_schema = $1 AND table_name = $2 AND workflow_id = $3 FOR SHARE`,
-    [table.schema, table.name, wf],
-  );
-  const state: string | undefined = r.rows[0]?.run_state;
+  const state = await stateOf(c, tableRun(table, wf), true);
   if (state !== 'undoing') {
     throw failure(
       `The undo of the partflow run of ${displayName(table)} (workflow ${wf}) does nothing: partflow.runs records ` +
@@ -143,6 +144,37 @@ export async function ownPlan(
         'refusing to run its SQL.',
       'PlanMismatch',
     );
+  }
+}
+
+/**
+ * The plan a step runs. For a reference (what workflows hand their steps): the plan partflow stored for this
+ * workflow's run of the table, refused when there is none. A plan handed whole (an activity scheduled by a run
+ * before references existed, a script, a benchmark) is returned as it is: the step checks it against the
+ * stored one (`ownPlan`) before running any of its SQL.
+ */
+export async function planOf(pool: Pool, p: Plan | PlanRef): Promise<Plan> {
+  if (!('planOf' in p)) return p;
+  const table = p.planOf;
+  try {
+    const wf = workflowId();
+    const row = (await runsExist(pool))
+      ? (
+          await pool.query(`SELECT workflow_id, plan FROM ${RUNS} WHERE table_schema = $1 AND table_name = $2`, [
+            table.schema,
+            table.name,
+          ])
+        ).rows[0]
+      : undefined;
+    if (!row || row.workflow_id !== wf || typeof row.plan !== 'string') {
+      throw failure(
+        `partflow has no plan stored for workflow ${wf} on ${displayName(table)}; refusing to run this step.`,
+        'PlanMismatch',
+      );
+    }
+    return JSON.parse(row.plan) as Plan;
+  } catch (err) {
+    classify(err, 'plan');
   }
 }
 
@@ -195,6 +227,15 @@ export async function claimRun({ pool, log }: Deps, table: TableRef, plan: Plan)
   try {
     await migrate(pool);
     await inTransaction(pool, async (c) => {
+      await lockRegistry(c);
+      const fix = (await runsHolding(c, [table], { workflowId: wf })).find((h) => h.kind !== 'partitionTable');
+      if (fix) {
+        throw failure(
+          `Table ${displayName(table)} is held by ${fix.kind} run ${fix.workflowId}; the copy would miss what it ` +
+            'adds: wait for it to end, then run again.',
+          'RunInProgress',
+        );
+      }
       const r = await c.query(
         `INSERT INTO ${RUNS} AS r (table_schema, table_name, workflow_id, run_id, run_state, plan)
          VALUES ($1, $2, $3, $5, 'active', $4)
@@ -236,29 +277,15 @@ export async function claimRun({ pool, log }: Deps, table: TableRef, plan: Plan)
 }
 
 /**
- * The first step of every undo: marks the run `undoing`. Waits for a forward DDL transaction in flight (it
- * holds the run's row FOR SHARE); every later one sees the state and does nothing.
- */
-/**
- * The undo's fence: the run becomes `undoing` (no forward step of it commits after this). Returns null when
- * the undo is this workflow's to do, or the state partflow.runs records when something else took the run
- * (a cleanup marks it `cleanup`, then `done` or `rolled-back`): then no undo step may act.
+ * The undo's fence: the run becomes `undoing` (no forward step of it commits after this; a forward DDL
+ * transaction in flight is waited for). Returns null when the undo is this workflow's to do, or the state
+ * partflow.runs records when something else took the run (a cleanup marks it `cleanup`, then `done` or
+ * `rolled-back`): then no undo step may act.
  */
 export async function beginUndo({ pool }: Deps, table: TableRef): Promise<string | null> {
   try {
     if (!(await runsExist(pool))) return null;
-    const wf = workflowId();
-    const r = await pool.query(
-      `WITH moved AS (
-         UPDATE ${RUNS} SET run_state = 'undoing', updated_at = now()
-          WHERE table_schema = $1 AND table_name = $2 AND workflow_id = $3 AND run_state = 'active'
-          RETURNING run_state)
-       SELECT coalesce((SELECT run_state FROM moved),
-                       (SELECT run_state FROM ${RUNS}
-                         WHERE table_schema = $1 AND table_name = $2 AND workflow_id = $3)) AS state`,
-      [table.schema, table.name, wf],
-    );
-    const state: string | null = r.rows[0]?.state ?? null;
+    const state = await markUndoing(pool, tableRun(table, workflowId()));
     // no row of this workflow: its claim never committed, so it has nothing of its own to undo either
     return state === null || state === 'undoing' ? null : state;
   } catch (err) {
@@ -269,11 +296,7 @@ export async function beginUndo({ pool }: Deps, table: TableRef): Promise<string
 export async function releaseRun({ pool }: Deps, table: TableRef, state: RunState): Promise<void> {
   try {
     if (!(await runsExist(pool))) return;
-    await pool.query(
-      `UPDATE ${RUNS} SET run_state = $4, updated_at = now()
-        WHERE table_schema = $1 AND table_name = $2 AND workflow_id = $3`,
-      [table.schema, table.name, workflowId(), state],
-    );
+    await markEnded(pool, tableRun(table, workflowId()), state);
   } catch (err) {
     classify(err, 'release');
   }

@@ -9,7 +9,9 @@ import { displayName, qualified, TableRef } from '../../src/ident';
 import type { Logger } from '../../src/logger';
 import { pagesPerBatch, STATE_SCHEMA } from '../../src/plan';
 import { inTransaction } from '../runtime/db';
+import { workflowId } from '../runtime/deps';
 import { faultPoint } from '../runtime/faults';
+import { isActive, tableRun } from '../runtime/runStore';
 import type { BackfillChunkInput, BackfillChunkResult } from './backfill';
 import { RunRow, RUNS, runState } from './run';
 import { tuningOf } from './tuning';
@@ -233,11 +235,7 @@ async function streamWalker(pool: Pool, input: BackfillChunkInput, l: Logger): P
       const { next, end } = range();
       to = Math.min(end, next + size);
       const commit: Batch['commit'] = async (c, read) => {
-        const active = await c.query(
-          `SELECT 1 FROM ${RUNS} WHERE table_schema = $1 AND table_name = $2 AND run_state = 'active' FOR SHARE`,
-          [t.schema, t.name],
-        );
-        if (!active.rowCount) return false;
+        if (!(await isActive(c, tableRun(t, workflowId())))) return false;
         const u = await c.query(
           `UPDATE ${STREAMS} SET next_page = $5, rows_copied = rows_copied + $8
             WHERE table_schema = $1 AND table_name = $2 AND stream = $3 AND next_page = $4 AND end_page = $6

@@ -5,13 +5,7 @@
 import type { Pool, PoolClient } from 'pg';
 import { displayName, TableRef } from '../../src/ident';
 import type { Logger } from '../../src/logger';
-import { STATE_SCHEMA } from '../../src/plan';
 import { currentWorkflowId } from './db';
-
-/** partflow's own tables: which run holds which table (partitionTable, and every run maintenance must see) */
-export const RUNS = `${STATE_SCHEMA}.runs`;
-/** fixConstraints' and createIndexes' runs */
-export const FIX_RUNS = `${STATE_SCHEMA}.fix_runs`;
 
 export interface Deps {
   pool: Pool;

@@ -1,6 +1,7 @@
 /**
- * partflow.fix_runs: the fence of a fixConstraints run. Forward steps commit only while their run is
- * `active`; every undo begins by marking it `undoing`.
+ * A fixConstraints or createIndexes run in the run store (runStore.ts, partflow.fix_runs): its claim, fence,
+ * undo marker and release, and the undo of a finished fixConstraints run. Forward steps commit only while
+ * their run is `active`; every undo begins by marking it `undoing`.
  */
 import type { Pool, PoolClient } from 'pg';
 import type { Fix } from '../../src/constraints';
@@ -9,10 +10,11 @@ import { describeFix } from '../../src/constraints';
 import { failure } from '../../src/failures';
 import { qualified, TableRef } from '../../src/ident';
 import type { Logger } from '../../src/logger';
-import { activityContext, classify } from './db';
+import { activityContext, classify, inTransaction } from './db';
 import { migrate } from './migrate';
 import type { Deps } from './deps';
-import { FIX_RUNS, RUNS, workflowId } from './deps';
+import { workflowId } from './deps';
+import { FIX_RUNS, fixRun, isActive, lockRegistry, markEnded, markUndoing, runsHolding } from './runStore';
 
 export const wfId = workflowId;
 /** The workflow run: a workflow id reused later (fix-seed, say) must never undo this run's repairs. */
@@ -31,11 +33,7 @@ export function fixLog(log: Logger, step: string, fix: Fix): Logger {
 export async function fixFence(c: PoolClient): Promise<void> {
   const run = runId();
   if (!run) return;
-  const r = await c.query(
-    `SELECT 1 FROM ${FIX_RUNS} WHERE workflow_id = $1 AND run_id = $2 AND state = 'active' FOR SHARE`,
-    [wfId(), run],
-  );
-  if (!r.rowCount) {
+  if (!(await isActive(c, fixRun(wfId(), run)))) {
     throw failure(`fixConstraints run ${wfId()} is being undone or is over; this step does nothing.`, 'RunUndone');
   }
 }
@@ -53,21 +51,25 @@ export async function claimFix({ pool }: Deps, tables: TableRef[] = [], kind?: s
   try {
     await migrate(pool);
     if (!runId()) return;
-    // a table partitionTable is converting: a constraint or index added now would make its cut-over refuse, or,
-    // in the rollback window, be lost by a rollback (the old table never had it)
-    const held = await partitionRunOn(pool, tables);
-    if (held) {
-      throw failure(
-        `Table ${held.t} is being partitioned by run ${held.workflow_id}; a constraint or index added now would ` +
-          'make its cut-over refuse, or be lost by a rollback: wait for it to end (finalize it), then run again.',
-        'RunInProgress',
+    await inTransaction(pool, async (c) => {
+      await lockRegistry(c);
+      // a table partitionTable is converting: a constraint or index added now would make its cut-over refuse, or,
+      // in the rollback window, be lost by a rollback (the old table never had it)
+      const held = (await runsHolding(c, tables)).find((h) => h.kind === 'partitionTable');
+      if (held) {
+        throw failure(
+          `Table ${held.table} is being partitioned by run ${held.workflowId}; a constraint or index added now ` +
+            'would make its cut-over refuse, or be lost by a rollback: wait for it to end (finalize it), then run ' +
+            'again.',
+          'RunInProgress',
+        );
+      }
+      await c.query(
+        `INSERT INTO ${FIX_RUNS} (workflow_id, run_id, state, tables, kind) VALUES ($1, $2, 'active', $3, $4)
+         ON CONFLICT DO NOTHING`,
+        [wfId(), runId(), tables.map((t) => qualified(t)), kind ?? null],
       );
-    }
-    await pool.query(
-      `INSERT INTO ${FIX_RUNS} (workflow_id, run_id, state, tables, kind) VALUES ($1, $2, 'active', $3, $4)
-       ON CONFLICT DO NOTHING`,
-      [wfId(), runId(), tables.map((t) => qualified(t)), kind ?? null],
-    );
+    });
   } catch (err) {
     classify(err, 'claim');
   }
@@ -77,11 +79,8 @@ export async function claimFix({ pool }: Deps, tables: TableRef[] = [], kind?: s
 export async function beginFixUndo({ pool }: Deps): Promise<void> {
   try {
     await migrate(pool);
-    await pool.query(
-      `UPDATE ${FIX_RUNS} SET state = 'undoing', updated_at = now()
-        WHERE workflow_id = $1 AND run_id = $2 AND state = 'active'`,
-      [wfId(), runId()],
-    );
+    const run = runId();
+    if (run) await markUndoing(pool, fixRun(wfId(), run));
   } catch (err) {
     classify(err, 'begin undo');
   }
@@ -95,10 +94,10 @@ export async function releaseFix(
 ): Promise<void> {
   try {
     await migrate(pool);
-    await pool.query(
-      `UPDATE ${FIX_RUNS} SET state = $3, undo = coalesce($4::jsonb, undo), updated_at = now()
-        WHERE workflow_id = $1 AND run_id = $2`,
-      [wfId(), runId(), state, undo ? JSON.stringify(undo) : null],
+    const run = runId();
+    if (!run) return;
+    await markEnded(pool, fixRun(wfId(), run), state, (param) =>
+      undo ? `undo = ${param(JSON.stringify(undo))}::jsonb` : 'undo = undo',
     );
   } catch (err) {
     classify(err, 'release');
@@ -161,7 +160,7 @@ export async function openFixUndo({ pool }: Deps, workflowId: string, runId?: st
         );
       }
     }
-    await refuseHeldTables(pool, steps, refuse);
+    await refuseHeldTables(pool, { workflowId, runId: row.run_id }, steps, refuse);
     // one undo at a time: the first to claim it owns it; the same undo workflow id started again goes on
     const me = wfId() ?? 'outside a workflow';
     const claimed = await pool.query(
@@ -191,36 +190,21 @@ export async function openFixUndo({ pool }: Deps, workflowId: string, runId?: st
  * An undo refused while another partflow run holds a table the fix changed: a partitionTable copy of it would
  * take the restored rows (the copy has the constraint too), a createIndexes or fixConstraints run is fenced on it.
  */
-async function refuseHeldTables(pool: Pool, steps: FixUndoStep[], refuse: (why: string) => never): Promise<void> {
-  const seen = new Map(steps.map((s) => [qualified(s.fix.table), s.fix.table]));
-  const byPartition = await partitionRunOn(pool, [...seen.values()]);
-  const byFix = await pool.query(
-    `SELECT f.workflow_id, array_to_string(f.tables, ', ') AS t FROM ${FIX_RUNS} f
-      WHERE f.state = 'active' AND f.tables && $1::text[] LIMIT 1`,
-    [[...seen.keys()]],
-  );
-  const r = byPartition ?? byFix.rows[0];
-  if (r) refuse(`changed ${r.t}, which run ${r.workflow_id} holds now; wait for that run to end, then undo.`);
-}
-
-/** The active partitionTable run (rollback window included) on one of `tables`, if any. */
-async function partitionRunOn(pool: Pool, tables: TableRef[]): Promise<{ workflow_id: string; t: string } | null> {
-  const r = await pool.query(
-    `SELECT r.workflow_id, r.table_schema || '.' || r.table_name AS t FROM ${RUNS} r
-       JOIN unnest($1::text[], $2::text[]) x(s, n) ON x.s = r.table_schema AND x.n = r.table_name
-      WHERE r.run_state = 'active' LIMIT 1`,
-    [tables.map((t) => t.schema), tables.map((t) => t.name)],
-  );
-  return r.rows[0] ?? null;
+async function refuseHeldTables(
+  pool: Pool,
+  run: { workflowId: string; runId: string },
+  steps: FixUndoStep[],
+  refuse: (why: string) => never,
+): Promise<void> {
+  const tables = [...new Map(steps.map((s) => [qualified(s.fix.table), s.fix.table])).values()];
+  const [h] = await runsHolding(pool, tables, run);
+  if (h) refuse(`changed ${h.table}, which run ${h.workflowId} holds now; wait for that run to end, then undo.`);
 }
 
 /** The end of an undo: the run is `undone`. */
 export async function closeFixUndo({ pool }: Deps, workflowId: string, runId: string): Promise<void> {
   try {
-    await pool.query(
-      `UPDATE ${FIX_RUNS} SET state = 'undone', updated_at = now() WHERE workflow_id = $1 AND run_id = $2`,
-      [workflowId, runId],
-    );
+    await markEnded(pool, fixRun(workflowId, runId), 'undone');
   } catch (err) {
     classify(err, 'close undo');
   }

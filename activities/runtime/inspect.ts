@@ -5,8 +5,9 @@ import { readDependents, readObjects, readReplication } from './inspectBindings'
 import { displayName, InputError, qualified, quoteIdent, TableRef } from '../../src/ident';
 import type { PartitionOptions } from '../../src/input';
 import { boundLiteral, formatMonth, parseMonth, PartitionColumnType, partitionLayout } from '../../src/partitions';
-import { plannedNames, SHAPE_SQL, STATE_SCHEMA } from '../../src/plan';
+import { plannedNames, SHAPE_SQL } from '../../src/plan';
 import { explicitStatisticsTarget, provenNotNullSql } from '../../src/versions';
+import { runsHolding } from './runStore';
 
 type Row = Record<string, any>;
 
@@ -178,19 +179,10 @@ async function readKeyRange(
   return facts;
 }
 
-/** Another workflow's run on the table, active or being undone. */
+/** Another workflow's run that holds the table (the run store's registry: partitionTable, fixConstraints, …). */
 async function readActiveRun(c: PoolClient, t: TableRef, workflowId: string | null): Promise<TableInfo['activeRun']> {
-  const hasState = (await c.query(`SELECT to_regclass($1) IS NOT NULL AS ok`, [`${STATE_SCHEMA}.runs`])).rows[0].ok;
-  if (!hasState) return null;
-  const r = await c.query(
-    `SELECT workflow_id, run_state FROM ${STATE_SCHEMA}.runs
-      WHERE table_schema = $1 AND table_name = $2 AND run_state IN ('active', 'undoing', 'cleanup')`,
-    [t.schema, t.name],
-  );
-  if (r.rowCount && r.rows[0].workflow_id !== workflowId) {
-    return { workflowId: r.rows[0].workflow_id, state: r.rows[0].run_state };
-  }
-  return null;
+  const [h] = await runsHolding(c, [t], { workflowId });
+  return h ? { workflowId: h.workflowId, state: h.state, kind: h.kind } : null;
 }
 
 function storageOf(h: Row, cols: Row[], idx: Row[]): TableInfo['storage'] {

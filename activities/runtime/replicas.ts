@@ -20,7 +20,7 @@ import {
 import { PACE, quantile, Sample } from '../../src/pacer';
 import { activityContext, sleep } from './db';
 import { metrics } from './metrics';
-import { RUNS } from './deps';
+import { RUNS } from './runStore';
 
 /**
  * The standbys a bulk step has seen streaming: a partitionTable run keeps them in partflow.runs (so that a

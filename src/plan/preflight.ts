@@ -93,10 +93,15 @@ function checkKeyColumn(info: TableInfo, opts: PartitionOptions, t: string): voi
   }
 }
 
+/** `workflow <id>` for a partitionTable run, `<kind> workflow <id>` for another kind. */
+function runName(run: NonNullable<TableInfo['activeRun']>): string {
+  return `${run.kind && run.kind !== 'partitionTable' ? `${run.kind} ` : ''}workflow ${run.workflowId}`;
+}
+
 function checkReferences(info: TableInfo, opts: PartitionOptions, t: string): void {
   if (info.activeRun) {
     refuse(
-      `Table ${t} already has a partflow run in progress (workflow ${info.activeRun.workflowId}); ` +
+      `Table ${t} already has a partflow run in progress (${runName(info.activeRun)}); ` +
         'wait for it, or roll it back, before starting another.',
     );
   }

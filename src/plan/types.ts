@@ -120,6 +120,20 @@ export interface KeptKeysSql {
   drop: string[];
 }
 
+/**
+ * What a partitionTable workflow hands its steps instead of the plan: "the plan partflow stored for this
+ * workflow's run of `planOf`" (claimRun stores it in partflow.runs). The plan is held there, once; each step
+ * reads it, so no statement a step runs comes from its arguments.
+ */
+export interface PlanRef {
+  planOf: TableRef;
+}
+
+/** The reference to `plan` (workflows: deterministic, no I/O). */
+export function refOf(plan: Plan): PlanRef {
+  return { planOf: { schema: plan.table.schema, name: plan.table.name } };
+}
+
 export interface Plan {
   /** absent: the copy path; `attach`: the rows stay, the table becomes the history partition (sql.attach) */
   method?: 'attach';

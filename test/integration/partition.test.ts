@@ -702,6 +702,40 @@ describe('a run cannot be hijacked through its input', () => {
       await acts.releaseRun(pre.plan.table, 'rolled-back');
     }
   });
+
+  it("a step handed a reference runs the plan its own run stored; another workflow's reference is refused", async () => {
+    const { createActivities } = await import('../../activities');
+    const { createLogger } = await import('../../src/logger');
+    const { refOf } = await import('../../src/plan');
+    const { MockActivityEnvironment } = await import('@temporalio/testing');
+    const acts = createActivities({
+      pool: db.pool,
+      log: createLogger({ test: 'planref' }).child({}, { level: 'fatal' }),
+    });
+    const as = (wf: string) => new MockActivityEnvironment({ workflowExecution: { workflowId: wf, runId: `${wf}-r` } });
+    const pre = (await as('ref-owner').run(acts.preflight, { table: 'canary' })) as Awaited<
+      ReturnType<typeof acts.preflight>
+    >;
+    await as('ref-owner').run(acts.claimRun, pre.plan.table, pre.plan);
+    try {
+      // the reference carries no SQL: the step builds the copy the stored plan names
+      await as('ref-owner').run(acts.createShadow, refOf(pre.plan), 500);
+      expect(await relkind(pre.plan.shadow)).toBe('p');
+      await expect(as('ref-other').run(acts.dropShadow, refOf(pre.plan), 500)).rejects.toThrow(
+        /has no plan stored for workflow ref-other on public\.canary; refusing to run this step/,
+      );
+      expect(await relkind(pre.plan.shadow)).toBe('p');
+      await expect(
+        as('ref-owner').run(acts.dropShadow, { planOf: { schema: 'public', name: 'no_such_run' } }, 500),
+      ).rejects.toThrow(/has no plan stored for workflow ref-owner on public\.no_such_run/);
+      await as('ref-owner').run(acts.beginUndo, pre.plan.table);
+      await as('ref-owner').run(acts.dropShadow, refOf(pre.plan), 500);
+      expect(await relkind(pre.plan.shadow)).toBeUndefined();
+    } finally {
+      await as('ref-owner').run(acts.releaseRun, pre.plan.table, 'rolled-back' as const);
+    }
+    expect(await relkind({ schema: 'public', name: 'canary' })).toBe('r');
+  });
 });
 
 describe('cancelling while a step waits on a lock the look-ahead cannot see: the undo waits for it, nothing is left', () => {
