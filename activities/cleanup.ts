@@ -13,7 +13,8 @@ import type { Plan } from '../src/plan';
 import { STATE_SCHEMA } from '../src/plan';
 import { classify, withLockRetry } from './runtime/db';
 import { copyExists } from './partition/run';
-import { markEnded, RUNS, tableRun, takeOver } from './runtime/runStore';
+import { markEnded, tableRun, takeOver } from './runtime/runStore';
+import { RunRow, runsExist, runState } from './runtime/copyState';
 import type { Deps } from './runtime/deps';
 import { failure } from '../src/failures';
 
@@ -33,16 +34,8 @@ export interface CleanupReport {
   removed: boolean;
 }
 
-async function storedRun(
-  pool: Pool,
-  table: TableRef,
-): Promise<{ workflow_id: string; run_state: string; cutover_done: boolean; plan: string | null } | null> {
-  if (!(await pool.query(`SELECT to_regclass($1) IS NOT NULL AS ok`, [RUNS])).rows[0].ok) return null;
-  const r = await pool.query(
-    `SELECT workflow_id, run_state, cutover_done, plan FROM ${RUNS} WHERE table_schema = $1 AND table_name = $2`,
-    [table.schema, table.name],
-  );
-  return r.rows[0] ?? null;
+async function storedRun(pool: Pool, table: TableRef): Promise<RunRow | null> {
+  return (await runsExist(pool)) ? runState(pool, table) : null;
 }
 
 /** Objects of the plan that exist now. */

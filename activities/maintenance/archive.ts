@@ -9,10 +9,9 @@ import * as os from 'os';
 import * as path from 'path';
 import { pipeline } from 'stream/promises';
 import * as zlib from 'zlib';
-import type { Pool, PoolClient, PoolConfig } from 'pg';
+import type { Pool, PoolConfig } from 'pg';
 import { failure } from '../../src/failures';
 import { displayName, MAX_IDENT_BYTES, qualified, TableRef } from '../../src/ident';
-import type { MaintainTableSpec } from '../../src/maintenance';
 
 export function archiveDir(): string {
   return process.env.PARTFLOW_ARCHIVE_DIR ?? path.join(os.homedir(), '.cache', 'partflow', 'archive');
@@ -76,22 +75,6 @@ export function withoutPassword(uri: string): { url: string; password: string | 
   } catch {
     return { url: uri, password: null }; // a keyword=value string: libpq's own format, passed on as it is
   }
-}
-
-export async function archiveLog(
-  c: PoolClient | Pool,
-  spec: MaintainTableSpec,
-  partition: string,
-  state: string,
-  extra: Record<string, unknown> = {},
-): Promise<void> {
-  await c.query(
-    `INSERT INTO partflow.archive_log (table_schema, table_name, partition, mode, state, detail)
-     VALUES ($1, $2, $3, $4, $5, $6)
-     ON CONFLICT (table_schema, partition) DO UPDATE
-        SET state = EXCLUDED.state, detail = partflow.archive_log.detail || EXCLUDED.detail, updated_at = now()`,
-    [spec.table.schema, spec.table.name, partition, spec.archive, state, JSON.stringify(extra)],
-  );
 }
 
 /** psql's COPY of the partition to stdout, connected the way the pool is. */

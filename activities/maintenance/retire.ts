@@ -12,7 +12,8 @@ import { lockPhaseBudgetMs } from '../../src/locks';
 import { lockUpFront, withLockRetry } from '../runtime/db';
 import { referencedTables, referencing } from './month';
 import { migrate } from '../runtime/migrate';
-import { archiveLog, archiveSchema, dumpPartition } from './archive';
+import { archiveSchema, dumpPartition } from './archive';
+import { archiveLog, detachedPartitions, markDetached } from '../runtime/archiveLog';
 import type { Parted } from './inspect';
 import type { TableReport } from './report';
 import { detachMode, hasDetachConcurrently } from '../../src/versions';
@@ -46,11 +47,7 @@ export async function finishDetaches(pool: Pool, l: Logger, spec: MaintainTableS
     report.finishedDetaches = [...(report.finishedDetaches ?? []), part.name];
     // one of ours (retention was detaching it): its archiving goes on below
     await migrate(pool);
-    await pool.query(
-      `UPDATE partflow.archive_log SET state = 'detached', updated_at = now()
-        WHERE table_schema = $1 AND partition = $2 AND state = 'detaching'`,
-      [spec.table.schema, part.name],
-    );
+    await markDetached(pool, spec.table.schema, part.name);
   }
 }
 
@@ -160,16 +157,7 @@ async function archiveOne(pool: Pool, l: Logger, spec: MaintainTableSpec, name: 
 /** Expired partitions detached, then every detached one archived; a dry run reports the steps instead. */
 export async function retire(pool: Pool, l: Logger, spec: MaintainTableSpec, p: Parted, report: TableReport) {
   if (!spec.dryRun) await migrate(pool);
-  const logged = (await pool.query(`SELECT to_regclass('partflow.archive_log') IS NOT NULL AS ok`)).rows[0].ok;
-  const pending = logged
-    ? (
-        await pool.query(
-          `SELECT partition FROM partflow.archive_log
-            WHERE table_schema = $1 AND table_name = $2 AND state = 'detached'`,
-          [spec.table.schema, spec.table.name],
-        )
-      ).rows.map((r) => r.partition as string)
-    : [];
+  const pending = await detachedPartitions(pool, spec.table);
   const archive = archiveSchema(spec.table.schema);
   for (const part of expiredPartitions(p.parts, p.current, spec.retentionMonths!)) {
     const ref = { schema: part.schema, name: part.name };

@@ -15,7 +15,8 @@ import { faultPoint } from '../runtime/faults';
 import { buildConcurrently } from '../runtime/indexBuilder';
 import { validateInbound, validateKeptKeys, type CutoverResult } from './cutover';
 import { publicationsChanged } from './rollbackLoss';
-import { acrossPartitions, fence, ownPlan, RUNS, runState, undoFence } from './run';
+import { acrossPartitions, fence, ownPlan, runState, undoFence } from './run';
+import { recordCutover } from '../runtime/copyState';
 import { refuseChangedViews } from './views';
 
 import { attachSqlOf } from './attach';
@@ -124,10 +125,7 @@ export async function attachCutover(deps: Deps, plan: Plan, lockTimeoutMs: numbe
     // after the count: the kept keys add a NOT VALID constraint to every partition, the history one too
     await runAll(c, plan.sql.keptKeys?.add ?? []);
     await faultPoint('cutover', l); // attached, not committed
-    await c.query(
-      `UPDATE ${RUNS} SET cutover_done = true, updated_at = now() WHERE table_schema = $1 AND table_name = $2`,
-      [plan.table.schema, plan.table.name],
-    );
+    await recordCutover(c, plan.table, true);
   };
   const { stats } = await withLockRetry(pool, l, 'cutover', across.ms, swap, across.opts);
   const lockHoldMs = Date.now() - lockedAt;
@@ -185,10 +183,7 @@ export async function attachSwapBack(
       ).rows[0].n,
     );
     await runAll(c, then);
-    await c.query(
-      `UPDATE ${RUNS} SET cutover_done = false, updated_at = now() WHERE table_schema = $1 AND table_name = $2`,
-      [plan.table.schema, plan.table.name],
-    );
+    await recordCutover(c, plan.table, false);
   };
   await withLockRetry(pool, l, 'swap back', across.ms, swap, across.opts);
   const lockHoldMs = Date.now() - lockedAt;

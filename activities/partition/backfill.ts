@@ -31,8 +31,6 @@ import { ownPlan, planOf, rowMoves, runState } from './run';
 import { Tuning, tuningOf } from './tuning';
 import { Batch, restartIfRewritten, Walker, walkerFor } from './walkers';
 
-export { splitStreams, STREAMS } from './walkers';
-
 export interface BackfillChunkInput {
   table: TableRef;
   copyMode: Plan['copyMode'];

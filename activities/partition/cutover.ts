@@ -14,7 +14,8 @@ import { activityContext, classify, lockUpFront, runAll, withHeartbeat, withLock
 import { faultPoint } from '../runtime/faults';
 import { Deps, relOid, stepLog } from '../runtime/deps';
 import { newTableColumns, newTablePartitions, rollbackLoss } from './rollbackLoss';
-import { acrossPartitions, fence, notReadCommitted, ownPlan, rowMoves, RUNS, runState, undoFence } from './run';
+import { acrossPartitions, fence, notReadCommitted, ownPlan, rowMoves, runState, undoFence } from './run';
+import { recordCutover, recordedTriggerFence } from '../runtime/copyState';
 
 export interface CutoverResult {
   alreadyDone: boolean;
@@ -98,11 +99,7 @@ async function checkUnchanged(c: PoolClient, plan: Plan): Promise<void> {
   await refuseChangedViews(c, plan, ': the run rolls back, start it again after the change.');
   const iso = await notReadCommitted(c, plan);
   if (iso) throw failure(`${iso}: not cutting over; the run rolls back.`, 'WritersNotReadCommitted');
-  const st = await c.query(`SELECT trigger_fence FROM ${RUNS} WHERE table_schema = $1 AND table_name = $2`, [
-    plan.table.schema,
-    plan.table.name,
-  ]);
-  const recorded: string | null = st.rows[0]?.trigger_fence ?? null;
+  const recorded = await recordedTriggerFence(c, plan.table);
   if (recorded === null) return;
   const now = (await c.query(plan.sql.triggerFence, [plan.tableOid])).rows[0].fence;
   if (now !== recorded) {
@@ -154,11 +151,10 @@ export async function cutover(deps: Deps, plan: Plan, lockTimeoutMs: number): Pr
     await runAll(c, plan.sql.keptKeys?.add ?? []);
     await faultPoint('cutover', l); // renamed, not committed
     // the new table's columns as of the cut-over: a rollback that would lose a later change is refused
-    await c.query(
-      `UPDATE ${RUNS} SET cutover_done = true, cutover_columns = $3, cutover_partitions = $4, updated_at = now()
-        WHERE table_schema = $1 AND table_name = $2`,
-      [plan.table.schema, plan.table.name, await newTableColumns(c, plan), await newTablePartitions(c, plan)],
-    );
+    await recordCutover(c, plan.table, true, {
+      columns: await newTableColumns(c, plan),
+      partitions: await newTablePartitions(c, plan),
+    });
   };
   const { stats } = await withHeartbeat(
     () => ({ step: 'cutover', lastCheck: check }),
@@ -263,10 +259,7 @@ export async function swapBack(
     // the old table gets the last keys the application changed, then takes the name back
     if (keyLog) underLock = await drainUnderLock(c, plan, keyLog);
     await runAll(c, then);
-    await c.query(
-      `UPDATE ${RUNS} SET cutover_done = false, updated_at = now() WHERE table_schema = $1 AND table_name = $2`,
-      [plan.table.schema, plan.table.name],
-    );
+    await recordCutover(c, plan.table, false);
   };
   const swapped = !!st?.cutover_done;
   if (swapped) await withLockRetry(pool, l, 'swap back', across.ms, swap, { ...across.opts, before: drain });

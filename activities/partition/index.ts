@@ -20,7 +20,6 @@ import { verify } from './verify';
 export type { BackfillChunkArgs, BackfillChunkInput, BackfillChunkResult } from './backfill';
 export type { CutoverResult } from './cutover';
 export type { PreflightResult } from './preflight';
-export { RUNS } from './run';
 export type { Deps } from '../runtime/deps';
 export { compareChecksums } from './verify';
 export type { VerifyRange, VerifyReport } from './verify';

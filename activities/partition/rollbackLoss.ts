@@ -12,7 +12,8 @@ import { viewDifferences } from '../../src/plan/views';
 import { CARRIED_SQL } from '../../src/plan/carried';
 import { readViews, viewsNow } from './views';
 import { relOid } from '../runtime/deps';
-import { counterValue, notReadCommitted, RUNS } from './run';
+import { counterValue, notReadCommitted } from './run';
+import { cutoverRecord } from '../runtime/copyState';
 
 /** The columns of what is now `plan.table` (after the cut-over: the partitioned table), in order. */
 export async function newTableColumns(c: PoolClient | Pool, plan: Plan): Promise<string[]> {
@@ -92,11 +93,7 @@ export async function publicationsChanged(c: Pool | PoolClient, plan: Plan, newO
  * added, renamed or retyped has no place in the old table.
  */
 export async function rollbackLoss(c: PoolClient | Pool, plan: Plan): Promise<string | null> {
-  const r = await c.query(
-    `SELECT cutover_done, cutover_columns, cutover_partitions FROM ${RUNS} WHERE table_schema = $1 AND table_name = $2`,
-    [plan.table.schema, plan.table.name],
-  );
-  const row = r.rows[0];
+  const row = await cutoverRecord(c, plan.table);
   if (!row?.cutover_done) return null;
   const t = displayName(plan.table);
   // the views read the new table now: the swap back redefines them as planned, which would undo a change
@@ -122,7 +119,7 @@ export async function rollbackLoss(c: PoolClient | Pool, plan: Plan): Promise<st
   const iso = await notReadCommitted(c, plan);
   if (iso) return `Rolling back ${t} now could lose or revive rows: ${iso} (${displayName(plan.old)}); finalize.`;
   if (row.cutover_partitions) {
-    const at: PartitionFiles = row.cutover_partitions;
+    const at = row.cutover_partitions as PartitionFiles;
     const nowAll = await newTablePartitions(c, plan);
     const [then, now] = [at.files, nowAll.files];
     const gone = Object.keys(then).filter((p) => !(p in now));

@@ -1,42 +1,25 @@
 /**
- * partflow.runs: the row that says which workflow owns a table, how far it got and which plan it runs.
- * Every forward step checks it in the same transaction as its DDL (`fence`), every undo begins by marking
- * it `undoing` (`beginUndo`), and no step runs SQL from a plan other than the stored one (`ownPlan`).
+ * A partitionTable run in the run store (activities/runtime/runStore.ts; its row in partflow.runs says which
+ * workflow owns the table, how far it got and which plan it runs). Every forward step checks it in the same
+ * transaction as its DDL (`fence`), every undo begins by marking it `undoing` (`beginUndo`), and no step runs
+ * SQL from a plan other than the stored one (`planOf`, `ownPlan`).
  */
 import type { Pool, PoolClient } from 'pg';
 import { failure } from '../../src/failures';
 import { displayName, qualified, TableRef } from '../../src/ident';
-import { Counter, counterOf, Plan, PlanRef, STATE_SCHEMA } from '../../src/plan';
+import { Counter, counterOf, Plan, PlanRef } from '../../src/plan';
 import { activityContext, classify, inTransaction } from '../runtime/db';
 import { faultPoint } from '../runtime/faults';
 import { migrate } from '../runtime/migrate';
 import { Deps, relOid, workflowId } from '../runtime/deps';
-import {
-  isActive,
-  lockRegistry,
-  markEnded,
-  markUndoing,
-  RUNS,
-  runsHolding,
-  stateOf,
-  tableRun,
-} from '../runtime/runStore';
+import { isActive, lockRegistry, markEnded, markUndoing, runsHolding, stateOf, tableRun } from '../runtime/runStore';
+import { claimTableRow, clearStreams, runsExist, storedPlanRow } from '../runtime/copyState';
 import { lockAcross, lockPhaseBudgetMs } from '../../src/locks';
 
-export { RUNS };
+export { runState } from '../runtime/copyState';
+export type { RunRow } from '../runtime/copyState';
 
 export type RunState = 'done' | 'rolled-back' | 'failed';
-
-export interface RunRow {
-  run_state: string;
-  next_page: string;
-  total_pages: string | null;
-  rows_copied: string;
-  cutover_done: boolean;
-  workflow_id: string;
-  last_key: string[] | null;
-  max_key: string[] | null;
-}
 
 /** What the partitioning path's DDL locks: the table, the copy, the old table (and their partitions). */
 export function lockedBy(plan: Plan): { relations: string[] } {
@@ -66,18 +49,6 @@ export async function copyExists(c: PoolClient, plan: Plan): Promise<boolean> {
     throw failure(`Refusing to drop ${displayName(plan.shadow)}: it is not partflow's copy.`, 'Safety');
   }
   return true;
-}
-
-export async function runState(pool: Pool, table: TableRef): Promise<RunRow | null> {
-  const r = await pool.query(`SELECT * FROM ${RUNS} WHERE table_schema = $1 AND table_name = $2`, [
-    table.schema,
-    table.name,
-  ]);
-  return r.rowCount ? r.rows[0] : null;
-}
-
-async function runsExist(pool: Pool): Promise<boolean> {
-  return (await pool.query(`SELECT to_regclass($1) IS NOT NULL AS ok`, [RUNS])).rows[0].ok;
 }
 
 /**
@@ -124,19 +95,13 @@ export async function ownPlan(
   sql: Record<string, unknown> = {},
 ): Promise<void> {
   const wf = workflowId();
-  const row = (await runsExist(pool))
-    ? (
-        await pool.query(`SELECT workflow_id, plan FROM ${RUNS} WHERE table_schema = $1 AND table_name = $2`, [
-          table.schema,
-          table.name,
-        ])
-      ).rows[0]
-    : undefined;
-  let ok = !!row && row.workflow_id === wf && typeof row.plan === 'string';
-  if (ok && plan) ok = row.plan === JSON.stringify(plan);
-  if (ok && Object.keys(sql).length) {
-    const stored = (JSON.parse(row.plan) as Plan).sql as unknown as Record<string, unknown>;
-    ok = Object.entries(sql).every(([k, v]) => v === undefined || JSON.stringify(stored[k]) === JSON.stringify(v));
+  const row = await storedPlanRow(pool, table);
+  const stored = row && row.workflow_id === wf && typeof row.plan === 'string' ? row.plan : null;
+  let ok = stored !== null;
+  if (stored !== null && plan) ok = stored === JSON.stringify(plan);
+  if (stored !== null && ok && Object.keys(sql).length) {
+    const storedSql = (JSON.parse(stored) as Plan).sql as unknown as Record<string, unknown>;
+    ok = Object.entries(sql).every(([k, v]) => v === undefined || JSON.stringify(storedSql[k]) === JSON.stringify(v));
   }
   if (!ok) {
     throw failure(
@@ -158,14 +123,7 @@ export async function planOf(pool: Pool, p: Plan | PlanRef): Promise<Plan> {
   const table = p.planOf;
   try {
     const wf = workflowId();
-    const row = (await runsExist(pool))
-      ? (
-          await pool.query(`SELECT workflow_id, plan FROM ${RUNS} WHERE table_schema = $1 AND table_name = $2`, [
-            table.schema,
-            table.name,
-          ])
-        ).rows[0]
-      : undefined;
+    const row = await storedPlanRow(pool, table);
     if (!row || row.workflow_id !== wf || typeof row.plan !== 'string') {
       throw failure(
         `partflow has no plan stored for workflow ${wf} on ${displayName(table)}; refusing to run this step.`,
@@ -236,40 +194,19 @@ export async function claimRun({ pool, log }: Deps, table: TableRef, plan: Plan)
           'RunInProgress',
         );
       }
-      const r = await c.query(
-        `INSERT INTO ${RUNS} AS r (table_schema, table_name, workflow_id, run_id, run_state, plan)
-         VALUES ($1, $2, $3, $5, 'active', $4)
-         ON CONFLICT (table_schema, table_name) DO UPDATE
-            SET workflow_id = EXCLUDED.workflow_id, run_id = EXCLUDED.run_id, run_state = 'active',
-                updated_at = now(), plan = EXCLUDED.plan, next_page = 0, total_pages = NULL, rows_copied = 0,
-                cutover_done = false, started_at = now(), last_key = NULL, max_key = NULL, trigger_fence = NULL,
-                filenode = NULL, rewrites = 0, standbys = NULL, cutover_columns = NULL,
-                cutover_partitions = NULL
-          WHERE r.run_state NOT IN ('active', 'undoing', 'cleanup')
-         RETURNING workflow_id`,
-        [table.schema, table.name, wf, JSON.stringify(plan), run],
-      );
-      if (r.rowCount === 0) {
-        const cur = (
-          await c.query(`SELECT workflow_id, run_id FROM ${RUNS} WHERE table_schema = $1 AND table_name = $2`, [
-            table.schema,
-            table.name,
-          ])
-        ).rows[0];
-        if (cur && cur.workflow_id === wf && cur.run_id === run) return; // our own claim, seen again by a retry
+      const cur = await claimTableRow(c, table, { workflowId: wf, runId: run }, JSON.stringify(plan));
+      if (cur) {
+        if (cur.workflow_id === wf && cur.run_id === run) return; // our own claim, seen again by a retry
         throw failure(
-          `Table ${displayName(table)} already has a partflow run in progress (workflow ${cur?.workflow_id}` +
-            `${cur?.workflow_id === wf ? `, an earlier run ${cur?.run_id ?? ''}`.trimEnd() : ''}); wait for it, ` +
+          `Table ${displayName(table)} already has a partflow run in progress (workflow ${cur.workflow_id}` +
+            `${cur.workflow_id === wf ? `, an earlier run ${cur.run_id ?? ''}`.trimEnd() : ''}); wait for it, ` +
             `roll it back, or if its workflow is over remove what it left with partflow cleanup ${displayName(table)}.`,
           'RunInProgress',
         );
       }
       await faultPoint('claim', log);
       // a parallel copy's ranges from an earlier run of this table: gone with the same commit
-      await c.query(`DELETE FROM ${STATE_SCHEMA}.backfill_streams WHERE table_schema = $1 AND table_name = $2`, [
-        table.schema,
-        table.name,
-      ]);
+      await clearStreams(c, table);
     });
   } catch (err) {
     classify(err, 'claim');

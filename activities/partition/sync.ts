@@ -9,34 +9,20 @@ import { displayName, qualified } from '../../src/ident';
 import { FORWARD_TRIGGER, Plan } from '../../src/plan';
 import { runAll, withLockRetry } from '../runtime/db';
 import { faultPoint } from '../runtime/faults';
-import { splitStreams } from './backfill';
 import { probeBaseline } from '../runtime/replicas';
 import { Deps, relOid, stepLog } from '../runtime/deps';
-import { fence, lockedBy, ownPlan, RUNS, undoFence } from './run';
+import { fence, lockedBy, ownPlan, undoFence } from './run';
+import { recordMaxKey, recordWalkStart, splitStreams } from '../runtime/copyState';
 
 /**
  * The backfill's end, recorded with the trigger: pages (and the file), or the largest key in key mode; a
  * parallel copy's split of those pages.
  */
 async function recordWalkEnd(c: PoolClient, plan: Plan, triggerFence: string): Promise<number> {
-  const r = await c.query(
-    `UPDATE ${RUNS}
-        SET total_pages = coalesce(total_pages, pg_relation_size($3::regclass) / current_setting('block_size')::int),
-            trigger_fence = coalesce(trigger_fence, $4),
-            filenode = coalesce(filenode, pg_relation_filenode($3::regclass)),
-            updated_at = now()
-      WHERE table_schema = $1 AND table_name = $2 RETURNING total_pages`,
-    [plan.table.schema, plan.table.name, plan.tableOid, triggerFence],
-  );
-  if (plan.copyMode === 'keys') {
-    const mk = await c.query(plan.sql.maxKey);
-    await c.query(
-      `UPDATE ${RUNS} SET max_key = coalesce(max_key, $3::text[]) WHERE table_schema = $1 AND table_name = $2`,
-      [plan.table.schema, plan.table.name, mk.rows[0]?.k ?? null],
-    );
-  }
+  const total = await recordWalkStart(c, plan.table, plan.tableOid, triggerFence);
+  if (plan.copyMode === 'keys') await recordMaxKey(c, plan.table, (await c.query(plan.sql.maxKey)).rows[0]?.k ?? null);
   if (plan.copyMode === 'pages' && (plan.parallelism ?? 1) > 1) await splitStreams(c, plan.table, plan.parallelism!);
-  return Number(r.rows[0].total_pages);
+  return total;
 }
 
 export async function installSyncTrigger(

@@ -7,13 +7,22 @@ import type { Pool, PoolClient } from 'pg';
 import { failure } from '../../src/failures';
 import { displayName, qualified, TableRef } from '../../src/ident';
 import type { Logger } from '../../src/logger';
-import { pagesPerBatch, STATE_SCHEMA } from '../../src/plan';
+import { pagesPerBatch } from '../../src/plan';
 import { inTransaction } from '../runtime/db';
 import { workflowId } from '../runtime/deps';
 import { faultPoint } from '../runtime/faults';
 import { isActive, tableRun } from '../runtime/runStore';
 import type { BackfillChunkInput, BackfillChunkResult } from './backfill';
-import { RunRow, RUNS, runState } from './run';
+import {
+  keyCheckpoint,
+  pageCheckpoint,
+  restartWalkOnNewFile,
+  RunRow,
+  runState,
+  streamCheckpoint,
+  streamRow,
+  streamsTotal,
+} from '../runtime/copyState';
 import { tuningOf } from './tuning';
 
 /** One batch as a walker plans it: its size, its copy, and the checkpoint update that commits with it. */
@@ -49,44 +58,6 @@ export interface Walker {
   >;
 }
 
-/** The checkpoint in partflow.runs: `set` and the guard `where` take `params` as $4.. */
-function runsCheckpoint(table: TableRef, set: string, where: string, params: unknown[]): Batch['commit'] {
-  return async (c, read) => {
-    const u = await c.query(
-      `UPDATE ${RUNS} SET ${set}, rows_copied = rows_copied + $3, updated_at = now()
-        WHERE table_schema = $1 AND table_name = $2 AND run_state = 'active' AND ${where}`,
-      [table.schema, table.name, read, ...params],
-    );
-    return u.rowCount === 1;
-  };
-}
-
-/** The checkpoint guard of a page batch: the checkpoint it started from, and the same table file. */
-const SAME_FILE_AT = (param: string) =>
-  `next_page = ${param} AND (filenode IS NULL OR ` +
-  `filenode = pg_relation_filenode(to_regclass(format('%I.%I', table_schema, table_name))))`;
-
-export const STREAMS = `${STATE_SCHEMA}.backfill_streams`;
-
-/**
- * Parallel copy: splits pages [0, total_pages) of the file recorded in partflow.runs into `n` ranges, one
- * per stream (in the sync trigger's transaction, so that they exist before any stream runs); on a rewrite,
- * splits the new file the same way. A split made already stays.
- */
-export async function splitStreams(c: PoolClient | Pool, table: TableRef, n: number): Promise<void> {
-  await c.query(
-    `INSERT INTO ${STREAMS} AS s (table_schema, table_name, stream, start_page, next_page, end_page, filenode)
-     SELECT $1, $2, k, k * r.total_pages / $3, k * r.total_pages / $3, (k + 1) * r.total_pages / $3, r.filenode
-       FROM ${RUNS} r, generate_series(0, $3 - 1) k
-      WHERE r.table_schema = $1 AND r.table_name = $2
-     ON CONFLICT (table_schema, table_name, stream) DO UPDATE
-        SET start_page = EXCLUDED.start_page, next_page = EXCLUDED.next_page, end_page = EXCLUDED.end_page,
-            filenode = EXCLUDED.filenode
-      WHERE s.filenode IS DISTINCT FROM EXCLUDED.filenode`,
-    [table.schema, table.name, n],
-  );
-}
-
 /**
  * A VACUUM FULL, CLUSTER, pg_repack or TRUNCATE gives the table a new file in which rows sit on other
  * pages: the page checkpoint means nothing there, and rows moved below it would never be copied. When the
@@ -95,25 +66,7 @@ export async function splitStreams(c: PoolClient | Pool, table: TableRef, n: num
  * parallel copy splits the new file again, in the same transaction.
  */
 export async function restartIfRewritten(pool: Pool, table: TableRef, l: Logger, tuneKey: string): Promise<void> {
-  const file = `to_regclass(format('%I.%I', $1::text, $2::text))`;
-  const restarted = await inTransaction(pool, async (c) => {
-    const r = await c.query(
-      `UPDATE ${RUNS} SET next_page = 0, rewrites = rewrites + 1, updated_at = now(),
-              total_pages = pg_relation_size(${file}) / current_setting('block_size')::int,
-              filenode = pg_relation_filenode(${file})
-        WHERE table_schema = $1 AND table_name = $2 AND filenode IS NOT NULL
-          AND filenode IS DISTINCT FROM pg_relation_filenode(${file})
-       RETURNING total_pages`,
-      [table.schema, table.name],
-    );
-    if (!r.rowCount) return null;
-    const n = await c.query(`SELECT count(*)::int AS n FROM ${STREAMS} WHERE table_schema = $1 AND table_name = $2`, [
-      table.schema,
-      table.name,
-    ]);
-    if (n.rows[0].n > 0) await splitStreams(c, table, n.rows[0].n);
-    return Number(r.rows[0].total_pages);
-  });
+  const restarted = await inTransaction(pool, (c) => restartWalkOnNewFile(c, table));
   if (restarted !== null) {
     tuningOf(tuneKey).mergeLeft = 1_000_000; // every later batch may meet rows copied already
     l.warn(
@@ -167,7 +120,7 @@ async function pageWalker(pool: Pool, input: BackfillChunkInput, l: Logger): Pro
       to = Math.min(total, next + size);
       return {
         units: to - next,
-        commit: runsCheckpoint(t, 'next_page = $5', SAME_FILE_AT('$4'), [next, to]),
+        commit: pageCheckpoint(t, next, to),
         ...pageCopies(input, l, next, to, batchNo),
       };
     },
@@ -188,28 +141,6 @@ async function pageWalker(pool: Pool, input: BackfillChunkInput, l: Logger): Pro
       checkpoint: `page ${next} of ${total}`,
     }),
   };
-}
-
-interface StreamRow {
-  start_page: string;
-  next_page: string;
-  end_page: string;
-  filenode: string;
-  rows_copied: string;
-}
-
-async function streamRow(pool: Pool, t: TableRef, k: number): Promise<StreamRow> {
-  const r = await pool.query(`SELECT * FROM ${STREAMS} WHERE table_schema = $1 AND table_name = $2 AND stream = $3`, [
-    t.schema,
-    t.name,
-    k,
-  ]);
-  if (!r.rowCount)
-    throw failure(
-      `No backfill stream ${k} for ${displayName(t)}: the sync step did not split the table.`,
-      'StateMissing',
-    );
-  return r.rows[0];
 }
 
 /**
@@ -236,13 +167,7 @@ async function streamWalker(pool: Pool, input: BackfillChunkInput, l: Logger): P
       to = Math.min(end, next + size);
       const commit: Batch['commit'] = async (c, read) => {
         if (!(await isActive(c, tableRun(t, workflowId())))) return false;
-        const u = await c.query(
-          `UPDATE ${STREAMS} SET next_page = $5, rows_copied = rows_copied + $8
-            WHERE table_schema = $1 AND table_name = $2 AND stream = $3 AND next_page = $4 AND end_page = $6
-              AND filenode = $7 AND filenode = pg_relation_filenode(to_regclass(format('%I.%I', $1::text, $2::text)))`,
-          [t.schema, t.name, k, next, to, end, row.filenode, read],
-        );
-        return u.rowCount === 1;
+        return streamCheckpoint(t, k, { from: next, to, end }, row.filenode)(c, read);
       };
       return { units: to - next, commit, ...pageCopies(input, l, next, to, batchNo) };
     },
@@ -256,17 +181,10 @@ async function streamWalker(pool: Pool, input: BackfillChunkInput, l: Logger): P
     heartbeat: (rowsCopied) => ({ stream: k, checkpointPage: range().next, endPage: range().end, rowsCopied }),
     result: async () => {
       // the whole copy, as all streams' checkpoints say now
-      const all = await pool.query(
-        `SELECT sum(next_page - start_page)::bigint AS done, sum(end_page - start_page)::bigint AS pages,
-                sum(rows_copied)::bigint AS rows, count(*)::int AS n,
-                coalesce(array_agg(stream ORDER BY stream) FILTER (WHERE next_page < end_page), '{}') AS left
-           FROM ${STREAMS} WHERE table_schema = $1 AND table_name = $2`,
-        [t.schema, t.name],
-      );
-      const a = all.rows[0];
-      const [done, pages] = [Number(a.done), Number(a.pages)];
+      const a = await streamsTotal(pool, t);
+      const [done, pages] = [a.done, a.pages];
       return {
-        rowsCopied: Number(a.rows),
+        rowsCopied: a.rows,
         nextPage: done,
         totalPages: pages,
         percent: pages > 0 ? Math.min(100, (done / pages) * 100) : 100,
@@ -309,7 +227,7 @@ async function keyWalker(pool: Pool, input: BackfillChunkInput): Promise<Walker>
       };
       return {
         units: size,
-        commit: runsCheckpoint(t, 'last_key = $5::text[]', 'last_key IS NOT DISTINCT FROM $4::text[]', [from, to]),
+        commit: keyCheckpoint(t, from, to),
         copy,
       };
     },

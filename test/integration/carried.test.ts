@@ -372,7 +372,9 @@ test('a partflow role the policies apply to is refused before anything changes',
   await db.pool.query(`CREATE SCHEMA IF NOT EXISTS partflow`);
   await db.pool.query(`GRANT USAGE ON SCHEMA partflow TO pf_runner`);
   await db.pool.query(
-    `DO $$ BEGIN IF to_regclass('partflow.runs') IS NOT NULL THEN GRANT SELECT ON partflow.runs TO pf_runner; END IF; END $$`,
+    `DO $$ BEGIN IF to_regclass('partflow.runs') IS NOT NULL THEN GRANT SELECT ON partflow.runs TO pf_runner; END IF;
+                IF to_regclass('partflow.fix_runs') IS NOT NULL THEN GRANT SELECT ON partflow.fix_runs TO pf_runner; END IF;
+           END $$`,
   );
   await db.pool.query(`ALTER TABLE tr_forced ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY`);
   const { buildPlan } = await import('../../src/plan');
