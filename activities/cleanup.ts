@@ -1,5 +1,6 @@
 /**
- * What a dead partitionTable run (terminated, or lost with its history) leaves behind, and its safe removal.
+ * What a dead partitionTable run (terminated, or lost with its history) leaves behind, and its safe removal;
+ * and the hold of a dead fixConstraints or createIndexes run on the table, and its release.
  * The SQL comes from the plan partflow stored in partflow.runs when the run claimed the table, never from
  * the caller: the input names a table, nothing else.
  */
@@ -13,7 +14,7 @@ import type { Plan } from '../src/plan';
 import { STATE_SCHEMA } from '../src/plan';
 import { classify, withLockRetry } from './runtime/db';
 import { copyExists } from './partition/run';
-import { markEnded, tableRun, takeOver } from './runtime/runStore';
+import { fixRun, fixRunsOf, markEnded, runsHolding, tableRun, takeOver } from './runtime/runStore';
 import { RunRow, runsExist, runState } from './runtime/copyState';
 import type { Deps } from './runtime/deps';
 import { failure } from '../src/failures';
@@ -27,6 +28,11 @@ export interface CleanupReport {
   phase: 'before-cutover' | 'after-cutover' | 'none';
   /** what is there now, one line each */
   leftovers: string[];
+  /**
+   * fixConstraints or createIndexes runs that hold the table (active or being undone): one whose workflow is
+   * gone (terminated) is released by a removal naming its workflow id; what it built stays, listed here
+   */
+  heldBy?: { kind: string; workflowId: string; state: string; left: string[] }[];
   /** the statements that remove them, in order */
   statements: string[];
   /** then, each on its own (no transaction can hold them): the attach path's DROP INDEX CONCURRENTLY */
@@ -111,6 +117,8 @@ async function report(pool: Pool, table: TableRef): Promise<{ report: CleanupRep
     statements: [],
     removed: false,
   };
+  const held = await fixHolders(pool, table);
+  if (held.length) base.heldBy = held;
   if (!run) return { report: base, plan: null };
   base.run = { workflowId: run.workflow_id, state: run.run_state, cutoverDone: run.cutover_done };
   if (!run.plan) return { report: base, plan: null };
@@ -135,6 +143,51 @@ async function report(pool: Pool, table: TableRef): Promise<{ report: CleanupRep
         statements: [...plan.sql.dropSyncTrigger, ...counters, ...plan.sql.dropShadow],
       };
   return { report: r, plan };
+}
+
+/**
+ * The fix runs that hold `table`, with what such a run may have left on it: an INVALID index (a build it never
+ * finished) or a NOT VALID constraint (one it never validated). Cleanup does not drop them: they may be wanted.
+ */
+async function fixHolders(pool: Pool, table: TableRef): Promise<NonNullable<CleanupReport['heldBy']>> {
+  const holders = (await runsHolding(pool, [table])).filter((h) => h.kind !== 'partitionTable');
+  if (!holders.length) return [];
+  const r = await pool.query(
+    `WITH t AS (SELECT to_regclass($1) AS oid),
+          rels AS (SELECT oid FROM t UNION ALL SELECT i.inhrelid FROM pg_inherits i, t WHERE i.inhparent = t.oid)
+     SELECT 'index ' || x.indexrelid::regclass::text || ' is INVALID' AS x
+       FROM pg_index x WHERE NOT x.indisvalid AND x.indrelid IN (SELECT oid FROM rels)
+     UNION ALL
+     SELECT 'constraint ' || quote_ident(c.conname) || ' on ' || c.conrelid::regclass::text || ' is NOT VALID'
+       FROM pg_constraint c, t WHERE NOT c.convalidated AND c.conrelid = t.oid
+     ORDER BY 1`,
+    [qualified(table)],
+  );
+  const left = r.rows.map((x) => x.x as string);
+  return holders.map((h) => ({ kind: h.kind, workflowId: h.workflowId, state: h.state, left }));
+}
+
+/**
+ * A removal naming a fix run that holds the table: the run is released (`failed`), so that maintenance and
+ * partitionTable see the table free. Its forward steps, should its workflow be alive after all, no longer
+ * commit (their fence reads `active`). Returns null when `expectedWorkflowId` has no fix run on the table.
+ */
+async function releaseFixRun(
+  pool: Pool,
+  l: Logger,
+  table: TableRef,
+  expectedWorkflowId: string,
+): Promise<CleanupReport | null> {
+  const runs = await fixRunsOf(pool, expectedWorkflowId, table);
+  if (!runs.length) return null;
+  const holding = runs.filter((r) => r.state === 'active' || r.state === 'undoing');
+  const before = (await report(pool, table)).report;
+  // nothing to release: a retry after the release, unless the table's partitionTable run is this workflow's
+  if (!holding.length && before.run?.workflowId === expectedWorkflowId) return null;
+  for (const r of holding) await takeOver(pool, fixRun(expectedWorkflowId, r.runId), 'failed', ['active', 'undoing']);
+  if (holding.length) l.info({ workflowId: expectedWorkflowId }, 'the hold of a dead fix run released');
+  const after = (await report(pool, table)).report;
+  return { ...after, heldBy: before.heldBy, removed: holding.length > 0 };
 }
 
 /** Read-only: what a run of `table` left behind and how cleanup would remove it. */
@@ -173,6 +226,9 @@ async function removeLeftovers(
   const l = log.child({ step: 'cleanup', table: displayName(table) });
   const run = tableRun(table, expectedWorkflowId);
   try {
+    // a fixConstraints or createIndexes run of that workflow id holding the table: released, nothing dropped
+    const released = await releaseFixRun(pool, l, table, expectedWorkflowId);
+    if (released) return released;
     // `cleanup`, not `undoing`: the run's own undo steps act only on their own `undoing` (undoFence)
     const fenced = await takeOver(pool, run, 'cleanup', ['active', 'undoing', 'cleanup']);
     if (!fenced) {

@@ -137,7 +137,15 @@ async function cleanup(ctx: Ctx, table: string, v: Opts): Promise<number> {
   const cut = run?.cutoverDone ? ', cut over' : '';
   out(run ? `run ${run.workflowId}: ${run.state}${cut}` : `no partflow run recorded for ${table}`);
   for (const x of r.report.leftovers) out(`  left behind: ${x}`);
+  for (const h of r.report.heldBy ?? []) {
+    out(`held by ${h.kind} run ${h.workflowId}: ${h.state}`);
+    for (const x of h.left) out(`  on the table: ${x} (cleanup keeps it)`);
+  }
+  const live = run && ['active', 'undoing', 'cleanup'].includes(run.state);
+  const holder = live ? undefined : r.report.heldBy?.[0]?.workflowId;
   if (r.refused) out(r.refused);
+  else if (holder && !r.report.removed) out(`nothing changed; run again with --yes to release the hold of ${holder}`);
+  else if (holder) out(`released: ${table} is no longer held by ${holder}`);
   else if (r.report.phase === 'none') out('nothing to clean up');
   else if (r.report.removed && r.report.phase === 'after-cutover') {
     out(`removed; ${table} stays partitioned, ${table}_old is kept for you to drop`);

@@ -70,7 +70,8 @@ export interface CleanupOutcome {
 /**
  * `partflow cleanup <table>`: what a dead run left behind; with `remove`, removes it. Refuses while the
  * workflow that partflow.runs records for the table is still running in Temporal (cancel it instead: its
- * own undo runs then).
+ * own undo runs then). A table held by a fixConstraints or createIndexes run whose workflow is gone
+ * (terminated) and no live partitionTable run: `remove` releases that run's hold, dropping nothing.
  */
 export async function cleanupLeftovers(
   client: Client,
@@ -86,32 +87,46 @@ export async function cleanupLeftovers(
     args: [{ table }],
   });
   const run = report.run;
-  if (run && ['active', 'undoing', 'cleanup'].includes(run.state)) {
-    const status = await client.workflow
-      .getHandle(run.workflowId)
-      .describe()
-      .then((d) => d.status.name)
-      .catch((err: unknown) => (err instanceof WorkflowNotFoundError ? 'NOT_FOUND' : 'UNKNOWN'));
+  const live = run && ['active', 'undoing', 'cleanup'].includes(run.state) ? run.workflowId : null;
+  // a table held by a fix run (and no live partitionTable run): that run's hold is what cleanup releases
+  const fix = live ? null : (report.heldBy?.[0]?.workflowId ?? null);
+  const owner = live ?? fix;
+  if (owner) {
+    const status = await workflowStatus(client, owner);
     if (status === 'UNKNOWN') {
       return {
-        refused: `Cannot read the state of workflow ${run.workflowId} from Temporal; cleanup refuses until it can.`,
+        refused: `Cannot read the state of workflow ${owner} from Temporal; cleanup refuses until it can.`,
         report,
       };
     }
     if (status === 'RUNNING') {
       return {
         refused:
-          `Workflow ${run.workflowId} still runs and owns ${table}; ` +
+          `Workflow ${owner} still runs and owns ${table}; ` +
           'cancel it (its own undo then runs) or wait for it, instead of cleaning up.',
         report,
       };
     }
   }
-  if (!remove || report.phase === 'none' || !run) return { report };
-  const done = await client.workflow.execute('cleanupTable', {
-    taskQueue,
-    workflowId: id('remove'),
-    args: [{ table, remove: true, workflowId: run.workflowId }],
-  });
-  return { report: done };
+  if (!remove) return { report };
+  if (fix) return { report: await removeFor(fix) };
+  if (report.phase === 'none' || !run) return { report };
+  return { report: await removeFor(run.workflowId) };
+
+  function removeFor(workflowId: string) {
+    return client.workflow.execute('cleanupTable', {
+      taskQueue,
+      workflowId: id('remove'),
+      args: [{ table, remove: true, workflowId }],
+    });
+  }
+}
+
+/** What Temporal says of a workflow: its status name, NOT_FOUND, or UNKNOWN when it cannot tell. */
+function workflowStatus(client: Client, workflowId: string): Promise<string> {
+  return client.workflow
+    .getHandle(workflowId)
+    .describe()
+    .then((d) => d.status.name)
+    .catch((err: unknown) => (err instanceof WorkflowNotFoundError ? 'NOT_FOUND' : 'UNKNOWN'));
 }

@@ -205,3 +205,22 @@ export async function takeOver(db: Db, run: RunKey, to: string, from: string[]):
   );
   return !!r.rowCount;
 }
+
+/** The fixConstraints or createIndexes runs of `workflowId` with `table` among their tables, in any state. */
+export async function fixRunsOf(
+  db: Db,
+  workflowId: string,
+  table: TableRef,
+): Promise<{ runId: string; state: string; kind: string }[]> {
+  const has = await db.query(
+    `SELECT EXISTS (SELECT FROM pg_attribute WHERE attrelid = to_regclass($1) AND attname = 'kind') AS ok`,
+    [FIX_RUNS],
+  );
+  if (!has.rows[0].ok) return [];
+  const r = await db.query(
+    `SELECT run_id, state, coalesce(kind, 'fixConstraints') AS kind FROM ${FIX_RUNS}
+      WHERE workflow_id = $1 AND $2 = ANY (tables) ORDER BY started_at`,
+    [workflowId, qualified(table)],
+  );
+  return r.rows.map((x) => ({ runId: x.run_id, state: x.state, kind: x.kind }));
+}

@@ -151,6 +151,67 @@ describe('2. cleanupTable against a live run', () => {
   });
 });
 
+describe('2b. the hold of a terminated createIndexes run (issue 27: the run store)', () => {
+  it('refuses partitionTable, naming the run, until cleanup releases it; a live one is not released', async () => {
+    await createTable(db.pool, { schema: 'public', name: 'cl_fixheld' }, 2_000, 'uuid');
+    const look = () =>
+      env.client.workflow.execute('cleanupTable', {
+        taskQueue: TQ,
+        workflowId: `cleanup-look-${Date.now()}`,
+        args: [{ table: 'public.cl_fixheld' }],
+      });
+    const release = (workflowId: string) =>
+      env.client.workflow.execute('cleanupTable', {
+        taskQueue: TQ,
+        workflowId: `cleanup-release-${Date.now()}`,
+        args: [{ table: 'public.cl_fixheld', remove: true, workflowId }],
+      });
+    const endSnapshot = await snapshotHolder();
+    let ix: WorkflowHandle | undefined;
+    try {
+      ix = await env.client.workflow.start('createIndexes', {
+        taskQueue: TQ,
+        workflowId: `ix-held-${Date.now()}`,
+        args: [{ indexes: [{ table: 'cl_fixheld', columns: ['payload'] }] }],
+      });
+      await until('the build waits', async () => (await building('public.cl_fixheld')) === 1);
+      // live: cleanup refuses to release it
+      const live = await failureOf(release(ix.workflowId));
+      expect(live.type).toBe('RunInProgress');
+      expect(live.message).toMatch(new RegExp(`Workflow ${ix.workflowId} still runs`));
+      await ix.terminate('the operator killed it: no undo runs');
+      // its activity learns it at its next heartbeat and cancels the build, which leaves the index INVALID
+      await until("the dead run's build is cancelled", async () => (await building('public.cl_fixheld')) === 0, 300);
+    } finally {
+      await endSnapshot();
+    }
+    // the dead run still holds the table: partitionTable refuses before anything changes, naming it
+    const refused = await failureOf((await start({ table: 'cl_fixheld', dryRun: true })).result());
+    expect(refused.message).toMatch(
+      new RegExp(`already has a partflow run in progress \\(createIndexes workflow ${ix!.workflowId}\\)`),
+    );
+    const seen = await look();
+    expect(seen.heldBy).toEqual([
+      { kind: 'createIndexes', workflowId: ix!.workflowId, state: 'active', left: [expect.stringMatching(/INVALID/)] },
+    ]);
+    // our CLI's path (partflow cleanup --yes): it asks Temporal, sees the run terminated, releases its hold
+    const { cleanupLeftovers } = await import('../../operator/client');
+    const released = await cleanupLeftovers(env.client, 'public.cl_fixheld', TQ, true);
+    expect(released.refused).toBeUndefined();
+    expect(released.report.removed).toBe(true);
+    expect(released.report.heldBy?.[0]?.workflowId).toBe(ix!.workflowId);
+    expect((await look()).heldBy).toBeUndefined();
+    // again, as the Temporal CLI would start it: nothing more to do, no error
+    expect((await release(ix!.workflowId)).removed).toBe(false);
+    // no longer held; what the dead run built is still there for the operator to decide: its INVALID index
+    const next = await failureOf((await start({ table: 'cl_fixheld', dryRun: true })).result());
+    expect(next.message).toMatch(/idx_cl_fixheld_payload_pf of public\.cl_fixheld are INVALID/);
+    await db.pool.query(`DROP INDEX public.idx_cl_fixheld_payload_pf`);
+    const plan = await (await start({ table: 'cl_fixheld', dryRun: true })).result();
+    expect(plan.status).toBe('dry-run');
+  });
+});
+
 describe('3. a claim interrupted by a killed backend', () => {
   it('leaves all or nothing: the retry does not inherit an earlier run’s finished streams', async () => {
     const t = await createTable(db.pool, { schema: 'public', name: 'cl_claim' }, 6_000, 'uuid');
