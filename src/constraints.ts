@@ -300,3 +300,11 @@ export function describeFix(f: Fix): string {
         `${f.references.table.schema}.${f.references.table.name}(${f.references.columns.join(', ')})`
     : `${f.table.schema}.${f.table.name}.${f.column} NOT NULL`;
 }
+
+/**
+ * The tables a fix holds in the run store while it runs: its own, and for a foreign key the table it
+ * references (converted by partitionTable meanwhile, the key would be left pointing at the old table).
+ */
+export function tablesOf(fix: Fix): TableRef[] {
+  return fix.kind === 'foreignKey' ? [fix.table, fix.references.table] : [fix.table];
+}

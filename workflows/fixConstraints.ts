@@ -15,7 +15,7 @@ import {
 } from '@temporalio/workflow';
 import type { Activities } from '../activities';
 import type { FixAudit } from '../activities/constraints';
-import { FixConstraintsInput, FixOptions, validateFixInput } from '../src/constraints';
+import { FixConstraintsInput, FixOptions, tablesOf, validateFixInput } from '../src/constraints';
 import { rollbackSignal } from './definitions';
 import { rootFailure, validInput } from './failure';
 import { failure } from '../src/failures';
@@ -216,10 +216,7 @@ export async function fixConstraints(input: FixConstraintsInput): Promise<FixRes
     refuseBlocking(run.audits);
     p.phase = 'applying';
     run.claimed = true;
-    await act.claimFix(
-      run.opts.fixes.map((f) => f.table),
-      'fixConstraints',
-    );
+    await act.claimFix(run.opts.fixes.flatMap(tablesOf), 'fixConstraints');
     for (const a of run.audits) await applyFix(run, a);
     if (run.rollbackRequested) throw new RollbackRequested();
     // the steps taken, for an undo after the run (undoFixConstraints)

@@ -18,7 +18,7 @@ import type { BackfillChunkArgs, BackfillChunkResult, CutoverResult, VerifyRepor
 import { displayName } from '../src/ident';
 import { rootFailure, validInput } from './failure';
 import { PartitionTableInput, validatePartitionInput, validateThrottle } from '../src/input';
-import { planStatements, refOf, undoStatements, type Plan } from '../src/plan';
+import { backfillSql, planStatements, refOf, undoStatements, type Plan } from '../src/plan';
 import {
   approveCutoverSignal,
   finalizeSignal,
@@ -154,15 +154,24 @@ async function setUp(run: Run): Promise<PartitionTableResult | null> {
 }
 
 /**
+ * One chunk of the copy. A run that began before plan references (no `chunk-by-reference` marker in its history)
+ * hands the chunk its statements through `backfillChunk`, as it did; every later run calls `copyChunk`, which
+ * reads them from the stored plan. A worker of an earlier release has no `copyChunk`: during a rolling deploy it
+ * fails such a task retryably (not registered) until a worker of this release takes it, instead of failing the run.
+ */
+function copyChunk(s: PartitionState, summary: string, input: BackfillChunkArgs): Promise<BackfillChunkResult> {
+  if (patched('chunk-by-reference')) return act(CHUNK, summary).copyChunk(input);
+  return act(CHUNK, summary).backfillChunk({ ...input, sql: backfillSql(s.plan!) });
+}
+
+/**
  * One round of a parallel copy: a chunk of every stream not done yet, at once. All of them end before the
  * round does (a failed one too), so that nothing of the copy runs when an undo starts.
  */
 async function streamsRound(s: PartitionState, input: BackfillChunkArgs, streams: number) {
   const left = s.streamsLeft ?? [...Array(streams).keys()];
   const settled = await Promise.allSettled(
-    left.map((stream) =>
-      act(CHUNK, `backfill stream ${stream + 1} of ${streams}`).backfillChunk({ ...input, stream, streams }),
-    ),
+    left.map((stream) => copyChunk(s, `backfill stream ${stream + 1} of ${streams}`, { ...input, stream, streams })),
   );
   const failed = settled.find((x) => x.status === 'rejected');
   if (failed) throw (failed as PromiseRejectedResult).reason;
@@ -202,7 +211,7 @@ async function backfill(run: Run, plan: Plan): Promise<void> {
       r =
         streams > 1
           ? await streamsRound(s, input, streams)
-          : await act(CHUNK, `backfill ${table} from page ${s.checkpointPage}`).backfillChunk(input);
+          : await copyChunk(s, `backfill ${table} from page ${s.checkpointPage}`, input);
     } finally {
       s.chunkInFlight = false;
     }

@@ -38,7 +38,10 @@ export function createPartitionActivities(deps: Deps) {
       installSyncTrigger(deps, await planOf(deps.pool, plan), lockTimeoutMs),
     dropSyncTrigger: async (plan: Plan | PlanRef, lockTimeoutMs: number) =>
       dropSyncTrigger(deps, await planOf(deps.pool, plan), lockTimeoutMs),
+    // the copy's chunk: `backfillChunk` as runs before plan references call it (statements handed in, checked
+    // against the stored plan), `copyChunk` as later runs do (statements read from the stored plan)
     backfillChunk: async (input: BackfillChunkArgs) => backfillChunk(deps, await withBackfillSql(deps.pool, input)),
+    copyChunk: async (input: BackfillChunkArgs) => backfillChunk(deps, await withBackfillSql(deps.pool, input)),
     followKeyLog: async (plan: Plan | PlanRef, direction?: 'forward' | 'reverse') =>
       followKeyLog(deps, await planOf(deps.pool, plan), direction),
     verify: async (plan: Plan | PlanRef, opts?: { analyze?: boolean; chunkRows?: number }) =>

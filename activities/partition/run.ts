@@ -190,7 +190,8 @@ export async function claimRun({ pool, log }: Deps, table: TableRef, plan: Plan)
       if (fix) {
         throw failure(
           `Table ${displayName(table)} is held by ${fix.kind} run ${fix.workflowId}; the copy would miss what it ` +
-            'adds: wait for it to end, then run again.',
+            `adds: wait for it to end, then run again (if its workflow was terminated, release it with partflow ` +
+            `cleanup ${displayName(table)}).`,
           'RunInProgress',
         );
       }

@@ -50,6 +50,14 @@ export async function claimTableRow(
   run: { workflowId: string; runId: string | null },
   planJson: string,
 ): Promise<{ workflow_id: string; run_id: string | null } | null> {
+  // a run that holds the row is seen without waiting for its lock (a step's fence holds it FOR SHARE for as
+  // long as the step's transaction lasts): the claim, under the registry's lock, must not wait behind it
+  const held = await c.query(
+    `SELECT workflow_id, run_id FROM ${RUNS}
+      WHERE table_schema = $1 AND table_name = $2 AND run_state IN ('active', 'undoing', 'cleanup')`,
+    [table.schema, table.name],
+  );
+  if (held.rowCount) return held.rows[0];
   const r = await c.query(
     `INSERT INTO ${RUNS} AS r (table_schema, table_name, workflow_id, run_id, run_state, plan)
      VALUES ($1, $2, $3, $5, 'active', $4)

@@ -6,7 +6,7 @@
 import type { Pool, PoolClient } from 'pg';
 import type { Fix } from '../../src/constraints';
 import type { FixInfo } from '../../src/fixSteps';
-import { describeFix } from '../../src/constraints';
+import { describeFix, tablesOf } from '../../src/constraints';
 import { failure } from '../../src/failures';
 import { qualified, TableRef } from '../../src/ident';
 import type { Logger } from '../../src/logger';
@@ -160,16 +160,20 @@ export async function openFixUndo({ pool }: Deps, workflowId: string, runId?: st
         );
       }
     }
-    await refuseHeldTables(pool, { workflowId, runId: row.run_id }, steps, refuse);
-    // one undo at a time: the first to claim it owns it; the same undo workflow id started again goes on
+    // one undo at a time: the first to claim it owns it; the same undo workflow id started again goes on.
+    // Under the registry's lock: `undoing` holds the run's tables, so this is a claim like any other.
     const me = wfId() ?? 'outside a workflow';
-    const claimed = await pool.query(
-      `UPDATE ${FIX_RUNS} SET state = 'undoing', undo_by = $3, updated_at = now()
-        WHERE workflow_id = $1 AND run_id = $2
-          AND (state = 'done' OR (state = 'undoing' AND (undo_by IS NULL OR undo_by = $3)))
-        RETURNING 1`,
-      [workflowId, row.run_id, me],
-    );
+    const claimed = await inTransaction(pool, async (c) => {
+      await lockRegistry(c);
+      await refuseHeldTables(c, { workflowId, runId: row.run_id }, steps, refuse);
+      return c.query(
+        `UPDATE ${FIX_RUNS} SET state = 'undoing', undo_by = $3, updated_at = now()
+          WHERE workflow_id = $1 AND run_id = $2
+            AND (state = 'done' OR (state = 'undoing' AND (undo_by IS NULL OR undo_by = $3)))
+          RETURNING 1`,
+        [workflowId, row.run_id, me],
+      );
+    });
     if (!claimed.rowCount) {
       const by = await pool.query(`SELECT undo_by FROM ${FIX_RUNS} WHERE workflow_id = $1 AND run_id = $2`, [
         workflowId,
@@ -191,13 +195,13 @@ export async function openFixUndo({ pool }: Deps, workflowId: string, runId?: st
  * take the restored rows (the copy has the constraint too), a createIndexes or fixConstraints run is fenced on it.
  */
 async function refuseHeldTables(
-  pool: Pool,
+  db: Pool | PoolClient,
   run: { workflowId: string; runId: string },
   steps: FixUndoStep[],
   refuse: (why: string) => never,
 ): Promise<void> {
-  const tables = [...new Map(steps.map((s) => [qualified(s.fix.table), s.fix.table])).values()];
-  const [h] = await runsHolding(pool, tables, run);
+  const tables = [...new Map(steps.flatMap((s) => tablesOf(s.fix)).map((t) => [qualified(t), t])).values()];
+  const [h] = await runsHolding(db, tables, run);
   if (h) refuse(`changed ${h.table}, which run ${h.workflowId} holds now; wait for that run to end, then undo.`);
 }
 

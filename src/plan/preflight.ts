@@ -102,7 +102,10 @@ function checkReferences(info: TableInfo, opts: PartitionOptions, t: string): vo
   if (info.activeRun) {
     refuse(
       `Table ${t} already has a partflow run in progress (${runName(info.activeRun)}); ` +
-        'wait for it, or roll it back, before starting another.',
+        'wait for it, or roll it back, before starting another' +
+        (info.activeRun.kind && info.activeRun.kind !== 'partitionTable'
+          ? ` (if its workflow was terminated, release it with partflow cleanup ${t}).`
+          : '.'),
     );
   }
   checkSelfReference(info, opts, t);

@@ -690,4 +690,33 @@ describe('issue 28 item 4: a finished run undone from its workflow id', () => {
     // finished: allowed again
     expect((await (await run({ fixes: [fk('c_conv', 'delete')] })).result()).status).toBe('done');
   });
+
+  test('a foreign key to a table partitionTable converts is refused too: it would be left on <table>_old', async () => {
+    await db.pool.query(`CREATE TABLE c_parents (id uuid PRIMARY KEY, created_at timestamptz NOT NULL DEFAULT now())`);
+    await db.pool.query(
+      `INSERT INTO c_parents SELECT gen_random_uuid(), now() - g * interval '1 day' FROM generate_series(1, 50) g`,
+    );
+    await db.pool.query(`CREATE TABLE c_kids (id bigserial PRIMARY KEY, parent_id uuid)`);
+    await db.pool.query(`INSERT INTO c_kids (parent_id) SELECT id FROM c_parents`);
+    const p = await env.client.workflow.start('partitionTable', {
+      taskQueue: TQ,
+      workflowId: `conv-parents-${Date.now()}`,
+      args: [{ table: 'c_parents', approval: 'signal', rollbackWindow: '1h' }],
+    });
+    const { waitFor } = await import('../helpers/workflow');
+    await waitFor(p, (x) => x.awaitingApproval === true, 'approval gate', 120_000);
+    const before = await catalogSnapshot(db.pool, ['public']);
+    const kidsFk: ForeignKeyFixInput = {
+      kind: 'foreignKey',
+      table: 'c_kids',
+      columns: ['parent_id'],
+      references: { table: 'c_parents', columns: ['id'] },
+    };
+    expect(await failure(run({ fixes: [kidsFk] }).then((x) => x.result()))).toMatch(
+      new RegExp(`Table public\\.c_parents is being partitioned by run ${p.workflowId}`),
+    );
+    expect(await catalogSnapshot(db.pool, ['public'])).toEqual(before);
+    await p.signal('rollback');
+    await p.result().catch(() => undefined);
+  });
 });

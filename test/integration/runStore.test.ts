@@ -169,3 +169,104 @@ describe('the run store', () => {
     expect(await markUndoing(db.pool, run)).toBe('rolled-back');
   });
 });
+
+describe('the attack review of the run store (each failed before its fix)', () => {
+  /** A finished fixConstraints run that added a NOT NULL on `name`, with its undo steps recorded. */
+  async function finishedFix(wf: string, name: string): Promise<void> {
+    const oid = (await db.pool.query(`SELECT to_regclass($1)::oid::int AS oid`, [`public.${name}`])).rows[0].oid;
+    const fix = { kind: 'notNull', table: ref(name), column: 'note', nulls: 'fail', name: 'nn' };
+    const info = { tableOid: oid, relkind: 'r', partitions: [], pk: ['id'], alreadyDone: false, hasIndex: false };
+    await db.pool.query(
+      `INSERT INTO partflow.fix_runs (workflow_id, run_id, state, tables, kind, undo)
+       VALUES ($1, $2, 'done', $3, 'fixConstraints', $4)`,
+      [
+        wf,
+        `${wf}-r`,
+        [`"public"."${name}"`],
+        JSON.stringify([{ fixNo: 0, step: 'constraint', description: 'NOT NULL note', fix, info }]),
+      ],
+    );
+  }
+
+  it("the undo of a finished fix run is a claim: it and partitionTable's claim never both pass", async () => {
+    await table('rs_undo_race');
+    await finishedFix('fx-done', 'rs_undo_race');
+    const pre = (await as('pt-undo').run(acts.preflight, { table: 'rs_undo_race' })) as PreflightResult;
+    // a session holding the fix run's row: the undo waits at its UPDATE, after its registry check
+    const locker = new Client({ connectionString: db.url });
+    await locker.connect();
+    try {
+      await locker.query('BEGIN');
+      await locker.query(`SELECT 1 FROM partflow.fix_runs WHERE workflow_id = 'fx-done' FOR UPDATE`);
+      const undo = outcome(as('undo-fx').run(acts.openFixUndo, 'fx-done'));
+      const waitingAtUpdate = async () =>
+        (
+          await db.pool.query(
+            `SELECT count(*)::int AS n FROM pg_stat_activity
+              WHERE wait_event_type = 'Lock' AND query LIKE '%UPDATE partflow.fix_runs SET state = ''undoing''%'`,
+          )
+        ).rows[0].n === 1;
+      for (let i = 0; i < 100 && !(await waitingAtUpdate()); i++) await new Promise((r) => setTimeout(r, 50));
+      expect(await waitingAtUpdate()).toBe(true);
+      const claim = outcome(as('pt-undo').run(acts.claimRun, ref('rs_undo_race'), pre.plan));
+      await new Promise((r) => setTimeout(r, 300));
+      await locker.query('COMMIT');
+      const results = [await undo, await claim];
+      expect(results.filter((r) => r === 'ok')).toHaveLength(1);
+      expect(results[1]).toMatch(/is held by fixConstraints run fx-done/);
+    } finally {
+      await locker.end();
+    }
+    expect((await runsHolding(db.pool, [ref('rs_undo_race')])).map((h) => `${h.kind} ${h.state}`)).toEqual([
+      'fixConstraints undoing',
+    ]);
+  });
+
+  it('a claim of a table whose run holds its row (a step in flight) is refused at once, stalling no other claim', async () => {
+    await table('rs_g1');
+    await table('rs_g2');
+    const pre = (await as('pt-g-b').run(acts.preflight, { table: 'rs_g1' })) as PreflightResult;
+    await db.pool.query(
+      `INSERT INTO partflow.runs (table_schema, table_name, workflow_id, run_state) VALUES ('public', 'rs_g1', 'pt-g-a', 'active')`,
+    );
+    const step = new Client({ connectionString: db.url });
+    await step.connect();
+    try {
+      // pt-g-a's forward step in flight: its fence holds the row FOR SHARE for the whole step
+      await step.query('BEGIN');
+      await step.query(`SELECT 1 FROM partflow.runs WHERE table_name = 'rs_g1' FOR SHARE`);
+      const hung = new Promise<string>((r) => setTimeout(() => r('still waiting after 10 s'), 10_000));
+      const claim = await Promise.race([outcome(as('pt-g-b').run(acts.claimRun, ref('rs_g1'), pre.plan)), hung]);
+      expect(claim).toMatch(/already has a partflow run in progress \(workflow pt-g-a\)/);
+      const fix = await Promise.race([outcome(as('ix-g').run(acts.claimFix, [ref('rs_g2')], 'createIndexes')), hung]);
+      expect(fix).toBe('ok');
+    } finally {
+      await step.query('COMMIT');
+      await step.end();
+    }
+  });
+
+  it('a foreign-key fix holds the table it references too: partitionTable and the fix exclude each other', async () => {
+    const { tablesOf } = await import('../../src/constraints');
+    await table('rs_users');
+    await table('rs_orders');
+    const fk = {
+      kind: 'foreignKey' as const,
+      table: ref('rs_orders'),
+      columns: ['id'],
+      references: { table: ref('rs_users'), columns: ['id'] },
+    };
+    const tables = tablesOf(fk as Parameters<typeof tablesOf>[0]);
+    expect(tables).toEqual([ref('rs_orders'), ref('rs_users')]);
+    const pre = (await as('pt-users').run(acts.preflight, { table: 'rs_users' })) as PreflightResult;
+    await as('pt-users').run(acts.claimRun, ref('rs_users'), pre.plan);
+    expect(await outcome(as('fx-fk').run(acts.claimFix, tables, 'fixConstraints'))).toMatch(
+      /Table public\.rs_users is being partitioned by run pt-users/,
+    );
+    await as('pt-users').run(acts.releaseRun, ref('rs_users'), 'rolled-back' as const);
+    expect(await outcome(as('fx-fk').run(acts.claimFix, tables, 'fixConstraints'))).toBe('ok');
+    expect(await outcome(as('pt-users2').run(acts.preflight, { table: 'rs_users' }))).toMatch(
+      /\(fixConstraints workflow fx-fk\)/,
+    );
+  });
+});

@@ -51,7 +51,8 @@ function mocks(calls: Calls, opts: { failAt?: keyof Activities; chunks?: number 
     dropShadow: rec('dropShadow'),
     installSyncTrigger: rec('installSyncTrigger', { totalPages: chunks * 10, lockWaitRetries: 0 }),
     dropSyncTrigger: rec('dropSyncTrigger'),
-    backfillChunk: rec('backfillChunk', () => {
+    // the copy's chunk, under the name runs since plan references call it (recorded as the step it is)
+    copyChunk: rec('backfillChunk', () => {
       page += 10;
       return {
         nextPage: page,
