@@ -184,6 +184,15 @@ async function releaseFixRun(
   const before = (await report(pool, table)).report;
   // nothing to release: a retry after the release, unless the table's partitionTable run is this workflow's
   if (!holding.length && before.run?.workflowId === expectedWorkflowId) return null;
+  // an undo started by undoFixConstraints is that workflow's, whose state cleanup has not asked Temporal for
+  const undoneBy = holding.find((r) => r.undoBy);
+  if (undoneBy) {
+    throw failure(
+      `Run ${expectedWorkflowId} of ${displayName(table)} is being undone by workflow ${undoneBy.undoBy}; cleanup ` +
+        'leaves it to that undo: wait for it (if it was terminated, start the undo again under that workflow id).',
+      'RunInProgress',
+    );
+  }
   for (const r of holding) await takeOver(pool, fixRun(expectedWorkflowId, r.runId), 'failed', ['active', 'undoing']);
   if (holding.length) l.info({ workflowId: expectedWorkflowId }, 'the hold of a dead fix run released');
   const after = (await report(pool, table)).report;

@@ -211,16 +211,16 @@ export async function fixRunsOf(
   db: Db,
   workflowId: string,
   table: TableRef,
-): Promise<{ runId: string; state: string; kind: string }[]> {
+): Promise<{ runId: string; state: string; kind: string; undoBy: string | null }[]> {
   const has = await db.query(
     `SELECT EXISTS (SELECT FROM pg_attribute WHERE attrelid = to_regclass($1) AND attname = 'kind') AS ok`,
     [FIX_RUNS],
   );
   if (!has.rows[0].ok) return [];
   const r = await db.query(
-    `SELECT run_id, state, coalesce(kind, 'fixConstraints') AS kind FROM ${FIX_RUNS}
+    `SELECT run_id, state, coalesce(kind, 'fixConstraints') AS kind, undo_by FROM ${FIX_RUNS}
       WHERE workflow_id = $1 AND $2 = ANY (tables) ORDER BY started_at`,
     [workflowId, qualified(table)],
   );
-  return r.rows.map((x) => ({ runId: x.run_id, state: x.state, kind: x.kind }));
+  return r.rows.map((x) => ({ runId: x.run_id, state: x.state, kind: x.kind, undoBy: x.undo_by ?? null }));
 }

@@ -270,3 +270,24 @@ describe('the attack review of the run store (each failed before its fix)', () =
     );
   });
 });
+
+describe('cleanup and a fix run', () => {
+  it('does not release a run that undoFixConstraints is undoing (that undo owns it)', async () => {
+    const { createCleanupActivities } = await import('../../activities/cleanup');
+    const cleanup = createCleanupActivities({ pool: db.pool, log });
+    await table('rs_undoing');
+    await db.pool.query(
+      `INSERT INTO partflow.fix_runs (workflow_id, run_id, state, tables, kind, undo_by)
+       VALUES ('fx-u', 'fx-u-r', 'undoing', '{"\\"public\\".\\"rs_undoing\\""}', 'fixConstraints', 'undo-fx-u')`,
+    );
+    expect((await cleanup.inspectLeftovers(ref('rs_undoing'))).heldBy?.map((h) => h.workflowId)).toEqual(['fx-u']);
+    await expect(cleanup.removeLeftovers(ref('rs_undoing'), 'fx-u', 500)).rejects.toThrow(
+      /Run fx-u of public\.rs_undoing is being undone by workflow undo-fx-u; cleanup leaves it to that undo/,
+    );
+    expect((await runsHolding(db.pool, [ref('rs_undoing')])).map((h) => h.state)).toEqual(['undoing']);
+    // its own compensation (no undo workflow): released
+    await db.pool.query(`UPDATE partflow.fix_runs SET undo_by = NULL WHERE workflow_id = 'fx-u'`);
+    expect((await cleanup.removeLeftovers(ref('rs_undoing'), 'fx-u', 500)).removed).toBe(true);
+    expect(await runsHolding(db.pool, [ref('rs_undoing')])).toEqual([]);
+  });
+});
