@@ -174,7 +174,7 @@ async function fixHolders(pool: Pool, table: TableRef): Promise<NonNullable<Clea
  */
 async function releaseFixRun(
   pool: Pool,
-  l: Logger,
+  logger: Logger,
   table: TableRef,
   expectedWorkflowId: string,
 ): Promise<CleanupReport | null> {
@@ -194,7 +194,7 @@ async function releaseFixRun(
     );
   }
   for (const r of holding) await takeOver(pool, fixRun(expectedWorkflowId, r.runId), 'failed', ['active', 'undoing']);
-  if (holding.length) l.info({ workflowId: expectedWorkflowId }, 'the hold of a dead fix run released');
+  if (holding.length) logger.info({ workflowId: expectedWorkflowId }, 'the hold of a dead fix run released');
   const after = (await report(pool, table)).report;
   return { ...after, heldBy: before.heldBy, removed: holding.length > 0 };
 }
@@ -209,14 +209,14 @@ async function inspectLeftovers({ pool }: Deps, table: TableRef): Promise<Cleanu
 }
 
 /** The removal itself, under the look-ahead; never drops the source table. */
-async function remove(pool: Pool, l: Logger, r: CleanupReport, plan: Plan, lockTimeoutMs: number): Promise<void> {
+async function remove(pool: Pool, logger: Logger, r: CleanupReport, plan: Plan, lockTimeoutMs: number): Promise<void> {
   const run = async (c: PoolClient) => {
     // never drop the table itself: the copy must be partflow's partitioned table, not the source
     if (r.phase === 'before-cutover') await copyExists(c, plan);
     for (const sql of r.statements) await c.query(sql);
   };
   const relations = [qualified(plan.table), qualified(plan.shadow), qualified(plan.old)];
-  if (r.statements.length) await withLockRetry(pool, l, 'cleanup', lockTimeoutMs, run, { relations });
+  if (r.statements.length) await withLockRetry(pool, logger, 'cleanup', lockTimeoutMs, run, { relations });
   for (const sql of r.concurrently ?? []) await pool.query(sql);
 }
 
@@ -232,11 +232,11 @@ async function removeLeftovers(
   expectedWorkflowId: string,
   lockTimeoutMs: number,
 ): Promise<CleanupReport> {
-  const l = log.child({ step: 'cleanup', table: displayName(table) });
+  const logger = log.child({ step: 'cleanup', table: displayName(table) });
   const run = tableRun(table, expectedWorkflowId);
   try {
     // a fixConstraints or createIndexes run of that workflow id holding the table: released, nothing dropped
-    const released = await releaseFixRun(pool, l, table, expectedWorkflowId);
+    const released = await releaseFixRun(pool, logger, table, expectedWorkflowId);
     if (released) return released;
     // `cleanup`, not `undoing`: the run's own undo steps act only on their own `undoing` (undoFence)
     const fenced = await takeOver(pool, run, 'cleanup', ['active', 'undoing', 'cleanup']);
@@ -251,10 +251,10 @@ async function removeLeftovers(
       );
     }
     const { report: r, plan } = await report(pool, table);
-    if (plan && (r.statements.length || r.concurrently?.length)) await remove(pool, l, r, plan, lockTimeoutMs);
+    if (plan && (r.statements.length || r.concurrently?.length)) await remove(pool, logger, r, plan, lockTimeoutMs);
     const final = r.phase === 'after-cutover' ? 'done' : 'rolled-back';
     await markEnded(pool, run, final);
-    l.info({ removed: r.leftovers, phase: r.phase }, 'leftovers of a dead run removed');
+    logger.info({ removed: r.leftovers, phase: r.phase }, 'leftovers of a dead run removed');
     return { ...r, removed: true, run: r.run && { ...r.run, state: final } };
   } catch (err) {
     classify(err, 'cleanup');

@@ -10,18 +10,18 @@ class PinoSdkLogger implements SdkLogger {
   constructor(private readonly pino: Logger) {}
   log_(level: LogLevel, message: string, meta?: LogMetadata): void {
     const fields = { ...(meta ?? {}) } as Record<string, unknown>;
-    const l = this.pino;
+    const logger = this.pino;
     switch (level) {
       case 'TRACE':
-        return l.trace(fields, message);
+        return logger.trace(fields, message);
       case 'DEBUG':
-        return l.debug(fields, message);
+        return logger.debug(fields, message);
       case 'WARN':
-        return l.warn(fields, message);
+        return logger.warn(fields, message);
       case 'ERROR':
-        return l.error(fields, message);
+        return logger.error(fields, message);
       default:
-        return l.info(fields, message);
+        return logger.info(fields, message);
     }
   }
   log(level: LogLevel, message: string, meta?: LogMetadata): void {

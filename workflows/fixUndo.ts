@@ -14,12 +14,12 @@ type UndoActivities = Pick<Activities, 'dropNotNull' | 'restoreRepairs' | 'dropC
 /** `of`: the finished run whose repair records these are (absent: the calling workflow's own). */
 export async function undoFixStep(
   act: UndoActivities,
-  s: FixUndoStep,
+  taken: FixUndoStep,
   lockTimeoutMs: number,
   of?: { workflowId: string; runId: string },
 ): Promise<void> {
-  const { fixNo, step, fix, info } = s;
-  log.info('undoing', { fix: s.description, step });
+  const { fixNo, step, fix, info } = taken;
+  log.info('undoing', { fix: taken.description, step });
   if (step === 'validate') await act.dropNotNull(fix, lockTimeoutMs, info);
   else if (step === 'repair') await act.restoreRepairs(fixNo, fix, info, lockTimeoutMs, ...(of ? [of] : []));
   else if (step === 'constraint') await act.dropConstraint(fixNo, fix, info, lockTimeoutMs);

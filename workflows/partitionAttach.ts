@@ -15,15 +15,15 @@ import { act, checkRollback, enter, LONG, short, SHORT } from './partitionRun';
  * table, the CHECK validated. No copy and no sync: the rows stay where they are.
  */
 export async function attachSetUp(run: Run, plan: Plan): Promise<void> {
-  const { s, lockTimeoutMs } = run;
+  const { state, lockTimeoutMs } = run;
   checkRollback(run);
   enter(run, 'attach-key');
-  s.done.push('attachKey');
+  state.done.push('attachKey');
   await act(LONG, `build ${plan.sql.attach!.keyIndex} CONCURRENTLY`).buildAttachKey(refOf(plan));
 
   checkRollback(run);
   enter(run, 'shadow');
-  s.done.push('shadow');
+  state.done.push('shadow');
   await act(SHORT, `create ${displayName(plan.shadow)}, ${plan.partitions.length + 1} empty partitions`).createShadow(
     refOf(plan),
     lockTimeoutMs,
@@ -31,7 +31,7 @@ export async function attachSetUp(run: Run, plan: Plan): Promise<void> {
 
   checkRollback(run);
   enter(run, 'attach-check');
-  s.done.push('attachCheck');
+  state.done.push('attachCheck');
   await act(LONG, `add and validate CHECK ${plan.sql.attach!.checkName} (< ${plan.sql.attach!.cutoff})`).addBoundCheck(
     refOf(plan),
     lockTimeoutMs,
@@ -50,44 +50,44 @@ function attachDeadlineMs(plan: Plan): number {
 
 /** The attach path from the approval on: cut-over, rollback window, done (nothing to finalize). */
 export async function attachForward(run: Run, plan: Plan): Promise<void> {
-  const { s, opts, table, lockTimeoutMs } = run;
-  if (s.phase === 'awaiting-approval') {
+  const { state, opts, table, lockTimeoutMs } = run;
+  if (state.phase === 'awaiting-approval') {
     const left = attachDeadlineMs(plan);
     if (left <= 0) throw failure(attachLate(plan, table), 'CutoffPassed');
     if (opts.approval === 'signal') {
       log.info('waiting for approveCutover', { table, cutoff: plan.sql.attach!.cutoff });
-      const decided = await condition(() => s.approved || s.rollbackRequested, left);
+      const decided = await condition(() => state.approved || state.rollbackRequested, left);
       if (!decided) throw failure(attachLate(plan, table), 'CutoffPassed');
     }
     checkRollback(run);
     enter(run, 'cutover');
   }
-  if (s.phase === 'cutover') {
-    s.done.push('cutover');
-    s.cutover = await act(
+  if (state.phase === 'cutover') {
+    state.done.push('cutover');
+    state.cutover = await act(
       LONG,
       `cut over: attach ${displayName(plan.sql.attach!.history)} to the new ${table}`,
     ).attachCutover(refOf(plan), lockTimeoutMs);
-    s.lockWaitRetries += s.cutover.lockWaitRetries;
+    state.lockWaitRetries += state.cutover.lockWaitRetries;
     enter(run, 'rollback-window');
   }
-  if (s.phase === 'rollback-window') {
+  if (state.phase === 'rollback-window') {
     const endsAt = Date.now() + opts.rollbackWindowMs; // workflow time: deterministic
     for (;;) {
       const left = endsAt - Date.now();
-      if (left > 0) await condition(() => s.finalizeRequested || s.rollbackRequested, left);
-      if (!s.rollbackRequested) break;
+      if (left > 0) await condition(() => state.finalizeRequested || state.rollbackRequested, left);
+      if (!state.rollbackRequested) break;
       // a rollback that cannot put the table back (two rows with one key now) is refused; the window goes on
       const blocker = await act(SHORT, 'rollback requested: can the table be put back?').attachRollbackBlocker(
         refOf(plan),
       );
       if (!blocker) break;
-      s.lastError = blocker;
-      s.rollbackRequested = false;
+      state.lastError = blocker;
+      state.rollbackRequested = false;
       log.warn('rollback refused', { table, reason: blocker });
     }
     checkRollback(run);
-    s.done = [];
+    state.done = [];
     await short.releaseRun(opts.table, 'done');
     enter(run, 'done');
   }

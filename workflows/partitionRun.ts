@@ -40,13 +40,13 @@ export const follow = proxyActivities<Activities>({
 
 export class RollbackRequested extends Error {}
 
-export function checkRollback({ s }: Run): void {
-  if (s.rollbackRequested) throw new RollbackRequested('rollback requested');
+export function checkRollback({ state }: Run): void {
+  if (state.rollbackRequested) throw new RollbackRequested('rollback requested');
 }
 
 /** Every phase change is a log line with the workflow id (added by the SDK), the table and the phase. */
 export function enter(run: Run, phase: Phase): void {
-  run.s.phase = phase;
+  run.state.phase = phase;
   log.info(`phase ${phase}`, { table: run.table, phase });
   showDetails(run);
 }

@@ -96,30 +96,31 @@ export interface Run {
   external: PartitionTableInput;
   opts: PartitionOptions;
   table: string;
-  s: PartitionState;
+  state: PartitionState;
   /** lockTimeoutMs of every DDL step */
   lockTimeoutMs: number;
 }
 
-export function recordChunk(s: PartitionState, r: BackfillChunkResult): void {
-  const gained = r.percent - s.percent;
-  s.rowsCopied = r.rowsCopied;
-  s.mergedBatches = (s.mergedBatches ?? 0) + (r.mergedBatches ?? 0);
-  s.rowMoves = r.rowMoves ?? s.rowMoves;
-  s.percent = r.percent;
-  s.checkpoint = r.checkpoint;
-  s.checkpointPage = r.nextPage;
-  s.totalPages = r.totalPages;
+export function recordChunk(state: PartitionState, r: BackfillChunkResult): void {
+  const gained = r.percent - state.percent;
+  state.rowsCopied = r.rowsCopied;
+  state.mergedBatches = (state.mergedBatches ?? 0) + (r.mergedBatches ?? 0);
+  state.rowMoves = r.rowMoves ?? state.rowMoves;
+  state.percent = r.percent;
+  state.checkpoint = r.checkpoint;
+  state.checkpointPage = r.nextPage;
+  state.totalPages = r.totalPages;
   // a hold that goes on keeps the time it began
   const held = r.throttledBy ?? null;
-  s.throttledBy = held && s.throttledBy?.bound === held.bound ? { ...held, since: s.throttledBy.since } : held;
-  if (r.appPauseMs !== undefined) s.appPauseMs = r.appPauseMs;
-  if (r.replicaLag) s.replicaLag = r.replicaLag;
+  state.throttledBy =
+    held && state.throttledBy?.bound === held.bound ? { ...held, since: state.throttledBy.since } : held;
+  if (r.appPauseMs !== undefined) state.appPauseMs = r.appPauseMs;
+  if (r.replicaLag) state.replicaLag = r.replicaLag;
   if (r.elapsedMs > 0 && r.batches > 0) {
     const rps = (r.rowsThisChunk * 1000) / r.elapsedMs;
     const pps = (Math.max(0, gained) * 1000) / r.elapsedMs;
-    s.rowsPerSecond = s.rowsPerSecond ? 0.7 * s.rowsPerSecond + 0.3 * rps : rps;
-    s.percentPerSecond = s.percentPerSecond ? 0.7 * s.percentPerSecond + 0.3 * pps : pps;
+    state.rowsPerSecond = state.rowsPerSecond ? 0.7 * state.rowsPerSecond + 0.3 * rps : rps;
+    state.percentPerSecond = state.percentPerSecond ? 0.7 * state.percentPerSecond + 0.3 * pps : pps;
   }
 }
 
@@ -145,45 +146,45 @@ export function together(rs: BackfillChunkResult[], done: boolean): BackfillChun
 
 /** What the `progress` query answers. */
 export function progressOf(run: Run): Progress {
-  const { s, table } = run;
-  const afterBackfill = ['verify', 'awaiting-approval', 'cutover', 'rollback-window', 'done'].includes(s.phase);
-  const percent = afterBackfill ? 100 : s.percent;
+  const { state, table } = run;
+  const afterBackfill = ['verify', 'awaiting-approval', 'cutover', 'rollback-window', 'done'].includes(state.phase);
+  const percent = afterBackfill ? 100 : state.percent;
   const eta =
-    s.phase === 'backfill' && s.percentPerSecond > 0
-      ? Math.round((100 - s.percent) / s.percentPerSecond)
+    state.phase === 'backfill' && state.percentPerSecond > 0
+      ? Math.round((100 - state.percent) / state.percentPerSecond)
       : afterBackfill
         ? 0
         : null;
-  const v = s.verify;
-  const c = s.cutover;
+  const v = state.verify;
+  const c = state.cutover;
   // pause acts on the copy only: in other phases nothing is paused, whatever was signalled
-  const copying = s.phase === 'backfill';
-  const pausing = copying && s.paused && !!s.chunkInFlight;
-  const stopped = copying && s.paused && !pausing;
+  const copying = state.phase === 'backfill';
+  const pausing = copying && state.paused && !!state.chunkInFlight;
+  const stopped = copying && state.paused && !pausing;
   return {
     table,
-    phase: s.phase,
+    phase: state.phase,
     paused: stopped,
     pausing,
-    awaitingApproval: s.phase === 'awaiting-approval',
-    rowsCopied: s.rowsCopied,
-    rowsEstimated: s.plan?.estimatedRows ?? 0,
+    awaitingApproval: state.phase === 'awaiting-approval',
+    rowsCopied: state.rowsCopied,
+    rowsEstimated: state.plan?.estimatedRows ?? 0,
     percent: Math.round(percent * 10) / 10,
     // while paused nothing copies: no rate, no time left
-    rowsPerSecond: stopped ? 0 : Math.round(s.rowsPerSecond),
+    rowsPerSecond: stopped ? 0 : Math.round(state.rowsPerSecond),
     etaSeconds: stopped ? null : eta,
-    lastError: s.lastError,
-    checkpointPage: s.checkpointPage,
-    totalPages: s.totalPages,
-    checkpoint: s.checkpoint,
-    batchSize: s.batchSize,
-    sleepMs: s.sleepMs,
-    lockWaitRetries: s.lockWaitRetries,
-    mergedBatches: s.mergedBatches ?? 0,
-    rowMoves: s.rowMoves ?? 0,
-    givenUp: s.plan?.givenUp ?? [],
-    partitions: s.plan ? s.plan.partitions.length + 1 : 0,
-    warnings: s.plan?.warnings ?? [],
+    lastError: state.lastError,
+    checkpointPage: state.checkpointPage,
+    totalPages: state.totalPages,
+    checkpoint: state.checkpoint,
+    batchSize: state.batchSize,
+    sleepMs: state.sleepMs,
+    lockWaitRetries: state.lockWaitRetries,
+    mergedBatches: state.mergedBatches ?? 0,
+    rowMoves: state.rowMoves ?? 0,
+    givenUp: state.plan?.givenUp ?? [],
+    partitions: state.plan ? state.plan.partitions.length + 1 : 0,
+    warnings: state.plan?.warnings ?? [],
     verify: v && {
       ok: v.ok,
       rows: v.rows,
@@ -201,10 +202,10 @@ export function progressOf(run: Run): Progress {
       keysAppliedUnderLock: c.keysAppliedUnderLock ?? 0,
       lastCheck: c.lastCheck ?? null,
     },
-    throttledBy: s.phase === 'backfill' ? (s.throttledBy ?? null) : null,
-    appPauseMs: s.phase === 'backfill' ? (s.appPauseMs ?? null) : null,
-    replicaLag: s.replicaLag ?? null,
-    replicaBounds: s.replica ?? run.opts.replica,
+    throttledBy: state.phase === 'backfill' ? (state.throttledBy ?? null) : null,
+    appPauseMs: state.phase === 'backfill' ? (state.appPauseMs ?? null) : null,
+    replicaLag: state.replicaLag ?? null,
+    replicaBounds: state.replica ?? run.opts.replica,
   };
 }
 
@@ -217,7 +218,7 @@ export function showDetails(run: Run): void {
   const halted = p.paused || p.pausing;
   // the state and the operator's next action first; a rate only while rows are being copied
   const copying = p.phase === 'backfill' && !halted;
-  const attach = !!run.s.plan?.sql.attach;
+  const attach = !!run.state.plan?.sql.attach;
   const lines = [
     `**${p.table}**: ${p.phase}` +
       (p.paused ? ' (paused)' : p.pausing ? ' (pausing: the chunk in flight ends first)' : '') +
@@ -255,5 +256,5 @@ export function showDetails(run: Run): void {
   }
   if (p.lastError) lines.push(`last error: ${p.lastError}`);
   setCurrentDetails(lines.join('\n\n'));
-  if (run.s.fleet) run.s.fleetValues = upsertFleet(p, run.s.fleetValues);
+  if (run.state.fleet) run.state.fleetValues = upsertFleet(p, run.state.fleetValues);
 }

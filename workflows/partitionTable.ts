@@ -70,30 +70,30 @@ function validateStart(input: PartitionTableInput & { resume?: PartitionState })
     );
   }
   const opts = validInput(() => validatePartitionInput(external));
-  const s: PartitionState = resume ?? initialState(opts);
-  return { external, opts, table: displayName(opts.table), s, lockTimeoutMs: opts.lockTimeoutMs };
+  const state: PartitionState = resume ?? initialState(opts);
+  return { external, opts, table: displayName(opts.table), state, lockTimeoutMs: opts.lockTimeoutMs };
 }
 
 function setHandlers(run: Run): void {
-  const { s } = run;
+  const { state } = run;
   // the Web UI's current details follow at once (not only when the chunk in flight ends)
   setHandler(pauseSignal, () => {
-    s.paused = true;
+    state.paused = true;
     showDetails(run);
   });
   setHandler(resumeSignal, () => {
-    s.paused = false;
+    state.paused = false;
     showDetails(run);
   });
-  setHandler(approveCutoverSignal, () => void (s.approved = true));
-  setHandler(rollbackSignal, () => void (s.rollbackRequested = true));
-  setHandler(finalizeSignal, () => void (s.finalizeRequested = true));
+  setHandler(approveCutoverSignal, () => void (state.approved = true));
+  setHandler(rollbackSignal, () => void (state.rollbackRequested = true));
+  setHandler(finalizeSignal, () => void (state.finalizeRequested = true));
   const throttle = (t: Parameters<typeof validateThrottle>[0]) => {
     const { batchSize, sleepMs, ...replica } = validateThrottle(t);
-    if (batchSize !== undefined) s.batchSize = batchSize;
-    if (sleepMs !== undefined) s.sleepMs = sleepMs;
-    s.replica = { ...(s.replica ?? run.opts.replica), ...replica };
-    return { batchSize: s.batchSize, sleepMs: s.sleepMs };
+    if (batchSize !== undefined) state.batchSize = batchSize;
+    if (sleepMs !== undefined) state.sleepMs = sleepMs;
+    state.replica = { ...(state.replica ?? run.opts.replica), ...replica };
+    return { batchSize: state.batchSize, sleepMs: state.sleepMs };
   };
   const validator = (t: Parameters<typeof validateThrottle>[0]) => {
     try {
@@ -108,11 +108,11 @@ function setHandlers(run: Run): void {
 
 /** Preflight, then claim, copy and sync trigger, each recorded before it runs; a dry run ends after preflight. */
 async function setUp(run: Run): Promise<PartitionTableResult | null> {
-  const { s, opts, table, lockTimeoutMs } = run;
+  const { state, opts, table, lockTimeoutMs } = run;
   // the fleet's search attributes, where the namespace has them (runs from before them: never)
   // (one attempt: a worker that does not know the activity, or any failure, means no attributes, not a stuck run)
   if (patched('fleet-search-attributes')) {
-    s.fleet = await act(
+    state.fleet = await act(
       { ...SHORT, startToCloseTimeout: '30s', retry: { maximumAttempts: 1 } },
       'are the fleet search attributes registered?',
     )
@@ -122,33 +122,33 @@ async function setUp(run: Run): Promise<PartitionTableResult | null> {
   enter(run, 'preflight');
   // the options validated where the input entered (validateStart), not the input again
   const pre = await act(SHORT, `preflight ${table}: read the catalog, make the plan`).preflight(opts);
-  s.plan = pre.plan;
+  state.plan = pre.plan;
   if (opts.dryRun) {
     enter(run, 'done');
     const statements = [...planStatements(pre.plan), ...undoStatements(pre.plan)];
     return { status: 'dry-run', table, plan: pre.plan, statements };
   }
   checkRollback(run);
-  s.done.push('claim');
-  await act(SHORT, `claim ${table} in partflow.runs`).claimRun(opts.table, s.plan);
+  state.done.push('claim');
+  await act(SHORT, `claim ${table} in partflow.runs`).claimRun(opts.table, state.plan);
 
-  if (s.plan.method === 'attach') {
-    await attachSetUp(run, s.plan);
+  if (state.plan.method === 'attach') {
+    await attachSetUp(run, state.plan);
     return null;
   }
 
   checkRollback(run);
   enter(run, 'shadow');
-  s.done.push('shadow');
-  await act(SHORT, `create the partitioned copy of ${table}`).createShadow(refOf(s.plan), lockTimeoutMs);
+  state.done.push('shadow');
+  await act(SHORT, `create the partitioned copy of ${table}`).createShadow(refOf(state.plan), lockTimeoutMs);
 
   checkRollback(run);
   enter(run, 'sync');
-  s.done.push('sync');
-  const sync = await act(SHORT, `install the sync on ${table}`).installSyncTrigger(refOf(s.plan), lockTimeoutMs);
-  s.totalPages = sync.totalPages;
-  s.lockWaitRetries += sync.lockWaitRetries;
-  s.appBaselineMs = sync.appBaselineMs;
+  state.done.push('sync');
+  const sync = await act(SHORT, `install the sync on ${table}`).installSyncTrigger(refOf(state.plan), lockTimeoutMs);
+  state.totalPages = sync.totalPages;
+  state.lockWaitRetries += sync.lockWaitRetries;
+  state.appBaselineMs = sync.appBaselineMs;
   enter(run, 'backfill');
   return null;
 }
@@ -159,26 +159,28 @@ async function setUp(run: Run): Promise<PartitionTableResult | null> {
  * reads them from the stored plan. A worker of an earlier release has no `copyChunk`: during a rolling deploy it
  * fails such a task retryably (not registered) until a worker of this release takes it, instead of failing the run.
  */
-function copyChunk(s: PartitionState, summary: string, input: BackfillChunkArgs): Promise<BackfillChunkResult> {
+function copyChunk(state: PartitionState, summary: string, input: BackfillChunkArgs): Promise<BackfillChunkResult> {
   if (patched('chunk-by-reference')) return act(CHUNK, summary).copyChunk(input);
-  return act(CHUNK, summary).backfillChunk({ ...input, sql: backfillSql(s.plan!) });
+  return act(CHUNK, summary).backfillChunk({ ...input, sql: backfillSql(state.plan!) });
 }
 
 /**
  * One round of a parallel copy: a chunk of every stream not done yet, at once. All of them end before the
  * round does (a failed one too), so that nothing of the copy runs when an undo starts.
  */
-async function streamsRound(s: PartitionState, input: BackfillChunkArgs, streams: number) {
-  const left = s.streamsLeft ?? [...Array(streams).keys()];
+async function streamsRound(state: PartitionState, input: BackfillChunkArgs, streams: number) {
+  const left = state.streamsLeft ?? [...Array(streams).keys()];
   const settled = await Promise.allSettled(
-    left.map((stream) => copyChunk(s, `backfill stream ${stream + 1} of ${streams}`, { ...input, stream, streams })),
+    left.map((stream) =>
+      copyChunk(state, `backfill stream ${stream + 1} of ${streams}`, { ...input, stream, streams }),
+    ),
   );
   const failed = settled.find((x) => x.status === 'rejected');
   if (failed) throw (failed as PromiseRejectedResult).reason;
   const rs = settled.map((x) => (x as PromiseFulfilledResult<BackfillChunkResult>).value);
   // what each saw at its end, together: a stream that finished is started again after a rewrite re-split it
-  s.streamsLeft = [...new Set(rs.flatMap((r) => r.streamsLeft ?? []))].sort((a, b) => a - b);
-  return together(rs, s.streamsLeft.length === 0);
+  state.streamsLeft = [...new Set(rs.flatMap((r) => r.streamsLeft ?? []))].sort((a, b) => a - b);
+  return together(rs, state.streamsLeft.length === 0);
 }
 
 /**
@@ -186,41 +188,41 @@ async function streamsRound(s: PartitionState, input: BackfillChunkArgs, streams
  * `parallelism` N (page mode), N streams copy their own page ranges, a chunk of each per round.
  */
 async function backfill(run: Run, plan: Plan): Promise<void> {
-  const { s, opts, table } = run;
+  const { state, opts, table } = run;
   const streams = plan.copyMode === 'pages' ? (plan.parallelism ?? 1) : 1;
   for (;;) {
     checkRollback(run);
-    if (s.paused) {
-      await followingKeyLog(plan, () => !s.paused || s.rollbackRequested);
+    if (state.paused) {
+      await followingKeyLog(plan, () => !state.paused || state.rollbackRequested);
       continue;
     }
     // the statements come from the stored plan (partflow.runs), not from here
     const input: BackfillChunkArgs = {
       table: plan.table,
       copyMode: plan.copyMode,
-      batchSize: s.batchSize,
-      sleepMs: s.sleepMs,
+      batchSize: state.batchSize,
+      sleepMs: state.sleepMs,
       maxMs: CHUNK_MS,
       maxBatchMs: opts.maxBatchMs,
-      replica: s.replica ?? opts.replica,
-      ...(s.appBaselineMs !== undefined ? { appBaselineMs: s.appBaselineMs } : {}),
+      replica: state.replica ?? opts.replica,
+      ...(state.appBaselineMs !== undefined ? { appBaselineMs: state.appBaselineMs } : {}),
     };
-    s.chunkInFlight = true;
+    state.chunkInFlight = true;
     let r: BackfillChunkResult;
     try {
       r =
         streams > 1
-          ? await streamsRound(s, input, streams)
-          : await copyChunk(s, `backfill ${table} from page ${s.checkpointPage}`, input);
+          ? await streamsRound(state, input, streams)
+          : await copyChunk(state, `backfill ${table} from page ${state.checkpointPage}`, input);
     } finally {
-      s.chunkInFlight = false;
+      state.chunkInFlight = false;
     }
-    recordChunk(s, r);
+    recordChunk(state, r);
     showDetails(run);
     if (r.done) break;
     if (workflowInfo().continueAsNewSuggested) {
-      log.info('continuing as new to keep history bounded', { table, checkpointPage: s.checkpointPage });
-      await continueAsNew<typeof partitionTable>({ ...run.external, resume: s });
+      log.info('continuing as new to keep history bounded', { table, checkpointPage: state.checkpointPage });
+      await continueAsNew<typeof partitionTable>({ ...run.external, resume: state });
     }
   }
   enter(run, 'verify');
@@ -228,18 +230,19 @@ async function backfill(run: Run, plan: Plan): Promise<void> {
 
 /** The window in which a rollback is still possible, then finalize. */
 async function rollbackWindow(run: Run, plan: Plan): Promise<void> {
-  const { s, opts, table, lockTimeoutMs } = run;
+  const { state, opts, table, lockTimeoutMs } = run;
   const endsAt = Date.now() + opts.rollbackWindowMs; // workflow time: deterministic
   for (;;) {
     const left = endsAt - Date.now();
     // the reverse key log applied meanwhile (plans with one), so the swap back finds it short
-    if (left > 0) await followingKeyLog(plan, () => s.finalizeRequested || s.rollbackRequested, 'reverse', left);
-    if (!s.rollbackRequested) break;
+    if (left > 0)
+      await followingKeyLog(plan, () => state.finalizeRequested || state.rollbackRequested, 'reverse', left);
+    if (!state.rollbackRequested) break;
     // a rollback that would lose what a deploy added to the new table is refused; the window goes on
     const blocker = await act(SHORT, 'rollback requested: would it lose anything?').rollbackBlocker(refOf(plan));
     if (!blocker) break;
-    s.lastError = blocker;
-    s.rollbackRequested = false;
+    state.lastError = blocker;
+    state.rollbackRequested = false;
     log.warn('rollback refused', { table, reason: blocker });
   }
   checkRollback(run);
@@ -247,72 +250,72 @@ async function rollbackWindow(run: Run, plan: Plan): Promise<void> {
     refOf(plan),
     lockTimeoutMs,
   );
-  s.rowMoves = fin?.rowMoves ?? s.rowMoves;
-  s.done = [];
+  state.rowMoves = fin?.rowMoves ?? state.rowMoves;
+  state.done = [];
   await short.releaseRun(opts.table, 'done');
   enter(run, 'done');
 }
 
 /** From wherever the run stands (a resumed run starts in its phase) to the end. */
 async function forward(run: Run, plan: Plan): Promise<void> {
-  const { s, opts, table, lockTimeoutMs } = run;
+  const { state, opts, table, lockTimeoutMs } = run;
   if (plan.method === 'attach') return attachForward(run, plan);
-  if (s.phase === 'backfill') await backfill(run, plan);
-  if (s.phase === 'verify') {
+  if (state.phase === 'backfill') await backfill(run, plan);
+  if (state.phase === 'verify') {
     checkRollback(run);
-    s.verify = await act(LONG, `verify ${table} against the copy, chunk by chunk`).verify(refOf(plan), {
+    state.verify = await act(LONG, `verify ${table} against the copy, chunk by chunk`).verify(refOf(plan), {
       chunkRows: opts.verifyChunkRows,
     });
     enter(run, 'awaiting-approval');
   }
-  if (s.phase === 'awaiting-approval') {
+  if (state.phase === 'awaiting-approval') {
     if (opts.approval === 'signal') {
       log.info('waiting for approveCutover', { table });
       if (patched('reverify-while-waiting')) await reverifyUntilDecided(run, plan);
-      else await condition(() => s.approved || s.rollbackRequested);
+      else await condition(() => state.approved || state.rollbackRequested);
     }
     checkRollback(run);
     enter(run, 'cutover');
   }
-  if (s.phase === 'cutover') {
-    s.done.push('cutover');
-    s.cutover = await act(LONG, `cut over: swap ${table} and the copy`).cutover(refOf(plan), lockTimeoutMs);
-    s.lockWaitRetries += s.cutover.lockWaitRetries;
-    s.rowMoves = s.cutover.rowMoves ?? s.rowMoves;
+  if (state.phase === 'cutover') {
+    state.done.push('cutover');
+    state.cutover = await act(LONG, `cut over: swap ${table} and the copy`).cutover(refOf(plan), lockTimeoutMs);
+    state.lockWaitRetries += state.cutover.lockWaitRetries;
+    state.rowMoves = state.cutover.rowMoves ?? state.rowMoves;
     enter(run, 'rollback-window');
   }
-  if (s.phase === 'rollback-window') await rollbackWindow(run, plan);
+  if (state.phase === 'rollback-window') await rollbackWindow(run, plan);
 }
 
 /** A rollback signal or a cancellation undoes and ends as rolled back; any other failure undoes and fails. */
 async function undoAfter(run: Run, err: unknown): Promise<PartitionTableResult> {
-  const { s, table } = run;
+  const { state, table } = run;
   if (err instanceof ContinueAsNew) throw err;
   if (err instanceof RollbackRequested) {
     await compensate(run, 'rolled-back');
-    if (s.takenBy) throw failure(s.undoProblems!.join('; '), 'RunUndone');
-    if (s.swapRefused) throw failure(s.undoProblems!.join('; '), 'TableChanged');
-    const { verify, cutover, rowsCopied } = s;
+    if (state.takenBy) throw failure(state.undoProblems!.join('; '), 'RunUndone');
+    if (state.swapRefused) throw failure(state.undoProblems!.join('; '), 'TableChanged');
+    const { verify, cutover, rowsCopied } = state;
     return {
       status: 'rolled-back',
       table,
       verify,
       cutover,
       rowsCopied,
-      rowMoves: s.rowMoves ?? 0,
-      undoProblems: s.undoProblems ?? [],
-      ...(s.swapBack ? { swapBack: s.swapBack } : {}),
+      rowMoves: state.rowMoves ?? 0,
+      undoProblems: state.undoProblems ?? [],
+      ...(state.swapBack ? { swapBack: state.swapBack } : {}),
     };
   }
   if (isCancellation(err)) {
     await compensate(run, 'rolled-back');
     throw err;
   }
-  s.lastError = rootFailure(err).message;
-  log.error('partitionTable failed; undoing', { table, error: s.lastError });
-  const cause = s.lastError;
+  state.lastError = rootFailure(err).message;
+  log.error('partitionTable failed; undoing', { table, error: state.lastError });
+  const cause = state.lastError;
   await compensate(run, 'failed');
-  const undo = s.undoProblems?.length ? ` Undone except: ${s.undoProblems.join('; ')}` : '';
+  const undo = state.undoProblems?.length ? ` Undone except: ${state.undoProblems.join('; ')}` : '';
   throw failure(`${cause}${undo}`, 'PartitionTableFailed');
 }
 
@@ -321,22 +324,22 @@ export async function partitionTable(
 ): Promise<PartitionTableResult> {
   const run = validateStart(input);
   setHandlers(run);
-  const { s, table } = run;
+  const { state, table } = run;
   try {
     if (!input.resume) {
       const dryRun = await setUp(run);
       if (dryRun) return dryRun;
     }
-    const plan = s.plan!;
+    const plan = state.plan!;
     await forward(run, plan);
-    const { verify, cutover, rowsCopied } = s;
+    const { verify, cutover, rowsCopied } = state;
     return {
       status: 'done',
       table,
       verify,
       cutover,
       rowsCopied,
-      rowMoves: s.rowMoves ?? 0,
+      rowMoves: state.rowMoves ?? 0,
       oldTable: displayName(plan.sql.attach?.history ?? plan.old),
     };
   } catch (err) {

@@ -12,23 +12,23 @@ import type { Run, Step } from './partitionState';
 
 /** The undo of the step `step`, which the run recorded as begun. */
 async function undoStep(run: Run, step: Step, finalState: 'rolled-back' | 'failed'): Promise<void> {
-  const { s, lockTimeoutMs, opts } = run;
-  const plan = s.plan!;
+  const { state, lockTimeoutMs, opts } = run;
+  const plan = state.plan!;
   if (step === 'cutover') {
     if (plan.method === 'attach') {
       const r = await act(
         LONG,
         `undo: detach ${displayName(plan.sql.attach!.history)}, move the rows written since back`,
       ).attachSwapBack(refOf(plan), lockTimeoutMs);
-      s.swapBack = { lockHoldMs: r.lockHoldMs, movedRows: r.movedRows };
-      for (const p of r.notRestored ?? []) s.undoProblems = [...(s.undoProblems ?? []), p];
+      state.swapBack = { lockHoldMs: r.lockHoldMs, movedRows: r.movedRows };
+      for (const p of r.notRestored ?? []) state.undoProblems = [...(state.undoProblems ?? []), p];
       return;
     }
     const r = await act(SHORT, `undo: swap ${run.table} back to the original table`).swapBack(
       refOf(plan),
       lockTimeoutMs,
     );
-    for (const p of r?.notRestored ?? []) s.undoProblems = [...(s.undoProblems ?? []), p];
+    for (const p of r?.notRestored ?? []) state.undoProblems = [...(state.undoProblems ?? []), p];
   } else if (step === 'attachCheck')
     await act(SHORT, `undo: drop the CHECK ${plan.sql.attach!.checkName}`).dropBoundCheck(refOf(plan), lockTimeoutMs);
   else if (step === 'attachKey')
@@ -42,54 +42,54 @@ async function undoStep(run: Run, step: Step, finalState: 'rolled-back' | 'faile
 
 /** Undoes every step the run recorded, in reverse, whatever each one's undo did; reports what it could not. */
 export async function compensate(run: Run, finalState: 'rolled-back' | 'failed'): Promise<void> {
-  const { s, table, opts } = run;
+  const { state, table, opts } = run;
   enter(run, 'rolling-back');
   await CancellationScope.nonCancellable(async () => {
     // the fence: from here on no forward step of this run can commit (each checks the run's state in the
     // same transaction as its DDL; this waits for one in flight)
-    const takenAs = s.done.includes('claim') ? await short.beginUndo(opts.table) : null;
+    const takenAs = state.done.includes('claim') ? await short.beginUndo(opts.table) : null;
     if (takenAs) {
       // a cleanup took the run (its report says what it did): undoing now would act on its result, e.g. a
       // swap back after the application wrote to the new table; nothing is undone
-      s.takenBy = takenAs;
-      s.undoProblems = [
+      state.takenBy = takenAs;
+      state.undoProblems = [
         `nothing undone: partflow.runs records the run as "${takenAs}" (partflow cleanup took it); ` +
           `look with partflow cleanup ${table}`,
       ];
-      s.done = [];
+      state.done = [];
     }
     // every step is tried, whatever the one before did: the undo goes to the end and reports what it could
     // not restore (in the result, progress.lastError and the failure)
-    while (s.done.length) {
-      const step = s.done[s.done.length - 1];
+    while (state.done.length) {
+      const step = state.done[state.done.length - 1];
       log.info('compensating', { table, step });
       try {
         await undoStep(run, step, finalState);
       } catch (err) {
         const why = `${step}: ${rootFailure(err).message}`;
-        s.undoProblems = [...(s.undoProblems ?? []), why];
+        state.undoProblems = [...(state.undoProblems ?? []), why];
         if (step === 'cutover' && patched('stop-after-refused-swap')) {
           // the new table stays the table: dropping the copy's machinery now would leave its reverse trigger
           // without its counters (application writes failing) or act on the live table; the run stays
           // `undoing`, which partflow cleanup finishes by keeping the new table
-          s.swapRefused = true;
-          s.undoProblems = [
-            ...s.undoProblems,
-            s.plan?.method === 'attach'
+          state.swapRefused = true;
+          state.undoProblems = [
+            ...state.undoProblems,
+            state.plan?.method === 'attach'
               ? `the swap back did not happen, so ${table} stays partitioned with its history partition attached ` +
                 `and the run stays "undoing"; finish it with partflow cleanup ${table} --remove (it keeps the ` +
                 'partitioned table)'
               : `the swap back did not happen, so ${table} stays the new table with partflow's reverse trigger and ` +
                 `the run stays "undoing"; finish it with partflow cleanup ${table} --remove (it keeps the new table)`,
           ];
-          s.done = [];
+          state.done = [];
           break;
         }
         log.error('a compensation failed; going on with the rest', { table, step, error: why });
       }
-      s.done.pop();
+      state.done.pop();
     }
   });
-  if (s.undoProblems?.length) s.lastError = `undone except: ${s.undoProblems.join('; ')}`;
-  enter(run, s.swapRefused ? 'failed' : finalState);
+  if (state.undoProblems?.length) state.lastError = `undone except: ${state.undoProblems.join('; ')}`;
+  enter(run, state.swapRefused ? 'failed' : finalState);
 }

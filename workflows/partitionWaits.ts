@@ -74,13 +74,13 @@ export async function followingKeyLog(
  * (approval or rollback) cancels a pass in flight: the cut-over does not wait for it.
  */
 export async function reverifyUntilDecided(run: Run, plan: Plan): Promise<void> {
-  const { s, opts } = run;
-  const decided = () => s.approved || s.rollbackRequested;
+  const { state, opts } = run;
+  const decided = () => state.approved || state.rollbackRequested;
   if (opts.reverifyEveryMs <= 0) return followingKeyLog(plan, decided);
   await untilThen(plan, decided, async () => {
     for (;;) {
       await sleep(opts.reverifyEveryMs);
-      s.verify = await act(LONG, 'verify again while waiting for approval').verify(refOf(plan), {
+      state.verify = await act(LONG, 'verify again while waiting for approval').verify(refOf(plan), {
         analyze: false,
         chunkRows: opts.verifyChunkRows,
       });

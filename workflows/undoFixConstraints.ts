@@ -46,12 +46,13 @@ function validate(input: UndoFixInput): Required<Omit<UndoFixInput, 'runId'>> & 
     return v;
   };
   if (!input || typeof input !== 'object') throw new InputError('The input must be an object with "workflowId".');
-  const lt = input.lockTimeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS;
-  if (!Number.isInteger(lt) || lt < 1 || lt > 60_000) throw new InputError('"lockTimeoutMs" must be 1 to 60000.');
+  const lockTimeoutMs = input.lockTimeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS;
+  if (!Number.isInteger(lockTimeoutMs) || lockTimeoutMs < 1 || lockTimeoutMs > 60_000)
+    throw new InputError('"lockTimeoutMs" must be 1 to 60000.');
   return {
     workflowId: id(input.workflowId, 'workflowId'),
     ...(input.runId !== undefined ? { runId: id(input.runId, 'runId') } : {}),
-    lockTimeoutMs: lt,
+    lockTimeoutMs,
   };
 }
 
@@ -68,20 +69,20 @@ export async function undoFixConstraints(input: UndoFixInput): Promise<UndoFixRe
       const type = root.type === 'DatabaseError' ? 'DatabaseError' : 'NothingToUndo';
       throw failure(root.message, type, ...root.details);
     });
-  p.fixes = new Set(run.steps.map((s) => s.fixNo)).size;
+  p.fixes = new Set(run.steps.map((taken) => taken.fixNo)).size;
   const undone: UndoFixResult['undone'] = [];
   // an undo is not cancelled halfway: each step's undo runs to its end
   await CancellationScope.nonCancellable(async () => {
-    for (const s of [...run.steps].reverse()) {
-      p.fix = s.fixNo + 1;
-      p.current = s.description;
-      p.step = s.step;
-      setCurrentDetails(`undoing **${opts.workflowId}**: ${s.description}, step ${s.step}`);
-      await undoFixStep(acts(`undo ${s.step}: ${s.description}`), s, opts.lockTimeoutMs, {
+    for (const taken of [...run.steps].reverse()) {
+      p.fix = taken.fixNo + 1;
+      p.current = taken.description;
+      p.step = taken.step;
+      setCurrentDetails(`undoing **${opts.workflowId}**: ${taken.description}, step ${taken.step}`);
+      await undoFixStep(acts(`undo ${taken.step}: ${taken.description}`), taken, opts.lockTimeoutMs, {
         workflowId: run.workflowId,
         runId: run.runId,
       });
-      undone.push({ fix: s.description, step: s.step });
+      undone.push({ fix: taken.description, step: taken.step });
     }
     await act.closeFixUndo(run.workflowId, run.runId);
   });

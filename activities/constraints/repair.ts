@@ -26,7 +26,7 @@ export async function repair(
   lockTimeoutMs = 500,
   bounds: ReplicaBounds = DEFAULT_REPLICA_BOUNDS,
 ): Promise<StepResult> {
-  const l = fixLog(log, 'repair', fix);
+  const logger = fixLog(log, 'repair', fix);
   let rows = 0;
   const replicas = { label: describeFix(fix), known: memoryStandbys() };
   let held: Throttled | null = null;
@@ -43,13 +43,16 @@ export async function repair(
       for (;;) {
         ({ held } = await waitForReplicas(pool, replicas, bounds, Date.now() + 10_000, held));
         if (!held) break;
-        l.warn({ throttledBy: held.bound, reason: held.reason, since: held.since }, 'repair held back by a standby');
+        logger.warn(
+          { throttledBy: held.bound, reason: held.reason, since: held.since },
+          'repair held back by a standby',
+        );
         if (activityContext()?.cancellationSignal.aborted)
           throw new CancelledFailure(`repair of ${fix.name} cancelled`);
       }
       // a batch waits at most the run's lock timeout for a row the application holds, then rolls back and
       // is retried: an application transaction never waits on a batch that waits on another
-      const { result: r } = await withLockRetry(pool, l, `repair for ${fix.name}`, lockTimeoutMs, batch, {
+      const { result: r } = await withLockRetry(pool, logger, `repair for ${fix.name}`, lockTimeoutMs, batch, {
         maxAttempts: 30,
       });
       rows += r.rowCount ?? 0;
@@ -59,7 +62,7 @@ export async function repair(
         throw new CancelledFailure(`repair of ${fix.name} cancelled after ${rows} rows`);
       if (!r.rowCount) break;
     }
-    l.info({ rows }, 'repaired');
+    logger.info({ rows }, 'repaired');
     return { changed: rows > 0, rows, lockWaitRetries: 0 };
   } catch (err) {
     classify(err, `repair for ${fix.name}`);
@@ -100,9 +103,9 @@ export async function restoreRepairs(
         [qualified(fix.table), fix.column],
       );
       const sql = dropNotNullSql(fix);
-      const l = fixLog(log, 'restore', fix);
+      const logger = fixLog(log, 'restore', fix);
       if (nn.rows[0]?.attnotnull)
-        await withLockRetry(pool, l, 'drop not null', lockTimeoutMs, (c) => c.query(sql), lockedByFix(fix));
+        await withLockRetry(pool, logger, 'drop not null', lockTimeoutMs, (c) => c.query(sql), lockedByFix(fix));
     }
     if (!(await pool.query(`SELECT to_regclass('partflow.repairs') IS NOT NULL AS ok`)).rows[0].ok) {
       return { changed: false, lockWaitRetries: 0 };

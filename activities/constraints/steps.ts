@@ -48,7 +48,7 @@ export async function createSupportingIndex(
   // absent in the histories of runs started before the run's own budget reached this step
   lockTimeoutMs = DEFAULT_LOCK_TIMEOUT_MS,
 ): Promise<StepResult> {
-  const l = fixLog(log, 'index', fix);
+  const logger = fixLog(log, 'index', fix);
   const index = fixSteps(fix, { ...info, hasIndex: false }).index!;
   const fenced = (sql: string) => async (c: PoolClient) => {
     await fixFence(c);
@@ -57,13 +57,13 @@ export async function createSupportingIndex(
   try {
     const parent = index.parent;
     if (parent)
-      await withLockRetry(pool, l, 'index parent', lockTimeoutMs, fenced(parent.sql), {
+      await withLockRetry(pool, logger, 'index parent', lockTimeoutMs, fenced(parent.sql), {
         relations: [qualified(fix.table)],
       });
     const parentIndex = parent ? { schema: fix.table.schema, name: parent.name } : null;
-    for (const e of index.each) await buildAndAttach(pool, l, e, parentIndex, lockTimeoutMs);
+    for (const e of index.each) await buildAndAttach(pool, logger, e, parentIndex, lockTimeoutMs);
     const name = parent?.name ?? index.each[0].name;
-    l.info({ index: name }, 'supporting index ready');
+    logger.info({ index: name }, 'supporting index ready');
     return { changed: true, lockWaitRetries: 0, note: `created index ${name}` };
   } catch (err) {
     classify(err, `index for ${fix.name}`);
@@ -99,7 +99,7 @@ export async function addConstraintNotValid(
   info: FixInfo,
   lockTimeoutMs: number,
 ): Promise<StepResult> {
-  const l = fixLog(log, 'constraint', fix);
+  const logger = fixLog(log, 'constraint', fix);
   let retries = 0;
   try {
     for (const { table, sql, locks } of fixSteps(fix, info).addNotValid) {
@@ -110,10 +110,10 @@ export async function addConstraintNotValid(
         await lockUpFront(c, locks, lock.budget);
         return c.query(sql);
       };
-      const { stats } = await withLockRetry(pool, l, `add ${fix.name}`, lock.ms, add, lock.opts);
+      const { stats } = await withLockRetry(pool, logger, `add ${fix.name}`, lock.ms, add, lock.opts);
       retries += stats.lockWaitRetries;
     }
-    l.info({ lockWaitRetries: retries }, 'constraint added NOT VALID');
+    logger.info({ lockWaitRetries: retries }, 'constraint added NOT VALID');
     return { changed: true, lockWaitRetries: retries };
   } catch (err) {
     classify(err, `add ${fix.name}`);
@@ -136,8 +136,8 @@ export async function dropConstraint(
       await lockUpFront(c, locks, lock.budget);
       return c.query(sql);
     };
-    const l = fixLog(log, 'drop constraint', fix);
-    const { stats } = await withLockRetry(pool, l, `drop ${fix.name}`, lock.ms, drop, lock.opts);
+    const logger = fixLog(log, 'drop constraint', fix);
+    const { stats } = await withLockRetry(pool, logger, `drop ${fix.name}`, lock.ms, drop, lock.opts);
     retries += stats.lockWaitRetries;
   }
   return { changed: true, lockWaitRetries: retries };
@@ -150,7 +150,7 @@ export async function validateConstraint(
   info: FixInfo,
   lockTimeoutMs: number,
 ): Promise<StepResult> {
-  const l = fixLog(log, 'validate', fix);
+  const logger = fixLog(log, 'validate', fix);
   let retries = 0;
   const run = async ({ what, table, sql, locks }: OnTable & { what: string }) => {
     const lock = lockFor(fix, info, table, lockTimeoutMs);
@@ -162,7 +162,7 @@ export async function validateConstraint(
     };
     const { stats } = await withHeartbeat(
       () => ({ step: what }),
-      () => withLockRetry(pool, l, what, lock.ms, validate, lock.opts),
+      () => withLockRetry(pool, logger, what, lock.ms, validate, lock.opts),
     );
     retries += stats.lockWaitRetries;
   };
@@ -176,7 +176,7 @@ export async function validateConstraint(
       const h = await hasConstraint(pool, s.table, fix.name);
       if (s.only === 'if-unvalidated' ? h && !h.validated : !h) await run(s);
     }
-    l.info({ lockWaitRetries: retries }, 'validated');
+    logger.info({ lockWaitRetries: retries }, 'validated');
     return { changed: true, lockWaitRetries: retries };
   } catch (err) {
     const code = (err as { code?: string }).code;
@@ -208,8 +208,8 @@ export async function dropNotNull(
       await lockUpFront(c, [lockSql(fix.table, 'ACCESS EXCLUSIVE')], lock.budget);
       return c.query(sql);
     };
-    const l = fixLog(log, 'undo', fix);
-    const { stats } = await withLockRetry(pool, l, 'drop not null', lock.ms, drop, lock.opts);
+    const logger = fixLog(log, 'undo', fix);
+    const { stats } = await withLockRetry(pool, logger, 'drop not null', lock.ms, drop, lock.opts);
     return { changed: true, lockWaitRetries: stats.lockWaitRetries };
   } catch (err) {
     classify(err, `undo NOT NULL on ${fix.column}`);

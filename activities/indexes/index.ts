@@ -25,11 +25,11 @@ const indexLog = (log: Logger, step: string, x: IndexSpec) =>
 export async function createParentIndex({ pool, log }: Deps, plan: IndexPlan, lockTimeoutMs: number): Promise<void> {
   const parent = plan.build.parent;
   if (!parent) return;
-  const l = indexLog(log, 'parent index', plan.spec);
+  const logger = indexLog(log, 'parent index', plan.spec);
   try {
     await withLockRetry(
       pool,
-      l,
+      logger,
       'parent index',
       lockTimeoutMs,
       async (c) => {
@@ -61,11 +61,11 @@ async function buildIndexEntry(
   e: BuildEntry,
   lockTimeoutMs: number,
 ): Promise<{ built: boolean }> {
-  const l = indexLog(log, 'build index', plan.spec);
+  const logger = indexLog(log, 'build index', plan.spec);
   try {
     const parent = plan.build.parent ? { schema: plan.spec.table.schema, name: plan.spec.name } : null;
-    const built = await buildAndAttach(pool, l, e, parent, lockTimeoutMs);
-    l.info({ partition: displayName(e.table), built }, 'index ready');
+    const built = await buildAndAttach(pool, logger, e, parent, lockTimeoutMs);
+    logger.info({ partition: displayName(e.table), built }, 'index ready');
     return { built };
   } catch (err) {
     if ((err as { code?: string }).code === '23505')
@@ -164,16 +164,16 @@ export async function indexGaps({ pool }: Deps, plan: IndexPlan): Promise<IndexG
 
 /** Undo: the parent index (the attached partition indexes go with it), then each left, CONCURRENTLY. */
 export async function dropIndexBuild({ pool, log }: Deps, plan: IndexPlan, lockTimeoutMs: number): Promise<void> {
-  const l = indexLog(log, 'drop index', plan.spec);
+  const logger = indexLog(log, 'drop index', plan.spec);
   try {
     const [first, ...rest] = plan.build.drop;
     if (plan.build.parent)
-      await withLockRetry(pool, l, 'drop index', lockTimeoutMs, (c) => c.query(first), {
+      await withLockRetry(pool, logger, 'drop index', lockTimeoutMs, (c) => c.query(first), {
         relations: [qualified(plan.spec.table)],
       });
     else await pool.query(first);
     for (const sql of rest) await pool.query(sql);
-    l.info({}, 'index dropped (undo)');
+    logger.info({}, 'index dropped (undo)');
   } catch (err) {
     classify(err, `drop index ${plan.spec.name}`);
   }

@@ -33,7 +33,7 @@ async function runOwning(pool: Pool, t: TableRef): Promise<string | null> {
 
 /** Everything for one table; the workflow runs one such activity per table and reports failures per table. */
 async function maintain({ pool, log }: Deps, spec: MaintainTableSpec): Promise<TableReport> {
-  const l = log.child({ step: 'maintain', table: displayName(spec.table) });
+  const logger = log.child({ step: 'maintain', table: displayName(spec.table) });
   const look = () => inTransaction(pool, (c) => inspect(c, spec), { readOnly: true });
   let p = await look();
   const report = emptyReport(displayName(spec.table), p.column);
@@ -54,9 +54,9 @@ async function maintain({ pool, log }: Deps, spec: MaintainTableSpec): Promise<T
     }
     await premake(pool, log, spec, p, report);
     if (report.created.length) p = await look();
-    await finishDetaches(pool, l, spec, p, report);
+    await finishDetaches(pool, logger, spec, p, report);
     if (spec.retentionMonths !== null) {
-      await retire(pool, l, spec, p, report);
+      await retire(pool, logger, spec, p, report);
       if (report.archived.length) p = await look();
     }
   }
@@ -65,7 +65,7 @@ async function maintain({ pool, log }: Deps, spec: MaintainTableSpec): Promise<T
   metrics.partitionsArchived(report.table, report.archived.length);
   if (report.defaultPartition) metrics.defaultRows(report.table, report.defaultPartition.rows);
   const { created, archived, warnings } = report;
-  l.info({ created: created.length, archived: archived.length, warnings }, 'maintained');
+  logger.info({ created: created.length, archived: archived.length, warnings }, 'maintained');
   return report;
 }
 

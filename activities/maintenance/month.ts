@@ -144,7 +144,7 @@ export async function unindexedReferences(c: PoolClient | Pool, oid: number): Pr
 /** What the month's statements need (src/maintenanceSql.ts), read from the catalog. */
 export async function partedTable(c: PoolClient | Pool, spec: MaintainTableSpec, p: Parted): Promise<PartedTable> {
   const cols = await c.query(
-    `SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum) AS l,
+    `SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum) AS logger,
             (SELECT relreplident::text FROM pg_class WHERE oid = $1) AS ri FROM pg_attribute
       WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped AND attgenerated = ''`,
     [p.oid],
@@ -251,10 +251,10 @@ export async function ensureMonth(
     }
   }
   if (spec.dryRun) return { planned: monthStep(await partedTable(pool, spec, p), m, spec.timeZone) };
-  const l = log.child({ table: displayName(t), month: formatMonth(m) });
+  const logger = log.child({ table: displayName(t), month: formatMonth(m) });
   const create = (c: PoolClient) => createAndAttach(c, spec, p, m);
   try {
-    const { result } = await withLockRetry(pool, l, 'create partition', spec.lockTimeoutMs, create, {
+    const { result } = await withLockRetry(pool, logger, 'create partition', spec.lockTimeoutMs, create, {
       relations: [qualified(t)],
     });
     return result;

@@ -23,7 +23,13 @@ import { detachMode, hasDetachConcurrently } from '../../src/versions';
  * every later detach of the table fails until it is finished (FINALIZE waits for older snapshots; it takes
  * SHARE UPDATE EXCLUSIVE on the parent, writes go on).
  */
-export async function finishDetaches(pool: Pool, l: Logger, spec: MaintainTableSpec, p: Parted, report: TableReport) {
+export async function finishDetaches(
+  pool: Pool,
+  logger: Logger,
+  spec: MaintainTableSpec,
+  p: Parted,
+  report: TableReport,
+) {
   if (!hasDetachConcurrently(p.serverVersionNum)) return; // 13: no detach can be left pending
   const stuck = (
     await pool.query(
@@ -39,7 +45,7 @@ export async function finishDetaches(pool: Pool, l: Logger, spec: MaintainTableS
       plan(report, { step: 'detach', partition: part.name, locks: [], forward: [sql], undo: [] });
       continue;
     }
-    await withLockRetry(pool, l, 'finish detach', spec.lockTimeoutMs * 20, (c) => c.query(sql));
+    await withLockRetry(pool, logger, 'finish detach', spec.lockTimeoutMs * 20, (c) => c.query(sql));
     report.warnings.push(
       `${part.name} was left "detach pending" by an interrupted DETACH CONCURRENTLY; the detach was finished ` +
         `(it is now a table of its own, ${qualified(part)}).`,
@@ -75,10 +81,10 @@ async function detachOf(pool: Pool, spec: MaintainTableSpec, p: Parted, ref: Tab
   return { step: detachStep(parted, ref, await boundOf(pool, ref), mode.concurrently), note: mode.note };
 }
 
-async function detach(pool: Pool, l: Logger, spec: MaintainTableSpec, step: MaintenanceStep): Promise<void> {
+async function detach(pool: Pool, logger: Logger, spec: MaintainTableSpec, step: MaintenanceStep): Promise<void> {
   const [sql] = step.forward;
   if (step.locks.length) {
-    await withLockRetry(pool, l, 'detach', spec.lockTimeoutMs, async (c) => {
+    await withLockRetry(pool, logger, 'detach', spec.lockTimeoutMs, async (c) => {
       await lockUpFront(c, step.locks, lockPhaseBudgetMs(spec.lockTimeoutMs, 3));
       await c.query(sql);
     });
@@ -110,7 +116,7 @@ async function foreignKeysOf(pool: Pool, part: TableRef): Promise<string[]> {
 }
 
 /** A detached partition archived as the table's mode says. */
-async function archiveOne(pool: Pool, l: Logger, spec: MaintainTableSpec, name: string, report: TableReport) {
+async function archiveOne(pool: Pool, logger: Logger, spec: MaintainTableSpec, name: string, report: TableReport) {
   const ref = { schema: spec.table.schema, name };
   const exists = (await pool.query(`SELECT to_regclass($1) IS NOT NULL AS ok`, [qualified(ref)])).rows[0].ok;
   if (!exists) {
@@ -121,7 +127,7 @@ async function archiveOne(pool: Pool, l: Logger, spec: MaintainTableSpec, name: 
   const archive = archiveSchema(spec.table.schema);
   const keys = await foreignKeysOf(pool, ref);
   const step = archiveStep(ref, spec.archive, archive, keys);
-  const run = (sql: string, what: string) => withLockRetry(pool, l, what, spec.lockTimeoutMs, (c) => c.query(sql));
+  const run = (sql: string, what: string) => withLockRetry(pool, logger, what, spec.lockTimeoutMs, (c) => c.query(sql));
   // detach, none: the detached partition's foreign keys go first (archiveStep); a retry finds fewer
   const unlink = spec.archive === 'detach' || spec.archive === 'none' ? step.forward.slice(0, keys.length) : [];
   for (const sql of unlink) await run(sql, 'drop the foreign key of the detached partition');
@@ -155,7 +161,7 @@ async function archiveOne(pool: Pool, l: Logger, spec: MaintainTableSpec, name: 
 }
 
 /** Expired partitions detached, then every detached one archived; a dry run reports the steps instead. */
-export async function retire(pool: Pool, l: Logger, spec: MaintainTableSpec, p: Parted, report: TableReport) {
+export async function retire(pool: Pool, logger: Logger, spec: MaintainTableSpec, p: Parted, report: TableReport) {
   if (!spec.dryRun) await migrate(pool);
   const pending = await detachedPartitions(pool, spec.table);
   const archive = archiveSchema(spec.table.schema);
@@ -173,13 +179,13 @@ export async function retire(pool: Pool, l: Logger, spec: MaintainTableSpec, p: 
       continue;
     }
     await archiveLog(pool, spec, part.name, 'detaching');
-    await detach(pool, l, spec, step);
+    await detach(pool, logger, spec, step);
     await archiveLog(pool, spec, part.name, 'detached', { note });
     pending.push(part.name);
   }
   for (const name of pending) {
     const ref = { schema: spec.table.schema, name };
     if (spec.dryRun) plan(report, archiveStep(ref, spec.archive, archive, await foreignKeysOf(pool, ref)));
-    else await archiveOne(pool, l, spec, name, report);
+    else await archiveOne(pool, logger, spec, name, report);
   }
 }

@@ -69,7 +69,7 @@ export function attachSqlOf(plan: Plan): AttachSql {
 export async function buildAttachKey({ pool, log }: Deps, plan: Plan): Promise<{ built: boolean }> {
   await ownPlan(pool, plan.table, plan);
   const a = attachSqlOf(plan);
-  const l = stepLog(log, 'attach-key', plan.table);
+  const logger = stepLog(log, 'attach-key', plan.table);
   const index = qualified({ schema: plan.table.schema, name: a.keyIndex });
   const valid = await pool.query(
     `SELECT indisvalid AND indisready AS ok FROM pg_index WHERE indexrelid = to_regclass($1)`,
@@ -88,8 +88,8 @@ export async function buildAttachKey({ pool, log }: Deps, plan: Plan): Promise<{
     }
     classify(err, 'attach key');
   }
-  await faultPoint('attach-key', l);
-  l.info({ index: a.keyIndex }, 'unique index built');
+  await faultPoint('attach-key', logger);
+  logger.info({ index: a.keyIndex }, 'unique index built');
   return { built: true };
 }
 
@@ -114,7 +114,7 @@ export async function addBoundCheck(
 ): Promise<{ validateMs: number }> {
   await ownPlan(pool, plan.table, plan);
   const a = attachSqlOf(plan);
-  const l = stepLog(log, 'attach-check', plan.table);
+  const logger = stepLog(log, 'attach-check', plan.table);
   const t = displayName(plan.table);
   const state = async () =>
     (
@@ -134,7 +134,7 @@ export async function addBoundCheck(
         'TableChanged',
       );
     }
-    await withLockRetry(pool, l, 'attach check', lockTimeoutMs, async (c) => {
+    await withLockRetry(pool, logger, 'attach check', lockTimeoutMs, async (c) => {
       await fence(c, plan.table);
       await c.query(a.addCheck);
     });
@@ -146,7 +146,7 @@ export async function addBoundCheck(
       await withHeartbeat(
         () => ({ step: 'attach check', validating: a.checkName }),
         () =>
-          withLockRetry(pool, l, 'validate attach check', lockTimeoutMs, async (c) => {
+          withLockRetry(pool, logger, 'validate attach check', lockTimeoutMs, async (c) => {
             await fence(c, plan.table);
             await c.query(a.validateCheck);
           }),
@@ -162,9 +162,9 @@ export async function addBoundCheck(
       throw err;
     }
   }
-  await faultPoint('attach-check', l);
+  await faultPoint('attach-check', logger);
   const validateMs = Date.now() - started;
-  l.info({ check: a.checkName, validateMs }, 'CHECK validated');
+  logger.info({ check: a.checkName, validateMs }, 'CHECK validated');
   return { validateMs };
 }
 
@@ -172,11 +172,11 @@ export async function addBoundCheck(
 export async function dropBoundCheck({ pool, log }: Deps, plan: Plan, lockTimeoutMs: number): Promise<void> {
   await ownPlan(pool, plan.table, plan);
   const a = attachSqlOf(plan);
-  const l = stepLog(log, 'drop-attach-check', plan.table);
+  const logger = stepLog(log, 'drop-attach-check', plan.table);
   // after a swap back the table has its name again and no CHECK; before the cut-over it has the CHECK
   const src = await inTransaction(pool, (c) => relOid(c, plan.table));
   if (!src || src.oid !== plan.tableOid) return;
-  await withLockRetry(pool, l, 'drop attach check', lockTimeoutMs, async (c) => {
+  await withLockRetry(pool, logger, 'drop attach check', lockTimeoutMs, async (c) => {
     await undoFence(c, plan.table);
     await c.query(a.dropCheck);
   });

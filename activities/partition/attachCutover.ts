@@ -106,7 +106,7 @@ export async function attachCutover(deps: Deps, plan: Plan, lockTimeoutMs: numbe
   const { pool, log } = deps;
   await ownPlan(pool, plan.table, plan);
   const a = attachSqlOf(plan);
-  const l = stepLog(log, 'cutover', plan.table);
+  const logger = stepLog(log, 'cutover', plan.table);
   const st = await runState(pool, plan.table);
   if (st?.cutover_done) {
     const keptKeys = await validateKeptKeys(deps, plan, lockTimeoutMs);
@@ -124,12 +124,12 @@ export async function attachCutover(deps: Deps, plan: Plan, lockTimeoutMs: numbe
     scanSkipped = await attachWithoutWork(c, plan, () => runAll(c, then));
     // after the count: the kept keys add a NOT VALID constraint to every partition, the history one too
     await runAll(c, plan.sql.keptKeys?.add ?? []);
-    await faultPoint('cutover', l); // attached, not committed
+    await faultPoint('cutover', logger); // attached, not committed
     await recordCutover(c, plan.table, true);
   };
-  const { stats } = await withLockRetry(pool, l, 'cutover', across.ms, swap, across.opts);
+  const { stats } = await withLockRetry(pool, logger, 'cutover', across.ms, swap, across.opts);
   const lockHoldMs = Date.now() - lockedAt;
-  l.info({ lockHoldMs, attempts: stats.attempts, scanSkipped }, 'attached as the history partition');
+  logger.info({ lockHoldMs, attempts: stats.attempts, scanSkipped }, 'attached as the history partition');
   const { attempts, lockWaitRetries } = stats;
   const keptKeys = await validateKeptKeys(deps, plan, lockTimeoutMs);
   return { alreadyDone: false, attempts, lockWaitRetries, lockHoldMs, scanSkipped, ...(keptKeys ? { keptKeys } : {}) };
@@ -147,7 +147,7 @@ export async function attachSwapBack(
 ): Promise<{ swapped: boolean; lockHoldMs: number; movedRows: number; notRestored?: string[] }> {
   await ownPlan(pool, plan.table, plan);
   const a = attachSqlOf(plan);
-  const l = stepLog(log, 'swap-back', plan.table);
+  const logger = stepLog(log, 'swap-back', plan.table);
   const st = await runState(pool, plan.table);
   if (!st?.cutover_done) return { swapped: false, lockHoldMs: 0, movedRows: 0 };
   const back = await pool.query(`SELECT indisvalid AS ok FROM pg_index WHERE indexrelid = to_regclass($1)`, [
@@ -185,10 +185,10 @@ export async function attachSwapBack(
     await runAll(c, then);
     await recordCutover(c, plan.table, false);
   };
-  await withLockRetry(pool, l, 'swap back', across.ms, swap, across.opts);
+  await withLockRetry(pool, logger, 'swap back', across.ms, swap, across.opts);
   const lockHoldMs = Date.now() - lockedAt;
   const notRestored = await validateInbound({ pool, log }, plan, lockTimeoutMs);
-  l.info({ lockHoldMs, movedRows, notRestored }, 'detached: the table is a plain table again');
+  logger.info({ lockHoldMs, movedRows, notRestored }, 'detached: the table is a plain table again');
   return { swapped: true, lockHoldMs, movedRows, notRestored };
 }
 

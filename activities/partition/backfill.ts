@@ -195,12 +195,13 @@ async function appLatency(
 }
 
 /** After a batch: the pause the application-latency bound asks for (src/pacer.ts), ms; a hold is kept in tune. */
-function appPause(input: BackfillChunkInput, bounds: ReplicaBounds, tune: Tuning, l: Logger): number {
+function appPause(input: BackfillChunkInput, bounds: ReplicaBounds, tune: Tuning, logger: Logger): number {
   if (input.appBaselineMs === undefined || !bounds.maxAppLatencyRatio) return 0;
   const now = Date.now();
   const rules = input.sql.appProbe ? PACE : LEGACY_PACE;
   const next = nextPace(tune.pace, tune.samples, bounds.maxAppLatencyRatio, input.appBaselineMs, now, rules);
-  if (next.pace.pauseMs !== tune.pace.pauseMs) l.debug({ pauseMs: next.pace.pauseMs, seenMs: next.seen }, 'copy paced');
+  if (next.pace.pauseMs !== tune.pace.pauseMs)
+    logger.debug({ pauseMs: next.pace.pauseMs, seenMs: next.seen }, 'copy paced');
   tune.pace = next.pace;
   if (next.hold) tune.holding = { after: now, held: { ...next.hold, since: new Date(now).toISOString() } };
   return tune.pace.pauseMs;
@@ -210,8 +211,8 @@ function appPause(input: BackfillChunkInput, bounds: ReplicaBounds, tune: Tuning
  * Another attempt of this activity advanced the checkpoint, or the table was rewritten: the walk goes on from
  * where the checkpoint is now. Returns the rows copied it records.
  */
-async function afterMove(pool: Pool, t: TableRef, l: Logger, w: Walker, pages: boolean): Promise<number> {
-  if (pages) await restartIfRewritten(pool, t, l, w.tuneKey);
+async function afterMove(pool: Pool, t: TableRef, logger: Logger, w: Walker, pages: boolean): Promise<number> {
+  if (pages) await restartIfRewritten(pool, t, logger, w.tuneKey);
   const again = await runState(pool, t);
   if (again?.run_state !== 'active') {
     throw failure(`The partflow run of ${displayName(t)} is being undone; the backfill stops.`, 'RunUndone');
@@ -235,7 +236,7 @@ async function pauseBetween(ms: number, w: Walker, rowsCopied: number): Promise<
 export async function backfillChunk({ pool, log }: Deps, input: BackfillChunkInput): Promise<BackfillChunkResult> {
   await ownPlan(pool, input.table, null, { ...input.sql });
   const [t, started, ctx] = [input.table, Date.now(), activityContext()];
-  const l = stepLog(log, 'backfill', t);
+  const logger = stepLog(log, 'backfill', t);
   const pages = input.copyMode !== 'keys';
   const counts = { rowsThisChunk: 0, pagesThisChunk: 0, batches: 0, mergedBatches: 0, keysApplied: 0 };
   const bounds = input.replica ?? DEFAULT_REPLICA_BOUNDS;
@@ -246,7 +247,7 @@ export async function backfillChunk({ pool, log }: Deps, input: BackfillChunkInp
   const probe = input.appBaselineMs !== undefined && bounds.maxAppLatencyRatio ? await pool.connect() : null;
   let prober: CommitProber | null = null;
   try {
-    const w = await walkerFor(pool, input, l);
+    const w = await walkerFor(pool, input, logger);
     // the streams of a parallel copy together: each pauses `streams` times as long, and each expects the
     // others' batches in the WAL before the replicas' bounds
     const streams = input.streams ?? 1;
@@ -271,7 +272,7 @@ export async function backfillChunk({ pool, log }: Deps, input: BackfillChunkInp
       const batchStarted = Date.now();
       const [read, merged] = await copyBatch(pool, b, tune, input.sql.keyLog);
       if (read === 'moved') {
-        rowsCopied = await afterMove(pool, t, l, w, pages);
+        rowsCopied = await afterMove(pool, t, logger, w, pages);
         continue;
       }
       const took = Date.now() - batchStarted;
@@ -279,7 +280,7 @@ export async function backfillChunk({ pool, log }: Deps, input: BackfillChunkInp
       metrics.rowsCopied(displayName(t), read);
       if (input.maxBatchMs) tune.size = size = nextBatchSize(b.units, w.cap, took, input.maxBatchMs);
       if (input.maxBatchMs && took > 4 * input.maxBatchMs)
-        l.warn({ tookMs: took, units: b.units, merged, maxBatchMs: input.maxBatchMs }, 'a batch took long');
+        logger.warn({ tookMs: took, units: b.units, merged, maxBatchMs: input.maxBatchMs }, 'a batch took long');
       w.advance();
       rowsCopied += read;
       counts.rowsThisChunk += read;
@@ -289,14 +290,14 @@ export async function backfillChunk({ pool, log }: Deps, input: BackfillChunkInp
       ctx?.heartbeat(w.heartbeat(rowsCopied));
       counts.keysApplied += await applyBetweenBatches(pool, input);
       prober?.markStuck();
-      const pause = appPause(input, bounds, tune, l);
+      const pause = appPause(input, bounds, tune, logger);
       if (input.sleepMs > 0 || pause > 0) await pauseBetween(input.sleepMs * streams + pause, w, rowsCopied);
       await capWalRate(pool, bounds, wal);
     }
     // the log also while the copy is held back or done: the verification after it leaves logged keys out
     counts.keysApplied += await applyBetweenBatches(pool, input);
     const elapsedMs = Date.now() - started;
-    l.debug({ ...counts, elapsedMs }, 'backfill chunk');
+    logger.debug({ ...counts, elapsedMs }, 'backfill chunk');
     const { mergedBatches, ...rest } = counts;
     return {
       ...(await w.result(rowsCopied)),
@@ -311,7 +312,7 @@ export async function backfillChunk({ pool, log }: Deps, input: BackfillChunkInp
     };
   } catch (err) {
     if (isTransient(err)) {
-      l.warn({ err: (err as Error).message }, 'transient error in backfill; Temporal will retry from the checkpoint');
+      logger.warn({ err: (err as Error).message }, 'transient error in backfill: retried from the checkpoint');
     }
     return classify(err, `backfill of ${displayName(t)}`);
   } finally {

@@ -53,7 +53,7 @@ export async function validateKeptKeys(
 ): Promise<KeptKeysResult | undefined> {
   const kept = plan.sql.keptKeys;
   if (!kept) return undefined;
-  const l = stepLog(log, 'cutover', plan.table);
+  const logger = stepLog(log, 'cutover', plan.table);
   const notValidated: string[] = [];
   for (const sql of kept.validate) {
     const validate = async (c: PoolClient) => {
@@ -63,14 +63,14 @@ export async function validateKeptKeys(
     try {
       await withHeartbeat(
         () => ({ step: 'validate kept foreign keys' }),
-        () => withLockRetry(pool, l, 'validate kept foreign key', lockTimeoutMs, validate),
+        () => withLockRetry(pool, logger, 'validate kept foreign key', lockTimeoutMs, validate),
       );
     } catch (err) {
       if (!(err instanceof ApplicationFailure && err.type === 'DatabaseError')) throw err;
       notValidated.push(`${sql}: ${err.message}; the key stays NOT VALID (new writes are checked)`);
     }
   }
-  l.info({ kept: kept.names, notValidated }, 'kept foreign keys validated');
+  logger.info({ kept: kept.names, notValidated }, 'kept foreign keys validated');
   return { kept: kept.names, notValidated };
 }
 
@@ -116,7 +116,7 @@ async function checkUnchanged(c: PoolClient, plan: Plan): Promise<void> {
 export async function cutover(deps: Deps, plan: Plan, lockTimeoutMs: number): Promise<CutoverResult> {
   const { pool, log } = deps;
   await ownPlan(pool, plan.table, plan);
-  const l = stepLog(log, 'cutover', plan.table);
+  const logger = stepLog(log, 'cutover', plan.table);
   const st = await runState(pool, plan.table);
   if (st?.cutover_done) {
     const keptKeys = await validateKeptKeys(deps, plan, lockTimeoutMs);
@@ -149,7 +149,7 @@ export async function cutover(deps: Deps, plan: Plan, lockTimeoutMs: number): Pr
     }
     await runAll(c, then);
     await runAll(c, plan.sql.keptKeys?.add ?? []);
-    await faultPoint('cutover', l); // renamed, not committed
+    await faultPoint('cutover', logger); // renamed, not committed
     // the new table's columns as of the cut-over: a rollback that would lose a later change is refused
     await recordCutover(c, plan.table, true, {
       columns: await newTableColumns(c, plan),
@@ -159,7 +159,7 @@ export async function cutover(deps: Deps, plan: Plan, lockTimeoutMs: number): Pr
   const { stats } = await withHeartbeat(
     () => ({ step: 'cutover', lastCheck: check }),
     () =>
-      withLockRetry(pool, l, 'cutover', across.ms, swap, {
+      withLockRetry(pool, logger, 'cutover', across.ms, swap, {
         ...across.opts,
         before,
         details: () => ({ lastCheck: check }),
@@ -168,7 +168,7 @@ export async function cutover(deps: Deps, plan: Plan, lockTimeoutMs: number): Pr
   const lockHoldMs = Date.now() - lockedAt;
   const { attempts, lockWaitRetries } = stats;
   const lastCheck = keyLog?.seen ? { keys: check.keys, repaired: check.repaired } : undefined;
-  l.info({ lockHoldMs, attempts, lockWaitRetries, keysAppliedUnderLock: underLock, lastCheck }, 'cut over');
+  logger.info({ lockHoldMs, attempts, lockWaitRetries, keysAppliedUnderLock: underLock, lastCheck }, 'cut over');
   const keptKeys = await validateKeptKeys(deps, plan, lockTimeoutMs);
   return {
     ...(keptKeys ? { keptKeys } : {}),
@@ -210,11 +210,11 @@ async function drainUnderLock(c: PoolClient, plan: Plan, keyLog: KeyLogApplySql)
  * still checks new rows): the undo goes on and reports it rather than stopping half way.
  */
 export async function validateInbound({ pool, log }: Deps, plan: Plan, lockTimeoutMs: number): Promise<string[]> {
-  const l = stepLog(log, 'swap-back', plan.table);
+  const logger = stepLog(log, 'swap-back', plan.table);
   const notRestored: string[] = [];
   for (const sql of plan.sql.validateInbound) {
     try {
-      await withLockRetry(pool, l, 'validate re-added foreign key', lockTimeoutMs, (c) => c.query(sql));
+      await withLockRetry(pool, logger, 'validate re-added foreign key', lockTimeoutMs, (c) => c.query(sql));
     } catch (err) {
       if (!(err instanceof ApplicationFailure && err.type === 'DatabaseError')) throw err;
       // the key the statement names (newer plans list none for a key the source did not hold valid)
@@ -240,7 +240,7 @@ export async function swapBack(
 ): Promise<{ swapped: boolean; lockHoldMs: number; notRestored?: string[] }> {
   const { pool, log } = deps;
   await ownPlan(pool, plan.table, plan);
-  const l = stepLog(log, 'swap-back', plan.table);
+  const logger = stepLog(log, 'swap-back', plan.table);
   const st = await runState(pool, plan.table);
   let lockedAt = Date.now();
   const { lock, then } = splitLock(plan.sql.swapBack);
@@ -262,10 +262,13 @@ export async function swapBack(
     await recordCutover(c, plan.table, false);
   };
   const swapped = !!st?.cutover_done;
-  if (swapped) await withLockRetry(pool, l, 'swap back', across.ms, swap, { ...across.opts, before: drain });
+  if (swapped) await withLockRetry(pool, logger, 'swap back', across.ms, swap, { ...across.opts, before: drain });
   const lockHoldMs = swapped ? Date.now() - lockedAt : 0;
   const notRestored = await validateInbound(deps, plan, lockTimeoutMs);
-  l.info({ swapped, lockHoldMs, notRestored, keysAppliedUnderLock: underLock }, 'swapped back to the original table');
+  logger.info(
+    { swapped, lockHoldMs, notRestored, keysAppliedUnderLock: underLock },
+    'swapped back to the original table',
+  );
   return { swapped, lockHoldMs, notRestored };
 }
 
@@ -285,15 +288,15 @@ export async function rollbackBlocker({ pool }: Deps, plan: Plan): Promise<strin
 /** Ends the rollback window: the reverse trigger goes; the old table stays for the operator to drop. */
 export async function finalize({ pool, log }: Deps, plan: Plan, lockTimeoutMs: number): Promise<{ rowMoves: number }> {
   await ownPlan(pool, plan.table, plan);
-  const l = stepLog(log, 'finalize', plan.table);
+  const logger = stepLog(log, 'finalize', plan.table);
   const moves = await rowMoves(pool, plan.table);
   const end = async (c: PoolClient) => {
     await fence(c, plan.table);
     await runAll(c, [...plan.sql.finalize, ...(plan.sql.dropCounters ?? [])]);
-    await faultPoint('finalize', l);
+    await faultPoint('finalize', logger);
   };
   const across = acrossPartitions(plan, lockTimeoutMs);
-  await withLockRetry(pool, l, 'finalize', across.ms, end, across.opts);
-  l.info({ old: displayName(plan.old), rowMoves: moves }, 'reverse trigger dropped; old table kept');
+  await withLockRetry(pool, logger, 'finalize', across.ms, end, across.opts);
+  logger.info({ old: displayName(plan.old), rowMoves: moves }, 'reverse trigger dropped; old table kept');
   return { rowMoves: moves };
 }

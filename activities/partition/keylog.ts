@@ -100,7 +100,7 @@ export async function followKeyLog(
 ): Promise<{ keys: number }> {
   const sql = direction === 'forward' ? plan.sql.keyLog : plan.sql.reverseKeyLog;
   if (!sql) return { keys: 0 };
-  const l = stepLog(log, 'key-log', plan.table);
+  const logger = stepLog(log, 'key-log', plan.table);
   const ctx = activityContext();
   let keys = 0;
   try {
@@ -118,7 +118,7 @@ export async function followKeyLog(
     if ((err as { code?: string }).code === '42P01') return { keys };
     classify(err, 'applying the key log');
   }
-  l.info({ keys }, 'key log followed');
+  logger.info({ keys }, 'key log followed');
   return { keys };
 }
 

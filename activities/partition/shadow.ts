@@ -15,14 +15,14 @@ export async function createShadow(
   lockTimeoutMs: number,
 ): Promise<{ created: boolean; foreignKeys: number }> {
   await ownPlan(pool, plan.table, plan);
-  const l = stepLog(log, 'shadow', plan.table);
+  const logger = stepLog(log, 'shadow', plan.table);
   let created = false;
   await withHeartbeat(
     () => ({ step: 'shadow' }),
     async () => {
       const existing = await inTransaction(pool, (c) => relOid(c, plan.shadow));
       if (!existing) {
-        await withLockRetry(pool, l, 'shadow', lockTimeoutMs, async (c) => {
+        await withLockRetry(pool, logger, 'shadow', lockTimeoutMs, async (c) => {
           await fence(c, plan.table);
           await runAll(c, plan.sql.shadow);
         });
@@ -39,26 +39,26 @@ export async function createShadow(
           foreignKeyName(fk),
         ]);
         if (has.rowCount) continue;
-        await withLockRetry(pool, l, `shadow foreign key ${i + 1}`, lockTimeoutMs, async (c) => {
+        await withLockRetry(pool, logger, `shadow foreign key ${i + 1}`, lockTimeoutMs, async (c) => {
           await fence(c, plan.table);
           await c.query(fk);
         });
       }
-      await faultPoint('shadow', l);
+      await faultPoint('shadow', logger);
     },
   );
-  l.info({ created, partitions: plan.partitions.length + 1 }, 'shadow table ready');
+  logger.info({ created, partitions: plan.partitions.length + 1 }, 'shadow table ready');
   return { created, foreignKeys: plan.sql.shadowForeignKeys.length };
 }
 
 /** Compensation of createShadow. Never drops the source: checks the OID first. */
 export async function dropShadow({ pool, log }: Deps, plan: Plan, lockTimeoutMs: number): Promise<void> {
   await ownPlan(pool, plan.table, plan);
-  const l = stepLog(log, 'drop-shadow', plan.table);
+  const logger = stepLog(log, 'drop-shadow', plan.table);
   const drop = async (c: PoolClient) => {
     await undoFence(c, plan.table);
     if (await copyExists(c, plan)) for (const sql of plan.sql.dropShadow) await c.query(sql);
   };
-  await withLockRetry(pool, l, 'drop shadow', lockTimeoutMs, drop, lockedBy(plan));
-  l.info('shadow table dropped');
+  await withLockRetry(pool, logger, 'drop shadow', lockTimeoutMs, drop, lockedBy(plan));
+  logger.info('shadow table dropped');
 }

@@ -31,7 +31,7 @@ export async function installSyncTrigger(
   lockTimeoutMs: number,
 ): Promise<{ totalPages: number; lockWaitRetries: number; appBaselineMs: number }> {
   await ownPlan(pool, plan.table, plan);
-  const l = stepLog(log, 'sync', plan.table);
+  const logger = stepLog(log, 'sync', plan.table);
   const install = async (c: PoolClient) => {
     await fence(c, plan.table);
     const src = await relOid(c, plan.table);
@@ -46,22 +46,22 @@ export async function installSyncTrigger(
       FORWARD_TRIGGER,
     ]);
     if (!has.rowCount) await runAll(c, plan.sql.syncTrigger);
-    await faultPoint('sync', l);
+    await faultPoint('sync', logger);
     // partflow's triggers as committed now; the cut-over refuses if they were disabled since
     const triggerFence = (await c.query(plan.sql.triggerFence, [plan.tableOid])).rows[0].fence;
     return recordWalkEnd(c, plan, triggerFence);
   };
-  const { result, stats } = await withLockRetry(pool, l, 'sync trigger', lockTimeoutMs, install, lockedBy(plan));
+  const { result, stats } = await withLockRetry(pool, logger, 'sync trigger', lockTimeoutMs, install, lockedBy(plan));
   // the application-latency bound's reference: a commit with the sync in place and the copy not started
   const appBaselineMs = await probeBaseline(pool, plan.sql.appProbe);
-  l.info({ totalPages: result, lockWaitRetries: stats.lockWaitRetries, appBaselineMs }, 'sync trigger installed');
+  logger.info({ totalPages: result, lockWaitRetries: stats.lockWaitRetries, appBaselineMs }, 'sync trigger installed');
   return { totalPages: result, lockWaitRetries: stats.lockWaitRetries, appBaselineMs };
 }
 
 /** Compensation of installSyncTrigger; after a cut-over the trigger went with the swap, the counter goes here. */
 export async function dropSyncTrigger({ pool, log }: Deps, plan: Plan, lockTimeoutMs: number): Promise<void> {
   await ownPlan(pool, plan.table, plan);
-  const l = stepLog(log, 'drop-sync', plan.table);
+  const logger = stepLog(log, 'drop-sync', plan.table);
   const drop = async (c: PoolClient) => {
     await undoFence(c, plan.table);
     const src = await relOid(c, plan.table);
@@ -74,6 +74,6 @@ export async function dropSyncTrigger({ pool, log }: Deps, plan: Plan, lockTimeo
     );
     if (!live.rowCount) await runAll(c, plan.sql.dropCounters ?? []);
   };
-  await withLockRetry(pool, l, 'drop sync trigger', lockTimeoutMs, drop, lockedBy(plan));
-  l.info('sync trigger dropped');
+  await withLockRetry(pool, logger, 'drop sync trigger', lockTimeoutMs, drop, lockedBy(plan));
+  logger.info('sync trigger dropped');
 }

@@ -92,13 +92,13 @@ async function compareChunk(
 }
 
 async function compareOnce(deps: Deps, plan: Plan, q: [string, string], params: unknown[], what: string, pass: Pass) {
-  const l = stepLog(deps.log, 'verify', plan.table);
+  const logger = stepLog(deps.log, 'verify', plan.table);
   const started = Date.now();
   const [a, b] = await inTransaction(
     deps.pool,
     async (c) => {
       const x = (await c.query(q[0], params)).rows as Buckets;
-      await faultPoint('verify', l);
+      await faultPoint('verify', logger);
       return [x, (await c.query(q[1], params)).rows as Buckets];
     },
     { isolation: 'REPEATABLE READ', readOnly: true },
@@ -176,7 +176,7 @@ export async function verify(
 ): Promise<VerifyReport> {
   const { pool, log } = deps;
   await ownPlan(pool, plan.table, plan);
-  const l = stepLog(log, 'verify', plan.table);
+  const logger = stepLog(log, 'verify', plan.table);
   const started = Date.now();
   try {
     // statistics for the copy before it becomes the table (idempotent on retry); plans made before 0.2 lack
@@ -192,7 +192,10 @@ export async function verify(
         );
         longestAnalyzeMs = Math.max(longestAnalyzeMs, Date.now() - t0);
       }
-      l.info({ elapsedMs: Date.now() - started, statements: statements.length, longestAnalyzeMs }, 'copy analyzed');
+      logger.info(
+        { elapsedMs: Date.now() - started, statements: statements.length, longestAnalyzeMs },
+        'copy analyzed',
+      );
     }
     const ctx = activityContext();
     // the cut-over compares what the applier copies from here on (the last check)
@@ -202,7 +205,7 @@ export async function verify(
         () => ({ step: 'apply key log' }),
         () => drainKeyLog(pool, plan.sql.keyLog!),
       );
-      l.info({ keys }, 'key log applied');
+      logger.info({ keys }, 'key log applied');
     }
     const pass = await withHeartbeat(
       () => ({ step: 'verify' }),
@@ -228,8 +231,8 @@ export async function verify(
       );
     }
     const { ok, rows, mismatches, elapsedMs, chunks, longestSnapshotMs, repaired } = report;
-    if (repaired?.length) l.warn({ repaired }, 'chunks that differed were copied again and are equal now');
-    l.info({ ok, rows, mismatches, elapsedMs, chunks, longestSnapshotMs }, 'verification finished');
+    if (repaired?.length) logger.warn({ repaired }, 'chunks that differed were copied again and are equal now');
+    logger.info({ ok, rows, mismatches, elapsedMs, chunks, longestSnapshotMs }, 'verification finished');
     if (!report.ok) {
       metrics.verifyMismatches(displayName(plan.table), report.mismatches.length);
       const detail = pass.differences.length ? ` (${pass.differences.join('; ')})` : '';

@@ -65,11 +65,11 @@ export interface Walker {
  * (every row in it existed then or was written by the trigger since; rows copied already are skipped); a
  * parallel copy splits the new file again, in the same transaction.
  */
-export async function restartIfRewritten(pool: Pool, table: TableRef, l: Logger, tuneKey: string): Promise<void> {
+export async function restartIfRewritten(pool: Pool, table: TableRef, logger: Logger, tuneKey: string): Promise<void> {
   const restarted = await inTransaction(pool, (c) => restartWalkOnNewFile(c, table));
   if (restarted !== null) {
     tuningOf(tuneKey).mergeLeft = 1_000_000; // every later batch may meet rows copied already
-    l.warn(
+    logger.warn(
       { totalPages: restarted },
       'the table was rewritten (VACUUM FULL, CLUSTER or TRUNCATE): the backfill walks its new file from page 0',
     );
@@ -77,12 +77,12 @@ export async function restartIfRewritten(pool: Pool, table: TableRef, l: Logger,
 }
 
 /** A batch of pages [from, to): the plan's TID range copy, and its fast form. */
-function pageCopies(input: BackfillChunkInput, l: Logger, from: number, to: number, batchNo: number) {
+function pageCopies(input: BackfillChunkInput, logger: Logger, from: number, to: number, batchNo: number) {
   const copyWith =
     (sql: string) =>
     (c: PoolClient): Promise<number> =>
       c.query(sql, [`(${from},0)`, `(${to},0)`]).then(async (r) => {
-        if (batchNo === 2) await faultPoint('backfill', l); // mid-batch: copied, not committed
+        if (batchNo === 2) await faultPoint('backfill', logger); // mid-batch: copied, not committed
         // plans made before the fast form counted rows read in a CTE (`read`); now the INSERT's row count
         return r.rows[0]?.read !== undefined ? Number(r.rows[0].read) : (r.rowCount ?? 0);
       });
@@ -100,10 +100,10 @@ async function pageCap(pool: Pool, input: BackfillChunkInput): Promise<number> {
 }
 
 /** Page walk: TID ranges [next, next + size) of the file recorded with the sync trigger. */
-async function pageWalker(pool: Pool, input: BackfillChunkInput, l: Logger): Promise<Walker> {
+async function pageWalker(pool: Pool, input: BackfillChunkInput, logger: Logger): Promise<Walker> {
   const t = input.table;
   const tuneKey = `pages:${qualified(t)}`;
-  await restartIfRewritten(pool, t, l, tuneKey);
+  await restartIfRewritten(pool, t, logger, tuneKey);
   const st = await runState(pool, t);
   if (!st || st.total_pages === null) {
     throw failure(`No backfill checkpoint for ${displayName(t)}: the sync step did not run.`, 'StateMissing');
@@ -121,7 +121,7 @@ async function pageWalker(pool: Pool, input: BackfillChunkInput, l: Logger): Pro
       return {
         units: to - next,
         commit: pageCheckpoint(t, next, to),
-        ...pageCopies(input, l, next, to, batchNo),
+        ...pageCopies(input, logger, next, to, batchNo),
       };
     },
     advance: () => {
@@ -149,11 +149,11 @@ async function pageWalker(pool: Pool, input: BackfillChunkInput, l: Logger): Pro
  * SHARE, as the DDL steps do: an undo waits for it) and only over the page, range and table file it started
  * from, all on the stream's row, so that a concurrent re-split after a rewrite is seen.
  */
-async function streamWalker(pool: Pool, input: BackfillChunkInput, l: Logger): Promise<Walker> {
+async function streamWalker(pool: Pool, input: BackfillChunkInput, logger: Logger): Promise<Walker> {
   const t = input.table;
   const k = input.stream!;
   const tuneKey = `pages:${qualified(t)}#${k}`;
-  await restartIfRewritten(pool, t, l, tuneKey);
+  await restartIfRewritten(pool, t, logger, tuneKey);
   let row = await streamRow(pool, t, k);
   let to = Number(row.next_page);
   const range = () => ({ next: Number(row.next_page), end: Number(row.end_page) });
@@ -169,7 +169,7 @@ async function streamWalker(pool: Pool, input: BackfillChunkInput, l: Logger): P
         if (!(await isActive(c, tableRun(t, workflowId())))) return false;
         return streamCheckpoint(t, k, { from: next, to, end }, row.filenode)(c, read);
       };
-      return { units: to - next, commit, ...pageCopies(input, l, next, to, batchNo) };
+      return { units: to - next, commit, ...pageCopies(input, logger, next, to, batchNo) };
     },
     advance: () => {
       row = { ...row, next_page: String(to) };
@@ -257,7 +257,7 @@ async function keyWalker(pool: Pool, input: BackfillChunkInput): Promise<Walker>
 }
 
 /** A stream of a parallel copy, the page walk or the key walk. */
-export function walkerFor(pool: Pool, input: BackfillChunkInput, l: Logger): Promise<Walker> {
-  if (input.stream !== undefined) return streamWalker(pool, input, l);
-  return input.copyMode !== 'keys' ? pageWalker(pool, input, l) : keyWalker(pool, input);
+export function walkerFor(pool: Pool, input: BackfillChunkInput, logger: Logger): Promise<Walker> {
+  if (input.stream !== undefined) return streamWalker(pool, input, logger);
+  return input.copyMode !== 'keys' ? pageWalker(pool, input, logger) : keyWalker(pool, input);
 }

@@ -170,7 +170,7 @@ async function run(
  */
 export async function buildAndAttach(
   pool: Pool,
-  l: Logger,
+  logger: Logger,
   e: BuildEntry,
   parent: TableRef | null,
   lockTimeoutMs: number,
@@ -192,7 +192,7 @@ export async function buildAndAttach(
       await fixFence(c);
       await c.query(attach);
     };
-    await withLockRetry(pool, l, 'attach index', lockTimeoutMs, fenced, { relations: [qualified(e.table)] });
+    await withLockRetry(pool, logger, 'attach index', lockTimeoutMs, fenced, { relations: [qualified(e.table)] });
   }
   return built;
 }
