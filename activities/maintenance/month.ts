@@ -144,7 +144,7 @@ export async function unindexedReferences(c: PoolClient | Pool, oid: number): Pr
 /** What the month's statements need (src/maintenanceSql.ts), read from the catalog. */
 export async function partedTable(c: PoolClient | Pool, spec: MaintainTableSpec, p: Parted): Promise<PartedTable> {
   const cols = await c.query(
-    `SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum) AS logger,
+    `SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum) AS columns,
             (SELECT relreplident::text FROM pg_class WHERE oid = $1) AS ri FROM pg_attribute
       WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped AND attgenerated = ''`,
     [p.oid],
@@ -156,7 +156,7 @@ export async function partedTable(c: PoolClient | Pool, spec: MaintainTableSpec,
     type: p.type,
     def: p.def,
     referenced: await referencedTables(c, p.oid),
-    columns: cols.rows[0].l,
+    columns: cols.rows[0].columns,
     replicaIdentity: cols.rows[0].ri,
   };
 }
