@@ -97,6 +97,11 @@ export interface PartitionTableInput {
   /** Optional cap on the WAL the copy writes per second. Default none. */
   maxWalBytesPerSecond?: number | null;
   /**
+   * The application-latency bound: the copy pauses while partflow's probe's 99th percentile is over this
+   * multiple of its idle baseline. Default 1.5; null for none. Changeable by `throttle`.
+   */
+  maxAppLatencyRatio?: number | null;
+  /**
    * Default false: a standby seen earlier in the run that is gone, or a lag partflow cannot read, holds the
    * copy (fail closed). true: they do not.
    */
