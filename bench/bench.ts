@@ -215,7 +215,7 @@ async function main(): Promise<void> {
         startAndWatch({ ...input, parallelism, approval: 'signal' }, (p) => p.awaitingApproval),
       );
       const gate = Date.now();
-      const [a, b] = (await spans(w.h))('backfillChunk');
+      const [a, b] = (await spans(w.h))('copyChunk');
       (parallelism === 1 ? results.partflow : results.partflowParallel).push(Math.round(b - a));
       if (parallelism === 1) results.workflowToGate.push(gate - w.started);
       const p = await w.h.query<Progress>('progress');
@@ -280,7 +280,7 @@ async function main(): Promise<void> {
       await w.h.result();
       const end = Date.now();
       const span = await spans(w.h);
-      const [fill, cut, swap] = [span('backfillChunk'), span('cutover'), span('swapBack')];
+      const [fill, cut, swap] = [span('copyChunk'), span('cutover'), span('swapBack')];
       windows = {
         sync: windows.sync,
         fill: [Math.max(fill[0], windows.sync[1]), fill[1]],
@@ -314,7 +314,7 @@ async function main(): Promise<void> {
         { ...input, approval: 'signal', maxAppLatencyRatio: null },
         (p) => p.awaitingApproval,
       );
-      unbounded = (await spans(w.h))('backfillChunk');
+      unbounded = (await spans(w.h))('copyChunk');
       results.partflowUnderLoadUnbounded.push(Math.round(unbounded[1] - unbounded[0]));
       await w.h.signal('rollback');
       await w.h.result();

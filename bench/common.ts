@@ -176,8 +176,7 @@ export async function historySize(
     out.totalBytes += bytes;
     const backfill = new Set<string>();
     for (const e of events) {
-      if (e.activityTaskScheduledEventAttributes?.activityType?.name === 'backfillChunk')
-        backfill.add(String(e.eventId));
+      if (e.activityTaskScheduledEventAttributes?.activityType?.name === 'copyChunk') backfill.add(String(e.eventId));
       const done = e.activityTaskCompletedEventAttributes;
       if (done && backfill.has(String(done.scheduledEventId))) {
         const data = done.result?.payloads?.[0]?.data;

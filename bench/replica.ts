@@ -74,7 +74,7 @@ async function main(): Promise<void> {
               if (p?.awaitingApproval) break;
               await sleep(500);
             }
-            fill = (await historySpans(h))('backfillChunk');
+            fill = (await historySpans(h))('copyChunk');
             await h.signal('rollback');
             await h.result();
           });

@@ -66,7 +66,8 @@ test('three workers on Temporal Server with PostgreSQL: the backfill worker kill
 
   // the worker running the backfill, by the identity Temporal records for the pending activity (pid@host)
   const pending = (await h.describe()).raw.pendingActivities ?? [];
-  const identity = pending.find((a) => a.activityType?.name === 'backfillChunk')?.lastWorkerIdentity ?? '';
+  const identity =
+    pending.find((a) => ['backfillChunk', 'copyChunk'].includes(a.activityType?.name ?? ''))?.lastWorkerIdentity ?? '';
   const pid = Number(identity.split('@')[0]);
   expect(workers.has(pid)).toBe(true);
   workers.get(pid)!.kill('SIGKILL');
