@@ -25,46 +25,39 @@ export { compareChecksums } from './verify';
 export type { VerifyRange, VerifyReport } from './verify';
 
 export function createPartitionActivities(deps: Deps) {
+  /** A step that takes the plan, given a reference to it (or, from runs before references, the plan itself). */
+  const byRef =
+    <A extends unknown[], R>(step: (d: Deps, plan: Plan, ...args: A) => Promise<R>) =>
+    async (plan: Plan | PlanRef, ...args: A): Promise<R> =>
+      step(deps, await planOf(deps.pool, plan), ...args);
+  const chunk = async (input: BackfillChunkArgs) => backfillChunk(deps, await withBackfillSql(deps.pool, input));
   return {
     preflight: (input: PartitionOptions | unknown) => preflight(deps, input),
     claimRun: (table: TableRef, plan: Plan) => claimRun(deps, table, plan),
     beginUndo: (table: TableRef) => beginUndo(deps, table),
     releaseRun: (table: TableRef, state: RunState) => releaseRun(deps, table, state),
-    createShadow: async (plan: Plan | PlanRef, lockTimeoutMs: number) =>
-      createShadow(deps, await planOf(deps.pool, plan), lockTimeoutMs),
-    dropShadow: async (plan: Plan | PlanRef, lockTimeoutMs: number) =>
-      dropShadow(deps, await planOf(deps.pool, plan), lockTimeoutMs),
-    installSyncTrigger: async (plan: Plan | PlanRef, lockTimeoutMs: number) =>
-      installSyncTrigger(deps, await planOf(deps.pool, plan), lockTimeoutMs),
-    dropSyncTrigger: async (plan: Plan | PlanRef, lockTimeoutMs: number) =>
-      dropSyncTrigger(deps, await planOf(deps.pool, plan), lockTimeoutMs),
+    createShadow: byRef(createShadow),
+    dropShadow: byRef(dropShadow),
+    installSyncTrigger: byRef(installSyncTrigger),
+    dropSyncTrigger: byRef(dropSyncTrigger),
     // the copy's chunk: `backfillChunk` as runs before plan references call it (statements handed in, checked
     // against the stored plan), `copyChunk` as later runs do (statements read from the stored plan)
-    backfillChunk: async (input: BackfillChunkArgs) => backfillChunk(deps, await withBackfillSql(deps.pool, input)),
-    copyChunk: async (input: BackfillChunkArgs) => backfillChunk(deps, await withBackfillSql(deps.pool, input)),
-    followKeyLog: async (plan: Plan | PlanRef, direction?: 'forward' | 'reverse') =>
-      followKeyLog(deps, await planOf(deps.pool, plan), direction),
-    verify: async (plan: Plan | PlanRef, opts?: { analyze?: boolean; chunkRows?: number }) =>
-      verify(deps, await planOf(deps.pool, plan), opts),
-    cutover: async (plan: Plan | PlanRef, lockTimeoutMs: number) =>
-      cutover(deps, await planOf(deps.pool, plan), lockTimeoutMs),
-    swapBack: async (plan: Plan | PlanRef, lockTimeoutMs: number) =>
-      swapBack(deps, await planOf(deps.pool, plan), lockTimeoutMs),
-    rollbackBlocker: async (plan: Plan | PlanRef) => rollbackBlocker(deps, await planOf(deps.pool, plan)),
-    finalize: async (plan: Plan | PlanRef, lockTimeoutMs: number) =>
-      finalize(deps, await planOf(deps.pool, plan), lockTimeoutMs),
+    backfillChunk: chunk,
+    copyChunk: chunk,
+    followKeyLog: byRef(followKeyLog),
+    verify: byRef(verify),
+    cutover: byRef(cutover),
+    swapBack: byRef(swapBack),
+    rollbackBlocker: byRef(rollbackBlocker),
+    finalize: byRef(finalize),
     // the attach path (src/plan/attach.ts)
-    buildAttachKey: async (plan: Plan | PlanRef) => buildAttachKey(deps, await planOf(deps.pool, plan)),
-    dropAttachKey: async (plan: Plan | PlanRef) => dropAttachKey(deps, await planOf(deps.pool, plan)),
-    addBoundCheck: async (plan: Plan | PlanRef, lockTimeoutMs: number) =>
-      addBoundCheck(deps, await planOf(deps.pool, plan), lockTimeoutMs),
-    dropBoundCheck: async (plan: Plan | PlanRef, lockTimeoutMs: number) =>
-      dropBoundCheck(deps, await planOf(deps.pool, plan), lockTimeoutMs),
-    attachCutover: async (plan: Plan | PlanRef, lockTimeoutMs: number) =>
-      attachCutover(deps, await planOf(deps.pool, plan), lockTimeoutMs),
-    attachSwapBack: async (plan: Plan | PlanRef, lockTimeoutMs: number) =>
-      attachSwapBack(deps, await planOf(deps.pool, plan), lockTimeoutMs),
-    attachRollbackBlocker: async (plan: Plan | PlanRef) => attachRollbackBlocker(deps, await planOf(deps.pool, plan)),
+    buildAttachKey: byRef(buildAttachKey),
+    dropAttachKey: byRef(dropAttachKey),
+    addBoundCheck: byRef(addBoundCheck),
+    dropBoundCheck: byRef(dropBoundCheck),
+    attachCutover: byRef(attachCutover),
+    attachSwapBack: byRef(attachSwapBack),
+    attachRollbackBlocker: byRef(attachRollbackBlocker),
   };
 }
 
