@@ -10,6 +10,7 @@ import { displayName, qualified, quoteIdent } from '../../src/ident';
 import { Plan, shapeDifferences, splitLock } from '../../src/plan';
 import { type AttachSql } from '../../src/plan/attach';
 import { classify, lockUpFront, runAll, withLockRetry } from '../runtime/db';
+import { LockClock } from '../runtime/lockClock';
 import { Deps, relOid, stepLog } from '../runtime/deps';
 import { faultPoint } from '../runtime/faults';
 import { buildConcurrently } from '../runtime/indexBuilder';
@@ -114,11 +115,11 @@ export async function attachCutover(deps: Deps, plan: Plan, lockTimeoutMs: numbe
   }
   const { lock, then } = splitLock(a.cutover);
   const across = acrossPartitions(plan, lockTimeoutMs);
-  let lockedAt = 0;
+  const clock = await LockClock.open(pool, qualified(plan.table));
   let scanSkipped = false;
   const swap = async (c: PoolClient) => {
     await lockUpFront(c, [lock], across.budget);
-    lockedAt = Date.now();
+    clock.locked();
     await fence(c, plan.table);
     await checkAttachable(c, plan, a);
     scanSkipped = await attachWithoutWork(c, plan, () => runAll(c, then));
@@ -126,10 +127,15 @@ export async function attachCutover(deps: Deps, plan: Plan, lockTimeoutMs: numbe
     await runAll(c, plan.sql.keptKeys?.add ?? []);
     await faultPoint('cutover', logger); // attached, not committed
     await recordCutover(c, plan.table, true);
+    await clock.arm(c);
   };
-  const { stats } = await withLockRetry(pool, logger, 'cutover', across.ms, swap, across.opts);
-  const lockHoldMs = Date.now() - lockedAt;
-  logger.info({ lockHoldMs, attempts: stats.attempts, scanSkipped }, 'attached as the history partition');
+  const { stats } = await withLockRetry(pool, logger, 'cutover', across.ms, swap, across.opts).finally(() =>
+    clock.close(),
+  );
+  // the COMMIT also unlinks the original primary key's index, after releasing the locks: commitMs grows with it
+  const commitMs = clock.commitMs();
+  const lockHoldMs = await clock.heldMs();
+  logger.info({ lockHoldMs, commitMs, attempts: stats.attempts, scanSkipped }, 'attached as the history partition');
   const { attempts, lockWaitRetries } = stats;
   const keptKeys = await validateKeptKeys(deps, plan, lockTimeoutMs);
   return { alreadyDone: false, attempts, lockWaitRetries, lockHoldMs, scanSkipped, ...(keptKeys ? { keptKeys } : {}) };
@@ -169,11 +175,11 @@ export async function attachSwapBack(
   }
   const { lock, then } = splitLock(a.swapBack);
   const across = acrossPartitions(plan, lockTimeoutMs);
-  let lockedAt = 0;
+  const clock = await LockClock.open(pool, qualified(plan.table));
   let movedRows = 0;
   const swap = async (c: PoolClient) => {
     await lockUpFront(c, [lock], across.budget);
-    lockedAt = Date.now();
+    clock.locked();
     await undoFence(c, plan.table);
     movedRows = Number(
       (
@@ -184,9 +190,10 @@ export async function attachSwapBack(
     );
     await runAll(c, then);
     await recordCutover(c, plan.table, false);
+    await clock.arm(c);
   };
-  await withLockRetry(pool, logger, 'swap back', across.ms, swap, across.opts);
-  const lockHoldMs = Date.now() - lockedAt;
+  await withLockRetry(pool, logger, 'swap back', across.ms, swap, across.opts).finally(() => clock.close());
+  const lockHoldMs = await clock.heldMs();
   const notRestored = await validateInbound({ pool, log }, plan, lockTimeoutMs);
   logger.info({ lockHoldMs, movedRows, notRestored }, 'detached: the table is a plain table again');
   return { swapped: true, lockHoldMs, movedRows, notRestored };

@@ -11,6 +11,7 @@ import type { KeyLogApplySql } from '../../src/plan/keylog';
 import { refuseChangedViews } from './views';
 import { applyRound, drainKeyLog, keyLogBacklog, LastCheck, lastCheckBeforeLock, lastCheckUnderLock } from './keylog';
 import { activityContext, classify, lockUpFront, runAll, withHeartbeat, withLockRetry } from '../runtime/db';
+import { LockClock } from '../runtime/lockClock';
 import { faultPoint } from '../runtime/faults';
 import { Deps, relOid, stepLog } from '../runtime/deps';
 import { newTableColumns, newTablePartitions, rollbackLoss } from './rollbackLoss';
@@ -124,7 +125,7 @@ export async function cutover(deps: Deps, plan: Plan, lockTimeoutMs: number): Pr
   }
   const { lock, then } = splitLock(plan.sql.cutover);
   const across = acrossPartitions(plan, lockTimeoutMs);
-  let lockedAt = 0;
+  const clock = await LockClock.open(pool, qualified(plan.table));
   const keyLog = plan.sql.keyLog;
   let underLock = 0;
   // a retried attempt goes on from where the one before got, with what it repaired (its heartbeat)
@@ -140,7 +141,7 @@ export async function cutover(deps: Deps, plan: Plan, lockTimeoutMs: number): Pr
   };
   const swap = async (c: PoolClient) => {
     await lockUpFront(c, [lock], across.budget); // each wait bounded by lock_timeout, the whole by the budget
-    lockedAt = Date.now();
+    clock.locked();
     await fence(c, plan.table);
     await checkUnchanged(c, plan);
     if (keyLog) {
@@ -155,6 +156,7 @@ export async function cutover(deps: Deps, plan: Plan, lockTimeoutMs: number): Pr
       columns: await newTableColumns(c, plan),
       partitions: await newTablePartitions(c, plan),
     });
+    await clock.arm(c);
   };
   const { stats } = await withHeartbeat(
     () => ({ step: 'cutover', lastCheck: check }),
@@ -164,11 +166,15 @@ export async function cutover(deps: Deps, plan: Plan, lockTimeoutMs: number): Pr
         before,
         details: () => ({ lastCheck: check }),
       }),
-  );
-  const lockHoldMs = Date.now() - lockedAt;
+  ).finally(() => clock.close());
+  const commitMs = clock.commitMs();
+  const lockHoldMs = await clock.heldMs();
   const { attempts, lockWaitRetries } = stats;
   const lastCheck = keyLog?.seen ? { keys: check.keys, repaired: check.repaired } : undefined;
-  logger.info({ lockHoldMs, attempts, lockWaitRetries, keysAppliedUnderLock: underLock, lastCheck }, 'cut over');
+  logger.info(
+    { lockHoldMs, commitMs, attempts, lockWaitRetries, keysAppliedUnderLock: underLock, lastCheck },
+    'cut over',
+  );
   const keptKeys = await validateKeptKeys(deps, plan, lockTimeoutMs);
   return {
     ...(keptKeys ? { keptKeys } : {}),
@@ -242,7 +248,6 @@ export async function swapBack(
   await ownPlan(pool, plan.table, plan);
   const logger = stepLog(log, 'swap-back', plan.table);
   const st = await runState(pool, plan.table);
-  let lockedAt = Date.now();
   const { lock, then } = splitLock(plan.sql.swapBack);
   const across = acrossPartitions(plan, lockTimeoutMs);
   const keyLog = plan.sql.reverseKeyLog;
@@ -250,9 +255,11 @@ export async function swapBack(
   const drain = async () => {
     if (keyLog) await drainKeyLog(pool, keyLog);
   };
+  const swapped = !!st?.cutover_done;
+  const clock = swapped ? await LockClock.open(pool, qualified(plan.table)) : undefined;
   const swap = async (c: PoolClient) => {
     await lockUpFront(c, [lock], across.budget);
-    lockedAt = Date.now();
+    clock?.locked();
     await undoFence(c, plan.table);
     const loss = await rollbackLoss(c, plan);
     if (loss) throw failure(loss, 'TableChanged');
@@ -260,10 +267,14 @@ export async function swapBack(
     if (keyLog) underLock = await drainUnderLock(c, plan, keyLog);
     await runAll(c, then);
     await recordCutover(c, plan.table, false);
+    await clock?.arm(c);
   };
-  const swapped = !!st?.cutover_done;
-  if (swapped) await withLockRetry(pool, logger, 'swap back', across.ms, swap, { ...across.opts, before: drain });
-  const lockHoldMs = swapped ? Date.now() - lockedAt : 0;
+  if (swapped) {
+    await withLockRetry(pool, logger, 'swap back', across.ms, swap, { ...across.opts, before: drain }).finally(() =>
+      clock?.close(),
+    );
+  }
+  const lockHoldMs = clock ? await clock.heldMs() : 0;
   const notRestored = await validateInbound(deps, plan, lockTimeoutMs);
   logger.info(
     { swapped, lockHoldMs, notRestored, keysAppliedUnderLock: underLock },
