@@ -12,6 +12,7 @@ import { refuseChangedViews } from './views';
 import { applyRound, drainKeyLog, keyLogBacklog, LastCheck, lastCheckBeforeLock, lastCheckUnderLock } from './keylog';
 import { activityContext, classify, lockUpFront, runAll, withHeartbeat, withLockRetry } from '../runtime/db';
 import { LockClock } from '../runtime/lockClock';
+import { waitForOlderSnapshots } from './snapshotGuard';
 import { faultPoint } from '../runtime/faults';
 import { Deps, relOid, stepLog } from '../runtime/deps';
 import { newTableColumns, newTablePartitions, rollbackLoss } from './rollbackLoss';
@@ -301,6 +302,7 @@ export async function finalize({ pool, log }: Deps, plan: Plan, lockTimeoutMs: n
   await ownPlan(pool, plan.table, plan);
   const logger = stepLog(log, 'finalize', plan.table);
   const moves = await rowMoves(pool, plan.table);
+  await waitForOlderSnapshots(pool, plan.table, logger);
   const end = async (c: PoolClient) => {
     await fence(c, plan.table);
     await runAll(c, [...plan.sql.finalize, ...(plan.sql.dropCounters ?? [])]);

@@ -8,6 +8,7 @@ import { failure } from '../../src/failures';
 import { displayName, qualified } from '../../src/ident';
 import { FORWARD_TRIGGER, Plan } from '../../src/plan';
 import { runAll, withLockRetry } from '../runtime/db';
+import { waitForOlderSnapshots } from './snapshotGuard';
 import { faultPoint } from '../runtime/faults';
 import { probeBaseline } from '../runtime/replicas';
 import { Deps, relOid, stepLog } from '../runtime/deps';
@@ -62,6 +63,7 @@ export async function installSyncTrigger(
 export async function dropSyncTrigger({ pool, log }: Deps, plan: Plan, lockTimeoutMs: number): Promise<void> {
   await ownPlan(pool, plan.table, plan);
   const logger = stepLog(log, 'drop-sync', plan.table);
+  await waitForOlderSnapshots(pool, plan.table, logger); // the swap back's guard, after a rollback
   const drop = async (c: PoolClient) => {
     await undoFence(c, plan.table);
     const src = await relOid(c, plan.table);

@@ -7,7 +7,16 @@
 import { displayName, qualified, quoteLiteral, TableRef } from '../ident';
 import { PlanContext, q, sibling } from './context';
 import { keyLogApplySql } from './keylog';
-import { dropTriggersSql, guardViewSql, keyLogOf, keyLogSpec, keyLogSyncSql, syncObjects } from './sync';
+import {
+  dropSnapshotGuardSql,
+  dropTriggersSql,
+  guardViewSql,
+  keyLogOf,
+  keyLogSpec,
+  keyLogSyncSql,
+  snapshotGuardSql,
+  syncObjects,
+} from './sync';
 import { carriedTriggersSql } from './triggers';
 import { keepsSelfKey } from './selfKeys';
 import { addForeignKeySql, validateForeignKeySql } from './foreignKeys';
@@ -80,7 +89,7 @@ export function lockAll(ctx: PlanContext, tables: TableRef[]): string {
 
 function cutoverSql(ctx: PlanContext, renames: IndexRename[], dropSyncTrigger: string[]): string[] {
   const { table, info, old } = ctx;
-  const { guard } = syncObjects(info.oid);
+  const { guard, snapshotGuard } = syncObjects(info.oid);
   return [
     // the key log too: the cut-over drains it under the lock and drops it
     lockAll(ctx, [table, ctx.shadow, keyLogOf(table)]),
@@ -105,6 +114,8 @@ function cutoverSql(ctx: PlanContext, renames: IndexRename[], dropSyncTrigger: s
     // the rollback window's sync: the new table's changed keys logged, applied into the old table by partflow
     ...keyLogSyncSql(ctx, 'reverse'),
     ...guardViewSql(ctx, guard),
+    // transactions whose snapshot is older than this one: their UPDATE and DELETE fail with 40001, not 0 rows
+    ...snapshotGuardSql(table, snapshotGuard),
   ];
 }
 
@@ -112,12 +123,13 @@ function cutoverSql(ctx: PlanContext, renames: IndexRename[], dropSyncTrigger: s
 function snapshotWarning(ctx: PlanContext): void {
   if (ctx.opts.method === 'attach') return;
   ctx.warnings.push(
-    'A REPEATABLE READ or SERIALIZABLE transaction whose snapshot was taken before the cut-over committed and that ' +
-      'first touches the table after it reads the new table as of its snapshot: rows partflow copied after that ' +
-      'snapshot (those the application changed just before the cut-over) are not there for it, so it can read ' +
-      'them stale, get 40001 updating them, or update or delete 0 rows of one inserted just before (as with ' +
-      "PostgreSQL's own table rewrites; READ COMMITTED statements take their snapshot after the lock and are " +
-      'exact). The attach path leaves the rows in place and has no such moment.',
+    'A REPEATABLE READ or SERIALIZABLE transaction whose snapshot was taken before the cut-over (or the swap back) ' +
+      'committed and that first touches the table after it sees the table as of its snapshot: rows partflow ' +
+      'copied after that snapshot (those the application changed in about the last second) are not there for it. ' +
+      'Its UPDATE and DELETE fail with 40001 (a statement trigger, partflow_snapshot_guard, until no such snapshot ' +
+      'is left), which such applications retry; a read-only one can read those rows stale (as with ' +
+      "PostgreSQL's own table rewrites). READ COMMITTED statements take their snapshot after the lock and are " +
+      'exact. The attach path leaves the rows in place and has no such moment.',
   );
 }
 
@@ -128,7 +140,7 @@ export function cutoverStep(
   dropKeptKeys: string[] = [],
 ): CutoverSql {
   const { table, info, old } = ctx;
-  const { reverse, guard } = syncObjects(info.oid);
+  const { reverse, guard, snapshotGuard } = syncObjects(info.oid);
   // DROP TRIGGER on a partitioned table drops each partition's clone first, locking the partitions before the
   // parent: the reverse of the application's order (parent, then partitions), a deadlock that only the
   // lock_timeout would break, on every attempt while writers run. Locking the table first (LOCK TABLE takes
@@ -136,6 +148,7 @@ export function cutoverStep(
   const reverseLog = keyLogOf(table, 'reverse');
   const dropReverse = [
     ...dropTriggersSql(qualified(table), reverse, guard),
+    ...dropSnapshotGuardSql(qualified(table), snapshotGuard),
     `DROP TABLE IF EXISTS ${qualified(reverseLog)}`,
   ];
   const finalize = [`LOCK TABLE ${qualified(table)} IN ACCESS EXCLUSIVE MODE`, ...dropReverse];
@@ -156,6 +169,8 @@ export function cutoverStep(
     ...carriedTriggersSql(info.triggers ?? [], table, old).swapBack,
     ...carriedViewsSql(info.views ?? []),
     ...movePublicationsSql(info, ctx.shadow, table, false),
+    // the same guard the other way: the original table, for snapshots older than the swap back
+    ...snapshotGuardSql(table, snapshotGuard),
     ...info.inboundForeignKeys.map((fk) => addForeignKeySql(fk.table, fk)),
   ];
   ctx.warnings.push(...publicationWarnings(info));

@@ -93,9 +93,15 @@ export interface SyncMachinery {
 }
 
 /** Names of partflow's objects for the table with OID `oid`, in partflow's schema. */
-export function syncObjects(oid: number): { forward: SyncMachinery; reverse: SyncMachinery; guard: TableRef } {
+export function syncObjects(oid: number): {
+  forward: SyncMachinery;
+  reverse: SyncMachinery;
+  guard: TableRef;
+  snapshotGuard: TableRef;
+} {
   const fn = (name: string) => ({ schema: STATE_SCHEMA, name: `${name}_${oid}` });
   return {
+    snapshotGuard: fn('snap'),
     forward: {
       row: FORWARD_TRIGGER,
       fn: fn('fwd'),
@@ -148,6 +154,47 @@ export function guardViewSql(ctx: PlanContext, guard: TableRef): string[] {
     `CREATE VIEW ${qualified(guard)} AS SELECT ${ctx.sourceColumns.map(q).join(', ')} FROM ${on}`,
     `COMMENT ON VIEW ${qualified(guard)} IS ${quoteLiteral(why)}`,
   ];
+}
+
+export const SNAPSHOT_GUARD_TRIGGER = 'partflow_snapshot_guard';
+
+/**
+ * The snapshot guard, installed on the table that takes the name in a swap (the cut-over, the swap back):
+ * a REPEATABLE READ or SERIALIZABLE transaction whose snapshot is older than the swap sees that table only
+ * as far as the key log had been applied when the snapshot was taken, so its UPDATE or DELETE of a row
+ * changed just before the swap would match 0 rows and say nothing. The guard, a statement trigger, fails
+ * such a statement with 40001 instead, which these applications retry with a new snapshot. A statement
+ * whose snapshot sees the swap (every READ COMMITTED statement: it takes its snapshot after the lock) passes.
+ * The swap's transaction id is the trigger's argument, written by the swap's own transaction (a DO block
+ * that reads the table's name from a setting, so no name is spliced into its body). Dropped with the sync
+ * it belongs to, once no snapshot older than the swap is left (activities/partition/snapshotGuard.ts).
+ */
+export function snapshotGuardSql(on: TableRef, fn: TableRef): string[] {
+  const f = qualified(fn);
+  return [
+    `CREATE OR REPLACE FUNCTION ${f}() RETURNS trigger LANGUAGE plpgsql AS $partflow$
+BEGIN
+  IF NOT pg_catalog.pg_visible_in_snapshot(TG_ARGV[0]::pg_catalog.xid8, pg_catalog.pg_current_snapshot()) THEN
+    RAISE EXCEPTION USING ERRCODE = 'serialization_failure',
+      MESSAGE = pg_catalog.format('could not serialize access: the snapshot of this transaction is older than ' ||
+        'partflow''s swap of %I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME),
+      DETAIL = 'Rows changed just before the swap are not visible to this snapshot in the table that has the name now.',
+      HINT = 'Retry the transaction: a new snapshot sees the whole table.';
+  END IF;
+  RETURN NULL;
+END
+$partflow$`,
+    `REVOKE ALL ON FUNCTION ${f}() FROM PUBLIC`,
+    `SET LOCAL partflow.snapshot_guard_on = ${quoteLiteral(qualified(on))}`,
+    `DO $partflow$ BEGIN EXECUTE pg_catalog.format('CREATE TRIGGER ${SNAPSHOT_GUARD_TRIGGER} BEFORE UPDATE OR DELETE ` +
+      `ON %s FOR EACH STATEMENT EXECUTE FUNCTION ${f}(%L)', ` +
+      `pg_catalog.current_setting('partflow.snapshot_guard_on')::pg_catalog.regclass, ` +
+      `pg_catalog.pg_current_xact_id()); END $partflow$`,
+  ];
+}
+
+export function dropSnapshotGuardSql(on: string, fn: TableRef): string[] {
+  return [`DROP TRIGGER IF EXISTS ${SNAPSHOT_GUARD_TRIGGER} ON ${on}`, `DROP FUNCTION IF EXISTS ${qualified(fn)}()`];
 }
 
 /** The undo of `triggersSql` and `guardViewSql`. */
@@ -240,7 +287,7 @@ type SyncSql = Pick<
  */
 export function syncStep(ctx: PlanContext): SyncSql {
   const { info } = ctx;
-  const { forward, guard } = syncObjects(info.oid);
+  const { forward, guard, snapshotGuard } = syncObjects(info.oid);
   const counter = qualified(movesCounter(ctx));
   const trunc = qualified(counterOf(ctx.table, 'trunc'));
   // plans made before the key log counted writers that were not READ COMMITTED in `iso`: dropped if there
@@ -264,6 +311,8 @@ export function syncStep(ctx: PlanContext): SyncSql {
     syncTrigger,
     dropSyncTrigger: [
       ...dropTriggersSql(on, forward, guard),
+      // the swap back's snapshot guard, on the original table (none before a cut-over)
+      ...dropSnapshotGuardSql(on, snapshotGuard),
       `DROP TABLE IF EXISTS ${log}`,
       `DROP TABLE IF EXISTS ${qualified(seenOf(ctx.table))}`,
     ],

@@ -31,6 +31,7 @@ export function notPartflowTrigger(alias: string): string {
     FORWARD_TRUNCATE_TRIGGER,
     REVERSE_TRUNCATE_TRIGGER,
     'partflow_keylog',
+    'partflow_snapshot_guard',
   ];
   return `${alias}.tgname::text NOT IN (${names.map((n) => `'${n}'`).join(', ')})`;
 }

@@ -49,7 +49,8 @@ async function triggersOf(table: string): Promise<string[]> {
     `SELECT t.tgname || ' ' || t.tgenabled::text || ' ' || replace(pg_get_triggerdef(t.oid), ' ON ' || t.tgrelid::regclass::text || ' ', ' ON _ ')
             || ' ' || coalesce(obj_description(t.oid, 'pg_trigger'), '-') AS x
        FROM pg_trigger t WHERE t.tgrelid = $1::regclass AND NOT t.tgisinternal
-        AND t.tgname NOT IN ('partflow_sync_fwd', 'partflow_sync_rev', 'partflow_sync_fwd_truncate', 'partflow_sync_rev_truncate')
+        AND t.tgname NOT IN ('partflow_sync_fwd', 'partflow_sync_rev', 'partflow_sync_fwd_truncate', 'partflow_sync_rev_truncate',
+                            'partflow_snapshot_guard')
       ORDER BY 1`,
     [table],
   );

@@ -7,7 +7,7 @@ import { WorkflowFailedError, WorkflowHandle } from '@temporalio/client';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import type { PartitionTableInput } from '../../src/input';
 import { drainKeyLog } from '../../activities/partition/keylog';
-import { keyLogApplySql, keyLogInstallSql, KeyLogSpec } from '../../src/plan/keylog';
+import { keyLogApplySql, keyLogInstallSql, keyLogLockKey, KeyLogSpec } from '../../src/plan/keylog';
 import type { TestDb } from '../helpers/pg';
 import { startStack, Stack } from '../helpers/stack';
 import { sleep, waitFor } from '../helpers/workflow';
@@ -332,6 +332,121 @@ describe('1. writers that are not READ COMMITTED: the key log is exact for them'
     expect(after.filter((r) => r.payload === 'changed').map((r) => Number(r.id))).toEqual([10, 11]);
     await h.signal('finalize');
     await h.result();
+  });
+});
+
+describe('1b. a REPEATABLE READ or SERIALIZABLE transaction whose snapshot is older than the cut-over', () => {
+  // Its snapshot sees the new table only as far as the key log had been applied when it was taken. A row the
+  // application inserted just before it, applied after it, is not there for it: without a guard its UPDATE and
+  // DELETE matched 0 rows and said nothing (the application's write lost). With the snapshot guard they fail
+  // with 40001, which such an application retries, and the retry (a new snapshot) finds the row.
+  it.each(['REPEATABLE READ', 'SERIALIZABLE'])(
+    '%s: its UPDATE and DELETE fail with 40001, not 0 rows',
+    async (level) => {
+      const t = level === 'SERIALIZABLE' ? 'sg_ser' : 'sg_rr';
+      await db.pool.query(`CREATE TABLE ${t} (id bigint PRIMARY KEY, payload text, created_at timestamptz NOT NULL)`);
+      await db.pool.query(
+        `INSERT INTO ${t} SELECT g, 'p' || g, now() - (g % 60) * interval '1 day' FROM generate_series(1, 3000) g`,
+      );
+      const h = await start({ table: t, batchSize: 500, approval: 'signal', rollbackWindow: '1h' });
+      await waitFor(h, (p) => p.phase === 'awaiting-approval', 'verified', 120_000);
+      const oid = Number((await db.pool.query(`SELECT $1::regclass::oid AS o`, [t])).rows[0].o);
+      // the applier held off (it takes the key log's lock exclusively) until the straddler has its snapshot
+      const holder = await db.pool.connect();
+      const [s1, s2] = [await db.pool.connect(), await db.pool.connect()];
+      try {
+        await holder.query(`SELECT pg_advisory_lock_shared(${keyLogLockKey(oid)})`);
+        await db.pool.query(`INSERT INTO ${t} VALUES (5001, 'inserted just before', now())`);
+        await db.pool.query(`INSERT INTO ${t} VALUES (5002, 'inserted just before', now())`);
+        for (const s of [s1, s2]) {
+          await s.query(`BEGIN ISOLATION LEVEL ${level}`);
+          await s.query(`SELECT count(*) FROM pg_class`); // the snapshot: both rows committed before it
+        }
+        await holder.query(`SELECT pg_advisory_unlock_shared(${keyLogLockKey(oid)})`);
+        await h.signal('approveCutover');
+        await waitFor(h, (p) => p.phase === 'rollback-window', 'cut over', 60_000);
+        const outcome = (s: typeof s1, sql: string) =>
+          s.query(sql).then(
+            (r) => `${r.rowCount} rows`,
+            (e: { code?: string }) => e.code ?? 'error',
+          );
+        const update = await outcome(s1, `UPDATE ${t} SET payload = 'straddler' WHERE id = 5001`);
+        const del = await outcome(s2, `DELETE FROM ${t} WHERE id = 5002`);
+        for (const s of [s1, s2]) await s.query('ROLLBACK');
+        expect({ update, del }).toEqual({ update: '40001', del: '40001' });
+        // the application's retry, a new snapshot: both find their row
+        await s1.query(`BEGIN ISOLATION LEVEL ${level}`);
+        expect((await s1.query(`UPDATE ${t} SET payload = 'straddler' WHERE id = 5001`)).rowCount).toBe(1);
+        expect((await s1.query(`DELETE FROM ${t} WHERE id = 5002`)).rowCount).toBe(1);
+        await s1.query('COMMIT');
+      } finally {
+        holder.release();
+        for (const s of [s1, s2]) {
+          await s.query('ROLLBACK').catch(() => undefined);
+          s.release();
+        }
+      }
+      const left = await db.pool.query(`SELECT id, payload FROM ${t} WHERE id > 5000 ORDER BY id`);
+      expect(left.rows).toEqual([{ id: '5001', payload: 'straddler' }]);
+      await h.signal('finalize');
+      expect((await h.result()).status).toBe('done');
+      // finalize took the guard away with the reverse sync
+      const trg = await db.pool.query(`SELECT count(*)::int AS n FROM pg_trigger WHERE tgrelid = $1::regclass`, [t]);
+      expect(trg.rows[0].n).toBe(0);
+    },
+  );
+});
+
+describe('1c. the same the other way: a snapshot older than the swap back', () => {
+  it('its UPDATE of a row the application wrote in the window fails with 40001; the guard stays until it ends', async () => {
+    const t = 'sg_back';
+    await db.pool.query(`CREATE TABLE ${t} (id bigint PRIMARY KEY, payload text, created_at timestamptz NOT NULL)`);
+    await db.pool.query(
+      `INSERT INTO ${t} SELECT g, 'p' || g, now() - (g % 60) * interval '1 day' FROM generate_series(1, 3000) g`,
+    );
+    const oid = Number((await db.pool.query(`SELECT $1::regclass::oid AS o`, [t])).rows[0].o);
+    const h = await start({ table: t, batchSize: 500, approval: 'signal', rollbackWindow: '1h' });
+    await waitFor(h, (p) => p.phase === 'awaiting-approval', 'verified', 120_000);
+    await h.signal('approveCutover');
+    await waitFor(h, (p) => p.phase === 'rollback-window', 'cut over', 60_000);
+    const holder = await db.pool.connect();
+    const s1 = await db.pool.connect();
+    const guarded = async () =>
+      (
+        await db.pool.query(`SELECT count(*)::int AS n FROM pg_trigger WHERE tgrelid = $1::regclass AND tgname = $2`, [
+          t,
+          'partflow_snapshot_guard',
+        ])
+      ).rows[0].n;
+    try {
+      // the reverse applier held off until the straddler has its snapshot
+      await holder.query(`SELECT pg_advisory_lock_shared(${keyLogLockKey(oid, 'reverse')})`);
+      await db.pool.query(`INSERT INTO ${t} VALUES (5003, 'written in the window', now())`);
+      await s1.query('BEGIN ISOLATION LEVEL REPEATABLE READ');
+      await s1.query(`SELECT count(*) FROM pg_class`);
+      await holder.query(`SELECT pg_advisory_unlock_shared(${keyLogLockKey(oid, 'reverse')})`);
+      await h.signal('rollback');
+      const plain = async () =>
+        (await db.pool.query(`SELECT relkind FROM pg_class WHERE oid = $1::regclass`, [t])).rows[0].relkind === 'r';
+      for (let i = 0; i < 600 && !(await plain()); i++) await sleep(100);
+      expect(await plain()).toBe(true);
+      await sleep(1500); // the undo goes on to drop the sync: it waits for this snapshot, the guard stays
+      expect(await guarded()).toBe(1);
+      const update = await s1.query(`UPDATE ${t} SET payload = 'straddler' WHERE id = 5003`).then(
+        (r) => `${r.rowCount} rows`,
+        (e: { code?: string }) => e.code ?? 'error',
+      );
+      await s1.query('ROLLBACK');
+      expect(update).toBe('40001');
+    } finally {
+      holder.release();
+      await s1.query('ROLLBACK').catch(() => undefined);
+      s1.release();
+    }
+    expect((await h.result()).status).toBe('rolled-back');
+    expect(await guarded()).toBe(0);
+    const row = await db.pool.query(`SELECT payload FROM ${t} WHERE id = 5003`);
+    expect(row.rows).toEqual([{ payload: 'written in the window' }]);
   });
 });
 
