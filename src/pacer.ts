@@ -31,6 +31,16 @@ export const PACE = {
   quickSamples: 20,
   /** a failed probe among the last these holds the copy (fail closed), older ones no longer do */
   failedWithin: 25,
+  /**
+   * the idle probe measured again after this much copying (the copy and the applier held for its ~4 s): a
+   * baseline measured once is wrong for the whole copy when that moment was busier or quieter than what comes
+   * (bench:impact: one measured during the table's first autovacuum let the copy run unthrottled at 3.4x; one
+   * measured before a CI run's load held a test's copy to 1 row/s)
+   */
+  rebaselineEveryMs: 60_000,
+  /** a baseline measured again counts at most this many times the first (the copy's after-effects, such as
+   *  the checkpoint writing its pages, must not raise the bound without end) */
+  rebaselineCap: 3,
 };
 
 export type PaceRules = typeof PACE;
@@ -47,6 +57,7 @@ export const LEGACY_PACE: PaceRules = {
   quantile: 0.95,
   quickSamples: 20,
   failedWithin: 75,
+  rebaselineEveryMs: 0,
 };
 
 export interface Sample {

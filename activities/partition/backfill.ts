@@ -20,6 +20,7 @@ import {
   capWalRate,
   CommitProber,
   Lag,
+  probeBaseline,
   runStandbys,
   Throttled,
   waitForAppLatency,
@@ -86,6 +87,8 @@ export interface BackfillChunkResult {
   throttledBy?: Throttled | null;
   /** the pause after each batch the application-latency bound asked for when the chunk ended, ms */
   appPauseMs?: number;
+  /** the idle figure the bound paces against now: installSyncTrigger's, or the one measured again since */
+  appBaselineMs?: number;
   /** the worst standby lag seen last */
   replicaLag?: Lag;
   /** parallel copy: the streams not done when the chunk ended (a rewrite starts finished ones again) */
@@ -173,20 +176,26 @@ function applyBetweenBatches(pool: Pool, input: BackfillChunkInput): Promise<num
   return drainKeyLog(pool, input.sql.keyLog, 1000, Date.now() + APPLY_BETWEEN_MS);
 }
 
-/** While the application-latency bound holds the copy (tune.holding): the wait, and the hold still in force. */
+/**
+ * Before a batch, under the application-latency bound: the idle figure measured again when it is due; while
+ * the bound holds the copy (tune.holding), the wait, and the hold still in force.
+ */
 async function appLatency(
+  { pool, logger }: { pool: Pool; logger: Logger },
   input: BackfillChunkInput,
   bounds: ReplicaBounds,
   tune: Tuning,
   deadline: number,
 ): Promise<Throttled | null> {
-  if (!tune.holding || input.appBaselineMs === undefined || !bounds.maxAppLatencyRatio) return null;
+  if (input.appBaselineMs === undefined || !bounds.maxAppLatencyRatio) return null;
+  await rebaseline(pool, input, tune, logger);
+  if (!tune.holding) return null;
   const { after, held } = tune.holding;
   const still = await waitForAppLatency(
     tune.samples,
     after,
     bounds.maxAppLatencyRatio,
-    input.appBaselineMs,
+    tune.baselineMs ?? input.appBaselineMs,
     deadline,
     held,
   );
@@ -199,12 +208,44 @@ function appPause(input: BackfillChunkInput, bounds: ReplicaBounds, tune: Tuning
   if (input.appBaselineMs === undefined || !bounds.maxAppLatencyRatio) return 0;
   const now = Date.now();
   const rules = input.sql.appProbe ? PACE : LEGACY_PACE;
-  const next = nextPace(tune.pace, tune.samples, bounds.maxAppLatencyRatio, input.appBaselineMs, now, rules);
+  const baseline = tune.baselineMs ?? input.appBaselineMs;
+  const next = nextPace(tune.pace, tune.samples, bounds.maxAppLatencyRatio, baseline, now, rules);
   if (next.pace.pauseMs !== tune.pace.pauseMs)
     logger.debug({ pauseMs: next.pace.pauseMs, seenMs: next.seen }, 'copy paced');
   tune.pace = next.pace;
   if (next.hold) tune.holding = { after: now, held: { ...next.hold, since: new Date(now).toISOString() } };
   return tune.pace.pauseMs;
+}
+
+/**
+ * Every PACE.rebaselineEveryMs of copying, the application-latency bound's idle figure measured again: the
+ * key log's lock taken exclusively holds every stream's batches and the applier (the state installSyncTrigger
+ * measured in: the sync in place, nothing copied) for the ~4 s of the probes. The pace starts over from the
+ * samples after it. A failed measurement keeps the figure before it.
+ */
+async function rebaseline(pool: Pool, input: BackfillChunkInput, tune: Tuning, logger: Logger): Promise<void> {
+  const rules = input.sql.appProbe ? PACE : LEGACY_PACE;
+  const first = input.appBaselineMs;
+  if (!rules.rebaselineEveryMs || !input.sql.keyLog || first === undefined) return;
+  tune.baselineAt ??= Date.now(); // the figure installSyncTrigger measured is the first
+  if (Date.now() - tune.baselineAt < rules.rebaselineEveryMs) return;
+  const c = await pool.connect();
+  try {
+    await c.query('BEGIN');
+    await c.query(input.sql.keyLog.lock);
+    const measured = await probeBaseline(pool, input.sql.appProbe);
+    await c.query('COMMIT');
+    tune.baselineMs = Math.min(measured, first * rules.rebaselineCap);
+    tune.samples.length = 0;
+    tune.pace = { ...tune.pace, since: Date.now() };
+    logger.info({ appBaselineMs: tune.baselineMs, measuredMs: measured, firstMs: first }, 'idle probe measured again');
+  } catch (err) {
+    await c.query('ROLLBACK').catch(() => undefined);
+    logger.warn({ err: (err as Error).message }, 'the idle probe could not be measured again; the figure stays');
+  } finally {
+    c.release();
+    tune.baselineAt = Date.now();
+  }
 }
 
 /**
@@ -248,8 +289,7 @@ export async function backfillChunk({ pool, log }: Deps, input: BackfillChunkInp
   let prober: CommitProber | null = null;
   try {
     const w = await walkerFor(pool, input, logger);
-    // the streams of a parallel copy together: each pauses `streams` times as long, and each expects the
-    // others' batches in the WAL before the replicas' bounds
+    // a parallel copy: each stream pauses `streams` times as long and expects the others' WAL at the replicas
     const streams = input.streams ?? 1;
     let rowsCopied = w.rowsCopied;
     const tune = tuningOf(w.tuneKey);
@@ -266,7 +306,7 @@ export async function backfillChunk({ pool, log }: Deps, input: BackfillChunkInp
       const look = await waitForReplicas(pool, replicas, bounds, started + input.maxMs, held, headroom);
       ({ held, lag } = look);
       if (lastWal) tune.batchWal = [look.walAtFirstLook - lastWal, ...(tune.batchWal ?? [])].slice(0, 8);
-      if (held || (held = await appLatency(input, bounds, tune, started + input.maxMs))) break;
+      if (held || (held = await appLatency({ pool, logger }, input, bounds, tune, started + input.maxMs))) break;
       lastWal = look.walInsert;
       const b = await w.next(size, counts.batches);
       const batchStarted = Date.now();
@@ -307,7 +347,7 @@ export async function backfillChunk({ pool, log }: Deps, input: BackfillChunkInp
       done: w.done(),
       rowMoves: await rowMoves(pool, t),
       throttledBy: held,
-      ...(probe ? { appPauseMs: tune.pace.pauseMs } : {}),
+      ...(probe ? { appPauseMs: tune.pace.pauseMs, appBaselineMs: tune.baselineMs ?? input.appBaselineMs } : {}),
       ...(lag ? { replicaLag: lag } : {}),
     };
   } catch (err) {

@@ -14,6 +14,7 @@ import { createLogger } from '../../src/logger';
 import { backfillSql } from '../../src/plan';
 import type { AppProbeSql } from '../../src/plan/backfill';
 import { DEFAULT_REPLICA_BOUNDS } from '../../src/replicas';
+import { PACE } from '../../src/pacer';
 import { createTestDb, TestDb } from '../helpers/pg';
 
 let db: TestDb;
@@ -209,6 +210,19 @@ describe('the application-latency probe', () => {
       const bounded = await acts.backfillChunk({ ...input, appBaselineMs: -1 });
       expect(bounded.done).toBe(false);
       expect(bounded.appPauseMs).toBeGreaterThanOrEqual(50);
+      expect(bounded.appBaselineMs).toBe(-1); // not due yet (PACE.rebaselineEveryMs): the figure handed in
+      // a figure measured at a busier moment (here absurdly high: every probe meets it) is measured again with
+      // the copy held once it is due, and the copy is paced against what the probe meets idle now
+      const every = PACE.rebaselineEveryMs;
+      PACE.rebaselineEveryMs = 200;
+      try {
+        const again = await acts.backfillChunk({ ...input, appBaselineMs: 1e6, maxMs: 3000 });
+        expect(again.appBaselineMs).toBeGreaterThan(0);
+        expect(again.appBaselineMs).toBeLessThan(1000);
+        expect(again.rowsThisChunk).toBeGreaterThan(0);
+      } finally {
+        PACE.rebaselineEveryMs = every;
+      }
     } finally {
       await acts.beginUndo(plan.table);
       await acts.dropSyncTrigger(plan, 500);
