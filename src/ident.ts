@@ -31,6 +31,16 @@ export function quoteLiteral(value: string): string {
   return value.includes('\\') ? `E'${escaped.replace(/\\/g, '\\\\')}'` : `'${escaped}'`;
 }
 
+/**
+ * `body` between dollar quotes whose tag does not occur in it. Identifiers may contain `$`, so a name spliced
+ * into a body (a table called `a$partflow$b`) would end a quote with a fixed tag and run the rest as SQL.
+ */
+export function dollarQuote(body: string, base = 'partflow'): string {
+  let tag = `$${base}$`;
+  for (let i = 1; body.includes(tag); i++) tag = `$${base}_${i}$`;
+  return `${tag}${body}${tag}`;
+}
+
 export function qualified(ref: TableRef): string {
   return `${quoteIdent(ref.schema)}.${quoteIdent(ref.name)}`;
 }

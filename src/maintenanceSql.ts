@@ -4,7 +4,7 @@
  * The executors (activities/maintenance/month.ts, retire.ts) run them; a dry run returns them unrun. Names and
  * bounds come from the catalog or from partflow's own month arithmetic, never from input text.
  */
-import { qualified, quoteIdent as q, quoteLiteral, TableRef } from './ident';
+import { dollarQuote, qualified, quoteIdent as q, quoteLiteral, TableRef } from './ident';
 import type { ArchiveMode } from './maintenance';
 import { addMonths, boundLiteral, Month, PartitionColumnType, partitionName } from './partitions';
 
@@ -81,11 +81,14 @@ export function monthPartitionSql(p: PartedTable, month: Month, timeZone: string
     create: [
       `CREATE TABLE ${nt} (LIKE ${t} INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING STORAGE ` +
         'INCLUDING COMMENTS INCLUDING GENERATED)',
-      // a dollar tag no name can end: a table called a$$b would end a plain $$ body
-      `DO $partflow_owner$ BEGIN
+      // a dollar tag the body does not contain: a table called a$$b would end a plain $$ body
+      `DO ${dollarQuote(
+        ` BEGIN
     IF (SELECT relowner FROM pg_class WHERE oid = ${p.oid})
        <> (SELECT relowner FROM pg_class WHERE oid = ${quoteLiteral(nt)}::regclass)
-    THEN EXECUTE format('ALTER TABLE %s OWNER TO %I', ${quoteLiteral(nt)}, ${owner}); END IF; END $partflow_owner$`,
+    THEN EXECUTE format('ALTER TABLE %s OWNER TO %I', ${quoteLiteral(nt)}, ${owner}); END IF; END `,
+        'partflow_owner',
+      )}`,
       ...(p.replicaIdentity === 'f' ? [`ALTER TABLE ${nt} REPLICA IDENTITY FULL`] : []),
       ...(p.replicaIdentity === 'n' ? [`ALTER TABLE ${nt} REPLICA IDENTITY NOTHING`] : []),
     ],

@@ -6,7 +6,7 @@
  * shared and the applier holds it exclusively, so an entry is applied only after every batch that could have
  * read the row's older state has committed.
  */
-import { qualified, quoteIdent as q, quoteLiteral, TableRef } from '../ident';
+import { dollarQuote, qualified, quoteIdent as q, quoteLiteral, TableRef } from '../ident';
 import type { PartitionColumnType } from '../partitions';
 
 export interface KeyLogSpec {
@@ -141,8 +141,7 @@ export function keyLogFunctionSql(s: KeyLogSpec): string {
       PERFORM nextval(${quoteLiteral(qualified(m.counter))}::regclass);
     END IF;`;
   }
-  return `CREATE OR REPLACE FUNCTION ${qualified(s.fn)}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp AS $partflow$
+  const fn = `
 BEGIN
   IF TG_OP = 'INSERT' THEN
     INSERT INTO ${log} (${names}) SELECT ${keyOf('n')} FROM ${newRow};
@@ -154,7 +153,11 @@ BEGIN
   END IF;
   RETURN NULL;
 END
-$partflow$`;
+`;
+  return (
+    `CREATE OR REPLACE FUNCTION ${qualified(s.fn)}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER\n` +
+    `SET search_path = pg_catalog, pg_temp AS ${dollarQuote(fn)}`
+  );
 }
 
 /** The log table, its trigger function and the trigger: one transaction (the plan's sync step adds more). */

@@ -4,7 +4,7 @@
  * companions, the guard view that blocks dropping or retyping a column while the run needs it, and the run's
  * counters. Undo: drop them.
  */
-import { displayName, qualified, quoteLiteral, TableRef } from '../ident';
+import { displayName, dollarQuote, qualified, quoteLiteral, TableRef } from '../ident';
 import { PlanContext, q, sibling } from './context';
 import {
   KeyLogApplySql,
@@ -31,13 +31,16 @@ import {
  */
 export function truncateFunctionSql(fn: TableRef, target: TableRef, counter?: TableRef): string {
   const count = counter ? `\n  PERFORM nextval(${quoteLiteral(qualified(counter))}::regclass);` : '';
-  return `CREATE OR REPLACE FUNCTION ${qualified(fn)}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp AS $partflow$
+  const body = `
 BEGIN${count}
   TRUNCATE ${qualified(target)};
   RETURN NULL;
 END
-$partflow$`;
+`;
+  return (
+    `CREATE OR REPLACE FUNCTION ${qualified(fn)}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER\n` +
+    `SET search_path = pg_catalog, pg_temp AS ${dollarQuote(body)}`
+  );
 }
 
 /**

@@ -496,3 +496,26 @@ test("createIndexes' where with the issue's payload, with and without dryRun: Po
   expect(def.rows[0].p).toBe(parsed);
   await canaryAlive();
 });
+
+test('a table whose name holds the dollar tag of partflow function bodies is partitioned, and nothing else runs', async () => {
+  // identifiers may contain `$`: spliced into a function body quoted $partflow$ ... $partflow$, this name ended
+  // the body early, and the rest of it ran as SQL in partflow's session
+  const name = 'x$partflow$; DROP TABLE public.canary; --';
+  await db.pool.query(
+    `CREATE TABLE public."${name}" (id bigserial PRIMARY KEY, created_at timestamptz NOT NULL, note text);
+     INSERT INTO public."${name}" (created_at, note) SELECT now() - g * interval '3 days', 'n' FROM generate_series(1, 200) g`,
+  );
+  const run = await outcome('partitionTable', {
+    table: `public."${name.replace(/"/g, '""')}"`,
+    approval: 'auto',
+    rollbackWindow: '0s',
+  });
+  expect(run.failed ? run.message : 'done').toBe('done');
+  const t = await db.pool.query(
+    `SELECT relkind, (SELECT count(*)::int FROM public."${name}") AS n FROM pg_class
+    WHERE oid = to_regclass($1)`,
+    [`public."${name}"`],
+  );
+  expect(t.rows).toEqual([{ relkind: 'p', n: 200 }]);
+  await canaryAlive();
+});

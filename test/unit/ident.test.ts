@@ -1,4 +1,14 @@
-import { displayName, parseColumnName, parseTableName, qualified, quoteIdent, quoteLiteral } from '../../src/ident';
+import {
+  displayName,
+  dollarQuote,
+  parseColumnName,
+  parseTableName,
+  qualified,
+  quoteIdent,
+  quoteLiteral,
+} from '../../src/ident';
+import { keyLogFunctionSql } from '../../src/plan/keylog';
+import { truncateFunctionSql } from '../../src/plan/sync';
 
 describe('parseTableName (pg_dump -t rules)', () => {
   it.each([
@@ -38,5 +48,42 @@ describe('quoting', () => {
     expect(parseColumnName('Created_At')).toBe('created_at');
     expect(parseColumnName('"Created At"')).toBe('Created At');
     expect(() => parseColumnName('created at')).toThrow(/not a valid column name/);
+  });
+});
+
+describe('function bodies between dollar quotes: a name cannot end the quote', () => {
+  // identifiers may contain `$`, so a table or column called `a$partflow$b` (or `a$partflow_owner$b`) is legal;
+  // spliced into a body quoted with that tag it would end the body early and run the rest as SQL
+  const evil = 'x$partflow$; DROP TABLE users; --';
+  const tagCount = (sql: string, tag: string) => sql.split(tag).length - 1;
+
+  it('the key log trigger function', () => {
+    const sql = keyLogFunctionSql({
+      source: { schema: 'public', name: evil },
+      target: { schema: 'public', name: `${evil}_pf_shadow` },
+      log: { schema: 'public', name: `${evil}_pf_log` },
+      fn: { schema: 'partflow', name: 'kl_1' },
+      key: [{ name: 'id', type: 'bigint' }],
+      columns: ['id'],
+      lockKey: 1,
+    });
+    const tag = sql.match(/AS (\$[a-z_0-9]*\$)\n/)![1];
+    expect(tagCount(sql, tag)).toBe(2);
+  });
+
+  it('the TRUNCATE companion and the guard view of the sync', () => {
+    const sql = truncateFunctionSql(
+      { schema: 'partflow', name: 'tr_1' },
+      { schema: 'public', name: `${evil}_pf_shadow` },
+      { schema: 'public', name: `${evil}_pf_trunc` },
+    );
+    const tag = sql.match(/AS (\$[a-z_0-9]*\$)\n/)![1];
+    expect(tagCount(sql, tag)).toBe(2);
+  });
+
+  it('dollarQuote picks a tag the body does not contain', () => {
+    expect(dollarQuote('BEGIN END')).toBe('$partflow$BEGIN END$partflow$');
+    const q = dollarQuote('a $partflow$ b $partflow_1$ c');
+    expect(q).toBe('$partflow_2$a $partflow$ b $partflow_1$ c$partflow_2$');
   });
 });
