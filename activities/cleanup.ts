@@ -18,6 +18,7 @@ import { fixRun, fixRunsOf, markEnded, runsHolding, tableRun, takeOver } from '.
 import { RunRow, runsExist, runState } from './runtime/copyState';
 import type { Deps } from './runtime/deps';
 import { failure } from '../src/failures';
+import { waitForOlderSnapshots } from './partition/snapshotGuard';
 
 export interface CleanupReport {
   table: string;
@@ -216,6 +217,8 @@ async function remove(pool: Pool, logger: Logger, r: CleanupReport, plan: Plan, 
     for (const sql of r.statements) await c.query(sql);
   };
   const relations = [qualified(plan.table), qualified(plan.shadow), qualified(plan.old)];
+  // a swap's snapshot guard goes only once no transaction older than the swap is left (as finalize waits)
+  if (r.statements.length) await waitForOlderSnapshots(pool, plan.table, logger);
   if (r.statements.length) await withLockRetry(pool, logger, 'cleanup', lockTimeoutMs, run, { relations });
   for (const sql of r.concurrently ?? []) await pool.query(sql);
 }

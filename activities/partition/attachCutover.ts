@@ -118,8 +118,8 @@ export async function attachCutover(deps: Deps, plan: Plan, lockTimeoutMs: numbe
   const clock = await LockClock.open(pool, qualified(plan.table));
   let scanSkipped = false;
   const swap = async (c: PoolClient) => {
+    clock.locked(); // from the LOCK's start: it may hold one table while it waits for the next
     await lockUpFront(c, [lock], across.budget);
-    clock.locked();
     await fence(c, plan.table);
     await checkAttachable(c, plan, a);
     scanSkipped = await attachWithoutWork(c, plan, () => runAll(c, then));
@@ -178,8 +178,8 @@ export async function attachSwapBack(
   const clock = await LockClock.open(pool, qualified(plan.table));
   let movedRows = 0;
   const swap = async (c: PoolClient) => {
+    clock.locked(); // from the LOCK's start: it may hold one table while it waits for the next
     await lockUpFront(c, [lock], across.budget);
-    clock.locked();
     await undoFence(c, plan.table);
     movedRows = Number(
       (

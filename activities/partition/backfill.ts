@@ -7,11 +7,11 @@
  */
 import type { Pool, PoolClient } from 'pg';
 import { failure } from '../../src/failures';
-import { displayName, TableRef } from '../../src/ident';
+import { displayName, qualified, TableRef } from '../../src/ident';
 import type { Logger } from '../../src/logger';
 import { BackfillSql, backfillSql, nextBatchSize, Plan } from '../../src/plan';
 import { DEFAULT_REPLICA_BOUNDS, ReplicaBounds } from '../../src/replicas';
-import { activityContext, classify, inTransaction, isTransient, sleep } from '../runtime/db';
+import { activityContext, classify, currentWorkflowId, inTransaction, isTransient, sleep } from '../runtime/db';
 import { metrics } from '../runtime/metrics';
 import type { KeyLogApplySql } from '../../src/plan/keylog';
 import { drainKeyLog } from './keylog';
@@ -195,7 +195,7 @@ async function appLatency(
     tune.samples,
     after,
     bounds.maxAppLatencyRatio,
-    tune.baselineMs ?? input.appBaselineMs,
+    baselineOf(input)!,
     deadline,
     held,
   );
@@ -208,7 +208,7 @@ function appPause(input: BackfillChunkInput, bounds: ReplicaBounds, tune: Tuning
   if (input.appBaselineMs === undefined || !bounds.maxAppLatencyRatio) return 0;
   const now = Date.now();
   const rules = input.sql.appProbe ? PACE : LEGACY_PACE;
-  const baseline = tune.baselineMs ?? input.appBaselineMs;
+  const baseline = baselineOf(input)!;
   const next = nextPace(tune.pace, tune.samples, bounds.maxAppLatencyRatio, baseline, now, rules);
   if (next.pace.pauseMs !== tune.pace.pauseMs)
     logger.debug({ pauseMs: next.pace.pauseMs, seenMs: next.seen }, 'copy paced');
@@ -217,34 +217,60 @@ function appPause(input: BackfillChunkInput, bounds: ReplicaBounds, tune: Tuning
   return tune.pace.pauseMs;
 }
 
+/** The idle figure measured again, per table in this worker (every stream of a parallel copy paces by it). */
+const baselines = new Map<string, { ms?: number; at: number; measuring?: boolean }>();
+
+/** The run's and the table's key in `baselines`: a later run of the same table measures its own. */
+function baselineKey(input: BackfillChunkInput): string {
+  return `${currentWorkflowId() ?? ''} ${qualified(input.table)}`;
+}
+
+/** The idle figure the bound paces against now. */
+function baselineOf(input: BackfillChunkInput): number | undefined {
+  return baselines.get(baselineKey(input))?.ms ?? input.appBaselineMs;
+}
+
 /**
  * Every PACE.rebaselineEveryMs of copying, the application-latency bound's idle figure measured again: the
  * key log's lock taken exclusively holds every stream's batches and the applier (the state installSyncTrigger
- * measured in: the sync in place, nothing copied) for the ~4 s of the probes. The pace starts over from the
- * samples after it. A failed measurement keeps the figure before it.
+ * measured in: the sync in place, nothing copied) for the ~4 s of the probes. One stream of this worker
+ * measures at a time, with both its connections in hand before it takes the lock, and only if the lock is free
+ * at once (another worker measuring, or the cut-over): nothing waits holding what another needs. The pace
+ * starts over from the samples after it. A failed measurement keeps the figure before it.
  */
 async function rebaseline(pool: Pool, input: BackfillChunkInput, tune: Tuning, logger: Logger): Promise<void> {
   const rules = input.sql.appProbe ? PACE : LEGACY_PACE;
   const first = input.appBaselineMs;
-  if (!rules.rebaselineEveryMs || !input.sql.keyLog || first === undefined) return;
-  tune.baselineAt ??= Date.now(); // the figure installSyncTrigger measured is the first
-  if (Date.now() - tune.baselineAt < rules.rebaselineEveryMs) return;
+  const key = /pg_advisory_xact_lock\((\d+)\)/.exec(input.sql.keyLog?.lock ?? '')?.[1];
+  if (!rules.rebaselineEveryMs || !key || first === undefined) return;
+  const b = baselines.get(baselineKey(input)) ?? { at: Date.now() }; // installSyncTrigger's is the first
+  baselines.set(baselineKey(input), b);
+  if (b.measuring || Date.now() - b.at < rules.rebaselineEveryMs) return;
+  b.measuring = true;
   const c = await pool.connect();
+  let probe: PoolClient | undefined = await pool.connect();
   try {
-    await c.query('BEGIN');
-    await c.query(input.sql.keyLog.lock);
-    const measured = await probeBaseline(pool, input.sql.appProbe);
+    // one round trip: the transaction, no idle-session timeout during the ~4 s, and the lock if it is free
+    const r = await c.query(
+      `BEGIN; SET LOCAL idle_in_transaction_session_timeout = 0; SELECT pg_try_advisory_xact_lock(${key}) AS got`,
+    );
+    if (!(r as unknown as { rows: { got: boolean }[] }[])[2].rows[0].got) return;
+    const mine = probe;
+    probe = undefined; // the probe releases it, whatever happens
+    const measured = await probeBaseline(pool, input.sql.appProbe, mine);
     await c.query('COMMIT');
-    tune.baselineMs = Math.min(measured, first * rules.rebaselineCap);
+    b.ms = Math.min(measured, first * rules.rebaselineCap);
     tune.samples.length = 0;
     tune.pace = { ...tune.pace, since: Date.now() };
-    logger.info({ appBaselineMs: tune.baselineMs, measuredMs: measured, firstMs: first }, 'idle probe measured again');
+    logger.info({ appBaselineMs: b.ms, measuredMs: measured, firstMs: first }, 'idle probe measured again');
   } catch (err) {
-    await c.query('ROLLBACK').catch(() => undefined);
     logger.warn({ err: (err as Error).message }, 'the idle probe could not be measured again; the figure stays');
   } finally {
+    await c.query('ROLLBACK').catch(() => undefined);
     c.release();
-    tune.baselineAt = Date.now();
+    probe?.release();
+    b.at = Date.now();
+    b.measuring = false;
   }
 }
 
@@ -347,7 +373,7 @@ export async function backfillChunk({ pool, log }: Deps, input: BackfillChunkInp
       done: w.done(),
       rowMoves: await rowMoves(pool, t),
       throttledBy: held,
-      ...(probe ? { appPauseMs: tune.pace.pauseMs, appBaselineMs: tune.baselineMs ?? input.appBaselineMs } : {}),
+      ...(probe ? { appPauseMs: tune.pace.pauseMs, appBaselineMs: baselineOf(input) } : {}),
       ...(lag ? { replicaLag: lag } : {}),
     };
   } catch (err) {

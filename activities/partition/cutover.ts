@@ -141,8 +141,8 @@ export async function cutover(deps: Deps, plan: Plan, lockTimeoutMs: number): Pr
     await drainKeyLog(pool, keyLog);
   };
   const swap = async (c: PoolClient) => {
+    clock.locked(); // from the LOCK's start: it may hold one table while it waits for the next
     await lockUpFront(c, [lock], across.budget); // each wait bounded by lock_timeout, the whole by the budget
-    clock.locked();
     await fence(c, plan.table);
     await checkUnchanged(c, plan);
     if (keyLog) {
@@ -259,8 +259,8 @@ export async function swapBack(
   const swapped = !!st?.cutover_done;
   const clock = swapped ? await LockClock.open(pool, qualified(plan.table)) : undefined;
   const swap = async (c: PoolClient) => {
+    clock?.locked(); // from the LOCK's start: it may hold one table while it waits for the next
     await lockUpFront(c, [lock], across.budget);
-    clock?.locked();
     await undoFence(c, plan.table);
     const loss = await rollbackLoss(c, plan);
     if (loss) throw failure(loss, 'TableChanged');

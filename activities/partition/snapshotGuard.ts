@@ -4,9 +4,12 @@
  * transaction's UPDATE or DELETE of a row changed just before the swap would match 0 rows and say nothing.
  *
  * A snapshot taken before the swap committed has an xmin at or before the swap's transaction id, and so has
- * the session's `backend_xmin`; so when no client session's `backend_xmin` is at or before it, none is left
- * (the same wait CREATE INDEX CONCURRENTLY does for older snapshots; a session whose xmin is held back by an
- * older transaction is waited for too). While one is there the step heartbeats and says which session.
+ * its session's `backend_xmin`. As CREATE INDEX CONCURRENTLY does, the sessions that show one are listed once
+ * and each is waited for until its transaction has ended (its `backend_xmin` gone or past the swap, its
+ * `xact_start` changed, or the session gone): a session whose transactions all began after the swap, but whose
+ * xmin an old transaction elsewhere holds back, is not waited for again and again. The application's sessions
+ * are counted whatever role partflow runs as: without pg_read_all_stats, pg_stat_activity shows other roles'
+ * sessions with `backend_type`, `state` and `xact_start` NULL but their `backend_xmin`.
  */
 import type { Pool } from 'pg';
 import { qualified, TableRef } from '../../src/ident';
@@ -14,34 +17,50 @@ import type { Logger } from '../../src/logger';
 import { SNAPSHOT_GUARD_TRIGGER } from '../../src/plan/sync';
 import { activityContext, sleep } from '../runtime/db';
 
-/** Client sessions of this database whose snapshot may be older than the swap of `table`'s guard. */
-export async function olderSnapshots(pool: Pool, table: TableRef): Promise<string[]> {
+interface Older {
+  pid: number;
+  xactStart: string | null;
+  line: string;
+}
+
+/** Sessions of this database whose snapshot may be older than the swap of `table`'s guard. */
+export async function olderSnapshots(pool: Pool, table: TableRef): Promise<Older[]> {
   const r = await pool.query(
     `WITH g AS (
        SELECT (convert_from(substring(t.tgargs FROM 1 FOR position('\\x00'::bytea IN t.tgargs) - 1), 'UTF8')
                  ::xid8::text::bigint % 4294967296)::text::xid AS swap
          FROM pg_trigger t WHERE t.tgrelid = to_regclass($1) AND t.tgname = $2)
-     SELECT a.pid, a.state, extract(epoch FROM now() - a.xact_start)::int AS age_s, left(a.query, 120) AS query
+     SELECT a.pid, a.xact_start::text AS xact_start, coalesce(a.state, 'state not visible') AS state,
+            coalesce(extract(epoch FROM now() - a.xact_start)::int::text || ' s', 'of unknown age') AS age,
+            coalesce(left(a.query, 120), 'a session of role ' || coalesce(a.usename::text, '?')) AS query
        FROM pg_stat_activity a, g
-      WHERE a.datname = current_database() AND a.pid <> pg_backend_pid() AND a.backend_type = 'client backend'
+      WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()
+        AND coalesce(a.backend_type, 'client backend') = 'client backend'
         AND a.backend_xmin IS NOT NULL AND age(a.backend_xmin) >= age(g.swap)`,
     [qualified(table), SNAPSHOT_GUARD_TRIGGER],
   );
-  return r.rows.map((x) => `pid ${x.pid} (${x.state}, transaction of ${x.age_s} s): ${x.query}`);
+  return r.rows.map((x) => ({
+    pid: Number(x.pid),
+    xactStart: x.xact_start,
+    line: `pid ${x.pid} (${x.state}, transaction ${x.age}): ${x.query}`,
+  }));
 }
 
 export async function waitForOlderSnapshots(pool: Pool, table: TableRef, logger: Logger): Promise<void> {
   const ctx = activityContext();
+  // the candidates, once: later sessions took their snapshots after the swap
+  let waiting = await olderSnapshots(pool, table);
   let said = 0;
-  for (;;) {
-    const older = await olderSnapshots(pool, table);
-    if (!older.length) return;
-    ctx?.heartbeat({ step: 'waiting for snapshots older than the swap', sessions: older });
+  while (waiting.length) {
+    ctx?.heartbeat({ step: 'waiting for transactions older than the swap', sessions: waiting.map((w) => w.line) });
     if (Date.now() - said > 30_000) {
-      logger.info({ sessions: older }, 'waiting for transactions older than the swap before dropping its guard');
+      logger.info({ sessions: waiting.map((w) => w.line) }, 'waiting for transactions older than the swap');
       said = Date.now();
     }
     if (ctx?.cancellationSignal.aborted) return;
     await sleep(1000);
+    const now = new Map((await olderSnapshots(pool, table)).map((o) => [o.pid, o]));
+    // still in the same transaction (a NULL start, when not visible, counts as the same)
+    waiting = waiting.filter((w) => now.has(w.pid) && now.get(w.pid)!.xactStart === w.xactStart);
   }
 }

@@ -21,9 +21,6 @@ export interface Tuning {
   samples: Sample[];
   pace: Pace;
   holding?: { after: number; held: Throttled };
-  /** the idle probe measured again during the copy (PACE.rebaselineEveryMs), and when */
-  baselineMs?: number;
-  baselineAt?: number;
 }
 const tuning = new Map<string, Tuning>();
 export function tuningOf(key: string): Tuning {

@@ -13,8 +13,15 @@ import { failure } from '../../src/failures';
 
 const APPLICATION_NAME = 'partflow';
 
+/**
+ * Each stream of a parallel copy (up to 16) holds a connection for its latency probe through its chunk and
+ * takes another for each batch: 8 connections let 8 streams' probes take the whole pool and every batch wait
+ * for good (attack review, 2026-12-05). Room for 16 streams twice, the applier, a cut-over and its lock watcher.
+ */
+const POOL_MAX = 40;
+
 export function createPool(databaseUrl: string | undefined, extra: PoolConfig = {}): Pool {
-  const pool = new Pool({ connectionString: databaseUrl, application_name: APPLICATION_NAME, max: 8, ...extra });
+  const pool = new Pool({ connectionString: databaseUrl, application_name: APPLICATION_NAME, max: POOL_MAX, ...extra });
   pool.on('error', () => undefined); // an idle client lost its server: the next query reconnects
   // A checked-out client has no error listener of pg-pool's: a server shutdown between two queries of a
   // transaction would be an unhandled 'error' event and kill the worker process. The next query on that

@@ -1,6 +1,6 @@
 /**
- * How long a step's transaction held its locks, as the application meets them: from the grant to the moment a
- * session queued behind them goes on.
+ * How long a step's transaction held its locks, as the application meets them: from the LOCK statement to the
+ * moment a session queued behind them goes on.
  *
  * "Until COMMIT returned" over-counts whenever the transaction dropped storage: PostgreSQL releases its locks
  * first and unlinks the dropped files after (xact.c, CommitTransaction: "this may take many seconds, also
@@ -29,17 +29,22 @@ export class LockClock {
   static async open(pool: Pool, relation: string): Promise<LockClock> {
     const clock = new LockClock(pool, relation);
     try {
-      const w = await pool.connect();
-      clock.watcher = w;
-      await w.query(`SET lock_timeout = '60s'`);
-      clock.watcherPid = Number((await w.query('SELECT pg_backend_pid() AS pid')).rows[0].pid);
+      clock.watcher = await pool.connect();
+      // a watcher queued behind another session's lock too (a deploy's ALTER) gives up in 5 s: then the
+      // COMMIT's return is the figure, and the step is not kept from heartbeating for long
+      const r = await clock.watcher.query(`SET lock_timeout = '5s'; SELECT pg_backend_pid() AS pid`);
+      clock.watcherPid = Number((r as unknown as { rows: { pid: number }[] }[])[1].rows[0].pid);
     } catch {
-      clock.watcher = undefined; // the COMMIT's return will be the figure
+      clock.watcher?.release(true); // the COMMIT's return will be the figure
+      clock.watcher = undefined;
     }
     return clock;
   }
 
-  /** Right after the lock is granted (each attempt). */
+  /**
+   * Right before the step's LOCK statement (each attempt): a LOCK of several tables holds the first while it
+   * waits for the next, so the hold is counted from its start (more, by at most its waits, never less).
+   */
   locked(): void {
     this.lockedAt = Date.now();
     this.armed = undefined;

@@ -235,8 +235,8 @@ const BASELINE_PROBES = 201;
  * on a connection of its own. Plans made before the application-shaped probe: the 90th percentile of 21 bare
  * commits, as they were measured (their pacer, src/pacer.ts LEGACY_PACE, compares its 95th percentile).
  */
-export async function probeBaseline(pool: Pool, sql?: AppProbeSql): Promise<number> {
-  const probe = new AppProbe(await pool.connect(), sql);
+export async function probeBaseline(pool: Pool, sql?: AppProbeSql, client?: PoolClient): Promise<number> {
+  const probe = new AppProbe(client ?? (await pool.connect()), sql);
   const [n, p] = sql ? [BASELINE_PROBES, PACE.quantile] : [21, 0.9];
   try {
     const xs: number[] = [];

@@ -189,10 +189,11 @@ END
 $partflow$`,
     `REVOKE ALL ON FUNCTION ${f}() FROM PUBLIC`,
     `SET LOCAL partflow.snapshot_guard_on = ${quoteLiteral(qualified(on))}`,
-    `DO $partflow$ BEGIN EXECUTE pg_catalog.format('CREATE TRIGGER ${SNAPSHOT_GUARD_TRIGGER} BEFORE UPDATE OR DELETE ` +
-      `ON %s FOR EACH STATEMENT EXECUTE FUNCTION ${f}(%L)', ` +
-      `pg_catalog.current_setting('partflow.snapshot_guard_on')::pg_catalog.regclass, ` +
-      `pg_catalog.pg_current_xact_id()); END $partflow$`,
+    // ENABLE ALWAYS: a session with session_replication_role = replica meets it too, as it meets the sync
+    `DO $partflow$ DECLARE t regclass := pg_catalog.current_setting('partflow.snapshot_guard_on'); BEGIN ` +
+      `EXECUTE pg_catalog.format('CREATE TRIGGER ${SNAPSHOT_GUARD_TRIGGER} BEFORE UPDATE OR DELETE ON %s ` +
+      `FOR EACH STATEMENT EXECUTE FUNCTION ${f}(%L)', t, pg_catalog.pg_current_xact_id()); ` +
+      `EXECUTE pg_catalog.format('ALTER TABLE %s ENABLE ALWAYS TRIGGER ${SNAPSHOT_GUARD_TRIGGER}', t); END $partflow$`,
   ];
 }
 
