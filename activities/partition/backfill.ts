@@ -218,7 +218,7 @@ function appPause(input: BackfillChunkInput, bounds: ReplicaBounds, tune: Tuning
 }
 
 /** The idle figure measured again, per table in this worker (every stream of a parallel copy paces by it). */
-const baselines = new Map<string, { ms?: number; at: number; measuring?: boolean }>();
+const baselines = new Map<string, { ms?: number; at: number; measuring?: boolean; tried?: boolean }>();
 
 /** The run's and the table's key in `baselines`: a later run of the same table measures its own. */
 function baselineKey(input: BackfillChunkInput): string {
@@ -245,7 +245,8 @@ async function rebaseline(pool: Pool, input: BackfillChunkInput, tune: Tuning, l
   if (!rules.rebaselineEveryMs || !key || first === undefined) return;
   const b = baselines.get(baselineKey(input)) ?? { at: Date.now() }; // installSyncTrigger's is the first
   baselines.set(baselineKey(input), b);
-  if (b.measuring || Date.now() - b.at < rules.rebaselineEveryMs) return;
+  const wait = b.ms === undefined && !b.tried ? rules.rebaselineFirstMs : rules.rebaselineEveryMs;
+  if (b.measuring || Date.now() - b.at < wait) return;
   b.measuring = true;
   const c = await pool.connect();
   let probe: PoolClient | undefined = await pool.connect();
@@ -259,7 +260,7 @@ async function rebaseline(pool: Pool, input: BackfillChunkInput, tune: Tuning, l
     probe = undefined; // the probe releases it, whatever happens
     const measured = await probeBaseline(pool, input.sql.appProbe, mine);
     await c.query('COMMIT');
-    b.ms = Math.min(measured, first * rules.rebaselineCap);
+    b.ms = Math.min(measured, b.ms ?? first); // only down: see PACE.rebaselineEveryMs
     tune.samples.length = 0;
     tune.pace = { ...tune.pace, since: Date.now() };
     logger.info({ appBaselineMs: b.ms, measuredMs: measured, firstMs: first }, 'idle probe measured again');
@@ -271,6 +272,7 @@ async function rebaseline(pool: Pool, input: BackfillChunkInput, tune: Tuning, l
     probe?.release();
     b.at = Date.now();
     b.measuring = false;
+    b.tried = true;
   }
 }
 

@@ -213,15 +213,15 @@ describe('the application-latency probe', () => {
       expect(bounded.appBaselineMs).toBe(-1); // not due yet (PACE.rebaselineEveryMs): the figure handed in
       // a figure measured at a busier moment (here absurdly high: every probe meets it) is measured again with
       // the copy held once it is due, and the copy is paced against what the probe meets idle now
-      const every = PACE.rebaselineEveryMs;
-      PACE.rebaselineEveryMs = 200;
+      const [every, first] = [PACE.rebaselineEveryMs, PACE.rebaselineFirstMs];
+      [PACE.rebaselineEveryMs, PACE.rebaselineFirstMs] = [200, 200];
       try {
         const again = await acts.backfillChunk({ ...input, appBaselineMs: 1e6, maxMs: 3000 });
         expect(again.appBaselineMs).toBeGreaterThan(0);
         expect(again.appBaselineMs).toBeLessThan(1000);
         expect(again.rowsThisChunk).toBeGreaterThan(0);
       } finally {
-        PACE.rebaselineEveryMs = every;
+        [PACE.rebaselineEveryMs, PACE.rebaselineFirstMs] = [every, first];
       }
     } finally {
       await acts.beginUndo(plan.table);
