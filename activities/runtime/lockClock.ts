@@ -88,8 +88,14 @@ export class LockClock {
     const w = this.watcher;
     this.watcher = undefined;
     if (!w) return;
-    // a watcher still queued (the transaction failed and its attempt was not retried) is let go with its client
-    if (this.armed) void this.armed.finally(() => w.release());
-    else w.release();
+    // its lock_timeout must not stay on a pooled connection (a preflight waiting for a lock on it failed after
+    // 5 s: CI, 2026-12-05); a watcher still queued is let go once its query ends (pg runs the RESET after it)
+    const giveBack = () =>
+      w.query('RESET lock_timeout').then(
+        () => w.release(),
+        (err: Error) => w.release(err),
+      );
+    if (this.armed) void this.armed.finally(giveBack);
+    else void giveBack();
   }
 }

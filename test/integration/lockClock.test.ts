@@ -71,3 +71,22 @@ test('a watcher that cannot connect: the COMMIT is the figure', async () => {
   clock.close();
   expect(await clock.heldMs()).toBeGreaterThanOrEqual(100);
 });
+
+test('the watcher goes back to the pool without its lock_timeout', async () => {
+  const pool = new (await import('pg')).Pool({ ...db.conn, max: 1 });
+  try {
+    const clock = await LockClock.open(pool, 'public.lc');
+    await inTransaction(db.pool, async (c) => {
+      await c.query('LOCK TABLE lc IN ACCESS EXCLUSIVE MODE');
+      clock.locked();
+      await clock.arm(c);
+    });
+    clock.close();
+    await clock.heldMs();
+    // the pool's one connection is the watcher's: the next user of it gets the server's default
+    const r = await pool.query(`SELECT current_setting('lock_timeout') AS t`);
+    expect(r.rows[0].t).toBe('0');
+  } finally {
+    await pool.end();
+  }
+});
