@@ -10,7 +10,6 @@ import { displayName, qualified, quoteIdent } from '../../src/ident';
 import { Plan, shapeDifferences, splitLock } from '../../src/plan';
 import { type AttachSql } from '../../src/plan/attach';
 import { classify, lockUpFront, runAll, withLockRetry } from '../runtime/db';
-import { LockClock } from '../runtime/lockClock';
 import { Deps, relOid, stepLog } from '../runtime/deps';
 import { faultPoint } from '../runtime/faults';
 import { buildConcurrently } from '../runtime/indexBuilder';
@@ -115,10 +114,8 @@ export async function attachCutover(deps: Deps, plan: Plan, lockTimeoutMs: numbe
   }
   const { lock, then } = splitLock(a.cutover);
   const across = acrossPartitions(plan, lockTimeoutMs);
-  const clock = await LockClock.open(pool, qualified(plan.table));
   let scanSkipped = false;
   const swap = async (c: PoolClient) => {
-    clock.locked(); // from the LOCK's start: it may hold one table while it waits for the next
     await lockUpFront(c, [lock], across.budget);
     await fence(c, plan.table);
     await checkAttachable(c, plan, a);
@@ -127,14 +124,11 @@ export async function attachCutover(deps: Deps, plan: Plan, lockTimeoutMs: numbe
     await runAll(c, plan.sql.keptKeys?.add ?? []);
     await faultPoint('cutover', logger); // attached, not committed
     await recordCutover(c, plan.table, true);
-    await clock.arm(c);
   };
-  const { stats } = await withLockRetry(pool, logger, 'cutover', across.ms, swap, across.opts).finally(() =>
-    clock.close(),
-  );
+  const watch = qualified(plan.table);
+  const { stats } = await withLockRetry(pool, logger, 'cutover', across.ms, swap, { ...across.opts, watch });
   // the COMMIT also unlinks the original primary key's index, after releasing the locks: commitMs grows with it
-  const commitMs = clock.commitMs();
-  const lockHoldMs = await clock.heldMs();
+  const { holdMs: lockHoldMs, commitMs } = stats;
   logger.info({ lockHoldMs, commitMs, attempts: stats.attempts, scanSkipped }, 'attached as the history partition');
   const { attempts, lockWaitRetries } = stats;
   const keptKeys = await validateKeptKeys(deps, plan, lockTimeoutMs);
@@ -175,10 +169,8 @@ export async function attachSwapBack(
   }
   const { lock, then } = splitLock(a.swapBack);
   const across = acrossPartitions(plan, lockTimeoutMs);
-  const clock = await LockClock.open(pool, qualified(plan.table));
   let movedRows = 0;
   const swap = async (c: PoolClient) => {
-    clock.locked(); // from the LOCK's start: it may hold one table while it waits for the next
     await lockUpFront(c, [lock], across.budget);
     await undoFence(c, plan.table);
     movedRows = Number(
@@ -190,10 +182,10 @@ export async function attachSwapBack(
     );
     await runAll(c, then);
     await recordCutover(c, plan.table, false);
-    await clock.arm(c);
   };
-  await withLockRetry(pool, logger, 'swap back', across.ms, swap, across.opts).finally(() => clock.close());
-  const lockHoldMs = await clock.heldMs();
+  const watch = qualified(plan.table);
+  const { stats } = await withLockRetry(pool, logger, 'swap back', across.ms, swap, { ...across.opts, watch });
+  const lockHoldMs = stats.holdMs;
   const notRestored = await validateInbound({ pool, log }, plan, lockTimeoutMs);
   logger.info({ lockHoldMs, movedRows, notRestored }, 'detached: the table is a plain table again');
   return { swapped: true, lockHoldMs, movedRows, notRestored };

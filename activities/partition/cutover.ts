@@ -11,7 +11,6 @@ import type { KeyLogApplySql } from '../../src/plan/keylog';
 import { refuseChangedViews } from './views';
 import { applyRound, drainKeyLog, keyLogBacklog, LastCheck, lastCheckBeforeLock, lastCheckUnderLock } from './keylog';
 import { activityContext, classify, lockUpFront, runAll, withHeartbeat, withLockRetry } from '../runtime/db';
-import { LockClock } from '../runtime/lockClock';
 import { waitForOlderSnapshots } from './snapshotGuard';
 import { faultPoint } from '../runtime/faults';
 import { Deps, relOid, stepLog } from '../runtime/deps';
@@ -126,7 +125,6 @@ export async function cutover(deps: Deps, plan: Plan, lockTimeoutMs: number): Pr
   }
   const { lock, then } = splitLock(plan.sql.cutover);
   const across = acrossPartitions(plan, lockTimeoutMs);
-  const clock = await LockClock.open(pool, qualified(plan.table));
   const keyLog = plan.sql.keyLog;
   let underLock = 0;
   // a retried attempt goes on from where the one before got, with what it repaired (its heartbeat)
@@ -141,7 +139,6 @@ export async function cutover(deps: Deps, plan: Plan, lockTimeoutMs: number): Pr
     await drainKeyLog(pool, keyLog);
   };
   const swap = async (c: PoolClient) => {
-    clock.locked(); // from the LOCK's start: it may hold one table while it waits for the next
     await lockUpFront(c, [lock], across.budget); // each wait bounded by lock_timeout, the whole by the budget
     await fence(c, plan.table);
     await checkUnchanged(c, plan);
@@ -157,7 +154,6 @@ export async function cutover(deps: Deps, plan: Plan, lockTimeoutMs: number): Pr
       columns: await newTableColumns(c, plan),
       partitions: await newTablePartitions(c, plan),
     });
-    await clock.arm(c);
   };
   const { stats } = await withHeartbeat(
     () => ({ step: 'cutover', lastCheck: check }),
@@ -166,11 +162,10 @@ export async function cutover(deps: Deps, plan: Plan, lockTimeoutMs: number): Pr
         ...across.opts,
         before,
         details: () => ({ lastCheck: check }),
+        watch: qualified(plan.table),
       }),
-  ).finally(() => clock.close());
-  const commitMs = clock.commitMs();
-  const lockHoldMs = await clock.heldMs();
-  const { attempts, lockWaitRetries } = stats;
+  );
+  const { attempts, lockWaitRetries, holdMs: lockHoldMs, commitMs } = stats;
   const lastCheck = keyLog?.seen ? { keys: check.keys, repaired: check.repaired } : undefined;
   logger.info(
     { lockHoldMs, commitMs, attempts, lockWaitRetries, keysAppliedUnderLock: underLock, lastCheck },
@@ -257,9 +252,7 @@ export async function swapBack(
     if (keyLog) await drainKeyLog(pool, keyLog);
   };
   const swapped = !!st?.cutover_done;
-  const clock = swapped ? await LockClock.open(pool, qualified(plan.table)) : undefined;
   const swap = async (c: PoolClient) => {
-    clock?.locked(); // from the LOCK's start: it may hold one table while it waits for the next
     await lockUpFront(c, [lock], across.budget);
     await undoFence(c, plan.table);
     const loss = await rollbackLoss(c, plan);
@@ -268,14 +261,12 @@ export async function swapBack(
     if (keyLog) underLock = await drainUnderLock(c, plan, keyLog);
     await runAll(c, then);
     await recordCutover(c, plan.table, false);
-    await clock?.arm(c);
   };
-  if (swapped) {
-    await withLockRetry(pool, logger, 'swap back', across.ms, swap, { ...across.opts, before: drain }).finally(() =>
-      clock?.close(),
-    );
-  }
-  const lockHoldMs = clock ? await clock.heldMs() : 0;
+  const watch = qualified(plan.table);
+  const back = swapped
+    ? await withLockRetry(pool, logger, 'swap back', across.ms, swap, { ...across.opts, before: drain, watch })
+    : null;
+  const lockHoldMs = back?.stats.holdMs ?? 0;
   const notRestored = await validateInbound(deps, plan, lockTimeoutMs);
   logger.info(
     { swapped, lockHoldMs, notRestored, keysAppliedUnderLock: underLock },

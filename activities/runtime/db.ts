@@ -8,6 +8,7 @@ import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
 import { Pool, PoolClient, PoolConfig } from 'pg';
 import { InputError } from '../../src/ident';
 import type { Logger } from '../../src/logger';
+import { LockClock } from './lockClock';
 import { metrics } from './metrics';
 import { failure } from '../../src/failures';
 
@@ -156,8 +157,13 @@ export async function runAll(c: PoolClient, statements: string[]): Promise<void>
 export interface LockRetryStats {
   attempts: number;
   lockWaitRetries: number;
-  /** time inside the successful transaction, ms */
+  /**
+   * time inside the successful transaction, ms; with `watch`, from its first statement to where a session
+   * queued behind its locks went on (LockClock)
+   */
   holdMs: number;
+  /** with `watch`: from its first statement to the COMMIT's return (which unlinks dropped files after the locks) */
+  commitMs?: number;
 }
 
 /** An autovacuum partflow may cancel: not one that prevents transaction-id wraparound. */
@@ -265,13 +271,37 @@ export async function withLockRetry<T>(
   step: string,
   lockTimeoutMs: number,
   fn: (client: PoolClient) => Promise<T>,
-  opts:
-    number | { maxAttempts?: number; relations?: string[]; before?: () => Promise<void>; details?: () => object } = 8,
+  opts: number | LockRetryOptions = 8,
 ): Promise<{ result: T; stats: LockRetryStats }> {
-  const maxAttempts = typeof opts === 'number' ? opts : (opts.maxAttempts ?? 8);
-  const relations = typeof opts === 'number' ? [] : (opts.relations ?? []);
-  const before = typeof opts === 'number' ? undefined : opts.before;
-  const details = typeof opts === 'number' ? undefined : opts.details;
+  const o: LockRetryOptions = typeof opts === 'number' ? { maxAttempts: opts } : opts;
+  const clock = o.watch ? await LockClock.open(pool, o.watch) : undefined;
+  try {
+    return await retrying(pool, log, step, lockTimeoutMs, clock ? clock.timed(fn) : fn, o, clock);
+  } finally {
+    clock?.close();
+  }
+}
+
+export interface LockRetryOptions {
+  maxAttempts?: number;
+  /** look ahead for long lock holders on these before each attempt */
+  relations?: string[];
+  /** what each attempt does first, outside its transaction */
+  before?: () => Promise<void>;
+  details?: () => object;
+  /** a table the step locks: its hold is measured where a session queued behind the lock goes on (LockClock) */
+  watch?: string;
+}
+
+async function retrying<T>(
+  pool: Pool,
+  log: Logger,
+  step: string,
+  lockTimeoutMs: number,
+  fn: (client: PoolClient) => Promise<T>,
+  { maxAttempts = 8, relations = [], before, details }: LockRetryOptions,
+  clock: LockClock | undefined,
+): Promise<{ result: T; stats: LockRetryStats }> {
   const r: Retrying = { pool, log, step, ctx: activityContext(), lockWaitRetries: 0, details };
   const run = relations.length ? watched(r, fn) : fn;
   for (let attempt = 1; ; attempt++) {
@@ -302,7 +332,9 @@ export async function withLockRetry<T>(
         () => ({ ...details?.(), step, attempt, lockWaitRetries: r.lockWaitRetries }),
         () => inTransaction(pool, run, { lockTimeoutMs }),
       );
-      return { result, stats: { attempts: attempt, lockWaitRetries: r.lockWaitRetries, holdMs: Date.now() - started } };
+      const stats = { attempts: attempt, lockWaitRetries: r.lockWaitRetries, holdMs: Date.now() - started };
+      if (clock) Object.assign(stats, { commitMs: clock.commitMs(), holdMs: await clock.heldMs() });
+      return { result, stats };
     } catch (err) {
       if ((err as { code?: string }).code === '55P03' && attempt < maxAttempts) {
         await backOff(r, attempt, {});

@@ -71,6 +71,19 @@ export class LockClock {
     this.armed = done.then(() => Number.NaN);
   }
 
+  /**
+   * The step's body timed: from its first statement (the LOCK; a LOCK of several tables holds the first while it
+   * waits for the next) to its last, the watcher queued.
+   */
+  timed<T>(fn: (c: PoolClient) => Promise<T>): (c: PoolClient) => Promise<T> {
+    return async (c) => {
+      this.locked();
+      const result = await fn(c);
+      await this.arm(c);
+      return result;
+    };
+  }
+
   /** After the COMMIT returned: milliseconds from the grant to the release. */
   async heldMs(): Promise<number> {
     const committed = Date.now();
