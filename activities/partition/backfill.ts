@@ -241,8 +241,8 @@ function baselineOf(input: BackfillChunkInput): number | undefined {
 async function rebaseline(pool: Pool, input: BackfillChunkInput, tune: Tuning, logger: Logger): Promise<void> {
   const rules = input.sql.appProbe ? PACE : LEGACY_PACE;
   const first = input.appBaselineMs;
-  const key = /pg_advisory_xact_lock\((\d+)\)/.exec(input.sql.keyLog?.lock ?? '')?.[1];
-  if (!rules.rebaselineEveryMs || !key || first === undefined) return;
+  const tryLock = input.sql.keyLog?.tryLock;
+  if (!rules.rebaselineEveryMs || !tryLock || first === undefined) return;
   const b = baselines.get(baselineKey(input)) ?? { at: Date.now() }; // installSyncTrigger's is the first
   baselines.set(baselineKey(input), b);
   const wait = b.ms === undefined && !b.tried ? rules.rebaselineFirstMs : rules.rebaselineEveryMs;
@@ -250,16 +250,16 @@ async function rebaseline(pool: Pool, input: BackfillChunkInput, tune: Tuning, l
   b.measuring = true;
   const c = await pool.connect();
   let probe: PoolClient | undefined = await pool.connect();
+  let open = true; // until COMMIT: a failure on the way leaves no transaction open on the pooled connection
   try {
     // one round trip: the transaction, no idle-session timeout during the ~4 s, and the lock if it is free
-    const r = await c.query(
-      `BEGIN; SET LOCAL idle_in_transaction_session_timeout = 0; SELECT pg_try_advisory_xact_lock(${key}) AS got`,
-    );
+    const r = await c.query(`BEGIN; SET LOCAL idle_in_transaction_session_timeout = 0; ${tryLock}`);
     if (!(r as unknown as { rows: { got: boolean }[] }[])[2].rows[0].got) return;
     const mine = probe;
     probe = undefined; // the probe releases it, whatever happens
     const measured = await probeBaseline(pool, input.sql.appProbe, mine);
     await c.query('COMMIT');
+    open = false;
     b.ms = Math.min(measured, b.ms ?? first); // only down: see PACE.rebaselineEveryMs
     tune.samples.length = 0;
     tune.pace = { ...tune.pace, since: Date.now() };
@@ -267,7 +267,7 @@ async function rebaseline(pool: Pool, input: BackfillChunkInput, tune: Tuning, l
   } catch (err) {
     logger.warn({ err: (err as Error).message }, 'the idle probe could not be measured again; the figure stays');
   } finally {
-    await c.query('ROLLBACK').catch(() => undefined);
+    if (open) await c.query('ROLLBACK').catch(() => undefined);
     c.release();
     probe?.release();
     b.at = Date.now();

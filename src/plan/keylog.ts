@@ -50,6 +50,11 @@ export interface KeyLogApplySql {
   /** what a batch of the copy runs first in its transaction */
   batchLock: string;
   /**
+   * the applier's lock if it is free at once (`got`): the application-latency bound's measurement of the idle
+   * probe holds the copy and the applier with it (absent in plans made before it: no measurement again)
+   */
+  tryLock?: string;
+  /**
    * after `lock`, under a short lock_timeout: the source in ACCESS SHARE before the copy is touched, the
    * order an application's TRUNCATE takes them (the table, then the copy through partflow's trigger), so the
    * two never wait for each other in a cycle (absent in plans made before it)
@@ -217,6 +222,7 @@ export function keyLogApplySql(s: KeyLogSpec): KeyLogApplySql {
       `FROM (SELECT * FROM ${qualified(s.source)}) AS s(${aliases}) ` +
       `WHERE ${sourceKey} IN (SELECT ${us.join(', ')} FROM ${u}) ${conflict}`,
     batchLock: `SELECT pg_advisory_xact_lock_shared(${s.lockKey})`,
+    tryLock: `SELECT pg_try_advisory_xact_lock(${s.lockKey}) AS got`,
     lockSource: `LOCK TABLE ${qualified(s.source)} IN ACCESS SHARE MODE`,
     backlog: `SELECT count(*)::bigint AS n FROM ${log}`,
     ...(s.seen ? { seen: seenSql(s) } : {}),
