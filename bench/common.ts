@@ -107,12 +107,15 @@ export async function historySpans(h: WorkflowHandle): Promise<(activity: string
  */
 export class PgBench {
   private scripts: string[];
+  /** pgbench's -T per round; each round opens its clients' connections anew (pgbenchWhile's default: 5 s) */
+  private roundSeconds?: number;
   constructor(
     private conn: PgbenchOptions['conn'],
     rows: number,
     private rate: number,
-    opts: { users?: number } = {},
+    opts: { users?: number; roundSeconds?: number } = {},
   ) {
+    this.roundSeconds = opts.roundSeconds;
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pf-bench-'));
     const w = (name: string, weight: number, text: string) => {
       fs.writeFileSync(path.join(dir, name), text + '\n');
@@ -140,7 +143,10 @@ export class PgBench {
   }
 
   async run(during: () => Promise<void>): Promise<{ tx: PgbenchTx[]; latencies: number[]; failed: number }> {
-    const r = await pgbenchWhile({ conn: this.conn, scripts: this.scripts, clients: 4, rate: this.rate }, during);
+    const r = await pgbenchWhile(
+      { conn: this.conn, scripts: this.scripts, clients: 4, rate: this.rate, roundSeconds: this.roundSeconds },
+      during,
+    );
     return { tx: r.tx, latencies: r.tx.map((t) => t.latencyMs), failed: r.failed + r.abortedRounds };
   }
 }

@@ -33,6 +33,7 @@ const { values: args } = parseArgs({
     runs: { type: 'string', default: '3' },
     seconds: { type: 'string', default: '15' },
     rate: { type: 'string', default: '200' },
+    'round-seconds': { type: 'string', default: '5' },
     'short-ms': { type: 'string', default: '10' },
     'pause-ms': { type: 'string', default: '100' },
     configs: { type: 'string', default: 'none,trigger,apply,bound,bound-noapply,short,free,workflow' },
@@ -224,16 +225,18 @@ async function main(): Promise<void> {
       }
     }
   })();
-  const load = await new PgBench(conn, ROWS, Number(args.rate)).run(async () => {
-    await sleep(3000);
-    for (let r = 1; r <= Number(args.runs); r++) {
-      for (const config of CONFIGS) {
-        const w = await run(config, r);
-        line(`  round ${r} ${config}: ${w.to - w.from} ms, ${w.rows} rows copied`);
-        await sleep(1000);
+  const load = await new PgBench(conn, ROWS, Number(args.rate), { roundSeconds: Number(args['round-seconds']) }).run(
+    async () => {
+      await sleep(3000);
+      for (let r = 1; r <= Number(args.runs); r++) {
+        for (const config of CONFIGS) {
+          const w = await run(config, r);
+          line(`  round ${r} ${config}: ${w.to - w.from} ms, ${w.rows} rows copied`);
+          await sleep(1000);
+        }
       }
-    }
-  });
+    },
+  );
   probing = false;
   await prober;
   probeConn.release();

@@ -1,13 +1,15 @@
 /**
  * `npm run bench:ops [-- --n 2000 --runs 5]`: what the key log's trigger costs one application statement. The
  * same single-row INSERT, UPDATE (payload), key-changing UPDATE (the id) and DELETE, each `n` times in
- * autocommit from one connection, on a table without partflow and on the same table with the sync step's key
- * log trigger (src/plan/keylog.ts, as partitionTable installs it); the two alternate run by run. Prints per kind
- * the mean statement time of both and their ratio, min/median/max over the runs. Never asserts on time.
+ * autocommit from one connection, on a table without partflow, on the same table with the sync step's key
+ * log trigger (src/plan/keylog.ts, as partitionTable installs it) and with the key log and the snapshot guard
+ * (src/plan/sync.ts, as the rollback window has both on the table); the three alternate run by run. Prints per
+ * kind the mean statement time of each and the ratios, min/median/max over the runs. Never asserts on time.
  */
 import { parseArgs } from 'util';
 import { Client } from 'pg';
 import { keyLogDropSql, keyLogInstallSql, KeyLogSpec } from '../src/plan/keylog';
+import { dropSnapshotGuardSql, snapshotGuardSql } from '../src/plan/sync';
 import { freshDatabase, stats } from './common';
 
 const { values: args } = parseArgs({
@@ -34,12 +36,23 @@ type Kind = 'insert' | 'update' | 'rekey' | 'delete';
 const KINDS: Kind[] = ['insert', 'update', 'rekey', 'delete'];
 
 /** Mean ms per statement of each kind, on a fresh table of N rows. */
-async function round(c: Client, withLog: boolean): Promise<Record<Kind, number>> {
+type Config = 'none' | 'log' | 'guard';
+const CONFIGS: Config[] = ['none', 'log', 'guard'];
+const GUARD_FN = { schema: 'public', name: 'ops_snap' };
+
+async function round(c: Client, config: Config): Promise<Record<Kind, number>> {
+  const withLog = config !== 'none';
   await c.query('DROP TABLE IF EXISTS ops, ops_pf_log; DROP SEQUENCE IF EXISTS ops_m');
   await c.query(`CREATE TABLE ops (id bigint PRIMARY KEY, created_at timestamptz NOT NULL, payload text)`);
   await c.query(`CREATE INDEX ON ops (created_at)`);
   await c.query('CREATE SEQUENCE ops_m');
   if (withLog) for (const s of keyLogInstallSql(spec)) await c.query(s);
+  if (config === 'guard') {
+    // the cut-over's statements, in a transaction as there (a SET LOCAL names the table for the DO block)
+    await c.query('BEGIN');
+    for (const s of snapshotGuardSql(spec.source, GUARD_FN)) await c.query(s);
+    await c.query('COMMIT');
+  }
   const out = {} as Record<Kind, number>;
   const time = async (kind: Kind, sql: string, param: (i: number) => unknown[]) => {
     const t0 = performance.now();
@@ -50,6 +63,7 @@ async function round(c: Client, withLog: boolean): Promise<Record<Kind, number>>
   await time('update', `UPDATE ops SET payload = md5(payload) WHERE id = $1`, (i) => [i]);
   await time('rekey', `UPDATE ops SET id = id + 1000000000 WHERE id = $1`, (i) => [i]);
   await time('delete', `DELETE FROM ops WHERE id = $1`, (i) => [i + 1_000_000_000]);
+  if (config === 'guard') for (const s of dropSnapshotGuardSql('public.ops', GUARD_FN)) await c.query(s);
   if (withLog) for (const s of keyLogDropSql(spec)) await c.query(s);
   return out;
 }
@@ -59,17 +73,13 @@ async function main(): Promise<void> {
   await pool.end();
   const c = new Client(conn);
   await c.connect();
-  const without: Record<Kind, number[]> = { insert: [], update: [], rekey: [], delete: [] };
-  const withLog: Record<Kind, number[]> = { insert: [], update: [], rekey: [], delete: [] };
-  const ratios: Record<Kind, number[]> = { insert: [], update: [], rekey: [], delete: [] };
-  await round(c, false); // warm-up
+  const empty = () => ({ insert: [], update: [], rekey: [], delete: [] }) as Record<Kind, number[]>;
+  const times: Record<Config, Record<Kind, number[]>> = { none: empty(), log: empty(), guard: empty() };
+  await round(c, 'none'); // warm-up
   for (let r = 0; r < RUNS; r++) {
-    const a = await round(c, false);
-    const b = await round(c, true);
-    for (const k of KINDS) {
-      without[k].push(a[k]);
-      withLog[k].push(b[k]);
-      ratios[k].push(b[k] / a[k]);
+    for (const config of CONFIGS) {
+      const t = await round(c, config);
+      for (const k of KINDS) times[config][k].push(t[k]);
     }
   }
   await c.end();
@@ -78,8 +88,12 @@ async function main(): Promise<void> {
     return `${f(s.min)}/${f(s.median)}/${f(s.max)}`;
   };
   const ms = (x: number) => x.toFixed(3);
-  console.log(`one statement, autocommit, ${N} per kind, ${RUNS} runs; min/median/max`);
-  console.log(`${'statement'.padEnd(22)} ${'no migration ms'.padEnd(22)} ${'key log ms'.padEnd(22)} ratio`);
+  const ratio = (config: Config, k: Kind) => times[config][k].map((x, i) => x / times.none[k][i]);
+  console.log(`one statement, autocommit, ${N} per kind, ${RUNS} runs; min/median/max; ratios against no migration`);
+  console.log(
+    `${'statement'.padEnd(20)} ${'no migration ms'.padEnd(20)} ${'key log ms'.padEnd(20)} ${'ratio'.padEnd(16)} ` +
+      `${'key log + guard ms'.padEnd(20)} ratio`,
+  );
   const names: Record<Kind, string> = {
     insert: 'insert',
     update: 'update',
@@ -88,8 +102,9 @@ async function main(): Promise<void> {
   };
   for (const k of KINDS) {
     console.log(
-      `${names[k].padEnd(22)} ${mmm(without[k], ms).padEnd(22)} ${mmm(withLog[k], ms).padEnd(22)} ` +
-        mmm(ratios[k], (x) => x.toFixed(2)),
+      `${names[k].padEnd(20)} ${mmm(times.none[k], ms).padEnd(20)} ${mmm(times.log[k], ms).padEnd(20)} ` +
+        `${mmm(ratio('log', k), (x) => x.toFixed(2)).padEnd(16)} ${mmm(times.guard[k], ms).padEnd(20)} ` +
+        mmm(ratio('guard', k), (x) => x.toFixed(2)),
     );
   }
 }

@@ -18,6 +18,7 @@ import { publicationsChanged } from './rollbackLoss';
 import { acrossPartitions, fence, ownPlan, runState, undoFence } from './run';
 import { recordCutover } from '../runtime/copyState';
 import { refuseChangedViews } from './views';
+import { retireSnapshotGuard } from './snapshotGuard';
 
 import { attachSqlOf } from './attach';
 
@@ -149,7 +150,11 @@ export async function attachSwapBack(
   const a = attachSqlOf(plan);
   const logger = stepLog(log, 'swap-back', plan.table);
   const st = await runState(pool, plan.table);
-  if (!st?.cutover_done) return { swapped: false, lockHoldMs: 0, movedRows: 0 };
+  if (!st?.cutover_done) {
+    // an attempt that swapped back and ended before its guard went
+    await retireSnapshotGuard(pool, plan.table, a.dropGuard, logger, lockTimeoutMs);
+    return { swapped: false, lockHoldMs: 0, movedRows: 0 };
+  }
   const back = await pool.query(`SELECT indisvalid AS ok FROM pg_index WHERE indexrelid = to_regclass($1)`, [
     qualified({ schema: plan.table.schema, name: a.backIndex }),
   ]);
@@ -188,6 +193,7 @@ export async function attachSwapBack(
   const lockHoldMs = stats.holdMs;
   const notRestored = await validateInbound({ pool, log }, plan, lockTimeoutMs);
   logger.info({ lockHoldMs, movedRows, notRestored }, 'detached: the table is a plain table again');
+  await retireSnapshotGuard(pool, plan.table, a.dropGuard, logger, lockTimeoutMs);
   return { swapped: true, lockHoldMs, movedRows, notRestored };
 }
 

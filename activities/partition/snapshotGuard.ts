@@ -15,7 +15,8 @@ import type { Pool } from 'pg';
 import { qualified, TableRef } from '../../src/ident';
 import type { Logger } from '../../src/logger';
 import { SNAPSHOT_GUARD_TRIGGER } from '../../src/plan/sync';
-import { activityContext, sleep } from '../runtime/db';
+import { activityContext, runAll, sleep, withLockRetry } from '../runtime/db';
+import { undoFence } from './run';
 
 interface Older {
   pid: number;
@@ -63,4 +64,32 @@ export async function waitForOlderSnapshots(pool: Pool, table: TableRef, logger:
     // still in the same transaction (a NULL start, when not visible, counts as the same)
     waiting = waiting.filter((w) => now.has(w.pid) && now.get(w.pid)!.xactStart === w.xactStart);
   }
+}
+
+/**
+ * A guard that ends with its run (the attach path's swap back: no sync undo follows it): once no snapshot
+ * older than the swap is left, `drop` (beginning with its LOCK TABLE) takes it off, under the undo's fence.
+ * Nothing when the guard is not there (plans made before it, or dropped by an earlier attempt).
+ */
+export async function retireSnapshotGuard(
+  pool: Pool,
+  table: TableRef,
+  drop: string[] | undefined,
+  logger: Logger,
+  lockTimeoutMs: number,
+): Promise<void> {
+  const has = async () =>
+    (
+      await pool.query(`SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass($1) AND tgname = $2`, [
+        qualified(table),
+        SNAPSHOT_GUARD_TRIGGER,
+      ])
+    ).rowCount;
+  if (!drop || !(await has())) return;
+  await waitForOlderSnapshots(pool, table, logger);
+  await withLockRetry(pool, logger, 'drop snapshot guard', lockTimeoutMs, async (c) => {
+    await undoFence(c, table);
+    await runAll(c, drop);
+  });
+  logger.info('snapshot guard dropped: no transaction older than the swap back is left');
 }

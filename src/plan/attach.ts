@@ -33,6 +33,7 @@ import { movePublicationsSql } from './publications';
 import type { IndexRename } from './types';
 import { addForeignKeySql } from './foreignKeys';
 import { carriedViewsSql } from './views';
+import { dropSnapshotGuardSql, snapshotGuardSql, syncObjects } from './sync';
 
 export interface AttachSql {
   /** `YYYY-MM`: the first monthly partition; the history partition holds every row before it */
@@ -57,6 +58,11 @@ export interface AttachSql {
   dropBack: string;
   /** one transaction, beginning with its LOCK TABLE */
   swapBack: string[];
+  /**
+   * after the swap back, once no snapshot older than it is left: its snapshot guard off the table, one
+   * transaction beginning with its LOCK TABLE (absent in plans made before the swap back had a guard)
+   */
+  dropGuard?: string[];
 }
 
 /** The cut-off month: the input's, else the month after next; at least two months ahead. */
@@ -227,6 +233,8 @@ function swapBackSql(ctx: PlanContext, n: Names, renames: IndexRename[], dropKep
     ...n.ownedBy,
     ...carriedViewsSql(info.views ?? []),
     ...movePublicationsSql(info, ctx.shadow, table, false),
+    // the rows moved back are new row versions: a snapshot older than the swap back does not see them (sync.ts)
+    ...snapshotGuardSql(table, syncObjects(info.oid).snapshotGuard),
     ...info.inboundForeignKeys.map((fk) => addForeignKeySql(fk.table, fk)),
   ];
 }
@@ -250,7 +258,9 @@ export function attachStep(
   );
   ctx.warnings.push(
     'A rollback moves the rows written into the monthly partitions since the cut-over back into the table under ' +
-      'its lock: the longer the rollback window, the longer that lock.',
+      'its lock: the longer the rollback window, the longer that lock. A REPEATABLE READ or SERIALIZABLE ' +
+      'transaction whose snapshot is older than that swap back does not see those rows: its UPDATE and DELETE ' +
+      'fail with 40001 (partflow_snapshot_guard) and its reads miss them, until it ends.',
   );
   const pkMb = Math.round((info.attach?.primaryKeyBytes ?? 0) / 2 ** 20);
   ctx.warnings.push(
@@ -275,5 +285,9 @@ export function attachStep(
     buildBack: `CREATE UNIQUE INDEX CONCURRENTLY ${q(n.backIndex)} ON ${n.h} (${ctx.sourceKey.map(q).join(', ')})`,
     dropBack: `DROP INDEX CONCURRENTLY IF EXISTS ${qualified(sibling(table, n.backIndex))}`,
     swapBack: swapBackSql(ctx, n, renames, dropKeptKeys),
+    dropGuard: [
+      `LOCK TABLE ${qualified(table)} IN ACCESS EXCLUSIVE MODE`,
+      ...dropSnapshotGuardSql(qualified(table), syncObjects(info.oid).snapshotGuard),
+    ],
   };
 }

@@ -190,15 +190,24 @@ $partflow$`,
     `REVOKE ALL ON FUNCTION ${f}() FROM PUBLIC`,
     `SET LOCAL partflow.snapshot_guard_on = ${quoteLiteral(qualified(on))}`,
     // ENABLE ALWAYS: a session with session_replication_role = replica meets it too, as it meets the sync
-    `DO $partflow$ DECLARE t regclass := pg_catalog.current_setting('partflow.snapshot_guard_on'); BEGIN ` +
+    // on each partition too: a statement that names a partition fires that partition's statement triggers only
+    // (the swap holds them all already: LOCK TABLE of a partitioned table locks its partitions)
+    `DO $partflow$ DECLARE t regclass := pg_catalog.current_setting('partflow.snapshot_guard_on'); p regclass; ` +
+      `BEGIN FOR p IN SELECT t UNION ALL SELECT r.relid FROM pg_catalog.pg_partition_tree(t) r ` +
+      `WHERE r.relid OPERATOR(pg_catalog.<>) t LOOP ` +
       `EXECUTE pg_catalog.format('CREATE TRIGGER ${SNAPSHOT_GUARD_TRIGGER} BEFORE UPDATE OR DELETE ON %s ` +
-      `FOR EACH STATEMENT EXECUTE FUNCTION ${f}(%L)', t, pg_catalog.pg_current_xact_id()); ` +
-      `EXECUTE pg_catalog.format('ALTER TABLE %s ENABLE ALWAYS TRIGGER ${SNAPSHOT_GUARD_TRIGGER}', t); END $partflow$`,
+      `FOR EACH STATEMENT EXECUTE FUNCTION ${f}(%L)', p, pg_catalog.pg_current_xact_id()); ` +
+      `EXECUTE pg_catalog.format('ALTER TABLE %s ENABLE ALWAYS TRIGGER ${SNAPSHOT_GUARD_TRIGGER}', p); ` +
+      `END LOOP; END $partflow$`,
   ];
 }
 
+/** The guard's triggers on the table and, through the function's dependents, on its partitions. */
 export function dropSnapshotGuardSql(on: string, fn: TableRef): string[] {
-  return [`DROP TRIGGER IF EXISTS ${SNAPSHOT_GUARD_TRIGGER} ON ${on}`, `DROP FUNCTION IF EXISTS ${qualified(fn)}()`];
+  return [
+    `DROP TRIGGER IF EXISTS ${SNAPSHOT_GUARD_TRIGGER} ON ${on}`,
+    `DROP FUNCTION IF EXISTS ${qualified(fn)}() CASCADE`,
+  ];
 }
 
 /** The undo of `triggersSql` and `guardViewSql`. */

@@ -539,3 +539,45 @@ test('writers in READ COMMITTED, REPEATABLE READ and SERIALIZABLE through the at
     `isolation writers: ${stats.ops} ops, 40001 by level ${JSON.stringify(stats.serializationFailuresByLevel)}`,
   );
 });
+
+test('a REPEATABLE READ snapshot older than the swap back: its UPDATE of a row moved back fails with 40001, not 0 rows; the guard goes when it ends', async () => {
+  await createImages('straddle', 2000);
+  const d = new Date();
+  const cutoffMonth = `${d.getUTCFullYear() + 1}-${String(d.getUTCMonth() + 1).padStart(2, '0')}`;
+  const h = await start({ table: 'straddle', method: 'attach', cutoffMonth, approval: 'auto', rollbackWindow: '1h' });
+  await waitFor(h, (p) => p.phase === 'rollback-window', 'the cut-over');
+  // written since the cut-over: in a monthly partition, moved back into the table by the swap back's transaction
+  await db.pool.query(`INSERT INTO straddle (id, user_id, payload, created_at) VALUES (900001, 1, 'new', $1)`, [
+    `${cutoffMonth}-15`,
+  ]);
+  // the swap back builds the original key's index CONCURRENTLY first, which waits for every older snapshot: a
+  // straddler is one that began after that build (here built ahead, under the name the plan gives it)
+  await db.pool.query(`CREATE UNIQUE INDEX CONCURRENTLY straddle_pfa_back ON straddle_history (id)`);
+  const s = await db.pool.connect();
+  try {
+    await s.query('BEGIN ISOLATION LEVEL REPEATABLE READ');
+    await s.query('SELECT count(*) FROM pg_class'); // the snapshot, before the swap back
+    await h.signal('rollback');
+    const swapped = async () =>
+      (await db.pool.query(`SELECT relkind = 'r' AS ok FROM pg_class WHERE oid = 'straddle'::regclass`)).rows[0].ok;
+    for (let i = 0; i < 150 && !(await swapped()); i++) await sleep(200);
+    expect(await swapped()).toBe(true);
+    // without the guard: 0 rows, the row moved back is a version its snapshot does not see
+    const outcome = await s.query(`UPDATE straddle SET payload = 'straddler' WHERE id = 900001`).then(
+      (r) => `${r.rowCount} rows`,
+      (e: { code?: string }) => e.code ?? 'error',
+    );
+    expect(outcome).toBe('40001');
+    await s.query('ROLLBACK');
+    // the undo waited for that transaction; now it ends, the guard with it
+    expect((await h.result()).status).toBe('rolled-back');
+    const left = await db.pool.query(
+      `SELECT count(*)::int AS n FROM pg_trigger WHERE tgname = 'partflow_snapshot_guard'`,
+    );
+    expect(left.rows[0].n).toBe(0);
+    expect((await db.pool.query(`UPDATE straddle SET payload = 'retry' WHERE id = 900001`)).rowCount).toBe(1);
+  } finally {
+    await s.query('ROLLBACK').catch(() => undefined);
+    s.release();
+  }
+});

@@ -353,12 +353,12 @@ describe('1b. a REPEATABLE READ or SERIALIZABLE transaction whose snapshot is ol
       const oid = Number((await db.pool.query(`SELECT $1::regclass::oid AS o`, [t])).rows[0].o);
       // the applier held off (it takes the key log's lock exclusively) until the straddler has its snapshot
       const holder = await db.pool.connect();
-      const [s1, s2] = [await db.pool.connect(), await db.pool.connect()];
+      const [s1, s2, s3] = [await db.pool.connect(), await db.pool.connect(), await db.pool.connect()];
       try {
         await holder.query(`SELECT pg_advisory_lock_shared(${keyLogLockKey(oid)})`);
         await db.pool.query(`INSERT INTO ${t} VALUES (5001, 'inserted just before', now())`);
         await db.pool.query(`INSERT INTO ${t} VALUES (5002, 'inserted just before', now())`);
-        for (const s of [s1, s2]) {
+        for (const s of [s1, s2, s3]) {
           await s.query(`BEGIN ISOLATION LEVEL ${level}`);
           await s.query(`SELECT count(*) FROM pg_class`); // the snapshot: both rows committed before it
         }
@@ -372,8 +372,11 @@ describe('1b. a REPEATABLE READ or SERIALIZABLE transaction whose snapshot is ol
           );
         const update = await outcome(s1, `UPDATE ${t} SET payload = 'straddler' WHERE id = 5001`);
         const del = await outcome(s2, `DELETE FROM ${t} WHERE id = 5002`);
-        for (const s of [s1, s2]) await s.query('ROLLBACK');
-        expect({ update, del }).toEqual({ update: '40001', del: '40001' });
+        // a statement that names the row's partition: that partition's statement triggers fire, not the table's
+        const part = (await db.pool.query(`SELECT tableoid::regclass::text AS p FROM ${t} WHERE id = 5002`)).rows[0].p;
+        const direct = await outcome(s3, `DELETE FROM ${part} WHERE id = 5002`);
+        for (const s of [s1, s2, s3]) await s.query('ROLLBACK');
+        expect({ update, del, direct }).toEqual({ update: '40001', del: '40001', direct: '40001' });
         // the application's retry, a new snapshot: both find their row
         await s1.query(`BEGIN ISOLATION LEVEL ${level}`);
         expect((await s1.query(`UPDATE ${t} SET payload = 'straddler' WHERE id = 5001`)).rowCount).toBe(1);
@@ -381,7 +384,7 @@ describe('1b. a REPEATABLE READ or SERIALIZABLE transaction whose snapshot is ol
         await s1.query('COMMIT');
       } finally {
         holder.release();
-        for (const s of [s1, s2]) {
+        for (const s of [s1, s2, s3]) {
           await s.query('ROLLBACK').catch(() => undefined);
           s.release();
         }
@@ -393,6 +396,12 @@ describe('1b. a REPEATABLE READ or SERIALIZABLE transaction whose snapshot is ol
       // finalize took the guard away with the reverse sync
       const trg = await db.pool.query(`SELECT count(*)::int AS n FROM pg_trigger WHERE tgrelid = $1::regclass`, [t]);
       expect(trg.rows[0].n).toBe(0);
+      const parts = await db.pool.query(
+        `SELECT count(*)::int AS n FROM pg_trigger WHERE tgname = 'partflow_snapshot_guard'
+            AND tgrelid IN (SELECT relid FROM pg_partition_tree($1::regclass))`,
+        [t],
+      );
+      expect(parts.rows[0].n).toBe(0);
     },
   );
 });
