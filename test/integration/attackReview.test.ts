@@ -311,8 +311,9 @@ describe('C. finalize does not wait on sessions that cannot be straddlers', () =
       ).then(() => undefined);
       await sleep(1000);
       const dbg = await db.pool.query(
-        `SELECT (SELECT tgargs::text FROM pg_trigger WHERE tgname = 'partflow_snapshot_guard') AS args,
+        `SELECT (SELECT tgargs::text FROM pg_trigger WHERE tgname = 'partflow_snapshot_guard' AND tgrelid = $1::regclass) AS args,
                 (SELECT array_agg(pid || ':' || datname || ':' || coalesce(backend_xmin::text, '-') || ':' || state || ':' || coalesce(xact_start::text,'-') || ':' || left(query, 80)) FROM pg_stat_activity WHERE backend_type = 'client backend' AND state <> 'idle') AS s`,
+        [t],
       );
       console.log('C: before finalize', dbg.rows[0], await olderSnapshots(db.pool, { schema: 'public', name: t }));
       await h.signal('finalize');
