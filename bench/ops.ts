@@ -4,7 +4,8 @@
  * autocommit from one connection, on a table without partflow, on the same table with the sync step's key
  * log trigger (src/plan/keylog.ts, as partitionTable installs it) and with the key log and the snapshot guard
  * (src/plan/sync.ts, as the rollback window has both on the table); the three alternate run by run. Prints per
- * kind the mean statement time of each and the ratios, min/median/max over the runs. Never asserts on time.
+ * kind the mean statement time of each and the ratios, min/median/max over the runs; then the first INSERT,
+ * UPDATE and DELETE of new connections under each (what a trigger costs once per backend). Never asserts on time.
  */
 import { parseArgs } from 'util';
 import { Client } from 'pg';
@@ -35,24 +36,34 @@ const spec: KeyLogSpec = {
 type Kind = 'insert' | 'update' | 'rekey' | 'delete';
 const KINDS: Kind[] = ['insert', 'update', 'rekey', 'delete'];
 
-/** Mean ms per statement of each kind, on a fresh table of N rows. */
 type Config = 'none' | 'log' | 'guard';
 const CONFIGS: Config[] = ['none', 'log', 'guard'];
 const GUARD_FN = { schema: 'public', name: 'ops_snap' };
 
-async function round(c: Client, config: Config): Promise<Record<Kind, number>> {
-  const withLog = config !== 'none';
+/** A fresh table, with the key log's trigger (`log`) and the snapshot guard too (`guard`). */
+async function prepare(c: Client, config: Config): Promise<void> {
   await c.query('DROP TABLE IF EXISTS ops, ops_pf_log; DROP SEQUENCE IF EXISTS ops_m');
+  await c.query(`DROP FUNCTION IF EXISTS ops_snap() CASCADE; DROP FUNCTION IF EXISTS ops_keylog() CASCADE`);
   await c.query(`CREATE TABLE ops (id bigint PRIMARY KEY, created_at timestamptz NOT NULL, payload text)`);
   await c.query(`CREATE INDEX ON ops (created_at)`);
   await c.query('CREATE SEQUENCE ops_m');
-  if (withLog) for (const s of keyLogInstallSql(spec)) await c.query(s);
+  if (config !== 'none') for (const s of keyLogInstallSql(spec)) await c.query(s);
   if (config === 'guard') {
     // the cut-over's statements, in a transaction as there (a SET LOCAL names the table for the DO block)
     await c.query('BEGIN');
     for (const s of snapshotGuardSql(spec.source, GUARD_FN)) await c.query(s);
     await c.query('COMMIT');
   }
+}
+
+async function unprepare(c: Client, config: Config): Promise<void> {
+  if (config === 'guard') for (const s of dropSnapshotGuardSql('public.ops', GUARD_FN)) await c.query(s);
+  if (config !== 'none') for (const s of keyLogDropSql(spec)) await c.query(s);
+}
+
+/** Mean ms per statement of each kind, on a fresh table of N rows. */
+async function round(c: Client, config: Config): Promise<Record<Kind, number>> {
+  await prepare(c, config);
   const out = {} as Record<Kind, number>;
   const time = async (kind: Kind, sql: string, param: (i: number) => unknown[]) => {
     const t0 = performance.now();
@@ -63,8 +74,39 @@ async function round(c: Client, config: Config): Promise<Record<Kind, number>> {
   await time('update', `UPDATE ops SET payload = md5(payload) WHERE id = $1`, (i) => [i]);
   await time('rekey', `UPDATE ops SET id = id + 1000000000 WHERE id = $1`, (i) => [i]);
   await time('delete', `DELETE FROM ops WHERE id = $1`, (i) => [i + 1_000_000_000]);
-  if (config === 'guard') for (const s of dropSnapshotGuardSql('public.ops', GUARD_FN)) await c.query(s);
-  if (withLog) for (const s of keyLogDropSql(spec)) await c.query(s);
+  await unprepare(c, config);
+  return out;
+}
+
+/**
+ * The first INSERT, UPDATE and DELETE of a new connection, `CONNECTIONS` connections per configuration (each
+ * after one `SELECT 1`): what a trigger costs once per backend (PL/pgSQL's library loaded, the function
+ * compiled, its statements planned), which an application that opens a connection per request pays each time.
+ */
+const CONNECTIONS = 30;
+const FIRSTS = ['insert', 'update', 'delete'] as const;
+async function firstStatements(
+  c: Client,
+  conn: ConstructorParameters<typeof Client>[0],
+  config: Config,
+): Promise<Record<(typeof FIRSTS)[number], number[]>> {
+  await prepare(c, config);
+  const out = { insert: [] as number[], update: [] as number[], delete: [] as number[] };
+  for (let i = 1; i <= CONNECTIONS; i++) {
+    const x = new Client(conn);
+    await x.connect();
+    await x.query('SELECT 1');
+    const timed = async (kind: (typeof FIRSTS)[number], sql: string) => {
+      const t0 = performance.now();
+      await x.query(sql, [i]);
+      out[kind].push(performance.now() - t0);
+    };
+    await timed('insert', `INSERT INTO ops VALUES ($1, now(), 'p')`);
+    await timed('update', `UPDATE ops SET payload = 'q' WHERE id = $1`);
+    await timed('delete', `DELETE FROM ops WHERE id = $1`);
+    await x.end();
+  }
+  await unprepare(c, config);
   return out;
 }
 
@@ -82,6 +124,8 @@ async function main(): Promise<void> {
       for (const k of KINDS) times[config][k].push(t[k]);
     }
   }
+  const firsts = {} as Record<Config, Awaited<ReturnType<typeof firstStatements>>>;
+  for (const config of CONFIGS) firsts[config] = await firstStatements(c, conn, config);
   await c.end();
   const mmm = (xs: number[], f: (x: number) => string) => {
     const s = stats(xs);
@@ -105,6 +149,15 @@ async function main(): Promise<void> {
       `${names[k].padEnd(20)} ${mmm(times.none[k], ms).padEnd(20)} ${mmm(times.log[k], ms).padEnd(20)} ` +
         `${mmm(ratio('log', k), (x) => x.toFixed(2)).padEnd(16)} ${mmm(times.guard[k], ms).padEnd(20)} ` +
         mmm(ratio('guard', k), (x) => x.toFixed(2)),
+    );
+  }
+  console.log('');
+  console.log(`the first statement of a new connection, ${CONNECTIONS} connections; min/median/max ms`);
+  console.log(`${'statement'.padEnd(20)} ${'no migration'.padEnd(20)} ${'key log'.padEnd(20)} key log + guard`);
+  for (const k of FIRSTS) {
+    console.log(
+      `${k.padEnd(20)} ${mmm(firsts.none[k], ms).padEnd(20)} ${mmm(firsts.log[k], ms).padEnd(20)} ` +
+        mmm(firsts.guard[k], ms),
     );
   }
 }

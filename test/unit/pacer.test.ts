@@ -4,9 +4,13 @@ const at = (start: number, ms: number[]): Sample[] => ms.map((m, i) => ({ at: st
 const many = (ms: number, n = PACE.minSamples) => Array(n).fill(ms) as number[];
 
 describe('the copy pacer under the application-latency bound', () => {
-  it('the limit: ratio x the idle probe, with at least half a millisecond of room', () => {
-    expect(latencyLimit(1.5, 2)).toBe(3);
-    expect(latencyLimit(1.5, 0.2)).toBe(0.7);
+  it("the limit: ratio / the sync's share x the idle probe, with at least 0.2 ms of room", () => {
+    // the probe does not write through the sync's trigger, the application does: 1.5 / 1.2 = 1.25
+    expect(latencyLimit(1.5, 2)).toBe(2.5);
+    expect(latencyLimit(1.5, 0.2)).toBeCloseTo(0.4);
+    // plans made before the probe counted the sync keep their limit
+    expect(latencyLimit(1.5, 2, LEGACY_PACE)).toBe(3);
+    expect(latencyLimit(1.5, 0.2, LEGACY_PACE)).toBe(0.7);
     expect(quantile([5, 1, 4, 2, 3], 0.9)).toBe(5);
     expect(quantile([5, 1, 4, 2, 3], 0.5)).toBe(3);
   });
@@ -39,7 +43,7 @@ describe('the copy pacer under the application-latency bound', () => {
     const atLongest = nextPace({ pauseMs: PACE.maxPauseMs, since: 0 }, over, 1.5, 2, 10);
     expect(atLongest.hold?.bound).toBe('maxAppLatencyRatio');
     expect(atLongest.hold?.reason).toMatch(
-      /a probe takes 3\.50 ms \(99th percentile .* over 3\.00 ms \(1\.5 x 2\.00 ms/,
+      /a probe takes 3\.50 ms \(99th percentile .* over 2\.50 ms \(1\.5 \/ 1\.2 for the sync's own share x 2\.00 ms/,
     );
   });
 
