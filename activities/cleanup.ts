@@ -104,7 +104,11 @@ function attachStatements(plan: Plan, cutoverDone: boolean): Pick<CleanupReport,
   const a = plan.sql.attach!;
   return cutoverDone
     ? { statements: [], concurrently: [a.dropBack] }
-    : { statements: [a.dropCheck, ...plan.sql.dropShadow], concurrently: [a.dropKey, a.dropBack] };
+    : // a run ended after its swap back and before that swap's snapshot guard went (the wait: remove waits too)
+      {
+        statements: [a.dropCheck, ...(a.dropGuard ?? []), ...plan.sql.dropShadow],
+        concurrently: [a.dropKey, a.dropBack],
+      };
 }
 
 /** What a run of `table` left behind, with the statements that remove it, and the stored plan. */

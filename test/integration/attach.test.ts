@@ -581,3 +581,49 @@ test('a REPEATABLE READ snapshot older than the swap back: its UPDATE of a row m
     s.release();
   }
 });
+
+test('a run ended while its swap back waits for an older snapshot: cleanup removes the guard once that snapshot ends', async () => {
+  await createImages('strad2', 500);
+  const d = new Date();
+  const cutoffMonth = `${d.getUTCFullYear() + 1}-${String(d.getUTCMonth() + 1).padStart(2, '0')}`;
+  const before = await catalogSnapshot(db.pool, ['public']);
+  const h = await start({ table: 'strad2', method: 'attach', cutoffMonth, approval: 'auto', rollbackWindow: '1h' });
+  await waitFor(h, (p) => p.phase === 'rollback-window', 'the cut-over');
+  await db.pool.query(`CREATE UNIQUE INDEX CONCURRENTLY strad2_pfa_back ON strad2_history (id)`);
+  const s = await db.pool.connect();
+  const guards = async () =>
+    (await db.pool.query(`SELECT count(*)::int AS n FROM pg_trigger WHERE tgname = 'partflow_snapshot_guard'`)).rows[0]
+      .n as number;
+  try {
+    await s.query('BEGIN ISOLATION LEVEL REPEATABLE READ');
+    await s.query('SELECT count(*) FROM pg_class');
+    await h.signal('rollback');
+    const plain = async () =>
+      (await db.pool.query(`SELECT relkind = 'r' AS ok FROM pg_class WHERE oid = 'strad2'::regclass`)).rows[0].ok;
+    for (let i = 0; i < 150 && !(await plain()); i++) await sleep(200);
+    expect(await plain()).toBe(true);
+    await sleep(500); // the swap back's activity now waits for the straddler
+    await h.terminate('ended while the swap back waits');
+    const seen = await env.client.workflow.execute('cleanupTable', {
+      taskQueue: TQ,
+      workflowId: `attach-cleanup-look-${Date.now()}`,
+      args: [{ table: 'strad2' }],
+    });
+    expect(seen.leftovers).toEqual(expect.arrayContaining(['trigger partflow_snapshot_guard on strad2']));
+    const removing = env.client.workflow.execute('cleanupTable', {
+      taskQueue: TQ,
+      workflowId: `attach-cleanup-${Date.now()}`,
+      args: [{ table: 'strad2', remove: true, workflowId: h.workflowId }],
+    });
+    await sleep(2000);
+    expect(await guards()).toBe(1); // the removal waits for the straddler, as finalize does
+    await s.query('ROLLBACK');
+    expect((await removing).removed).toBe(true);
+    expect(await guards()).toBe(0);
+    const after = await catalogSnapshot(db.pool, ['public']);
+    expect(after).toEqual(before);
+  } finally {
+    await s.query('ROLLBACK').catch(() => undefined);
+    s.release();
+  }
+});
