@@ -42,7 +42,8 @@ export class LockWaitSampler {
                 extract(epoch FROM clock_timestamp() - query_start) * 1000 AS ms,
                 wait_event || ': ' || left(query, 40) || coalesce(' behind ' || (
                   SELECT left(b.query, 60) FROM pg_stat_activity b WHERE b.pid = (pg_blocking_pids(a.pid))[1]), '') AS what
-           FROM pg_stat_activity a WHERE application_name = $1 AND wait_event_type = 'Lock'`,
+           FROM pg_stat_activity a
+          WHERE application_name = $1 AND wait_event_type = 'Lock' AND datname = current_database()`,
         [this.applicationName],
       );
       for (const x of r.rows) {
