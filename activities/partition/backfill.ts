@@ -220,9 +220,14 @@ function appPause(input: BackfillChunkInput, bounds: ReplicaBounds, tune: Tuning
 /** The idle figure measured again, per table in this worker (every stream of a parallel copy paces by it). */
 const baselines = new Map<string, { ms?: number; at: number; measuring?: boolean; tried?: boolean }>();
 
-/** The run's and the table's key in `baselines`: a later run of the same table measures its own. */
+/**
+ * The run's key in `baselines`: the workflow, the table and the figure its sync's install measured (which the
+ * workflow hands in unchanged, through continue-as-new too). A later run of the same table under the same
+ * workflow id (partflow's ids are `partition-<table>`) measured its own figure at its install: without that
+ * figure in the key it paced against the earlier run's (bench:impact: rounds 2 and 3 against round 1's).
+ */
 function baselineKey(input: BackfillChunkInput): string {
-  return `${currentWorkflowId() ?? ''} ${qualified(input.table)}`;
+  return `${currentWorkflowId() ?? ''} ${qualified(input.table)} ${input.appBaselineMs}`;
 }
 
 /** The idle figure the bound paces against now. */
