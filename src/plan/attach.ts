@@ -175,6 +175,8 @@ function attachNames(ctx: PlanContext, cutoff: Month) {
     h: qualified(history),
     keyIndex: `${table.name}_pfa_key`,
     backIndex: `${table.name}_pfa_back`,
+    /** the swap back's snapshot guard function (src/plan/sync.ts), the same name the copy path's swaps use */
+    snapshotGuard: syncObjects(ctx.info.oid).snapshotGuard,
     checkName: `${table.name}_pfa_bound`,
     bound: boundLiteral(cutoff, ctx.type, ctx.opts.timeZone),
     rename: (from: string, to: string) => `ALTER INDEX ${qualified(sibling(table, from))} RENAME TO ${q(to)}`,
@@ -234,7 +236,7 @@ function swapBackSql(ctx: PlanContext, n: Names, renames: IndexRename[], dropKep
     ...carriedViewsSql(info.views ?? []),
     ...movePublicationsSql(info, ctx.shadow, table, false),
     // the rows moved back are new row versions: a snapshot older than the swap back does not see them (sync.ts)
-    ...snapshotGuardSql(table, syncObjects(info.oid).snapshotGuard),
+    ...snapshotGuardSql(table, n.snapshotGuard),
     ...info.inboundForeignKeys.map((fk) => addForeignKeySql(fk.table, fk)),
   ];
 }
@@ -287,7 +289,7 @@ export function attachStep(
     swapBack: swapBackSql(ctx, n, renames, dropKeptKeys),
     dropGuard: [
       `LOCK TABLE ${qualified(table)} IN ACCESS EXCLUSIVE MODE`,
-      ...dropSnapshotGuardSql(qualified(table), syncObjects(info.oid).snapshotGuard),
+      ...dropSnapshotGuardSql(qualified(table), n.snapshotGuard),
     ],
   };
 }
