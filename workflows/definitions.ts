@@ -74,6 +74,12 @@ export interface Progress {
     lockWaitRetries: number;
     keysAppliedUnderLock: number;
     lastCheck: { keys: number; repaired: string[] } | null;
+    /**
+     * the handover before the swap (null: older runs): `quiet`, no snapshot older than partflow's last write into
+     * the copy was left and the swap needed no guard; otherwise `guarded` and `heldBy`, the transactions that were
+     * still older at the deadline (PARTFLOW_HANDOVER_WAIT_MS)
+     */
+    handover: { quiet: boolean; guarded: boolean; rounds: number; ms: number; heldBy: string[] } | null;
   } | null;
   /** the replica bound holding the backfill back now (`maxReplicaLagBytes`, `maxReplicaLagSeconds`,
    *  `standbyGone`, `lagUnknown`), why, and since when; null while the copy may go on */

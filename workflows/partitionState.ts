@@ -201,6 +201,15 @@ export function progressOf(run: Run): Progress {
       lockWaitRetries: c.lockWaitRetries,
       keysAppliedUnderLock: c.keysAppliedUnderLock ?? 0,
       lastCheck: c.lastCheck ?? null,
+      handover: c.handover
+        ? {
+            quiet: c.handover.quiet,
+            guarded: c.handover.guarded,
+            rounds: c.handover.rounds,
+            ms: c.handover.ms,
+            heldBy: c.handover.heldBy ?? [],
+          }
+        : null,
     },
     throttledBy: state.phase === 'backfill' ? (state.throttledBy ?? null) : null,
     appPauseMs: state.phase === 'backfill' ? (state.appPauseMs ?? null) : null,

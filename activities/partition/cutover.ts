@@ -12,6 +12,7 @@ import { refuseChangedViews } from './views';
 import { applyRound, drainKeyLog, keyLogBacklog, LastCheck, lastCheckBeforeLock, lastCheckUnderLock } from './keylog';
 import { activityContext, classify, lockUpFront, runAll, withHeartbeat, withLockRetry } from '../runtime/db';
 import { waitForOlderSnapshots } from './snapshotGuard';
+import { appliedXid, handBack, handOver, HandoverResult } from './handover';
 import { faultPoint } from '../runtime/faults';
 import { Deps, relOid, stepLog } from '../runtime/deps';
 import { newTableColumns, newTablePartitions, rollbackLoss } from './rollbackLoss';
@@ -29,6 +30,11 @@ export interface CutoverResult {
   keysAppliedUnderLock?: number;
   /** the attach path: PostgreSQL confirmed the ATTACH skipped its scan (it refuses the cut-over otherwise) */
   scanSkipped?: boolean;
+  /**
+   * the handover (newer plans): quiet, the swap needed no snapshot guard; otherwise `heldBy` names the
+   * transactions older than the last apply at the deadline, and the guard was installed
+   */
+  handover?: HandoverResult & { guarded: boolean };
   /** the last check: keys copied since the last verification pass, compared before the swap (newer plans) */
   lastCheck?: { keys: number; repaired: string[] };
   /** the table's foreign keys on itself the new table kept (plans with keptKeys): validated, or why not */
@@ -133,10 +139,14 @@ export async function cutover(deps: Deps, plan: Plan, lockTimeoutMs: number): Pr
   // before each attempt, outside its transaction: the keys copied since the last verification pass compared
   // (each attempt goes on from where the one before stopped), then the key log drained, so that what is left
   // for under the lock is what writers commit between this drain and the lock
+  let handover: HandoverResult | undefined;
+  let guarded = false;
   const before = async () => {
     if (!keyLog) return;
     await lastCheckBeforeLock(pool, plan, keyLog, check);
-    await drainKeyLog(pool, keyLog);
+    // the last changes written into the copy by their writers; the last apply older than every snapshot left
+    if (plan.sql.handover) handover = await handOver(pool, plan, logger, () => ({ lastCheck: check }));
+    else await drainKeyLog(pool, keyLog);
   };
   const swap = async (c: PoolClient) => {
     await lockUpFront(c, [lock], across.budget); // each wait bounded by lock_timeout, the whole by the budget
@@ -146,8 +156,13 @@ export async function cutover(deps: Deps, plan: Plan, lockTimeoutMs: number): Pr
       underLock = await drainUnderLock(c, plan, keyLog);
       await lastCheckUnderLock(c, plan, keyLog, check);
     }
+    // quiet: no apply since the handover's, none under the lock: every snapshot that can meet the new table sees
+    // every row version partflow wrote into it, and no guard is needed (plans before the handover: always)
+    const quiet = !!handover?.quiet && underLock === 0 && (await appliedXid(c, plan)) === handover.applied;
     await runAll(c, then);
     await runAll(c, plan.sql.keptKeys?.add ?? []);
+    guarded = !!plan.sql.cutoverGuard && !quiet;
+    if (guarded) await runAll(c, plan.sql.cutoverGuard!);
     await faultPoint('cutover', logger); // renamed, not committed
     // the new table's columns as of the cut-over: a rollback that would lose a later change is refused
     await recordCutover(c, plan.table, true, {
@@ -155,20 +170,28 @@ export async function cutover(deps: Deps, plan: Plan, lockTimeoutMs: number): Pr
       partitions: await newTablePartitions(c, plan),
     });
   };
-  const { stats } = await withHeartbeat(
-    () => ({ step: 'cutover', lastCheck: check }),
-    () =>
-      withLockRetry(pool, logger, 'cutover', across.ms, swap, {
-        ...across.opts,
-        before,
-        details: () => ({ lastCheck: check }),
-        watch: qualified(plan.table),
-      }),
-  );
+  let stats;
+  try {
+    ({ stats } = await withHeartbeat(
+      () => ({ step: 'cutover', lastCheck: check }),
+      () =>
+        withLockRetry(pool, logger, 'cutover', across.ms, swap, {
+          ...across.opts,
+          before,
+          details: () => ({ lastCheck: check }),
+          watch: qualified(plan.table),
+        }),
+    ));
+  } catch (err) {
+    // the cut-over did not commit: the application's writes go back to the key log alone
+    if (handover) await handBack(pool, plan, logger);
+    throw err;
+  }
   const { attempts, lockWaitRetries, holdMs: lockHoldMs, commitMs } = stats;
   const lastCheck = keyLog?.seen ? { keys: check.keys, repaired: check.repaired } : undefined;
+  const handed = handover ? { ...handover, guarded } : undefined;
   logger.info(
-    { lockHoldMs, commitMs, attempts, lockWaitRetries, keysAppliedUnderLock: underLock, lastCheck },
+    { lockHoldMs, commitMs, attempts, lockWaitRetries, keysAppliedUnderLock: underLock, lastCheck, handover: handed },
     'cut over',
   );
   const keptKeys = await validateKeptKeys(deps, plan, lockTimeoutMs);
@@ -181,6 +204,7 @@ export async function cutover(deps: Deps, plan: Plan, lockTimeoutMs: number): Pr
     rowMoves: await rowMoves(pool, plan.table),
     ...(keyLog ? { keysAppliedUnderLock: underLock } : {}),
     ...(lastCheck ? { lastCheck } : {}),
+    ...(handed ? { handover: handed } : {}),
   };
 }
 

@@ -34,6 +34,8 @@ export async function applyRound(c: PoolClient, sql: KeyLogApplySql, limit: numb
   const n: number = r.rows[0].n;
   if (!n) return 0;
   const arrays = keyArrays(r.rows[0]);
+  // this round's transaction id, before it writes the copy: the handover's trigger looks at it
+  if (sql.mark) await c.query(sql.mark);
   await c.query(sql.clear, arrays);
   if (faultLog) await faultPoint('apply', faultLog); // entries taken and keys cleared, nothing copied yet
   await c.query(sql.copy, arrays);

@@ -47,6 +47,61 @@ export async function olderSnapshots(pool: Pool, table: TableRef): Promise<Older
   }));
 }
 
+/**
+ * Sessions of this database whose snapshot may be older than the transaction `xid` (an xid8's text): as
+ * `olderSnapshots`, for the handover (activities/partition/handover.ts).
+ */
+export async function snapshotsOlderThan(pool: Pool, xid: string): Promise<Older[]> {
+  const r = await pool.query(
+    `WITH g AS (SELECT (($1::text::bigint % 4294967296)::text::xid) AS swap)
+     SELECT a.pid, a.xact_start::text AS xact_start, coalesce(a.state, 'state not visible') AS state,
+            coalesce(extract(epoch FROM now() - a.xact_start)::int::text || ' s', 'of unknown age') AS age,
+            coalesce(left(a.query, 120), 'a session of role ' || coalesce(a.usename::text, '?')) AS query
+       FROM pg_stat_activity a, g
+      WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()
+        AND coalesce(a.backend_type, 'client backend') = 'client backend'
+        AND a.backend_xmin IS NOT NULL AND age(a.backend_xmin) >= age(g.swap)`,
+    [xid],
+  );
+  return r.rows.map((x) => ({
+    pid: Number(x.pid),
+    xactStart: x.xact_start,
+    line: `pid ${x.pid} (${x.state}, transaction ${x.age}): ${x.query}`,
+  }));
+}
+
+/**
+ * The sessions listed once by `list`, each waited for until its transaction has ended (as CREATE INDEX
+ * CONCURRENTLY waits), or until `untilMs` has passed. Returns those still waited for (none: all ended).
+ */
+export async function waitForSessions(
+  pool: Pool,
+  list: () => Promise<Older[]>,
+  logger: Logger,
+  what: string,
+  untilMs = Infinity,
+  details: () => Record<string, unknown> = () => ({}),
+): Promise<Older[]> {
+  const ctx = activityContext();
+  let waiting = await list();
+  let said = 0;
+  while (waiting.length) {
+    ctx?.heartbeat({ ...details(), step: what, sessions: waiting.map((w) => w.line) });
+    if (Date.now() - said > 30_000) {
+      logger.info({ sessions: waiting.map((w) => w.line) }, what);
+      said = Date.now();
+    }
+    if (ctx?.cancellationSignal.aborted || Date.now() >= untilMs) return waiting;
+    await sleep(Math.max(0, Math.min(WAIT_POLL_MS, untilMs - Date.now())));
+    const now = new Map((await list()).map((o) => [o.pid, o]));
+    // still in the same transaction (a NULL start, when not visible, counts as the same)
+    waiting = waiting.filter((w) => now.has(w.pid) && now.get(w.pid)!.xactStart === w.xactStart);
+  }
+  return waiting;
+}
+
+const WAIT_POLL_MS = 100;
+
 export async function waitForOlderSnapshots(pool: Pool, table: TableRef, logger: Logger): Promise<void> {
   const ctx = activityContext();
   // the candidates, once: later sessions took their snapshots after the swap

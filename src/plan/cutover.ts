@@ -25,7 +25,10 @@ import { carriedPoliciesSql } from './policies';
 import { movePublicationsSql, publicationWarnings } from './publications';
 import type { IndexRename, PlanSql } from './types';
 
-type CutoverSql = Pick<PlanSql, 'cutover' | 'swapBack' | 'validateInbound' | 'finalize' | 'reverseKeyLog'>;
+type CutoverSql = Pick<
+  PlanSql,
+  'cutover' | 'cutoverGuard' | 'swapBack' | 'validateInbound' | 'finalize' | 'reverseKeyLog'
+>;
 
 /**
  * The cut-over and the swap back begin with their LOCK TABLE statement, the only one that waits: the
@@ -89,7 +92,7 @@ export function lockAll(ctx: PlanContext, tables: TableRef[]): string {
 
 function cutoverSql(ctx: PlanContext, renames: IndexRename[], dropSyncTrigger: string[]): string[] {
   const { table, info, old } = ctx;
-  const { guard, snapshotGuard } = syncObjects(info.oid);
+  const { guard } = syncObjects(info.oid);
   return [
     // the key log too: the cut-over drains it under the lock and drops it
     lockAll(ctx, [table, ctx.shadow, keyLogOf(table)]),
@@ -114,8 +117,6 @@ function cutoverSql(ctx: PlanContext, renames: IndexRename[], dropSyncTrigger: s
     // the rollback window's sync: the new table's changed keys logged, applied into the old table by partflow
     ...keyLogSyncSql(ctx, 'reverse'),
     ...guardViewSql(ctx, guard),
-    // transactions whose snapshot is older than this one: their UPDATE and DELETE fail with 40001, not 0 rows
-    ...snapshotGuardSql(table, snapshotGuard),
   ];
 }
 
@@ -123,12 +124,13 @@ function cutoverSql(ctx: PlanContext, renames: IndexRename[], dropSyncTrigger: s
 function snapshotWarning(ctx: PlanContext): void {
   if (ctx.opts.method === 'attach') return;
   ctx.warnings.push(
-    'A REPEATABLE READ or SERIALIZABLE transaction whose snapshot was taken before the cut-over (or the swap back) ' +
-      'committed and that first touches the table after it sees the table as of its snapshot: rows partflow ' +
-      'copied after that snapshot (those the application changed in about the last second) are not there for it. ' +
-      'Its UPDATE and DELETE fail with 40001 (a statement trigger, partflow_snapshot_guard, until no such snapshot ' +
-      'is left), which such applications retry; a read-only one can read those rows stale (as with ' +
-      "PostgreSQL's own table rewrites). READ COMMITTED statements take their snapshot after the lock and are " +
+    "Before the cut-over a handover (up to PARTFLOW_HANDOVER_WAIT_MS, 30 s) has the application's transactions " +
+      "write their changes into the copy themselves and waits until no snapshot older than partflow's last write " +
+      'into it is left: then a REPEATABLE READ or SERIALIZABLE transaction that straddles the swap sees the new ' +
+      'table as it sees the old one. A transaction still older at the deadline (progress cutover.handover.heldBy) ' +
+      "makes the swap install partflow_snapshot_guard instead: such a transaction's UPDATE and DELETE fail with " +
+      '40001 until it ends, and it can read rows changed in the last second stale. The swap back has no handover ' +
+      'yet and always installs the guard. READ COMMITTED statements take their snapshot after the lock and are ' +
       'exact. The attach path leaves the rows in place and has no such moment.',
   );
 }
@@ -214,6 +216,9 @@ export function cutoverStep(
   }
   return {
     cutover: cutoverSql(ctx, renames, dropSyncTrigger),
+    // transactions whose snapshot is older than the cut-over's: their UPDATE and DELETE fail with 40001, not
+    // 0 rows (only when the handover did not end quiet: activities/partition/handover.ts)
+    cutoverGuard: snapshotGuardSql(table, snapshotGuard),
     swapBack,
     validateInbound,
     finalize,

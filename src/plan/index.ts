@@ -267,7 +267,8 @@ export function planStatements(plan: Plan): { step: string; sql: string }[] {
         ? [s.keyBound, s.verifyChunk.source.between, s.verifyChunk.shadow.between]
         : [s.verifySource, s.verifyShadow]),
     ]),
-    ...each('cutover', [...s.cutover, ...(s.keptKeys?.add ?? [])]),
+    ...each('handover', s.handover ? [s.handover.on, s.handover.mark, s.handover.off] : []),
+    ...each('cutover', [...s.cutover, ...(s.keptKeys?.add ?? []), ...(s.cutoverGuard ?? [])]),
     ...each('validate kept keys', s.keptKeys?.validate ?? []),
     ...each('finalize', [...s.finalize, ...s.dropCounters]),
   ];

@@ -39,6 +39,12 @@ export interface KeyLogSpec {
    * cut-over compares their rows on both sides before it swaps (keyLogSeenSql)
    */
   seen?: TableRef;
+  /**
+   * a sequence whose value is the transaction id of the applier's latest round (forward log only): each round
+   * sets it before it writes the copy (`mark`), and the handover's trigger (keyLogHandoverFunctionSql) writes
+   * into the copy itself only when its snapshot sees that round. Plans made before it have no handover.
+   */
+  applied?: TableRef;
 }
 
 /** The applier's statements (keyLogApplySql), kept in the plan. */
@@ -64,6 +70,11 @@ export interface KeyLogApplySql {
   backlog: string;
   /** the keys applied since the last verification pass and their last check (plans made before it lack it) */
   seen?: KeyLogSeenSql;
+  /**
+   * in a round's transaction before it writes the copy: `applied` set to this transaction's id (plans with a
+   * handover; non-transactional, so a round that rolls back leaves an id that wrote nothing: harmless)
+   */
+  mark?: string;
 }
 
 /**
@@ -115,12 +126,8 @@ export function keyLogTableSql(s: KeyLogSpec): string {
   return `CREATE TABLE IF NOT EXISTS ${qualified(s.log)} (${seq}, ${cols})`;
 }
 
-/**
- * The trigger's function: one INSERT into the log per row change (two on a key change), reading OLD and NEW by
- * position. SECURITY DEFINER with a pinned search_path, as the mirror was: it runs with its owner's rights
- * whatever rights the writing role has.
- */
-export function keyLogFunctionSql(s: KeyLogSpec): string {
+/** The key log's trigger body, in parts: the log's INSERTs per operation, and the moves counter's bump. */
+function logParts(s: KeyLogSpec): { insert: string; del: string; update: string; moves: string; oldRow: string } {
   const { alias, aliases } = positions(s);
   const oldRow = `(SELECT OLD.*) AS o(${aliases})`;
   const newRow = `(SELECT NEW.*) AS n(${aliases})`;
@@ -146,22 +153,122 @@ export function keyLogFunctionSql(s: KeyLogSpec): string {
       PERFORM nextval(${quoteLiteral(qualified(m.counter))}::regclass);
     END IF;`;
   }
-  const fn = `
+  return {
+    insert: `INSERT INTO ${log} (${names}) SELECT ${keyOf('n')} FROM ${newRow};`,
+    del: `INSERT INTO ${log} (${names}) SELECT ${keyOf('o')} FROM ${oldRow};`,
+    update:
+      `INSERT INTO ${log} (${names}) SELECT ${keyOf('o')} FROM ${oldRow}\n` +
+      `      UNION ALL SELECT ${keyOf('n')} FROM ${oldRow}, ${newRow} WHERE ${changed};`,
+    moves,
+    oldRow,
+  };
+}
+
+function triggerFunction(s: KeyLogSpec, body: string): string {
+  return (
+    `CREATE OR REPLACE FUNCTION ${qualified(s.fn)}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER\n` +
+    `SET search_path = pg_catalog, pg_temp AS ${dollarQuote(body)}`
+  );
+}
+
+/**
+ * The trigger's function: one INSERT into the log per row change (two on a key change), reading OLD and NEW by
+ * position. SECURITY DEFINER with a pinned search_path, as the mirror was: it runs with its owner's rights
+ * whatever rights the writing role has.
+ */
+export function keyLogFunctionSql(s: KeyLogSpec): string {
+  const p = logParts(s);
+  return triggerFunction(
+    s,
+    `
 BEGIN
   IF TG_OP = 'INSERT' THEN
-    INSERT INTO ${log} (${names}) SELECT ${keyOf('n')} FROM ${newRow};
+    ${p.insert}
   ELSIF TG_OP = 'DELETE' THEN
-    INSERT INTO ${log} (${names}) SELECT ${keyOf('o')} FROM ${oldRow};
+    ${p.del}
   ELSE
-    INSERT INTO ${log} (${names}) SELECT ${keyOf('o')} FROM ${oldRow}
-      UNION ALL SELECT ${keyOf('n')} FROM ${oldRow}, ${newRow} WHERE ${changed};${moves}
+    ${p.update}${p.moves}
   END IF;
   RETURN NULL;
 END
-`;
-  return (
-    `CREATE OR REPLACE FUNCTION ${qualified(s.fn)}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER\n` +
-    `SET search_path = pg_catalog, pg_temp AS ${dollarQuote(fn)}`
+`,
+  );
+}
+
+/**
+ * The same trigger's function through the handover before the cut-over (docs/sync-design.md, "The handover"):
+ * a row change is written into the copy by the writer's own transaction (its old key deleted, its new row
+ * inserted by position, as the applier copies it), so that the copy's newest row versions are the
+ * application's own, visible to exactly the snapshots that see the table's. It is, when the writer gets the
+ * applier's advisory lock shared at once (held to its transaction's end: no round writes the copy while the
+ * writer may) and then either
+ * - its snapshot sees the applier's latest round (`applied`): no row version of partflow's is newer than it; or
+ * - no entry for the row's old or new key is in the log as its snapshot sees it. A round it does not see wrote
+ *   only keys whose entries it took, and an entry committed before the snapshot is still there for the
+ *   snapshot (the round's DELETE is not visible to it); an entry committed after the snapshot is a change of
+ *   the same row (the key holds the primary key) after the snapshot, on which the writer's own statement has
+ *   already failed with 40001 (REPEATABLE READ) or waited and read it again (READ COMMITTED, whose snapshot
+ *   here is newer anyway).
+ * Otherwise it logs the key as before. The one case left: an INSERT of a key whose row another transaction
+ * inserted and deleted after the writer's snapshot, the insert copied and the delete not yet applied, fails
+ * with 40001 in the copy (PostgreSQL's ON CONFLICT on a row the snapshot does not see); the same INSERT
+ * without partflow succeeds.
+ */
+export function keyLogHandoverFunctionSql(s: KeyLogSpec): string {
+  if (!s.applied) throw new Error('a handover needs the applied sequence');
+  const p = logParts(s);
+  const { alias, aliases } = positions(s);
+  const unique = s.conflictKey ?? s.key.map((k) => k.name);
+  const settable = s.columns.filter((c) => !unique.includes(c) && !s.identityAlways?.includes(c));
+  const conflict = settable.length
+    ? `ON CONFLICT (${unique.map(q).join(', ')}) DO UPDATE SET ${settable
+        .map((c) => `${q(c)} = EXCLUDED.${q(c)}`)
+        .join(', ')}`
+    : 'ON CONFLICT DO NOTHING';
+  const overriding = s.overriding ? ' OVERRIDING SYSTEM VALUE' : '';
+  const target = qualified(s.target);
+  const match = s.key.map((k) => `t.${q(k.name)} = o.${alias(k.name)}`).join(' AND ');
+  const applied = `${quoteLiteral(qualified(s.applied))}::regclass`;
+  const logged = (r: 'o' | 'n', row: string) =>
+    `EXISTS (SELECT 1 FROM ${qualified(s.log)} l, ${row} WHERE ${s.key
+      .map((k) => `l.${q(k.name)} = ${r}.${alias(k.name)}`)
+      .join(' AND ')})`;
+  const newRow = `(SELECT NEW.*) AS n(${aliases})`;
+  return triggerFunction(
+    s,
+    `
+DECLARE
+  own boolean := false;
+BEGIN
+  IF pg_catalog.pg_try_advisory_xact_lock_shared(${s.lockKey}) THEN
+    own := coalesce(pg_catalog.pg_visible_in_snapshot(
+      pg_catalog.pg_sequence_last_value(${applied})::text::pg_catalog.xid8, pg_catalog.pg_current_snapshot()), false);
+    IF NOT own THEN
+      -- an older snapshot: a round it does not see wrote only keys whose entries it still sees
+      own := NOT (TG_OP <> 'INSERT' AND ${logged('o', p.oldRow)})
+        AND NOT (TG_OP <> 'DELETE' AND ${logged('n', newRow)});
+    END IF;
+  END IF;
+  IF own THEN
+    IF TG_OP <> 'INSERT' THEN
+      DELETE FROM ${target} t USING ${p.oldRow} WHERE ${match};
+    END IF;
+    IF TG_OP <> 'DELETE' THEN
+      INSERT INTO ${target} (${s.columns.map(q).join(', ')})${overriding}
+        SELECT ${s.columns.map((c) => `n.${alias(c)}`).join(', ')} FROM (SELECT NEW.*) AS n(${aliases}) ${conflict};
+    END IF;
+  ELSIF TG_OP = 'INSERT' THEN
+    ${p.insert}
+  ELSIF TG_OP = 'DELETE' THEN
+    ${p.del}
+  ELSE
+    ${p.update}
+  END IF;
+  IF TG_OP = 'UPDATE' THEN${p.moves}
+  END IF;
+  RETURN NULL;
+END
+`,
   );
 }
 
@@ -226,6 +333,13 @@ export function keyLogApplySql(s: KeyLogSpec): KeyLogApplySql {
     lockSource: `LOCK TABLE ${qualified(s.source)} IN ACCESS SHARE MODE`,
     backlog: `SELECT count(*)::bigint AS n FROM ${log}`,
     ...(s.seen ? { seen: seenSql(s) } : {}),
+    ...(s.applied
+      ? {
+          mark:
+            `SELECT pg_catalog.setval(${quoteLiteral(qualified(s.applied))}::regclass, ` +
+            `pg_catalog.pg_current_xact_id()::text::bigint)`,
+        }
+      : {}),
   };
 }
 

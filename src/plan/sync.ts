@@ -10,6 +10,7 @@ import {
   KeyLogApplySql,
   keyLogApplySql,
   keyLogFunctionSql,
+  keyLogHandoverFunctionSql,
   keyLogLockKey,
   keyLogSeenTableSql,
   KeyLogSpec,
@@ -222,7 +223,7 @@ export function dropTriggersSql(on: string, m: SyncMachinery, guard: TableRef): 
 }
 
 /** The run's counters: sequences next to the table that the sync triggers bump with nextval (no row lock). */
-export type Counter = 'moves' | 'iso' | 'trunc';
+export type Counter = 'moves' | 'iso' | 'trunc' | 'applied';
 
 /** `<table>_pf_<kind>`: updates moving a row to another month, rows from writers not READ COMMITTED, TRUNCATEs. */
 export function counterOf(table: TableRef, kind: Counter): TableRef {
@@ -264,7 +265,7 @@ export function keyLogSpec(ctx: PlanContext, direction: 'forward' | 'reverse' = 
     identityAlways: ctx.identityAlways,
     moves: { column: ctx.column, type: ctx.type, timeZone: ctx.opts.timeZone, counter: movesCounter(ctx) },
     lockKey: keyLogLockKey(ctx.info.oid, direction),
-    ...(direction === 'forward' ? { seen: seenOf(ctx.table) } : {}),
+    ...(direction === 'forward' ? { seen: seenOf(ctx.table), applied: counterOf(ctx.table, 'applied') } : {}),
     looseKeys: ctx.shadowKey.some((k) => ctx.info.columns.find((c) => c.name === k)?.equalIsIdentical === false),
   };
 }
@@ -291,7 +292,7 @@ export function keyLogSyncSql(ctx: PlanContext, direction: 'forward' | 'reverse'
 
 type SyncSql = Pick<
   PlanSql,
-  'shape' | 'triggerFence' | 'moves' | 'dropCounters' | 'syncTrigger' | 'dropSyncTrigger' | 'keyLog'
+  'shape' | 'triggerFence' | 'moves' | 'dropCounters' | 'syncTrigger' | 'dropSyncTrigger' | 'keyLog' | 'handover'
 >;
 
 /**
@@ -303,15 +304,19 @@ export function syncStep(ctx: PlanContext): SyncSql {
   const { forward, guard, snapshotGuard } = syncObjects(info.oid);
   const counter = qualified(movesCounter(ctx));
   const trunc = qualified(counterOf(ctx.table, 'trunc'));
+  const applied = qualified(counterOf(ctx.table, 'applied'));
   // plans made before the key log counted writers that were not READ COMMITTED in `iso`: dropped if there
   const iso = qualified(counterOf(ctx.table, 'iso'));
   const log = qualified(keyLogOf(ctx.table));
   const on = qualified(ctx.table);
   // the trigger's function may run as the table's owner (ownedSql): the owner then owns what it writes
   const owned =
-    info.owner !== info.currentUser ? [counter, trunc].map((x) => `ALTER SEQUENCE ${x} OWNER TO ${q(info.owner)}`) : [];
+    info.owner !== info.currentUser
+      ? [counter, trunc, applied].map((x) => `ALTER SEQUENCE ${x} OWNER TO ${q(info.owner)}`)
+      : [];
+  const spec = keyLogSpec(ctx);
   const syncTrigger = [
-    ...[counter, trunc].map((x) => `CREATE SEQUENCE IF NOT EXISTS ${x}`),
+    ...[counter, trunc, applied].map((x) => `CREATE SEQUENCE IF NOT EXISTS ${x}`),
     ...owned,
     ...keyLogSyncSql(ctx, 'forward'),
     ...guardViewSql(ctx, guard),
@@ -320,7 +325,7 @@ export function syncStep(ctx: PlanContext): SyncSql {
     shape: SHAPE_SQL,
     triggerFence: TRIGGER_FENCE_SQL,
     moves: `SELECT CASE WHEN is_called THEN last_value ELSE 0 END::bigint AS n FROM ${counter}`,
-    dropCounters: [counter, iso, trunc].map((x) => `DROP SEQUENCE IF EXISTS ${x}`),
+    dropCounters: [counter, iso, trunc, applied].map((x) => `DROP SEQUENCE IF EXISTS ${x}`),
     syncTrigger,
     dropSyncTrigger: [
       ...dropTriggersSql(on, forward, guard),
@@ -329,7 +334,13 @@ export function syncStep(ctx: PlanContext): SyncSql {
       `DROP TABLE IF EXISTS ${log}`,
       `DROP TABLE IF EXISTS ${qualified(seenOf(ctx.table))}`,
     ],
-    keyLog: keyLogApplySql(keyLogSpec(ctx)),
+    keyLog: keyLogApplySql(spec),
+    handover: {
+      on: keyLogHandoverFunctionSql(spec),
+      off: keyLogFunctionSql(spec),
+      mark: keyLogApplySql(spec).mark!,
+      applied: `SELECT pg_catalog.pg_sequence_last_value(${quoteLiteral(applied)}::regclass)::text AS x`,
+    },
   };
 }
 

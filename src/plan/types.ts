@@ -70,6 +70,19 @@ export interface PlanSql {
    */
   keyLog?: KeyLogApplySql;
   /**
+   * the handover before the cut-over (docs/sync-design.md): the forward trigger's function that writes a change
+   * into the copy in the writer's own transaction when its snapshot sees the applier's latest round (`on`), the
+   * plain key log's (`off`), the applier's mark (`mark`) and the latest round's transaction id (`applied`, one
+   * row, `x`). Plans made before it swap with the snapshot guard always.
+   */
+  handover?: HandoverSql;
+  /**
+   * the snapshot guard's statements, run in the cut-over's transaction only when the handover did not end
+   * quiet (a transaction older than the applier's last round was still open, or the swap applied keys); plans
+   * made before it have them at the end of `cutover`
+   */
+  cutoverGuard?: string[];
+  /**
    * the application-latency bound's probe (src/plan/backfill.ts appProbeSql); plans made before it probe with
    * `SELECT txid_current()` alone
    */
@@ -111,6 +124,13 @@ export interface PlanSql {
 }
 
 /** The foreign keys on itself the new table keeps: added NOT VALID in the cut-over, validated after it. */
+export interface HandoverSql {
+  on: string;
+  off: string;
+  mark: string;
+  applied: string;
+}
+
 export interface KeptKeysSql {
   names: string[];
   /** in the cut-over's transaction, after its own statements (both paths) */

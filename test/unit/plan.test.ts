@@ -284,7 +284,7 @@ describe('buildPlan', () => {
 
   it('lists every statement for a dry run', () => {
     const steps = planStatements(plan).map((s) => s.step);
-    expect([...new Set(steps)]).toEqual(['shadow', 'sync', 'backfill', 'verify', 'cutover', 'finalize']);
+    expect([...new Set(steps)]).toEqual(['shadow', 'sync', 'backfill', 'verify', 'handover', 'cutover', 'finalize']);
   });
 });
 

@@ -1,0 +1,124 @@
+/**
+ * The handover before the cut-over (docs/sync-design.md, "The handover"): the last changes before the swap are
+ * written into the copy by the application's own transactions, so that a snapshot taken before the swap sees the
+ * table that takes the name exactly as it sees the original.
+ *
+ * Why: with the key log alone, the copy's newest row versions are partflow's (the last apply rounds, the drain
+ * under the swap's lock), and a REPEATABLE READ or SERIALIZABLE snapshot older than them, first touching the
+ * table after the swap, reads those rows stale and fails its writes (the snapshot guard's 40001).
+ *
+ * How:
+ * 1. `on`: the forward trigger's function is replaced by the handover's (src/plan/keylog.ts
+ *    keyLogHandoverFunctionSql), and `applied` set, in one transaction. From its commit a writer whose snapshot
+ *    sees the applier's latest round, and who gets the applier's lock shared at once, writes its change into the
+ *    copy itself; any other writer logs the key as before.
+ * 2. The log drained to empty (each round sets `applied` before it writes, and waits for the writers holding
+ *    the lock shared: no round writes under a writer that may still write into the copy).
+ * 3. Every session whose snapshot may be older than the latest round is waited for until its transaction ends
+ *    (as CREATE INDEX CONCURRENTLY waits), up to `PARTFLOW_HANDOVER_WAIT_MS` (30 s by default). No lock is held.
+ * 4. Quiet when, after that, the log is still empty and no round ran since: every snapshot left sees every row
+ *    version partflow wrote, and every later change is in the copy as its writer's own version. Otherwise (an
+ *    older writer logged meanwhile) 2 and 3 again, until the deadline.
+ * The swap then checks under its lock that nothing was applied since (`applied` unchanged, nothing drained):
+ * quiet, it needs no snapshot guard; otherwise it installs the guard as before.
+ */
+import type { Pool } from 'pg';
+import type { Logger } from '../../src/logger';
+import type { Plan } from '../../src/plan';
+import { activityContext, inTransaction } from '../runtime/db';
+import { applyKeyLog, keyLogBacklog } from './keylog';
+import { fence } from './run';
+import { snapshotsOlderThan, waitForSessions } from './snapshotGuard';
+
+export interface HandoverResult {
+  /** every snapshot left sees partflow's last write into the copy, and the log is empty */
+  quiet: boolean;
+  /** the transaction id of the applier's latest round when it ended */
+  applied: string | null;
+  /** drain-and-wait rounds */
+  rounds: number;
+  /** how long the handover took, ms */
+  ms: number;
+  /** not quiet: the sessions whose snapshot was still older than the latest round at the deadline */
+  heldBy?: string[];
+}
+
+export function handoverWaitMs(): number {
+  const v = Number(process.env.PARTFLOW_HANDOVER_WAIT_MS);
+  return Number.isFinite(v) && v >= 0 ? v : 30_000;
+}
+
+/** The transaction id of the applier's latest round (text), or null when none has run. */
+export async function appliedXid(c: { query: Pool['query'] }, plan: Plan): Promise<string | null> {
+  return ((await c.query(plan.sql.handover!.applied)).rows[0]?.x as string | null) ?? null;
+}
+
+/**
+ * Steps 1 to 4 above. Idempotent: a retried attempt replaces the function again and waits again. `details`:
+ * what the caller's heartbeats carry (the cut-over's last check), kept in the handover's own.
+ */
+export async function handOver(
+  pool: Pool,
+  plan: Plan,
+  logger: Logger,
+  details: () => Record<string, unknown> = () => ({}),
+  waitMs = handoverWaitMs(),
+): Promise<HandoverResult> {
+  const h = plan.sql.handover;
+  const keyLog = plan.sql.keyLog;
+  if (!h || !keyLog) throw new Error('a handover needs a plan with one');
+  const started = Date.now();
+  const until = started + waitMs;
+  await inTransaction(pool, async (c) => {
+    await fence(c, plan.table);
+    await c.query(h.on);
+    await c.query(h.mark);
+  });
+  const ctx = activityContext();
+  let rounds = 0;
+  for (;;) {
+    rounds++;
+    ctx?.heartbeat({ ...details(), step: 'handover: draining the key log', rounds });
+    // to empty (what is left at the deadline the swap drains under its lock, and then guards)
+    while (Date.now() < until && (await applyKeyLog(pool, keyLog, 1000)) > 0);
+    const applied = await appliedXid(pool, plan);
+    const waiting = applied
+      ? await waitForSessions(
+          pool,
+          () => snapshotsOlderThan(pool, applied),
+          logger,
+          'handover: waiting for transactions older than the last apply',
+          until,
+          details,
+        )
+      : [];
+    if (!waiting.length && (await keyLogBacklog(pool, keyLog)) === 0 && (await appliedXid(pool, plan)) === applied) {
+      return { quiet: true, applied, rounds, ms: Date.now() - started };
+    }
+    if (Date.now() >= until) {
+      return {
+        quiet: false,
+        applied: await appliedXid(pool, plan),
+        rounds,
+        ms: Date.now() - started,
+        heldBy: waiting.map((w) => w.line),
+      };
+    }
+  }
+}
+
+/** The plain key log's function again (the cut-over gave up): best effort, the log is always exact. */
+export async function handBack(pool: Pool, plan: Plan, logger: Logger): Promise<void> {
+  const h = plan.sql.handover;
+  if (!h) return;
+  try {
+    await inTransaction(pool, async (c) => {
+      await fence(c, plan.table);
+      // the forward trigger is still there (no cut-over committed): otherwise nothing to hand back
+      const live = await c.query(`SELECT to_regprocedure($1) IS NOT NULL AS ok`, [`${plan.functions.forward}()`]);
+      if (live.rows[0].ok) await c.query(h.off);
+    });
+  } catch (err) {
+    logger.warn({ err: (err as Error).message }, 'handover: could not put the plain key log back');
+  }
+}
