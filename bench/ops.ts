@@ -3,13 +3,15 @@
  * same single-row INSERT, UPDATE (payload), key-changing UPDATE (the id) and DELETE, each `n` times in
  * autocommit from one connection, on a table without partflow, on the same table with the sync step's key
  * log trigger (src/plan/keylog.ts, as partitionTable installs it) and with the key log and the snapshot guard
- * (src/plan/sync.ts, as the rollback window has both on the table); the three alternate run by run. Prints per
+ * (src/plan/sync.ts, as the rollback window has both on the table), and with the handover's function (the
+ * change written into a partitioned copy of 25 partitions by the writer's own transaction, as in the seconds
+ * before a cut-over: keyLogHandoverFunctionSql); the four alternate run by run. Prints per
  * kind the mean statement time of each and the ratios, min/median/max over the runs; then the first INSERT,
  * UPDATE and DELETE of new connections under each (what a trigger costs once per backend). Never asserts on time.
  */
 import { parseArgs } from 'util';
 import { Client } from 'pg';
-import { keyLogDropSql, keyLogInstallSql, KeyLogSpec } from '../src/plan/keylog';
+import { keyLogDropSql, keyLogHandoverFunctionSql, keyLogInstallSql, KeyLogSpec } from '../src/plan/keylog';
 import { dropSnapshotGuardSql, snapshotGuardSql } from '../src/plan/sync';
 import { freshDatabase, stats } from './common';
 
@@ -31,23 +33,37 @@ const spec: KeyLogSpec = {
   columns: ['id', 'created_at', 'payload'],
   moves: { column: 'created_at', type: 'timestamptz', timeZone: 'UTC', counter: { schema: 'public', name: 'ops_m' } },
   lockKey: 1,
+  applied: { schema: 'public', name: 'ops_applied' },
 };
 
 type Kind = 'insert' | 'update' | 'rekey' | 'delete';
 const KINDS: Kind[] = ['insert', 'update', 'rekey', 'delete'];
 
-type Config = 'none' | 'log' | 'guard';
-const CONFIGS: Config[] = ['none', 'log', 'guard'];
+type Config = 'none' | 'log' | 'guard' | 'handover';
+const CONFIGS: Config[] = ['none', 'log', 'guard', 'handover'];
 const GUARD_FN = { schema: 'public', name: 'ops_snap' };
 
 /** A fresh table, with the key log's trigger (`log`) and the snapshot guard too (`guard`). */
 async function prepare(c: Client, config: Config): Promise<void> {
-  await c.query('DROP TABLE IF EXISTS ops, ops_pf_log; DROP SEQUENCE IF EXISTS ops_m');
+  await c.query('DROP TABLE IF EXISTS ops, ops_pf_log, ops_copy; DROP SEQUENCE IF EXISTS ops_m, ops_applied');
   await c.query(`DROP FUNCTION IF EXISTS ops_snap() CASCADE; DROP FUNCTION IF EXISTS ops_keylog() CASCADE`);
   await c.query(`CREATE TABLE ops (id bigint PRIMARY KEY, created_at timestamptz NOT NULL, payload text)`);
   await c.query(`CREATE INDEX ON ops (created_at)`);
   await c.query('CREATE SEQUENCE ops_m');
   if (config !== 'none') for (const s of keyLogInstallSql(spec)) await c.query(s);
+  if (config === 'handover') {
+    // the copy: monthly partitions around now and a default, keyed as partitionTable keys it
+    await c.query(`CREATE TABLE ops_copy (id bigint, created_at timestamptz NOT NULL, payload text,
+      PRIMARY KEY (id, created_at)) PARTITION BY RANGE (created_at)`);
+    await c.query(`CREATE INDEX ON ops_copy (created_at)`);
+    await c.query(`DO $$ DECLARE m date := date_trunc('month', now() - interval '23 months'); BEGIN
+      FOR i IN 0..24 LOOP EXECUTE format('CREATE TABLE ops_copy_%s PARTITION OF ops_copy FOR VALUES FROM (%L) TO (%L)',
+        i, m + make_interval(months => i), m + make_interval(months => i + 1)); END LOOP; END $$`);
+    await c.query(`CREATE TABLE ops_copy_default PARTITION OF ops_copy DEFAULT`);
+    await c.query('CREATE SEQUENCE ops_applied');
+    await c.query(`SELECT setval('ops_applied', pg_current_xact_id()::text::bigint)`); // a round every snapshot sees
+    await c.query(keyLogHandoverFunctionSql(spec));
+  }
   if (config === 'guard') {
     // the cut-over's statements, in a transaction as there (a SET LOCAL names the table for the DO block)
     await c.query('BEGIN');
@@ -116,7 +132,12 @@ async function main(): Promise<void> {
   const c = new Client(conn);
   await c.connect();
   const empty = () => ({ insert: [], update: [], rekey: [], delete: [] }) as Record<Kind, number[]>;
-  const times: Record<Config, Record<Kind, number[]>> = { none: empty(), log: empty(), guard: empty() };
+  const times: Record<Config, Record<Kind, number[]>> = {
+    none: empty(),
+    log: empty(),
+    guard: empty(),
+    handover: empty(),
+  };
   await round(c, 'none'); // warm-up
   for (let r = 0; r < RUNS; r++) {
     for (const config of CONFIGS) {
@@ -136,7 +157,7 @@ async function main(): Promise<void> {
   console.log(`one statement, autocommit, ${N} per kind, ${RUNS} runs; min/median/max; ratios against no migration`);
   console.log(
     `${'statement'.padEnd(20)} ${'no migration ms'.padEnd(20)} ${'key log ms'.padEnd(20)} ${'ratio'.padEnd(16)} ` +
-      `${'key log + guard ms'.padEnd(20)} ratio`,
+      `${'key log + guard ms'.padEnd(20)} ${'ratio'.padEnd(16)} ${'handover ms'.padEnd(20)} ratio`,
   );
   const names: Record<Kind, string> = {
     insert: 'insert',
@@ -148,16 +169,20 @@ async function main(): Promise<void> {
     console.log(
       `${names[k].padEnd(20)} ${mmm(times.none[k], ms).padEnd(20)} ${mmm(times.log[k], ms).padEnd(20)} ` +
         `${mmm(ratio('log', k), (x) => x.toFixed(2)).padEnd(16)} ${mmm(times.guard[k], ms).padEnd(20)} ` +
-        mmm(ratio('guard', k), (x) => x.toFixed(2)),
+        `${mmm(ratio('guard', k), (x) => x.toFixed(2)).padEnd(16)} ${mmm(times.handover[k], ms).padEnd(20)} ` +
+        mmm(ratio('handover', k), (x) => x.toFixed(2)),
     );
   }
   console.log('');
   console.log(`the first statement of a new connection, ${CONNECTIONS} connections; min/median/max ms`);
-  console.log(`${'statement'.padEnd(20)} ${'no migration'.padEnd(20)} ${'key log'.padEnd(20)} key log + guard`);
+  console.log(
+    `${'statement'.padEnd(20)} ${'no migration'.padEnd(20)} ${'key log'.padEnd(20)} ${'key log + guard'.padEnd(20)} ` +
+      'handover',
+  );
   for (const k of FIRSTS) {
     console.log(
       `${k.padEnd(20)} ${mmm(firsts.none[k], ms).padEnd(20)} ${mmm(firsts.log[k], ms).padEnd(20)} ` +
-        mmm(firsts.guard[k], ms),
+        `${mmm(firsts.guard[k], ms).padEnd(20)} ${mmm(firsts.handover[k], ms)}`,
     );
   }
 }

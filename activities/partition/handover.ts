@@ -9,11 +9,10 @@
  *
  * How:
  * 1. `on`: the forward trigger's function is replaced by the handover's (src/plan/keylog.ts
- *    keyLogHandoverFunctionSql), and `applied` set, in one transaction. From its commit a writer whose snapshot
- *    sees the applier's latest round, and who gets the applier's lock shared at once, writes its change into the
- *    copy itself; any other writer logs the key as before.
- * 2. The log drained to empty (each round sets `applied` before it writes, and waits for the writers holding
- *    the lock shared: no round writes under a writer that may still write into the copy).
+ *    keyLogHandoverFunctionSql), and `applied` set, in one transaction. From its commit a writer writes its
+ *    change into the copy itself unless the change's key has an entry in the log as its snapshot sees it (then
+ *    it logs the key as before).
+ * 2. The log drained to empty (each round sets `applied` before it writes the copy).
  * 3. Every session whose snapshot may be older than the latest round is waited for until its transaction ends
  *    (as CREATE INDEX CONCURRENTLY waits), up to `PARTFLOW_HANDOVER_WAIT_MS` (30 s by default). No lock is held.
  * 4. Quiet when, after that, the log is still empty and no round ran since: every snapshot left sees every row
@@ -79,8 +78,13 @@ export async function handOver(
   for (;;) {
     rounds++;
     ctx?.heartbeat({ ...details(), step: 'handover: draining the key log', rounds });
-    // to empty (what is left at the deadline the swap drains under its lock, and then guards)
-    while (Date.now() < until && (await applyKeyLog(pool, keyLog, 1000)) > 0);
+    // to empty (what is left at the deadline the swap drains under its lock, and then guards); a round is not
+    // begun on an empty log: while the applier waits for its lock, every writer logs instead of writing the copy
+    while (
+      Date.now() < until &&
+      (await keyLogBacklog(pool, keyLog)) > 0 &&
+      (await applyKeyLog(pool, keyLog, 1000)) > 0
+    );
     const applied = await appliedXid(pool, plan);
     const waiting = applied
       ? await waitForSessions(

@@ -199,16 +199,17 @@ END
  * The same trigger's function through the handover before the cut-over (docs/sync-design.md, "The handover"):
  * a row change is written into the copy by the writer's own transaction (its old key deleted, its new row
  * inserted by position, as the applier copies it), so that the copy's newest row versions are the
- * application's own, visible to exactly the snapshots that see the table's. It is, when the writer gets the
- * applier's advisory lock shared at once (held to its transaction's end: no round writes the copy while the
- * writer may) and then either
- * - its snapshot sees the applier's latest round (`applied`): no row version of partflow's is newer than it; or
- * - no entry for the row's old or new key is in the log as its snapshot sees it. A round it does not see wrote
- *   only keys whose entries it took, and an entry committed before the snapshot is still there for the
- *   snapshot (the round's DELETE is not visible to it); an entry committed after the snapshot is a change of
- *   the same row (the key holds the primary key) after the snapshot, on which the writer's own statement has
- *   already failed with 40001 (REPEATABLE READ) or waited and read it again (READ COMMITTED, whose snapshot
- *   here is newer anyway).
+ * application's own, visible to exactly the snapshots that see the table's. It is when either
+ * - the writer gets the applier's advisory lock shared at once (held to its transaction's end: no round writes
+ *   the copy while it may) and its snapshot sees the applier's latest round (`applied`): no row version of
+ *   partflow's is newer than its snapshot; or
+ * - no entry for the row's old or new key is in the log as its snapshot sees it. A round writes only keys whose
+ *   entries it took, and an entry committed before the snapshot stays visible to it until a round the snapshot
+ *   sees has taken it (the round's DELETE is not visible before); an entry committed after the snapshot is a
+ *   change of the same row (the key holds the primary key) after the snapshot, on which the writer's own
+ *   statement has already failed with 40001 (REPEATABLE READ) or waited and read the row again (READ
+ *   COMMITTED, whose snapshot here is taken after that wait). No other transaction commits a change of the row
+ *   while the writer holds it.
  * Otherwise it logs the key as before. The one case left: an INSERT of a key whose row another transaction
  * inserted and deleted after the writer's snapshot, the insert copied and the delete not yet applied, fails
  * with 40001 in the copy (PostgreSQL's ON CONFLICT on a row the snapshot does not see); the same INSERT
@@ -243,11 +244,11 @@ BEGIN
   IF pg_catalog.pg_try_advisory_xact_lock_shared(${s.lockKey}) THEN
     own := coalesce(pg_catalog.pg_visible_in_snapshot(
       pg_catalog.pg_sequence_last_value(${applied})::text::pg_catalog.xid8, pg_catalog.pg_current_snapshot()), false);
-    IF NOT own THEN
-      -- an older snapshot: a round it does not see wrote only keys whose entries it still sees
-      own := NOT (TG_OP <> 'INSERT' AND ${logged('o', p.oldRow)})
-        AND NOT (TG_OP <> 'DELETE' AND ${logged('n', newRow)});
-    END IF;
+  END IF;
+  IF NOT own THEN
+    -- a round running, or one this snapshot does not see: it writes only keys whose entries the snapshot sees
+    own := NOT (TG_OP <> 'INSERT' AND ${logged('o', p.oldRow)})
+      AND NOT (TG_OP <> 'DELETE' AND ${logged('n', newRow)});
   END IF;
   IF own THEN
     IF TG_OP <> 'INSERT' THEN

@@ -632,6 +632,64 @@ describe('1d. the handover: the last changes before the cut-over written by thei
   );
 });
 
+describe('1e. the handover and a snapshot older than an apply round', () => {
+  it('REPEATABLE READ: a row copied again after its snapshot is logged, not written (no 40001); another is written by it', async () => {
+    const t = 'ho_old';
+    await db.pool.query(`CREATE TABLE ${t} (id bigint PRIMARY KEY, payload text, created_at timestamptz NOT NULL)`);
+    await db.pool.query(
+      `INSERT INTO ${t} SELECT g, 'p' || g, now() - (g % 60) * interval '1 day' FROM generate_series(1, 3000) g`,
+    );
+    const oid = Number((await db.pool.query(`SELECT $1::regclass::oid AS o`, [t])).rows[0].o);
+    const h = await start({ table: t, batchSize: 500, approval: 'signal', rollbackWindow: '1h' });
+    await waitFor(h, (p) => p.phase === 'awaiting-approval', 'verified', 120_000);
+    const holder = await db.pool.connect();
+    const w = await db.pool.connect();
+    try {
+      // row 30 changed and logged; the applier held off until the writer has its snapshot
+      await holder.query(`SELECT pg_advisory_lock_shared(${keyLogLockKey(oid)})`);
+      await db.pool.query(`UPDATE ${t} SET payload = 'changed before' WHERE id = 30`);
+      await w.query('BEGIN ISOLATION LEVEL REPEATABLE READ');
+      await w.query('SELECT count(*) FROM pg_class');
+      await holder.query(`SELECT pg_advisory_unlock_shared(${keyLogLockKey(oid)})`);
+      // the applier copies row 30 again: a row version of partflow's that the writer's snapshot does not see
+      for (let i = 0; i < 100; i++) {
+        if ((await db.pool.query(`SELECT count(*)::int AS n FROM ${t}_pf_log`)).rows[0].n === 0) break;
+        await sleep(100);
+      }
+      await h.signal('approveCutover');
+      const on = async () =>
+        (
+          await db.pool.query(
+            `SELECT prosrc LIKE '%pg_try_advisory_xact_lock_shared%' AS on FROM pg_proc WHERE oid = $1::regproc`,
+            [`partflow.fwd_${oid}`],
+          )
+        ).rows[0]?.on === true;
+      for (let i = 0; i < 300 && !(await on()); i++) await sleep(100);
+      expect(await on()).toBe(true);
+      const r30 = await w.query(`UPDATE ${t} SET payload = 'by the old snapshot' WHERE id = 30`);
+      const r40 = await w.query(`UPDATE ${t} SET payload = 'by the old snapshot' WHERE id = 40`);
+      // 30: its entry is still in the log for this snapshot, so logged; 40: no entry, written into the copy
+      const logged = await w.query(`SELECT id FROM ${t}_pf_log ORDER BY seq`);
+      await w.query('COMMIT');
+      expect({ r30: r30.rowCount, r40: r40.rowCount }).toEqual({ r30: 1, r40: 1 });
+      expect(logged.rows.map((r) => Number(r.id))).toEqual([30, 30]);
+    } finally {
+      holder.release();
+      await w.query('ROLLBACK').catch(() => undefined);
+      w.release();
+    }
+    const cut = await waitFor(h, (p) => p.phase === 'rollback-window', 'cut over', 60_000);
+    expect(cut.cutover?.handover).toMatchObject({ quiet: true, guarded: false });
+    const rows = await db.pool.query(`SELECT id, payload FROM ${t} WHERE id IN (30, 40) ORDER BY id`);
+    expect(rows.rows).toEqual([
+      { id: '30', payload: 'by the old snapshot' },
+      { id: '40', payload: 'by the old snapshot' },
+    ]);
+    await h.signal('finalize');
+    expect((await h.result()).status).toBe('done');
+  });
+});
+
 describe('1c. the same the other way: a snapshot older than the swap back', () => {
   it('its UPDATE of a row the application wrote in the window fails with 40001; the guard stays until it ends', async () => {
     const t = 'sg_back';
