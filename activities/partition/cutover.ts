@@ -263,7 +263,12 @@ export async function swapBack(
   deps: Deps,
   plan: Plan,
   lockTimeoutMs: number,
-): Promise<{ swapped: boolean; lockHoldMs: number; notRestored?: string[] }> {
+): Promise<{
+  swapped: boolean;
+  lockHoldMs: number;
+  notRestored?: string[];
+  handover?: HandoverResult & { guarded: boolean };
+}> {
   const { pool, log } = deps;
   await ownPlan(pool, plan.table, plan);
   const logger = stepLog(log, 'swap-back', plan.table);
@@ -272,8 +277,13 @@ export async function swapBack(
   const across = acrossPartitions(plan, lockTimeoutMs);
   const keyLog = plan.sql.reverseKeyLog;
   let underLock = 0;
+  let handover: HandoverResult | undefined;
+  let guarded = false;
   const drain = async () => {
-    if (keyLog) await drainKeyLog(pool, keyLog);
+    if (!keyLog) return;
+    // the last changes written into the old table by their writers (plans with a reverse handover)
+    if (plan.sql.reverseHandover) handover = await handOver(pool, plan, logger, () => ({}), 'reverse');
+    else await drainKeyLog(pool, keyLog);
   };
   const swapped = !!st?.cutover_done;
   const swap = async (c: PoolClient) => {
@@ -283,20 +293,31 @@ export async function swapBack(
     if (loss) throw failure(loss, 'TableChanged');
     // the old table gets the last keys the application changed, then takes the name back
     if (keyLog) underLock = await drainUnderLock(c, plan, keyLog);
+    const quiet = !!handover?.quiet && underLock === 0 && (await appliedXid(c, plan, 'reverse')) === handover.applied;
     await runAll(c, then);
+    guarded = !!plan.sql.swapBackGuard && !quiet;
+    if (guarded) await runAll(c, plan.sql.swapBackGuard!);
     await recordCutover(c, plan.table, false);
   };
   const watch = qualified(plan.table);
-  const back = swapped
-    ? await withLockRetry(pool, logger, 'swap back', across.ms, swap, { ...across.opts, before: drain, watch })
-    : null;
+  let back;
+  try {
+    back = swapped
+      ? await withLockRetry(pool, logger, 'swap back', across.ms, swap, { ...across.opts, before: drain, watch })
+      : null;
+  } catch (err) {
+    // the swap back did not commit: the application's writes go back to the reverse key log alone
+    if (handover) await handBack(pool, plan, logger, 'reverse');
+    throw err;
+  }
   const lockHoldMs = back?.stats.holdMs ?? 0;
   const notRestored = await validateInbound(deps, plan, lockTimeoutMs);
+  const handed = handover ? { ...handover, guarded } : undefined;
   logger.info(
-    { swapped, lockHoldMs, notRestored, keysAppliedUnderLock: underLock },
+    { swapped, lockHoldMs, notRestored, keysAppliedUnderLock: underLock, handover: handed },
     'swapped back to the original table',
   );
-  return { swapped, lockHoldMs, notRestored };
+  return { swapped, lockHoldMs, notRestored, ...(handed ? { handover: handed } : {}) };
 }
 
 /** Read-only: why a rollback requested now would lose data, or null. */

@@ -26,7 +26,7 @@ import type { Logger } from '../../src/logger';
 import type { Plan } from '../../src/plan';
 import { activityContext, inTransaction } from '../runtime/db';
 import { applyKeyLog, keyLogBacklog } from './keylog';
-import { fence } from './run';
+import { fence, undoFence } from './run';
 import { snapshotsOlderThan, waitForSessions } from './snapshotGuard';
 
 export interface HandoverResult {
@@ -47,9 +47,25 @@ export function handoverWaitMs(): number {
   return Number.isFinite(v) && v >= 0 ? v : 30_000;
 }
 
+/**
+ * `forward`: before the cut-over, into the copy; `reverse`: before the swap back, into the old table (the undo's
+ * fence; runs whose plan gave uniqueness up have none).
+ */
+export type Direction = 'forward' | 'reverse';
+
+function sqlOf(plan: Plan, direction: Direction) {
+  return direction === 'forward'
+    ? { h: plan.sql.handover, keyLog: plan.sql.keyLog, fn: plan.functions.forward, fenced: fence }
+    : { h: plan.sql.reverseHandover, keyLog: plan.sql.reverseKeyLog, fn: plan.functions.reverse, fenced: undoFence };
+}
+
 /** The transaction id of the applier's latest round (text), or null when none has run. */
-export async function appliedXid(c: { query: Pool['query'] }, plan: Plan): Promise<string | null> {
-  return ((await c.query(plan.sql.handover!.applied)).rows[0]?.x as string | null) ?? null;
+export async function appliedXid(
+  c: { query: Pool['query'] },
+  plan: Plan,
+  direction: Direction = 'forward',
+): Promise<string | null> {
+  return ((await c.query(sqlOf(plan, direction).h!.applied)).rows[0]?.x as string | null) ?? null;
 }
 
 /**
@@ -61,15 +77,15 @@ export async function handOver(
   plan: Plan,
   logger: Logger,
   details: () => Record<string, unknown> = () => ({}),
+  direction: Direction = 'forward',
   waitMs = handoverWaitMs(),
 ): Promise<HandoverResult> {
-  const h = plan.sql.handover;
-  const keyLog = plan.sql.keyLog;
+  const { h, keyLog, fenced } = sqlOf(plan, direction);
   if (!h || !keyLog) throw new Error('a handover needs a plan with one');
   const started = Date.now();
   const until = started + waitMs;
   await inTransaction(pool, async (c) => {
-    await fence(c, plan.table);
+    await fenced(c, plan.table);
     await c.query(h.on);
     await c.query(h.mark);
   });
@@ -85,7 +101,7 @@ export async function handOver(
       (await keyLogBacklog(pool, keyLog)) > 0 &&
       (await applyKeyLog(pool, keyLog, 1000)) > 0
     );
-    const applied = await appliedXid(pool, plan);
+    const applied = await appliedXid(pool, plan, direction);
     const waiting = applied
       ? await waitForSessions(
           pool,
@@ -96,13 +112,17 @@ export async function handOver(
           details,
         )
       : [];
-    if (!waiting.length && (await keyLogBacklog(pool, keyLog)) === 0 && (await appliedXid(pool, plan)) === applied) {
+    if (
+      !waiting.length &&
+      (await keyLogBacklog(pool, keyLog)) === 0 &&
+      (await appliedXid(pool, plan, direction)) === applied
+    ) {
       return { quiet: true, applied, rounds, ms: Date.now() - started };
     }
     if (Date.now() >= until) {
       return {
         quiet: false,
-        applied: await appliedXid(pool, plan),
+        applied: await appliedXid(pool, plan, direction),
         rounds,
         ms: Date.now() - started,
         heldBy: waiting.map((w) => w.line),
@@ -111,15 +131,20 @@ export async function handOver(
   }
 }
 
-/** The plain key log's function again (the cut-over gave up): best effort, the log is always exact. */
-export async function handBack(pool: Pool, plan: Plan, logger: Logger): Promise<void> {
-  const h = plan.sql.handover;
+/** The plain key log's function again (the swap gave up): best effort, the log is always exact. */
+export async function handBack(
+  pool: Pool,
+  plan: Plan,
+  logger: Logger,
+  direction: Direction = 'forward',
+): Promise<void> {
+  const { h, fn, fenced } = sqlOf(plan, direction);
   if (!h) return;
   try {
     await inTransaction(pool, async (c) => {
-      await fence(c, plan.table);
-      // the forward trigger is still there (no cut-over committed): otherwise nothing to hand back
-      const live = await c.query(`SELECT to_regprocedure($1) IS NOT NULL AS ok`, [`${plan.functions.forward}()`]);
+      await fenced(c, plan.table);
+      // the trigger's function is still there (the swap did not commit): otherwise nothing to hand back
+      const live = await c.query(`SELECT to_regprocedure($1) IS NOT NULL AS ok`, [`${fn}()`]);
       if (live.rows[0].ok) await c.query(h.off);
     });
   } catch (err) {

@@ -12,6 +12,7 @@ import {
   dropTriggersSql,
   guardViewSql,
   keyLogOf,
+  handoverSql,
   keyLogSpec,
   keyLogSyncSql,
   snapshotGuardSql,
@@ -27,7 +28,14 @@ import type { IndexRename, PlanSql } from './types';
 
 type CutoverSql = Pick<
   PlanSql,
-  'cutover' | 'cutoverGuard' | 'swapBack' | 'validateInbound' | 'finalize' | 'reverseKeyLog'
+  | 'cutover'
+  | 'cutoverGuard'
+  | 'swapBack'
+  | 'swapBackGuard'
+  | 'validateInbound'
+  | 'finalize'
+  | 'reverseKeyLog'
+  | 'reverseHandover'
 >;
 
 /**
@@ -129,10 +137,29 @@ function snapshotWarning(ctx: PlanContext): void {
       'into it is left: then a REPEATABLE READ or SERIALIZABLE transaction that straddles the swap sees the new ' +
       'table as it sees the old one. A transaction still older at the deadline (progress cutover.handover.heldBy) ' +
       "makes the swap install partflow_snapshot_guard instead: such a transaction's UPDATE and DELETE fail with " +
-      '40001 until it ends, and it can read rows changed in the last second stale. The swap back has no handover ' +
-      'yet and always installs the guard. READ COMMITTED statements take their snapshot after the lock and are ' +
-      'exact. The attach path leaves the rows in place and has no such moment.',
+      '40001 until it ends, and it can read rows changed in the last second stale. The swap back has the same ' +
+      'handover, except in a run that gave uniqueness up (acceptLostConstraints), which always installs the guard ' +
+      'there. READ COMMITTED statements take their snapshot after the lock and are exact. The attach path leaves ' +
+      'the rows in place and has no such moment.',
   );
+}
+
+/**
+ * The rollback window's sync and guard, dropped by finalize and the swap back. DROP TRIGGER on a partitioned
+ * table drops each partition's clone first, locking the partitions before the parent: the reverse of the
+ * application's order (parent, then partitions), a deadlock that only the lock_timeout would break, on every
+ * attempt while writers run. Locking the table first (LOCK TABLE takes the parent, then the partitions) makes
+ * the order the application's.
+ */
+function dropReverseSql(ctx: PlanContext): string[] {
+  const { reverse, guard, snapshotGuard } = syncObjects(ctx.info.oid);
+  const applied = keyLogSpec(ctx, 'reverse').applied;
+  return [
+    ...dropTriggersSql(qualified(ctx.table), reverse, guard),
+    ...dropSnapshotGuardSql(qualified(ctx.table), snapshotGuard),
+    `DROP TABLE IF EXISTS ${qualified(keyLogOf(ctx.table, 'reverse'))}`,
+    ...(applied ? [`DROP SEQUENCE IF EXISTS ${qualified(applied)}`] : []),
+  ];
 }
 
 export function cutoverStep(
@@ -142,17 +169,10 @@ export function cutoverStep(
   dropKeptKeys: string[] = [],
 ): CutoverSql {
   const { table, info, old } = ctx;
-  const { reverse, guard, snapshotGuard } = syncObjects(info.oid);
-  // DROP TRIGGER on a partitioned table drops each partition's clone first, locking the partitions before the
-  // parent: the reverse of the application's order (parent, then partitions), a deadlock that only the
-  // lock_timeout would break, on every attempt while writers run. Locking the table first (LOCK TABLE takes
-  // the parent, then the partitions) makes the order the application's.
+  const { snapshotGuard } = syncObjects(info.oid);
   const reverseLog = keyLogOf(table, 'reverse');
-  const dropReverse = [
-    ...dropTriggersSql(qualified(table), reverse, guard),
-    ...dropSnapshotGuardSql(qualified(table), snapshotGuard),
-    `DROP TABLE IF EXISTS ${qualified(reverseLog)}`,
-  ];
+  const reverseSpec = keyLogSpec(ctx, 'reverse');
+  const dropReverse = dropReverseSql(ctx);
   const finalize = [`LOCK TABLE ${qualified(table)} IN ACCESS EXCLUSIVE MODE`, ...dropReverse];
   const swapBack = [
     // the reverse key log too: the swap back drains it under the lock and drops it
@@ -171,8 +191,6 @@ export function cutoverStep(
     ...carriedTriggersSql(info.triggers ?? [], table, old).swapBack,
     ...carriedViewsSql(info.views ?? []),
     ...movePublicationsSql(info, ctx.shadow, table, false),
-    // the same guard the other way: the original table, for snapshots older than the swap back
-    ...snapshotGuardSql(table, snapshotGuard),
     ...info.inboundForeignKeys.map((fk) => addForeignKeySql(fk.table, fk)),
   ];
   ctx.warnings.push(...publicationWarnings(info));
@@ -220,8 +238,12 @@ export function cutoverStep(
     // 0 rows (only when the handover did not end quiet: activities/partition/handover.ts)
     cutoverGuard: snapshotGuardSql(table, snapshotGuard),
     swapBack,
+    // the same guard the other way: the original table, for snapshots older than the swap back (only when the
+    // swap back's handover did not end quiet, or the run has none)
+    swapBackGuard: snapshotGuardSql(table, snapshotGuard),
     validateInbound,
     finalize,
-    reverseKeyLog: keyLogApplySql(keyLogSpec(ctx, 'reverse')),
+    reverseKeyLog: keyLogApplySql(reverseSpec),
+    reverseHandover: handoverSql(reverseSpec),
   };
 }

@@ -291,7 +291,8 @@ export function undoStatements(plan: Plan): { step: string; sql: string }[] {
     ];
   }
   return [
-    ...each('undo cutover', [...s.swapBack, ...s.validateInbound]),
+    ...each('undo handover', s.reverseHandover ? [s.reverseHandover.on, s.reverseHandover.mark] : []),
+    ...each('undo cutover', [...s.swapBack, ...(s.swapBackGuard ?? []), ...s.validateInbound]),
     ...each('undo sync', [...s.dropSyncTrigger, ...s.dropCounters]),
     ...each('undo shadow', s.dropShadow),
   ];

@@ -20,6 +20,7 @@ import {
   FORWARD_TRIGGER,
   FORWARD_TRUNCATE_TRIGGER,
   notPartflowTrigger,
+  HandoverSql,
   PlanSql,
   REVERSE_TRIGGER,
   REVERSE_TRUNCATE_TRIGGER,
@@ -223,7 +224,7 @@ export function dropTriggersSql(on: string, m: SyncMachinery, guard: TableRef): 
 }
 
 /** The run's counters: sequences next to the table that the sync triggers bump with nextval (no row lock). */
-export type Counter = 'moves' | 'iso' | 'trunc' | 'applied';
+export type Counter = 'moves' | 'iso' | 'trunc' | 'applied' | 'rapplied';
 
 /** `<table>_pf_<kind>`: updates moving a row to another month, rows from writers not READ COMMITTED, TRUNCATEs. */
 export function counterOf(table: TableRef, kind: Counter): TableRef {
@@ -266,6 +267,11 @@ export function keyLogSpec(ctx: PlanContext, direction: 'forward' | 'reverse' = 
     moves: { column: ctx.column, type: ctx.type, timeZone: ctx.opts.timeZone, counter: movesCounter(ctx) },
     lockKey: keyLogLockKey(ctx.info.oid, direction),
     ...(direction === 'forward' ? { seen: seenOf(ctx.table), applied: counterOf(ctx.table, 'applied') } : {}),
+    // the swap back's handover writes into the old table, which enforces the uniqueness the run gave up
+    // ("acceptLostConstraints"): an application's INSERT would fail there; those runs keep the guard
+    ...(direction === 'reverse' && !ctx.opts.acceptLostConstraints.length
+      ? { applied: counterOf(ctx.table, 'rapplied') }
+      : {}),
     looseKeys: ctx.shadowKey.some((k) => ctx.info.columns.find((c) => c.name === k)?.equalIsIdentical === false),
   };
 }
@@ -282,12 +288,33 @@ export function keyLogSyncSql(ctx: PlanContext, direction: 'forward' | 'reverse'
     keyLogTableSql(spec),
     ...(spec.seen ? [keyLogSeenTableSql(spec)] : []),
     ...(info.owner !== info.currentUser ? [`ALTER TABLE ${qualified(spec.log)} OWNER TO ${q(info.owner)}`] : []),
+    // the swap back's handover sequence (the forward one is created with the run's counters)
+    ...(direction === 'reverse' && spec.applied
+      ? [
+          `CREATE SEQUENCE IF NOT EXISTS ${qualified(spec.applied)}`,
+          ...(info.owner !== info.currentUser
+            ? [`ALTER SEQUENCE ${qualified(spec.applied)} OWNER TO ${q(info.owner)}`]
+            : []),
+        ]
+      : []),
     keyLogFunctionSql(spec),
     ...ownedSql(ctx, m.fn),
     truncateFunctionSql(m.truncateFn, spec.target, counterOf(ctx.table, 'trunc')),
     ...ownedSql(ctx, m.truncateFn),
     ...triggersSql(qualified(ctx.table), m),
   ];
+}
+
+/** The handover's statements for one direction's key log (absent: that direction has none). */
+export function handoverSql(spec: KeyLogSpec): HandoverSql | undefined {
+  if (!spec.applied) return undefined;
+  const applied = qualified(spec.applied);
+  return {
+    on: keyLogHandoverFunctionSql(spec),
+    off: keyLogFunctionSql(spec),
+    mark: keyLogApplySql(spec).mark!,
+    applied: `SELECT pg_catalog.pg_sequence_last_value(${quoteLiteral(applied)}::regclass)::text AS x`,
+  };
 }
 
 type SyncSql = Pick<
@@ -325,7 +352,9 @@ export function syncStep(ctx: PlanContext): SyncSql {
     shape: SHAPE_SQL,
     triggerFence: TRIGGER_FENCE_SQL,
     moves: `SELECT CASE WHEN is_called THEN last_value ELSE 0 END::bigint AS n FROM ${counter}`,
-    dropCounters: [counter, iso, trunc, applied].map((x) => `DROP SEQUENCE IF EXISTS ${x}`),
+    dropCounters: [counter, iso, trunc, applied, qualified(counterOf(ctx.table, 'rapplied'))].map(
+      (x) => `DROP SEQUENCE IF EXISTS ${x}`,
+    ),
     syncTrigger,
     dropSyncTrigger: [
       ...dropTriggersSql(on, forward, guard),
@@ -335,12 +364,7 @@ export function syncStep(ctx: PlanContext): SyncSql {
       `DROP TABLE IF EXISTS ${qualified(seenOf(ctx.table))}`,
     ],
     keyLog: keyLogApplySql(spec),
-    handover: {
-      on: keyLogHandoverFunctionSql(spec),
-      off: keyLogFunctionSql(spec),
-      mark: keyLogApplySql(spec).mark!,
-      applied: `SELECT pg_catalog.pg_sequence_last_value(${quoteLiteral(applied)}::regclass)::text AS x`,
-    },
+    handover: handoverSql(spec),
   };
 }
 

@@ -119,6 +119,10 @@ export interface PlanSql {
   finalize: string[];
   /** the rollback window's key log (new table into old); plans made before it mirror in the writer's snapshot */
   reverseKeyLog?: KeyLogApplySql;
+  /** the swap back's handover (as `handover`, into the old table); absent: plans before it, lost constraints */
+  reverseHandover?: HandoverSql;
+  /** the swap back's snapshot guard, run only when its handover did not end quiet (plans before: in `swapBack`) */
+  swapBackGuard?: string[];
   /** the table's foreign keys on itself that the new table keeps (src/plan/selfKeys.ts; PostgreSQL 18+) */
   keptKeys?: KeptKeysSql;
 }

@@ -718,6 +718,7 @@ describe('1c. the same the other way: a snapshot older than the swap back', () =
       await s1.query('BEGIN ISOLATION LEVEL REPEATABLE READ');
       await s1.query(`SELECT count(*) FROM pg_class`);
       await holder.query(`SELECT pg_advisory_unlock_shared(${keyLogLockKey(oid, 'reverse')})`);
+      process.env.PARTFLOW_HANDOVER_WAIT_MS = '2000'; // the straddler holds the swap back's handover: its deadline
       await h.signal('rollback');
       const plain = async () =>
         (await db.pool.query(`SELECT relkind FROM pg_class WHERE oid = $1::regclass`, [t])).rows[0].relkind === 'r';
@@ -732,6 +733,7 @@ describe('1c. the same the other way: a snapshot older than the swap back', () =
       await s1.query('ROLLBACK');
       expect(update).toBe('40001');
     } finally {
+      delete process.env.PARTFLOW_HANDOVER_WAIT_MS;
       holder.release();
       await s1.query('ROLLBACK').catch(() => undefined);
       s1.release();
@@ -740,6 +742,82 @@ describe('1c. the same the other way: a snapshot older than the swap back', () =
     expect(await guarded()).toBe(0);
     const row = await db.pool.query(`SELECT payload FROM ${t} WHERE id = 5003`);
     expect(row.rows).toEqual([{ payload: 'written in the window' }]);
+  });
+});
+
+describe('1f. the handover before the swap back', () => {
+  it('REPEATABLE READ: a snapshot taken during it reads and writes the original table as it would the new one, without a guard', async () => {
+    const t = 'ho_back';
+    await db.pool.query(`CREATE TABLE ${t} (id bigint PRIMARY KEY, payload text, created_at timestamptz NOT NULL)`);
+    await db.pool.query(
+      `INSERT INTO ${t} SELECT g, 'p' || g, now() - (g % 60) * interval '1 day' FROM generate_series(1, 3000) g`,
+    );
+    const oid = Number((await db.pool.query(`SELECT $1::regclass::oid AS o`, [t])).rows[0].o);
+    const h = await start({ table: t, batchSize: 500, approval: 'signal', rollbackWindow: '1h' });
+    await waitFor(h, (p) => p.phase === 'awaiting-approval', 'verified', 120_000);
+    await h.signal('approveCutover');
+    await waitFor(h, (p) => p.phase === 'rollback-window', 'cut over', 60_000);
+    const old = await db.pool.connect();
+    const [s1, s2] = [await db.pool.connect(), await db.pool.connect()];
+    try {
+      await old.query('BEGIN ISOLATION LEVEL REPEATABLE READ');
+      await old.query('SELECT count(*) FROM pg_class'); // keeps the handover waiting
+      await h.signal('rollback');
+      const on = async () =>
+        (
+          await db.pool.query(
+            `SELECT prosrc LIKE '%pg_try_advisory_xact_lock_shared%' AS on FROM pg_proc WHERE oid = $1::regproc`,
+            [`partflow.rev_${oid}`],
+          )
+        ).rows[0]?.on === true;
+      for (let i = 0; i < 300 && !(await on()); i++) await sleep(100);
+      expect(await on()).toBe(true);
+      await sleep(500);
+      // the application writes the new table; its own transactions write the old one too
+      await db.pool.query(`INSERT INTO ${t} VALUES (5001, 'inserted', now()), (5002, 'inserted', now())`);
+      await db.pool.query(
+        `UPDATE ${t} SET payload = 'recent', created_at = created_at - interval '1 month' WHERE id = 10`,
+      );
+      expect((await db.pool.query(`SELECT count(*)::int AS n FROM ${t}_pf_rlog`)).rows[0].n).toBe(0);
+      const same = await db.pool.query(
+        `SELECT (SELECT xmin::text FROM ${t} WHERE id = 5001) = (SELECT xmin::text FROM ${t}_old WHERE id = 5001) AS ok`,
+      );
+      expect(same.rows[0].ok).toBe(true);
+      for (const s of [s1, s2]) {
+        await s.query('BEGIN ISOLATION LEVEL REPEATABLE READ');
+        await s.query('SELECT count(*) FROM pg_class');
+      }
+      await old.query('ROLLBACK');
+      const plain = async () =>
+        (await db.pool.query(`SELECT relkind FROM pg_class WHERE oid = $1::regclass`, [t])).rows[0].relkind === 'r';
+      for (let i = 0; i < 600 && !(await plain()); i++) await sleep(100);
+      expect(await plain()).toBe(true);
+      const guard = await db.pool.query(
+        `SELECT count(*)::int AS n FROM pg_trigger WHERE tgrelid = $1::regclass AND tgname = 'partflow_snapshot_guard'`,
+        [t],
+      );
+      expect(guard.rows[0].n).toBe(0);
+      const read = (await s1.query(`SELECT payload FROM ${t} WHERE id = 10`)).rows[0]?.payload;
+      const update = (await s1.query(`UPDATE ${t} SET payload = 'straddler' WHERE id = 5001`)).rowCount;
+      const del = (await s2.query(`DELETE FROM ${t} WHERE id = 5002`)).rowCount;
+      await s1.query('COMMIT');
+      await s2.query('COMMIT');
+      expect({ read, update, del }).toEqual({ read: 'recent', update: 1, del: 1 });
+    } finally {
+      await old.query('ROLLBACK').catch(() => undefined);
+      old.release();
+      for (const s of [s1, s2]) {
+        await s.query('ROLLBACK').catch(() => undefined);
+        s.release();
+      }
+    }
+    const r = await h.result();
+    expect(r.status).toBe('rolled-back');
+    const rows = await db.pool.query(`SELECT id, payload FROM ${t} WHERE id IN (10, 5001, 5002) ORDER BY id`);
+    expect(rows.rows).toEqual([
+      { id: '10', payload: 'recent' },
+      { id: '5001', payload: 'straddler' },
+    ]);
   });
 });
 

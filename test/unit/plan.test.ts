@@ -182,6 +182,13 @@ describe('buildPlan', () => {
       'ALTER TABLE "public"."gi_pf_shadow" ADD CONSTRAINT "gi_pfi_1" UNIQUE (url, created_at)',
     );
     expect(p.sql.shadow).toContain(`COMMENT ON CONSTRAINT "gi_pfi_1" ON "public"."gi_pf_shadow" IS 'one per month'`);
+    // nothing given up: the swap back has its handover; with a uniqueness given up, only the guard
+    expect(p.sql.reverseHandover?.on).toMatch(/INSERT INTO "public"."gi_old"/);
+    expect(p.sql.handover?.on).toMatch(/INSERT INTO "public"."gi_pf_shadow"/);
+    const lost = buildPlan(fixture(), opts);
+    expect(lost.sql.reverseHandover).toBeUndefined();
+    expect(lost.sql.handover).toBeDefined();
+    expect(lost.sql.swapBackGuard?.length).toBeGreaterThan(0);
   });
 
   it('refuses a unique index with the partition column only in INCLUDE', () => {
