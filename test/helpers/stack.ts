@@ -19,11 +19,27 @@ export interface Stack {
   teardown(): Promise<void>;
 }
 
+/**
+ * The handover's deadline (activities/partition/handover.ts) for the in-process worker: tests whose sessions hold
+ * a snapshot through a swap would wait 30 s for it; 5 s unless the environment says otherwise. `handoverWait(ms)`
+ * sets it for a test and returns what puts the value before it back.
+ */
+export const TEST_HANDOVER_WAIT_MS = '5000';
+export function handoverWait(ms: number): () => void {
+  const before = process.env.PARTFLOW_HANDOVER_WAIT_MS;
+  process.env.PARTFLOW_HANDOVER_WAIT_MS = String(ms);
+  return () => {
+    if (before === undefined) delete process.env.PARTFLOW_HANDOVER_WAIT_MS;
+    else process.env.PARTFLOW_HANDOVER_WAIT_MS = before;
+  };
+}
+
 export async function startStack(
   name: string,
   taskQueue: string,
   opts: { extraArgs?: string[]; uiPort?: number } = {},
 ): Promise<Stack> {
+  process.env.PARTFLOW_HANDOVER_WAIT_MS ??= TEST_HANDOVER_WAIT_MS;
   const db = await createTestDb(name);
   const env = await startDevServer(opts.extraArgs ?? [], { uiPort: opts.uiPort });
   const pool = createPool(db.url);

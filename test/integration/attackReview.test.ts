@@ -16,7 +16,10 @@ import { keyLogLockKey } from '../../src/plan/keylog';
 import type { PartitionTableInput } from '../../src/input';
 import { createTestDb, TestDb } from '../helpers/pg';
 import { startDevServer } from '../helpers/temporal';
+import { handoverWait, TEST_HANDOVER_WAIT_MS } from '../helpers/stack';
 import { sleep, waitFor } from '../helpers/workflow';
+
+process.env.PARTFLOW_HANDOVER_WAIT_MS ??= TEST_HANDOVER_WAIT_MS;
 
 const log = createLogger({ test: 'attack' }).child({}, { level: 'warn' });
 let env: TestWorkflowEnvironment;
@@ -396,6 +399,8 @@ describe('E. READ COMMITTED statements queued on the cut-over lock; LockClock ag
     await rr.query('BEGIN ISOLATION LEVEL REPEATABLE READ'); // no snapshot yet
     process.env.PARTFLOW_FAULT_POINT = 'cutover';
     process.env.PARTFLOW_FAULT_SLEEP_MS = '1500';
+    // the cursor's snapshot holds the handover before the swap: its deadline, then the swap with the guard
+    const restoreWait = handoverWait(500);
     try {
       await h.signal('approveCutover');
       let lockedAt = 0;
@@ -430,6 +435,7 @@ describe('E. READ COMMITTED statements queued on the cut-over lock; LockClock ag
     } finally {
       delete process.env.PARTFLOW_FAULT_POINT;
       delete process.env.PARTFLOW_FAULT_SLEEP_MS;
+      restoreWait();
       for (const c of cs) await c.end().catch(() => undefined);
     }
     await h.signal('finalize');

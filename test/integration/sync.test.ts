@@ -9,7 +9,7 @@ import type { PartitionTableInput } from '../../src/input';
 import { drainKeyLog } from '../../activities/partition/keylog';
 import { keyLogApplySql, keyLogInstallSql, keyLogLockKey, KeyLogSpec } from '../../src/plan/keylog';
 import type { TestDb } from '../helpers/pg';
-import { startStack, Stack } from '../helpers/stack';
+import { handoverWait, startStack, Stack } from '../helpers/stack';
 import { sleep, waitFor } from '../helpers/workflow';
 
 const TQ = 'partflow-sync';
@@ -365,10 +365,9 @@ describe("1b. a REPEATABLE READ or SERIALIZABLE transaction older than the cut-o
         await holder.query(`SELECT pg_advisory_unlock_shared(${keyLogLockKey(oid)})`);
         // the straddlers stay open through the cut-over: the handover waits for them until its deadline, then
         // the swap installs the guard and says who held it
-        process.env.PARTFLOW_HANDOVER_WAIT_MS = '2000';
+        const restoreWait = handoverWait(2000);
         await h.signal('approveCutover');
-        const cut = await waitFor(h, (p) => p.phase === 'rollback-window', 'cut over', 60_000);
-        delete process.env.PARTFLOW_HANDOVER_WAIT_MS;
+        const cut = await waitFor(h, (p) => p.phase === 'rollback-window', 'cut over', 60_000).finally(restoreWait);
         expect(cut.cutover?.handover).toMatchObject({ quiet: false, guarded: true });
         expect(cut.cutover!.handover!.heldBy.length).toBeGreaterThanOrEqual(3);
         const outcome = (s: typeof s1, sql: string) =>
@@ -389,7 +388,6 @@ describe("1b. a REPEATABLE READ or SERIALIZABLE transaction older than the cut-o
         expect((await s1.query(`DELETE FROM ${t} WHERE id = 5002`)).rowCount).toBe(1);
         await s1.query('COMMIT');
       } finally {
-        delete process.env.PARTFLOW_HANDOVER_WAIT_MS;
         holder.release();
         for (const s of [s1, s2, s3]) {
           await s.query('ROLLBACK').catch(() => undefined);
@@ -438,80 +436,105 @@ describe('1d. the handover: the last changes before the cut-over written by thei
     await db.pool.query(`INSERT INTO ${t}_side SELECT id, payload FROM ${t}`);
     const h = await start({ table: t, batchSize: 500, approval: 'signal', rollbackWindow: '1h' });
     await waitFor(h, (p) => p.phase === 'awaiting-approval', 'verified', 120_000);
-    const tally: Tally = { guard: 0, serialization: 0, stale: [], lost: [], errors: [], commits: 0 };
-    let stop = false;
-    const levels = ['REPEATABLE READ', 'REPEATABLE READ', 'SERIALIZABLE', 'SERIALIZABLE'];
-    const workers = levels.map(async (level, w) => {
-      const c = await db.pool.connect();
-      let n = 0;
-      try {
-        while (!stop) {
-          const k = 1 + Math.floor(Math.random() * 2000);
-          const nv = `w${w}-${++n}`;
-          try {
-            await c.query(`BEGIN ISOLATION LEVEL ${level}`);
-            // the snapshot: the record first, the table a moment later (a cut-over may come between)
-            const rec = (await c.query(`SELECT v FROM ${t}_side WHERE id = $1`, [k])).rows[0]?.v;
-            await sleep(10 + Math.random() * 40);
-            const row = (await c.query(`SELECT payload FROM ${t} WHERE id = $1`, [k])).rows[0]?.payload;
-            if (row !== rec) tally.stale.push(`${level} id ${k}: table ${row}, record ${rec}`);
-            const u = await c.query(`UPDATE ${t} SET payload = $2 WHERE id = $1`, [k, nv]);
-            if (u.rowCount !== 1) tally.lost.push(`${level} id ${k}: UPDATE matched ${u.rowCount}`);
-            await c.query(`UPDATE ${t}_side SET v = $2 WHERE id = $1`, [k, nv]);
-            await c.query('COMMIT');
-            tally.commits++;
-          } catch (err) {
-            await c.query('ROLLBACK').catch(() => undefined);
-            const e = err as { code?: string; message: string };
-            if (e.code === '40001' && /partflow/.test(e.message)) tally.guard++;
-            else if (e.code === '40001') tally.serialization++;
-            else tally.errors.push(`${level}: ${e.code} ${e.message}`);
-          }
-        }
-      } finally {
-        c.release();
-      }
-    });
-    // a READ COMMITTED writer beside them: inserts, month moves and deletes, recorded in the same transactions
-    const rc = (async () => {
-      let id = 100_000;
-      while (!stop) {
+    // the same writers, first on an unconverted copy of the table for the same time: their own 40001s
+    const load = (t: string, tally: Tally, stopped: () => boolean): Promise<void>[] => {
+      const levels = ['REPEATABLE READ', 'REPEATABLE READ', 'SERIALIZABLE', 'SERIALIZABLE'];
+      const workers = levels.map(async (level, w) => {
         const c = await db.pool.connect();
+        let n = 0;
         try {
-          await c.query('BEGIN');
-          await c.query(`INSERT INTO ${t} VALUES ($1, 'rc', now())`, [++id]);
-          await c.query(`INSERT INTO ${t}_side VALUES ($1, 'rc')`, [id]);
-          await c.query(`UPDATE ${t} SET created_at = created_at - interval '1 month' WHERE id = $1`, [id - 1]);
-          if (id % 3 === 0) {
-            await c.query(`DELETE FROM ${t} WHERE id = $1`, [id - 2]);
-            await c.query(`DELETE FROM ${t}_side WHERE id = $1`, [id - 2]);
+          while (!stopped()) {
+            const k = 1 + Math.floor(Math.random() * 2000);
+            const nv = `w${w}-${++n}`;
+            try {
+              await c.query(`BEGIN ISOLATION LEVEL ${level}`);
+              // the snapshot: the record first, the table a moment later (a cut-over may come between)
+              const rec = (await c.query(`SELECT v FROM ${t}_side WHERE id = $1`, [k])).rows[0]?.v;
+              await sleep(10 + Math.random() * 40);
+              const row = (await c.query(`SELECT payload FROM ${t} WHERE id = $1`, [k])).rows[0]?.payload;
+              if (row !== rec) tally.stale.push(`${level} id ${k}: table ${row}, record ${rec}`);
+              const u = await c.query(`UPDATE ${t} SET payload = $2 WHERE id = $1`, [k, nv]);
+              if (u.rowCount !== 1) tally.lost.push(`${level} id ${k}: UPDATE matched ${u.rowCount}`);
+              await c.query(`UPDATE ${t}_side SET v = $2 WHERE id = $1`, [k, nv]);
+              await c.query('COMMIT');
+              tally.commits++;
+            } catch (err) {
+              await c.query('ROLLBACK').catch(() => undefined);
+              const e = err as { code?: string; message: string };
+              if (e.code === '40001' && /partflow/.test(e.message)) tally.guard++;
+              else if (e.code === '40001') tally.serialization++;
+              else tally.errors.push(`${level}: ${e.code} ${e.message}`);
+            }
           }
-          await c.query('COMMIT');
-        } catch (err) {
-          await c.query('ROLLBACK').catch(() => undefined);
-          tally.errors.push(`READ COMMITTED: ${(err as Error).message}`);
         } finally {
           c.release();
         }
-        await sleep(5);
-      }
-    })();
+      });
+      // a READ COMMITTED writer beside them: inserts, month moves and deletes, recorded in the same transactions
+      const rc = (async () => {
+        let id = 100_000;
+        while (!stopped()) {
+          const c = await db.pool.connect();
+          try {
+            await c.query('BEGIN');
+            await c.query(`INSERT INTO ${t} VALUES ($1, 'rc', now())`, [++id]);
+            await c.query(`INSERT INTO ${t}_side VALUES ($1, 'rc')`, [id]);
+            await c.query(`UPDATE ${t} SET created_at = created_at - interval '1 month' WHERE id = $1`, [id - 1]);
+            if (id % 3 === 0) {
+              await c.query(`DELETE FROM ${t} WHERE id = $1`, [id - 2]);
+              await c.query(`DELETE FROM ${t}_side WHERE id = $1`, [id - 2]);
+            }
+            await c.query('COMMIT');
+          } catch (err) {
+            await c.query('ROLLBACK').catch(() => undefined);
+            tally.errors.push(`READ COMMITTED: ${(err as Error).message}`);
+          } finally {
+            c.release();
+          }
+          await sleep(5);
+        }
+      })();
+      return [...workers, rc];
+    };
+    await db.pool.query(`CREATE TABLE ${t}_ctl (LIKE ${t} INCLUDING ALL)`);
+    await db.pool.query(`CREATE TABLE ${t}_ctl_side (LIKE ${t}_side INCLUDING ALL)`);
+    await db.pool.query(`INSERT INTO ${t}_ctl SELECT * FROM ${t}`);
+    await db.pool.query(`INSERT INTO ${t}_ctl_side SELECT * FROM ${t}_side`);
+    const control: Tally = { guard: 0, serialization: 0, stale: [], lost: [], errors: [], commits: 0 };
+    let controlStop = false;
+    const controlRun = load(`${t}_ctl`, control, () => controlStop);
+    await sleep(4000);
+    controlStop = true;
+    await Promise.all(controlRun);
+    const tally: Tally = { guard: 0, serialization: 0, stale: [], lost: [], errors: [], commits: 0 };
+    let stop = false;
+    const running = load(t, tally, () => stop);
     try {
       await sleep(1000);
       await h.signal('approveCutover');
       const cut = await waitFor(h, (p) => p.phase === 'rollback-window', 'cut over', 120_000);
       await sleep(1500);
       stop = true;
-      await Promise.all([...workers, rc]);
+      await Promise.all(running);
       console.log(
-        JSON.stringify({ handover: cut.cutover?.handover, tally: { ...tally, stale: tally.stale.slice(0, 5) } }),
+        JSON.stringify({
+          handover: cut.cutover?.handover,
+          tally: { ...tally, stale: tally.stale.slice(0, 5) },
+          // the same writers on the unconverted table: their own serialization failures, per commit
+          control: { commits: control.commits, serialization: control.serialization, errors: control.errors },
+        }),
       );
       expect(cut.cutover?.handover).toMatchObject({ quiet: true, guarded: false });
     } finally {
       stop = true;
-      await Promise.all([...workers, rc]);
+      await Promise.all(running);
     }
     expect(tally.commits).toBeGreaterThan(20);
+    expect({ stale: control.stale, lost: control.lost, errors: control.errors }).toEqual({
+      stale: [],
+      lost: [],
+      errors: [],
+    });
     expect({ guard: tally.guard, stale: tally.stale, lost: tally.lost, errors: tally.errors }).toEqual({
       guard: 0,
       stale: [],
@@ -711,6 +734,7 @@ describe('1c. the same the other way: a snapshot older than the swap back', () =
           'partflow_snapshot_guard',
         ])
       ).rows[0].n;
+    let restoreWait = () => undefined as void;
     try {
       // the reverse applier held off until the straddler has its snapshot
       await holder.query(`SELECT pg_advisory_lock_shared(${keyLogLockKey(oid, 'reverse')})`);
@@ -718,7 +742,7 @@ describe('1c. the same the other way: a snapshot older than the swap back', () =
       await s1.query('BEGIN ISOLATION LEVEL REPEATABLE READ');
       await s1.query(`SELECT count(*) FROM pg_class`);
       await holder.query(`SELECT pg_advisory_unlock_shared(${keyLogLockKey(oid, 'reverse')})`);
-      process.env.PARTFLOW_HANDOVER_WAIT_MS = '2000'; // the straddler holds the swap back's handover: its deadline
+      restoreWait = handoverWait(2000); // the straddler holds the swap back's handover: its deadline
       await h.signal('rollback');
       const plain = async () =>
         (await db.pool.query(`SELECT relkind FROM pg_class WHERE oid = $1::regclass`, [t])).rows[0].relkind === 'r';
@@ -733,7 +757,7 @@ describe('1c. the same the other way: a snapshot older than the swap back', () =
       await s1.query('ROLLBACK');
       expect(update).toBe('40001');
     } finally {
-      delete process.env.PARTFLOW_HANDOVER_WAIT_MS;
+      restoreWait();
       holder.release();
       await s1.query('ROLLBACK').catch(() => undefined);
       s1.release();
