@@ -119,6 +119,8 @@ async function checkUnchanged(c: PoolClient, plan: Plan): Promise<void> {
   }
 }
 
+const HANDOVER_DRAIN_LOCK_WAIT_MS = 200;
+
 /** The swap: one short transaction under lock_timeout, retried with backoff. */
 export async function cutover(deps: Deps, plan: Plan, lockTimeoutMs: number): Promise<CutoverResult> {
   const { pool, log } = deps;
@@ -143,7 +145,9 @@ export async function cutover(deps: Deps, plan: Plan, lockTimeoutMs: number): Pr
   let guarded = false;
   const before = async () => {
     if (!keyLog) return;
-    await lastCheckBeforeLock(pool, plan, keyLog, check);
+    // with a handover, drains wait for the applier's lock briefly only (an attempt after the first one finds the
+    // handover on: a writer's open transaction holds the lock shared)
+    await lastCheckBeforeLock(pool, plan, keyLog, check, plan.sql.handover ? HANDOVER_DRAIN_LOCK_WAIT_MS : undefined);
     // the last changes written into the copy by their writers; the last apply older than every snapshot left
     if (plan.sql.handover) handover = await handOver(pool, plan, logger, () => ({ lastCheck: check }));
     else await drainKeyLog(pool, keyLog);

@@ -24,8 +24,10 @@
 import type { Pool } from 'pg';
 import type { Logger } from '../../src/logger';
 import type { Plan } from '../../src/plan';
-import { activityContext, inTransaction } from '../runtime/db';
-import { applyKeyLog, keyLogBacklog } from './keylog';
+import { CancelledFailure } from '@temporalio/common';
+import { keyLogLockKey } from '../../src/plan/keylog';
+import { activityContext, inTransaction, sleep } from '../runtime/db';
+import { applyKeyLogWithin, keyLogBacklog } from './keylog';
 import { fence, undoFence } from './run';
 import { snapshotsOlderThan, waitForSessions } from './snapshotGuard';
 
@@ -84,23 +86,38 @@ export async function handOver(
   if (!h || !keyLog) throw new Error('a handover needs a plan with one');
   const started = Date.now();
   const until = started + waitMs;
-  await inTransaction(pool, async (c) => {
-    await fenced(c, plan.table);
-    await c.query(h.on);
-    await c.query(h.mark);
-  });
   const ctx = activityContext();
+  const cancelled = () => {
+    if (ctx?.cancellationSignal.aborted) throw new CancelledFailure('handover cancelled');
+  };
+  // the function replaced and `applied` set under the applier's lock: no round in flight that a snapshot
+  // seeing this mark would not see (and the first round's keys applied in the same transaction)
+  let on = false;
+  while (!on) {
+    cancelled();
+    const n = await applyKeyLogWithin(pool, keyLog, 1000, ROUND_LOCK_WAIT_MS, async (c) => {
+      await fenced(c, plan.table);
+      await c.query(h.on);
+      await c.query(h.mark);
+    });
+    on = n !== null;
+    if (!on && Date.now() >= until) {
+      const heldBy = await lockHolders(pool, plan, direction);
+      return { quiet: false, applied: null, rounds: 0, ms: Date.now() - started, heldBy };
+    }
+  }
   let rounds = 0;
   for (;;) {
     rounds++;
     ctx?.heartbeat({ ...details(), step: 'handover: draining the key log', rounds });
     // to empty (what is left at the deadline the swap drains under its lock, and then guards); a round is not
-    // begun on an empty log: while the applier waits for its lock, every writer logs instead of writing the copy
-    while (
-      Date.now() < until &&
-      (await keyLogBacklog(pool, keyLog)) > 0 &&
-      (await applyKeyLog(pool, keyLog, 1000)) > 0
-    );
+    // begun on an empty log, and waits for its lock briefly: while it waits, every writer logs
+    while (Date.now() < until && (await keyLogBacklog(pool, keyLog)) > 0) {
+      cancelled();
+      const n = await applyKeyLogWithin(pool, keyLog, 1000, ROUND_LOCK_WAIT_MS);
+      if (n === null) await sleep(ROUND_LOCK_WAIT_MS);
+      else if (n === 0) break;
+    }
     const applied = await appliedXid(pool, plan, direction);
     const waiting = applied
       ? await waitForSessions(
@@ -112,23 +129,48 @@ export async function handOver(
           details,
         )
       : [];
-    if (
-      !waiting.length &&
-      (await keyLogBacklog(pool, keyLog)) === 0 &&
-      (await appliedXid(pool, plan, direction)) === applied
-    ) {
+    cancelled();
+    const backlog = await keyLogBacklog(pool, keyLog);
+    if (!waiting.length && backlog === 0 && (await appliedXid(pool, plan, direction)) === applied) {
       return { quiet: true, applied, rounds, ms: Date.now() - started };
     }
     if (Date.now() >= until) {
+      const heldBy = [...waiting.map((w) => w.line), ...(backlog ? await lockHolders(pool, plan, direction) : [])];
       return {
         quiet: false,
         applied: await appliedXid(pool, plan, direction),
         rounds,
         ms: Date.now() - started,
-        heldBy: waiting.map((w) => w.line),
+        heldBy,
       };
     }
   }
+}
+
+/** How long a handover's round waits for the applier's lock before it lets the writers go on and tries again. */
+const ROUND_LOCK_WAIT_MS = 100;
+
+/**
+ * The sessions that hold the applier's lock shared (writers that wrote into the copy, their transactions still
+ * open), or wait for it: what keeps the log from being drained.
+ */
+async function lockHolders(pool: Pool, plan: Plan, direction: Direction): Promise<string[]> {
+  const key = keyLogLockKey(plan.tableOid, direction);
+  const r = await pool.query(
+    `SELECT l.pid, l.mode, l.granted, coalesce(a.state, 'state not visible') AS state,
+            coalesce(extract(epoch FROM now() - a.xact_start)::int::text || ' s', 'of unknown age') AS age,
+            coalesce(left(a.query, 120), '') AS query
+       FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid
+      WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.database = (SELECT oid FROM pg_database
+            WHERE datname = current_database())
+        AND ((l.classid::bigint << 32) | l.objid::bigint) = $1::bigint AND l.pid <> pg_backend_pid()`,
+    [String(key)],
+  );
+  return r.rows.map(
+    (x) =>
+      `pid ${x.pid} (${x.state}, transaction ${x.age}) ${x.granted ? 'holds' : 'waits for'} the key log's lock ` +
+      `${x.mode === 'ShareLock' ? 'shared' : 'exclusively'}: ${x.query}`,
+  );
 }
 
 /** The plain key log's function again (the swap gave up): best effort, the log is always exact. */

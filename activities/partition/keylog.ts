@@ -68,18 +68,59 @@ export async function applyKeyLog(pool: Pool, sql: KeyLogApplySql, limit = 1000)
   }
 }
 
+/**
+ * One round whose wait for the applier's lock is bounded by `lockWaitMs` (the handover: a writer that wrote the
+ * copy holds the lock shared to its transaction's end, and while the round waits every writer logs): null when
+ * the lock was not had in time, else as applyKeyLog. `first` runs after the lock, before the round (the
+ * handover's own statements, under the same lock).
+ */
+export async function applyKeyLogWithin(
+  pool: Pool,
+  sql: KeyLogApplySql,
+  limit: number,
+  lockWaitMs: number,
+  first?: (c: PoolClient) => Promise<void>,
+): Promise<number | null> {
+  try {
+    return await inTransaction(pool, async (c) => {
+      await c.query(`SET LOCAL lock_timeout = ${Math.max(1, Math.floor(lockWaitMs))}`);
+      await c.query(sql.lock);
+      await c.query(`SET LOCAL lock_timeout = ${APPLY_LOCK_TIMEOUT_MS}`);
+      if (first) await first(c);
+      if (sql.lockSource) await c.query(sql.lockSource);
+      return applyRound(c, sql, limit);
+    });
+  } catch (err) {
+    const code = (err as { code?: string }).code;
+    if (code === '55P03' || code === '40P01') return null;
+    throw err;
+  }
+}
+
 /** The applier's lock waits: below deadlock_timeout (1 s by default), retried with a jittered backoff. */
 const APPLY_LOCK_TIMEOUT_MS = 200;
 const APPLY_LOCK_ATTEMPTS = 50;
 
 /**
  * Rounds until one finds fewer than `limit` entries (the log is as short as the writers keep it), or until
- * `untilMs` (a timestamp) has passed. Returns the keys re-copied.
+ * `untilMs` (a timestamp) has passed. Returns the keys re-copied. With `lockWaitMs`, a round that does not get
+ * the applier's lock within it ends the drain (where the handover may be on: an application transaction that
+ * wrote the copy holds the lock shared to its end, and a waiting applier sends every writer to the log).
  */
-export async function drainKeyLog(pool: Pool, sql: KeyLogApplySql, limit = 1000, untilMs = Infinity): Promise<number> {
+export async function drainKeyLog(
+  pool: Pool,
+  sql: KeyLogApplySql,
+  limit = 1000,
+  untilMs = Infinity,
+  lockWaitMs?: number,
+): Promise<number> {
   let total = 0;
   for (;;) {
-    const n = await applyKeyLog(pool, sql, limit);
+    const n =
+      lockWaitMs === undefined
+        ? await applyKeyLog(pool, sql, limit)
+        : await applyKeyLogWithin(pool, sql, limit, lockWaitMs);
+    if (n === null) return total;
     total += n;
     if (n < limit || Date.now() > untilMs) return total;
   }
@@ -109,7 +150,8 @@ export async function followKeyLog(
     while (!ctx?.cancellationSignal.aborted) {
       // still this workflow's run: an applier the workflow stopped waiting for must not act on a later run's log
       await ownPlan(pool, plan.table, plan);
-      keys += await drainKeyLog(pool, sql, 1000, Date.now() + 1000);
+      // bounded waits: this applier may outlive its cancellation into the handover (docs/sync-design.md)
+      keys += await drainKeyLog(pool, sql, 1000, Date.now() + 1000, FOLLOW_LOCK_WAIT_MS);
       ctx?.heartbeat({ step: 'key log', keys, backlog: await keyLogBacklog(pool, sql) });
       if (!ctx) break;
       await sleep(FOLLOW_EVERY_MS);
@@ -125,6 +167,7 @@ export async function followKeyLog(
 }
 
 const FOLLOW_EVERY_MS = 1000;
+const FOLLOW_LOCK_WAIT_MS = 500;
 
 /**
  * Recorded entries compared per snapshot before the cut-over's lock (issue 24, item 5), adapted to the rows'
@@ -185,7 +228,13 @@ async function firstToCheck(c: Pool | PoolClient, seen: KeyLogSeenSql, upTo: num
  * the writers keep it). A slice that differs has its keys logged and applied again and is compared once more:
  * equal then, it is reported as repaired; still different, the cut-over is refused with the keys.
  */
-export async function lastCheckBeforeLock(pool: Pool, plan: Plan, sql: KeyLogApplySql, check: LastCheck) {
+export async function lastCheckBeforeLock(
+  pool: Pool,
+  plan: Plan,
+  sql: KeyLogApplySql,
+  check: LastCheck,
+  lockWaitMs?: number,
+) {
   const seen = sql.seen;
   if (!seen) return;
   const max = async () => Number((await pool.query(seen.max)).rows[0].n);
@@ -196,7 +245,8 @@ export async function lastCheckBeforeLock(pool: Pool, plan: Plan, sql: KeyLogApp
   for (let to = await max(); to - check.upTo > 0; to = await max()) {
     while (check.upTo < to) {
       const [from, end] = [check.upTo, Math.min(to, check.upTo + slice)];
-      await drainKeyLog(pool, sql);
+      // keys still in the log are left out of the comparison (and compared under the cut-over's lock)
+      await drainKeyLog(pool, sql, 1000, Infinity, lockWaitMs);
       const started = Date.now();
       let compared;
       try {

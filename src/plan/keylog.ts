@@ -210,22 +210,18 @@ END
  *   statement has already failed with 40001 (REPEATABLE READ) or waited and read the row again (READ
  *   COMMITTED, whose snapshot here is taken after that wait). No other transaction commits a change of the row
  *   while the writer holds it.
- * Otherwise it logs the key as before. The one case left: an INSERT of a key whose row another transaction
- * inserted and deleted after the writer's snapshot, the insert copied and the delete not yet applied, fails
- * with 40001 in the copy (PostgreSQL's ON CONFLICT on a row the snapshot does not see); the same INSERT
+ * Otherwise it logs the key as before. The new row goes in with ON CONFLICT DO NOTHING: a unique index of the
+ * target may still hold a row whose change waits in the log (a REPEATABLE READ writer's logged DELETE, then
+ * another writer's INSERT of the same unique value); then its key is logged instead, never an error of the
+ * application's. The one case left: a change that writes a key (INSERT, or UPDATE setting it) whose row other
+ * transactions inserted and deleted after the writer's snapshot, the insert copied and the delete not yet
+ * applied, fails with 40001 in the copy (ON CONFLICT meets a row the snapshot does not see); the same change
  * without partflow succeeds.
  */
 export function keyLogHandoverFunctionSql(s: KeyLogSpec): string {
   if (!s.applied) throw new Error('a handover needs the applied sequence');
   const p = logParts(s);
   const { alias, aliases } = positions(s);
-  const unique = s.conflictKey ?? s.key.map((k) => k.name);
-  const settable = s.columns.filter((c) => !unique.includes(c) && !s.identityAlways?.includes(c));
-  const conflict = settable.length
-    ? `ON CONFLICT (${unique.map(q).join(', ')}) DO UPDATE SET ${settable
-        .map((c) => `${q(c)} = EXCLUDED.${q(c)}`)
-        .join(', ')}`
-    : 'ON CONFLICT DO NOTHING';
   const overriding = s.overriding ? ' OVERRIDING SYSTEM VALUE' : '';
   const target = qualified(s.target);
   const match = s.key.map((k) => `t.${q(k.name)} = o.${alias(k.name)}`).join(' AND ');
@@ -255,8 +251,14 @@ BEGIN
       DELETE FROM ${target} t USING ${p.oldRow} WHERE ${match};
     END IF;
     IF TG_OP <> 'DELETE' THEN
+      -- any unique index of the target may still hold a row whose change waits in the log: no error of the
+      -- application's for it; the new key is logged and the applier copies it once that change is applied
       INSERT INTO ${target} (${s.columns.map(q).join(', ')})${overriding}
-        SELECT ${s.columns.map((c) => `n.${alias(c)}`).join(', ')} FROM (SELECT NEW.*) AS n(${aliases}) ${conflict};
+        SELECT ${s.columns.map((c) => `n.${alias(c)}`).join(', ')} FROM (SELECT NEW.*) AS n(${aliases})
+        ON CONFLICT DO NOTHING;
+      IF NOT FOUND THEN
+        ${p.insert}
+      END IF;
     END IF;
   ELSIF TG_OP = 'INSERT' THEN
     ${p.insert}
