@@ -24,32 +24,20 @@ interface Older {
   line: string;
 }
 
-/** Sessions of this database whose snapshot may be older than the swap of `table`'s guard. */
+/** Sessions of this database whose snapshot may be older than the swap of `table`'s guard (none: no guard). */
 export async function olderSnapshots(pool: Pool, table: TableRef): Promise<Older[]> {
-  const r = await pool.query(
-    `WITH g AS (
-       SELECT (convert_from(substring(t.tgargs FROM 1 FOR position('\\x00'::bytea IN t.tgargs) - 1), 'UTF8')
-                 ::xid8::text::bigint % 4294967296)::text::xid AS swap
-         FROM pg_trigger t WHERE t.tgrelid = to_regclass($1) AND t.tgname = $2)
-     SELECT a.pid, a.xact_start::text AS xact_start, coalesce(a.state, 'state not visible') AS state,
-            coalesce(extract(epoch FROM now() - a.xact_start)::int::text || ' s', 'of unknown age') AS age,
-            coalesce(left(a.query, 120), 'a session of role ' || coalesce(a.usename::text, '?')) AS query
-       FROM pg_stat_activity a, g
-      WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()
-        AND coalesce(a.backend_type, 'client backend') = 'client backend'
-        AND a.backend_xmin IS NOT NULL AND age(a.backend_xmin) >= age(g.swap)`,
+  // the guard's argument: the swap's transaction id, as an xid8's text
+  const g = await pool.query(
+    `SELECT convert_from(substring(tgargs FROM 1 FOR position('\\x00'::bytea IN tgargs) - 1), 'UTF8') AS swap
+       FROM pg_trigger WHERE tgrelid = to_regclass($1) AND tgname = $2`,
     [qualified(table), SNAPSHOT_GUARD_TRIGGER],
   );
-  return r.rows.map((x) => ({
-    pid: Number(x.pid),
-    xactStart: x.xact_start,
-    line: `pid ${x.pid} (${x.state}, transaction ${x.age}): ${x.query}`,
-  }));
+  return g.rowCount ? snapshotsOlderThan(pool, g.rows[0].swap as string) : [];
 }
 
 /**
- * Sessions of this database whose snapshot may be older than the transaction `xid` (an xid8's text): as
- * `olderSnapshots`, for the handover (activities/partition/handover.ts).
+ * Sessions of this database whose snapshot may be older than the transaction `xid` (an xid8's text): a
+ * snapshot taken before it committed has an xmin at or before it (the guard's swap, the handover's last apply).
  */
 export async function snapshotsOlderThan(pool: Pool, xid: string): Promise<Older[]> {
   const r = await pool.query(
@@ -81,6 +69,7 @@ export async function waitForSessions(
   what: string,
   untilMs = Infinity,
   details: () => Record<string, unknown> = () => ({}),
+  pollMs = 100,
 ): Promise<Older[]> {
   const ctx = activityContext();
   let waiting = await list();
@@ -92,7 +81,7 @@ export async function waitForSessions(
       said = Date.now();
     }
     if (ctx?.cancellationSignal.aborted || Date.now() >= untilMs) return waiting;
-    await sleep(Math.max(0, Math.min(WAIT_POLL_MS, untilMs - Date.now())));
+    await sleep(Math.max(0, Math.min(pollMs, untilMs - Date.now())));
     const now = new Map((await list()).map((o) => [o.pid, o]));
     // still in the same transaction (a NULL start, when not visible, counts as the same)
     waiting = waiting.filter((w) => now.has(w.pid) && now.get(w.pid)!.xactStart === w.xactStart);
@@ -100,25 +89,18 @@ export async function waitForSessions(
   return waiting;
 }
 
-const WAIT_POLL_MS = 100;
-
 export async function waitForOlderSnapshots(pool: Pool, table: TableRef, logger: Logger): Promise<void> {
-  const ctx = activityContext();
   // the candidates, once: later sessions took their snapshots after the swap
-  let waiting = await olderSnapshots(pool, table);
-  let said = 0;
-  while (waiting.length) {
-    ctx?.heartbeat({ step: 'waiting for transactions older than the swap', sessions: waiting.map((w) => w.line) });
-    if (Date.now() - said > 30_000) {
-      logger.info({ sessions: waiting.map((w) => w.line) }, 'waiting for transactions older than the swap');
-      said = Date.now();
-    }
-    if (ctx?.cancellationSignal.aborted) return;
-    await sleep(1000);
-    const now = new Map((await olderSnapshots(pool, table)).map((o) => [o.pid, o]));
-    // still in the same transaction (a NULL start, when not visible, counts as the same)
-    waiting = waiting.filter((w) => now.has(w.pid) && now.get(w.pid)!.xactStart === w.xactStart);
-  }
+  const what = 'waiting for transactions older than the swap';
+  await waitForSessions(
+    pool,
+    () => olderSnapshots(pool, table),
+    logger,
+    what,
+    Infinity,
+    () => ({}),
+    1000,
+  );
 }
 
 /**

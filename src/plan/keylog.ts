@@ -336,14 +336,16 @@ export function keyLogApplySql(s: KeyLogSpec): KeyLogApplySql {
     lockSource: `LOCK TABLE ${qualified(s.source)} IN ACCESS SHARE MODE`,
     backlog: `SELECT count(*)::bigint AS n FROM ${log}`,
     ...(s.seen ? { seen: seenSql(s) } : {}),
-    ...(s.applied
-      ? {
-          mark:
-            `SELECT pg_catalog.setval(${quoteLiteral(qualified(s.applied))}::regclass, ` +
-            `pg_catalog.pg_current_xact_id()::text::bigint)`,
-        }
-      : {}),
+    ...(s.applied ? { mark: keyLogMarkSql(s.applied) } : {}),
   };
+}
+
+/** A round's mark: `applied` set to the round's transaction id (the handover's trigger looks at it). */
+export function keyLogMarkSql(applied: TableRef): string {
+  return (
+    `SELECT pg_catalog.setval(${quoteLiteral(qualified(applied))}::regclass, ` +
+    `pg_catalog.pg_current_xact_id()::text::bigint)`
+  );
 }
 
 /** The seen table (an identity `seq` and the key's columns), written by the applier only. */

@@ -12,6 +12,7 @@ import {
   keyLogFunctionSql,
   keyLogHandoverFunctionSql,
   keyLogLockKey,
+  keyLogMarkSql,
   keyLogSeenTableSql,
   KeyLogSpec,
   keyLogTableSql,
@@ -312,7 +313,7 @@ export function handoverSql(spec: KeyLogSpec): HandoverSql | undefined {
   return {
     on: keyLogHandoverFunctionSql(spec),
     off: keyLogFunctionSql(spec),
-    mark: keyLogApplySql(spec).mark!,
+    mark: keyLogMarkSql(spec.applied),
     applied: `SELECT pg_catalog.pg_sequence_last_value(${quoteLiteral(applied)}::regclass)::text AS x`,
   };
 }

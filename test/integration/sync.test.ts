@@ -40,6 +40,20 @@ async function rowsOf(table: string): Promise<Record<string, unknown>[]> {
   return (await db.pool.query(`SELECT id, payload, created_at::text AS t FROM ${table} ORDER BY id`)).rows;
 }
 
+/** The sync's trigger function `fn` (`partflow.fwd_<oid>`, `partflow.rev_<oid>`) is the handover's. */
+async function handingOver(fn: string): Promise<boolean> {
+  const r = await db.pool.query(
+    `SELECT prosrc LIKE '%pg_try_advisory_xact_lock_shared%' AS on FROM pg_proc WHERE oid = $1::regproc`,
+    [fn],
+  );
+  return r.rows[0]?.on === true;
+}
+
+async function waitHandingOver(fn: string): Promise<void> {
+  for (let i = 0; i < 300 && !(await handingOver(fn)); i++) await sleep(100);
+  expect(await handingOver(fn)).toBe(true);
+}
+
 /** The key values exactly as stored (JavaScript compares them byte for byte), sorted. */
 async function keys(table: string, column: string): Promise<string[]> {
   const r = await db.pool.query(`SELECT ${column}::text AS k FROM ${table}`);
@@ -571,15 +585,7 @@ describe('1d. the handover: the last changes before the cut-over written by thei
         await old.query('BEGIN ISOLATION LEVEL REPEATABLE READ');
         await old.query('SELECT count(*) FROM pg_class');
         await h.signal('approveCutover');
-        const handingOver = async () =>
-          (
-            await db.pool.query(
-              `SELECT prosrc LIKE '%pg_try_advisory_xact_lock_shared%' AS on FROM pg_proc WHERE oid = $1::regproc`,
-              [`partflow.fwd_${oid}`],
-            )
-          ).rows[0]?.on === true;
-        for (let i = 0; i < 300 && !(await handingOver()); i++) await sleep(100);
-        expect(await handingOver()).toBe(true);
+        await waitHandingOver(`partflow.fwd_${oid}`);
         await sleep(500); // the handover's drain
         // the application, READ COMMITTED: written into the copy by its own transactions, nothing logged
         await db.pool.query(`INSERT INTO ${t} VALUES (5001, 'inserted', now()), (5002, 'inserted', now())`);
@@ -680,15 +686,7 @@ describe('1e. the handover and a snapshot older than an apply round', () => {
         await sleep(100);
       }
       await h.signal('approveCutover');
-      const on = async () =>
-        (
-          await db.pool.query(
-            `SELECT prosrc LIKE '%pg_try_advisory_xact_lock_shared%' AS on FROM pg_proc WHERE oid = $1::regproc`,
-            [`partflow.fwd_${oid}`],
-          )
-        ).rows[0]?.on === true;
-      for (let i = 0; i < 300 && !(await on()); i++) await sleep(100);
-      expect(await on()).toBe(true);
+      await waitHandingOver(`partflow.fwd_${oid}`);
       const r30 = await w.query(`UPDATE ${t} SET payload = 'by the old snapshot' WHERE id = 30`);
       const r40 = await w.query(`UPDATE ${t} SET payload = 'by the old snapshot' WHERE id = 40`);
       // 30: its entry is still in the log for this snapshot, so logged; 40: no entry, written into the copy
@@ -787,15 +785,7 @@ describe('1f. the handover before the swap back', () => {
       await old.query('BEGIN ISOLATION LEVEL REPEATABLE READ');
       await old.query('SELECT count(*) FROM pg_class'); // keeps the handover waiting
       await h.signal('rollback');
-      const on = async () =>
-        (
-          await db.pool.query(
-            `SELECT prosrc LIKE '%pg_try_advisory_xact_lock_shared%' AS on FROM pg_proc WHERE oid = $1::regproc`,
-            [`partflow.rev_${oid}`],
-          )
-        ).rows[0]?.on === true;
-      for (let i = 0; i < 300 && !(await on()); i++) await sleep(100);
-      expect(await on()).toBe(true);
+      await waitHandingOver(`partflow.rev_${oid}`);
       await sleep(500);
       // the application writes the new table; its own transactions write the old one too
       await db.pool.query(`INSERT INTO ${t} VALUES (5001, 'inserted', now()), (5002, 'inserted', now())`);
