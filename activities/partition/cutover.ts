@@ -15,7 +15,7 @@ import { waitForOlderSnapshots } from './snapshotGuard';
 import { appliedXid, handBack, handOver, HandoverResult } from './handover';
 import { faultPoint } from '../runtime/faults';
 import { Deps, relOid, stepLog } from '../runtime/deps';
-import { newTableColumns, newTablePartitions, rollbackLoss } from './rollbackLoss';
+import { newTableColumns, newTablePartitions, rollbackLoss, rollbackLost } from './rollbackLoss';
 import { acrossPartitions, fence, notReadCommitted, ownPlan, rowMoves, runState, undoFence } from './run';
 import { recordCutover, recordedTriggerFence } from '../runtime/copyState';
 
@@ -297,6 +297,9 @@ export async function swapBack(
     if (loss) throw failure(loss, 'TableChanged');
     // the old table gets the last keys the application changed, then takes the name back
     if (keyLog) underLock = await drainUnderLock(c, plan, keyLog);
+    // the last rounds may have met a row the old table cannot hold
+    const lost = keyLog?.lost ? await rollbackLost(c, plan) : null;
+    if (lost) throw failure(lost, 'TableChanged');
     const quiet = !!handover?.quiet && underLock === 0 && (await appliedXid(c, plan, 'reverse')) === handover.applied;
     await runAll(c, then);
     guarded = !!plan.sql.swapBackGuard && !quiet;

@@ -38,7 +38,25 @@ export async function applyRound(c: PoolClient, sql: KeyLogApplySql, limit: numb
   if (sql.mark) await c.query(sql.mark);
   await c.query(sql.clear, arrays);
   if (faultLog) await faultPoint('apply', faultLog); // entries taken and keys cleared, nothing copied yet
-  await c.query(sql.copy, arrays);
+  if (!sql.lost) {
+    await c.query(sql.copy, arrays);
+    return n;
+  }
+  // the rollback window: rows the old table cannot hold are recorded in this round's transaction, and the
+  // round goes on (a rollback is refused from then on, rollbackLoss)
+  const dup = sql.duplicates ? (await c.query(sql.duplicates, arrays)).rows[0]?.fact : null;
+  if (dup) await c.query(sql.lost, [dup]);
+  await c.query('SAVEPOINT partflow_copy');
+  try {
+    await c.query(sql.copy, arrays);
+  } catch (err) {
+    const e = err as { code?: string; constraint?: string; detail?: string };
+    if (e.code !== '23505' || !sql.copyKept) throw err;
+    await c.query('ROLLBACK TO SAVEPOINT partflow_copy');
+    await c.query(sql.lost, [`a row its ${e.constraint ?? 'unique index'} rejects (${e.detail ?? 'no detail'})`]);
+    await c.query(sql.copyKept, arrays);
+  }
+  await c.query('RELEASE SAVEPOINT partflow_copy');
   return n;
 }
 

@@ -83,19 +83,41 @@ export async function publicationsChanged(c: Pool | PoolClient, plan: Plan, newO
   );
 }
 
+function cannotHold(plan: Plan, recorded: string): string {
+  // the old table's indexes are parked under other names until a rollback gives theirs back
+  const what = plan.indexRenames.reduce(
+    (w, r) => w.split(`its ${r.oldParked} rejects`).join(`its ${r.original} (${r.oldParked} until a rollback) rejects`),
+    recorded,
+  );
+  return (
+    `Rolling back ${displayName(plan.table)} now would lose rows: since the cut-over the application wrote ${what}, ` +
+    `which ${displayName(plan.old)} cannot hold; finalize to keep ${displayName(plan.table)} as it is.`
+  );
+}
+
+/**
+ * What the reverse key log's applier recorded that the old table cannot hold (one id twice, a value a uniqueness
+ * given up rejects), as the rollback's refusal, or null: the swap back asks it again after its last drain.
+ */
+export async function rollbackLost(c: PoolClient, plan: Plan): Promise<string | null> {
+  const row = await cutoverRecord(c, plan.table);
+  return row?.rollback_lost ? cannotHold(plan, row.rollback_lost) : null;
+}
+
 /**
  * Why swapping back now would lose something, or null. The old table has exactly what the reverse trigger
  * gave it, so anything that changed the new table's rows without passing through that trigger would be lost
  * or revived by a rollback: a partition detached, dropped, truncated or rewritten (the reverse trigger mirrors
  * rows and a TRUNCATE of the whole table, not those), detached and attached again, a partition attached or
  * created since the cut-over (its rows, or rows moved into it from the default, never reached the old table),
- * partflow's trigger disabled on the table or a partition, a writer that is not READ COMMITTED; and a column
- * added, renamed or retyped has no place in the old table.
+ * partflow's trigger disabled on the table or a partition, a writer that is not READ COMMITTED; a row the old
+ * table cannot hold (rollbackLost); and a column added, renamed or retyped has no place in the old table.
  */
 export async function rollbackLoss(c: PoolClient | Pool, plan: Plan): Promise<string | null> {
   const row = await cutoverRecord(c, plan.table);
   if (!row?.cutover_done) return null;
   const t = displayName(plan.table);
+  if (row.rollback_lost) return cannotHold(plan, row.rollback_lost);
   // the views read the new table now: the swap back redefines them as planned, which would undo a change
   const newTable = await relOid(c, plan.table);
   if (plan.views && newTable) {

@@ -66,7 +66,7 @@ export async function claimTableRow(
             updated_at = now(), plan = EXCLUDED.plan, next_page = 0, total_pages = NULL, rows_copied = 0,
             cutover_done = false, started_at = now(), last_key = NULL, max_key = NULL, trigger_fence = NULL,
             filenode = NULL, rewrites = 0, standbys = NULL, cutover_columns = NULL,
-            cutover_partitions = NULL
+            cutover_partitions = NULL, rollback_lost = NULL
       WHERE r.run_state NOT IN ('active', 'undoing', 'cleanup')
      RETURNING workflow_id`,
     [table.schema, table.name, run.workflowId, planJson, run.runId],
@@ -285,7 +285,8 @@ export async function recordCutover(
 ): Promise<void> {
   if (asOf) {
     await c.query(
-      `UPDATE ${RUNS} SET cutover_done = $3, cutover_columns = $4, cutover_partitions = $5, updated_at = now()
+      `UPDATE ${RUNS} SET cutover_done = $3, cutover_columns = $4, cutover_partitions = $5, rollback_lost = NULL,
+              updated_at = now()
         WHERE table_schema = $1 AND table_name = $2`,
       [table.schema, table.name, done, asOf.columns, asOf.partitions],
     );
@@ -301,9 +302,18 @@ export async function recordCutover(
 export async function cutoverRecord(
   db: Db,
   table: TableRef,
-): Promise<{ cutover_done: boolean; cutover_columns: string[] | null; cutover_partitions: unknown } | undefined> {
+): Promise<
+  | {
+      cutover_done: boolean;
+      cutover_columns: string[] | null;
+      cutover_partitions: unknown;
+      rollback_lost: string | null;
+    }
+  | undefined
+> {
   const r = await db.query(
-    `SELECT cutover_done, cutover_columns, cutover_partitions FROM ${RUNS} WHERE table_schema = $1 AND table_name = $2`,
+    `SELECT cutover_done, cutover_columns, cutover_partitions, rollback_lost
+       FROM ${RUNS} WHERE table_schema = $1 AND table_name = $2`,
     [table.schema, table.name],
   );
   return r.rows[0];

@@ -45,6 +45,11 @@ export interface KeyLogSpec {
    * into the copy itself only when its snapshot sees that round. Plans made before it have no handover.
    */
   applied?: TableRef;
+  /**
+   * the table whose run records what the target cannot hold (reverse log only: the old table enforces its primary
+   * key, and any uniqueness given up, which the new table does not): `duplicates`, `lost` and `copyKept`
+   */
+  lostOf?: TableRef;
 }
 
 /** The applier's statements (keyLogApplySql), kept in the plan. */
@@ -75,6 +80,19 @@ export interface KeyLogApplySql {
    * handover; non-transactional, so a round that rolls back leaves an id that wrote nothing: harmless)
    */
   mark?: string;
+  /**
+   * reverse log, before `copy`, $1..$n as `copy`: one row (`fact`), null when every logged key's old-table key
+   * (`conflictKey`) has one row in the source, else the ones with more (up to five): rows the old table cannot
+   * hold (the application wrote one id twice once the key has the partition column)
+   */
+  duplicates?: string;
+  /** partflow's record of the run: `fact` ($1) appended to what the old table cannot hold (rollback_lost) */
+  lost?: string;
+  /**
+   * `copy` with ON CONFLICT DO NOTHING on every unique index: after `copy` met 23505 from a uniqueness of the old
+   * table that the new one does not enforce, and `lost` recorded it
+   */
+  copyKept?: string;
 }
 
 /**
@@ -315,6 +333,18 @@ export function keyLogApplySql(s: KeyLogSpec): KeyLogApplySql {
     ? `ON CONFLICT (${target}) DO UPDATE SET ${settable.map((c) => `${q(c)} = EXCLUDED.${q(c)}`).join(', ')}`
     : 'ON CONFLICT DO NOTHING';
   const overriding = s.overriding ? ' OVERRIDING SYSTEM VALUE' : '';
+  const conflictTuple = `(${unique.map((c) => `s.${alias(c)}`).join(', ')})`;
+  // one row per old-table key (with loose keys also one per spelling of the key): ON CONFLICT DO UPDATE meets a
+  // row once (21000 otherwise); a key twice in the source is recorded by `duplicates` first
+  const distinct = s.conflictKey ? `DISTINCT ON ${conflictTuple} ` : s.looseKeys ? `DISTINCT ON ${sourceKey} ` : '';
+  const insert = (onConflict: string) =>
+    `INSERT INTO ${qualified(s.target)} (${s.columns.map(q).join(', ')})${overriding} ` +
+    `SELECT ${distinct}${s.columns.map((c) => `s.${alias(c)}`).join(', ')} ` +
+    // a semi-join; with loose keys also DISTINCT ON: PostgreSQL 15 makes the logged keys unique under the
+    // array's collation before joining, so 'alice' and 'ALICE' both match a case-insensitive column's row
+    `FROM (SELECT * FROM ${qualified(s.source)}) AS s(${aliases}) ` +
+    `WHERE ${sourceKey} IN (SELECT ${us.join(', ')} FROM ${u}) ${onConflict}`;
+  const lostSql = s.lostOf && s.conflictKey ? lostStatements(s, u, us, conflictTuple, aliases, insert) : {};
   return {
     lock: `SELECT pg_advisory_xact_lock(${s.lockKey})`,
     take:
@@ -324,19 +354,50 @@ export function keyLogApplySql(s: KeyLogSpec): KeyLogApplySql {
       (s.seen ? `, r AS (INSERT INTO ${qualified(s.seen)} (${names.join(', ')}) SELECT * FROM x) ` : ' ') +
       `SELECT count(*)::int AS n, ${names.map((n, i) => `array_agg(${n})::text AS a${i + 1}`).join(', ')} FROM x`,
     clear: `DELETE FROM ${qualified(s.target)} t USING ${u} WHERE ${clearMatch}`,
-    copy:
-      `INSERT INTO ${qualified(s.target)} (${s.columns.map(q).join(', ')})${overriding} ` +
-      `SELECT ${s.looseKeys ? `DISTINCT ON ${sourceKey} ` : ''}${s.columns.map((c) => `s.${alias(c)}`).join(', ')} ` +
-      // a semi-join; with loose keys also DISTINCT ON: PostgreSQL 15 makes the logged keys unique under the
-      // array's collation before joining, so 'alice' and 'ALICE' both match a case-insensitive column's row
-      `FROM (SELECT * FROM ${qualified(s.source)}) AS s(${aliases}) ` +
-      `WHERE ${sourceKey} IN (SELECT ${us.join(', ')} FROM ${u}) ${conflict}`,
+    copy: insert(conflict),
     batchLock: `SELECT pg_advisory_xact_lock_shared(${s.lockKey})`,
     tryLock: `SELECT pg_try_advisory_xact_lock(${s.lockKey}) AS got`,
     lockSource: `LOCK TABLE ${qualified(s.source)} IN ACCESS SHARE MODE`,
     backlog: `SELECT count(*)::bigint AS n FROM ${log}`,
     ...(s.seen ? { seen: seenSql(s) } : {}),
     ...(s.applied ? { mark: keyLogMarkSql(s.applied) } : {}),
+    ...lostSql,
+  };
+}
+
+/**
+ * The reverse log's statements for what the old table cannot hold (KeyLogApplySql `duplicates`, `lost`,
+ * `copyKept`). The source's rows with a logged key's old-table key are found by that key (the new table's
+ * primary key begins with it).
+ */
+function lostStatements(
+  s: KeyLogSpec,
+  u: string,
+  us: string[],
+  conflictTuple: string,
+  aliases: string,
+  insert: (onConflict: string) => string,
+): Pick<KeyLogApplySql, 'duplicates' | 'lost' | 'copyKept'> {
+  const unique = s.conflictKey!;
+  const logged = unique.map((c) => us[s.key.findIndex((k) => k.name === c)]);
+  const run = s.lostOf!;
+  return {
+    // the old table's key is narrower than the log's (the partition column added to the primary key)
+    ...(unique.length < s.key.length
+      ? {
+          duplicates:
+            `SELECT string_agg(${quoteLiteral(`${unique.join(', ')} `)} || k || ' in more than one row', '; ') ` +
+            `AS fact FROM (SELECT ROW${conflictTuple}::text AS k ` +
+            `FROM (SELECT * FROM ${qualified(s.source)}) AS s(${aliases}) ` +
+            `WHERE ${conflictTuple} IN (SELECT DISTINCT ${logged.join(', ')} FROM ${u}) ` +
+            `GROUP BY ${conflictTuple} HAVING count(*) > 1 LIMIT 5) d`,
+        }
+      : {}),
+    lost:
+      `UPDATE partflow.runs SET rollback_lost = CASE WHEN rollback_lost IS NULL THEN $1 ` +
+      `WHEN length(rollback_lost) < 2000 THEN rollback_lost || '; ' || $1 ELSE rollback_lost END ` +
+      `WHERE table_schema = ${quoteLiteral(run.schema)} AND table_name = ${quoteLiteral(run.name)}`,
+    copyKept: insert('ON CONFLICT DO NOTHING'),
   };
 }
 

@@ -260,7 +260,8 @@ export function keyLogSpec(ctx: PlanContext, direction: 'forward' | 'reverse' = 
     log: keyLogOf(ctx.table, direction),
     fn: sync.fn,
     key: ctx.shadowKey.map((name) => ({ name, type: typeOf(name) })),
-    ...(direction === 'reverse' ? { conflictKey: ctx.sourceKey } : {}),
+    // the rollback window: upserting by the old table's primary key, recording what the old table cannot hold
+    ...(direction === 'reverse' ? { conflictKey: ctx.sourceKey, lostOf: ctx.table } : {}),
     columns: ctx.columns,
     sourceColumns: ctx.sourceColumns,
     overriding: ctx.overriding,

@@ -799,3 +799,97 @@ describe('H10. an apply round in flight when the handover marks `applied`', () =
     expect(row.rows[0].payload).toBe('T');
   });
 });
+
+async function rlogCount(t: string): Promise<number> {
+  return (await db.pool.query(`SELECT count(*)::int AS n FROM ${t}_pf_rlog`)).rows[0].n;
+}
+
+describe('R1. the rollback window: rows the old table cannot hold (found outside the handover by its review)', () => {
+  it('one id written twice in the new table: the reverse applier goes on, a rollback is refused naming the id, finalize keeps every row', async () => {
+    const t = 'r1';
+    const { h } = await ready(t);
+    await h.signal('approveCutover');
+    await waitFor(h, (p) => p.phase === 'rollback-window', 'cut over', 120_000);
+    const out: Record<string, string> = {};
+    // row 5 lives in January: the same id again in March (another round), and a new id twice in one statement
+    out.second = await outcome(db.pool, `INSERT INTO ${t} VALUES (5, 'again', '2026-03-15')`);
+    for (let i = 0; i < 100 && (await rlogCount(t)) > 0; i++) await sleep(100);
+    out.twice = await outcome(db.pool, `INSERT INTO ${t} VALUES (9001, 'a', '2026-01-15'), (9001, 'b', '2026-02-15')`);
+    out.plain = await outcome(db.pool, `INSERT INTO ${t} VALUES (9002, 'plain', '2026-02-15')`);
+    for (let i = 0; i < 100 && (await rlogCount(t)) > 0; i++) await sleep(100);
+    out.rlog = String(await rlogCount(t));
+    const early = await h.describe();
+    if (early.status.name !== 'RUNNING') {
+      const e = await h.result().then(
+        (x) => JSON.stringify(x),
+        (e) => `${(e as Error).message}: ${((e as { cause?: Error }).cause?.message ?? '').slice(0, 400)}`,
+      );
+      throw new Error(`the run ended in its window (${JSON.stringify(out)}): ${e}`);
+    }
+    await h.signal('rollback');
+    const p = await waitFor(
+      h,
+      (x) => (x.lastError ?? '').startsWith('Rolling back') || x.phase !== 'rollback-window',
+      'the rollback answered',
+      60_000,
+    );
+    out.phase = p.phase;
+    console.log(JSON.stringify({ out, lastError: p.lastError }));
+    await h.signal('finalize');
+    const r = await h.result();
+    const rows = await db.pool.query(`SELECT count(*)::int AS n, count(DISTINCT id)::int AS ids FROM ${t}`);
+    expect(out).toEqual({ second: '1 rows', twice: '2 rows', plain: '1 rows', rlog: '0', phase: 'rollback-window' });
+    expect(p.lastError).toMatch(
+      /^Rolling back public\.r1 now would lose rows: since the cut-over the application wrote id \(5\) in more than one row; id \(9001\) in more than one row, which public\.r1_old cannot hold; finalize/,
+    );
+    expect(r.status).toBe('done');
+    expect(rows.rows[0]).toEqual({ n: 2004, ids: 2002 });
+  });
+
+  it('a uniqueness given up (acceptLostConstraints) and then broken by the application: the same, naming the constraint', async () => {
+    const t = 'r2';
+    await db.pool.query(
+      `CREATE TABLE ${t} (id bigint PRIMARY KEY, email text UNIQUE, created_at timestamptz NOT NULL, payload text)`,
+    );
+    await db.pool.query(
+      `INSERT INTO ${t} SELECT g, 'e' || g, '2026-01-01'::timestamptz + (g % 60) * interval '1 day', 'p'
+         FROM generate_series(1, 2000) g`,
+    );
+    const h = await start({
+      table: t,
+      batchSize: 500,
+      approval: 'signal',
+      rollbackWindow: '1h',
+      acceptLostConstraints: [`${t}_email_key`],
+    });
+    await waitFor(h, (p) => p.phase === 'awaiting-approval', 'verified', 120_000);
+    await h.signal('approveCutover');
+    await waitFor(h, (p) => p.phase === 'rollback-window', 'cut over', 120_000);
+    const out: Record<string, string> = {};
+    out.dup = await outcome(db.pool, `INSERT INTO ${t} VALUES (9001, 'e7', '2026-02-20', 'same email')`);
+    out.plain = await outcome(db.pool, `UPDATE ${t} SET payload = 'later' WHERE id = 8`);
+    for (let i = 0; i < 100 && (await rlogCount(t)) > 0; i++) await sleep(100);
+    out.rlog = String(await rlogCount(t));
+    out.running = (await h.describe()).status.name;
+    await h.signal('rollback');
+    const p = await waitFor(
+      h,
+      (x) => (x.lastError ?? '').startsWith('Rolling back') || x.phase !== 'rollback-window',
+      'the rollback answered',
+      60_000,
+    );
+    out.phase = p.phase;
+    console.log(JSON.stringify({ out, lastError: p.lastError }));
+    await h.signal('finalize');
+    const r = await h.result();
+    expect(out).toEqual({ dup: '1 rows', plain: '1 rows', rlog: '0', running: 'RUNNING', phase: 'rollback-window' });
+    expect(p.lastError).toMatch(
+      /^Rolling back public\.r2 now would lose rows: since the cut-over the application wrote a row its r2_email_key \(r2_pfo_1 until a rollback\) rejects \(Key \(email\)=\(e7\) already exists\.\), which public\.r2_old cannot hold/,
+    );
+    expect(r.status).toBe('done');
+    const rows = await db.pool.query(
+      `SELECT count(*)::int AS n, count(*) FILTER (WHERE email = 'e7')::int AS e7 FROM ${t}`,
+    );
+    expect(rows.rows[0]).toEqual({ n: 2001, e7: 2 });
+  });
+});

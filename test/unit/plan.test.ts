@@ -191,6 +191,18 @@ describe('buildPlan', () => {
     expect(lost.sql.swapBackGuard?.length).toBeGreaterThan(0);
   });
 
+  it('records what the old table cannot hold from the reverse log only: one id twice, a uniqueness given up', () => {
+    const p = buildPlan(fixture(), opts);
+    const rev = p.sql.reverseKeyLog!;
+    // the primary key (id) widened to (id, created_at): the old table's key is looked for twice in the new table
+    expect(rev.duplicates).toMatch(/GROUP BY \(s\.a\d+\) HAVING count\(\*\) > 1/);
+    expect(rev.lost).toMatch(/^UPDATE partflow\.runs SET rollback_lost = .* table_name = 'gi'$/);
+    expect(rev.copyKept).toMatch(/ON CONFLICT DO NOTHING$/);
+    expect(rev.copy).toMatch(/SELECT DISTINCT ON \(s\.a\d+\) /);
+    const fwd = p.sql.keyLog!;
+    expect([fwd.duplicates, fwd.lost, fwd.copyKept]).toEqual([undefined, undefined, undefined]);
+  });
+
   it('refuses a unique index with the partition column only in INCLUDE', () => {
     const inc = {
       ...fixture().indexes[2],
