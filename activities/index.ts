@@ -24,6 +24,7 @@ export type {
   BackfillChunkInput,
   BackfillChunkResult,
   CutoverResult,
+  LastCheck,
   PreflightResult,
   VerifyReport,
 } from './partition';

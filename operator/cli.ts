@@ -47,6 +47,7 @@ function inputFrom(table: string, v: Opts): PartitionTableInput {
   if (v.method) input.method = v.method as PartitionTableInput['method'];
   if (v.cutoffMonth) input.cutoffMonth = v.cutoffMonth as string;
   Object.assign(input, replicaFrom(v));
+  if (v.olderSnapshots) input.olderSnapshots = v.olderSnapshots as 'wait' | 'guard';
   if ((v.acceptLostConstraint as string[] | undefined)?.length) {
     input.acceptLostConstraints = v.acceptLostConstraint as string[];
   }
@@ -177,7 +178,16 @@ function partitionOptions(c: Command): Command {
       new Option('--method <how>', 'copy every row (default), or attach: the rows stay').choices(['copy', 'attach']),
     )
     .option('--cutoff-month <YYYY-MM>', 'attach: the first monthly partition (default the month after next)')
-    .option('--accept-lost-constraint <name>', 'give up a uniqueness guarantee (repeatable)', collect);
+    .option('--accept-lost-constraint <name>', 'give up a uniqueness guarantee (repeatable)', collect)
+    .addOption(olderSnapshotsOption());
+}
+
+/** `--older-snapshots`: start/plan's input field, and approve's argument. */
+function olderSnapshotsOption(): Option {
+  return new Option(
+    '--older-snapshots <what>',
+    'sessions with snapshots older than the swap: wait for them (default) or cut over with the guard (40001)',
+  ).choices(['wait', 'guard']);
 }
 
 /** The signals a table's run takes, each with what it does. */
@@ -240,15 +250,18 @@ function tableCommands(p: Command, ctx: Ctx): void {
       }),
     );
   for (const [name, signal, what] of SIGNALS) {
-    p.command(`${name} <table>`)
-      .description(what)
-      .action(
-        onTable(ctx, async (_t, h) => {
-          await h.signal(signal);
-          ctx.out(`sent ${signal.name} to ${h.workflowId}`);
-          return 0;
-        }),
-      );
+    const c = p.command(`${name} <table>`).description(what);
+    if (name === 'approve') c.addOption(olderSnapshotsOption());
+    c.action(
+      onTable(ctx, async (_t, h, v) => {
+        // approve --older-snapshots guard: a cut-over that older snapshots hold goes ahead with the guard
+        if (name === 'approve' && v.olderSnapshots)
+          await h.signal(approveCutoverSignal, { olderSnapshots: v.olderSnapshots as 'wait' | 'guard' });
+        else await h.signal(signal as typeof pauseSignal);
+        ctx.out(`sent ${signal.name} to ${h.workflowId}`);
+        return 0;
+      }),
+    );
   }
   p.command('cancel <table>')
     .description('cancel the workflow; its compensations run first')

@@ -29,6 +29,9 @@ export const FAILURE_TYPES = {
   NothingToUndo: 'undoFixConstraints found no finished fixConstraints run it can undo (the message says why)',
   ReferencedRows:
     'rows a month would move out of the default partition are referenced by a foreign key; the month is skipped',
+  HandoverHeld:
+    "sessions holding snapshots older than partflow's last write into the copy held the cut-over; it is tried " +
+    'again when they have ended (olderSnapshots "wait")',
   CutoffPassed: 'the attach path was not cut over two days before its cut-off month; it undid itself',
 } as const;
 

@@ -106,6 +106,15 @@ export interface PartitionTableInput {
    * copy (fail closed). true: they do not.
    */
   ignoreUnknownReplicaLag?: boolean;
+  /**
+   * Sessions whose snapshot is older than partflow's last write into the copy when the cut-over is due (a
+   * REPEATABLE READ or SERIALIZABLE transaction, or a long statement, open through the handover's deadline):
+   * `wait` (default) hands the application's writes back to the key log, names them in progress and tries the
+   * cut-over again until they have ended, so that none of them meets the new table; `guard` cuts over with the
+   * snapshot guard, which fails their later statements on the table with 40001. `approveCutover` with
+   * `{"olderSnapshots": "guard"}` changes it for the run.
+   */
+  olderSnapshots?: 'wait' | 'guard';
 }
 
 export interface PartitionOptions {
@@ -132,8 +141,12 @@ export interface PartitionOptions {
   cutoffMonth: string | null;
   acceptLostConstraints: string[];
   acceptTriggerChanges: string[];
+  olderSnapshots: OlderSnapshots;
   replica: ReplicaBounds;
 }
+
+/** What the cut-over does about sessions holding snapshots older than partflow's last write (the input's field). */
+export type OlderSnapshots = 'wait' | 'guard';
 
 /** Every field of partitionTable's input (docs/contract.md documents each; a test checks). */
 export const PARTITION_INPUT_FIELDS = [
@@ -160,6 +173,7 @@ export const PARTITION_INPUT_FIELDS = [
   'copyMode',
   'startMonth',
   'acceptLostConstraints',
+  'olderSnapshots',
 ] as const;
 const KNOWN_FIELDS = new Set<string>(PARTITION_INPUT_FIELDS);
 
@@ -265,6 +279,7 @@ export function validatePartitionInput(raw: unknown): PartitionOptions {
     cutoffMonth,
     acceptLostConstraints: lost as string[],
     acceptTriggerChanges: keep as string[],
+    olderSnapshots: enumField(input.olderSnapshots, 'olderSnapshots', ['wait', 'guard'] as const, 'wait'),
     replica: { ...DEFAULT_REPLICA_BOUNDS, ...replicaBoundsFrom(input as Record<string, unknown>, 'Field ') },
   };
 }

@@ -81,6 +81,13 @@ export interface Progress {
      */
     handover: { quiet: boolean; guarded: boolean; rounds: number; ms: number; heldBy: string[] } | null;
   } | null;
+  /**
+   * olderSnapshots "wait": the cut-over held by sessions whose snapshot is older than partflow's last write into
+   * the copy, since when (ISO), the attempts so far and the sessions at the last one; null otherwise
+   */
+  cutoverHeld: { since: string; attempts: number; heldBy: string[] } | null;
+  /** what the cut-over does about such sessions now (the input's `olderSnapshots`, or approveCutover's) */
+  olderSnapshots: 'wait' | 'guard';
   /** the replica bound holding the backfill back now (`maxReplicaLagBytes`, `maxReplicaLagSeconds`,
    *  `standbyGone`, `lagUnknown`), why, and since when; null while the copy may go on */
   throttledBy: { bound: string; reason: string; since: string } | null;
@@ -94,7 +101,14 @@ export interface Progress {
 
 export const pauseSignal = defineSignal('pause');
 export const resumeSignal = defineSignal('resume');
-export const approveCutoverSignal = defineSignal('approveCutover');
+/**
+ * approveCutover's optional argument: `{"olderSnapshots": "guard"}` lets a cut-over that sessions with older
+ * snapshots hold go ahead with the snapshot guard (`"wait"` back); anything else in it is ignored.
+ */
+export interface ApproveCutoverArgs {
+  olderSnapshots?: 'wait' | 'guard';
+}
+export const approveCutoverSignal = defineSignal<[ApproveCutoverArgs?]>('approveCutover');
 export const rollbackSignal = defineSignal('rollback');
 export const finalizeSignal = defineSignal('finalize');
 export const throttleUpdate = defineUpdate<{ batchSize: number; sleepMs: number }, [ThrottleInput]>('throttle');

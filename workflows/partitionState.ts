@@ -4,9 +4,9 @@
  * apart from setCurrentDetails.
  */
 import { setCurrentDetails } from '@temporalio/workflow';
-import type { BackfillChunkResult, CutoverResult, VerifyReport } from '../activities';
+import type { BackfillChunkResult, CutoverResult, LastCheck, VerifyReport } from '../activities';
 import type { Lag, Throttled } from '../activities/runtime/replicas';
-import type { PartitionOptions, PartitionTableInput } from '../src/input';
+import type { OlderSnapshots, PartitionOptions, PartitionTableInput } from '../src/input';
 import type { Plan } from '../src/plan';
 import type { ReplicaBounds } from '../src/replicas';
 import type { Phase, Progress } from './definitions';
@@ -64,6 +64,10 @@ export interface PartitionState {
   streamsLeft?: number[];
   /** the commit probe with the copy idle (absent in runs from before the application-latency bound) */
   appBaselineMs?: number;
+  /** approveCutover's `olderSnapshots` (absent: the input's) */
+  olderSnapshots?: OlderSnapshots;
+  /** the cut-over held by sessions with older snapshots (olderSnapshots "wait"): since (ms), attempts, who */
+  cutoverHeld?: { since: number; attempts: number; heldBy: string[]; lastCheck?: LastCheck } | null;
 }
 
 export function initialState(opts: PartitionOptions): PartitionState {
@@ -211,6 +215,14 @@ export function progressOf(run: Run): Progress {
           }
         : null,
     },
+    cutoverHeld: state.cutoverHeld
+      ? {
+          since: new Date(state.cutoverHeld.since).toISOString(),
+          attempts: state.cutoverHeld.attempts,
+          heldBy: state.cutoverHeld.heldBy,
+        }
+      : null,
+    olderSnapshots: state.olderSnapshots ?? run.opts.olderSnapshots ?? 'guard',
     throttledBy: state.phase === 'backfill' ? (state.throttledBy ?? null) : null,
     appPauseMs: state.phase === 'backfill' ? (state.appPauseMs ?? null) : null,
     replicaLag: state.replicaLag ?? null,
@@ -254,6 +266,12 @@ export function showDetails(run: Run): void {
       `verification ${p.verify.ok ? 'passed' : 'FAILED'}: ${p.verify.rows} rows in ${p.verify.chunks} chunk(s)` +
         (p.verify.endedAt ? `, ended ${p.verify.endedAt}` : '') +
         (p.verify.repaired.length ? `; copied again and equal since: ${p.verify.repaired.join('; ')}` : ''),
+    );
+  if (p.cutoverHeld)
+    lines.push(
+      `cut-over held since ${p.cutoverHeld.since} (${p.cutoverHeld.attempts} attempt(s)) by sessions with older ` +
+        `snapshots: ${p.cutoverHeld.heldBy.join('; ') || 'writers logging after the handover'}; **next: end them, ` +
+        'or signal approveCutover with {"olderSnapshots": "guard"}**',
     );
   if (p.cutover) {
     const check = p.cutover.lastCheck;

@@ -14,7 +14,7 @@ import {
   setHandler,
   workflowInfo,
 } from '@temporalio/workflow';
-import type { BackfillChunkArgs, BackfillChunkResult, CutoverResult, VerifyReport } from '../activities';
+import type { BackfillChunkArgs, BackfillChunkResult, CutoverResult, LastCheck, VerifyReport } from '../activities';
 import { displayName } from '../src/ident';
 import { rootFailure, validInput } from './failure';
 import { PartitionTableInput, validatePartitionInput, validateThrottle } from '../src/input';
@@ -85,7 +85,12 @@ function setHandlers(run: Run): void {
     state.paused = false;
     showDetails(run);
   });
-  setHandler(approveCutoverSignal, () => void (state.approved = true));
+  setHandler(approveCutoverSignal, (args?: unknown) => {
+    state.approved = true;
+    // a signal cannot be refused: only the two values are taken, anything else is ignored
+    const o = typeof args === 'object' && args !== null ? (args as Record<string, unknown>).olderSnapshots : undefined;
+    if (o === 'wait' || o === 'guard') state.olderSnapshots = o;
+  });
   setHandler(rollbackSignal, () => void (state.rollbackRequested = true));
   setHandler(finalizeSignal, () => void (state.finalizeRequested = true));
   const throttle = (t: Parameters<typeof validateThrottle>[0]) => {
@@ -258,7 +263,7 @@ async function rollbackWindow(run: Run, plan: Plan): Promise<void> {
 
 /** From wherever the run stands (a resumed run starts in its phase) to the end. */
 async function forward(run: Run, plan: Plan): Promise<void> {
-  const { state, opts, table, lockTimeoutMs } = run;
+  const { state, opts, table } = run;
   if (plan.method === 'attach') return attachForward(run, plan);
   if (state.phase === 'backfill') await backfill(run, plan);
   if (state.phase === 'verify') {
@@ -279,12 +284,56 @@ async function forward(run: Run, plan: Plan): Promise<void> {
   }
   if (state.phase === 'cutover') {
     state.done.push('cutover');
-    state.cutover = await act(LONG, `cut over: swap ${table} and the copy`).cutover(refOf(plan), lockTimeoutMs);
+    state.cutover = await cutOver(run, plan);
     state.lockWaitRetries += state.cutover.lockWaitRetries;
     state.rowMoves = state.cutover.rowMoves ?? state.rowMoves;
     enter(run, 'rollback-window');
   }
   if (state.phase === 'rollback-window') await rollbackWindow(run, plan);
+}
+
+/** How long the workflow waits before trying a cut-over that older snapshots held again. */
+const HELD_RETRY_MS = 15_000;
+
+/**
+ * The cut-over. With olderSnapshots "wait", one that sessions with snapshots older than partflow's last write
+ * held (HandoverHeld: the application's writes went back to the key log) is tried again every HELD_RETRY_MS,
+ * its last check going on from where it got, until it goes quiet, the operator says "guard" (approveCutover),
+ * or a rollback or cancellation comes.
+ */
+async function cutOver(run: Run, plan: Plan): Promise<CutoverResult> {
+  const { state, opts, table, lockTimeoutMs } = run;
+  const step = () => act(LONG, `cut over: swap ${table} and the copy`);
+  // runs from before olderSnapshots: the guard at the handover's deadline, as then
+  if (!patched('older-snapshots-wait')) return step().cutover(refOf(plan), lockTimeoutMs);
+  for (;;) {
+    const olderSnapshots = state.olderSnapshots ?? opts.olderSnapshots;
+    const lastCheck = state.cutoverHeld?.lastCheck;
+    try {
+      const r = await step().cutover(refOf(plan), lockTimeoutMs, { olderSnapshots, lastCheck });
+      if (state.cutoverHeld) state.lastError = null;
+      state.cutoverHeld = null;
+      return r;
+    } catch (err) {
+      const root = rootFailure(err);
+      if (root.type !== 'HandoverHeld') throw err;
+      const d = (root.details[0] ?? {}) as { heldBy?: string[]; lastCheck?: LastCheck };
+      state.cutoverHeld = {
+        since: state.cutoverHeld?.since ?? Date.now(),
+        attempts: (state.cutoverHeld?.attempts ?? 0) + 1,
+        heldBy: d.heldBy ?? [],
+        lastCheck: d.lastCheck,
+      };
+      state.lastError = root.message;
+      log.warn('cut-over held by older snapshots', { table, heldBy: state.cutoverHeld.heldBy });
+      showDetails(run);
+      await condition(
+        () => state.rollbackRequested || (state.olderSnapshots ?? opts.olderSnapshots) !== 'wait',
+        HELD_RETRY_MS,
+      );
+      checkRollback(run);
+    }
+  }
 }
 
 /** A rollback signal or a cancellation undoes and ends as rolled back; any other failure undoes and fails. */

@@ -3,6 +3,7 @@
  * backoff), its compensation while the rollback window is open, and the finalize that ends the window.
  */
 import { ApplicationFailure } from '@temporalio/common';
+import type { OlderSnapshots } from '../../src/input';
 import type { PoolClient } from 'pg';
 import { failure } from '../../src/failures';
 import { displayName, qualified, quoteIdent } from '../../src/ident';
@@ -122,22 +123,24 @@ async function checkUnchanged(c: PoolClient, plan: Plan): Promise<void> {
 const HANDOVER_DRAIN_LOCK_WAIT_MS = 200;
 
 /** The swap: one short transaction under lock_timeout, retried with backoff. */
-export async function cutover(deps: Deps, plan: Plan, lockTimeoutMs: number): Promise<CutoverResult> {
+export async function cutover(
+  deps: Deps,
+  plan: Plan,
+  lockTimeoutMs: number,
+  held?: { olderSnapshots: OlderSnapshots; lastCheck?: LastCheck },
+): Promise<CutoverResult> {
   const { pool, log } = deps;
   await ownPlan(pool, plan.table, plan);
   const logger = stepLog(log, 'cutover', plan.table);
   const st = await runState(pool, plan.table);
-  if (st?.cutover_done) {
-    const keptKeys = await validateKeptKeys(deps, plan, lockTimeoutMs);
-    return { alreadyDone: true, attempts: 0, lockWaitRetries: 0, lockHoldMs: 0, ...(keptKeys ? { keptKeys } : {}) };
-  }
+  if (st?.cutover_done) return alreadyCutOver(deps, plan, lockTimeoutMs);
   const { lock, then } = splitLock(plan.sql.cutover);
   const across = acrossPartitions(plan, lockTimeoutMs);
   const keyLog = plan.sql.keyLog;
   let underLock = 0;
-  // a retried attempt goes on from where the one before got, with what it repaired (its heartbeat)
-  const prior = (activityContext()?.info.heartbeatDetails as { lastCheck?: LastCheck } | undefined)?.lastCheck;
-  const check: LastCheck = prior ?? { upTo: 0, keys: 0, repaired: [] };
+  const check = lastCheckSoFar(held?.lastCheck);
+  // runs from before olderSnapshots: the guard at the handover's deadline
+  const wait = held?.olderSnapshots === 'wait';
   // before each attempt, outside its transaction: the keys copied since the last verification pass compared
   // (each attempt goes on from where the one before stopped), then the key log drained, so that what is left
   // for under the lock is what writers commit between this drain and the lock
@@ -151,6 +154,7 @@ export async function cutover(deps: Deps, plan: Plan, lockTimeoutMs: number): Pr
     // the last changes written into the copy by their writers; the last apply older than every snapshot left
     if (plan.sql.handover) handover = await handOver(pool, plan, logger, () => ({ lastCheck: check }));
     else await drainKeyLog(pool, keyLog);
+    if (wait && handover && !handover.quiet) throw heldFailure(plan, handover, check);
   };
   const swap = async (c: PoolClient) => {
     await lockUpFront(c, [lock], across.budget); // each wait bounded by lock_timeout, the whole by the budget
@@ -163,6 +167,8 @@ export async function cutover(deps: Deps, plan: Plan, lockTimeoutMs: number): Pr
     // quiet: no apply since the handover's, none under the lock: every snapshot that can meet the new table sees
     // every row version partflow wrote into it, and no guard is needed (plans before the handover: always)
     const quiet = !!handover?.quiet && underLock === 0 && (await appliedXid(c, plan)) === handover.applied;
+    // a writer logged after the handover went quiet: this attempt's swap would need the guard
+    if (wait && handover && !quiet) throw heldFailure(plan, { ...handover, quiet: false }, check);
     await runAll(c, then);
     await runAll(c, plan.sql.keptKeys?.add ?? []);
     guarded = !!plan.sql.cutoverGuard && !quiet;
@@ -193,11 +199,9 @@ export async function cutover(deps: Deps, plan: Plan, lockTimeoutMs: number): Pr
   }
   const { attempts, lockWaitRetries, holdMs: lockHoldMs, commitMs } = stats;
   const lastCheck = keyLog?.seen ? { keys: check.keys, repaired: check.repaired } : undefined;
-  const handed = handover ? { ...handover, guarded } : undefined;
-  logger.info(
-    { lockHoldMs, commitMs, attempts, lockWaitRetries, keysAppliedUnderLock: underLock, lastCheck, handover: handed },
-    'cut over',
-  );
+  const handed = handover && { ...handover, guarded };
+  const said = { lockHoldMs, commitMs, attempts, lockWaitRetries, keysAppliedUnderLock: underLock, lastCheck };
+  logger.info({ ...said, handover: handed }, 'cut over');
   const keptKeys = await validateKeptKeys(deps, plan, lockTimeoutMs);
   return {
     ...(keptKeys ? { keptKeys } : {}),
@@ -210,6 +214,39 @@ export async function cutover(deps: Deps, plan: Plan, lockTimeoutMs: number): Pr
     ...(lastCheck ? { lastCheck } : {}),
     ...(handed ? { handover: handed } : {}),
   };
+}
+
+/** A retried cut-over that had committed: the kept keys validated again (they may not have been). */
+async function alreadyCutOver(deps: Deps, plan: Plan, lockTimeoutMs: number): Promise<CutoverResult> {
+  const keptKeys = await validateKeptKeys(deps, plan, lockTimeoutMs);
+  return { alreadyDone: true, attempts: 0, lockWaitRetries: 0, lockHoldMs: 0, ...(keptKeys ? { keptKeys } : {}) };
+}
+
+/**
+ * Where the last check goes on from: a retried attempt from where the one before got, with what it repaired (its
+ * heartbeat), and an attempt after one the handover held from where that one got (`held`).
+ */
+function lastCheckSoFar(held: LastCheck | undefined): LastCheck {
+  const beat = activityContext()?.info.heartbeatDetails as { lastCheck?: LastCheck } | undefined;
+  return beat?.lastCheck ?? held ?? { upTo: 0, keys: 0, repaired: [] };
+}
+
+/**
+ * The cut-over held by sessions older than partflow's last write (olderSnapshots "wait"): the workflow tries it
+ * again later, from the last check's `lastCheck` (the failure's details).
+ */
+function heldFailure(plan: Plan, h: HandoverResult, lastCheck: LastCheck) {
+  const t = displayName(plan.table);
+  const who = h.heldBy?.length
+    ? `sessions hold snapshots older than partflow's last write into the copy (${h.heldBy.join('; ')})`
+    : 'writers logged changes after the handover went quiet';
+  return failure(
+    `The cut-over of ${t} waits: ${who}; swapping now would fail their later statements on ${t} with 40001. ` +
+      'It is tried again until they have ended; end them, or signal approveCutover with ' +
+      '{"olderSnapshots": "guard"} to cut over with the snapshot guard.',
+    'HandoverHeld',
+    { heldBy: h.heldBy ?? [], lastCheck },
+  );
 }
 
 /**

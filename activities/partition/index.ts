@@ -19,6 +19,7 @@ import { verify } from './verify';
 
 export type { BackfillChunkArgs, BackfillChunkInput, BackfillChunkResult } from './backfill';
 export type { CutoverResult } from './cutover';
+export type { LastCheck } from './keylog';
 export type { PreflightResult } from './preflight';
 export type { Deps } from '../runtime/deps';
 export { compareChecksums } from './verify';

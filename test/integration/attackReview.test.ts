@@ -389,7 +389,14 @@ describe('E. READ COMMITTED statements queued on the cut-over lock; LockClock ag
       `CREATE FUNCTION e_fn(k bigint) RETURNS bigint LANGUAGE plpgsql AS $$
          DECLARE n bigint; BEGIN UPDATE ${t} SET payload = 'fn' WHERE id = k; GET DIAGNOSTICS n = ROW_COUNT; RETURN n; END $$`,
     );
-    const h = await start('atk-super', { table: t, batchSize: 500, approval: 'signal', rollbackWindow: '1h' });
+    // the cursor's older snapshot is let through with the guard (olderSnapshots "wait" would hold the cut-over)
+    const h = await start('atk-super', {
+      table: t,
+      batchSize: 500,
+      approval: 'signal',
+      rollbackWindow: '1h',
+      olderSnapshots: 'guard',
+    });
     await waitFor(h, (p) => p.phase === 'awaiting-approval', 'verified', 120_000);
     const cs = await Promise.all([0, 1, 2, 3, 4, 5].map(() => client(db.conn)));
     const [simple, ext, fn, cursor, rr, watcher] = cs;

@@ -377,11 +377,27 @@ describe("1b. a REPEATABLE READ or SERIALIZABLE transaction older than the cut-o
           await s.query(`SELECT count(*) FROM pg_class`); // the snapshot: both rows committed before it
         }
         await holder.query(`SELECT pg_advisory_unlock_shared(${keyLogLockKey(oid)})`);
-        // the straddlers stay open through the cut-over: the handover waits for them until its deadline, then
-        // the swap installs the guard and says who held it
+        // the straddlers stay open through the cut-over: the handover waits for them until its deadline; by
+        // default (olderSnapshots "wait") the cut-over is held and tried again, naming them; the operator then
+        // lets it go ahead with the guard, which says who held it
         const restoreWait = handoverWait(2000);
         await h.signal('approveCutover');
+        const held = await waitFor(h, (p) => (p.cutoverHeld?.attempts ?? 0) >= 1, 'cut-over held', 60_000).catch(
+          (e) => {
+            restoreWait();
+            throw e;
+          },
+        );
+        expect(held.phase).toBe('cutover');
+        expect(held.olderSnapshots).toBe('wait');
+        expect(held.cutoverHeld!.heldBy.length).toBeGreaterThanOrEqual(3);
+        expect(held.lastError).toMatch(
+          new RegExp(`^The cut-over of public\\.${t} waits: sessions hold snapshots older than partflow's last write`),
+        );
+        expect(await handingOver(`partflow.fwd_${oid}`)).toBe(false); // handed back: the application's writes go to the key log
+        await h.signal('approveCutover', { olderSnapshots: 'guard' });
         const cut = await waitFor(h, (p) => p.phase === 'rollback-window', 'cut over', 60_000).finally(restoreWait);
+        expect([cut.cutoverHeld, cut.olderSnapshots, cut.lastError]).toEqual([null, 'guard', null]);
         expect(cut.cutover?.handover).toMatchObject({ quiet: false, guarded: true });
         expect(cut.cutover!.handover!.heldBy.length).toBeGreaterThanOrEqual(3);
         const outcome = (s: typeof s1, sql: string) =>
@@ -709,6 +725,63 @@ describe('1e. the handover and a snapshot older than an apply round', () => {
     await h.signal('finalize');
     expect((await h.result()).status).toBe('done');
   });
+});
+
+describe('1b. by default (olderSnapshots "wait") a snapshot older than the swap holds the cut-over instead', () => {
+  it.each(['REPEATABLE READ', 'SERIALIZABLE'])(
+    '%s: it writes the original table exactly meanwhile and commits; then the cut-over goes quiet, with no guard and no 40001',
+    async (level) => {
+      const t = level === 'SERIALIZABLE' ? 'sw_ser' : 'sw_rr';
+      await db.pool.query(`CREATE TABLE ${t} (id bigint PRIMARY KEY, payload text, created_at timestamptz NOT NULL)`);
+      await db.pool.query(
+        `INSERT INTO ${t} SELECT g, 'p' || g, now() - (g % 60) * interval '1 day' FROM generate_series(1, 3000) g`,
+      );
+      const h = await start({ table: t, batchSize: 500, approval: 'signal', rollbackWindow: '1h' });
+      await waitFor(h, (p) => p.phase === 'awaiting-approval', 'verified', 120_000);
+      const s1 = await db.pool.connect();
+      const restoreWait = handoverWait(1000);
+      const out: Record<string, string> = {};
+      try {
+        await s1.query(`BEGIN ISOLATION LEVEL ${level}`);
+        await s1.query(`SELECT payload FROM ${t} WHERE id = 7`); // its snapshot, older than any handover
+        const pid = (await s1.query('SELECT pg_backend_pid() AS p')).rows[0].p;
+        await h.signal('approveCutover');
+        const held = await waitFor(h, (p) => (p.cutoverHeld?.attempts ?? 0) >= 1, 'cut-over held', 60_000);
+        out.phase = held.phase;
+        out.heldBy = String(held.cutoverHeld!.heldBy.some((x) => x.includes(`pid ${pid} (`)));
+        // others write meanwhile (their changes go to the key log) and the straddler writes the rows it read
+        await db.pool.query(`UPDATE ${t} SET payload = 'other' WHERE id = 8`);
+        const ok = (q: string) =>
+          s1.query(q).then(
+            (r) => `${r.rowCount} rows`,
+            (e: { code?: string }) => e.code ?? 'error',
+          );
+        out.update = await ok(`UPDATE ${t} SET payload = 'straddler' WHERE id = 7`);
+        out.del = await ok(`DELETE FROM ${t} WHERE id = 9`);
+        out.commit = await ok('COMMIT');
+      } finally {
+        await s1.query('ROLLBACK').catch(() => undefined);
+        s1.release();
+      }
+      const cut = await waitFor(h, (p) => p.phase === 'rollback-window', 'cut over', 90_000).finally(restoreWait);
+      expect(out).toEqual({
+        phase: 'cutover',
+        heldBy: 'true',
+        update: '1 rows',
+        del: '1 rows',
+        commit: 'null rows',
+      });
+      expect(cut.cutover?.handover).toMatchObject({ quiet: true, guarded: false });
+      expect([cut.cutoverHeld, cut.lastError]).toEqual([null, null]);
+      const rows = await db.pool.query(
+        `SELECT count(*)::int AS n, string_agg(payload, ',' ORDER BY id) FILTER (WHERE id IN (7, 8, 9)) AS p FROM ${t}`,
+      );
+      expect(rows.rows[0]).toEqual({ n: 2999, p: 'straddler,other' });
+      await h.signal('finalize');
+      expect((await h.result()).status).toBe('done');
+    },
+    240_000,
+  );
 });
 
 describe('1c. the same the other way: a snapshot older than the swap back', () => {

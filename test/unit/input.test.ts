@@ -14,7 +14,9 @@ describe('validatePartitionInput', () => {
       rollbackWindowMs: 86_400_000,
       inboundForeignKeys: 'refuse',
       dryRun: false,
+      olderSnapshots: 'wait',
     });
+    expect(validatePartitionInput({ table: 't', olderSnapshots: 'guard' }).olderSnapshots).toBe('guard');
   });
   it.each([
     [{}, /"table" is required/],
@@ -22,6 +24,7 @@ describe('validatePartitionInput', () => {
     [{ table: 't', batchSize: 0 }, /"batchSize"/],
     [{ table: 't', maxBatchMs: 1 }, /"maxBatchMs"/],
     [{ table: 't', approval: 'yes' }, /"approval" must be one of/],
+    [{ table: 't', olderSnapshots: 'never' }, /"olderSnapshots" must be one of "wait", "guard", not "never"/],
     [{ table: 't', rollbackWindow: 'soon' }, /"rollbackWindow"/],
     [{ table: 't', interval: 'week' }, /"interval"/],
     [{ table: 't', bogus: 1 }, /Unknown field "bogus"/],
