@@ -67,7 +67,13 @@ export interface PartitionState {
   /** approveCutover's `olderSnapshots` (absent: the input's) */
   olderSnapshots?: OlderSnapshots;
   /** the cut-over held by sessions with older snapshots (olderSnapshots "wait"): since (ms), attempts, who */
-  cutoverHeld?: { since: number; attempts: number; heldBy: string[]; lastCheck?: LastCheck } | null;
+  cutoverHeld?: {
+    since: number;
+    attempts: number;
+    heldBy: string[];
+    lastCheck?: LastCheck;
+    applied?: string | null;
+  } | null;
 }
 
 export function initialState(opts: PartitionOptions): PartitionState {

@@ -292,12 +292,15 @@ async function forward(run: Run, plan: Plan): Promise<void> {
   if (state.phase === 'rollback-window') await rollbackWindow(run, plan);
 }
 
-/** How long the workflow waits before trying a cut-over that older snapshots held again. */
-const HELD_RETRY_MS = 15_000;
+/**
+ * How long the workflow waits before trying a cut-over that older snapshots held again (the next attempt itself
+ * waits up to 2 minutes for those sessions, with no handover, before it hands over again).
+ */
+const HELD_RETRY_MS = 2_000;
 
 /**
  * The cut-over. With olderSnapshots "wait", one that sessions with snapshots older than partflow's last write
- * held (HandoverHeld: the application's writes went back to the key log) is tried again every HELD_RETRY_MS,
+ * held (HandoverHeld: the application's writes went back to the key log) is tried again after HELD_RETRY_MS,
  * its last check going on from where it got, until it goes quiet, the operator says "guard" (approveCutover),
  * or a rollback or cancellation comes.
  */
@@ -308,21 +311,22 @@ async function cutOver(run: Run, plan: Plan): Promise<CutoverResult> {
   if (!patched('older-snapshots-wait')) return step().cutover(refOf(plan), lockTimeoutMs);
   for (;;) {
     const olderSnapshots = state.olderSnapshots ?? opts.olderSnapshots;
-    const lastCheck = state.cutoverHeld?.lastCheck;
+    const { lastCheck, applied } = state.cutoverHeld ?? {};
     try {
-      const r = await step().cutover(refOf(plan), lockTimeoutMs, { olderSnapshots, lastCheck });
+      const r = await step().cutover(refOf(plan), lockTimeoutMs, { olderSnapshots, lastCheck, applied });
       if (state.cutoverHeld) state.lastError = null;
       state.cutoverHeld = null;
       return r;
     } catch (err) {
       const root = rootFailure(err);
       if (root.type !== 'HandoverHeld') throw err;
-      const d = (root.details[0] ?? {}) as { heldBy?: string[]; lastCheck?: LastCheck };
+      const d = (root.details[0] ?? {}) as { heldBy?: string[]; lastCheck?: LastCheck; applied?: string | null };
       state.cutoverHeld = {
         since: state.cutoverHeld?.since ?? Date.now(),
         attempts: (state.cutoverHeld?.attempts ?? 0) + 1,
         heldBy: d.heldBy ?? [],
         lastCheck: d.lastCheck,
+        applied: d.applied ?? null,
       };
       state.lastError = root.message;
       log.warn('cut-over held by older snapshots', { table, heldBy: state.cutoverHeld.heldBy });

@@ -2,9 +2,10 @@
  * The cut-over and what follows it: the swap (one short transaction under lock_timeout, retried with
  * backoff), its compensation while the rollback window is open, and the finalize that ends the window.
  */
-import { ApplicationFailure } from '@temporalio/common';
+import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
 import type { OlderSnapshots } from '../../src/input';
-import type { PoolClient } from 'pg';
+import type { Pool, PoolClient } from 'pg';
+import type { Logger } from '../../src/logger';
 import { failure } from '../../src/failures';
 import { displayName, qualified, quoteIdent } from '../../src/ident';
 import { Plan, shapeDifferences, splitLock } from '../../src/plan';
@@ -12,7 +13,7 @@ import type { KeyLogApplySql } from '../../src/plan/keylog';
 import { refuseChangedViews } from './views';
 import { applyRound, drainKeyLog, keyLogBacklog, LastCheck, lastCheckBeforeLock, lastCheckUnderLock } from './keylog';
 import { activityContext, classify, lockUpFront, runAll, withHeartbeat, withLockRetry } from '../runtime/db';
-import { waitForOlderSnapshots } from './snapshotGuard';
+import { snapshotsOlderThan, waitForOlderSnapshots, waitForSessions } from './snapshotGuard';
 import { appliedXid, handBack, handOver, HandoverResult } from './handover';
 import { faultPoint } from '../runtime/faults';
 import { Deps, relOid, stepLog } from '../runtime/deps';
@@ -127,13 +128,12 @@ export async function cutover(
   deps: Deps,
   plan: Plan,
   lockTimeoutMs: number,
-  held?: { olderSnapshots: OlderSnapshots; lastCheck?: LastCheck },
+  held?: { olderSnapshots: OlderSnapshots; lastCheck?: LastCheck; applied?: string | null },
 ): Promise<CutoverResult> {
   const { pool, log } = deps;
   await ownPlan(pool, plan.table, plan);
   const logger = stepLog(log, 'cutover', plan.table);
-  const st = await runState(pool, plan.table);
-  if (st?.cutover_done) return alreadyCutOver(deps, plan, lockTimeoutMs);
+  if ((await runState(pool, plan.table))?.cutover_done) return alreadyCutOver(deps, plan, lockTimeoutMs);
   const { lock, then } = splitLock(plan.sql.cutover);
   const across = acrossPartitions(plan, lockTimeoutMs);
   const keyLog = plan.sql.keyLog;
@@ -141,6 +141,9 @@ export async function cutover(
   const check = lastCheckSoFar(held?.lastCheck);
   // runs from before olderSnapshots: the guard at the handover's deadline
   const wait = held?.olderSnapshots === 'wait';
+  // after an attempt they held: the sessions older than its mark waited for first, with no handover (the
+  // application pays nothing more meanwhile)
+  if (wait && held?.applied) await stillHeld(pool, plan, logger, held.applied, check);
   // before each attempt, outside its transaction: the keys copied since the last verification pass compared
   // (each attempt goes on from where the one before stopped), then the key log drained, so that what is left
   // for under the lock is what writers commit between this drain and the lock
@@ -231,6 +234,27 @@ function lastCheckSoFar(held: LastCheck | undefined): LastCheck {
   return beat?.lastCheck ?? held ?? { upTo: 0, keys: 0, repaired: [] };
 }
 
+/** How long an attempt after a held one waits for the sessions that held it before it says so again. */
+const HELD_WAIT_MS = 120_000;
+
+/** The sessions older than a held attempt's mark `applied`, waited for (no lock, no handover) up to HELD_WAIT_MS. */
+async function stillHeld(pool: Pool, plan: Plan, logger: Logger, applied: string, check: LastCheck): Promise<void> {
+  const left = await waitForSessions(
+    pool,
+    () => snapshotsOlderThan(pool, applied),
+    logger,
+    'cut-over held: waiting for the transactions older than the last attempt',
+    Date.now() + HELD_WAIT_MS,
+    () => ({ lastCheck: check }),
+    1000,
+  );
+  if (activityContext()?.cancellationSignal.aborted) throw new CancelledFailure('cut-over cancelled while held');
+  if (left.length) {
+    const h = { quiet: false, applied, rounds: 0, ms: 0, heldBy: left.map((w) => w.line) };
+    throw heldFailure(plan, h, check);
+  }
+}
+
 /**
  * The cut-over held by sessions older than partflow's last write (olderSnapshots "wait"): the workflow tries it
  * again later, from the last check's `lastCheck` (the failure's details).
@@ -245,7 +269,7 @@ function heldFailure(plan: Plan, h: HandoverResult, lastCheck: LastCheck) {
       'It is tried again until they have ended; end them, or signal approveCutover with ' +
       '{"olderSnapshots": "guard"} to cut over with the snapshot guard.',
     'HandoverHeld',
-    { heldBy: h.heldBy ?? [], lastCheck },
+    { heldBy: h.heldBy ?? [], lastCheck, applied: h.applied },
   );
 }
 
