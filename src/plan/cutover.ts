@@ -135,12 +135,18 @@ function snapshotWarning(ctx: PlanContext): void {
     "Before the cut-over a handover (up to PARTFLOW_HANDOVER_WAIT_MS, 30 s) has the application's transactions " +
       "write their changes into the copy themselves and waits until no snapshot older than partflow's last write " +
       'into it is left: then a REPEATABLE READ or SERIALIZABLE transaction that straddles the swap sees the new ' +
-      'table as it sees the old one. A transaction still older at the deadline (progress cutover.handover.heldBy) ' +
-      "makes the swap install partflow_snapshot_guard instead: such a transaction's UPDATE and DELETE fail with " +
-      '40001 until it ends, and it can read rows changed in the last second stale. The swap back has the same ' +
-      'handover, except in a run that gave uniqueness up (acceptLostConstraints), which always installs the guard ' +
-      'there. READ COMMITTED statements take their snapshot after the lock and are exact. The attach path leaves ' +
-      'the rows in place and has no such moment.',
+      'table as it sees the old one. ' +
+      (ctx.opts.olderSnapshots === 'guard'
+        ? 'A transaction still older at the deadline (progress cutover.handover.heldBy) makes the swap install ' +
+          'partflow_snapshot_guard instead (olderSnapshots "guard"): such a transaction\'s UPDATE and DELETE ' +
+          'fail with 40001 until it ends, and it can read rows changed in the last second stale. '
+        : 'A transaction still older at the deadline holds the cut-over until it ends (olderSnapshots "wait"; ' +
+          'progress cutoverHeld names it; approveCutover with {"olderSnapshots": "guard"} lets the swap go ahead ' +
+          "with partflow_snapshot_guard, which fails such a transaction's UPDATE and DELETE with 40001). ") +
+      'The swap back has the same handover, except in a run that gave uniqueness up (acceptLostConstraints), ' +
+      'which always installs the guard there, and falls back to the guard at its deadline. READ COMMITTED ' +
+      'statements take their snapshot after the lock and are exact. The attach path leaves the rows in place and ' +
+      'has no such moment.',
   );
 }
 

@@ -137,13 +137,21 @@ async function straddle(
   return out;
 }
 
+// A, B and D are about the snapshot guard: their straddlers are let through with it (olderSnapshots "guard";
+// the default "wait" holds the cut-over until they end, sync.test "1b.")
 describe('A. finalize run by a role that is not superuser (README: the table owner suffices)', () => {
   it("does not see the application role's straddler, drops the guard at once, and the straddler's UPDATE matches 0 rows silently", async () => {
     const t = 'a_owner';
     // the key already holds the partition column: no widening, so no pg_stat_statements check either; the
     // role is the table's owner with CREATE on the database, as the README asks, and nothing more
     await makeTable(db2.pool, t, 'pf_runner', 'id, created_at');
-    const h = await start('atk-runner', { table: t, batchSize: 500, approval: 'signal', rollbackWindow: '1h' });
+    const h = await start('atk-runner', {
+      table: t,
+      batchSize: 500,
+      approval: 'signal',
+      rollbackWindow: '1h',
+      olderSnapshots: 'guard',
+    });
     await waitFor(h, (p) => p.phase === 'awaiting-approval', 'verified', 120_000);
     const appConf = connAs(db2.conn, 'pf_app');
     const [s1] = await straddle(db2.pool, db2.conn, t, [5001], [{ conf: appConf }]);
@@ -195,7 +203,13 @@ describe('B. straddlers in the rollback window (superuser worker)', () => {
       `CREATE FUNCTION b_fn(k bigint) RETURNS bigint LANGUAGE plpgsql AS $$
          DECLARE n bigint; BEGIN UPDATE ${t} SET payload = 'fn' WHERE id = k; GET DIAGNOSTICS n = ROW_COUNT; RETURN n; END $$`,
     );
-    const h = await start('atk-super', { table: t, batchSize: 500, approval: 'signal', rollbackWindow: '1h' });
+    const h = await start('atk-super', {
+      table: t,
+      batchSize: 500,
+      approval: 'signal',
+      rollbackWindow: '1h',
+      olderSnapshots: 'guard',
+    });
     await waitFor(h, (p) => p.phase === 'awaiting-approval', 'verified', 120_000);
     const su = db.conn;
     const app = connAs(db.conn, 'pf_app');
@@ -356,7 +370,7 @@ describe('D. cleanup of a run terminated in the rollback window', () => {
     const h = await env.client.workflow.start('partitionTable', {
       taskQueue: 'atk-super',
       workflowId: wid,
-      args: [{ table: t, batchSize: 500, approval: 'signal', rollbackWindow: '1h' }],
+      args: [{ table: t, batchSize: 500, approval: 'signal', rollbackWindow: '1h', olderSnapshots: 'guard' }],
     });
     await waitFor(h, (p) => p.phase === 'awaiting-approval', 'verified', 120_000);
     const [s1] = await straddle(db.pool, db.conn, t, [7001], [{ conf: db.conn }]);
