@@ -123,7 +123,10 @@ test('plan, start, status, pause, throttle, resume, watch, approve, report: one 
   expect(waiting.out).toMatch(
     /^public\.cli_images {2}partition-public\.cli_images {2}started \S+; approve: partflow approve public\.cli_images$/m,
   );
-  expect((await cli('approve', 'cli_images')).code).toBe(0);
+  const junk = await cli('approve', 'cli_images', '--older-snapshots', 'sometimes');
+  expect(junk.code).not.toBe(0);
+  expect(junk.err + junk.out).toMatch(/sometimes/);
+  expect((await cli('approve', 'cli_images', '--older-snapshots', 'guard')).code).toBe(0);
   const done = await cli('watch', 'cli_images', '--interval-ms', '200');
   expect(done.code).toBe(0);
   expect(done.out).toMatch(/public\.cli_images done/);
