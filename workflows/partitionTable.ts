@@ -5,6 +5,7 @@
  * exactly what was done, in reverse, in a non-cancellable scope.
  */
 import {
+  CancellationScope,
   condition,
   ContinueAsNew,
   continueAsNew,
@@ -312,12 +313,20 @@ async function cutOver(run: Run, plan: Plan): Promise<CutoverResult> {
   for (;;) {
     const olderSnapshots = state.olderSnapshots ?? opts.olderSnapshots;
     const { lastCheck, applied } = state.cutoverHeld ?? {};
+    const attempt = () => step().cutover(refOf(plan), lockTimeoutMs, { olderSnapshots, lastCheck, applied });
+    // an attempt after a held one waits for the holders first (up to 2 minutes): a rollback, or the operator's
+    // "guard", cancels it (it hands back and stops; one that has swapped meanwhile is swapped back by the undo)
+    const changed = () => state.rollbackRequested || (state.olderSnapshots ?? opts.olderSnapshots) !== olderSnapshots;
     try {
-      const r = await step().cutover(refOf(plan), lockTimeoutMs, { olderSnapshots, lastCheck, applied });
+      const r = state.cutoverHeld ? await stoppable(attempt, changed) : await attempt();
       if (state.cutoverHeld) state.lastError = null;
       state.cutoverHeld = null;
       return r;
     } catch (err) {
+      if (isCancellation(err) && changed()) {
+        checkRollback(run);
+        continue;
+      }
       const root = rootFailure(err);
       if (root.type !== 'HandoverHeld') throw err;
       const d = (root.details[0] ?? {}) as { heldBy?: string[]; lastCheck?: LastCheck; applied?: string | null };
@@ -337,6 +346,24 @@ async function cutOver(run: Run, plan: Plan): Promise<CutoverResult> {
       );
       checkRollback(run);
     }
+  }
+}
+
+/** `run` in a scope of its own, cancelled once `stop()` holds (the workflow's own cancellation reaches it too). */
+async function stoppable<T>(run: () => Promise<T>, stop: () => boolean): Promise<T> {
+  const scope = new CancellationScope();
+  const watcher = new CancellationScope();
+  const watching = watcher
+    .run(() => condition(stop))
+    .then(
+      () => scope.cancel(),
+      () => undefined,
+    );
+  try {
+    return await scope.run(run);
+  } finally {
+    watcher.cancel();
+    await watching;
   }
 }
 

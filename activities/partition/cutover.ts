@@ -395,6 +395,10 @@ export async function rollbackBlocker({ pool }: Deps, plan: Plan): Promise<strin
     // a run a cleanup took is not this workflow's to roll back: its undo finds that out and does nothing
     const st = await runState(pool, plan.table);
     if (st?.run_state !== 'active') return null;
+    // what the application committed before the signal applied first (a row the old table cannot hold is
+    // recorded as its round meets it), the applier's lock waited for briefly at a time
+    const rev = plan.sql.reverseKeyLog;
+    if (rev?.lost && st.cutover_done) await drainKeyLog(pool, rev, 1000, Date.now() + 5_000, 500);
     return await rollbackLoss(pool, plan);
   } catch (err) {
     classify(err, 'rollback check');
