@@ -452,7 +452,9 @@ describe('E. READ COMMITTED statements queued on the cut-over lock; LockClock ag
       expect(res.slice(0, 4).map((r) => r.outcome)).toEqual(['1 rows', '1 rows', '1 rows', '1 rows']);
       expect(res[4].outcome).toMatch(/^40001/); // README: its snapshot was taken before it waited
       const held = (p.cutover as { lockHoldMs: number }).lockHoldMs;
-      expect(held).toBeGreaterThanOrEqual(Math.max(...res.map((r) => r.waitedMs)) - 20);
+      // (a client's wait also counts its own statement and round trips after the release: 20 ms of room missed
+      // by 1 ms in a fresh-clone CI of 2026-12-06 under load, so 50)
+      expect(held).toBeGreaterThanOrEqual(Math.max(...res.map((r) => r.waitedMs)) - 50);
     } finally {
       delete process.env.PARTFLOW_FAULT_POINT;
       delete process.env.PARTFLOW_FAULT_SLEEP_MS;
