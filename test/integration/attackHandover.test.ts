@@ -137,6 +137,19 @@ describe('H1. a UNIQUE index with the partition column (kept unique on the copy)
 type Tally = { commits: number; codes: Record<string, number>; inTrigger: string[]; stale: string[]; other: string[] };
 const newTally = (): Tally => ({ commits: 0, codes: {}, inTrigger: [], stale: [], other: [] });
 
+/** Every writer transaction, for the report of a row that differs: when, who, what, which ids, how it ended. */
+type Event = {
+  at: number;
+  end: number;
+  w: number;
+  level: string;
+  op: number;
+  ids: number[];
+  rows: string;
+  end_: string;
+};
+const history: Record<string, Event[]> = {};
+
 /**
  * One writer: transactions of `level` on `t`, each recorded in `t_side` (id, payload, created_at) in the same
  * transaction, from what the statements RETURNed. Every kind of row change, single and multi-row statements.
@@ -158,7 +171,9 @@ async function writer(
     lat.push({ at: s, ms: Date.now() - s });
     return r;
   };
+  let seenRows: string[] = [];
   const side = async (rows: { id: string; payload: string; created_at: string }[]) => {
+    for (const r of rows) seenRows.push(`${r.id}=${r.payload}@${r.created_at}`);
     for (const r of rows)
       await q(
         `INSERT INTO ${t}_side VALUES ($1, $2, $3::timestamptz) ON CONFLICT (id) DO UPDATE SET payload = EXCLUDED.payload,
@@ -173,7 +188,22 @@ async function writer(
       const fresh = 1_000_000 + w * 100_000 + n;
       const op = Math.floor(Math.random() * 12);
       let reinserted: number | undefined;
+      const began = Date.now();
+      const seen: string[] = [];
+      const ids = [k, fresh, fresh + 50_000];
+      const ev = (end_: string) =>
+        (history[t] ??= []).push({
+          at: began,
+          end: Date.now(),
+          w,
+          level,
+          op,
+          ids: [...ids, ...(reinserted === undefined ? [] : [reinserted])],
+          rows: seen.join(' '),
+          end_,
+        });
       try {
+        seenRows = [];
         await q(`BEGIN ISOLATION LEVEL ${level}`);
         const rec = (await q(`SELECT payload FROM ${t}_side WHERE id = $1`, [k])).rows[0]?.payload;
         await sleep(5 + Math.random() * 25);
@@ -197,6 +227,7 @@ async function writer(
             // the primary key
             const r = (await q(`UPDATE ${t} SET id = $2 WHERE id = $1 ${ret}`, [k, fresh])).rows;
             if (r.length) {
+              seenRows.push(`${k} renamed`);
               await q(`DELETE FROM ${t}_side WHERE id = $1`, [k]);
               await side(r);
             }
@@ -206,6 +237,7 @@ async function writer(
             // delete, the id kept for a later re-insert
             const r = (await q(`DELETE FROM ${t} WHERE id = $1 RETURNING id`, [k])).rows;
             if (r.length) {
+              seenRows.push(`${k} deleted`);
               await q(`DELETE FROM ${t}_side WHERE id = $1`, [k]);
               if (!deleted.includes(k)) deleted.push(k);
             }
@@ -264,7 +296,10 @@ async function writer(
             for (const id of [k, fresh]) {
               const r = (await q(`SELECT id::text, payload, created_at::text FROM ${t} WHERE id = $1`, [id])).rows;
               if (r.length) await side(r);
-              else await q(`DELETE FROM ${t}_side WHERE id = $1`, [id]);
+              else {
+                seenRows.push(`${id} gone`);
+                await q(`DELETE FROM ${t}_side WHERE id = $1`, [id]);
+              }
             }
             break;
           }
@@ -273,6 +308,7 @@ async function writer(
             const r = (await q(`DELETE FROM ${t} WHERE id BETWEEN $1 AND $1 + 2 AND id % 5 = 1 RETURNING id`, [k]))
               .rows;
             for (const x of r) {
+              seenRows.push(`${x.id} deleted`);
               await q(`DELETE FROM ${t}_side WHERE id = $1`, [x.id]);
               if (!deleted.includes(Number(x.id))) deleted.push(Number(x.id));
             }
@@ -287,8 +323,11 @@ async function writer(
         }
         await q('COMMIT');
         tally.commits++;
+        seen.push(...seenRows);
+        ev('commit');
       } catch (err) {
         await c.query('ROLLBACK').catch(() => undefined);
+        ev(`rollback ${(err as { code?: string }).code ?? (err as Error).message}`);
         if (reinserted !== undefined) deleted.push(reinserted);
         const e = err as { code?: string; message: string; where?: string };
         const key = e.code ?? 'none';
@@ -334,14 +373,15 @@ describe('H2. every kind of row change at every isolation level through the hand
           const tally = (tallies[`${x} ${level}`] = newTally());
           runs.push(writer(x, level, i + (x === ctl ? 10 : 0), tally, deleted[x], () => stop, lats[x]));
         });
-      let tOn: number;
-      let tCut: number;
+      let tApprove: number | undefined;
+      let tOn: number | undefined;
+      let tCut: number | undefined;
       try {
         await sleep(3000);
         const old = await db.pool.connect();
         await old.query('BEGIN ISOLATION LEVEL REPEATABLE READ');
         await old.query('SELECT count(*) FROM pg_class');
-        const tApprove = Date.now();
+        tApprove = Date.now();
         await h.signal('approveCutover');
         await waitHandingOver(oid);
         tOn = Date.now();
@@ -404,6 +444,7 @@ describe('H2. every kind of row change at every isolation level through the hand
         ).rows[0].ids;
       const d = { table: await diff(t), control: await diff(ctl) };
       console.log(JSON.stringify(d));
+      for (const id of d.table) await report(t, Number(id), { approve: tApprove!, on: tOn!, cut: tCut! });
       const dup = (
         await db.pool.query(`SELECT count(*)::int AS n FROM (SELECT id FROM ${t} GROUP BY id HAVING count(*) > 1) x`)
       ).rows[0].n;
@@ -416,6 +457,31 @@ describe('H2. every kind of row change at every isolation level through the hand
     },
   );
 });
+
+/**
+ * What is known of a row that differs: its rows in every table of the run (the table, the writers' record, the
+ * old table, the logs) and every writer transaction that named its id, with times relative to the approval.
+ */
+async function report(t: string, id: number, marks: Record<string, number | undefined>): Promise<void> {
+  const tables = await db.pool.query(
+    `SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+      JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'id' AND NOT a.attisdropped
+     WHERE c.relkind IN ('r', 'p') AND (c.relname LIKE $1 OR n.nspname = 'partflow') AND c.relname NOT LIKE 'runs%'`,
+    [`${t}%`],
+  );
+  const rows: Record<string, unknown[]> = {};
+  for (const x of tables.rows) {
+    const name = `"${x.nspname}"."${x.relname}"`;
+    const r = await db.pool.query(`SELECT * FROM ${name} WHERE id = $1`, [id]).catch((e) => ({ rows: [String(e)] }));
+    if (r.rows.length) rows[name] = r.rows;
+  }
+  const t0 = marks.approve ?? 0;
+  const rel = Object.fromEntries(Object.entries(marks).map(([k, v]) => [k, v === undefined ? null : v - t0]));
+  const events = (history[t] ?? [])
+    .filter((e) => e.ids.includes(id) || e.rows.split(' ').some((r) => r.startsWith(`${id}=`) || r === String(id)))
+    .map((e) => `${e.at - t0}..${e.end - t0} ms w${e.w} ${e.level} op ${e.op} ids ${e.ids}: ${e.end_}; ${e.rows}`);
+  console.log(JSON.stringify({ differs: id, marks: rel, rows, events }, null, 1));
+}
 
 /** A table of 2000 rows and its run waiting for approval. */
 async function ready(t: string, extra = '') {
