@@ -246,6 +246,7 @@ async function writer(
           case 5: {
             // re-insert an id deleted before
             reinserted = deleted.shift();
+            if (reinserted !== undefined) await q(`SELECT pg_advisory_xact_lock(4242, $1::int)`, [reinserted]);
             if (reinserted !== undefined)
               await side(
                 (await q(`INSERT INTO ${t} VALUES ($1, $2, now() - interval '3 days') ${ret}`, [reinserted, nv])).rows,
@@ -266,6 +267,8 @@ async function writer(
             );
             break;
           case 8: // upserts: DO UPDATE on an existing row, DO NOTHING on a second row in the same statement
+            // (the first inserts id k again when a READ COMMITTED delete of it commits meanwhile: see case 9)
+            await q(`SELECT pg_advisory_xact_lock(4242, $1::int)`, [k]);
             await side(
               (
                 await q(
@@ -285,7 +288,12 @@ async function writer(
             );
             break;
           case 9: {
-            // MERGE (no RETURNING in 15): the row read back in the same transaction
+            // MERGE (no RETURNING in 15): the row read back in the same transaction. The record is exact only
+            // for a row this transaction holds: so the read-back locks it, and no other writer inserts id k
+            // meanwhile (cases 5 and 8 take the same lock). Without it, a READ COMMITTED read-back that found k
+            // gone could delete the record of another writer's re-insert committed just after it (or record a
+            // version another writer then changed), so that the record, not the table, was wrong.
+            await q(`SELECT pg_advisory_xact_lock(4242, $1::int)`, [k]);
             await q(
               `MERGE INTO ${t} x USING (VALUES ($1::bigint, $2::text), ($3::bigint, $2::text)) v(id, p) ON x.id = v.id
                  WHEN MATCHED AND x.id % 7 = 0 THEN DELETE
@@ -294,7 +302,8 @@ async function writer(
               [k, nv, fresh],
             );
             for (const id of [k, fresh]) {
-              const r = (await q(`SELECT id::text, payload, created_at::text FROM ${t} WHERE id = $1`, [id])).rows;
+              const r = (await q(`SELECT id::text, payload, created_at::text FROM ${t} WHERE id = $1 FOR UPDATE`, [id]))
+                .rows;
               if (r.length) await side(r);
               else {
                 seenRows.push(`${id} gone`);
