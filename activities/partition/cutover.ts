@@ -11,13 +11,22 @@ import { displayName, qualified, quoteIdent } from '../../src/ident';
 import { Plan, shapeDifferences, splitLock } from '../../src/plan';
 import type { KeyLogApplySql } from '../../src/plan/keylog';
 import { refuseChangedViews } from './views';
-import { applyRound, drainKeyLog, keyLogBacklog, LastCheck, lastCheckBeforeLock, lastCheckUnderLock } from './keylog';
+import {
+  applyRound,
+  drainKeyLog,
+  keyLogBacklog,
+  LastCheck,
+  lastCheckBeforeLock,
+  lastCheckUnderLock,
+  recheckParked,
+  recheckParkedWithin,
+} from './keylog';
 import { activityContext, classify, lockUpFront, runAll, withHeartbeat, withLockRetry } from '../runtime/db';
 import { snapshotsOlderThan, waitForOlderSnapshots, waitForSessions } from './snapshotGuard';
 import { appliedXid, handBack, handOver, HandoverResult } from './handover';
 import { faultPoint } from '../runtime/faults';
 import { Deps, relOid, stepLog } from '../runtime/deps';
-import { newTableColumns, newTablePartitions, rollbackLoss, rollbackLost } from './rollbackLoss';
+import { newTableColumns, newTablePartitions, rollbackLoss } from './rollbackLoss';
 import { acrossPartitions, fence, notReadCommitted, ownPlan, rowMoves, runState, undoFence } from './run';
 import { recordCutover, recordedTriggerFence } from '../runtime/copyState';
 
@@ -354,13 +363,12 @@ export async function swapBack(
   const swap = async (c: PoolClient) => {
     await lockUpFront(c, [lock], across.budget);
     await undoFence(c, plan.table);
+    // the old table gets the last keys the application changed, and the keys it could not take before again
+    // (a duplicate ended since, a unique value handed between rows over two rounds), then takes the name back
+    if (keyLog) underLock = (await drainUnderLock(c, plan, keyLog)) + (await recheckParked(c, keyLog));
+    // what would be lost, as of now (a row the old table still cannot hold included): refused, nothing done
     const loss = await rollbackLoss(c, plan);
     if (loss) throw failure(loss, 'TableChanged');
-    // the old table gets the last keys the application changed, then takes the name back
-    if (keyLog) underLock = await drainUnderLock(c, plan, keyLog);
-    // the last rounds may have met a row the old table cannot hold
-    const lost = keyLog?.lost ? await rollbackLost(c, plan) : null;
-    if (lost) throw failure(lost, 'TableChanged');
     const quiet = !!handover?.quiet && underLock === 0 && (await appliedXid(c, plan, 'reverse')) === handover.applied;
     await runAll(c, then);
     guarded = !!plan.sql.swapBackGuard && !quiet;
@@ -399,6 +407,8 @@ export async function rollbackBlocker({ pool }: Deps, plan: Plan): Promise<strin
     // recorded as its round meets it), the applier's lock waited for briefly at a time
     const rev = plan.sql.reverseKeyLog;
     if (rev?.lost && st.cutover_done) await drainKeyLog(pool, rev, 1000, Date.now() + 5_000, 500);
+    // and the keys the old table could not take applied again: what it still cannot take is recorded again
+    if (rev?.recheck && st.cutover_done) await recheckParkedWithin(pool, rev, 1000);
     return await rollbackLoss(pool, plan);
   } catch (err) {
     classify(err, 'rollback check');

@@ -4,7 +4,7 @@
  */
 import type { Pool, PoolClient } from 'pg';
 import type { Plan } from '../../src/plan';
-import type { KeyLogApplySql, KeyLogSeenSql } from '../../src/plan/keylog';
+import { KeyLogApplySql, KeyLogSeenSql, RECHECK_MAX } from '../../src/plan/keylog';
 import { failure } from '../../src/failures';
 import { displayName } from '../../src/ident';
 import { createLogger, Logger } from '../../src/logger';
@@ -46,6 +46,8 @@ export async function applyRound(c: PoolClient, sql: KeyLogApplySql, limit: numb
   // round goes on (a rollback is refused from then on, rollbackLoss)
   const dup = sql.duplicates ? (await c.query(sql.duplicates, arrays)).rows[0]?.fact : null;
   if (dup) await c.query(sql.lost, [dup]);
+  // every row of such an old-table key parked, to be applied again when a rollback is asked (recheckParked)
+  if (dup && sql.parkDuplicates) await c.query(sql.parkDuplicates, arrays);
   await c.query('SAVEPOINT partflow_copy');
   try {
     await c.query(sql.copy, arrays);
@@ -54,10 +56,45 @@ export async function applyRound(c: PoolClient, sql: KeyLogApplySql, limit: numb
     if (e.code !== '23505' || !sql.copyKept) throw err;
     await c.query('ROLLBACK TO SAVEPOINT partflow_copy');
     await c.query(sql.lost, [`a row its ${e.constraint ?? 'unique index'} rejects (${e.detail ?? 'no detail'})`]);
+    if (sql.park) await c.query(sql.park, arrays);
     await c.query(sql.copyKept, arrays);
   }
   await c.query('RELEASE SAVEPOINT partflow_copy');
   return n;
+}
+
+/**
+ * The keys a round parked (the old table could not take their rows then) applied again, all in one round in the
+ * caller's transaction `c` (which holds the applier's lock, or the swap back's): the run's record of what the old
+ * table cannot hold is emptied first, and that round records again what it still cannot take. So a duplicate
+ * that has ended since, or a transaction whose changes were split over rounds (a unique value handed from one
+ * row to another), no longer refuses a rollback. Plans without parking, or more than RECHECK_MAX parked keys:
+ * nothing is done and the record stands.
+ */
+export async function recheckParked(c: PoolClient, sql: KeyLogApplySql | undefined): Promise<number> {
+  const rc = sql?.recheck;
+  if (!rc) return 0;
+  const n = Number((await c.query(rc.count)).rows[0].n);
+  if (!n || n > RECHECK_MAX) return 0;
+  await c.query(rc.forget);
+  return applyRound(c, rc.sql, RECHECK_MAX);
+}
+
+/** recheckParked in a transaction of its own under the applier's lock, waited for `lockWaitMs` at most. */
+export async function recheckParkedWithin(pool: Pool, sql: KeyLogApplySql, lockWaitMs: number): Promise<void> {
+  if (!sql.recheck) return;
+  try {
+    await inTransaction(pool, async (c) => {
+      await c.query(`SET LOCAL lock_timeout = ${Math.max(1, Math.floor(lockWaitMs))}`);
+      await c.query(sql.lock);
+      await c.query(`SET LOCAL lock_timeout = ${APPLY_LOCK_TIMEOUT_MS}`);
+      if (sql.lockSource) await c.query(sql.lockSource);
+      await recheckParked(c, sql);
+    });
+  } catch (err) {
+    const code = (err as { code?: string }).code;
+    if (code !== '55P03' && code !== '40P01') throw err;
+  }
 }
 
 /**

@@ -96,22 +96,14 @@ function cannotHold(plan: Plan, recorded: string): string {
 }
 
 /**
- * What the reverse key log's applier recorded that the old table cannot hold (one id twice, a value a uniqueness
- * given up rejects), as the rollback's refusal, or null: the swap back asks it again after its last drain.
- */
-export async function rollbackLost(c: PoolClient, plan: Plan): Promise<string | null> {
-  const row = await cutoverRecord(c, plan.table);
-  return row?.rollback_lost ? cannotHold(plan, row.rollback_lost) : null;
-}
-
-/**
  * Why swapping back now would lose something, or null. The old table has exactly what the reverse trigger
  * gave it, so anything that changed the new table's rows without passing through that trigger would be lost
  * or revived by a rollback: a partition detached, dropped, truncated or rewritten (the reverse trigger mirrors
  * rows and a TRUNCATE of the whole table, not those), detached and attached again, a partition attached or
  * created since the cut-over (its rows, or rows moved into it from the default, never reached the old table),
  * partflow's trigger disabled on the table or a partition, a writer that is not READ COMMITTED; a row the old
- * table cannot hold (rollbackLost); and a column added, renamed or retyped has no place in the old table.
+ * table cannot hold (recorded by the reverse log's rounds, the parked keys applied again first: recheckParked);
+ * and a column added, renamed or retyped has no place in the old table.
  */
 export async function rollbackLoss(c: PoolClient | Pool, plan: Plan): Promise<string | null> {
   const row = await cutoverRecord(c, plan.table);

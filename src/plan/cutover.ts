@@ -12,6 +12,7 @@ import {
   dropTriggersSql,
   guardViewSql,
   keyLogOf,
+  parkedOf,
   handoverSql,
   keyLogSpec,
   keyLogSyncSql,
@@ -164,6 +165,7 @@ function dropReverseSql(ctx: PlanContext): string[] {
     ...dropTriggersSql(qualified(ctx.table), reverse, guard),
     ...dropSnapshotGuardSql(qualified(ctx.table), snapshotGuard),
     `DROP TABLE IF EXISTS ${qualified(keyLogOf(ctx.table, 'reverse'))}`,
+    `DROP TABLE IF EXISTS ${qualified(parkedOf(ctx.table))}`,
     ...(applied ? [`DROP SEQUENCE IF EXISTS ${qualified(applied)}`] : []),
   ];
 }

@@ -50,7 +50,26 @@ export interface KeyLogSpec {
    * key, and any uniqueness given up, which the new table does not): `duplicates`, `lost` and `copyKept`
    */
   lostOf?: TableRef;
+  /**
+   * with `lostOf`: where a round parks the keys whose rows the target could not take (its key held twice, a
+   * 23505), to be applied again in one round when a rollback is asked (`recheck`): a transient duplicate or a
+   * transaction split over rounds then refuses nothing (plans made before it have none: the record stands)
+   */
+  parked?: TableRef;
 }
+
+/** The parked keys applied again (KeyLogApplySql `recheck`). */
+export interface KeyLogRecheckSql {
+  /** rounds over the parked keys instead of the log (their `take` empties it; their failures park again) */
+  sql: KeyLogApplySql;
+  /** one row (`n`): parked keys, up to RECHECK_MAX + 1 */
+  count: string;
+  /** the run's record of what the target cannot hold emptied: the round that follows records it again */
+  forget: string;
+}
+
+/** At most this many parked keys are applied again in one round (under the swap back's lock too). */
+export const RECHECK_MAX = 10_000;
 
 /** The applier's statements (keyLogApplySql), kept in the plan. */
 export interface KeyLogApplySql {
@@ -93,6 +112,11 @@ export interface KeyLogApplySql {
    * table that the new one does not enforce, and `lost` recorded it
    */
   copyKept?: string;
+  /** $1..$n as `copy`: the round's keys parked (after a 23505) */
+  park?: string;
+  /** $1..$n as `copy`: the source's keys of every old-table key the round's keys hold twice, parked */
+  parkDuplicates?: string;
+  recheck?: KeyLogRecheckSql;
 }
 
 /**
@@ -345,6 +369,7 @@ export function keyLogApplySql(s: KeyLogSpec): KeyLogApplySql {
     `FROM (SELECT * FROM ${qualified(s.source)}) AS s(${aliases}) ` +
     `WHERE ${sourceKey} IN (SELECT ${us.join(', ')} FROM ${u}) ${onConflict}`;
   const lostSql = s.lostOf && s.conflictKey ? lostStatements(s, u, us, conflictTuple, aliases, insert) : {};
+  const parkSql = s.lostOf && s.conflictKey && s.parked ? parkStatements(s, u, us, conflictTuple, aliases) : {};
   return {
     lock: `SELECT pg_advisory_xact_lock(${s.lockKey})`,
     take:
@@ -362,6 +387,51 @@ export function keyLogApplySql(s: KeyLogSpec): KeyLogApplySql {
     ...(s.seen ? { seen: seenSql(s) } : {}),
     ...(s.applied ? { mark: keyLogMarkSql(s.applied) } : {}),
     ...lostSql,
+    ...parkSql,
+  };
+}
+
+/**
+ * Parking (KeyLogApplySql `park`, `parkDuplicates`) and the recheck: the rounds over the parked keys are this
+ * spec's rounds with the parked table as their log.
+ */
+function parkStatements(
+  s: KeyLogSpec,
+  u: string,
+  us: string[],
+  conflictTuple: string,
+  aliases: string,
+): Pick<KeyLogApplySql, 'park' | 'parkDuplicates' | 'recheck'> {
+  const parked = qualified(s.parked!);
+  const names = s.key.map((k) => q(k.name)).join(', ');
+  const { alias } = positions(s);
+  const unique = s.conflictKey!;
+  const logged = unique.map((c) => us[s.key.findIndex((k) => k.name === c)]);
+  const src = `(SELECT * FROM ${qualified(s.source)}) AS s(${aliases})`;
+  const run = s.lostOf!;
+  const isRecheck = s.log.schema === s.parked!.schema && s.log.name === s.parked!.name;
+  return {
+    park: `INSERT INTO ${parked} (${names}) SELECT ${us.join(', ')} FROM ${u}`,
+    ...(unique.length < s.key.length
+      ? {
+          parkDuplicates:
+            `INSERT INTO ${parked} (${names}) SELECT ${s.key.map((k) => `s.${alias(k.name)}`).join(', ')} ` +
+            `FROM ${src} WHERE ${conflictTuple} IN (SELECT ${unique.map((c) => `s.${alias(c)}`).join(', ')} ` +
+            `FROM ${src} WHERE ${conflictTuple} IN (SELECT DISTINCT ${logged.join(', ')} FROM ${u}) ` +
+            `GROUP BY ${conflictTuple} HAVING count(*) > 1)`,
+        }
+      : {}),
+    ...(isRecheck
+      ? {}
+      : {
+          recheck: {
+            sql: keyLogApplySql({ ...s, log: s.parked!, seen: undefined }),
+            count: `SELECT count(*)::int AS n FROM (SELECT 1 FROM ${parked} LIMIT ${RECHECK_MAX + 1}) p`,
+            forget:
+              `UPDATE partflow.runs SET rollback_lost = NULL ` +
+              `WHERE table_schema = ${quoteLiteral(run.schema)} AND table_name = ${quoteLiteral(run.name)}`,
+          },
+        }),
   };
 }
 

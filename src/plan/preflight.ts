@@ -273,6 +273,7 @@ export function plannedNames(table: TableRef, partitions: PlannedPartition[], in
     `${n}_pf_moves`,
     `${n}_pf_log`,
     `${n}_pf_rlog`,
+    `${n}_pf_rlost`,
     `${n}_pf_seen`,
     `${n}_pf_trunc`,
     ...partitions.map((p) => p.name),

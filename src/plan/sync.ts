@@ -241,6 +241,11 @@ export function keyLogOf(table: TableRef, direction: 'forward' | 'reverse' = 'fo
   return sibling(table, `${table.name}_pf_${direction === 'forward' ? 'log' : 'rlog'}`);
 }
 
+/** `<table>_pf_rlost`: the reverse log's keys whose rows the old table could not take (KeyLogSpec `parked`). */
+export function parkedOf(table: TableRef): TableRef {
+  return sibling(table, `${table.name}_pf_rlost`);
+}
+
 /** `<table>_pf_seen`: the keys the forward log's applier copied since the last verification pass. */
 export function seenOf(table: TableRef): TableRef {
   return sibling(table, `${table.name}_pf_seen`);
@@ -261,7 +266,7 @@ export function keyLogSpec(ctx: PlanContext, direction: 'forward' | 'reverse' = 
     fn: sync.fn,
     key: ctx.shadowKey.map((name) => ({ name, type: typeOf(name) })),
     // the rollback window: upserting by the old table's primary key, recording what the old table cannot hold
-    ...(direction === 'reverse' ? { conflictKey: ctx.sourceKey, lostOf: ctx.table } : {}),
+    ...(direction === 'reverse' ? { conflictKey: ctx.sourceKey, lostOf: ctx.table, parked: parkedOf(ctx.table) } : {}),
     columns: ctx.columns,
     sourceColumns: ctx.sourceColumns,
     overriding: ctx.overriding,
@@ -290,6 +295,8 @@ export function keyLogSyncSql(ctx: PlanContext, direction: 'forward' | 'reverse'
     keyLogTableSql(spec),
     ...(spec.seen ? [keyLogSeenTableSql(spec)] : []),
     ...(info.owner !== info.currentUser ? [`ALTER TABLE ${qualified(spec.log)} OWNER TO ${q(info.owner)}`] : []),
+    // written by partflow's rounds only
+    ...(spec.parked ? [keyLogTableSql({ ...spec, log: spec.parked })] : []),
     // the swap back's handover sequence (the forward one is created with the run's counters)
     ...(direction === 'reverse' && spec.applied
       ? [

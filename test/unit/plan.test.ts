@@ -203,6 +203,25 @@ describe('buildPlan', () => {
     expect([fwd.duplicates, fwd.lost, fwd.copyKept]).toEqual([undefined, undefined, undefined]);
   });
 
+  it('parks the keys a reverse round could not apply, and applies them again in rounds over the parked table', () => {
+    const p = buildPlan(fixture(), opts);
+    const rev = p.sql.reverseKeyLog!;
+    expect(rev.park).toMatch(/^INSERT INTO "public"\."gi_pf_rlost" \("id", "created_at"\) SELECT k1, k2 FROM unnest/);
+    // every row of the old key held twice, not only the round's
+    expect(rev.parkDuplicates).toMatch(/^INSERT INTO "public"\."gi_pf_rlost" .* GROUP BY \(s\.a\d+\) HAVING count/);
+    const rc = rev.recheck!;
+    expect(rc.sql.take).toMatch(/DELETE FROM "public"\."gi_pf_rlost"/);
+    expect(rc.sql.copy).toBe(rev.copy);
+    expect(rc.sql.park).toBe(rev.park);
+    expect(rc.sql.recheck).toBeUndefined();
+    expect(rc.forget).toMatch(/^UPDATE partflow\.runs SET rollback_lost = NULL WHERE .* table_name = 'gi'$/);
+    // created with the reverse log at the cut-over, dropped with it
+    expect(p.sql.cutover.some((x) => /CREATE TABLE IF NOT EXISTS "public"\."gi_pf_rlost"/.test(x))).toBe(true);
+    expect(p.sql.swapBack).toContain('DROP TABLE IF EXISTS "public"."gi_pf_rlost"');
+    expect(p.sql.finalize).toContain('DROP TABLE IF EXISTS "public"."gi_pf_rlost"');
+    expect(p.sql.keyLog!.recheck).toBeUndefined();
+  });
+
   it('refuses a unique index with the partition column only in INCLUDE', () => {
     const inc = {
       ...fixture().indexes[2],
