@@ -49,6 +49,11 @@ export interface PartitionState {
   takenBy?: string;
   /** set when the swap back was refused or failed: the undo stopped there */
   swapRefused?: boolean;
+  /**
+   * a rollback the swap back refused under its lock (what it would lose, found after the rollback signal's
+   * check): nothing was undone, and the run goes back to its rollback window with this as lastError
+   */
+  backToWindow?: string | null;
   /** the replica bounds now (the input's, changed by `throttle`); absent in states from before them */
   replica?: ReplicaBounds;
   /** the replica bound holding the copy back, since when */

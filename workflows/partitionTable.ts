@@ -373,6 +373,7 @@ async function undoAfter(run: Run, err: unknown): Promise<PartitionTableResult> 
   if (err instanceof ContinueAsNew) throw err;
   if (err instanceof RollbackRequested) {
     await compensate(run, 'rolled-back');
+    if (state.backToWindow) return backToWindow(run);
     if (state.takenBy) throw failure(state.undoProblems!.join('; '), 'RunUndone');
     if (state.swapRefused) throw failure(state.undoProblems!.join('; '), 'TableChanged');
     const { verify, cutover, rowsCopied } = state;
@@ -399,12 +400,55 @@ async function undoAfter(run: Run, err: unknown): Promise<PartitionTableResult> 
   throw failure(`${cause}${undo}`, 'PartitionTableFailed');
 }
 
+/**
+ * After the swap back refused a rollback under its lock (compensate's `backToWindow`; nothing was undone): the
+ * run is active again and its rollback window goes on (for its whole length again), as after a refusal at the
+ * signal, with the refusal in lastError; a later rollback or finalize ends it as usual.
+ */
+async function backToWindow(run: Run): Promise<PartitionTableResult> {
+  const { state, opts, table } = run;
+  const plan = state.plan!;
+  const refusal = state.backToWindow!;
+  state.backToWindow = null;
+  state.rollbackRequested = false;
+  const takenAs = await short.resumeRun(opts.table);
+  if (takenAs) {
+    // a cleanup took the run meanwhile: it is the cleanup's now
+    state.takenBy = takenAs;
+    state.lastError = `${refusal}; then partflow.runs recorded the run as "${takenAs}" (partflow cleanup took it)`;
+    enter(run, 'failed');
+    throw failure(state.lastError, 'RunUndone');
+  }
+  state.lastError = refusal;
+  log.warn('rollback refused under the swap back lock; the rollback window goes on', { table, reason: refusal });
+  enter(run, 'rollback-window');
+  try {
+    await rollbackWindow(run, plan);
+    return doneResult(run, plan);
+  } catch (err) {
+    return undoAfter(run, err);
+  }
+}
+
+function doneResult(run: Run, plan: Plan): PartitionTableResult {
+  const { verify, cutover, rowsCopied } = run.state;
+  return {
+    status: 'done',
+    table: run.table,
+    verify,
+    cutover,
+    rowsCopied,
+    rowMoves: run.state.rowMoves ?? 0,
+    oldTable: displayName(plan.sql.attach?.history ?? plan.old),
+  };
+}
+
 export async function partitionTable(
   input: PartitionTableInput & { resume?: PartitionState },
 ): Promise<PartitionTableResult> {
   const run = validateStart(input);
   setHandlers(run);
-  const { state, table } = run;
+  const { state } = run;
   try {
     if (!input.resume) {
       const dryRun = await setUp(run);
@@ -412,16 +456,7 @@ export async function partitionTable(
     }
     const plan = state.plan!;
     await forward(run, plan);
-    const { verify, cutover, rowsCopied } = state;
-    return {
-      status: 'done',
-      table,
-      verify,
-      cutover,
-      rowsCopied,
-      rowMoves: state.rowMoves ?? 0,
-      oldTable: displayName(plan.sql.attach?.history ?? plan.old),
-    };
+    return doneResult(run, plan);
   } catch (err) {
     return undoAfter(run, err);
   }

@@ -66,6 +66,11 @@ export async function compensate(run: Run, finalState: 'rolled-back' | 'failed')
       try {
         await undoStep(run, step, finalState);
       } catch (err) {
+        // a rollback the swap back refused under its lock (nothing was undone): back to the rollback window
+        if (step === 'cutover' && finalState === 'rolled-back' && refusedRollback(run, err)) {
+          state.backToWindow = rootFailure(err).message;
+          break;
+        }
         const why = `${step}: ${rootFailure(err).message}`;
         state.undoProblems = [...(state.undoProblems ?? []), why];
         if (step === 'cutover' && patched('stop-after-refused-swap')) {
@@ -90,6 +95,23 @@ export async function compensate(run: Run, finalState: 'rolled-back' | 'failed')
       state.done.pop();
     }
   });
+  if (state.backToWindow) return;
   if (state.undoProblems?.length) state.lastError = `undone except: ${state.undoProblems.join('; ')}`;
   enter(run, state.swapRefused ? 'failed' : finalState);
+}
+
+/**
+ * The swap back's own refusal of a rollback that would lose rows (rollbackLoss asked under its lock, after the
+ * rollback signal's check passed: a duplicate written during the swap back's handover), in a run whose swap back
+ * is the key log's: its transaction rolled back and the application's writes went back to the reverse key log, so
+ * the run can go on in its window as after a refusal at the signal.
+ */
+function refusedRollback(run: Run, err: unknown): boolean {
+  const root = rootFailure(err);
+  return (
+    run.state.plan?.method !== 'attach' &&
+    root.type === 'TableChanged' &&
+    root.message.startsWith('Rolling back ') &&
+    patched('refused-swap-back-to-window')
+  );
 }

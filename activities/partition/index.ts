@@ -12,7 +12,7 @@ import { cutover, finalize, rollbackBlocker, swapBack } from './cutover';
 import { followKeyLog } from './keylog';
 import { preflight } from './preflight';
 import { Deps } from '../runtime/deps';
-import { beginUndo, claimRun, planOf, releaseRun, RunState } from './run';
+import { beginUndo, claimRun, planOf, releaseRun, resumeRun, RunState } from './run';
 import { createShadow, dropShadow } from './shadow';
 import { dropSyncTrigger, installSyncTrigger } from './sync';
 import { verify } from './verify';
@@ -36,6 +36,7 @@ export function createPartitionActivities(deps: Deps) {
     preflight: (input: PartitionOptions | unknown) => preflight(deps, input),
     claimRun: (table: TableRef, plan: Plan) => claimRun(deps, table, plan),
     beginUndo: (table: TableRef) => beginUndo(deps, table),
+    resumeRun: (table: TableRef) => resumeRun(deps, table),
     releaseRun: (table: TableRef, state: RunState) => releaseRun(deps, table, state),
     createShadow: byRef(createShadow),
     dropShadow: byRef(dropShadow),

@@ -12,7 +12,16 @@ import { activityContext, classify, inTransaction } from '../runtime/db';
 import { faultPoint } from '../runtime/faults';
 import { migrate } from '../runtime/migrate';
 import { Deps, relOid, workflowId } from '../runtime/deps';
-import { isActive, lockRegistry, markEnded, markUndoing, runsHolding, stateOf, tableRun } from '../runtime/runStore';
+import {
+  isActive,
+  lockRegistry,
+  markActiveAgain,
+  markEnded,
+  markUndoing,
+  runsHolding,
+  stateOf,
+  tableRun,
+} from '../runtime/runStore';
 import { claimTableRow, clearStreams, runsExist, storedPlanRow } from '../runtime/copyState';
 import { lockAcross, lockPhaseBudgetMs } from '../../src/locks';
 
@@ -228,6 +237,18 @@ export async function beginUndo({ pool }: Deps, table: TableRef): Promise<string
     return state === null || state === 'undoing' ? null : state;
   } catch (err) {
     classify(err, 'begin undo');
+  }
+}
+
+/**
+ * After a rollback refused under the swap back's lock (nothing was undone): the run is `active` again and its
+ * rollback window goes on. Returns null, or the state partflow.runs records when a cleanup took the run meanwhile.
+ */
+export async function resumeRun({ pool }: Deps, table: TableRef): Promise<string | null> {
+  try {
+    return await markActiveAgain(pool, tableRun(table, workflowId()));
+  } catch (err) {
+    classify(err, 'resume run');
   }
 }
 

@@ -93,6 +93,24 @@ export async function markUndoing(db: Db, run: RunKey): Promise<string | null> {
 }
 
 /**
+ * The undo's fence lifted again (a rollback refused under the swap back's lock: the run goes on in its window).
+ * Returns null when this run was `undoing` and is `active` again, or the state partflow.runs records otherwise
+ * (a cleanup took it meanwhile: the run does not go on).
+ */
+export async function markActiveAgain(db: Db, run: RunKey): Promise<string | null> {
+  const r = await db.query(
+    `WITH moved AS (
+       UPDATE ${run.store} SET ${run.stateColumn} = 'active', updated_at = now()
+        WHERE ${run.where} AND ${run.stateColumn} = 'undoing'
+        RETURNING ${run.stateColumn} AS state)
+     SELECT (SELECT state FROM moved) AS moved,
+            (SELECT ${run.stateColumn} FROM ${run.store} WHERE ${run.where}) AS state`,
+    run.params,
+  );
+  return r.rows[0]?.moved ? null : (r.rows[0]?.state ?? 'gone');
+}
+
+/**
  * The release: the run's final state. `also` adds assignments to the same UPDATE, each given a placeholder
  * for its value by `param` (a fix run's undo steps).
  */

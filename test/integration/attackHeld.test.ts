@@ -4,8 +4,8 @@
  * C1c, C2i (rollback) and C2k failed on the code reviewed and were mended (the rollback check applies the reverse
  * log first; a rollback or the operator's "guard" cancels a held cut-over's waiting attempt). C1a and C1e (a
  * refusal where nothing would be lost) were mended at the next stop (the keys a round could not apply are parked
- * and applied again, in one round, when a rollback is asked). C1b pins the limit left (a run failed where it
- * should stay in its window); the others held.
+ * and applied again, in one round, when a rollback is asked); C1b (a run failed where it should stay in its
+ * window) too: the swap back's refusal under its lock returns the run to its window. The others held.
  */
 import type { WorkflowHandle } from '@temporalio/client';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
@@ -152,9 +152,11 @@ describe('C1. rollback window: rows the old table cannot hold', () => {
     expect(d).toBe(0);
   });
 
-  // LIMIT (pinned): a duplicate written while the swap back hands over is found under its lock only, and that
-  // refusal fails the run ("stays undoing", partflow cleanup --remove keeps the new table); no row is lost
-  it('C1b. a duplicate id written while the swap back hands over (an old snapshot keeps it waiting): the run fails undoing, every row kept', async () => {
+  // MENDED (pinned as a limit at first): a duplicate written while the swap back hands over is found under its
+  // lock only, and that refusal failed the run ("stays undoing", partflow cleanup --remove kept the new table).
+  // Now the run goes back to its rollback window with the refusal in lastError, active again; here the
+  // application then removes the duplicate, and the rollback asked again goes ahead, exact.
+  it('C1b. a duplicate id written while the swap back hands over (an old snapshot keeps it waiting): refused, the window goes on; the duplicate removed, the rollback goes ahead', async () => {
     const t = 'c1b';
     const h = await ready(t);
     await h.signal('approveCutover');
@@ -166,7 +168,6 @@ describe('C1. rollback window: rows the old table cannot hold', () => {
       await h.signal('rollback');
       await sleep(2500); // the swap back's handover waits for `old`
       out.dup = await outcome(db.pool, `INSERT INTO ${t} VALUES (7, 'dup', '2026-03-20')`);
-      await db.pool.query(`INSERT INTO ${t}_ctl VALUES (7007, 'dup of 7', '2026-03-20')`); // record only
       out.upd = await outcome(db.pool, `UPDATE ${t} SET payload = 'during' WHERE id = 9`);
       await db.pool.query(`UPDATE ${t}_ctl SET payload = 'during' WHERE id = 9`);
     } finally {
@@ -174,21 +175,39 @@ describe('C1. rollback window: rows the old table cannot hold', () => {
       old.release();
       restore();
     }
-    const p = await answered(h);
-    out.phase = p.phase;
-    console.log(JSON.stringify({ out, lastError: p.lastError }));
-    if (p.phase === 'rollback-window') await h.signal('finalize');
-    const r = await ended(h);
-    const rows = (await db.pool.query(`SELECT count(*)::int AS n, count(DISTINCT id)::int AS ids FROM ${t}`)).rows[0];
-    const p9 = (await db.pool.query(`SELECT payload FROM ${t} WHERE id = 9`)).rows[0]?.payload;
-    console.log(JSON.stringify({ r, rows, p9 }));
-    expect(out).toMatchObject({ dup: '1 rows', upd: '1 rows' });
-    // either refused (and finalized: the table keeps both rows 7) or, if a rollback happened, id 7 once
-    expect(rows).toEqual({ n: 2001, ids: 2000 });
-    expect(p9).toBe('during');
-    expect(r).toMatch(
-      /^failed: .*Rolling back public\.c1b now would lose rows: .*the swap back did not happen, so public\.c1b stays the new table/,
+    const back = await waitFor(
+      h,
+      (x) =>
+        (x.phase === 'rollback-window' && (x.lastError ?? '').startsWith('Rolling back')) ||
+        ['failed', 'rolled-back', 'done'].includes(x.phase),
+      'the swap back answered',
+      90_000,
     );
+    out.phase = back.phase;
+    const state = (
+      await db.pool.query(`SELECT run_state FROM partflow.runs WHERE table_schema = 'public' AND table_name = $1`, [t])
+    ).rows[0]?.run_state;
+    console.log(JSON.stringify({ out, state, lastError: back.lastError }));
+    // the application meanwhile: an update, and the duplicate removed
+    out.after = await outcome(db.pool, `UPDATE ${t} SET payload = 'after' WHERE id = 10`);
+    await db.pool.query(`UPDATE ${t}_ctl SET payload = 'after' WHERE id = 10`);
+    out.undup = await outcome(db.pool, `DELETE FROM ${t} WHERE id = 7 AND created_at = '2026-03-20'`);
+    await drained(t);
+    await h.signal('rollback');
+    const r = await ended(h);
+    const d = await diff(t);
+    console.log(JSON.stringify({ r, diff: d }));
+    expect(out).toMatchObject({
+      dup: '1 rows',
+      upd: '1 rows',
+      phase: 'rollback-window',
+      after: '1 rows',
+      undup: '1 rows',
+    });
+    expect(state).toBe('active');
+    expect(back.lastError).toMatch(/^Rolling back public\.c1b now would lose rows: .*id \(7\) in more than one row/);
+    expect(r).toBe('ok rolled-back');
+    expect(d).toBe(0);
   });
 
   // The recheck applies again every row of a key held twice, not only the round's: here the round that saw id 5
