@@ -86,6 +86,8 @@ export interface Progress {
    * the copy, since when (ISO), the attempts so far and the sessions at the last one; null otherwise
    */
   cutoverHeld: { since: string; attempts: number; heldBy: string[] } | null;
+  /** the same for the swap back of a rollback (olderSnapshots "wait"): the rollback waits for those sessions */
+  swapBackHeld: { since: string; attempts: number; heldBy: string[] } | null;
   /** what the cut-over does about such sessions now (the input's `olderSnapshots`, or approveCutover's) */
   olderSnapshots: 'wait' | 'guard';
   /** the replica bound holding the backfill back now (`maxReplicaLagBytes`, `maxReplicaLagSeconds`,

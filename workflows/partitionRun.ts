@@ -2,7 +2,15 @@
  * What partitionTable's two paths (workflows/partitionTable.ts, the copy; workflows/partitionAttach.ts, the
  * attach) share: the activity proxies and their options, the rollback request, the phase change.
  */
-import { ActivityCancellationType, ActivityOptions, log, proxyActivities, RetryPolicy } from '@temporalio/workflow';
+import {
+  ActivityCancellationType,
+  ActivityOptions,
+  CancellationScope,
+  condition,
+  log,
+  proxyActivities,
+  RetryPolicy,
+} from '@temporalio/workflow';
 import type { Activities } from '../activities';
 import type { Phase } from './definitions';
 import { Run, showDetails } from './partitionState';
@@ -37,6 +45,30 @@ export const follow = proxyActivities<Activities>({
   retry,
   cancellationType: ActivityCancellationType.TRY_CANCEL,
 });
+
+/**
+ * How long the workflow waits before trying a cut-over that older snapshots held again (the next attempt itself
+ * waits up to 2 minutes for those sessions, with no handover, before it hands over again).
+ */
+export const HELD_RETRY_MS = 2_000;
+
+/** `run` in a scope of its own, cancelled once `stop()` holds (the workflow's own cancellation reaches it too). */
+export async function stoppable<T>(run: () => Promise<T>, stop: () => boolean): Promise<T> {
+  const scope = new CancellationScope();
+  const watcher = new CancellationScope();
+  const watching = watcher
+    .run(() => condition(stop))
+    .then(
+      () => scope.cancel(),
+      () => undefined,
+    );
+  try {
+    return await scope.run(run);
+  } finally {
+    watcher.cancel();
+    await watching;
+  }
+}
 
 export class RollbackRequested extends Error {}
 

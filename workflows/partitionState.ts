@@ -79,6 +79,8 @@ export interface PartitionState {
     lastCheck?: LastCheck;
     applied?: string | null;
   } | null;
+  /** the swap back (a rollback) held the same way: since (ms), attempts, who, the last attempt's mark */
+  swapBackHeld?: { since: number; attempts: number; heldBy: string[]; applied?: string | null } | null;
 }
 
 export function initialState(opts: PartitionOptions): PartitionState {
@@ -159,6 +161,11 @@ export function together(rs: BackfillChunkResult[], done: boolean): BackfillChun
   };
 }
 
+/** A hold as `progress` shows it. */
+function heldOf(h: { since: number; attempts: number; heldBy: string[] } | null | undefined) {
+  return h ? { since: new Date(h.since).toISOString(), attempts: h.attempts, heldBy: h.heldBy } : null;
+}
+
 /** What the `progress` query answers. */
 export function progressOf(run: Run): Progress {
   const { state, table } = run;
@@ -226,13 +233,8 @@ export function progressOf(run: Run): Progress {
           }
         : null,
     },
-    cutoverHeld: state.cutoverHeld
-      ? {
-          since: new Date(state.cutoverHeld.since).toISOString(),
-          attempts: state.cutoverHeld.attempts,
-          heldBy: state.cutoverHeld.heldBy,
-        }
-      : null,
+    cutoverHeld: heldOf(state.cutoverHeld),
+    swapBackHeld: heldOf(state.swapBackHeld),
     olderSnapshots: state.olderSnapshots ?? run.opts.olderSnapshots ?? 'guard',
     throttledBy: state.phase === 'backfill' ? (state.throttledBy ?? null) : null,
     appPauseMs: state.phase === 'backfill' ? (state.appPauseMs ?? null) : null,
@@ -283,6 +285,12 @@ export function showDetails(run: Run): void {
       `cut-over held since ${p.cutoverHeld.since} (${p.cutoverHeld.attempts} attempt(s)) by sessions with older ` +
         `snapshots: ${p.cutoverHeld.heldBy.join('; ') || 'writers logging after the handover'}; **next: end them, ` +
         'or signal approveCutover with {"olderSnapshots": "guard"}**',
+    );
+  if (p.swapBackHeld)
+    lines.push(
+      `swap back (the rollback) held since ${p.swapBackHeld.since} (${p.swapBackHeld.attempts} attempt(s)) by ` +
+        `sessions with older snapshots: ${p.swapBackHeld.heldBy.join('; ') || 'writers logging after the handover'}` +
+        '; **next: end them, or signal approveCutover with {"olderSnapshots": "guard"}**',
     );
   if (p.cutover) {
     const check = p.cutover.lastCheck;

@@ -5,7 +5,6 @@
  * exactly what was done, in reverse, in a non-cancellable scope.
  */
 import {
-  CancellationScope,
   condition,
   ContinueAsNew,
   continueAsNew,
@@ -33,7 +32,18 @@ import { failure } from '../src/failures';
 import { attachForward, attachSetUp } from './partitionAttach';
 import { compensate } from './partitionUndo';
 import { followingKeyLog, reverifyUntilDecided } from './partitionWaits';
-import { act, CHUNK, checkRollback, enter, LONG, RollbackRequested, short, SHORT } from './partitionRun';
+import {
+  act,
+  CHUNK,
+  checkRollback,
+  enter,
+  HELD_RETRY_MS,
+  LONG,
+  RollbackRequested,
+  short,
+  SHORT,
+  stoppable,
+} from './partitionRun';
 import { initialState, PartitionState, progressOf, recordChunk, Run, showDetails, together } from './partitionState';
 
 export type { PartitionState } from './partitionState';
@@ -294,12 +304,6 @@ async function forward(run: Run, plan: Plan): Promise<void> {
 }
 
 /**
- * How long the workflow waits before trying a cut-over that older snapshots held again (the next attempt itself
- * waits up to 2 minutes for those sessions, with no handover, before it hands over again).
- */
-const HELD_RETRY_MS = 2_000;
-
-/**
  * The cut-over. With olderSnapshots "wait", one that sessions with snapshots older than partflow's last write
  * held (HandoverHeld: the application's writes went back to the key log) is tried again after HELD_RETRY_MS,
  * its last check going on from where it got, until it goes quiet, the operator says "guard" (approveCutover),
@@ -349,30 +353,12 @@ async function cutOver(run: Run, plan: Plan): Promise<CutoverResult> {
   }
 }
 
-/** `run` in a scope of its own, cancelled once `stop()` holds (the workflow's own cancellation reaches it too). */
-async function stoppable<T>(run: () => Promise<T>, stop: () => boolean): Promise<T> {
-  const scope = new CancellationScope();
-  const watcher = new CancellationScope();
-  const watching = watcher
-    .run(() => condition(stop))
-    .then(
-      () => scope.cancel(),
-      () => undefined,
-    );
-  try {
-    return await scope.run(run);
-  } finally {
-    watcher.cancel();
-    await watching;
-  }
-}
-
 /** A rollback signal or a cancellation undoes and ends as rolled back; any other failure undoes and fails. */
 async function undoAfter(run: Run, err: unknown): Promise<PartitionTableResult> {
   const { state, table } = run;
   if (err instanceof ContinueAsNew) throw err;
   if (err instanceof RollbackRequested) {
-    await compensate(run, 'rolled-back');
+    await compensate(run, 'rolled-back', true);
     if (state.backToWindow) return backToWindow(run);
     if (state.takenBy) throw failure(state.undoProblems!.join('; '), 'RunUndone');
     if (state.swapRefused) throw failure(state.undoProblems!.join('; '), 'TableChanged');

@@ -3,12 +3,12 @@
  * after the fence (beginUndo), every undo tried whatever the one before did, what could not be restored
  * reported. The statements of each undo are the plan's (src/plan/<step>.ts), run by its executor.
  */
-import { CancellationScope, log, patched } from '@temporalio/workflow';
+import { CancellationScope, condition, isCancellation, log, patched } from '@temporalio/workflow';
 import { displayName } from '../src/ident';
 import { rootFailure } from './failure';
 import { refOf } from '../src/plan';
-import { act, enter, LONG, short, SHORT } from './partitionRun';
-import type { Run, Step } from './partitionState';
+import { act, enter, HELD_RETRY_MS, LONG, short, SHORT, stoppable } from './partitionRun';
+import { Run, showDetails, Step } from './partitionState';
 
 /** The undo of the step `step`, which the run recorded as begun. */
 async function undoStep(run: Run, step: Step, finalState: 'rolled-back' | 'failed'): Promise<void> {
@@ -24,10 +24,7 @@ async function undoStep(run: Run, step: Step, finalState: 'rolled-back' | 'faile
       for (const p of r.notRestored ?? []) state.undoProblems = [...(state.undoProblems ?? []), p];
       return;
     }
-    const r = await act(SHORT, `undo: swap ${run.table} back to the original table`).swapBack(
-      refOf(plan),
-      lockTimeoutMs,
-    );
+    const r = await swapBackHeldOrNot(run);
     for (const p of r?.notRestored ?? []) state.undoProblems = [...(state.undoProblems ?? []), p];
   } else if (step === 'attachCheck')
     await act(SHORT, `undo: drop the CHECK ${plan.sql.attach!.checkName}`).dropBoundCheck(refOf(plan), lockTimeoutMs);
@@ -40,8 +37,53 @@ async function undoStep(run: Run, step: Step, finalState: 'rolled-back' | 'faile
   else if (step === 'claim') await short.releaseRun(opts.table, finalState);
 }
 
+/**
+ * The swap back. With olderSnapshots "wait", one that sessions with snapshots older than partflow's last write into
+ * the old table held (HandoverHeld: the application's writes went back to the reverse key log) is tried again
+ * after HELD_RETRY_MS, as the cut-over is, until those sessions end or the operator says "guard" (approveCutover),
+ * which also cancels an attempt waiting for them. Runs from before it: the guard at the handover's deadline.
+ */
+async function swapBackHeldOrNot(run: Run) {
+  const { state, opts, lockTimeoutMs } = run;
+  const plan = state.plan!;
+  const step = () => act(SHORT, `undo: swap ${run.table} back to the original table`);
+  if (!patched('older-snapshots-wait-back')) return step().swapBack(refOf(plan), lockTimeoutMs);
+  for (;;) {
+    const olderSnapshots = state.olderSnapshots ?? opts.olderSnapshots;
+    const applied = state.swapBackHeld?.applied ?? null;
+    const attempt = () => step().swapBack(refOf(plan), lockTimeoutMs, { olderSnapshots, applied });
+    const changed = () => (state.olderSnapshots ?? opts.olderSnapshots) !== olderSnapshots;
+    try {
+      const r = state.swapBackHeld ? await stoppable(attempt, changed) : await attempt();
+      if (state.swapBackHeld) state.lastError = null;
+      state.swapBackHeld = null;
+      return r;
+    } catch (err) {
+      if (isCancellation(err) && changed()) continue;
+      const root = rootFailure(err);
+      if (root.type !== 'HandoverHeld') throw err;
+      const d = (root.details[0] ?? {}) as { heldBy?: string[]; applied?: string | null };
+      state.swapBackHeld = {
+        since: state.swapBackHeld?.since ?? Date.now(),
+        attempts: (state.swapBackHeld?.attempts ?? 0) + 1,
+        heldBy: d.heldBy ?? [],
+        applied: d.applied ?? null,
+      };
+      state.lastError = root.message;
+      log.warn('swap back held by older snapshots', { table: run.table, heldBy: state.swapBackHeld.heldBy });
+      showDetails(run);
+      await condition(() => (state.olderSnapshots ?? opts.olderSnapshots) !== 'wait', HELD_RETRY_MS);
+    }
+  }
+}
+
 /** Undoes every step the run recorded, in reverse, whatever each one's undo did; reports what it could not. */
-export async function compensate(run: Run, finalState: 'rolled-back' | 'failed'): Promise<void> {
+export async function compensate(
+  run: Run,
+  finalState: 'rolled-back' | 'failed',
+  /** the operator's rollback (not a cancellation, not a failure): a swap back refused under its lock returns */
+  operatorRollback = false,
+): Promise<void> {
   const { state, table, opts } = run;
   enter(run, 'rolling-back');
   await CancellationScope.nonCancellable(async () => {
@@ -67,7 +109,7 @@ export async function compensate(run: Run, finalState: 'rolled-back' | 'failed')
         await undoStep(run, step, finalState);
       } catch (err) {
         // a rollback the swap back refused under its lock (nothing was undone): back to the rollback window
-        if (step === 'cutover' && finalState === 'rolled-back' && refusedRollback(run, err)) {
+        if (step === 'cutover' && operatorRollback && refusedRollback(run, err)) {
           state.backToWindow = rootFailure(err).message;
           break;
         }

@@ -23,7 +23,7 @@ import {
 } from './keylog';
 import { activityContext, classify, lockUpFront, runAll, withHeartbeat, withLockRetry } from '../runtime/db';
 import { snapshotsOlderThan, waitForOlderSnapshots, waitForSessions } from './snapshotGuard';
-import { appliedXid, handBack, handOver, HandoverResult } from './handover';
+import { appliedXid, Direction, handBack, handOver, HandoverResult } from './handover';
 import { faultPoint } from '../runtime/faults';
 import { Deps, relOid, stepLog } from '../runtime/deps';
 import { newTableColumns, newTablePartitions, rollbackLoss } from './rollbackLoss';
@@ -247,20 +247,28 @@ function lastCheckSoFar(held: LastCheck | undefined): LastCheck {
 const HELD_WAIT_MS = 120_000;
 
 /** The sessions older than a held attempt's mark `applied`, waited for (no lock, no handover) up to HELD_WAIT_MS. */
-async function stillHeld(pool: Pool, plan: Plan, logger: Logger, applied: string, check: LastCheck): Promise<void> {
+async function stillHeld(
+  pool: Pool,
+  plan: Plan,
+  logger: Logger,
+  applied: string,
+  check: LastCheck,
+  direction: Direction = 'forward',
+): Promise<void> {
+  const what = direction === 'forward' ? 'cut-over' : 'swap back';
   const left = await waitForSessions(
     pool,
     () => snapshotsOlderThan(pool, applied),
     logger,
-    'cut-over held: waiting for the transactions older than the last attempt',
+    `${what} held: waiting for the transactions older than the last attempt`,
     Date.now() + HELD_WAIT_MS,
     () => ({ lastCheck: check }),
     1000,
   );
-  if (activityContext()?.cancellationSignal.aborted) throw new CancelledFailure('cut-over cancelled while held');
+  if (activityContext()?.cancellationSignal.aborted) throw new CancelledFailure(`${what} cancelled while held`);
   if (left.length) {
     const h = { quiet: false, applied, rounds: 0, ms: 0, heldBy: left.map((w) => w.line) };
-    throw heldFailure(plan, h, check);
+    throw heldFailure(plan, h, check, direction);
   }
 }
 
@@ -268,15 +276,17 @@ async function stillHeld(pool: Pool, plan: Plan, logger: Logger, applied: string
  * The cut-over held by sessions older than partflow's last write (olderSnapshots "wait"): the workflow tries it
  * again later, from the last check's `lastCheck` (the failure's details).
  */
-function heldFailure(plan: Plan, h: HandoverResult, lastCheck: LastCheck) {
+function heldFailure(plan: Plan, h: HandoverResult, lastCheck: LastCheck, direction: Direction = 'forward') {
   const t = displayName(plan.table);
+  const into = direction === 'forward' ? 'the copy' : displayName(plan.old);
   const who = h.heldBy?.length
-    ? `sessions hold snapshots older than partflow's last write into the copy (${h.heldBy.join('; ')})`
+    ? `sessions hold snapshots older than partflow's last write into ${into} (${h.heldBy.join('; ')})`
     : 'writers logged changes after the handover went quiet';
+  const [what, verb] = direction === 'forward' ? ['cut-over', 'cut over'] : ['swap back (the rollback)', 'swap back'];
   return failure(
-    `The cut-over of ${t} waits: ${who}; swapping now would fail their later statements on ${t} with 40001. ` +
+    `The ${what} of ${t} waits: ${who}; swapping now would fail their later statements on ${t} with 40001. ` +
       'It is tried again until they have ended; end them, or signal approveCutover with ' +
-      '{"olderSnapshots": "guard"} to cut over with the snapshot guard.',
+      `{"olderSnapshots": "guard"} to ${verb} with the snapshot guard.`,
     'HandoverHeld',
     { heldBy: h.heldBy ?? [], lastCheck, applied: h.applied },
   );
@@ -337,6 +347,7 @@ export async function swapBack(
   deps: Deps,
   plan: Plan,
   lockTimeoutMs: number,
+  held?: { olderSnapshots: OlderSnapshots; applied?: string | null },
 ): Promise<{
   swapped: boolean;
   lockHoldMs: number;
@@ -353,13 +364,23 @@ export async function swapBack(
   let underLock = 0;
   let handover: HandoverResult | undefined;
   let guarded = false;
+  // olderSnapshots "wait" (runs from before it: the guard at the handover's deadline; runs that gave a uniqueness
+  // up have no reverse handover and keep the guard): a swap back that sessions with older snapshots hold is
+  // handed back and tried again by the workflow, as the cut-over is
+  const wait = held?.olderSnapshots === 'wait' && !!plan.sql.reverseHandover;
+  const none: LastCheck = { upTo: 0, keys: 0, repaired: [] };
+  const swapped = !!st?.cutover_done;
+  if (swapped && wait && held?.applied) await stillHeld(pool, plan, logger, held.applied, none, 'reverse');
   const drain = async () => {
     if (!keyLog) return;
+    // the keys the old table could not take applied again before the handover, so that under the lock there are
+    // none left to write (a write there needs the guard) unless one failed again (then the rollback is refused)
+    await recheckParkedWithin(pool, keyLog, 1000);
     // the last changes written into the old table by their writers (plans with a reverse handover)
     if (plan.sql.reverseHandover) handover = await handOver(pool, plan, logger, () => ({}), 'reverse');
     else await drainKeyLog(pool, keyLog);
+    if (wait && handover && !handover.quiet) throw heldFailure(plan, handover, none, 'reverse');
   };
-  const swapped = !!st?.cutover_done;
   const swap = async (c: PoolClient) => {
     await lockUpFront(c, [lock], across.budget);
     await undoFence(c, plan.table);
@@ -370,6 +391,8 @@ export async function swapBack(
     const loss = await rollbackLoss(c, plan);
     if (loss) throw failure(loss, 'TableChanged');
     const quiet = !!handover?.quiet && underLock === 0 && (await appliedXid(c, plan, 'reverse')) === handover.applied;
+    // a writer logged after the handover went quiet (or partflow wrote under the lock): this swap would need the guard
+    if (wait && handover && !quiet) throw heldFailure(plan, { ...handover, quiet: false }, none, 'reverse');
     await runAll(c, then);
     guarded = !!plan.sql.swapBackGuard && !quiet;
     if (guarded) await runAll(c, plan.sql.swapBackGuard!);

@@ -144,8 +144,9 @@ function snapshotWarning(ctx: PlanContext): void {
         : 'A transaction still older at the deadline holds the cut-over until it ends (olderSnapshots "wait"; ' +
           'progress cutoverHeld names it; approveCutover with {"olderSnapshots": "guard"} lets the swap go ahead ' +
           "with partflow_snapshot_guard, which fails such a transaction's UPDATE and DELETE with 40001). ") +
-      'The swap back has the same handover, except in a run that gave uniqueness up (acceptLostConstraints), ' +
-      'which always installs the guard there, and falls back to the guard at its deadline. READ COMMITTED ' +
+      'The swap back (a rollback) has the same handover and is held or guarded the same way (progress ' +
+      'swapBackHeld), except in a run that gave uniqueness up (acceptLostConstraints), which always installs the ' +
+      'guard there. READ COMMITTED ' +
       'statements take their snapshot after the lock and are exact. The attach path leaves the rows in place and ' +
       'has no such moment.',
   );

@@ -785,14 +785,20 @@ describe('1b. by default (olderSnapshots "wait") a snapshot older than the swap 
 });
 
 describe('1c. the same the other way: a snapshot older than the swap back', () => {
-  it('its UPDATE of a row the application wrote in the window fails with 40001; the guard stays until it ends', async () => {
+  it('olderSnapshots "guard": its UPDATE of a row the application wrote in the window fails with 40001; the guard stays until it ends', async () => {
     const t = 'sg_back';
     await db.pool.query(`CREATE TABLE ${t} (id bigint PRIMARY KEY, payload text, created_at timestamptz NOT NULL)`);
     await db.pool.query(
       `INSERT INTO ${t} SELECT g, 'p' || g, now() - (g % 60) * interval '1 day' FROM generate_series(1, 3000) g`,
     );
     const oid = Number((await db.pool.query(`SELECT $1::regclass::oid AS o`, [t])).rows[0].o);
-    const h = await start({ table: t, batchSize: 500, approval: 'signal', rollbackWindow: '1h' });
+    const h = await start({
+      table: t,
+      batchSize: 500,
+      approval: 'signal',
+      rollbackWindow: '1h',
+      olderSnapshots: 'guard',
+    });
     await waitFor(h, (p) => p.phase === 'awaiting-approval', 'verified', 120_000);
     await h.signal('approveCutover');
     await waitFor(h, (p) => p.phase === 'rollback-window', 'cut over', 60_000);
@@ -837,6 +843,69 @@ describe('1c. the same the other way: a snapshot older than the swap back', () =
     expect(await guarded()).toBe(0);
     const row = await db.pool.query(`SELECT payload FROM ${t} WHERE id = 5003`);
     expect(row.rows).toEqual([{ payload: 'written in the window' }]);
+  });
+});
+
+describe("1c. (wait) the swap back held by a snapshot older than partflow's last write into the old table", () => {
+  it('olderSnapshots "wait" (the default): the rollback waits for the straddler, which writes and commits as without partflow; then swapped back with no guard, every row exact', async () => {
+    const t = 'sg_back_wait';
+    await db.pool.query(`CREATE TABLE ${t} (id bigint PRIMARY KEY, payload text, created_at timestamptz NOT NULL)`);
+    await db.pool.query(
+      `INSERT INTO ${t} SELECT g, 'p' || g, now() - (g % 60) * interval '1 day' FROM generate_series(1, 3000) g`,
+    );
+    const oid = Number((await db.pool.query(`SELECT $1::regclass::oid AS o`, [t])).rows[0].o);
+    const h = await start({ table: t, batchSize: 500, approval: 'signal', rollbackWindow: '1h' });
+    await waitFor(h, (p) => p.phase === 'awaiting-approval', 'verified', 120_000);
+    await h.signal('approveCutover');
+    await waitFor(h, (p) => p.phase === 'rollback-window', 'cut over', 60_000);
+    const holder = await db.pool.connect();
+    const s1 = await db.pool.connect();
+    let restoreWait = () => undefined as void;
+    const out: Record<string, unknown> = {};
+    try {
+      // the reverse applier held off until the straddler has its snapshot: partflow's next write into the old
+      // table is newer than it
+      await holder.query(`SELECT pg_advisory_lock_shared(${keyLogLockKey(oid, 'reverse')})`);
+      await db.pool.query(`INSERT INTO ${t} VALUES (5003, 'written in the window', now())`);
+      await s1.query('BEGIN ISOLATION LEVEL REPEATABLE READ');
+      await s1.query(`SELECT count(*) FROM pg_class`);
+      await holder.query(`SELECT pg_advisory_unlock_shared(${keyLogLockKey(oid, 'reverse')})`);
+      restoreWait = handoverWait(1000);
+      const pid = (await s1.query('SELECT pg_backend_pid() AS p')).rows[0].p;
+      await h.signal('rollback');
+      const held = await waitFor(h, (p) => (p.swapBackHeld?.attempts ?? 0) >= 1, 'swap back held', 90_000);
+      await sleep(2500); // the next attempt waits for the straddler, with no handover: nothing swaps meanwhile
+      out.phase = held.phase;
+      out.heldByPid = held.swapBackHeld!.heldBy.some((x) => x.includes(String(pid)));
+      out.lastError = /^The swap back \(the rollback\) of public\.sg_back_wait waits/.test(held.lastError ?? '');
+      out.kind = (await db.pool.query(`SELECT relkind FROM pg_class WHERE oid = $1::regclass`, [t])).rows[0].relkind;
+      // the straddler, still open: it writes the table (the new one) as it would without partflow, and commits
+      out.update = await s1.query(`UPDATE ${t} SET payload = 'straddler' WHERE id = 7`).then(
+        (r) => `${r.rowCount} rows`,
+        (e: { code?: string }) => e.code ?? 'error',
+      );
+      await s1.query('COMMIT');
+    } finally {
+      restoreWait();
+      await holder.query(`SELECT pg_advisory_unlock_all()`).catch(() => undefined);
+      holder.release();
+      await s1.query('ROLLBACK').catch(() => undefined);
+      s1.release();
+    }
+    const r = (await h.result()) as { status: string };
+    const guard = await db.pool.query(
+      `SELECT count(*)::int AS n FROM pg_trigger WHERE tgrelid = $1::regclass AND tgname = 'partflow_snapshot_guard'`,
+      [t],
+    );
+    const rows = await db.pool.query(`SELECT id::int, payload FROM ${t} WHERE id IN (7, 5003) ORDER BY id`);
+    console.log(JSON.stringify({ out, status: r.status }));
+    expect(out).toEqual({ phase: 'rolling-back', heldByPid: true, lastError: true, kind: 'p', update: '1 rows' });
+    expect(r.status).toBe('rolled-back');
+    expect(guard.rows[0].n).toBe(0);
+    expect(rows.rows).toEqual([
+      { id: 7, payload: 'straddler' },
+      { id: 5003, payload: 'written in the window' },
+    ]);
   });
 });
 
