@@ -186,7 +186,8 @@ function partitionOptions(c: Command): Command {
 function olderSnapshotsOption(): Option {
   return new Option(
     '--older-snapshots <what>',
-    'sessions with snapshots older than the swap: wait for them (default) or cut over with the guard (40001)',
+    "sessions with snapshots older than the swap (the cut-over, or a rollback's swap back): wait for them " +
+      '(default) or swap with the guard (40001)',
   ).choices(['wait', 'guard']);
 }
 
