@@ -4,7 +4,7 @@
  * The SQL comes from the plan partflow stored in partflow.runs when the run claimed the table, never from
  * the caller: the input names a table, nothing else.
  */
-import { keyLogOf, seenOf } from '../src/plan/sync';
+import { keyLogOf, parkedOf, seenOf } from '../src/plan/sync';
 import { Context } from '@temporalio/activity';
 import { WorkflowNotFoundError } from '@temporalio/client';
 import type { Pool, PoolClient } from 'pg';
@@ -60,6 +60,8 @@ async function present(pool: Pool, plan: Plan): Promise<string[]> {
      UNION ALL SELECT 'sequence ' || c.oid::regclass::text FROM pg_class c WHERE c.oid = to_regclass($6)
      UNION ALL SELECT 'key log ' || c.oid::regclass::text FROM pg_class c
       WHERE c.oid IN (to_regclass($7), to_regclass($8))
+     UNION ALL SELECT 'keys the old table could not take ' || c.oid::regclass::text FROM pg_class c
+      WHERE c.oid = to_regclass($10)
      UNION ALL SELECT 'keys copied since the last verification ' || c.oid::regclass::text FROM pg_class c
       WHERE c.oid = to_regclass($9)
      ORDER BY 1`,
@@ -73,6 +75,7 @@ async function present(pool: Pool, plan: Plan): Promise<string[]> {
       qualified(keyLogOf(plan.table, 'forward')),
       qualified(keyLogOf(plan.table, 'reverse')),
       qualified(seenOf(plan.table)),
+      qualified(parkedOf(plan.table)),
     ],
   );
   return [...r.rows.map((x) => x.x), ...(await attachPresent(pool, plan))];

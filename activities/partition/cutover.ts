@@ -14,6 +14,7 @@ import { refuseChangedViews } from './views';
 import {
   applyRound,
   drainKeyLog,
+  drainToEmpty,
   keyLogBacklog,
   LastCheck,
   lastCheckBeforeLock,
@@ -429,7 +430,7 @@ export async function rollbackBlocker({ pool }: Deps, plan: Plan): Promise<strin
     // what the application committed before the signal applied first (a row the old table cannot hold is
     // recorded as its round meets it), the applier's lock waited for briefly at a time
     const rev = plan.sql.reverseKeyLog;
-    if (rev?.lost && st.cutover_done) await drainKeyLog(pool, rev, 1000, Date.now() + 5_000, 500);
+    if (rev?.lost && st.cutover_done) await drainToEmpty(pool, rev, Date.now() + 5_000, 500);
     // and the keys the old table could not take applied again: what it still cannot take is recorded again
     if (rev?.recheck && st.cutover_done) await recheckParkedWithin(pool, rev, 1000);
     return await rollbackLoss(pool, plan);

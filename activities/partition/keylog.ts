@@ -75,9 +75,24 @@ export async function recheckParked(c: PoolClient, sql: KeyLogApplySql | undefin
   const rc = sql?.recheck;
   if (!rc) return 0;
   const n = Number((await c.query(rc.count)).rows[0].n);
-  if (!n || n > RECHECK_MAX) return 0;
+  if (n > RECHECK_MAX) return 0;
+  // nothing parked: a record without keys is one whose duplicate ended between the round's check and its parking
+  // (two statements), and the round's copy then met one row: nothing is lost for it
   await c.query(rc.forget);
-  return applyRound(c, rc.sql, RECHECK_MAX);
+  return n ? applyRound(c, rc.sql, RECHECK_MAX) : 0;
+}
+
+/**
+ * Rounds until the log has nothing committed left or `untilMs` has passed, each waiting for the applier's lock
+ * `lockWaitMs` at most (drainKeyLog stops at a round of fewer than `limit` keys: a transaction that changed a few
+ * rows many times fills a round with few keys).
+ */
+export async function drainToEmpty(pool: Pool, sql: KeyLogApplySql, untilMs: number, lockWaitMs: number) {
+  while (Date.now() < untilMs) {
+    const n = await applyKeyLogWithin(pool, sql, 1000, lockWaitMs);
+    if (n === 0) return;
+    if (n === null) await sleep(Math.min(lockWaitMs, 100));
+  }
 }
 
 /** recheckParked in a transaction of its own under the applier's lock, waited for `lockWaitMs` at most. */

@@ -80,16 +80,28 @@ export async function stateOf(db: Db, run: RunKey, forShare = false): Promise<st
  * Returns the state after it (`undoing`, or what another actor left: `cleanup`, `done`, …), null for no row.
  */
 export async function markUndoing(db: Db, run: RunKey): Promise<string | null> {
+  const r = await moveState(db, run, 'active', 'undoing');
+  return r.moved ? 'undoing' : r.state;
+}
+
+/** The run's state from `from` to `to` if it is `from` now; what it is otherwise (null: no row). */
+async function moveState(
+  db: Db,
+  run: RunKey,
+  from: string,
+  to: string,
+): Promise<{ moved: boolean; state: string | null }> {
+  const n = run.params.length;
   const r = await db.query(
     `WITH moved AS (
-       UPDATE ${run.store} SET ${run.stateColumn} = 'undoing', updated_at = now()
-        WHERE ${run.where} AND ${run.stateColumn} = 'active'
+       UPDATE ${run.store} SET ${run.stateColumn} = $${n + 2}, updated_at = now()
+        WHERE ${run.where} AND ${run.stateColumn} = $${n + 1}
         RETURNING ${run.stateColumn} AS state)
-     SELECT coalesce((SELECT state FROM moved),
-                     (SELECT ${run.stateColumn} FROM ${run.store} WHERE ${run.where})) AS state`,
-    run.params,
+     SELECT (SELECT state FROM moved) AS moved,
+            (SELECT ${run.stateColumn} FROM ${run.store} WHERE ${run.where}) AS state`,
+    [...run.params, from, to],
   );
-  return r.rows[0]?.state ?? null;
+  return { moved: !!r.rows[0]?.moved, state: r.rows[0]?.state ?? null };
 }
 
 /**
@@ -98,16 +110,8 @@ export async function markUndoing(db: Db, run: RunKey): Promise<string | null> {
  * (a cleanup took it meanwhile: the run does not go on).
  */
 export async function markActiveAgain(db: Db, run: RunKey): Promise<string | null> {
-  const r = await db.query(
-    `WITH moved AS (
-       UPDATE ${run.store} SET ${run.stateColumn} = 'active', updated_at = now()
-        WHERE ${run.where} AND ${run.stateColumn} = 'undoing'
-        RETURNING ${run.stateColumn} AS state)
-     SELECT (SELECT state FROM moved) AS moved,
-            (SELECT ${run.stateColumn} FROM ${run.store} WHERE ${run.where}) AS state`,
-    run.params,
-  );
-  return r.rows[0]?.moved ? null : (r.rows[0]?.state ?? 'gone');
+  const r = await moveState(db, run, 'undoing', 'active');
+  return r.moved ? null : (r.state ?? 'gone');
 }
 
 /**

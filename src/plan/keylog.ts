@@ -168,6 +168,14 @@ export function keyLogTableSql(s: KeyLogSpec): string {
   return `CREATE TABLE IF NOT EXISTS ${qualified(s.log)} (${seq}, ${cols})`;
 }
 
+/** The parked keys' table (KeyLogSpec `parked`): the log's shape, each key once. */
+export function parkedTableSql(s: KeyLogSpec): string {
+  const cols = s.key.map((k) => `${q(k.name)} ${k.type}`).join(', ');
+  const seq = 'seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY';
+  const names = s.key.map((k) => q(k.name)).join(', ');
+  return `CREATE TABLE IF NOT EXISTS ${qualified(s.parked!)} (${seq}, ${cols}, UNIQUE (${names}))`;
+}
+
 /** The key log's trigger body, in parts: the log's INSERTs per operation, and the moves counter's bump. */
 function logParts(s: KeyLogSpec): { insert: string; del: string; update: string; moves: string; oldRow: string } {
   const { alias, aliases } = positions(s);
@@ -411,14 +419,15 @@ function parkStatements(
   const run = s.lostOf!;
   const isRecheck = s.log.schema === s.parked!.schema && s.log.name === s.parked!.name;
   return {
-    park: `INSERT INTO ${parked} (${names}) SELECT ${us.join(', ')} FROM ${u}`,
+    // each key once: a key met again (every round that touches an id held twice, a 23505 again) is parked already
+    park: `INSERT INTO ${parked} (${names}) SELECT DISTINCT ${us.join(', ')} FROM ${u} ON CONFLICT DO NOTHING`,
     ...(unique.length < s.key.length
       ? {
           parkDuplicates:
             `INSERT INTO ${parked} (${names}) SELECT ${s.key.map((k) => `s.${alias(k.name)}`).join(', ')} ` +
             `FROM ${src} WHERE ${conflictTuple} IN (SELECT ${unique.map((c) => `s.${alias(c)}`).join(', ')} ` +
             `FROM ${src} WHERE ${conflictTuple} IN (SELECT DISTINCT ${logged.join(', ')} FROM ${u}) ` +
-            `GROUP BY ${conflictTuple} HAVING count(*) > 1)`,
+            `GROUP BY ${conflictTuple} HAVING count(*) > 1) ON CONFLICT DO NOTHING`,
         }
       : {}),
     ...(isRecheck

@@ -16,6 +16,7 @@ import {
   keyLogSeenTableSql,
   KeyLogSpec,
   keyLogTableSql,
+  parkedTableSql,
 } from './keylog';
 import {
   FORWARD_TRIGGER,
@@ -296,7 +297,7 @@ export function keyLogSyncSql(ctx: PlanContext, direction: 'forward' | 'reverse'
     ...(spec.seen ? [keyLogSeenTableSql(spec)] : []),
     ...(info.owner !== info.currentUser ? [`ALTER TABLE ${qualified(spec.log)} OWNER TO ${q(info.owner)}`] : []),
     // written by partflow's rounds only
-    ...(spec.parked ? [keyLogTableSql({ ...spec, log: spec.parked })] : []),
+    ...(spec.parked ? [parkedTableSql(spec)] : []),
     // the swap back's handover sequence (the forward one is created with the run's counters)
     ...(direction === 'reverse' && spec.applied
       ? [

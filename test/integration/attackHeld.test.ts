@@ -5,7 +5,8 @@
  * log first; a rollback or the operator's "guard" cancels a held cut-over's waiting attempt). C1a and C1e (a
  * refusal where nothing would be lost) were mended at the next stop (the keys a round could not apply are parked
  * and applied again, in one round, when a rollback is asked); C1b (a run failed where it should stay in its
- * window) too: the swap back's refusal under its lock returns the run to its window. The others held.
+ * window) too: the swap back's refusal under its lock returns the run to its window. The others held. C3 (P1, P2):
+ * the attack review of that mend (helper atk20), both failing on 7e8ac98 and mended.
  */
 import type { WorkflowHandle } from '@temporalio/client';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
@@ -418,6 +419,125 @@ describe('C1e. a uniqueness given up: one legitimate transaction of more than 1,
     expect(p.lastError ?? '').not.toMatch(/^Rolling back/);
     expect(r).toBe('ok rolled-back');
     expect(d).toBe(0);
+  });
+});
+
+describe('C3. attack review of the parked keys (helper atk20): P1, the 10,000 cap counted parked entries, not keys', () => {
+  // MENDED (failed on 7e8ac98). Each round that meets a 23505 parks ALL its keys (up to 1,000), again and again for the same rows: nothing
+  // dedups the parked table. Eleven ordinary transactions (1,000 payload updates, then two rows' unique emails
+  // swapped through a temporary value; the control, with UNIQUE (email), commits each) park 11,000 entries of
+  // 1,000 distinct keys. recheckParked counts entries (> RECHECK_MAX): it does nothing, the record stands and the
+  // rollback was refused for good, although the old table can hold every row (README: "More than 10,000 parked
+  // KEYS are not applied again"; here 1,000 keys). Now each key is parked once (a unique index on the key).
+  it('eleven legitimate swaps of a unique value across a round boundary: the rollback goes ahead and equals the record', async () => {
+    const t = 'p1';
+    await db.pool.query(
+      `CREATE TABLE ${t} (id bigint PRIMARY KEY, email text UNIQUE, created_at timestamptz NOT NULL, payload text)`,
+    );
+    await db.pool.query(
+      `INSERT INTO ${t} SELECT g, 'e' || g, '2026-01-01'::timestamptz + (g % 60) * interval '1 day', 'p'
+         FROM generate_series(1, 2000) g`,
+    );
+    await db.pool.query(`CREATE TABLE ${t}_ctl (LIKE ${t} INCLUDING ALL)`);
+    await db.pool.query(`INSERT INTO ${t}_ctl SELECT * FROM ${t}`);
+    const h = await start({
+      table: t,
+      batchSize: 500,
+      approval: 'signal',
+      rollbackWindow: '1h',
+      acceptLostConstraints: [`${t}_email_key`],
+    });
+    await waitFor(h, (p) => p.phase === 'awaiting-approval', 'verified', 120_000);
+    await h.signal('approveCutover');
+    await waitFor(h, (p) => p.phase === 'rollback-window', 'cut over', 120_000);
+    const out: Record<string, string> = {};
+    for (let i = 1; i <= 11; i++) {
+      // row 1 and row 1001 swap emails; the first 1,000 log entries (row 1's among them) are one round, which
+      // copies row 1's new email while the old table's row 1001 still holds it (its change is the next round's)
+      const [a, b] = i % 2 ? ['e1001', 'e1'] : ['e1', 'e1001'];
+      for (const tt of [t, `${t}_ctl`]) {
+        const c = await db.pool.connect();
+        try {
+          await c.query('BEGIN');
+          await c.query(`UPDATE ${tt} SET payload = 'r${i}' WHERE id <= 1000`);
+          await c.query(`UPDATE ${tt} SET email = 'tmp' WHERE id = 1001`);
+          await c.query(`UPDATE ${tt} SET email = '${a}' WHERE id = 1`);
+          await c.query(`UPDATE ${tt} SET email = '${b}' WHERE id = 1001`);
+          const r = await outcome(c, 'COMMIT');
+          if (r !== 'null rows') out[`${tt}#${i}`] = r;
+        } finally {
+          await c.query('ROLLBACK').catch(() => undefined);
+          c.release();
+        }
+      }
+      await drained(t);
+    }
+    const parked = (
+      await db.pool.query(`SELECT count(*)::int AS n, count(DISTINCT (id, created_at))::int AS keys FROM ${t}_pf_rlost`)
+    ).rows[0];
+    const recorded = (
+      await db.pool.query(`SELECT rollback_lost FROM partflow.runs WHERE table_schema = 'public' AND table_name = $1`, [
+        t,
+      ])
+    ).rows[0]?.rollback_lost as string | null;
+    await h.signal('rollback');
+    const p = await answered(h);
+    console.log(JSON.stringify({ out, parked, recorded, phase: p.phase, lastError: p.lastError }));
+    if (p.phase === 'rollback-window') await h.signal('finalize');
+    const r = await ended(h);
+    const d = await diff(t);
+    console.log(JSON.stringify({ r, diff: d }));
+    expect(out).toEqual({});
+    expect(recorded ?? '').toMatch(/p1_email_key|p1_pfo_\d+/);
+    expect(parked.keys).toBeLessThanOrEqual(1001);
+    expect(p.lastError ?? '').not.toMatch(/^Rolling back/);
+    expect(r).toBe('ok rolled-back');
+    expect(d).toBe(0);
+  });
+});
+
+describe('C3. P2, a duplicate committed before the rollback signal, behind a long transaction', () => {
+  // MENDED (failed on 7e8ac98, and before it). rollbackBlocker's drain (drainKeyLog) stops at the first round of fewer than 1,000 DISTINCT keys; a
+  // transaction that changes each row ten times fills 1,000 entries with 100 keys, so one round is all the check
+  // applies (and the reverse applier beside the window does one round a second: 15 rounds for 15,000 entries; id 1900 is none of them)
+  // and the duplicate committed before the signal is still in the log: the check answers null, the swap back
+  // meets id 1900 twice under its lock and the run FAILED ("stays undoing") instead of refusing with the window going
+  // on (the refusal C1c expects for the same duplicate without the long transaction before it). Now the check
+  // drains until the log has nothing committed left (5 s at most; the swap back's refusal under its lock also
+  // returns the run to its window since C1b's mend).
+  it('15,000 entries of 1,500 keys then id 1900 again in March, the rollback signalled at once: refused, the window goes on', async () => {
+    const t = 'p2';
+    const h = await ready(t);
+    await h.signal('approveCutover');
+    await waitFor(h, (p) => p.phase === 'rollback-window', 'cut over', 120_000);
+    await drained(t);
+    const out: Record<string, string> = {};
+    out.long = await outcome(
+      db.pool,
+      `DO $$ BEGIN FOR i IN 1..1500 LOOP FOR j IN 1..10 LOOP
+         UPDATE ${t} SET payload = 'v' || j WHERE id = i;
+       END LOOP; END LOOP; END $$`,
+    );
+    out.dup = await outcome(db.pool, `INSERT INTO ${t} VALUES (1900, 'dup', '2026-03-20')`);
+    out.rlogAtSignal = String(await rlogCount(t));
+    await h.signal('rollback');
+    const p = await answered(h);
+    out.phase = p.phase;
+    out.rlogAtAnswer = String(await rlogCount(t));
+    console.log(JSON.stringify({ out, lastError: p.lastError }));
+    if (p.phase === 'rollback-window') await h.signal('finalize');
+    const r = await ended(h);
+    const rows = (await db.pool.query(`SELECT count(*)::int AS n, count(DISTINCT id)::int AS ids FROM ${t}`)).rows[0];
+    const state = (
+      await db.pool.query(`SELECT run_state FROM partflow.runs WHERE table_schema = 'public' AND table_name = $1`, [t])
+    ).rows[0]?.run_state;
+    console.log(JSON.stringify({ r, rows, state }));
+    expect(rows).toEqual({ n: 2001, ids: 2000 });
+    expect(p.lastError ?? '').toMatch(
+      /^Rolling back public\.p2 now would lose rows: .*id \(1900\) in more than one row/,
+    );
+    expect(out.phase).toBe('rollback-window');
+    expect(r).toBe('ok done');
   });
 });
 

@@ -5,6 +5,7 @@
  */
 import { WorkflowFailedError, WorkflowHandle } from '@temporalio/client';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
+import type { PoolClient } from 'pg';
 import type { PartitionTableInput } from '../../src/input';
 import { drainKeyLog } from '../../activities/partition/keylog';
 import { keyLogApplySql, keyLogInstallSql, keyLogLockKey, KeyLogSpec } from '../../src/plan/keylog';
@@ -784,24 +785,36 @@ describe('1b. by default (olderSnapshots "wait") a snapshot older than the swap 
   );
 });
 
+/** A table of 3,000 rows and its run in the rollback window (approval by signal, a window of an hour). */
+async function inWindow(t: string, input: Partial<PartitionTableInput> = {}) {
+  await db.pool.query(`CREATE TABLE ${t} (id bigint PRIMARY KEY, payload text, created_at timestamptz NOT NULL)`);
+  await db.pool.query(
+    `INSERT INTO ${t} SELECT g, 'p' || g, now() - (g % 60) * interval '1 day' FROM generate_series(1, 3000) g`,
+  );
+  const oid = Number((await db.pool.query(`SELECT $1::regclass::oid AS o`, [t])).rows[0].o);
+  const h = await start({ table: t, batchSize: 500, approval: 'signal', rollbackWindow: '1h', ...input });
+  await waitFor(h, (p) => p.phase === 'awaiting-approval', 'verified', 120_000);
+  await h.signal('approveCutover');
+  await waitFor(h, (p) => p.phase === 'rollback-window', 'cut over', 60_000);
+  return { h, oid };
+}
+
+/**
+ * Row 5003 written in the window and `s1` a REPEATABLE READ snapshot taken before the reverse applier's round that
+ * copies it (`holder` keeps the applier off meanwhile): partflow's next write into the old table is newer than it.
+ */
+async function straddleRound(t: string, oid: number, holder: PoolClient, s1: PoolClient): Promise<void> {
+  await holder.query(`SELECT pg_advisory_lock_shared(${keyLogLockKey(oid, 'reverse')})`);
+  await db.pool.query(`INSERT INTO ${t} VALUES (5003, 'written in the window', now())`);
+  await s1.query('BEGIN ISOLATION LEVEL REPEATABLE READ');
+  await s1.query(`SELECT count(*) FROM pg_class`);
+  await holder.query(`SELECT pg_advisory_unlock_shared(${keyLogLockKey(oid, 'reverse')})`);
+}
+
 describe('1c. the same the other way: a snapshot older than the swap back', () => {
   it('olderSnapshots "guard": its UPDATE of a row the application wrote in the window fails with 40001; the guard stays until it ends', async () => {
     const t = 'sg_back';
-    await db.pool.query(`CREATE TABLE ${t} (id bigint PRIMARY KEY, payload text, created_at timestamptz NOT NULL)`);
-    await db.pool.query(
-      `INSERT INTO ${t} SELECT g, 'p' || g, now() - (g % 60) * interval '1 day' FROM generate_series(1, 3000) g`,
-    );
-    const oid = Number((await db.pool.query(`SELECT $1::regclass::oid AS o`, [t])).rows[0].o);
-    const h = await start({
-      table: t,
-      batchSize: 500,
-      approval: 'signal',
-      rollbackWindow: '1h',
-      olderSnapshots: 'guard',
-    });
-    await waitFor(h, (p) => p.phase === 'awaiting-approval', 'verified', 120_000);
-    await h.signal('approveCutover');
-    await waitFor(h, (p) => p.phase === 'rollback-window', 'cut over', 60_000);
+    const { h, oid } = await inWindow(t, { olderSnapshots: 'guard' });
     const holder = await db.pool.connect();
     const s1 = await db.pool.connect();
     const guarded = async () =>
@@ -813,12 +826,7 @@ describe('1c. the same the other way: a snapshot older than the swap back', () =
       ).rows[0].n;
     let restoreWait = () => undefined as void;
     try {
-      // the reverse applier held off until the straddler has its snapshot
-      await holder.query(`SELECT pg_advisory_lock_shared(${keyLogLockKey(oid, 'reverse')})`);
-      await db.pool.query(`INSERT INTO ${t} VALUES (5003, 'written in the window', now())`);
-      await s1.query('BEGIN ISOLATION LEVEL REPEATABLE READ');
-      await s1.query(`SELECT count(*) FROM pg_class`);
-      await holder.query(`SELECT pg_advisory_unlock_shared(${keyLogLockKey(oid, 'reverse')})`);
+      await straddleRound(t, oid, holder, s1);
       restoreWait = handoverWait(2000); // the straddler holds the swap back's handover: its deadline
       await h.signal('rollback');
       const plain = async () =>
@@ -849,27 +857,13 @@ describe('1c. the same the other way: a snapshot older than the swap back', () =
 describe("1c. (wait) the swap back held by a snapshot older than partflow's last write into the old table", () => {
   it('olderSnapshots "wait" (the default): the rollback waits for the straddler, which writes and commits as without partflow; then swapped back with no guard, every row exact', async () => {
     const t = 'sg_back_wait';
-    await db.pool.query(`CREATE TABLE ${t} (id bigint PRIMARY KEY, payload text, created_at timestamptz NOT NULL)`);
-    await db.pool.query(
-      `INSERT INTO ${t} SELECT g, 'p' || g, now() - (g % 60) * interval '1 day' FROM generate_series(1, 3000) g`,
-    );
-    const oid = Number((await db.pool.query(`SELECT $1::regclass::oid AS o`, [t])).rows[0].o);
-    const h = await start({ table: t, batchSize: 500, approval: 'signal', rollbackWindow: '1h' });
-    await waitFor(h, (p) => p.phase === 'awaiting-approval', 'verified', 120_000);
-    await h.signal('approveCutover');
-    await waitFor(h, (p) => p.phase === 'rollback-window', 'cut over', 60_000);
+    const { h, oid } = await inWindow(t);
     const holder = await db.pool.connect();
     const s1 = await db.pool.connect();
     let restoreWait = () => undefined as void;
     const out: Record<string, unknown> = {};
     try {
-      // the reverse applier held off until the straddler has its snapshot: partflow's next write into the old
-      // table is newer than it
-      await holder.query(`SELECT pg_advisory_lock_shared(${keyLogLockKey(oid, 'reverse')})`);
-      await db.pool.query(`INSERT INTO ${t} VALUES (5003, 'written in the window', now())`);
-      await s1.query('BEGIN ISOLATION LEVEL REPEATABLE READ');
-      await s1.query(`SELECT count(*) FROM pg_class`);
-      await holder.query(`SELECT pg_advisory_unlock_shared(${keyLogLockKey(oid, 'reverse')})`);
+      await straddleRound(t, oid, holder, s1);
       restoreWait = handoverWait(1000);
       const pid = (await s1.query('SELECT pg_backend_pid() AS p')).rows[0].p;
       await h.signal('rollback');
@@ -912,15 +906,7 @@ describe("1c. (wait) the swap back held by a snapshot older than partflow's last
 describe('1f. the handover before the swap back', () => {
   it('REPEATABLE READ: a snapshot taken during it reads and writes the original table as it would the new one, without a guard', async () => {
     const t = 'ho_back';
-    await db.pool.query(`CREATE TABLE ${t} (id bigint PRIMARY KEY, payload text, created_at timestamptz NOT NULL)`);
-    await db.pool.query(
-      `INSERT INTO ${t} SELECT g, 'p' || g, now() - (g % 60) * interval '1 day' FROM generate_series(1, 3000) g`,
-    );
-    const oid = Number((await db.pool.query(`SELECT $1::regclass::oid AS o`, [t])).rows[0].o);
-    const h = await start({ table: t, batchSize: 500, approval: 'signal', rollbackWindow: '1h' });
-    await waitFor(h, (p) => p.phase === 'awaiting-approval', 'verified', 120_000);
-    await h.signal('approveCutover');
-    await waitFor(h, (p) => p.phase === 'rollback-window', 'cut over', 60_000);
+    const { h, oid } = await inWindow(t);
     const old = await db.pool.connect();
     const [s1, s2] = [await db.pool.connect(), await db.pool.connect()];
     try {
