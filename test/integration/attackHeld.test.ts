@@ -132,19 +132,10 @@ describe('C1. rollback window: rows the old table cannot hold', () => {
     out.ctlIns = await ctlIns;
     await drained(t);
     out.ids = String((await db.pool.query(`SELECT count(*) - count(DISTINCT id) AS d FROM ${t}`)).rows[0].d);
-    out.recorded = (
-      await db.pool.query(`SELECT rollback_lost FROM partflow.runs WHERE table_schema = 'public' AND table_name = $1`, [
-        t,
-      ])
-    ).rows[0]?.rollback_lost;
-    await h.signal('rollback');
-    const p = await answered(h);
+    out.recorded = (await recordOf(t)) ?? 'none';
+    const { p, r, d } = await rollBack(h, t);
     out.phase = p.phase;
-    console.log(JSON.stringify({ out, lastError: p.lastError }));
-    if (p.phase === 'rollback-window') await h.signal('finalize');
-    const r = await ended(h);
-    const d = await diff(t);
-    console.log(JSON.stringify({ r, diff: d }));
+    console.log(JSON.stringify({ out, lastError: p.lastError, r, diff: d }));
     expect(out).toMatchObject({ del: '1 rows', ins: '1 rows', ctlIns: '1 rows', ids: '0' });
     expect(out.recorded).toMatch(/id \(5\) in more than one row/);
     // the round saw id 5 twice (its record), and the rollback applied id 5 again before it decided
@@ -226,14 +217,9 @@ describe('C1. rollback window: rows the old table cannot hold', () => {
     out.del = await outcome(db.pool, `DELETE FROM ${t} WHERE id = 5 AND created_at = '2026-03-15'`);
     await drained(t);
     out.oldAfterDel = (await db.pool.query(`SELECT payload FROM ${t}_old WHERE id = 5`)).rows[0]?.payload ?? 'none';
-    await h.signal('rollback');
-    const p = await answered(h);
+    const { p, r, d } = await rollBack(h, t);
     out.phase = p.phase;
-    console.log(JSON.stringify({ out, lastError: p.lastError }));
-    if (p.phase === 'rollback-window') await h.signal('finalize');
-    const r = await ended(h);
-    const d = await diff(t);
-    console.log(JSON.stringify({ r, diff: d }));
+    console.log(JSON.stringify({ out, lastError: p.lastError, r, diff: d }));
     // what the rounds did to the old table before the rollback: the case the recheck has to put right
     expect(out).toMatchObject({ ins: '1 rows', oldAfterDup: 'dup', del: '1 rows', oldAfterDel: 'none' });
     expect(p.lastError ?? '').not.toMatch(/^Rolling back/);
@@ -307,13 +293,8 @@ describe('C1. rollback window: rows the old table cannot hold', () => {
       `INSERT INTO TT SELECT id + 500000, payload, created_at FROM TT WHERE id BETWEEN 1900 AND 1950`,
     );
     await drained(t);
-    await h.signal('rollback');
-    const p = await answered(h);
-    console.log(JSON.stringify({ out, phase: p.phase, lastError: p.lastError }));
-    if (p.phase === 'rollback-window') await h.signal('finalize');
-    const r = await ended(h);
-    const d = await diff(t);
-    console.log(JSON.stringify({ r, diff: d }));
+    const { p, r, d } = await rollBack(h, t);
+    console.log(JSON.stringify({ out, phase: p.phase, lastError: p.lastError, r, diff: d }));
     expect(r).toBe('ok rolled-back');
     expect(d).toBe(0);
   });
@@ -359,6 +340,33 @@ describe('C1f. duplicates written in other ways', () => {
   });
 });
 
+/**
+ * A table with UNIQUE (email) given up (acceptLostConstraints), 2,000 rows, its control (the constraint kept)
+ * and its run in the rollback window.
+ */
+async function emailsInWindow(t: string): Promise<WorkflowHandle> {
+  await db.pool.query(
+    `CREATE TABLE ${t} (id bigint PRIMARY KEY, email text UNIQUE, created_at timestamptz NOT NULL, payload text)`,
+  );
+  await db.pool.query(
+    `INSERT INTO ${t} SELECT g, 'e' || g, '2026-01-01'::timestamptz + (g % 60) * interval '1 day', 'p'
+       FROM generate_series(1, 2000) g`,
+  );
+  await db.pool.query(`CREATE TABLE ${t}_ctl (LIKE ${t} INCLUDING ALL)`);
+  await db.pool.query(`INSERT INTO ${t}_ctl SELECT * FROM ${t}`);
+  const h = await start({
+    table: t,
+    batchSize: 500,
+    approval: 'signal',
+    rollbackWindow: '1h',
+    acceptLostConstraints: [`${t}_email_key`],
+  });
+  await waitFor(h, (p) => p.phase === 'awaiting-approval', 'verified', 120_000);
+  await h.signal('approveCutover');
+  await waitFor(h, (p) => p.phase === 'rollback-window', 'cut over', 120_000);
+  return h;
+}
+
 describe('C1e. a uniqueness given up: one legitimate transaction of more than 1,000 changes', () => {
   // MENDED (pinned as a limit at first): a transaction that first renames 1,500 emails and then gives them back
   // rotated never breaks UNIQUE (email) (the control, with the constraint, commits it); its 3,000 log entries
@@ -367,25 +375,7 @@ describe('C1e. a uniqueness given up: one legitimate transaction of more than 1,
   // its keys and the rollback applies every parked key again in one round: the emails fit, the rollback goes on.
   it('rotating emails in one transaction: the rollback goes ahead and equals the record', async () => {
     const t = 'c1e';
-    await db.pool.query(
-      `CREATE TABLE ${t} (id bigint PRIMARY KEY, email text UNIQUE, created_at timestamptz NOT NULL, payload text)`,
-    );
-    await db.pool.query(
-      `INSERT INTO ${t} SELECT g, 'e' || g, '2026-01-01'::timestamptz + (g % 60) * interval '1 day', 'p'
-         FROM generate_series(1, 2000) g`,
-    );
-    await db.pool.query(`CREATE TABLE ${t}_ctl (LIKE ${t} INCLUDING ALL)`);
-    await db.pool.query(`INSERT INTO ${t}_ctl SELECT * FROM ${t}`);
-    const h = await start({
-      table: t,
-      batchSize: 500,
-      approval: 'signal',
-      rollbackWindow: '1h',
-      acceptLostConstraints: [`${t}_email_key`],
-    });
-    await waitFor(h, (p) => p.phase === 'awaiting-approval', 'verified', 120_000);
-    await h.signal('approveCutover');
-    await waitFor(h, (p) => p.phase === 'rollback-window', 'cut over', 120_000);
+    const h = await emailsInWindow(t);
     const out: Record<string, string> = {};
     for (const tt of [t, `${t}_ctl`]) {
       const c = await db.pool.connect();
@@ -401,18 +391,9 @@ describe('C1e. a uniqueness given up: one legitimate transaction of more than 1,
     }
     await drained(t);
     const oldRows = (await db.pool.query(`SELECT count(*)::int AS n FROM ${t}_old`)).rows[0].n;
-    const recorded = (
-      await db.pool.query(`SELECT rollback_lost FROM partflow.runs WHERE table_schema = 'public' AND table_name = $1`, [
-        t,
-      ])
-    ).rows[0]?.rollback_lost as string | null;
-    await h.signal('rollback');
-    const p = await answered(h);
-    console.log(JSON.stringify({ out, oldRows, recorded, phase: p.phase, lastError: p.lastError }));
-    if (p.phase === 'rollback-window') await h.signal('finalize');
-    const r = await ended(h);
-    const d = await diff(t);
-    console.log(JSON.stringify({ r, diff: d }));
+    const recorded = await recordOf(t);
+    const { p, r, d } = await rollBack(h, t);
+    console.log(JSON.stringify({ out, oldRows, recorded, phase: p.phase, lastError: p.lastError, r, diff: d }));
     expect(out).toEqual({ [t]: 'null rows', [`${t}_ctl`]: 'null rows' });
     // a round did meet the email another row still held (what the rollback then applied again)
     expect(recorded ?? '').toMatch(/c1e_email_key|c1e_pfo_\d+/);
@@ -431,25 +412,7 @@ describe('C3. attack review of the parked keys (helper atk20): P1, the 10,000 ca
   // KEYS are not applied again"; here 1,000 keys). Now each key is parked once (a unique index on the key).
   it('eleven legitimate swaps of a unique value across a round boundary: the rollback goes ahead and equals the record', async () => {
     const t = 'p1';
-    await db.pool.query(
-      `CREATE TABLE ${t} (id bigint PRIMARY KEY, email text UNIQUE, created_at timestamptz NOT NULL, payload text)`,
-    );
-    await db.pool.query(
-      `INSERT INTO ${t} SELECT g, 'e' || g, '2026-01-01'::timestamptz + (g % 60) * interval '1 day', 'p'
-         FROM generate_series(1, 2000) g`,
-    );
-    await db.pool.query(`CREATE TABLE ${t}_ctl (LIKE ${t} INCLUDING ALL)`);
-    await db.pool.query(`INSERT INTO ${t}_ctl SELECT * FROM ${t}`);
-    const h = await start({
-      table: t,
-      batchSize: 500,
-      approval: 'signal',
-      rollbackWindow: '1h',
-      acceptLostConstraints: [`${t}_email_key`],
-    });
-    await waitFor(h, (p) => p.phase === 'awaiting-approval', 'verified', 120_000);
-    await h.signal('approveCutover');
-    await waitFor(h, (p) => p.phase === 'rollback-window', 'cut over', 120_000);
+    const h = await emailsInWindow(t);
     const out: Record<string, string> = {};
     for (let i = 1; i <= 11; i++) {
       // row 1 and row 1001 swap emails; the first 1,000 log entries (row 1's among them) are one round, which
@@ -475,18 +438,9 @@ describe('C3. attack review of the parked keys (helper atk20): P1, the 10,000 ca
     const parked = (
       await db.pool.query(`SELECT count(*)::int AS n, count(DISTINCT (id, created_at))::int AS keys FROM ${t}_pf_rlost`)
     ).rows[0];
-    const recorded = (
-      await db.pool.query(`SELECT rollback_lost FROM partflow.runs WHERE table_schema = 'public' AND table_name = $1`, [
-        t,
-      ])
-    ).rows[0]?.rollback_lost as string | null;
-    await h.signal('rollback');
-    const p = await answered(h);
-    console.log(JSON.stringify({ out, parked, recorded, phase: p.phase, lastError: p.lastError }));
-    if (p.phase === 'rollback-window') await h.signal('finalize');
-    const r = await ended(h);
-    const d = await diff(t);
-    console.log(JSON.stringify({ r, diff: d }));
+    const recorded = await recordOf(t);
+    const { p, r, d } = await rollBack(h, t);
+    console.log(JSON.stringify({ out, parked, recorded, phase: p.phase, lastError: p.lastError, r, diff: d }));
     expect(out).toEqual({});
     expect(recorded ?? '').toMatch(/p1_email_key|p1_pfo_\d+/);
     expect(parked.keys).toBeLessThanOrEqual(1001);
@@ -540,6 +494,27 @@ describe('C3. P2, a duplicate committed before the rollback signal, behind a lon
     expect(r).toBe('ok done');
   });
 });
+
+/**
+ * The rollback signalled: its answer `p` (a refusal, or the undo begun), then the run's end `r` (finalized when
+ * refused) and the rows `d` that differ from the control.
+ */
+async function rollBack(h: WorkflowHandle, t: string) {
+  await h.signal('rollback');
+  const p = await answered(h);
+  if (p.phase === 'rollback-window') await h.signal('finalize');
+  const r = await ended(h);
+  return { p, r, d: await diff(t) };
+}
+
+/** What the reverse applier recorded that the old table cannot hold (partflow.runs.rollback_lost). */
+async function recordOf(t: string): Promise<string | null> {
+  const r = await db.pool.query(
+    `SELECT rollback_lost FROM partflow.runs WHERE table_schema = 'public' AND table_name = $1`,
+    [t],
+  );
+  return r.rows[0]?.rollback_lost ?? null;
+}
 
 async function heldSince(h: WorkflowHandle, attempts = 1) {
   return waitFor(h, (p) => (p.cutoverHeld?.attempts ?? 0) >= attempts, `held ${attempts}`, 90_000);
