@@ -12,6 +12,8 @@ import {
   RetryPolicy,
 } from '@temporalio/workflow';
 import type { Activities } from '../activities';
+import type { LastCheck } from '../activities';
+import { rootFailure } from './failure';
 import type { Phase } from './definitions';
 import { Run, showDetails } from './partitionState';
 
@@ -68,6 +70,23 @@ export async function stoppable<T>(run: () => Promise<T>, stop: () => boolean): 
     watcher.cancel();
     await watching;
   }
+}
+
+/**
+ * A swap's attempt that failed HandoverHeld (sessions with older snapshots held it): the hold as it is now, after
+ * `prev`, with the failure's message and the last check to go on from; null for any other failure.
+ */
+export function heldAgain(prev: { since: number; attempts: number } | null | undefined, err: unknown) {
+  const root = rootFailure(err);
+  if (root.type !== 'HandoverHeld') return null;
+  const d = (root.details[0] ?? {}) as { heldBy?: string[]; lastCheck?: LastCheck; applied?: string | null };
+  const hold = {
+    since: prev?.since ?? Date.now(),
+    attempts: (prev?.attempts ?? 0) + 1,
+    heldBy: d.heldBy ?? [],
+    applied: d.applied ?? null,
+  };
+  return { hold, message: root.message, lastCheck: d.lastCheck };
 }
 
 export class RollbackRequested extends Error {}

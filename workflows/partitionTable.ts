@@ -14,7 +14,7 @@ import {
   setHandler,
   workflowInfo,
 } from '@temporalio/workflow';
-import type { BackfillChunkArgs, BackfillChunkResult, CutoverResult, LastCheck, VerifyReport } from '../activities';
+import type { BackfillChunkArgs, BackfillChunkResult, CutoverResult, VerifyReport } from '../activities';
 import { displayName } from '../src/ident';
 import { rootFailure, validInput } from './failure';
 import { PartitionTableInput, validatePartitionInput, validateThrottle } from '../src/input';
@@ -38,6 +38,7 @@ import {
   checkRollback,
   enter,
   HELD_RETRY_MS,
+  heldAgain,
   LONG,
   RollbackRequested,
   short,
@@ -331,17 +332,10 @@ async function cutOver(run: Run, plan: Plan): Promise<CutoverResult> {
         checkRollback(run);
         continue;
       }
-      const root = rootFailure(err);
-      if (root.type !== 'HandoverHeld') throw err;
-      const d = (root.details[0] ?? {}) as { heldBy?: string[]; lastCheck?: LastCheck; applied?: string | null };
-      state.cutoverHeld = {
-        since: state.cutoverHeld?.since ?? Date.now(),
-        attempts: (state.cutoverHeld?.attempts ?? 0) + 1,
-        heldBy: d.heldBy ?? [],
-        lastCheck: d.lastCheck,
-        applied: d.applied ?? null,
-      };
-      state.lastError = root.message;
+      const held = heldAgain(state.cutoverHeld, err);
+      if (!held) throw err;
+      state.cutoverHeld = { ...held.hold, lastCheck: held.lastCheck };
+      state.lastError = held.message;
       log.warn('cut-over held by older snapshots', { table, heldBy: state.cutoverHeld.heldBy });
       showDetails(run);
       await condition(
@@ -396,7 +390,11 @@ async function backToWindow(run: Run): Promise<PartitionTableResult> {
   const plan = state.plan!;
   const refusal = state.backToWindow!;
   state.backToWindow = null;
+  // the window anew: what was held is over, and signals sent while the rollback ran (a finalize, a second
+  // rollback) are not taken as decisions about it (the operator decides again with the refusal in front of them)
+  state.swapBackHeld = null;
   state.rollbackRequested = false;
+  state.finalizeRequested = false;
   const takenAs = await short.resumeRun(opts.table);
   if (takenAs) {
     // a cleanup took the run meanwhile: it is the cleanup's now

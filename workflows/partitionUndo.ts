@@ -7,7 +7,7 @@ import { CancellationScope, condition, isCancellation, log, patched } from '@tem
 import { displayName } from '../src/ident';
 import { rootFailure } from './failure';
 import { refOf } from '../src/plan';
-import { act, enter, HELD_RETRY_MS, LONG, short, SHORT, stoppable } from './partitionRun';
+import { act, enter, HELD_RETRY_MS, heldAgain, LONG, short, SHORT, stoppable } from './partitionRun';
 import { Run, showDetails, Step } from './partitionState';
 
 /** The undo of the step `step`, which the run recorded as begun. */
@@ -46,12 +46,14 @@ async function undoStep(run: Run, step: Step, finalState: 'rolled-back' | 'faile
 async function swapBackHeldOrNot(run: Run) {
   const { state, opts, lockTimeoutMs } = run;
   const plan = state.plan!;
-  const step = () => act(SHORT, `undo: swap ${run.table} back to the original table`);
+  const step = (o = SHORT) => act(o, `undo: swap ${run.table} back to the original table`);
   if (!patched('older-snapshots-wait-back')) return step().swapBack(refOf(plan), lockTimeoutMs);
   for (;;) {
     const olderSnapshots = state.olderSnapshots ?? opts.olderSnapshots;
     const applied = state.swapBackHeld?.applied ?? null;
-    const attempt = () => step().swapBack(refOf(plan), lockTimeoutMs, { olderSnapshots, applied });
+    // LONG, as the cut-over: an attempt may wait for the holders (2 minutes) after a handover of up to
+    // PARTFLOW_HANDOVER_WAIT_MS, and must end with HandoverHeld rather than time out and be retried as it was
+    const attempt = () => step(LONG).swapBack(refOf(plan), lockTimeoutMs, { olderSnapshots, applied });
     const changed = () => (state.olderSnapshots ?? opts.olderSnapshots) !== olderSnapshots;
     try {
       const r = state.swapBackHeld ? await stoppable(attempt, changed) : await attempt();
@@ -60,16 +62,13 @@ async function swapBackHeldOrNot(run: Run) {
       return r;
     } catch (err) {
       if (isCancellation(err) && changed()) continue;
-      const root = rootFailure(err);
-      if (root.type !== 'HandoverHeld') throw err;
-      const d = (root.details[0] ?? {}) as { heldBy?: string[]; applied?: string | null };
-      state.swapBackHeld = {
-        since: state.swapBackHeld?.since ?? Date.now(),
-        attempts: (state.swapBackHeld?.attempts ?? 0) + 1,
-        heldBy: d.heldBy ?? [],
-        applied: d.applied ?? null,
-      };
-      state.lastError = root.message;
+      const held = heldAgain(state.swapBackHeld, err);
+      if (!held) {
+        state.swapBackHeld = null;
+        throw err;
+      }
+      state.swapBackHeld = held.hold;
+      state.lastError = held.message;
       log.warn('swap back held by older snapshots', { table: run.table, heldBy: state.swapBackHeld.heldBy });
       showDetails(run);
       await condition(() => (state.olderSnapshots ?? opts.olderSnapshots) !== 'wait', HELD_RETRY_MS);

@@ -206,8 +206,9 @@ export async function cutover(
         }),
     ));
   } catch (err) {
-    // the cut-over did not commit: the application's writes go back to the key log alone
-    if (handover) await handBack(pool, plan, logger);
+    // the cut-over did not commit: the application's writes go back to the key log alone (also when the attempt
+    // stopped inside the handover, before it returned: handBack does nothing where the function is the plain one)
+    if (plan.sql.handover) await handBack(pool, plan, logger);
     throw err;
   }
   const { attempts, lockWaitRetries, holdMs: lockHoldMs, commitMs } = stats;
@@ -406,8 +407,9 @@ export async function swapBack(
       ? await withLockRetry(pool, logger, 'swap back', across.ms, swap, { ...across.opts, before: drain, watch })
       : null;
   } catch (err) {
-    // the swap back did not commit: the application's writes go back to the reverse key log alone
-    if (handover) await handBack(pool, plan, logger, 'reverse');
+    // the swap back did not commit: the application's writes go back to the reverse key log alone (also when it
+    // stopped inside the handover)
+    if (plan.sql.reverseHandover) await handBack(pool, plan, logger, 'reverse');
     throw err;
   }
   const lockHoldMs = back?.stats.holdMs ?? 0;

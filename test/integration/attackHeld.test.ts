@@ -167,14 +167,7 @@ describe('C1. rollback window: rows the old table cannot hold', () => {
       old.release();
       restore();
     }
-    const back = await waitFor(
-      h,
-      (x) =>
-        (x.phase === 'rollback-window' && (x.lastError ?? '').startsWith('Rolling back')) ||
-        ['failed', 'rolled-back', 'done'].includes(x.phase),
-      'the swap back answered',
-      90_000,
-    );
+    const back = await swapBackAnswered(h);
     out.phase = back.phase;
     const state = (
       await db.pool.query(`SELECT run_state FROM partflow.runs WHERE table_schema = 'public' AND table_name = $1`, [t])
@@ -515,6 +508,182 @@ async function recordOf(t: string): Promise<string | null> {
   );
   return r.rows[0]?.rollback_lost ?? null;
 }
+
+const kindOf = async (t: string) =>
+  (await db.pool.query(`SELECT relkind FROM pg_class WHERE oid = $1::regclass`, [t])).rows[0].relkind as string;
+const guardOn = async (t: string) =>
+  (
+    await db.pool.query(
+      `SELECT count(*)::int AS n FROM pg_trigger WHERE tgrelid = $1::regclass AND tgname = 'partflow_snapshot_guard'`,
+      [t],
+    )
+  ).rows[0].n as number;
+
+/** ready(), then cut over: the run in its rollback window */
+async function inWindow(t: string, input: Partial<PartitionTableInput> = {}, extra = '') {
+  const h = await ready(t, input, extra);
+  await h.signal('approveCutover');
+  await waitFor(h, (p) => p.phase === 'rollback-window', 'cut over', 120_000);
+  return h;
+}
+
+/** The swap back's answer after it was held: back in the window with a refusal, or the run's end. */
+const swapBackAnswered = (h: WorkflowHandle) =>
+  waitFor(
+    h,
+    (x) =>
+      (x.phase === 'rollback-window' && (x.lastError ?? '').startsWith('Rolling back')) ||
+      ['failed', 'rolled-back', 'done'].includes(x.phase),
+    'the swap back answered',
+    90_000,
+  );
+
+// The attack review of the held swap back and the return to the window (helper atk21, on 49d65de): C4a and C4d
+// failed there (a stale swapBackHeld in the window; a finalize sent while held finalized the run at once after
+// the refusal) and were mended; C4b and C4c held.
+describe('C4. the held swap back (olderSnapshots wait at a rollback)', () => {
+  it('C4a. held, a duplicate written meanwhile, the holder ends: back to the window with no stale swapBackHeld; the duplicate removed, the rollback goes ahead exact', async () => {
+    const t = 'c4a';
+    const h = await inWindow(t);
+    const restore = handoverWait(1500);
+    const out: Record<string, unknown> = {};
+    const old = await rrSession();
+    try {
+      await h.signal('rollback');
+      const held = await waitFor(h, (p) => (p.swapBackHeld?.attempts ?? 0) >= 1, 'swap back held', 60_000);
+      out.heldPhase = held.phase;
+      out.dup = await outcome(db.pool, `INSERT INTO ${t} VALUES (7, 'dup', '2026-03-20')`);
+      out.upd = await outcome(db.pool, `UPDATE ${t} SET payload = 'during' WHERE id = 9`);
+      await db.pool.query(`UPDATE ${t}_ctl SET payload = 'during' WHERE id = 9`);
+    } finally {
+      await old.query('ROLLBACK').catch(() => undefined);
+      old.release();
+      restore();
+    }
+    out.phase = (await swapBackAnswered(h)).phase;
+    await sleep(3000);
+    out.swapBackHeld = (await progress(h)).swapBackHeld;
+    out.undup = await outcome(db.pool, `DELETE FROM ${t} WHERE id = 7 AND created_at = '2026-03-20'`);
+    await drained(t);
+    await h.signal('rollback');
+    out.r = await ended(h);
+    out.diff = await diff(t);
+    out.kind = await kindOf(t);
+    console.log(JSON.stringify(out));
+    expect(out).toEqual({
+      heldPhase: 'rolling-back',
+      dup: '1 rows',
+      upd: '1 rows',
+      phase: 'rollback-window',
+      swapBackHeld: null,
+      undup: '1 rows',
+      r: 'ok rolled-back',
+      diff: 0,
+      kind: 'r',
+    });
+  });
+
+  it('C4b. approveCutover {olderSnapshots: guard} while the next attempt waits for the holder (junk arguments ignored): swapped back with the guard; the holder then gets 40001 on a row written in the window', async () => {
+    const t = 'c4b';
+    const h = await inWindow(t);
+    await db.pool.query(`UPDATE ${t} SET payload = 'window' WHERE id = 11`);
+    await db.pool.query(`UPDATE ${t}_ctl SET payload = 'window' WHERE id = 11`);
+    await drained(t);
+    const restore = handoverWait(1500);
+    const out: Record<string, unknown> = {};
+    const old = await rrSession();
+    try {
+      await h.signal('rollback');
+      await waitFor(h, (p) => (p.swapBackHeld?.attempts ?? 0) >= 1, 'swap back held', 60_000);
+      await sleep(4000); // the next attempt waits for the holder
+      await h.signal('approveCutover', { olderSnapshots: 'junk' } as never);
+      await h.signal('approveCutover', 'guard' as never);
+      await sleep(3000);
+      out.afterJunk = `${(await progress(h)).phase} ${await kindOf(t)}`;
+      await h.signal('approveCutover', { olderSnapshots: 'guard' });
+      // well before the waiting attempt's own 2 minutes: the signal cancels it
+      for (let i = 0; i < 300 && (await kindOf(t)) !== 'r'; i++) await sleep(100);
+      out.kind = await kindOf(t);
+      out.guard = await guardOn(t);
+      out.oldUpdate = (await outcome(old, `UPDATE ${t} SET payload = 'old' WHERE id = 11`)).slice(0, 5);
+    } finally {
+      await old.query('ROLLBACK').catch(() => undefined);
+      old.release();
+      restore();
+    }
+    out.r = await ended(h);
+    out.diff = await diff(t);
+    console.log(JSON.stringify(out));
+    expect(out).toEqual({
+      afterJunk: 'rolling-back p',
+      kind: 'r',
+      guard: 1,
+      oldUpdate: '40001',
+      r: 'ok rolled-back',
+      diff: 0,
+    });
+  });
+
+  it('C4c. acceptLostConstraints (no reverse handover): an RR session at the rollback never holds it; swapped back with the guard', async () => {
+    const t = 'c4c';
+    const h = await inWindow(t, { acceptLostConstraints: ['c4c_email_key'] }, ', email text UNIQUE');
+    const restore = handoverWait(1500);
+    const out: Record<string, unknown> = {};
+    const old = await rrSession();
+    let everHeld = false;
+    try {
+      await h.signal('rollback');
+      for (let i = 0; i < 300 && (await kindOf(t)) !== 'r'; i++) {
+        if ((await progress(h)).swapBackHeld) everHeld = true;
+        await sleep(100);
+      }
+      out.kind = await kindOf(t);
+      out.guard = await guardOn(t);
+    } finally {
+      await old.query('ROLLBACK').catch(() => undefined);
+      old.release();
+      restore();
+    }
+    out.everHeld = everHeld;
+    out.r = await ended(h);
+    out.diff = await diff(t);
+    console.log(JSON.stringify(out));
+    expect(out).toEqual({ kind: 'r', guard: 1, everHeld: false, r: 'ok rolled-back', diff: 0 });
+  });
+
+  it('C4d. finalize signalled while the swap back is held, then the swap back refuses (a duplicate): the window goes on, not finalized by the earlier signal', async () => {
+    const t = 'c4d';
+    const h = await inWindow(t);
+    const restore = handoverWait(1500);
+    const out: Record<string, unknown> = {};
+    const old = await rrSession();
+    try {
+      await h.signal('rollback');
+      await waitFor(h, (p) => (p.swapBackHeld?.attempts ?? 0) >= 1, 'swap back held', 60_000);
+      out.dup = await outcome(db.pool, `INSERT INTO ${t} VALUES (7, 'dup', '2026-03-20')`);
+      await h.signal('finalize');
+      await sleep(1000);
+      out.heldPhase = (await progress(h)).phase;
+    } finally {
+      await old.query('ROLLBACK').catch(() => undefined);
+      old.release();
+      restore();
+    }
+    out.phase = (await swapBackAnswered(h)).phase;
+    await sleep(3000);
+    out.later = (await progress(h)).phase;
+    await h.signal('finalize');
+    out.r = await ended(h);
+    console.log(JSON.stringify(out));
+    expect(out).toEqual({
+      dup: '1 rows',
+      heldPhase: 'rolling-back',
+      phase: 'rollback-window',
+      later: 'rollback-window',
+      r: 'ok done',
+    });
+  });
+});
 
 async function heldSince(h: WorkflowHandle, attempts = 1) {
   return waitFor(h, (p) => (p.cutoverHeld?.attempts ?? 0) >= attempts, `held ${attempts}`, 90_000);
