@@ -105,9 +105,7 @@ describe('C1. rollback window: rows the old table cannot hold', () => {
   // applies them again first: nothing is held twice then, and the rollback goes ahead, exact.
   it('C1a. delete of id 5 open while id 5 is inserted in another month, committed in that order: the rollback goes ahead and equals the record', async () => {
     const t = 'c1a';
-    const h = await ready(t);
-    await h.signal('approveCutover');
-    await waitFor(h, (p) => p.phase === 'rollback-window', 'cut over', 120_000);
+    const h = await inWindow(t);
     const out: Record<string, string> = {};
     const a = await db.pool.connect();
     try {
@@ -150,9 +148,7 @@ describe('C1. rollback window: rows the old table cannot hold', () => {
   // application then removes the duplicate, and the rollback asked again goes ahead, exact.
   it('C1b. a duplicate id written while the swap back hands over (an old snapshot keeps it waiting): refused, the window goes on; the duplicate removed, the rollback goes ahead', async () => {
     const t = 'c1b';
-    const h = await ready(t);
-    await h.signal('approveCutover');
-    await waitFor(h, (p) => p.phase === 'rollback-window', 'cut over', 120_000);
+    const h = await inWindow(t);
     const restore = handoverWait(8000);
     const out: Record<string, string> = {};
     const old = await rrSession();
@@ -200,9 +196,7 @@ describe('C1. rollback window: rows the old table cannot hold', () => {
   // old table; the January row, never logged again, is back only because its key was parked with the duplicate.
   it('C1g. id 5 written twice, then the second row deleted: the rollback goes ahead, id 5 back as it was', async () => {
     const t = 'c1g';
-    const h = await ready(t);
-    await h.signal('approveCutover');
-    await waitFor(h, (p) => p.phase === 'rollback-window', 'cut over', 120_000);
+    const h = await inWindow(t);
     const out: Record<string, string> = {};
     out.ins = await outcome(db.pool, `INSERT INTO ${t} VALUES (5, 'dup', '2026-03-15')`);
     await drained(t);
@@ -225,9 +219,7 @@ describe('C1. rollback window: rows the old table cannot hold', () => {
   // first, so the refusal comes at the signal and the window goes on (attackHandover R1).
   it('C1c. a duplicate inserted and the rollback signalled at once (before any round): refused, the window goes on', async () => {
     const t = 'c1c';
-    const h = await ready(t);
-    await h.signal('approveCutover');
-    await waitFor(h, (p) => p.phase === 'rollback-window', 'cut over', 120_000);
+    const h = await inWindow(t);
     const out: Record<string, string> = {};
     out.dup = await outcome(db.pool, `INSERT INTO ${t} VALUES (11, 'dup', '2026-03-21')`);
     await h.signal('rollback');
@@ -255,9 +247,7 @@ describe('C1. rollback window: rows the old table cannot hold', () => {
 
   it('C1d. legitimate writes: 1,500 rows moved a month in one UPDATE, ids changed, delete + re-insert in another month (one tx and two): no flag, rollback equals the record', async () => {
     const t = 'c1d';
-    const h = await ready(t);
-    await h.signal('approveCutover');
-    await waitFor(h, (p) => p.phase === 'rollback-window', 'cut over', 120_000);
+    const h = await inWindow(t);
     const both = async (sql: string, ctlSql = sql) => {
       const a = await outcome(db.pool, sql.replace(/\bTT\b/g, t));
       const b = await outcome(db.pool, ctlSql.replace(/\bTT\b/g, `${t}_ctl`));
@@ -296,9 +286,7 @@ describe('C1. rollback window: rows the old table cannot hold', () => {
 describe('C1f. duplicates written in other ways', () => {
   it('UPDATE to an id another month holds, INSERT ... SELECT, ON CONFLICT (id, created_at): each recorded, rollback refused, finalize keeps every row', async () => {
     const t = 'c1f';
-    const h = await ready(t);
-    await h.signal('approveCutover');
-    await waitFor(h, (p) => p.phase === 'rollback-window', 'cut over', 120_000);
+    const h = await inWindow(t);
     const out: Record<string, string> = {};
     // row 40 lives on 2026-01-11, row 41 on 2026-01-12: id 41 takes 40's place in its month
     out.updateId = await outcome(db.pool, `UPDATE ${t} SET id = 41 WHERE id = 40`);
@@ -397,12 +385,12 @@ describe('C1e. a uniqueness given up: one legitimate transaction of more than 1,
 });
 
 describe('C3. attack review of the parked keys (helper atk20): P1, the 10,000 cap counted parked entries, not keys', () => {
-  // MENDED (failed on 7e8ac98). Each round that meets a 23505 parks ALL its keys (up to 1,000), again and again for the same rows: nothing
-  // dedups the parked table. Eleven ordinary transactions (1,000 payload updates, then two rows' unique emails
-  // swapped through a temporary value; the control, with UNIQUE (email), commits each) park 11,000 entries of
-  // 1,000 distinct keys. recheckParked counts entries (> RECHECK_MAX): it does nothing, the record stands and the
-  // rollback was refused for good, although the old table can hold every row (README: "More than 10,000 parked
-  // KEYS are not applied again"; here 1,000 keys). Now each key is parked once (a unique index on the key).
+  // MENDED (failed on 7e8ac98). Each round that meets a 23505 parks ALL its keys (up to 1,000), again and again
+  // for the same rows: nothing deduplicated the parked table. Eleven ordinary transactions (1,000 payload updates,
+  // then two rows' unique emails swapped through a temporary value; the control, with UNIQUE (email), commits
+  // each) parked 11,000 entries of 1,000 distinct keys. recheckParked counted entries (> RECHECK_MAX): it did
+  // nothing, the record stood and the rollback was refused for good, although the old table can hold every row.
+  // Now each key is parked once (a unique index on the key).
   it('eleven legitimate swaps of a unique value across a round boundary: the rollback goes ahead and equals the record', async () => {
     const t = 'p1';
     const h = await emailsInWindow(t);
@@ -444,19 +432,17 @@ describe('C3. attack review of the parked keys (helper atk20): P1, the 10,000 ca
 });
 
 describe('C3. P2, a duplicate committed before the rollback signal, behind a long transaction', () => {
-  // MENDED (failed on 7e8ac98, and before it). rollbackBlocker's drain (drainKeyLog) stops at the first round of fewer than 1,000 DISTINCT keys; a
-  // transaction that changes each row ten times fills 1,000 entries with 100 keys, so one round is all the check
-  // applies (and the reverse applier beside the window does one round a second: 15 rounds for 15,000 entries; id 1900 is none of them)
-  // and the duplicate committed before the signal is still in the log: the check answers null, the swap back
-  // meets id 1900 twice under its lock and the run FAILED ("stays undoing") instead of refusing with the window going
-  // on (the refusal C1c expects for the same duplicate without the long transaction before it). Now the check
-  // drains until the log has nothing committed left (5 s at most; the swap back's refusal under its lock also
-  // returns the run to its window since C1b's mend).
+  // MENDED (failed on 7e8ac98, and before it). rollbackBlocker's drain (drainKeyLog) stopped at the first round
+  // of fewer than 1,000 DISTINCT keys; a transaction that changes each row ten times fills 1,000 entries with 100
+  // keys, so one round was all the check applied (the reverse applier beside the window does one round a second),
+  // and the duplicate committed before the signal was still in the log: the check answered null, the swap back
+  // met id 1900 twice under its lock and the run FAILED ("stays undoing") instead of refusing with the window
+  // going on (the refusal C1c expects for the same duplicate without the long transaction before it). Now the
+  // check drains until the log has nothing committed left (5 s at most; the swap back's refusal under its lock
+  // also returns the run to its window since C1b's mend).
   it('15,000 entries of 1,500 keys then id 1900 again in March, the rollback signalled at once: refused, the window goes on', async () => {
     const t = 'p2';
-    const h = await ready(t);
-    await h.signal('approveCutover');
-    await waitFor(h, (p) => p.phase === 'rollback-window', 'cut over', 120_000);
+    const h = await inWindow(t);
     await drained(t);
     const out: Record<string, string> = {};
     out.long = await outcome(
