@@ -111,7 +111,8 @@ async function moveState(
  */
 export async function markActiveAgain(db: Db, run: RunKey): Promise<string | null> {
   const r = await moveState(db, run, 'undoing', 'active');
-  return r.moved ? null : (r.state ?? 'gone');
+  // already active: a retry of this step after its first attempt committed
+  return r.moved || r.state === 'active' ? null : (r.state ?? 'gone');
 }
 
 /**
