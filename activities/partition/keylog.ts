@@ -97,19 +97,7 @@ export async function drainToEmpty(pool: Pool, sql: KeyLogApplySql, untilMs: num
 
 /** recheckParked in a transaction of its own under the applier's lock, waited for `lockWaitMs` at most. */
 export async function recheckParkedWithin(pool: Pool, sql: KeyLogApplySql, lockWaitMs: number): Promise<void> {
-  if (!sql.recheck) return;
-  try {
-    await inTransaction(pool, async (c) => {
-      await c.query(`SET LOCAL lock_timeout = ${Math.max(1, Math.floor(lockWaitMs))}`);
-      await c.query(sql.lock);
-      await c.query(`SET LOCAL lock_timeout = ${APPLY_LOCK_TIMEOUT_MS}`);
-      if (sql.lockSource) await c.query(sql.lockSource);
-      await recheckParked(c, sql);
-    });
-  } catch (err) {
-    const code = (err as { code?: string }).code;
-    if (code !== '55P03' && code !== '40P01') throw err;
-  }
+  if (sql.recheck) await underApplierLock(pool, sql, lockWaitMs, (c) => recheckParked(c, sql));
 }
 
 /**
@@ -151,6 +139,20 @@ export async function applyKeyLogWithin(
   lockWaitMs: number,
   first?: (c: PoolClient) => Promise<void>,
 ): Promise<number | null> {
+  return underApplierLock(pool, sql, lockWaitMs, (c) => applyRound(c, sql, limit), first);
+}
+
+/**
+ * `body` in a transaction of its own under the applier's lock, waited for `lockWaitMs` at most, and the source in
+ * ACCESS SHARE (after `first`); null when the lock was not had in time (or a deadlock chose this transaction).
+ */
+async function underApplierLock<T>(
+  pool: Pool,
+  sql: KeyLogApplySql,
+  lockWaitMs: number,
+  body: (c: PoolClient) => Promise<T>,
+  first?: (c: PoolClient) => Promise<void>,
+): Promise<T | null> {
   try {
     return await inTransaction(pool, async (c) => {
       await c.query(`SET LOCAL lock_timeout = ${Math.max(1, Math.floor(lockWaitMs))}`);
@@ -158,7 +160,7 @@ export async function applyKeyLogWithin(
       await c.query(`SET LOCAL lock_timeout = ${APPLY_LOCK_TIMEOUT_MS}`);
       if (first) await first(c);
       if (sql.lockSource) await c.query(sql.lockSource);
-      return applyRound(c, sql, limit);
+      return body(c);
     });
   } catch (err) {
     const code = (err as { code?: string }).code;

@@ -161,19 +161,17 @@ function positions(s: KeyLogSpec): { alias: (c: string) => string; aliases: stri
   return { alias, aliases: cols.map((_, i) => `a${i + 1}`).join(', ') };
 }
 
-/** The log table (an identity `seq` and the key's columns). */
-export function keyLogTableSql(s: KeyLogSpec): string {
+/** The log table (an identity `seq` and the key's columns); `unique`: each key once. */
+export function keyLogTableSql(s: KeyLogSpec, unique = false): string {
   const cols = s.key.map((k) => `${q(k.name)} ${k.type}`).join(', ');
   const seq = 'seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY';
-  return `CREATE TABLE IF NOT EXISTS ${qualified(s.log)} (${seq}, ${cols})`;
+  const once = unique ? `, UNIQUE (${s.key.map((k) => q(k.name)).join(', ')})` : '';
+  return `CREATE TABLE IF NOT EXISTS ${qualified(s.log)} (${seq}, ${cols}${once})`;
 }
 
 /** The parked keys' table (KeyLogSpec `parked`): the log's shape, each key once. */
 export function parkedTableSql(s: KeyLogSpec): string {
-  const cols = s.key.map((k) => `${q(k.name)} ${k.type}`).join(', ');
-  const seq = 'seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY';
-  const names = s.key.map((k) => q(k.name)).join(', ');
-  return `CREATE TABLE IF NOT EXISTS ${qualified(s.parked!)} (${seq}, ${cols}, UNIQUE (${names}))`;
+  return keyLogTableSql({ ...s, log: s.parked! }, true);
 }
 
 /** The key log's trigger body, in parts: the log's INSERTs per operation, and the moves counter's bump. */
