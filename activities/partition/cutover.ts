@@ -22,7 +22,7 @@ import {
   recheckParked,
   recheckParkedWithin,
 } from './keylog';
-import { activityContext, classify, lockUpFront, runAll, withHeartbeat, withLockRetry } from '../runtime/db';
+import { activityContext, classify, lockUpFront, runAll, sleep, withHeartbeat, withLockRetry } from '../runtime/db';
 import { snapshotsOlderThan, waitForOlderSnapshots, waitForSessions } from './snapshotGuard';
 import { appliedXid, Direction, handBack, handOver, HandoverResult } from './handover';
 import { faultPoint } from '../runtime/faults';
@@ -245,6 +245,9 @@ function lastCheckSoFar(held: LastCheck | undefined): LastCheck {
   return beat?.lastCheck ?? held ?? { upTo: 0, keys: 0, repaired: [] };
 }
 
+/** The worker's maxHeartbeatThrottleInterval (worker/worker.ts) and a margin. */
+const CANCEL_NOTICE_MS = 5_500;
+
 /** How long an attempt after a held one waits for the sessions that held it before it says so again. */
 const HELD_WAIT_MS = 120_000;
 
@@ -267,7 +270,14 @@ async function stillHeld(
     () => ({ lastCheck: check }),
     1000,
   );
-  if (activityContext()?.cancellationSignal.aborted) throw new CancelledFailure(`${what} cancelled while held`);
+  // a rollback (or the operator's guard) asked while this attempt waited reaches it only with a heartbeat's answer,
+  // at most the worker's heartbeat throttle (5 s) later: one more heartbeat and that long before it goes on to swap
+  const ctx = activityContext();
+  if (ctx && !left.length) {
+    ctx.heartbeat({ lastCheck: check });
+    await sleep(CANCEL_NOTICE_MS);
+  }
+  if (ctx?.cancellationSignal.aborted) throw new CancelledFailure(`${what} cancelled while held`);
   if (left.length) {
     const h = { quiet: false, applied, rounds: 0, ms: 0, heldBy: left.map((w) => w.line) };
     throw heldFailure(plan, h, check, direction);
