@@ -13,6 +13,11 @@ export interface PgbenchTx {
   endMs: number;
   /** from the scheduled start under --rate, so it includes any lag */
   latencyMs: number;
+  /**
+   * pgbench's schedule lag (its 7th log column under --rate): from the scheduled start to the moment its client
+   * thread sent the transaction. Part of latencyMs; on this machine mostly pgbench's own thread waiting for a CPU
+   */
+  lagMs: number;
 }
 
 export interface PgbenchResult {
@@ -82,7 +87,7 @@ export async function pgbenchWhile(opts: PgbenchOptions, during: () => Promise<v
       if (x.length < 6 || x[2] === 'failed') continue; // failed ones are counted from the summaries
       const latencyMs = Number(x[2]) / 1000;
       const endMs = Number(x[4]) * 1000 + Number(x[5]) / 1000;
-      result.tx.push({ startMs: endMs - latencyMs, endMs, latencyMs });
+      result.tx.push({ startMs: endMs - latencyMs, endMs, latencyMs, lagMs: Number(x[6] ?? 0) / 1000 });
     }
   }
   fs.rmSync(dir, { recursive: true, force: true });

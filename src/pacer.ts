@@ -16,6 +16,17 @@ export const PACE = {
   window: 250,
   firstPauseMs: 50,
   /**
+   * the pause a run's copy starts with, relaxed from there while the probes allow (halved at most every 4 s: 0
+   * after about 25 s where the copy costs nothing). bench:impact: a copy that started at 0 ran nearly free for the
+   * first 30 s while the pause doubled its way up (19,000 to 30,000 rows/s at 2.7 to 2.8x, against 2,000 to 4,000
+   * rows/s at 1.0 to 1.5x once paced), and a worker restart started it over
+   */
+  startPauseMs: 1000,
+  /** ... on a table of at least these pages (80 MB of 8 kB pages); a smaller one starts at 0 */
+  startSlowPages: 10_000,
+  /** relax also when the percentile is no higher than the idle figure: the copy's pace shows nothing there */
+  relaxAtIdle: true,
+  /**
    * the longest pause after a batch: a copy that runs 50 ms in every 5 s still meets about one application
    * transaction in a hundred (bench/impact.ts: the p99 follows the share of time a batch runs, not its pace)
    */
@@ -69,6 +80,9 @@ export const LEGACY_PACE: PaceRules = {
   rebaselineFirstMs: 0,
   syncShare: 1,
   roomMs: 0.5,
+  startPauseMs: 0,
+  startSlowPages: 0,
+  relaxAtIdle: false,
 };
 
 export interface Sample {
@@ -84,6 +98,11 @@ export interface Pace {
   pauseMs: number;
   /** when it last changed (ms since the epoch) */
   since: number;
+}
+
+/** The pace a run's copy starts with (a run's first chunk in this worker). */
+export function startPace(now: number, rules: PaceRules = PACE): Pace {
+  return { pauseMs: rules.startPauseMs, since: now };
 }
 
 /** The `p` quantile (0..1) of `xs`, nearest rank. */
@@ -145,7 +164,8 @@ export function nextPace(
     const pauseMs = Math.min(rules.maxPauseMs, pace.pauseMs ? pace.pauseMs * 2 : rules.firstPauseMs);
     return { pace: { pauseMs, since: now }, hold: null, seen };
   }
-  if (seen < limit * rules.relaxBelow && pace.pauseMs > 0) {
+  const relax = seen < limit * rules.relaxBelow || (rules.relaxAtIdle && seen <= baselineMs);
+  if (relax && pace.pauseMs > 0) {
     const shorter = Math.floor(pace.pauseMs / 2);
     return { pace: { pauseMs: shorter < 20 ? 0 : shorter, since: now }, hold: null, seen };
   }

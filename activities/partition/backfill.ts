@@ -15,7 +15,7 @@ import { activityContext, classify, currentWorkflowId, inTransaction, isTransien
 import { metrics } from '../runtime/metrics';
 import type { KeyLogApplySql } from '../../src/plan/keylog';
 import { drainKeyLog } from './keylog';
-import { LEGACY_PACE, nextPace, PACE } from '../../src/pacer';
+import { LEGACY_PACE, nextPace, PACE, startPace } from '../../src/pacer';
 import {
   capWalRate,
   CommitProber,
@@ -217,6 +217,28 @@ function appPause(input: BackfillChunkInput, bounds: ReplicaBounds, tune: Tuning
   return tune.pace.pauseMs;
 }
 
+/**
+ * A run's first chunk in this worker starts slow (PACE.startPauseMs) and relaxes from there, on a table of
+ * PACE.startSlowPages or more (a smaller one copies in seconds at full speed, about the time the pacer needs to
+ * learn anything); the pace and the samples an earlier run of the same table learnt go (the key is the run's,
+ * as for the idle figure).
+ */
+async function paceOfRun(pool: Pool, input: BackfillChunkInput, tune: Tuning): Promise<Tuning> {
+  if (tune.paceOf === baselineKey(input)) return tune;
+  const rules = input.sql.appProbe ? PACE : LEGACY_PACE;
+  const { rows } = await pool.query(
+    `SELECT pg_relation_size(c.oid) / current_setting('block_size')::bigint AS pages
+       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2`,
+    [input.table.schema, input.table.name],
+  );
+  const big = Number(rows[0]?.pages ?? 0) >= rules.startSlowPages;
+  tune.paceOf = baselineKey(input);
+  tune.pace = big ? startPace(Date.now(), rules) : { pauseMs: 0, since: Date.now() };
+  tune.samples.length = 0;
+  tune.holding = undefined;
+  return tune;
+}
+
 /** The idle figure measured again, per table in this worker (every stream of a parallel copy paces by it). */
 const baselines = new Map<string, { ms?: number; at: number; measuring?: boolean; tried?: boolean }>();
 
@@ -325,7 +347,7 @@ export async function backfillChunk({ pool, log }: Deps, input: BackfillChunkInp
     // a parallel copy: each stream pauses `streams` times as long and expects the others' WAL at the replicas
     const streams = input.streams ?? 1;
     let rowsCopied = w.rowsCopied;
-    const tune = tuningOf(w.tuneKey);
+    const tune = probe ? await paceOfRun(pool, input, tuningOf(w.tuneKey)) : tuningOf(w.tuneKey);
     if (probe) prober = new CommitProber(probe, tune.samples, input.sql.appProbe).start();
     // a new table starts at an eighth of the largest batch and grows while batches stay under maxBatchMs
     let size = Math.min(w.cap, tune.size ?? Math.ceil(w.cap / 8));

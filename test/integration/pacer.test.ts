@@ -184,6 +184,48 @@ describe('the application-latency probe', () => {
     }
   });
 
+  it("a run's copy of a big table starts slow and relaxes where the probe allows; the next run starts afresh", async () => {
+    const { acts, pre } = await planOf('pp');
+    const plan = pre.plan;
+    await acts.claimRun(plan.table, plan);
+    await acts.createShadow(plan, 500);
+    await acts.installSyncTrigger(plan, 500);
+    const slow = PACE.startSlowPages;
+    PACE.startSlowPages = 1; // pp counts as big
+    try {
+      const input = {
+        table: plan.table,
+        copyMode: plan.copyMode,
+        sql: backfillSql(plan),
+        batchSize: 50,
+        sleepMs: 0,
+        maxBatchMs: 50,
+        replica: DEFAULT_REPLICA_BOUNDS,
+      };
+      // a figure every probe meets: the run starts at the start pause, then halves it every 4 s of samples
+      const first = await acts.backfillChunk({ ...input, appBaselineMs: 7e6, maxMs: 1500 });
+      expect(first.appPauseMs).toBe(PACE.startPauseMs);
+      const relaxed = await acts.backfillChunk({ ...input, appBaselineMs: 7e6, maxMs: 9000 });
+      expect(relaxed.appPauseMs).toBeLessThan(PACE.startPauseMs);
+      // a figure no probe meets pushes its run's pause up; the next run of the table starts at the start pause
+      const up = await acts.backfillChunk({ ...input, appBaselineMs: -7, maxMs: 6000 });
+      expect(up.appPauseMs).toBeGreaterThan(PACE.startPauseMs);
+      const next = await acts.backfillChunk({ ...input, appBaselineMs: 8e6, maxMs: 1500 });
+      expect(next.appPauseMs).toBe(PACE.startPauseMs);
+      // a small table starts at 0
+      PACE.startSlowPages = 1e9;
+      const small = await acts.backfillChunk({ ...input, appBaselineMs: 9e6, maxMs: 500 });
+      expect(small.appPauseMs).toBe(0);
+      expect(small.done).toBe(false);
+    } finally {
+      PACE.startSlowPages = slow;
+      await acts.beginUndo(plan.table);
+      await acts.dropSyncTrigger(plan, 500);
+      await acts.dropShadow(plan, 500);
+      await acts.releaseRun(plan.table, 'rolled-back');
+    }
+  });
+
   it('the backfill pauses after its batches while the probe is over the bound', async () => {
     const { acts, pre } = await planOf('pp');
     const plan = pre.plan;

@@ -1,4 +1,4 @@
-import { LEGACY_PACE, latencyLimit, nextPace, PACE, quantile, Sample } from '../../src/pacer';
+import { LEGACY_PACE, latencyLimit, nextPace, PACE, quantile, Sample, startPace } from '../../src/pacer';
 
 const at = (start: number, ms: number[]): Sample[] => ms.map((m, i) => ({ at: start + i * PACE.probeEveryMs, ms: m }));
 const many = (ms: number, n = PACE.minSamples) => Array(n).fill(ms) as number[];
@@ -45,6 +45,23 @@ describe('the copy pacer under the application-latency bound', () => {
     expect(atLongest.hold?.reason).toMatch(
       /a probe takes 3\.50 ms \(99th percentile .* over 2\.50 ms \(1\.5 \/ 1\.2 for the sync's own share x 2\.00 ms/,
     );
+  });
+
+  it('a run starts slow and relaxes from there, also where the probe shows nothing over its idle figure', () => {
+    const start = startPace(10);
+    expect(start).toEqual({ pauseMs: PACE.startPauseMs, since: 10 });
+    expect(PACE.startPauseMs).toBeGreaterThanOrEqual(1000);
+    // the probe at its idle figure (2 ms; the limit 2.5, well under it 1.75): the pause halves
+    expect(nextPace(start, at(10, many(2)), 1.5, 2, 5000).pace).toEqual({
+      pauseMs: PACE.startPauseMs / 2,
+      since: 5000,
+    });
+    // a little over the idle figure and under the limit: unchanged
+    expect(nextPace(start, at(10, many(2.2)), 1.5, 2, 5000).pace).toEqual(start);
+    // over the limit: up
+    expect(nextPace(start, at(10, many(3)), 1.5, 2, 5000).pace.pauseMs).toBe(2 * PACE.startPauseMs);
+    // runs of the old probe start at 0, as they were measured
+    expect(startPace(10, LEGACY_PACE).pauseMs).toBe(0);
   });
 
   it('fails closed: a recent failed probe holds the copy, with its error; an older one no longer does', () => {
