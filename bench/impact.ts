@@ -316,12 +316,13 @@ async function main(): Promise<void> {
         ),
         0.99,
       );
-    const lag = of.map((w) =>
-      pct(
-        within(w).map((l, i) => l - within(w, true)[i]),
+    const lag = of.map((w) => {
+      const sent = within(w, true);
+      return pct(
+        within(w).map((l, i) => l - sent[i]),
         0.99,
-      ),
-    );
+      );
+    });
     line(
       `  ${config.padEnd(14)} p99 ${mmm(p99)} ms, ratio ${
         CONFIGS.includes('none') ? mmm(of.map((w, i) => p99[i] / Math.max(0.001, base(w)))) : 'n/a'

@@ -16,13 +16,14 @@ export const PACE = {
   window: 250,
   firstPauseMs: 50,
   /**
-   * the pause a run's copy starts with, relaxed from there while the probes allow (halved at most every 4 s: 0
-   * after about 25 s where the copy costs nothing). bench:impact: a copy that started at 0 ran nearly free for the
-   * first 30 s while the pause doubled its way up (19,000 to 30,000 rows/s at 2.7 to 2.8x, against 2,000 to 4,000
-   * rows/s at 1.0 to 1.5x once paced), and a worker restart started it over
+   * the pause a run's copy starts with, halved every 4 s while the probes stay within the limit (0 after about
+   * 25 s where the copy keeps the bound without it) until it first has to go up (Pace.provisional).
+   * bench:impact: a copy that started at 0 ran nearly free for the first 30 s while the pause doubled its way up
+   * (19,000 to 30,000 rows/s at 2.7 to 2.8x, against 2,000 to 4,000 rows/s at 1.0 to 1.5x once paced), and a
+   * worker restart started it over
    */
   startPauseMs: 1000,
-  /** ... on a table of at least these pages (80 MB of 8 kB pages); a smaller one starts at 0 */
+  /** ... on a table of at least these pages, TOAST included (80 MB of 8 kB pages); a smaller one starts at 0 */
   startSlowPages: 10_000,
   /** relax also when the percentile is no higher than the idle figure: the copy's pace shows nothing there */
   relaxAtIdle: true,
@@ -59,7 +60,14 @@ export const PACE = {
    * partitions; bench:impact with the figure free to rise: 2.3x at 8 times the rate)
    */
   rebaselineEveryMs: 60_000,
-  rebaselineFirstMs: 15_000,
+  /**
+   * the first time after 5 s, then after `rebaselineEarlyMs` (none longer than `rebaselineEveryMs`): the copy
+   * starts slow (startPauseMs), so the first minute's measurements meet a machine the copy has barely touched.
+   * bench:impact: a figure measured at install during the previous round's clean-up (4.24 ms against the 1.3 ms
+   * the same probe met idle) let the copy relax to nearly free (225,556 rows in 30 s at 1.85x)
+   */
+  rebaselineFirstMs: 5_000,
+  rebaselineEarlyMs: [15_000, 30_000],
 };
 
 export type PaceRules = typeof PACE;
@@ -78,6 +86,7 @@ export const LEGACY_PACE: PaceRules = {
   failedWithin: 75,
   rebaselineEveryMs: 0,
   rebaselineFirstMs: 0,
+  rebaselineEarlyMs: [],
   syncShare: 1,
   roomMs: 0.5,
   startPauseMs: 0,
@@ -98,11 +107,19 @@ export interface Pace {
   pauseMs: number;
   /** when it last changed (ms since the epoch) */
   since: number;
+  /**
+   * the run's start pace, never raised since: it halves whenever the probes are within the limit (a pause of 1 s
+   * after a 50 ms batch still meets the application about as often as none, so the band below the limit would
+   * otherwise keep it for good); the first step up ends it
+   */
+  provisional?: boolean;
 }
 
 /** The pace a run's copy starts with (a run's first chunk in this worker). */
 export function startPace(now: number, rules: PaceRules = PACE): Pace {
-  return { pauseMs: rules.startPauseMs, since: now };
+  return rules.startPauseMs
+    ? { pauseMs: rules.startPauseMs, since: now, provisional: true }
+    : { pauseMs: 0, since: now };
 }
 
 /** The `p` quantile (0..1) of `xs`, nearest rank. */
@@ -164,10 +181,15 @@ export function nextPace(
     const pauseMs = Math.min(rules.maxPauseMs, pace.pauseMs ? pace.pauseMs * 2 : rules.firstPauseMs);
     return { pace: { pauseMs, since: now }, hold: null, seen };
   }
-  const relax = seen < limit * rules.relaxBelow || (rules.relaxAtIdle && seen <= baselineMs);
+  const relax = pace.provisional || seen < limit * rules.relaxBelow || (rules.relaxAtIdle && seen <= baselineMs);
   if (relax && pace.pauseMs > 0) {
     const shorter = Math.floor(pace.pauseMs / 2);
-    return { pace: { pauseMs: shorter < 20 ? 0 : shorter, since: now }, hold: null, seen };
+    const pauseMs = shorter < 20 ? 0 : shorter;
+    return {
+      pace: { pauseMs, since: now, ...(pace.provisional && pauseMs ? { provisional: true } : {}) },
+      hold: null,
+      seen,
+    };
   }
   return { pace, hold: null, seen };
 }

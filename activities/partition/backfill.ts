@@ -226,12 +226,16 @@ function appPause(input: BackfillChunkInput, bounds: ReplicaBounds, tune: Tuning
 async function paceOfRun(pool: Pool, input: BackfillChunkInput, tune: Tuning): Promise<Tuning> {
   if (tune.paceOf === baselineKey(input)) return tune;
   const rules = input.sql.appProbe ? PACE : LEGACY_PACE;
+  // the catalog's page counts, TOAST included (a table of wide values is big with few heap pages), and the heap's
+  // pages at install: no lock on the table (pg_relation_size would wait behind a VACUUM FULL or the application's DDL)
   const { rows } = await pool.query(
-    `SELECT pg_relation_size(c.oid) / current_setting('block_size')::bigint AS pages
-       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2`,
+    `SELECT greatest(c.relpages, 0) + coalesce(greatest(t.relpages, 0), 0) AS catalog,
+            (SELECT max(r.total_pages) FROM partflow.runs r WHERE r.table_schema = $1 AND r.table_name = $2) AS install
+       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace LEFT JOIN pg_class t ON t.oid = c.reltoastrelid
+      WHERE n.nspname = $1 AND c.relname = $2`,
     [input.table.schema, input.table.name],
   );
-  const big = Number(rows[0]?.pages ?? 0) >= rules.startSlowPages;
+  const big = Math.max(Number(rows[0]?.catalog ?? 0), Number(rows[0]?.install ?? 0)) >= rules.startSlowPages;
   tune.paceOf = baselineKey(input);
   tune.pace = big ? startPace(Date.now(), rules) : { pauseMs: 0, since: Date.now() };
   tune.samples.length = 0;
@@ -240,7 +244,7 @@ async function paceOfRun(pool: Pool, input: BackfillChunkInput, tune: Tuning): P
 }
 
 /** The idle figure measured again, per table in this worker (every stream of a parallel copy paces by it). */
-const baselines = new Map<string, { ms?: number; at: number; measuring?: boolean; tried?: boolean }>();
+const baselines = new Map<string, { ms?: number; at: number; measuring?: boolean; tries?: number }>();
 
 /**
  * The run's key in `baselines`: the workflow, the table and the figure its sync's install measured (which the
@@ -258,9 +262,10 @@ function baselineOf(input: BackfillChunkInput): number | undefined {
 }
 
 /**
- * Every PACE.rebaselineEveryMs of copying, the application-latency bound's idle figure measured again: the
- * key log's lock taken exclusively holds every stream's batches and the applier (the state installSyncTrigger
- * measured in: the sync in place, nothing copied) for the ~4 s of the probes. One stream of this worker
+ * The application-latency bound's idle figure measured again 5 s into the copy, then 15 s and 30 s after each
+ * measurement (PACE.rebaselineEarlyMs), then every PACE.rebaselineEveryMs: the key log's lock taken exclusively
+ * holds every stream's batches and the applier (the state installSyncTrigger measured in: the sync in place,
+ * nothing copied) for the ~4 s of the probes. One stream of this worker
  * measures at a time, with both its connections in hand before it takes the lock, and only if the lock is free
  * at once (another worker measuring, or the cut-over): nothing waits holding what another needs. The pace
  * starts over from the samples after it. A failed measurement keeps the figure before it.
@@ -272,7 +277,10 @@ async function rebaseline(pool: Pool, input: BackfillChunkInput, tune: Tuning, l
   if (!rules.rebaselineEveryMs || !tryLock || first === undefined) return;
   const b = baselines.get(baselineKey(input)) ?? { at: Date.now() }; // installSyncTrigger's is the first
   baselines.set(baselineKey(input), b);
-  const wait = b.ms === undefined && !b.tried ? rules.rebaselineFirstMs : rules.rebaselineEveryMs;
+  const tries = b.tries ?? 0;
+  const wait = !tries
+    ? rules.rebaselineFirstMs
+    : Math.min(rules.rebaselineEarlyMs[tries - 1] ?? Infinity, rules.rebaselineEveryMs);
   if (b.measuring || Date.now() - b.at < wait) return;
   b.measuring = true;
   const c = await pool.connect();
@@ -299,7 +307,7 @@ async function rebaseline(pool: Pool, input: BackfillChunkInput, tune: Tuning, l
     probe?.release();
     b.at = Date.now();
     b.measuring = false;
-    b.tried = true;
+    b.tries = tries + 1;
   }
 }
 

@@ -190,8 +190,9 @@ describe('the application-latency probe', () => {
     await acts.claimRun(plan.table, plan);
     await acts.createShadow(plan, 500);
     await acts.installSyncTrigger(plan, 500);
-    const slow = PACE.startSlowPages;
+    const [slow, every, first] = [PACE.startSlowPages, PACE.rebaselineEveryMs, PACE.rebaselineFirstMs];
     PACE.startSlowPages = 1; // pp counts as big
+    [PACE.rebaselineEveryMs, PACE.rebaselineFirstMs] = [600_000, 600_000]; // the figures below stay as handed in
     try {
       const input = {
         table: plan.table,
@@ -207,9 +208,14 @@ describe('the application-latency probe', () => {
       expect(first.appPauseMs).toBe(PACE.startPauseMs);
       const relaxed = await acts.backfillChunk({ ...input, appBaselineMs: 7e6, maxMs: 9000 });
       expect(relaxed.appPauseMs).toBeLessThan(PACE.startPauseMs);
+      // the run's later chunks go on from its pace, not from the start
+      const on = await acts.backfillChunk({ ...input, appBaselineMs: 7e6, maxMs: 300 });
+      expect(on.appPauseMs).toBeLessThanOrEqual(relaxed.appPauseMs!);
       // a figure no probe meets pushes its run's pause up; the next run of the table starts at the start pause
       const up = await acts.backfillChunk({ ...input, appBaselineMs: -7, maxMs: 6000 });
       expect(up.appPauseMs).toBeGreaterThan(PACE.startPauseMs);
+      const still = await acts.backfillChunk({ ...input, appBaselineMs: -7, maxMs: 300 });
+      expect(still.appPauseMs).toBeGreaterThanOrEqual(up.appPauseMs!);
       const next = await acts.backfillChunk({ ...input, appBaselineMs: 8e6, maxMs: 1500 });
       expect(next.appPauseMs).toBe(PACE.startPauseMs);
       // a small table starts at 0
@@ -218,7 +224,7 @@ describe('the application-latency probe', () => {
       expect(small.appPauseMs).toBe(0);
       expect(small.done).toBe(false);
     } finally {
-      PACE.startSlowPages = slow;
+      [PACE.startSlowPages, PACE.rebaselineEveryMs, PACE.rebaselineFirstMs] = [slow, every, first];
       await acts.beginUndo(plan.table);
       await acts.dropSyncTrigger(plan, 500);
       await acts.dropShadow(plan, 500);

@@ -49,17 +49,24 @@ describe('the copy pacer under the application-latency bound', () => {
 
   it('a run starts slow and relaxes from there, also where the probe shows nothing over its idle figure', () => {
     const start = startPace(10);
-    expect(start).toEqual({ pauseMs: PACE.startPauseMs, since: 10 });
+    expect(start).toEqual({ pauseMs: PACE.startPauseMs, since: 10, provisional: true });
     expect(PACE.startPauseMs).toBeGreaterThanOrEqual(1000);
     // the probe at its idle figure (2 ms; the limit 2.5, well under it 1.75): the pause halves
-    expect(nextPace(start, at(10, many(2)), 1.5, 2, 5000).pace).toEqual({
-      pauseMs: PACE.startPauseMs / 2,
-      since: 5000,
+    expect(nextPace(start, at(10, many(2)), 1.5, 2, 5000).pace.pauseMs).toBe(PACE.startPauseMs / 2);
+    expect(nextPace({ pauseMs: 400, since: 0 }, at(0, many(2)), 1.5, 2, 10).pace).toEqual({ pauseMs: 200, since: 10 });
+    // a little over the idle figure and under the limit: the start pace still halves (a pause of 1 s meets the
+    // application about as often as none, so the band under the limit would keep it for good)
+    const halved = nextPace(start, at(10, many(2.2)), 1.5, 2, 5000).pace;
+    expect(halved).toEqual({ pauseMs: PACE.startPauseMs / 2, since: 5000, provisional: true });
+    // over the limit: up, and from then on the band under the limit keeps the pace
+    const raised = nextPace(halved, at(5000, many(3)), 1.5, 2, 9000).pace;
+    expect(raised).toEqual({ pauseMs: PACE.startPauseMs, since: 9000 });
+    expect(nextPace(raised, at(9000, many(2.2)), 1.5, 2, 13000).pace).toEqual(raised);
+    // halved down to nothing, it is an ordinary pace
+    expect(nextPace({ pauseMs: 25, since: 0, provisional: true }, at(0, many(2.2)), 1.5, 2, 10).pace).toEqual({
+      pauseMs: 0,
+      since: 10,
     });
-    // a little over the idle figure and under the limit: unchanged
-    expect(nextPace(start, at(10, many(2.2)), 1.5, 2, 5000).pace).toEqual(start);
-    // over the limit: up
-    expect(nextPace(start, at(10, many(3)), 1.5, 2, 5000).pace.pauseMs).toBe(2 * PACE.startPauseMs);
     // runs of the old probe start at 0, as they were measured
     expect(startPace(10, LEGACY_PACE).pauseMs).toBe(0);
   });
