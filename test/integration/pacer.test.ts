@@ -11,7 +11,7 @@ import { createActivities } from '../../activities';
 import { AppProbe, CommitProber, probeBaseline } from '../../activities/runtime/replicas';
 import { migrate } from '../../activities/runtime/migrate';
 import { createLogger } from '../../src/logger';
-import { backfillSql } from '../../src/plan';
+import { backfillSql, Plan } from '../../src/plan';
 import type { AppProbeSql } from '../../src/plan/backfill';
 import { DEFAULT_REPLICA_BOUNDS } from '../../src/replicas';
 import { PACE } from '../../src/pacer';
@@ -35,6 +35,38 @@ afterAll(async () => {
 async function planOf(table: string) {
   const acts = createActivities({ pool: db.pool, log });
   return { acts, pre: await acts.preflight({ table }) };
+}
+
+/** A run of `table` up to its sync's install, as partitionTable gets there, for the backfill's chunks. */
+async function runOf(table: string) {
+  const { acts, pre } = await planOf(table);
+  const plan = pre.plan;
+  await acts.claimRun(plan.table, plan);
+  await acts.createShadow(plan, 500);
+  await acts.installSyncTrigger(plan, 500);
+  return { acts, plan };
+}
+
+/** A backfill chunk's input for the run's plan: batches of at most 50 pages and 50 ms, the default bounds. */
+function chunkOf(plan: Plan, sleepMs: number) {
+  const { table, copyMode } = plan;
+  return {
+    table,
+    copyMode,
+    sql: backfillSql(plan),
+    batchSize: 50,
+    sleepMs,
+    maxBatchMs: 50,
+    replica: DEFAULT_REPLICA_BOUNDS,
+  };
+}
+
+/** The run undone, as a rollback before the cut-over does. */
+async function undoRun(acts: Awaited<ReturnType<typeof runOf>>['acts'], plan: Plan) {
+  await acts.beginUndo(plan.table);
+  await acts.dropSyncTrigger(plan, 500);
+  await acts.dropShadow(plan, 500);
+  await acts.releaseRun(plan.table, 'rolled-back');
 }
 
 describe('the application-latency probe', () => {
@@ -185,24 +217,12 @@ describe('the application-latency probe', () => {
   });
 
   it("a run's copy of a big table starts slow and relaxes where the probe allows; the next run starts afresh", async () => {
-    const { acts, pre } = await planOf('pp');
-    const plan = pre.plan;
-    await acts.claimRun(plan.table, plan);
-    await acts.createShadow(plan, 500);
-    await acts.installSyncTrigger(plan, 500);
+    const { acts, plan } = await runOf('pp');
     const [slow, every, first] = [PACE.startSlowPages, PACE.rebaselineEveryMs, PACE.rebaselineFirstMs];
     PACE.startSlowPages = 1; // pp counts as big
     [PACE.rebaselineEveryMs, PACE.rebaselineFirstMs] = [600_000, 600_000]; // the figures below stay as handed in
     try {
-      const input = {
-        table: plan.table,
-        copyMode: plan.copyMode,
-        sql: backfillSql(plan),
-        batchSize: 50,
-        sleepMs: 0,
-        maxBatchMs: 50,
-        replica: DEFAULT_REPLICA_BOUNDS,
-      };
+      const input = chunkOf(plan, 0);
       // a figure every probe meets: the run starts at the start pause, then halves it every 4 s of samples
       const first = await acts.backfillChunk({ ...input, appBaselineMs: 7e6, maxMs: 1500 });
       expect(first.appPauseMs).toBe(PACE.startPauseMs);
@@ -225,30 +245,14 @@ describe('the application-latency probe', () => {
       expect(small.done).toBe(false);
     } finally {
       [PACE.startSlowPages, PACE.rebaselineEveryMs, PACE.rebaselineFirstMs] = [slow, every, first];
-      await acts.beginUndo(plan.table);
-      await acts.dropSyncTrigger(plan, 500);
-      await acts.dropShadow(plan, 500);
-      await acts.releaseRun(plan.table, 'rolled-back');
+      await undoRun(acts, plan);
     }
   });
 
   it('the backfill pauses after its batches while the probe is over the bound', async () => {
-    const { acts, pre } = await planOf('pp');
-    const plan = pre.plan;
-    await acts.claimRun(plan.table, plan);
-    await acts.createShadow(plan, 500);
-    await acts.installSyncTrigger(plan, 500);
+    const { acts, plan } = await runOf('pp');
     try {
-      const input = {
-        table: plan.table,
-        copyMode: plan.copyMode,
-        sql: backfillSql(plan),
-        batchSize: 50,
-        sleepMs: 20,
-        maxMs: 6000,
-        maxBatchMs: 50,
-        replica: DEFAULT_REPLICA_BOUNDS,
-      };
+      const input = { ...chunkOf(plan, 20), maxMs: 6000 };
       // a baseline every probe meets: no pause
       const free = await acts.backfillChunk({ ...input, appBaselineMs: 1e6 });
       expect(free.appPauseMs).toBe(0);
@@ -277,10 +281,7 @@ describe('the application-latency probe', () => {
         [PACE.rebaselineEveryMs, PACE.rebaselineFirstMs] = [every, first];
       }
     } finally {
-      await acts.beginUndo(plan.table);
-      await acts.dropSyncTrigger(plan, 500);
-      await acts.dropShadow(plan, 500);
-      await acts.releaseRun(plan.table, 'rolled-back');
+      await undoRun(acts, plan);
     }
   });
 });
