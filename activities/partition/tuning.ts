@@ -20,7 +20,7 @@ export interface Tuning {
    *  not enough: the copy waits from `after` until the application's latency is back under the bound */
   samples: Sample[];
   pace: Pace;
-  /** the run (backfill.ts paceKey) the pace and samples were learnt in: another run of the table starts afresh */
+  /** the run (backfill.ts baselineKey) the pace and samples were learnt in: another run of the table starts afresh */
   paceOf?: string;
   holding?: { after: number; held: Throttled };
 }
