@@ -44,3 +44,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): PartflowConfig
     },
   };
 }
+
+/** The worker's maxHeartbeatThrottleInterval (worker/worker.ts): how late at most an activity learns of a cancel. */
+export const HEARTBEAT_THROTTLE_MS = 5_000;

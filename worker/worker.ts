@@ -3,7 +3,7 @@ import { NativeConnection, Worker, WorkerOptions } from '@temporalio/worker';
 import type { Pool } from 'pg';
 import { createActivities } from '../activities';
 import { createPool } from '../activities/runtime/db';
-import { loadConfig, PartflowConfig } from '../src/config';
+import { HEARTBEAT_THROTTLE_MS, loadConfig, PartflowConfig } from '../src/config';
 import { createLogger, Logger } from '../src/logger';
 
 export interface StartedWorker {
@@ -18,7 +18,7 @@ export interface StartedWorker {
  * 30 s): that is also how late an activity learns it was cancelled. Five seconds: a cancel or rollback stops a
  * CREATE INDEX CONCURRENTLY or a copy batch within seconds, for one small RPC per running activity every 5 s.
  */
-export const HEARTBEAT_OPTIONS: Partial<WorkerOptions> = { maxHeartbeatThrottleInterval: '5s' };
+export const HEARTBEAT_OPTIONS: Partial<WorkerOptions> = { maxHeartbeatThrottleInterval: HEARTBEAT_THROTTLE_MS };
 
 export function workflowsPath(): string {
   return require.resolve('../workflows');

@@ -4,6 +4,7 @@
  */
 import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
 import type { OlderSnapshots } from '../../src/input';
+import { HEARTBEAT_THROTTLE_MS } from '../../src/config';
 import type { Pool, PoolClient } from 'pg';
 import type { Logger } from '../../src/logger';
 import { failure } from '../../src/failures';
@@ -245,8 +246,8 @@ function lastCheckSoFar(held: LastCheck | undefined): LastCheck {
   return beat?.lastCheck ?? held ?? { upTo: 0, keys: 0, repaired: [] };
 }
 
-/** The worker's maxHeartbeatThrottleInterval (worker/worker.ts) and a margin. */
-const CANCEL_NOTICE_MS = 5_500;
+/** The worker's heartbeat throttle and a margin. */
+const CANCEL_NOTICE_MS = HEARTBEAT_THROTTLE_MS + 500;
 
 /** How long an attempt after a held one waits for the sessions that held it before it says so again. */
 const HELD_WAIT_MS = 120_000;
