@@ -261,10 +261,12 @@ END
  * Otherwise it logs the key as before. The new row goes in with ON CONFLICT DO NOTHING: a unique index of the
  * target may still hold a row whose change waits in the log (a REPEATABLE READ writer's logged DELETE, then
  * another writer's INSERT of the same unique value); then its key is logged instead, never an error of the
- * application's. The one case left: a change that writes a key (INSERT, or UPDATE setting it) whose row other
- * transactions inserted and deleted after the writer's snapshot, the insert copied and the delete not yet
- * applied, fails with 40001 in the copy (ON CONFLICT meets a row the snapshot does not see); the same change
- * without partflow succeeds.
+ * application's. A writer that is not READ COMMITTED writes the copy in a subtransaction (an exception block):
+ * a change that writes a key (INSERT, or UPDATE setting it) whose row other transactions inserted and deleted
+ * after the writer's snapshot, the insert copied and the delete not yet applied, meets in the copy a row its
+ * snapshot does not see, and ON CONFLICT raises 40001 there (the same change without partflow succeeds); the
+ * subtransaction is rolled back and the change logged instead, as every change is without the handover. READ
+ * COMMITTED writers, whose statements' snapshots are taken after such a row committed, pay no subtransaction.
  */
 export function keyLogHandoverFunctionSql(s: KeyLogSpec): string {
   if (!s.applied) throw new Error('a handover needs the applied sequence');
@@ -279,6 +281,19 @@ export function keyLogHandoverFunctionSql(s: KeyLogSpec): string {
       .map((k) => `l.${q(k.name)} = ${r}.${alias(k.name)}`)
       .join(' AND ')})`;
   const newRow = `(SELECT NEW.*) AS n(${aliases})`;
+  const write = `IF TG_OP <> 'INSERT' THEN
+      DELETE FROM ${target} t USING ${p.oldRow} WHERE ${match};
+    END IF;
+    IF TG_OP <> 'DELETE' THEN
+      -- any unique index of the target may still hold a row whose change waits in the log: no error of the
+      -- application's for it; the new key is logged and the applier copies it once that change is applied
+      INSERT INTO ${target} (${s.columns.map(q).join(', ')})${overriding}
+        SELECT ${s.columns.map((c) => `n.${alias(c)}`).join(', ')} FROM (SELECT NEW.*) AS n(${aliases})
+        ON CONFLICT DO NOTHING;
+      IF NOT FOUND THEN
+        ${p.insert}
+      END IF;
+    END IF;`;
   return triggerFunction(
     s,
     `
@@ -295,19 +310,20 @@ BEGIN
       AND NOT (TG_OP <> 'DELETE' AND ${logged('n', newRow)});
   END IF;
   IF own THEN
-    IF TG_OP <> 'INSERT' THEN
-      DELETE FROM ${target} t USING ${p.oldRow} WHERE ${match};
+    IF pg_catalog.current_setting('transaction_isolation') = 'read committed' THEN
+      ${write}
+    ELSE
+      BEGIN
+        ${write}
+      EXCEPTION WHEN serialization_failure OR unique_violation THEN
+        -- the copy holds a row version this snapshot does not see (a key inserted and deleted by others after
+        -- it, the delete not yet applied): not an error of the application's; the change is logged instead
+        own := false;
+      END;
     END IF;
-    IF TG_OP <> 'DELETE' THEN
-      -- any unique index of the target may still hold a row whose change waits in the log: no error of the
-      -- application's for it; the new key is logged and the applier copies it once that change is applied
-      INSERT INTO ${target} (${s.columns.map(q).join(', ')})${overriding}
-        SELECT ${s.columns.map((c) => `n.${alias(c)}`).join(', ')} FROM (SELECT NEW.*) AS n(${aliases})
-        ON CONFLICT DO NOTHING;
-      IF NOT FOUND THEN
-        ${p.insert}
-      END IF;
-    END IF;
+  END IF;
+  IF own THEN
+    NULL;
   ELSIF TG_OP = 'INSERT' THEN
     ${p.insert}
   ELSIF TG_OP = 'DELETE' THEN
