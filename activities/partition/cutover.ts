@@ -378,8 +378,8 @@ export async function swapBack(
   let handover: HandoverResult | undefined;
   let guarded = false;
   // olderSnapshots "wait" (runs from before it: the guard at the handover's deadline; runs that gave a uniqueness
-  // up have no reverse handover and keep the guard): a swap back that sessions with older snapshots hold is
-  // handed back and tried again by the workflow, as the cut-over is
+  // up, planned before they had a reverse handover, keep the guard): a swap back that sessions with older
+  // snapshots hold is handed back and tried again by the workflow, as the cut-over is
   const wait = held?.olderSnapshots === 'wait' && !!plan.sql.reverseHandover;
   const none: LastCheck = { upTo: 0, keys: 0, repaired: [] };
   const swapped = !!st?.cutover_done;

@@ -275,11 +275,11 @@ export function keyLogSpec(ctx: PlanContext, direction: 'forward' | 'reverse' = 
     moves: { column: ctx.column, type: ctx.type, timeZone: ctx.opts.timeZone, counter: movesCounter(ctx) },
     lockKey: keyLogLockKey(ctx.info.oid, direction),
     ...(direction === 'forward' ? { seen: seenOf(ctx.table), applied: counterOf(ctx.table, 'applied') } : {}),
-    // the swap back's handover writes into the old table, which enforces the uniqueness the run gave up
-    // ("acceptLostConstraints"): an application's INSERT would fail there; those runs keep the guard
-    ...(direction === 'reverse' && !ctx.opts.acceptLostConstraints.length
-      ? { applied: counterOf(ctx.table, 'rapplied') }
-      : {}),
+    // the swap back's handover: also where the old table enforces a uniqueness the run gave up
+    // ("acceptLostConstraints"); a row it cannot take there goes in with ON CONFLICT DO NOTHING and its key is
+    // logged (a REPEATABLE READ writer's 40001 there too), so the application's statement never fails for it
+    // (plans made before 2026-12-06's fifth session gave those runs no reverse handover and the guard)
+    ...(direction === 'reverse' ? { applied: counterOf(ctx.table, 'rapplied') } : {}),
     looseKeys: ctx.shadowKey.some((k) => ctx.info.columns.find((c) => c.name === k)?.equalIsIdentical === false),
   };
 }
