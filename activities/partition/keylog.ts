@@ -4,7 +4,7 @@
  */
 import type { Pool, PoolClient } from 'pg';
 import type { Plan } from '../../src/plan';
-import { KeyLogApplySql, KeyLogSeenSql, RECHECK_MAX } from '../../src/plan/keylog';
+import { KeyLogApplySql, KeyLogSeenSql, RECHECK_MAX, RECHECK_OUTSIDE_MAX } from '../../src/plan/keylog';
 import { failure } from '../../src/failures';
 import { displayName } from '../../src/ident';
 import { createLogger, Logger } from '../../src/logger';
@@ -68,18 +68,23 @@ export async function applyRound(c: PoolClient, sql: KeyLogApplySql, limit: numb
  * caller's transaction `c` (which holds the applier's lock, or the swap back's): the run's record of what the old
  * table cannot hold is emptied first, and that round records again what it still cannot take. So a duplicate
  * that has ended since, or a transaction whose changes were split over rounds (a unique value handed from one
- * row to another), no longer refuses a rollback. Plans without parking, or more than RECHECK_MAX parked keys:
- * nothing is done and the record stands.
+ * row to another), no longer refuses a rollback. Plans without parking, or more than `max` parked keys (plans
+ * made before RECHECK_OUTSIDE_MAX: more than RECHECK_MAX): nothing is done and the record stands.
  */
-export async function recheckParked(c: PoolClient, sql: KeyLogApplySql | undefined): Promise<number> {
+export async function recheckParked(
+  c: PoolClient,
+  sql: KeyLogApplySql | undefined,
+  max = RECHECK_MAX,
+): Promise<number> {
   const rc = sql?.recheck;
   if (!rc) return 0;
-  const n = Number((await c.query(rc.count)).rows[0].n);
-  if (n > RECHECK_MAX) return 0;
+  if (!rc.countUpTo) max = Math.min(max, RECHECK_MAX);
+  const n = Number((await (rc.countUpTo ? c.query(rc.countUpTo, [max + 1]) : c.query(rc.count))).rows[0].n);
+  if (n > max) return 0;
   // nothing parked: a record without keys is one whose duplicate ended between the round's check and its parking
   // (two statements), and the round's copy then met one row: nothing is lost for it
   await c.query(rc.forget);
-  return n ? applyRound(c, rc.sql, RECHECK_MAX) : 0;
+  return n ? applyRound(c, rc.sql, max) : 0;
 }
 
 /**
@@ -95,9 +100,12 @@ export async function drainToEmpty(pool: Pool, sql: KeyLogApplySql, untilMs: num
   }
 }
 
-/** recheckParked in a transaction of its own under the applier's lock, waited for `lockWaitMs` at most. */
+/**
+ * recheckParked in a transaction of its own under the applier's lock, waited for `lockWaitMs` at most, up to
+ * RECHECK_OUTSIDE_MAX keys (no lock of the table's is held).
+ */
 export async function recheckParkedWithin(pool: Pool, sql: KeyLogApplySql, lockWaitMs: number): Promise<void> {
-  if (sql.recheck) await underApplierLock(pool, sql, lockWaitMs, (c) => recheckParked(c, sql));
+  if (sql.recheck) await underApplierLock(pool, sql, lockWaitMs, (c) => recheckParked(c, sql, RECHECK_OUTSIDE_MAX));
 }
 
 /**

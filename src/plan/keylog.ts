@@ -64,12 +64,21 @@ export interface KeyLogRecheckSql {
   sql: KeyLogApplySql;
   /** one row (`n`): parked keys, up to RECHECK_MAX + 1 */
   count: string;
+  /** one row (`n`): parked keys, up to $1 (plans made before 2026-12-06's fifth session lack it) */
+  countUpTo?: string;
   /** the run's record of what the target cannot hold emptied: the round that follows records it again */
   forget: string;
 }
 
-/** At most this many parked keys are applied again in one round (under the swap back's lock too). */
+/** At most this many parked keys are applied again in one round under the swap back's lock. */
 export const RECHECK_MAX = 10_000;
+
+/**
+ * ... and outside it (the rollback's check, the swap back's drain before its handover: under the applier's lock
+ * only, the application writing on): one legitimate transaction rotating a unique value over more rows than
+ * RECHECK_MAX parks more keys than that (attackHeld "C3b.")
+ */
+export const RECHECK_OUTSIDE_MAX = 200_000;
 
 /** The applier's statements (keyLogApplySql), kept in the plan. */
 export interface KeyLogApplySql {
@@ -450,6 +459,7 @@ function parkStatements(
           recheck: {
             sql: keyLogApplySql({ ...s, log: s.parked!, seen: undefined }),
             count: `SELECT count(*)::int AS n FROM (SELECT 1 FROM ${parked} LIMIT ${RECHECK_MAX + 1}) p`,
+            countUpTo: `SELECT count(*)::int AS n FROM (SELECT 1 FROM ${parked} LIMIT $1) p`,
             forget:
               `UPDATE partflow.runs SET rollback_lost = NULL ` +
               `WHERE table_schema = ${quoteLiteral(run.schema)} AND table_name = ${quoteLiteral(run.name)}`,

@@ -325,13 +325,14 @@ describe('C1f. duplicates written in other ways', () => {
  * A table with UNIQUE (email) given up (acceptLostConstraints), 2,000 rows, its control (the constraint kept)
  * and its run in the rollback window.
  */
-async function emailsInWindow(t: string): Promise<WorkflowHandle> {
+async function emailsInWindow(t: string, rows = 2000): Promise<WorkflowHandle> {
   await db.pool.query(
     `CREATE TABLE ${t} (id bigint PRIMARY KEY, email text UNIQUE, created_at timestamptz NOT NULL, payload text)`,
   );
   await db.pool.query(
     `INSERT INTO ${t} SELECT g, 'e' || g, '2026-01-01'::timestamptz + (g % 60) * interval '1 day', 'p'
-       FROM generate_series(1, 2000) g`,
+       FROM generate_series(1, $1::int) g`,
+    [rows],
   );
   await db.pool.query(`CREATE TABLE ${t}_ctl (LIKE ${t} INCLUDING ALL)`);
   await db.pool.query(`INSERT INTO ${t}_ctl SELECT * FROM ${t}`);
@@ -425,6 +426,41 @@ describe('C3. attack review of the parked keys (helper atk20): P1, the 10,000 ca
     expect(out).toEqual({});
     expect(recorded ?? '').toMatch(/p1_email_key|p1_pfo_\d+/);
     expect(parked.keys).toBeLessThanOrEqual(1001);
+    expect(p.lastError ?? '').not.toMatch(/^Rolling back/);
+    expect(r).toBe('ok rolled-back');
+    expect(d).toBe(0);
+  });
+});
+
+describe("C3b. more than 10,000 keys parked (the recheck under the swap back's lock takes 10,000 at most)", () => {
+  // MENDED 2026-12-06 (fifth session; pinned as a limit before): one legitimate transaction rotating 12,000 unique
+  // emails parks nearly every key (its 24,000 entries are applied 1,000 a round); more than RECHECK_MAX parked
+  // keys were not applied again at all, so the record stood and the rollback was refused for good. The rollback's
+  // check and the swap back's drain (outside the table's lock) now apply up to RECHECK_OUTSIDE_MAX parked keys.
+  it('rotating 12,000 emails in one transaction: the rollback goes ahead and equals the record', async () => {
+    const t = 'c3b';
+    const h = await emailsInWindow(t, 12_000);
+    const out: Record<string, string> = {};
+    for (const tt of [t, `${t}_ctl`]) {
+      const c = await db.pool.connect();
+      try {
+        await c.query('BEGIN');
+        await c.query(`UPDATE ${tt} SET email = 'tmp' || id`);
+        await c.query(`UPDATE ${tt} SET email = 'e' || (id % 12000 + 1)`);
+        out[tt] = await outcome(c, 'COMMIT');
+      } finally {
+        await c.query('ROLLBACK').catch(() => undefined);
+        c.release();
+      }
+    }
+    await drained(t);
+    const parked = (await db.pool.query(`SELECT count(*)::int AS n FROM ${t}_pf_rlost`)).rows[0].n;
+    const recorded = await recordOf(t);
+    const { p, r, d } = await rollBack(h, t);
+    console.log(JSON.stringify({ out, parked, recorded, phase: p.phase, lastError: p.lastError, r, diff: d }));
+    expect(out).toEqual({ [t]: 'null rows', [`${t}_ctl`]: 'null rows' });
+    expect(parked).toBeGreaterThan(10_000);
+    expect(recorded ?? '').toMatch(/c3b_email_key|c3b_pfo_\d+/);
     expect(p.lastError ?? '').not.toMatch(/^Rolling back/);
     expect(r).toBe('ok rolled-back');
     expect(d).toBe(0);
