@@ -239,6 +239,29 @@ async function main(): Promise<void> {
       }
     }
   })();
+  // pg_stat_statements (loaded by scripts/env.sh) for pgbench's own statements, read every second: what an
+  // application-statement signal would see in each window (a diagnosis for a pacer fed by it, not used by the copy)
+  const statSnaps: { at: number; calls: number; total: number; sq: number }[] = [];
+  const statsOn = (
+    await pool
+      .query(`SELECT to_regclass('pg_stat_statements') IS NOT NULL AS on`)
+      .catch(() => ({ rows: [{ on: false }] }))
+  ).rows[0].on as boolean;
+  const statSampler = (async () => {
+    while (statsOn && probing) {
+      const r = await pool
+        .query(
+          `SELECT coalesce(sum(calls), 0)::float8 AS calls, coalesce(sum(total_exec_time), 0)::float8 AS total,
+                  coalesce(sum(calls * (stddev_exec_time ^ 2 + mean_exec_time ^ 2)), 0)::float8 AS sq
+             FROM pg_stat_statements
+            WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+              AND query ~ '^(INSERT INTO images \\(|UPDATE images SET|DELETE FROM images WHERE)'`,
+        )
+        .catch(() => null);
+      if (r) statSnaps.push({ at: Date.now(), ...r.rows[0] });
+      await sleep(1000);
+    }
+  })();
   const load = await new PgBench(conn, ROWS, Number(args.rate), { roundSeconds: Number(args['round-seconds']) }).run(
     async () => {
       await sleep(3000);
@@ -255,6 +278,7 @@ async function main(): Promise<void> {
   );
   probing = false;
   await prober;
+  await statSampler;
   probeConn.release();
   const probesIn = (w: Window, kind = 'txid') =>
     probes.filter((p) => p.kind === kind && p.at >= w.from && p.at <= w.to).map((p) => p.ms);
@@ -328,6 +352,43 @@ async function main(): Promise<void> {
         CONFIGS.includes('none') ? mmm(of.map((w, i) => p99[i] / Math.max(0.001, base(w)))) : 'n/a'
       }; schedule lag p99 ${mmm(lag)} ms`,
     );
+  }
+  if (statSnaps.length) {
+    // the window's pgbench statements by their cumulative counters: mean and standard deviation of exec time
+    const statOf = (w: Window) => {
+      const a = statSnaps.filter((x) => x.at >= w.from).at(0);
+      const b = statSnaps.filter((x) => x.at <= w.to).at(-1);
+      if (!a || !b || b.calls <= a.calls) return null;
+      const n = b.calls - a.calls;
+      const mean = (b.total - a.total) / n;
+      return { mean, sd: Math.sqrt(Math.max(0, (b.sq - a.sq) / n - mean * mean)) };
+    };
+    line("pg_stat_statements, pgbench's statements (server exec time, no commit or network): mean and mean + 2.33 sd,");
+    line('ratios against "none" of the same round, beside pgbench\'s p99 ratio:');
+    for (const config of CONFIGS) {
+      const of = windows.filter((w) => w.config === config);
+      const none = (w: Window) => statOf(windows.find((x) => x.config === 'none' && x.round === w.round)!);
+      const st = of.map(statOf);
+      const ok = (i: number) => !!st[i] && !!none(of[i]);
+      const idx = of.map((_, i) => i).filter(ok);
+      const meanR = idx.map((i) => st[i]!.mean / none(of[i])!.mean);
+      const tail = (x: { mean: number; sd: number }) => x.mean + 2.33 * x.sd;
+      const tailR = idx.map((i) => tail(st[i]!) / tail(none(of[i])!));
+      const noneOf = (w: Window) => windows.find((x) => x.config === 'none' && x.round === w.round)!;
+      const appR = idx.map((i) => pct(within(of[i]), 0.99) / Math.max(0.001, pct(within(noneOf(of[i])), 0.99)));
+      line(
+        `  ${config.padEnd(14)} mean ${
+          idx.length
+            ? mmm(
+                idx.map((i) => st[i]!.mean),
+                (x) => x.toFixed(3),
+              )
+            : 'n/a'
+        } ms, ` +
+          `ratio ${idx.length ? mmm(meanR) : 'n/a'}; mean+2.33sd ratio ${idx.length ? mmm(tailR) : 'n/a'}; ` +
+          `pgbench p99 ratio ${idx.length ? mmm(appR) : 'n/a'}`,
+      );
+    }
   }
   line(`failed transactions: ${load.failed} of ${load.tx.length + load.failed}`);
   await stop();
