@@ -55,9 +55,9 @@ export const PACE = {
   /**
    * the idle probe measured again after this much copying (the copy and the applier held for its ~4 s), the
    * first time after `rebaselineFirstMs`: a baseline measured at a busy moment (bench:impact: during the
-   * table's first autovacuum after its load) let the copy run unthrottled at 3.4x. The figure never rises
-   * above the install's (idleQuantile): measured again mid-copy it also counts the copy's after-effects (dirty
-   * pages, autovacuum of the new partitions; bench:impact with the figure free to rise: 2.3x at 8 times the rate)
+   * table's first autovacuum after its load) let the copy run unthrottled at 3.4x. The figure only goes down:
+   * measured again mid-copy it also counts the copy's after-effects (dirty pages, autovacuum of the new
+   * partitions; bench:impact with the figure free to rise: 2.3x at 8 times the rate)
    */
   rebaselineEveryMs: 60_000,
   /**
@@ -68,14 +68,6 @@ export const PACE = {
    */
   rebaselineFirstMs: 5_000,
   rebaselineEarlyMs: [15_000, 30_000],
-  /**
-   * the idle figure: this quantile (nearest rank) of the install's measurement and the last `idleKept` since, never
-   * above the install's; with up to 4 measurements that is the lowest. The lowest of all (before 2026-12-06's
-   * fifth session) sank with every measurement, each the p99 of 201 noisy probes: the demo's credit_transactions
-   * paced against 1.46 ms where the median of its 24 measurements was 2.6 ms, and copied at the longest pause
-   */
-  idleQuantile: 0.25,
-  idleKept: 120,
 };
 
 export type PaceRules = typeof PACE;
@@ -100,7 +92,6 @@ export const LEGACY_PACE: PaceRules = {
   startPauseMs: 0,
   startSlowPages: 0,
   relaxAtIdle: false,
-  idleQuantile: 0,
 };
 
 export interface Sample {
@@ -135,11 +126,6 @@ export function startPace(now: number, rules: PaceRules = PACE): Pace {
 export function quantile(xs: number[], p: number): number {
   const s = xs.slice().sort((a, b) => a - b);
   return s[Math.min(s.length - 1, Math.max(0, Math.ceil(p * s.length) - 1))];
-}
-
-/** The idle figure the bound paces against: see PACE.idleQuantile. `measured` in time order. */
-export function idleFigure(first: number, measured: number[], rules: PaceRules = PACE): number {
-  return Math.min(first, quantile([first, ...measured.slice(-rules.idleKept)], rules.idleQuantile));
 }
 
 /** The probe's limit: `ratio` / the sync's share × its idle figure, with at least `roomMs` of room. */

@@ -15,7 +15,7 @@ import { activityContext, classify, currentWorkflowId, inTransaction, isTransien
 import { metrics } from '../runtime/metrics';
 import type { KeyLogApplySql } from '../../src/plan/keylog';
 import { drainKeyLog } from './keylog';
-import { idleFigure, LEGACY_PACE, nextPace, PACE, startPace } from '../../src/pacer';
+import { LEGACY_PACE, nextPace, PACE, startPace } from '../../src/pacer';
 import {
   capWalRate,
   CommitProber,
@@ -244,10 +244,7 @@ async function paceOfRun(pool: Pool, input: BackfillChunkInput, tune: Tuning): P
 }
 
 /** The idle figure measured again, per table in this worker (every stream of a parallel copy paces by it). */
-const baselines = new Map<
-  string,
-  { ms?: number; at: number; measuring?: boolean; tries?: number; measured?: number[] }
->();
+const baselines = new Map<string, { ms?: number; at: number; measuring?: boolean; tries?: number }>();
 
 /**
  * The run's key in `baselines`: the workflow, the table and the figure its sync's install measured (which the
@@ -298,9 +295,7 @@ async function rebaseline(pool: Pool, input: BackfillChunkInput, tune: Tuning, l
     const measured = await probeBaseline(pool, input.sql.appProbe, mine);
     await c.query('COMMIT');
     open = false;
-    // never above the install's (PACE.rebaselineEveryMs), and not the lowest of many noisy ones (PACE.idleQuantile)
-    b.measured = [...(b.measured ?? []), measured].slice(-rules.idleKept);
-    b.ms = idleFigure(first, b.measured, rules);
+    b.ms = Math.min(measured, b.ms ?? first); // only down: see PACE.rebaselineEveryMs
     tune.samples.length = 0;
     tune.pace = { ...tune.pace, since: Date.now() };
     logger.info({ appBaselineMs: b.ms, measuredMs: measured, firstMs: first }, 'idle probe measured again');

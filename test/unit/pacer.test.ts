@@ -1,4 +1,4 @@
-import { idleFigure, LEGACY_PACE, latencyLimit, nextPace, PACE, quantile, Sample, startPace } from '../../src/pacer';
+import { LEGACY_PACE, latencyLimit, nextPace, PACE, quantile, Sample, startPace } from '../../src/pacer';
 
 const at = (start: number, ms: number[]): Sample[] => ms.map((m, i) => ({ at: start + i * PACE.probeEveryMs, ms: m }));
 const many = (ms: number, n = PACE.minSamples) => Array(n).fill(ms) as number[];
@@ -69,23 +69,6 @@ describe('the copy pacer under the application-latency bound', () => {
     });
     // runs of the old probe start at 0, as they were measured
     expect(startPace(10, LEGACY_PACE).pauseMs).toBe(0);
-  });
-
-  it("the idle figure: the lowest of the first measurements, then their lower quartile, never above the install's", () => {
-    // the demo's credit_transactions (2026-12-06): install 2.96 ms, then 24 measurements a minute apart
-    const demo = [4.94, 3.47, 2.74, 2.34, 2.77, 3.62, 2.33, 1.58, 2.48, 2.62, 2.38, 3.07, 2.67, 2.37, 2.82, 3.63];
-    const more = [2.16, 2.94, 2.78, 2.39, 2.36, 1.92, 1.46, 2.01];
-    expect(idleFigure(2.96, [])).toBe(2.96);
-    expect(idleFigure(2.96, [4.94])).toBe(2.96); // never above the install's
-    expect(idleFigure(4.24, [1.3, 1.35, 1.31])).toBe(1.3); // an install at a busy moment: the lowest so far
-    const all = [...demo, ...more];
-    expect(Math.min(...all)).toBe(1.46); // what the lowest of all paced against
-    const f = idleFigure(2.96, all);
-    expect(f).toBeGreaterThan(2.2); // the lower quartile, not the one lucky measurement
-    expect(f).toBeLessThan(2.5);
-    expect(idleFigure(2.96, all, LEGACY_PACE)).toBe(1.46);
-    // only the last idleKept measurements count
-    expect(idleFigure(9, [...Array(PACE.idleKept).fill(0.5), ...Array(PACE.idleKept).fill(3)])).toBe(3);
   });
 
   it('fails closed: a recent failed probe holds the copy, with its error; an older one no longer does', () => {
