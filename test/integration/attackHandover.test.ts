@@ -15,6 +15,7 @@ import { handoverWait, startStack, Stack } from '../helpers/stack';
 
 let restoreWait = () => undefined as void;
 import { sleep, waitFor } from '../helpers/workflow';
+import { handingOver as handoverOn, handingOverWithin, oidOf as oidOfTable } from '../helpers/attack';
 
 const TQ = 'partflow-attack-ho';
 let stack: Stack;
@@ -31,30 +32,16 @@ afterAll(async () => {
   await stack?.teardown();
 });
 
+const oidOf = (t: string) => oidOfTable(db.pool, t);
+const handingOver = (oid: number) => handoverOn(db.pool, oid);
+const waitHandingOver = async (oid: number) => expect(await handingOverWithin(db.pool, oid)).toBe(true);
+
 function start(input: PartitionTableInput): Promise<WorkflowHandle> {
   return env.client.workflow.start('partitionTable', {
     taskQueue: TQ,
     workflowId: `atkho-${++seq}-${Date.now()}`,
     args: [input],
   });
-}
-
-async function oidOf(t: string): Promise<number> {
-  return Number((await db.pool.query(`SELECT $1::regclass::oid AS o`, [t])).rows[0].o);
-}
-
-/** The forward trigger's function is the handover's. */
-async function handingOver(oid: number): Promise<boolean> {
-  const r = await db.pool.query(
-    `SELECT prosrc LIKE '%pg_try_advisory_xact_lock_shared%' AS on FROM pg_proc WHERE oid = to_regproc($1)`,
-    [`partflow.fwd_${oid}`],
-  );
-  return r.rows[0]?.on === true;
-}
-
-async function waitHandingOver(oid: number): Promise<void> {
-  for (let i = 0; i < 600 && !(await handingOver(oid)); i++) await sleep(50);
-  expect(await handingOver(oid)).toBe(true);
 }
 
 async function logCount(t: string): Promise<number> {

@@ -16,6 +16,16 @@ import type { PartitionTableInput } from '../../src/input';
 import type { TestDb } from '../helpers/pg';
 import { handoverWait, startStack, Stack } from '../helpers/stack';
 import { progress, sleep, waitFor } from '../helpers/workflow';
+import {
+  activityResults,
+  ended,
+  outcome,
+  reverseHandingOver,
+  rollbackRecord,
+  rowsDiffering,
+  sessionAt,
+  tableWithControl,
+} from '../helpers/attack';
 
 const TQ = 'partflow-attack-held';
 let stack: Stack;
@@ -32,6 +42,10 @@ afterAll(async () => {
   await stack?.teardown();
 });
 
+const rrSession = () => sessionAt(db.pool);
+const diff = (t: string, ctl?: string) => rowsDiffering(db.pool, t, ctl);
+const recordOf = (t: string) => rollbackRecord(db.pool, t);
+
 function start(input: PartitionTableInput): Promise<WorkflowHandle> {
   return env.client.workflow.start('partitionTable', {
     taskQueue: TQ,
@@ -39,12 +53,6 @@ function start(input: PartitionTableInput): Promise<WorkflowHandle> {
     args: [input],
   });
 }
-
-const outcome = (c: { query: PoolClient['query'] }, sql: string, args: unknown[] = []) =>
-  c.query(sql, args).then(
-    (r) => `${r.rowCount} rows`,
-    (e: { code?: string; message: string }) => `${e.code}: ${e.message}`,
-  );
 
 async function rlogCount(t: string): Promise<number> {
   return (await db.pool.query(`SELECT count(*)::int AS n FROM ${t}_pf_rlog`)).rows[0].n;
@@ -54,39 +62,11 @@ async function drained(t: string): Promise<void> {
 }
 
 async function ready(t: string, input: Partial<PartitionTableInput> = {}, extra = '') {
-  await db.pool.query(
-    `CREATE TABLE ${t} (id bigint PRIMARY KEY, payload text, created_at timestamptz NOT NULL${extra})`,
-  );
-  await db.pool.query(
-    `INSERT INTO ${t} SELECT g, 'p' || g, '2026-01-01'::timestamptz + (g % 60) * interval '1 day' FROM generate_series(1, 2000) g`,
-  );
-  await db.pool.query(`CREATE TABLE ${t}_ctl (LIKE ${t} INCLUDING ALL)`);
-  await db.pool.query(`INSERT INTO ${t}_ctl SELECT * FROM ${t}`);
+  await tableWithControl(db.pool, t, extra);
   const h = await start({ table: t, batchSize: 500, approval: 'signal', rollbackWindow: '1h', ...input });
   await waitFor(h, (p) => p.phase === 'awaiting-approval', 'verified', 120_000);
   return h;
 }
-
-async function rrSession() {
-  const c = await db.pool.connect();
-  await c.query('BEGIN ISOLATION LEVEL REPEATABLE READ');
-  await c.query('SELECT count(*) FROM pg_class');
-  return c;
-}
-
-/** rows differing between t and its control (the writers' record) */
-async function diff(t: string, ctl = `${t}_ctl`): Promise<number> {
-  const r = await db.pool.query(
-    `SELECT count(*)::int AS n FROM ${t} a FULL JOIN ${ctl} b USING (id) WHERE (a.*)::text IS DISTINCT FROM (b.*)::text`,
-  );
-  return r.rows[0].n;
-}
-
-const ended = (h: WorkflowHandle) =>
-  h.result().then(
-    (x) => `ok ${(x as { status: string }).status}`,
-    (e) => `failed: ${(e as Error).message} ${((e as { cause?: Error }).cause?.message ?? '').slice(0, 300)}`,
-  );
 
 async function answered(h: WorkflowHandle) {
   return waitFor(
@@ -522,40 +502,6 @@ async function rollBack(h: WorkflowHandle, t: string) {
   return { p, r, d: await diff(t) };
 }
 
-/** What the reverse applier recorded that the old table cannot hold (partflow.runs.rollback_lost). */
-async function recordOf(t: string): Promise<string | null> {
-  const r = await db.pool.query(
-    `SELECT rollback_lost FROM partflow.runs WHERE table_schema = 'public' AND table_name = $1`,
-    [t],
-  );
-  return r.rows[0]?.rollback_lost ?? null;
-}
-
-/** The reverse trigger's function on t (the new table) is the swap back's handover (false after 30 s). */
-async function reverseHandingOver(t: string): Promise<boolean> {
-  for (let i = 0; i < 600; i++) {
-    const r = await db.pool.query(
-      `SELECT bool_or(p.prosrc LIKE '%pg_try_advisory_xact_lock_shared%') AS on FROM pg_trigger g
-         JOIN pg_proc p ON p.oid = g.tgfoid WHERE g.tgrelid = $1::regclass AND NOT g.tgisinternal`,
-      [t],
-    );
-    if (r.rows[0]?.on === true) return true;
-    await sleep(50);
-  }
-  return false;
-}
-
-/** The results of the run's completed activities, from its history (JSON payloads). */
-async function activityResults(h: WorkflowHandle): Promise<Record<string, unknown>[]> {
-  const history = await h.fetchHistory();
-  return (history.events ?? []).flatMap((e) => {
-    const data = e.activityTaskCompletedEventAttributes?.result?.payloads?.[0]?.data;
-    if (!data?.length) return []; // an activity that returned nothing: binary/null, no data
-    const v = JSON.parse(Buffer.from(data).toString());
-    return v && typeof v === 'object' ? [v as Record<string, unknown>] : [];
-  });
-}
-
 const kindOf = async (t: string) =>
   (await db.pool.query(`SELECT relkind FROM pg_class WHERE oid = $1::regclass`, [t])).rows[0].relkind as string;
 const guardOn = async (t: string) =>
@@ -687,7 +633,7 @@ describe('C4. the held swap back (olderSnapshots wait at a rollback)', () => {
       sessions.push(y);
       await drained(t);
       await h.signal('rollback');
-      out.handingOver = await reverseHandingOver(t);
+      out.handingOver = await reverseHandingOver(db.pool, t);
       await sleep(300);
       out.yDelete = await outcome(y, `DELETE FROM ${t} WHERE id = 9100`);
       await y.query('COMMIT');

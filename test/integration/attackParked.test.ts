@@ -5,11 +5,11 @@
  */
 import type { WorkflowHandle } from '@temporalio/client';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
-import type { PoolClient } from 'pg';
 import type { PartitionTableInput } from '../../src/input';
 import type { TestDb } from '../helpers/pg';
 import { startStack, Stack } from '../helpers/stack';
 import { sleep, waitFor } from '../helpers/workflow';
+import { ended, outcome, rollbackRecord, rowsDiffering } from '../helpers/attack';
 
 const TQ = 'partflow-attack-26';
 let stack: Stack;
@@ -25,6 +25,9 @@ afterAll(async () => {
   await stack?.teardown();
 });
 
+const diff = (t: string, ctl?: string) => rowsDiffering(db.pool, t, ctl);
+const recordOf = (t: string) => rollbackRecord(db.pool, t);
+
 function start(input: PartitionTableInput): Promise<WorkflowHandle> {
   return env.client.workflow.start('partitionTable', {
     taskQueue: TQ,
@@ -32,28 +35,12 @@ function start(input: PartitionTableInput): Promise<WorkflowHandle> {
     args: [input],
   });
 }
-const outcome = (c: { query: PoolClient['query'] }, sql: string, args: unknown[] = []) =>
-  c.query(sql, args).then(
-    (r) => `${r.rowCount} rows`,
-    (e: { code?: string; message: string }) => `${e.code}: ${e.message}`,
-  );
 async function rlogCount(t: string): Promise<number> {
   return (await db.pool.query(`SELECT count(*)::int AS n FROM ${t}_pf_rlog`)).rows[0].n;
 }
 async function drained(t: string, ms = 300_000): Promise<void> {
   for (const until = Date.now() + ms; Date.now() < until && (await rlogCount(t)) > 0;) await sleep(200);
 }
-async function diff(t: string, ctl = `${t}_ctl`): Promise<number> {
-  const r = await db.pool.query(
-    `SELECT count(*)::int AS n FROM ${t} a FULL JOIN ${ctl} b USING (id) WHERE (a.*)::text IS DISTINCT FROM (b.*)::text`,
-  );
-  return r.rows[0].n;
-}
-const ended = (h: WorkflowHandle) =>
-  h.result().then(
-    (x) => `ok ${(x as { status: string }).status}`,
-    (e) => `failed: ${(e as Error).message} ${((e as { cause?: Error }).cause?.message ?? '').slice(0, 300)}`,
-  );
 async function answered(h: WorkflowHandle, ms = 240_000) {
   return waitFor(
     h,
@@ -61,13 +48,6 @@ async function answered(h: WorkflowHandle, ms = 240_000) {
     'the rollback answered',
     ms,
   );
-}
-async function recordOf(t: string): Promise<string | null> {
-  const r = await db.pool.query(
-    `SELECT rollback_lost FROM partflow.runs WHERE table_schema = 'public' AND table_name = $1`,
-    [t],
-  );
-  return r.rows[0]?.rollback_lost ?? null;
 }
 /** activity attempts and timeouts of rollbackBlocker / swapBack in the history */
 async function attempts(h: WorkflowHandle): Promise<Record<string, unknown>> {

@@ -9,6 +9,16 @@ import type { PartitionTableInput } from '../../src/input';
 import type { TestDb } from '../helpers/pg';
 import { handoverWait, startStack, Stack } from '../helpers/stack';
 import { progress, sleep, waitFor } from '../helpers/workflow';
+import {
+  ended,
+  handingOverWithin,
+  oidOf as oidOfTable,
+  outcome,
+  reverseHandingOver,
+  rowsDiffering,
+  sessionAt,
+  tableWithControl,
+} from '../helpers/attack';
 
 const TQ = 'partflow-attack-25';
 let stack: Stack;
@@ -25,6 +35,12 @@ afterAll(async () => {
   await stack?.teardown();
 });
 
+const session = (level: string) => sessionAt(db.pool, level);
+const diff = (t: string, ctl?: string) => rowsDiffering(db.pool, t, ctl);
+
+const oidOf = (t: string) => oidOfTable(db.pool, t);
+const waitHandingOver = async (oid: number) => expect(await handingOverWithin(db.pool, oid)).toBe(true);
+
 function start(input: PartitionTableInput): Promise<WorkflowHandle> {
   return env.client.workflow.start('partitionTable', {
     taskQueue: TQ,
@@ -33,48 +49,11 @@ function start(input: PartitionTableInput): Promise<WorkflowHandle> {
   });
 }
 
-const outcome = (c: { query: PoolClient['query'] }, sql: string, args: unknown[] = []) =>
-  c.query(sql, args).then(
-    (r) => `${r.rowCount} rows`,
-    (e: { code?: string; message: string }) => `${e.code}: ${e.message}`,
-  );
-
-async function oidOf(t: string): Promise<number> {
-  return Number((await db.pool.query(`SELECT $1::regclass::oid AS o`, [t])).rows[0].o);
-}
-async function handingOver(oid: number): Promise<boolean> {
-  const r = await db.pool.query(
-    `SELECT prosrc LIKE '%pg_try_advisory_xact_lock_shared%' AS on FROM pg_proc WHERE oid = to_regproc($1)`,
-    [`partflow.fwd_${oid}`],
-  );
-  return r.rows[0]?.on === true;
-}
-async function waitHandingOver(oid: number): Promise<void> {
-  for (let i = 0; i < 600 && !(await handingOver(oid)); i++) await sleep(50);
-  expect(await handingOver(oid)).toBe(true);
-}
-async function reverseHandingOver(t: string): Promise<boolean> {
-  for (let i = 0; i < 600; i++) {
-    const r = await db.pool.query(
-      `SELECT bool_or(p.prosrc LIKE '%pg_try_advisory_xact_lock_shared%') AS on FROM pg_trigger g
-         JOIN pg_proc p ON p.oid = g.tgfoid WHERE g.tgrelid = $1::regclass AND NOT g.tgisinternal`,
-      [t],
-    );
-    if (r.rows[0]?.on === true) return true;
-    await sleep(50);
-  }
-  return false;
-}
 async function count(sql: string): Promise<number> {
   return (await db.pool.query(sql)).rows[0].n;
 }
 async function drained(log: string): Promise<void> {
   for (let i = 0; i < 200 && (await count(`SELECT count(*)::int AS n FROM ${log}`)) > 0; i++) await sleep(100);
-}
-async function diff(t: string, ctl = `${t}_ctl`): Promise<number> {
-  return count(
-    `SELECT count(*)::int AS n FROM ${t} a FULL JOIN ${ctl} b USING (id) WHERE (a.*)::text IS DISTINCT FROM (b.*)::text`,
-  );
 }
 async function diffRows(t: string, ctl = `${t}_ctl`): Promise<unknown[]> {
   return (
@@ -84,30 +63,11 @@ async function diffRows(t: string, ctl = `${t}_ctl`): Promise<unknown[]> {
     )
   ).rows;
 }
-const ended = (h: WorkflowHandle) =>
-  h.result().then(
-    (x) => `ok ${(x as { status: string }).status}`,
-    (e) => `failed: ${(e as Error).message} ${((e as { cause?: Error }).cause?.message ?? '').slice(0, 300)}`,
-  );
 const kindOf = async (t: string) =>
   (await db.pool.query(`SELECT relkind FROM pg_class WHERE oid = $1::regclass`, [t])).rows[0].relkind as string;
 
-async function session(level: string) {
-  const c = await db.pool.connect();
-  await c.query(`BEGIN ISOLATION LEVEL ${level}`);
-  await c.query('SELECT count(*) FROM pg_class');
-  return c;
-}
-
 async function ready(t: string, input: Partial<PartitionTableInput> = {}, extra = '') {
-  await db.pool.query(
-    `CREATE TABLE ${t} (id bigint PRIMARY KEY, payload text, created_at timestamptz NOT NULL${extra})`,
-  );
-  await db.pool.query(
-    `INSERT INTO ${t} SELECT g, 'p' || g, '2026-01-01'::timestamptz + (g % 60) * interval '1 day' FROM generate_series(1, 2000) g`,
-  );
-  await db.pool.query(`CREATE TABLE ${t}_ctl (LIKE ${t} INCLUDING ALL)`);
-  await db.pool.query(`INSERT INTO ${t}_ctl SELECT * FROM ${t}`);
+  await tableWithControl(db.pool, t, extra);
   const h = await start({ table: t, batchSize: 500, approval: 'signal', rollbackWindow: '1h', ...input });
   await waitFor(h, (p) => p.phase === 'awaiting-approval', 'verified', 120_000);
   return h;
@@ -216,7 +176,7 @@ describe('A2. acceptLostConstraints: true duplicates of the given-up UNIQUE (ema
       sessions.push(rr);
       await drained(`${t}_pf_rlog`);
       await h.signal('rollback');
-      out.handingOver = await reverseHandingOver(t);
+      out.handingOver = await reverseHandingOver(db.pool, t);
       await sleep(300);
       const s = statements(t);
       out.rc1 = await outcome(db.pool, s.rc1);
