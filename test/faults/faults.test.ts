@@ -402,6 +402,9 @@ test('rollback after the cut-over under write load', async () => {
   );
 });
 
+// its copy is slow by design (50-row batches, 100 ms apart, under the default application-latency bound with the
+// writers on), so the pause lands mid-backfill: 106 to 260 s in earlier CI runs and once over the default 300 s
+// (2026-12-06, fifth stop), with the run finished and the check not yet made; the bound's pace is not what it tests
 test('pause held for a minute while writers go on, then resume', async () => {
   const holdMs = Number(process.env.PARTFLOW_FAULT_PAUSE_MS ?? 60_000);
   await scenario(`pause held ${Math.round(holdMs / 1000)} s`, 'uuid', { batchSize: 50, sleepMs: 100 }, async (h) => {
@@ -417,7 +420,7 @@ test('pause held for a minute while writers go on, then resume', async () => {
     await h.signal('resume');
     return `checkpoint stayed at page ${a} for ${Math.round(holdMs / 1000)} s`;
   });
-});
+}, 600_000);
 
 test('pgbench write workload for the whole run: zero failed transactions, content equal to its own mirror', async () => {
   const table = 'pgb';
