@@ -106,3 +106,9 @@ export async function tableWithControl(pool: Pool, t: string, extra = ''): Promi
   await pool.query(`CREATE TABLE ${t}_ctl (LIKE ${t} INCLUDING ALL)`);
   await pool.query(`INSERT INTO ${t}_ctl SELECT * FROM ${t}`);
 }
+
+/** Waits until t's reverse key log (`<t>_pf_rlog`) is empty, up to `ms`. */
+export async function reverseLogDrained(pool: Pool, t: string, ms = 20_000): Promise<void> {
+  const left = async () => (await pool.query(`SELECT count(*)::int AS n FROM ${t}_pf_rlog`)).rows[0].n as number;
+  for (const until = Date.now() + ms; Date.now() < until && (await left()) > 0;) await sleep(100);
+}

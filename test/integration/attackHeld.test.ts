@@ -21,6 +21,7 @@ import {
   ended,
   outcome,
   reverseHandingOver,
+  reverseLogDrained,
   rollbackRecord,
   rowsDiffering,
   sessionAt,
@@ -57,9 +58,7 @@ function start(input: PartitionTableInput): Promise<WorkflowHandle> {
 async function rlogCount(t: string): Promise<number> {
   return (await db.pool.query(`SELECT count(*)::int AS n FROM ${t}_pf_rlog`)).rows[0].n;
 }
-async function drained(t: string): Promise<void> {
-  for (let i = 0; i < 200 && (await rlogCount(t)) > 0; i++) await sleep(100);
-}
+const drained = (t: string) => reverseLogDrained(db.pool, t);
 
 async function ready(t: string, input: Partial<PartitionTableInput> = {}, extra = '') {
   await tableWithControl(db.pool, t, extra);

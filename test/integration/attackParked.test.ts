@@ -9,7 +9,7 @@ import type { PartitionTableInput } from '../../src/input';
 import type { TestDb } from '../helpers/pg';
 import { startStack, Stack } from '../helpers/stack';
 import { sleep, waitFor } from '../helpers/workflow';
-import { ended, outcome, rollbackRecord, rowsDiffering } from '../helpers/attack';
+import { ended, outcome, reverseLogDrained, rollbackRecord, rowsDiffering } from '../helpers/attack';
 
 const TQ = 'partflow-attack-26';
 let stack: Stack;
@@ -27,6 +27,7 @@ afterAll(async () => {
 
 const diff = (t: string, ctl?: string) => rowsDiffering(db.pool, t, ctl);
 const recordOf = (t: string) => rollbackRecord(db.pool, t);
+const drained = (t: string) => reverseLogDrained(db.pool, t, 300_000);
 
 function start(input: PartitionTableInput): Promise<WorkflowHandle> {
   return env.client.workflow.start('partitionTable', {
@@ -34,12 +35,6 @@ function start(input: PartitionTableInput): Promise<WorkflowHandle> {
     workflowId: `atk26-${++seq}-${Date.now()}`,
     args: [input],
   });
-}
-async function rlogCount(t: string): Promise<number> {
-  return (await db.pool.query(`SELECT count(*)::int AS n FROM ${t}_pf_rlog`)).rows[0].n;
-}
-async function drained(t: string, ms = 300_000): Promise<void> {
-  for (const until = Date.now() + ms; Date.now() < until && (await rlogCount(t)) > 0;) await sleep(200);
 }
 async function answered(h: WorkflowHandle, ms = 240_000) {
   return waitFor(
