@@ -42,6 +42,50 @@ log_min_duration_statement = -1
 CONF
 }
 
+# A server port inside the kernel's ephemeral range (ip_local_port_range, 32768-60999 by default; all of ours)
+# can be held for a while by a client socket the kernel gave that local port: an open outgoing connection, or one
+# closed less than a minute ago (TIME_WAIT). PostgreSQL then does not start ("could not bind IPv4 address
+# "127.0.0.1": Address already in use"). The likely cause of CI's one failed start (PostgreSQL 16 on 54416, right
+# after the 15 run's connections; its log was not kept): a closed client socket on that port blocks the bind.
+# wait_port_free waits out a TIME_WAIT and says what held the port; start_cluster uses it after a failed start.
+wait_port_free() {
+  local port="$1" i held=""
+  command -v ss >/dev/null || return 0
+  for i in $(seq 1 75); do
+    held="$(ss -Htan "( sport = :$port )" 2>/dev/null | head -3)"
+    [ -z "$held" ] && return 0
+    [ "$i" = 1 ] && say "port $port is held by another socket; waiting up to 75 s for it: $(echo "$held" | tr -s ' ' | head -1)"
+    sleep 1
+  done
+  say "port $port still held after 75 s: $(echo "$held" | tr -s ' ' | head -1)"
+  return 1
+}
+
+# CI only (.ci/run, as root, best effort): the kernel never hands these ports to client sockets, so no test's
+# connection can take a cluster's port before it starts (ip_local_reserved_ports, merged with what is there).
+reserve_ports() {
+  local f=/proc/sys/net/ipv4/ip_local_reserved_ports cur
+  [ "$(id -u)" = 0 ] && [ -w "$f" ] || return 0
+  cur="$(cat "$f")"
+  echo "${cur:+$cur,}$*" > "$f" 2>/dev/null || say "could not reserve ports $* (ip_local_reserved_ports); going on"
+}
+
+# start_cluster PORT LOG COMMAND...: runs COMMAND (a pg_ctl start writing LOG) for a cluster on PORT; when it
+# fails, prints the log's end, waits for the port and runs it once more.
+start_cluster() {
+  local port="$1" log="$2"
+  shift 2
+  # no wait before the first try: a server's own closed connections also sit in TIME_WAIT on its port after a
+  # stop, and PostgreSQL (SO_REUSEADDR) binds over those
+  if "$@" >/dev/null; then return 0; fi
+  say "PostgreSQL on port $port did not start; the end of $log:"
+  tail -n 15 "$log" >&2 || true
+  sleep 5
+  wait_port_free "$port" || true
+  say "starting PostgreSQL on port $port again"
+  "$@" >/dev/null
+}
+
 # A cluster that partflow's scripts own: trust auth on localhost, its own port, run as the postgres user.
 ensure_postgres() {
   ensure_postgres_installed
@@ -83,7 +127,8 @@ ensure_postgres() {
   fi
   if ! "$bin/pg_isready" -q -h 127.0.0.1 -p "$PARTFLOW_PG_PORT"; then
     say "starting PostgreSQL on port $PARTFLOW_PG_PORT"
-    "${runas[@]}" "$bin/pg_ctl" -D "$PARTFLOW_PG_DATA" -l "$PARTFLOW_PG_DATA/server.log" -w start >/dev/null
+    start_cluster "$PARTFLOW_PG_PORT" "$PARTFLOW_PG_DATA/server.log" \
+      "${runas[@]}" "$bin/pg_ctl" -D "$PARTFLOW_PG_DATA" -l "$PARTFLOW_PG_DATA/server.log" -w start
   fi
   export PGHOST=127.0.0.1 PGPORT="$PARTFLOW_PG_PORT" PGUSER=postgres
   # every database the tests and the demo create has it, as a production database usually does; without it the

@@ -30,9 +30,9 @@ hot_standby = on
 primary_conninfo = 'host=127.0.0.1 port=$PARTFLOW_PG_PORT user=postgres application_name=partflow_standby_$port'
 CONF
     set_delay "${3:-0}"
-    ctl -w start
+    start_cluster "$port" "$dir/server.log" ctl -w start
     ;;
-  start) ctl -w start ;;
+  start) start_cluster "$port" "$dir/server.log" ctl -w start ;;
   stop) ctl -w -m fast stop ;;
   remove)
     if [ -s "$dir/postmaster.pid" ]; then ctl -w -m immediate stop || true; fi

@@ -20,7 +20,7 @@ case "$verb" in
     "${runas[@]}" "$bin/initdb" -D "$dir" -U postgres -A trust -E UTF8 --locale=C.UTF-8 >/dev/null
     { pg_conf "$port"; echo "shared_buffers = 64MB"; echo "wal_level = logical"; } \
       | "${runas[@]}" tee -a "$dir/postgresql.conf" >/dev/null
-    ctl -w start
+    start_cluster "$port" "$dir/server.log" ctl -w start
     ;;
   remove)
     if [ -s "$dir/postmaster.pid" ]; then ctl -w -m immediate stop || true; fi

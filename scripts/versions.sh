@@ -64,7 +64,7 @@ start_version_cluster() {
   { pg_conf "$port"; echo "max_prepared_transactions = 20"; echo "shared_preload_libraries = 'pg_stat_statements'"; } \
     | _runas tee -a "$data/postgresql.conf" >/dev/null
   say "starting PostgreSQL $n ($("$bin/postgres" --version)) on port $port"
-  _runas "$bin/pg_ctl" -D "$data" -l "$log" -w -t 60 start >/dev/null
+  start_cluster "$port" "$log" _runas "$bin/pg_ctl" -D "$data" -l "$log" -w -t 60 start
   export PGHOST=127.0.0.1 PGPORT="$port" PGUSER=postgres
   # as on the main cluster (env.sh): every test database has pg_stat_statements; Debian's psql talks to any major
   ensure_postgres_installed
