@@ -5,7 +5,8 @@
  */
 import type { WorkflowHandle } from '@temporalio/client';
 import type { Pool, PoolClient } from 'pg';
-import { sleep } from './workflow';
+import type { PartitionTableInput } from '../../src/input';
+import { sleep, waitFor } from './workflow';
 
 /** `N rows`, or the error's code and message: what the application would have seen */
 export const outcome = (c: { query: PoolClient['query'] }, sql: string, args: unknown[] = []) =>
@@ -111,4 +112,39 @@ export async function tableWithControl(pool: Pool, t: string, extra = ''): Promi
 export async function reverseLogDrained(pool: Pool, t: string, ms = 20_000): Promise<void> {
   const left = async () => (await pool.query(`SELECT count(*)::int AS n FROM ${t}_pf_rlog`)).rows[0].n as number;
   for (const until = Date.now() + ms; Date.now() < until && (await left()) > 0;) await sleep(100);
+}
+
+/**
+ * t (id bigint PRIMARY KEY, email text UNIQUE, created_at, payload) with `rows` rows over 60 days and its control
+ * `<t>_ctl`; partitioned by `start` with the email's uniqueness given up (acceptLostConstraints), approved, and
+ * returned in its rollback window (each wait up to `timeoutMs`). `analyze` gives the planner t's size first (large tables).
+ */
+export async function emailsInWindow(
+  pool: Pool,
+  start: (input: PartitionTableInput) => Promise<WorkflowHandle>,
+  t: string,
+  opts: { rows: number; batchSize: number; timeoutMs: number; analyze?: boolean },
+): Promise<WorkflowHandle> {
+  await pool.query(
+    `CREATE TABLE ${t} (id bigint PRIMARY KEY, email text UNIQUE, created_at timestamptz NOT NULL, payload text)`,
+  );
+  await pool.query(
+    `INSERT INTO ${t} SELECT g, 'e' || g, '2026-01-01'::timestamptz + (g % 60) * interval '1 day', 'p'
+       FROM generate_series(1, $1::int) g`,
+    [opts.rows],
+  );
+  await pool.query(`CREATE TABLE ${t}_ctl (LIKE ${t} INCLUDING ALL)`);
+  await pool.query(`INSERT INTO ${t}_ctl SELECT * FROM ${t}`);
+  if (opts.analyze) await pool.query(`ANALYZE ${t}`);
+  const h = await start({
+    table: t,
+    batchSize: opts.batchSize,
+    approval: 'signal',
+    rollbackWindow: '1h',
+    acceptLostConstraints: [`${t}_email_key`],
+  });
+  await waitFor(h, (p) => p.phase === 'awaiting-approval', 'verified', opts.timeoutMs);
+  await h.signal('approveCutover');
+  await waitFor(h, (p) => p.phase === 'rollback-window', 'cut over', opts.timeoutMs);
+  return h;
 }

@@ -18,6 +18,7 @@ import { handoverWait, startStack, Stack } from '../helpers/stack';
 import { progress, sleep, waitFor } from '../helpers/workflow';
 import {
   activityResults,
+  emailsInWindow,
   ended,
   outcome,
   reverseHandingOver,
@@ -304,29 +305,9 @@ describe('C1f. duplicates written in other ways', () => {
  * A table with UNIQUE (email) given up (acceptLostConstraints), 2,000 rows, its control (the constraint kept)
  * and its run in the rollback window.
  */
-async function emailsInWindow(t: string, rows = 2000): Promise<WorkflowHandle> {
-  await db.pool.query(
-    `CREATE TABLE ${t} (id bigint PRIMARY KEY, email text UNIQUE, created_at timestamptz NOT NULL, payload text)`,
-  );
-  await db.pool.query(
-    `INSERT INTO ${t} SELECT g, 'e' || g, '2026-01-01'::timestamptz + (g % 60) * interval '1 day', 'p'
-       FROM generate_series(1, $1::int) g`,
-    [rows],
-  );
-  await db.pool.query(`CREATE TABLE ${t}_ctl (LIKE ${t} INCLUDING ALL)`);
-  await db.pool.query(`INSERT INTO ${t}_ctl SELECT * FROM ${t}`);
-  const h = await start({
-    table: t,
-    batchSize: 500,
-    approval: 'signal',
-    rollbackWindow: '1h',
-    acceptLostConstraints: [`${t}_email_key`],
-  });
-  await waitFor(h, (p) => p.phase === 'awaiting-approval', 'verified', 120_000);
-  await h.signal('approveCutover');
-  await waitFor(h, (p) => p.phase === 'rollback-window', 'cut over', 120_000);
-  return h;
-}
+/** t with unique emails (2,000 rows by default) in its rollback window, uniqueness given up */
+const emailsInWindowOf = (t: string, rows = 2000) =>
+  emailsInWindow(db.pool, start, t, { rows, batchSize: 500, timeoutMs: 120_000 });
 
 describe('C1e. a uniqueness given up: one legitimate transaction of more than 1,000 changes', () => {
   // MENDED (pinned as a limit at first): a transaction that first renames 1,500 emails and then gives them back
@@ -336,7 +317,7 @@ describe('C1e. a uniqueness given up: one legitimate transaction of more than 1,
   // its keys and the rollback applies every parked key again in one round: the emails fit, the rollback goes on.
   it('rotating emails in one transaction: the rollback goes ahead and equals the record', async () => {
     const t = 'c1e';
-    const h = await emailsInWindow(t);
+    const h = await emailsInWindowOf(t);
     const out: Record<string, string> = {};
     for (const tt of [t, `${t}_ctl`]) {
       const c = await db.pool.connect();
@@ -373,7 +354,7 @@ describe('C3. attack review of the parked keys (helper atk20): P1, the 10,000 ca
   // Now each key is parked once (a unique index on the key).
   it('eleven legitimate swaps of a unique value across a round boundary: the rollback goes ahead and equals the record', async () => {
     const t = 'p1';
-    const h = await emailsInWindow(t);
+    const h = await emailsInWindowOf(t);
     const out: Record<string, string> = {};
     for (let i = 1; i <= 11; i++) {
       // row 1 and row 1001 swap emails; the first 1,000 log entries (row 1's among them) are one round, which
@@ -418,7 +399,7 @@ describe("C3b. more than 10,000 keys parked (the recheck under the swap back's l
   // check and the swap back's drain (outside the table's lock) now apply up to RECHECK_OUTSIDE_MAX parked keys.
   it('rotating 12,000 emails in one transaction: the rollback goes ahead and equals the record', async () => {
     const t = 'c3b';
-    const h = await emailsInWindow(t, 12_000);
+    const h = await emailsInWindowOf(t, 12_000);
     const out: Record<string, string> = {};
     for (const tt of [t, `${t}_ctl`]) {
       const c = await db.pool.connect();

@@ -9,7 +9,7 @@ import type { PartitionTableInput } from '../../src/input';
 import type { TestDb } from '../helpers/pg';
 import { startStack, Stack } from '../helpers/stack';
 import { sleep, waitFor } from '../helpers/workflow';
-import { ended, outcome, reverseLogDrained, rollbackRecord, rowsDiffering } from '../helpers/attack';
+import { emailsInWindow, ended, outcome, reverseLogDrained, rollbackRecord, rowsDiffering } from '../helpers/attack';
 
 const TQ = 'partflow-attack-26';
 let stack: Stack;
@@ -67,30 +67,9 @@ async function attempts(h: WorkflowHandle): Promise<Record<string, unknown>> {
   return out;
 }
 
-async function emailsInWindow(t: string, rows: number): Promise<WorkflowHandle> {
-  await db.pool.query(
-    `CREATE TABLE ${t} (id bigint PRIMARY KEY, email text UNIQUE, created_at timestamptz NOT NULL, payload text)`,
-  );
-  await db.pool.query(
-    `INSERT INTO ${t} SELECT g, 'e' || g, '2026-01-01'::timestamptz + (g % 60) * interval '1 day', 'p'
-       FROM generate_series(1, $1::int) g`,
-    [rows],
-  );
-  await db.pool.query(`CREATE TABLE ${t}_ctl (LIKE ${t} INCLUDING ALL)`);
-  await db.pool.query(`INSERT INTO ${t}_ctl SELECT * FROM ${t}`);
-  await db.pool.query(`ANALYZE ${t}`);
-  const h = await start({
-    table: t,
-    batchSize: 5000,
-    approval: 'signal',
-    rollbackWindow: '1h',
-    acceptLostConstraints: [`${t}_email_key`],
-  });
-  await waitFor(h, (p) => p.phase === 'awaiting-approval', 'verified', 600_000);
-  await h.signal('approveCutover');
-  await waitFor(h, (p) => p.phase === 'rollback-window', 'cut over', 300_000);
-  return h;
-}
+/** t with n unique emails in its rollback window, uniqueness given up */
+const emailsInWindowOf = (t: string, rows: number) =>
+  emailsInWindow(db.pool, start, t, { rows, batchSize: 5000, timeoutMs: 600_000, analyze: true });
 
 /** one transaction rotating n emails, on t and its control */
 async function rotate(t: string, n: number): Promise<Record<string, string>> {
@@ -145,7 +124,7 @@ describe('A1. 100,000 keys parked: the rollback check applies them again in one 
   it('rotating 100,000 emails in one transaction, the application writing meanwhile: the rollback goes ahead, exact', async () => {
     const t = 'a1';
     const N = 100_000;
-    const h = await emailsInWindow(t, N);
+    const h = await emailsInWindowOf(t, N);
     const out = await rotate(t, N);
     const t0 = Date.now();
     await drained(t);
@@ -178,7 +157,7 @@ describe('A2. 50,000 rotated keys parked and one true duplicate among them', () 
   it('the rollback is refused with the duplicate; once it is removed, the rollback goes ahead, exact', async () => {
     const t = 'a2';
     const N = 50_000;
-    const h = await emailsInWindow(t, N);
+    const h = await emailsInWindowOf(t, N);
     const out = await rotate(t, N);
     // a true duplicate: row 7's email written into row 49,990 (the control's UNIQUE refuses it)
     out.dup = await outcome(db.pool, `UPDATE ${t} SET email = 'e8' WHERE id = 49990`);
@@ -216,7 +195,7 @@ describe('A2. 50,000 rotated keys parked and one true duplicate among them', () 
 describe('A3. a plan made before countUpTo keeps the 10,000 cap', () => {
   it('12,000 rotated keys parked, the stored plan without recheck.countUpTo: refused (the record stands); with it back: rolled back, exact', async () => {
     const t = 'a3';
-    const h = await emailsInWindow(t, 12_000);
+    const h = await emailsInWindowOf(t, 12_000);
     const out = await rotate(t, 12_000);
     await drained(t);
     const parked = (await db.pool.query(`SELECT count(*)::int AS n FROM ${t}_pf_rlost`)).rows[0].n;
