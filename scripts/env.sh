@@ -47,43 +47,63 @@ CONF
 # closed less than a minute ago (TIME_WAIT). PostgreSQL then does not start ("could not bind IPv4 address
 # "127.0.0.1": Address already in use"). The likely cause of CI's one failed start (PostgreSQL 16 on 54416, right
 # after the 15 run's connections; its log was not kept): a closed client socket on that port blocks the bind.
-# wait_port_free waits out a TIME_WAIT and says what held the port; start_cluster uses it after a failed start.
+
+# The sockets on local TCP port $1 other than listeners, a line each ("TIME_WAIT to port 7233"), read from
+# /proc/net/tcp and tcp6 (no ss needed: minimal images lack iproute2).
+port_holders() {
+  local hex state remote
+  hex="$(printf '%04X' "$1")"
+  awk -v p=":$hex" '$2 ~ (p "$") && $4 != "0A" { print $4, $3 }' /proc/net/tcp /proc/net/tcp6 2>/dev/null |
+    while read -r state remote; do
+      case "$state" in 01) state=ESTABLISHED ;; 06) state=TIME_WAIT ;; 08) state=CLOSE_WAIT ;; *) state="state $state" ;; esac
+      echo "$state to port $((16#${remote##*:}))"
+    done || true
+}
+
+# Waits up to 75 s (a TIME_WAIT lasts 60) until no socket but a listener holds port $1; says what held it.
 wait_port_free() {
   local port="$1" i held=""
-  command -v ss >/dev/null || return 0
   for i in $(seq 1 75); do
-    held="$(ss -Htan "( sport = :$port )" 2>/dev/null | head -3)"
+    held="$(port_holders "$port" | head -1)"
     [ -z "$held" ] && return 0
-    [ "$i" = 1 ] && say "port $port is held by another socket; waiting up to 75 s for it: $(echo "$held" | tr -s ' ' | head -1)"
+    [ "$i" = 1 ] && say "port $port is held by a socket ($held); waiting up to 75 s for it to go"
     sleep 1
   done
-  say "port $port still held after 75 s: $(echo "$held" | tr -s ' ' | head -1)"
+  say "port $port still held after 75 s ($held)"
   return 1
 }
 
-# CI only (.ci/run, as root, best effort): the kernel never hands these ports to client sockets, so no test's
-# connection can take a cluster's port before it starts (ip_local_reserved_ports, merged with what is there).
+# CI only (.ci/run, as root, best effort): the kernel never hands these ports (comma-separated, ranges a-b) to
+# client sockets, so no test's connection can take a cluster's port before it starts (ip_local_reserved_ports,
+# merged with what is there; stays until the machine restarts).
 reserve_ports() {
-  local f=/proc/sys/net/ipv4/ip_local_reserved_ports cur
-  [ "$(id -u)" = 0 ] && [ -w "$f" ] || return 0
+  local f=/proc/sys/net/ipv4/ip_local_reserved_ports cur IFS=,
+  [ "$(id -u)" = 0 ] && [ -w "$f" ] && [ $# -gt 0 ] || { say "ports $* not reserved (not root, or read-only)"; return 0; }
   cur="$(cat "$f")"
   echo "${cur:+$cur,}$*" > "$f" 2>/dev/null || say "could not reserve ports $* (ip_local_reserved_ports); going on"
 }
 
-# start_cluster PORT LOG COMMAND...: runs COMMAND (a pg_ctl start writing LOG) for a cluster on PORT; when it
-# fails, prints the log's end, waits for the port and runs it once more.
+# start_cluster PORT LOG COMMAND...: runs COMMAND (a pg_ctl start writing LOG) for a cluster on PORT. When it fails
+# because the port was taken (the log says so), waits for the port and runs it once more; any other failure (a bad
+# setting, a server already running, a slow start) fails at once, the log's end printed either way.
 start_cluster() {
-  local port="$1" log="$2"
+  local port="$1" log="$2" from end
   shift 2
   # no wait before the first try: a server's own closed connections also sit in TIME_WAIT on its port after a
-  # stop, and PostgreSQL (SO_REUSEADDR) binds over those
+  # stop, and PostgreSQL (SO_REUSEADDR) binds over those. The log is appended to: only this try's lines count.
+  from=$(($(stat -c %s "$log" 2>/dev/null || echo 0) + 1))
   if "$@" >/dev/null; then return 0; fi
-  say "PostgreSQL on port $port did not start; the end of $log:"
-  tail -n 15 "$log" >&2 || true
-  sleep 5
+  end="$(tail -c +"$from" "$log" 2>/dev/null | tail -n 15 || true)"
+  say "PostgreSQL on port $port did not start; what it wrote to $log:"
+  echo "$end" >&2
+  case "$end" in *"could not bind IPv"*) ;; *) return 1 ;; esac
   wait_port_free "$port" || true
   say "starting PostgreSQL on port $port again"
-  "$@" >/dev/null
+  from=$(($(stat -c %s "$log" 2>/dev/null || echo 0) + 1))
+  if "$@" >/dev/null; then return 0; fi
+  say "PostgreSQL on port $port did not start again; what it wrote to $log:"
+  tail -c +"$from" "$log" 2>/dev/null | tail -n 15 >&2 || true
+  return 1
 }
 
 # A cluster that partflow's scripts own: trust auth on localhost, its own port, run as the postgres user.
