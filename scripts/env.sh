@@ -87,23 +87,21 @@ reserve_ports() {
 # because the port was taken (the log says so), waits for the port and runs it once more; any other failure (a bad
 # setting, a server already running, a slow start) fails at once, the log's end printed either way.
 start_cluster() {
-  local port="$1" log="$2" from end
+  local port="$1" log="$2" try from end
   shift 2
   # no wait before the first try: a server's own closed connections also sit in TIME_WAIT on its port after a
   # stop, and PostgreSQL (SO_REUSEADDR) binds over those. The log is appended to: only this try's lines count.
-  from=$(($(stat -c %s "$log" 2>/dev/null || echo 0) + 1))
-  if "$@" >/dev/null; then return 0; fi
-  end="$(tail -c +"$from" "$log" 2>/dev/null | tail -n 15 || true)"
-  say "PostgreSQL on port $port did not start; what it wrote to $log:"
-  echo "$end" >&2
-  case "$end" in *"could not bind IPv"*) ;; *) return 1 ;; esac
-  wait_port_free "$port" || true
-  say "starting PostgreSQL on port $port again"
-  from=$(($(stat -c %s "$log" 2>/dev/null || echo 0) + 1))
-  if "$@" >/dev/null; then return 0; fi
-  say "PostgreSQL on port $port did not start again; what it wrote to $log:"
-  tail -c +"$from" "$log" 2>/dev/null | tail -n 15 >&2 || true
-  return 1
+  for try in 1 2; do
+    from=$(($(stat -c %s "$log" 2>/dev/null || echo 0) + 1))
+    if "$@" >/dev/null; then return 0; fi
+    end="$(tail -c +"$from" "$log" 2>/dev/null | tail -n 15 || true)"
+    say "PostgreSQL on port $port did not start (try $try of 2); what it wrote to $log:"
+    echo "$end" >&2
+    [ "$try" = 1 ] || return 1
+    case "$end" in *"could not bind IPv"*) ;; *) return 1 ;; esac
+    wait_port_free "$port" || true
+    say "starting PostgreSQL on port $port again"
+  done
 }
 
 # A cluster that partflow's scripts own: trust auth on localhost, its own port, run as the postgres user.

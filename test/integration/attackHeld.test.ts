@@ -301,11 +301,7 @@ describe('C1f. duplicates written in other ways', () => {
   });
 });
 
-/**
- * A table with UNIQUE (email) given up (acceptLostConstraints), 2,000 rows, its control (the constraint kept)
- * and its run in the rollback window.
- */
-/** t with unique emails (2,000 rows by default) in its rollback window, uniqueness given up */
+/** t with UNIQUE (email) given up, 2,000 rows by default, its control (the constraint kept), in its rollback window */
 const emailsInWindowOf = (t: string, rows = 2000) =>
   emailsInWindow(db.pool, start, t, { rows, batchSize: 500, timeoutMs: 120_000 });
 
