@@ -161,12 +161,24 @@ async function writer(
     return r;
   };
   let seenRows: string[] = [];
-  const side = async (rows: { id: string; payload: string; created_at: string }[]) => {
+  /**
+   * The record of rows a statement returned. A row it inserted (`ins`, or every row with `inserted`) goes in with
+   * a plain INSERT: the record keeps id unique as the original primary key did. Once the primary key is
+   * `(id, created_at)` the table takes one id in two rows (two months) where the original refused with 23505: a
+   * re-insert of an id deleted before (case 5) after a case 8 whose older snapshot still saw the row inserted it
+   * again (a READ COMMITTED delete committed meanwhile). The application then holds id 214 twice, as the
+   * partitioned table allows (README, "Table shapes": the widening is a guarantee given up); CI's H2 failure of
+   * 2026-12-06 was that, not the sync. The record's 23505 rolls such a transaction back, as the original table
+   * did, so the table stays comparable with the record by id.
+   */
+  const side = async (rows: { id: string; payload: string; created_at: string; ins?: boolean }[], inserted = false) => {
     for (const r of rows) seenRows.push(`${r.id}=${r.payload}@${r.created_at}`);
     for (const r of rows)
       await q(
-        `INSERT INTO ${t}_side VALUES ($1, $2, $3::timestamptz) ON CONFLICT (id) DO UPDATE SET payload = EXCLUDED.payload,
-           created_at = EXCLUDED.created_at`,
+        `INSERT INTO ${t}_side VALUES ($1, $2, $3::timestamptz)` +
+          (inserted || r.ins
+            ? ''
+            : ' ON CONFLICT (id) DO UPDATE SET payload = EXCLUDED.payload, created_at = EXCLUDED.created_at'),
         [r.id, r.payload, r.created_at],
       );
   };
@@ -239,6 +251,7 @@ async function writer(
             if (reinserted !== undefined)
               await side(
                 (await q(`INSERT INTO ${t} VALUES ($1, $2, now() - interval '3 days') ${ret}`, [reinserted, nv])).rows,
+                true,
               );
             break;
           }
@@ -256,13 +269,15 @@ async function writer(
             );
             break;
           case 8: // upserts: DO UPDATE on an existing row, DO NOTHING on a second row in the same statement
-            // (the first inserts id k again when a READ COMMITTED delete of it commits meanwhile: see case 9)
+            // (the first inserts id k again when a READ COMMITTED delete of it commits meanwhile: see case 9; `ins`,
+            // the payload as given: an update appends '+' to the old one, and a partitioned table's RETURNING has no
+            // xmax)
             await q(`SELECT pg_advisory_xact_lock(4242, $1::int)`, [k]);
             await side(
               (
                 await q(
                   `INSERT INTO ${t} AS x SELECT id, $2, created_at FROM ${t} WHERE id = $1
-                     ON CONFLICT (id, created_at) DO UPDATE SET payload = x.payload || '+' ${ret}`,
+                     ON CONFLICT (id, created_at) DO UPDATE SET payload = x.payload || '+' ${ret}, payload = $2 AS ins`,
                   [k, nv],
                 )
               ).rows,
@@ -451,7 +466,7 @@ describe('H2. every kind of row change at every isolation level through the hand
       const stale = Object.values(tallies).flatMap((v) => v.stale);
       await h.signal('finalize');
       expect((await h.result()).status).toBe('done');
-      expect({ d, inTrigger, stale }).toEqual({ d: { table: [], control: [] }, inTrigger: [], stale: [] });
+      expect({ d, dup, inTrigger, stale }).toEqual({ d: { table: [], control: [] }, dup: 0, inTrigger: [], stale: [] });
     },
   );
 });
