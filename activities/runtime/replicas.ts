@@ -53,7 +53,9 @@ export function memoryStandbys(): KnownStandbys {
 }
 
 /**
- * The standbys and slots now, and the standbys seen before (these recorded with them). Lags are measured from
+ * The standbys and slots now, and the standbys seen before (these recorded with them). A walsender is a standby
+ * unless it serves a base backup (pg_basebackup's copy of the files, in state `backup`, and its WAL stream, named
+ * `pg_basebackup`): the demo's run held as `standbyGone` once a test's pg_basebackup ended. Lags are measured from
  * the WAL insert position, not the write position: with asynchronous commit (the backfill's) the WAL writer
  * is up to wal_writer_delay behind, and the lag would show that much too little.
  */
@@ -66,7 +68,10 @@ export async function observeReplicas(pool: Pool, known: KnownStandbys): Promise
                               || coalesce(client_addr::text, 'local'),
                       'lagBytes', pg_wal_lsn_diff(pg_current_wal_insert_lsn(), replay_lsn)::float8,
                       'lagSeconds', extract(epoch FROM replay_lag)::float8) ORDER BY application_name), '[]')
-               FROM pg_stat_replication) AS standbys,
+               FROM pg_stat_replication
+              -- a base backup's two connections (pg_basebackup, also the one that makes a standby) are no
+              -- standby: recorded, they would hold the copy as a standby gone once the backup ends
+              WHERE state IS DISTINCT FROM 'backup' AND application_name IS DISTINCT FROM 'pg_basebackup') AS standbys,
             (SELECT coalesce(json_agg(json_build_object(
                       'name', slot_name,
                       'heldBytes', pg_wal_lsn_diff(pg_current_wal_insert_lsn(),

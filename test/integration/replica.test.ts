@@ -11,6 +11,11 @@ import { TestDb, withClient } from '../helpers/pg';
 import { startStack, Stack } from '../helpers/stack';
 import { createTable, TestTable } from '../helpers/tables';
 import { progress, sleep, waitFor } from '../helpers/workflow';
+import { spawn } from 'child_process';
+import { mkdtempSync, rmSync } from 'fs';
+import { tmpdir } from 'os';
+import { join } from 'path';
+import { memoryStandbys, observeReplicas } from '../../activities/runtime/replicas';
 
 const TQ = 'partflow-replica';
 const STANDBY_PORT = Number(process.env.PARTFLOW_STANDBY_PORT ?? 54349);
@@ -135,3 +140,53 @@ async function waitForLag(ok: (lag: number | null) => boolean): Promise<void> {
   }
   throw new Error(`standby lag never satisfied the condition (now ${await lagBytes()})`);
 }
+
+test('a base backup taken while a run copies is no standby: its walsenders are not recorded, so its end holds nothing (the demo held as standbyGone after one)', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'pf-basebackup-'));
+  const root = join(__dirname, '../..');
+  const since = (await db.pool.query(`SELECT now() AS t`)).rows[0].t;
+  // slow (32 kB/s, the least --max-rate takes): still running while the primary is looked at; stopped by its
+  // process group (pg_basebackup and its WAL streaming child), its walsenders ended by their pids
+  const backup = spawn(
+    'bash',
+    [
+      '-c',
+      'source scripts/env.sh && exec "$(pg_bindir)/pg_basebackup" -h 127.0.0.1 -p "$PARTFLOW_PG_PORT" -U postgres ' +
+        `-D ${dir}/data -X stream -c fast --max-rate=32k`,
+    ],
+    { cwd: root, stdio: 'ignore', detached: true },
+  );
+  const ours = `FROM pg_stat_replication r JOIN pg_stat_activity a USING (pid) WHERE a.backend_start >= $1`;
+  try {
+    let seen: { state: string; name: string }[] = [];
+    for (let i = 0; i < 100 && seen.length < 2; i++) {
+      await sleep(200);
+      seen = (
+        await db.pool.query(`SELECT r.state, coalesce(r.application_name, '') AS name ${ours} ORDER BY r.state`, [
+          since,
+        ])
+      ).rows;
+    }
+    // the backup's two connections: the files (state backup) and the WAL stream (named pg_basebackup)
+    expect(seen).toEqual([
+      { state: 'backup', name: 'pg_basebackup' },
+      { state: 'streaming', name: 'pg_basebackup' },
+    ]);
+    const known = memoryStandbys();
+    const view = await observeReplicas(db.pool, known);
+    expect({ standbys: view.standbys, expected: view.expected, saved: await known.load() }).toEqual({
+      standbys: [],
+      expected: [],
+      saved: [],
+    });
+  } finally {
+    if (backup.exitCode === null) {
+      const exited = new Promise((r) => backup.once('exit', r));
+      process.kill(-backup.pid!, 'SIGTERM');
+      await exited;
+    }
+    // a throttled walsender notices its client gone only when it next sends
+    await db.pool.query(`SELECT pg_terminate_backend(r.pid) ${ours}`, [since]);
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
