@@ -84,6 +84,8 @@ export interface Standby {
   lagBytes: number | null;
   /** replay_lag; null when idle (caught up) or unreadable */
   lagSeconds: number | null;
+  /** not streaming with positions yet (state startup, or before its first report): recorded once it is */
+  starting?: boolean;
 }
 
 export interface Slot {

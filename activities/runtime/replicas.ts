@@ -54,8 +54,19 @@ export function memoryStandbys(): KnownStandbys {
 
 /**
  * The standbys and slots now, and the standbys seen before (these recorded with them). A walsender is a standby
- * unless it serves a base backup (pg_basebackup's copy of the files, in state `backup`, and its WAL stream, named
- * `pg_basebackup`): the demo's run held as `standbyGone` once a test's pg_basebackup ended. Lags are measured from
+ * unless (helper-26's review of the first, name-based form: a real standby named pg_basebackup went unseen, and a
+ * backup under another name held the run again)
+ * - it copies a base backup's files (state `backup`);
+ * - it serves a WAL receiver that replays nothing (write position reported, replay position never: the WAL
+ *   stream of pg_basebackup, pg_receivewal, Barman's receive-wal; a standby reports all three together): its
+ *   lag is no replica's, and the slot it holds WAL with, if any, is bounded as every slot is. Recorded, such a
+ *   stream held a run as `lagUnknown` while it ran and as `standbyGone` once it ended (the demo's run, after a
+ *   test's pg_basebackup);
+ * - it is a subscription's table synchronization (`pg_<sub>_sync_<rel>_<system>`): it ends by design, its
+ *   subscription's own walsender stays.
+ * A walsender not streaming yet, or streaming before its receiver's first report, counts for the lag bounds
+ * (unknown lag: held) but is recorded only once it streams with positions (where the role cannot read the state,
+ * without pg_monitor, as before: at once). Lags are measured from
  * the WAL insert position, not the write position: with asynchronous commit (the backfill's) the WAL writer
  * is up to wal_writer_delay behind, and the lag would show that much too little.
  */
@@ -67,11 +78,13 @@ export async function observeReplicas(pool: Pool, known: KnownStandbys): Promise
                       'name', coalesce(nullif(application_name, ''), 'walreceiver') || '@'
                               || coalesce(client_addr::text, 'local'),
                       'lagBytes', pg_wal_lsn_diff(pg_current_wal_insert_lsn(), replay_lsn)::float8,
-                      'lagSeconds', extract(epoch FROM replay_lag)::float8) ORDER BY application_name), '[]')
+                      'lagSeconds', extract(epoch FROM replay_lag)::float8,
+                      'starting', NOT (state IS NULL OR state IN ('streaming', 'catchup') AND write_lsn IS NOT NULL))
+                      ORDER BY application_name), '[]')
                FROM pg_stat_replication
-              -- a base backup's two connections (pg_basebackup, also the one that makes a standby) are no
-              -- standby: recorded, they would hold the copy as a standby gone once the backup ends
-              WHERE state IS DISTINCT FROM 'backup' AND application_name IS DISTINCT FROM 'pg_basebackup') AS standbys,
+              WHERE state IS DISTINCT FROM 'backup'
+                AND NOT (replay_lsn IS NULL AND write_lsn IS NOT NULL)
+                AND coalesce(application_name, '') !~ '^pg_[0-9]+_sync_[0-9]+_[0-9]+$') AS standbys,
             (SELECT coalesce(json_agg(json_build_object(
                       'name', slot_name,
                       'heldBytes', pg_wal_lsn_diff(pg_current_wal_insert_lsn(),
@@ -81,7 +94,8 @@ export async function observeReplicas(pool: Pool, known: KnownStandbys): Promise
   );
   const { wal, standbys, slots } = now.rows[0] as { wal: number; standbys: Standby[]; slots: Slot[] };
   const before = await known.load();
-  const expected = [...new Set([...before, ...standbys.map((r) => r.name)])].sort();
+  const streaming = standbys.filter((r) => !r.starting).map((r) => r.name);
+  const expected = [...new Set([...before, ...streaming])].sort();
   if (expected.length !== before.length) await known.save(expected);
   return { walInsert: wal, standbys, slots, expected };
 }

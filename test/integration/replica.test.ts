@@ -12,7 +12,7 @@ import { startStack, Stack } from '../helpers/stack';
 import { createTable, TestTable } from '../helpers/tables';
 import { progress, sleep, waitFor } from '../helpers/workflow';
 import { spawn } from 'child_process';
-import { mkdtempSync, rmSync } from 'fs';
+import { mkdirSync, mkdtempSync, rmSync } from 'fs';
 import { tmpdir } from 'os';
 import { join } from 'path';
 import { memoryStandbys, observeReplicas } from '../../activities/runtime/replicas';
@@ -141,36 +141,42 @@ async function waitForLag(ok: (lag: number | null) => boolean): Promise<void> {
   throw new Error(`standby lag never satisfied the condition (now ${await lagBytes()})`);
 }
 
-test('a base backup taken while a run copies is no standby: its walsenders are not recorded, so its end holds nothing (the demo held as standbyGone after one)', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'pf-basebackup-'));
+test("WAL receivers that replay nothing are no standby (a base backup, pg_receivewal): not recorded, so their end holds nothing (the demo held as standbyGone after a test's pg_basebackup)", async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'pf-receivers-'));
+  mkdirSync(join(dir, 'wal')); // pg_receivewal writes into a directory that exists
   const root = join(__dirname, '../..');
   const since = (await db.pool.query(`SELECT now() AS t`)).rows[0].t;
-  // slow (32 kB/s, the least --max-rate takes): still running while the primary is looked at; stopped by its
-  // process group (pg_basebackup and its WAL streaming child), its walsenders ended by their pids
-  const backup = spawn(
-    'bash',
-    [
-      '-c',
-      'source scripts/env.sh && exec "$(pg_bindir)/pg_basebackup" -h 127.0.0.1 -p "$PARTFLOW_PG_PORT" -U postgres ' +
-        `-D ${dir}/data -X stream -c fast --max-rate=32k`,
-    ],
-    { cwd: root, stdio: 'ignore', detached: true },
-  );
+  // each in a process group of its own (pg_basebackup streams the WAL from a child), stopped by its pid; the
+  // backup slow (32 kB/s, the least --max-rate takes), so that it is still running when the primary is looked at
+  const client = (cmd: string) =>
+    spawn('bash', ['-c', `source scripts/env.sh && exec "$(pg_bindir)"/${cmd}`], {
+      cwd: root,
+      stdio: 'ignore',
+      detached: true,
+    });
+  const conn = '-h 127.0.0.1 -p "$PARTFLOW_PG_PORT" -U postgres';
+  const clients = [
+    client(`pg_basebackup ${conn} -D ${dir}/backup -X stream -c fast --max-rate=32k`),
+    client(`pg_receivewal ${conn} -D ${dir}/wal --no-loop --status-interval=1`),
+  ];
   const ours = `FROM pg_stat_replication r JOIN pg_stat_activity a USING (pid) WHERE a.backend_start >= $1`;
   try {
-    let seen: { state: string; name: string }[] = [];
-    for (let i = 0; i < 100 && seen.length < 2; i++) {
+    let seen: { state: string; name: string; replays: boolean }[] = [];
+    for (let i = 0; i < 150 && seen.filter((x) => x.state === 'streaming').length < 2; i++) {
       await sleep(200);
       seen = (
-        await db.pool.query(`SELECT r.state, coalesce(r.application_name, '') AS name ${ours} ORDER BY r.state`, [
-          since,
-        ])
+        await db.pool.query(
+          `SELECT r.state, r.application_name AS name, r.replay_lsn IS NOT NULL AS replays ${ours}
+              AND (r.state = 'backup' OR r.write_lsn IS NOT NULL) ORDER BY 1, 2`,
+          [since],
+        )
       ).rows;
     }
-    // the backup's two connections: the files (state backup) and the WAL stream (named pg_basebackup)
+    // the backup's two connections (its files; its WAL stream) and pg_receivewal's, none reporting a replay
     expect(seen).toEqual([
-      { state: 'backup', name: 'pg_basebackup' },
-      { state: 'streaming', name: 'pg_basebackup' },
+      { state: 'backup', name: 'pg_basebackup', replays: false },
+      { state: 'streaming', name: 'pg_basebackup', replays: false },
+      { state: 'streaming', name: 'pg_receivewal', replays: false },
     ]);
     const known = memoryStandbys();
     const view = await observeReplicas(db.pool, known);
@@ -180,9 +186,10 @@ test('a base backup taken while a run copies is no standby: its walsenders are n
       saved: [],
     });
   } finally {
-    if (backup.exitCode === null) {
-      const exited = new Promise((r) => backup.once('exit', r));
-      process.kill(-backup.pid!, 'SIGTERM');
+    for (const c of clients) {
+      if (c.exitCode !== null || c.signalCode !== null) continue;
+      const exited = new Promise((r) => c.once('exit', r));
+      process.kill(-c.pid!, 'SIGTERM');
       await exited;
     }
     // a throttled walsender notices its client gone only when it next sends
