@@ -53,20 +53,20 @@ export function memoryStandbys(): KnownStandbys {
 }
 
 /**
- * The standbys and slots now, and the standbys seen before (these recorded with them). A walsender is a standby
- * unless (helper-26's review of the first, name-based form: a real standby named pg_basebackup went unseen, and a
- * backup under another name held the run again)
- * - it copies a base backup's files (state `backup`);
- * - it serves a WAL receiver that replays nothing (write position reported, replay position never: the WAL
- *   stream of pg_basebackup, pg_receivewal, Barman's receive-wal; a standby reports all three together): its
- *   lag is no replica's, and the slot it holds WAL with, if any, is bounded as every slot is. Recorded, such a
- *   stream held a run as `lagUnknown` while it ran and as `standbyGone` once it ended (the demo's run, after a
- *   test's pg_basebackup);
- * - it is a subscription's table synchronization (`pg_<sub>_sync_<rel>_<system>`): it ends by design, its
- *   subscription's own walsender stays.
- * A walsender not streaming yet, or streaming before its receiver's first report, counts for the lag bounds
- * (unknown lag: held) but is recorded only once it streams with positions (where the role cannot read the state,
- * without pg_monitor, as before: at once). Lags are measured from
+ * The standbys and slots now, and the standbys seen before (these recorded with them). A standby is a physical
+ * walsender (connected to no database) whose receiver replays; so none of these is one (reviews helper-26 and
+ * helper-27, 2026-12-06; a first, name-based form missed a real standby named pg_basebackup):
+ * - a base backup's copy of the files (state `backup`);
+ * - a receiver that reports a write position and never a replay position (the WAL stream of pg_basebackup,
+ *   pg_receivewal, Barman's receive-wal; a standby reports the three together). Recorded, such a stream held a
+ *   run as `lagUnknown` while it ran and as `standbyGone` once it ended (the demo's run, after a test's
+ *   pg_basebackup);
+ * - a logical walsender (a subscription, its table syncs, pg_recvlogical, a CDC client): its slot holds the WAL
+ *   it has not confirmed, and the slot is bounded by maxReplicaLagBytes as every slot is. As a standby, a dropped
+ *   subscription held a run as `standbyGone` for good, and a table sync while it copied as `lagUnknown`.
+ * A standby not streaming yet, or before its receiver's first report, counts for the lag bounds (unknown lag:
+ * held) but is recorded only once it streams with positions (where the role cannot read the state, without
+ * pg_monitor, at once, as before: then a pg_receivewal is recorded too). Lags are measured from
  * the WAL insert position, not the write position: with asynchronous commit (the backfill's) the WAL writer
  * is up to wal_writer_delay behind, and the lag would show that much too little.
  */
@@ -81,10 +81,11 @@ export async function observeReplicas(pool: Pool, known: KnownStandbys): Promise
                       'lagSeconds', extract(epoch FROM replay_lag)::float8,
                       'starting', NOT (state IS NULL OR state IN ('streaming', 'catchup') AND write_lsn IS NOT NULL))
                       ORDER BY application_name), '[]')
-               FROM pg_stat_replication
+               FROM pg_stat_replication r
               WHERE state IS DISTINCT FROM 'backup'
                 AND NOT (replay_lsn IS NULL AND write_lsn IS NOT NULL)
-                AND coalesce(application_name, '') !~ '^pg_[0-9]+_sync_[0-9]+_[0-9]+$') AS standbys,
+                AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = r.pid AND a.datid IS NOT NULL))
+            AS standbys,
             (SELECT coalesce(json_agg(json_build_object(
                       'name', slot_name,
                       'heldBytes', pg_wal_lsn_diff(pg_current_wal_insert_lsn(),

@@ -141,11 +141,14 @@ async function waitForLag(ok: (lag: number | null) => boolean): Promise<void> {
   throw new Error(`standby lag never satisfied the condition (now ${await lagBytes()})`);
 }
 
-test("WAL receivers that replay nothing are no standby (a base backup, pg_receivewal): not recorded, so their end holds nothing (the demo held as standbyGone after a test's pg_basebackup)", async () => {
+test("walsenders that are no standby (a base backup, pg_receivewal, a logical client): not recorded, so their end holds nothing (the demo held as standbyGone after a test's pg_basebackup)", async () => {
   const dir = mkdtempSync(join(tmpdir(), 'pf-receivers-'));
   mkdirSync(join(dir, 'wal')); // pg_receivewal writes into a directory that exists
   const root = join(__dirname, '../..');
   const since = (await db.pool.query(`SELECT now() AS t`)).rows[0].t;
+  const slot = `pf_test_recvlogical_${process.pid}`;
+  const dbname = (await db.pool.query(`SELECT current_database() AS d`)).rows[0].d;
+  await db.pool.query(`SELECT pg_create_logical_replication_slot($1, 'test_decoding')`, [slot]);
   // each in a process group of its own (pg_basebackup streams the WAL from a child), stopped by its pid; the
   // backup slow (32 kB/s, the least --max-rate takes), so that it is still running when the primary is looked at
   const client = (cmd: string) =>
@@ -158,35 +161,42 @@ test("WAL receivers that replay nothing are no standby (a base backup, pg_receiv
   const clients = [
     client(`pg_basebackup ${conn} -D ${dir}/backup -X stream -c fast --max-rate=32k`),
     client(`pg_receivewal ${conn} -D ${dir}/wal --no-loop --status-interval=1`),
+    client(`pg_recvlogical ${conn} -d ${dbname} --slot=${slot} --start -f /dev/null`),
   ];
   const ours = `FROM pg_stat_replication r JOIN pg_stat_activity a USING (pid) WHERE a.backend_start >= $1`;
   try {
-    let seen: { state: string; name: string; replays: boolean }[] = [];
-    for (let i = 0; i < 150 && seen.filter((x) => x.state === 'streaming').length < 2; i++) {
+    type Seen = { state: string; name: string; replays: boolean; logical: boolean };
+    let seen: Seen[] = [];
+    for (let i = 0; i < 150 && seen.filter((x) => x.state === 'streaming').length < 3; i++) {
       await sleep(200);
       seen = (
         await db.pool.query(
-          `SELECT r.state, r.application_name AS name, r.replay_lsn IS NOT NULL AS replays ${ours}
-              AND (r.state = 'backup' OR r.write_lsn IS NOT NULL) ORDER BY 1, 2`,
+          `SELECT r.state, r.application_name AS name, r.replay_lsn IS NOT NULL AS replays,
+                  a.datid IS NOT NULL AS logical ${ours}
+              AND (r.state = 'backup' OR r.write_lsn IS NOT NULL OR a.datid IS NOT NULL) ORDER BY 1, 2`,
           [since],
         )
       ).rows;
     }
-    // the backup's two connections (its files; its WAL stream) and pg_receivewal's, none reporting a replay
+    // the backup's two connections (its files; its WAL stream), pg_receivewal's and pg_recvlogical's (a
+    // database's, and its slot): none reports a replay
     expect(seen).toEqual([
-      { state: 'backup', name: 'pg_basebackup', replays: false },
-      { state: 'streaming', name: 'pg_basebackup', replays: false },
-      { state: 'streaming', name: 'pg_receivewal', replays: false },
+      { state: 'backup', name: 'pg_basebackup', replays: false, logical: false },
+      { state: 'streaming', name: 'pg_basebackup', replays: false, logical: false },
+      { state: 'streaming', name: 'pg_receivewal', replays: false, logical: false },
+      { state: 'streaming', name: 'pg_recvlogical', replays: false, logical: true },
     ]);
     const known = memoryStandbys();
     const view = await observeReplicas(db.pool, known);
     // (an earlier test's standby may still stream: it is one, and is left out of the comparison)
-    const ofOurs = (names: string[]) => names.filter((n) => /^pg_(basebackup|receivewal)@/.test(n));
+    const ofOurs = (names: string[]) => names.filter((n) => /^pg_(basebackup|receivewal|recvlogical)@/.test(n));
     expect({
       standbys: ofOurs(view.standbys.map((x) => x.name)),
       expected: ofOurs(view.expected),
       saved: ofOurs(await known.load()),
-    }).toEqual({ standbys: [], expected: [], saved: [] });
+      // the logical client's slot is bounded as every slot is
+      slot: view.slots.some((x) => x.name === slot),
+    }).toEqual({ standbys: [], expected: [], saved: [], slot: true });
   } finally {
     for (const c of clients) {
       if (c.exitCode !== null || c.signalCode !== null) continue;
@@ -196,6 +206,15 @@ test("WAL receivers that replay nothing are no standby (a base backup, pg_receiv
     }
     // a throttled walsender notices its client gone only when it next sends
     await db.pool.query(`SELECT pg_terminate_backend(r.pid) ${ours}`, [since]);
+    for (let i = 0; i < 50; i++) {
+      const active = await db.pool.query(`SELECT active FROM pg_replication_slots WHERE slot_name = $1`, [slot]);
+      if (!active.rows.length) break;
+      if (!active.rows[0].active) {
+        await db.pool.query(`SELECT pg_drop_replication_slot($1)`, [slot]);
+        break;
+      }
+      await sleep(100);
+    }
     rmSync(dir, { recursive: true, force: true });
   }
 });
