@@ -162,7 +162,7 @@ async function writer(
   };
   let seenRows: string[] = [];
   /**
-   * The record of rows a statement returned. A row it inserted (`ins`, or every row with `inserted`) goes in with
+   * The record of rows a statement returned. A row it inserted (`ins`, which the statement returns) goes in with
    * a plain INSERT: the record keeps id unique as the original primary key did. Once the primary key is
    * `(id, created_at)` the table takes one id in two rows (two months) where the original refused with 23505: a
    * re-insert of an id deleted before (case 5) after a case 8 whose older snapshot still saw the row inserted it
@@ -171,14 +171,12 @@ async function writer(
    * 2026-12-06 was that, not the sync. The record's 23505 rolls such a transaction back, as the original table
    * did, so the table stays comparable with the record by id.
    */
-  const side = async (rows: { id: string; payload: string; created_at: string; ins?: boolean }[], inserted = false) => {
+  const side = async (rows: { id: string; payload: string; created_at: string; ins?: boolean }[]) => {
     for (const r of rows) seenRows.push(`${r.id}=${r.payload}@${r.created_at}`);
     for (const r of rows)
       await q(
         `INSERT INTO ${t}_side VALUES ($1, $2, $3::timestamptz)` +
-          (inserted || r.ins
-            ? ''
-            : ' ON CONFLICT (id) DO UPDATE SET payload = EXCLUDED.payload, created_at = EXCLUDED.created_at'),
+          (r.ins ? '' : ' ON CONFLICT (id) DO UPDATE SET payload = EXCLUDED.payload, created_at = EXCLUDED.created_at'),
         [r.id, r.payload, r.created_at],
       );
   };
@@ -250,8 +248,12 @@ async function writer(
             if (reinserted !== undefined) await q(`SELECT pg_advisory_xact_lock(4242, $1::int)`, [reinserted]);
             if (reinserted !== undefined)
               await side(
-                (await q(`INSERT INTO ${t} VALUES ($1, $2, now() - interval '3 days') ${ret}`, [reinserted, nv])).rows,
-                true,
+                (
+                  await q(`INSERT INTO ${t} VALUES ($1, $2, now() - interval '3 days') ${ret}, true AS ins`, [
+                    reinserted,
+                    nv,
+                  ])
+                ).rows,
               );
             break;
           }
