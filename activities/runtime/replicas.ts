@@ -84,7 +84,7 @@ export async function observeReplicas(pool: Pool, known: KnownStandbys): Promise
                FROM pg_stat_replication r
               WHERE state IS DISTINCT FROM 'backup'
                 AND NOT (replay_lsn IS NULL AND write_lsn IS NOT NULL)
-                AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = r.pid AND a.datid IS NOT NULL))
+                AND (SELECT a.datid FROM pg_stat_get_activity(r.pid) a) IS NULL)
             AS standbys,
             (SELECT coalesce(json_agg(json_build_object(
                       'name', slot_name,
