@@ -45,7 +45,7 @@ export async function benchWorker(url: string, taskQueue: string) {
   const actPool = createPool(url);
   const acts = createActivities({
     pool: actPool,
-    log: createLogger({ component: 'bench' }).child({}, { level: 'warn' }),
+    log: createLogger({ component: 'bench' }).child({}, { level: process.env.PARTFLOW_BENCH_LOG ?? 'warn' }),
   });
   const address = process.env.TEMPORAL_ADDRESS ?? '127.0.0.1:7233';
   const worker = await Worker.create({

@@ -116,7 +116,10 @@ async function main(): Promise<void> {
     let rows = 0;
     let to: number;
     try {
-      switch (config) {
+      // "bound@1.3", "workflow@1.3": the same with another maxAppLatencyRatio
+      const [kind, at] = config.split('@');
+      const ratio = at ? Number(at) : undefined;
+      switch (kind) {
         case 'none':
         case 'trigger':
           await sleep(SECONDS * 1000);
@@ -128,7 +131,7 @@ async function main(): Promise<void> {
           }
           break;
         case 'bound':
-          rows = await copyLoop(until, { bound: true, apply: true, maxBatchMs: 50 });
+          rows = await copyLoop(until, { bound: true, apply: true, maxBatchMs: 50, ratio });
           break;
         case 'bound-noapply':
           rows = await copyLoop(until, { bound: true, apply: false, maxBatchMs: 50 });
@@ -182,7 +185,13 @@ async function main(): Promise<void> {
           const h = await client.workflow.start('partitionTable', {
             taskQueue: TQ,
             workflowId: `impact-${Date.now()}`,
-            args: [{ ...input, approval: 'signal' }],
+            args: [
+              {
+                ...input,
+                approval: 'signal',
+                ...(ratio ? { maxAppLatencyRatio: ratio } : {}),
+              },
+            ],
           });
           let p: Progress | null = null;
           for (;;) {
