@@ -14,6 +14,7 @@ import { loadConfig } from '../src/config';
 import { fillDemoData, schemaSql } from './schema';
 import { activitySpans, ActivitySpan, runningAt } from './history';
 import { LockWaitSampler } from './lockwaits';
+import { DEFAULT_REPLICA_BOUNDS } from '../src/replicas';
 import { compareWithRecord, Writer, WriterSpec } from './writer';
 import type { Progress } from '../workflows/definitions';
 import type { FixResult } from '../workflows/fixConstraints';
@@ -33,10 +34,14 @@ const { values: args } = parseArgs({
     'batch-size': { type: 'string', default: '5000' },
     // generated_images is copied by this many streams at once, credit_transactions by one
     parallelism: { type: 'string', default: '2' },
+    // the writers alone this long before the runs start: their latency with no migration, to compare with
+    'quiet-seconds': { type: 'string', default: '30' },
   },
 });
 
 const fmt = (n: number) => n.toLocaleString('en-US');
+/** statements a window needs for its 99th percentile to be more than its slowest few */
+const MIN_P99_OPS = 1000;
 const line = (s: string) => process.stdout.write(s + '\n');
 
 const SPECS: Record<string, WriterSpec> = {
@@ -147,6 +152,15 @@ async function main(): Promise<void> {
   await lockWaits.start();
   line(
     `writers running: ${args['ops-per-second']} ops/s of inserts, updates (also moving rows across months and changing ids) and deletes`,
+  );
+  // what the application's statements take with no migration, the baseline of the copy's cost below
+  const quietFrom = Date.now();
+  await new Promise((r) => setTimeout(r, Number(args['quiet-seconds']) * 1000));
+  const quietTo = Date.now();
+  line(
+    `writers alone for ${args['quiet-seconds']} s: p99 ${Object.entries(writers)
+      .map(([t, w]) => `${t} ${w.p99Between(quietFrom, quietTo).p99} ms`)
+      .join(', ')}`,
   );
 
   const handles: Record<string, WorkflowHandle> = {};
@@ -371,6 +385,23 @@ async function main(): Promise<void> {
     line(
       `   writers: ${fmt(s.ops)} ops (${s.inserts} inserts, ${s.updates} updates, ${s.moves} month moves, ${s.rekeys} id changes, ${s.deletes} deletes), ${s.errors} errors, max latency ${s.maxLatencyMs} ms, p99 ${s.p99LatencyMs} ms`,
     );
+    // the copy's cost to the application: its statements' p99 while this table was copied, against the writers alone
+    const copyFrom = phaseTimes[t]?.backfill;
+    const copyTo = Math.min(
+      ...['verify', 'awaiting-approval', 'cutover', 'rollback-window', 'done'].map(
+        (x) => phaseTimes[t]?.[x] ?? Infinity,
+      ),
+    );
+    const quiet = w.p99Between(quietFrom, quietTo);
+    if (copyFrom && Number.isFinite(copyTo)) {
+      const copy = w.p99Between(copyFrom, copyTo);
+      // a p99 of fewer statements is their slowest few: no figure to compare
+      const ratio =
+        quiet.p99 && quiet.ops >= MIN_P99_OPS && copy.ops >= MIN_P99_OPS
+          ? ` (${(copy.p99 / quiet.p99).toFixed(2)}x; the default application-latency bound is ${DEFAULT_REPLICA_BOUNDS.maxAppLatencyRatio}x)`
+          : ` (of ${fmt(quiet.ops)} and ${fmt(copy.ops)} statements: too few to compare)`;
+      line(`   writers' p99: ${quiet.p99} ms alone before the runs, ${copy.p99} ms while ${t} was copied${ratio}`);
+    }
     for (const slow of s.slowest.slice(0, 3)) {
       const during = runningAt(slow.at, spans);
       line(
