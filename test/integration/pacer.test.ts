@@ -48,15 +48,6 @@ async function runOf(table: string) {
   return { acts, plan };
 }
 
-/** A run of a new table of `rows` rows, about 88 to a page (a batch of 5,000 rows: 57 pages at most). */
-async function runOfNew(table: string, rows: number) {
-  await db.pool.query(`CREATE TABLE ${table} (id bigint PRIMARY KEY, created_at timestamptz NOT NULL, note text)`);
-  await db.pool.query(`INSERT INTO ${table} SELECT g, now() - (g % 300) * interval '1 day', repeat('n', 40) || g
-    FROM generate_series(1, ${rows}) g`);
-  await db.pool.query(`ANALYZE ${table}`);
-  return runOf(table);
-}
-
 /** A backfill chunk's input for the run's plan: batches of at most 50 pages and 50 ms, the default bounds. */
 function chunkOf(plan: Plan, sleepMs: number) {
   const { table, copyMode } = plan;
@@ -263,7 +254,11 @@ describe('the application-latency probe', () => {
     // the applier of another stream (up to 500 ms between batches) and an idle measurement (about 4 s) hold the
     // key log's lock; a batch counted its wait as its own time and shrank to a page for minutes (the demo's
     // parallel copy: 60 batches of 4.3 to 5.9 s, each after an idle measurement of the other stream)
-    const { acts, plan } = await runOfNew('pw', 300_000);
+    await db.pool.query(`CREATE TABLE pw (id bigint PRIMARY KEY, created_at timestamptz NOT NULL, note text)`);
+    await db.pool.query(`INSERT INTO pw SELECT g, now() - (g % 300) * interval '1 day', repeat('n', 40) || g
+      FROM generate_series(1, 300000) g`);
+    await db.pool.query('ANALYZE pw');
+    const { acts, plan } = await runOf('pw');
     const holder = new Client({ connectionString: db.url });
     await holder.connect();
     try {
@@ -294,7 +289,11 @@ describe('the application-latency probe', () => {
   it("a retry's wait for the key log's lock is not the batch's either", async () => {
     // (helper-28) the first attempt has the lock, its copy waits for the shadow's lock and gives up (55P03); the
     // key log's lock, asked for meanwhile, is granted at the rollback and held 2.5 s: the retries wait for it
-    const { acts, plan } = await runOfNew('pr', 150_000);
+    await db.pool.query(`CREATE TABLE pr (id bigint PRIMARY KEY, created_at timestamptz NOT NULL, note text)`);
+    await db.pool.query(`INSERT INTO pr SELECT g, now() - (g % 300) * interval '1 day', repeat('n', 40) || g
+      FROM generate_series(1, 150000) g`);
+    await db.pool.query('ANALYZE pr');
+    const { acts, plan } = await runOf('pr');
     const spy = jest.spyOn(metrics, 'batchDuration');
     const [app, applier, watch] = [db.url, db.url, db.url].map((u) => new Client({ connectionString: u }));
     await Promise.all([app.connect(), applier.connect(), watch.connect()]);
