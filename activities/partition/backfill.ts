@@ -126,16 +126,11 @@ async function guardedBatch(
     // the key log's lock, shared, in a statement of its own before the copy's: the copy's snapshot is taken
     // after it, and the applier (exclusive) applies a change only after this batch commits
     if (keyLog) await c.query(keyLog.batchLock);
-    // the batch's own time: every attempt's, from when it has the lock (a fast copy's duplicate copied again
-    // counts, as a copy's wait for a row lock does); an attempt's wait for the lock does not
-    const from = Date.now();
-    try {
-      const read = await copy(c);
-      if (!(await b.commit(c, read))) throw new CheckpointMoved();
-      return read;
-    } finally {
-      timing.copyMs += Date.now() - from;
-    }
+    // the first time the lock is had: a fast copy's duplicate copied again counts, as a row lock's retry does
+    timing.copyFrom ??= Date.now();
+    const read = await copy(c);
+    if (!(await b.commit(c, read))) throw new CheckpointMoved();
+    return read;
   };
   for (let attempt = 1; ; attempt++) {
     try {
@@ -154,14 +149,13 @@ async function guardedBatch(
 }
 
 /**
- * A batch's own time: its attempts' time once each has the key log's lock, which the applier of another stream
- * (up to APPLY_BETWEEN_MS) or an idle measurement (about 4 s) may hold. The batch's size follows it; with the
- * wait counted, one wait for an idle measurement shrank the next batches to a page.
+ * When a batch's copy started: after the key log's lock, which the applier of another stream (up to
+ * APPLY_BETWEEN_MS) or an idle measurement (about 4 s) may hold. The batch's size follows the time from
+ * there; counted from before the wait, one wait for an idle measurement shrank the next batches to a page.
  */
 interface BatchTiming {
   started: number;
-  /** the attempts' time with the lock, ms */
-  copyMs: number;
+  copyFrom?: number;
 }
 
 /** After a batch: its own time (without its wait for the key log's lock) timed, and the next batch's size. */
@@ -174,11 +168,12 @@ function afterBatch(
   timing: BatchTiming,
   merged: boolean,
 ): number | undefined {
-  const took = timing.copyMs;
+  const copyFrom = timing.copyFrom ?? timing.started;
+  const took = Date.now() - copyFrom;
   metrics.batchDuration(displayName(input.table), took);
   if (!input.maxBatchMs) return undefined;
   if (took > 4 * input.maxBatchMs) {
-    const waitedMs = Date.now() - timing.started - took;
+    const waitedMs = copyFrom - timing.started;
     logger.warn({ tookMs: took, waitedMs, units, merged, maxBatchMs: input.maxBatchMs }, 'a batch took long');
   }
   return (tune.size = nextBatchSize(units, cap, took, input.maxBatchMs));
@@ -412,7 +407,7 @@ export async function backfillChunk({ pool, log }: Deps, input: BackfillChunkInp
       if (held || (held = await appLatency({ pool, logger }, input, bounds, tune, started + input.maxMs))) break;
       lastWal = look.walInsert;
       const b = await w.next(size, counts.batches);
-      const timing: BatchTiming = { started: Date.now(), copyMs: 0 };
+      const timing: BatchTiming = { started: Date.now() };
       const [read, merged] = await copyBatch(pool, b, tune, input.sql.keyLog, timing);
       if (read === 'moved') {
         rowsCopied = await afterMove(pool, t, logger, w, pages);

@@ -15,7 +15,7 @@ function instruments(m: MetricMeter) {
       'partflow_batch_duration',
       'int',
       'ms',
-      "Duration of one backfill batch: its attempts once each had the key log's lock (no wait for it)",
+      'Duration of one backfill batch transaction',
     ),
     lockWaitRetries: m.createCounter(
       'partflow_lock_wait_retries',
