@@ -154,29 +154,7 @@ async function guardedBatch(
  * there; counted from before the wait, one wait for an idle measurement shrank the next batches to a page.
  */
 interface BatchTiming {
-  started: number;
   copyFrom?: number;
-}
-
-/** After a batch: its own time (without its wait for the key log's lock) timed, and the next batch's size. */
-function afterBatch(
-  input: BackfillChunkInput,
-  logger: Logger,
-  tune: Tuning,
-  cap: number,
-  units: number,
-  timing: BatchTiming,
-  merged: boolean,
-): number | undefined {
-  const copyFrom = timing.copyFrom ?? timing.started;
-  const took = Date.now() - copyFrom;
-  metrics.batchDuration(displayName(input.table), took);
-  if (!input.maxBatchMs) return undefined;
-  if (took > 4 * input.maxBatchMs) {
-    const waitedMs = copyFrom - timing.started;
-    logger.warn({ tookMs: took, waitedMs, units, merged, maxBatchMs: input.maxBatchMs }, 'a batch took long');
-  }
-  return (tune.size = nextBatchSize(units, cap, took, input.maxBatchMs));
 }
 
 /**
@@ -407,14 +385,27 @@ export async function backfillChunk({ pool, log }: Deps, input: BackfillChunkInp
       if (held || (held = await appLatency({ pool, logger }, input, bounds, tune, started + input.maxMs))) break;
       lastWal = look.walInsert;
       const b = await w.next(size, counts.batches);
-      const timing: BatchTiming = { started: Date.now() };
+      const batchStarted = Date.now();
+      const timing: BatchTiming = {};
       const [read, merged] = await copyBatch(pool, b, tune, input.sql.keyLog, timing);
       if (read === 'moved') {
         rowsCopied = await afterMove(pool, t, logger, w, pages);
         continue;
       }
+      // the batch's own time, without its wait for the key log's lock
+      const now = Date.now();
+      const copyFrom = timing.copyFrom ?? batchStarted;
+      const took = now - copyFrom;
+      metrics.batchDuration(displayName(t), took);
       metrics.rowsCopied(displayName(t), read);
-      size = afterBatch(input, logger, tune, w.cap, b.units, timing, merged) ?? size;
+      if (input.maxBatchMs) tune.size = size = nextBatchSize(b.units, w.cap, took, input.maxBatchMs);
+      if (input.maxBatchMs && took > 4 * input.maxBatchMs) {
+        const waitedMs = copyFrom - batchStarted;
+        logger.warn(
+          { tookMs: took, waitedMs, units: b.units, merged, maxBatchMs: input.maxBatchMs },
+          'a batch took long',
+        );
+      }
       w.advance();
       rowsCopied += read;
       counts.rowsThisChunk += read;
