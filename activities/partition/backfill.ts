@@ -119,15 +119,12 @@ async function guardedBatch(
   pool: Pool,
   b: Batch,
   copy: (c: PoolClient) => Promise<number>,
-  keyLog: KeyLogApplySql | undefined,
-  timing: BatchTiming,
+  keyLog?: KeyLogApplySql,
 ): Promise<number | 'moved'> {
   const batch = async (c: PoolClient) => {
     // the key log's lock, shared, in a statement of its own before the copy's: the copy's snapshot is taken
     // after it, and the applier (exclusive) applies a change only after this batch commits
     if (keyLog) await c.query(keyLog.batchLock);
-    // the first time the lock is had: a fast copy's duplicate copied again counts, as a row lock's retry does
-    timing.copyFrom ??= Date.now();
     const read = await copy(c);
     if (!(await b.commit(c, read))) throw new CheckpointMoved();
     return read;
@@ -149,15 +146,6 @@ async function guardedBatch(
 }
 
 /**
- * When a batch's copy started: after the key log's lock, which the applier of another stream (up to
- * APPLY_BETWEEN_MS) or an idle measurement (about 4 s) may hold. The batch's size follows the time from
- * there; counted from before the wait, one wait for an idle measurement shrank the next batches to a page.
- */
-interface BatchTiming {
-  copyFrom?: number;
-}
-
-/**
  * The fast copy unless a recent batch of this table met rows the applier had written; a fast copy that
  * meets one is copied again with ON CONFLICT, and so are the next MERGE_BATCHES batches.
  */
@@ -165,18 +153,17 @@ async function copyBatch(
   pool: Pool,
   b: Batch,
   tune: Tuning,
-  keyLog: KeyLogApplySql | undefined,
-  timing: BatchTiming,
+  keyLog?: KeyLogApplySql,
 ): Promise<[number | 'moved', boolean]> {
   const fast = !!b.fastCopy && tune.mergeLeft === 0;
   if (tune.mergeLeft > 0) tune.mergeLeft--;
-  if (!fast) return [await guardedBatch(pool, b, b.copy, keyLog, timing), false];
+  if (!fast) return [await guardedBatch(pool, b, b.copy, keyLog), false];
   try {
-    return [await guardedBatch(pool, b, b.fastCopy!, keyLog, timing), false];
+    return [await guardedBatch(pool, b, b.fastCopy!, keyLog), false];
   } catch (err) {
     if ((err as { code?: string }).code !== '23505') throw err;
     tune.mergeLeft = MERGE_BATCHES;
-    return [await guardedBatch(pool, b, b.copy, keyLog, timing), true];
+    return [await guardedBatch(pool, b, b.copy, keyLog), true];
   }
 }
 
@@ -386,26 +373,17 @@ export async function backfillChunk({ pool, log }: Deps, input: BackfillChunkInp
       lastWal = look.walInsert;
       const b = await w.next(size, counts.batches);
       const batchStarted = Date.now();
-      const timing: BatchTiming = {};
-      const [read, merged] = await copyBatch(pool, b, tune, input.sql.keyLog, timing);
+      const [read, merged] = await copyBatch(pool, b, tune, input.sql.keyLog);
       if (read === 'moved') {
         rowsCopied = await afterMove(pool, t, logger, w, pages);
         continue;
       }
-      // the batch's own time, without its wait for the key log's lock
-      const now = Date.now();
-      const copyFrom = timing.copyFrom ?? batchStarted;
-      const took = now - copyFrom;
+      const took = Date.now() - batchStarted;
       metrics.batchDuration(displayName(t), took);
       metrics.rowsCopied(displayName(t), read);
       if (input.maxBatchMs) tune.size = size = nextBatchSize(b.units, w.cap, took, input.maxBatchMs);
-      if (input.maxBatchMs && took > 4 * input.maxBatchMs) {
-        const waitedMs = copyFrom - batchStarted;
-        logger.warn(
-          { tookMs: took, waitedMs, units: b.units, merged, maxBatchMs: input.maxBatchMs },
-          'a batch took long',
-        );
-      }
+      if (input.maxBatchMs && took > 4 * input.maxBatchMs)
+        logger.warn({ tookMs: took, units: b.units, merged, maxBatchMs: input.maxBatchMs }, 'a batch took long');
       w.advance();
       rowsCopied += read;
       counts.rowsThisChunk += read;

@@ -249,42 +249,6 @@ describe('the application-latency probe', () => {
     }
   });
 
-  it("a batch that waited for the key log's lock keeps its size: the wait is not the copy's", async () => {
-    // the applier of another stream (up to 500 ms between batches) and an idle measurement (about 4 s) hold the
-    // key log's lock; a batch counted its wait as its own time and shrank to a page for minutes (the demo's
-    // parallel copy: 60 batches of 4.3 to 5.9 s, each after an idle measurement of the other stream)
-    await db.pool.query(`CREATE TABLE pw (id bigint PRIMARY KEY, created_at timestamptz NOT NULL, note text)`);
-    await db.pool.query(`INSERT INTO pw SELECT g, now() - (g % 300) * interval '1 day', repeat('n', 40) || g
-      FROM generate_series(1, 300000) g`);
-    await db.pool.query('ANALYZE pw');
-    const { acts, plan } = await runOf('pw');
-    const holder = new Client({ connectionString: db.url });
-    await holder.connect();
-    try {
-      const input = { ...chunkOf(plan, 0), batchSize: 5000 }; // rows: 57 pages of pw
-      const warm = await acts.backfillChunk({ ...input, maxMs: 400 });
-      const warmSize = warm.pagesThisChunk / warm.batches;
-      expect(warm.done).toBe(false);
-      expect(warmSize).toBeGreaterThanOrEqual(10);
-      // the key log's lock, exclusive, held for 1.5 s while the next batch starts
-      await holder.query('BEGIN');
-      await holder.query(backfillSql(plan).keyLog!.lock);
-      const release = new Promise((r) => setTimeout(r, 1500)).then(() => holder.query('COMMIT'));
-      const waited = await acts.backfillChunk({ ...input, maxMs: 100 });
-      await release;
-      expect(waited.elapsedMs).toBeGreaterThanOrEqual(1400);
-      expect(waited.batches).toBeGreaterThanOrEqual(1);
-      // the next chunk's batches are of the size before the wait (a batch slower under load halves it at most
-      // once or twice), not a page growing by a fifth per batch (2 pages a batch on average in 20 ms, before)
-      const after = await acts.backfillChunk({ ...input, maxMs: 20 });
-      expect(after.batches).toBeGreaterThanOrEqual(1);
-      expect(after.pagesThisChunk / after.batches).toBeGreaterThanOrEqual(warmSize / 4);
-    } finally {
-      await holder.end();
-      await undoRun(acts, plan);
-    }
-  });
-
   it('the backfill pauses after its batches while the probe is over the bound', async () => {
     const { acts, plan } = await runOf('pp');
     try {
