@@ -51,7 +51,6 @@ export class Writer {
   private holding = false;
   private idle: boolean[] = [];
   private loops: Promise<void>[] = [];
-  private latencies: number[] = [];
   /** [start (epoch ms), took] of every statement */
   private timed: [number, number][] = [];
   readonly stats: WriterStats = {
@@ -123,8 +122,7 @@ export class Writer {
     this.running = false;
     await Promise.all(this.loops);
     for (const l of this.lanes.splice(0)) await l.client.end().catch(() => undefined);
-    const sorted = [...this.latencies].sort((a, b) => a - b);
-    this.stats.p99LatencyMs = sorted.length ? sorted[Math.floor(sorted.length * 0.99)] : 0;
+    this.stats.p99LatencyMs = this.p99Between(-Infinity, Infinity).p99;
     return this.stats;
   }
 
@@ -231,7 +229,6 @@ export class Writer {
         }
       }
       const took = Math.round((performance.now() - p0) * 10) / 10;
-      this.latencies.push(took);
       this.timed.push([t0, took]);
       if (took > this.stats.maxLatencyMs) this.stats.maxLatencyMs = took;
       this.noteSlow(took, t0, op);
