@@ -97,17 +97,20 @@ async function main(): Promise<void> {
   const dbUrl = `postgres://${conn.user}@${conn.host}:${conn.port}/${db}`;
   // One demo worker, left running afterwards so the CLI and the Web UI can be tried on the demo database.
   const pidFile = path.join(process.env.PARTFLOW_HOME ?? '.', 'demo-worker.pid');
+  const script = path.join(__dirname, '..', 'worker', 'main.js');
+  // Alive and running a partflow worker (this checkout's or another's): a pid file outlives its process, and
+  // its pid may since be another program's, which must be neither reused nor stopped.
   const alive = (pid: number) => {
     try {
       process.kill(pid, 0);
-      return true;
+      const argv = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+      return argv.some((a) => a.endsWith(path.join('worker', 'main.js')));
     } catch {
       return false;
     }
   };
   // The running demo worker is reused only when it runs this very build: a worker left from an older
   // checkout or build would run old code against the new demo (its pid file records what it runs).
-  const script = path.join(__dirname, '..', 'worker', 'main.js');
   const build = `${script}@${newestMtime(path.join(__dirname, '..'))}`;
   const old = fs.existsSync(pidFile) ? fs.readFileSync(pidFile, 'utf8').trim().split('\n') : [];
   const oldPid = Number(old[0] ?? 0);

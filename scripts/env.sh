@@ -13,6 +13,18 @@ mkdir -p "$PARTFLOW_HOME/bin" "$PARTFLOW_HOME/logs"
 
 say() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
 
+# Whether the pid in file $1 is a live process of program $2 (its argv[0]'s base name). A pid file outlives its
+# process, and on a machine whose state is kept between runs its pid comes back as some other process: CI once
+# took such a pid for Temporal Server, did not start it, and waited for it in vain.
+pid_file_runs() {
+  local pid exe
+  [ -s "$1" ] || return 1
+  pid="$(head -1 "$1")"
+  [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null || return 1
+  exe="$(tr '\0' '\n' < "/proc/$pid/cmdline" 2>/dev/null | head -1)"
+  [ "$(basename -- "${exe:-?}")" = "$2" ]
+}
+
 pg_bindir() {
   local d
   for d in /usr/lib/postgresql/*/bin; do [ -x "$d/postgres" ] && { echo "$d"; return 0; }; done

@@ -103,7 +103,7 @@ dynamicConfigClient:
 YAML
 }
 
-running() { [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; }
+running() { pid_file_runs "$PIDFILE" temporal-server; }
 
 start() {
   build

@@ -37,7 +37,7 @@ function startWorker(n: number): ChildProcess {
   return p;
 }
 
-const server = (verb: 'start' | 'kill') =>
+const server = (verb: 'start' | 'stop' | 'kill') =>
   execFileSync('bash', [path.join(ROOT, 'scripts', 'temporal-server.sh'), verb], { stdio: 'inherit' });
 
 beforeAll(async () => {
@@ -50,6 +50,8 @@ afterAll(async () => {
   for (const p of workers.values()) p.kill('SIGKILL');
   await connection?.close();
   await db?.drop();
+  // stopped, not left to outlive the run with a pid file that a later process may come to own
+  server('stop');
 });
 
 test('three workers on Temporal Server with PostgreSQL: the backfill worker killed, the server restarted, exact', async () => {
