@@ -15,7 +15,7 @@ function instruments(m: MetricMeter) {
       'partflow_batch_duration',
       'int',
       'ms',
-      'Duration of one backfill batch transaction',
+      "Duration of one backfill batch transaction, its waits for the key log's lock left out",
     ),
     lockWaitRetries: m.createCounter(
       'partflow_lock_wait_retries',

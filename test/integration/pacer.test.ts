@@ -9,6 +9,7 @@
 import { Client } from 'pg';
 import { createActivities } from '../../activities';
 import { AppProbe, CommitProber, probeBaseline } from '../../activities/runtime/replicas';
+import { metrics } from '../../activities/runtime/metrics';
 import { migrate } from '../../activities/runtime/migrate';
 import { createLogger } from '../../src/logger';
 import { backfillSql, Plan } from '../../src/plan';
@@ -45,6 +46,15 @@ async function runOf(table: string) {
   await acts.createShadow(plan, 500);
   await acts.installSyncTrigger(plan, 500);
   return { acts, plan };
+}
+
+/** A run of a new table of `rows` rows, about 88 to a page (a batch of 5,000 rows: 57 pages at most). */
+async function runOfNew(table: string, rows: number) {
+  await db.pool.query(`CREATE TABLE ${table} (id bigint PRIMARY KEY, created_at timestamptz NOT NULL, note text)`);
+  await db.pool.query(`INSERT INTO ${table} SELECT g, now() - (g % 300) * interval '1 day', repeat('n', 40) || g
+    FROM generate_series(1, ${rows}) g`);
+  await db.pool.query(`ANALYZE ${table}`);
+  return runOf(table);
 }
 
 /** A backfill chunk's input for the run's plan: batches of at most 50 pages and 50 ms, the default bounds. */
@@ -245,6 +255,81 @@ describe('the application-latency probe', () => {
       expect(small.done).toBe(false);
     } finally {
       [PACE.startSlowPages, PACE.rebaselineEveryMs, PACE.rebaselineFirstMs] = [slow, every, first];
+      await undoRun(acts, plan);
+    }
+  });
+
+  it("a batch that waited for the key log's lock keeps its size: the wait is not the copy's", async () => {
+    // the applier of another stream (up to 500 ms between batches) and an idle measurement (about 4 s) hold the
+    // key log's lock; a batch counted its wait as its own time and shrank to a page for minutes (the demo's
+    // parallel copy: 60 batches of 4.3 to 5.9 s, each after an idle measurement of the other stream)
+    const { acts, plan } = await runOfNew('pw', 300_000);
+    const holder = new Client({ connectionString: db.url });
+    await holder.connect();
+    try {
+      const input = { ...chunkOf(plan, 0), batchSize: 5000 }; // rows: 57 pages of pw
+      const warm = await acts.backfillChunk({ ...input, maxMs: 400 });
+      const warmSize = warm.pagesThisChunk / warm.batches;
+      expect(warm.done).toBe(false);
+      expect(warmSize).toBeGreaterThanOrEqual(10);
+      // the key log's lock, exclusive, held for 1.5 s while the next batch starts
+      await holder.query('BEGIN');
+      await holder.query(backfillSql(plan).keyLog!.lock);
+      const release = new Promise((r) => setTimeout(r, 1500)).then(() => holder.query('COMMIT'));
+      const waited = await acts.backfillChunk({ ...input, maxMs: 100 });
+      await release;
+      expect(waited.elapsedMs).toBeGreaterThanOrEqual(1400);
+      expect(waited.batches).toBeGreaterThanOrEqual(1);
+      // the next chunk's batches are of the size before the wait (a batch slower under load halves it at most
+      // once or twice), not a page growing by a fifth per batch (2 pages a batch on average in 20 ms, before)
+      const after = await acts.backfillChunk({ ...input, maxMs: 20 });
+      expect(after.batches).toBeGreaterThanOrEqual(1);
+      expect(after.pagesThisChunk / after.batches).toBeGreaterThanOrEqual(warmSize / 4);
+    } finally {
+      await holder.end();
+      await undoRun(acts, plan);
+    }
+  });
+
+  it("a retry's wait for the key log's lock is not the batch's either", async () => {
+    // (helper-28) the first attempt has the lock, its copy waits for the shadow's lock and gives up (55P03); the
+    // key log's lock, asked for meanwhile, is granted at the rollback and held 2.5 s: the retries wait for it
+    const { acts, plan } = await runOfNew('pr', 150_000);
+    const spy = jest.spyOn(metrics, 'batchDuration');
+    const [app, applier, watch] = [db.url, db.url, db.url].map((u) => new Client({ connectionString: u }));
+    await Promise.all([app.connect(), applier.connect(), watch.connect()]);
+    try {
+      const input = { ...chunkOf(plan, 0), batchSize: 5000 };
+      await acts.backfillChunk({ ...input, maxMs: 400 });
+      spy.mockClear();
+      await app.query('BEGIN');
+      await app.query('LOCK TABLE pr_pf_shadow IN SHARE MODE');
+      const chunk = acts.backfillChunk({ ...input, maxMs: 100 });
+      // the batch's INSERT waits for the shadow
+      for (let i = 0; i < 200; i++) {
+        const { rows } = await watch.query(`SELECT count(*)::int AS n FROM pg_stat_activity
+          WHERE datname = current_database() AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()`);
+        if (rows[0].n > 0) break;
+        await new Promise((r) => setTimeout(r, 5));
+      }
+      await applier.query('BEGIN');
+      const granted = applier.query(backfillSql(plan).keyLog!.lock);
+      await new Promise((r) => setTimeout(r, 300));
+      await app.query('COMMIT');
+      await granted;
+      await new Promise((r) => setTimeout(r, 2500));
+      await applier.query('COMMIT');
+      const r = await chunk;
+      expect(r.batches).toBeGreaterThanOrEqual(1);
+      expect(r.elapsedMs).toBeGreaterThanOrEqual(2500);
+      // the first batch's own time: its copy's 200 ms wait for the shadow (lock_timeout) and its copies, not 2.5 s
+      const first = spy.mock.calls[0][1] as number;
+      expect(first).toBeLessThan(1500);
+    } finally {
+      spy.mockRestore();
+      await app.query('ROLLBACK').catch(() => undefined);
+      await applier.query('ROLLBACK').catch(() => undefined);
+      await Promise.all([app.end(), applier.end(), watch.end()]);
       await undoRun(acts, plan);
     }
   });
