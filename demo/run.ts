@@ -98,13 +98,22 @@ async function main(): Promise<void> {
   // One demo worker, left running afterwards so the CLI and the Web UI can be tried on the demo database.
   const pidFile = path.join(process.env.PARTFLOW_HOME ?? '.', 'demo-worker.pid');
   const script = path.join(__dirname, '..', 'worker', 'main.js');
-  // Alive and running a partflow worker (this checkout's or another's): a pid file outlives its process, and
-  // its pid may since be another program's, which must be neither reused nor stopped.
-  const alive = (pid: number) => {
+  // The worker the pid file names ("pid, build, start time"), alive: a pid file outlives its process, and its
+  // pid may since be another program's, which must be neither reused nor stopped. A process is its pid and its
+  // start time (/proc/PID/stat's 22nd field, after the command's parenthesis); a file written before recorded
+  // none, and then a partflow worker script among the process's arguments has to do.
+  const stat = (pid: number): string[] => {
     try {
-      process.kill(pid, 0);
+      const text = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+      return text.slice(text.lastIndexOf(') ') + 2).split(' ');
+    } catch {
+      return [];
+    }
+  };
+  const runsWorker = (pid: number) => {
+    try {
       const argv = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
-      return argv.some((a) => a.endsWith(path.join('worker', 'main.js')));
+      return argv.some((a) => a.endsWith(`${path.sep}${path.join('worker', 'main.js')}`));
     } catch {
       return false;
     }
@@ -114,6 +123,12 @@ async function main(): Promise<void> {
   const build = `${script}@${newestMtime(path.join(__dirname, '..'))}`;
   const old = fs.existsSync(pidFile) ? fs.readFileSync(pidFile, 'utf8').trim().split('\n') : [];
   const oldPid = Number(old[0] ?? 0);
+  const alive = (pid: number) => {
+    if (!Number.isSafeInteger(pid) || pid <= 0) return false;
+    const fields = stat(pid); // [0] its state (Z: a zombie), [19] its start time
+    if (!fields[0] || fields[0] === 'Z') return false;
+    return old[2] ? old[2] === fields[19] : runsWorker(pid);
+  };
   if (oldPid && alive(oldPid) && old[1] === build) {
     line(`using the running demo worker (pid ${oldPid})`);
   } else {
@@ -131,7 +146,7 @@ async function main(): Promise<void> {
       detached: true,
     });
     workerProc.unref();
-    fs.writeFileSync(pidFile, `${workerProc.pid}\n${build}\n`);
+    fs.writeFileSync(pidFile, `${workerProc.pid}\n${build}\n${stat(workerProc.pid!)[19] ?? ''}\n`);
     line(
       `started a worker (pid ${workerProc.pid}, log ${logFile}); it keeps running after the demo: kill ${workerProc.pid} to stop it`,
     );

@@ -13,15 +13,40 @@ mkdir -p "$PARTFLOW_HOME/bin" "$PARTFLOW_HOME/logs"
 
 say() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
 
-# Whether the pid in file $1 is a live process of program $2 (its argv[0]'s base name). A pid file outlives its
-# process, and on a machine whose state is kept between runs its pid comes back as some other process: CI once
-# took such a pid for Temporal Server, did not start it, and waited for it in vain.
+# A pid file names one process by its pid and its start time ("PID STARTED", written by pid_file_write): a pid
+# file outlives its process, and on a machine whose state is kept between runs its pid comes back as some other
+# process. CI once took such a pid for Temporal Server, did not start it, and waited for it in vain.
+
+# The start time of process $1: /proc/PID/stat's 22nd field, clock ticks since boot (after the command's
+# parenthesis, which may hold spaces).
+proc_started() {
+  local stat
+  stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
+  stat="${stat##*) }"
+  # shellcheck disable=SC2086 # the fields, split on purpose
+  set -- $stat
+  [ -n "${20:-}" ] && echo "${20}"
+}
+
+# The pid file $1 for process $2.
+pid_file_write() { echo "$2 $(proc_started "$2" || echo 0)" > "$1"; }
+
+# The pid named in file $1 (its first word), or nothing.
+pid_file_pid() {
+  local pid=""
+  [ -s "$1" ] && read -r pid _ < "$1" || true
+  [[ "$pid" =~ ^[1-9][0-9]*$ ]] && echo "$pid" || true
+}
+
+# Whether file $1 names a live process of program $2 (its argv[0]'s base name) that is the process it recorded
+# (the same start time; a file without one, written before, is trusted on the name alone).
 pid_file_runs() {
-  local pid exe
-  [ -s "$1" ] || return 1
-  pid="$(head -1 "$1")"
-  [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null || return 1
-  exe="$(tr '\0' '\n' < "/proc/$pid/cmdline" 2>/dev/null | head -1)"
+  local pid started exe
+  pid="$(pid_file_pid "$1")"
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
+  read -r _ started _ < "$1" || true
+  if [ -n "${started:-}" ] && [ "$started" != "$(proc_started "$pid" || echo none)" ]; then return 1; fi
+  exe="$(tr '\0' '\n' 2>/dev/null < "/proc/$pid/cmdline" | head -1)"
   [ "$(basename -- "${exe:-?}")" = "$2" ]
 }
 

@@ -117,7 +117,7 @@ start() {
     # exec: the pid recorded is the server's own; setsid and no inherited descriptors: it outlives this script
     (cd "$ROOT" && exec setsid "$BIN/temporal-server" --root "$ROOT" --config config --env development \
       --allow-no-auth start < /dev/null >> "$ROOT/server.log" 2>&1) &
-    echo $! > "$PIDFILE"
+    pid_file_write "$PIDFILE" $!
   fi
   for _ in $(seq 1 120); do
     if "$TEMPORAL_BIN" operator namespace describe --namespace default --address "127.0.0.1:$PORT" >/dev/null 2>&1; then
@@ -136,8 +136,14 @@ start() {
 stop() {
   local sig="$1"
   if running; then
-    kill "-$sig" "$(cat "$PIDFILE")" 2>/dev/null || true
+    kill "-$sig" "$(pid_file_pid "$PIDFILE")" 2>/dev/null || true
     for _ in $(seq 1 100); do running || break; sleep 0.2; done
+    # not gone in 20 s: killed, so that the pid file is never removed while its server still runs
+    if running; then
+      say "Temporal Server did not stop in 20 s: killing it"
+      kill -KILL "$(pid_file_pid "$PIDFILE")" 2>/dev/null || true
+      for _ in $(seq 1 50); do running || break; sleep 0.2; done
+    fi
   fi
   rm -f "$PIDFILE"
 }

@@ -48,10 +48,13 @@ beforeAll(async () => {
 
 afterAll(async () => {
   for (const p of workers.values()) p.kill('SIGKILL');
-  await connection?.close();
-  await db?.drop();
-  // stopped, not left to outlive the run with a pid file that a later process may come to own
-  server('stop');
+  try {
+    await connection?.close();
+    await db?.drop();
+  } finally {
+    // stopped, not left to outlive the run with a pid file that a later process may come to own
+    server('stop');
+  }
 });
 
 test('three workers on Temporal Server with PostgreSQL: the backfill worker killed, the server restarted, exact', async () => {
