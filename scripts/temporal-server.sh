@@ -5,6 +5,7 @@
 #   scripts/temporal-server.sh start   create and migrate its databases, start it on 127.0.0.1:$PORT
 #   scripts/temporal-server.sh stop    stop it (kill -TERM), its databases stay
 #   scripts/temporal-server.sh kill    kill -KILL, as a crash would
+#   scripts/temporal-server.sh status  exit 0 when the server its pid file names runs
 # PORT is $PARTFLOW_TEMPORAL_SERVER_PORT (default 7333; its other services take PORT+1..PORT+9).
 source "$(dirname "$0")/env.sh"
 VERSION="${TEMPORAL_SERVER_VERSION:-v1.29.1}"
@@ -153,5 +154,6 @@ case "${1:-}" in
   start) start ;;
   stop) stop TERM ;;
   kill) stop KILL ;;
-  *) echo "usage: $0 build|start|stop|kill" >&2; exit 2 ;;
+  status) running ;;
+  *) echo "usage: $0 build|start|stop|kill|status" >&2; exit 2 ;;
 esac
