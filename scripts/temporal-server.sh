@@ -13,7 +13,7 @@ BIN="$PARTFLOW_HOME/bin"
 ROOT="$PARTFLOW_HOME/temporal-server"
 PORT="${PARTFLOW_TEMPORAL_SERVER_PORT:-7333}"
 PIDFILE="$ROOT/server.pid"
-MOD="$(go env GOMODCACHE)/go.temporal.io/server@$VERSION"
+MOD="$(go env GOMODCACHE 2>/dev/null || echo "$HOME/go/pkg/mod")/go.temporal.io/server@$VERSION"
 
 build() {
   if [ ! -x "$BIN/temporal-server" ] || [ ! -x "$BIN/temporal-sql-tool" ]; then
