@@ -139,7 +139,9 @@ export async function attachCutover(deps: Deps, plan: Plan, lockTimeoutMs: numbe
 /**
  * Undo of the attach cut-over: the original primary key's index built CONCURRENTLY on the history partition
  * first (writes go on), then one transaction: detach, the rows written since the cut-over moved back, the
- * keys and names back. The inbound foreign keys are validated after it.
+ * keys and names back, and the snapshot guard only when rows were moved (they are partflow's row versions; the
+ * history partition's rows are the application's, which a snapshot older than the swap sees as before). The
+ * inbound foreign keys are validated after it.
  */
 export async function attachSwapBack(
   { pool, log }: Deps,
@@ -186,6 +188,7 @@ export async function attachSwapBack(
       ).rows[0].n,
     );
     await runAll(c, then);
+    if (movedRows > 0) await runAll(c, a.swapBackGuard ?? []);
     await recordCutover(c, plan.table, false);
   };
   const watch = qualified(plan.table);

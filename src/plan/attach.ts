@@ -59,6 +59,12 @@ export interface AttachSql {
   /** one transaction, beginning with its LOCK TABLE */
   swapBack: string[];
   /**
+   * the snapshot guard, installed by the swap back's transaction only when it moved rows back (they are new row
+   * versions); a swap back that moved none leaves only the application's rows, which every snapshot sees as
+   * before. Absent in plans made before: their swapBack installs the guard whatever it moved.
+   */
+  swapBackGuard?: string[];
+  /**
    * after the swap back, once no snapshot older than it is left: its snapshot guard off the table, one
    * transaction beginning with its LOCK TABLE (absent in plans made before the swap back had a guard)
    */
@@ -235,8 +241,6 @@ function swapBackSql(ctx: PlanContext, n: Names, renames: IndexRename[], dropKep
     ...n.ownedBy,
     ...carriedViewsSql(info.views ?? []),
     ...movePublicationsSql(info, ctx.shadow, table, false),
-    // the rows moved back are new row versions: a snapshot older than the swap back does not see them (sync.ts)
-    ...snapshotGuardSql(table, n.snapshotGuard),
     ...info.inboundForeignKeys.map((fk) => addForeignKeySql(fk.table, fk)),
   ];
 }
@@ -262,7 +266,8 @@ export function attachStep(
     'A rollback moves the rows written into the monthly partitions since the cut-over back into the table under ' +
       'its lock: the longer the rollback window, the longer that lock. A REPEATABLE READ or SERIALIZABLE ' +
       'transaction whose snapshot is older than that swap back does not see those rows: its UPDATE and DELETE ' +
-      'fail with 40001 (partflow_snapshot_guard) and its reads miss them, until it ends.',
+      'fail with 40001 (partflow_snapshot_guard) and its reads miss them, until it ends. A swap back that moves ' +
+      "no row (none dated on or after the cut-off was written) leaves the application's rows only, and no guard.",
   );
   const pkMb = Math.round((info.attach?.primaryKeyBytes ?? 0) / 2 ** 20);
   ctx.warnings.push(
@@ -287,6 +292,8 @@ export function attachStep(
     buildBack: `CREATE UNIQUE INDEX CONCURRENTLY ${q(n.backIndex)} ON ${n.h} (${ctx.sourceKey.map(q).join(', ')})`,
     dropBack: `DROP INDEX CONCURRENTLY IF EXISTS ${qualified(sibling(table, n.backIndex))}`,
     swapBack: swapBackSql(ctx, n, renames, dropKeptKeys),
+    // the rows moved back are new row versions: a snapshot older than the swap back does not see them (sync.ts)
+    swapBackGuard: snapshotGuardSql(table, n.snapshotGuard),
     dropGuard: [
       `LOCK TABLE ${qualified(table)} IN ACCESS EXCLUSIVE MODE`,
       ...dropSnapshotGuardSql(qualified(table), n.snapshotGuard),

@@ -284,7 +284,7 @@ export function undoStatements(plan: Plan): { step: string; sql: string }[] {
   const a = s.attach;
   if (a) {
     return [
-      ...each('undo cutover', [a.buildBack, ...a.swapBack, ...s.validateInbound]),
+      ...each('undo cutover', [a.buildBack, ...a.swapBack, ...(a.swapBackGuard ?? []), ...s.validateInbound]),
       ...each('undo attach check', [a.dropCheck]),
       ...each('undo shadow', s.dropShadow),
       ...each('undo attach key', [a.dropKey, a.dropBack]),

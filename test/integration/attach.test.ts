@@ -582,6 +582,57 @@ test('a REPEATABLE READ snapshot older than the swap back: its UPDATE of a row m
   }
 });
 
+test('a swap back that moves no row: a REPEATABLE READ or SERIALIZABLE snapshot older than it updates and deletes as without partflow (no guard)', async () => {
+  await createImages('strad0', 2000);
+  const d = new Date();
+  const cutoffMonth = `${d.getUTCFullYear() + 1}-${String(d.getUTCMonth() + 1).padStart(2, '0')}`;
+  const h = await start({ table: 'strad0', method: 'attach', cutoffMonth, approval: 'auto', rollbackWindow: '1h' });
+  await waitFor(h, (p) => p.phase === 'rollback-window', 'the cut-over');
+  // written since the cut-over, dated before the cut-off: in the history partition, which becomes the table again
+  await db.pool.query(`INSERT INTO strad0 (id, user_id, payload, created_at) VALUES (900001, 1, 'new', now())`);
+  await db.pool.query(`CREATE UNIQUE INDEX CONCURRENTLY strad0_pfa_back ON strad0_history (id)`);
+  const sessions = await Promise.all(['REPEATABLE READ', 'SERIALIZABLE'].map(() => db.pool.connect()));
+  try {
+    for (const [i, level] of ['REPEATABLE READ', 'SERIALIZABLE'].entries()) {
+      await sessions[i].query(`BEGIN ISOLATION LEVEL ${level}`);
+      await sessions[i].query('SELECT count(*) FROM pg_class'); // the snapshot, before the swap back
+    }
+    await h.signal('rollback');
+    const plain = async () =>
+      (await db.pool.query(`SELECT relkind = 'r' AS ok FROM pg_class WHERE oid = 'strad0'::regclass`)).rows[0].ok;
+    for (let i = 0; i < 150 && !(await plain()); i++) await sleep(200);
+    expect(await plain()).toBe(true);
+    const [rr, ser] = sessions;
+    const outcome = (p: Promise<{ rowCount: number | null }>) =>
+      p.then(
+        (r) => `${r.rowCount} rows`,
+        (e: { code?: string }) => e.code ?? 'error',
+      );
+    expect(await outcome(rr.query(`UPDATE strad0 SET payload = 'straddler' WHERE id = 900001`))).toBe('1 rows');
+    expect(await outcome(rr.query(`DELETE FROM strad0 WHERE id = 1`))).toBe('1 rows');
+    expect(await outcome(ser.query(`UPDATE strad0 SET payload = 'ser' WHERE id = 2`))).toBe('1 rows');
+    expect(await outcome(ser.query(`DELETE FROM strad0 WHERE id = 3`))).toBe('1 rows');
+    await rr.query('COMMIT');
+    await ser.query('COMMIT');
+    expect((await h.result()).status).toBe('rolled-back');
+    // nothing was moved back: every row of the table is a version the application wrote, so no guard was needed
+    const guards = await db.pool.query(
+      `SELECT count(*)::int AS n FROM pg_trigger WHERE tgname = 'partflow_snapshot_guard'`,
+    );
+    expect(guards.rows[0].n).toBe(0);
+    const r = await db.pool.query(`SELECT id, payload FROM strad0 WHERE id IN (1, 2, 3, 900001) ORDER BY id`);
+    expect(r.rows).toEqual([
+      { id: '2', payload: 'ser' },
+      { id: '900001', payload: 'straddler' },
+    ]);
+  } finally {
+    for (const s of sessions) {
+      await s.query('ROLLBACK').catch(() => undefined);
+      s.release();
+    }
+  }
+});
+
 test('a run ended while its swap back waits for an older snapshot: cleanup removes the guard once that snapshot ends', async () => {
   await createImages('strad2', 500);
   const d = new Date();
@@ -589,6 +640,10 @@ test('a run ended while its swap back waits for an older snapshot: cleanup remov
   const before = await catalogSnapshot(db.pool, ['public']);
   const h = await start({ table: 'strad2', method: 'attach', cutoffMonth, approval: 'auto', rollbackWindow: '1h' });
   await waitFor(h, (p) => p.phase === 'rollback-window', 'the cut-over');
+  // a row the swap back moves, so that it installs its guard
+  await db.pool.query(`INSERT INTO strad2 (id, user_id, payload, created_at) VALUES (900001, 1, 'new', $1)`, [
+    `${cutoffMonth}-15`,
+  ]);
   await db.pool.query(`CREATE UNIQUE INDEX CONCURRENTLY strad2_pfa_back ON strad2_history (id)`);
   const s = await db.pool.connect();
   const guards = async () =>
