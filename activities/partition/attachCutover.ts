@@ -139,7 +139,8 @@ export async function attachCutover(deps: Deps, plan: Plan, lockTimeoutMs: numbe
 /**
  * Undo of the attach cut-over: the original primary key's index built CONCURRENTLY on the history partition
  * first (writes go on), then one transaction: detach, the rows written since the cut-over moved back, the
- * keys and names back, and the snapshot guard only when rows were moved (they are partflow's row versions; the
+ * keys and names back, and the snapshot guard unless no row was ever written outside the history partition (rows
+ * moved back are partflow's row versions, and a row deleted there may still be seen by an older snapshot; the
  * history partition's rows are the application's, which a snapshot older than the swap sees as before). The
  * inbound foreign keys are validated after it.
  */
@@ -177,6 +178,7 @@ export async function attachSwapBack(
   const { lock, then } = splitLock(a.swapBack);
   const across = acrossPartitions(plan, lockTimeoutMs);
   let movedRows = 0;
+  let written = false;
   const swap = async (c: PoolClient) => {
     await lockUpFront(c, [lock], across.budget);
     await undoFence(c, plan.table);
@@ -187,15 +189,24 @@ export async function attachSwapBack(
         ])
       ).rows[0].n,
     );
+    // a row version an older snapshot may still see (a row deleted or moved back under the cut-off after it) leaves
+    // a page; vacuum frees no tuple such a snapshot sees, and nothing else writes these partitions (helper-30)
+    written = (
+      await c.query(
+        `SELECT coalesce(sum(pg_relation_size(r.relid)), 0) > 0 AS w FROM pg_partition_tree(to_regclass($1)) r
+          WHERE r.isleaf AND r.relid <> to_regclass($2)`,
+        [qualified(plan.table), qualified(a.history)],
+      )
+    ).rows[0].w;
     await runAll(c, then);
-    if (movedRows > 0) await runAll(c, a.swapBackGuard ?? []);
+    if (written) await runAll(c, a.swapBackGuard ?? []);
     await recordCutover(c, plan.table, false);
   };
   const watch = qualified(plan.table);
   const { stats } = await withLockRetry(pool, logger, 'swap back', across.ms, swap, { ...across.opts, watch });
   const lockHoldMs = stats.holdMs;
   const notRestored = await validateInbound({ pool, log }, plan, lockTimeoutMs);
-  logger.info({ lockHoldMs, movedRows, notRestored }, 'detached: the table is a plain table again');
+  logger.info({ lockHoldMs, movedRows, guarded: written, notRestored }, 'detached: the table is a plain table again');
   await retireSnapshotGuard(pool, plan.table, a.dropGuard, logger, lockTimeoutMs);
   return { swapped: true, lockHoldMs, movedRows, notRestored };
 }

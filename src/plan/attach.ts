@@ -59,9 +59,10 @@ export interface AttachSql {
   /** one transaction, beginning with its LOCK TABLE */
   swapBack: string[];
   /**
-   * the snapshot guard, installed by the swap back's transaction only when it moved rows back (they are new row
-   * versions); a swap back that moved none leaves only the application's rows, which every snapshot sees as
-   * before. Absent in plans made before: their swapBack installs the guard whatever it moved.
+   * the snapshot guard, installed by the swap back's transaction unless no partition but the history one has a
+   * page: rows moved back are new row versions, and a row deleted there may still be seen by an older snapshot;
+   * with none ever written there the table is the application's rows, which every snapshot sees as before.
+   * Absent in plans made before: their swapBack installs the guard whatever it moved.
    */
   swapBackGuard?: string[];
   /**
@@ -266,8 +267,8 @@ export function attachStep(
     'A rollback moves the rows written into the monthly partitions since the cut-over back into the table under ' +
       'its lock: the longer the rollback window, the longer that lock. A REPEATABLE READ or SERIALIZABLE ' +
       'transaction whose snapshot is older than that swap back does not see those rows: its UPDATE and DELETE ' +
-      'fail with 40001 (partflow_snapshot_guard) and its reads miss them, until it ends. A swap back that moves ' +
-      "no row (none dated on or after the cut-off was written) leaves the application's rows only, and no guard.",
+      'fail with 40001 (partflow_snapshot_guard) and its reads miss them, until it ends. Where no row dated on or ' +
+      "after the cut-off was ever written, the table is the application's rows only, and there is no guard.",
   );
   const pkMb = Math.round((info.attach?.primaryKeyBytes ?? 0) / 2 ** 20);
   ctx.warnings.push(

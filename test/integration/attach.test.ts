@@ -633,6 +633,52 @@ test('a swap back that moves no row: a REPEATABLE READ or SERIALIZABLE snapshot 
   }
 });
 
+test('helper-30: a swap back with nothing left to move, whose monthly partition held a row an older snapshot sees, still guards it (40001 as on a plain table, not 0 rows)', async () => {
+  await createImages('strad1', 500);
+  await createImages('strad1_ctrl', 500);
+  const d = new Date();
+  const cutoffMonth = `${d.getUTCFullYear() + 1}-${String(d.getUTCMonth() + 1).padStart(2, '0')}`;
+  const h = await start({ table: 'strad1', method: 'attach', cutoffMonth, approval: 'auto', rollbackWindow: '1h' });
+  await waitFor(h, (p) => p.phase === 'rollback-window', 'the cut-over');
+  const tables = ['strad1', 'strad1_ctrl'];
+  // dated past the cut-off: in a monthly partition of strad1
+  for (const t of tables)
+    await db.pool.query(`INSERT INTO ${t} (id, user_id, payload, created_at) VALUES (900001, 1, 'x', $1)`, [
+      `${cutoffMonth}-15`,
+    ]);
+  await db.pool.query(`CREATE UNIQUE INDEX CONCURRENTLY strad1_pfa_back ON strad1_history (id)`);
+  const s = await db.pool.connect();
+  try {
+    await s.query('BEGIN ISOLATION LEVEL REPEATABLE READ');
+    await s.query('SELECT count(*) FROM pg_class'); // the snapshot: it sees row 900001
+    // gone after the snapshot: nothing is left to move back, but the snapshot still sees the row it deleted
+    for (const t of tables) await db.pool.query(`DELETE FROM ${t} WHERE id = 900001`);
+    await h.signal('rollback');
+    const plain = async () =>
+      (await db.pool.query(`SELECT relkind = 'r' AS ok FROM pg_class WHERE oid = 'strad1'::regclass`)).rows[0].ok;
+    for (let i = 0; i < 150 && !(await plain()); i++) await sleep(200);
+    expect(await plain()).toBe(true);
+    const outcomes: string[] = [];
+    for (const t of tables) {
+      await s.query('SAVEPOINT a');
+      outcomes.push(
+        await s.query(`UPDATE ${t} SET payload = 's' WHERE id = 900001`).then(
+          (r) => `${r.rowCount} rows`,
+          (e: { code?: string }) => e.code ?? 'error',
+        ),
+      );
+      await s.query('ROLLBACK TO SAVEPOINT a');
+    }
+    // on the plain table: 40001 (a concurrent delete); without the guard strad1 said 0 rows
+    expect(outcomes).toEqual(['40001', '40001']);
+    await s.query('ROLLBACK');
+    expect((await h.result()).status).toBe('rolled-back');
+  } finally {
+    await s.query('ROLLBACK').catch(() => undefined);
+    s.release();
+  }
+});
+
 test('a run ended while its swap back waits for an older snapshot: cleanup removes the guard once that snapshot ends', async () => {
   await createImages('strad2', 500);
   const d = new Date();
