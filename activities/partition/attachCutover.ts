@@ -189,8 +189,8 @@ export async function attachSwapBack(
         ])
       ).rows[0].n,
     );
-    // a row version an older snapshot may still see (a row deleted or moved back under the cut-off after it) leaves
-    // a page; vacuum frees no tuple such a snapshot sees, and nothing else writes these partitions (helper-30)
+    // not the rows left to move: a row deleted (or moved back under the cut-off) after an older snapshot is still
+    // seen by it (helper-30); VACUUM frees no tuple a live snapshot sees, so a partition with no page holds none
     written = (
       await c.query(
         `SELECT coalesce(sum(pg_relation_size(r.relid)), 0) > 0 AS w FROM pg_partition_tree(to_regclass($1)) r
