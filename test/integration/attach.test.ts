@@ -44,6 +44,20 @@ function start(input: PartitionTableInput): Promise<WorkflowHandle> {
   });
 }
 
+/** A cut-off a year ahead: the writers' and the tests' rows dated now stay in the history partition. */
+function yearAhead(): string {
+  const d = new Date();
+  return `${d.getUTCFullYear() + 1}-${String(d.getUTCMonth() + 1).padStart(2, '0')}`;
+}
+
+/** An attach run of `table` with its cut-off a year ahead, in its rollback window of an hour. */
+async function inWindow(table: string): Promise<{ h: WorkflowHandle; cutoffMonth: string }> {
+  const cutoffMonth = yearAhead();
+  const h = await start({ table, method: 'attach', cutoffMonth, approval: 'auto', rollbackWindow: '1h' });
+  await waitFor(h, (p) => p.phase === 'rollback-window', 'the cut-over');
+  return { h, cutoffMonth };
+}
+
 async function createImages(name: string, rows: number): Promise<void> {
   await db.pool.query(`
     CREATE TABLE ${name} (
@@ -512,10 +526,7 @@ test('writers in READ COMMITTED, REPEATABLE READ and SERIALIZABLE through the at
   await w.start();
   stops.push(async () => void (await w.stop()));
   // a year ahead: the writers date rows up to two months ahead and move them by a month at a time
-  const d = new Date();
-  const cutoffMonth = `${d.getUTCFullYear() + 1}-${String(d.getUTCMonth() + 1).padStart(2, '0')}`;
-  const h = await start({ table: 'iso', method: 'attach', cutoffMonth, approval: 'auto', rollbackWindow: '1h' });
-  await waitFor(h, (p) => p.phase === 'rollback-window', 'the cut-over');
+  const { h, cutoffMonth } = await inWindow('iso');
   await sleep(2000);
   await h.signal('rollback');
   expect((await h.result()).status).toBe('rolled-back');
@@ -542,10 +553,7 @@ test('writers in READ COMMITTED, REPEATABLE READ and SERIALIZABLE through the at
 
 test('a REPEATABLE READ snapshot older than the swap back: its UPDATE of a row moved back fails with 40001, not 0 rows; the guard goes when it ends', async () => {
   await createImages('straddle', 2000);
-  const d = new Date();
-  const cutoffMonth = `${d.getUTCFullYear() + 1}-${String(d.getUTCMonth() + 1).padStart(2, '0')}`;
-  const h = await start({ table: 'straddle', method: 'attach', cutoffMonth, approval: 'auto', rollbackWindow: '1h' });
-  await waitFor(h, (p) => p.phase === 'rollback-window', 'the cut-over');
+  const { h, cutoffMonth } = await inWindow('straddle');
   // written since the cut-over: in a monthly partition, moved back into the table by the swap back's transaction
   await db.pool.query(`INSERT INTO straddle (id, user_id, payload, created_at) VALUES (900001, 1, 'new', $1)`, [
     `${cutoffMonth}-15`,
@@ -584,10 +592,7 @@ test('a REPEATABLE READ snapshot older than the swap back: its UPDATE of a row m
 
 test('a swap back that moves no row: a REPEATABLE READ or SERIALIZABLE snapshot older than it updates and deletes as without partflow (no guard)', async () => {
   await createImages('strad0', 2000);
-  const d = new Date();
-  const cutoffMonth = `${d.getUTCFullYear() + 1}-${String(d.getUTCMonth() + 1).padStart(2, '0')}`;
-  const h = await start({ table: 'strad0', method: 'attach', cutoffMonth, approval: 'auto', rollbackWindow: '1h' });
-  await waitFor(h, (p) => p.phase === 'rollback-window', 'the cut-over');
+  const { h } = await inWindow('strad0');
   // written since the cut-over, dated before the cut-off: in the history partition, which becomes the table again
   await db.pool.query(`INSERT INTO strad0 (id, user_id, payload, created_at) VALUES (900001, 1, 'new', now())`);
   await db.pool.query(`CREATE UNIQUE INDEX CONCURRENTLY strad0_pfa_back ON strad0_history (id)`);
@@ -636,10 +641,7 @@ test('a swap back that moves no row: a REPEATABLE READ or SERIALIZABLE snapshot 
 test('helper-30: a swap back with nothing left to move, whose monthly partition held a row an older snapshot sees, still guards it (40001 as on a plain table, not 0 rows)', async () => {
   await createImages('strad1', 500);
   await createImages('strad1_ctrl', 500);
-  const d = new Date();
-  const cutoffMonth = `${d.getUTCFullYear() + 1}-${String(d.getUTCMonth() + 1).padStart(2, '0')}`;
-  const h = await start({ table: 'strad1', method: 'attach', cutoffMonth, approval: 'auto', rollbackWindow: '1h' });
-  await waitFor(h, (p) => p.phase === 'rollback-window', 'the cut-over');
+  const { h, cutoffMonth } = await inWindow('strad1');
   const tables = ['strad1', 'strad1_ctrl'];
   // dated past the cut-off: in a monthly partition of strad1
   for (const t of tables)
@@ -681,11 +683,8 @@ test('helper-30: a swap back with nothing left to move, whose monthly partition 
 
 test('a run ended while its swap back waits for an older snapshot: cleanup removes the guard once that snapshot ends', async () => {
   await createImages('strad2', 500);
-  const d = new Date();
-  const cutoffMonth = `${d.getUTCFullYear() + 1}-${String(d.getUTCMonth() + 1).padStart(2, '0')}`;
   const before = await catalogSnapshot(db.pool, ['public']);
-  const h = await start({ table: 'strad2', method: 'attach', cutoffMonth, approval: 'auto', rollbackWindow: '1h' });
-  await waitFor(h, (p) => p.phase === 'rollback-window', 'the cut-over');
+  const { h, cutoffMonth } = await inWindow('strad2');
   // a row the swap back moves, so that it installs its guard
   await db.pool.query(`INSERT INTO strad2 (id, user_id, payload, created_at) VALUES (900001, 1, 'new', $1)`, [
     `${cutoffMonth}-15`,
