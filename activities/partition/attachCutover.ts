@@ -190,10 +190,13 @@ export async function attachSwapBack(
       ).rows[0].n,
     );
     // not the rows left to move: a row deleted (or moved back under the cut-off) after an older snapshot is still
-    // seen by it (helper-30); VACUUM frees no tuple a live snapshot sees, so a partition with no page holds none
+    // seen by it (helper-30); VACUUM frees no tuple a live snapshot sees, so a partition with no page holds none,
+    // unless old_snapshot_threshold (13 to 16) lets it (helper-31): then always
     written = (
       await c.query(
-        `SELECT coalesce(sum(pg_relation_size(r.relid)), 0) > 0 AS w FROM pg_partition_tree(to_regclass($1)) r
+        `SELECT coalesce(sum(pg_relation_size(r.relid)), 0) > 0
+             OR coalesce(current_setting('old_snapshot_threshold', true), '-1') <> '-1' AS w
+           FROM pg_partition_tree(to_regclass($1)) r
           WHERE r.isleaf AND r.relid <> to_regclass($2)`,
         [qualified(plan.table), qualified(a.history)],
       )
