@@ -363,7 +363,7 @@ async function main(): Promise<void> {
     const r = result as {
       status: string;
       verify?: { rows: number; elapsedMs: number; ranges: unknown[]; chunks?: number; longestSnapshotMs?: number };
-      cutover?: { lockHoldMs: number; attempts: number };
+      cutover?: { lockHoldMs: number; attempts: number; lockPhases?: Record<string, number> };
       rowsCopied?: number;
       error?: string;
     };
@@ -398,7 +398,16 @@ async function main(): Promise<void> {
         );
       }
     }
-    if (r.cutover) line(`   cut-over: ${r.cutover.lockHoldMs} ms holding the lock, ${r.cutover.attempts} attempt(s)`);
+    if (r.cutover) {
+      // where the lock time went: the end of each part, ms after the grant; the worker's longest stall meanwhile
+      const parts = Object.entries(r.cutover.lockPhases ?? {})
+        .map(([k, v]) => `${k} ${v}`)
+        .join(', ');
+      line(
+        `   cut-over: ${r.cutover.lockHoldMs} ms holding the lock, ${r.cutover.attempts} attempt(s)` +
+          (parts ? ` (${parts})` : ''),
+      );
+    }
     line(`   backfill: ${fmt(r.rowsCopied ?? 0)} rows copied; whole workflow ${elapsed.toFixed(1)} s`);
     line(
       `   writers: ${fmt(s.ops)} ops (${s.inserts} inserts, ${s.updates} updates, ${s.moves} month moves, ${s.rekeys} id changes, ${s.deletes} deletes), ${s.errors} errors, max latency ${s.maxLatencyMs} ms, p99 ${s.p99LatencyMs} ms`,

@@ -70,6 +70,11 @@ export interface Progress {
   /** `lastCheck`: the keys copied since the last verification pass, compared before the swap (null: older runs) */
   cutover: {
     lockHoldMs: number;
+    /**
+     * where the lock time went (null: older runs): ms from the grant to the end of `checked`, `drained`,
+     * `lastCheck`, `swapped`, `recorded`, and `workerStallMs`, the worker's longest event-loop stall meanwhile
+     */
+    lockPhases: Record<string, number> | null;
     attempts: number;
     lockWaitRetries: number;
     keysAppliedUnderLock: number;

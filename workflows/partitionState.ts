@@ -219,6 +219,7 @@ export function progressOf(run: Run): Progress {
     },
     cutover: c && {
       lockHoldMs: c.lockHoldMs,
+      lockPhases: c.lockPhases ?? null,
       attempts: c.attempts,
       lockWaitRetries: c.lockWaitRetries,
       keysAppliedUnderLock: c.keysAppliedUnderLock ?? 0,

@@ -6,6 +6,7 @@ import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
 import type { OlderSnapshots } from '../../src/input';
 import { HEARTBEAT_THROTTLE_MS } from '../../src/config';
 import type { Pool, PoolClient } from 'pg';
+import { monitorEventLoopDelay } from 'perf_hooks';
 import type { Logger } from '../../src/logger';
 import { failure } from '../../src/failures';
 import { displayName, qualified, quoteIdent } from '../../src/ident';
@@ -38,6 +39,12 @@ export interface CutoverResult {
   lockWaitRetries: number;
   /** how long the cut-over transaction held its locks, ms */
   lockHoldMs: number;
+  /**
+   * where that time went: ms from the lock's grant to the end of each part (`checked`: the table unchanged;
+   * `drained`: the key log's remainder; `lastCheck`; `swapped`: the renames; `recorded`), and `workerStallMs`, the
+   * worker's longest event-loop stall meanwhile (the rest up to `lockHoldMs` is the commit)
+   */
+  lockPhases?: Record<string, number>;
   rowMoves?: number;
   /** keys of the key log applied under the cut-over's lock (plans with a key log) */
   keysAppliedUnderLock?: number;
@@ -170,30 +177,12 @@ export async function cutover(
     else await drainKeyLog(pool, keyLog);
     if (wait && handover && !handover.quiet) throw heldFailure(plan, handover, check);
   };
-  const swap = async (c: PoolClient) => {
-    await lockUpFront(c, [lock], across.budget); // each wait bounded by lock_timeout, the whole by the budget
-    await fence(c, plan.table);
-    await checkUnchanged(c, plan);
-    if (keyLog) {
-      underLock = await drainUnderLock(c, plan, keyLog);
-      await lastCheckUnderLock(c, plan, keyLog, check);
-    }
-    // quiet: no apply since the handover's, none under the lock: every snapshot that can meet the new table sees
-    // every row version partflow wrote into it, and no guard is needed (plans before the handover: always)
-    const quiet = !!handover?.quiet && underLock === 0 && (await appliedXid(c, plan)) === handover.applied;
-    // a writer logged after the handover went quiet: this attempt's swap would need the guard
-    if (wait && handover && !quiet) throw heldFailure(plan, { ...handover, quiet: false }, check);
-    await runAll(c, then);
-    await runAll(c, plan.sql.keptKeys?.add ?? []);
-    guarded = !!plan.sql.cutoverGuard && !quiet;
-    if (guarded) await runAll(c, plan.sql.cutoverGuard!);
-    await faultPoint('cutover', logger); // renamed, not committed
-    // the new table's columns as of the cut-over: a rollback that would lose a later change is refused
-    await recordCutover(c, plan.table, true, {
-      columns: await newTableColumns(c, plan),
-      partitions: await newTablePartitions(c, plan),
+  const phases: Record<string, number> = {};
+  const swap = (c: PoolClient) =>
+    timedLock(c, [lock], across.budget, phases, async (mark) => {
+      const done = await swapUnderLock(c, { plan, then, check, handover, wait, logger }, mark);
+      ({ underLock, guarded } = done);
     });
-  };
   let stats;
   try {
     ({ stats } = await withHeartbeat(
@@ -215,7 +204,15 @@ export async function cutover(
   const { attempts, lockWaitRetries, holdMs: lockHoldMs, commitMs } = stats;
   const lastCheck = keyLog?.seen ? { keys: check.keys, repaired: check.repaired } : undefined;
   const handed = handover && { ...handover, guarded };
-  const said = { lockHoldMs, commitMs, attempts, lockWaitRetries, keysAppliedUnderLock: underLock, lastCheck };
+  const said = {
+    lockHoldMs,
+    commitMs,
+    lockPhases: phases,
+    attempts,
+    lockWaitRetries,
+    keysAppliedUnderLock: underLock,
+    lastCheck,
+  };
   logger.info({ ...said, handover: handed }, 'cut over');
   const keptKeys = await validateKeptKeys(deps, plan, lockTimeoutMs);
   return {
@@ -224,11 +221,82 @@ export async function cutover(
     attempts,
     lockWaitRetries,
     lockHoldMs,
+    lockPhases: phases,
     rowMoves: await rowMoves(pool, plan.table),
     ...(keyLog ? { keysAppliedUnderLock: underLock } : {}),
     ...(lastCheck ? { lastCheck } : {}),
     ...(handed ? { handover: handed } : {}),
   };
+}
+
+/**
+ * `body` once `locks` are granted (lockUpFront), timed into `phases`: ms from the grant to each part's `mark`,
+ * and `workerStallMs`, the worker's longest event-loop stall meanwhile (time the lock was held while this process
+ * could not read a reply). The rest of the hold is the commit.
+ */
+async function timedLock(
+  c: PoolClient,
+  locks: string[],
+  budgetMs: number,
+  phases: Record<string, number>,
+  body: (mark: (part: string) => void) => Promise<void>,
+): Promise<void> {
+  await lockUpFront(c, locks, budgetMs); // each wait bounded by lock_timeout, the whole by the budget
+  const granted = Date.now();
+  const loop = monitorEventLoopDelay({ resolution: 10 });
+  loop.enable();
+  for (const k of Object.keys(phases)) delete phases[k];
+  try {
+    await body((part) => (phases[part] = Date.now() - granted));
+  } finally {
+    loop.disable();
+    phases.workerStallMs = Math.round(loop.max / 1e6);
+  }
+}
+
+interface SwapState {
+  plan: Plan;
+  then: string[];
+  check: LastCheck;
+  handover: HandoverResult | undefined;
+  wait: boolean;
+  logger: Logger;
+}
+
+/** The cut-over's transaction once its lock is granted: the checks, the key log's remainder, the swap, the record. */
+async function swapUnderLock(
+  c: PoolClient,
+  { plan, then, check, handover, wait, logger }: SwapState,
+  mark: (part: string) => void,
+): Promise<{ underLock: number; guarded: boolean }> {
+  const keyLog = plan.sql.keyLog;
+  let underLock = 0;
+  await fence(c, plan.table);
+  await checkUnchanged(c, plan);
+  mark('checked');
+  if (keyLog) {
+    underLock = await drainUnderLock(c, plan, keyLog);
+    mark('drained');
+    await lastCheckUnderLock(c, plan, keyLog, check);
+    mark('lastCheck');
+  }
+  // quiet: no apply since the handover's, none under the lock: every snapshot that can meet the new table sees
+  // every row version partflow wrote into it, and no guard is needed (plans before the handover: always)
+  const quiet = !!handover?.quiet && underLock === 0 && (await appliedXid(c, plan)) === handover.applied;
+  // a writer logged after the handover went quiet: this attempt's swap would need the guard
+  if (wait && handover && !quiet) throw heldFailure(plan, { ...handover, quiet: false }, check);
+  const guarded = !!plan.sql.cutoverGuard && !quiet;
+  // the swap, the kept keys and the guard in one round trip
+  await runAll(c, [...then, ...(plan.sql.keptKeys?.add ?? []), ...(guarded ? plan.sql.cutoverGuard! : [])]);
+  mark('swapped');
+  await faultPoint('cutover', logger); // renamed, not committed
+  // the new table's columns as of the cut-over: a rollback that would lose a later change is refused
+  await recordCutover(c, plan.table, true, {
+    columns: await newTableColumns(c, plan),
+    partitions: await newTablePartitions(c, plan),
+  });
+  mark('recorded');
+  return { underLock, guarded };
 }
 
 /** A retried cut-over that had committed: the kept keys validated again (they may not have been). */

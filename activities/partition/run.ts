@@ -170,11 +170,11 @@ export async function notReadCommitted(c: Pool | PoolClient, plan: Plan): Promis
  * from before it): read without an error, so that a transaction holding locks goes on.
  */
 export async function counterValue(c: Pool | PoolClient, table: TableRef, kind: Counter): Promise<number> {
-  const counter = qualified(counterOf(table, kind));
-  const r = await c.query(`SELECT to_regclass($1) IS NOT NULL AS ok`, [counter]);
-  if (!r.rows[0].ok) return 0;
-  const v = await c.query(`SELECT CASE WHEN is_called THEN last_value ELSE 0 END::bigint AS n FROM ${counter}`);
-  return Number(v.rows[0]?.n ?? 0);
+  // one round trip (it runs under the cut-over's lock): NULL where the sequence is not there or never called
+  const r = await c.query(`SELECT coalesce(pg_sequence_last_value(to_regclass($1)), 0)::bigint AS n`, [
+    qualified(counterOf(table, kind)),
+  ]);
+  return Number(r.rows[0]?.n ?? 0);
 }
 
 /** The workflow run of the running activity; null outside one (scripts, tests). */

@@ -1002,6 +1002,11 @@ describe('5. the last check at the cut-over: the keys changed since the last ver
     // keys 5 and 6 compared (5 recorded twice, counted once), copied again and compared again under the lock
     expect(cut.cutover?.lastCheck?.keys).toBe(4);
     expect(cut.cutover?.lastCheck?.repaired).toEqual([expect.stringMatching(/^1 key\(s\): \(5,/)]);
+    // where the lock time went, in order of the parts (the figures themselves are the machine's)
+    const parts = cut.cutover!.lockPhases!;
+    expect(Object.keys(parts)).toEqual(['checked', 'drained', 'lastCheck', 'swapped', 'recorded', 'workerStallMs']);
+    expect(parts.checked <= parts.drained && parts.drained <= parts.lastCheck).toBe(true);
+    expect(parts.lastCheck <= parts.swapped && parts.swapped <= parts.recorded).toBe(true);
     expect(await rowsOf('lc')).toEqual(before);
     await h.signal('finalize');
     expect((await h.result()).status).toBe('done');
