@@ -182,27 +182,22 @@ export async function attachSwapBack(
   const swap = async (c: PoolClient) => {
     await lockUpFront(c, [lock], across.budget);
     await undoFence(c, plan.table);
-    movedRows = Number(
-      (
-        await c.query(`SELECT count(*)::bigint AS n FROM ${qualified(plan.table)} WHERE tableoid <> to_regclass($1)`, [
-          qualified(a.history),
-        ])
-      ).rows[0].n,
+    // the rows the swap moves back, and whether the guard is needed, in one round trip under the lock: not the rows
+    // left to move, since a row deleted (or moved back under the cut-off) after an older snapshot is still seen by
+    // it (helper-30); VACUUM frees no tuple a live snapshot sees, so a partition with no page holds none, unless
+    // old_snapshot_threshold (13 to 16) lets it (helper-31): then always
+    const r = await c.query(
+      `SELECT (SELECT count(*) FROM ${qualified(plan.table)} WHERE tableoid <> to_regclass($2))::bigint AS n,
+              (SELECT coalesce(sum(pg_relation_size(r.relid)), 0) > 0
+                 FROM pg_partition_tree(to_regclass($1)) r
+                WHERE r.isleaf AND r.relid <> to_regclass($2))
+              OR coalesce(current_setting('old_snapshot_threshold', true), '-1') <> '-1' AS w`,
+      [qualified(plan.table), qualified(a.history)],
     );
-    // not the rows left to move: a row deleted (or moved back under the cut-off) after an older snapshot is still
-    // seen by it (helper-30); VACUUM frees no tuple a live snapshot sees, so a partition with no page holds none,
-    // unless old_snapshot_threshold (13 to 16) lets it (helper-31): then always
-    written = (
-      await c.query(
-        `SELECT coalesce(sum(pg_relation_size(r.relid)), 0) > 0
-             OR coalesce(current_setting('old_snapshot_threshold', true), '-1') <> '-1' AS w
-           FROM pg_partition_tree(to_regclass($1)) r
-          WHERE r.isleaf AND r.relid <> to_regclass($2)`,
-        [qualified(plan.table), qualified(a.history)],
-      )
-    ).rows[0].w;
-    await runAll(c, then);
-    if (written) await runAll(c, a.swapBackGuard ?? []);
+    movedRows = Number(r.rows[0].n);
+    written = r.rows[0].w;
+    // the swap back and the guard in one round trip
+    await runAll(c, [...then, ...(written ? (a.swapBackGuard ?? []) : [])]);
     await recordCutover(c, plan.table, false);
   };
   const watch = qualified(plan.table);
