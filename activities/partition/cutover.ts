@@ -177,12 +177,12 @@ export async function cutover(
     else await drainKeyLog(pool, keyLog);
     if (wait && handover && !handover.quiet) throw heldFailure(plan, handover, check);
   };
-  const phases: Record<string, number> = {};
-  const swap = (c: PoolClient) =>
-    timedLock(c, [lock], across.budget, phases, async (mark) => {
-      const done = await swapUnderLock(c, { plan, then, check, handover, wait, logger }, mark);
-      ({ underLock, guarded } = done);
+  let phases: Record<string, number> = {};
+  const swap = async (c: PoolClient) => {
+    phases = await timedLock(c, [lock], across.budget, async (mark) => {
+      ({ underLock, guarded } = await swapUnderLock(c, { plan, then, check, handover, wait, logger }, mark));
     });
+  };
   let stats;
   try {
     ({ stats } = await withHeartbeat(
@@ -230,28 +230,27 @@ export async function cutover(
 }
 
 /**
- * `body` once `locks` are granted (lockUpFront), timed into `phases`: ms from the grant to each part's `mark`,
- * and `workerStallMs`, the worker's longest event-loop stall meanwhile (time the lock was held while this process
+ * `body` once `locks` are granted (lockUpFront), timed: ms from the grant to each part's `mark`, and
+ * `workerStallMs`, the worker's longest event-loop stall meanwhile (time the lock was held while this process
  * could not read a reply). The rest of the hold is the commit.
  */
 async function timedLock(
   c: PoolClient,
   locks: string[],
   budgetMs: number,
-  phases: Record<string, number>,
   body: (mark: (part: string) => void) => Promise<void>,
-): Promise<void> {
+): Promise<Record<string, number>> {
   await lockUpFront(c, locks, budgetMs); // each wait bounded by lock_timeout, the whole by the budget
   const granted = Date.now();
+  const phases: Record<string, number> = {};
   const loop = monitorEventLoopDelay({ resolution: 10 });
   loop.enable();
-  for (const k of Object.keys(phases)) delete phases[k];
   try {
     await body((part) => (phases[part] = Date.now() - granted));
   } finally {
     loop.disable();
-    phases.workerStallMs = Math.round(loop.max / 1e6);
   }
+  return { ...phases, workerStallMs: Math.round(loop.max / 1e6) };
 }
 
 interface SwapState {
